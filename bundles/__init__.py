@@ -1,0 +1,1 @@
+"""The app bundle spec: data model, validation, versions and a canonical content hash."""
