@@ -1,0 +1,72 @@
+"""The desired-state document: what the hub (or a field tech, locally) wants a device to run.
+
+The hub writes one per device to the JetStream KV bucket ``desired``; the agent stores every
+revision it receives before acting on it. ``spec is None`` means "run no bundle".
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from protocol import SCHEMA_VERSION
+
+DesiredSource = Literal["hub", "local"]
+
+
+class DesiredDecodeError(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    generation: int
+    spec: dict[str, Any] | None  # BundleSpec.to_dict(); validated again by the agent
+    source: DesiredSource = "hub"
+    rollout_id: str | None = None
+    content_hash: str | None = None
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "v": SCHEMA_VERSION,
+                "generation": self.generation,
+                "spec": self.spec,
+                "source": self.source,
+                "rollout_id": self.rollout_id,
+                "content_hash": self.content_hash,
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> DesiredState:
+        try:
+            doc = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise DesiredDecodeError("$", f"not JSON: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise DesiredDecodeError("$", "must be an object")
+        if doc.get("v") != SCHEMA_VERSION:
+            raise DesiredDecodeError("v", f"unsupported schema version {doc.get('v')!r}")
+        gen = doc.get("generation")
+        if not isinstance(gen, int) or isinstance(gen, bool) or gen < 0:
+            raise DesiredDecodeError("generation", "must be a non-negative integer")
+        spec = doc.get("spec")
+        if spec is not None and not isinstance(spec, dict):
+            raise DesiredDecodeError("spec", "must be an object or null")
+        source = doc.get("source", "hub")
+        if source not in ("hub", "local"):
+            raise DesiredDecodeError("source", "must be 'hub' or 'local'")
+        rollout_id = doc.get("rollout_id")
+        if rollout_id is not None and not isinstance(rollout_id, str):
+            raise DesiredDecodeError("rollout_id", "must be a string or null")
+        content_hash = doc.get("content_hash")
+        if content_hash is not None and not isinstance(content_hash, str):
+            raise DesiredDecodeError("content_hash", "must be a string or null")
+        return cls(gen, spec, source, rollout_id, content_hash)
