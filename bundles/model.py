@@ -74,6 +74,10 @@ class ContainerSpec:
     def labels_dict(self) -> dict[str, str]:
         return dict(self.labels)
 
+    def to_dict(self) -> dict[str, Any]:
+        """Canonical plain-JSON form of this one container (what ``container_hash`` covers)."""
+        return _plain(asdict(self))
+
 
 @dataclass(frozen=True)
 class UpdatePolicy:

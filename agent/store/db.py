@@ -1,0 +1,112 @@
+"""Opening the agent's SQLite file: WAL settings, corruption detection, moving a bad file aside.
+
+Kept apart from the domain methods so the crash-safety rules live in one small module.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.errors import StoreCorrupt, StoreError
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS = 5000
+# Error codes that mean "this file is not a healthy database", as opposed to "busy" or
+# "locked", which are someone else holding the write lock and must never trigger a move.
+_CORRUPT_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
+
+
+@dataclass(frozen=True)
+class Recovery:
+    moved_to: Path
+    error: str
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    # isolation_level=None: the store issues BEGIN IMMEDIATE / COMMIT itself, so a
+    # transaction spans exactly what it means to and nothing commits behind its back.
+    conn = sqlite3.connect(
+        str(path),
+        isolation_level=None,
+        check_same_thread=False,
+        timeout=BUSY_TIMEOUT_MS / 1000,
+    )
+    try:
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(f"{path}: could not switch to WAL mode (got {mode!r})")
+        # NORMAL in WAL mode survives any process crash (kill -9); only a power cut can lose
+        # the last few commits, never corrupt the file.
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def is_corruption(exc: BaseException) -> bool:
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in _CORRUPT_CODES
+    text = str(exc).lower()
+    return "not a database" in text or "malformed" in text
+
+
+def check(conn: sqlite3.Connection) -> None:
+    """Raise ``StoreCorrupt`` unless ``PRAGMA quick_check`` says ok."""
+    rows = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
+    if rows != ["ok"]:
+        raise StoreCorrupt("quick_check failed: " + "; ".join(map(str, rows[:5])))
+
+
+def move_aside(path: Path, now: float | None = None) -> Path:
+    """Rename the database (and its WAL/SHM files) to ``<name>.corrupt-<ts>``."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now if now is not None else time.time()))
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+    os.replace(path, target)
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            os.replace(side, target.with_name(target.name + suffix))
+    return target
+
+
+def open_checked(path: Path, *, recover: bool) -> tuple[sqlite3.Connection, Recovery | None]:
+    """Connect and verify the file; if corrupt, move it aside (when ``recover``) and start fresh."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        conn = connect(path)
+    except sqlite3.DatabaseError as exc:
+        if not is_corruption(exc):
+            raise StoreError(f"{path}: {exc}") from exc
+        return _recover(path, str(exc), recover)
+    try:
+        check(conn)
+    except (StoreCorrupt, sqlite3.DatabaseError) as exc:
+        conn.close()
+        if isinstance(exc, sqlite3.DatabaseError) and not is_corruption(exc):
+            raise StoreError(f"{path}: {exc}") from exc
+        return _recover(path, str(exc), recover)
+    return conn, None
+
+
+def _recover(path: Path, error: str, recover: bool) -> tuple[sqlite3.Connection, Recovery]:
+    if not recover:
+        raise StoreCorrupt(f"{path}: {error}")
+    moved = move_aside(path)
+    log.error("store file was corrupt; moved aside and starting fresh", extra={"moved_to": str(moved)})
+    return connect(path), Recovery(moved, error)

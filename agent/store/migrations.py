@@ -1,0 +1,188 @@
+"""Recorded schema migrations, applied in order, each in its own transaction.
+
+sqlite-utils builds the tables; it is imported only when a migration is pending, because it
+costs about 4 MB of RSS and an up-to-date database never needs it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
+
+
+def _v1_initial(db: Database) -> None:
+    db.create_table("identity", {"key": str, "value": str}, pk="key")
+    db.create_table("meta", {"key": str, "value": str}, pk="key")
+    # Sequence counters live apart from the rows they number: sent outbox rows are deleted,
+    # and a reused number would be discarded by the hub as a duplicate.
+    db.create_table("sequences", {"name": str, "value": int}, pk="name", not_null={"value"})
+    db.create_table(
+        "desired_revisions",
+        {
+            "id": int,
+            "generation": int,
+            "source": str,
+            "spec": str,
+            "content_hash": str,
+            "rollout_id": str,
+            "bundle_ref": str,
+            "received_at": float,
+            "cleared_at": float,
+            "cleared_by": str,
+        },
+        pk="id",
+        not_null={"generation", "source", "received_at"},
+    )
+    db["desired_revisions"].create_index(["source", "generation"], unique=True)
+    db.create_table(
+        "deployments",
+        {
+            "id": int,
+            "generation": int,
+            "bundle_ref": str,
+            "spec": str,
+            "status": str,
+            "reason": str,
+            "started_at": float,
+            "finished_at": float,
+        },
+        pk="id",
+        not_null={"generation", "status", "started_at"},
+    )
+    db["deployments"].create_index(["generation"])
+    db.create_table(
+        "observed_containers",
+        {"position": int, "name": str, "data": str, "updated_at": float},
+        pk="position",
+        not_null={"data", "updated_at"},
+    )
+    db.create_table(
+        "journal_runs",
+        {
+            "id": int,
+            "generation": int,
+            "trigger": str,
+            "plan": str,
+            "started_at": float,
+            "finished_at": float,
+            "result": str,
+            "reason": str,
+        },
+        pk="id",
+        not_null={"generation", "trigger", "plan", "started_at"},
+    )
+    db.create_table(
+        "journal_steps",
+        {
+            "id": int,
+            "run_id": int,
+            "idx": int,
+            "step": str,
+            "status": str,
+            "error": str,
+            "ts": float,
+        },
+        pk="id",
+        not_null={"run_id", "idx", "step", "status", "ts"},
+        foreign_keys=[("run_id", "journal_runs", "id")],
+    )
+    db["journal_steps"].create_index(["run_id"])
+    db.create_table(
+        "events",
+        {
+            "seq": int,
+            "kind": str,
+            "severity": str,
+            "message": str,
+            "data": str,
+            "ts": float,
+            "mono": float,
+        },
+        pk="seq",
+        not_null={"kind", "severity", "message", "ts", "mono"},
+    )
+    db.create_table(
+        "metric_samples",
+        {"ts": float, "metric": str, "value": float},
+        not_null={"ts", "metric", "value"},
+    )
+    db["metric_samples"].create_index(["ts"])
+    db["metric_samples"].create_index(["metric", "ts"])
+    for table in ("metrics_1m", "metrics_1h"):
+        db.create_table(
+            table,
+            {
+                "bucket": int,
+                "metric": str,
+                "min": float,
+                "avg": float,
+                "max": float,
+                "count": int,
+            },
+            pk=("bucket", "metric"),
+            not_null={"min", "avg", "max", "count"},
+        )
+    db.create_table(
+        "outbox",
+        {
+            "seq": int,
+            "kind": str,
+            "payload": str,
+            "size": int,
+            "created_at": float,
+            "sent_at": float,
+        },
+        pk="seq",
+        not_null={"kind", "payload", "size", "created_at"},
+    )
+    db["outbox"].create_index(["sent_at", "seq"])
+
+
+Migration = tuple[int, str, Callable[["Database"], None]]
+
+MIGRATIONS: list[Migration] = [
+    (1, "initial schema", _v1_initial),
+]
+
+
+def current_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
+    return int(row[0] or 0)
+
+
+def migrate(conn: sqlite3.Connection) -> list[int]:
+    """Apply pending migrations; returns the versions applied. ``conn`` is in autocommit mode."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+    )
+    latest = MIGRATIONS[-1][0]
+    if current_version(conn) >= latest:
+        return []
+    from sqlite_utils import Database
+
+    db = Database(conn, execute_plugins=False, recursive_triggers=False)
+    applied = []
+    for version, name, fn in MIGRATIONS:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-read inside the write lock: a CLI process may have migrated meanwhile.
+            if current_version(conn) >= version:
+                conn.execute("COMMIT")
+                continue
+            fn(db)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                (version, name, time.time()),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        applied.append(version)
+    return applied

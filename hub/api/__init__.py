@@ -1,0 +1,1 @@
+"""The operator API: body validation, verb handlers (pure store calls), the NATS service."""

@@ -1,0 +1,27 @@
+"""The hub's fleet store: one SQLite file in WAL mode, one writer (the hub process).
+
+``Store`` is the facade the API and (later) ingest, enrollment and rollouts call. Its parts
+live in small modules by subject; every multi-step write runs in one ``tx()``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hub.store.access import AccessStore
+from hub.store.catalog import CatalogStore
+from hub.store.db import open_db
+from hub.store.fleet import FleetStore
+from hub.store.telemetry import TelemetryStore
+
+
+class Store(FleetStore, CatalogStore, AccessStore, TelemetryStore):
+    @classmethod
+    def open(cls, path: Path | str) -> Store:
+        return cls(open_db(path))
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+__all__ = ["Store", "open_db"]

@@ -1,0 +1,225 @@
+"""Numbered schema migrations, each applied once in its own transaction and recorded.
+
+Never edit a migration that has shipped: add a new one. ``schema_migrations`` lists what a
+database has, so an old database is brought forward on open.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import sqlite_utils
+
+from hub.errors import ConfigError
+from hub.timeutil import now_iso
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "fleet store",
+        """
+CREATE TABLE tenants (
+    id TEXT PRIMARY KEY,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE devices (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL REFERENCES tenants(id),
+    hostname TEXT NOT NULL DEFAULT '',
+    arch TEXT NOT NULL DEFAULT '',
+    os TEXT NOT NULL DEFAULT '',
+    engine TEXT NOT NULL DEFAULT '',
+    agent_version TEXT NOT NULL DEFAULT '',
+    status TEXT NOT NULL DEFAULT 'unknown',
+    enrolled_at TEXT NOT NULL,
+    last_seen TEXT,
+    decommissioned INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX devices_status ON devices(status);
+CREATE TABLE device_tags (
+    device_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+    tag TEXT NOT NULL,
+    PRIMARY KEY (device_id, tag)
+);
+CREATE INDEX device_tags_tag ON device_tags(tag);
+CREATE TABLE groups (
+    name TEXT PRIMARY KEY,
+    description TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL
+);
+CREATE TABLE group_members (
+    group_name TEXT NOT NULL REFERENCES groups(name) ON DELETE CASCADE,
+    device_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+    PRIMARY KEY (group_name, device_id)
+);
+CREATE INDEX group_members_device ON group_members(device_id);
+CREATE TABLE bundles (
+    name TEXT PRIMARY KEY,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE bundle_versions (
+    bundle TEXT NOT NULL REFERENCES bundles(name),
+    version TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (bundle, version)
+);
+-- Versions are immutable: a changed spec must be a new version.
+CREATE TRIGGER bundle_versions_no_update BEFORE UPDATE ON bundle_versions
+BEGIN SELECT RAISE(ABORT, 'bundle versions are immutable'); END;
+CREATE TABLE assignments (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    target_kind TEXT NOT NULL CHECK (target_kind IN ('device', 'group', 'tag')),
+    target TEXT NOT NULL,
+    bundle TEXT NOT NULL,
+    version TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    UNIQUE (target_kind, target),
+    FOREIGN KEY (bundle, version) REFERENCES bundle_versions(bundle, version)
+);
+CREATE TABLE rollouts (
+    id TEXT PRIMARY KEY,
+    bundle TEXT NOT NULL,
+    version TEXT NOT NULL,
+    target_kind TEXT NOT NULL CHECK (target_kind IN ('device', 'group', 'tag')),
+    target TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'running',
+    canary_percent INTEGER NOT NULL DEFAULT 0,
+    max_failures INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    FOREIGN KEY (bundle, version) REFERENCES bundle_versions(bundle, version)
+);
+CREATE TABLE rollout_targets (
+    rollout_id TEXT NOT NULL REFERENCES rollouts(id) ON DELETE CASCADE,
+    device_id TEXT NOT NULL REFERENCES devices(id),
+    state TEXT NOT NULL DEFAULT 'Pending'
+        CHECK (state IN ('Pending', 'Updating', 'Succeeded', 'Failed')),
+    reason TEXT NOT NULL DEFAULT '',
+    wave INTEGER NOT NULL DEFAULT 0,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (rollout_id, device_id)
+);
+CREATE TABLE reported_state (
+    device_id TEXT PRIMARY KEY REFERENCES devices(id) ON DELETE CASCADE,
+    doc TEXT NOT NULL,
+    as_of TEXT NOT NULL
+);
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    device_id TEXT,
+    ts TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL DEFAULT '',
+    data TEXT NOT NULL DEFAULT '{}',
+    seq INTEGER
+);
+CREATE INDEX events_device ON events(device_id, id);
+CREATE TABLE metrics_1m (
+    device_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    min REAL NOT NULL,
+    avg REAL NOT NULL,
+    max REAL NOT NULL,
+    PRIMARY KEY (device_id, name, ts)
+);
+CREATE TABLE metrics_1h (
+    device_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    min REAL NOT NULL,
+    avg REAL NOT NULL,
+    max REAL NOT NULL,
+    PRIMARY KEY (device_id, name, ts)
+);
+CREATE TABLE api_keys (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ('admin', 'readonly')),
+    key_hash TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0,
+    revoked_at TEXT
+);
+CREATE TABLE enrollment_tokens (
+    id TEXT PRIMARY KEY,
+    token_hash TEXT NOT NULL UNIQUE,
+    tenant TEXT NOT NULL REFERENCES tenants(id),
+    expires_at TEXT NOT NULL,
+    max_uses INTEGER NOT NULL CHECK (max_uses > 0),
+    uses INTEGER NOT NULL DEFAULT 0,
+    revoked INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE device_sync (
+    device_id TEXT PRIMARY KEY REFERENCES devices(id) ON DELETE CASCADE,
+    last_applied_seq INTEGER NOT NULL DEFAULT 0
+);
+""",
+    ),
+]
+
+
+def _ensure_table(db: sqlite_utils.Database) -> None:
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+    )
+
+
+def applied_versions(db: sqlite_utils.Database) -> list[int]:
+    _ensure_table(db)
+    return [r[0] for r in db.execute("SELECT version FROM schema_migrations ORDER BY version")]
+
+
+def migrate(db: sqlite_utils.Database) -> list[int]:
+    """Apply every migration not yet recorded; return the versions applied now."""
+    done = set(applied_versions(db))
+    known = {v for v, _, _ in MIGRATIONS}
+    if done - known:
+        raise ConfigError(
+            f"database has schema version(s) {sorted(done - known)} this hub does not know; "
+            "it was written by a newer hub"
+        )
+    applied: list[int] = []
+    for version, name, sql in MIGRATIONS:
+        if version in done:
+            continue
+        conn = db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # executescript would COMMIT the open transaction first; run statements one by
+            # one so the migration and its record land together or not at all.
+            for stmt in _statements(sql):
+                conn.execute(stmt)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                (version, name, now_iso()),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        applied.append(version)
+    return applied
+
+
+def _statements(sql: str) -> list[str]:
+    """Split a migration script into statements, keeping trigger bodies whole."""
+    out: list[str] = []
+    buf = ""
+    for line in sql.splitlines(keepends=True):
+        if line.strip().startswith("--") and not buf.strip():
+            continue
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out
+

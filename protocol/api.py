@@ -1,0 +1,82 @@
+"""The operator API contract: verb names, the key header, limits, request fields.
+
+Each verb is a NATS request on ``sb.api.<verb>`` (see ``protocol.subjects.api``) with a JSON
+object body and a JSON reply: the verb's result object, or the error shape from
+``protocol.errors``. ``REQUESTS`` lists every verb's accepted body fields so the hub
+validates against it and the CLI and docs can name them; unknown fields are refused.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+API_KEY_HEADER = "Sb-Api-Key"
+MAX_BODY_BYTES = 1024 * 1024  # 1 MiB; the hub's nats-server allows more so it can say why
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+SERVICE_NAME = "signalbeam-hub"
+
+Role = Literal["admin", "readonly"]
+ROLES: tuple[str, ...] = ("admin", "readonly")
+TARGET_KINDS: tuple[str, ...] = ("device", "group", "tag")
+RESOLUTIONS: tuple[str, ...] = ("1m", "1h")
+
+# verb -> (writes?, {field: (type name, required)}).  Type names: str, int, bool, object.
+FieldDoc = tuple[str, bool]
+PAGE: dict[str, FieldDoc] = {"limit": ("int", False), "cursor": ("str", False)}
+
+REQUESTS: dict[str, tuple[bool, dict[str, FieldDoc]]] = {
+    "devices.list": (
+        False,
+        {
+            "tag": ("str", False),
+            "group": ("str", False),
+            "status": ("str", False),
+            "text": ("str", False),
+            "include_decommissioned": ("bool", False),
+            **PAGE,
+        },
+    ),
+    "devices.get": (False, {"id": ("str", True)}),
+    "devices.tag": (True, {"id": ("str", True), "tag": ("str", True)}),
+    "devices.untag": (True, {"id": ("str", True), "tag": ("str", True)}),
+    "devices.decommission": (True, {"id": ("str", True)}),
+    "groups.create": (True, {"name": ("str", True), "description": ("str", False)}),
+    "groups.delete": (True, {"name": ("str", True)}),
+    "groups.add": (True, {"name": ("str", True), "device": ("str", True)}),
+    "groups.remove": (True, {"name": ("str", True), "device": ("str", True)}),
+    "groups.list": (False, {}),
+    "bundles.push": (True, {"spec": ("object", True)}),
+    "bundles.list": (False, {}),
+    "bundles.get": (False, {"name": ("str", True), "version": ("str", False)}),
+    "bundles.versions": (False, {"name": ("str", True)}),
+    "assign": (True, {"target": ("str", True), "bundle": ("str", True)}),
+    "unassign": (True, {"target": ("str", True)}),
+    "assignments.list": (False, {}),
+    "events.list": (False, {"device": ("str", False), **PAGE}),
+    "metrics.get": (
+        False,
+        {
+            "device": ("str", True),
+            "resolution": ("str", False),
+            "since": ("int", False),
+            "until": ("int", False),
+            "name": ("str", False),
+        },
+    ),
+    "tokens.create": (
+        True,
+        {"tenant": ("str", True), "expires_in": ("int", False), "max_uses": ("int", False)},
+    ),
+    "tokens.list": (False, {}),
+    "tokens.revoke": (True, {"id": ("str", True)}),
+    "keys.create": (True, {"name": ("str", True), "role": ("str", False)}),
+    "keys.list": (False, {}),
+    "keys.revoke": (True, {"id": ("str", True)}),
+}
+
+VERBS: tuple[str, ...] = tuple(REQUESTS)
+
+
+def is_write(verb: str) -> bool:
+    return REQUESTS[verb][0]
