@@ -48,6 +48,15 @@ from agent.runtime.base import (
 
 log = logging.getLogger(__name__)
 
+
+class ApiError(EngineError):
+    """The engine answered a call with an error status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 _STATES = {"created", "running", "paused", "restarting", "removing", "exited", "dead"}
 _HEALTH = {"starting", "healthy", "unhealthy"}
 _EXEC_OUTPUT_MAX = 4096
@@ -252,7 +261,7 @@ class DockerApiEngine(Engine):
                 raise EngineUnavailable(
                     f"engine at {self.url} does not answer", [self.url]
                 ) from exc
-            raise EngineError(f"{method} {path}: {exc.status} {exc.message}") from exc
+            raise ApiError(f"{method} {path}: {exc.status} {exc.message}", exc.status) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise EngineUnavailable(f"engine at {self.url}: {exc}", [self.url]) from exc
 
@@ -279,8 +288,8 @@ class DockerApiEngine(Engine):
     async def _inspect_raw(self, ref: str) -> dict[str, Any] | None:
         try:
             data = await self._json(f"containers/{ref}/json")
-        except EngineError as exc:
-            if " 404 " in str(exc):
+        except ApiError as exc:
+            if exc.status == 404:
                 return None
             raise
         return data if isinstance(data, dict) else None
@@ -328,8 +337,8 @@ class DockerApiEngine(Engine):
             return
         try:
             await self._json(f"containers/{obs.id}/start", "POST")
-        except EngineError as exc:
-            if " 304 " not in str(exc):  # already started
+        except ApiError as exc:
+            if exc.status != 304:  # 304: already started
                 raise
 
     async def stop(self, ref: str, timeout: float = 10.0) -> None:
@@ -353,10 +362,9 @@ class DockerApiEngine(Engine):
             return
         try:
             await self._json(f"containers/{obs.id}", "DELETE", params={"force": "1", "v": "0"})
-        except EngineError as exc:
-            msg = str(exc)
+        except ApiError as exc:
             # Gone already, or an engine-side removal in progress: both end in "absent".
-            if " 404 " in msg or "already in progress" in msg:
+            if exc.status == 404 or "already in progress" in str(exc):
                 return
             raise
 
@@ -422,7 +430,18 @@ class DockerApiEngine(Engine):
 
     async def stats(self, ref: str) -> ContainerStats:
         obs = await self._ours(ref)
-        raw = await self._json(f"containers/{obs.id}/stats", params={"stream": "0"})
+        # Read the body ourselves: Podman omits the JSON content type on this endpoint.
+        try:
+            async with self._client._query(
+                f"containers/{obs.id}/stats", params={"stream": "false"}
+            ) as resp:
+                body = await resp.read()
+        except DockerError as exc:
+            raise ApiError(f"stats {obs.name}: {exc.message}", exc.status) from exc
+        try:
+            raw = json.loads(body)
+        except ValueError as exc:
+            raise EngineError(f"stats {obs.name}: not JSON: {body[:100]!r}") from exc
         return stats_from_raw(obs.id, raw)
 
     async def events(self) -> AsyncIterator[EngineEvent]:
@@ -515,8 +534,8 @@ class DockerApiEngine(Engine):
     async def image(self, ref: str) -> ImageInfo | None:
         try:
             r = await self._json(f"images/{ref}/json")
-        except EngineError as exc:
-            if " 404 " in str(exc):
+        except ApiError as exc:
+            if exc.status == 404:
                 return None
             raise
         return ImageInfo(
@@ -528,8 +547,8 @@ class DockerApiEngine(Engine):
     async def remove_image(self, ref: str) -> bool:
         try:
             await self._json(f"images/{ref}", "DELETE", params={"force": "0", "noprune": "0"})
-        except EngineError as exc:
-            if " 404 " in str(exc) or " 409 " in str(exc):
+        except ApiError as exc:
+            if exc.status in (404, 409):
                 return False
             raise
         return True
