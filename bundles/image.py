@@ -63,9 +63,7 @@ def parse_image_ref(ref: str) -> ImageRef:
         raise ValueError(f"repository name is longer than {MAX_NAME_LENGTH} characters")
     domain: str | None = None
     first, slash, remainder = rest.partition("/")
-    if slash and (
-        "." in first or ":" in first or first == "localhost" or first.lower() != first
-    ):
+    if slash and ("." in first or ":" in first or first == "localhost" or first.lower() != first):
         if not _DOMAIN.fullmatch(first):
             raise ValueError(f"registry {first!r} is not a valid host[:port]")
         domain, rest = first, remainder

@@ -41,7 +41,7 @@ def decode(data: str | bytes, source: str) -> str:
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
     if len(raw) > MAX_BUNDLE_BYTES:
         raise BundleInvalid(
-            [FieldError("$", f"is {len(raw)} bytes; a bundle may be at most {MAX_BUNDLE_BYTES}")],
+            [FieldError("$", f"is larger than {MAX_BUNDLE_BYTES} bytes, the limit for a bundle")],
             source,
         )
     if isinstance(data, str):
@@ -90,12 +90,14 @@ def _read_yaml(text: str, source: str) -> tuple[Any, LineLookup]:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
         problem = exc.problem or exc.context or "cannot parse"
-        raise BundleInvalid([FieldError("$", f"YAML syntax error: {problem}", line)], source) from None
+        raise BundleInvalid(
+            [FieldError("$", f"YAML syntax error: {problem}", line)], source
+        ) from None
     except BundleInvalid:
         raise
     except RecursionError:
         raise BundleInvalid([FieldError("$", "is nested too deeply")], source) from None
-    except Exception as exc:  # noqa: BLE001 - untrusted input into a third-party parser
+    except Exception as exc:  # untrusted input into a third-party parser
         # PyYAML lets plain ValueErrors escape (e.g. the date 2001-02-30, a 5000-digit int).
         raise BundleInvalid([FieldError("$", f"cannot parse: {exc}")], source) from None
     finally:
@@ -114,7 +116,7 @@ def _lazy_yaml_lines(text: str) -> LineLookup:
 
             try:
                 cache.append(yaml.compose(text, Loader=yaml.SafeLoader))
-            except Exception:  # noqa: BLE001 - line numbers are best effort
+            except Exception:  # line numbers are best effort
                 cache.append(None)
         root = cache[0]
         return _line_of(root, parts) if root is not None else None

@@ -29,9 +29,13 @@ _MEMORY_UNIT = {
     "Ti": 1024**4,
 }
 _MEMORY = re.compile(r"(\d{1,15})(Ki|Mi|Gi|Ti|k|K|M|G|T)?")
+_UNIT_SUFFIX = re.compile(r"\d+([A-Za-z]+)")
+_FRACTION = re.compile(r"\d*\.\d+\s*[A-Za-z]*")
 
 DURATION_HELP = 'seconds (a number) or a duration string like "10s", "500ms", "2m", "1h30m"'
-MEMORY_HELP = 'bytes (an integer) or a size like "64Mi", "128M", "1Gi" (units k K M G T Ki Mi Gi Ti)'
+MEMORY_HELP = (
+    'bytes (an integer) or a size like "64Mi", "128M", "1Gi" (units k K M G T Ki Mi Gi Ti)'
+)
 
 
 def _is_number(value: Any) -> bool:
@@ -64,4 +68,12 @@ def parse_memory(value: Any) -> int:
         m = _MEMORY.fullmatch(value.strip())
         if m:
             return int(m.group(1)) * _MEMORY_UNIT[m.group(2) or ""]
+        if _FRACTION.fullmatch(value.strip()):
+            raise ValueError("must be a whole number of units, e.g. 1536Mi rather than 1.5Gi")
+        unit = _UNIT_SUFFIX.fullmatch(value.strip())
+        if unit:
+            raise ValueError(
+                f"unit {unit.group(1)!r} is not accepted; use k K M G T (powers of 1000) "
+                "or Ki Mi Gi Ti (powers of 1024), e.g. 64Mi"
+            )
     raise ValueError(f"must be {MEMORY_HELP}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import json
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -36,7 +37,7 @@ from bundles.source import (
     read_document,
 )
 from bundles.units import parse_duration, parse_memory
-from bundles.versions import bundle_name_error, version_error
+from bundles.versions import version_error
 
 __all__ = ["MAX_BUNDLE_BYTES", "from_dict", "load_file", "parse_bundle"]
 
@@ -115,7 +116,11 @@ def _kind(value: Any) -> str:
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    # JSON spelling (false, null, "x"): what an operator wrote, whether in YAML or JSON.
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):
+        text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -469,8 +474,8 @@ def _healthcheck(value: Any, path: PathParts, ctx: _Ctx) -> Any:
     kind = out.get("type")
     # Fields that do not apply to the probe type may appear only with their default value, so
     # that BundleSpec.to_dict() output (which writes every field) validates again.
-    if kind in ("http", "tcp") and out.get("port") is None and "port" not in value:
-        ctx.add((*path, "port"), f"is required for a {kind} probe")
+    if kind in ("http", "tcp") and value.get("port") is None:
+        ctx.add((*path, "port"), f"is required for {kind} probes")
     if kind == "exec" and out.get("port") is not None:
         ctx.add((*path, "port"), "applies only to http and tcp probes")
     if kind == "exec" and out.get("command") in (None, ()):
@@ -546,21 +551,25 @@ def _container(value: Any, path: PathParts, ctx: _Ctx) -> Any:
     return BAD if ctx.total > before else ContainerSpec(**out)
 
 
-BUNDLE_FIELDS: dict[str, Field] = {
-    "bundle": Field(_dns_label, required=True),
-    "version": Field(lambda v, p, c: _version(v, p, c), required=True),
-    "description": Field(lambda v, p, c: _text(v, p, c, MAX_DESCRIPTION)),
-    "containers": Field(_list(_container, MAX_CONTAINERS, min_items=1), required=True),
-    "update": Field(_object(UPDATE_FIELDS, UpdatePolicy)),
-}
-
-
 def _version(value: Any, path: PathParts, ctx: _Ctx) -> Any:
     reason = version_error(value)
     if reason is not None:
         ctx.add(path, reason if not isinstance(value, str) else f"{_short(value)} {reason}")
         return BAD
     return value
+
+
+def _description(value: Any, path: PathParts, ctx: _Ctx) -> Any:
+    return _text(value, path, ctx, MAX_DESCRIPTION)
+
+
+BUNDLE_FIELDS: dict[str, Field] = {
+    "bundle": Field(_dns_label, required=True),
+    "version": Field(_version, required=True),
+    "description": Field(_description),
+    "containers": Field(_list(_container, MAX_CONTAINERS, min_items=1), required=True),
+    "update": Field(_object(UPDATE_FIELDS, UpdatePolicy)),
+}
 
 
 def _check_names(containers: Any, ctx: _Ctx) -> None:
@@ -588,8 +597,10 @@ def _clashes(a: PortMapping, b: PortMapping) -> bool:
 
 
 def _check_bindings(ctx: _Ctx) -> None:
-    for i, (path, port) in enumerate(ctx.bindings):
-        for other_path, other in ctx.bindings[:i]:
+    by_port: dict[tuple[int | None, str], list[tuple[PathParts, PortMapping]]] = {}
+    for path, port in ctx.bindings:
+        earlier = by_port.setdefault((port.host, port.protocol), [])
+        for other_path, other in earlier:
             if _clashes(port, other):
                 ctx.add(
                     (*path, "host"),
@@ -597,6 +608,7 @@ def _check_bindings(ctx: _Ctx) -> None:
                     f"published by {format_path(other_path)}",
                 )
                 break
+        earlier.append((path, port))
 
 
 def _validate(doc: Any, allow_latest: bool) -> tuple[BundleSpec | None, _Ctx]:
@@ -619,10 +631,10 @@ def _raise(ctx: _Ctx, source: str, lines: LineLookup | None) -> BundleInvalid:
         FieldError(format_path(path), message, lines(path) if lines else None)
         for path, message in ctx.errors
     ]
+    # Source order reads best; errors without a line keep their (document) order at the end.
+    errors.sort(key=lambda e: e.line if e.line is not None else math.inf)
     if ctx.total > len(ctx.errors):
-        errors.append(
-            FieldError("$", f"{ctx.total - len(ctx.errors)} more errors not shown", None)
-        )
+        errors.append(FieldError("$", f"{ctx.total - len(ctx.errors)} more errors not shown", None))
     return BundleInvalid(errors, source)
 
 

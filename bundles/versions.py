@@ -66,7 +66,7 @@ class Version:
 def version_error(text: object) -> str | None:
     """The reason ``text`` is not a valid semver, or None when it is."""
     if not isinstance(text, str):
-        return "must be a string (quote it in YAML, e.g. \"1.2.0\")"
+        return 'must be a string (quote it in YAML, e.g. "1.2.0")'
     if len(text) > MAX_VERSION_LENGTH:
         return f"must be at most {MAX_VERSION_LENGTH} characters"
     if not SEMVER_RE.fullmatch(text):
