@@ -213,7 +213,7 @@ def _ip(value: Any) -> str:
 def _engine(value: Any) -> EngineKind:
     if value not in ("auto", "docker", "podman"):
         raise ValueError("must be one of 'auto', 'docker', 'podman'")
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def _socket(value: Any) -> str:

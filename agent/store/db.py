@@ -108,5 +108,7 @@ def _recover(path: Path, error: str, recover: bool) -> tuple[sqlite3.Connection,
     if not recover:
         raise StoreCorrupt(f"{path}: {error}")
     moved = move_aside(path)
-    log.error("store file was corrupt; moved aside and starting fresh", extra={"moved_to": str(moved)})
+    log.error(
+        "store file was corrupt; moved aside and starting fresh", extra={"moved_to": str(moved)}
+    )
     return connect(path), Recovery(moved, error)

@@ -38,7 +38,7 @@ def _v1_initial(db: Database) -> None:
         pk="id",
         not_null={"generation", "source", "received_at"},
     )
-    db["desired_revisions"].create_index(["source", "generation"], unique=True)
+    db.table("desired_revisions").create_index(["source", "generation"], unique=True)
     db.create_table(
         "deployments",
         {
@@ -54,7 +54,7 @@ def _v1_initial(db: Database) -> None:
         pk="id",
         not_null={"generation", "status", "started_at"},
     )
-    db["deployments"].create_index(["generation"])
+    db.table("deployments").create_index(["generation"])
     db.create_table(
         "observed_containers",
         {"position": int, "name": str, "data": str, "updated_at": float},
@@ -91,7 +91,7 @@ def _v1_initial(db: Database) -> None:
         not_null={"run_id", "idx", "step", "status", "ts"},
         foreign_keys=[("run_id", "journal_runs", "id")],
     )
-    db["journal_steps"].create_index(["run_id"])
+    db.table("journal_steps").create_index(["run_id"])
     db.create_table(
         "events",
         {
@@ -111,8 +111,8 @@ def _v1_initial(db: Database) -> None:
         {"ts": float, "metric": str, "value": float},
         not_null={"ts", "metric", "value"},
     )
-    db["metric_samples"].create_index(["ts"])
-    db["metric_samples"].create_index(["metric", "ts"])
+    db.table("metric_samples").create_index(["ts"])
+    db.table("metric_samples").create_index(["metric", "ts"])
     for table in ("metrics_1m", "metrics_1h"):
         db.create_table(
             table,
@@ -140,7 +140,7 @@ def _v1_initial(db: Database) -> None:
         pk="seq",
         not_null={"kind", "payload", "size", "created_at"},
     )
-    db["outbox"].create_index(["sent_at", "seq"])
+    db.table("outbox").create_index(["sent_at", "seq"])
 
 
 Migration = tuple[int, str, Callable[["Database"], None]]
