@@ -1,0 +1,171 @@
+"""Agent config validation: table-driven, every bad value names its field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agent.config import (
+    AgentConfig,
+    config_from_dict,
+    hostname_slug,
+    load_config,
+    parse_duration,
+    parse_size,
+)
+from agent.errors import ConfigError
+from protocol.subjects import valid_device_id
+
+
+def test_defaults() -> None:
+    cfg = config_from_dict({"device_id": "dev-1"})
+    assert cfg == AgentConfig(device_id="dev-1")
+    assert cfg.reconcile.interval == 60
+    assert cfg.metrics.interval == 10
+    assert (cfg.metrics.retention.raw, cfg.metrics.retention.minute) == (3600, 7 * 86400)
+    assert cfg.metrics.retention.hour == 90 * 86400
+    assert (cfg.http.bind, cfg.http.port) == ("127.0.0.1", 48484)
+    assert cfg.db_path == Path("/var/lib/signalbeam-agent/agent.db")
+    assert valid_device_id(config_from_dict({}).device_id)
+
+
+def test_full_file(tmp_path: Path) -> None:
+    f = tmp_path / "agent.toml"
+    f.write_text(
+        """
+data_dir = "data"
+device_id = "edge-7"
+engine = "podman"
+engine_socket = "unix:///run/podman/podman.sock"
+image_disk_budget = "2GiB"
+
+[reconcile]
+interval = "2m"
+
+[metrics]
+interval = 5
+[metrics.retention]
+raw = "30m"
+1m = "1d"
+1h = "30d"
+
+[outbox]
+max_bytes = "8MB"
+max_age = "3d"
+
+[[registry_auth]]
+registry = "127.0.0.1:5000"
+username = "u"
+password = "p"
+
+[http]
+bind = "0.0.0.0"
+port = 8080
+
+[hub]
+url = "nats://127.0.0.1:4222"
+credentials_file = "creds/device.creds"
+"""
+    )
+    cfg = load_config(f)
+    assert cfg.data_dir == tmp_path / "data"
+    assert cfg.engine == "podman" and cfg.image_disk_budget == 2 * 1024**3
+    assert cfg.reconcile.interval == 120 and cfg.metrics.interval == 5
+    assert cfg.metrics.retention.minute == 86400
+    assert cfg.outbox.max_bytes == 8_000_000 and cfg.outbox.max_age == 3 * 86400
+    assert cfg.registry_auth[0].registry == "127.0.0.1:5000"
+    assert "p" not in repr(cfg.registry_auth[0])
+    assert cfg.hub.credentials_file == str(tmp_path / "creds/device.creds")
+
+
+BAD: list[tuple[dict[str, Any], str, str]] = [
+    ({"device_id": "Bad_ID"}, "device_id", "a-z"),
+    ({"device_id": ""}, "device_id", "non-empty"),
+    ({"device_id": 5}, "device_id", "string"),
+    ({"data_dir": ""}, "data_dir", "path"),
+    ({"engine": "containerd"}, "engine", "one of"),
+    ({"engine_socket": "relative/path"}, "engine_socket", "absolute"),
+    ({"image_disk_budget": -1}, "image_disk_budget", "positive"),
+    ({"image_disk_budget": "lots"}, "image_disk_budget", "size"),
+    ({"reconcile": {"interval": 0}}, "reconcile.interval", "positive duration"),
+    ({"reconcile": {"interval": "-5s"}}, "reconcile.interval", "positive duration"),
+    ({"reconcile": {"interval": "soon"}}, "reconcile.interval", "positive duration"),
+    ({"reconcile": {"interval": True}}, "reconcile.interval", "positive duration"),
+    ({"reconcile": {"intervall": 5}}, "reconcile.intervall", "unknown"),
+    ({"reconcile": 5}, "reconcile", "table"),
+    ({"metrics": {"interval": "0s"}}, "metrics.interval", "positive"),
+    ({"metrics": {"retention": {"raw": "x"}}}, "metrics.retention.raw", "duration"),
+    ({"metrics": {"retention": {"1m": -1}}}, "metrics.retention.1m", "positive"),
+    ({"metrics": {"retention": {"5m": "1d"}}}, "metrics.retention.5m", "unknown"),
+    ({"outbox": {"max_bytes": 0}}, "outbox.max_bytes", "positive"),
+    ({"outbox": {"max_age": "forever"}}, "outbox.max_age", "duration"),
+    ({"registry_auth": {"registry": "x"}}, "registry_auth", "list"),
+    (
+        {"registry_auth": [{"registry": "x", "username": "u"}]},
+        "registry_auth[0].password",
+        "required",
+    ),
+    (
+        {"registry_auth": [{"registry": "x", "username": "u", "password": "p", "t": 1}]},
+        "registry_auth[0].t",
+        "unknown",
+    ),
+    ({"registry_auth": ["x"]}, "registry_auth[0]", "table"),
+    ({"http": {"port": 70000}}, "http.port", "port"),
+    ({"http": {"port": "80"}}, "http.port", "port"),
+    ({"http": {"bind": "localhost"}}, "http.bind", "IP address"),
+    ({"hub": {"url": "http://x"}}, "hub.url", "nats://"),
+    ({"hub": {"credentials_file": ""}}, "hub.credentials_file", "path"),
+    ({"colour": "blue"}, "colour", "unknown"),
+]
+
+
+@pytest.mark.parametrize(("doc", "field", "needle"), BAD)
+def test_bad_values_name_their_field(doc: dict[str, Any], field: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as ei:
+        config_from_dict(doc)
+    assert ei.value.field == field
+    assert needle in str(ei.value)
+    assert str(ei.value).startswith(f"{field}: ")
+
+
+def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("device_id = [unclosed")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+    binary = tmp_path / "bin.toml"
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ConfigError, match="UTF-8"):
+        load_config(binary)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("10s", 10), ("500ms", 0.5), ("1h30m", 5400), ("7d", 604800), (3, 3), (2.5, 2.5)],
+)
+def test_parse_duration(text: Any, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(
+    ("text", "size"), [(10, 10), ("1KiB", 1024), ("2MB", 2_000_000), ("3 GiB", 3 * 1024**3)]
+)
+def test_parse_size(text: Any, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@given(st.text(max_size=80))
+def test_hostname_slug_always_valid(name: str) -> None:
+    assert valid_device_id(hostname_slug(name))
+
+
+def test_hostname_slug_examples() -> None:
+    assert hostname_slug("Edge_Box.01") == "edge-box-01"
+    assert hostname_slug("___") == "device"
