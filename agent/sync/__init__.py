@@ -1,0 +1,6 @@
+"""Device <-> hub sync over NATS: uplink (outbox -> hub stream), downlink (desired KV ->
+store), heartbeats, device RPC, enrollment and the supervised leaf nats-server.
+
+``SyncService`` (agent.sync.service) is the one object the daemon starts and stops; the wire
+contract lives in ``protocol.messages`` and docs/sync.md.
+"""

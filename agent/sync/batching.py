@@ -1,0 +1,82 @@
+"""Pure packing of outbox rows into report messages (no I/O, property-tested).
+
+Rows are packed in sequence order, as many per message as fit both ``max_rows`` and
+``max_bytes`` of encoded JSON. The packing is deterministic for a given row list, so a resend
+after a lost PubAck usually repeats the same ``Nats-Msg-Id`` and the hub stream's duplicate
+window drops it; when it does not (new rows joined the last batch), the hub's per-device
+``last_applied_seq`` still makes the replay harmless.
+
+A row too large to travel even alone is replaced by an ``oversized`` marker row carrying its
+original kind and size, so the sequence stays contiguous and the hub can say what was lost.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from protocol.messages import (
+    MAX_REPORT_BYTES,
+    MAX_ROWS_PER_REPORT,
+    RawRow,
+    encode_report_raw,
+    encode_row_raw,
+    msg_id,
+    report_envelope_bytes,
+)
+
+OVERSIZED_KIND = "oversized"
+
+
+@dataclass(frozen=True)
+class Batch:
+    first_seq: int
+    last_seq: int
+    msg_id: str
+    body: bytes
+    rows: int
+
+
+def oversized_marker(seq: int, kind: str, ts: float, size: int) -> RawRow:
+    return (seq, OVERSIZED_KIND, ts, json.dumps({"kind": kind, "size": size}))
+
+
+def pack(
+    device_id: str,
+    rows: Sequence[RawRow],
+    *,
+    max_bytes: int = MAX_REPORT_BYTES,
+    max_rows: int = MAX_ROWS_PER_REPORT,
+) -> list[Batch]:
+    """Split ``rows`` (sorted by seq) into encoded batches within the bounds."""
+    if max_rows < 1:
+        raise ValueError("max_rows must be at least 1")
+    batches: list[Batch] = []
+    current: list[RawRow] = []
+    used = 0
+
+    def flush() -> None:
+        nonlocal current, used
+        if current:
+            body = encode_report_raw(device_id, current)
+            first, last = current[0][0], current[-1][0]
+            batches.append(Batch(first, last, msg_id(device_id, first, last), body, len(current)))
+        current, used = [], 0
+
+    for row in rows:
+        seq = row[0]
+        size = len(encode_row_raw(*row).encode())
+        # Alone in a batch (first = last = seq) is the largest envelope this row can get.
+        if report_envelope_bytes(device_id, seq, seq) + size > max_bytes:
+            row = oversized_marker(seq, row[1], row[2], size)
+            size = len(encode_row_raw(*row).encode())
+        envelope = report_envelope_bytes(device_id, current[0][0] if current else seq, seq)
+        if current and (
+            len(current) >= max_rows or envelope + used + size + len(current) > max_bytes
+        ):
+            flush()
+        current.append(row)
+        used += size
+    flush()
+    return batches

@@ -1,0 +1,247 @@
+"""protocol.messages: round trips, strict decoding naming the field, any bytes -> MessageError."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocol import messages as m
+from protocol.errors import TOO_LARGE
+
+DEV = "dev-1"
+json_scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+device_ids = st.from_regex(r"\A[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?\Z")
+kinds = st.sampled_from(["event", "metrics.1m", "observed", "desired", "deployment"])
+finite = st.floats(min_value=0, max_value=4e9, allow_nan=False, allow_infinity=False)
+
+
+def _report(**over: Any) -> bytes:
+    doc: dict[str, Any] = {
+        "v": 1,
+        "device_id": DEV,
+        "first_seq": 1,
+        "last_seq": 2,
+        "rows": [
+            {"seq": 1, "kind": "event", "ts": 1.5, "payload": {"a": 1}},
+            {"seq": 2, "kind": "metrics.1m", "ts": 2.0, "payload": None},
+        ],
+    }
+    doc.update(over)
+    return json.dumps(doc).encode()
+
+
+@given(
+    device_ids,
+    st.lists(st.tuples(kinds, finite, json_values), min_size=1, max_size=20),
+    st.integers(1, 10**12),
+)
+def test_report_round_trip(dev: str, rows: list[tuple[str, float, Any]], start: int) -> None:
+    batch = m.ReportBatch(
+        dev, tuple(m.ReportRow(start + i * 2, k, ts, p) for i, (k, ts, p) in enumerate(rows))
+    )
+    back = m.decode_report(batch.to_json(), subject_device=dev)
+    assert back == batch
+    m.check_msg_id(back, batch.msg_id)
+    assert m.parse_msg_id(batch.msg_id) == (dev, batch.first_seq, batch.last_seq)
+
+
+@pytest.mark.parametrize(
+    ("over", "field"),
+    [
+        ({"v": 2}, "v"),
+        ({"v": True}, "v"),
+        ({"device_id": "Bad_Id"}, "device_id"),
+        ({"first_seq": 0}, "first_seq"),
+        ({"first_seq": 5}, "first_seq"),
+        ({"last_seq": 9}, "last_seq"),
+        ({"rows": []}, "rows"),
+        ({"rows": "x"}, "rows"),
+        ({"rows": [{"seq": 1, "kind": "event", "ts": 1}]}, "rows[0].payload"),
+        ({"rows": [{"seq": "1", "kind": "event", "ts": 1, "payload": 1}]}, "rows[0].seq"),
+        ({"rows": [{"seq": 1, "kind": "Event!", "ts": 1, "payload": 1}]}, "rows[0].kind"),
+        ({"rows": [{"seq": 1, "kind": "event", "ts": "x", "payload": 1}]}, "rows[0].ts"),
+        (
+            {
+                "rows": [
+                    {"seq": 1, "kind": "event", "ts": 1, "payload": 1},
+                    {"seq": 1, "kind": "event", "ts": 1, "payload": 1},
+                ]
+            },
+            "rows[1].seq",
+        ),
+    ],
+)
+def test_report_errors_name_the_field(over: dict[str, Any], field: str) -> None:
+    with pytest.raises(m.MessageError) as exc:
+        m.decode_report(_report(**over))
+    assert exc.value.field == field
+
+
+def test_report_forged_device_refused() -> None:
+    with pytest.raises(m.MessageError) as exc:
+        m.decode_report(_report(), subject_device="dev-2")
+    assert exc.value.field == "device_id"
+
+
+def test_report_oversized_refused() -> None:
+    big = _report(rows=[{"seq": 1, "kind": "event", "ts": 1, "payload": "x" * m.MAX_REPORT_BYTES}])
+    with pytest.raises(m.MessageError) as exc:
+        m.decode_report(big)
+    assert exc.value.code == TOO_LARGE
+
+
+def test_msg_id_mismatch_and_garbage() -> None:
+    batch = m.decode_report(_report())
+    with pytest.raises(m.MessageError):
+        m.check_msg_id(batch, "dev-1:1-3")
+    with pytest.raises(m.MessageError):
+        m.check_msg_id(batch, None)
+    for bad in ("", "dev-1", "dev-1:1", "dev-1:a-b", "BAD:1-2"):
+        with pytest.raises(m.MessageError):
+            m.parse_msg_id(bad)
+
+
+DECODERS = [
+    m.decode_report,
+    m.decode_heartbeat,
+    m.decode_enroll_request,
+    m.decode_enroll_reply,
+    lambda d: m.decode_rpc_request("logs", d),
+    m.decode_rpc_reply,
+]
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=300))
+def test_any_bytes_give_a_clean_error(data: bytes) -> None:
+    for decode in DECODERS:
+        try:
+            decode(data)
+        except (m.MessageError, m.RemoteError):
+            pass
+
+
+@settings(max_examples=300)
+@given(json_values)
+def test_any_json_gives_a_clean_error(doc: Any) -> None:
+    data = json.dumps(doc).encode()
+    versioned = json.dumps({"v": 1, **doc}).encode() if isinstance(doc, dict) else data
+    for decode in DECODERS:
+        for d in (data, versioned):
+            try:
+                decode(d)
+            except (m.MessageError, m.RemoteError):
+                pass
+
+
+def test_deep_nesting_is_a_clean_error() -> None:
+    with pytest.raises(m.MessageError):
+        m.decode_report(b"[" * 100_000)
+
+
+@given(
+    device_ids,
+    finite,
+    st.lists(
+        st.tuples(st.text(min_size=1, max_size=10), st.sampled_from(["running", "exited"])),
+        max_size=5,
+    ),
+    st.dictionaries(st.text(min_size=1, max_size=10), finite, max_size=5),
+)
+def test_heartbeat_round_trip(
+    dev: str, ts: float, containers: list[tuple[str, str]], metrics: dict[str, float]
+) -> None:
+    hb = m.Heartbeat(
+        dev,
+        ts,
+        "0.1.0",
+        "app@1.0.0",
+        3,
+        tuple(m.ContainerSummary(n, s, None) for n, s in containers),
+        metrics,
+        last_seq=10,
+        outbox_pending=2,
+        uptime=5.0,
+    )
+    assert m.decode_heartbeat(hb.to_json(), subject_device=dev) == hb
+
+
+def test_heartbeat_errors() -> None:
+    hb = json.loads(m.Heartbeat(DEV, 1.0, "0.1").to_json())
+    hb["metrics"] = {"cpu": "high"}
+    with pytest.raises(m.MessageError) as exc:
+        m.decode_heartbeat(json.dumps(hb))
+    assert exc.value.field == "metrics.cpu"
+    with pytest.raises(m.MessageError) as exc:
+        m.decode_heartbeat(m.Heartbeat(DEV, 1.0, "0.1").to_json(), subject_device="x")
+    assert exc.value.field == "device_id"
+
+
+def test_enroll_round_trip_and_errors() -> None:
+    facts = m.DeviceFacts("box", "x86_64", "Debian 12", "podman", "0.1.0")
+    req = m.EnrollRequest("tok", DEV, facts, ("lab", "rpi"))
+    assert m.decode_enroll_request(req.to_json()) == req
+    assert "tok" not in repr(req)
+    doc = json.loads(req.to_json())
+    doc["facts"]["arch"] = 5
+    with pytest.raises(m.MessageError) as exc:
+        m.decode_enroll_request(json.dumps(doc))
+    assert exc.value.field == "facts.arch"
+    doc = json.loads(req.to_json())
+    doc["tags"] = ["ok", "not ok"]
+    with pytest.raises(m.MessageError) as exc:
+        m.decode_enroll_request(json.dumps(doc))
+    assert exc.value.field == "tags[1]"
+
+    reply = m.EnrollReply(DEV, "dev-dev-1", "pw", "nats-leaf://hub:7422", "nats://hub:4222")
+    assert m.decode_enroll_reply(reply.to_json()) == reply
+    assert "pw" not in repr(reply)
+    with pytest.raises(m.RemoteError) as rexc:
+        m.decode_enroll_reply(m.rpc_error("forbidden", "token expired"))
+    assert rexc.value.code == "forbidden"
+
+
+def test_rpc_requests_per_verb() -> None:
+    assert m.decode_rpc_request("status", b'{"v":1}') == m.RpcRequest("status")
+    req = m.RpcRequest("logs", "web", 20)
+    assert m.decode_rpc_request("logs", req.to_json()) == req
+    assert m.decode_rpc_request("logs", m.RpcRequest("logs", "web").to_json()).tail == 100
+    for verb, body, field in [
+        ("nope", b'{"v":1}', "verb"),
+        ("restart", b'{"v":1}', "args.container"),
+        ("restart", b'{"v":1,"args":{"container":"../x"}}', "args.container"),
+        ("logs", b'{"v":1,"args":{"container":"web","tail":0}}', "args.tail"),
+        ("logs", b'{"v":1,"args":[]}', "args"),
+    ]:
+        with pytest.raises(m.MessageError) as exc:
+            m.decode_rpc_request(verb, body)
+        assert exc.value.field == field
+
+
+def test_rpc_replies() -> None:
+    ok = m.decode_rpc_reply(m.rpc_ok({"lines": ["a"]}))
+    assert ok.ok and ok.raise_for_error() == {"lines": ["a"]}
+    err = m.decode_rpc_reply(m.rpc_error("not_found", "no container web", "args.container"))
+    assert not err.ok
+    with pytest.raises(m.RemoteError) as exc:
+        err.raise_for_error()
+    assert exc.value.field == "args.container"
+    huge = m.RpcReply(result={"lines": ["x" * 1000] * 1000}).to_json()
+    assert m.decode_rpc_reply(huge).error is not None
+
+
+def test_validate_tags() -> None:
+    assert m.validate_tags(["a", "b:c"]) == ("a", "b:c")
+    with pytest.raises(m.MessageError):
+        m.validate_tags(["a b"])
