@@ -1,0 +1,368 @@
+"""Runs a plan's steps against the engine: timeouts, bounded retries, journal, events.
+
+Each step is written to the journal before and after it runs. Every step is idempotent
+against the engine (a create finds its container by its deterministic name, a remove of a
+missing container succeeds), so a run cut off anywhere is finished by the next plan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.errors import DiskFull, EngineError, PullError
+from agent.reconcile.plan import Plan, Step, Target
+from agent.reconcile.ports import Recorder
+from agent.runtime.base import (
+    LABEL_BUNDLE,
+    LABEL_DEVICE,
+    LABEL_SERVICE,
+    LABEL_SPEC_HASH,
+    LABEL_VERSION,
+    CreateRequest,
+    Engine,
+    ImageInfo,
+    MountSpec,
+    PortSpec,
+    PullProgress,
+    RegistryAuth,
+)
+from bundles.model import ContainerSpec
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUTS: dict[str, float] = {
+    "pull": 900.0,
+    "create": 60.0,
+    "start": 60.0,
+    "stop": 60.0,
+    "remove": 60.0,
+    "recreate": 180.0,
+}
+
+
+@dataclass(frozen=True)
+class ExecutorOptions:
+    timeouts: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS))
+    retries: int = 2  # extra attempts after the first
+    backoff: float = 0.5  # first retry delay; doubles, capped at backoff_max
+    backoff_max: float = 10.0
+    stop_timeout: float = 10.0  # grace before the engine kills a stopping container
+    min_free_bytes: int = 0  # disk to leave free on the engine's data root after pulls
+    image_budget: int | None = None  # bytes the device's bundle images may use in total
+    default_image_estimate: int = 0  # pull size guess when no image of that repo is present
+    progress_interval: float = 5.0  # at most one pull-progress event per image per interval
+    registry_auth: Mapping[str, RegistryAuth] = field(default_factory=dict)  # host -> auth
+
+    def timeout(self, action: str) -> float:
+        return float(self.timeouts.get(action, DEFAULT_TIMEOUTS.get(action, 60.0)))
+
+
+@dataclass(frozen=True)
+class RunResult:
+    ok: bool
+    reason: str | None = None
+    failed_step: Step | None = None
+    steps_done: int = 0
+
+
+def repository(image: str) -> str:
+    """``host:5000/a/b:tag`` -> ``host:5000/a/b`` (digest and tag stripped)."""
+    name = image.split("@", 1)[0]
+    slash, colon = name.rfind("/"), name.rfind(":")
+    return name[:colon] if colon > slash else name
+
+
+def create_request(
+    spec: ContainerSpec, *, device_id: str, bundle: str, version: str, spec_hash: str, name: str
+) -> CreateRequest:
+    labels = dict(spec.labels)
+    labels.update(
+        {
+            LABEL_DEVICE: device_id,
+            LABEL_BUNDLE: bundle,
+            LABEL_VERSION: version,
+            LABEL_SERVICE: spec.name,
+            LABEL_SPEC_HASH: spec_hash,
+        }
+    )
+    return CreateRequest(
+        name=name,
+        image=spec.image,
+        labels=labels,
+        command=spec.command,
+        args=spec.args,
+        env=dict(spec.env),
+        ports=tuple(PortSpec(p.container, p.host, p.protocol, p.host_ip) for p in spec.ports),
+        mounts=tuple(MountSpec(v.source, v.target, v.type, v.read_only) for v in spec.volumes),
+        restart=spec.restart,
+        network_mode=spec.network_mode,
+        memory=spec.resources.memory,
+        cpus=spec.resources.cpus,
+    )
+
+
+class Executor:
+    def __init__(
+        self,
+        engine: Engine,
+        recorder: Recorder,
+        device_id: str,
+        options: ExecutorOptions | None = None,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.engine = engine
+        self.recorder = recorder
+        self.device_id = device_id
+        self.options = options or ExecutorOptions()
+        self._sleep = sleep
+        self._clock = clock
+        self._log_extra = {"device": device_id}
+
+    def _event(self, kind: str, message: str, severity: str = "info", **data: Any) -> None:
+        self.recorder.event(kind, message, severity=severity, data=data)  # type: ignore[arg-type]
+        level = {"warning": logging.WARNING, "error": logging.ERROR}.get(severity, logging.INFO)
+        log.log(level, "%s: %s", kind, message, extra=self._log_extra)
+
+    async def run(self, plan: Plan, target: Target, run_id: int) -> RunResult:
+        """Run every step in order; stop at the first that fails after its retries."""
+        steps = list(plan.steps)
+        admitted = False
+        for index, step in enumerate(steps):
+            if step.action == "pull" and not admitted:
+                try:
+                    await self.admit(plan, target)
+                except DiskFull as exc:
+                    self._event("disk.refused", str(exc), "error", images=self._pull_images(plan))
+                    self.recorder.journal_step(run_id, index, step.to_dict(), "failed", str(exc))
+                    self._skip_rest(run_id, steps, index + 1)
+                    return RunResult(False, str(exc), step, index)
+                admitted = True
+            self.recorder.journal_step(run_id, index, step.to_dict(), "started")
+            error = await self._run_with_retries(step, target)
+            if error is not None:
+                self.recorder.journal_step(run_id, index, step.to_dict(), "failed", error)
+                self._skip_rest(run_id, steps, index + 1)
+                return RunResult(False, f"{step.action} {step.service}: {error}", step, index)
+            self.recorder.journal_step(run_id, index, step.to_dict(), "done")
+        return RunResult(True, None, None, len(steps))
+
+    def _skip_rest(self, run_id: int, steps: list[Step], start: int) -> None:
+        for i in range(start, len(steps)):
+            self.recorder.journal_step(run_id, i, steps[i].to_dict(), "skipped")
+
+    @staticmethod
+    def _pull_images(plan: Plan) -> list[str]:
+        return [s.image for s in plan.steps if s.action == "pull" and s.image]
+
+    async def _run_with_retries(self, step: Step, target: Target) -> str | None:
+        delay = self.options.backoff
+        last = "unknown error"
+        for attempt in range(self.options.retries + 1):
+            try:
+                async with asyncio.timeout(self.options.timeout(step.action)):
+                    await self._do(step, target)
+                return None
+            except DiskFull as exc:
+                return str(exc)  # retrying will not make room
+            except TimeoutError:
+                last = f"timed out after {self.options.timeout(step.action)}s"
+            except EngineError as exc:  # includes PullError, EngineUnavailable
+                last = str(exc)
+            if step.action == "pull" and attempt == self.options.retries:
+                break
+            if attempt < self.options.retries:
+                log.warning(
+                    "%s %s failed (attempt %d): %s; retrying in %.1fs",
+                    step.action,
+                    step.service,
+                    attempt + 1,
+                    last,
+                    delay,
+                    extra=self._log_extra,
+                )
+                await self._sleep(delay)
+                delay = min(delay * 2, self.options.backoff_max)
+        if step.action == "pull":
+            self._event(
+                "pull.failed",
+                f"pull {step.image} failed: {last}",
+                "error",
+                image=step.image,
+                error=last,
+            )
+        return last
+
+    async def _do(self, step: Step, target: Target) -> None:
+        if step.action == "pull":
+            assert step.image is not None
+            await self._pull(step.image, target)
+        elif step.action == "create":
+            await self._create(step, target)
+        elif step.action == "start":
+            ref = step.container_id or step.container_name
+            assert ref is not None
+            await self.engine.start(ref)
+            obs = await self.engine.inspect(ref)
+            self._event(
+                "container.started",
+                f"started {obs.name if obs else ref} ({step.service}): {step.reason}",
+                service=step.service,
+                container=obs.id if obs else ref,
+            )
+        elif step.action == "stop":
+            assert step.container_id is not None
+            await self.engine.stop(step.container_id, self.options.stop_timeout)
+        elif step.action == "remove":
+            assert step.container_id is not None
+            await self.engine.remove(step.container_id)
+            self._event(
+                "container.removed",
+                f"removed {step.service} container {step.container_id[:12]}: {step.reason}",
+                service=step.service,
+                container=step.container_id,
+            )
+        elif step.action == "recreate":
+            assert step.container_id is not None and step.container_name is not None
+            await self.engine.stop(step.container_id, self.options.stop_timeout)
+            await self.engine.remove(step.container_id)
+            await self._create(step, target)
+            await self.engine.start(step.container_name)
+            self._event(
+                "container.started",
+                f"recreated {step.container_name} ({step.service}): {step.reason}",
+                service=step.service,
+                container=step.container_name,
+            )
+        else:  # pragma: no cover - Action is a closed Literal
+            raise EngineError(f"unknown step action {step.action!r}")
+
+    async def _create(self, step: Step, target: Target) -> None:
+        assert step.container_name is not None and step.spec_hash is not None
+        existing = await self.engine.inspect(step.container_name)
+        if existing is not None and existing.spec_hash == step.spec_hash:
+            return  # created by a run that was cut off before it could record it
+        if existing is not None:
+            await self.engine.remove(existing.id)
+        want = next(s for s in target.services if s.service == step.service)
+        await self.engine.create(
+            create_request(
+                want.spec,
+                device_id=self.device_id,
+                bundle=target.bundle or "",
+                version=target.version or "",
+                spec_hash=want.spec_hash,
+                name=step.container_name,
+            )
+        )
+
+    # -- pulls and disk ------------------------------------------------------------------
+    def _auth_for(self, image: str) -> RegistryAuth | None:
+        host = image.split("/", 1)[0] if "/" in image else "docker.io"
+        return self.options.registry_auth.get(host)
+
+    async def _pull(self, image: str, target: Target) -> None:
+        if await self.engine.image(image) is not None:
+            return
+        self._event("pull.started", f"pulling {image}", image=image)
+        started = self._clock()
+        last_emit = [started]
+        latest: list[PullProgress | None] = [None]
+
+        def progress(p: PullProgress) -> None:
+            latest[0] = p
+            now = self._clock()
+            if now - last_emit[0] >= self.options.progress_interval:
+                last_emit[0] = now
+                self._event(
+                    "pull.progress",
+                    f"{image}: {p.layers_done}/{p.layers_total} layers, "
+                    f"{p.current_bytes}/{p.total_bytes} bytes",
+                    "debug",
+                    image=image,
+                    layers_done=p.layers_done,
+                    layers_total=p.layers_total,
+                    bytes=p.current_bytes,
+                    total_bytes=p.total_bytes,
+                )
+
+        await self.engine.pull(image, progress=progress, auth=self._auth_for(image))
+        info = await self.engine.image(image)
+        size = info.size if info else 0
+        budget = self.options.image_budget
+        if budget is not None:
+            used = await self._bundle_images_size(target)
+            if used > budget:
+                await self.engine.remove_image(image)
+                raise DiskFull(
+                    f"{image} ({size} bytes) takes the bundle's images to {used} bytes, "
+                    f"over the image budget of {budget} bytes; removed it again"
+                )
+        p = latest[0]
+        self._event(
+            "pull.done",
+            f"pulled {image} ({size} bytes) in {self._clock() - started:.1f}s",
+            image=image,
+            bytes=size,
+            layers=p.layers_total if p else None,
+            seconds=round(self._clock() - started, 3),
+        )
+
+    async def _bundle_images_size(self, target: Target) -> int:
+        images = await self.engine.list_images()
+        wanted = set(target.images)
+        return sum(i.size for i in images if wanted & set(i.tags) or i.id in wanted)
+
+    @staticmethod
+    def estimate(image: str, present: list[ImageInfo], default: int) -> int:
+        """A pull's size before it starts: another tag of the same repository, if present."""
+        repo = repository(image)
+        sizes = [i.size for i in present if any(repository(t) == repo for t in i.tags)]
+        return max(sizes) if sizes else default
+
+    async def admit(self, plan: Plan, target: Target) -> None:
+        """Refuse (DiskFull) pulls that would not fit the free disk or the image budget."""
+        missing = self._pull_images(plan)
+        if not missing:
+            return
+        present = await self.engine.list_images()
+        need = sum(self.estimate(i, present, self.options.default_image_estimate) for i in missing)
+        free = await self.engine.disk_free()
+        if free is not None and free - need < self.options.min_free_bytes:
+            raise DiskFull(
+                f"pulling {', '.join(missing)} needs about {need} bytes; {free} free on the "
+                f"engine's disk and {self.options.min_free_bytes} must stay free"
+            )
+        budget = self.options.image_budget
+        if budget is not None:
+            wanted = set(target.images)
+            used = sum(i.size for i in present if wanted & set(i.tags))
+            if used + need > budget:
+                raise DiskFull(
+                    f"pulling {', '.join(missing)} needs about {need} bytes; with {used} bytes "
+                    f"of images already present that exceeds the image budget of {budget} bytes"
+                )
+
+    async def prune(self, keep: Collection[str], candidates: Collection[str]) -> list[str]:
+        """Remove candidate images not in ``keep``; images still in use are left alone."""
+        removed: list[str] = []
+        for image in sorted(set(candidates) - set(keep)):
+            try:
+                if await self.engine.remove_image(image):
+                    removed.append(image)
+            except EngineError as exc:
+                log.warning("prune %s: %s", image, exc, extra=self._log_extra)
+        if removed:
+            self._event(
+                "image.pruned", f"removed unused images: {', '.join(removed)}", images=removed
+            )
+        return removed
+
+
+__all__ = ["Executor", "ExecutorOptions", "PullError", "RunResult", "create_request"]

@@ -1,0 +1,193 @@
+"""Container health, driven by the agent itself so it behaves the same on Docker and Podman.
+
+Podman without systemd never runs HEALTHCHECKs, and Docker's own results arrive late and
+differently, so the agent runs every probe: a bundle's http/tcp probe from the agent to
+127.0.0.1 (the port itself for host-network containers, its published host port otherwise),
+a bundle's exec probe or the image's HEALTHCHECK command through engine exec.
+
+The evaluation of results (``evaluate``, ``gate``) is pure and follows Docker's semantics:
+failures inside ``start_period`` do not count until the first success, ``retries``
+consecutive failures make a container unhealthy, one success makes it healthy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import aiohttp
+
+from agent.errors import EngineError
+from agent.runtime.base import Engine, ImageHealthcheck, ObservedContainer
+from bundles.model import ContainerSpec
+
+log = logging.getLogger(__name__)
+
+ProbeKind = Literal["http", "tcp", "exec", "image"]
+Status = Literal["starting", "healthy", "unhealthy"]
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    kind: ProbeKind
+    interval: float
+    timeout: float
+    retries: int
+    start_period: float
+    port: int | None = None
+    path: str = "/"
+    command: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    ok: bool
+    at: float  # monotonic seconds
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class HealthState:
+    status: Status = "starting"
+    failing_streak: int = 0
+    last_probe_at: float | None = None
+    detail: str = ""
+
+
+def probe_for(spec: ContainerSpec, image_hc: ImageHealthcheck | None) -> ProbeSpec | None:
+    """The bundle's own probe wins; else the image's HEALTHCHECK; else none."""
+    hc = spec.healthcheck
+    if hc is not None:
+        return ProbeSpec(
+            hc.type, hc.interval, hc.timeout, max(1, hc.retries), hc.start_period,
+            hc.port, hc.path, tuple(hc.command),
+        )  # fmt: skip
+    if image_hc is not None:
+        return ProbeSpec(
+            "image",
+            image_hc.interval,
+            image_hc.timeout,
+            max(1, image_hc.retries),
+            image_hc.start_period,
+            command=image_hc.command,
+        )
+    return None
+
+
+def due(state: HealthState, spec: ProbeSpec, now: float) -> bool:
+    return state.last_probe_at is None or now - state.last_probe_at >= spec.interval
+
+
+def evaluate(
+    state: HealthState, result: ProbeResult, spec: ProbeSpec, started_at: float
+) -> HealthState:
+    """Fold one probe result into the state (Docker's rules; ``started_at`` monotonic)."""
+    if result.ok:
+        return HealthState("healthy", 0, result.at, result.detail)
+    in_start_period = result.at - started_at < spec.start_period
+    if in_start_period and state.status == "starting":
+        return replace(state, last_probe_at=result.at, detail=result.detail)
+    streak = state.failing_streak + 1
+    status: Status = "unhealthy" if streak >= spec.retries else state.status
+    return HealthState(status, streak, result.at, result.detail)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    decision: Literal["wait", "healthy", "failed"]
+    reason: str
+
+
+def gate(
+    services: Sequence[str],
+    containers: Mapping[str, ObservedContainer | None],
+    health: Mapping[str, HealthState | None],
+    crashes: Mapping[str, int],
+    *,
+    now: float,
+    deadline: float,
+    running_since: Mapping[str, float],
+    min_uptime: float,
+    crash_limit: int,
+    window: float,
+) -> Verdict:
+    """Is a new deployment healthy, failed, or still to be waited for? Pure.
+
+    A service with a probe is ready when the probe says healthy; one without is ready when it
+    has kept running for ``min_uptime`` (so a process that dies at once is never "healthy").
+    """
+    pending: list[str] = []
+    for svc in services:
+        c = containers.get(svc)
+        n = crashes.get(svc, 0)
+        if n >= crash_limit:
+            return Verdict("failed", f"service {svc!r} is crash-looping ({n} crashes)")
+        h = health.get(svc)
+        if h is not None and h.status == "unhealthy":
+            return Verdict("failed", f"service {svc!r} is unhealthy: {h.detail or 'probe failed'}")
+        if c is None:
+            pending.append(f"{svc}: no container")
+        elif c.state != "running":
+            code = f" (code {c.exit_code})" if c.exit_code is not None else ""
+            pending.append(f"{svc}: {c.state}{code}")
+        elif h is not None:
+            if h.status != "healthy":
+                pending.append(f"{svc}: {h.status}")
+        elif now - running_since.get(svc, now) < min_uptime:
+            pending.append(f"{svc}: running for less than {min_uptime}s")
+    if not pending:
+        return Verdict("healthy", "all services healthy")
+    if now >= deadline:
+        return Verdict("failed", f"not healthy within {window}s: {'; '.join(pending)}")
+    return Verdict("wait", "; ".join(pending))
+
+
+def probe_address(c: ObservedContainer, port: int) -> int | None:
+    """Which 127.0.0.1 port reaches the container's ``port``: itself on host networking."""
+    if c.network_mode == "host":
+        return port
+    for p in c.ports:
+        if p.container == port and p.host:
+            return p.host
+    return None
+
+
+async def run_probe(
+    engine: Engine,
+    c: ObservedContainer,
+    spec: ProbeSpec,
+    now: float,
+    session: aiohttp.ClientSession | None = None,
+) -> ProbeResult:
+    """Run one probe; never raises (a probe that cannot run has failed)."""
+    try:
+        if spec.kind in ("exec", "image"):
+            res = await engine.exec(c.id, spec.command, spec.timeout)
+            return ProbeResult(
+                res.exit_code == 0, now, f"exit {res.exit_code}: {res.output[-200:]}"
+            )
+        if spec.port is None:
+            return ProbeResult(False, now, f"{spec.kind} probe has no port")
+        port = probe_address(c, spec.port)
+        if port is None:
+            return ProbeResult(False, now, f"port {spec.port} is not published on the host")
+        if spec.kind == "tcp":
+            async with asyncio.timeout(spec.timeout):
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+            return ProbeResult(True, now, f"tcp 127.0.0.1:{port} open")
+        url = f"http://127.0.0.1:{port}{spec.path}"
+        own = session is None
+        s = session or aiohttp.ClientSession()
+        try:
+            async with s.get(url, timeout=aiohttp.ClientTimeout(total=spec.timeout)) as resp:
+                ok = 200 <= resp.status < 400
+                return ProbeResult(ok, now, f"GET {url} -> {resp.status}")
+        finally:
+            if own:
+                await s.close()
+    except (TimeoutError, OSError, aiohttp.ClientError, EngineError) as exc:
+        return ProbeResult(False, now, f"{spec.kind} probe: {type(exc).__name__}: {exc}")

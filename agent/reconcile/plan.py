@@ -1,0 +1,235 @@
+"""The reconcile planner: a pure function from (target, observed containers, images) to steps.
+
+No I/O and no clock: the same inputs always give the same plan, which is what makes the
+planner easy to test and the executor safe to kill. A step cut off mid-way leaves the engine
+in some state the next observation sees, and planning again from there converges.
+
+Only containers labelled with this device appear in ``observed``; the planner checks the
+label again so a foreign container can never end up in a step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from agent.runtime.base import ObservedContainer
+from bundles.hashing import container_hash
+from bundles.model import BundleSpec, ContainerSpec, UpdateStrategy
+
+Action = Literal["pull", "create", "start", "stop", "remove", "recreate"]
+
+# Best container first when several carry the right spec hash (e.g. after a crash mid-update).
+_STATE_RANK = {"running": 0, "restarting": 1, "paused": 2, "created": 3, "exited": 4}
+
+
+@dataclass(frozen=True)
+class DesiredService:
+    service: str
+    spec: ContainerSpec
+    spec_hash: str
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the device should run: one bundle version's containers, or nothing."""
+
+    bundle: str | None
+    version: str | None
+    services: tuple[DesiredService, ...] = ()
+    strategy: UpdateStrategy = "download-then-kill"
+
+    @classmethod
+    def from_spec(cls, spec: BundleSpec | None) -> Target:
+        if spec is None:
+            return cls(None, None)
+        return cls(
+            spec.bundle,
+            spec.version,
+            tuple(DesiredService(c.name, c, container_hash(c)) for c in spec.containers),
+            spec.update.strategy,
+        )
+
+    @property
+    def images(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(s.spec.image for s in self.services))
+
+
+@dataclass(frozen=True)
+class Step:
+    action: Action
+    service: str
+    reason: str
+    image: str | None = None
+    container_id: str | None = None  # the existing container acted on
+    container_name: str | None = None  # the container created (create, recreate) or started
+    spec_hash: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Noop:
+    service: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"service": self.service, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Plan:
+    steps: tuple[Step, ...] = ()
+    noops: tuple[Noop, ...] = field(default_factory=tuple)
+
+    @property
+    def empty(self) -> bool:
+        return not self.steps
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        return [s.to_dict() for s in self.steps]
+
+
+def container_name(device_id: str, service: str, spec_hash: str) -> str:
+    """Deterministic, so a create cut off mid-way is found again, and unique per device."""
+    dev = hashlib.sha256(device_id.encode()).hexdigest()[:6]
+    return f"sb-{service}-{spec_hash[:10]}-{dev}"
+
+
+def image_present(image: str, images: Collection[str]) -> bool:
+    """Engines store short names expanded (Podman: docker.io/library/x:latest)."""
+    last = image.rsplit("/", 1)[-1]
+    tagged = image if (":" in last or "@" in image) else f"{image}:latest"
+    candidates = {image, tagged, f"docker.io/{tagged}", f"localhost/{tagged}"}
+    if "/" not in image:
+        candidates.add(f"docker.io/library/{tagged}")
+    return any(c in images for c in candidates)
+
+
+def _should_start(c: ObservedContainer, spec: ContainerSpec) -> tuple[bool, str]:
+    if c.state == "created":
+        return True, "created but not started"
+    if c.state == "exited":
+        code = c.exit_code
+        if spec.restart in ("always", "unless-stopped"):
+            return True, f"exited (code {code}); restart policy {spec.restart}"
+        if spec.restart == "on-failure" and code not in (0, None):
+            return True, f"exited with code {code}; restart policy on-failure"
+        return False, f"exited (code {code}); restart policy {spec.restart}: left stopped"
+    if c.state == "running":
+        return False, f"running, spec unchanged ({c.spec_hash})"
+    return False, f"{c.state}: left to the engine"
+
+
+def _best(containers: Iterable[ObservedContainer]) -> list[ObservedContainer]:
+    return sorted(
+        containers,
+        key=lambda c: (_STATE_RANK.get(c.state, 9), -(c.created_at or 0.0), c.id),
+    )
+
+
+def _takedown(c: ObservedContainer, why: str) -> list[Step]:
+    steps: list[Step] = []
+    if c.state in ("running", "restarting", "paused"):
+        steps.append(Step("stop", c.service, why, container_id=c.id))
+    steps.append(Step("remove", c.service, why, container_id=c.id))
+    return steps
+
+
+def plan(
+    target: Target,
+    observed: Sequence[ObservedContainer],
+    images: Collection[str],
+    *,
+    device_id: str,
+) -> Plan:
+    """Steps that take ``observed`` to ``target``; empty when they already agree."""
+    ours = [c for c in observed if c.device == device_id]
+    wanted = {s.service: s for s in target.services}
+    by_service: dict[str, list[ObservedContainer]] = {}
+    for c in ours:
+        by_service.setdefault(c.service, []).append(c)
+
+    noops: list[Noop] = []
+    pulls: list[Step] = []
+    doomed: list[Step] = []  # stop/remove of containers nothing replaces
+    recreates: list[Step] = []
+    replaced: list[Step] = []  # kill-then-download: old containers of changed services
+    creates: list[Step] = []
+    starts: list[Step] = []
+
+    for service, containers in sorted(by_service.items()):
+        if service not in wanted:
+            why = (
+                f"service {service!r} is not in {target.bundle}@{target.version}"
+                if target.bundle
+                else "no bundle is desired"
+            )
+            for c in _best(containers):
+                doomed += _takedown(c, why)
+
+    pulled: set[str] = set()
+    for service, want in sorted(wanted.items()):
+        containers = by_service.get(service, [])
+        matching = _best(
+            c for c in containers if c.spec_hash == want.spec_hash and c.bundle == target.bundle
+        )
+        stale = _best(c for c in containers if c not in matching)
+        image = want.spec.image
+        name = container_name(device_id, service, want.spec_hash)
+        needs_image = not matching
+        if needs_image and not image_present(image, images) and image not in pulled:
+            pulls.append(Step("pull", service, f"image {image} is not present", image=image))
+            pulled.add(image)
+        if matching:
+            keep, extra = matching[0], matching[1:]
+            for c in extra:
+                doomed += _takedown(c, f"duplicate of {keep.name} for service {service!r}")
+            for c in stale:
+                doomed += _takedown(c, f"stale: spec hash {c.spec_hash} != {want.spec_hash}")
+            start, why = _should_start(keep, want.spec)
+            if start:
+                starts.append(Step("start", service, why, container_id=keep.id))
+            else:
+                noops.append(Noop(service, why))
+            continue
+        if stale and target.strategy == "download-then-kill":
+            old, rest = stale[0], stale[1:]
+            for c in rest:
+                doomed += _takedown(c, f"stale: spec hash {c.spec_hash} != {want.spec_hash}")
+            recreates.append(
+                Step(
+                    "recreate",
+                    service,
+                    f"spec hash changed {old.spec_hash} -> {want.spec_hash}",
+                    image=image,
+                    container_id=old.id,
+                    container_name=name,
+                    spec_hash=want.spec_hash,
+                )
+            )
+            continue
+        for c in stale:
+            replaced += _takedown(c, f"spec hash changed {c.spec_hash} -> {want.spec_hash}")
+        creates.append(
+            Step(
+                "create",
+                service,
+                "no container yet" if not stale else "replacing the stale container",
+                image=image,
+                container_name=name,
+                spec_hash=want.spec_hash,
+            )
+        )
+        starts.append(Step("start", service, "newly created", container_name=name))
+
+    if not wanted and not ours:
+        noops.append(Noop("*", "no bundle desired and none of this device's containers exist"))
+    if target.strategy == "kill-then-download":
+        steps = doomed + replaced + pulls + recreates + creates + starts
+    else:
+        steps = pulls + doomed + replaced + recreates + creates + starts
+    return Plan(tuple(steps), tuple(noops))
