@@ -101,6 +101,9 @@ class HubConfig:
 class AgentConfig:
     data_dir: Path = Path(DEFAULT_DATA_DIR)
     device_id: str = "device"
+    # False when device_id came from the host name: then an id already in the store wins,
+    # so renaming the host does not orphan the device.
+    device_id_configured: bool = False
     engine: EngineKind = "auto"
     engine_socket: str | None = None
     image_disk_budget: int | None = None  # bytes; None = limited only by free disk
@@ -258,6 +261,7 @@ def config_from_dict(doc: dict[str, Any], *, base_dir: Path | None = None) -> Ag
 
     data_dir = top.convert("data_dir", defaults.data_dir, _path)
     device_id = top.string("device_id", None)
+    configured = device_id is not None
     if device_id is None:
         device_id = hostname_slug()
     elif not valid_device_id(device_id):
@@ -318,6 +322,7 @@ def config_from_dict(doc: dict[str, Any], *, base_dir: Path | None = None) -> Ag
     return AgentConfig(
         data_dir=data_dir,
         device_id=device_id,
+        device_id_configured=configured,
         engine=engine,
         engine_socket=engine_socket,
         image_disk_budget=budget,

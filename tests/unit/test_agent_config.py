@@ -23,7 +23,7 @@ from protocol.subjects import valid_device_id
 
 def test_defaults() -> None:
     cfg = config_from_dict({"device_id": "dev-1"})
-    assert cfg == AgentConfig(device_id="dev-1")
+    assert cfg == AgentConfig(device_id="dev-1", device_id_configured=True)
     assert cfg.reconcile.interval == 60
     assert cfg.metrics.interval == 10
     assert (cfg.metrics.retention.raw, cfg.metrics.retention.minute) == (3600, 7 * 86400)

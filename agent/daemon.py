@@ -1,0 +1,374 @@
+"""The running agent: store + metrics loop + desired-state watcher + reconcile loop + hooks.
+
+Everything runs on one asyncio loop in one process. Later features (sync with the hub, the
+local HTTP API) plug in as hooks: ``agent.add_task(fn)`` where ``fn(agent, stop)`` is a
+coroutine that returns when ``stop`` is set. The engine client and the reconciler are
+imported only once needed, which keeps the idle footprint down (see docs/agent.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Protocol
+
+from agent.config import AgentConfig
+from agent.errors import AgentError, EngineUnavailable, StoreError
+from agent.store import Store
+from protocol.desired import DesiredState
+
+if TYPE_CHECKING:
+    from agent.runtime.base import Engine
+
+log = logging.getLogger(__name__)
+
+AGENT_VERSION = "0.1.0"
+ENGINE_RETRY_INTERVAL = 30.0
+STOP_GRACE = 10.0
+
+Hook = Callable[["Agent", asyncio.Event], Coroutine[Any, Any, None]]
+DesiredListener = Callable[[DesiredState | None], None]
+
+
+class Reconciler(Protocol):
+    """What the daemon needs from the reconcile loop."""
+
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+    def poke(self, reason: str) -> None:
+        """Ask for a reconcile soon (desired state changed, an operator asked, ...)."""
+        ...
+
+
+# Builds the reconciler once the engine answers; None means "run without one".
+ReconcilerFactory = Callable[["Agent", "Engine"], Reconciler | None]
+
+
+class AlreadyRunning(AgentError):
+    pass
+
+
+def acquire_lock(data_dir: Path) -> IO[str]:
+    """Hold ``agent.lock`` for the process lifetime: two agents on one store would fight."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fh = open(data_dir / "agent.lock", "a+")  # noqa: SIM115 - held until the agent exits
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        pid = fh.read().strip()
+        fh.close()
+        raise AlreadyRunning(
+            f"another agent (pid {pid or '?'}) is running with data dir {data_dir}"
+        ) from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(str(os.getpid()))
+    fh.flush()
+    return fh
+
+
+def running_pid(data_dir: Path) -> int | None:
+    """The pid of the agent holding ``data_dir``'s lock, or None if none is running."""
+    path = data_dir / "agent.lock"
+    if not path.exists():
+        return None
+    with open(path) as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = fh.read().strip()
+            return int(text) if text.isdigit() else -1
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return None
+
+
+class LoopAdapter:
+    """Fits ``agent.reconcile.loop.ReconcileLoop`` (run/stop/trigger) to ``Reconciler``."""
+
+    def __init__(self, loop: Any) -> None:
+        self.loop = loop
+
+    async def run(self, stop: asyncio.Event) -> None:
+        task = asyncio.create_task(self.loop.run(), name="reconcile-loop")
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        self.loop.stop()
+        stopper.cancel()
+        await task
+
+    def poke(self, reason: str) -> None:
+        self.loop.trigger(reason)
+
+
+def default_reconciler(agent: Agent, engine: Engine) -> Reconciler | None:
+    from agent.reconcile.executor import ExecutorOptions
+    from agent.reconcile.loop import LoopOptions, ReconcileLoop
+    from agent.runtime.base import RegistryAuth
+
+    cfg = agent.config
+    assert agent.store is not None
+    auth = {
+        a.registry: RegistryAuth(username=a.username, password=a.password, server=a.registry)
+        for a in cfg.registry_auth
+    }
+    options = LoopOptions(
+        interval=cfg.reconcile.interval,
+        executor=ExecutorOptions(image_budget=cfg.image_disk_budget, registry_auth=auth),
+    )
+    loop = ReconcileLoop(engine, agent.store, agent.store.current_desired, agent.device_id, options)
+    agent.reconcile_loop = loop
+    return LoopAdapter(loop)
+
+
+class Agent:
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        reconciler_factory: ReconcilerFactory | None = default_reconciler,
+        connect_engine: bool = True,
+    ) -> None:
+        self.config = config
+        self.reconciler_factory = reconciler_factory
+        self.connect_engine = connect_engine
+        self.store: Store | None = None
+        self.engine: Engine | None = None
+        self.reconciler: Reconciler | None = None
+        self.reconcile_loop: Any = None  # the concrete ReconcileLoop, for status readers
+        self.stop_event: asyncio.Event | None = None
+        self._hooks: list[Hook] = []
+        self._desired_listeners: list[DesiredListener] = []
+        self._desired_key: tuple[Any, ...] | None = None
+        self._lock: IO[str] | None = None
+
+    @property
+    def device_id(self) -> str:
+        return self.store.device_id if self.store is not None else self.config.device_id
+
+    # ---------------------------------------------------------------- extension points
+
+    def add_task(self, hook: Hook) -> None:
+        """Run ``hook(agent, stop)`` alongside the core loops (sync, HTTP API, ...)."""
+        self._hooks.append(hook)
+
+    def on_desired_change(self, listener: DesiredListener) -> None:
+        self._desired_listeners.append(listener)
+
+    def notify_desired(self, reason: str = "desired") -> None:
+        """In-process writers (sync) call this after ``store.put_desired``; other processes
+        (``signalbeam-agent apply``) are noticed through ``PRAGMA data_version``."""
+        self._check_desired(reason, force=False)
+
+    def request_stop(self) -> None:
+        if self.stop_event is not None and not self.stop_event.is_set():
+            log.info("stopping", extra={"device": self.device_id})
+            self.stop_event.set()
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def open_store(self) -> Store:
+        cfg = self.config
+        self.store = Store.open(
+            cfg.db_path,
+            device_id=cfg.device_id,
+            adopt_stored_id=not cfg.device_id_configured,
+            recover=True,
+        )
+        return self.store
+
+    async def run(self) -> None:
+        """Run until SIGTERM/SIGINT or ``request_stop()``."""
+        self.stop_event = stop = asyncio.Event()
+        self._lock = acquire_lock(self.config.data_dir)
+        loop = asyncio.get_running_loop()
+        installed = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop)
+                installed.append(sig)
+        try:
+            store = self.open_store()
+            store.event(
+                "agent.started",
+                f"agent {AGENT_VERSION} started (pid {os.getpid()})",
+                data={"version": AGENT_VERSION, "pid": os.getpid()},
+            )
+            log.info(
+                "agent started",
+                extra={"device": store.device_id, "data_dir": str(self.config.data_dir)},
+            )
+            self._desired_key = self._key(store.current_desired())
+            tasks = [
+                asyncio.create_task(self._metrics(stop), name="metrics"),
+                asyncio.create_task(self._watch_desired(stop), name="desired-watch"),
+            ]
+            if self.connect_engine:
+                tasks.append(
+                    asyncio.create_task(self._engine_and_reconcile(stop), name="reconcile")
+                )
+            tasks += [
+                asyncio.create_task(h(self, stop), name=getattr(h, "__name__", "hook"))
+                for h in self._hooks
+            ]
+            await stop.wait()
+            await self._shutdown(tasks)
+            store.event("agent.stopped", "agent stopped cleanly")
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            if self.engine is not None:
+                with contextlib.suppress(Exception):
+                    await self.engine.close()
+            if self.store is not None:
+                self.store.close()
+            if self._lock is not None:
+                self._lock.close()
+
+    async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
+        _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE)
+        for t in pending:
+            t.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=STOP_GRACE)
+        for t in tasks:
+            if t.done() and not t.cancelled() and t.exception() is not None:
+                log.error(
+                    "task %s failed: %r",
+                    t.get_name(),
+                    t.exception(),
+                    extra={"device": self.device_id},
+                )
+
+    # ---------------------------------------------------------------- core tasks
+
+    async def _metrics(self, stop: asyncio.Event) -> None:
+        from agent.metrics.sampler import MetricsLoop
+
+        assert self.store is not None
+        loop = MetricsLoop(
+            self.store,
+            self.config.metrics,
+            self.config.outbox,
+            disk_path=self.config.data_dir,
+            container_stats=self._container_stats,
+        )
+        self.metrics_loop = loop
+        await loop.run(stop)
+
+    async def _container_stats(self) -> dict[str, dict[str, float]]:
+        engine = self.engine
+        if engine is None:
+            return {}
+        out: dict[str, dict[str, float]] = {}
+        for c in await engine.list_containers():
+            if c.state != "running":
+                continue
+            s = await engine.stats(c.id)
+            out[c.service or c.name] = {
+                "cpu_percent": s.cpu_percent,
+                "memory_bytes": float(s.memory_bytes),
+            }
+        return out
+
+    @staticmethod
+    def _key(d: DesiredState | None) -> tuple[Any, ...] | None:
+        return None if d is None else (d.source, d.generation, d.content_hash)
+
+    def _check_desired(self, reason: str, *, force: bool) -> None:
+        assert self.store is not None
+        current = self.store.current_desired()
+        key = self._key(current)
+        if key == self._desired_key and not force:
+            return
+        self._desired_key = key
+        log.info(
+            "desired state changed: %s",
+            "none" if current is None else f"{current.source} generation {current.generation}",
+            extra={"device": self.device_id},
+        )
+        for listener in self._desired_listeners:
+            try:
+                listener(current)
+            except Exception:
+                log.exception("desired listener failed", extra={"device": self.device_id})
+        if self.reconciler is not None:
+            self.reconciler.poke(reason)
+
+    async def _watch_desired(self, stop: asyncio.Event) -> None:
+        assert self.store is not None
+        version = self.store.data_version()
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.config.desired_poll_interval)
+                return
+            try:
+                now = self.store.data_version()
+                if now != version:
+                    version = now
+                    self._check_desired("desired", force=False)
+            except StoreError:
+                log.exception("desired watch failed", extra={"device": self.device_id})
+
+    async def connect(self) -> Engine:
+        from agent.runtime import connect
+
+        cfg = self.config
+        kind = None if cfg.engine == "auto" else cfg.engine
+        return await asyncio.to_thread(connect, self.device_id, cfg.engine_socket, kind=kind)
+
+    async def _engine_and_reconcile(self, stop: asyncio.Event) -> None:
+        assert self.store is not None
+        reported = False
+        while not stop.is_set():
+            try:
+                self.engine = await self.connect()
+                break
+            except EngineUnavailable as exc:
+                if not reported:
+                    self.store.event(
+                        "engine.unavailable", str(exc), severity="error", data={"tried": exc.tried}
+                    )
+                    reported = True
+                log.warning("%s; retrying", exc, extra={"device": self.device_id})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), ENGINE_RETRY_INTERVAL)
+        if self.engine is None:
+            return
+        info: dict[str, Any] = {"kind": self.engine.kind, "url": self.engine.url}
+        try:
+            details = await self.engine.info()
+            info.update(version=details.version, data_root=details.data_root)
+            if details.data_root and getattr(self, "metrics_loop", None) is not None:
+                # Disk metrics should describe where images live, not the agent's data dir.
+                self.metrics_loop.disk_path = details.data_root
+        except Exception as exc:
+            log.warning("engine info unavailable: %s", exc, extra={"device": self.device_id})
+        self.store.event(
+            "engine.connected", f"connected to {info['kind']} at {info['url']}", data=info
+        )
+        if self.reconciler_factory is None:
+            return
+        self.reconciler = self.reconciler_factory(self, self.engine)
+        if self.reconciler is not None:
+            await self.reconciler.run(stop)
+
+
+def run_agent(config: AgentConfig) -> int:
+    """Run the agent until signalled; returns a process exit code."""
+    agent = Agent(config)
+    try:
+        asyncio.run(agent.run())
+    except AlreadyRunning as exc:
+        log.error("%s", exc)
+        return 3
+    except AgentError as exc:
+        log.error("agent failed: %s", exc, extra={"device": agent.device_id})
+        return 1
+    return 0
