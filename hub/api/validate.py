@@ -24,7 +24,12 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "bool": (bool,),
     "object": (dict,),
 }
-_TYPE_WORDS = {"str": "a string", "int": "an integer", "bool": "true or false", "object": "an object"}
+_TYPE_WORDS = {
+    "str": "a string",
+    "int": "an integer",
+    "bool": "true or false",
+    "object": "an object",
+}
 
 
 def parse_body(raw: bytes, fields: dict[str, FieldDoc]) -> dict[str, Any]:

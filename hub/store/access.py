@@ -104,7 +104,14 @@ class AccessStore(StoreBase):
             c.execute(
                 "INSERT INTO enrollment_tokens (id, token_hash, tenant, expires_at, max_uses,"
                 " created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (ident, hash_secret(token), tenant, now_iso(now + expires_in), max_uses, now_iso(now)),
+                (
+                    ident,
+                    hash_secret(token),
+                    tenant,
+                    now_iso(now + expires_in),
+                    max_uses,
+                    now_iso(now),
+                ),
             )
         return self.get_enrollment_token(ident), token
 

@@ -110,7 +110,8 @@ class CatalogStore(StoreBase):
             # Delete and insert (not update) so the newest assignment also has the greatest id,
             # the tie-breaker of the resolution rule.
             c.execute(
-                "DELETE FROM assignments WHERE target_kind = ? AND target = ?", (target_kind, target)
+                "DELETE FROM assignments WHERE target_kind = ? AND target = ?",
+                (target_kind, target),
             )
             cur = c.execute(
                 "INSERT INTO assignments (target_kind, target, bundle, version, created_at)"
@@ -159,4 +160,3 @@ class CatalogStore(StoreBase):
     def resolve_desired(self, device_ids: list[str] | None = None) -> dict[str, Assignment | None]:
         """Every (or the given) device's deciding assignment, by ``hub.desired.resolve``."""
         return resolve_all(self.memberships(device_ids), self.list_assignments())
-

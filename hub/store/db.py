@@ -12,7 +12,6 @@ from hub.store.migrations import migrate
 BUSY_TIMEOUT_MS = 5000
 
 
-
 def open_db(path: Path | str) -> sqlite_utils.Database:
     # check_same_thread=False: the hub runs every store call on one dedicated worker thread
     # (the single writer), which is not the thread that opened the connection.

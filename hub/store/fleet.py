@@ -48,9 +48,7 @@ class FleetStore(StoreBase):
         device brings it back."""
         now = now_iso()
         with self.tx() as c:
-            c.execute(
-                "INSERT OR IGNORE INTO tenants (id, created_at) VALUES (?, ?)", (tenant, now)
-            )
+            c.execute("INSERT OR IGNORE INTO tenants (id, created_at) VALUES (?, ?)", (tenant, now))
             c.execute(
                 "INSERT INTO devices (id, tenant, hostname, arch, os, engine, agent_version,"
                 " status, enrolled_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -115,7 +113,9 @@ class FleetStore(StoreBase):
         if not include_decommissioned:
             where.append("d.decommissioned = 0")
         if tag is not None:
-            where.append("EXISTS (SELECT 1 FROM device_tags t WHERE t.device_id = d.id AND tag = ?)")
+            where.append(
+                "EXISTS (SELECT 1 FROM device_tags t WHERE t.device_id = d.id AND tag = ?)"
+            )
             params.append(tag)
         if group is not None:
             where.append(
@@ -243,4 +243,3 @@ class FleetStore(StoreBase):
             " (SELECT count(*) FROM group_members m WHERE m.group_name = g.name) AS members"
             " FROM groups g ORDER BY name"
         )
-

@@ -112,7 +112,9 @@ class TelemetryStore(StoreBase):
 
     def last_applied_seq(self, device_id: str) -> int:
         return int(
-            self.scalar("SELECT last_applied_seq FROM device_sync WHERE device_id = ?", (device_id,))
+            self.scalar(
+                "SELECT last_applied_seq FROM device_sync WHERE device_id = ?", (device_id,)
+            )
             or 0
         )
 

@@ -1,0 +1,74 @@
+"""The whole request pipeline for one API call, without NATS: size, key, verb, role, body,
+handler, and every failure turned into the protocol error shape.
+
+Synchronous on purpose: the service runs it on the store's one worker thread, and unit tests
+call it directly against a real SQLite file.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from bundles.errors import BundleError, BundleInvalid, VersionConflict
+from hub.api.handlers import HANDLERS, Caller, Change
+from hub.api.validate import parse_body
+from hub.errors import Conflict, Forbidden, HubError, Invalid, NotFound, TooLarge
+from hub.store import Store
+from protocol import errors as codes
+from protocol.api import MAX_BODY_BYTES, REQUESTS, is_write
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Reply:
+    body: dict[str, Any]
+    changes: list[Change] = field(default_factory=list)
+    caller: Caller | None = None
+
+    @property
+    def code(self) -> str:
+        err = self.body.get("error")
+        return str(err["code"]) if isinstance(err, dict) else "ok"
+
+
+def _bundle_error(exc: BundleError) -> HubError:
+    if isinstance(exc, VersionConflict):
+        return Conflict(str(exc), field="version")
+    if isinstance(exc, BundleInvalid):
+        errors = list(getattr(exc, "errors", []))
+        first = errors[0] if errors else None
+        path = getattr(first, "path", None)
+        # Pushed specs sit under "spec" in the body; ref errors already name their field.
+        fld = path if path in ("bundle", "target") else (f"spec.{path}" if path else "spec")
+        summary = "; ".join(str(e) for e in errors) or str(exc)
+        details = [e.to_dict() for e in errors if hasattr(e, "to_dict")]
+        return Invalid(summary, field=fld, details=details or None)
+    return Invalid(str(exc))
+
+
+def dispatch(store: Store, verb: str, raw: bytes, api_key: str | None) -> Reply:
+    caller: Caller | None = None
+    try:
+        if len(raw) > MAX_BODY_BYTES:
+            raise TooLarge(f"request body is {len(raw)} bytes; the limit is {MAX_BODY_BYTES}", "$")
+        key = store.authenticate(api_key)
+        caller = Caller(key["id"], key["name"], key["role"])
+        if verb not in HANDLERS:
+            raise NotFound(f"unknown API verb {verb!r}", field="verb")
+        if is_write(verb) and caller.role != "admin":
+            raise Forbidden(f"{verb} needs an admin key; this key is {caller.role}")
+        body = parse_body(raw, REQUESTS[verb][1])
+        outcome = HANDLERS[verb](store, body, caller)
+        return Reply(outcome.result, outcome.changes, caller)
+    except HubError as exc:
+        return Reply(exc.to_body(), caller=caller)
+    except BundleError as exc:
+        return Reply(_bundle_error(exc).to_body(), caller=caller)
+    except Exception:
+        log.exception("API verb %s failed", verb)
+        return Reply(
+            codes.error_body(codes.INTERNAL, "internal error; see the hub log"), caller=caller
+        )

@@ -1,0 +1,335 @@
+"""One function per API verb: validated body in, result and change notices out.
+
+Handlers are synchronous store calls; the service runs them on the store's single worker
+thread. They never touch NATS: what changed is returned as ``Change`` values and the service
+publishes them on ``sb.fleet.changes.<kind>`` after the transaction committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from bundles.hashing import content_hash
+from bundles.validate import from_dict
+from bundles.versions import parse_ref
+from hub.api import validate as v
+from hub.desired import Assignment
+from hub.errors import Invalid
+from hub.store import Store
+from protocol.api import RESOLUTIONS, ROLES
+
+T = TypeVar("T")
+DAY = 86_400
+
+
+@dataclass(frozen=True)
+class Caller:
+    key_id: str
+    name: str
+    role: str
+
+
+@dataclass
+class Change:
+    kind: str  # devices, groups, bundles, assignments, desired, tokens, keys
+    action: str
+    data: dict[str, Any]
+
+
+@dataclass
+class Outcome:
+    result: dict[str, Any]
+    changes: list[Change] = field(default_factory=list)
+
+
+Handler = Callable[[Store, dict[str, Any], Caller], Outcome]
+
+
+def _ref(a: Assignment | None) -> str | None:
+    return None if a is None else a.ref
+
+
+def _via(a: Assignment | None) -> dict[str, Any] | None:
+    if a is None:
+        return None
+    return {"bundle": a.bundle, "version": a.version, "via": f"{a.target_kind}:{a.target}"}
+
+
+def _tracking_desired(
+    store: Store, affected: list[str] | None, write: Callable[[], T]
+) -> tuple[T, list[Change]]:
+    """Run ``write`` in one transaction and record which devices' desired bundle it changed.
+
+    The sync issue publishes desired documents for the devices named in the ``desired``
+    change notice (or re-resolves them itself).
+    """
+    with store.tx():
+        before = store.resolve_desired(affected)
+        out = write()
+        after = store.resolve_desired(affected)
+        changed = sorted(d for d in after if _ref(after[d]) != _ref(before.get(d)))
+        for d in changed:
+            old, new = _ref(before.get(d)), _ref(after[d])
+            store.add_event(
+                d,
+                "desired_changed",
+                f"{old or 'nothing'} -> {new or 'nothing'}",
+                {"from": old, "to": new},
+            )
+    changes = [Change("desired", "changed", {"devices": changed})] if changed else []
+    return out, changes
+
+
+def _devices_for_target(store: Store, kind: str, target: str) -> list[str]:
+    if kind == "device":
+        return [target]
+    if kind == "group":
+        sql = "SELECT device_id FROM group_members WHERE group_name = ?"
+    else:
+        sql = "SELECT device_id FROM device_tags WHERE tag = ?"
+    return [r[0] for r in store.conn.execute(sql, (target,))]
+
+
+# --- devices -----------------------------------------------------------------------------
+def devices_list(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
+    for f in ("tag", "group"):
+        if f in body:
+            v.name(body[f], f)
+    cursor = body.get("cursor")
+    if cursor is not None:
+        v.device_id(cursor, "cursor")
+    items, nxt = store.list_devices(
+        tag=body.get("tag"),
+        group=body.get("group"),
+        status=body.get("status"),
+        text=body.get("text"),
+        include_decommissioned=bool(body.get("include_decommissioned", False)),
+        limit=v.limit(body),
+        after=cursor,
+    )
+    return Outcome({"items": items, "next_cursor": nxt})
+
+
+def devices_get(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
+    device_id = v.device_id(body["id"])
+    device = store.get_device(device_id)
+    device["desired"] = _via(store.resolve_desired([device_id]).get(device_id))
+    device["reported"] = store.get_reported(device_id)
+    device["last_applied_seq"] = store.last_applied_seq(device_id)
+    return Outcome(device)
+
+
+def _tagging(add: bool) -> Handler:
+    def handler(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
+        device_id, tag = v.device_id(body["id"]), v.name(body["tag"], "tag")
+        op = store.tag_device if add else store.untag_device
+        changed, changes = _tracking_desired(store, [device_id], lambda: op(device_id, tag))
+        action = "tagged" if add else "untagged"
+        if changed:
+            store.add_event(device_id, action, tag, {"tag": tag})
+            changes.insert(0, Change("devices", action, {"id": device_id, "tag": tag}))
+        return Outcome({"id": device_id, "tag": tag, "changed": changed}, changes)
+
+    return handler
+
+
+def devices_decommission(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
+    device_id = v.device_id(body["id"])
+    changed, changes = _tracking_desired(
+        store, [device_id], lambda: store.decommission_device(device_id)
+    )
+    if changed:
+        store.add_event(device_id, "decommissioned", "decommissioned by an operator")
+        changes.insert(0, Change("devices", "decommissioned", {"id": device_id}))
+    return Outcome({"id": device_id, "changed": changed}, changes)
+
+
+# --- groups ------------------------------------------------------------------------------
+def groups_create(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
+    group = store.create_group(v.name(body["name"], "name"), body.get("description", ""))
+    return Outcome(group, [Change("groups", "created", {"name": group["name"]})])
+
+
+def groups_delete(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
+    name = v.name(body["name"], "name")
+    store.delete_group(name)
+    return Outcome({"name": name, "deleted": True}, [Change("groups", "deleted", {"name": name})])
+
+
+def _membership(add: bool) -> Handler:
+    def handler(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
+        name, device_id = v.name(body["name"], "name"), v.device_id(body["device"], "device")
+        op = store.add_to_group if add else store.remove_from_group
+        changed, changes = _tracking_desired(store, [device_id], lambda: op(name, device_id))
+        action = "member_added" if add else "member_removed"
+        if changed:
+            store.add_event(device_id, action, name, {"group": name})
+            changes.insert(0, Change("groups", action, {"name": name, "device": device_id}))
+        return Outcome({"name": name, "device": device_id, "changed": changed}, changes)
+
+    return handler
+
+
+def groups_list(store: Store, _body: dict[str, Any], _: Caller) -> Outcome:
+    return Outcome({"items": store.list_groups()})
+
+
+# --- bundles -----------------------------------------------------------------------------
+def bundles_push(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
+    spec = from_dict(body["spec"])  # raises BundleInvalid with every problem
+    digest = content_hash(spec)
+    created = store.put_bundle_version(
+        spec.bundle, spec.version, spec.to_dict(), digest, spec.description
+    )
+    result = {
+        "bundle": spec.bundle,
+        "version": spec.version,
+        "content_hash": digest,
+        "created": created,
+    }
+    changes = [Change("bundles", "pushed", dict(result))] if created else []
+    return Outcome(result, changes)
+
+
+def bundles_list(store: Store, _body: dict[str, Any], _: Caller) -> Outcome:
+    return Outcome({"items": store.list_bundles()})
+
+
+def bundles_get(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
+    return Outcome(store.get_bundle_version(body["name"], body.get("version")))
+
+
+def bundles_versions(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
+    return Outcome({"name": body["name"], "items": store.bundle_versions(body["name"])})
+
+
+# --- assignments -------------------------------------------------------------------------
+def _assignment_dict(a: Assignment) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "target": f"{a.target_kind}:{a.target}",
+        "bundle": a.bundle,
+        "version": a.version,
+        "created_at": a.created_at,
+    }
+
+
+def assign(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
+    kind, target = v.target(body["target"])
+    bundle, version = parse_ref(body["bundle"], field="bundle")
+    with store.tx():
+        affected = _devices_for_target(store, kind, target)
+        a, changes = _tracking_desired(
+            store, affected, lambda: store.assign(kind, target, bundle, version)
+        )
+    result = _assignment_dict(a)
+    result["desired_changed"] = changes[0].data["devices"] if changes else []
+    return Outcome(result, [Change("assignments", "assigned", _assignment_dict(a)), *changes])
+
+
+def unassign(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
+    kind, target = v.target(body["target"])
+    with store.tx():
+        affected = _devices_for_target(store, kind, target)
+        a, changes = _tracking_desired(store, affected, lambda: store.unassign(kind, target))
+    result = _assignment_dict(a)
+    result["desired_changed"] = changes[0].data["devices"] if changes else []
+    return Outcome(result, [Change("assignments", "unassigned", _assignment_dict(a)), *changes])
+
+
+def assignments_list(store: Store, _body: dict[str, Any], _: Caller) -> Outcome:
+    return Outcome({"items": [_assignment_dict(a) for a in store.list_assignments()]})
+
+
+# --- events and metrics ------------------------------------------------------------------
+def events_list(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
+    device = body.get("device")
+    if device is not None:
+        v.device_id(device, "device")
+    before = None
+    if "cursor" in body:
+        if not body["cursor"].isdigit():
+            raise Invalid("cursor must be a cursor returned by events.list", field="cursor")
+        before = int(body["cursor"])
+    items, nxt = store.list_events(device=device, limit=v.limit(body), before=before)
+    return Outcome({"items": items, "next_cursor": nxt})
+
+
+def metrics_get(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
+    device = v.device_id(body["device"], "device")
+    resolution = body.get("resolution", "1m")
+    if resolution not in RESOLUTIONS:
+        raise Invalid(f"resolution must be one of {', '.join(RESOLUTIONS)}", field="resolution")
+    store.get_device(device)
+    items = store.get_metrics(
+        device, resolution, body.get("since"), body.get("until"), body.get("name")
+    )
+    return Outcome({"device": device, "resolution": resolution, "items": items})
+
+
+# --- enrollment tokens and API keys ------------------------------------------------------
+def tokens_create(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
+    tenant = v.name(body["tenant"], "tenant")
+    expires_in = v.int_range(body, "expires_in", 60, 365 * DAY, DAY)
+    max_uses = v.int_range(body, "max_uses", 1, 1_000_000, 1)
+    record, token = store.create_enrollment_token(tenant, expires_in, max_uses)
+    return Outcome({**record, "token": token}, [Change("tokens", "created", record)])
+
+
+def tokens_list(store: Store, _body: dict[str, Any], _: Caller) -> Outcome:
+    return Outcome({"items": store.list_enrollment_tokens()})
+
+
+def tokens_revoke(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
+    record = store.revoke_enrollment_token(body["id"])
+    return Outcome(record, [Change("tokens", "revoked", {"id": record["id"]})])
+
+
+def keys_create(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
+    role = body.get("role", "readonly")
+    if role not in ROLES:
+        raise Invalid(f"role must be one of {', '.join(ROLES)}", field="role")
+    if not body["name"].strip():
+        raise Invalid("name must not be empty", field="name")
+    record, key = store.create_api_key(body["name"], role)
+    return Outcome({**record, "key": key}, [Change("keys", "created", record)])
+
+
+def keys_list(store: Store, _body: dict[str, Any], _: Caller) -> Outcome:
+    return Outcome({"items": store.list_api_keys()})
+
+
+def keys_revoke(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
+    record = store.revoke_api_key(body["id"])
+    return Outcome(record, [Change("keys", "revoked", {"id": record["id"]})])
+
+
+HANDLERS: dict[str, Handler] = {
+    "devices.list": devices_list,
+    "devices.get": devices_get,
+    "devices.tag": _tagging(True),
+    "devices.untag": _tagging(False),
+    "devices.decommission": devices_decommission,
+    "groups.create": groups_create,
+    "groups.delete": groups_delete,
+    "groups.add": _membership(True),
+    "groups.remove": _membership(False),
+    "groups.list": groups_list,
+    "bundles.push": bundles_push,
+    "bundles.list": bundles_list,
+    "bundles.get": bundles_get,
+    "bundles.versions": bundles_versions,
+    "assign": assign,
+    "unassign": unassign,
+    "assignments.list": assignments_list,
+    "events.list": events_list,
+    "metrics.get": metrics_get,
+    "tokens.create": tokens_create,
+    "tokens.list": tokens_list,
+    "tokens.revoke": tokens_revoke,
+    "keys.create": keys_create,
+    "keys.list": keys_list,
+    "keys.revoke": keys_revoke,
+}

@@ -1,0 +1,96 @@
+"""The operator API as a NATS micro service: one endpoint on ``sb.api.>`` dispatching by verb.
+
+One wildcard endpoint (rather than one per verb) lets an unknown verb get a proper
+``not_found`` error instead of a silent NoResponders. Requests run on the store's single
+worker thread; change notices are published after the write committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from concurrent.futures import Executor
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from nats.micro import add_service
+from nats.micro.request import Request
+from nats.micro.service import Service
+
+from hub import __version__
+from hub.api.dispatch import Reply, dispatch
+from hub.metrics import HubMetrics
+from hub.store import Store
+from hub.timeutil import now_iso
+from protocol.api import API_KEY_HEADER, SERVICE_NAME, VERBS
+from protocol.errors import HTTP_STATUS
+from protocol.subjects import API_PREFIX, fleet_change
+
+log = logging.getLogger(__name__)
+_KNOWN = frozenset(VERBS)
+
+
+class ApiService:
+    def __init__(
+        self, nc: NATS, store: Store, executor: Executor, metrics: HubMetrics | None = None
+    ) -> None:
+        self.nc = nc
+        self.store = store
+        self.executor = executor
+        self.metrics = metrics
+        self._service: Service | None = None
+
+    async def start(self) -> None:
+        self._service = await add_service(
+            self.nc,
+            name=SERVICE_NAME,
+            version=__version__,
+            description="SignalBeam operator API (see docs/operator-api.md)",
+        )
+        await self._service.add_endpoint(name="api", subject=f"{API_PREFIX}.>", handler=self.handle)
+
+    async def stop(self) -> None:
+        if self._service is not None:
+            await self._service.stop()
+            self._service = None
+
+    async def handle(self, req: Request) -> None:
+        started = time.perf_counter()
+        verb = req.subject[len(API_PREFIX) + 1 :]
+        key = (req.headers or {}).get(API_KEY_HEADER)
+        loop = asyncio.get_running_loop()
+        reply: Reply = await loop.run_in_executor(
+            self.executor, dispatch, self.store, verb, req.data, key
+        )
+        data = json.dumps(reply.body, separators=(",", ":"), default=str).encode()
+        if reply.code == "ok":
+            await req.respond(data)
+        else:
+            # The micro error headers let `nats micro stats` count failures too.
+            await req.respond_error(str(HTTP_STATUS.get(reply.code, 500)), reply.code, data)
+        known = verb if verb in _KNOWN else "unknown"
+        if self.metrics is not None:
+            self.metrics.observe_api(known, reply.code, time.perf_counter() - started)
+        if reply.code != "ok" and reply.code != "internal":
+            log.info(
+                "api %s refused: %s",
+                known,
+                reply.body["error"].get("message"),
+                extra={"verb": known, "code": reply.code},
+            )
+        for change in reply.changes:
+            await self.publish_change(change.kind, change.action, change.data, reply)
+
+    async def publish_change(
+        self, kind: str, action: str, data: dict[str, Any], reply: Reply | None = None
+    ) -> None:
+        notice = {"kind": kind, "action": action, "ts": now_iso(), **data}
+        if reply is not None and reply.caller is not None:
+            notice["by"] = reply.caller.name
+        try:
+            await self.nc.publish(fleet_change(kind), json.dumps(notice, default=str).encode())
+        except Exception:
+            # The change is committed; a lost notice only delays a live view until it refreshes.
+            log.warning("could not publish change notice %s.%s", kind, action, exc_info=True)

@@ -1,0 +1,216 @@
+"""``signalbeam-hub run``: the hub process and the order things start and stop in.
+
+Start: configs written -> store opened (migrations) -> nats-server child -> wait for its
+JetStream health -> NATS connection -> operator API -> litestream child -> HTTP port.
+Stop (SIGTERM/SIGINT): the reverse, children stopped by PID.
+
+Seams for the sync issue: ``Hub.components`` (anything with async ``start(hub)`` and
+``stop()``, started after the API and stopped before it), ``Hub.reload_nats(users)`` to add
+per-device NATS users, ``Hub.call`` to run store work on the single writer thread, and
+``Hub.api.publish_change`` for live change notices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol, TypeVar
+
+import aiohttp
+import nats
+from aiohttp import web
+from nats.aio.client import Client as NATS
+
+from hub import litestream, natsconf
+from hub.api.service import ApiService
+from hub.children import Child, find_binary
+from hub.config import DataDir, HubConfig, Secrets
+from hub.errors import Unavailable
+from hub.http import make_app
+from hub.metrics import HubMetrics
+from hub.store import Store
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+NATS_READY_TIMEOUT = 30.0
+
+
+class Component(Protocol):
+    async def start(self, hub: Hub) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class Hub:
+    def __init__(self, data: DataDir, cfg: HubConfig, sec: Secrets) -> None:
+        self.data = data
+        self.cfg = cfg
+        self.sec = sec
+        self.metrics = HubMetrics()
+        # One thread owns the SQLite connection: the store's single writer.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self.store: Store | None = None
+        self.nc: NATS | None = None
+        self.api: ApiService | None = None
+        self.nats_child: Child | None = None
+        self.litestream_child: Child | None = None
+        self.components: list[Component] = []
+        self._runner: web.AppRunner | None = None
+        self._extra_users: list[natsconf.NatsUser] = []
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    def _on_restart(self, name: str) -> None:
+        self.metrics.child_restarts.labels(name).inc()
+
+    async def start(self) -> None:
+        self.data.root.mkdir(parents=True, exist_ok=True)
+        natsconf.write(self.cfg, self.data, self.sec, self._extra_users)
+        self.store = await self.call(Store.open, self.data.db)
+        log.info("store open at %s", self.data.db)
+
+        argv = [find_binary("nats-server", self.cfg.nats_server), "-c", str(self.data.nats_conf)]
+        self.nats_child = Child(
+            "nats-server", argv, self.data.logs / "nats-server.log", self._on_restart
+        )
+        await self.nats_child.start()
+        await self._wait_nats_healthy()
+        self.nc = await nats.connect(
+            f"nats://127.0.0.1:{self.cfg.client_port}",
+            user=natsconf.HUB_USER,
+            password=self.sec.hub_password,
+            name="signalbeam-hub",
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+        )
+        self.api = ApiService(self.nc, self.store, self.executor, self.metrics)
+        await self.api.start()
+        for component in self.components:
+            await component.start(self)
+
+        if self.cfg.litestream:
+            litestream.write(self.cfg, self.data)
+            binary = find_binary("litestream", self.cfg.litestream_bin)
+            self.litestream_child = Child(
+                "litestream",
+                litestream.replicate_argv(binary, self.data),
+                self.data.logs / "litestream.log",
+                self._on_restart,
+            )
+            await self.litestream_child.start()
+
+        app = make_app(self.metrics, self.readiness, self._before_scrape)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.cfg.http_host, self.cfg.http_port).start()
+        self.data.pid_file.write_text(f"{os.getpid()}\n")
+        log.info(
+            "hub ready: nats %s:%s, leafnodes %s:%s, http %s:%s",
+            self.cfg.host,
+            self.cfg.client_port,
+            self.cfg.host,
+            self.cfg.leafnode_port,
+            self.cfg.http_host,
+            self.cfg.http_port,
+        )
+
+    async def _wait_nats_healthy(self) -> None:
+        url = f"http://{self.cfg.monitor_host}:{self.cfg.monitor_port}/healthz?js-enabled-only=true"
+        deadline = time.monotonic() + NATS_READY_TIMEOUT
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+            while time.monotonic() < deadline:
+                assert self.nats_child is not None
+                if self.nats_child.gave_up:
+                    break
+                with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                    async with http.get(url) as resp:
+                        if resp.status == 200:
+                            return
+                await asyncio.sleep(0.1)
+        raise Unavailable(
+            f"nats-server did not become healthy in {NATS_READY_TIMEOUT:.0f}s; "
+            f"see {self.data.logs / 'nats-server.log'}"
+        )
+
+    async def reload_nats(self, extra_users: Sequence[natsconf.NatsUser]) -> None:
+        """Rewrite the nats-server config with these extra users and reload it in place."""
+        self._extra_users = list(extra_users)
+        natsconf.write(self.cfg, self.data, self.sec, self._extra_users)
+        if self.nats_child is not None and self.nats_child.pid is not None:
+            natsconf.reload(self.nats_child.pid)
+
+    async def readiness(self) -> list[str]:
+        problems = []
+        if self.nats_child is None or not self.nats_child.running:
+            problems.append("nats-server is not running")
+        if self.nc is None or not self.nc.is_connected:
+            problems.append("not connected to NATS")
+        if self.cfg.litestream and (
+            self.litestream_child is None or not self.litestream_child.running
+        ):
+            problems.append("litestream is not running")
+        if self.store is None:
+            problems.append("store not open")
+        else:
+            try:
+                await self.call(self.store.scalar, "SELECT 1")
+            except Exception as exc:
+                problems.append(f"store unusable: {exc}")
+        return problems
+
+    async def _before_scrape(self) -> None:
+        if self.store is not None:
+            rows = await self.call(
+                self.store.rows, "SELECT status, count(*) AS n FROM devices GROUP BY status"
+            )
+            self.metrics.set_device_counts({r["status"]: r["n"] for r in rows})
+        for child in (self.nats_child, self.litestream_child):
+            if child is not None:
+                self.metrics.child_up.labels(child.name).set(1 if child.running else 0)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        for component in reversed(self.components):
+            with contextlib.suppress(Exception):
+                await component.stop()
+        if self.api is not None:
+            with contextlib.suppress(Exception):
+                await self.api.stop()
+        # No writer is left: litestream's shutdown sync now carries every commit.
+        if self.litestream_child is not None:
+            await self.litestream_child.stop()
+        if self.nc is not None:
+            # close, not drain: the API is already stopped, and drain can hang or raise
+            # CancelledError from inside nats-py when the server went away first.
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(self.nc.close(), 5)
+        if self.nats_child is not None:
+            await self.nats_child.stop()
+        if self.store is not None:
+            await self.call(self.store.close)
+        self.executor.shutdown(wait=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.data.pid_file.unlink()
+        log.info("hub stopped")
+
+
+async def run(data: DataDir, cfg: HubConfig, sec: Secrets) -> None:
+    hub = Hub(data, cfg, sec)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await hub.start()
+        await stop.wait()
+        log.info("signal received; shutting down")
+    finally:
+        await hub.stop()

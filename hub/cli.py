@@ -1,0 +1,177 @@
+"""``signalbeam-hub``: init a data directory, run the hub, restore the DB from its replica."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+from hub import app, litestream, natsconf
+from hub.children import find_binary
+from hub.config import DataDir, HubConfig, Secrets, load, save
+from hub.errors import ConfigError, HubError
+from hub.store import Store
+from sbutil.logsetup import add_logging_args, setup_logging
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="hub data directory")
+    p.add_argument("--client-port", type=int, help="NATS client port (default 4222)")
+    p.add_argument("--leafnode-port", type=int, help="NATS leafnode port (default 7422)")
+    p.add_argument("--monitor-port", type=int, help="NATS monitor port (default 8222)")
+    p.add_argument("--http-port", type=int, help="health/metrics port (default 8080)")
+    p.add_argument("--host", help="bind address of the NATS client and leafnode listeners")
+    p.add_argument("--http-host", help="bind address of the health/metrics port")
+    p.add_argument("--public-host", help="host name printed in URLs for operators and devices")
+    p.add_argument("--replica-url", help="litestream replica URL (default file://DATA/replica)")
+    p.add_argument(
+        "--no-litestream",
+        dest="litestream",
+        action="store_const",
+        const=False,
+        default=None,
+        help="do not replicate the DB",
+    )
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    names = (
+        "client_port",
+        "leafnode_port",
+        "monitor_port",
+        "http_port",
+        "host",
+        "http_host",
+        "public_host",
+        "replica_url",
+        "litestream",
+    )
+    return {n: getattr(args, n, None) for n in names}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="signalbeam-hub", description=__doc__)
+    add_logging_args(parser)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_init = sub.add_parser("init", help="create a data directory, config, DB and first admin key")
+    _add_config_flags(p_init)
+    p_init.add_argument("--json", action="store_true", help="print the result as JSON")
+    p_run = sub.add_parser("run", help="run the hub (nats-server, API, litestream, HTTP)")
+    _add_config_flags(p_run)
+    p_restore = sub.add_parser("restore", help="restore the DB from its litestream replica")
+    p_restore.add_argument("--data", required=True)
+    p_restore.add_argument("--replica", help="replica URL (default: the configured one)")
+    p_restore.add_argument(
+        "--force", action="store_true", help="move an existing DB aside instead of refusing"
+    )
+    return parser
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    data = DataDir(args.data)
+    if data.config.exists() or data.db.exists():
+        raise ConfigError(f"{data.root} is already initialised; nothing changed")
+    cfg = HubConfig().with_overrides(**_overrides(args))
+    sec = Secrets.generate()
+    save(data, cfg, sec)
+    natsconf.write(cfg, data, sec)
+    if cfg.litestream:
+        litestream.write(cfg, data)
+    store = Store.open(data.db)
+    try:
+        record, key = store.create_api_key("admin", "admin")
+    finally:
+        store.close()
+    out = {
+        "data": str(data.root),
+        "admin_key": key,
+        "admin_key_id": record["id"],
+        "operator_url": natsconf.client_url(cfg, natsconf.OPERATOR_USER, sec.operator_password),
+        "enroll_url": natsconf.client_url(cfg, natsconf.ENROLL_USER, sec.enroll_password),
+        "leafnode_port": cfg.leafnode_port,
+        "http_port": cfg.http_port,
+    }
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"SignalBeam hub initialised in {data.root}\n")
+    print("Admin API key (shown only now; store it safely):")
+    print(f"  {key}\n")
+    print("Operators (CLI/TUI) connect with:")
+    print(f"  export SIGNALBEAM_HUB='{out['operator_url']}'")
+    print(f"  export SIGNALBEAM_API_KEY='{key}'\n")
+    print("Devices enroll through (bootstrap user, may only request sb.hub.enroll):")
+    print(f"  {out['enroll_url']}\n")
+    print(f"Start the hub:  signalbeam-hub run --data {data.root}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    data = DataDir(args.data)
+    cfg, sec = load(data)
+    cfg = cfg.with_overrides(**_overrides(args))
+    asyncio.run(app.run(data, cfg, sec))
+    return 0
+
+
+def _hub_running(data: DataDir) -> int | None:
+    try:
+        pid = int(data.pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    data = DataDir(args.data)
+    cfg, _ = load(data)
+    pid = _hub_running(data)
+    if pid is not None:
+        raise ConfigError(f"the hub is running (pid {pid}); stop it before restoring")
+    if data.db.exists():
+        if not args.force:
+            raise ConfigError(f"{data.db} exists; use --force to move it aside and restore")
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        for suffix in ("", "-wal", "-shm"):
+            src = data.db.with_name(data.db.name + suffix)
+            if src.exists():
+                src.rename(src.with_name(f"{src.name}.before-restore-{stamp}"))
+    url = args.replica or data.replica_url(cfg)
+    argv = litestream.restore_argv(find_binary("litestream", cfg.litestream_bin), url, data.db)
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
+    if result.returncode != 0:
+        raise ConfigError(
+            f"litestream restore from {url} failed (exit {result.returncode}): "
+            f"{(result.stderr or result.stdout).strip()}"
+        )
+    print(f"restored {data.db} from {url}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_format, args.log_level)
+    commands = {"init": cmd_init, "run": cmd_run, "restore": cmd_restore}
+    try:
+        return commands[args.command](args)
+    except HubError as exc:
+        print(f"signalbeam-hub: {exc.message}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"signalbeam-hub: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""Hub configuration: a data directory holding ``hub.toml``, ``secrets.json``, the DB, the
+generated nats-server and litestream configs, JetStream storage and the default replica.
+
+``hub.toml`` is written by ``signalbeam-hub init`` and may be edited; every value can also be
+overridden by a ``run`` flag. Secrets (NATS passwords) live apart in a 0600 file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import tomllib
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from hub.errors import ConfigError
+
+CONFIG_FILE = "hub.toml"
+SECRETS_FILE = "secrets.json"
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    client_port: int = 4222
+    leafnode_port: int = 7422
+    monitor_port: int = 8222
+    http_port: int = 8080
+    # Devices and operators reach the client and leafnode listeners; the nats monitor stays
+    # local. Tests set everything to 127.0.0.1.
+    host: str = "0.0.0.0"
+    monitor_host: str = "127.0.0.1"
+    http_host: str = "0.0.0.0"
+    # The address printed for operators and devices (init output); defaults to 127.0.0.1.
+    public_host: str = "127.0.0.1"
+    litestream: bool = True
+    replica_url: str = ""  # empty: file:// directory "replica" under the data dir
+    nats_server: str = ""  # empty: found next to the Python interpreter, then on PATH
+    litestream_bin: str = ""
+
+    def with_overrides(self, **overrides: Any) -> HubConfig:
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class Secrets:
+    hub_password: str
+    operator_password: str
+    enroll_password: str
+
+    @classmethod
+    def generate(cls) -> Secrets:
+        return cls(*(secrets.token_urlsafe(24) for _ in range(3)))
+
+
+class DataDir:
+    """Every path under a hub data directory, in one place."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).absolute()
+
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG_FILE
+
+    @property
+    def secrets(self) -> Path:
+        return self.root / SECRETS_FILE
+
+    @property
+    def db(self) -> Path:
+        return self.root / "hub.db"
+
+    @property
+    def nats_dir(self) -> Path:
+        return self.root / "nats"
+
+    @property
+    def nats_conf(self) -> Path:
+        return self.nats_dir / "nats-server.conf"
+
+    @property
+    def jetstream(self) -> Path:
+        return self.nats_dir / "jetstream"
+
+    @property
+    def litestream_conf(self) -> Path:
+        return self.root / "litestream.yml"
+
+    @property
+    def replica(self) -> Path:
+        return self.root / "replica"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / "hub.pid"
+
+    def replica_url(self, cfg: HubConfig) -> str:
+        return cfg.replica_url or self.replica.as_uri()
+
+
+_TOML_KEYS = {f.name: f.type for f in fields(HubConfig)}
+
+
+def render_toml(cfg: HubConfig) -> str:
+    lines = ["# SignalBeam hub configuration (see docs/hub.md). Flags of `run` override these."]
+    for key, value in asdict(cfg).items():
+        if isinstance(value, bool):
+            lines.append(f"{key} = {'true' if value else 'false'}")
+        elif isinstance(value, int):
+            lines.append(f"{key} = {value}")
+        else:
+            lines.append(f"{key} = {json.dumps(value)}")  # a JSON string is a TOML basic string
+    return "\n".join(lines) + "\n"
+
+
+def parse_toml(text: str, source: str = CONFIG_FILE) -> HubConfig:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    defaults = HubConfig()
+    values: dict[str, Any] = {}
+    for key, value in doc.items():
+        if key not in _TOML_KEYS:
+            raise ConfigError(f"{source}: unknown setting {key!r}", field=key)
+        expected = type(getattr(defaults, key))
+        if type(value) is not expected:
+            raise ConfigError(
+                f"{source}: {key} must be {expected.__name__}, got {type(value).__name__}",
+                field=key,
+            )
+        if key.endswith("_port") and not 1 <= value <= 65535:
+            raise ConfigError(f"{source}: {key} must be 1-65535", field=key)
+        values[key] = value
+    return replace(defaults, **values)
+
+
+def load(data: DataDir) -> tuple[HubConfig, Secrets]:
+    if not data.config.exists():
+        raise ConfigError(
+            f"{data.config} not found; run `signalbeam-hub init --data {data.root}` first"
+        )
+    cfg = parse_toml(data.config.read_text(encoding="utf-8"), str(data.config))
+    try:
+        raw = json.loads(data.secrets.read_text(encoding="utf-8"))
+        sec = Secrets(**raw)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigError(f"{data.secrets}: unreadable or malformed ({exc})") from exc
+    return cfg, sec
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only the owner can read, atomically (temp file + rename)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def save(data: DataDir, cfg: HubConfig, sec: Secrets) -> None:
+    data.root.mkdir(parents=True, exist_ok=True)
+    write_private(data.config, render_toml(cfg))
+    write_private(data.secrets, json.dumps(asdict(sec), indent=2) + "\n")

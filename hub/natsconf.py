@@ -1,0 +1,116 @@
+"""The hub's nats-server configuration, generated from the hub config and a list of users.
+
+Choices (see docs/hub.md):
+- Written as JSON, which the nats-server config parser accepts: quoting is always right.
+- JetStream on, domain ``hub``, storage under the data dir, so devices' leaf servers address
+  the hub's streams and KV as ``domain: hub``.
+- One account, ``SIGNALBEAM``, with JetStream enabled, holds every user. Permissions (not
+  account boundaries) keep operators, the enrollment bootstrap user and devices apart; the
+  sync issue adds one user per device through ``extra_users`` and reloads.
+- The leafnode listener has ``no_advertise: true`` (behind NAT the advertised address is wrong,
+  and a link-cut proxy must not be bypassed) and authenticates leaf links against the same
+  account users, so a device's leaf logs in with the device's own credentials.
+- ``max_payload`` is 2 MiB so the API can answer an oversized (> 1 MiB) body with a clear
+  ``too_large`` error instead of the client failing before sending.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hub.config import DataDir, HubConfig, Secrets, write_private
+from protocol.subjects import API_PREFIX, ENROLL, FLEET_CHANGES_PREFIX, JS_DOMAIN
+
+ACCOUNT = "SIGNALBEAM"
+HUB_USER = "hub"
+OPERATOR_USER = "operator"
+ENROLL_USER = "enroll"
+MAX_PAYLOAD = 2 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class NatsUser:
+    user: str
+    password: str
+    publish: tuple[str, ...] | None = None  # None: no restriction
+    subscribe: tuple[str, ...] | None = None
+    # Let the user answer requests sent to it (needed for device RPC handlers).
+    allow_responses: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_conf(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"user": self.user, "password": self.password}
+        perms: dict[str, Any] = {}
+        if self.publish is not None:
+            perms["publish"] = {"allow": list(self.publish)}
+        if self.subscribe is not None:
+            perms["subscribe"] = {"allow": list(self.subscribe)}
+        if self.allow_responses:
+            perms["allow_responses"] = True
+        if perms:
+            doc["permissions"] = perms
+        doc.update(self.extra)
+        return doc
+
+
+def base_users(sec: Secrets) -> list[NatsUser]:
+    return [
+        NatsUser(HUB_USER, sec.hub_password),
+        NatsUser(
+            OPERATOR_USER,
+            sec.operator_password,
+            # API requests, live change notices, service discovery, and (sync issue) device
+            # RPC routed through the hub.
+            publish=(f"{API_PREFIX}.>", "$SRV.>", "sb.dev.*.rpc.>"),
+            subscribe=("_INBOX.>", f"{FLEET_CHANGES_PREFIX}.>"),
+        ),
+        NatsUser(ENROLL_USER, sec.enroll_password, publish=(ENROLL,), subscribe=("_INBOX.>",)),
+    ]
+
+
+def render(
+    cfg: HubConfig, data: DataDir, sec: Secrets, extra_users: Sequence[NatsUser] = ()
+) -> str:
+    users = [*base_users(sec), *extra_users]
+    names = [u.user for u in users]
+    if len(set(names)) != len(names):
+        raise ValueError(
+            f"duplicate NATS user names: {sorted(n for n in names if names.count(n) > 1)}"
+        )
+    conf: dict[str, Any] = {
+        "server_name": "signalbeam-hub",
+        "host": cfg.host,
+        "port": cfg.client_port,
+        "http": f"{cfg.monitor_host}:{cfg.monitor_port}",
+        "max_payload": MAX_PAYLOAD,
+        "jetstream": {"store_dir": str(data.jetstream), "domain": JS_DOMAIN},
+        "leafnodes": {"host": cfg.host, "port": cfg.leafnode_port, "no_advertise": True},
+        "accounts": {ACCOUNT: {"jetstream": "enabled", "users": [u.to_conf() for u in users]}},
+    }
+    return json.dumps(conf, indent=2) + "\n"
+
+
+def write(
+    cfg: HubConfig, data: DataDir, sec: Secrets, extra_users: Sequence[NatsUser] = ()
+) -> Path:
+    data.nats_dir.mkdir(parents=True, exist_ok=True)
+    write_private(data.nats_conf, render(cfg, data, sec, extra_users))
+    return data.nats_conf
+
+
+def reload(pid: int) -> None:
+    """Ask a running nats-server to re-read its config (same as ``--signal reload=<pid>``):
+    new users take effect, existing connections stay up."""
+    os.kill(pid, signal.SIGHUP)
+
+
+def client_url(cfg: HubConfig, user: str, password: str, host: str | None = None) -> str:
+    from urllib.parse import quote
+
+    return f"nats://{quote(user, safe='')}:{quote(password, safe='')}@{host or cfg.public_host}:{cfg.client_port}"

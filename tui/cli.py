@@ -1,0 +1,423 @@
+"""``signalbeam``: the operator CLI. Each verb is one operator API request.
+
+Human tables by default, ``--json`` on every verb for scripts; a non-zero exit and the API's
+message on errors (1: the hub refused or was unreachable, 2: bad usage or config).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+from tui.client import ApiError, HubClient
+from tui.config import ConfigError, resolve
+
+EXIT_API = 1
+EXIT_USAGE = 2
+DURATION_RE = re.compile(r"^(\d+)([smhd])$")
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+# A verb builds (api verb, body) from the parsed args; None for the offline ones.
+Request = tuple[str, dict[str, Any]]
+
+
+def duration(text: str) -> int:
+    m = DURATION_RE.match(text.strip())
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 90s, 30m, 24h or 7d")
+    return int(m.group(1)) * UNITS[m.group(2)]
+
+
+def _body(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+# --- output ------------------------------------------------------------------------------
+def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], out: TextIO) -> None:
+    if not rows:
+        print("(none)", file=out)
+        return
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    print(
+        "  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip(),
+        file=out,
+    )
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip(), file=out)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value) or "-"
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def fields(doc: dict[str, Any], out: TextIO, skip: Sequence[str] = ()) -> None:
+    width = max((len(k) for k in doc if k not in skip), default=0)
+    for key, value in doc.items():
+        if key not in skip:
+            print(f"{key.ljust(width)}  {_cell(value)}", file=out)
+
+
+def _paged(result: dict[str, Any], columns: Sequence[str], out: TextIO) -> None:
+    table(result["items"], columns, out)
+    if result.get("next_cursor"):
+        print(f"(more: --cursor {result['next_cursor']})", file=out)
+
+
+def show_device(d: dict[str, Any], out: TextIO) -> None:
+    fields(d, out, skip=("reported", "desired"))
+    desired = d.get("desired")
+    print(
+        "desired         "
+        + (f"{desired['bundle']}@{desired['version']} (via {desired['via']})" if desired else "-"),
+        file=out,
+    )
+    reported = d.get("reported")
+    if reported:
+        print(f"reported        as of {reported['as_of']}", file=out)
+        print(json.dumps(reported["state"], indent=2, sort_keys=True), file=out)
+    else:
+        print("reported        - (nothing reported yet)", file=out)
+
+
+Printer = Callable[[dict[str, Any], TextIO], None]
+
+PRINTERS: dict[str, Printer] = {
+    "devices.list": lambda r, o: _paged(
+        r, ["id", "tenant", "hostname", "status", "last_seen", "tags", "groups"], o
+    ),
+    "devices.get": show_device,
+    "groups.list": lambda r, o: table(r["items"], ["name", "members", "description"], o),
+    "bundles.list": lambda r, o: table(r["items"], ["name", "latest", "versions"], o),
+    "bundles.versions": lambda r, o: table(
+        r["items"], ["version", "content_hash", "created_at", "description"], o
+    ),
+    "bundles.get": lambda r, o: print(json.dumps(r, indent=2, sort_keys=True), file=o),
+    "assignments.list": lambda r, o: table(
+        r["items"], ["target", "bundle", "version", "created_at"], o
+    ),
+    "events.list": lambda r, o: _paged(r, ["id", "ts", "device_id", "kind", "message"], o),
+    "metrics.get": lambda r, o: table(r["items"], ["name", "ts", "min", "avg", "max"], o),
+    "tokens.list": lambda r, o: table(
+        r["items"], ["id", "tenant", "expires_at", "uses", "max_uses", "revoked"], o
+    ),
+    "keys.list": lambda r, o: table(r["items"], ["id", "name", "role", "created_at", "revoked"], o),
+}
+
+
+def _print_created_secret(kind: str, secret_field: str) -> Printer:
+    def printer(r: dict[str, Any], out: TextIO) -> None:
+        fields(r, out, skip=(secret_field,))
+        print(f"\n{kind} (shown only now; store it safely):\n  {r[secret_field]}", file=out)
+
+    return printer
+
+
+PRINTERS["tokens.create"] = _print_created_secret("enrollment token", "token")
+PRINTERS["keys.create"] = _print_created_secret("API key", "key")
+
+
+# --- parser ------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: the options work before or after the verb without one overwriting the other.
+    common.add_argument("--hub", default=argparse.SUPPRESS, help="hub NATS URL ($SIGNALBEAM_HUB)")
+    common.add_argument(
+        "--api-key", default=argparse.SUPPRESS, help="operator API key ($SIGNALBEAM_API_KEY)"
+    )
+    common.add_argument(
+        "--timeout", type=float, default=argparse.SUPPRESS, help="seconds to wait for the hub"
+    )
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="JSON output"
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="signalbeam", description="SignalBeam Edge operator CLI", parents=[common]
+    )
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def add(name: str, help_text: str, parent: Any = sub) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = parent.add_parser(name, help=help_text, parents=[common])
+        return p
+
+    p = add("devices", "list devices")
+    p.add_argument("--tag")
+    p.add_argument("--group")
+    p.add_argument("--status")
+    p.add_argument("--text", help="substring of id or hostname")
+    p.add_argument("--all", action="store_true", help="include decommissioned devices")
+    p.add_argument("--limit", type=int)
+    p.add_argument("--cursor")
+    p.set_defaults(
+        request=lambda a: (
+            "devices.list",
+            _body(
+                tag=a.tag,
+                group=a.group,
+                status=a.status,
+                text=a.text,
+                limit=a.limit,
+                cursor=a.cursor,
+                include_decommissioned=a.all or None,
+            ),
+        )
+    )
+
+    device = add("device", "one device").add_subparsers(dest="device_verb", required=True)
+    p = add("show", "a device's facts, tags, groups, desired and reported state", device)
+    p.add_argument("id")
+    p.set_defaults(request=lambda a: ("devices.get", {"id": a.id}))
+    p = add("decommission", "retire a device (it gets no desired bundle)", device)
+    p.add_argument("id")
+    p.set_defaults(request=lambda a: ("devices.decommission", {"id": a.id}))
+
+    for name, verb in (("tag", "devices.tag"), ("untag", "devices.untag")):
+        p = add(name, f"{name} a device")
+        p.add_argument("id")
+        p.add_argument("tag")
+        p.set_defaults(request=lambda a, v=verb: (v, {"id": a.id, "tag": a.tag}))
+
+    group = add("group", "device groups").add_subparsers(dest="group_verb", required=True)
+    p = add("create", "create a group", group)
+    p.add_argument("name")
+    p.add_argument("--description")
+    p.set_defaults(
+        request=lambda a: ("groups.create", _body(name=a.name, description=a.description))
+    )
+    p = add("delete", "delete a group", group)
+    p.add_argument("name")
+    p.set_defaults(request=lambda a: ("groups.delete", {"name": a.name}))
+    for name, verb in (("add", "groups.add"), ("remove", "groups.remove")):
+        p = add(name, f"{name} a device", group)
+        p.add_argument("name")
+        p.add_argument("device")
+        p.set_defaults(request=lambda a, v=verb: (v, {"name": a.name, "device": a.device}))
+    p = add("list", "list groups", group)
+    p.set_defaults(request=lambda a: ("groups.list", {}))
+
+    bundle = add("bundle", "app bundles").add_subparsers(dest="bundle_verb", required=True)
+    p = add("validate", "check a bundle file offline, printing every error with its line", bundle)
+    p.add_argument("file")
+    p.set_defaults(offline=cmd_bundle_validate)
+    p = add("push", "validate and upload a bundle version", bundle)
+    p.add_argument("file")
+    p.set_defaults(request=request_bundle_push)
+    p = add("list", "list bundles", bundle)
+    p.set_defaults(request=lambda a: ("bundles.list", {}))
+    p = add("versions", "list a bundle's versions, newest first", bundle)
+    p.add_argument("name")
+    p.set_defaults(request=lambda a: ("bundles.versions", {"name": a.name}))
+    p = add("show", "show a bundle version's spec (NAME or NAME@VERSION)", bundle)
+    p.add_argument("ref")
+    p.set_defaults(request=request_bundle_show)
+
+    p = add("assign", "assign a bundle version to device:ID, group:NAME or tag:NAME")
+    p.add_argument("target")
+    p.add_argument("bundle", help="NAME@VERSION")
+    p.set_defaults(request=lambda a: ("assign", {"target": a.target, "bundle": a.bundle}))
+    p = add("unassign", "remove the assignment of a target")
+    p.add_argument("target")
+    p.set_defaults(request=lambda a: ("unassign", {"target": a.target}))
+    p = add("assignments", "list assignments")
+    p.set_defaults(request=lambda a: ("assignments.list", {}))
+
+    p = add("events", "the event log, newest first")
+    p.add_argument("--device")
+    p.add_argument("--limit", type=int)
+    p.add_argument("--cursor")
+    p.set_defaults(
+        request=lambda a: ("events.list", _body(device=a.device, limit=a.limit, cursor=a.cursor))
+    )
+
+    p = add("metrics", "a device's metric rollups")
+    p.add_argument("device")
+    p.add_argument("--resolution", choices=["1m", "1h"])
+    p.add_argument("--since", type=int, help="unix seconds")
+    p.add_argument("--until", type=int, help="unix seconds")
+    p.add_argument("--name", help="one metric, e.g. cpu")
+    p.set_defaults(
+        request=lambda a: (
+            "metrics.get",
+            _body(
+                device=a.device, resolution=a.resolution, since=a.since, until=a.until, name=a.name
+            ),
+        )
+    )
+
+    token = add("token", "device enrollment tokens").add_subparsers(
+        dest="token_verb", required=True
+    )
+    p = add("create", "create an enrollment token (shown once)", token)
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--expires", type=duration, help="e.g. 24h (default 24h)")
+    p.add_argument("--uses", type=int, help="how many devices may enroll with it (default 1)")
+    p.set_defaults(
+        request=lambda a: (
+            "tokens.create",
+            _body(tenant=a.tenant, expires_in=a.expires, max_uses=a.uses),
+        )
+    )
+    p = add("list", "list enrollment tokens", token)
+    p.set_defaults(request=lambda a: ("tokens.list", {}))
+    p = add("revoke", "revoke an enrollment token", token)
+    p.add_argument("id")
+    p.set_defaults(request=lambda a: ("tokens.revoke", {"id": a.id}))
+
+    key = add("key", "operator API keys").add_subparsers(dest="key_verb", required=True)
+    p = add("create", "create an API key (shown once)", key)
+    p.add_argument("name")
+    p.add_argument("--role", choices=["admin", "readonly"], default="readonly")
+    p.set_defaults(request=lambda a: ("keys.create", {"name": a.name, "role": a.role}))
+    p = add("list", "list API keys", key)
+    p.set_defaults(request=lambda a: ("keys.list", {}))
+    p = add("revoke", "revoke an API key", key)
+    p.add_argument("id")
+    p.set_defaults(request=lambda a: ("keys.revoke", {"id": a.id}))
+
+    p = add("tui", "the interactive terminal UI")
+    p.set_defaults(offline=cmd_tui)
+    return parser
+
+
+# --- verbs that need more than one request line --------------------------------------------
+def _load_bundle(path: str) -> Any:
+    # Imported here: `bundles` pulls in YAML parsing, which most verbs never need.
+    from bundles.validate import load_file
+
+    return load_file(path)
+
+
+def cmd_bundle_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from bundles.errors import BundleError, BundleInvalid
+
+    try:
+        spec = _load_bundle(args.file)
+    except BundleInvalid as exc:
+        if getattr(args, "json", False):
+            print(
+                json.dumps({"valid": False, "errors": [e.to_dict() for e in exc.errors]}), file=out
+            )
+        else:
+            for e in exc.errors:
+                line = f"{args.file}:{e.line}: " if e.line is not None else f"{args.file}: "
+                print(f"{line}{e.path}: {e.message}", file=err)
+            print(f"{len(exc.errors)} error(s) in {args.file}", file=err)
+        return EXIT_API
+    except (BundleError, OSError) as exc:
+        print(f"error: {args.file}: {exc}", file=err)
+        return EXIT_API
+    from bundles.hashing import content_hash
+
+    result = {
+        "valid": True,
+        "bundle": spec.bundle,
+        "version": spec.version,
+        "content_hash": content_hash(spec),
+    }
+    if getattr(args, "json", False):
+        print(json.dumps(result), file=out)
+    else:
+        print(f"{args.file}: {spec.ref} is valid ({result['content_hash']})", file=out)
+    return 0
+
+
+def request_bundle_push(args: argparse.Namespace) -> Request:
+    return "bundles.push", {"spec": _load_bundle(args.file).to_dict()}
+
+
+def request_bundle_show(args: argparse.Namespace) -> Request:
+    name, _, version = args.ref.partition("@")
+    return "bundles.get", _body(name=name, version=version or None)
+
+
+def cmd_tui(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    try:
+        from tui.app import main as tui_main  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        print("error: the terminal UI is not part of this build yet", file=err)
+        return EXIT_USAGE
+    result: int = tui_main(args)
+    return result
+
+
+# --- running -----------------------------------------------------------------------------
+async def _call(args: argparse.Namespace, verb: str, body: dict[str, Any]) -> dict[str, Any]:
+    settings = resolve(
+        getattr(args, "hub", None), getattr(args, "api_key", None), getattr(args, "timeout", None)
+    )
+    async with HubClient(settings.hub, settings.api_key, timeout=settings.timeout) as client:
+        return await client.call(verb, body)
+
+
+def run(
+    argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr
+) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    as_json = getattr(args, "json", False)
+    if hasattr(args, "offline"):
+        code: int = args.offline(args, out, err)
+        return code
+    try:
+        verb, body = args.request(args)
+        result = asyncio.run(_call(args, verb, body))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_USAGE
+    except ApiError as exc:
+        if as_json:
+            doc: dict[str, Any] = {"code": exc.code, "message": exc.message}
+            if exc.field:
+                doc["field"] = exc.field
+            if exc.details is not None:
+                doc["details"] = exc.details
+            print(json.dumps({"error": doc}), file=out)
+        else:
+            print(f"error: {exc} [{exc.code}]", file=err)
+            if isinstance(exc.details, list):
+                for d in exc.details:
+                    if isinstance(d, dict) and "path" in d:
+                        print(f"  {d['path']}: {d.get('message')}", file=err)
+        return EXIT_API
+    except Exception as exc:
+        from bundles.errors import BundleInvalid
+
+        if isinstance(exc, BundleInvalid):
+            for e in exc.errors:
+                line = f":{e.line}" if e.line is not None else ""
+                print(f"{args.file}{line}: {e.path}: {e.message}", file=err)
+            print("bundle not pushed: fix the errors above", file=err)
+            return EXIT_API
+        if isinstance(exc, OSError):
+            print(f"error: {exc}", file=err)
+            return EXIT_API
+        raise
+    if as_json:
+        print(json.dumps(result, indent=2, sort_keys=True, default=str), file=out)
+    elif verb in PRINTERS:
+        PRINTERS[verb](result, out)
+    else:
+        fields(result, out)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

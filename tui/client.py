@@ -1,0 +1,142 @@
+"""A small async client for the hub's operator API over NATS (used by the CLI and the TUI).
+
+Only NATS and the ``protocol`` package: the TUI never touches the hub's database.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from protocol import errors as codes
+from protocol.api import API_KEY_HEADER
+from protocol.subjects import api, fleet_change
+
+DEFAULT_TIMEOUT = 5.0
+
+
+class ApiError(Exception):
+    """An error reply from the hub (or no reply at all), in the protocol error shape."""
+
+    def __init__(
+        self, code: str, message: str, field: str | None = None, details: Any = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field
+        self.details = details
+
+    def __str__(self) -> str:
+        return f"{self.message} (field: {self.field})" if self.field else self.message
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    return re.sub(r"(//[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+class HubClient:
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        reconnect: bool = False,
+    ) -> None:
+        self.url = url
+        self.api_key = api_key
+        self.timeout = timeout
+        # The CLI fails fast; a long-lived TUI reconnects forever.
+        self.reconnect = reconnect
+        self.nc: NATS | None = None
+
+    async def connect(self) -> None:
+        try:
+            self.nc = await nats.connect(
+                self.url,
+                name="signalbeam-cli",
+                connect_timeout=self.timeout,
+                allow_reconnect=self.reconnect,
+                max_reconnect_attempts=-1 if self.reconnect else 0,
+            )
+        except Exception as exc:
+            raise ApiError(
+                codes.UNAVAILABLE, f"cannot connect to the hub at {redact(self.url)}: {exc}"
+            ) from exc
+
+    async def close(self) -> None:
+        if self.nc is not None and not self.nc.is_closed:
+            await self.nc.close()
+
+    async def __aenter__(self) -> HubClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def call(self, verb: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One API request; the result object, or ``ApiError``."""
+        if self.nc is None:
+            await self.connect()
+        assert self.nc is not None
+        headers = {API_KEY_HEADER: self.api_key} if self.api_key else None
+        payload = json.dumps(body or {}).encode()
+        try:
+            msg = await self.nc.request(api(verb), payload, timeout=self.timeout, headers=headers)
+        except NoRespondersError as exc:
+            raise ApiError(codes.UNAVAILABLE, "no hub is serving the API (no responders)") from exc
+        except NatsTimeout as exc:
+            raise ApiError(
+                codes.UNAVAILABLE, f"the hub did not answer {verb} within {self.timeout:g}s"
+            ) from exc
+        try:
+            doc = json.loads(msg.data)
+        except ValueError as exc:
+            raise ApiError(codes.INTERNAL, f"the hub sent a reply that is not JSON: {exc}") from exc
+        if codes.is_error(doc):
+            err = doc["error"]
+            raise ApiError(
+                str(err.get("code", codes.INTERNAL)),
+                str(err.get("message", "")),
+                err.get("field"),
+                err.get("details"),
+            )
+        if not isinstance(doc, dict):
+            raise ApiError(codes.INTERNAL, "the hub sent a reply that is not an object")
+        return doc
+
+    async def watch_changes(
+        self, callback: Callable[[dict[str, Any]], Awaitable[None]], kind: str = ">"
+    ) -> Subscription:
+        """Live change notices (``sb.fleet.changes.<kind>``) as decoded dicts."""
+        if self.nc is None:
+            await self.connect()
+        assert self.nc is not None
+
+        async def on_msg(msg: Msg) -> None:
+            try:
+                doc = json.loads(msg.data)
+            except ValueError:
+                return
+            if isinstance(doc, dict):
+                await callback(doc)
+
+        return await self.nc.subscribe(fleet_change(kind), cb=on_msg)

@@ -1,0 +1,73 @@
+"""Where the CLI finds the hub and its API key: flags, then environment, then config file.
+
+Config file: ``$SIGNALBEAM_CONFIG``, else ``$XDG_CONFIG_HOME/signalbeam/config.toml``
+(``~/.config/signalbeam/config.toml``), with optional keys ``hub``, ``api_key``, ``timeout``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_HUB = "nats://127.0.0.1:4222"
+ENV_HUB = "SIGNALBEAM_HUB"
+ENV_KEY = "SIGNALBEAM_API_KEY"
+ENV_CONFIG = "SIGNALBEAM_CONFIG"
+_KEYS: dict[str, type | tuple[type, ...]] = {"hub": str, "api_key": str, "timeout": (int, float)}
+
+
+class ConfigError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class CliSettings:
+    hub: str
+    api_key: str | None
+    timeout: float
+
+
+def config_path(env: Mapping[str, str]) -> Path:
+    if env.get(ENV_CONFIG):
+        return Path(env[ENV_CONFIG])
+    base = Path(env["XDG_CONFIG_HOME"]) if env.get("XDG_CONFIG_HOME") else Path.home() / ".config"
+    return base / "signalbeam" / "config.toml"
+
+
+def read_file(path: Path) -> dict[str, object]:
+    if not path.exists():
+        return {}
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    for key, value in doc.items():
+        if key not in _KEYS:
+            raise ConfigError(f"{path}: unknown setting {key!r} (known: hub, api_key, timeout)")
+        if isinstance(value, bool) or not isinstance(value, _KEYS[key]):
+            raise ConfigError(f"{path}: {key} has the wrong type")
+    return doc
+
+
+def resolve(
+    hub: str | None = None,
+    api_key: str | None = None,
+    timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
+) -> CliSettings:
+    env = os.environ if env is None else env
+    file = read_file(config_path(env))
+    t = timeout if timeout is not None else file.get("timeout", 5.0)
+    assert isinstance(t, int | float)
+    if t <= 0:
+        raise ConfigError("timeout must be positive")
+    return CliSettings(
+        hub=hub or env.get(ENV_HUB) or str(file.get("hub") or DEFAULT_HUB),
+        api_key=api_key
+        or env.get(ENV_KEY)
+        or (str(file["api_key"]) if "api_key" in file else None),
+        timeout=float(t),
+    )
