@@ -90,7 +90,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     spec_doc: dict[str, Any] | None = None
     chash: str | None = None
     if args.bundle is not None:
-        from bundles import BundleInvalid, content_hash, load_file
+        from bundles import BundleError, BundleInvalid, content_hash, load_file
 
         try:
             spec = load_file(args.bundle)
@@ -104,8 +104,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
                 for e in exc.errors:
                     print(f"  {e}", file=sys.stderr)
             return EXIT_INPUT
-        except OSError as exc:
-            _fail(args, perr.BAD_REQUEST, f"cannot read {args.bundle}: {exc.strerror or exc}")
+        except BundleError as exc:  # unreadable file, too large, ...
+            _fail(args, perr.BAD_REQUEST, str(exc))
             return EXIT_INPUT
         spec_doc, chash = spec.to_dict(), content_hash(spec)
     actor = f"cli:{_who()}"

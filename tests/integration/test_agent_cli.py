@@ -1,0 +1,183 @@
+"""signalbeam-agent as a user runs it: subprocesses against a real store file.
+
+The running-agent tests point the engine socket at a path where nothing listens, so they
+need no container engine: the agent must still start, record that, take desired state and
+stop cleanly on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "bundles" / "examples" / "warehouse-monitor" / "1.2.0.yaml"
+
+
+def cli(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(
+        f"""
+data_dir = "data"
+device_id = "cli-dev"
+engine_socket = "unix://{tmp_path}/no-engine.sock"
+desired_poll_interval = "100ms"
+[metrics]
+interval = "200ms"
+"""
+    )
+    return cfg
+
+
+def jcli(*args: str) -> Any:
+    return json.loads(cli(*args, "--json", check=True).stdout)
+
+
+def test_apply_status_events(config: Path) -> None:
+    out = jcli("apply", str(EXAMPLE), "--config", str(config))
+    assert out == {"generation": 1, "source": "local", "bundle_ref": "warehouse-monitor@1.2.0"}
+    status = jcli("status", "--config", str(config))
+    assert status["device_id"] == "cli-dev"
+    assert status["desired"]["bundle_ref"] == "warehouse-monitor@1.2.0"
+    assert status["desired"]["content_hash"].startswith("sha256:")
+    assert status["agent"] == {"running": False, "pid": None}
+    events = jcli("events", "--config", str(config))
+    assert [e["kind"] for e in events] == ["desired.changed"]
+    assert events[0]["data"]["actor"].startswith("cli:")
+    human = cli("status", "--config", str(config), check=True).stdout
+    assert "warehouse-monitor@1.2.0" in human and "not running" in human
+
+    assert jcli("apply", "--nothing", "--config", str(config))["generation"] == 2
+    assert jcli("status", "--config", str(config))["desired"]["bundle_ref"] is None
+    assert jcli("apply", "--clear", "--config", str(config)) == {"cleared": True}
+    assert jcli("status", "--config", str(config))["desired"] is None
+    kinds = [e["kind"] for e in jcli("events", "--config", str(config), "--after-seq", "1")]
+    assert kinds == ["desired.changed", "desired.local_cleared"]
+    assert len(jcli("events", "--config", str(config), "--limit", "1")) == 1
+
+
+def test_invalid_bundle_is_refused_with_field_errors(config: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("bundle: x\nversion: nope\ncontainers: []\n")
+    proc = cli("apply", str(bad), "--config", str(config), "--json")
+    assert proc.returncode == 2
+    body = json.loads(proc.stdout)
+    assert body["error"]["code"] == "invalid"
+    assert any(d["path"] == "version" for d in body["error"]["details"])
+    text = cli("apply", str(bad), "--config", str(config))
+    assert text.returncode == 2 and "version" in text.stderr
+    # Nothing was stored.
+    assert (
+        not (tmp_path / "data" / "agent.db").exists()
+        or jcli("status", "--config", str(config))["desired"] is None
+    )
+    missing = cli("apply", str(tmp_path / "missing.yaml"), "--config", str(config))
+    assert missing.returncode == 2
+
+
+def test_bad_config_names_the_field(tmp_path: Path) -> None:
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text('device_id = "x"\n[reconcile]\ninterval = -1\n')
+    proc = cli("status", "--config", str(cfg), "--json")
+    assert proc.returncode == 2
+    assert json.loads(proc.stdout)["error"]["field"] == "reconcile.interval"
+
+
+def test_status_without_store_fails_clearly(config: Path) -> None:
+    proc = cli("status", "--config", str(config))
+    assert proc.returncode == 1 and "no agent store" in proc.stderr
+
+
+def test_usage_errors() -> None:
+    assert cli("apply").returncode == 2
+    assert cli("events", "--limit", "-3").returncode == 2
+    assert cli("status", "--log-format", "xml").returncode == 2
+
+
+@pytest.fixture
+def agent_proc(config: Path) -> Iterator[subprocess.Popen[str]]:
+    log = (config.parent / "agent.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent", "run", "--config", str(config), "--log-format", "json"],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+        text=True,
+        cwd=REPO,
+    )
+    yield proc
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    log.close()
+
+
+def log_records(config: Path) -> list[dict[str, Any]]:
+    text = (config.parent / "agent.log").read_text()
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def wait_for(pred: Any, what: str, timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / 0.1) + 1):
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_running_agent_takes_local_desired_and_stops_cleanly(
+    config: Path, agent_proc: subprocess.Popen[str]
+) -> None:
+    def kinds() -> list[str]:
+        proc = cli("events", "--config", str(config), "--json", "--limit", "100")
+        return [e["kind"] for e in json.loads(proc.stdout)] if proc.returncode == 0 else []
+
+    wait_for(lambda: "engine.unavailable" in kinds(), "engine.unavailable event")
+    status = jcli("status", "--config", str(config))
+    assert status["agent"] == {"running": True, "pid": agent_proc.pid}
+    wait_for(lambda: jcli("status", "--config", str(config))["metrics"], "metrics samples")
+
+    # A second agent on the same data dir refuses to start.
+    second = cli("run", "--config", str(config))
+    assert second.returncode == 3 and "another agent" in second.stderr
+
+    jcli("apply", str(EXAMPLE), "--config", str(config))
+    wait_for(
+        lambda: any(
+            r["msg"].startswith("desired state changed: local generation 1")
+            for r in log_records(config)
+        ),
+        "the agent to notice the applied bundle",
+    )
+    agent_proc.send_signal(signal.SIGTERM)
+    assert agent_proc.wait(timeout=20) == 0
+    records = log_records(config)
+    assert all(r.get("device") == "cli-dev" for r in records if r["logger"] == "agent.daemon")
+    assert kinds()[-1] == "agent.stopped"
+    assert jcli("status", "--config", str(config))["agent"]["running"] is False
