@@ -53,7 +53,9 @@ class ExecutorOptions:
     backoff_max: float = 10.0
     stop_timeout: float = 10.0  # grace before the engine kills a stopping container
     min_free_bytes: int = 0  # disk to leave free on the engine's data root after pulls
-    image_budget: int | None = None  # bytes the device's bundle images may use in total
+    # Bytes that the images of the target and of this device's existing containers (kept for
+    # rollback) may take together; None: only free disk limits pulls.
+    image_budget: int | None = None
     default_image_estimate: int = 0  # pull size guess when no image of that repo is present
     progress_interval: float = 5.0  # at most one pull-progress event per image per interval
     registry_auth: Mapping[str, RegistryAuth] = field(default_factory=dict)  # host -> auth
@@ -314,9 +316,12 @@ class Executor:
             seconds=round(self._clock() - started, 3),
         )
 
-    async def _bundle_images_size(self, target: Target) -> int:
-        images = await self.engine.list_images()
-        wanted = set(target.images)
+    async def _bundle_images_size(
+        self, target: Target, present: list[ImageInfo] | None = None
+    ) -> int:
+        """Bytes of the images the budget covers: the target's and those our containers use."""
+        images = present if present is not None else await self.engine.list_images()
+        wanted = set(target.images) | {c.image for c in await self.engine.list_containers()}
         return sum(i.size for i in images if wanted & set(i.tags) or i.id in wanted)
 
     @staticmethod
@@ -341,8 +346,7 @@ class Executor:
             )
         budget = self.options.image_budget
         if budget is not None:
-            wanted = set(target.images)
-            used = sum(i.size for i in present if wanted & set(i.tags))
+            used = await self._bundle_images_size(target, present)
             if used + need > budget:
                 raise DiskFull(
                     f"pulling {', '.join(missing)} needs about {need} bytes; with {used} bytes "

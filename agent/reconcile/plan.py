@@ -174,10 +174,14 @@ def plan(
     pulled: set[str] = set()
     for service, want in sorted(wanted.items()):
         containers = by_service.get(service, [])
-        matching = _best(
+        same = [
             c for c in containers if c.spec_hash == want.spec_hash and c.bundle == target.bundle
-        )
-        stale = _best(c for c in containers if c not in matching)
+        ]
+        for c in same:
+            if c.state == "dead":
+                doomed += _takedown(c, "the engine reports it dead")
+        matching = _best(c for c in same if c.state != "dead")
+        stale = _best(c for c in containers if c not in same)
         image = want.spec.image
         name = container_name(device_id, service, want.spec_hash)
         needs_image = not matching
