@@ -75,7 +75,11 @@ def read_document(text: str, source: str) -> tuple[Any, LineLookup]:
 def _read_yaml(text: str, source: str) -> tuple[Any, LineLookup]:
     import yaml
 
-    loader = yaml.SafeLoader(text)
+    try:
+        # The reader checks the text for forbidden characters already in the constructor.
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:
+        raise BundleInvalid([FieldError("$", f"cannot parse: {exc}")], source) from None
     try:
         node = loader.get_single_node()
         if node is None:
