@@ -15,10 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -133,7 +133,7 @@ class Store:
                     "INSERT INTO identity (key, value) VALUES (?, ?)",
                     [
                         ("device_id", device_id),
-                        ("store_id", uuid.uuid4().hex),
+                        ("store_id", os.urandom(16).hex()),
                         ("created_at", repr(now)),
                     ],
                 )

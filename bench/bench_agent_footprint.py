@@ -1,0 +1,259 @@
+"""Agent idle footprint: RSS and CPU of a running ``signalbeam-agent``, and what imports cost.
+
+    python -m bench.bench_agent_footprint                   # 30 s, Podman + 5 containers
+    python -m bench.bench_agent_footprint --duration 300    # the issue's 5 minutes
+    python -m bench.bench_agent_footprint --engine none     # agent core only, no engine
+
+Prints: bare-interpreter RSS (the baseline), each module's RSS cost imported alone and
+cumulatively in the order the agent loads them, and the idle agent's RSS (mean/max) and CPU
+(% of one core) over the measured window. With an engine it starts a private Podman (or
+dockerd) and a loopback registry from tests.harness, applies a 5-container bundle of
+``sbtest/hello:1.0`` and waits until all run before measuring. Everything it starts is
+stopped by PID on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+GOAL_RSS_MB = 40.0
+GOAL_CPU_PCT = 1.0
+
+# The order the running agent loads them in (cumulative view), then extras for reference.
+AGENT_CHAIN = [
+    "asyncio",
+    "sqlite3",
+    "agent.config",
+    "agent.store",
+    "psutil",
+    "agent.metrics.sampler",
+    "agent.daemon",
+    "agent.runtime",
+    "aiohttp",
+    "aiodocker",
+    "agent.runtime.docker_api",
+    "agent.runtime.podman",
+    "bundles",
+    "agent.reconcile.loop",
+]
+REFERENCE = ["sqlite_utils", "yaml", "nats", "docker", "prometheus_client"]
+
+RSS_SNIPPET = """
+import importlib, sys
+def rss():
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith('VmRSS:'):
+                return int(line.split()[1]) / 1024
+out = [('(start)', rss())]
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+        out.append((name, rss()))
+    except Exception as exc:
+        out.append((name + ' (failed: ' + type(exc).__name__ + ')', rss()))
+print(repr(out))
+"""
+
+
+def import_rss(modules: list[str]) -> list[tuple[str, float]]:
+    res = subprocess.run(
+        [sys.executable, "-c", RSS_SNIPPET, *modules],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    if res.returncode != 0:
+        raise RuntimeError(res.stderr)
+    result: list[tuple[str, float]] = eval(res.stdout)  # our own repr() output
+    return result
+
+
+def import_costs() -> float:
+    baseline = import_rss([])[0][1]
+    print(f"baseline: bare python {sys.version.split()[0]} RSS = {baseline:.1f} MB")
+    print("\nimport cost, each module alone in a fresh interpreter (RSS after import):")
+    for name in AGENT_CHAIN + REFERENCE:
+        (_, start), (label, after) = import_rss([name])
+        print(f"  {label:<34} {after:6.1f} MB  (+{after - start:5.1f} MB)")
+    print("\nimport cost, cumulative in the agent's load order:")
+    prev = None
+    for label, after in import_rss(AGENT_CHAIN):
+        delta = "" if prev is None else f"(+{after - prev:5.1f} MB)"
+        print(f"  {label:<34} {after:6.1f} MB  {delta}")
+        prev = after
+    return baseline
+
+
+# ---------------------------------------------------------------- the running agent
+
+
+def bundle_yaml(registry: Any, ports: list[int]) -> str:
+    lines = [
+        "bundle: footprint",
+        "version: 1.0.0",
+        "containers:",
+    ]
+    for i, port in enumerate(ports):
+        lines += [
+            f"  - name: hello-{i}",
+            f"    image: {registry.ref('sbtest/hello:1.0')}",
+            "    network_mode: host",
+            "    env:",
+            f'      PORT: "{port}"',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def agent_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+
+
+def measure(pid: int, duration: float, interval: float) -> dict[str, float]:
+    import psutil
+
+    proc = psutil.Process(pid)
+    rss: list[float] = []
+    t0 = time.monotonic()
+    c0 = sum(proc.cpu_times()[:2])
+    for _ in range(int(duration / interval) + 1):
+        rss.append(proc.memory_info().rss / 2**20)
+        if time.monotonic() - t0 >= duration:
+            break
+        time.sleep(interval)
+    wall = time.monotonic() - t0
+    cpu = sum(proc.cpu_times()[:2]) - c0
+    return {
+        "rss_mean_mb": sum(rss) / len(rss),
+        "rss_max_mb": max(rss),
+        "cpu_pct_one_core": 100.0 * cpu / wall if wall > 0 else 0.0,
+        "seconds": wall,
+        "samples": len(rss),
+    }
+
+
+def run_agent_bench(args: argparse.Namespace, baseline: float) -> None:
+    work = Path(tempfile.mkdtemp(prefix="sb-bench-fp-"))
+    started: list[Any] = []
+    agent: subprocess.Popen[bytes] | None = None
+    try:
+        engine_url = f"unix://{work}/no-engine.sock"
+        bundle_file: Path | None = None
+        if args.engine != "none":
+            sys.path.insert(0, str(REPO))
+            from tests.harness import engines
+            from tests.harness.ports import free_port
+            from tests.harness.registry import Registry
+
+            print(f"\nstarting a private {args.engine} and a loopback registry ...", flush=True)
+            registry = Registry(work / "registry")
+            started.append(registry)
+            registry.push_test_images()
+            if args.engine == "podman":
+                handle = engines.start_podman(work / "podman", registry.registries_conf)
+            else:
+                handle = engines.start_docker(work / "docker")
+            started.append(handle)
+            engine_url = handle.url
+            bundle_file = work / "bundle.yaml"
+            ports = [free_port() for _ in range(args.containers)]
+            bundle_file.write_text(bundle_yaml(registry, ports))
+
+        config = work / "agent.toml"
+        config.write_text(
+            f'data_dir = "{work}/data"\ndevice_id = "bench-footprint"\n'
+            f'engine_socket = "{engine_url}"\n'
+        )
+        if bundle_file is not None:
+            res = agent_cli("apply", str(bundle_file), "--config", str(config))
+            if res.returncode != 0:
+                raise RuntimeError(f"apply failed: {res.stderr}")
+        log = (work / "agent.log").open("wb")
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "--config", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            cwd=REPO,
+        )
+        if bundle_file is not None:
+            deadline = time.monotonic() + args.converge_timeout
+            running = 0
+            while time.monotonic() < deadline:
+                res = agent_cli("status", "--config", str(config), "--json")
+                if res.returncode == 0:
+                    cs = json.loads(res.stdout)["containers"]
+                    running = sum(1 for c in cs if c.get("state") == "running")
+                    if running >= args.containers:
+                        break
+                if agent.poll() is not None:
+                    raise RuntimeError(f"agent exited early; see {work}/agent.log")
+                time.sleep(1.0)
+            else:
+                raise RuntimeError(f"only {running}/{args.containers} containers running")
+            print(f"agent converged: {running} containers running", flush=True)
+        # Let start-up work (first rollups, imports, engine connect) settle before measuring.
+        time.sleep(args.settle)
+        print(f"measuring idle agent (pid {agent.pid}) for {args.duration:.0f} s ...", flush=True)
+        m = measure(agent.pid, args.duration, args.interval)
+        what = (
+            f"{args.containers}-container bundle on {args.engine}"
+            if args.engine != "none"
+            else "no engine (core loops only)"
+        )
+        print(f"\nidle agent, {what}, {m['seconds']:.0f} s, {m['samples']} samples:")
+        print(
+            f"  RSS mean {m['rss_mean_mb']:.1f} MB, max {m['rss_max_mb']:.1f} MB "
+            f"(goal <= {GOAL_RSS_MB:.0f} MB; bare python baseline {baseline:.1f} MB)"
+        )
+        print(f"  CPU {m['cpu_pct_one_core']:.2f} % of one core (goal <= {GOAL_CPU_PCT:.0f} %)")
+    finally:
+        if agent is not None and agent.poll() is None:
+            os.kill(agent.pid, signal.SIGTERM)
+            try:
+                agent.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.kill(agent.pid, signal.SIGKILL)
+                agent.wait(timeout=10)
+        for thing in reversed(started):
+            try:
+                thing.stop()
+            except Exception as exc:
+                print(f"cleanup: {exc}", file=sys.stderr)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--duration", type=float, default=30.0, help="seconds to measure (issue: 300)")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between RSS samples")
+    p.add_argument("--settle", type=float, default=5.0, help="seconds to wait before measuring")
+    p.add_argument("--engine", choices=["podman", "docker", "none"], default="podman")
+    p.add_argument("--containers", type=int, default=5)
+    p.add_argument("--converge-timeout", type=float, default=180.0)
+    p.add_argument("--skip-imports", action="store_true")
+    p.add_argument("--keep", action="store_true", help="keep the work dir for inspection")
+    args = p.parse_args(argv)
+    if not 0 < args.duration <= 3600 or not 0 < args.interval <= 60:
+        p.error("--duration must be in (0, 3600] and --interval in (0, 60]")
+    baseline = import_rss([])[0][1] if args.skip_imports else import_costs()
+    run_agent_bench(args, baseline)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
