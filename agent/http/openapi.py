@@ -1,0 +1,577 @@
+"""The OpenAPI 3 document of the local API, served at ``/openapi.json``.
+
+Written by hand (not generated from the route table) so it is a second statement of the
+contract: tests check both directions (every route documented, every documented path
+served), and the schemathesis fuzz test holds responses to these schemas.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+NUM = {"type": "number"}
+INT = {"type": "integer"}
+STR = {"type": "string"}
+
+
+def _n(schema: dict[str, Any]) -> dict[str, Any]:
+    return {**schema, "nullable": True}
+
+
+def _obj(
+    props: dict[str, Any], required: list[str] | None = None, extra: bool = True
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "object", "properties": props}
+    if required:
+        out["required"] = required
+    if not extra:
+        out["additionalProperties"] = False
+    return out
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+ERROR = _obj(
+    {
+        "error": _obj(
+            {"code": STR, "message": STR, "field": STR, "details": {}},
+            ["code", "message"],
+        )
+    },
+    ["error"],
+)
+
+CONTAINER = _obj(
+    {
+        "id": STR,
+        "name": STR,
+        "service": STR,
+        "bundle": STR,
+        "version": STR,
+        "spec_hash": STR,
+        "state": STR,
+        "health": STR,
+        "exit_code": _n(INT),
+        "restart_count": INT,
+        "image": STR,
+        "started_at": _n(NUM),
+        "created_at": _n(NUM),
+        "ports": {
+            "type": "array",
+            "items": _obj({"container": INT, "protocol": STR, "host": _n(INT)}),
+        },
+        "stats": _n(_obj({"cpu_percent": NUM, "memory_bytes": INT, "memory_limit": _n(INT)})),
+    },
+    ["id", "name", "service", "state", "health", "image"],
+)
+
+EVENT = _obj(
+    {
+        "seq": INT,
+        "kind": STR,
+        "severity": STR,
+        "message": STR,
+        "data": _n({}),
+        "ts": NUM,
+        "mono": NUM,
+    },
+    ["seq", "kind", "severity", "message", "ts"],
+)
+
+SUMMARY_DESIRED = _n(
+    _obj(
+        {
+            "generation": INT,
+            "source": {"type": "string", "enum": ["hub", "local"]},
+            "bundle_ref": _n(STR),
+            "content_hash": _n(STR),
+            "rollout_id": _n(STR),
+        },
+        ["generation", "source"],
+    )
+)
+
+STATUS = _obj(
+    {
+        "device_id": STR,
+        "agent_version": STR,
+        "uptime_seconds": NUM,
+        "started_at": NUM,
+        "now": NUM,
+        "hub": _obj(
+            {
+                "configured": {"type": "boolean"},
+                "online": _n({"type": "boolean"}),
+                "last_contact": _n(NUM),
+            },
+            ["configured", "online", "last_contact"],
+        ),
+        "engine": _n(_obj({"kind": STR, "url": STR})),
+        "reconcile_loop": _n(
+            _obj(
+                {
+                    "at": NUM,
+                    "trigger": STR,
+                    "generation": _n(INT),
+                    "outcome": STR,
+                    "reason": _n(STR),
+                }
+            )
+        ),
+        "running_bundle": _n(STR),
+        "desired": SUMMARY_DESIRED,
+        "deployment": _n(
+            _obj({"generation": INT, "bundle_ref": _n(STR), "status": STR, "reason": _n(STR)})
+        ),
+        "last_reconcile": _n(_obj({"run_id": INT, "result": _n(STR), "reason": _n(STR)})),
+        "stuck": _n(STR),
+        "containers": {"type": "array", "items": {"type": "object"}},
+        "outbox": _obj({"pending": INT, "bytes": INT}),
+        "last_event_seq": INT,
+        "tls_fingerprint": _n(STR),
+    },
+    ["device_id", "agent_version", "uptime_seconds", "hub", "running_bundle", "desired", "stuck"],
+)
+
+TOKEN = _obj(
+    {
+        "id": STR,
+        "name": STR,
+        "role": {"type": "string", "enum": ["viewer", "operator", "admin"]},
+        "created_at": NUM,
+        "created_by": STR,
+        "revoked_at": _n(NUM),
+    },
+    ["id", "name", "role", "created_at", "revoked_at"],
+)
+
+SCHEMAS: dict[str, Any] = {
+    "Error": ERROR,
+    "Container": CONTAINER,
+    "Event": EVENT,
+    "Status": STATUS,
+    "Token": TOKEN,
+}
+
+NAME_PARAM = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "description": "Container name or service name",
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"},
+}
+
+
+def _q(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    return {str(c): {"$ref": f"#/components/responses/E{c}"} for c in codes}
+
+
+AUTHED = (401, 403, 404, 405, 422, 429)
+PUBLIC: list[dict[str, Any]] = [{}]
+BEARER: list[dict[str, Any]] = [{"bearer": []}]
+
+
+def _op(
+    summary: str,
+    ok: dict[str, Any],
+    *,
+    role: str | None,
+    params: list[dict[str, Any]] | None = None,
+    errors: tuple[int, ...] = AUTHED,
+    ok_status: str = "200",
+    body: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary + (f" (role: {role})" if role else " (no authentication)"),
+        "parameters": params or [],
+        "responses": {ok_status: ok, **_errors(*errors)},
+        "security": BEARER if role else PUBLIC,
+    }
+    if body is not None:
+        op["requestBody"] = body
+    return op
+
+
+def document() -> dict[str, Any]:
+    since = _q(
+        "since",
+        {"type": "string", "maxLength": 200},
+        "Epoch seconds, RFC 3339 with zone, or relative like -24h",
+    )
+    until = _q("until", {"type": "string", "maxLength": 200}, "Same forms as since")
+    metrics_points = _obj(
+        {"ts": NUM, "metric": STR, "min": NUM, "avg": NUM, "max": NUM, "count": INT},
+        ["ts", "metric", "min", "avg", "max", "count"],
+    )
+    paths: dict[str, Any] = {
+        "/": {
+            "get": _op(
+                "HTML status page (HTTP Basic: any user, token as password)",
+                {"description": "Page", "content": {"text/html": {"schema": STR}}},
+                role="viewer",
+            )
+        },
+        "/health/live": {
+            "get": _op(
+                "Liveness", _json(_obj({"status": STR}, ["status"])), role=None, errors=(405, 422)
+            )
+        },
+        "/health/ready": {
+            "get": _op(
+                "Readiness: store and engine answer",
+                _json(_obj({"status": STR, "checks": {"type": "object"}}, ["status", "checks"])),
+                role=None,
+                errors=(405, 422, 503),
+            )
+        },
+        "/openapi.json": {
+            "get": _op("This document", _json({"type": "object"}), role=None, errors=(405,))
+        },
+        "/metrics": {
+            "get": _op(
+                "Prometheus metrics (text format)",
+                {"description": "Metrics", "content": {"text/plain": {"schema": STR}}},
+                role="viewer",
+            )
+        },
+        "/v1/status": {"get": _op("Device status", _json(_ref("Status")), role="viewer")},
+        "/v1/containers": {
+            "get": _op(
+                "This device's containers, with CPU/memory",
+                _json(
+                    _obj(
+                        {"containers": {"type": "array", "items": _ref("Container")}},
+                        ["containers"],
+                    )
+                ),
+                role="viewer",
+                errors=(*AUTHED, 503),
+            )
+        },
+        "/v1/containers/{name}": {
+            "get": _op(
+                "One container",
+                _json(_ref("Container")),
+                role="viewer",
+                params=[NAME_PARAM],
+                errors=(*AUTHED, 503),
+            )
+        },
+        "/v1/containers/{name}/logs": {
+            "get": _op(
+                "Container logs; follow=true streams (chunked text, or SSE with format=sse)",
+                {
+                    "description": "Log lines",
+                    "content": {
+                        "text/plain": {"schema": STR},
+                        "text/event-stream": {"schema": STR},
+                    },
+                },
+                role="viewer",
+                params=[
+                    NAME_PARAM,
+                    _q("tail", {"type": "integer", "minimum": 0, "maximum": 10000}, "Last N lines"),
+                    _q("follow", {"type": "boolean"}, "Keep streaming new lines"),
+                    since,
+                    _q("format", {"type": "string", "enum": ["text", "sse"]}, "Stream format"),
+                ],
+                errors=(*AUTHED, 503),
+            )
+        },
+        "/v1/containers/{name}/restart": {
+            "post": _op(
+                "Restart a container (audited)",
+                _json(_ref("Container")),
+                role="operator",
+                params=[
+                    NAME_PARAM,
+                    _q(
+                        "timeout",
+                        {"type": "integer", "minimum": 0, "maximum": 120},
+                        "Stop timeout, seconds",
+                    ),
+                ],
+                errors=(*AUTHED, 503),
+            )
+        },
+        "/v1/metrics": {
+            "get": _op(
+                "Local metric samples and rollups",
+                _json(
+                    _obj(
+                        {
+                            "resolution": STR,
+                            "since": NUM,
+                            "until": _n(NUM),
+                            "points": {"type": "array", "items": metrics_points},
+                            "truncated": {"type": "boolean"},
+                        },
+                        ["resolution", "since", "points", "truncated"],
+                    )
+                ),
+                role="viewer",
+                params=[
+                    _q("resolution", {"type": "string", "enum": ["raw", "1m", "1h"]}, "Default 1m"),
+                    since,
+                    until,
+                    _q(
+                        "metric",
+                        {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,128}$"},
+                        "One metric",
+                    ),
+                    _q("limit", {"type": "integer", "minimum": 1, "maximum": 100000}, "Max points"),
+                ],
+            )
+        },
+        "/v1/events": {
+            "get": _op(
+                "Device event log, paged by sequence",
+                _json(
+                    _obj(
+                        {
+                            "events": {"type": "array", "items": _ref("Event")},
+                            "next_after_seq": _n(INT),
+                        },
+                        ["events", "next_after_seq"],
+                    )
+                ),
+                role="viewer",
+                params=[
+                    _q(
+                        "after_seq",
+                        {"type": "integer", "minimum": 0},
+                        "Events after this sequence (omit: newest)",
+                    ),
+                    _q(
+                        "limit",
+                        {"type": "integer", "minimum": 1, "maximum": 1000},
+                        "Page size, default 100",
+                    ),
+                ],
+            )
+        },
+        "/v1/desired": {
+            "get": _op(
+                "Current desired state and recent revisions",
+                _json(
+                    _obj(
+                        {
+                            "desired": _n(
+                                _obj(
+                                    {
+                                        "generation": INT,
+                                        "source": STR,
+                                        "spec": _n({"type": "object"}),
+                                    }
+                                )
+                            ),
+                            "revisions": {"type": "array", "items": {"type": "object"}},
+                        },
+                        ["desired", "revisions"],
+                    )
+                ),
+                role="viewer",
+            )
+        },
+        "/v1/journal": {
+            "get": _op(
+                "Reconcile journal, newest first",
+                _json(
+                    _obj(
+                        {
+                            "runs": {
+                                "type": "array",
+                                "items": _obj(
+                                    {
+                                        "id": INT,
+                                        "generation": INT,
+                                        "result": _n(STR),
+                                        "steps": {"type": "array"},
+                                    }
+                                ),
+                            }
+                        },
+                        ["runs"],
+                    )
+                ),
+                role="viewer",
+                params=[
+                    _q(
+                        "limit",
+                        {"type": "integer", "minimum": 1, "maximum": 200},
+                        "Runs, default 20",
+                    )
+                ],
+            )
+        },
+        "/v1/reconcile": {
+            "post": _op(
+                "Reconcile now (audited)",
+                _json(
+                    _obj({"triggered": {"type": "boolean"}, "event_seq": INT}, ["triggered"]),
+                    "Accepted",
+                ),
+                role="operator",
+                ok_status="202",
+                errors=(*AUTHED, 503),
+            )
+        },
+        "/v1/local/desired": {
+            "post": _op(
+                "Apply a bundle locally: a field override, reported to the hub, cleared by the next hub generation",
+                _json(
+                    _obj(
+                        {
+                            "generation": INT,
+                            "source": STR,
+                            "bundle_ref": STR,
+                            "content_hash": _n(STR),
+                            "reconcile_triggered": {"type": "boolean"},
+                        },
+                        ["generation", "source", "bundle_ref"],
+                    ),
+                    "Created",
+                ),
+                role="operator",
+                ok_status="201",
+                errors=(400, *AUTHED, 413),
+                body={
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": {"type": "object"}},
+                        "application/yaml": {"schema": STR},
+                    },
+                },
+            ),
+            "delete": _op(
+                "Clear the local override (audited)",
+                _json(
+                    _obj(
+                        {
+                            "cleared": {"type": "boolean"},
+                            "desired_generation": _n(INT),
+                            "reconcile_triggered": {"type": "boolean"},
+                        },
+                        ["cleared"],
+                    )
+                ),
+                role="operator",
+            ),
+        },
+        "/v1/tokens": {
+            "get": _op(
+                "List tokens (never their secrets)",
+                _json(_obj({"tokens": {"type": "array", "items": _ref("Token")}}, ["tokens"])),
+                role="admin",
+                params=[_q("include_revoked", {"type": "boolean"}, "Include revoked tokens")],
+            ),
+            "post": _op(
+                "Create a token; its text is returned once (audited)",
+                _json({"allOf": [_ref("Token"), _obj({"token": STR}, ["token"])]}, "Created"),
+                role="admin",
+                ok_status="201",
+                errors=(400, *AUTHED, 409, 413),
+                body={
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": _obj(
+                                {
+                                    "name": {
+                                        "type": "string",
+                                        "pattern": "^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}$",
+                                    },
+                                    "role": {
+                                        "type": "string",
+                                        "enum": ["viewer", "operator", "admin"],
+                                    },
+                                },
+                                ["name"],
+                                extra=False,
+                            )
+                        }
+                    },
+                },
+            ),
+        },
+        "/v1/tokens/{id}": {
+            "delete": _op(
+                "Revoke a token (audited)",
+                _json(_ref("Token")),
+                role="admin",
+                params=[
+                    {
+                        "name": "id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": "^[0-9a-f]{12}$"},
+                    }
+                ],
+            )
+        },
+    }
+    responses = {
+        f"E{code}": {
+            "description": desc,
+            "content": {"application/json": {"schema": _ref("Error")}},
+        }
+        for code, desc in (
+            (400, "Bad request"),
+            (401, "No, invalid or revoked token"),
+            (403, "The token's role is not enough"),
+            (404, "Not found"),
+            (405, "Method not allowed"),
+            (409, "Conflict"),
+            (413, "Body too large"),
+            (422, "Invalid input; error.field names it"),
+            (429, "Too many failed authentications"),
+            (503, "Engine or reconcile loop unavailable"),
+        )
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "SignalBeam agent local API",
+            "version": "1",
+            "description": "For field technicians. Errors: {error: {code, message, field?}}.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": SCHEMAS,
+            "responses": responses,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+_CACHED: bytes | None = None
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    global _CACHED
+    if request.query:
+        from agent.http.validate import only
+
+        only(request.query, ())
+    if _CACHED is None:
+        _CACHED = json.dumps(document(), separators=(",", ":")).encode()
+    return web.Response(body=_CACHED, content_type="application/json")

@@ -1,0 +1,120 @@
+"""Starting and stopping the local API: bind, TLS beyond loopback, and the daemon hook.
+
+The daemon wires it with ``agent.add_task(agent.http.server.serve)``; ``start(ctx)`` is the
+lower-level call (tests, other hosts) returning an ``AppRunner`` to ``cleanup()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from agent.http.app import build_app
+from agent.http.context import AppContext, HubLink
+from agent.http.logs import STREAMS_KEY
+from agent.http.tls import ensure_certificate, fingerprint, needs_tls, server_context
+from agent.http.tokens import TokenStore
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_TIMEOUT = 5.0
+
+
+async def start(
+    ctx: AppContext, *, host: str | None = None, port: int | None = None
+) -> web.AppRunner:
+    """Listen on ``host:port`` (default: the config's ``[http]`` bind and port)."""
+    bind = host if host is not None else ctx.config.http.bind
+    port = ctx.config.http.port if port is None else port
+    ssl_ctx = None
+    if needs_tls(bind):
+        cert, key = await asyncio.to_thread(ensure_certificate, ctx.config.data_dir, bind)
+        ctx.tls_fingerprint = fingerprint(cert)
+        ssl_ctx = server_context(cert, key)
+    app = build_app(ctx)
+    app.on_shutdown.append(_close_streams)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    await runner.setup()
+    site = web.TCPSite(runner, bind, port, ssl_context=ssl_ctx, reuse_address=True)
+    try:
+        await site.start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    log.info(
+        "local API listening on %s",
+        ", ".join(listen_urls(runner)),
+        extra={"device": ctx.device_id, "tls_fingerprint": ctx.tls_fingerprint},
+    )
+    return runner
+
+
+async def _close_streams(app: web.Application) -> None:
+    # Follows notice within one keepalive and end; without this, shutdown waits them out.
+    app[STREAMS_KEY].closing = True
+
+
+def listen_urls(runner: web.AppRunner) -> list[str]:
+    out = []
+    for site in runner.sites:
+        out.append(site.name)
+    return out
+
+
+def bound_port(runner: web.AppRunner) -> int:
+    """The port actually bound (useful with port 0)."""
+    for addr in runner.addresses:
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            return int(addr[1])
+    raise RuntimeError("the API is not listening")
+
+
+def _hub_link(agent: Any) -> HubLink:
+    # Duck-typed: whatever the sync service exposes as its link state (online, last_contact).
+    for path in ("link_state", "sync.link", "sync.state"):
+        obj: Any = agent
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+        if obj is not None and hasattr(obj, "online"):
+            return HubLink(bool(obj.online), getattr(obj, "last_contact", None))
+    configured = agent.config.hub.url is not None
+    return HubLink(online=False if configured else None)
+
+
+def context_for(agent: Any) -> AppContext:
+    """An ``AppContext`` over a running ``agent.daemon.Agent`` (store already open)."""
+    from agent.daemon import AGENT_VERSION
+
+    return AppContext(
+        config=agent.config,
+        store=agent.store,
+        tokens=TokenStore.in_data_dir(agent.config.data_dir),
+        engine_getter=lambda: agent.engine,
+        reconcile_getter=lambda: agent.reconcile_loop,
+        hub_link=lambda: _hub_link(agent),
+        version=AGENT_VERSION,
+    )
+
+
+async def serve(agent: Any, stop: asyncio.Event) -> None:
+    """Daemon hook: ``agent.add_task(serve)``. Runs the API until ``stop`` is set."""
+    ctx = context_for(agent)
+    try:
+        runner = await start(ctx)
+    except OSError as exc:
+        # A busy port must not take the agent down: reconciling matters more than the API.
+        agent.store.event(
+            "http.unavailable",
+            f"local API could not listen on {ctx.config.http.bind}:{ctx.config.http.port}: {exc}",
+            severity="error",
+        )
+        ctx.tokens.close()
+        return
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        ctx.tokens.close()

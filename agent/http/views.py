@@ -1,0 +1,159 @@
+"""Read-only endpoints (viewer role): status, containers, events, desired, journal, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from aiohttp import web
+
+from agent.http import validate as v
+from agent.http.auth import CTX_KEY
+from agent.http.containers import StatsCache, describe, describe_all, find
+from agent.http.context import AppContext
+from agent.http.errors import json_response
+
+STATS_KEY: web.AppKey[StatsCache] = web.AppKey("stats_cache", StatsCache)
+MAX_EVENTS = 1000
+MAX_JOURNAL = 200
+MAX_METRIC_POINTS = 100_000
+
+
+def _ctx(request: web.Request) -> AppContext:
+    return request.app[CTX_KEY]
+
+
+def stuck_reason(summary: dict[str, Any], loop_result: Any = None) -> str | None:
+    """Why the device is not converging, in words, or None when it is fine."""
+    outcome = getattr(loop_result, "outcome", None)
+    if outcome in ("failed", "held"):
+        return f"reconcile {outcome}: {getattr(loop_result, 'reason', None)}"
+    dep = summary.get("deployment") or {}
+    last = summary.get("last_reconcile") or {}
+    if dep.get("status") in ("failed", "rolled_back"):
+        return f"generation {dep.get('generation')} {dep.get('status')}: {dep.get('reason')}"
+    if last.get("result") == "failed":
+        return f"last reconcile failed: {last.get('reason')}"
+    return None
+
+
+def status_doc(ctx: AppContext) -> dict[str, Any]:
+    summary = ctx.store.status_summary()
+    engine = ctx.current_engine()
+    loop_result = getattr(ctx.current_reconcile(), "last_result", None)
+    hub = ctx.hub()
+    dep = summary.get("deployment")
+    running = None
+    if dep and dep.get("status") in ("healthy", "applying"):
+        running = dep.get("bundle_ref")
+    return {
+        "device_id": ctx.device_id,
+        "agent_version": ctx.version,
+        "uptime_seconds": round(ctx.uptime(), 3),
+        "started_at": ctx.started_wall,
+        "now": time.time(),
+        "hub": {
+            "configured": ctx.config.hub.url is not None,
+            "online": hub.online,
+            "last_contact": hub.last_contact,
+        },
+        "engine": None if engine is None else {"kind": engine.kind, "url": engine.url},
+        "reconcile_loop": None if loop_result is None else loop_result.to_dict(),
+        "running_bundle": running,
+        "desired": summary.get("desired"),
+        "deployment": dep,
+        "last_reconcile": summary.get("last_reconcile"),
+        "stuck": stuck_reason(summary, loop_result),
+        "containers": summary.get("containers", []),
+        "outbox": summary.get("outbox"),
+        "last_event_seq": summary.get("last_event_seq"),
+        "tls_fingerprint": ctx.tls_fingerprint,
+    }
+
+
+async def get_status(request: web.Request) -> web.Response:
+    v.only(request.query, ())
+    return json_response(status_doc(_ctx(request)))
+
+
+async def get_containers(request: web.Request) -> web.Response:
+    v.only(request.query, ())
+    ctx = _ctx(request)
+    containers = sorted(await ctx.get_engine().list_containers(), key=lambda c: (c.service, c.name))
+    items = await describe_all(ctx, request.app[STATS_KEY], containers)
+    return json_response({"containers": items})
+
+
+async def get_container(request: web.Request) -> web.Response:
+    v.only(request.query, ())
+    ctx = _ctx(request)
+    c = await find(ctx, request.match_info["name"])
+    stats = await request.app[STATS_KEY].get(ctx, c)
+    return json_response(describe(c, stats))
+
+
+async def get_events(request: web.Request) -> web.Response:
+    v.only(request.query, ("after_seq", "limit"))
+    after = v.optional_int(request.query, "after_seq", 0, 2**62)
+    limit = v.integer(request.query, "limit", 100, 1, MAX_EVENTS)
+    rows = _ctx(request).store.events(after_seq=after, limit=limit)
+    events = [r.to_dict() for r in rows]
+    # Paging: pass next_after_seq back as after_seq to continue where this page ended.
+    next_after = events[-1]["seq"] if events else after
+    return json_response({"events": events, "next_after_seq": next_after})
+
+
+async def get_desired(request: web.Request) -> web.Response:
+    v.only(request.query, ())
+    store = _ctx(request).store
+    d = store.current_desired()
+    current = None
+    if d is not None:
+        current = {
+            "generation": d.generation,
+            "source": d.source,
+            "spec": d.spec,
+            "rollout_id": d.rollout_id,
+            "content_hash": d.content_hash,
+        }
+    revisions = [r.to_dict() for r in store.desired_revisions(limit=20)]
+    return json_response({"desired": current, "revisions": revisions})
+
+
+async def get_journal(request: web.Request) -> web.Response:
+    v.only(request.query, ("limit",))
+    limit = v.integer(request.query, "limit", 20, 1, MAX_JOURNAL)
+    runs = await asyncio.to_thread(_ctx(request).store.journal, limit)
+    return json_response({"runs": [r.to_dict() for r in runs]})
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    q = request.query
+    v.only(q, ("resolution", "since", "until", "metric", "limit"))
+    now = time.time()
+    resolution = v.choice(q, "resolution", "1m", ("raw", "1m", "1h"))
+    since = v.timestamp(q, "since", now)
+    until = v.timestamp(q, "until", now)
+    if since is None:
+        since = now - {"raw": 3600, "1m": 86400, "1h": 30 * 86400}[resolution]
+    if until is not None and until < since:
+        raise v.invalid("until", "must not be before since")
+    metric = q.get("metric")
+    if metric is not None and not v.METRIC_RE.fullmatch(metric):
+        raise v.invalid("metric", "must be a metric name (letters, digits, _ . : -; max 128)")
+    limit = v.integer(q, "limit", 20_000, 1, MAX_METRIC_POINTS)
+    store = _ctx(request).store
+    points = await asyncio.to_thread(
+        lambda: store.metrics(resolution, since, until, metric, limit + 1)  # type: ignore[arg-type]
+    )
+    truncated = len(points) > limit
+    return json_response(
+        {
+            "resolution": resolution,
+            "since": since,
+            "until": until,
+            "points": [p.to_dict() for p in points[:limit]],
+            "truncated": truncated,
+        }
+    )
