@@ -11,6 +11,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from agent.errors import StoreCorrupt, StoreError
 
@@ -112,3 +113,31 @@ def _recover(path: Path, error: str, recover: bool) -> tuple[sqlite3.Connection,
         "store file was corrupt; moved aside and starting fresh", extra={"moved_to": str(moved)}
     )
     return connect(path), Recovery(moved, error)
+
+
+def salvage_desired(path: Path) -> list[dict[str, Any]]:
+    """Best effort: the desired revisions that were in effect in a corrupt file.
+
+    A damaged file often still has readable pages; the small desired-state table is the one
+    thing worth rescuing, because without it the device has nothing to converge to until
+    the hub (or a field tech) speaks again. Any failure just means nothing is salvaged.
+    """
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
+    except sqlite3.Error:
+        return []
+    try:
+        conn.row_factory = sqlite3.Row
+        hub = conn.execute(
+            "SELECT generation, source, spec, content_hash, rollout_id FROM desired_revisions "
+            "WHERE source = 'hub' ORDER BY generation DESC LIMIT 1"
+        ).fetchall()
+        local = conn.execute(
+            "SELECT generation, source, spec, content_hash, rollout_id FROM desired_revisions "
+            "WHERE source = 'local' AND cleared_at IS NULL ORDER BY id DESC LIMIT 1"
+        ).fetchall()
+        return [dict(r) for r in [*hub, *local]]
+    except sqlite3.Error:
+        return []
+    finally:
+        conn.close()

@@ -117,7 +117,44 @@ class Store:
                 severity="error",
                 data={"moved_to": str(recovery.moved_to), "error": recovery.error},
             )
+            store._restore_desired(dbfile.salvage_desired(recovery.moved_to), recovery.moved_to)
         return store
+
+    def _restore_desired(self, rows: list[dict[str, Any]], source_file: Path) -> None:
+        restored = []
+        for r in rows:
+            try:
+                gen, src = r["generation"], r["source"]
+                spec = _loads(r["spec"])
+                if not isinstance(gen, int) or src not in ("hub", "local"):
+                    continue
+                if spec is not None and not isinstance(spec, dict):
+                    continue
+                restored.append(DesiredState(gen, spec, src, r["rollout_id"], r["content_hash"]))
+            except (KeyError, TypeError, ValueError):
+                continue
+        if not restored:
+            self.event(
+                "store.salvage",
+                "no desired state could be read from the corrupt file; waiting for the hub "
+                "or a local apply",
+                severity="warning",
+                data={"file": str(source_file)},
+            )
+            return
+        now = time.time()
+        with self._tx() as c:
+            for d in restored:
+                self._insert_desired(c, d, now, actor="recovered" if d.source == "local" else None)
+            self._event(
+                c,
+                "store.salvage",
+                "recovered desired state from the corrupt file: "
+                + ", ".join(f"{d.source} generation {d.generation}" for d in restored),
+                "warning",
+                {"file": str(source_file), "generations": [d.generation for d in restored]},
+                now,
+            )
 
     def _init_identity(
         self, device_id: str | None, adopt_stored_id: bool, *, fresh_sequences: bool

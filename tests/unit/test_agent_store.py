@@ -330,19 +330,21 @@ def test_corrupt_file_is_moved_aside_and_recorded(tmp_path: Path, garbage: bytes
     s = Store.open(path, device_id="dev-1")
     moved = list(tmp_path.glob("agent.db.corrupt-*"))
     assert len(moved) == 1 and moved[0].read_bytes() == garbage
-    [ev] = s.events()
+    ev, salvage = s.events()
     assert ev.kind == "store.corrupt" and ev.severity == "error"
+    assert salvage.kind == "store.salvage" and s.current_desired() is None
     assert ev.data is not None and ev.data["moved_to"] == str(moved[0])
     # The new numbering starts far above anything the old file can have used.
     assert ev.seq > 10**12
-    [row] = s.outbox_pending(10, 10**6)
-    assert row.seq > 10**12
+    assert s.outbox_pending(10, 10**6)[0].seq > 10**12
     s.close()
 
 
-def test_damaged_pages_are_detected(tmp_path: Path) -> None:
+def test_damaged_pages_are_detected_and_desired_state_salvaged(tmp_path: Path) -> None:
     path = tmp_path / "agent.db"
     s = Store.open(path, device_id="dev-1")
+    s.put_desired(DesiredState(9, spec("3.0"), rollout_id="r9"))
+    local = s.put_local_desired(spec("3.1"))
     for i in range(300):
         s.event("k", "x" * 200 + str(i))
     s.close()
@@ -355,6 +357,10 @@ def test_damaged_pages_are_detected(tmp_path: Path) -> None:
     data[mid : mid + 8192] = b"\xff" * 8192
     path.write_bytes(bytes(data))
     s = Store.open(path, device_id="dev-1")
-    assert s.events()[-1].kind == "store.corrupt"
+    kinds = [e.kind for e in s.events()]
+    assert "store.corrupt" in kinds and kinds[-1] == "store.salvage"
     assert list(tmp_path.glob("agent.db.corrupt-*"))
+    assert s.current_desired() == local
+    hub = [r for r in s.desired_revisions() if r.source == "hub"]
+    assert [(r.generation, r.rollout_id) for r in hub] == [(9, "r9")]
     s.close()
