@@ -8,7 +8,6 @@ Each object is a table of field -> (checker, required); a checker returns the pa
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import json
 import math
@@ -360,6 +359,8 @@ def _fields(value: Any, path: PathParts, ctx: _Ctx, table: Mapping[str, Field]) 
         if not isinstance(key, str):
             ctx.add(path, f"key {_short(key)} must be a string")
         elif key not in table:
+            import difflib  # only on this error path: the agent never needs it otherwise
+
             close = difflib.get_close_matches(key, table, n=1)
             hint = f"did you mean {close[0]!r}?" if close else "allowed: " + ", ".join(table)
             ctx.add((*path, key), f"unknown field; {hint}")
