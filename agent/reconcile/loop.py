@@ -131,7 +131,7 @@ class ReconcileLoop:
         self._next_timer = 0.0
         self._retry_at: float | None = None
         self._events_task: asyncio.Task[None] | None = None
-        self._converged = asyncio.Event()
+        self._busy = False
 
     # -- public ---------------------------------------------------------------------------
     def trigger(self, reason: str = "manual") -> None:
@@ -176,6 +176,13 @@ class ReconcileLoop:
     def gate_open(self) -> bool:
         return self._gate is not None
 
+    @property
+    def idle(self) -> bool:
+        """Nothing running, nothing asked for, no health window open: converged for now."""
+        return (
+            not self._busy and not self._reasons and self._gate is None and self._retry_at is None
+        )
+
     # -- scheduling -----------------------------------------------------------------------
     def _take_reasons(self) -> set[str]:
         now = time.monotonic()
@@ -214,12 +221,15 @@ class ReconcileLoop:
 
     async def _safe_reconcile(self, trigger: str) -> None:
         try:
+            self._busy = True
             await self.reconcile_once(trigger)
         except EngineUnavailable as exc:
             self._fail_result(trigger, f"engine unavailable: {exc}")
         except Exception as exc:  # the loop must survive anything one run throws
             log.exception("reconcile run failed", extra=self._extra)
             self._fail_result(trigger, f"{type(exc).__name__}: {exc}")
+        finally:
+            self._busy = False
 
     def _fail_result(self, trigger: str, reason: str) -> None:
         self._retry_at = time.monotonic() + self.options.error_backoff
