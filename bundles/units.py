@@ -45,7 +45,10 @@ def _is_number(value: Any) -> bool:
 def parse_duration(value: Any) -> float:
     """Seconds from a number of seconds or a string such as ``"1m30s"``."""
     if _is_number(value):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int beyond float range
+            seconds = math.inf if value > 0 else -math.inf
     elif isinstance(value, str):
         text = value.strip()
         if not _DURATION_FULL.fullmatch(text):

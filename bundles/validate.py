@@ -115,11 +115,19 @@ def _kind(value: Any) -> str:
 
 
 def _short(value: Any) -> str:
-    # JSON spelling (false, null, "x"): what an operator wrote, whether in YAML or JSON.
-    try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError):
-        text = repr(value)
+    """The offending value as the operator wrote it (JSON spelling: false, null, "x"), short.
+
+    Only scalars are rendered: a container value may be a YAML alias bomb, whose rendering
+    would never finish.
+    """
+    if isinstance(value, str):
+        text = json.dumps(value[:80], ensure_ascii=False)
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
+        text = "a very large integer"
+    elif value is None or isinstance(value, bool | int | float):
+        text = json.dumps(value)  # NaN and Infinity print as such
+    else:
+        text = _kind(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -133,6 +141,13 @@ def _text(value: Any, path: PathParts, ctx: _Ctx, max_len: int = MAX_STRING) -> 
     if "\x00" in value:
         ctx.add(path, "must not contain a NUL character")
         return BAD
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            # JSON "\ud800" escapes decode to lone surrogates, which no UTF-8 encoder accepts.
+            ctx.add(path, "must be valid Unicode text (no unpaired surrogates)")
+            return BAD
     return value
 
 
@@ -208,7 +223,7 @@ def _cpus(value: Any, path: PathParts, ctx: _Ctx) -> Any:
     if not isinstance(value, int | float) or isinstance(value, bool):
         ctx.add(path, f"must be a positive number of CPUs, got {_kind(value)}")
         return BAD
-    if not math.isfinite(value) or not 0 < value <= MAX_CPUS:
+    if not 0 < value <= MAX_CPUS or not math.isfinite(value):
         ctx.add(path, f"must be greater than 0 and at most {MAX_CPUS:g}")
         return BAD
     return float(value)

@@ -105,6 +105,7 @@ INVALID: list[tuple[tuple[Any, ...], Any, str, str]] = [
     ((*C0, "env"), {"1ABC": "x"}, "containers[0].env.1ABC", "environment variable name"),
     ((*C0, "env"), {"A-B": "x"}, "containers[0].env.A-B", "environment variable name"),
     ((*C0, "env"), {"A": ["x"]}, "containers[0].env.A", "must be a string"),
+    ((*C0, "env"), {"A": "\ud800"}, "containers[0].env.A", "unpaired surrogates"),
     # ports
     ((*C0, "ports"), {"container": 80}, "containers[0].ports", "must be a list"),
     ((*C0, "ports"), ["8080:80"], "containers[0].ports[0]", "must be a mapping"),
@@ -347,6 +348,12 @@ INVALID: list[tuple[tuple[Any, ...], Any, str, str]] = [
         "containers[0].healthcheck.every",
         "unknown field",
     ),
+    (
+        (*C0, "healthcheck"),
+        {"type": "tcp", "port": 80, "interval": 10**400},
+        "containers[0].healthcheck.interval",
+        "finite",
+    ),
     # resources
     (
         (*C0, "resources"),
@@ -362,6 +369,9 @@ INVALID: list[tuple[tuple[Any, ...], Any, str, str]] = [
     ((*C0, "resources"), {"cpus": -1.5}, "containers[0].resources.cpus", "greater than 0"),
     ((*C0, "resources"), {"cpus": "2"}, "containers[0].resources.cpus", "positive number"),
     ((*C0, "resources"), {"cpus": 2000}, "containers[0].resources.cpus", "at most 1024"),
+    ((*C0, "resources"), {"cpus": 10**400}, "containers[0].resources.cpus", "at most 1024"),
+    ((*C0, "resources"), {"cpus": float("inf")}, "containers[0].resources.cpus", "at most 1024"),
+    ((*C0, "resources"), {"cpus": float("nan")}, "containers[0].resources.cpus", "greater than 0"),
     ((*C0, "resources"), {"gpus": 1}, "containers[0].resources.gpus", "unknown field"),
     # labels
     (

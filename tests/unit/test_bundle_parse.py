@@ -162,6 +162,19 @@ def test_alias_bomb_stays_cheap() -> None:
     assert all(e.message.startswith("unknown field") for e in errors if e.path.startswith("a"))
 
 
+def test_alias_bomb_in_a_checked_field_stays_cheap() -> None:
+    # 10**29 leaves if expanded; errors must describe the value, never render it.
+    lines = ['x: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for i in range(1, 30):
+        lines.append(f"y{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]")
+    doc = "bundle: demo\nversion: 1.0.0\ncontainers:\n  - name: web\n    image: a:1\n"
+    text = doc + "    restart: *a29\n    env: {A: *a29}\n    ports: [*a29]\n"
+    text = "\n".join(lines) + "\n" + text
+    errors = by_path(errors_of(text))
+    assert "got a list" in errors["containers[0].restart"].message
+    assert "got a list" in errors["containers[0].env.A"].message
+
+
 def test_load_file(tmp_path: Path) -> None:
     path = tmp_path / "b.yaml"
     path.write_text(GOOD_YAML)

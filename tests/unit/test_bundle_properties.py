@@ -233,6 +233,7 @@ _scalars = st.one_of(
     st.integers(),
     st.floats(),
     st.text(max_size=20),
+    st.sampled_from([10**400, -(10**400), float("inf"), "\ud800", "x\x00"]),
     st.sampled_from(["tcp", "bind", "http", "10s", "64Mi", "a:1", "/data", "io.signalbeam.x"]),
 )
 _KEYS = [
@@ -306,4 +307,11 @@ def test_fuzz_mutated_example_text(data: st.DataObject) -> None:
             st.sampled_from(["", " ", "\n", ":", "-", "[", "{", "&a", "*a", "'", "x"])
         )
         text = text[:pos] + insert + text[pos + cut :]
+    check_outcome(lambda: parse_bundle(text))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_json_like, st.integers(0, 4))
+def test_fuzz_random_json_text(doc: Any, indent: int) -> None:
+    text = json.dumps(doc, indent=indent or None)
     check_outcome(lambda: parse_bundle(text))
