@@ -18,7 +18,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from agent.runtime.base import Engine
 from tests.harness.engines import EngineHandle
 from tests.harness.registry import Registry
-from tests.integration.test_http_support import ApiServer, Tokens, apply_hello, wait_until
+from tests.integration.test_http_support import (
+    ApiServer,
+    Tokens,
+    apply_hello,
+    assert_error,
+    events_of,
+    wait_until,
+)
 
 pytestmark = pytest.mark.engine
 
@@ -56,25 +63,6 @@ def app_port(api: ApiServer, tokens: Tokens) -> int:
 
     wait_until(healthy, "deployment healthy", timeout=90)
     return port
-
-
-def assert_error(
-    resp: requests.Response, status: int, code: str, field: str | None = None
-) -> dict[str, Any]:
-    assert resp.status_code == status, resp.text
-    assert resp.headers["Content-Type"].startswith("application/json")
-    body = resp.json()
-    assert set(body) == {"error"}
-    err = body["error"]
-    assert err["code"] == code and isinstance(err["message"], str) and err["message"]
-    if field is not None:
-        assert err.get("field") == field, err
-    return err
-
-
-def events_of(api: ApiServer, kind: str) -> list[Any]:
-    assert api.ctx is not None
-    return [e for e in api.ctx.store.events(limit=1000) if e.kind == kind]
 
 
 # ---------------------------------------------------------------- public endpoints
@@ -161,10 +149,11 @@ def _write_to_container_log(api: ApiServer, text: str) -> None:
     api.call(run)
 
 
-def _read_until(lines: Iterator[str], needle: str, max_lines: int = 200) -> list[str]:
+def _read_until(lines: Iterator[str | bytes], needle: str, max_lines: int = 200) -> list[str]:
     seen = []
     for _ in range(max_lines):
-        line = next(lines)
+        raw = next(lines)
+        line = raw.decode() if isinstance(raw, bytes) else raw
         seen.append(line)
         if needle in line:
             return seen

@@ -142,7 +142,7 @@ class ApiServer:
         assert self.ctx is not None
         out = {}
         for role in ("admin", "operator", "viewer"):
-            _, text = self.ctx.tokens.create(f"test-{role}", role, created_by="test")  # type: ignore[arg-type]
+            _, text = self.ctx.tokens.create(f"test-{role}", role, created_by="test")
             out[role] = text
         return Tokens(**out)
 
@@ -198,3 +198,22 @@ def apply_hello(api: ApiServer, token: str, version: str = "1.0") -> int:
     assert resp.status_code == 201, resp.text
     wait_for_port(port, timeout=90)
     return port
+
+
+def assert_error(
+    resp: requests.Response, status: int, code: str, field: str | None = None
+) -> dict[str, Any]:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["Content-Type"].startswith("application/json")
+    body = resp.json()
+    assert set(body) == {"error"}
+    err = body["error"]
+    assert err["code"] == code and isinstance(err["message"], str) and err["message"]
+    if field is not None:
+        assert err.get("field") == field, err
+    return err
+
+
+def events_of(api: ApiServer, kind: str) -> list[Any]:
+    assert api.ctx is not None
+    return [e for e in api.ctx.store.events(limit=1000) if e.kind == kind]
