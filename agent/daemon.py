@@ -317,11 +317,17 @@ class Agent:
                 log.exception("desired watch failed", extra={"device": self.device_id})
 
     async def connect(self) -> Engine:
-        from agent.runtime import connect
+        """Find an engine without blocking the loop, then build its client on the loop
+        (the aiohttp-based client must be created where it will run)."""
+        from agent.runtime.detect import candidate_urls, connect, probe
 
         cfg = self.config
         kind = None if cfg.engine == "auto" else cfg.engine
-        return await asyncio.to_thread(connect, self.device_id, cfg.engine_socket, kind=kind)
+        tried = candidate_urls(cfg.engine_socket)
+        for url in tried:
+            if await asyncio.to_thread(probe, url) is not None:
+                return connect(self.device_id, url, kind=kind)
+        raise EngineUnavailable("no container engine answered", tried)
 
     async def _engine_and_reconcile(self, stop: asyncio.Event) -> None:
         assert self.store is not None
@@ -330,10 +336,13 @@ class Agent:
             try:
                 self.engine = await self.connect()
                 break
-            except EngineUnavailable as exc:
+            except Exception as exc:  # EngineUnavailable, or a client that would not build
                 if not reported:
                     self.store.event(
-                        "engine.unavailable", str(exc), severity="error", data={"tried": exc.tried}
+                        "engine.unavailable",
+                        str(exc),
+                        severity="error",
+                        data={"tried": getattr(exc, "tried", None), "error": type(exc).__name__},
                     )
                     reported = True
                 log.warning("%s; retrying", exc, extra={"device": self.device_id})
@@ -356,8 +365,16 @@ class Agent:
         if self.reconciler_factory is None:
             return
         self.reconciler = self.reconciler_factory(self, self.engine)
-        if self.reconciler is not None:
+        if self.reconciler is None:
+            return
+        try:
             await self.reconciler.run(stop)
+        except Exception as exc:
+            # Say so loudly and keep the rest (metrics, events, sync) running.
+            log.exception("reconcile loop crashed", extra={"device": self.device_id})
+            self.store.event(
+                "reconcile.crashed", f"reconcile loop stopped: {exc!r}", severity="error"
+            )
 
 
 def run_agent(config: AgentConfig) -> int:
