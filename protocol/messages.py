@@ -216,10 +216,18 @@ class ReportRow:
 @dataclass(frozen=True)
 class ReportBatch:
     """Rows in strictly increasing ``seq`` order (gaps allowed: rows the device dropped when
-    offline too long, announced by an ``outbox.dropped`` event)."""
+    offline too long, announced by an ``outbox.dropped`` event).
+
+    ``prev_seq`` is the seq of the row the device sent just before this batch's first row in
+    this agent session (0 = no ordering claim). A batch can reach the stream ahead of an
+    earlier one (the earlier publish failed while the link came up between the two), so the
+    hub applies a batch only once ``prev_seq <= last_applied_seq`` and otherwise NAKs it
+    with a short delay: the earlier rows are on their way, resent by the device.
+    """
 
     device_id: str
     rows: tuple[ReportRow, ...]
+    prev_seq: int = 0
 
     @property
     def first_seq(self) -> int:
@@ -240,6 +248,7 @@ class ReportBatch:
                 (r.seq, r.kind, r.ts, json.dumps(r.payload, separators=(",", ":")))
                 for r in self.rows
             ],
+            prev_seq=self.prev_seq,
         )
 
 
@@ -252,14 +261,18 @@ def encode_row_raw(seq: int, kind: str, ts: float, payload_json: str) -> str:
     return f'{{"seq":{seq},"kind":{json.dumps(kind)},"ts":{ts!r},"payload":{payload_json}}}'
 
 
-def report_envelope_bytes(device_id: str, first_seq: int, last_seq: int) -> int:
+def report_envelope_bytes(device_id: str, first_seq: int, last_seq: int, prev_seq: int) -> int:
     """Bytes of a batch without its rows (and the commas between them)."""
-    return len(encode_report_raw(device_id, [], first_seq, last_seq))
+    return len(
+        encode_report_raw(device_id, [], prev_seq=prev_seq, first_seq=first_seq, last_seq=last_seq)
+    )
 
 
 def encode_report_raw(
     device_id: str,
     rows: Sequence[RawRow],
+    *,
+    prev_seq: int = 0,
     first_seq: int | None = None,
     last_seq: int | None = None,
 ) -> bytes:
@@ -268,7 +281,7 @@ def encode_report_raw(
     last = rows[-1][0] if rows else (last_seq or 0)
     body = ",".join(encode_row_raw(*r) for r in rows)
     return (
-        f'{{"v":{SCHEMA_VERSION},"device_id":{json.dumps(device_id)},'
+        f'{{"v":{SCHEMA_VERSION},"device_id":{json.dumps(device_id)},"prev_seq":{prev_seq},'
         f'"first_seq":{first},"last_seq":{last},"rows":[{body}]}}'
     ).encode()
 
@@ -280,20 +293,23 @@ def decode_report(data: bytes | str, *, subject_device: str | None = None) -> Re
     device_id = doc.device_id()
     if subject_device is not None and device_id != subject_device:
         raise MessageError("device_id", f"{device_id!r} does not match the subject's device")
+    prev = doc.int_("prev_seq", required=False) or 0
     first = doc.int_("first_seq", lo=1)
     last = doc.int_("last_seq", lo=1)
+    if prev >= first:
+        raise MessageError("prev_seq", "must be less than first_seq")
     raw_rows = doc.list_("rows", max_len=MAX_ROWS_PER_REPORT)
     assert raw_rows is not None
     if not raw_rows:
         raise MessageError("rows", "must not be empty")
     rows: list[ReportRow] = []
-    prev = 0
+    prev_row = 0
     for i, raw in enumerate(raw_rows):
         r = _Obj(raw, f"rows[{i}]")
         seq = r.int_("seq", lo=1)
-        if seq <= prev:
+        if seq <= prev_row:
             raise MessageError(r.at("seq"), "sequence numbers must strictly increase")
-        prev = seq
+        prev_row = seq
         kind = r.str_("kind", max_len=MAX_KIND_LEN, pattern=_KIND_RE, what="a lowercase kind name")
         ts = r.num("ts")
         if "payload" not in r.doc:
@@ -303,7 +319,7 @@ def decode_report(data: bytes | str, *, subject_device: str | None = None) -> Re
         raise MessageError("first_seq", "must equal the first row's seq")
     if rows[-1].seq != last:
         raise MessageError("last_seq", "must equal the last row's seq")
-    return ReportBatch(device_id, tuple(rows))
+    return ReportBatch(device_id, tuple(rows), prev)
 
 
 def check_msg_id(batch: ReportBatch, header_value: str | None) -> None:

@@ -36,6 +36,7 @@ class Batch:
     msg_id: str
     body: bytes
     rows: int
+    prev_seq: int
 
 
 def oversized_marker(seq: int, kind: str, ts: float, size: int) -> RawRow:
@@ -48,30 +49,36 @@ def pack(
     *,
     max_bytes: int = MAX_REPORT_BYTES,
     max_rows: int = MAX_ROWS_PER_REPORT,
+    prev_seq: int = 0,
 ) -> list[Batch]:
-    """Split ``rows`` (sorted by seq) into encoded batches within the bounds."""
+    """Split ``rows`` (sorted by seq) into encoded batches within the bounds, chained by
+    ``prev_seq`` (the first batch gets the one given, each next one its predecessor's last)."""
     if max_rows < 1:
         raise ValueError("max_rows must be at least 1")
     batches: list[Batch] = []
     current: list[RawRow] = []
     used = 0
+    prev = prev_seq
 
     def flush() -> None:
-        nonlocal current, used
+        nonlocal current, used, prev
         if current:
-            body = encode_report_raw(device_id, current)
+            body = encode_report_raw(device_id, current, prev_seq=prev)
             first, last = current[0][0], current[-1][0]
-            batches.append(Batch(first, last, msg_id(device_id, first, last), body, len(current)))
+            batches.append(
+                Batch(first, last, msg_id(device_id, first, last), body, len(current), prev)
+            )
+            prev = last
         current, used = [], 0
 
     for row in rows:
         seq = row[0]
         size = len(encode_row_raw(*row).encode())
         # Alone in a batch (first = last = seq) is the largest envelope this row can get.
-        if report_envelope_bytes(device_id, seq, seq) + size > max_bytes:
+        if report_envelope_bytes(device_id, seq, seq, max(prev, seq - 1)) + size > max_bytes:
             row = oversized_marker(seq, row[1], row[2], size)
             size = len(encode_row_raw(*row).encode())
-        envelope = report_envelope_bytes(device_id, current[0][0] if current else seq, seq)
+        envelope = report_envelope_bytes(device_id, current[0][0] if current else seq, seq, prev)
         if current and (
             len(current) >= max_rows or envelope + used + size + len(current) > max_bytes
         ):

