@@ -5,6 +5,7 @@ Only NATS and the ``protocol`` package: the TUI never touches the hub's database
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -63,13 +64,24 @@ class HubClient:
         self.nc: NATS | None = None
 
     async def connect(self) -> None:
+        async def quiet(_: Exception) -> None:
+            # nats-py logs every failed attempt with a traceback; the CLI reports once.
+            return None
+
         try:
-            self.nc = await nats.connect(
-                self.url,
-                name="signalbeam-cli",
-                connect_timeout=self.timeout,
-                allow_reconnect=self.reconnect,
-                max_reconnect_attempts=-1 if self.reconnect else 0,
+            # nats-py treats max_reconnect_attempts=0 as "no limit" even for the first connect,
+            # so the CLI allows one retry and bounds the whole attempt by the timeout too.
+            self.nc = await asyncio.wait_for(
+                nats.connect(
+                    self.url,
+                    name="signalbeam-cli",
+                    connect_timeout=self.timeout,
+                    allow_reconnect=self.reconnect,
+                    max_reconnect_attempts=-1 if self.reconnect else 1,
+                    reconnect_time_wait=0.2 if not self.reconnect else 1.0,
+                    error_cb=None if self.reconnect else quiet,
+                ),
+                timeout=None if self.reconnect else self.timeout * 2 + 1,
             )
         except Exception as exc:
             raise ApiError(
