@@ -345,10 +345,11 @@ def request_bundle_show(args: argparse.Namespace) -> Request:
 
 
 def cmd_tui(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    # Imported only here: the other verbs must not pay for (or need) Textual.
     try:
-        from tui.app import main as tui_main  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        print("error: the terminal UI is not part of this build yet", file=err)
+        from tui.app import main as tui_main
+    except ImportError as exc:
+        print(f"error: the terminal UI is unavailable: {exc}", file=err)
         return EXIT_USAGE
     result: int = tui_main(args)
     return result

@@ -137,15 +137,24 @@ class CatalogStore(StoreBase):
     # --- desired state -------------------------------------------------------------------
     def memberships(self, device_ids: list[str] | None = None) -> list[Membership]:
         where, params = "", []
+        # Past a few hundred ids one full scan beats a huge IN list (and its variable limit).
+        if device_ids is not None and len(device_ids) > 500:
+            wanted = set(device_ids)
+            return [m for m in self.memberships() if m.device_id in wanted]
         if device_ids is not None:
             where = f" WHERE id IN ({','.join('?' * len(device_ids))})"
             params = list(device_ids)
         devices = self.rows(f"SELECT id, decommissioned FROM devices{where}", params)
+        member_where = where.replace("id IN", "device_id IN")
         tags: dict[str, set[str]] = {}
-        for d, t in self.conn.execute("SELECT device_id, tag FROM device_tags"):
+        for d, t in self.conn.execute(
+            f"SELECT device_id, tag FROM device_tags{member_where}", params
+        ):
             tags.setdefault(d, set()).add(t)
         groups: dict[str, set[str]] = {}
-        for d, g in self.conn.execute("SELECT device_id, group_name FROM group_members"):
+        for d, g in self.conn.execute(
+            f"SELECT device_id, group_name FROM group_members{member_where}", params
+        ):
             groups.setdefault(d, set()).add(g)
         return [
             Membership(

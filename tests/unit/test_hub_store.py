@@ -180,8 +180,8 @@ def test_enrollment_tokens_expire_and_run_out(store: Store) -> None:
     _, t2 = store.create_enrollment_token("acme", 60, 5)
     with pytest.raises(Forbidden, match="expired"):
         store.consume_enrollment_token(t2, now=time.time() + 61)
-    _, t3 = store.create_enrollment_token("acme", 60, 5)
-    store.revoke_enrollment_token(store.list_enrollment_tokens()[-1]["id"])
+    rec3, t3 = store.create_enrollment_token("acme", 60, 5)
+    store.revoke_enrollment_token(rec3["id"])
     with pytest.raises(Forbidden, match="revoked"):
         store.consume_enrollment_token(t3)
     with pytest.raises(Unauthorized):
