@@ -1,0 +1,366 @@
+"""The Textual TUI end to end: Pilot drives the app against a real `signalbeam-hub run`
+(real nats-server on free loopback ports), started once for the module.
+
+Devices cannot enrol before the sync issue lands, so the module seeds them the way the hub's
+own API tests do: through the hub's public store API, before the hub process starts. Every
+other change goes through the operator API (``tui.client``), as an operator's would.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import DataTable, Input, Select, Sparkline, Static, TextArea
+
+from bundles.validate import load_file
+from hub.store import Store
+from tests.harness.ports import free_port
+from tests.harness.procs import ManagedProcess
+from tui.app import EXIT_HUB, SignalBeamApp
+from tui.client import HubClient
+from tui.screens.device import DeviceScreen
+from tui.screens.dialogs import ConfirmScreen, HubErrorScreen
+from tui.screens.session import HubSession
+from tui.widgets.base import HubView
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "bundles" / "examples" / "warehouse-monitor"
+STEP = 0.05
+MAX_STEPS = 400  # 20 s at most for any one condition: a bound, not a timing assertion
+
+
+class Hub:
+    """`signalbeam-hub init` + `run` in a temp dir, stopped by its PID."""
+
+    def __init__(self, data: Path, seed: Callable[[Store], None]) -> None:
+        self.ports = {n: free_port() for n in ("client", "leafnode", "monitor", "http")}
+        flags = [
+            "--client-port", str(self.ports["client"]),
+            "--leafnode-port", str(self.ports["leafnode"]),
+            "--monitor-port", str(self.ports["monitor"]),
+            "--http-port", str(self.ports["http"]),
+            "--host", "127.0.0.1", "--http-host", "127.0.0.1", "--public-host", "127.0.0.1",
+            "--no-litestream",
+        ]  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-m", "hub.cli", "init", "--data", str(data), "--json", *flags],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        init = json.loads(out.stdout)
+        self.key: str = init["admin_key"]
+        self.url: str = init["operator_url"]
+        store = Store.open(data / "hub.db")
+        try:
+            seed(store)
+        finally:
+            store.close()
+        self.proc = ManagedProcess(
+            "hub",
+            [sys.executable, "-m", "hub.cli", "run", "--data", str(data)],
+            data.parent / "hub.log",
+        )
+        self.proc.wait_ready(self._ready, timeout=60)
+
+    def _ready(self) -> bool:
+        url = f"http://127.0.0.1:{self.ports['http']}/health/ready"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                return bool(resp.status == 200)
+        except urllib.error.URLError:
+            return False
+
+    def app(self, key: str | None = None) -> SignalBeamApp:
+        # A long poll: what the tests see live arrived through change notices.
+        return SignalBeamApp(HubSession(self.url, key or self.key), poll_seconds=3600)
+
+    def client(self) -> HubClient:
+        return HubClient(self.url, self.key, timeout=10)
+
+
+def seed(store: Store) -> None:
+    now = time.time()
+    for i in range(5):
+        store.upsert_device(
+            f"dev-{i}", "acme", hostname=f"host-{i}", arch="arm64", os="linux",
+            engine="podman", agent_version="0.1.0", tags=["rpi"] if i < 3 else ["x86"],
+        )  # fmt: skip
+    store.set_device_status("dev-0", "online", time.strftime("%Y-%m-%dT%H:%M:%S.000Z"))
+    store.set_reported(
+        "dev-0",
+        {
+            "bundle_ref": "warehouse-monitor@1.2.0",
+            "containers": [
+                {"name": "temp-sensor", "state": "running", "health": "healthy"},
+                {"name": "relay-controller", "state": "running", "health": None},
+            ],
+        },
+    )
+    minute = int(now) // 60 * 60
+    store.put_metrics(
+        "1m",
+        "dev-0",
+        [(n, minute - 60 * i, 0.0, float(i % 9), 9.0) for i in range(30) for n in ("cpu", "mem")],
+    )
+    for k in range(20):
+        store.add_event("dev-0", "container_started", f"seeded event {k}")
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    h = Hub(tmp_path_factory.mktemp("tui") / "data", seed)
+    try:
+        yield h
+    finally:
+        assert h.proc.stop(timeout=30) == 0, h.proc.log_tail()
+
+
+@pytest.fixture(scope="module")
+def bundles_pushed(hub: Hub) -> None:
+    """Both example versions and a group, through the operator API (once per module)."""
+    import asyncio
+
+    async def push() -> None:
+        async with hub.client() as c:
+            for v in ("1.2.0", "1.3.0"):
+                await c.call("bundles.push", {"spec": load_file(EXAMPLES / f"{v}.yaml").to_dict()})
+            await c.call("groups.create", {"name": "lab"})
+            await c.call("groups.add", {"name": "lab", "device": "dev-1"})
+
+    asyncio.run(push())
+
+
+async def wait_for(pilot: Pilot[Any], check: Callable[[], bool], what: str) -> None:
+    for _ in range(MAX_STEPS):
+        try:
+            if check():
+                return
+        except Exception:
+            pass  # a widget not mounted yet
+        await pilot.pause(STEP)
+    raise AssertionError(f"never became true: {what}")
+
+
+def rows(table: DataTable[Any]) -> list[list[str]]:
+    return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+def text(widget: Static) -> str:
+    return str(widget.content)
+
+
+def view_loaded(app: SignalBeamApp, selector: str, times: int = 1) -> Callable[[], bool]:
+    return lambda: app.screen.query_one(selector, HubView).loads >= times
+
+
+@pytest.fixture
+async def pilot(hub: Hub, bundles_pushed: None) -> AsyncIterator[Pilot[Any]]:
+    app = hub.app()
+    async with app.run_test(size=(80, 24)) as p:
+        await wait_for(p, view_loaded(app, "#fleet-view"), "the fleet loaded")
+        yield p
+
+
+def fleet(pilot: Pilot[Any]) -> DataTable[Any]:
+    return pilot.app.screen.query_one("#fleet-table", DataTable)
+
+
+async def test_fleet_lists_devices_with_summary(pilot: Pilot[Any]) -> None:
+    table = fleet(pilot)
+    got = rows(table)
+    assert [r[0] for r in got] == [f"dev-{i}" for i in range(5)]
+    dev0 = got[0]
+    assert dev0[1].startswith("online") and "ago" in dev0[1]
+    assert dev0[2] == "rpi" and dev0[5] == "warehouse-monitor@1.2.0" and dev0[6] == "healthy"
+    assert got[1][1] == "unknown" and got[1][3] == "lab" and got[3][2] == "x86"
+    summary = text(pilot.app.screen.query_one("#fleet-summary", Static))
+    assert summary.startswith("5 devices") and "online 1" in summary and "offline 0" in summary
+    assert pilot.app.screen.query_one("#fleet-empty").display is False
+
+
+async def test_fleet_filter_by_tag_group_status_and_text(pilot: Pilot[Any]) -> None:
+    app = pilot.app
+    view = app.screen.query_one("#fleet-view", HubView)
+
+    async def apply(query: str) -> list[str]:
+        before = view.loads
+        await pilot.press("slash")
+        box = app.screen.query_one("#fleet-filter", Input)
+        box.value = query
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: view.loads > before, f"filter {query!r} applied")
+        return [r[0] for r in rows(fleet(pilot))]
+
+    assert await apply("tag:rpi") == ["dev-0", "dev-1", "dev-2"]
+    assert await apply("group:lab") == ["dev-1"]
+    assert await apply("status:online") == ["dev-0"]
+    assert await apply("host-4") == ["dev-4"]
+    assert await apply("tag:x86 status:online") == []
+    assert app.screen.query_one("#fleet-empty").display is True
+    assert await apply("") == [f"dev-{i}" for i in range(5)]
+    # A bad filter is refused in the UI and keeps the table as it was.
+    await pilot.press("slash")
+    app.screen.query_one("#fleet-filter", Input).value = "status:sideways"
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: "unknown status" in str(list(app.notices)), "filter error")
+    assert len(rows(fleet(pilot))) == 5
+
+
+async def test_fleet_updates_live_from_change_notices(pilot: Pilot[Any], hub: Hub) -> None:
+    async with hub.client() as c:
+        await c.call("devices.tag", {"id": "dev-4", "tag": "lab"})
+    try:
+        await wait_for(
+            pilot, lambda: rows(fleet(pilot))[4][2] == "lab,x86", "dev-4's new tag shown"
+        )
+    finally:
+        async with hub.client() as c:
+            await c.call("devices.untag", {"id": "dev-4", "tag": "lab"})
+    await wait_for(pilot, lambda: rows(fleet(pilot))[4][2] == "x86", "the tag gone again")
+
+
+async def test_device_detail_facts_containers_events_metrics(pilot: Pilot[Any]) -> None:
+    app = pilot.app
+    await pilot.press("enter")  # the cursor starts on dev-0
+    await wait_for(pilot, lambda: isinstance(app.screen, DeviceScreen), "device screen")
+    await wait_for(pilot, view_loaded(app, "#device-view"), "device loaded")
+    screen = app.screen
+    facts = text(screen.query_one("#device-facts", Static))
+    assert "dev-0  online" in facts and "host host-0" in facts and "engine podman" in facts
+    reported = text(screen.query_one("#device-reported", Static))
+    assert "running warehouse-monitor@1.2.0" in reported and "as of" in reported
+    containers = rows(screen.query_one("#device-containers", DataTable))
+    assert containers == [
+        ["temp-sensor", "running", "healthy"],
+        ["relay-controller", "running", "-"],
+    ]
+    # events: newest first, 15 a page; n pages back, p forward
+    events = screen.query_one("#device-events", DataTable)
+    assert rows(events)[0][2] == "seeded event 19" and events.row_count == 15
+    await pilot.press("n")
+    await wait_for(pilot, lambda: rows(events)[0][2] == "seeded event 4", "older page")
+    assert "page 2" in text(screen.query_one("#device-events-page", Static))
+    await pilot.press("p")
+    await wait_for(pilot, lambda: rows(events)[0][2] == "seeded event 19", "newer page")
+    # metrics: one sparkline per metric name
+    await pilot.press("m")
+    await wait_for(pilot, lambda: len(screen.query(Sparkline)) == 2, "two sparklines")
+    assert list(screen.query(Sparkline).first().data or [])[-1] == 0.0
+    await pilot.press("escape")
+    await wait_for(pilot, lambda: not isinstance(app.screen, DeviceScreen), "back to the fleet")
+
+
+async def test_bundles_versions_and_spec(pilot: Pilot[Any]) -> None:
+    app = pilot.app
+    await pilot.press("b")
+    spec = app.screen.query_one("#bundle-spec", TextArea)
+    await wait_for(pilot, lambda: spec.text.startswith("# warehouse-monitor@1.3.0"), "1.3.0 spec")
+    assert rows(app.screen.query_one("#bundles-table", DataTable)) == [
+        ["warehouse-monitor", "1.3.0", "2"]
+    ]
+    versions = app.screen.query_one("#versions-table", DataTable)
+    assert [r[0] for r in rows(versions)] == ["1.3.0", "1.2.0"]
+    assert "temp-sensor" in spec.text and "sha256:" in spec.text and "null" not in spec.text
+    versions.focus()
+    await pilot.press("down")
+    await wait_for(pilot, lambda: spec.text.startswith("# warehouse-monitor@1.2.0"), "1.2.0 spec")
+
+
+async def test_assign_after_confirmation(pilot: Pilot[Any], hub: Hub) -> None:
+    app = pilot.app
+    await pilot.press("a")
+    await wait_for(pilot, view_loaded(app, "#assign-view"), "assign view loaded")
+    select = app.screen.query_one("#assign-bundle", Select)
+    await wait_for(pilot, lambda: select.is_blank() is False or True, "options")
+    app.screen.query_one("#assign-target", Input).value = "group:lab"
+    select.value = "warehouse-monitor@1.3.0"
+    await pilot.press("enter")  # in the target box: asks first
+    await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "confirmation")
+    await pilot.press("y")
+    await wait_for(
+        pilot, lambda: any(t == "assigned" for _, t, _ in app.notices), "assigned notice"
+    )
+    notice = next(m for _, t, m in app.notices if t == "assigned")
+    assert "desired state changed on 1 device(s): dev-1" in notice
+    table = app.screen.query_one("#assignments-table", DataTable)
+    await wait_for(
+        pilot, lambda: rows(table)[0][:2] == ["group:lab", "warehouse-monitor@1.3.0"], "listed"
+    )
+    async with hub.client() as c:
+        assert (await c.call("devices.get", {"id": "dev-1"}))["desired"]["via"] == "group:lab"
+    # the fleet follows through the change notice
+    await wait_for(pilot, lambda: rows(fleet(pilot))[1][4] == "warehouse-monitor@1.3.0", "fleet")
+    # unassign, again after a confirmation
+    table.focus()
+    await pilot.press("u")
+    await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "confirmation")
+    await pilot.press("y")
+    await wait_for(pilot, lambda: table.row_count == 0, "assignment removed")
+    await wait_for(pilot, lambda: rows(fleet(pilot))[1][4] == "-", "fleet desired cleared")
+
+
+async def test_assign_refused_shows_the_api_message(pilot: Pilot[Any]) -> None:
+    app = pilot.app
+    await pilot.press("a")
+    await wait_for(pilot, view_loaded(app, "#assign-view"), "assign view loaded")
+    app.screen.query_one("#assign-target", Input).value = "group:nope"
+    app.screen.query_one("#assign-bundle", Select).value = "warehouse-monitor@1.2.0"
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "confirmation")
+    await pilot.press("y")
+    await wait_for(
+        pilot,
+        lambda: ("error", "assign: not_found", "no group 'nope' (field: target)") in app.notices,
+        "the hub's refusal as a notification",
+    )
+    # a malformed target never reaches the hub
+    app.screen.query_one("#assign-target", Input).value = "lab"
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: "target must be" in app.notices[-1][2], "local refusal")
+    assert not isinstance(app.screen, ConfirmScreen)
+
+
+async def test_rollouts_degrade_when_the_hub_lacks_them(pilot: Pilot[Any]) -> None:
+    app = pilot.app
+    await pilot.press("r")
+    status = app.screen.query_one("#rollouts-status", Static)
+    await wait_for(pilot, lambda: "not available on this hub" in text(status), "unavailable")
+    assert app.screen.query_one("#rollouts-list").display is False
+    assert not [n for n in app.notices if n[0] == "error"]
+
+
+async def test_unreachable_hub_shows_a_clear_error_screen() -> None:
+    port = free_port()  # nothing listens here
+    app = SignalBeamApp(HubSession(f"nats://127.0.0.1:{port}", "sbk_x", timeout=2))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, HubErrorScreen), "error screen")
+        screen = app.screen
+        assert text(screen.query_one("#hub-error-title", Static)) == "Cannot reach the hub"
+        message = text(screen.query_one("#hub-error-message", Static))
+        assert f"cannot connect to the hub at nats://127.0.0.1:{port}" in message
+        await pilot.press("r")  # retry: still nothing there, a new error screen comes
+        await wait_for(
+            pilot,
+            lambda: isinstance(app.screen, HubErrorScreen) and app.screen is not screen,
+            "error again",
+        )
+        await pilot.press("q")
+    assert app.return_value == EXIT_HUB and app.return_code == EXIT_HUB
+
+
+async def test_refused_api_key_shows_the_hub_reason(hub: Hub) -> None:
+    app = hub.app(key="sbk_deadbeef_not-a-real-key")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, HubErrorScreen), "error screen")
+        title = text(app.screen.query_one("#hub-error-title", Static))
+        assert title == "The hub refused the API key"
+        assert "SIGNALBEAM_API_KEY" in text(app.screen.query_one("#hub-error-hint", Static))
+        await pilot.press("q")

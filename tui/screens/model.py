@@ -1,0 +1,256 @@
+"""Pure view logic for the TUI: device rows, the summary bar, the filter, rollout progress.
+
+No Textual and no I/O here, so every rule is unit-tested directly. The hub's device records
+come from ``devices.list`` / ``devices.get``; the reported state document is whatever the
+device last sent, so every reader here tolerates missing or unexpected fields.
+"""
+
+from __future__ import annotations
+
+import calendar
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# Statuses the hub itself stores (filtered server-side); the others are derived here.
+HUB_STATUSES = ("online", "offline", "unknown", "decommissioned")
+DERIVED_STATUSES = ("updating", "failed")
+ROLLOUT_STATES = ("Pending", "Updating", "Succeeded", "Failed")
+BAD_CONTAINER_STATES = ("exited", "dead", "restarting")
+
+
+def parse_ts(text: Any) -> float | None:
+    """The hub's UTC timestamps (``2026-11-26T18:00:00.000Z``) as epoch seconds."""
+    if not isinstance(text, str) or len(text) < 19:
+        return None
+    try:
+        base = calendar.timegm(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return None
+    frac = text[19:].rstrip("Z")
+    return base + (float(frac) if frac.startswith(".") and frac[1:].isdigit() else 0.0)
+
+
+def age(seconds: float) -> str:
+    """A short human age: 42s, 5m, 3h, 2d (negative clock skew reads as 0s)."""
+    s = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{s // size}{unit}"
+    return f"{s}s"
+
+
+def ago(ts: Any, now: float) -> str:
+    parsed = parse_ts(ts)
+    return "never" if parsed is None else f"{age(now - parsed)} ago"
+
+
+def running_ref(reported: Any) -> str | None:
+    """``bundle@version`` the device says it runs, from its reported state document."""
+    state = reported.get("state") if isinstance(reported, Mapping) else None
+    if not isinstance(state, Mapping):
+        return None
+    ref = state.get("bundle_ref")
+    if isinstance(ref, str) and ref:
+        return ref
+    bundle, version = state.get("bundle"), state.get("version")
+    if isinstance(bundle, str) and bundle:
+        return f"{bundle}@{version}" if isinstance(version, str) and version else bundle
+    return None
+
+
+def containers(reported: Any) -> list[dict[str, Any]]:
+    state = reported.get("state") if isinstance(reported, Mapping) else None
+    items = state.get("containers") if isinstance(state, Mapping) else None
+    return [c for c in items if isinstance(c, dict)] if isinstance(items, list) else []
+
+
+def health(reported: Any) -> str:
+    """One word for the device's apps: healthy, unhealthy, failed, starting, or '-'.
+
+    An explicit failed reconcile or rollback wins; then any unhealthy or stopped container.
+    """
+    state = reported.get("state") if isinstance(reported, Mapping) else None
+    if not isinstance(state, Mapping):
+        return "-"
+    result = state.get("last_result") or state.get("reconcile")
+    if isinstance(result, Mapping):
+        result = result.get("status") or result.get("result")
+    if isinstance(result, str) and result.lower() in ("failed", "error", "rolled_back"):
+        return "failed"
+    boxes = containers(reported)
+    if not boxes:
+        return "-"
+    healths = [str(c.get("health") or "") for c in boxes]
+    if "unhealthy" in healths or any(c.get("state") in BAD_CONTAINER_STATES for c in boxes):
+        return "unhealthy"
+    if "starting" in healths:
+        return "starting"
+    return "healthy"
+
+
+def desired_ref(device: Mapping[str, Any]) -> str | None:
+    desired = device.get("desired")
+    if isinstance(desired, Mapping) and desired.get("bundle"):
+        return f"{desired['bundle']}@{desired.get('version')}"
+    return None
+
+
+@dataclass(frozen=True)
+class DeviceRow:
+    id: str
+    status: str  # the hub's status
+    state: str  # what the summary counts: online, offline, updating, failed, unknown...
+    seen: str
+    tags: str
+    groups: str
+    desired: str
+    running: str
+    health: str
+
+    def cells(self) -> tuple[str, ...]:
+        return (
+            self.id,
+            f"{self.status} {self.seen}" if self.seen != "never" else self.status,
+            self.tags,
+            self.groups,
+            self.desired,
+            self.running,
+            self.health,
+        )
+
+
+COLUMNS = ("Device", "Status (seen)", "Tags", "Groups", "Desired", "Running", "Health")
+
+
+def device_row(device: Mapping[str, Any], now: float) -> DeviceRow:
+    status = str(device.get("status") or "unknown")
+    desired, running = desired_ref(device), running_ref(device.get("reported"))
+    h = health(device.get("reported"))
+    if h in ("failed", "unhealthy") and status != "decommissioned":
+        state = "failed"
+    elif status == "online" and desired is not None and desired != running:
+        state = "updating"  # online and not yet running what it should
+    else:
+        state = status
+    return DeviceRow(
+        id=str(device.get("id")),
+        status=status,
+        state=state,
+        seen=ago(device.get("last_seen"), now),
+        tags=",".join(device.get("tags") or []) or "-",
+        groups=",".join(device.get("groups") or []) or "-",
+        desired=desired or "-",
+        running=running or "-",
+        health=h,
+    )
+
+
+def summarize(rows: Iterable[DeviceRow]) -> dict[str, int]:
+    """Counts for the summary bar. Online includes updating devices (they are online)."""
+    counts = {"total": 0, "online": 0, "offline": 0, "updating": 0, "failed": 0}
+    for r in rows:
+        counts["total"] += 1
+        if r.status == "online":
+            counts["online"] += 1
+        elif r.status == "offline":
+            counts["offline"] += 1
+        if r.state in ("updating", "failed"):
+            counts[r.state] += 1
+    return counts
+
+
+def summary_text(counts: Mapping[str, int], more: bool = False) -> str:
+    shown = f"{counts['total']}{'+' if more else ''} devices"
+    return (
+        f"{shown} │ online {counts['online']} │ offline {counts['offline']} │ "
+        f"updating {counts['updating']} │ failed {counts['failed']}"
+    )
+
+
+class FilterError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class DeviceFilter:
+    """``tag:lab group:north status:online text`` as typed in the fleet's filter box."""
+
+    tag: str | None = None
+    group: str | None = None
+    status: str | None = None
+    text: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        """The ``devices.list`` request fields (derived statuses are filtered client-side)."""
+        out: dict[str, Any] = {}
+        for key in ("tag", "group", "text"):
+            if getattr(self, key):
+                out[key] = getattr(self, key)
+        if self.status in HUB_STATUSES:
+            out["status"] = self.status
+        if self.status == "decommissioned":
+            out["include_decommissioned"] = True
+        return out
+
+    def keeps(self, row: DeviceRow) -> bool:
+        return self.status not in DERIVED_STATUSES or row.state == self.status
+
+
+def parse_filter(text: str) -> DeviceFilter:
+    values: dict[str, str] = {}
+    words: list[str] = []
+    for word in text.split():
+        key, sep, value = word.partition(":")
+        if sep and key in ("tag", "group", "status"):
+            if not value:
+                raise FilterError(f"{key}: needs a value, e.g. {key}:lab")
+            values[key] = value
+        else:
+            words.append(word)
+    status = values.get("status")
+    if status is not None and status not in HUB_STATUSES + DERIVED_STATUSES:
+        known = ", ".join(HUB_STATUSES + DERIVED_STATUSES)
+        raise FilterError(f"unknown status {status!r} (known: {known})")
+    return DeviceFilter(values.get("tag"), values.get("group"), status, " ".join(words) or None)
+
+
+# --- rollouts ----------------------------------------------------------------------------
+def rollout_counts(rollout: Mapping[str, Any]) -> dict[str, int]:
+    """Per-state device counts, whatever the case of the hub's keys."""
+    raw = rollout.get("counts")
+    counts = dict.fromkeys(ROLLOUT_STATES, 0)
+    if isinstance(raw, Mapping):
+        for key, value in raw.items():
+            name = str(key).capitalize()
+            if name in counts and isinstance(value, int):
+                counts[name] = value
+    return counts
+
+
+def rollout_progress(rollout: Mapping[str, Any]) -> tuple[int, int]:
+    """(finished devices, all devices): Succeeded and Failed are both finished."""
+    c = rollout_counts(rollout)
+    return c["Succeeded"] + c["Failed"], sum(c.values())
+
+
+def rollout_label(rollout: Mapping[str, Any]) -> str:
+    c = rollout_counts(rollout)
+    ref = f"{rollout.get('bundle')}@{rollout.get('version')}"
+    return (
+        f"{rollout.get('id')}  {ref}  [{rollout.get('state', '?')}]  "
+        f"pending {c['Pending']} · updating {c['Updating']} · "
+        f"ok {c['Succeeded']} · failed {c['Failed']}"
+    )
+
+
+def rollout_devices(rollout: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(device, state, reason) rows from ``rollouts.get``; tolerant of the row's key names."""
+    rows = rollout.get("devices") or rollout.get("targets") or []
+    out = []
+    for r in rows if isinstance(rows, list) else []:
+        if isinstance(r, Mapping):
+            device = r.get("device") or r.get("device_id") or r.get("id") or "?"
+            out.append((str(device), str(r.get("state", "?")), str(r.get("reason") or "")))
+    return out

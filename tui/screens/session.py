@@ -1,0 +1,104 @@
+"""The TUI's long-lived hub connection, wrapped around ``tui.client.HubClient``.
+
+Why a wrapper: ``HubClient`` fails fast (the CLI's need) or, with ``reconnect=True``, makes
+nats-py retry the *first* connect forever, so an unreachable hub would hang the UI with no
+message. Here the first connect fails fast with the client's own clear error, then the
+session keeps a NATS connection that reconnects forever and reports link changes, which
+``HubClient`` has no callbacks for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import nats
+from nats.aio.subscription import Subscription
+
+from protocol import errors as codes
+from tui.client import ApiError, HubClient, redact
+
+LinkCallback = Callable[[bool], Awaitable[None]]
+
+
+class HubSession:
+    def __init__(self, url: str, api_key: str | None, timeout: float = 5.0) -> None:
+        self.url = url
+        self.api_key = api_key
+        self.timeout = timeout
+        self.client = HubClient(url, api_key, timeout=timeout, reconnect=True)
+        self.on_link: LinkCallback | None = None
+        self._sub: Subscription | None = None
+
+    @property
+    def display_url(self) -> str:
+        """The URL for the header and messages: no user or password."""
+        return re.sub(r"//[^/@]*@", "//", redact(self.url))
+
+    @property
+    def connected(self) -> bool:
+        nc = self.client.nc
+        return nc is not None and nc.is_connected
+
+    async def open(self) -> None:
+        """Connect and check the key with one read; ``ApiError`` with the hub's reason."""
+        probe = HubClient(self.url, self.api_key, timeout=self.timeout, reconnect=False)
+        await probe.connect()  # raises ApiError(unavailable, "cannot connect to the hub at …")
+        try:
+            await probe.call("devices.list", {"limit": 1})
+        finally:
+            await probe.close()
+        try:
+            # Bounded: if the hub vanished since the probe, nats-py would retry forever.
+            self.client.nc = await asyncio.wait_for(
+                nats.connect(
+                    self.url,
+                    name="signalbeam-tui",
+                    connect_timeout=int(max(1, self.timeout)),
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=1,
+                    disconnected_cb=self._disconnected,
+                    reconnected_cb=self._reconnected,
+                    error_cb=self._quiet,
+                ),
+                timeout=self.timeout * 2,
+            )
+        except (TimeoutError, OSError, nats.errors.Error) as exc:
+            raise ApiError(
+                codes.UNAVAILABLE, f"cannot connect to the hub at {self.display_url}: {exc}"
+            ) from exc
+
+    async def _disconnected(self) -> None:
+        if self.on_link is not None:
+            await self.on_link(False)
+
+    async def _reconnected(self) -> None:
+        if self.on_link is not None:
+            await self.on_link(True)
+
+    async def _quiet(self, exc: Exception) -> None:
+        # Link errors show as the header's connection state; nats-py's default handler would
+        # log them over the terminal UI.
+        return None
+
+    async def call(self, verb: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        if not self.connected:
+            # Also before open(): HubClient.call would start a connect that retries forever.
+            raise ApiError(
+                codes.UNAVAILABLE, f"not connected to the hub at {self.display_url}; reconnecting"
+            )
+        return await self.client.call(verb, body)
+
+    async def watch(self, callback: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        """Subscribe to every change notice; nats-py re-subscribes after a reconnect."""
+        if self._sub is None:
+            self._sub = await self.client.watch_changes(callback)
+
+    async def close(self) -> None:
+        try:
+            await self.client.close()
+        except Exception:
+            pass  # closing a half-broken link must not turn quitting into a traceback

@@ -1,0 +1,1 @@
+"""Textual widgets of ``signalbeam tui``: one view per main tab."""

@@ -1,0 +1,76 @@
+"""What every hub-backed view shares: API calls that turn errors into notifications, and
+debounced reloads when change notices arrive."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from functools import partial
+from typing import Any, Protocol, cast
+
+from textual.widget import Widget
+
+from tui.client import ApiError
+from tui.screens.session import HubSession
+
+RELOAD_DELAY = 0.3  # seconds; coalesces a burst of change notices into one reload
+
+
+def job(fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> Any:
+    """Work for ``run_worker`` as a callable, not a coroutine object: an exclusive worker
+    replaced before it started would leave a never-awaited coroutine behind (a warning).
+    Typed ``Any`` because Textual's ``WorkType`` does not accept a ``partial`` under mypy."""
+    return partial(fn, *args)
+
+
+class HubApp(Protocol):
+    session: HubSession
+
+    def report_error(self, title: str, message: str) -> None: ...
+
+
+def hub_app(widget: Widget) -> HubApp:
+    return cast(HubApp, widget.app)
+
+
+async def call(
+    widget: Widget, verb: str, body: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """One API call; on failure a notification with the API's message and ``None``."""
+    try:
+        return await hub_app(widget).session.call(verb, body)
+    except ApiError as exc:
+        hub_app(widget).report_error(f"{verb}: {exc.code}", str(exc))
+        return None
+
+
+class HubView(Widget):
+    """A view that loads from the hub and reloads on change notices of its ``KINDS``."""
+
+    KINDS: frozenset[str] = frozenset()  # change kinds that matter; empty = every kind
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._reload_pending = False
+        self.loads = 0  # finished loads; lets tests wait without sleeping blindly
+
+    def hub_changed(self, kind: str) -> None:
+        if self.KINDS and kind not in self.KINDS:
+            return
+        if not self._reload_pending:
+            self._reload_pending = True
+            self.set_timer(RELOAD_DELAY, self._debounced)
+
+    def _debounced(self) -> None:
+        self._reload_pending = False
+        self.reload()
+
+    def reload(self) -> None:
+        # exclusive: a newer reload cancels one still waiting on the hub
+        self.run_worker(job(self._load_and_count), group="load", exclusive=True)
+
+    async def _load_and_count(self) -> None:
+        await self.load()
+        self.loads += 1
+
+    async def load(self) -> None:
+        raise NotImplementedError
