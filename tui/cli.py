@@ -395,7 +395,7 @@ def run(
                         print(f"  {d['path']}: {d.get('message')}", file=err)
         return EXIT_API
     except Exception as exc:
-        from bundles.errors import BundleInvalid
+        from bundles.errors import BundleError, BundleInvalid
 
         if isinstance(exc, BundleInvalid):
             for e in exc.errors:
@@ -403,7 +403,7 @@ def run(
                 print(f"{args.file}{line}: {e.path}: {e.message}", file=err)
             print("bundle not pushed: fix the errors above", file=err)
             return EXIT_API
-        if isinstance(exc, OSError):
+        if isinstance(exc, BundleError | OSError):
             print(f"error: {exc}", file=err)
             return EXIT_API
         raise

@@ -7,6 +7,7 @@ publishes them on ``sb.fleet.changes.<kind>`` after the transaction committed.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -21,6 +22,7 @@ from hub.store import Store
 from protocol.api import RESOLUTIONS, ROLES
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 DAY = 86_400
 
 
@@ -72,6 +74,9 @@ def _tracking_desired(
         changed = sorted(d for d in after if _ref(after[d]) != _ref(before.get(d)))
         for d in changed:
             old, new = _ref(before.get(d)), _ref(after[d])
+            log.info(
+                "desired bundle %s -> %s", old or "nothing", new or "nothing", extra={"device": d}
+            )
             store.add_event(
                 d,
                 "desired_changed",

@@ -80,6 +80,9 @@ class ApiService:
                 reply.body["error"].get("message"),
                 extra={"verb": known, "code": reply.code},
             )
+        elif reply.changes and reply.caller is not None:
+            # An audit line for every change an operator made, naming the key used.
+            log.info("api %s by key %s (%s)", known, reply.caller.name, reply.caller.key_id)
         for change in reply.changes:
             await self.publish_change(change.kind, change.action, change.data, reply)
 
