@@ -122,6 +122,24 @@ async def measure(url: str, hub_url: str, key: str, args: argparse.Namespace) ->
     return lines
 
 
+def hub_side(metrics: str) -> list[str]:
+    """Mean time inside the hub per verb (from its own histogram), warm-up included."""
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for line in metrics.splitlines():
+        for suffix, into in (("_sum", sums), ("_count", counts)):
+            head = f'signalbeam_api_request_seconds{suffix}{{verb="'
+            if line.startswith(head):
+                verb = line[len(head) :].split('"', 1)[0]
+                into[verb] = float(line.rsplit(" ", 1)[1])
+    return [
+        f"{'hub-side mean ' + verb:<34} {sums[verb] / counts[verb] * 1000:7.2f} ms "
+        "(dispatch + reply encoding, from /metrics)"
+        for verb in sorted(sums)
+        if counts.get(verb)
+    ]
+
+
 def size_of_list(lines: list[str]) -> int:
     return int(lines[0].rsplit("reply ", 1)[1].split()[0])
 
@@ -183,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
             proc.wait_ready(ready, timeout=60)
             lines = asyncio.run(measure(info["operator_url"], hub_url, info["admin_key"], args))
             rss = rss_kib(proc.pid)
+            with urllib.request.urlopen(f"http://127.0.0.1:{ports[3]}/metrics", timeout=5) as r:
+                lines += hub_side(r.read().decode())
         finally:
             code = proc.stop(timeout=30)
     print(

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -168,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     except HubError as exc:
         print(f"signalbeam-hub: {exc.message}", file=sys.stderr)
         return 2
-    except FileNotFoundError as exc:
+    except (OSError, sqlite3.DatabaseError) as exc:
+        # A port in use, a missing binary, an unreadable or corrupt DB: one clear line.
         print(f"signalbeam-hub: {exc}", file=sys.stderr)
         return 2
 
