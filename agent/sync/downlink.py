@@ -114,15 +114,18 @@ class Downlink:
             self._prompt.set()
 
         self._sub = await self.nc.subscribe(f"$KV.{DESIRED_BUCKET}.{self.device_id}", cb=on_put)
+        last_probe = -float("inf")
         try:
             while True:
-                await self.probe()
-                wait = (
-                    self.settings.poll_interval if self.link.online else self.settings.offline_probe
-                )
-                self._prompt.clear()
+                # Probe on a put prompt, at once when another task saw the link drop (a
+                # failed publish), every offline_probe while offline, else every poll_interval.
+                due = time.monotonic() - last_probe >= self.settings.poll_interval
+                if self._prompt.is_set() or not self.link.online or due:
+                    self._prompt.clear()
+                    await self.probe()
+                    last_probe = time.monotonic()
                 try:
-                    await asyncio.wait_for(self._prompt.wait(), wait)
+                    await asyncio.wait_for(self._prompt.wait(), self.settings.offline_probe)
                 except TimeoutError:
                     pass
         finally:

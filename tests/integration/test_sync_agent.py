@@ -101,7 +101,7 @@ class Ingest:
         while True:
             try:
                 msgs = await sub.fetch(100, timeout=0.5)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats' own TimeoutError or asyncio's, depending on timing
                 continue
             except Exception as exc:  # recorded, so a test fails with the reason
                 self.errors.append(repr(exc))

@@ -1,0 +1,120 @@
+"""Enrollment end to end on the device side: the CLI command against a real hub nats-server
+(bootstrap user limited to ``sb.hub.enroll``), with the test playing the hub's handler; then
+the saved credentials bring up the supervised leaf and the device goes online."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.msg import Msg
+from nats.js.api import KeyValueConfig
+
+from agent.config import config_from_dict
+from agent.store import Store
+from agent.sync.enroll import add_enroll_command, credentials_path
+from agent.sync.service import SyncService, settings_from_config
+from protocol.messages import EnrollReply, MessageError, decode_enroll_request, rpc_error
+from protocol.subjects import DESIRED_BUCKET, ENROLL, REPORT_STREAM, REPORT_WILDCARD
+from tests.harness.nats import NatsHub
+
+ACCOUNTS = """
+accounts {
+  SB {
+    jetstream: enabled
+    users: [
+      { user: hub, password: "hub-pw" }
+      { user: enroll, password: "boot-pw", permissions: {
+          publish: { allow: ["sb.hub.enroll"] }, subscribe: { allow: ["_INBOX.>"] } } }
+      { user: "dev-9", password: "pw-9", permissions: {
+          publish: { allow: ["sb.dev.dev-9.>", "_INBOX.>", "$JS.hub.API.DIRECT.GET.KV_desired.$KV.desired.dev-9"] },
+          subscribe: { allow: ["_INBOX.dev-9.>", "$KV.desired.dev-9", "sb.dev.dev-9.rpc.>"] } } }
+    ]
+  }
+}
+"""
+
+
+def _cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    add_enroll_command(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+async def test_enroll_then_sync_online(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    hub = NatsHub(tmp_path / "hub", extra_conf=ACCOUNTS)
+    hub_nc = await nats.connect(hub.url, user="hub", password="hub-pw")
+    # The contract: the hub creates the desired bucket (direct get on) before devices come;
+    # the device's read of its key is also its hub-link probe.
+    hub_js = hub_nc.jetstream()
+    await hub_js.create_key_value(KeyValueConfig(bucket=DESIRED_BUCKET, history=5, direct=True))
+    await hub_js.add_stream(name=REPORT_STREAM, subjects=[REPORT_WILDCARD], duplicate_window=7200)
+    seen: list[str] = []
+
+    async def handler(msg: Msg) -> None:
+        try:
+            req = decode_enroll_request(msg.data)
+        except MessageError as exc:
+            await msg.respond(rpc_error(exc.code, exc.message, exc.field))
+            return
+        seen.append(req.device_id)
+        if req.token != "good-token":
+            await msg.respond(rpc_error("forbidden", "token is expired or unknown", "token"))
+            return
+        reply = EnrollReply(
+            req.device_id, "dev-9", "pw-9", f"nats-leaf://127.0.0.1:{hub.leaf_port}", hub.url
+        )
+        await msg.respond(reply.to_json())
+
+    await hub_nc.subscribe(ENROLL, cb=handler)
+    await hub_nc.flush()
+    data = tmp_path / "agent"
+    base = ["enroll", "--data-dir", str(data), "--hub", f"127.0.0.1:{hub.port}"]
+    base += ["--device-id", "dev-9", "--bootstrap-password", "boot-pw"]
+    svc = None
+    try:
+        code = await asyncio.to_thread(_cli, [*base, "--token", "bad-token"])
+        assert code == 1
+        assert "token is expired" in capsys.readouterr().err
+        cfg = config_from_dict({"data_dir": str(data), "device_id": "dev-9"})
+        assert not credentials_path(cfg).exists()
+
+        code = await asyncio.to_thread(_cli, [*base, "--token", "good-token", "--tags", "lab,rpi"])
+        assert code == 0, capsys.readouterr().err
+        path = credentials_path(cfg)
+        assert path.stat().st_mode & 0o777 == 0o600
+        assert seen == ["dev-9", "dev-9"]
+
+        store = Store.open(cfg.db_path, device_id="dev-9")
+        assert any(e.kind == "enrolled" for e in store.events())
+        settings = settings_from_config(cfg)
+        assert settings is not None and settings.mode == "leaf"
+        svc = SyncService(store, settings, "dev-9", trigger=lambda: None)
+        await svc.start()
+        deadline = time.monotonic() + 20
+        while not svc.online and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert svc.online, svc.status()
+        # The "enrolled" event recorded by the CLI is delivered through the outbox.
+        while store.outbox_depth() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert store.outbox_depth() == 0, svc.status()
+    finally:
+        if svc is not None:
+            await svc.stop()
+            svc.store.close()
+        await hub_nc.close()
+        hub.stop()
+
+
+def test_enroll_refuses_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["enroll", "--data-dir", str(tmp_path), "--hub", "127.0.0.1:1", "--token", "t"]
+    assert _cli([*base, "--device-id", "Not_Valid"]) == 2
+    assert "device id" in capsys.readouterr().err
+    assert _cli([*base, "--device-id", "dev-1", "--tags", "ok,not ok"]) == 2
+    assert "tags[1]" in capsys.readouterr().err
