@@ -132,6 +132,7 @@ class ReconcileLoop:
         self._retry_at: float | None = None
         self._events_task: asyncio.Task[None] | None = None
         self._busy = False
+        self._next_probe_at = 0.0  # monotonic; 0 = look at the containers on the next tick
 
     # -- public ---------------------------------------------------------------------------
     def trigger(self, reason: str = "manual") -> None:
@@ -341,6 +342,7 @@ class ReconcileLoop:
         self._seen_images.update(target.images)
         ref = f"{target.bundle}@{target.version}" if target.bundle else None
 
+        self._next_probe_at = 0.0  # containers may change: look again on the next tick
         observed = await self.engine.list_containers()
         images = {t for i in await self.engine.list_images() for t in i.tags}
         p = plan(target, observed, images, device_id=self.device_id)
@@ -463,6 +465,8 @@ class ReconcileLoop:
         target = self._target
         if target is None:
             return None
+        if self._gate is None and time.monotonic() < self._next_probe_at:
+            return None  # steady state and no probe due: do not even list containers
         observed = await self.engine.list_containers()
         hashes = {s.service: s for s in target.services}
         current: dict[str, ObservedContainer | None] = {s: None for s in hashes}
@@ -489,6 +493,14 @@ class ReconcileLoop:
         await asyncio.gather(
             *(self._probe(c, hashes[s].spec, now) for s, c in current.items() if c is not None)
         )
+        # Sleep the health tick until the earliest probe is due (or the timer, with none).
+        next_at = now + self.options.interval
+        for svc_c in current.values():
+            probe = self._probes.get(svc_c.id) if svc_c is not None else None
+            if svc_c is not None and probe is not None:
+                last = (self._health.get(svc_c.id) or HealthState()).last_probe_at or now
+                next_at = min(next_at, last + probe.interval)
+        self._next_probe_at = next_at
         gate_ = self._gate
         if gate_ is None:
             return None
