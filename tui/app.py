@@ -41,6 +41,8 @@ HINTS = {
 class SignalBeamApp(App[int]):
     CSS_PATH = "tui.tcss"
     TITLE = "SignalBeam Edge"
+    # The palette's footer entry would crowd out the real keys in 80 columns.
+    ENABLE_COMMAND_PALETTE = False
 
     def __init__(self, session: HubSession, poll_seconds: float = POLL_SECONDS) -> None:
         super().__init__()

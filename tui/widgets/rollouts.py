@@ -66,7 +66,9 @@ class RolloutsView(HubView):
             else:
                 hub_app(self).report_error(f"rollouts.list: {exc.code}", str(exc))
             return
-        await self.show_rollouts(result.get("items", []))
+        selected = await self.show_rollouts(result.get("items", []))
+        if selected is not None:
+            await self._detail(selected)
 
     def _unavailable(self) -> None:
         self.available = False
@@ -74,7 +76,8 @@ class RolloutsView(HubView):
         self.query_one("#rollouts-list").display = False
         self.query_one("#rollout-devices").display = False
 
-    async def show_rollouts(self, items: list[dict[str, Any]]) -> None:
+    async def show_rollouts(self, items: list[dict[str, Any]]) -> str | None:
+        """Render the list; returns the id of the rollout to show the devices of."""
         self.available = True
         status = self.query_one("#rollouts-status", Static)
         status.update(Content(EMPTY if not items else f"{len(items)} rollout(s)"))
@@ -84,20 +87,22 @@ class RolloutsView(HubView):
         await listing.clear()
         await listing.extend(RolloutItem(r) for r in items)
         ids = [str(r.get("id")) for r in items]
-        if ids:
-            index = ids.index(self.selected) if self.selected in ids else 0
-            listing.index = index
-            await self._detail(ids[index])
+        if not ids:
+            return None
+        index = ids.index(self.selected) if self.selected in ids else 0
+        listing.index = index
+        self.selected = ids[index]
+        return ids[index]
 
     @on(ListView.Highlighted, "#rollouts-list")
     def _highlighted(self, event: ListView.Highlighted) -> None:
         if isinstance(event.item, RolloutItem):
             rollout_id = str(event.item.rollout.get("id"))
             if rollout_id != self.selected:
+                self.selected = rollout_id
                 self.run_worker(job(self._detail, rollout_id), group="detail", exclusive=True)
 
     async def _detail(self, rollout_id: str) -> None:
-        self.selected = rollout_id
         try:
             rollout = await hub_app(self).session.call("rollouts.get", {"id": rollout_id})
         except ApiError as exc:

@@ -1,0 +1,51 @@
+"""The TUI when the hub goes away while it runs, and comes back: a plain message, no
+traceback, and fresh data after the link returns. Its own hub, since it stops it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from textual.widgets import DataTable
+
+from hub.store import Store
+from tests.integration.test_tui_support import Hub, rows, view_loaded, wait_for
+
+
+def seed(store: Store) -> None:
+    store.upsert_device("edge-0", "acme", hostname="edge-0", tags=["rpi"])
+
+
+@pytest.fixture
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    h = Hub(tmp_path_factory.mktemp("tuilink") / "data", seed)
+    try:
+        yield h
+    finally:
+        h.stop()
+
+
+async def test_hub_restart_is_shown_and_recovered(hub: Hub) -> None:
+    app = hub.app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, view_loaded(app, "#fleet-view"), "the fleet loaded")
+        assert hub.stop() == 0
+        await wait_for(pilot, lambda: app.sub_title.endswith("reconnecting…"), "link down shown")
+        assert ("warning", "hub", "lost the connection to the hub; reconnecting") in app.notices
+        # A refresh while the hub is away explains itself instead of hanging or crashing.
+        await pilot.press("ctrl+r")
+        await wait_for(
+            pilot,
+            lambda: any("not connected to the hub" in m for s, _, m in app.notices if s == "error"),
+            "refresh refused plainly",
+        )
+        # Changed while the TUI could not hear it: the reload after reconnecting shows it.
+        store = Store.open(hub.data / "hub.db")
+        try:
+            store.tag_device("edge-0", "lab")
+        finally:
+            store.close()
+        hub.start()
+        await wait_for(pilot, lambda: app.sub_title.endswith("· connected"), "link up shown")
+        table = app.screen.query_one("#fleet-table", DataTable)
+        await wait_for(pilot, lambda: rows(table)[0][2] == "lab,rpi", "fresh data after reconnect")
