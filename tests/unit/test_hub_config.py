@@ -76,3 +76,33 @@ def test_litestream_config_defaults_to_a_file_replica_under_the_data_dir(tmp_pat
     assert doc["dbs"][0]["replica"]["url"] == (tmp_path / "replica").as_uri()
     doc = yaml.safe_load(litestream.render(HubConfig(replica_url="s3://bucket/hub"), data))
     assert doc["dbs"][0]["replica"]["url"] == "s3://bucket/hub"
+
+
+def test_init_prints_the_admin_key_once_and_refuses_a_second_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hub.cli import build_parser, cmd_init
+    from hub.errors import ConfigError
+    from hub.store import Store
+
+    def main(argv: list[str]) -> int:
+        # cmd_init, not hub.cli.main: main would install its log handler on the root logger.
+        return cmd_init(build_parser().parse_args(argv))
+
+    data = tmp_path / "hub"
+    assert (
+        main(["init", "--data", str(data), "--client-port", "4999", "--public-host", "hub.lan"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    key = next(line.strip() for line in out.splitlines() if line.strip().startswith("sbk_"))
+    assert "nats://operator:" in out and "@hub.lan:4999" in out
+    store = Store.open(data / "hub.db")
+    try:
+        assert store.authenticate(key)["role"] == "admin"
+        assert key not in str(store.rows("SELECT * FROM api_keys"))
+    finally:
+        store.close()
+    with pytest.raises(ConfigError, match="already initialised"):
+        main(["init", "--data", str(data)])
+    assert key not in (data / "hub.toml").read_text() + (data / "secrets.json").read_text()
