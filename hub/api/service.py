@@ -59,6 +59,12 @@ class ApiService:
     async def handle(self, req: Request) -> None:
         started = time.perf_counter()
         verb = req.subject[len(API_PREFIX) + 1 :]
+        # nats.micro's Request does not expose the reply subject; a plain publish (no reply)
+        # is not an API call: doing its write without a way to report the result would only
+        # surprise, so it is dropped.
+        if not req._msg.reply:
+            log.warning("api %s published without a reply subject; ignored", verb[:64])
+            return
         key = (req.headers or {}).get(API_KEY_HEADER)
         loop = asyncio.get_running_loop()
         reply: Reply = await loop.run_in_executor(

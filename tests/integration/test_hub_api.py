@@ -334,6 +334,22 @@ async def test_bad_bodies_unknown_verbs_and_oversize_store_nothing(
     assert hub.snapshot() == before
 
 
+async def test_publish_without_reply_is_ignored(hub: HubProcess, admin: HubClient) -> None:
+    before = hub.snapshot()
+    nc = await nats.connect(hub.url)
+    try:
+        await nc.publish(
+            "sb.api.groups.create",
+            b'{"name": "fire-and-forget"}',
+            headers={"Sb-Api-Key": hub.admin_key},
+        )
+        await nc.flush()
+    finally:
+        await nc.close()
+    assert "items" in await admin.call("groups.list")  # the service still answers
+    assert hub.snapshot() == before
+
+
 async def test_nats_users_are_fenced(hub: HubProcess) -> None:
     # The enrollment bootstrap user may request sb.hub.enroll only: the API is out of reach.
     enroll = await nats.connect(hub.init["enroll_url"], allow_reconnect=False)
