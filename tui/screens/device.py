@@ -31,6 +31,8 @@ METRICS_SHOWN = 6  # sparklines; more would not fit a 24-line terminal anyway
 
 
 class DeviceView(HubView):
+    IGNORED = frozenset({"bundles", "tokens", "keys"})
+
     def __init__(self, device_id: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.device_id = device_id

@@ -47,6 +47,7 @@ class HubView(Widget):
     """A view that loads from the hub and reloads on change notices of its ``KINDS``."""
 
     KINDS: frozenset[str] = frozenset()  # change kinds that matter; empty = every kind
+    IGNORED: frozenset[str] = frozenset()  # kinds that never matter, when KINDS is empty
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -54,7 +55,7 @@ class HubView(Widget):
         self.loads = 0  # finished loads; lets tests wait without sleeping blindly
 
     def hub_changed(self, kind: str) -> None:
-        if self.KINDS and kind not in self.KINDS:
+        if (self.KINDS and kind not in self.KINDS) or kind in self.IGNORED:
             return
         if not self._reload_pending:
             self._reload_pending = True

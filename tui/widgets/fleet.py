@@ -26,7 +26,8 @@ EMPTY_HELP = (
 
 
 class FleetView(HubView):
-    KINDS = frozenset({"devices", "groups", "assignments", "desired", "reported", "status"})
+    # Every kind but these: the sync work adds device-state kinds this view must follow.
+    IGNORED = frozenset({"bundles", "tokens", "keys"})
     BINDINGS = [
         Binding("slash", "focus_filter", "Filter"),
         Binding("enter", "open_device", "Device", show=True),
