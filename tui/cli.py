@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
+from sbutil.logsetup import setup_logging
 from tui.client import ApiError, HubClient
 from tui.config import ConfigError, resolve
 
@@ -144,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="JSON output"
     )
+    # As sbutil.logsetup.add_logging_args, but SUPPRESSed for the same reason as above.
+    common.add_argument("--log-format", choices=["text", "json"], default=argparse.SUPPRESS)
+    common.add_argument("--log-level", default=argparse.SUPPRESS, help="default WARNING")
 
     parser = argparse.ArgumentParser(
         prog="signalbeam", description="SignalBeam Edge operator CLI", parents=[common]
@@ -365,10 +369,19 @@ async def _call(args: argparse.Namespace, verb: str, body: dict[str, Any]) -> di
 
 
 def run(
-    argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr
+    argv: Sequence[str] | None = None,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+    *,
+    configure_logging: bool = False,
 ) -> int:
+    """Parse and run one command; ``main`` (the entry point) also sets up logging, tests
+    calling ``run`` in-process keep their own."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if configure_logging:
+        # Logs go to stderr and stay quiet by default: stdout is the command's output.
+        setup_logging(getattr(args, "log_format", "text"), getattr(args, "log_level", "WARNING"))
     as_json = getattr(args, "json", False)
     if hasattr(args, "offline"):
         code: int = args.offline(args, out, err)
@@ -417,7 +430,7 @@ def run(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run(argv)
+    return run(argv, configure_logging=True)
 
 
 if __name__ == "__main__":
