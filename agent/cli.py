@@ -223,7 +223,9 @@ def _non_negative(text: str) -> int:
     return n
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; ``command`` (the first argument) decides which optional command
+    modules are loaded."""
     parser = argparse.ArgumentParser(
         prog="signalbeam-agent", description="SignalBeam Edge device agent"
     )
@@ -259,14 +261,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_non_negative, default=50)
     common(p)
     p.set_defaults(func=cmd_events)
+
+    # Commands owned by other packages load their modules (the NATS client for enroll) only
+    # when asked for, so `run` and `status` do not pay for them.
+    if command == "enroll" and (enroll := _optional("agent.sync.enroll", "add_enroll_command")):
+        add_logging_args(enroll(sub))
+    else:
+        sub.add_parser("enroll", help="enroll this device with a hub (see: enroll --help)")
+    if command == "token" and (tokens := _optional("agent.http.cli", "add_token_commands")):
+        tokens(sub, common=common, load_config=_config)
+    else:
+        sub.add_parser("token", help="manage local HTTP API tokens (see: token --help)")
     return parser
 
 
+def _optional(module: str, name: str) -> Any:
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        print(f"error: {module} is not available in this build: {exc}", file=sys.stderr)
+        return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     if args.command == "apply" and (args.bundle is None) == (not (args.nothing or args.clear)):
         parser.error("apply needs exactly one of: a bundle file, --nothing, --clear")
+    if not hasattr(args, "func"):
+        parser.error(f"{args.command} is not available in this build")
     try:
         setup_logging(args.log_format, args.log_level)
     except ValueError:

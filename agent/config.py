@@ -87,6 +87,7 @@ class RegistryAuth:
 
 @dataclass(frozen=True)
 class HttpConfig:
+    enabled: bool = True
     bind: str = "127.0.0.1"
     port: int = 48484
 
@@ -203,6 +204,12 @@ def _port(value: Any) -> int:
     return value
 
 
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
 def _ip(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("must be an IP address string")
@@ -305,6 +312,7 @@ def config_from_dict(doc: dict[str, Any], *, base_dir: Path | None = None) -> Ag
 
     ht = top.table("http")
     http = HttpConfig(
+        enabled=ht.convert("enabled", HttpConfig.enabled, _bool),
         bind=ht.convert("bind", HttpConfig.bind, _ip),
         port=ht.convert("port", HttpConfig.port, _port),
     )

@@ -377,9 +377,52 @@ class Agent:
             )
 
 
+# Mirrors agent.sync.enroll.CREDENTIALS_FILE: checked here so an agent that was never
+# enrolled does not import the NATS client just to find out.
+_SYNC_CREDENTIALS_FILE = "hub-credentials.json"
+
+
+async def http_hook(agent: Agent, stop: asyncio.Event) -> None:
+    """The local HTTP API (agent.http), imported only when it starts."""
+    try:
+        from agent.http.server import serve
+    except ImportError as exc:
+        log.warning("local HTTP API not available: %s", exc, extra={"device": agent.device_id})
+        return
+    await serve(agent, stop)
+
+
+async def sync_hook(agent: Agent, stop: asyncio.Event) -> None:
+    """Hub sync (agent.sync), only when a hub URL is configured or the device is enrolled."""
+    cfg = agent.config
+    creds = (
+        Path(cfg.hub.credentials_file)
+        if cfg.hub.credentials_file
+        else cfg.data_dir / _SYNC_CREDENTIALS_FILE
+    )
+    if not cfg.hub.url and not creds.exists():
+        log.info("not enrolled and no [hub] url: sync is off", extra={"device": agent.device_id})
+        return
+    try:
+        from agent.sync.service import sync_hook as run_sync
+    except ImportError as exc:
+        log.warning("hub sync not available: %s", exc, extra={"device": agent.device_id})
+        return
+    await run_sync(agent, stop)
+
+
+def default_hooks(config: AgentConfig) -> list[Hook]:
+    hooks: list[Hook] = [sync_hook]
+    if config.http.enabled:
+        hooks.append(http_hook)
+    return hooks
+
+
 def run_agent(config: AgentConfig) -> int:
-    """Run the agent until signalled; returns a process exit code."""
+    """Run the agent (with sync and the local API) until signalled; returns an exit code."""
     agent = Agent(config)
+    for hook in default_hooks(config):
+        agent.add_task(hook)
     try:
         asyncio.run(agent.run())
     except AlreadyRunning as exc:

@@ -13,11 +13,15 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.harness.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "bundles" / "examples" / "warehouse-monitor" / "1.2.0.yaml"
@@ -47,9 +51,23 @@ engine_socket = "unix://{tmp_path}/no-engine.sock"
 desired_poll_interval = "100ms"
 [metrics]
 interval = "200ms"
+[http]
+port = {free_port()}
 """
     )
     return cfg
+
+
+def http_port(config: Path) -> int:
+    return int(tomllib.loads(config.read_text())["http"]["port"])
+
+
+def http_ok(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/live", timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
 
 
 def jcli(*args: str) -> Any:
@@ -159,6 +177,8 @@ def test_running_agent_takes_local_desired_and_stops_cleanly(
         return [e["kind"] for e in json.loads(proc.stdout)] if proc.returncode == 0 else []
 
     wait_for(lambda: "engine.unavailable" in kinds(), "engine.unavailable event")
+    # `run` wires the local HTTP API in.
+    wait_for(lambda: http_ok(http_port(config)), "the local HTTP API")
     status = jcli("status", "--config", str(config))
     assert status["agent"] == {"running": True, "pid": agent_proc.pid}
     wait_for(lambda: jcli("status", "--config", str(config))["metrics"], "metrics samples")

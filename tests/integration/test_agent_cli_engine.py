@@ -64,7 +64,7 @@ def test_run_apply_converge_and_stop(
     config = tmp_path / "agent.toml"
     config.write_text(
         f'data_dir = "data"\ndevice_id = "{device}"\nengine_socket = "{engine.url}"\n'
-        'desired_poll_interval = "100ms"\n'
+        'desired_poll_interval = "100ms"\n[http]\nenabled = false\n'
     )
     bundle = tmp_path / "hello.yaml"
     bundle.write_text(

@@ -63,6 +63,7 @@ username = "u"
 password = "p"
 
 [http]
+enabled = false
 bind = "0.0.0.0"
 port = 8080
 
@@ -80,6 +81,7 @@ credentials_file = "creds/device.creds"
     assert cfg.registry_auth[0].registry == "127.0.0.1:5000"
     assert "p" not in repr(cfg.registry_auth[0])
     assert cfg.hub.credentials_file == str(tmp_path / "creds/device.creds")
+    assert cfg.http.enabled is False and cfg.http.port == 8080
 
 
 BAD: list[tuple[dict[str, Any], str, str]] = [
@@ -118,6 +120,7 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
     ({"http": {"port": 70000}}, "http.port", "port"),
     ({"http": {"port": "80"}}, "http.port", "port"),
     ({"http": {"bind": "localhost"}}, "http.bind", "IP address"),
+    ({"http": {"enabled": "yes"}}, "http.enabled", "true or false"),
     ({"hub": {"url": "http://x"}}, "hub.url", "nats://"),
     ({"hub": {"credentials_file": ""}}, "hub.credentials_file", "path"),
     ({"colour": "blue"}, "colour", "unknown"),
