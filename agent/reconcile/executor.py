@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.errors import DiskFull, EngineError, PullError
+from agent.errors import DiskFull, EngineError, EngineUnavailable, PullError
 from agent.reconcile.plan import Plan, Step, Target
 from agent.reconcile.ports import Recorder
 from agent.runtime.base import (
@@ -70,6 +70,8 @@ class RunResult:
     reason: str | None = None
     failed_step: Step | None = None
     steps_done: int = 0
+    disk_full: bool = False  # refused by disk admission: retrying will not help
+    engine_down: bool = False  # the engine stopped answering: says nothing about the bundle
 
 
 def repository(image: str) -> str:
@@ -144,14 +146,23 @@ class Executor:
                     self._event("disk.refused", str(exc), "error", images=self._pull_images(plan))
                     self.recorder.journal_step(run_id, index, step.to_dict(), "failed", str(exc))
                     self._skip_rest(run_id, steps, index + 1)
-                    return RunResult(False, str(exc), step, index)
+                    return RunResult(False, str(exc), step, index, disk_full=True)
                 admitted = True
             self.recorder.journal_step(run_id, index, step.to_dict(), "started")
-            error = await self._run_with_retries(step, target)
+            error, kind = await self._run_with_retries(step, target)
             if error is not None:
                 self.recorder.journal_step(run_id, index, step.to_dict(), "failed", error)
                 self._skip_rest(run_id, steps, index + 1)
-                return RunResult(False, f"{step.action} {step.service}: {error}", step, index)
+                if kind == "disk":
+                    self._event("disk.refused", error, "error", images=[step.image])
+                return RunResult(
+                    False,
+                    error if kind == "disk" else f"{step.action} {step.service}: {error}",
+                    step,
+                    index,
+                    disk_full=kind == "disk",
+                    engine_down=kind == "engine_down",
+                )
             self.recorder.journal_step(run_id, index, step.to_dict(), "done")
         return RunResult(True, None, None, len(steps))
 
@@ -163,20 +174,24 @@ class Executor:
     def _pull_images(plan: Plan) -> list[str]:
         return [s.image for s in plan.steps if s.action == "pull" and s.image]
 
-    async def _run_with_retries(self, step: Step, target: Target) -> str | None:
+    async def _run_with_retries(self, step: Step, target: Target) -> tuple[str | None, str]:
+        """(error or None, kind of failure: "disk", "engine_down" or "step")."""
         delay = self.options.backoff
         last = "unknown error"
+        kind = "step"
         for attempt in range(self.options.retries + 1):
             try:
                 async with asyncio.timeout(self.options.timeout(step.action)):
                     await self._do(step, target)
-                return None
+                return None, ""
             except DiskFull as exc:
-                return str(exc)  # retrying will not make room
+                return str(exc), "disk"  # retrying will not make room
             except TimeoutError:
-                last = f"timed out after {self.options.timeout(step.action)}s"
-            except EngineError as exc:  # includes PullError, EngineUnavailable
-                last = str(exc)
+                last, kind = f"timed out after {self.options.timeout(step.action)}s", "step"
+            except EngineUnavailable as exc:
+                last, kind = str(exc), "engine_down"
+            except EngineError as exc:  # includes PullError
+                last, kind = str(exc), "step"
             if step.action == "pull" and attempt == self.options.retries:
                 break
             if attempt < self.options.retries:
@@ -199,7 +214,7 @@ class Executor:
                 image=step.image,
                 error=last,
             )
-        return last
+        return last, kind
 
     async def _do(self, step: Step, target: Target) -> None:
         if step.action == "pull":

@@ -132,6 +132,7 @@ class ReconcileLoop:
         self._retry_at: float | None = None
         self._events_task: asyncio.Task[None] | None = None
         self._busy = False
+        self._rollbacks_settled: set[tuple[int, int]] = set()  # (failed gen, rollback gen)
         self._next_probe_at = 0.0  # monotonic; 0 = look at the containers on the next tick
 
     # -- public ---------------------------------------------------------------------------
@@ -164,7 +165,9 @@ class ReconcileLoop:
                     await self._events_task
 
     async def reconcile_once(self, trigger: str = "manual") -> LoopResult:
-        """One observe-plan-execute run (and a health check if a gate is open)."""
+        """One observe-plan-execute run; it answers every trigger asked for before it."""
+        self._reasons.clear()
+        self._wake.clear()
         result = await self._reconcile(trigger)
         self.last_result = result
         return result
@@ -332,8 +335,7 @@ class ReconcileLoop:
         gen = desired.generation
         if gen != self._last_generation:
             self._last_generation = gen
-            if self._gate is not None and self._gate.rollback_of is None:
-                self._gate = None  # a newer generation supersedes the one being watched
+            self._gate = None  # a newer generation supersedes whatever was being watched
         target, dep_gen, held = await self._choose_target(desired)
         if target is None or dep_gen is None:
             self._target = None
@@ -365,8 +367,11 @@ class ReconcileLoop:
                 data={"generation": gen, "steps": len(p.steps), "trigger": trigger},
             )
         rolling_back = dep_gen != gen
-        if dep is not None and (dep.status == "applying" or rolling_back):
-            self._open_gate(dep_gen, target, observed, rollback_of=gen if rolling_back else None)
+        if dep is not None and dep.status == "applying" and not rolling_back:
+            self._open_gate(dep_gen, target, observed, rollback_of=None)
+        elif rolling_back and (gen, dep_gen) not in self._rollbacks_settled:
+            # Watch the rollback once; afterwards it is the steady state until a new generation.
+            self._open_gate(dep_gen, target, observed, rollback_of=gen)
         outcome: Outcome = "noop" if p.empty else "succeeded"
         if self._gate is not None:
             outcome = "waiting"
@@ -391,8 +396,10 @@ class ReconcileLoop:
         ref = f"{target.bundle}@{target.version}" if target.bundle else None
         failed = result.failed_step
         pull_failed = failed is not None and failed.action == "pull"
-        disk = "image budget" in reason or "must stay free" in reason
-        count = self._apply_failures.get(gen, 0) + (0 if pull_failed and not disk else 1)
+        disk = result.disk_full
+        # Neither a lost engine nor a failed pull (no network yet) says the bundle is bad.
+        benign = result.engine_down or (pull_failed and not disk)
+        count = self._apply_failures.get(gen, 0) + (0 if benign else 1)
         self._apply_failures[gen] = count
         destructive = target.strategy == "kill-then-download"
         give_up = disk or count >= self.options.max_apply_failures or (pull_failed and destructive)
@@ -534,6 +541,8 @@ class ReconcileLoop:
         if verdict.decision == "wait":
             return verdict
         self._gate = None
+        if gate_.rollback_of is not None:
+            self._rollbacks_settled.add((gate_.rollback_of, gate_.generation))
         if verdict.decision == "healthy":
             self.recorder.deployment_set(gate_.generation, "healthy", None)
             self.recorder.event(

@@ -280,3 +280,52 @@ async def test_strategies_reach_the_same_state(strategy: str) -> None:
     desired.value = DesiredState(2, doc2)
     await settle(loop)
     assert running(engine) == ["reg/web:2"]
+
+
+async def test_rollback_is_watched_once_then_steady() -> None:
+    loop, engine, rec, desired = make_loop()
+    desired.value = DesiredState(1, spec("1.0.0", "reg/web:1"))
+    await settle(loop)
+    desired.value = DesiredState(2, spec("2.0.0", "reg/crash:1"))
+    await loop.reconcile_once("desired")
+    c = next(c for c in engine.containers.values() if c.image == "reg/crash:1")
+    for _ in range(3):
+        engine.crash(c.id)
+    await loop.health_tick()
+    await settle(loop)
+    healthy_events = rec.kinds().count("deployment.healthy")
+    for _ in range(3):
+        await loop.reconcile_once("timer")
+        await loop.health_tick()
+    assert rec.kinds().count("deployment.healthy") == healthy_events
+    assert not loop.gate_open and loop.idle
+
+
+async def test_post_pull_budget_refusal_is_an_event_too() -> None:
+    engine = MemoryEngine(DEV, registry={"reg/new:1": 5 * MB})
+    rec = MemoryRecorder()
+    result = await run_plan(engine, target("1.0.0", "reg/new:1"), rec, image_budget=MB)
+    assert result.disk_full and "disk.refused" in rec.kinds()
+
+
+async def test_engine_outage_does_not_fail_the_generation() -> None:
+    from agent.errors import EngineUnavailable
+
+    loop, engine, rec, desired = make_loop(max_apply_failures=1)
+    desired.value = DesiredState(1, spec("1.0.0", "reg/web:1"))
+    await settle(loop)
+    desired.value = DesiredState(2, spec("2.0.0", "reg/web:2"))
+
+    def down(op: str, ref: str) -> None:
+        if op == "create":
+            raise EngineUnavailable("engine gone", ["memory://"])
+
+    engine.fault = down
+    for _ in range(3):
+        result = await loop.reconcile_once("retry")
+        assert result.outcome == "failed"
+    assert rec.deployment(2).status == "applying"  # type: ignore[union-attr]
+    engine.fault = None
+    await settle(loop)
+    assert rec.deployment(2).status == "healthy"  # type: ignore[union-attr]
+    assert running(engine) == ["reg/web:2"]
