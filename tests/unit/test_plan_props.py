@@ -13,7 +13,7 @@ from agent.reconcile.executor import Executor, ExecutorOptions
 from agent.reconcile.memrecorder import MemoryRecorder
 from agent.reconcile.plan import Target, container_name, plan
 from agent.runtime.memory import MemContainer, MemoryEngine
-from bundles.model import BundleSpec, ContainerSpec, UpdatePolicy
+from bundles.model import BundleSpec, ContainerSpec, UpdatePolicy, UpdateStrategy
 
 DEV = "dev-p"
 SERVICES = ("web", "db", "cache", "old")
@@ -35,7 +35,8 @@ def targets(draw: st.DrawFn) -> Target:
     if draw(st.booleans()) and draw(st.booleans()):
         return Target(None, None)
     specs = draw(st.lists(container_specs, max_size=3, unique_by=lambda c: c.name))
-    strategy = draw(st.sampled_from(["download-then-kill", "kill-then-download"]))
+    strategies: list[UpdateStrategy] = ["download-then-kill", "kill-then-download"]
+    strategy = draw(st.sampled_from(strategies))
     return Target.from_spec(
         BundleSpec("app", "1.0.0", tuple(specs), update=UpdatePolicy(strategy=strategy))
     )
