@@ -159,8 +159,13 @@ def groups_create(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
 
 def groups_delete(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
     name = v.name(body["name"], "name")
-    store.delete_group(name)
-    return Outcome({"name": name, "deleted": True}, [Change("groups", "deleted", {"name": name})])
+    with store.tx():
+        members = store.delete_group(name)
+        # Each former member's own log says why its groups changed.
+        for device_id in members:
+            store.add_event(device_id, "member_removed", name, {"group": name, "reason": "deleted"})
+    result = {"name": name, "deleted": True, "members": members}
+    return Outcome(result, [Change("groups", "deleted", {"name": name, "members": members})])
 
 
 def _membership(add: bool) -> Handler:

@@ -203,3 +203,16 @@ def test_random_bodies_never_crash(env: Env, verb: str, doc: Any, admin: bool) -
     body = dispatch(env.store, verb, json.dumps(doc).encode(), env.admin if admin else env.ro).body
     if is_error(body):
         assert body["error"]["code"] != "internal", body
+
+
+def test_group_delete_logs_each_former_member(env: Env) -> None:
+    env.call("groups.create", {"name": "tmp"})
+    env.call("groups.add", {"name": "tmp", "device": "dev-0"})
+    out = env.call("groups.delete", {"name": "tmp"})
+    assert out == {"name": "tmp", "deleted": True, "members": ["dev-0"]}
+    latest = env.call("events.list", {"device": "dev-0", "limit": 1})["items"][0]
+    assert (latest["kind"], latest["data"]) == (
+        "member_removed",
+        {"group": "tmp", "reason": "deleted"},
+    )
+    assert code(env.call("groups.delete", {"name": "tmp"})) == "not_found"
