@@ -130,10 +130,17 @@ def _tagging(add: bool) -> Handler:
     def handler(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
         device_id, tag = v.device_id(body["id"]), v.name(body["tag"], "tag")
         op = store.tag_device if add else store.untag_device
-        changed, changes = _tracking_desired(store, [device_id], lambda: op(device_id, tag))
         action = "tagged" if add else "untagged"
+
+        def write() -> bool:
+            # The event goes in the same transaction, ahead of any desired_changed it causes.
+            done = op(device_id, tag)
+            if done:
+                store.add_event(device_id, action, tag, {"tag": tag})
+            return done
+
+        changed, changes = _tracking_desired(store, [device_id], write)
         if changed:
-            store.add_event(device_id, action, tag, {"tag": tag})
             changes.insert(0, Change("devices", action, {"id": device_id, "tag": tag}))
         return Outcome({"id": device_id, "tag": tag, "changed": changed}, changes)
 
@@ -142,11 +149,15 @@ def _tagging(add: bool) -> Handler:
 
 def devices_decommission(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
     device_id = v.device_id(body["id"])
-    changed, changes = _tracking_desired(
-        store, [device_id], lambda: store.decommission_device(device_id)
-    )
+
+    def write() -> bool:
+        done = store.decommission_device(device_id)
+        if done:
+            store.add_event(device_id, "decommissioned", "decommissioned by an operator")
+        return done
+
+    changed, changes = _tracking_desired(store, [device_id], write)
     if changed:
-        store.add_event(device_id, "decommissioned", "decommissioned by an operator")
         changes.insert(0, Change("devices", "decommissioned", {"id": device_id}))
     return Outcome({"id": device_id, "changed": changed}, changes)
 
@@ -172,10 +183,16 @@ def _membership(add: bool) -> Handler:
     def handler(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
         name, device_id = v.name(body["name"], "name"), v.device_id(body["device"], "device")
         op = store.add_to_group if add else store.remove_from_group
-        changed, changes = _tracking_desired(store, [device_id], lambda: op(name, device_id))
         action = "member_added" if add else "member_removed"
+
+        def write() -> bool:
+            done = op(name, device_id)
+            if done:
+                store.add_event(device_id, action, name, {"group": name})
+            return done
+
+        changed, changes = _tracking_desired(store, [device_id], write)
         if changed:
-            store.add_event(device_id, action, name, {"group": name})
             changes.insert(0, Change("groups", action, {"name": name, "device": device_id}))
         return Outcome({"name": name, "device": device_id, "changed": changed}, changes)
 
