@@ -46,8 +46,18 @@ AGENT_CHAIN = [
     "agent.runtime.podman",
     "bundles",
     "agent.reconcile.loop",
+    # Loaded only when their feature is on: the local HTTP API, hub sync.
+    "agent.http.server",
+    "agent.sync.service",
 ]
-REFERENCE = ["sqlite_utils", "yaml", "nats", "docker", "prometheus_client"]
+# Loaded only to migrate (sqlite_utils), by `apply` (yaml), or never (the docker SDK).
+REFERENCE = [
+    "sqlite_utils",
+    "yaml",
+    "nats",
+    "docker",
+    "prometheus_client",
+]
 
 RSS_SNIPPET = """
 import importlib, sys
@@ -123,6 +133,14 @@ def agent_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def measure(pid: int, duration: float, interval: float) -> dict[str, float]:
     import psutil
 
@@ -174,9 +192,10 @@ def run_agent_bench(args: argparse.Namespace, baseline: float) -> None:
             bundle_file.write_text(bundle_yaml(registry, ports))
 
         config = work / "agent.toml"
+        http = f"port = {_free_port()}" if args.http else "enabled = false"
         config.write_text(
             f'data_dir = "{work}/data"\ndevice_id = "bench-footprint"\n'
-            f'engine_socket = "{engine_url}"\n'
+            f'engine_socket = "{engine_url}"\n[http]\n{http}\n'
         )
         if bundle_file is not None:
             res = agent_cli("apply", str(bundle_file), "--config", str(config))
@@ -213,7 +232,7 @@ def run_agent_bench(args: argparse.Namespace, baseline: float) -> None:
             f"{args.containers}-container bundle on {args.engine}"
             if args.engine != "none"
             else "no engine (core loops only)"
-        )
+        ) + (", local HTTP API on" if args.http else ", local HTTP API off")
         print(f"\nidle agent, {what}, {m['seconds']:.0f} s, {m['samples']} samples:")
         print(
             f"  RSS mean {m['rss_mean_mb']:.1f} MB, max {m['rss_max_mb']:.1f} MB "
@@ -246,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--containers", type=int, default=5)
     p.add_argument("--converge-timeout", type=float, default=180.0)
     p.add_argument("--skip-imports", action="store_true")
+    p.add_argument(
+        "--http", action=argparse.BooleanOptionalAction, default=True, help="local HTTP API"
+    )
     p.add_argument("--keep", action="store_true", help="keep the work dir for inspection")
     args = p.parse_args(argv)
     if not 0 < args.duration <= 3600 or not 0 < args.interval <= 60:
