@@ -6,17 +6,26 @@ who did what on the device even when the action happened offline.
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
+from agent.errors import EngineError
 from agent.http import validate as v
 from agent.http.audit import audit
 from agent.http.auth import CTX_KEY, caller
 from agent.http.containers import describe, find
 from agent.http.context import AppContext
 from agent.http.errors import ApiError, json_response
+from agent.runtime.base import Engine
 from bundles import BundleInvalid, content_hash, parse_bundle
 from bundles.errors import BundleError
 from protocol import errors as perr
+
+STOP_CHECKS = 10
+STOP_CHECK_INTERVAL = 0.2
+# Container ids with a restart running: a second one would race the first's stop/start.
+RESTARTING_KEY: web.AppKey[set[str]] = web.AppKey("restarting", set)
 
 BUNDLE_TYPES = (
     "application/json",
@@ -46,6 +55,23 @@ async def post_reconcile(request: web.Request) -> web.Response:
     return json_response({"triggered": True, "event_seq": seq}, status=202)
 
 
+async def _restart(engine: Engine, cid: str, timeout: float) -> None:
+    try:
+        await engine.stop(cid, timeout=timeout)
+    except Exception:
+        # Podman can answer a stop with an error about its own clean-up racing the exit
+        # ("running or paused, refusing to clean up") when the container did stop. The
+        # engine's state is the truth: go on if it is down within a few polls.
+        for _ in range(STOP_CHECKS):
+            obs = await engine.inspect(cid)
+            if obs is None or obs.state not in ("running", "restarting", "paused", "removing"):
+                break
+            await asyncio.sleep(STOP_CHECK_INTERVAL)
+        else:
+            raise
+    await engine.start(cid)
+
+
 async def post_restart(request: web.Request) -> web.Response:
     v.only(request.query, ("timeout",))
     ctx = request.app[CTX_KEY]
@@ -53,9 +79,12 @@ async def post_restart(request: web.Request) -> web.Response:
     timeout = v.integer(request.query, "timeout", 10, 0, 120)
     c = await find(ctx, request.match_info["name"])
     data = {"container": c.name, "service": c.service, "container_id": c.id}
+    busy = request.app[RESTARTING_KEY]
+    if c.id in busy:
+        raise ApiError(perr.CONFLICT, f"a restart of {c.name} is already in progress", "name")
+    busy.add(c.id)
     try:
-        await ctx.get_engine().stop(c.id, timeout=float(timeout))
-        await ctx.get_engine().start(c.id)
+        await _restart(ctx.get_engine(), c.id, float(timeout))
     except Exception as exc:
         audit(
             ctx,
@@ -65,7 +94,13 @@ async def post_restart(request: web.Request) -> web.Response:
             data,
             severity="error",
         )
-        raise
+        if isinstance(exc, EngineError | ApiError):
+            raise
+        # The engine client can leak its own errors (e.g. "already being stopped" while an
+        # earlier restart still waits): that is the engine's answer, not a bug of ours.
+        raise ApiError(perr.UNAVAILABLE, f"restart of {c.name} failed: {exc}") from exc
+    finally:
+        busy.discard(c.id)
     seq = audit(ctx, who, "local.restart", f"restarted container {c.name}", data)
     after = await ctx.get_engine().inspect(c.id)
     body = describe(after or c, None)

@@ -50,6 +50,7 @@ def build_app(ctx: AppContext) -> web.Application:
     app[CTX_KEY] = ctx
     roles: dict[tuple[str, str], Role | None] = {}
     app[views.STATS_KEY] = StatsCache()
+    app[actions.RESTARTING_KEY] = set()
     app[logs.STREAMS_KEY] = logs.StreamTracker(ctx.limits.max_log_streams)
     app[prom.EXPORTER_KEY] = prom.Exporter(ctx)
     for method, path, handler, role in ROUTES:

@@ -158,12 +158,34 @@ SCHEMAS: dict[str, Any] = {
     "Token": TOKEN,
 }
 
+# The time forms the API accepts. The pattern lists them for generators and clients; the
+# day is capped at 28 only so every string it admits is a real date (the server itself
+# accepts any valid RFC 3339 date).
+TIME = {
+    "type": "string",
+    "pattern": (
+        r"^(-[0-9]{1,9}[smhd]|[0-9]{1,12}(\.[0-9]{1,9})?"
+        r"|[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])"
+        r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?"
+        r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9]))$"
+    ),
+}
+
+# One SSE event per log line ("message"); a failing stream ends with an "error" event
+# whose data is the JSON error shape. Keepalive comment lines are not events.
+SSE_EVENT = {
+    "type": "object",
+    "properties": {"event": {"type": "string", "enum": ["message", "error"]}, "data": STR},
+    "required": ["data"],
+}
+
 NAME_PARAM = {
     "name": "name",
     "in": "path",
     "required": True,
     "description": "Container name or service name",
     "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"},
+    "example": "web",
 }
 
 
@@ -212,12 +234,8 @@ def _op(
 
 
 def document() -> dict[str, Any]:
-    since = _q(
-        "since",
-        {"type": "string", "maxLength": 200},
-        "Epoch seconds, RFC 3339 with zone, or relative like -24h",
-    )
-    until = _q("until", {"type": "string", "maxLength": 200}, "Same forms as since")
+    since = _q("since", TIME, "Epoch seconds, RFC 3339 with zone, or relative like -24h")
+    until = _q("until", TIME, "Same forms as since")
     metrics_points = _obj(
         {"ts": NUM, "metric": STR, "min": NUM, "avg": NUM, "max": NUM, "count": INT},
         ["ts", "metric", "min", "avg", "max", "count"],
@@ -283,7 +301,7 @@ def document() -> dict[str, Any]:
                     "description": "Log lines",
                     "content": {
                         "text/plain": {"schema": STR},
-                        "text/event-stream": {"schema": STR},
+                        "text/event-stream": {"schema": SSE_EVENT},
                     },
                 },
                 role="viewer",
@@ -304,13 +322,17 @@ def document() -> dict[str, Any]:
                 role="operator",
                 params=[
                     NAME_PARAM,
-                    _q(
-                        "timeout",
-                        {"type": "integer", "minimum": 0, "maximum": 120},
-                        "Stop timeout, seconds",
-                    ),
+                    {
+                        **_q(
+                            "timeout",
+                            {"type": "integer", "minimum": 0, "maximum": 120},
+                            "Stop timeout, seconds (default 10)",
+                        ),
+                        # The explicit fuzz example restarts a real container: keep it short.
+                        "example": 1,
+                    },
                 ],
-                errors=(*AUTHED, 503),
+                errors=(*AUTHED, 409, 503),
             )
         },
         "/v1/metrics": {

@@ -137,8 +137,7 @@ async def get_metrics(request: web.Request) -> web.Response:
     until = v.timestamp(q, "until", now)
     if since is None:
         since = now - {"raw": 3600, "1m": 86400, "1h": 30 * 86400}[resolution]
-    if until is not None and until < since:
-        raise v.invalid("until", "must not be before since")
+    # An until before since is an empty window, not an error: it selects no points.
     metric = q.get("metric")
     if metric is not None and not v.METRIC_RE.fullmatch(metric):
         raise v.invalid("metric", "must be a metric name (letters, digits, _ . : -; max 128)")

@@ -148,15 +148,15 @@ class ApiServer:
 
     def get(self, path: str, token: str | None, **kw: Any) -> requests.Response:
         headers = Tokens.header(token) if token else {}
-        return requests.get(self.url + path, headers=headers, timeout=30, **kw)
+        return requests.get(self.url + path, headers=headers, **{"timeout": 30, **kw})
 
     def post(self, path: str, token: str | None, **kw: Any) -> requests.Response:
         headers = {**(Tokens.header(token) if token else {}), **kw.pop("headers", {})}
-        return requests.post(self.url + path, headers=headers, timeout=60, **kw)
+        return requests.post(self.url + path, headers=headers, **{"timeout": 60, **kw})
 
     def delete(self, path: str, token: str | None, **kw: Any) -> requests.Response:
         headers = Tokens.header(token) if token else {}
-        return requests.delete(self.url + path, headers=headers, timeout=30, **kw)
+        return requests.delete(self.url + path, headers=headers, **{"timeout": 30, **kw})
 
 
 def wait_until(check: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
