@@ -10,6 +10,7 @@ import argparse
 import sys
 import time
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 from textual.app import App
@@ -39,7 +40,9 @@ HINTS = {
 
 
 class SignalBeamApp(App[int]):
-    CSS_PATH = "tui.tcss"
+    # Absolute, so apps in tests that borrow the layout find it too. Wheels need
+    # tui/*.tcss in [tool.setuptools.package-data].
+    CSS_PATH = str(Path(__file__).with_name("tui.tcss"))
     TITLE = "SignalBeam Edge"
     # The palette's footer entry would crowd out the real keys in 80 columns.
     ENABLE_COMMAND_PALETTE = False

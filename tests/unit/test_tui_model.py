@@ -155,8 +155,9 @@ def test_rollout_progress_and_rows() -> None:
         ],
     }
     assert model.rollout_progress(rollout) == (4, 7)
-    assert "pending 2" in model.rollout_label(rollout) and "[running]" in model.rollout_label(
-        rollout
+    assert model.rollout_label(rollout) == (
+        "r1  wm@1.3.0  [running]",
+        "pending 2 · updating 1 · succeeded 3 · failed 1",
     )
     assert model.rollout_devices(rollout) == [
         ("a", "Failed", "unhealthy within 60s; rolled back"),

@@ -12,6 +12,7 @@ from typing import Any
 from textual.app import App, ComposeResult
 from textual.widgets import DataTable, Label, ProgressBar, Static
 
+from tui.app import SignalBeamApp
 from tui.widgets.rollouts import EMPTY, RolloutsView
 
 ROLLOUTS: list[dict[str, Any]] = [
@@ -34,6 +35,8 @@ DETAIL = {
 
 
 class Harness(App[None]):
+    CSS_PATH = SignalBeamApp.CSS_PATH  # the real app's layout (resolved next to tui/app.py)
+
     def compose(self) -> ComposeResult:
         yield RolloutsView(id="rollouts-view")
 
@@ -48,8 +51,13 @@ async def test_progress_bars_and_device_rows() -> None:
         bars = list(app.query(ProgressBar))
         assert [(b.progress, b.total) for b in bars] == [(4, 7), (0, 1)]
         labels = [str(label.content) for label in app.query(Label)]
-        assert labels[0].startswith("r1  warehouse-monitor@1.3.0  [running]")
-        assert "pending 2 · updating 1 · ok 3 · failed 1" in labels[0]
+        assert labels[:2] == [
+            "r1  warehouse-monitor@1.3.0  [running]",
+            "  pending 2 · updating 1 · succeeded 3 · failed 1",
+        ]
+        # both rollouts are on screen at 80x24, above the device rows
+        assert all(bar.region.height == 1 for bar in bars)
+        assert bars[1].region.y < app.query_one("#rollout-devices").region.y
         table = app.query_one("#rollout-devices", DataTable)
         assert [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)] == [
             ["dev-1", "Failed", "unhealthy after 60s; rolled back"],

@@ -235,14 +235,16 @@ def rollout_progress(rollout: Mapping[str, Any]) -> tuple[int, int]:
     return c["Succeeded"] + c["Failed"], sum(c.values())
 
 
-def rollout_label(rollout: Mapping[str, Any]) -> str:
+def rollout_label(rollout: Mapping[str, Any]) -> tuple[str, str]:
+    """Two lines that fit 80 columns: which rollout, and its devices per state."""
     c = rollout_counts(rollout)
     ref = f"{rollout.get('bundle')}@{rollout.get('version')}"
-    return (
-        f"{rollout.get('id')}  {ref}  [{rollout.get('state', '?')}]  "
+    title = f"{rollout.get('id')}  {ref}  [{rollout.get('state', '?')}]"
+    counts = (
         f"pending {c['Pending']} · updating {c['Updating']} · "
-        f"ok {c['Succeeded']} · failed {c['Failed']}"
+        f"succeeded {c['Succeeded']} · failed {c['Failed']}"
     )
+    return title, counts
 
 
 def rollout_devices(rollout: Mapping[str, Any]) -> list[tuple[str, str, str]]:

@@ -29,6 +29,12 @@ def verb_missing(exc: ApiError) -> bool:
 
 
 class RolloutItem(ListItem):
+    DEFAULT_CSS = """
+    RolloutItem { height: 3; }
+    RolloutItem Vertical { height: 3; }
+    RolloutItem .rollout-bar { padding-left: 2; }
+    """
+
     def __init__(self, rollout: dict[str, Any]) -> None:
         super().__init__()
         self.rollout = rollout
@@ -36,7 +42,9 @@ class RolloutItem(ListItem):
     def compose(self) -> ComposeResult:
         done, total = model.rollout_progress(self.rollout)
         with Vertical():
-            yield Label(Content(model.rollout_label(self.rollout)), classes="rollout-label")
+            title, counts = model.rollout_label(self.rollout)
+            yield Label(Content(title), classes="rollout-title")
+            yield Label(Content(f"  {counts}"), classes="rollout-counts")
             bar = ProgressBar(total=max(total, 1), show_eta=False, classes="rollout-bar")
             bar.progress = done
             yield bar
