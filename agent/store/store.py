@@ -754,7 +754,12 @@ class Store:
         self._write_buckets(c, "metrics_1m", merged)
         by_bucket: dict[int, dict[str, list[float]]] = {}
         for (start, metric), agg in sorted(merged.items()):
-            by_bucket.setdefault(start, {})[metric] = [agg.min, agg.avg, agg.max, agg.count]
+            by_bucket.setdefault(start, {})[metric] = [
+                ru.wire_number(agg.min),
+                ru.wire_number(agg.avg),
+                ru.wire_number(agg.max),
+                agg.count,
+            ]
         for start, metrics in sorted(by_bucket.items()):
             self._outbox(c, "metrics.1m", {"bucket": start, "metrics": metrics}, now)
         self._set_meta(c, "rollup_1m_through", cutoff)

@@ -19,6 +19,7 @@ from agent.metrics.rollup import (
     fold_samples,
     merge_all,
     merge_into,
+    wire_number,
 )
 from agent.store.outbox_policy import PendingInfo, choose_drops, seq_ranges
 
@@ -31,6 +32,20 @@ samples = st.lists(
 
 def close(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("value", "wire"),
+    [(0.43603515625, 0.436), (24757473280.0, 24760000000), (6.0, 6), (-1.23456, -1.235), (0.0, 0)],
+)
+def test_wire_number(value: float, wire: float) -> None:
+    assert wire_number(value) == wire
+    assert type(wire_number(value)) is type(wire)
+
+
+@given(values)
+def test_wire_number_is_within_a_thousandth(v: float) -> None:
+    assert abs(wire_number(v) - v) <= abs(v) * 5e-4 + 1e-300
 
 
 def test_bucket_start() -> None:
