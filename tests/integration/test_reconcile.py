@@ -155,6 +155,10 @@ async def test_failed_update_rolls_back_to_last_healthy(
     rollback = [e for e in events if e.kind == "rollback"]
     assert rollback and "1.0.0" in rollback[0].message
     assert rig.store.deployment(good_gen).status == "healthy"  # type: ignore[union-attr]
+    # The rollback needed no network: its run pulled nothing (the old images were kept).
+    runs = rig.store.journal(limit=50)
+    back = [r for r in runs if "rollback" in r.trigger]
+    assert back and all(s["action"] != "pull" for r in back for s in r.plan)
     # The failed generation is not retried on later runs.
     for _ in range(3):
         rig.loop.trigger("timer")
