@@ -24,13 +24,20 @@ SHUTDOWN_TIMEOUT = 5.0
 
 
 async def start(
-    ctx: AppContext, *, host: str | None = None, port: int | None = None
+    ctx: AppContext,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    tls: bool | None = None,
 ) -> web.AppRunner:
-    """Listen on ``host:port`` (default: the config's ``[http]`` bind and port)."""
+    """Listen on ``host:port`` (default: the config's ``[http]`` bind and port).
+
+    ``tls`` None means "when bound beyond loopback"; True/False force it either way.
+    """
     bind = host if host is not None else ctx.config.http.bind
     port = ctx.config.http.port if port is None else port
     ssl_ctx = None
-    if needs_tls(bind):
+    if needs_tls(bind) if tls is None else tls:
         cert, key = await asyncio.to_thread(ensure_certificate, ctx.config.data_dir, bind)
         ctx.tls_fingerprint = fingerprint(cert)
         ssl_ctx = server_context(cert, key)
