@@ -98,6 +98,7 @@ class HubSession:
             self._sub = await self.client.watch_changes(callback)
 
     async def close(self) -> None:
+        self.on_link = None  # closing also fires nats-py's disconnected callback
         try:
             await self.client.close()
         except Exception:
