@@ -101,3 +101,58 @@ async def test_components_and_reload_with_a_new_user(tmp_path: Path) -> None:
         await hub.stop()
     assert rec.calls == ["start", "stop"]
     assert hub.nats_child is not None and not hub.nats_child.running
+
+
+async def test_device_user_links_a_leaf_and_jetstream_answers_in_domain_hub(tmp_path: Path) -> None:
+    """What the sync issue relies on: JetStream (KV) in domain `hub` for the hub user, and a
+    leaf server linking in with a per-device user added by reload."""
+    import json as _json
+    import urllib.request
+
+    from tests.harness.binaries import require_binary
+    from tests.harness.procs import ManagedProcess
+
+    cfg = HubConfig(
+        client_port=free_port(),
+        leafnode_port=free_port(),
+        monitor_port=free_port(),
+        http_port=free_port(),
+        host="127.0.0.1",
+        http_host="127.0.0.1",
+        litestream=False,
+    )
+    data = DataDir(tmp_path / "data")
+    sec = Secrets.generate()
+    save(data, cfg, sec)
+    hub = Hub(data, cfg, sec)
+    await hub.start()
+    leaf: ManagedProcess | None = None
+    try:
+        assert hub.nc is not None
+        js = hub.nc.jetstream(domain="hub")
+        kv = await js.create_key_value(bucket="seamcheck")
+        await kv.put("dev-1", b"{}")
+        assert (await kv.get("dev-1")).value == b"{}"
+
+        await hub.reload_nats([NatsUser("dev-1", "pw1")])
+        leaf_port, leaf_http = free_port(), free_port()
+        conf = tmp_path / "leaf.conf"
+        conf.write_text(
+            f"listen: 127.0.0.1:{leaf_port}\nhttp: 127.0.0.1:{leaf_http}\n"
+            'leafnodes { reconnect: "1s", remotes: [ { url: '
+            f'"nats-leaf://dev-1:pw1@127.0.0.1:{cfg.leafnode_port}" }} ] }}\n'
+        )
+        leaf = ManagedProcess(
+            "leaf", [require_binary("nats-server"), "-c", str(conf)], tmp_path / "leaf.log"
+        )
+
+        def linked() -> bool:
+            url = f"http://127.0.0.1:{cfg.monitor_port}/leafz"
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                return int(_json.load(resp).get("leafnodes", 0)) == 1
+
+        await asyncio.to_thread(leaf.wait_ready, linked, 20.0)
+    finally:
+        if leaf is not None:
+            leaf.stop()
+        await hub.stop()
