@@ -83,7 +83,7 @@ class ApiService:
             log.info(
                 "api %s refused: %s",
                 known,
-                reply.body["error"].get("message"),
+                str(reply.body["error"].get("message"))[:200],  # it may quote client input
                 extra={"verb": known, "code": reply.code},
             )
         elif reply.changes and reply.caller is not None:
