@@ -47,7 +47,8 @@ def parse_body(raw: bytes, fields: dict[str, FieldDoc]) -> dict[str, Any]:
     for name in doc:
         if name not in fields:
             known = ", ".join(sorted(fields)) or "none"
-            raise Invalid(f"unknown field {name!r} (known: {known})", field=str(name))
+            shown = name if len(name) <= 64 else name[:64] + "..."  # echo input, bounded
+            raise Invalid(f"unknown field {shown!r} (known: {known})", field=shown)
     for name, (type_name, required) in fields.items():
         if name not in doc or doc[name] is None:
             if required:
