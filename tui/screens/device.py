@@ -63,6 +63,7 @@ class DeviceView(HubView):
     def older(self) -> None:
         if self.next_cursor is not None:
             self.cursors.append(self.next_cursor)
+            self.next_cursor = None  # a second n before the page arrives must not skip one
             self.run_worker(job(self._events), group="events", exclusive=True)
 
     def newer(self) -> None:

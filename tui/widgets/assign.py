@@ -42,10 +42,14 @@ class AssignView(HubView):
 
     async def load(self) -> None:
         bundles = await call(self, "bundles.list")
+        if bundles is None:
+            return  # keep what the form shows; the failure is already a notification
         refs: list[str] = []
-        for b in (bundles or {}).get("items", []):
+        for b in bundles.get("items", []):
             versions = await call(self, "bundles.versions", {"name": b["name"]})
-            refs += [f"{b['name']}@{v['version']}" for v in (versions or {}).get("items", [])]
+            if versions is None:
+                return
+            refs += [f"{b['name']}@{v['version']}" for v in versions.get("items", [])]
         select: Select[str] = self.query_one("#assign-bundle", Select)
         current = select.value
         select.set_options([(r, r) for r in refs])
@@ -57,12 +61,14 @@ class AssignView(HubView):
     async def _suggestions(self) -> None:
         targets: list[str] = []
         devices = await call(self, "devices.list", {"limit": 1000})
+        groups = await call(self, "groups.list")
+        if devices is None or groups is None:
+            return
         tags: set[str] = set()
-        for d in (devices or {}).get("items", []):
+        for d in devices.get("items", []):
             targets.append(f"device:{d['id']}")
             tags.update(d.get("tags") or [])
-        groups = await call(self, "groups.list")
-        targets += [f"group:{g['name']}" for g in (groups or {}).get("items", [])]
+        targets += [f"group:{g['name']}" for g in groups.get("items", [])]
         targets += [f"tag:{t}" for t in sorted(tags)]
         self.query_one("#assign-target", Input).suggester = SuggestFromList(targets)
 

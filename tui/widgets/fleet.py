@@ -13,6 +13,7 @@ from textual.content import Content
 from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
+from tui.client import ApiError
 from tui.screens import model
 from tui.widgets.base import HubView, call, hub_app
 
@@ -28,10 +29,8 @@ EMPTY_HELP = (
 class FleetView(HubView):
     # Every kind but these: the sync work adds device-state kinds this view must follow.
     IGNORED = frozenset({"bundles", "tokens", "keys"})
-    BINDINGS = [
-        Binding("slash", "focus_filter", "Filter"),
-        Binding("enter", "open_device", "Device", show=True),
-    ]
+    # Enter on a row is the table's own select key (RowSelected below).
+    BINDINGS = [Binding("slash", "focus_filter", "Filter")]
 
     class OpenDevice(Message):
         def __init__(self, device_id: str) -> None:
@@ -59,13 +58,6 @@ class FleetView(HubView):
 
     def action_focus_filter(self) -> None:
         self.query_one("#fleet-filter", Input).focus()
-
-    def action_open_device(self) -> None:
-        table = self.query_one("#fleet-table", DataTable)
-        if table.row_count:
-            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
-            if key.value:
-                self.post_message(self.OpenDevice(key.value))
 
     @on(DataTable.RowSelected, "#fleet-table")
     def _row_selected(self, event: DataTable.RowSelected) -> None:
@@ -100,10 +92,11 @@ class FleetView(HubView):
 
         async def one(device: dict[str, Any]) -> None:
             async with gate:
-                # Quietly: a device decommissioned meanwhile must not spam notifications.
+                # Quietly: a device decommissioned meanwhile must not spam notifications,
+                # and a lost link already failed the devices.list call loudly.
                 try:
                     full = await hub_app(self).session.call("devices.get", {"id": device["id"]})
-                except Exception:
+                except ApiError:
                     return
             device["desired"] = full.get("desired")
             device["reported"] = full.get("reported")
