@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from hub.config import DataDir, HubConfig, Secrets, write_private
 from protocol.subjects import API_PREFIX, ENROLL, FLEET_CHANGES_PREFIX, JS_DOMAIN
@@ -111,6 +112,6 @@ def reload(pid: int) -> None:
 
 
 def client_url(cfg: HubConfig, user: str, password: str, host: str | None = None) -> str:
-    from urllib.parse import quote
-
-    return f"nats://{quote(user, safe='')}:{quote(password, safe='')}@{host or cfg.public_host}:{cfg.client_port}"
+    """A NATS URL with credentials, escaped so any password survives URL parsing."""
+    creds = f"{quote(user, safe='')}:{quote(password, safe='')}"
+    return f"nats://{creds}@{host or cfg.public_host}:{cfg.client_port}"
