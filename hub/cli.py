@@ -70,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_restore.add_argument(
         "--force", action="store_true", help="move an existing DB aside instead of refusing"
     )
+    p_key = sub.add_parser(
+        "admin-key", help="create a new admin API key directly in the DB (lost-key recovery)"
+    )
+    p_key.add_argument("--data", required=True)
+    p_key.add_argument("--name", default="recovered-admin")
     return parser
 
 
@@ -160,10 +165,36 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_admin_key(args: argparse.Namespace) -> int:
+    """Whoever can write the data dir owns the hub anyway; this is the way back in when every
+    admin key is lost. The hub must be stopped: it is the DB's one writer."""
+    data = DataDir(args.data)
+    load(data)
+    pid = _hub_running(data)
+    if pid is not None:
+        raise ConfigError(
+            f"the hub is running (pid {pid}); stop it, or use `signalbeam key create`"
+        )
+    if not data.db.exists():
+        raise ConfigError(f"{data.db} not found; run `signalbeam-hub init` or `restore` first")
+    store = Store.open(data.db)
+    try:
+        record, key = store.create_api_key(args.name, "admin")
+    finally:
+        store.close()
+    print(f"new admin API key {record['id']} ({record['name']}), shown only now:\n  {key}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_format, args.log_level)
-    commands = {"init": cmd_init, "run": cmd_run, "restore": cmd_restore}
+    commands = {
+        "init": cmd_init,
+        "run": cmd_run,
+        "restore": cmd_restore,
+        "admin-key": cmd_admin_key,
+    }
     try:
         return commands[args.command](args)
     except HubError as exc:

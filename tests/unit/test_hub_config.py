@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,25 @@ def test_init_prints_the_admin_key_once_and_refuses_a_second_run(
     with pytest.raises(ConfigError, match="already initialised"):
         main(["init", "--data", str(data)])
     assert key not in (data / "hub.toml").read_text() + (data / "secrets.json").read_text()
+
+
+def test_admin_key_recovery_adds_a_working_admin_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hub.cli import build_parser, cmd_admin_key, cmd_init
+    from hub.store import Store
+
+    data = tmp_path / "hub"
+    cmd_init(build_parser().parse_args(["init", "--data", str(data), "--json"]))
+    capsys.readouterr()
+    assert cmd_admin_key(build_parser().parse_args(["admin-key", "--data", str(data)])) == 0
+    key = capsys.readouterr().out.split()[-1]
+    store = Store.open(data / "hub.db")
+    try:
+        assert store.authenticate(key)["role"] == "admin"
+        assert len(store.list_api_keys()) == 2
+    finally:
+        store.close()
+    (data / "hub.pid").write_text(f"{os.getpid()}\n")  # "running": this very process
+    with pytest.raises(ConfigError, match="running"):
+        cmd_admin_key(build_parser().parse_args(["admin-key", "--data", str(data)]))
