@@ -345,36 +345,53 @@ class ContainerSummary:
 
 @dataclass(frozen=True)
 class Heartbeat:
-    """Latest state only; never queued. ``last_seq`` is the device's newest outbox sequence and
-    ``outbox_pending`` its unsent rows, so the hub can show how far behind its copy is."""
+    """Latest state only; never queued, sent every 30 s, so it is kept small (it is most of an
+    idle device's upstream bytes): container counts plus only the containers that are not
+    running-and-healthy, and a short host summary (``HEARTBEAT_METRICS``); full metrics travel
+    as 1-minute rollups through the outbox. ``last_seq`` is the device's newest outbox
+    sequence and ``outbox_pending`` its unsent rows, so the hub can show how far behind its
+    copy is. Omitted fields take their defaults.
+    """
 
     device_id: str
     ts: float
     agent_version: str
     bundle_ref: str | None = None  # "name@version" running now, None for none
     generation: int | None = None  # desired generation the device is running
-    containers: tuple[ContainerSummary, ...] = ()
+    containers_total: int = 0
+    containers_running: int = 0
+    containers_unhealthy: int = 0
+    containers: tuple[ContainerSummary, ...] = ()  # only the ones needing attention
     metrics: Mapping[str, float] = field(default_factory=dict)
     last_seq: int = 0
     outbox_pending: int = 0
-    uptime: float | None = None
 
     def to_json(self) -> bytes:
-        return _dumps(
-            {
-                "v": SCHEMA_VERSION,
-                "device_id": self.device_id,
-                "ts": self.ts,
-                "agent_version": self.agent_version,
-                "bundle_ref": self.bundle_ref,
-                "generation": self.generation,
-                "containers": [c.to_dict() for c in self.containers],
-                "metrics": dict(self.metrics),
-                "last_seq": self.last_seq,
-                "outbox_pending": self.outbox_pending,
-                "uptime": self.uptime,
-            }
-        )
+        doc: dict[str, Any] = {
+            "v": SCHEMA_VERSION,
+            "device_id": self.device_id,
+            "ts": self.ts,
+            "agent_version": self.agent_version,
+            "bundle_ref": self.bundle_ref,
+            "generation": self.generation,
+            "containers_total": self.containers_total,
+            "containers_running": self.containers_running,
+            "containers_unhealthy": self.containers_unhealthy,
+            "containers": [c.to_dict() for c in self.containers],
+            "metrics": dict(self.metrics),
+            "last_seq": self.last_seq,
+            "outbox_pending": self.outbox_pending,
+        }
+        return _dumps({k: v for k, v in doc.items() if v is not None and v != []})
+
+
+HEARTBEAT_METRICS: tuple[str, ...] = (
+    "cpu.percent",
+    "mem.percent",
+    "disk.percent",
+    "load.1",
+    "temp.celsius",
+)
 
 
 def decode_heartbeat(data: bytes | str, *, subject_device: str | None = None) -> Heartbeat:
@@ -407,11 +424,13 @@ def decode_heartbeat(data: bytes | str, *, subject_device: str | None = None) ->
         agent_version=doc.str_("agent_version", max_len=64),
         bundle_ref=doc.str_("bundle_ref", required=False, max_len=256),
         generation=doc.int_("generation", required=False),
+        containers_total=doc.int_("containers_total", required=False) or 0,
+        containers_running=doc.int_("containers_running", required=False) or 0,
+        containers_unhealthy=doc.int_("containers_unhealthy", required=False) or 0,
         containers=tuple(containers),
         metrics=metrics,
         last_seq=doc.int_("last_seq", required=False) or 0,
         outbox_pending=doc.int_("outbox_pending", required=False) or 0,
-        uptime=doc.num("uptime", required=False),
     )
 
 

@@ -5,11 +5,14 @@ the hub:
 
 - A plain subscription on ``$KV.desired.<id>`` (the subject a KV put publishes on) hears each
   put live, as a prompt only; its content is not trusted for the revision.
-- Every prompt, every online transition and every ``poll_interval`` the agent reads its key with
-  a JetStream direct get (``$JS.hub.API.DIRECT.GET.KV_desired.$KV.desired.<id>``), which
-  returns the latest value with its revision. That read doubles as the hub-link probe: a reply
-  means online, no responders or a timeout means offline (then it retries every
-  ``offline_probe`` seconds, which is also how a restored link is noticed).
+- On every prompt, at once after the link comes back (puts made while it was down were
+  never prompted) and every ``poll_interval`` as a safety net, the agent reads its key with a
+  JetStream direct get (``$JS.hub.API.DIRECT.GET.KV_desired.$KV.desired.<id>``), which
+  returns the latest value with its revision.
+- Who watches the link: with the supervised leaf, its local /leafz (``SyncService``), at no
+  upstream cost. Without one (direct or external-leaf mode) this read is also the liveness
+  probe: every ``liveness_interval`` online, every ``offline_probe`` offline; a reply means
+  online, no responders or a timeout means offline.
 - A revision newer than the last one handled is decoded, stored in SQLite
   (``store.put_desired``) BEFORE anything acts on it, then the reconcile loop is triggered.
   The KV revision is the generation. Offline the agent keeps reconciling from the stored copy.
@@ -60,9 +63,13 @@ class DesiredStore(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class DownlinkSettings:
-    poll_interval: float = 30.0  # online: a safety-net read even without any prompt
-    offline_probe: float = 1.0  # offline: how often to check whether the link is back
+    # Online, a read even without any prompt: a safety net when the leaf's /leafz watches the
+    # link (poll_interval), the liveness probe itself otherwise (liveness_interval).
+    poll_interval: float = 300.0
+    liveness_interval: float = 30.0
+    offline_probe: float = 1.0  # offline, no leaf monitor: how often to look for the link
     request_timeout: float = 2.0
+    tick: float = 0.25  # how often the loop looks at the link state
 
 
 def kv_bucket(js: JetStreamContext, bucket: str = DESIRED_BUCKET) -> KeyValue:
@@ -96,7 +103,11 @@ class Downlink:
         *,
         last_revision: int | None = None,
         settings: DownlinkSettings | None = None,
+        report_link: bool = True,
     ) -> None:
+        # report_link=False when the leaf's /leafz watches the link: then this read neither
+        # flips the link state nor runs while the link is known to be down.
+        self.report_link = report_link
         self.store = store
         self.nc = nc
         self.kv = kv_bucket(js)
@@ -105,6 +116,8 @@ class Downlink:
         self.trigger = trigger
         self.settings = settings or DownlinkSettings()
         self.stats = DownlinkStats(last_revision=last_revision)
+        s = self.settings
+        self._interval = s.liveness_interval if report_link else s.poll_interval
         self._prompt = asyncio.Event()
         self._sub: Subscription | None = None
         self._extra = {"device": device_id}
@@ -115,17 +128,26 @@ class Downlink:
 
         self._sub = await self.nc.subscribe(f"$KV.{DESIRED_BUCKET}.{self.device_id}", cb=on_put)
         last_probe = -float("inf")
+        last_epoch = -1
         try:
             while True:
-                # Probe on a put prompt, at once when another task saw the link drop (a
-                # failed publish), every offline_probe while offline, else every poll_interval.
-                due = time.monotonic() - last_probe >= self.settings.poll_interval
-                if self._prompt.is_set() or not self.link.online or due:
+                # Read the key on a put prompt, at once after the link came back (a new epoch:
+                # puts made while offline were never prompted), and every poll_interval as a
+                # safety net. Offline, read every offline_probe only when this read is also
+                # how the link is watched (no leaf monitor).
+                since = time.monotonic() - last_probe
+                online = self.link.online
+                if (
+                    self._prompt.is_set()
+                    or (online and (self.link.epoch != last_epoch or since >= self._interval))
+                    or (not online and self.report_link and since >= self.settings.offline_probe)
+                ):
                     self._prompt.clear()
+                    last_epoch = self.link.epoch
                     await self.probe()
                     last_probe = time.monotonic()
                 try:
-                    await asyncio.wait_for(self._prompt.wait(), self.settings.offline_probe)
+                    await asyncio.wait_for(self._prompt.wait(), self.settings.tick)
                 except TimeoutError:
                     pass
         finally:
@@ -144,7 +166,7 @@ class Downlink:
             )
         except nats.js.errors.KeyNotFoundError as exc:
             # Hub answered: no desired state yet, or the key was deleted (ignored, see above).
-            self.link.contact()
+            self._contact()
             if getattr(exc, "op", None):
                 log.warning(
                     "desired key was deleted on the hub; keeping the stored state",
@@ -159,22 +181,30 @@ class Downlink:
             nats.js.errors.ServiceUnavailableError,
         ) as exc:
             self.stats.probe_failures += 1
-            self.link.lost(f"hub unreachable ({type(exc).__name__})")
+            self._lost(f"hub unreachable ({type(exc).__name__})")
             return False
         except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError) as exc:
             self.stats.probe_failures += 1
-            self.link.lost(f"local NATS connection unusable ({type(exc).__name__})")
+            self._lost(f"local NATS connection unusable ({type(exc).__name__})")
             return False
         except nats.js.errors.APIError as exc:
             # e.g. the bucket does not exist yet on a fresh hub: reachable, nothing to apply.
-            self.link.contact()
+            self._contact()
             log.warning("desired read refused: %s", exc, extra=self._extra)
             return True
-        self.link.contact()
+        self._contact()
         revision = entry.revision or 0
         if self.stats.last_revision is None or revision > self.stats.last_revision:
             await self.apply(revision, entry.value or b"")
         return True
+
+    def _contact(self) -> None:
+        if self.report_link:
+            self.link.contact()
+
+    def _lost(self, reason: str) -> None:
+        if self.report_link:
+            self.link.lost(reason)
 
     async def apply(self, revision: int, value: bytes) -> bool:
         """Validate, store, then trigger. Returns True when a new revision was stored."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,12 +18,13 @@ from typing import Any
 from nats.aio.client import Client as NATS
 
 from agent.sync.link import LinkState
-from protocol.messages import MAX_CONTAINERS, MAX_METRICS, ContainerSummary, Heartbeat
+from protocol.messages import HEARTBEAT_METRICS, ContainerSummary, Heartbeat
 from protocol.subjects import heartbeat
 
 log = logging.getLogger(__name__)
 
 AGENT_VERSION = "0.1.0"
+MAX_ATTENTION = 16  # containers listed by name in a heartbeat; the rest are counted
 
 
 def heartbeat_from_status(
@@ -30,31 +32,39 @@ def heartbeat_from_status(
 ) -> Heartbeat:
     """Build a heartbeat from ``Store.status_summary()`` (the same view ``status`` shows)."""
     dep = status.get("deployment") or {}
-    containers = tuple(
+    all_containers = status.get("containers") or []
+    running = [c for c in all_containers if c.get("state") == "running"]
+    unhealthy = [c for c in all_containers if c.get("health") == "unhealthy"]
+    attention = tuple(
         ContainerSummary(
             str(c.get("name") or "?")[:128],
             str(c.get("state") or "unknown")[:32],
-            None if c.get("health") is None else str(c["health"])[:32],
+            None if c.get("health") in (None, "none") else str(c["health"])[:32],
         )
-        for c in (status.get("containers") or [])[:MAX_CONTAINERS]
-    )
+        for c in all_containers
+        if c.get("state") != "running" or c.get("health") == "unhealthy"
+    )[:MAX_ATTENTION]
+    # Four significant digits: a summary for people; full precision travels in the rollups.
+    latest = status.get("metrics") or {}
     metrics = {
-        str(k)[:64]: float(v)
-        for k, v in list((status.get("metrics") or {}).items())[:MAX_METRICS]
-        if isinstance(v, int | float) and v == v and abs(v) != float("inf")
+        k: float(f"{latest[k]:.4g}")
+        for k in HEARTBEAT_METRICS
+        if isinstance(latest.get(k), int | float) and math.isfinite(latest[k])
     }
     outbox = status.get("outbox") or {}
     return Heartbeat(
         device_id=device_id,
-        ts=time.time(),
+        ts=round(time.time(), 3),
         agent_version=agent_version,
         bundle_ref=dep.get("bundle_ref"),
         generation=dep.get("generation"),
-        containers=containers,
+        containers_total=len(all_containers),
+        containers_running=len(running),
+        containers_unhealthy=len(unhealthy),
+        containers=attention,
         metrics=metrics,
         last_seq=int(outbox.get("last_seq") or 0),
         outbox_pending=int(outbox.get("pending") or 0),
-        uptime=None,
     )
 
 

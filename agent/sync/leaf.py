@@ -68,6 +68,9 @@ class LeafSettings:
     password: str | None = None
     listen_port: int = 0  # 0: a free port chosen once per LeafServer
     reconnect: str = "1s"  # nats-server wants a duration string here
+    # Leaf link compression. nats-server's default (s2_auto) compresses only once RTT passes
+    # 10 ms; an edge link pays per byte whatever its RTT, and S2 is cheap on small CPUs.
+    compression: str = "s2_best"
     binary: str | None = None
     ready_timeout: float = 15.0
     backoff_min: float = 0.5
@@ -75,15 +78,23 @@ class LeafSettings:
     stable_after: float = 60.0  # a run this long resets the backoff
 
 
-def render_config(s: LeafSettings, port: int, log_file: Path) -> str:
+def render_config(s: LeafSettings, port: int, log_file: Path, http_port: int) -> str:
     conf = {
         "server_name": f"sb-leaf-{s.device_id}",
         "listen": f"127.0.0.1:{port}",
+        # Local monitoring only: /leafz tells the agent whether the hub link is up without a
+        # single upstream byte.
+        "http": f"127.0.0.1:{http_port}",
         "log_file": str(log_file),
         "logfile_size_limit": 10 * 1024 * 1024,
         "leafnodes": {
             "reconnect": s.reconnect,
-            "remotes": [{"url": remote_url(s.hub_leaf_url, s.user, s.password)}],
+            "remotes": [
+                {
+                    "url": remote_url(s.hub_leaf_url, s.user, s.password),
+                    "compression": s.compression,
+                }
+            ],
         },
     }
     return json.dumps(conf, indent=2) + "\n"
@@ -94,6 +105,7 @@ class LeafServer:
         self.settings = settings
         self.port = settings.listen_port or free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
+        self.http_port = free_port()
         self.conf_path = settings.workdir / "leaf.conf"
         self.pid_path = settings.workdir / "leaf.pid"
         self.log_path = settings.workdir / "leaf.log"
@@ -116,7 +128,7 @@ class LeafServer:
         self._stop_leftover()
         fd = os.open(self.conf_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            f.write(render_config(self.settings, self.port, self.log_path))
+            f.write(render_config(self.settings, self.port, self.log_path, self.http_port))
         os.chmod(self.conf_path, 0o600)
         await self._spawn()
         self._task = asyncio.get_running_loop().create_task(self._supervise())
@@ -183,6 +195,27 @@ class LeafServer:
             except (LeafError, OSError) as exc:
                 log.error("leaf restart failed: %s", exc, extra=self._extra)
                 # Leave proc as the dead one: the next wait() returns at once and we retry.
+
+    async def linked(self, timeout: float = 1.0) -> bool:
+        """Whether the leaf's link to the hub is up, from its local /leafz (False on error)."""
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection("127.0.0.1", self.http_port), timeout
+            )
+        except (OSError, TimeoutError):
+            return False
+        try:
+            writer.write(b"GET /leafz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            await writer.drain()
+            data = await asyncio.wait_for(reader.read(1 << 20), timeout)
+            body = data.split(b"\r\n\r\n", 1)[1]
+            return int(json.loads(body).get("leafnodes", 0)) > 0
+        except (OSError, TimeoutError, ValueError, IndexError, AttributeError):
+            return False
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
 
     async def stop(self, timeout: float = 5.0) -> None:
         self._stopping = True

@@ -51,6 +51,7 @@ class SyncSettings:
     uplink: UplinkSettings = field(default_factory=UplinkSettings)
     downlink: DownlinkSettings = field(default_factory=DownlinkSettings)
     connect_retry: float = 2.0
+    leaf_check: float = 0.5  # seconds between local /leafz reads
 
     @property
     def js_domain(self) -> str:
@@ -118,6 +119,7 @@ class SyncService:
             if self.leaf is None
             else {"url": self.leaf.url, "pid": self.leaf.pid, "restarts": self.leaf.restarts},
             "uplink": None if self.uplink is None else self.uplink.stats.to_dict(),
+            "outbox_pending": self._outbox_pending(),
             "downlink": None if self.downlink is None else self.downlink.stats.to_dict(),
             "heartbeats_sent": 0 if self.heartbeat is None else self.heartbeat.sent,
             "rpc": {} if self.rpc is None else dict(self.rpc.counts),
@@ -151,7 +153,11 @@ class SyncService:
         if self.nc is None:
             return
         js = self.nc.jetstream(domain=s.js_domain)
-        self.uplink = Uplink(self.store, js, self.device_id, self.link, s.uplink)
+        # With our own leaf, its /leafz is the link's truth; otherwise hub round trips are.
+        watched = self.leaf is not None
+        self.uplink = Uplink(
+            self.store, js, self.device_id, self.link, s.uplink, report_link=not watched
+        )
         self.downlink = Downlink(
             self.store,
             self.nc,
@@ -161,6 +167,7 @@ class SyncService:
             self.trigger,
             last_revision=self._last_hub_generation(),
             settings=s.downlink,
+            report_link=not watched,
         )
         self.heartbeat = HeartbeatTask(
             self.nc,
@@ -178,8 +185,19 @@ class SyncService:
             loop.create_task(self.uplink.run(), name="sync-uplink"),
             loop.create_task(self.heartbeat.run(), name="sync-heartbeat"),
         ]
+        if self.leaf is not None:
+            self._tasks.append(loop.create_task(self._watch_leaf(), name="sync-leaf-watch"))
         self.started_at = time.time()
         log.info("sync started (%s mode via %s)", s.mode, url.split("@")[-1], extra=self._extra)
+
+    async def _watch_leaf(self) -> None:
+        assert self.leaf is not None
+        while True:
+            if await self.leaf.linked():
+                self.link.contact()
+            else:
+                self.link.lost("the leaf's link to the hub is down")
+            await asyncio.sleep(self.settings.leaf_check)
 
     async def _connect(
         self, url: str, user: str | None, password: str | None, stop: asyncio.Event | None
@@ -197,6 +215,12 @@ class SyncService:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.settings.connect_retry)
                     return None
+
+    def _outbox_pending(self) -> int | None:
+        try:
+            return int(self.store.outbox_depth())
+        except Exception:
+            return None
 
     def _last_hub_generation(self) -> int | None:
         try:

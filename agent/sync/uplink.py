@@ -59,6 +59,7 @@ class UplinkStats:
     failures: int = 0
     last_sent_seq: int | None = None
     last_ack_at: float | None = None
+    last_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -72,7 +73,12 @@ class Uplink:
         device_id: str,
         link: LinkState,
         settings: UplinkSettings | None = None,
+        *,
+        report_link: bool = True,
     ) -> None:
+        # report_link=False when something better watches the link (the leaf's /leafz):
+        # then a failure here (e.g. a missing stream) must not flip the link state.
+        self.report_link = report_link
         self.store = store
         self.js = js
         self.device_id = device_id
@@ -101,9 +107,14 @@ class Uplink:
                 raise
             except _LinkDown as exc:
                 self.stats.failures += 1
-                self.link.lost(str(exc))
-                # Wake early when another task sees the link come back.
-                await self.link.wait_online(backoff)
+                self.stats.last_error = str(exc)
+                if self.report_link:
+                    self.link.lost(str(exc))
+                if self.link.online:
+                    await asyncio.sleep(backoff)
+                else:
+                    # Wake early when another task sees the link come back.
+                    await self.link.wait_online(backoff)
                 backoff = min(backoff * 2, self.settings.backoff_max)
                 continue
             except Exception:
@@ -182,7 +193,9 @@ class Uplink:
                 self.stats.rows_sent += acked_rows
                 self.stats.last_sent_seq = acked_seq
                 self.stats.last_ack_at = time.time()
-                self.link.contact()
+                self.stats.last_error = None
+                if self.report_link:
+                    self.link.contact()
         return acked_rows
 
 

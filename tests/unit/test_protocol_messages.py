@@ -172,11 +172,13 @@ def test_heartbeat_round_trip(
         "0.1.0",
         "app@1.0.0",
         3,
-        tuple(m.ContainerSummary(n, s, None) for n, s in containers),
-        metrics,
+        containers_total=len(containers) + 1,
+        containers_running=len(containers),
+        containers_unhealthy=0,
+        containers=tuple(m.ContainerSummary(n, s, None) for n, s in containers),
+        metrics=metrics,
         last_seq=10,
         outbox_pending=2,
-        uptime=5.0,
     )
     assert m.decode_heartbeat(hb.to_json(), subject_device=dev) == hb
 

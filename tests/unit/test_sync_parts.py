@@ -90,10 +90,12 @@ def test_leaf_config(tmp_path: Path) -> None:
         == "nats-leaf://dev-1:p%40ss%2Fw%3Ard@hub.example:7422"
     )
     s = LeafSettings("dev-1", tmp_path, "nats-leaf://hub:7422", "dev-1", "pw")
-    conf = json.loads(render_config(s, 4333, tmp_path / "leaf.log"))
+    conf = json.loads(render_config(s, 4333, tmp_path / "leaf.log", 8333))
+    assert conf["http"] == "127.0.0.1:8333"
     assert conf["listen"] == "127.0.0.1:4333"
     assert conf["leafnodes"]["reconnect"] == "1s"
     assert conf["leafnodes"]["remotes"][0]["url"] == "nats-leaf://dev-1:pw@hub:7422"
+    assert conf["leafnodes"]["remotes"][0]["compression"] == "s2_best"
     assert "jetstream" not in conf  # the leaf stores nothing; JetStream is the hub's
     with pytest.raises(Exception, match="host:port"):
         remote_url("nats-leaf://hub", None, None)
@@ -102,10 +104,19 @@ def test_leaf_config(tmp_path: Path) -> None:
 def test_heartbeat_from_store_status(tmp_path: Path) -> None:
     with Store.open(tmp_path / "a.db", device_id="dev-1") as store:
         store.event("x", "y")
-        store.save_observed([{"name": "web", "state": "running", "health": "healthy"}])
+        store.save_observed(
+            [
+                {"name": "web", "state": "running", "health": "healthy"},
+                {"name": "db", "state": "running", "health": "unhealthy"},
+                {"name": "job", "state": "exited", "health": "none"},
+            ]
+        )
+        store.record_samples(1.0, {"cpu.percent": 12.3456789, "container.web.cpu": 1.0})
         hb = heartbeat_from_status("dev-1", store.status_summary())
     back = decode_heartbeat(hb.to_json(), subject_device="dev-1")
-    assert back.containers[0].name == "web" and back.containers[0].health == "healthy"
+    assert (back.containers_total, back.containers_running, back.containers_unhealthy) == (3, 2, 1)
+    assert {c.name for c in back.containers} == {"db", "job"}  # only those needing attention
+    assert back.metrics == {"cpu.percent": 12.35}
     assert back.last_seq >= 2 and back.outbox_pending >= 2
 
 
