@@ -8,11 +8,12 @@ call it directly against a real SQLite file.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from bundles.errors import BundleError, BundleInvalid, VersionConflict
-from hub.api.handlers import HANDLERS, Caller, Change
+from hub.api.handlers import HANDLERS, Caller, Change, Handler
 from hub.api.validate import parse_body
 from hub.errors import Conflict, Forbidden, HubError, Invalid, NotFound, TooLarge
 from hub.store import Store
@@ -49,19 +50,25 @@ def _bundle_error(exc: BundleError) -> HubError:
     return Invalid(str(exc))
 
 
-def dispatch(store: Store, verb: str, raw: bytes, api_key: str | None) -> Reply:
+def dispatch(
+    store: Store,
+    verb: str,
+    raw: bytes,
+    api_key: str | None,
+    handlers: Mapping[str, Handler] = HANDLERS,
+) -> Reply:
     caller: Caller | None = None
     try:
         if len(raw) > MAX_BODY_BYTES:
             raise TooLarge(f"request body is {len(raw)} bytes; the limit is {MAX_BODY_BYTES}", "$")
         key = store.authenticate(api_key)
         caller = Caller(key["id"], key["name"], key["role"])
-        if verb not in HANDLERS:
+        if verb not in handlers or verb not in REQUESTS:
             raise NotFound(f"unknown API verb {verb!r}", field="verb")
         if is_write(verb) and caller.role != "admin":
             raise Forbidden(f"{verb} needs an admin key; this key is {caller.role}")
         body = parse_body(raw, REQUESTS[verb][1])
-        outcome = HANDLERS[verb](store, body, caller)
+        outcome = handlers[verb](store, body, caller)
         return Reply(outcome.result, outcome.changes, caller)
     except HubError as exc:
         return Reply(exc.to_body(), caller=caller)

@@ -21,10 +21,11 @@ from nats.micro.service import Service
 
 from hub import __version__
 from hub.api.dispatch import Reply, dispatch
+from hub.api.handlers import HANDLERS, Handler
 from hub.metrics import HubMetrics
 from hub.store import Store
 from hub.timeutil import now_iso
-from protocol.api import API_KEY_HEADER, SERVICE_NAME, VERBS
+from protocol.api import API_KEY_HEADER, REQUESTS, SERVICE_NAME, VERBS
 from protocol.errors import HTTP_STATUS
 from protocol.subjects import API_PREFIX, fleet_change
 
@@ -41,6 +42,14 @@ class ApiService:
         self.executor = executor
         self.metrics = metrics
         self._service: Service | None = None
+        self.handlers: dict[str, Handler] = dict(HANDLERS)
+
+    def register(self, verb: str, handler: Handler) -> None:
+        """Serve one more verb (the sync issue's rollouts.*, for instance). Its body fields
+        and whether it writes are declared in ``protocol.api.REQUESTS``, the shared contract."""
+        if verb not in REQUESTS:
+            raise ValueError(f"declare {verb!r} in protocol.api.REQUESTS first")
+        self.handlers[verb] = handler
 
     async def start(self) -> None:
         self._service = await add_service(
@@ -68,7 +77,7 @@ class ApiService:
         key = (req.headers or {}).get(API_KEY_HEADER)
         loop = asyncio.get_running_loop()
         reply: Reply = await loop.run_in_executor(
-            self.executor, dispatch, self.store, verb, req.data, key
+            self.executor, dispatch, self.store, verb, req.data, key, self.handlers
         )
         data = json.dumps(reply.body, separators=(",", ":"), default=str).encode()
         if reply.code == "ok":

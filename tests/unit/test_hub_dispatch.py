@@ -216,3 +216,26 @@ def test_group_delete_logs_each_former_member(env: Env) -> None:
         {"group": "tmp", "reason": "deleted"},
     )
     assert code(env.call("groups.delete", {"name": "tmp"})) == "not_found"
+
+
+def test_extra_handlers_serve_declared_verbs_only(env: Env) -> None:
+    from hub.api.handlers import HANDLERS, Outcome
+    from hub.api.service import ApiService
+
+    def fake(store: Store, body: dict[str, Any], caller: Any) -> Outcome:
+        return Outcome({"served": True, "by": caller.name})
+
+    handlers = {**HANDLERS, "groups.list": fake}
+    assert dispatch(env.store, "groups.list", b"{}", env.admin, handlers).body == {
+        "served": True,
+        "by": "admin",
+    }
+    undeclared = {**HANDLERS, "rollouts.nope": fake}
+    assert (
+        code(dispatch(env.store, "rollouts.nope", b"{}", env.admin, undeclared).body) == "not_found"
+    )
+    service = ApiService(None, env.store, None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"protocol\.api\.REQUESTS"):
+        service.register("rollouts.nope", fake)
+    service.register("groups.list", fake)
+    assert service.handlers["groups.list"] is fake
