@@ -32,6 +32,7 @@ from tui.screens.device import DeviceScreen
 from tui.screens.dialogs import ConfirmScreen, HubErrorScreen
 from tui.screens.session import HubSession
 from tui.widgets.base import HubView
+from tui.widgets.fleet import FleetView
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +109,26 @@ async def test_fleet_filter_by_tag_group_status_and_text(pilot: Pilot[Any]) -> N
     await pilot.press("enter")
     await wait_for(pilot, lambda: "unknown status" in str(list(app.notices)), "filter error")
     assert len(rows(fleet(pilot))) == 5
+
+
+async def test_fleet_pages(pilot: Pilot[Any]) -> None:
+    app = pilot.app
+    view = app.screen.query_one("#fleet-view", FleetView)
+    summary = app.screen.query_one("#fleet-summary", Static)
+    view.page_size = 2
+
+    async def press(key: str) -> list[str]:
+        before = view.loads
+        await pilot.press(key)
+        await wait_for(pilot, lambda: view.loads > before, f"{key} loaded")
+        return [r[0] for r in rows(fleet(pilot))]
+
+    assert await press("ctrl+r") == ["dev-0", "dev-1"]
+    assert text(summary).endswith("page 1 (] next)")
+    assert await press("right_square_bracket") == ["dev-2", "dev-3"]
+    assert await press("right_square_bracket") == ["dev-4"]
+    assert text(summary).endswith("page 3 ([ prev)")
+    assert await press("left_square_bracket") == ["dev-2", "dev-3"]
 
 
 async def test_fleet_updates_live_from_change_notices(pilot: Pilot[Any], hub: Hub) -> None:

@@ -50,6 +50,11 @@ def reported(**state: Any) -> dict[str, Any]:
 def test_running_ref_reads_either_shape() -> None:
     assert model.running_ref(reported(bundle_ref="wm@1.3.0")) == "wm@1.3.0"
     assert model.running_ref(reported(bundle="wm", version="1.2.0")) == "wm@1.2.0"
+    assert model.running_ref(reported(bundle="app@1.0.0")) == "app@1.0.0"
+    agent = {"status": "healthy", "bundle_ref": "wm@1.3.0"}
+    assert model.running_ref(reported(deployment=agent)) == "wm@1.3.0"
+    failed = {"status": "rolled_back", "bundle_ref": "wm@1.4.0"}
+    assert model.running_ref(reported(deployment=failed)) is None
     assert model.running_ref(reported(bundle=None, containers=[])) is None
     assert model.running_ref(None) is None and model.running_ref({"state": "junk"}) is None
 
@@ -64,12 +69,22 @@ def test_running_ref_reads_either_shape() -> None:
         ({"containers": [{"name": "a", "state": "running", "health": "unhealthy"}]}, "unhealthy"),
         ({"containers": [{"name": "a", "state": "exited"}]}, "unhealthy"),
         ({"last_result": "failed", "containers": []}, "failed"),
-        ({"reconcile": {"status": "rolled_back"}}, "failed"),
+        ({"deployment": {"status": "rolled_back", "reason": "unhealthy"}}, "failed"),
+        ({"last_reconcile": {"result": "failed", "reason": "pull"}}, "failed"),
+        ({"last_reconcile": {"result": "ok"}, "deployment": {"status": "healthy"}}, "-"),
         ({"containers": "junk"}, "-"),
     ],
 )
 def test_health(state: dict[str, Any], expected: str) -> None:
     assert model.health(reported(**state)) == expected
+
+
+def test_problem_says_why() -> None:
+    dep = {"status": "rolled_back", "bundle_ref": "wm@1.4.0", "reason": "unhealthy in 60s"}
+    assert model.problem(reported(deployment=dep)) == "wm@1.4.0 rolled_back: unhealthy in 60s"
+    last = {"result": "failed", "reason": "pull denied"}
+    assert model.problem(reported(last_reconcile=last)) == "last reconcile failed: pull denied"
+    assert model.problem(reported(containers=[])) is None and model.problem(None) is None
 
 
 def device(**fields: Any) -> dict[str, Any]:
@@ -116,8 +131,11 @@ def test_summary() -> None:
     ]
     counts = model.summarize(rows)
     assert counts == {"total": 4, "online": 3, "offline": 1, "updating": 1, "failed": 1}
-    text = model.summary_text(counts, more=True)
-    assert text.startswith("4+ devices") and "updating 1" in text
+    text = model.summary_text(counts)
+    assert text == "4 devices │ online 3 │ offline 1 │ updating 1 │ failed 1"
+    assert model.summary_text(counts, 1, more=True).endswith(" │ page 1 (] next)")
+    assert model.summary_text(counts, 3, more=True).endswith(" │ page 3 ([ prev ] next)")
+    assert model.summary_text(counts, 2).endswith(" │ page 2 ([ prev)")
 
 
 def test_filter_parsing_and_request_body() -> None:

@@ -100,6 +100,9 @@ class DeviceView(HubView):
                 f"{model.health(reported)} · as of {model.ago(reported.get('as_of'), now)} "
                 f"({reported.get('as_of')})"
             )
+            why = model.problem(reported)
+            if why is not None:
+                text += f"\nproblem: {why}"
         self.query_one("#device-reported", Static).update(Content(text))
         table: DataTable[str] = self.query_one("#device-containers", DataTable)
         table.clear()

@@ -54,6 +54,11 @@ def running_ref(reported: Any) -> str | None:
     ref = state.get("bundle_ref")
     if isinstance(ref, str) and ref:
         return ref
+    dep = state.get("deployment")
+    if isinstance(dep, Mapping) and dep.get("status") in ("healthy", "applying"):
+        ref = dep.get("bundle_ref")
+        if isinstance(ref, str) and ref:
+            return ref
     bundle, version = state.get("bundle"), state.get("version")
     if isinstance(bundle, str) and bundle:
         return f"{bundle}@{version}" if isinstance(version, str) and version else bundle
@@ -66,18 +71,36 @@ def containers(reported: Any) -> list[dict[str, Any]]:
     return [c for c in items if isinstance(c, dict)] if isinstance(items, list) else []
 
 
+def problem(reported: Any) -> str | None:
+    """Why the device is not converging, from its reported state, or None.
+
+    Reads the agent's vocabulary (``deployment.status`` failed/rolled_back with a reason,
+    ``last_reconcile.result`` failed) and a plain ``last_result`` string.
+    """
+    state = reported.get("state") if isinstance(reported, Mapping) else None
+    if not isinstance(state, Mapping):
+        return None
+    dep = state.get("deployment")
+    if isinstance(dep, Mapping) and dep.get("status") in ("failed", "rolled_back"):
+        return f"{dep.get('bundle_ref') or 'deployment'} {dep['status']}: {dep.get('reason')}"
+    last = state.get("last_reconcile")
+    if isinstance(last, Mapping) and last.get("result") == "failed":
+        return f"last reconcile failed: {last.get('reason')}"
+    result = state.get("last_result")
+    if isinstance(result, str) and result.lower() in ("failed", "error", "rolled_back"):
+        return f"last reconcile {result.lower()}"
+    return None
+
+
 def health(reported: Any) -> str:
     """One word for the device's apps: healthy, unhealthy, failed, starting, or '-'.
 
-    An explicit failed reconcile or rollback wins; then any unhealthy or stopped container.
+    A failed reconcile or a rollback wins; then any unhealthy or stopped container.
     """
     state = reported.get("state") if isinstance(reported, Mapping) else None
     if not isinstance(state, Mapping):
         return "-"
-    result = state.get("last_result") or state.get("reconcile")
-    if isinstance(result, Mapping):
-        result = result.get("status") or result.get("result")
-    if isinstance(result, str) and result.lower() in ("failed", "error", "rolled_back"):
+    if problem(reported) is not None:
         return "failed"
     boxes = containers(reported)
     if not boxes:
@@ -161,12 +184,16 @@ def summarize(rows: Iterable[DeviceRow]) -> dict[str, int]:
     return counts
 
 
-def summary_text(counts: Mapping[str, int], more: bool = False) -> str:
-    shown = f"{counts['total']}{'+' if more else ''} devices"
-    return (
-        f"{shown} │ online {counts['online']} │ offline {counts['offline']} │ "
+def summary_text(counts: Mapping[str, int], page: int = 1, more: bool = False) -> str:
+    """The summary bar; past one page it says which page and which keys turn it."""
+    text = (
+        f"{counts['total']} devices │ online {counts['online']} │ offline {counts['offline']} │ "
         f"updating {counts['updating']} │ failed {counts['failed']}"
     )
+    if page > 1 or more:
+        keys = " ".join(k for k, ok in (("[ prev", page > 1), ("] next", more)) if ok)
+        text += f" │ page {page} ({keys})"
+    return text
 
 
 class FilterError(ValueError):

@@ -4,9 +4,9 @@ debounced reloads when change notices arrive."""
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from functools import partial
 from typing import Any, Protocol, cast
 
+from textual.css.query import NoMatches
 from textual.widget import Widget
 
 from tui.client import ApiError
@@ -16,10 +16,22 @@ RELOAD_DELAY = 0.3  # seconds; coalesces a burst of change notices into one relo
 
 
 def job(fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> Any:
-    """Work for ``run_worker`` as a callable, not a coroutine object: an exclusive worker
-    replaced before it started would leave a never-awaited coroutine behind (a warning).
-    Typed ``Any`` because Textual's ``WorkType`` does not accept a ``partial`` under mypy."""
-    return partial(fn, *args)
+    """Work for ``run_worker``.
+
+    A callable, not a coroutine object: an exclusive worker replaced before it started
+    would leave a never-awaited coroutine behind (a warning). A view removed while its
+    work waited on the hub (screen popped, app quitting) finds its widgets gone; that
+    ends the work quietly instead of failing the app. Typed ``Any`` because Textual's
+    ``WorkType`` does not accept this under mypy.
+    """
+
+    async def run() -> None:
+        try:
+            await fn(*args)
+        except NoMatches:
+            pass
+
+    return run
 
 
 class HubApp(Protocol):

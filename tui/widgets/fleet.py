@@ -17,7 +17,7 @@ from tui.client import ApiError
 from tui.screens import model
 from tui.widgets.base import HubView, call, hub_app
 
-PAGE = 500  # devices per load; the summary says "500+" when there are more
+PAGE = 500  # devices per page; `]` / `[` move between pages
 ENRICH_MAX = 200  # devices.get calls per load when devices.list lacks desired/reported
 ENRICH_PARALLEL = 8
 EMPTY_HELP = (
@@ -30,7 +30,12 @@ class FleetView(HubView):
     # Every kind but these: the sync work adds device-state kinds this view must follow.
     IGNORED = frozenset({"bundles", "tokens", "keys"})
     # Enter on a row is the table's own select key (RowSelected below).
-    BINDINGS = [Binding("slash", "focus_filter", "Filter")]
+    BINDINGS = [
+        Binding("slash", "focus_filter", "Filter"),
+        # Hidden from the footer (no room at 80 columns); the summary bar names them.
+        Binding("right_square_bracket", "page(1)", "Next page", show=False),
+        Binding("left_square_bracket", "page(-1)", "Previous page", show=False),
+    ]
 
     class OpenDevice(Message):
         def __init__(self, device_id: str) -> None:
@@ -41,6 +46,9 @@ class FleetView(HubView):
         super().__init__(**kwargs)
         self.filter = model.DeviceFilter()
         self.rows: list[model.DeviceRow] = []
+        self.page_size = PAGE
+        self.cursors: list[str | None] = [None]  # the cursor of each page up to this one
+        self.next_cursor: str | None = None
 
     def compose(self) -> ComposeResult:
         yield Static("loading…", id="fleet-summary")
@@ -71,19 +79,34 @@ class FleetView(HubView):
         except model.FilterError as exc:
             self.notify(str(exc), title="filter", severity="error", markup=False)
             return
+        self.cursors = [None]
         self.query_one("#fleet-table").focus()
         self.reload()
 
+    def action_page(self, step: int) -> None:
+        if step > 0 and self.next_cursor is not None:
+            self.cursors.append(self.next_cursor)
+            self.next_cursor = None  # a second press before the page arrives must not skip
+        elif step < 0 and len(self.cursors) > 1:
+            self.cursors.pop()
+        else:
+            return
+        self.reload()
+
     async def load(self) -> None:
-        result = await call(self, "devices.list", {**self.filter.body(), "limit": PAGE})
+        body = {**self.filter.body(), "limit": self.page_size}
+        if self.cursors[-1] is not None:
+            body["cursor"] = self.cursors[-1]
+        result = await call(self, "devices.list", body)
         if result is None:
             return
+        self.next_cursor = result.get("next_cursor")
         items: list[dict[str, Any]] = result.get("items", [])
         await self._enrich(items)
         now = time.time()
         rows = [model.device_row(d, now) for d in items]
         self.rows = [r for r in rows if self.filter.keeps(r)]
-        self._show(bool(result.get("next_cursor")))
+        self._show()
 
     async def _enrich(self, items: list[dict[str, Any]]) -> None:
         """Fill desired and reported state from ``devices.get`` when the list lacks them."""
@@ -103,7 +126,7 @@ class FleetView(HubView):
 
         await asyncio.gather(*(one(d) for d in wanted))
 
-    def _show(self, more: bool) -> None:
+    def _show(self) -> None:
         table: DataTable[str] = self.query_one("#fleet-table", DataTable)
         keep = None
         if table.row_count:
@@ -113,6 +136,8 @@ class FleetView(HubView):
             table.add_row(*row.cells(), key=row.id)
         if keep is not None and keep in table.rows:
             table.move_cursor(row=table.get_row_index(keep))
-        summary = model.summary_text(model.summarize(self.rows), more)
+        summary = model.summary_text(
+            model.summarize(self.rows), len(self.cursors), self.next_cursor is not None
+        )
         self.query_one("#fleet-summary", Static).update(Content(summary))
         self.query_one("#fleet-empty").display = not self.rows
