@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from agent.http import actions, health, logs, openapi, page, prom, tokens_api, views
+from agent.http import actions, health, logs, metrics_api, openapi, page, prom, tokens_api, views
 from agent.http.auth import CTX_KEY, ROLES_KEY, auth_middleware
 from agent.http.containers import StatsCache
 from agent.http.context import AppContext
@@ -28,7 +28,7 @@ ROUTES: list[Route] = [
     ("GET", "/v1/containers/{name}", views.get_container, "viewer"),
     ("GET", "/v1/containers/{name}/logs", logs.get_logs, "viewer"),
     ("POST", "/v1/containers/{name}/restart", actions.post_restart, "operator"),
-    ("GET", "/v1/metrics", views.get_metrics, "viewer"),
+    ("GET", "/v1/metrics", metrics_api.get_metrics, "viewer"),
     ("GET", "/v1/events", views.get_events, "viewer"),
     ("GET", "/v1/desired", views.get_desired, "viewer"),
     ("GET", "/v1/journal", views.get_journal, "viewer"),
@@ -51,6 +51,7 @@ def build_app(ctx: AppContext) -> web.Application:
     roles: dict[tuple[str, str], Role | None] = {}
     app[views.STATS_KEY] = StatsCache()
     app[actions.RESTARTING_KEY] = set()
+    app[metrics_api.METRICS_CACHE_KEY] = metrics_api.MetricsCache()
     app[logs.STREAMS_KEY] = logs.StreamTracker(ctx.limits.max_log_streams)
     app[prom.EXPORTER_KEY] = prom.Exporter(ctx)
     for method, path, handler, role in ROUTES:

@@ -11,7 +11,10 @@ from agent.http.auth import CTX_KEY
 from agent.http.errors import ApiError, json_response
 from protocol import errors as perr
 
-ENGINE_PROBE_TIMEOUT = 2.0
+# Generous: a busy Podman on a small device can take seconds, and a readiness flap is worse
+# than a slow answer. The probe is the call the API depends on most (listing containers),
+# not /info, which Podman computes slowly (storage usage).
+ENGINE_PROBE_TIMEOUT = 5.0
 
 
 async def get_live(request: web.Request) -> web.Response:
@@ -32,7 +35,7 @@ async def get_ready(request: web.Request) -> web.Response:
         engine = ctx.current_engine()
         if engine is None:
             raise RuntimeError("not connected")
-        await asyncio.wait_for(engine.info(), ENGINE_PROBE_TIMEOUT)
+        await asyncio.wait_for(engine.list_containers(), ENGINE_PROBE_TIMEOUT)
         checks["engine"] = "ok"
     except TimeoutError:
         checks["engine"] = f"no answer within {ENGINE_PROBE_TIMEOUT:g}s"

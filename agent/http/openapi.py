@@ -236,9 +236,16 @@ def _op(
 def document() -> dict[str, Any]:
     since = _q("since", TIME, "Epoch seconds, RFC 3339 with zone, or relative like -24h")
     until = _q("until", TIME, "Same forms as since")
-    metrics_points = _obj(
-        {"ts": NUM, "metric": STR, "min": NUM, "avg": NUM, "max": NUM, "count": INT},
-        ["ts", "metric", "min", "avg", "max", "count"],
+    number_list = {"type": "array", "items": NUM}
+    series = _obj(
+        {
+            "ts": number_list,
+            "min": number_list,
+            "avg": number_list,
+            "max": number_list,
+            "count": {"type": "array", "items": INT},
+        },
+        ["ts", "min", "avg", "max", "count"],
     )
     paths: dict[str, Any] = {
         "/": {
@@ -337,17 +344,18 @@ def document() -> dict[str, Any]:
         },
         "/v1/metrics": {
             "get": _op(
-                "Local metric samples and rollups",
+                "Local metric samples (raw) and rollups (1m, 1h), one column set per metric",
                 _json(
                     _obj(
                         {
                             "resolution": STR,
                             "since": NUM,
                             "until": _n(NUM),
-                            "points": {"type": "array", "items": metrics_points},
+                            "points": INT,
                             "truncated": {"type": "boolean"},
+                            "series": {"type": "object", "additionalProperties": series},
                         },
-                        ["resolution", "since", "points", "truncated"],
+                        ["resolution", "since", "until", "points", "truncated", "series"],
                     )
                 ),
                 role="viewer",

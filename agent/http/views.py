@@ -17,7 +17,6 @@ from agent.http.errors import json_response
 STATS_KEY: web.AppKey[StatsCache] = web.AppKey("stats_cache", StatsCache)
 MAX_EVENTS = 1000
 MAX_JOURNAL = 200
-MAX_METRIC_POINTS = 100_000
 
 
 def _ctx(request: web.Request) -> AppContext:
@@ -126,33 +125,3 @@ async def get_journal(request: web.Request) -> web.Response:
     limit = v.integer(request.query, "limit", 20, 1, MAX_JOURNAL)
     runs = await asyncio.to_thread(_ctx(request).store.journal, limit)
     return json_response({"runs": [r.to_dict() for r in runs]})
-
-
-async def get_metrics(request: web.Request) -> web.Response:
-    q = request.query
-    v.only(q, ("resolution", "since", "until", "metric", "limit"))
-    now = time.time()
-    resolution = v.choice(q, "resolution", "1m", ("raw", "1m", "1h"))
-    since = v.timestamp(q, "since", now)
-    until = v.timestamp(q, "until", now)
-    if since is None:
-        since = now - {"raw": 3600, "1m": 86400, "1h": 30 * 86400}[resolution]
-    # An until before since is an empty window, not an error: it selects no points.
-    metric = q.get("metric")
-    if metric is not None and not v.METRIC_RE.fullmatch(metric):
-        raise v.invalid("metric", "must be a metric name (letters, digits, _ . : -; max 128)")
-    limit = v.integer(q, "limit", 20_000, 1, MAX_METRIC_POINTS)
-    store = _ctx(request).store
-    points = await asyncio.to_thread(
-        lambda: store.metrics(resolution, since, until, metric, limit + 1)  # type: ignore[arg-type]
-    )
-    truncated = len(points) > limit
-    return json_response(
-        {
-            "resolution": resolution,
-            "since": since,
-            "until": until,
-            "points": [p.to_dict() for p in points[:limit]],
-            "truncated": truncated,
-        }
-    )

@@ -240,19 +240,25 @@ def test_metrics_from_local_rollups(api: ApiServer, tokens: Tokens) -> None:
     store.rollup(now)
     one_m = api.get("/v1/metrics?resolution=1m&since=-24h&metric=cpu.percent", tokens.viewer).json()
     assert one_m["resolution"] == "1m" and not one_m["truncated"]
-    assert 170 <= len(one_m["points"]) <= 181
-    assert all(p["metric"] == "cpu.percent" for p in one_m["points"])
-    hourly = api.get("/v1/metrics?resolution=1h&since=-1d", tokens.viewer).json()["points"]
-    assert {p["metric"] for p in hourly} == {"cpu.percent", "mem.used"}
+    assert list(one_m["series"]) == ["cpu.percent"]
+    cpu = one_m["series"]["cpu.percent"]
+    assert 170 <= len(cpu["ts"]) == one_m["points"] <= 181
+    assert len(cpu["min"]) == len(cpu["avg"]) == len(cpu["max"]) == len(cpu["count"])
+    assert cpu["ts"] == sorted(cpu["ts"]) and all(t % 60 == 0 for t in cpu["ts"])
+    assert one_m["since"] % 60 == 0  # a relative since is normalised to its bucket
+    hourly = api.get("/v1/metrics?resolution=1h&since=-1d", tokens.viewer).json()
+    assert set(hourly["series"]) == {"cpu.percent", "mem.used"}
+    assert all(c == 60 for c in hourly["series"]["mem.used"]["count"][1:-1])
     limited = api.get("/v1/metrics?resolution=1m&since=-24h&limit=5", tokens.viewer).json()
-    assert len(limited["points"]) == 5 and limited["truncated"]
+    assert limited["points"] == 5 and limited["truncated"]
     iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 600))
     raw = api.get(f"/v1/metrics?resolution=raw&since={iso}", tokens.viewer).json()
     assert raw["since"] == pytest.approx(int(now - 600), abs=1)
+    assert all(t >= raw["since"] for s in raw["series"].values() for t in s["ts"])
+    empty = api.get("/v1/metrics?since=-1h&until=-2h", tokens.viewer).json()
+    assert empty["series"] == {} and not empty["truncated"]
     assert_error(api.get("/v1/metrics?resolution=5m", tokens.viewer), 422, "invalid", "resolution")
     assert_error(api.get("/v1/metrics?since=yesterday", tokens.viewer), 422, "invalid", "since")
-    empty = api.get("/v1/metrics?since=-1h&until=-2h", tokens.viewer).json()
-    assert empty["points"] == [] and not empty["truncated"]
 
 
 def test_prometheus_metrics(api: ApiServer, tokens: Tokens, app_port: int) -> None:

@@ -1,0 +1,140 @@
+"""``GET /v1/metrics``: local samples and rollups, as one column set per metric.
+
+Columns (``ts``, ``min``, ``avg``, ``max``, ``count`` arrays) instead of one object per point:
+24 h of 1-minute rollups for a dozen metrics is ~17k points, and the columnar JSON is about
+a third the size and far cheaper to build. Rollup answers (1m, 1h) are cached for
+``CACHE_SECONDS`` and built once for any number of identical concurrent requests: a bucket
+only changes when the rollup task writes, so a phone refreshing a chart, or fifty of them,
+costs one query. A relative ``since`` is normalised to its bucket boundary, so "-24h" asked
+twice in one minute is the same answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from agent.http import validate as v
+from agent.http.auth import CTX_KEY
+from agent.store import MetricPoint, Store
+
+MAX_POINTS = 100_000
+DEFAULT_LIMIT = 20_000
+CACHE_SECONDS = 5.0
+CACHE_BYTES = 4 * 1024 * 1024  # an agent aims at ~40 MB RSS: the cache gets a tenth of that
+WIDTH = {"1m": 60, "1h": 3600}
+DEFAULT_WINDOW = {"raw": 3600, "1m": 86400, "1h": 30 * 86400}
+
+Key = tuple[str, float, float | None, str | None, int]
+
+
+def columns(points: list[MetricPoint], limit: int) -> dict[str, Any]:
+    series: dict[str, dict[str, list[float]]] = {}
+    for p in points[:limit]:
+        s = series.get(p.metric)
+        if s is None:
+            s = series[p.metric] = {"ts": [], "min": [], "avg": [], "max": [], "count": []}
+        s["ts"].append(p.ts)
+        s["min"].append(p.min)
+        s["avg"].append(p.avg)
+        s["max"].append(p.max)
+        s["count"].append(p.count)
+    return {"points": min(len(points), limit), "truncated": len(points) > limit, "series": series}
+
+
+def build(store: Store, key: Key) -> bytes:
+    resolution, since, until, metric, limit = key
+    points = store.metrics(resolution, since, until, metric, limit + 1)  # type: ignore[arg-type]
+    body = {"resolution": resolution, "since": since, "until": until, **columns(points, limit)}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+class MetricsCache:
+    """Short-lived answers plus single flight: one build per key, however many ask."""
+
+    def __init__(self, ttl: float = CACHE_SECONDS, max_bytes: int = CACHE_BYTES) -> None:
+        self.ttl = ttl
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._done: OrderedDict[Key, tuple[float, bytes]] = OrderedDict()
+        self._running: dict[Key, asyncio.Future[bytes]] = {}
+        self.builds = 0
+
+    async def get(self, key: Key, make: Callable[[], bytes]) -> bytes:
+        hit = self._done.get(key)
+        if hit is not None and time.monotonic() - hit[0] < self.ttl:
+            return hit[1]
+        running = self._running.get(key)
+        if running is not None:
+            return await asyncio.shield(running)
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        # Nobody else may be waiting when it fails: retrieve the exception so it is not
+        # reported as lost (the first caller gets it raised anyway).
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._running[key] = fut
+        try:
+            self.builds += 1
+            body = await asyncio.to_thread(make)
+        except BaseException as exc:
+            fut.set_exception(exc)
+            raise
+        finally:
+            self._running.pop(key, None)
+        fut.set_result(body)
+        old = self._done.pop(key, None)
+        if old is not None:
+            self.bytes -= len(old[1])
+        if len(body) <= self.max_bytes:
+            self._done[key] = (time.monotonic(), body)
+            self.bytes += len(body)
+        while self.bytes > self.max_bytes:
+            _, (_, dropped) = self._done.popitem(last=False)
+            self.bytes -= len(dropped)
+        return body
+
+
+METRICS_CACHE_KEY: web.AppKey[MetricsCache] = web.AppKey("metrics_cache", MetricsCache)
+
+
+def _ceil_to(ts: float, width: int) -> float:
+    return float(math.ceil(ts / width) * width)
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    q = request.query
+    v.only(q, ("resolution", "since", "until", "metric", "limit"))
+    now = time.time()
+    resolution = v.choice(q, "resolution", "1m", ("raw", "1m", "1h"))
+    since = v.timestamp(q, "since", now)
+    until = v.timestamp(q, "until", now)
+    if since is None:
+        since = now - DEFAULT_WINDOW[resolution]
+    # An until before since is an empty window, not an error: it selects no points.
+    metric = q.get("metric")
+    if metric is not None and not v.METRIC_RE.fullmatch(metric):
+        raise v.invalid("metric", "must be a metric name (letters, digits, _ . : -; max 128)")
+    limit = v.integer(q, "limit", DEFAULT_LIMIT, 1, MAX_POINTS)
+    store = request.app[CTX_KEY].store
+    if resolution == "raw":
+        key: Key = (resolution, since, until, metric, limit)
+        body = await asyncio.to_thread(build, store, key)
+    else:
+        # Buckets start on multiples of the width, so "bucket >= since" selects the same
+        # buckets as "bucket >= since rounded up": the rounded form is the cache key.
+        width = WIDTH[resolution]
+        key = (
+            resolution,
+            _ceil_to(since, width),
+            None if until is None else _ceil_to(until, width),
+            metric,
+            limit,
+        )
+        body = await request.app[METRICS_CACHE_KEY].get(key, lambda: build(store, key))
+    return web.Response(body=body, content_type="application/json")
