@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from textual.app import App
+from textual.binding import Binding
 from textual.notifications import SeverityLevel
 from textual.timer import Timer
+from textual.widgets import HelpPanel
 
 from protocol import errors as codes
 from tui.client import ApiError
@@ -46,6 +48,8 @@ class SignalBeamApp(App[int]):
     TITLE = "SignalBeam Edge"
     # The palette's footer entry would crowd out the real keys in 80 columns.
     ENABLE_COMMAND_PALETTE = False
+    # Every key where the focus is, including those the footer has no room for.
+    BINDINGS = [Binding("question_mark", "toggle_keys", "Keys")]
 
     def __init__(self, session: HubSession, poll_seconds: float = POLL_SECONDS) -> None:
         super().__init__()
@@ -111,6 +115,12 @@ class SignalBeamApp(App[int]):
             self.notify(
                 "lost the connection to the hub; reconnecting", title="hub", severity="warning"
             )
+
+    def action_toggle_keys(self) -> None:
+        if self.screen.query(HelpPanel):
+            self.action_hide_help_panel()
+        else:
+            self.action_show_help_panel()
 
     def _poll_tick(self) -> None:
         if self.session.connected:

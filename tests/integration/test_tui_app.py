@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Input, Select, Sparkline, Static, TextArea
+from textual.widgets import DataTable, HelpPanel, Input, Select, Sparkline, Static, TextArea
 
 from bundles.validate import load_file
 from tests.harness.ports import free_port
@@ -81,6 +81,11 @@ async def test_fleet_lists_devices_with_summary(pilot: Pilot[Any]) -> None:
     summary = text(pilot.app.screen.query_one("#fleet-summary", Static))
     assert summary.startswith("5 devices") and "online 1" in summary and "offline 0" in summary
     assert pilot.app.screen.query_one("#fleet-empty").display is False
+    # ? toggles the keys panel (it lists the page keys the footer has no room for)
+    await pilot.press("question_mark")
+    await wait_for(pilot, lambda: bool(pilot.app.screen.query(HelpPanel)), "keys panel")
+    await pilot.press("question_mark")
+    await wait_for(pilot, lambda: not pilot.app.screen.query(HelpPanel), "keys panel gone")
 
 
 async def test_fleet_filter_by_tag_group_status_and_text(pilot: Pilot[Any]) -> None:
