@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{args.time_cap:.0f}s per endpoint, loopback, keep-alive"
             )
             print(
-                f"{'endpoint':44} {'n':>6} {'err':>4} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'req/s':>8}"
+                f"{'endpoint':44} {'n':>6} {'err':>4} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'req/s':>8} {'RSS MB':>7}"
             )
             for label, path, headers in phases:
                 lat, errors, elapsed = asyncio.run(
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                 ms = [x * 1000 for x in lat]
                 print(
                     f"{label:44} {len(ms):6d} {errors:4d} {_pct(ms, 50):8.1f} {_pct(ms, 99):8.1f} "
-                    f"{max(ms):8.1f} {len(ms) / elapsed:8.0f}"
+                    f"{max(ms):8.1f} {len(ms) / elapsed:8.0f} {rss_mb(proc.pid)[0]:7.1f}"
                 )
             # Rollup answers are cached ~5 s with single flight, so the loaded row above is
             # mostly cache hits; this row is the cost of building one (distinct windows).
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{'GET /v1/metrics 1m/24h, cache miss, 1 client':44} {len(cold):6d} {0:4d} "
                 f"{_pct(cold, 50):8.1f} {_pct(cold, 99):8.1f} {max(cold):8.1f} "
-                f"{1000 / statistics.mean(cold):8.0f}"
+                f"{1000 / statistics.mean(cold):8.0f} {rss_mb(proc.pid)[0]:7.1f}"
             )
             after, peak = rss_mb(proc.pid)
             print(

@@ -17,7 +17,6 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
 
 from aiohttp import web
 
@@ -30,14 +29,18 @@ DEFAULT_LIMIT = 20_000
 CACHE_SECONDS = 5.0
 CACHE_BYTES = 4 * 1024 * 1024  # an agent aims at ~40 MB RSS: the cache gets a tenth of that
 WIDTH = {"1m": 60, "1h": 3600}
+# ~360 rows per metric per query (raw samples come every 10 s by default).
+CHUNK_SECONDS = {"raw": 3600.0, "1m": 6 * 3600.0, "1h": 15 * 86400.0}
 DEFAULT_WINDOW = {"raw": 3600, "1m": 86400, "1h": 30 * 86400}
 
 Key = tuple[str, float, float | None, str | None, int]
 
 
-def columns(points: list[MetricPoint], limit: int) -> dict[str, Any]:
-    series: dict[str, dict[str, list[float]]] = {}
-    for p in points[:limit]:
+def add_columns(
+    series: dict[str, dict[str, list[float]]], points: list[MetricPoint], room: int
+) -> int:
+    """Append up to ``room`` points to ``series``; returns how many were taken."""
+    for p in points[:room]:
         s = series.get(p.metric)
         if s is None:
             s = series[p.metric] = {"ts": [], "min": [], "avg": [], "max": [], "count": []}
@@ -46,13 +49,34 @@ def columns(points: list[MetricPoint], limit: int) -> dict[str, Any]:
         s["avg"].append(p.avg)
         s["max"].append(p.max)
         s["count"].append(p.count)
-    return {"points": min(len(points), limit), "truncated": len(points) > limit, "series": series}
+    return min(len(points), room)
 
 
-def build(store: Store, key: Key) -> bytes:
+def build(store: Store, key: Key, now: float | None = None) -> bytes:
+    """Query in time chunks, so the row objects alive at once stay few (peak RSS), and
+    fold each chunk into columns before asking for the next."""
     resolution, since, until, metric, limit = key
-    points = store.metrics(resolution, since, until, metric, limit + 1)  # type: ignore[arg-type]
-    body = {"resolution": resolution, "since": since, "until": until, **columns(points, limit)}
+    chunk = CHUNK_SECONDS[resolution]
+    end = until if until is not None else (time.time() if now is None else now) + chunk
+    series: dict[str, dict[str, list[float]]] = {}
+    taken = 0
+    truncated = False
+    lo = since
+    while lo < end and not truncated:
+        hi = min(lo + chunk, end)
+        room = limit - taken
+        points = store.metrics(resolution, lo, hi, metric, room + 1)  # type: ignore[arg-type]
+        taken += add_columns(series, points, room)
+        truncated = len(points) > room
+        lo = hi
+    body = {
+        "resolution": resolution,
+        "since": since,
+        "until": until,
+        "points": taken,
+        "truncated": truncated,
+        "series": series,
+    }
     return json.dumps(body, separators=(",", ":")).encode()
 
 
