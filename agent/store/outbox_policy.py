@@ -1,9 +1,11 @@
 """Pure choice of which unsent outbox rows to drop when the device has been offline too long.
 
 Order of sacrifice: superseded observed-state snapshots (a newer full snapshot is queued, so
-nothing is lost), then the oldest metric rollups, then, only as a last resort, the oldest
-other rows. Rows older than the age bound go whatever their kind. The store records an
-event for every drop, so events never vanish silently.
+nothing is lost), then the oldest metric rollups, then, only as a last resort when the size
+bound still is not met, the oldest other rows (events and state changes). The age bound
+applies to snapshots and rollups only: an old event is still worth delivering, so only the
+size bound can drop it. The store records an event for every drop, so nothing vanishes
+silently.
 """
 
 from __future__ import annotations
@@ -27,11 +29,6 @@ def choose_drops(
 ) -> list[int]:
     """Sequence numbers to drop so the rest fit ``max_bytes`` and are younger than ``max_age``."""
     rows = sorted(rows, key=lambda r: r.seq)
-    drop: set[int] = {r.seq for r in rows if r.created_at < now - max_age}
-    total = sum(r.size for r in rows if r.seq not in drop)
-    if total <= max_bytes:
-        return sorted(drop)
-
     newest_observed = max((r.seq for r in rows if r.kind == OBSERVED_KIND), default=None)
 
     def rank(r: PendingInfo) -> int:
@@ -40,6 +37,11 @@ def choose_drops(
         if r.kind == ROLLUP_KIND:
             return 1
         return 2
+
+    drop: set[int] = {r.seq for r in rows if rank(r) < 2 and r.created_at < now - max_age}
+    total = sum(r.size for r in rows if r.seq not in drop)
+    if total <= max_bytes:
+        return sorted(drop)
 
     for r in sorted((r for r in rows if r.seq not in drop), key=lambda r: (rank(r), r.seq)):
         if total <= max_bytes:

@@ -287,14 +287,27 @@ def test_outbox_bounds_drop_rollups_first_and_announce_it(store: Store) -> None:
     assert note[0]["data"]["ranges"][0][0] == 1  # oldest rollups went first
 
 
-def test_outbox_age_bound_drops_even_events_but_records_it(store: Store) -> None:
+def test_outbox_age_bound_drops_old_rollups_keeps_events(store: Store) -> None:
+    store.record_samples(0, {"cpu": 1.0})
+    store.rollup(now=60)
     store.event("old", "old event")
     assert store.enforce_outbox_bounds(max_bytes=10**9, max_age=10, now=10**11) == 1
-    [row] = store.outbox_pending(10, 10**6)
-    assert row.payload["kind"] == "outbox.dropped"
-    assert row.payload["severity"] == "error"
-    # The event log itself keeps the event: only its upstream copy was dropped.
-    assert [e.kind for e in store.events()] == ["old", "outbox.dropped"]
+    kinds = [(r.kind, r.payload.get("kind")) for r in store.outbox_pending(10, 10**6)]
+    assert kinds == [("event", "old"), ("event", "outbox.dropped")]
+    note = store.events()[-1]
+    assert note.severity == "warning" and note.data is not None
+    assert note.data["kinds"] == {"metrics.1m": 1}
+
+
+def test_outbox_size_bound_drops_events_last_and_says_so(store: Store) -> None:
+    for i in range(10):
+        store.event("e", "x" * 500 + str(i))
+    assert store.enforce_outbox_bounds(max_bytes=3000, max_age=10**9) > 0
+    note = store.events()[-1]
+    assert note.kind == "outbox.dropped" and note.severity == "error"
+    # The event log itself keeps every event: only the upstream copies were dropped.
+    assert len([e for e in store.events(limit=100) if e.kind == "e"]) == 10
+    assert store.outbox_stats()["bytes"] <= 3000 + 1000  # plus the announcing event
 
 
 def test_status_summary(store: Store) -> None:

@@ -143,8 +143,11 @@ def test_superseded_observed_then_rollups_then_rest() -> None:
     assert choose_drops(rs, max_bytes=200, max_age=1e9, now=0) == [1, 2, 3, 4]
 
 
-def test_age_bound_drops_any_kind() -> None:
-    assert choose_drops(rows("eer", t0=0), max_bytes=10**9, max_age=5, now=5.5) == [1]
+def test_age_bound_drops_rollups_and_snapshots_but_not_events() -> None:
+    # seqs 1..5 = r e o d r, created at t = 0..4; everything but the last is "old".
+    assert choose_drops(rows("reodr", t0=0), max_bytes=10**9, max_age=1, now=4.5) == [1]
+    # The newest snapshot is kept however old it is: it is the current state.
+    assert choose_drops(rows("reoor", t0=0), max_bytes=10**9, max_age=1, now=4.5) == [1, 3]
 
 
 @given(
