@@ -188,7 +188,10 @@ def measure(pid: int, duration: float, interval: float) -> dict[str, float]:
         time.sleep(interval)
     wall = time.monotonic() - t0
     cpu = sum(proc.cpu_times()[:2]) - c0
+    full = proc.memory_full_info()  # USS/PSS: RSS minus (shares of) pages other processes use
     return {
+        "uss_mb": full.uss / 2**20,
+        "pss_mb": getattr(full, "pss", 0) / 2**20,
         "rss_mean_mb": sum(rss) / len(rss),
         "rss_max_mb": max(rss),
         "cpu_pct_one_core": 100.0 * cpu / wall if wall > 0 else 0.0,
@@ -270,6 +273,10 @@ def run_agent_bench(args: argparse.Namespace, baseline: float) -> None:
         print(
             f"  RSS mean {m['rss_mean_mb']:.1f} MB, max {m['rss_max_mb']:.1f} MB "
             f"(goal <= {GOAL_RSS_MB:.0f} MB; bare python baseline {baseline:.1f} MB)"
+        )
+        print(
+            f"  at the end: USS {m['uss_mb']:.1f} MB, PSS {m['pss_mb']:.1f} MB "
+            "(RSS includes shared library pages)"
         )
         print(f"  CPU {m['cpu_pct_one_core']:.2f} % of one core (goal <= {GOAL_CPU_PCT:.0f} %)")
     finally:
