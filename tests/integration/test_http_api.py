@@ -1,5 +1,5 @@
 """Every endpoint of the local API against a real agent: real store file, real engine
-(harness Podman), real reconcile loop running a real bundle pulled from the harness registry.
+(every harness engine: Podman, and Docker where present), real reconcile loop running a real bundle pulled from the harness registry.
 
 Tests run in file order against one module-scoped agent; the last ones clear the override.
 """
@@ -16,6 +16,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.runtime.base import Engine
+from tests.conftest import ENGINE_KINDS, _wanted
 from tests.harness.engines import EngineHandle
 from tests.harness.registry import Registry
 from tests.integration.test_http_support import (
@@ -30,21 +31,25 @@ from tests.integration.test_http_support import (
 pytestmark = pytest.mark.engine
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=ENGINE_KINDS)
 def api(
+    request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
-    _podman_service: EngineHandle,
     registry: Registry,
 ) -> Iterator[ApiServer]:
+    kind: str = request.param
+    if not _wanted(kind):
+        pytest.skip(f"{kind} excluded by SB_TEST_ENGINES")
+    handle: EngineHandle = request.getfixturevalue(f"_{kind}_service")
     server = ApiServer(
-        tmp_path_factory.mktemp("http-api"), _podman_service, registry, hub_online=True
+        tmp_path_factory.mktemp(f"http-api-{kind}"), handle, registry, hub_online=True
     )
     server.start()
     try:
         yield server
     finally:
         server.stop()
-        _podman_service.remove_test_containers()
+        handle.remove_test_containers()
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +111,7 @@ def test_status_reports_the_running_bundle(api: ApiServer, tokens: Tokens, app_p
     assert doc["desired"]["generation"] == doc["deployment"]["generation"]
     assert doc["last_reconcile"]["result"] in ("succeeded", "noop")
     assert doc["stuck"] is None
-    assert doc["engine"]["kind"] == "podman"
+    assert doc["engine"]["kind"] == api.engine_handle.kind
     assert [c["service"] for c in doc["containers"]] == ["web"]
 
 
