@@ -12,8 +12,6 @@ from textual.widget import Widget
 from tui.client import ApiError
 from tui.screens.session import HubSession
 
-RELOAD_DELAY = 0.3  # seconds; coalesces a burst of change notices into one reload
-
 
 def job(fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> Any:
     """Work for ``run_worker``.
@@ -60,6 +58,9 @@ class HubView(Widget):
 
     KINDS: frozenset[str] = frozenset()  # change kinds that matter; empty = every kind
     IGNORED: frozenset[str] = frozenset()  # kinds that never matter, when KINDS is empty
+    # Seconds from the first notice of a burst to the reload: the whole burst becomes one
+    # reload, and a busy fleet's notices cannot reload a view more often than this.
+    RELOAD_DELAY = 0.3
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -71,7 +72,7 @@ class HubView(Widget):
             return
         if not self._reload_pending:
             self._reload_pending = True
-            self.set_timer(RELOAD_DELAY, self._debounced)
+            self.set_timer(self.RELOAD_DELAY, self._debounced)
 
     def _debounced(self) -> None:
         self._reload_pending = False

@@ -29,6 +29,7 @@ EMPTY_HELP = (
 class FleetView(HubView):
     # Every kind but these: the sync work adds device-state kinds this view must follow.
     IGNORED = frozenset({"bundles", "tokens", "keys"})
+    RELOAD_DELAY = 1.0  # a load may cost up to ENRICH_MAX devices.get calls
     # Enter on a row is the table's own select key (RowSelected below).
     BINDINGS = [
         Binding("slash", "focus_filter", "Filter"),
