@@ -107,6 +107,8 @@ class Uplink:
                 raise
             except _LinkDown as exc:
                 self.stats.failures += 1
+                if str(exc) != self.stats.last_error:  # once per new reason, not per retry
+                    log.warning("uplink paused: %s", exc, extra=self._log_extra)
                 self.stats.last_error = str(exc)
                 if self.report_link:
                     self.link.lost(str(exc))

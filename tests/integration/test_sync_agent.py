@@ -9,7 +9,9 @@ per-device sequence, like the real ingest must.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
+import random
 import signal
 import sqlite3
 import time
@@ -334,3 +336,64 @@ async def test_device_cannot_act_as_another(world: World) -> None:
     await kv.put("dev-2", DesiredState(0, None).to_json())
     with pytest.raises((NoRespondersError, nats.errors.TimeoutError)):
         await nc.request("$JS.hub.API.DIRECT.GET.KV_desired.$KV.desired.dev-2", b"", timeout=2)
+
+
+async def test_link_flapping_delivers_everything_once(world: World) -> None:
+    w = world
+    rng = random.Random(5)
+    stop = asyncio.Event()
+
+    async def writer() -> None:
+        i = 0
+        while not stop.is_set():
+            record(w.store, 5, f"flap {i}")
+            i += 1
+            await asyncio.sleep(0.05)
+
+    task = asyncio.create_task(writer())
+    try:
+        for _ in range(8):  # bounded: ~8-12 s of cut/restore
+            w.proxy.cut()
+            await asyncio.sleep(rng.uniform(0.3, 0.8))
+            w.proxy.restore()
+            await asyncio.sleep(rng.uniform(0.4, 1.0))
+    finally:
+        stop.set()
+        await task
+    await eventually(lambda: w.store.outbox_depth() == 0, timeout=30)
+    last = w.store.outbox_stats()["last_seq"]
+    await eventually(lambda: w.ingest.last_applied.get("dev-1") == last or w.ingest.errors)
+    assert w.ingest.errors == []
+    assert w.ingest.applied["dev-1"] == list(range(1, last + 1))
+
+
+async def test_a_batch_that_overtakes_a_failed_one_is_applied_after_it(world: World) -> None:
+    """Real out-of-order arrival: the stream refuses one batch (too big for it) while the next,
+    pipelined behind it, is stored. The hub model NAKs that one (its prev_seq is ahead of what
+    was applied) until the device's resend of the refused rows lands, so every row is applied
+    once and in order."""
+    w = world
+    await eventually(lambda: w.svc.online and w.store.outbox_depth() == 0)
+    base = w.store.outbox_stats()["last_seq"]
+    await eventually(lambda: w.ingest.last_applied.get("dev-1", 0) == base)
+    assert w.svc.uplink is not None
+    w.svc.uplink.settings = dataclasses.replace(
+        w.svc.uplink.settings, batch_rows=2, batch_bytes=16 * 1024
+    )
+    info = await w.js.stream_info(REPORT_STREAM)
+    await w.js.update_stream(dataclasses.replace(info.config, max_msg_size=3000))
+
+    def burst() -> None:
+        record(w.store, 2, "before")
+        w.store.event("test.big", "big", data={"pad": "y" * 5000})
+        record(w.store, 5, "after")
+
+    burst()
+    await eventually(lambda: w.ingest.naks > 0)
+    assert w.store.outbox_depth() > 0  # the refused rows and everything after stay queued
+    await w.js.update_stream(dataclasses.replace(info.config, max_msg_size=1024 * 1024))
+    await eventually(lambda: w.store.outbox_depth() == 0, timeout=30)
+    last = w.store.outbox_stats()["last_seq"]
+    await eventually(lambda: w.ingest.last_applied.get("dev-1") == last or w.ingest.errors)
+    assert w.ingest.errors == []
+    assert w.ingest.applied["dev-1"] == list(range(1, last + 1))
