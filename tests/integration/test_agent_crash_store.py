@@ -52,7 +52,8 @@ def test_kill_9_writer_twenty_times(tmp_path: Path) -> None:
     db = tmp_path / "agent.db"
     report = tmp_path / "committed.txt"
     rnd = random.Random(4)
-    for _ in range(KILLS):
+    for i in range(KILLS):
+        before = report.stat().st_size if report.exists() else 0
         proc = subprocess.Popen(
             [sys.executable, "-c", WRITER, str(db), str(report)],
             cwd=REPO,
@@ -60,7 +61,16 @@ def test_kill_9_writer_twenty_times(tmp_path: Path) -> None:
             stderr=subprocess.PIPE,
         )
         try:
-            time.sleep(rnd.uniform(0.05, 0.6))
+            if i % 2:
+                # Blind: may land in start-up, migration or the first writes.
+                time.sleep(rnd.uniform(0.01, 0.4))
+            else:
+                # Mid-stream: once the writer commits, whatever the machine's speed.
+                for _ in range(200):
+                    if report.exists() and report.stat().st_size > before:
+                        break
+                    time.sleep(0.05)
+                time.sleep(rnd.uniform(0.0, 0.2))
         finally:
             os.kill(proc.pid, signal.SIGKILL)
             _, err = proc.communicate(timeout=10)
@@ -91,7 +101,7 @@ def test_kill_9_writer_twenty_times(tmp_path: Path) -> None:
         conn.close()
 
     committed = [int(x) for x in report.read_text().split()]
-    assert len(ticks) > KILLS, "the writer never got going"
+    assert len(ticks) >= KILLS // 2, "the writer never got going"
     assert seqs == list(range(1, len(seqs) + 1)), "event sequence has gaps"
     assert outbox == list(range(1, len(outbox) + 1)), "outbox sequence has gaps"
     assert ticks == list(range(len(ticks))), "a tick is missing or doubled"
