@@ -59,6 +59,13 @@ def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
+def _store_error(exc: sqlite3.Error, prefix: str = "") -> StoreError:
+    # SQLITE_FULL deserves words an operator acts on; the write was rolled back whole.
+    if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == 13:
+        return StoreError(f"{prefix}disk full: the store could not write ({exc}); nothing was lost")
+    return StoreError(f"{prefix}{exc}")
+
+
 def _bundle_ref(spec: Mapping[str, Any] | None) -> str | None:
     if not spec:
         return None
@@ -213,16 +220,25 @@ class Store:
             try:
                 yield c
             except BaseException as exc:
-                c.execute("ROLLBACK")
+                self._rollback()
                 if isinstance(exc, sqlite3.Error):
-                    raise StoreError(str(exc)) from exc
+                    raise _store_error(exc) from exc
                 raise
             else:
                 try:
                     c.execute("COMMIT")
                 except sqlite3.Error as exc:
-                    c.execute("ROLLBACK")
-                    raise StoreError(f"commit failed: {exc}") from exc
+                    self._rollback()
+                    raise _store_error(exc, "commit failed: ") from exc
+
+    def _rollback(self) -> None:
+        # SQLite rolls back by itself on some errors (SQLITE_FULL, SQLITE_IOERR, ...); a
+        # second ROLLBACK would then raise and hide the real error.
+        if self._conn.in_transaction:
+            try:
+                self._conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                log.exception("rollback failed", extra={"device": self.device_id})
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         with self._lock:
@@ -231,7 +247,7 @@ class Store:
                 cols = [d[0] for d in cur.description]
                 return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
             except sqlite3.Error as exc:
-                raise StoreError(str(exc)) from exc
+                raise _store_error(exc) from exc
 
     @staticmethod
     def _next(c: sqlite3.Connection, name: str) -> int:

@@ -377,3 +377,19 @@ def test_damaged_pages_are_detected_and_desired_state_salvaged(tmp_path: Path) -
     hub = [r for r in s.desired_revisions() if r.source == "hub"]
     assert [(r.generation, r.rollout_id) for r in hub] == [(9, "r9")]
     s.close()
+
+
+def test_full_disk_is_reported_plainly_and_loses_nothing(store: Store) -> None:
+    store.event("before", "kept")
+    # SQLite's page cap stands in for a full disk: the next growth fails with SQLITE_FULL.
+    pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
+    store._conn.execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(StoreError, match="disk full"):
+        for i in range(10_000):
+            store.event("filler", "x" * 1000 + str(i))
+    store._conn.execute("PRAGMA max_page_count = 1073741823")
+    events = store.events(after_seq=0, limit=100_000)
+    seqs = [e.seq for e in events]
+    assert events[0].kind == "before"
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert [r.seq for r in store.outbox_pending(100_000, 10**9)] == seqs
