@@ -265,7 +265,10 @@ def agent_rpc_handlers(agent: Any, service: Callable[[], SyncService | None]) ->
         if engine is None:
             raise RpcFailure(UNAVAILABLE, "the container engine is not connected")
         for c in await engine.list_containers():
-            if container in (c.name, c.service, c.id) or c.id.startswith(container):
+            # An id prefix must be long enough not to pick a container by accident.
+            if container in (c.name, c.service, c.id) or (
+                len(container) >= 6 and c.id.startswith(container)
+            ):
                 return engine, c
         raise RpcFailure(NOT_FOUND, f"no container {container!r} on this device", "args.container")
 

@@ -1,0 +1,106 @@
+"""Direct mode (agent connects to the hub itself, no leaf) across a cut, and the leaf
+supervisor's clean-up of a leaf a killed agent left running."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import nats
+from nats.js.api import KeyValueConfig
+
+from agent.store import Store
+from agent.sync.downlink import DownlinkSettings
+from agent.sync.leaf import LeafServer, LeafSettings, free_port
+from agent.sync.service import SyncService, SyncSettings
+from agent.sync.uplink import UplinkSettings
+from protocol.desired import DesiredState
+from protocol.messages import EnrollReply, decode_report
+from protocol.subjects import DESIRED_BUCKET, REPORT_STREAM, REPORT_WILDCARD
+from tests.harness.nats import NatsHub
+from tests.harness.proxy import TcpProxy
+
+
+async def until(check: Callable[[], Any], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_direct_mode_across_a_cut(tmp_path: Path) -> None:
+    hub = NatsHub(tmp_path / "hub")
+    proxy = TcpProxy(hub.port)  # between the agent and the hub's client port
+    hub_nc = await nats.connect(hub.url)
+    js = hub_nc.jetstream()
+    await js.add_stream(name=REPORT_STREAM, subjects=[REPORT_WILDCARD], duplicate_window=7200)
+    kv = await js.create_key_value(KeyValueConfig(bucket=DESIRED_BUCKET, history=5, direct=True))
+    store = Store.open(tmp_path / "a.db", device_id="dev-3")
+    settings = SyncSettings(
+        "direct",
+        url=f"nats://127.0.0.1:{proxy.port}",
+        credentials=EnrollReply("dev-3", "u", "p", "nats-leaf://127.0.0.1:1"),
+        uplink=UplinkSettings(idle_poll=0.1, backoff_max=1.0, ack_timeout=2.0),
+        downlink=DownlinkSettings(liveness_interval=1.0, offline_probe=0.3, request_timeout=1.0),
+    )
+    triggered: list[int] = []
+    svc = SyncService(store, settings, "dev-3", trigger=lambda: triggered.append(1))
+    try:
+        await svc.start()
+        await until(lambda: svc.online)
+        proxy.cut()
+        await until(lambda: not svc.online)
+        for i in range(20):
+            store.event("test.offline", f"offline {i}")
+        rev = await kv.put("dev-3", DesiredState(0, {"bundle": "b", "version": "2.0.0"}).to_json())
+        proxy.restore()
+        await until(lambda: store.outbox_depth() == 0)
+        await until(lambda: (store.current_desired() or DesiredState(-1, None)).generation == rev)
+        assert triggered
+        # Every row reached the stream; resends (if any) were deduplicated by Nats-Msg-Id or
+        # carry rows the hub already applied, which ingest skips by sequence.
+        sub = await js.pull_subscribe(REPORT_WILDCARD, durable="check", stream=REPORT_STREAM)
+        seqs: set[int] = set()
+        for _ in range(20):
+            try:
+                msgs = await sub.fetch(100, timeout=0.5)
+            except TimeoutError:
+                break
+            for m in msgs:
+                seqs.update(r.seq for r in decode_report(m.data).rows)
+                await m.ack()
+        assert seqs == set(range(1, store.outbox_stats()["last_seq"] + 1))
+    finally:
+        await svc.stop()
+        store.close()
+        await hub_nc.close()
+        proxy.close()
+        hub.stop()
+
+
+async def test_leftover_leaf_is_stopped_on_start(tmp_path: Path) -> None:
+    settings = LeafSettings("dev-4", tmp_path / "leaf", f"nats-leaf://127.0.0.1:{free_port()}")
+    first = LeafServer(settings)
+    await first.start()
+    pid = first.pid
+    assert pid is not None
+    # The agent "dies": its supervisor is gone but the server keeps running.
+    assert first._task is not None
+    first._task.cancel()
+    second = LeafServer(settings)
+    try:
+        await second.start()
+        await until(lambda: first.proc is not None and first.proc.returncode is not None, 10)
+        assert second.alive() and second.pid != pid
+    finally:
+        await second.stop()
+        await first.stop()
+    try:
+        os.kill(pid, 0)
+        raise AssertionError("leftover leaf still running")
+    except ProcessLookupError:
+        pass
