@@ -149,7 +149,7 @@ async def test_fleet_updates_live_from_change_notices(pilot: Pilot[Any], hub: Hu
     await wait_for(pilot, lambda: rows(fleet(pilot))[4][2] == "x86", "the tag gone again")
 
 
-async def test_device_detail_facts_containers_events_metrics(pilot: Pilot[Any]) -> None:
+async def test_device_detail_facts_containers_events_metrics(pilot: Pilot[Any], hub: Hub) -> None:
     app = pilot.app
     await pilot.press("enter")  # the cursor starts on dev-0
     await wait_for(pilot, lambda: isinstance(app.screen, DeviceScreen), "device screen")
@@ -176,6 +176,15 @@ async def test_device_detail_facts_containers_events_metrics(pilot: Pilot[Any]) 
     await pilot.press("m")
     await wait_for(pilot, lambda: len(screen.query(Sparkline)) == 2, "two sparklines")
     assert list(screen.query(Sparkline).first().data or [])[-1] == 0.0
+    # the open device follows change notices too
+    async with hub.client() as c:
+        await c.call("devices.tag", {"id": "dev-0", "tag": "cold-room"})
+    try:
+        facts_now = lambda: text(screen.query_one("#device-facts", Static))  # noqa: E731
+        await wait_for(pilot, lambda: "tags cold-room,rpi" in facts_now(), "live facts")
+    finally:
+        async with hub.client() as c:
+            await c.call("devices.untag", {"id": "dev-0", "tag": "cold-room"})
     await pilot.press("escape")
     await wait_for(pilot, lambda: not isinstance(app.screen, DeviceScreen), "back to the fleet")
 
