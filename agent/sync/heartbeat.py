@@ -102,7 +102,15 @@ class HeartbeatTask:
         self.last_sent_at = time.time()
         return True
 
-    async def run(self) -> None:
+    async def run(self, tick: float = 0.5) -> None:
+        # Beat every interval, and at once when the link comes back (a new epoch), so the hub
+        # sees the device online again without waiting out a whole interval.
+        last = -float("inf")
+        epoch = self.link.epoch
         while True:
-            await self.beat()
-            await asyncio.sleep(self.interval)
+            now = time.monotonic()
+            if self.link.online and (now - last >= self.interval or self.link.epoch != epoch):
+                epoch = self.link.epoch
+                await self.beat()
+                last = now
+            await asyncio.sleep(min(tick, self.interval))

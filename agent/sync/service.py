@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +40,7 @@ from protocol.subjects import JS_DOMAIN
 log = logging.getLogger(__name__)
 
 Mode = Literal["leaf", "direct"]
+STATUS_FILE = "sync-status.json"
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,9 @@ class SyncSettings:
     downlink: DownlinkSettings = field(default_factory=DownlinkSettings)
     connect_retry: float = 2.0
     leaf_check: float = 0.5  # seconds between local /leafz reads
+    # Where the running agent leaves its sync view for other processes (`status` CLI).
+    status_path: Path | None = None
+    status_every: float = 10.0
 
     @property
     def js_domain(self) -> str:
@@ -64,11 +70,24 @@ def settings_from_config(config: Any) -> SyncSettings | None:
     creds = load_credentials(path) if path.exists() else None
     url = getattr(config.hub, "url", None)
     workdir = Path(config.data_dir) / "leaf"
+    status_path = Path(config.data_dir) / STATUS_FILE
     if url:
-        return SyncSettings("direct", url=url, credentials=creds, workdir=workdir)
+        return SyncSettings(
+            "direct", url=url, credentials=creds, workdir=workdir, status_path=status_path
+        )
     if creds is None:
         return None
-    return SyncSettings("leaf", credentials=creds, workdir=workdir)
+    return SyncSettings("leaf", credentials=creds, workdir=workdir, status_path=status_path)
+
+
+def read_status_file(data_dir: Path) -> dict[str, Any] | None:
+    """The sync view a running agent last wrote (for ``signalbeam-agent status``), or None
+    when sync never ran. Its ``written_at`` tells how fresh it is."""
+    try:
+        doc = json.loads((Path(data_dir) / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 Trigger = Callable[[], Any]
@@ -187,6 +206,8 @@ class SyncService:
         ]
         if self.leaf is not None:
             self._tasks.append(loop.create_task(self._watch_leaf(), name="sync-leaf-watch"))
+        if s.status_path is not None:
+            self._tasks.append(loop.create_task(self._persist_status(), name="sync-status"))
         self.started_at = time.time()
         log.info("sync started (%s mode via %s)", s.mode, url.split("@")[-1], extra=self._extra)
 
@@ -198,6 +219,30 @@ class SyncService:
             else:
                 self.link.lost("the leaf's link to the hub is down")
             await asyncio.sleep(self.settings.leaf_check)
+
+    async def _persist_status(self) -> None:
+        """Write the status file on every online/offline change and every status_every s
+        (not on every contact: this may be an SD card)."""
+        assert self.settings.status_path is not None
+        written: tuple[bool, int] | None = None
+        last = 0.0
+        while True:
+            key = (self.link.online, self.link.epoch)
+            if key != written or time.monotonic() - last >= self.settings.status_every:
+                try:
+                    await asyncio.to_thread(self._write_status, self.settings.status_path)
+                    written, last = key, time.monotonic()
+                except OSError as exc:
+                    log.warning(
+                        "cannot write %s: %s", self.settings.status_path, exc, extra=self._extra
+                    )
+            await asyncio.sleep(0.5)
+
+    def _write_status(self, path: Path) -> None:
+        doc = {**self.status(), "written_at": time.time(), "pid": os.getpid()}
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(doc, default=str))
+        os.replace(tmp, path)
 
     async def _connect(
         self, url: str, user: str | None, password: str | None, stop: asyncio.Event | None
@@ -245,6 +290,9 @@ class SyncService:
         if self.leaf is not None:
             await self.leaf.stop()
         self.link.lost("stopped")
+        if self.settings.status_path is not None:
+            with contextlib.suppress(OSError):
+                self._write_status(self.settings.status_path)
 
     async def run(self, stop: asyncio.Event) -> None:
         try:

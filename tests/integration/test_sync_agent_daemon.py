@@ -18,7 +18,7 @@ from nats.js.api import KeyValueConfig
 from agent.config import config_from_dict
 from agent.daemon import Agent
 from agent.sync.enroll import credentials_path, save_credentials
-from agent.sync.service import sync_hook
+from agent.sync.service import read_status_file, sync_hook
 from protocol.desired import DesiredState
 from protocol.messages import EnrollReply, RpcRequest, decode_rpc_reply
 from protocol.subjects import DESIRED_BUCKET, REPORT_STREAM, REPORT_WILDCARD, rpc
@@ -81,12 +81,16 @@ async def test_sync_hook_in_the_daemon(tmp_path: Path) -> None:
         await until(lambda: agent.store is not None and agent.store.outbox_depth() == 0)
         assert (await js.stream_info(REPORT_STREAM)).state.messages >= 1
         leaf_pid = agent.sync.leaf.pid
+        # Other processes (the `status` CLI) see the sync view through the status file.
+        await until(lambda: (read_status_file(cfg.data_dir) or {}).get("online") is True)
     finally:
         agent.request_stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(run, 30)
         await hub_nc.close()
         hub.stop()
+    final = read_status_file(cfg.data_dir)
+    assert final is not None and final["online"] is False and final["last_contact"] is not None
     # Stopping the agent stopped exactly the leaf it started.
     assert leaf_pid is not None and agent.sync.leaf.proc.returncode is not None
     try:
