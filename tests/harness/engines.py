@@ -109,8 +109,21 @@ class EngineHandle:
         with contextlib.suppress(Exception):
             self.remove_test_containers()
         self.proc.stop(timeout=20)
+        unmount_below(self.workdir)
         if "runroot" in self.extra:
             shutil.rmtree(self.extra["runroot"], ignore_errors=True)
+
+
+def unmount_below(path: Path) -> None:
+    """Lazily unmount whatever an engine left mounted under ``path`` (dockerd leaves its
+    ``exec/netns/default`` nsfs mount behind), so pytest can delete its temp dirs."""
+    prefix = str(path.resolve()) + "/"
+    try:
+        mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    except OSError:
+        return
+    for mountpoint in sorted((m for m in mounts if m.startswith(prefix)), reverse=True):
+        subprocess.run(["umount", "-l", mountpoint], capture_output=True, timeout=10)
 
 
 def podman_available() -> bool:
