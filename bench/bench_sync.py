@@ -167,6 +167,13 @@ async def one_run(tmp: Path, hours: float, compression: str, seed: int) -> dict[
         )
     )
     await js.create_key_value(KeyValueConfig(bucket=DESIRED_BUCKET, history=5, direct=True))
+    # The hub listens to heartbeats; without interest the leaf would not forward them at all.
+    heartbeats: list[int] = []
+
+    async def on_heartbeat(msg: Any) -> None:
+        heartbeats.append(len(msg.data))
+
+    await hub_nc.subscribe("sb.dev.*.heartbeat", cb=on_heartbeat)
     store = Store.open(tmp / "agent.db", device_id="device-0001")
     creds = EnrollReply("device-0001", "x", "y", f"nats-leaf://127.0.0.1:{proxy.port}")
     svc = SyncService(
@@ -210,6 +217,7 @@ async def one_run(tmp: Path, hours: float, compression: str, seed: int) -> dict[
         await asyncio.sleep(0.5)
         catchup_wire = proxy.up - up0
         steady = await steady_state(svc, proxy)
+        assert heartbeats, "no heartbeat reached the hub"
         return {
             **steady,
             "heartbeat_bytes": hb_size,
