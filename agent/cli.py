@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -121,8 +122,22 @@ def cmd_apply(args: argparse.Namespace) -> int:
             ref = None if spec_doc is None else f"{spec_doc['bundle']}@{spec_doc['version']}"
             out = {"generation": d.generation, "source": d.source, "bundle_ref": ref}
             msg = f"desired generation {d.generation}: {ref or 'run no bundle'} (local override)"
+    _nudge(cfg.data_dir)
     print(json.dumps(out) if args.json else msg)
     return EXIT_OK
+
+
+def _nudge(data_dir: Path) -> None:
+    """Tell a running agent to look at desired state now rather than at its next poll."""
+    from agent.daemon import running_pid
+
+    pid = running_pid(data_dir)
+    if pid is None or pid <= 0:
+        return
+    try:
+        os.kill(pid, signal.SIGUSR1)
+    except OSError as exc:  # not ours to signal: the agent's poll still picks it up
+        log.debug("could not nudge agent pid %s: %s", pid, exc)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

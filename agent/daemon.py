@@ -186,14 +186,21 @@ class Agent:
     async def run(self) -> None:
         """Run until SIGTERM/SIGINT or ``request_stop()``."""
         self.stop_event = stop = asyncio.Event()
-        self._lock = acquire_lock(self.config.data_dir)
         loop = asyncio.get_running_loop()
         installed = []
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        # SIGUSR1 is `signalbeam-agent apply` saying "desired state changed"; its handler is
+        # in place before the lock publishes our pid, because SIGUSR1's default is to kill.
+        handlers = {
+            signal.SIGTERM: self.request_stop,
+            signal.SIGINT: self.request_stop,
+            signal.SIGUSR1: self._nudged,
+        }
+        for sig, handler in handlers.items():
             with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self.request_stop)
+                loop.add_signal_handler(sig, handler)
                 installed.append(sig)
         try:
+            self._lock = acquire_lock(self.config.data_dir)
             store = self.open_store()
             store.event(
                 "agent.started",
@@ -221,8 +228,6 @@ class Agent:
             await self._shutdown(tasks)
             store.event("agent.stopped", "agent stopped cleanly")
         finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
             if self.engine is not None:
                 with contextlib.suppress(Exception):
                     await self.engine.close()
@@ -230,6 +235,19 @@ class Agent:
                 self.store.close()
             if self._lock is not None:
                 self._lock.close()
+                self._lock = None
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            if signal.SIGUSR1 in installed:
+                # A nudge racing with shutdown must not kill us with SIGUSR1's default.
+                signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+    def _nudged(self) -> None:
+        if self.store is not None:
+            try:
+                self._check_desired("desired", force=False)
+            except StoreError:
+                log.exception("desired check failed", extra={"device": self.device_id})
 
     async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
         _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE)

@@ -48,7 +48,7 @@ def config(tmp_path: Path) -> Path:
 data_dir = "data"
 device_id = "cli-dev"
 engine_socket = "unix://{tmp_path}/no-engine.sock"
-desired_poll_interval = "100ms"
+desired_poll_interval = "1h"  # only apply's SIGUSR1 nudge can be seen in time
 [metrics]
 interval = "200ms"
 [http]
@@ -187,6 +187,7 @@ def test_running_agent_takes_local_desired_and_stops_cleanly(
     second = cli("run", "--config", str(config))
     assert second.returncode == 3 and "another agent" in second.stderr
 
+    # The config's hour-long poll means only apply's SIGUSR1 nudge can deliver this.
     jcli("apply", str(EXAMPLE), "--config", str(config))
     wait_for(
         lambda: any(
