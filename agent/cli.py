@@ -129,7 +129,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 def _nudge(data_dir: Path) -> None:
     """Tell a running agent to look at desired state now rather than at its next poll."""
-    from agent.daemon import running_pid
+    from agent.store.lock import running_pid
 
     pid = running_pid(data_dir)
     if pid is None or pid <= 0:
@@ -141,8 +141,8 @@ def _nudge(data_dir: Path) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from agent.daemon import running_pid
     from agent.store import Store
+    from agent.store.lock import running_pid
 
     cfg = _config(args)
     with Store.open(cfg.db_path, recover=False, must_exist=True) as store:

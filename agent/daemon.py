@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import signal
@@ -21,6 +20,8 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 from agent.config import AgentConfig
 from agent.errors import AgentError, EngineUnavailable, StoreError
 from agent.store import Store
+from agent.store.lock import AlreadyRunning, acquire_lock
+from agent.store.lock import running_pid as running_pid  # re-exported for callers
 from protocol.desired import DesiredState
 
 if TYPE_CHECKING:
@@ -48,45 +49,6 @@ class Reconciler(Protocol):
 
 # Builds the reconciler once the engine answers; None means "run without one".
 ReconcilerFactory = Callable[["Agent", "Engine"], Reconciler | None]
-
-
-class AlreadyRunning(AgentError):
-    pass
-
-
-def acquire_lock(data_dir: Path) -> IO[str]:
-    """Hold ``agent.lock`` for the process lifetime: two agents on one store would fight."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    fh = open(data_dir / "agent.lock", "a+")  # noqa: SIM115 - held until the agent exits
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.seek(0)
-        pid = fh.read().strip()
-        fh.close()
-        raise AlreadyRunning(
-            f"another agent (pid {pid or '?'}) is running with data dir {data_dir}"
-        ) from None
-    fh.seek(0)
-    fh.truncate()
-    fh.write(str(os.getpid()))
-    fh.flush()
-    return fh
-
-
-def running_pid(data_dir: Path) -> int | None:
-    """The pid of the agent holding ``data_dir``'s lock, or None if none is running."""
-    path = data_dir / "agent.lock"
-    if not path.exists():
-        return None
-    with open(path) as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            text = fh.read().strip()
-            return int(text) if text.isdigit() else -1
-        fcntl.flock(fh, fcntl.LOCK_UN)
-    return None
 
 
 class LoopAdapter:
