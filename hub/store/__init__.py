@@ -12,10 +12,11 @@ from hub.store.access import AccessStore
 from hub.store.catalog import CatalogStore
 from hub.store.db import open_db
 from hub.store.fleet import FleetStore
+from hub.store.sync import SyncStore
 from hub.store.telemetry import TelemetryStore
 
 
-class Store(FleetStore, CatalogStore, AccessStore, TelemetryStore):
+class Store(FleetStore, CatalogStore, AccessStore, TelemetryStore, SyncStore):
     @classmethod
     def open(cls, path: Path | str) -> Store:
         return cls(open_db(path))

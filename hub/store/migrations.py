@@ -160,6 +160,41 @@ CREATE TABLE device_sync (
 );
 """,
     ),
+    (
+        2,
+        "sync: device credentials, desired publication, heartbeats, re-enroll approval",
+        """
+-- One NATS user per enrolled device (plain text, like the rest of the generated nats-server
+-- config: MVP; the design's next step is JWT auth or auth callout).
+CREATE TABLE device_credentials (
+    device_id TEXT PRIMARY KEY REFERENCES devices(id) ON DELETE CASCADE,
+    nats_user TEXT NOT NULL UNIQUE,
+    nats_password TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+-- What the hub last wrote to the KV bucket `desired` for each device; the KV revision is the
+-- generation. doc_hash covers the document without its generation, so an unchanged desired
+-- state is never written again.
+CREATE TABLE desired_published (
+    device_id TEXT PRIMARY KEY REFERENCES devices(id) ON DELETE CASCADE,
+    generation INTEGER NOT NULL,
+    doc_hash TEXT NOT NULL,
+    bundle_ref TEXT,
+    rollout_id TEXT,
+    written_at TEXT NOT NULL
+);
+-- The latest heartbeat per device (small; overwritten every 30 s).
+CREATE TABLE device_heartbeats (
+    device_id TEXT PRIMARY KEY REFERENCES devices(id) ON DELETE CASCADE,
+    doc TEXT NOT NULL,
+    sent_at TEXT NOT NULL,
+    received_at TEXT NOT NULL
+);
+ALTER TABLE devices ADD COLUMN reenroll_approved INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE events ADD COLUMN severity TEXT NOT NULL DEFAULT 'info';
+CREATE INDEX devices_presence ON devices(status, last_seen);
+""",
+    ),
 ]
 
 

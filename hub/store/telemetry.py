@@ -25,12 +25,13 @@ class TelemetryStore(StoreBase):
         *,
         ts: str | None = None,
         seq: int | None = None,
+        severity: str = "info",
     ) -> int:
         with self.tx() as c:
             cur = c.execute(
-                "INSERT INTO events (device_id, ts, kind, message, data, seq)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (device_id, ts or now_iso(), kind, message, json.dumps(data or {}), seq),
+                "INSERT INTO events (device_id, ts, kind, message, data, seq, severity)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (device_id, ts or now_iso(), kind, message, json.dumps(data or {}), seq, severity),
             )
             return int(cur.lastrowid or 0)
 
@@ -47,7 +48,7 @@ class TelemetryStore(StoreBase):
             where.append("id < ?")
             params.append(before)
         found = self.rows(
-            "SELECT id, device_id, ts, kind, message, data, seq FROM events"
+            "SELECT id, device_id, ts, kind, severity, message, data, seq FROM events"
             + (" WHERE " + " AND ".join(where) if where else "")
             + " ORDER BY id DESC LIMIT ?",
             [*params, limit + 1],

@@ -1,0 +1,192 @@
+"""What the sync side of the hub keeps: device NATS credentials, the desired documents it
+published, the latest heartbeat per device, presence, and re-enrollment approval.
+
+Every method here runs on the store's writer thread (``Hub.call``); multi-step writes join
+the caller's ``tx()``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hub.errors import NotFound
+from hub.store.base import StoreBase
+from hub.timeutil import now_iso
+
+
+class SyncStore(StoreBase):
+    # --- device NATS credentials ---------------------------------------------------------
+    def set_device_credentials(self, device_id: str, user: str, password: str) -> None:
+        with self.tx() as c:
+            c.execute(
+                "INSERT INTO device_credentials (device_id, nats_user, nats_password, created_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET"
+                " nats_user = excluded.nats_user, nats_password = excluded.nats_password,"
+                " created_at = excluded.created_at",
+                (device_id, user, password, now_iso()),
+            )
+
+    def active_device_credentials(self) -> list[tuple[str, str, str]]:
+        """``(device_id, user, password)`` of every device that may connect: enrolled and not
+        decommissioned (decommissioning revokes the device's NATS user)."""
+        return [
+            (r[0], r[1], r[2])
+            for r in self.conn.execute(
+                "SELECT c.device_id, c.nats_user, c.nats_password FROM device_credentials c"
+                " JOIN devices d ON d.id = c.device_id WHERE d.decommissioned = 0"
+                " ORDER BY c.device_id"
+            )
+        ]
+
+    # --- enrollment ----------------------------------------------------------------------
+    def device_enroll_state(self, device_id: str) -> dict[str, Any] | None:
+        return self.row(
+            "SELECT id, decommissioned, reenroll_approved FROM devices WHERE id = ?", (device_id,)
+        )
+
+    def approve_reenroll(self, device_id: str) -> bool:
+        """Let an enrolled device id enroll again once (a replaced or re-imaged box)."""
+        with self.tx() as c:
+            if not self.scalar("SELECT 1 FROM devices WHERE id = ?", (device_id,)):
+                raise NotFound(f"no device {device_id!r}", field="id")
+            cur = c.execute(
+                "UPDATE devices SET reenroll_approved = 1 WHERE id = ? AND reenroll_approved = 0",
+                (device_id,),
+            )
+            return cur.rowcount > 0
+
+    def reset_device_sync(self, device_id: str) -> None:
+        """A (re-)enrolled device starts a fresh outbox: its sequence numbers begin at 1."""
+        with self.tx() as c:
+            c.execute(
+                "UPDATE devices SET reenroll_approved = 0 WHERE id = ?",
+                (device_id,),
+            )
+            c.execute(
+                "INSERT INTO device_sync (device_id, last_applied_seq) VALUES (?, 0)"
+                " ON CONFLICT(device_id) DO UPDATE SET last_applied_seq = 0",
+                (device_id,),
+            )
+
+    # --- desired documents published to KV -----------------------------------------------
+    def desired_published(self, device_ids: list[str] | None = None) -> dict[str, dict[str, Any]]:
+        if device_ids is None:
+            rows = self.rows("SELECT * FROM desired_published")
+        else:
+            rows = []
+            for i in range(0, len(device_ids), 500):
+                part = device_ids[i : i + 500]
+                rows += self.rows(
+                    "SELECT * FROM desired_published WHERE device_id IN"
+                    f" ({','.join('?' * len(part))})",
+                    part,
+                )
+        return {r["device_id"]: r for r in rows}
+
+    def record_desired_published(
+        self,
+        device_id: str,
+        generation: int,
+        doc_hash: str,
+        bundle_ref: str | None,
+        rollout_id: str | None,
+    ) -> None:
+        with self.tx() as c:
+            c.execute(
+                "INSERT INTO desired_published (device_id, generation, doc_hash, bundle_ref,"
+                " rollout_id, written_at) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(device_id) DO UPDATE SET generation = excluded.generation,"
+                " doc_hash = excluded.doc_hash, bundle_ref = excluded.bundle_ref,"
+                " rollout_id = excluded.rollout_id, written_at = excluded.written_at",
+                (device_id, generation, doc_hash, bundle_ref, rollout_id, now_iso()),
+            )
+
+    def rollout_for(self, device_id: str, bundle: str, version: str) -> str | None:
+        """The newest rollout that targets this device with this bundle version, if any."""
+        value = self.scalar(
+            "SELECT r.id FROM rollout_targets t JOIN rollouts r ON r.id = t.rollout_id"
+            " WHERE t.device_id = ? AND r.bundle = ? AND r.version = ?"
+            " ORDER BY r.created_at DESC, r.id DESC LIMIT 1",
+            (device_id, bundle, version),
+        )
+        return None if value is None else str(value)
+
+    def bundle_spec(self, bundle: str, version: str) -> tuple[dict[str, Any], str] | None:
+        row = self.row(
+            "SELECT spec, content_hash FROM bundle_versions WHERE bundle = ? AND version = ?",
+            (bundle, version),
+        )
+        return None if row is None else (json.loads(row["spec"]), str(row["content_hash"]))
+
+    def all_device_ids(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT id FROM devices ORDER BY id")]
+
+    # --- heartbeats and presence ---------------------------------------------------------
+    def put_heartbeats(
+        self, beats: list[tuple[str, dict[str, Any], str, str]]
+    ) -> list[tuple[str, str]]:
+        """Record ``(device_id, heartbeat doc, sent_at, received_at)`` for devices that exist
+        and mark them online; returns ``(device_id, previous status)`` for devices that were
+        not online before (the caller announces them)."""
+        came_online: list[tuple[str, str]] = []
+        with self.tx() as c:
+            for device_id, doc, sent_at, received_at in beats:
+                row = c.execute(
+                    "SELECT status, decommissioned FROM devices WHERE id = ?", (device_id,)
+                ).fetchone()
+                if row is None:
+                    continue
+                status, decommissioned = row
+                c.execute(
+                    "INSERT OR REPLACE INTO device_heartbeats (device_id, doc, sent_at,"
+                    " received_at) VALUES (?, ?, ?, ?)",
+                    (device_id, json.dumps(doc, sort_keys=True), sent_at, received_at),
+                )
+                new_status = "decommissioned" if decommissioned else "online"
+                c.execute(
+                    "UPDATE devices SET last_seen = ?, status = ?,"
+                    " agent_version = COALESCE(?, agent_version) WHERE id = ?",
+                    (received_at, new_status, doc.get("agent_version"), device_id),
+                )
+                if new_status == "online" and status != "online":
+                    came_online.append((device_id, str(status)))
+        return came_online
+
+    def get_heartbeat(self, device_id: str) -> dict[str, Any] | None:
+        row = self.row(
+            "SELECT doc, sent_at, received_at FROM device_heartbeats WHERE device_id = ?",
+            (device_id,),
+        )
+        if row is None:
+            return None
+        return {
+            "state": json.loads(row["doc"]),
+            "sent_at": row["sent_at"],
+            "as_of": row["received_at"],
+        }
+
+    def mark_stale_offline(self, cutoff: str) -> list[tuple[str, str | None]]:
+        """Devices online whose last heartbeat is older than ``cutoff`` become offline;
+        returns ``(device_id, last_seen)`` of each."""
+        with self.tx() as c:
+            stale = [
+                (r[0], r[1])
+                for r in c.execute(
+                    "SELECT id, last_seen FROM devices WHERE status = 'online'"
+                    " AND (last_seen IS NULL OR last_seen < ?)",
+                    (cutoff,),
+                )
+            ]
+            c.executemany(
+                "UPDATE devices SET status = 'offline' WHERE id = ? AND status = 'online'",
+                [(d,) for d, _ in stale],
+            )
+        return stale
+
+    def device_last_seen(self, device_id: str) -> tuple[str, str | None] | None:
+        """``(status, last_seen)`` or None for an unknown device."""
+        row = self.conn.execute(
+            "SELECT status, last_seen FROM devices WHERE id = ?", (device_id,)
+        ).fetchone()
+        return None if row is None else (str(row[0]), row[1])

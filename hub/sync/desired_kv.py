@@ -1,0 +1,149 @@
+"""The desired-state writer: each device's full ``DesiredState`` document in the KV bucket
+``desired`` (key = device id), written only when it changes.
+
+The document is computed from the store (the assignment resolution rule, the bundle version's
+spec and content hash, and the rollout that targets the device with that version, if any).
+"Changed" is judged on the document without its generation: the KV revision *is* the
+generation (the agent overwrites the field with the entry's revision), so the hub writes 0
+there and records the revision ``kv.put`` returned.
+
+Callers: the operator API (every committed change that alters a device's resolution), the
+rollouts engine (``await hub.sync.desired.publish(ids)``), and the hub's start (every device
+once). Writes are serialised by one lock, so two callers never race on the same key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from nats.js.kv import KeyValue
+
+from hub.store import Store
+from protocol.desired import DesiredState
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+StoreCall = Callable[..., Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What one device should run, before it gets a generation."""
+
+    device_id: str
+    doc: bytes  # DesiredState.to_json() with generation 0
+    doc_hash: str
+    bundle_ref: str | None
+    rollout_id: str | None
+
+
+Resolver = Callable[[Store, list[str] | None], dict[str, Desired]]
+
+
+def desired_document(
+    device_id: str,
+    spec: dict[str, Any] | None,
+    content_hash: str | None,
+    bundle_ref: str | None,
+    rollout_id: str | None,
+) -> Desired:
+    doc = DesiredState(0, spec, "hub", rollout_id, content_hash).to_json()
+    return Desired(device_id, doc, hashlib.sha256(doc).hexdigest(), bundle_ref, rollout_id)
+
+
+def resolve_documents(store: Store, device_ids: list[str] | None) -> dict[str, Desired]:
+    """The default resolver (runs on the writer thread): assignments decide the bundle
+    version (``hub.desired``); a decommissioned device, or one with nothing assigned, gets
+    ``spec: null`` ("run no bundle"), written explicitly so the device stops what it runs."""
+    out: dict[str, Desired] = {}
+    specs: dict[tuple[str, str], tuple[dict[str, Any], str] | None] = {}
+    for device_id, a in store.resolve_desired(device_ids).items():
+        if a is None:
+            out[device_id] = desired_document(device_id, None, None, None, None)
+            continue
+        key = (a.bundle, a.version)
+        if key not in specs:
+            specs[key] = store.bundle_spec(a.bundle, a.version)
+        found = specs[key]
+        if found is None:  # versions are immutable and never deleted; defensive only
+            log.error("assigned %s is missing from the catalog", a.ref, extra={"device": device_id})
+            continue
+        spec, digest = found
+        rollout_id = store.rollout_for(device_id, a.bundle, a.version)
+        out[device_id] = desired_document(device_id, spec, digest, a.ref, rollout_id)
+    return out
+
+
+def _plan(
+    store: Store, resolver: Resolver, device_ids: list[str] | None, force: bool
+) -> list[Desired]:
+    wanted = resolver(store, device_ids)
+    published = store.desired_published(None if device_ids is None else list(wanted))
+    return [
+        d
+        for d in wanted.values()
+        if force or published.get(d.device_id, {}).get("doc_hash") != d.doc_hash
+    ]
+
+
+class DesiredWriter:
+    def __init__(
+        self,
+        kv: KeyValue,
+        store: Store,
+        call: StoreCall,
+        *,
+        resolver: Resolver = resolve_documents,
+        on_written: Callable[[dict[str, int]], Awaitable[None]] | None = None,
+    ) -> None:
+        self.kv = kv
+        self.store = store
+        self.call = call
+        # Replaceable (e.g. by the rollouts engine) as long as it stays a pure function of the
+        # store: a periodic or start-up publish recomputes every document with it.
+        self.resolver = resolver
+        self.on_written = on_written
+        self.writes = 0
+        self._lock = asyncio.Lock()
+
+    async def publish(
+        self, device_ids: Iterable[str] | None = None, *, force: bool = False
+    ) -> dict[str, int]:
+        """Recompute the desired document of these devices (all when None) from the store
+        and put it to KV where it differs from the last one written (``force``: put anyway).
+        Returns ``{device_id: generation}`` for the devices written now. Unknown ids are
+        ignored. Raises on a KV failure (nothing recorded for that device: the next
+        ``publish`` of it retries)."""
+        ids = None if device_ids is None else sorted(set(device_ids))
+        if ids == []:
+            return {}
+        async with self._lock:
+            todo: list[Desired] = await self.call(_plan, self.store, self.resolver, ids, force)
+            written: dict[str, int] = {}
+            for d in todo:
+                revision = await self.kv.put(d.device_id, d.doc)
+                await self.call(
+                    self.store.record_desired_published,
+                    d.device_id,
+                    revision,
+                    d.doc_hash,
+                    d.bundle_ref,
+                    d.rollout_id,
+                )
+                written[d.device_id] = revision
+                self.writes += 1
+                log.info(
+                    "desired generation %d: %s%s",
+                    revision,
+                    d.bundle_ref or "no bundle",
+                    f" (rollout {d.rollout_id})" if d.rollout_id else "",
+                    extra={"device": d.device_id},
+                )
+        if written and self.on_written is not None:
+            await self.on_written(written)
+        return written
