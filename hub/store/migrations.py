@@ -195,6 +195,27 @@ ALTER TABLE events ADD COLUMN severity TEXT NOT NULL DEFAULT 'info';
 CREATE INDEX devices_presence ON devices(status, last_seen);
 """,
     ),
+    (
+        3,
+        "rollouts: waves written, previous assignments, acknowledged generations",
+        """
+-- Why a rollout is paused/failed, and how many failures a resume accepted (only newer
+-- failures count against max_failures).
+ALTER TABLE rollouts ADD COLUMN reason TEXT NOT NULL DEFAULT '';
+ALTER TABLE rollouts ADD COLUMN failures_accepted INTEGER NOT NULL DEFAULT 0;
+-- Per device: when its wave wrote the rollout's device-level assignment (NULL: not yet),
+-- that assignment's id and the device-level assignment it replaced (what abort restores),
+-- the newest generation known before the write, and the generation the device acknowledged.
+ALTER TABLE rollout_targets ADD COLUMN written_at TEXT;
+ALTER TABLE rollout_targets ADD COLUMN assignment_id INTEGER;
+ALTER TABLE rollout_targets ADD COLUMN prev_bundle TEXT;
+ALTER TABLE rollout_targets ADD COLUMN prev_version TEXT;
+ALTER TABLE rollout_targets ADD COLUMN base_generation INTEGER;
+ALTER TABLE rollout_targets ADD COLUMN generation INTEGER;
+CREATE INDEX rollout_targets_device ON rollout_targets(device_id);
+CREATE INDEX rollouts_status ON rollouts(status);
+""",
+    ),
 ]
 
 
