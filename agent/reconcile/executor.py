@@ -225,7 +225,7 @@ class Executor:
         elif step.action == "start":
             ref = step.container_id or step.container_name
             assert ref is not None
-            await self.engine.start(ref)
+            ref = await self._start(ref, step, target)
             obs = await self.engine.inspect(ref)
             self._event(
                 "container.started",
@@ -259,6 +259,41 @@ class Executor:
             )
         else:  # pragma: no cover - Action is a closed Literal
             raise EngineError(f"unknown step action {step.action!r}")
+
+    async def _start(self, ref: str, step: Step, target: Target) -> str:
+        """Start; a container that will not start is replaced by a fresh one, once per try.
+
+        Seen on Docker: a start cut off by the agent's death can leave the container so that
+        every later start fails ("can't get final child's PID from pipe"). It holds no state
+        of its own (volumes are separate), so recreating it is safe.
+        """
+        try:
+            await self.engine.start(ref)
+            return ref
+        except EngineUnavailable:
+            raise
+        except EngineError as exc:
+            obs = await self.engine.inspect(ref)
+            want = next((s for s in target.services if s.service == step.service), None)
+            if (
+                obs is None
+                or want is None
+                or obs.spec_hash != want.spec_hash
+                or obs.state not in ("created", "exited")
+            ):
+                raise
+            log.warning(
+                "start of %s failed (%s); replacing the container", obs.name, exc,
+                extra=self._log_extra,
+            )  # fmt: skip
+            await self.engine.remove(obs.id)
+            fresh = Step(
+                "create", step.service, "replacing a container that would not start",
+                image=want.spec.image, container_name=obs.name, spec_hash=want.spec_hash,
+            )  # fmt: skip
+            await self._create(fresh, target)
+            await self.engine.start(obs.name)
+            return obs.name
 
     async def _create(self, step: Step, target: Target) -> None:
         assert step.container_name is not None and step.spec_hash is not None

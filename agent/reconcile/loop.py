@@ -96,6 +96,7 @@ class _Gate:
     deadline: float
     window: float
     rollback_of: int | None  # set when this gate watches a rollback
+    opened_wall: float = field(default_factory=time.time)
     baseline_restarts: dict[str, int] = field(default_factory=dict)
     crashes: dict[str, int] = field(default_factory=dict)
 
@@ -132,6 +133,7 @@ class ReconcileLoop:
         self._retry_at: float | None = None
         self._events_task: asyncio.Task[None] | None = None
         self._busy = False
+        self._started_wall = time.time()
         self._rollbacks_settled: set[tuple[int, int]] = set()  # (failed gen, rollback gen)
         self._next_probe_at = 0.0  # monotonic; 0 = look at the containers on the next tick
 
@@ -256,7 +258,7 @@ class ReconcileLoop:
             try:
                 async for ev in self.engine.events():
                     if ev.action == "die":
-                        self._on_exit(ev.service, ev.attributes)
+                        self._on_exit(ev.service, ev.attributes, ev.time)
                         self.trigger("engine")
                     elif ev.action in ("destroy", "oom", "kill"):
                         self.trigger("engine")
@@ -266,21 +268,21 @@ class ReconcileLoop:
                 log.info("engine event stream ended: %s", exc, extra=self._extra)
             await asyncio.sleep(self.options.error_backoff)
 
-    def _on_exit(self, service: str | None, attrs: dict[str, str]) -> None:
+    def _on_exit(self, service: str | None, attrs: dict[str, str], when: float) -> None:
         target = self._target
-        if target is None or service is None:
-            return
+        if target is None or service is None or when < self._started_wall - 1.0:
+            return  # an engine replaying history: not news
         want = next((s for s in target.services if s.service == service), None)
         if want is None or attrs.get("io.signalbeam.spec-hash") != want.spec_hash:
             return  # one of ours we stopped on purpose (old version, duplicate)
-        code = attrs.get("exitCode", "?")
+        code = attrs.get("exitCode") or attrs.get("containerExitCode") or "?"
         self.recorder.event(
             "container.exited",
             f"{service} exited with code {code}",
             severity="warning" if code not in ("0", "?") else "info",
             data={"service": service, "exit_code": code},
         )
-        if self._gate is not None and code != "0":
+        if self._gate is not None and code != "0" and when >= self._gate.opened_wall - 1.0:
             self._gate.crashes[service] = self._gate.crashes.get(service, 0) + 1
 
     # -- one run --------------------------------------------------------------------------

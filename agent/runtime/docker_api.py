@@ -446,10 +446,13 @@ class DockerApiEngine(Engine):
 
     async def events(self) -> AsyncIterator[EngineEvent]:
         filters = json.dumps({"type": ["container"], "label": [f"{LABEL_DEVICE}={self.device_id}"]})
+        # Without "since" Podman 4 replays its whole event log (old exits would look like new
+        # crashes); with it both engines send only what happens from now on.
+        since = time.time()
         try:
             async with self._client._query(
                 "events",
-                params={"filters": filters},
+                params={"filters": filters, "since": str(int(since))},
                 timeout=aiohttp.ClientTimeout(total=None, sock_read=None, connect=5),
             ) as resp:
                 async for raw in resp.content:
@@ -461,7 +464,7 @@ class DockerApiEngine(Engine):
                     except ValueError:
                         continue
                     out = event_from_raw(ev, self.device_id)
-                    if out is not None:
+                    if out is not None and out.time >= since - 1.0:
                         yield out
         except DockerError as exc:
             raise EngineUnavailable(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -86,7 +87,7 @@ class MemoryEngine(Engine):
     def _emit(self, action: str, c: MemContainer) -> None:
         if self._events is not None:
             self._events.put_nowait(
-                EngineEvent(action, c.id, c.labels.get(LABEL_SERVICE), 0.0, dict(c.labels))
+                EngineEvent(action, c.id, c.labels.get(LABEL_SERVICE), time.time(), dict(c.labels))
             )
 
     def add_foreign(self, name: str, image: str = "foreign:1", state: str = "running") -> str:

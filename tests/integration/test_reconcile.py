@@ -108,6 +108,7 @@ async def rig(engine: EngineHandle, registry: Registry, tmp_path: Path) -> Async
 async def test_apply_update_empty_and_foreign_untouched(rig: Rig) -> None:
     image = rig.registry.ref("sbtest/hello:1.0")
     await rig.engine.pull(image)
+    await rig.engine.remove_image(rig.registry.ref("sbtest/hello:2.0"))  # so 2.0 is pulled
     foreign = run_cli(rig.handle, "create", "--label", "sbtest.owner=test_reconcile",
                       "--network", "host", image).strip()  # fmt: skip
 

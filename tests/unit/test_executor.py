@@ -329,3 +329,34 @@ async def test_engine_outage_does_not_fail_the_generation() -> None:
     await settle(loop)
     assert rec.deployment(2).status == "healthy"  # type: ignore[union-attr]
     assert running(engine) == ["reg/web:2"]
+
+
+async def test_replayed_engine_events_are_not_crashes() -> None:
+    loop, engine, rec, desired = make_loop()
+    desired.value = DesiredState(1, spec("1.0.0", "reg/web:1"))
+    await loop.reconcile_once("desired")
+    c = next(iter(engine.containers.values()))
+    attrs = dict(c.labels, exitCode="137")
+    loop._on_exit("web", attrs, when=1.0)  # an exit from long before this agent started
+    assert "container.exited" not in rec.kinds()
+    import time as _time
+
+    loop._on_exit("web", attrs, when=_time.time())
+    assert "container.exited" in rec.kinds()
+
+
+async def test_a_container_that_will_not_start_is_replaced() -> None:
+    engine = MemoryEngine(DEV, registry={"reg/web:1": MB})
+    rec = MemoryRecorder()
+    tgt = target("1.0.0", "reg/web:1")
+    first = [True]
+
+    def fault(op: str, ref: str) -> None:
+        if op == "start" and first[0]:
+            first[0] = False
+            raise EngineError("can't get final child's PID from pipe: EOF")
+
+    engine.fault = fault
+    result = await run_plan(engine, tgt, rec, retries=0)
+    assert result.ok, result.reason
+    assert running(engine) == ["reg/web:1"] and len(engine.containers) == 1
