@@ -20,6 +20,7 @@ Role = Literal["admin", "readonly"]
 ROLES: tuple[str, ...] = ("admin", "readonly")
 TARGET_KINDS: tuple[str, ...] = ("device", "group", "tag")
 RESOLUTIONS: tuple[str, ...] = ("1m", "1h")
+ROLLOUT_STATES: tuple[str, ...] = ("running", "paused", "succeeded", "failed", "aborted")
 
 # verb -> (writes?, {field: (type name, required)}).  Type names: str, int, bool, object.
 FieldDoc = tuple[str, bool]
@@ -41,6 +42,23 @@ REQUESTS: dict[str, tuple[bool, dict[str, FieldDoc]]] = {
     "devices.tag": (True, {"id": ("str", True), "tag": ("str", True)}),
     "devices.untag": (True, {"id": ("str", True), "tag": ("str", True)}),
     "devices.decommission": (True, {"id": ("str", True)}),
+    # Sync (issue 5): re-enrollment approval and remote commands through the device's leaf.
+    "devices.approve_reenroll": (True, {"id": ("str", True)}),
+    "devices.logs": (
+        False,
+        {
+            "id": ("str", True),
+            "container": ("str", True),
+            "tail": ("int", False),
+            "timeout": ("int", False),
+        },
+    ),
+    "devices.restart": (
+        True,
+        {"id": ("str", True), "container": ("str", True), "timeout": ("int", False)},
+    ),
+    "devices.reconcile": (True, {"id": ("str", True), "timeout": ("int", False)}),
+    "devices.status": (False, {"id": ("str", True), "timeout": ("int", False)}),
     "groups.create": (True, {"name": ("str", True), "description": ("str", False)}),
     "groups.delete": (True, {"name": ("str", True)}),
     "groups.add": (True, {"name": ("str", True), "device": ("str", True)}),
@@ -73,6 +91,21 @@ REQUESTS: dict[str, tuple[bool, dict[str, FieldDoc]]] = {
     "keys.create": (True, {"name": ("str", True), "role": ("str", False)}),
     "keys.list": (False, {}),
     "keys.revoke": (True, {"id": ("str", True)}),
+    # Rollouts (docs/rollouts.md): a bundle version to a target, wave by wave.
+    "rollouts.start": (
+        True,
+        {
+            "bundle": ("str", True),
+            "target": ("str", True),
+            "canary_percent": ("int", False),
+            "max_failures": ("int", False),
+        },
+    ),
+    "rollouts.list": (False, {"state": ("str", False), **PAGE}),
+    "rollouts.get": (False, {"id": ("str", True)}),
+    "rollouts.pause": (True, {"id": ("str", True)}),
+    "rollouts.resume": (True, {"id": ("str", True)}),
+    "rollouts.abort": (True, {"id": ("str", True)}),
 }
 
 VERBS: tuple[str, ...] = tuple(REQUESTS)

@@ -1,0 +1,14 @@
+"""Rollouts: a bundle version to a set of devices, canary first, wave by wave
+(docs/rollouts.md). ``machine`` is the pure state machine; ``install(hub)`` wires the API
+verbs and the controller into the hub process."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def install(hub: Any) -> Any:
+    # Imported here so importing hub.rollouts (e.g. for the pure machine) stays light.
+    from hub.rollouts.controller import install as _install
+
+    return _install(hub)

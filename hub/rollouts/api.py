@@ -1,0 +1,103 @@
+"""The ``rollouts.*`` operator API verbs (declared in ``protocol.api.REQUESTS``).
+
+Handlers run on the store's writer thread like every other verb. ``start`` only records the
+rollout; the controller writes the first wave on its next tick (it is woken by the
+``rollouts`` change notice), so the answer comes back at once with every device Pending.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bundles.versions import parse_ref
+from hub.api import validate as v
+from hub.api.handlers import Caller, Change, Handler, Outcome
+from hub.errors import Conflict, Invalid
+from hub.rollouts import machine as m
+from hub.rollouts import store as rs
+from hub.store import Store
+from protocol.api import ROLLOUT_STATES
+
+KIND = "rollouts"  # change notices on sb.fleet.changes.rollouts, as the TUI listens
+MAX_CANARY = 100
+
+
+def _id(body: dict[str, Any]) -> str:
+    value = str(body["id"])
+    if not value or len(value) > 64:
+        raise Invalid("id must be a rollout id such as ro-1a2b3c4d", field="id")
+    return value
+
+
+def _notice(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: summary[k] for k in ("id", "bundle", "version", "target", "state", "counts")}
+
+
+def start(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
+    kind, target = v.target(body["target"])
+    bundle, version = parse_ref(body["bundle"], field="bundle")
+    canary = v.int_range(body, "canary_percent", 0, MAX_CANARY, 0)
+    max_failures = v.int_range(body, "max_failures", 0, 1_000_000, 0)
+    rollout_id = rs.create(store, kind, target, bundle, version, canary, max_failures)
+    out = rs.describe(store, rollout_id)
+    return Outcome(out, [Change(KIND, "started", _notice(out))])
+
+
+def list_(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
+    state = body.get("state")
+    if state is not None and state not in ROLLOUT_STATES:
+        raise Invalid(f"state must be one of {', '.join(ROLLOUT_STATES)}", field="state")
+    before = None
+    if "cursor" in body:
+        if not body["cursor"].isdigit():
+            raise Invalid("cursor must be a cursor returned by rollouts.list", field="cursor")
+        before = int(body["cursor"])
+    items, nxt = rs.list_rollouts(store, state, v.limit(body), before)
+    return Outcome({"items": items, "next_cursor": nxt})
+
+
+def get(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
+    return Outcome(rs.describe(store, _id(body)))
+
+
+def _action(name: str) -> Handler:
+    def handler(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
+        rollout_id = _id(body)
+        with store.tx():
+            row = rs.get_row(store, rollout_id)
+            current = rs.machine_rollout(row)
+            try:
+                if name == "pause":
+                    new = m.pause(current)
+                elif name == "resume":
+                    targets = rs.machine_targets(rs.target_rows(store, rollout_id))
+                    new = m.resume(current, targets)
+                else:
+                    new = m.abort(current)
+            except m.TransitionError as exc:
+                raise Conflict(str(exc), field="id") from exc
+            rs.set_status(store, row, new)
+            restored = rs.restore(store, row) if name == "abort" else []
+        out = rs.describe(store, rollout_id)
+        action = {"pause": "paused", "resume": "resumed", "abort": "aborted"}[name]
+        notice = _notice(out)
+        if name == "abort":
+            # The controller publishes the restored devices' desired documents on this.
+            notice["restored"] = restored
+            out["restored"] = restored
+        changes = [Change(KIND, action, notice)]
+        if restored:
+            changes.append(Change("desired", "changed", {"devices": restored}))
+        return Outcome(out, changes)
+
+    return handler
+
+
+VERBS: dict[str, Handler] = {
+    "rollouts.start": start,
+    "rollouts.list": list_,
+    "rollouts.get": get,
+    "rollouts.pause": _action("pause"),
+    "rollouts.resume": _action("resume"),
+    "rollouts.abort": _action("abort"),
+}

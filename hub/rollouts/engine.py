@@ -1,0 +1,83 @@
+"""One evaluation of every active rollout against the store: observe, decide, persist.
+
+Runs on the store's writer thread (no NATS here); the controller then publishes the desired
+documents and the change notices this returns. Each rollout is handled in its own
+transaction, so one bad rollout cannot hold back the others.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from hub.rollouts import machine as m
+from hub.rollouts import store as rs
+from hub.rollouts.observe import observe
+from hub.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TickResult:
+    publish: list[str] = field(default_factory=list)  # recompute these devices' desired docs
+    desired_changed: list[str] = field(default_factory=list)
+    notices: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (action, data)
+
+
+def evaluate(store: Store, rollout_id: str, out: TickResult) -> None:
+    with store.tx():
+        row = rs.get_row(store, rollout_id)
+        if row["status"] not in m.ACTIVE:
+            return
+        rows = rs.target_rows(store, rollout_id)
+        docs = rs.reported_docs(store, [r["device_id"] for r in rows])
+        ref = rs.ref(row)
+        targets = []
+        for r, t in zip(rows, rs.machine_targets(rows), strict=True):
+            obs = m.Observation()
+            if t.written:
+                obs = observe(
+                    docs.get(t.device_id), rollout_id, ref, r["base_generation"], r["generation"]
+                )
+            targets.append(replace(t, observation=obs))
+        before = rs.machine_rollout(row)
+        decision = m.step(before, targets)
+        rs.save_targets(store, rollout_id, decision.targets, decision.changed)
+        after = replace(before, status=decision.status, reason=decision.reason)
+        if after != before:
+            rs.set_status(store, row, after)
+        if decision.start_wave is not None:
+            written = rs.write_wave(store, row, decision.start_wave)
+            out.publish += written
+            out.desired_changed += written
+        if decision.status == m.DONE and before.status != m.DONE:
+            out.desired_changed += rs.complete(store, row)
+        if decision.changed or after != before or decision.start_wave is not None:
+            out.notices.append(("progress", rs.describe(store, rollout_id, devices=False)))
+
+
+def tick(store: Store) -> TickResult:
+    out = TickResult()
+    for rollout_id in rs.active_ids(store):
+        try:
+            evaluate(store, rollout_id, out)
+        except Exception:
+            # Logged and retried next tick; the other rollouts go on.
+            log.exception("rollout %s: evaluation failed", rollout_id)
+    out.desired_changed = sorted(set(out.desired_changed))
+    return out
+
+
+def unacknowledged(store: Store) -> list[str]:
+    """Written devices still Pending in an active rollout: their desired document is
+    published again now and then, in case a write was lost (publishing is idempotent)."""
+    return [
+        r[0]
+        for r in store.conn.execute(
+            "SELECT t.device_id FROM rollout_targets t JOIN rollouts r ON r.id = t.rollout_id"
+            " WHERE r.status IN (?, ?) AND t.written_at IS NOT NULL AND t.state = ?",
+            (m.RUNNING, m.PAUSED, m.PENDING),
+        )
+    ]

@@ -1,0 +1,529 @@
+"""Rollouts in the fleet store: the ``rollouts`` and ``rollout_targets`` tables, and the
+device-level assignments a rollout writes wave by wave.
+
+How a rollout composes with the resolution rule (``hub.desired``: device > group > tag):
+when a device's wave starts, the rollout assigns its version to ``device:ID`` — the most
+specific level, so it wins whatever the groups and tags say — and remembers the
+device-level assignment it replaced (``prev_bundle``/``prev_version``, NULL for none) and
+the id of the one it made (``assignment_id``). Abort gives back the previous one wherever
+the rollout's own is still in place. Success assigns the version to the rollout's target
+selector and removes the per-device assignments that are no longer needed (those that
+replaced nothing and whose device resolves to the same version without them).
+
+Functions take the ``Store`` and run on its writer thread; writes join the caller's ``tx()``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+from hub.desired import Assignment, resolve
+from hub.errors import Conflict, Invalid, NotFound
+from hub.rollouts import machine as m
+from hub.rollouts.observe import newest_generation
+from hub.store import Store
+from hub.timeutil import now_iso
+
+log = logging.getLogger(__name__)
+
+ROLLOUT_COLUMNS = (
+    "id, bundle, version, target_kind, target, status, reason, canary_percent, max_failures,"
+    " failures_accepted, created_at, updated_at"
+)
+TARGET_COLUMNS = (
+    "device_id, state, reason, wave, updated_at, written_at, assignment_id, prev_bundle,"
+    " prev_version, base_generation, generation"
+)
+
+
+def new_id() -> str:
+    return "ro-" + secrets.token_hex(4)
+
+
+def ref(r: dict[str, Any]) -> str:
+    return f"{r['bundle']}@{r['version']}"
+
+
+# --- reading -----------------------------------------------------------------------------
+def get_row(store: Store, rollout_id: str) -> dict[str, Any]:
+    row = store.row(f"SELECT {ROLLOUT_COLUMNS} FROM rollouts WHERE id = ?", (rollout_id,))
+    if row is None:
+        raise NotFound(f"no rollout {rollout_id!r}", field="id")
+    return row
+
+
+def target_rows(store: Store, rollout_id: str) -> list[dict[str, Any]]:
+    return store.rows(
+        f"SELECT {TARGET_COLUMNS}, d.status AS device_status, d.last_seen"
+        " FROM rollout_targets t JOIN devices d ON d.id = t.device_id"
+        " WHERE t.rollout_id = ? ORDER BY t.wave, t.device_id",
+        (rollout_id,),
+    )
+
+
+def active_ids(store: Store) -> list[str]:
+    return [
+        r[0]
+        for r in store.conn.execute(
+            "SELECT id FROM rollouts WHERE status IN (?, ?) ORDER BY rowid",
+            (m.RUNNING, m.PAUSED),
+        )
+    ]
+
+
+def machine_rollout(row: dict[str, Any]) -> m.Rollout:
+    return m.Rollout(
+        row["status"], int(row["max_failures"]), int(row["failures_accepted"]), row["reason"]
+    )
+
+
+def machine_targets(rows: Sequence[dict[str, Any]]) -> list[m.Target]:
+    return [
+        m.Target(
+            r["device_id"],
+            int(r["wave"]),
+            r["state"],
+            r["reason"],
+            r["written_at"] is not None,
+            r.get("device_status") == "online",
+        )
+        for r in rows
+    ]
+
+
+def summary(row: dict[str, Any], targets: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The shape ``rollouts.list`` items and ``rollouts.get`` share (docs/rollouts.md)."""
+    counts = dict.fromkeys(m.DEVICE_STATES, 0)
+    for t in targets:
+        counts[t["state"]] += 1
+    waves = sorted({int(t["wave"]) for t in targets})
+    started = [int(t["wave"]) for t in targets if t["written_at"] is not None]
+    return {
+        "id": row["id"],
+        "bundle": row["bundle"],
+        "version": row["version"],
+        "target": f"{row['target_kind']}:{row['target']}",
+        "state": row["status"],
+        "reason": row["reason"],
+        "canary_percent": row["canary_percent"],
+        "max_failures": row["max_failures"],
+        "failures_accepted": row["failures_accepted"],
+        "waves": len(waves),
+        "wave": max(started) if started else None,
+        "counts": counts,
+        "total": len(targets),
+        "offline": sum(
+            1
+            for t in targets
+            if t["state"] not in m.FINAL_DEVICE_STATES and t.get("device_status") != "online"
+        ),
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
+
+
+def device_row(t: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "device": t["device_id"],
+        "state": t["state"],
+        "reason": t["reason"],
+        "wave": t["wave"],
+        "online": t.get("device_status") == "online",
+        "status": t.get("device_status"),
+        "last_seen": t.get("last_seen"),
+        "generation": t["generation"],
+        "previous": (
+            f"{t['prev_bundle']}@{t['prev_version']}" if t["prev_bundle"] is not None else None
+        ),
+        "updated_at": t["updated_at"],
+    }
+
+
+def describe(store: Store, rollout_id: str, *, devices: bool = True) -> dict[str, Any]:
+    row = get_row(store, rollout_id)
+    targets = target_rows(store, rollout_id)
+    out = summary(row, targets)
+    if devices:
+        out["devices"] = [device_row(t) for t in targets]
+    return out
+
+
+def list_rollouts(
+    store: Store, state: str | None, limit: int, before: int | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Newest first; the cursor is the rowid to continue below."""
+    where: list[str] = []
+    params: list[Any] = []
+    if state is not None:
+        where.append("status = ?")
+        params.append(state)
+    if before is not None:
+        where.append("rowid < ?")
+        params.append(before)
+    rows = store.rows(
+        f"SELECT rowid AS seq, {ROLLOUT_COLUMNS} FROM rollouts"
+        + (" WHERE " + " AND ".join(where) if where else "")
+        + " ORDER BY rowid DESC LIMIT ?",
+        [*params, limit + 1],
+    )
+    page = rows[:limit]
+    items = [summary(r, target_rows(store, r["id"])) for r in page]
+    cursor = str(page[-1]["seq"]) if len(rows) > limit else None
+    return items, cursor
+
+
+# --- starting ----------------------------------------------------------------------------
+def resolve_target(store: Store, kind: str, target: str) -> list[str]:
+    """The devices a target selects now (decommissioned ones never)."""
+    if kind == "device":
+        sql = "SELECT id FROM devices WHERE id = ? AND decommissioned = 0"
+    elif kind == "group":
+        if not store.scalar("SELECT 1 FROM groups WHERE name = ?", (target,)):
+            raise NotFound(f"no group {target!r}", field="target")
+        sql = (
+            "SELECT d.id FROM devices d JOIN group_members g ON g.device_id = d.id"
+            " WHERE g.group_name = ? AND d.decommissioned = 0"
+        )
+    else:
+        sql = (
+            "SELECT d.id FROM devices d JOIN device_tags t ON t.device_id = d.id"
+            " WHERE t.tag = ? AND d.decommissioned = 0"
+        )
+    found = sorted(r[0] for r in store.conn.execute(sql, (target,)))
+    if kind == "device" and not found:
+        raise NotFound(f"no device {target!r} (or it is decommissioned)", field="target")
+    return found
+
+
+def create(
+    store: Store,
+    kind: str,
+    target: str,
+    bundle: str,
+    version: str,
+    canary_percent: int,
+    max_failures: int,
+) -> str:
+    """Record a new running rollout with its devices planned into waves. Nothing is written
+    to any device yet: the controller starts the first wave on its next tick."""
+    with store.tx() as c:
+        if not store.scalar(
+            "SELECT 1 FROM bundle_versions WHERE bundle = ? AND version = ?", (bundle, version)
+        ):
+            raise NotFound(f"no bundle version {bundle}@{version}; push it first", "bundle")
+        devices = resolve_target(store, kind, target)
+        if not devices:
+            raise Invalid(f"{kind}:{target} selects no devices", field="target")
+        marks = ",".join("?" * len(devices))
+        busy = store.rows(
+            "SELECT t.device_id, r.id FROM rollout_targets t JOIN rollouts r"
+            f" ON r.id = t.rollout_id WHERE r.status IN (?, ?) AND t.device_id IN ({marks})"
+            " ORDER BY t.device_id LIMIT 5",
+            [m.RUNNING, m.PAUSED, *devices],
+        )
+        if busy:
+            names = ", ".join(f"{b['device_id']} ({b['id']})" for b in busy)
+            raise Conflict(
+                f"device(s) already in an active rollout: {names}; finish or abort it first",
+                field="target",
+            )
+        online = {
+            r[0]
+            for r in c.execute(
+                f"SELECT id FROM devices WHERE status = 'online' AND id IN ({marks})", devices
+            )
+        }
+        waves = m.plan_waves(devices, canary_percent, online)
+        rollout_id = new_id()
+        now = now_iso()
+        c.execute(
+            "INSERT INTO rollouts (id, bundle, version, target_kind, target, status,"
+            " canary_percent, max_failures, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (rollout_id, bundle, version, kind, target, m.RUNNING, canary_percent,
+             max_failures, now, now),
+        )  # fmt: skip
+        c.executemany(
+            "INSERT INTO rollout_targets (rollout_id, device_id, state, reason, wave, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (rollout_id, d, m.PENDING, f"waiting for wave {w}", w, now)
+                for d, w in sorted(waves.items())
+            ],
+        )
+        store.add_event(
+            None,
+            "rollout.started",
+            f"rollout {rollout_id}: {bundle}@{version} to {kind}:{target},"
+            f" {len(devices)} device(s) in {len(set(waves.values()))} wave(s)",
+            {"rollout": rollout_id, "devices": len(devices)},
+        )
+    log.info(
+        "rollout %s started: %s@%s to %s:%s (%d devices, canary %d%%, max failures %d)",
+        rollout_id, bundle, version, kind, target, len(devices), canary_percent, max_failures,
+    )  # fmt: skip
+    return rollout_id
+
+
+# --- desired writes ----------------------------------------------------------------------
+def _device_assignment(store: Store, device_id: str) -> dict[str, Any] | None:
+    return store.row(
+        "SELECT id, bundle, version FROM assignments WHERE target_kind = 'device' AND target = ?",
+        (device_id,),
+    )
+
+
+def track_desired(store: Store, device_ids: list[str], before: dict[str, Any]) -> list[str]:
+    """Devices whose resolved desired bundle changed since ``before``, each with a
+    ``desired_changed`` event as the API writes it."""
+    after = store.resolve_desired(device_ids)
+    changed = []
+    for d in device_ids:
+        old, new = before.get(d), after.get(d)
+        old_ref = None if old is None else old.ref
+        new_ref = None if new is None else new.ref
+        if old_ref != new_ref:
+            changed.append(d)
+            store.add_event(
+                d,
+                "desired_changed",
+                f"{old_ref or 'nothing'} -> {new_ref or 'nothing'}",
+                {"from": old_ref, "to": new_ref},
+            )
+    return changed
+
+
+def write_wave(store: Store, row: dict[str, Any], wave: int) -> list[str]:
+    """Assign the rollout's version to each device of ``wave`` (device level), remembering
+    what it replaces. Returns every device of the wave (all need their desired document
+    recomputed, as the rollout id in it changed even where the version did not)."""
+    rollout_id = row["id"]
+    with store.tx() as c:
+        devices = [
+            r[0]
+            for r in c.execute(
+                "SELECT device_id FROM rollout_targets WHERE rollout_id = ? AND wave = ?"
+                " AND written_at IS NULL ORDER BY device_id",
+                (rollout_id, wave),
+            )
+        ]
+        if not devices:
+            return []
+        before = store.resolve_desired(devices)
+        published = _published_generations(store, devices)
+        now = now_iso()
+        for d in devices:
+            prev = _device_assignment(store, d)
+            reported = store.get_reported(d)
+            base = max(
+                (
+                    g
+                    for g in (
+                        newest_generation(reported["state"] if reported else None),
+                        published.get(d),
+                    )
+                    if g is not None
+                ),
+                default=None,
+            )
+            ours = store.assign("device", d, row["bundle"], row["version"])
+            c.execute(
+                "UPDATE rollout_targets SET written_at = ?, assignment_id = ?, prev_bundle = ?,"
+                " prev_version = ?, base_generation = ?, state = ?, reason = ?, updated_at = ?"
+                " WHERE rollout_id = ? AND device_id = ?",
+                (now, ours.id, prev["bundle"] if prev else None,
+                 prev["version"] if prev else None, base, m.PENDING,
+                 "desired state written; waiting for the device", now, rollout_id, d),
+            )  # fmt: skip
+            store.add_event(
+                d,
+                "rollout.desired",
+                f"rollout {rollout_id} wave {wave}: desired {ref(row)}",
+                {"rollout": rollout_id, "wave": wave, "to": ref(row),
+                 "previous": None if prev is None else f"{prev['bundle']}@{prev['version']}"},
+            )  # fmt: skip
+        track_desired(store, devices, before)
+    for d in devices:
+        log.info("rollout %s wave %d: desired %s", rollout_id, wave, ref(row), extra={"device": d})
+    return devices
+
+
+def _published_generations(store: Store, devices: list[str]) -> dict[str, int]:
+    """The generation last written to each device's KV key, when the sync side records it."""
+    if not store.scalar(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'desired_published'"
+    ):
+        return {}
+    marks = ",".join("?" * len(devices))
+    return {
+        r[0]: int(r[1])
+        for r in store.conn.execute(
+            f"SELECT device_id, generation FROM desired_published WHERE device_id IN ({marks})",
+            devices,
+        )
+    }
+
+
+def restore(store: Store, row: dict[str, Any]) -> list[str]:
+    """Abort: give each written device back its previous device-level assignment where the
+    rollout's own is still in place (``machine.restores``). Returns the devices touched."""
+    targets = store.rows(
+        "SELECT device_id, assignment_id, prev_bundle, prev_version FROM rollout_targets"
+        " WHERE rollout_id = ? AND written_at IS NOT NULL ORDER BY device_id",
+        (row["id"],),
+    )
+    written = [
+        m.Written(
+            t["device_id"],
+            t["assignment_id"],
+            None if t["prev_bundle"] is None else (t["prev_bundle"], t["prev_version"]),
+        )
+        for t in targets
+    ]
+    current: dict[str, int | None] = {}
+    for w in written:
+        a = _device_assignment(store, w.device_id)
+        current[w.device_id] = None if a is None else int(a["id"])
+    plan = m.restores(written, current)
+    with store.tx():
+        ids = [r.device_id for r in plan]
+        before = store.resolve_desired(ids) if ids else {}
+        for r in plan:
+            if r.previous is None:
+                store.unassign("device", r.device_id)
+            else:
+                store.assign("device", r.device_id, *r.previous)
+            back = "nothing" if r.previous is None else "@".join(r.previous)
+            store.add_event(
+                r.device_id,
+                "rollout.restored",
+                f"rollout {row['id']} aborted: device assignment back to {back}",
+                {"rollout": row["id"], "to": None if r.previous is None else back},
+            )
+            log.info("rollout %s aborted: restored %s", row["id"], back,
+                     extra={"device": r.device_id})  # fmt: skip
+        if ids:
+            track_desired(store, ids, before)
+    return [r.device_id for r in plan]
+
+
+def complete(store: Store, row: dict[str, Any]) -> list[str]:
+    """Success: the target selector gets the version (so devices that join it later get it
+    too), and the per-device assignments that replaced nothing are dropped where the device
+    resolves to the same version without them. Returns devices whose resolution changed
+    (none, normally: the point is to leave every device on the version it runs)."""
+    kind, target = row["target_kind"], row["target"]
+    with store.tx():
+        targets = store.rows(
+            "SELECT device_id, assignment_id, prev_bundle FROM rollout_targets"
+            " WHERE rollout_id = ? AND written_at IS NOT NULL",
+            (row["id"],),
+        )
+        ids = [t["device_id"] for t in targets]
+        before = store.resolve_desired(ids)
+        if kind != "device":
+            store.assign(kind, target, row["bundle"], row["version"])
+        assignments = store.list_assignments()
+        members = {mb.device_id: mb for mb in store.memberships(ids)}
+        for t in targets:
+            d = t["device_id"]
+            current = _device_assignment(store, d)
+            if (
+                kind == "device"
+                or t["prev_bundle"] is not None
+                or current is None
+                or int(current["id"]) != t["assignment_id"]
+                or d not in members
+            ):
+                continue
+            without = resolve(members[d], [a for a in assignments if a.id != current["id"]])
+            if _same(without, row):
+                store.unassign("device", d)
+        return track_desired(store, ids, before)
+
+
+def _same(a: Assignment | None, row: dict[str, Any]) -> bool:
+    return a is not None and a.bundle == row["bundle"] and a.version == row["version"]
+
+
+# --- status ------------------------------------------------------------------------------
+def set_status(store: Store, rollout: dict[str, Any], new: m.Rollout) -> None:
+    with store.tx() as c:
+        c.execute(
+            "UPDATE rollouts SET status = ?, reason = ?, failures_accepted = ?, updated_at = ?"
+            " WHERE id = ?",
+            (new.status, new.reason, new.failures_accepted, now_iso(), rollout["id"]),
+        )
+        if new.status != rollout["status"]:
+            store.add_event(
+                None,
+                f"rollout.{new.status}",
+                f"rollout {rollout['id']} {new.status}" + (f": {new.reason}" if new.reason else ""),
+                {"rollout": rollout["id"], "from": rollout["status"], "to": new.status},
+            )
+
+
+def save_targets(
+    store: Store,
+    rollout_id: str,
+    targets: Sequence[m.Target],
+    changed: Sequence[str],
+) -> None:
+    """Persist the devices whose state or reason changed, and the generation each
+    acknowledged; a state change is also an event in the device's log."""
+    by_id = {t.device_id: t for t in targets}
+    now = now_iso()
+    with store.tx() as c:
+        for t in targets:
+            if t.observation.generation is not None:
+                c.execute(
+                    "UPDATE rollout_targets SET generation = ? WHERE rollout_id = ?"
+                    " AND device_id = ? AND generation IS NULL",
+                    (t.observation.generation, rollout_id, t.device_id),
+                )
+        for d in changed:
+            t = by_id[d]
+            old = store.row(
+                "SELECT state FROM rollout_targets WHERE rollout_id = ? AND device_id = ?",
+                (rollout_id, d),
+            )
+            c.execute(
+                "UPDATE rollout_targets SET state = ?, reason = ?, updated_at = ?"
+                " WHERE rollout_id = ? AND device_id = ?",
+                (t.state, t.reason, now, rollout_id, d),
+            )
+            if old is not None and old["state"] != t.state:
+                store.add_event(
+                    d,
+                    f"rollout.{t.state.lower()}",
+                    f"rollout {rollout_id}: {old['state']} -> {t.state}"
+                    + (f" ({t.reason})" if t.reason else ""),
+                    {"rollout": rollout_id, "from": old["state"], "to": t.state,
+                     "reason": t.reason},
+                )  # fmt: skip
+                log.info(
+                    "rollout %s: %s -> %s%s", rollout_id, old["state"], t.state,
+                    f" ({t.reason})" if t.reason else "", extra={"device": d},
+                )  # fmt: skip
+
+
+def reported_docs(store: Store, device_ids: list[str]) -> dict[str, Any]:
+    if not device_ids:
+        return {}
+    out: dict[str, Any] = {}
+    for i in range(0, len(device_ids), 500):
+        part = device_ids[i : i + 500]
+        for d, doc in store.conn.execute(
+            f"SELECT device_id, doc FROM reported_state WHERE device_id IN"
+            f" ({','.join('?' * len(part))})",
+            part,
+        ):
+            try:
+                out[d] = json.loads(doc)
+            except ValueError:
+                log.warning("reported state is not JSON", extra={"device": d})
+    return out

@@ -1,0 +1,303 @@
+"""Rollouts on a real SQLite fleet store, through the API pipeline (``dispatch`` with the
+``rollouts.*`` handlers) and ``engine.tick``: waves, device progress from reported state
+(written as ingest writes it), completion, pause/resume, abort restoring assignments.
+
+No NATS here: the controller's publishing is covered by tests/integration/test_rollout_api.py.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bundles.validate import load_file
+from hub.api.dispatch import dispatch
+from hub.api.handlers import HANDLERS
+from hub.rollouts import engine
+from hub.rollouts.api import VERBS
+from hub.rollouts.observe import acknowledged, observe
+from hub.store import Store
+from protocol.errors import is_error
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "bundles" / "examples" / "warehouse-monitor"
+OLD, NEW = "warehouse-monitor@1.2.0", "warehouse-monitor@1.3.0"
+
+
+class Env:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        _, self.admin = store.create_api_key("admin", "admin")
+        _, self.ro = store.create_api_key("viewer", "readonly")
+        self.handlers = {**HANDLERS, **VERBS}
+        self.gen: dict[str, int] = {}
+        for v in ("1.2.0", "1.3.0"):
+            assert not is_error(self.call("bundles.push", {"spec": spec(v)}))
+        self.call("groups.create", {"name": "lab"})
+        for i in range(4):
+            store.upsert_device(f"dev-{i}", "acme")
+            store.set_device_status(f"dev-{i}", "online")
+            self.call("groups.add", {"name": "lab", "device": f"dev-{i}"})
+        self.call("assign", {"target": "group:lab", "bundle": OLD})
+
+    def call(self, verb: str, body: Any = None, key: str = "admin") -> dict[str, Any]:
+        k = self.admin if key == "admin" else self.ro
+        return dispatch(self.store, verb, json.dumps(body or {}).encode(), k, self.handlers).body
+
+    def report(self, device: str, status: str | None, reason: str | None = None) -> None:
+        """What ingest keeps after the agent stored the rollout's desired revision and
+        (optionally) reported the deployment's status."""
+        rollout = self.store.scalar(
+            "SELECT rollout_id FROM rollout_targets WHERE device_id = ? ORDER BY rowid DESC",
+            (device,),
+        )
+        gen = self.gen.setdefault(device, 10)
+        doc: dict[str, Any] = {
+            "desired": {"generation": gen, "rollout_id": rollout, "bundle_ref": NEW}
+        }
+        if status is not None:
+            doc["deployment"] = {
+                "generation": gen,
+                "bundle_ref": NEW,
+                "status": status,
+                "reason": reason,
+            }
+        self.store.set_reported(device, doc)
+
+    def desired(self, device: str) -> str | None:
+        a = self.store.resolve_desired([device])[device]
+        return None if a is None else a.ref
+
+    def states(self, rollout_id: str) -> dict[str, str]:
+        got = self.call("rollouts.get", {"id": rollout_id})
+        return {d["device"]: d["state"] for d in got["devices"]}
+
+
+def spec(version: str) -> dict[str, Any]:
+    return load_file(EXAMPLES / f"{version}.yaml").to_dict()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    store = Store.open(tmp_path / "hub.db")
+    yield Env(store)
+    store.close()
+
+
+def start(env: Env, **extra: Any) -> dict[str, Any]:
+    out = env.call("rollouts.start", {"bundle": NEW, "target": "group:lab", **extra})
+    assert not is_error(out), out
+    return out
+
+
+def test_canary_then_the_rest_then_the_group_is_assigned(env: Env) -> None:
+    r = start(env, canary_percent=25)
+    assert (r["state"], r["waves"], r["total"], r["wave"]) == ("running", 2, 4, None)
+    assert r["counts"] == {"Pending": 4, "Updating": 0, "Succeeded": 0, "Failed": 0}
+
+    result = engine.tick(env.store)
+    assert result.publish == ["dev-0"]  # the canary: one device of four
+    assert env.desired("dev-0") == NEW and env.desired("dev-1") == OLD
+    assert result.notices and result.notices[0][0] == "progress"
+
+    env.report("dev-0", None)
+    engine.tick(env.store)
+    assert env.states(r["id"])["dev-0"] == "Updating"
+    env.report("dev-0", "applying")
+    assert engine.tick(env.store).publish == []  # still applying: no new wave
+    env.report("dev-0", "healthy")
+    result = engine.tick(env.store)
+    assert result.publish == ["dev-1", "dev-2", "dev-3"]
+    assert env.states(r["id"]) == {
+        "dev-0": "Succeeded",
+        "dev-1": "Pending",
+        "dev-2": "Pending",
+        "dev-3": "Pending",
+    }
+    for d in ("dev-1", "dev-2", "dev-3"):
+        env.report(d, "healthy")
+    engine.tick(env.store)
+    got = env.call("rollouts.get", {"id": r["id"]})
+    assert got["state"] == "succeeded"
+    assert got["counts"]["Succeeded"] == 4
+    # the group now carries the version and the per-device assignments are gone
+    assignments = env.call("assignments.list")["items"]
+    assert [(a["target"], a["bundle"], a["version"]) for a in assignments] == [
+        ("group:lab", "warehouse-monitor", "1.3.0")
+    ]
+    assert all(env.desired(f"dev-{i}") == NEW for i in range(4))
+    kinds = [e["kind"] for e in env.call("events.list", {"device": "dev-0"})["items"]]
+    assert "rollout.succeeded" in kinds and "rollout.desired" in kinds
+
+
+def test_failures_beyond_the_threshold_pause_with_reasons(env: Env) -> None:
+    r = start(env, canary_percent=50, max_failures=0)
+    engine.tick(env.store)
+    env.report("dev-0", "rolled_back", "relay unhealthy for 60s")
+    env.report("dev-1", "healthy")
+    assert engine.tick(env.store).publish == []
+    got = env.call("rollouts.get", {"id": r["id"]})
+    assert got["state"] == "paused"
+    assert "more than max-failures 0" in got["reason"]
+    row = next(d for d in got["devices"] if d["device"] == "dev-0")
+    assert (row["state"], row["reason"]) == ("Failed", "rolled back: relay unhealthy for 60s")
+    assert env.desired("dev-2") == OLD  # the second wave never started
+
+    # resume accepts that failure and goes on with the rest
+    assert env.call("rollouts.resume", {"id": r["id"]})["state"] == "running"
+    assert engine.tick(env.store).publish == ["dev-2", "dev-3"]
+    env.report("dev-2", "healthy")
+    env.report("dev-3", "healthy")
+    engine.tick(env.store)
+    got = env.call("rollouts.get", {"id": r["id"]})
+    assert (got["state"], got["reason"]) == ("failed", "1 of 4 device(s) failed")
+
+
+def test_abort_restores_previous_assignments(env: Env) -> None:
+    env.call("assign", {"target": "device:dev-1", "bundle": OLD})  # a device-level pin
+    r = start(env)
+    engine.tick(env.store)
+    assert all(env.desired(f"dev-{i}") == NEW for i in range(4))
+    env.call("assign", {"target": "device:dev-2", "bundle": OLD})  # an operator decided since
+    env.call("assign", {"target": "device:dev-3", "bundle": NEW})
+    out = env.call("rollouts.abort", {"id": r["id"]})
+    assert out["state"] == "aborted"
+    assert out["restored"] == ["dev-0", "dev-1"]
+    assert env.desired("dev-0") == OLD  # back to the group's assignment
+    pins = {a["target"]: a["version"] for a in env.call("assignments.list")["items"]}
+    assert pins == {
+        "group:lab": "1.2.0",
+        "device:dev-1": "1.2.0",
+        "device:dev-2": "1.2.0",
+        "device:dev-3": "1.3.0",
+    }
+    # aborted is final: nothing moves any more
+    env.report("dev-0", "healthy")
+    assert engine.tick(env.store).notices == []
+    assert env.call("rollouts.abort", {"id": r["id"]})["error"]["code"] == "conflict"
+
+
+def test_offline_devices_stay_pending_and_finish_when_back(env: Env) -> None:
+    env.store.set_device_status("dev-3", "offline")
+    r = start(env)
+    engine.tick(env.store)
+    for d in ("dev-0", "dev-1", "dev-2"):
+        env.report(d, "healthy")
+    engine.tick(env.store)
+    got = env.call("rollouts.get", {"id": r["id"]})
+    assert (got["state"], got["offline"]) == ("running", 1)
+    row = next(d for d in got["devices"] if d["device"] == "dev-3")
+    assert (row["state"], row["online"]) == ("Pending", False)
+    assert "offline" in row["reason"]
+    env.store.set_device_status("dev-3", "online")
+    env.report("dev-3", "healthy")
+    engine.tick(env.store)
+    assert env.call("rollouts.get", {"id": r["id"]})["state"] == "succeeded"
+
+
+def test_pause_holds_the_next_wave(env: Env) -> None:
+    r = start(env, canary_percent=25)
+    engine.tick(env.store)
+    assert env.call("rollouts.pause", {"id": r["id"]})["state"] == "paused"
+    assert env.call("rollouts.pause", {"id": r["id"]})["error"]["code"] == "conflict"
+    env.report("dev-0", "healthy")
+    assert engine.tick(env.store).publish == []
+    assert env.states(r["id"])["dev-0"] == "Succeeded"  # progress is still recorded
+    env.call("rollouts.resume", {"id": r["id"]})
+    assert engine.tick(env.store).publish == ["dev-1", "dev-2", "dev-3"]
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "field"),
+    [
+        ({"bundle": NEW, "target": "group:nope"}, "not_found", "target"),
+        ({"bundle": "warehouse-monitor@9.9.9", "target": "group:lab"}, "not_found", "bundle"),
+        ({"bundle": "nope", "target": "group:lab"}, "invalid", "bundle"),
+        ({"bundle": NEW, "target": "planet:x"}, "invalid", "target"),
+        ({"bundle": NEW, "target": "tag:none"}, "invalid", "target"),
+        (
+            {"bundle": NEW, "target": "group:lab", "canary_percent": 101},
+            "invalid",
+            "canary_percent",
+        ),
+        ({"bundle": NEW, "target": "group:lab", "max_failures": -1}, "invalid", "max_failures"),
+        (
+            {"bundle": NEW, "target": "group:lab", "canary_percent": "10%"},
+            "invalid",
+            "canary_percent",
+        ),
+        ({"bundle": NEW}, "invalid", "target"),
+        ({"bundle": NEW, "target": "group:lab", "wave": 2}, "invalid", "wave"),
+    ],
+)
+def test_bad_start_bodies_store_nothing(
+    env: Env, body: dict[str, Any], code: str, field: str
+) -> None:
+    out = env.call("rollouts.start", body)
+    assert (out["error"]["code"], out["error"].get("field")) == (code, field)
+    assert env.store.scalar("SELECT count(*) FROM rollouts") == 0
+
+
+def test_one_active_rollout_per_device_and_readonly_cannot_start(env: Env) -> None:
+    start(env)
+    again = env.call("rollouts.start", {"bundle": NEW, "target": "device:dev-1"})
+    assert again["error"]["code"] == "conflict"
+    ro = env.call("rollouts.start", {"bundle": NEW, "target": "group:lab"}, key="ro")
+    assert ro["error"]["code"] == "forbidden"
+    assert env.call("rollouts.list", key="ro")["items"][0]["state"] == "running"
+    assert env.call("rollouts.get", {"id": "ro-nope"})["error"]["code"] == "not_found"
+    assert env.call("rollouts.list", {"state": "odd"})["error"]["field"] == "state"
+
+
+def test_list_pages_newest_first(env: Env) -> None:
+    ids = []
+    for i in range(3):
+        r = (
+            start(env)
+            if i == 0
+            else env.call("rollouts.start", {"bundle": NEW, "target": f"device:dev-{i}"})
+        )
+        ids.append(r["id"])
+        if i == 0:
+            env.call("rollouts.abort", {"id": r["id"]})
+    page = env.call("rollouts.list", {"limit": 2})
+    assert [i["id"] for i in page["items"]] == ids[::-1][:2]
+    rest = env.call("rollouts.list", {"limit": 2, "cursor": page["next_cursor"]})
+    assert [i["id"] for i in rest["items"]] == [ids[0]] and rest["next_cursor"] is None
+    assert [i["id"] for i in env.call("rollouts.list", {"state": "aborted"})["items"]] == [ids[0]]
+
+
+# --- reading reports ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("doc", "base", "want"),
+    [
+        (None, None, None),
+        ({"desired": {"generation": 5, "rollout_id": "ro-1"}}, None, 5),
+        ({"desired": {"generation": 5, "rollout_id": "ro-2", "bundle_ref": NEW}}, None, None),
+        # a writer that leaves the rollout id out: the version and a newer generation do
+        ({"desired": {"generation": 5, "bundle_ref": NEW}}, 4, 5),
+        ({"desired": {"generation": 4, "bundle_ref": NEW}}, 4, None),
+        ({"deployment": {"generation": 6, "bundle_ref": NEW, "status": "healthy"}}, 4, 6),
+        ({"deployment": {"generation": 3, "bundle_ref": NEW, "status": "healthy"}}, 4, None),
+        ({"desired": "garbage", "deployment": [1]}, None, None),
+        ({"desired": {"generation": True, "rollout_id": "ro-1"}}, None, None),
+    ],
+)
+def test_acknowledged(doc: Any, base: int | None, want: int | None) -> None:
+    assert acknowledged(doc, "ro-1", NEW, base) == want
+
+
+def test_observe_reads_the_acknowledged_generations_deployment() -> None:
+    doc = {
+        "desired": {"generation": 8, "rollout_id": "ro-1", "bundle_ref": NEW},
+        "deployment": {"generation": 8, "bundle_ref": NEW, "status": "rolled_back", "reason": "x"},
+    }
+    assert observe(doc, "ro-1", NEW, None, None).status == "rolled_back"
+    old = {**doc, "deployment": {"generation": 7, "bundle_ref": OLD, "status": "healthy"}}
+    assert observe(old, "ro-1", NEW, None, None).status is None  # acknowledged, not yet applied
+    # once known, the generation sticks even after the device's desired state moved on
+    later = {"desired": {"generation": 9, "rollout_id": None, "bundle_ref": OLD}}
+    assert observe(later, "ro-1", NEW, None, 8).generation == 8
