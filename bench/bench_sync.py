@@ -32,13 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import nats
-from nats.js.api import KeyValueConfig, StorageType, StreamConfig
+from nats.js.api import KeyValueConfig, RePublish, StorageType, StreamConfig
 
 from agent.store import Store
 from agent.sync.heartbeat import heartbeat_from_status
 from agent.sync.leaf import LeafServer
 from agent.sync.service import SyncService, SyncSettings
-from protocol.messages import EnrollReply
+from protocol.messages import DESIRED_REPUBLISH_DEST, DESIRED_REPUBLISH_SRC, EnrollReply
 from protocol.subjects import DESIRED_BUCKET, REPORT_STREAM, REPORT_WILDCARD
 from tests.harness.nats import NatsHub
 
@@ -166,7 +166,16 @@ async def one_run(tmp: Path, hours: float, compression: str, seed: int) -> dict[
             duplicate_window=7200,
         )
     )
-    await js.create_key_value(KeyValueConfig(bucket=DESIRED_BUCKET, history=5, direct=True))
+    await js.create_key_value(
+        KeyValueConfig(
+            bucket=DESIRED_BUCKET,
+            history=5,
+            direct=True,
+            republish=RePublish(
+                src=DESIRED_REPUBLISH_SRC, dest=DESIRED_REPUBLISH_DEST, headers_only=True
+            ),
+        )
+    )
     # The hub listens to heartbeats; without interest the leaf would not forward them at all.
     heartbeats: list[int] = []
 

@@ -13,6 +13,7 @@ Subjects (see ``protocol.subjects``) and what travels on them:
 - ``sb.dev.<id>.heartbeat``: ``Heartbeat``, core NATS, best effort, latest state only.
 - ``sb.hub.enroll``: request ``EnrollRequest``, reply ``EnrollReply`` or the error shape.
 - ``sb.dev.<id>.rpc.<verb>``: request ``RpcRequest`` body, reply ``RpcReply`` body.
+- ``sb.desired.<id>``: headers-only republish of each put to the ``desired`` KV key (a prompt).
 
 docs/sync.md is the prose version of this contract.
 """
@@ -48,6 +49,20 @@ MAX_LOG_TAIL = 5000
 DEFAULT_LOG_TAIL = 100
 
 RPC_VERBS: tuple[str, ...] = ("reconcile", "restart", "logs", "status")
+
+# ``$KV.>`` subjects never cross a leafnode link between JetStream domains (nats-server denies
+# them; measured with 2.15.1), so the hub's ``desired`` bucket republishes each put, headers
+# only, onto ``sb.desired.<id>``: the device's prompt to read its key. Bucket config:
+# ``republish: {src: "$KV.desired.>", dest: "sb.desired.>", headers_only: true}``.
+DESIRED_PROMPT_PREFIX = "sb.desired"
+DESIRED_REPUBLISH_SRC = "$KV.desired.>"
+DESIRED_REPUBLISH_DEST = f"{DESIRED_PROMPT_PREFIX}.>"
+
+
+def desired_prompt(device_id: str) -> str:
+    """The subject a put of ``device_id``'s desired key is republished on (headers only)."""
+    return f"{DESIRED_PROMPT_PREFIX}.{device_id}"
+
 
 _KIND_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")

@@ -3,8 +3,10 @@
 How it stays correct across link loss, with the least privilege and no per-device consumer on
 the hub:
 
-- A plain subscription on ``$KV.desired.<id>`` (the subject a KV put publishes on) hears each
-  put live, as a prompt only; its content is not trusted for the revision.
+- A plain subscription on ``sb.desired.<id>`` hears each put live: the bucket republishes
+  puts there, headers only (``$KV.>`` itself never crosses a leafnode link between JetStream
+  domains). It is a prompt only; its ``Nats-Sequence`` lets the agent skip a read when it
+  already has that revision.
 - On every prompt, at once after the link comes back (puts made while it was down were
   never prompted) and every ``poll_interval`` as a safety net, the agent reads its key with a
   JetStream direct get (``$JS.hub.API.DIRECT.GET.KV_desired.$KV.desired.<id>``), which
@@ -41,6 +43,7 @@ from nats.js.kv import KeyValue
 
 from agent.sync.link import LinkState
 from protocol.desired import DesiredDecodeError, DesiredState
+from protocol.messages import desired_prompt
 from protocol.subjects import DESIRED_BUCKET
 
 log = logging.getLogger(__name__)
@@ -123,10 +126,17 @@ class Downlink:
         self._extra = {"device": device_id}
 
     async def run(self) -> None:
-        async def on_put(_msg: Msg) -> None:
+        async def on_put(msg: Msg) -> None:
+            try:
+                seq = int((msg.headers or {}).get("Nats-Sequence", "0"))
+            except ValueError:
+                seq = 0
+            last = self.stats.last_revision
+            if seq and last is not None and seq <= last:
+                return  # already have it (or newer)
             self._prompt.set()
 
-        self._sub = await self.nc.subscribe(f"$KV.{DESIRED_BUCKET}.{self.device_id}", cb=on_put)
+        self._sub = await self.nc.subscribe(desired_prompt(self.device_id), cb=on_put)
         last_probe = -float("inf")
         last_epoch = -1
         try:

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import nats
-from nats.js.api import KeyValueConfig
 
 from agent.config import config_from_dict
 from agent.daemon import Agent
@@ -21,8 +20,9 @@ from agent.sync.enroll import credentials_path, save_credentials
 from agent.sync.service import read_status_file, sync_hook
 from protocol.desired import DesiredState
 from protocol.messages import EnrollReply, RpcRequest, decode_rpc_reply
-from protocol.subjects import DESIRED_BUCKET, REPORT_STREAM, REPORT_WILDCARD, rpc
+from protocol.subjects import REPORT_STREAM, REPORT_WILDCARD, rpc
 from tests.harness.nats import NatsHub
+from tests.integration.test_sync_agent import desired_bucket_config
 
 ACCOUNTS = """
 accounts {
@@ -32,7 +32,7 @@ accounts {
       { user: hub, password: "hub-pw" }
       { user: "dev-5", password: "pw-5", permissions: {
           publish: { allow: ["sb.dev.dev-5.>", "_INBOX.>", "$JS.hub.API.DIRECT.GET.KV_desired.$KV.desired.dev-5"] },
-          subscribe: { allow: ["_INBOX.dev-5.>", "$KV.desired.dev-5", "sb.dev.dev-5.rpc.>"] } } }
+          subscribe: { allow: ["_INBOX.dev-5.>", "sb.desired.dev-5", "sb.dev.dev-5.rpc.>"] } } }
     ]
   }
 }
@@ -51,7 +51,7 @@ async def test_sync_hook_in_the_daemon(tmp_path: Path) -> None:
     hub_nc = await nats.connect(hub.url, user="hub", password="hub-pw")
     js = hub_nc.jetstream()
     await js.add_stream(name=REPORT_STREAM, subjects=[REPORT_WILDCARD], duplicate_window=7200)
-    kv = await js.create_key_value(KeyValueConfig(bucket=DESIRED_BUCKET, history=5, direct=True))
+    kv = await js.create_key_value(desired_bucket_config())
     cfg = config_from_dict({"data_dir": str(tmp_path / "agent"), "device_id": "dev-5"})
     save_credentials(
         credentials_path(cfg),

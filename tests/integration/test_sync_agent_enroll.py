@@ -12,15 +12,15 @@ from pathlib import Path
 import nats
 import pytest
 from nats.aio.msg import Msg
-from nats.js.api import KeyValueConfig
 
 from agent.config import config_from_dict
 from agent.store import Store
 from agent.sync.enroll import add_enroll_command, credentials_path
 from agent.sync.service import SyncService, settings_from_config
 from protocol.messages import EnrollReply, MessageError, decode_enroll_request, rpc_error
-from protocol.subjects import DESIRED_BUCKET, ENROLL, REPORT_STREAM, REPORT_WILDCARD
+from protocol.subjects import ENROLL, REPORT_STREAM, REPORT_WILDCARD
 from tests.harness.nats import NatsHub
+from tests.integration.test_sync_agent import desired_bucket_config
 
 ACCOUNTS = """
 accounts {
@@ -32,7 +32,7 @@ accounts {
           publish: { allow: ["sb.hub.enroll"] }, subscribe: { allow: ["_INBOX.>"] } } }
       { user: "dev-9", password: "pw-9", permissions: {
           publish: { allow: ["sb.dev.dev-9.>", "_INBOX.>", "$JS.hub.API.DIRECT.GET.KV_desired.$KV.desired.dev-9"] },
-          subscribe: { allow: ["_INBOX.dev-9.>", "$KV.desired.dev-9", "sb.dev.dev-9.rpc.>"] } } }
+          subscribe: { allow: ["_INBOX.dev-9.>", "sb.desired.dev-9", "sb.dev.dev-9.rpc.>"] } } }
     ]
   }
 }
@@ -52,7 +52,7 @@ async def test_enroll_then_sync_online(tmp_path: Path, capsys: pytest.CaptureFix
     # The contract: the hub creates the desired bucket (direct get on) before devices come;
     # the device's read of its key is also its hub-link probe.
     hub_js = hub_nc.jetstream()
-    await hub_js.create_key_value(KeyValueConfig(bucket=DESIRED_BUCKET, history=5, direct=True))
+    await hub_js.create_key_value(desired_bucket_config())
     await hub_js.add_stream(name=REPORT_STREAM, subjects=[REPORT_WILDCARD], duplicate_window=7200)
     seen: list[str] = []
 

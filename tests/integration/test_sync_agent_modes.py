@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import nats
-from nats.js.api import KeyValueConfig
 
 from agent.store import Store
 from agent.sync.downlink import DownlinkSettings
@@ -20,9 +19,10 @@ from agent.sync.service import SyncService, SyncSettings
 from agent.sync.uplink import UplinkSettings
 from protocol.desired import DesiredState
 from protocol.messages import EnrollReply, decode_report
-from protocol.subjects import DESIRED_BUCKET, REPORT_STREAM, REPORT_WILDCARD
+from protocol.subjects import REPORT_STREAM, REPORT_WILDCARD
 from tests.harness.nats import NatsHub
 from tests.harness.proxy import TcpProxy
+from tests.integration.test_sync_agent import desired_bucket_config
 
 
 async def until(check: Callable[[], Any], timeout: float = 30.0) -> None:
@@ -38,7 +38,7 @@ async def test_direct_mode_across_a_cut(tmp_path: Path) -> None:
     hub_nc = await nats.connect(hub.url)
     js = hub_nc.jetstream()
     await js.add_stream(name=REPORT_STREAM, subjects=[REPORT_WILDCARD], duplicate_window=7200)
-    kv = await js.create_key_value(KeyValueConfig(bucket=DESIRED_BUCKET, history=5, direct=True))
+    kv = await js.create_key_value(desired_bucket_config())
     store = Store.open(tmp_path / "a.db", device_id="dev-3")
     settings = SyncSettings(
         "direct",
