@@ -17,6 +17,7 @@ from typing import Any, TextIO
 from sbutil.logsetup import setup_logging
 from tui.client import ApiError, HubClient
 from tui.config import ConfigError, resolve
+from tui.rollout_cli import add_rollout_commands
 
 EXIT_API = 1
 EXIT_USAGE = 2
@@ -291,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("revoke", "revoke an API key", key)
     p.add_argument("id")
     p.set_defaults(request=lambda a: ("keys.revoke", {"id": a.id}))
+
+    add_rollout_commands(add, PRINTERS)  # signalbeam rollout ... (tui/rollout_cli.py)
 
     p = add("tui", "the interactive terminal UI")
     p.set_defaults(offline=cmd_tui)

@@ -1,0 +1,233 @@
+"""``signalbeam rollout start|status|list|pause|resume|abort`` (docs/rollouts.md).
+
+Kept apart from ``tui/cli.py`` so the rollout verbs are one block there (one call to
+``add_rollout_commands``). ``rollout status ID --watch`` is the one verb that makes more
+than one request: it polls ``rollouts.get`` once a second and prints a line whenever the
+rollout moved, until it is done, paused (it needs an operator then), or ``--watch-timeout``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from tui.client import ApiError, HubClient
+from tui.config import ConfigError, resolve
+
+EXIT_API, EXIT_USAGE = 1, 2
+POLL = 1.0
+WATCH_TIMEOUT = 600.0
+STOP_STATES = ("succeeded", "failed", "aborted", "paused")
+PERCENT_RE = re.compile(r"^(\d{1,3})%?$")
+Printer = Callable[[dict[str, Any], TextIO], None]
+
+
+def percent(text: str) -> int:
+    m = PERCENT_RE.match(text.strip())
+    if not m or int(m.group(1)) > 100:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a percentage like 10% (0-100)")
+    return int(m.group(1))
+
+
+# --- output ------------------------------------------------------------------------------
+def counts_line(r: dict[str, Any]) -> str:
+    c = r.get("counts") or {}
+    line = (
+        f"pending {c.get('Pending', 0)} · updating {c.get('Updating', 0)} · "
+        f"succeeded {c.get('Succeeded', 0)} · failed {c.get('Failed', 0)}"
+    )
+    if r.get("offline"):
+        line += f" · offline {r['offline']}"
+    return line
+
+
+def headline(r: dict[str, Any]) -> str:
+    return f"{r['id']}  {r['bundle']}@{r['version']} -> {r['target']}  [{r['state']}]"
+
+
+def print_rollout(r: dict[str, Any], out: TextIO) -> None:
+    from tui.cli import table
+
+    print(headline(r), file=out)
+    if r.get("reason"):
+        print(f"  {r['reason']}", file=out)
+    wave = "not started" if r.get("wave") is None else f"{r['wave'] + 1} of {r['waves']}"
+    print(
+        f"  wave {wave} · canary {r['canary_percent']}% · max failures {r['max_failures']}",
+        file=out,
+    )
+    print(f"  {counts_line(r)}", file=out)
+    if "restored" in r:
+        print(f"  restored: {', '.join(r['restored']) or 'nothing'}", file=out)
+    devices = r.get("devices")
+    if devices is not None:
+        print(file=out)
+        rows = [
+            {**d, "wave": d["wave"] + 1, "online": "yes" if d["online"] else "OFFLINE"}
+            for d in devices
+        ]
+        table(rows, ["device", "wave", "state", "online", "reason"], out)
+
+
+def print_list(result: dict[str, Any], out: TextIO) -> None:
+    from tui.cli import table
+
+    rows = [
+        {
+            "id": r["id"],
+            "bundle": f"{r['bundle']}@{r['version']}",
+            "target": r["target"],
+            "state": r["state"],
+            "progress": f"{r['counts']['Succeeded'] + r['counts']['Failed']}/{r['total']}",
+            "failed": r["counts"]["Failed"],
+            "created_at": r["created_at"],
+        }
+        for r in result["items"]
+    ]
+    table(rows, ["id", "bundle", "target", "state", "progress", "failed", "created_at"], out)
+    if result.get("next_cursor"):
+        print(f"(more: --cursor {result['next_cursor']})", file=out)
+
+
+# --- parser ------------------------------------------------------------------------------
+class _Watch(argparse.Action):
+    """``--watch`` makes ``status`` a verb that runs itself (many requests): tui.cli's
+    ``run`` calls ``args.offline`` for those instead of sending one request."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        namespace.watch = True
+        namespace.offline = cmd_watch
+
+
+def add_rollout_commands(
+    add: Callable[..., argparse.ArgumentParser], printers: dict[str, Printer]
+) -> None:
+    """Add the ``rollout`` verb with ``add`` (tui.cli's helper) and its printers."""
+    group = add("rollout", "roll a bundle version out to devices, canary first").add_subparsers(
+        dest="rollout_verb", required=True
+    )
+    p = add("start", "start a rollout of NAME@VERSION to a target", group)
+    p.add_argument("bundle", help="NAME@VERSION")
+    p.add_argument("--target", required=True, help="device:ID, group:NAME or tag:NAME")
+    p.add_argument("--canary", type=percent, help="first wave, e.g. 10%% (default: one wave)")
+    p.add_argument("--max-failures", type=int, help="failed devices tolerated (default 0)")
+    p.set_defaults(
+        request=lambda a: (
+            "rollouts.start",
+            {
+                k: v
+                for k, v in {
+                    "bundle": a.bundle,
+                    "target": a.target,
+                    "canary_percent": a.canary,
+                    "max_failures": a.max_failures,
+                }.items()
+                if v is not None
+            },
+        )
+    )
+    p = add("status", "a rollout and its devices (--watch: follow it until done)", group)
+    p.add_argument("id")
+    p.add_argument(
+        "--watch",
+        action=_Watch,
+        nargs=0,
+        help="print progress until it is done (exit 0: succeeded)",
+    )
+    p.add_argument(
+        "--watch-timeout",
+        type=float,
+        default=WATCH_TIMEOUT,
+        help=f"stop watching after this many seconds (default {WATCH_TIMEOUT:.0f})",
+    )
+    p.set_defaults(request=lambda a: ("rollouts.get", {"id": a.id}))
+    p = add("list", "rollouts, newest first", group)
+    p.add_argument("--state", choices=["running", "paused", "succeeded", "failed", "aborted"])
+    p.add_argument("--limit", type=int)
+    p.add_argument("--cursor")
+    p.set_defaults(
+        request=lambda a: (
+            "rollouts.list",
+            {
+                k: v
+                for k, v in {"state": a.state, "limit": a.limit, "cursor": a.cursor}.items()
+                if v is not None
+            },
+        )
+    )
+    for name, text in (
+        ("pause", "stop starting new waves (devices already updating go on)"),
+        ("resume", "go on after a pause (failures so far are accepted)"),
+        ("abort", "stop for good and give the devices back their previous assignment"),
+    ):
+        p = add(name, text, group)
+        p.add_argument("id")
+        p.set_defaults(request=lambda a, v=f"rollouts.{name}": (v, {"id": a.id}))
+    for verb in ("start", "get", "pause", "resume", "abort"):
+        printers[f"rollouts.{verb}"] = print_rollout
+    printers["rollouts.list"] = print_list
+
+
+# --- watching ----------------------------------------------------------------------------
+async def watch(
+    client: HubClient, rollout_id: str, limit: float, out: TextIO, as_json: bool
+) -> dict[str, Any]:
+    """Poll until the rollout stops moving on its own or ``limit`` seconds pass; prints a
+    line (or a JSON line) at each change. Returns the last state seen."""
+    deadline = time.monotonic() + limit
+    last: tuple[Any, ...] | None = None
+    while True:
+        r = await client.call("rollouts.get", {"id": rollout_id})
+        key = (r["state"], json.dumps(r["counts"], sort_keys=True), r.get("offline"), r["wave"])
+        if key != last:
+            last = key
+            if as_json:
+                print(json.dumps({k: v for k, v in r.items() if k != "devices"}), file=out)
+            else:
+                stamp = time.strftime("%H:%M:%S")
+                print(f"{stamp}  [{r['state']}]  {counts_line(r)}", file=out)
+            out.flush()
+        if r["state"] in STOP_STATES or time.monotonic() >= deadline:
+            return r
+        await asyncio.sleep(min(POLL, max(0.0, deadline - time.monotonic())))
+
+
+def cmd_watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``rollout status ID --watch``: exit 0 when the rollout succeeded, 1 when it failed,
+    was aborted, paused, or was still going at ``--watch-timeout``."""
+    as_json = getattr(args, "json", False)
+    try:
+        settings = resolve(
+            getattr(args, "hub", None),
+            getattr(args, "api_key", None),
+            getattr(args, "timeout", None),
+        )
+    except ConfigError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_USAGE
+
+    async def go() -> dict[str, Any]:
+        async with HubClient(settings.hub, settings.api_key, timeout=settings.timeout) as client:
+            return await watch(client, args.id, max(0.0, args.watch_timeout), out, as_json)
+
+    try:
+        r = asyncio.run(go())
+    except ApiError as exc:
+        if as_json:
+            print(json.dumps({"error": {"code": exc.code, "message": exc.message}}), file=out)
+        else:
+            print(f"error: {exc} [{exc.code}]", file=err)
+        return EXIT_API
+    if not as_json:
+        print(file=out)
+        print_rollout(r, out)
+    if r["state"] == "succeeded":
+        return 0
+    if r["state"] not in STOP_STATES:
+        print(f"rollout {args.id} still {r['state']} after {args.watch_timeout:g}s", file=err)
+    return EXIT_API
