@@ -200,12 +200,15 @@ def add_enroll_command(subparsers: Any) -> argparse.ArgumentParser:
 def cmd_enroll(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from agent.config import load_config
+    from agent.config import DEFAULT_CONFIG_PATH, load_config
     from agent.errors import AgentError
     from agent.store import Store
 
     try:
-        cfg = load_config(args.config)
+        path_arg = args.config
+        if path_arg is None and Path(DEFAULT_CONFIG_PATH).exists():
+            path_arg = DEFAULT_CONFIG_PATH  # same rule as the other agent commands
+        cfg = load_config(path_arg)
         if args.data_dir:
             cfg = replace(cfg, data_dir=Path(args.data_dir))
         device_id = args.device_id or cfg.device_id

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from nats.aio.client import Client as NATS
 
+from agent.errors import AgentError
 from agent.sync.downlink import Downlink, DownlinkSettings
 from agent.sync.enroll import credentials_path, load_credentials
 from agent.sync.errors import RpcFailure
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 Mode = Literal["leaf", "direct"]
 STATUS_FILE = "sync-status.json"
+ENROLL_POLL = 5.0  # seconds between looks for a credentials file while not enrolled
 
 
 @dataclass(frozen=True)
@@ -359,10 +361,29 @@ def agent_rpc_handlers(agent: Any, service: Callable[[], SyncService | None]) ->
 
 async def sync_hook(agent: Any, stop: asyncio.Event) -> None:
     """Daemon hook: ``agent.add_task(sync_hook)``. Sets ``agent.sync`` to the service."""
-    settings = settings_from_config(agent.config)
-    if settings is None:
-        log.info("not enrolled and no [hub] url: sync is off", extra={"device": agent.device_id})
-        return
+    # Not enrolled yet: look again every ENROLL_POLL s, so an enrollment done while the
+    # agent runs is picked up without a restart.
+    settings: SyncSettings | None = None
+    told = False
+    last_error = ""
+    while True:
+        try:
+            settings = settings_from_config(agent.config)
+        except AgentError as exc:  # e.g. an unreadable credentials file: say so, keep looking
+            if str(exc) != last_error:
+                log.error("%s", exc, extra={"device": agent.device_id})
+            last_error = str(exc)
+        if settings is not None:
+            break
+        if not told:
+            log.info(
+                "not enrolled and no [hub] url: sync is off until `signalbeam-agent enroll`",
+                extra={"device": agent.device_id},
+            )
+            told = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), ENROLL_POLL)
+            return
     svc = SyncService(
         agent.store,
         settings,

@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import nats
+import pytest
 
 from agent.config import config_from_dict
 from agent.daemon import Agent
+from agent.sync import service
 from agent.sync.enroll import credentials_path, save_credentials
 from agent.sync.service import read_status_file, sync_hook
 from protocol.desired import DesiredState
@@ -46,23 +48,28 @@ async def until(check: Callable[[], Any], timeout: float = 20.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_sync_hook_in_the_daemon(tmp_path: Path) -> None:
+async def test_sync_hook_in_the_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     hub = NatsHub(tmp_path / "hub", extra_conf=ACCOUNTS)
     hub_nc = await nats.connect(hub.url, user="hub", password="hub-pw")
     js = hub_nc.jetstream()
     await js.add_stream(name=REPORT_STREAM, subjects=[REPORT_WILDCARD], duplicate_window=7200)
     kv = await js.create_key_value(desired_bucket_config())
     cfg = config_from_dict({"data_dir": str(tmp_path / "agent"), "device_id": "dev-5"})
-    save_credentials(
-        credentials_path(cfg),
-        EnrollReply("dev-5", "dev-5", "pw-5", f"nats-leaf://127.0.0.1:{hub.leaf_port}"),
-    )
+    monkeypatch.setattr(service, "ENROLL_POLL", 0.1)
     agent = Agent(cfg, connect_engine=False)
     agent.add_task(sync_hook)
     seen: list[DesiredState | None] = []
     agent.on_desired_change(seen.append)
     run = asyncio.create_task(agent.run())
     try:
+        # Enrolled while the agent runs (the credentials file appears): picked up, no restart.
+        await until(lambda: agent.store is not None)
+        await asyncio.sleep(0.3)
+        assert getattr(agent, "sync", None) is None
+        save_credentials(
+            credentials_path(cfg),
+            EnrollReply("dev-5", "dev-5", "pw-5", f"nats-leaf://127.0.0.1:{hub.leaf_port}"),
+        )
         await until(lambda: getattr(agent, "sync", None) is not None and agent.sync.online)
         rev = await kv.put("dev-5", DesiredState(0, {"bundle": "b", "version": "1.0.0"}).to_json())
         await until(lambda: bool(seen) and seen[-1] is not None and seen[-1].generation == rev)
