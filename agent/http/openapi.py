@@ -388,7 +388,7 @@ def document() -> dict[str, Any]:
                 params=[
                     _q(
                         "after_seq",
-                        {"type": "integer", "minimum": 0},
+                        {"type": "integer", "minimum": 0, "maximum": 2**62},
                         "Events after this sequence (omit: newest)",
                     ),
                     _q(

@@ -46,7 +46,7 @@ def integer(query: Mapping[str, str], name: str, default: int, lo: int, hi: int)
     value = _raw(query, name)
     if value is None:
         return default
-    if not re.fullmatch(r"-?\d{1,18}", value):
+    if not re.fullmatch(r"-?\d{1,20}", value):
         raise invalid(name, f"must be an integer between {lo} and {hi}")
     n = int(value)
     if not lo <= n <= hi:
