@@ -145,6 +145,7 @@ class Uplink:
             raw,
             max_bytes=s.batch_bytes,
             max_rows=min(s.batch_rows, MAX_ROWS_PER_REPORT),
+            prev_seq=self._acked if self._acked < rows[0].seq else 0,
         )
         return await self._send(batches)
 

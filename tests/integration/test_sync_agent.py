@@ -110,6 +110,7 @@ class Ingest:
     messages: int = 0
     replayed_rows: int = 0
     naks: int = 0
+    prev_of: dict[int, int] = field(default_factory=dict)  # first_seq -> prev_seq
     errors: list[str] = field(default_factory=list)
 
     async def pump(self) -> None:
@@ -128,6 +129,7 @@ class Ingest:
                 batch = decode_report(msg.data, subject_device=dev)
                 check_msg_id(batch, (msg.headers or {}).get(MSG_ID_HEADER))
                 self.messages += 1
+                self.prev_of.setdefault(batch.first_seq, batch.prev_seq)
                 if batch.prev_seq > self.last_applied.get(dev, 0):
                     # Overtook an earlier batch that is being resent: apply it after that one.
                     self.naks += 1
@@ -244,6 +246,8 @@ async def test_outbox_reaches_hub_exactly_once_across_a_cut(world: World) -> Non
     await eventually(lambda: w.ingest.last_applied.get("dev-1") == last or w.ingest.errors)
     assert w.ingest.errors == []
     assert w.ingest.applied["dev-1"] == list(range(1, last + 1))
+    # The first batch after the outage names the last row acknowledged before it.
+    assert w.ingest.prev_of[51] == 50
 
     # Force a resend of already-stored batches (as if their PubAcks had been lost): the
     # stream's duplicate window must drop them by Nats-Msg-Id.
