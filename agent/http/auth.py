@@ -42,6 +42,7 @@ class Caller:
 
 
 CALLER_KEY = "sb_caller"
+SAFE_METHODS = frozenset({"GET", "HEAD"})
 
 
 def caller(request: web.Request) -> Caller:
@@ -51,8 +52,9 @@ def caller(request: web.Request) -> Caller:
     return found
 
 
-def presented_token(request: web.Request) -> str | None:
-    """The token from ``Authorization: Bearer T`` or ``Basic`` (any user, password T).
+def presented_token(request: web.Request) -> tuple[str, str] | None:
+    """(scheme, token) from ``Authorization: Bearer T`` or ``Basic`` (any user, password T);
+    None when no token was sent. A malformed header gives an empty token (a failed try).
 
     Basic exists for the HTML page: a phone's browser prompts for it natively, no JS.
     """
@@ -60,16 +62,16 @@ def presented_token(request: web.Request) -> str | None:
     if not header:
         return None
     scheme, _, value = header.partition(" ")
-    value = value.strip()
-    if scheme.lower() == "bearer":
-        return value or None
-    if scheme.lower() == "basic":
+    scheme, value = scheme.lower(), value.strip()
+    if scheme == "bearer":
+        return (scheme, value) if value else None
+    if scheme == "basic":
         try:
             decoded = base64.b64decode(value, validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
-            return ""
-        return decoded.partition(":")[2] or ""
-    return ""
+            return scheme, ""
+        return scheme, decoded.partition(":")[2]
+    return scheme, ""
 
 
 def client_address(request: web.Request) -> str:
@@ -105,12 +107,21 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             "too many failed authentication attempts; try again later",
             headers={"Retry-After": str(int(wait) + 1)},
         )
-    token = presented_token(request)
-    if token is None:
+    presented = presented_token(request)
+    if presented is None:
         raise ApiError(
             perr.UNAUTHORIZED,
             "authentication required: send Authorization: Bearer <token>",
             headers={"WWW-Authenticate": _challenge(request)},
+        )
+    scheme, token = presented
+    if scheme == "basic" and request.method not in SAFE_METHODS:
+        # A browser re-sends cached Basic credentials on its own, even for a form another
+        # site posts to us (CSRF); a bearer token is only ever sent on purpose.
+        raise ApiError(
+            perr.UNAUTHORIZED,
+            "changes need Authorization: Bearer <token>; HTTP Basic is for reading only",
+            headers={"WWW-Authenticate": 'Bearer realm="signalbeam-agent"'},
         )
     info = ctx.tokens.verify(token)
     if info is None:

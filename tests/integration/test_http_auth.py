@@ -85,6 +85,12 @@ def test_roles(api: ApiServer, tokens: Tokens) -> None:
 def test_basic_auth_carries_the_token_for_browsers(api: ApiServer, tokens: Tokens) -> None:
     ok = requests.get(api.url + "/v1/status", auth=("anyone", tokens.viewer), timeout=10)
     assert ok.status_code == 200
+    # Never for changes: a browser would replay cached Basic credentials for another site.
+    before = len(events_of(api, "local.reconcile"))
+    csrf = requests.post(api.url + "/v1/reconcile", auth=("x", tokens.operator), timeout=10)
+    err = assert_error(csrf, 401, "unauthorized")
+    assert "Bearer" in err["message"]
+    assert len(events_of(api, "local.reconcile")) == before
     basic = base64.b64encode(b"anyone:wrong").decode()
     resp = requests.get(
         api.url + "/v1/status", headers={"Authorization": f"Basic {basic}"}, timeout=10
