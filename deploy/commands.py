@@ -1,0 +1,86 @@
+"""The two shell commands the deploys build by hand: hub init and device enrollment.
+
+Pure (pyinfra's command types only, no host context), so the unit tests can check the
+quoting, the guards and that secrets are masked in what pyinfra prints.
+"""
+
+from __future__ import annotations
+
+from pyinfra.api.command import QuoteString, StringCommand
+from pyinfra.api.hiddenvalue import HiddenValue
+
+from deploy.validate import AgentSettings, HubSettings
+
+
+def init_command(hub: HubSettings) -> StringCommand:
+    """``signalbeam-hub init`` as the hub user, guarded like init's own refusal (hub.toml or
+    hub.db present = initialised), its stdout (the admin key) into a root-only file."""
+    data = hub.data_dir
+    argv: list[object] = [
+        "runuser",
+        "-u",
+        hub.user,
+        "--",
+        QuoteString(f"{hub.package.bin}/signalbeam-hub"),
+        "init",
+        "--data",
+        QuoteString(data),
+        "--client-port",
+        str(hub.client_port),
+        "--leafnode-port",
+        str(hub.leafnode_port),
+        "--monitor-port",
+        str(hub.monitor_port),
+        "--http-port",
+        str(hub.http_port),
+        "--host",
+        QuoteString(hub.host),
+        "--http-host",
+        QuoteString(hub.http_host),
+        "--public-host",
+        QuoteString(hub.public_host),
+    ]
+    if not hub.litestream:
+        argv.append("--no-litestream")
+    elif hub.replica_url:
+        argv += ["--replica-url", QuoteString(hub.replica_url)]
+    return StringCommand(
+        "test -e",
+        QuoteString(f"{data}/hub.toml"),
+        "|| test -e",
+        QuoteString(f"{data}/hub.db"),
+        "|| ( umask 077 &&",
+        *argv,
+        ">",
+        QuoteString(hub.init_output),
+        ")",
+    )
+
+
+def enroll_command(agent: AgentSettings) -> StringCommand:
+    """``signalbeam-agent enroll``, guarded by the credentials file. The token and the
+    bootstrap password are HiddenValues: pyinfra prints them as *MASKED*; the password
+    travels in the environment (``SB_ENROLL_PASSWORD``), the token as an argument (the
+    CLI has no other way to take it)."""
+    assert agent.enroll_token is not None and agent.hub is not None
+    hub: str | HiddenValue = agent.hub
+    if "@" in agent.hub:  # nats://enroll:PASSWORD@host:port: the URL itself is a secret
+        hub = HiddenValue(agent.hub)
+    bits: list[object] = ["test -e", QuoteString(agent.credentials_file), "||"]
+    if agent.enroll_password is not None:
+        password = QuoteString(HiddenValue(agent.enroll_password))
+        # A shell assignment, not `env VAR=...`: no extra process carries it in its argv.
+        bits.append(StringCommand("SB_ENROLL_PASSWORD=", password, _separator=""))
+    bits += [
+        QuoteString(f"{agent.package.bin}/signalbeam-agent"),
+        "enroll",
+        "--config",
+        QuoteString(agent.config_path),
+        "--hub",
+        QuoteString(hub),
+        "--token",
+        QuoteString(HiddenValue(agent.enroll_token)),
+    ]
+    if agent.tags:
+        bits += ["--tags", QuoteString(",".join(agent.tags))]
+    return StringCommand(*bits)

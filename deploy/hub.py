@@ -1,0 +1,123 @@
+"""pyinfra deploy: a SignalBeam hub on a Debian host.
+
+    pyinfra deploy/inventory.py deploy/hub.py --limit hubs
+
+User ``signalbeam``, venv under /opt/signalbeam with signalbeam-edge, data dir
+/var/lib/signalbeam-hub, ``signalbeam-hub init`` once (its output, with the first admin API
+key, goes to a root-only file on the hub and nowhere else), hub.toml from the data
+variables, the litestream credentials file, and ``signalbeam-hub.service``, enabled and
+started. Every variable is described in docs/deploy.md and checked by deploy/validate.py
+before anything is planned.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# pyinfra runs this file with exec(); make `deploy.*` importable from any working directory.
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from pyinfra import host, logger  # noqa: E402
+from pyinfra.facts.files import File  # noqa: E402
+from pyinfra.operations import files, python, server  # noqa: E402
+
+from deploy.commands import init_command  # noqa: E402
+from deploy.common import (  # noqa: E402
+    group_and_user,
+    install_package,
+    run_unit,
+    settings_from_host,
+)
+from deploy.render import (  # noqa: E402
+    HUB_UNIT,
+    UNIT_DIR,
+    hub_context,
+    jinja_options,
+    template_path,
+)
+from deploy.validate import HUB_ENV_PATH, HubSettings, validate_hub  # noqa: E402
+
+
+def _tell_where_the_key_is(hub: HubSettings, host_name: str) -> None:
+    logger.warning(
+        f"[{host_name}] hub initialised. The first admin API key, the operator URL and the "
+        f"devices' enrollment URL were written once to {hub.init_output} on that host "
+        "(mode 0600, root). Read it, keep the key in your password store, then delete the "
+        "file: it is shown nowhere else."
+    )
+
+
+hub = settings_from_host(validate_hub, inventory_name=host.name)
+package_ops = install_package(hub.package)
+group_and_user(hub.user, hub.data_dir)
+
+files.directory(
+    name=f"Create the hub data dir {hub.data_dir}",
+    path=hub.data_dir,
+    user=hub.user,
+    group=hub.user,
+    mode="700",
+)
+files.directory(
+    name="Create /etc/signalbeam",
+    path=str(Path(HUB_ENV_PATH).parent),
+    user="root",
+    group="root",
+    mode="755",
+)
+
+if host.get_fact(File, path=f"{hub.data_dir}/hub.toml"):
+    host.noop(f"hub already initialised in {hub.data_dir}")
+else:
+    init = server.shell(
+        name=f"Initialise the hub (once; admin key into {hub.init_output})",
+        commands=[init_command(hub)],
+    )
+    python.call(
+        name="Say where the admin key is",
+        function=_tell_where_the_key_is,
+        hub=hub,
+        host_name=host.name,
+        _if=init.did_change,
+    )
+
+context = hub_context(hub)
+toml = files.template(
+    name="Write hub.toml",
+    src=template_path("hub.toml.j2"),
+    dest=f"{hub.data_dir}/hub.toml",
+    user=hub.user,
+    group=hub.user,
+    mode="600",
+    jinja_env_kwargs=jinja_options(),
+    **context,
+)
+if hub.replica_env:
+    env = files.template(
+        name=f"Write {HUB_ENV_PATH} (replica credentials)",
+        src=template_path("hub.env.j2"),
+        dest=HUB_ENV_PATH,
+        user="root",
+        group="root",
+        mode="600",
+        jinja_env_kwargs=jinja_options(),
+        **context,
+    )
+else:
+    env = files.file(
+        name=f"No replica credentials: remove {HUB_ENV_PATH}", path=HUB_ENV_PATH, present=False
+    )
+unit = files.template(
+    name=f"Write {HUB_UNIT}",
+    src=template_path(f"{HUB_UNIT}.j2"),
+    dest=f"{UNIT_DIR}/{HUB_UNIT}",
+    user="root",
+    group="root",
+    mode="644",
+    jinja_env_kwargs=jinja_options(),
+    **context,
+)
+run_unit(HUB_UNIT, unit, [*package_ops, toml, env])

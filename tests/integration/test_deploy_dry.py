@@ -1,0 +1,206 @@
+"""The pyinfra deploys, planned for real against this machine with ``pyinfra @local ... --dry``:
+data validated, facts gathered, operations planned -- nothing executed.
+
+This machine runs no systemd (PID 1 is not systemd), so systemctl cannot answer the
+``systemd.service`` facts. A stand-in ``systemctl`` on PATH answers ``show`` with nothing,
+as a systemd host answers for units that do not exist yet; everything else is real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PYINFRA = str(Path(sys.executable).parent / "pyinfra")
+
+TOKEN = "sbt_abc123_TOKENSECRET"
+PASSWORD = "PASSWORDSECRET"
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    fakebin = tmp_path / "fakebin"
+    fakebin.mkdir()
+    stub = fakebin / "systemctl"
+    stub.write_text("#!/bin/sh\nexit 0\n")
+    stub.chmod(0o755)
+    out = {k: v for k, v in os.environ.items() if not k.startswith("PYINFRA")}
+    out["PATH"] = f"{fakebin}:{out['PATH']}"
+    return out
+
+
+def _pyinfra(
+    env: dict[str, str], deploy: str, data: dict[str, str], *flags: str, cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
+    argv = [PYINFRA, "@local", str(ROOT / "deploy" / deploy), "--dry", *flags]
+    for key, value in data.items():
+        argv += ["--data", f"{key}={value}"]
+    return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
+
+
+def _planned(res: subprocess.CompletedProcess[str]) -> list[str]:
+    """Operation names from pyinfra's "Detected changes" table, in order."""
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    assert "--> Detected changes:" in out, out
+    table = out.split("--> Detected changes:", 1)[1].split("Detected changes may not", 1)[0]
+    names = []
+    for line in table.splitlines()[2:]:
+        name = line.strip().rsplit("  ", 2)[0].strip()
+        if name:
+            names.append(name)
+    return names
+
+
+def _index(names: list[str], fragment: str) -> int:
+    for i, name in enumerate(names):
+        if fragment in name:
+            return i
+    raise AssertionError(f"no planned operation contains {fragment!r}: {names}")
+
+
+def test_hub_plan(env: dict[str, str], tmp_path: Path) -> None:
+    data = {
+        "signalbeam_hub_public_host": "hub.example.com",
+        "signalbeam_hub_replica_url": "s3://bucket/hub",
+    }
+    # From another working directory: the deploy finds its own helpers.
+    names = _planned(_pyinfra(env, "hub.py", data, cwd=tmp_path))
+    order = [
+        "Install signalbeam-edge into /opt/signalbeam/venv",
+        "Create system user signalbeam",
+        "Create the hub data dir /var/lib/signalbeam-hub",
+        "Initialise the hub (once; admin key into /root/signalbeam-hub-init.txt)",
+        "Say where the admin key is",
+        "Write hub.toml",
+        "Write signalbeam-hub.service",
+        "Reload systemd units",
+        "Enable and start signalbeam-hub.service",
+    ]
+    positions = [_index(names, op) for op in order]
+    assert positions == sorted(positions), names
+    # -y skips change detection; the deploy must still load and plan without error.
+    quick = _pyinfra(env, "hub.py", data, "-y")
+    assert quick.returncode == 0, quick.stdout + quick.stderr
+
+
+def test_hub_plan_with_replica_credentials(env: dict[str, str], tmp_path: Path) -> None:
+    # A dict cannot be passed with --data; an inventory file can carry it.
+    inventory = tmp_path / "inventory.py"
+    inventory.write_text(
+        "hubs = [('@local', {'signalbeam_hub_public_host': 'hub.example.com',"
+        " 'signalbeam_hub_replica_url': 's3://bucket/hub',"
+        " 'signalbeam_hub_replica_env': {'AWS_SECRET_ACCESS_KEY': 'REPLICASECRET'}})]\n"
+    )
+    res = subprocess.run(
+        [PYINFRA, str(inventory), str(ROOT / "deploy" / "hub.py"), "--dry", "-vv"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    names = _planned(res)
+    assert _index(names, "Write /etc/signalbeam/hub.env") < _index(names, "Enable and start")
+    assert "REPLICASECRET" not in res.stdout + res.stderr
+
+
+def test_agent_plan_enrolls_once_and_masks_secrets(env: dict[str, str]) -> None:
+    data = {
+        "signalbeam_device_id": "pi-01",
+        "signalbeam_tags": "lab,rpi",
+        "signalbeam_hub": "hub.example.com:4222",
+        "signalbeam_enroll_token": TOKEN,
+        "signalbeam_enroll_password": PASSWORD,
+    }
+    res = _pyinfra(env, "agent.py", data, "-vv")
+    names = _planned(res)
+    order = [
+        "Install the container engine (podman)",
+        "Enable and start podman.socket",
+        "Install signalbeam-edge into /opt/signalbeam/venv",
+        "Write /etc/signalbeam/agent.toml",
+        "Enroll with the hub (once; token masked)",
+        "Write signalbeam-agent.service",
+        "Enable and start signalbeam-agent.service",
+    ]
+    positions = [_index(names, op) for op in order]
+    assert positions == sorted(positions), names
+    out = res.stdout + res.stderr
+    assert TOKEN not in out and PASSWORD not in out
+    # Opt-in only: without it the deploy removes a drop-in an earlier run may have written.
+    assert _index(names, "No Podman drop-in: remove") >= 0
+    quick = _pyinfra(env, "agent.py", data, "-y")
+    assert quick.returncode == 0, quick.stdout + quick.stderr
+
+
+def test_agent_plan_docker_with_wheel_and_no_token(env: dict[str, str], tmp_path: Path) -> None:
+    wheel = tmp_path / "signalbeam_edge-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"PK\x05\x06" + b"\0" * 18)
+    res = _pyinfra(env, "agent.py", {"signalbeam_engine": "docker", "signalbeam_wheel": str(wheel)})
+    names = _planned(res)
+    assert _index(names, "Install the container engine (docker)") < _index(
+        names, "Enable and start docker.service"
+    )
+    assert _index(names, f"Upload {wheel.name}") < _index(names, f"Install {wheel.name}")
+    assert not any("Enroll" in n for n in names)
+    assert "runs in local mode" in res.stdout + res.stderr
+
+
+def test_agent_plan_with_podman_dropin(env: dict[str, str]) -> None:
+    names = _planned(_pyinfra(env, "agent.py", {"signalbeam_podman_dropin": "true"}))
+    assert _index(names, "Podman drop-in") < _index(names, "Enable and start podman.socket")
+
+
+def test_bad_data_stops_before_planning(env: dict[str, str]) -> None:
+    res = _pyinfra(env, "agent.py", {"signalbeam_engine": "lxc"})
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert "signalbeam_engine: must be 'podman' or 'docker'" in out
+    assert "Detected changes" not in out
+    res = _pyinfra(env, "hub.py", {})  # @local is no address for devices
+    assert res.returncode != 0
+    assert "signalbeam_hub_public_host: is required" in res.stdout + res.stderr
+
+
+def test_example_inventory_validates(env: dict[str, str]) -> None:
+    # In a subprocess: importing pyinfra_cli monkey-patches the interpreter with gevent.
+    script = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from pyinfra.api import State
+from pyinfra.context import ctx_state
+from pyinfra_cli.inventory import make_inventory_from_files
+from deploy.validate import validate_agent, validate_hub
+with ctx_state.use(State()):
+    inv = make_inventory_from_files(
+        sys.argv[1] + "/deploy/inventory.example.py", cwd=sys.argv[1]
+    )
+out = {"hubs": [], "devices": []}
+for h in inv.get_group("hubs"):
+    out["hubs"].append(validate_hub(h.data.dict(), inventory_name=h.name).public_host)
+for h in inv.get_group("devices"):
+    a = validate_agent(h.data.dict())
+    out["devices"].append([a.device_id, list(a.tags), a.hub, a.engine])
+print(json.dumps(out))
+"""
+    res = subprocess.run(
+        [sys.executable, "-c", script, str(ROOT)],
+        capture_output=True,
+        text=True,
+        env={**env, "SB_ENROLL_TOKEN": "sbt_x_y", "SB_ENROLL_PASSWORD": "pw"},
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["hubs"] == ["hub.example.com"]
+    assert len(out["devices"]) == 2
+    for device_id, tags, hub, engine in out["devices"]:
+        assert device_id.startswith("pi-") and "rpi" in tags
+        assert hub == "hub.example.com:4222" and engine == "podman"

@@ -1,0 +1,187 @@
+"""deploy/templates: rendered with sample data, then checked by what reads them on a host --
+systemd (``systemd-analyze verify`` when present, an INI parse always), ``hub.config`` for
+hub.toml, ``agent.config`` for agent.toml.
+"""
+
+from __future__ import annotations
+
+import configparser
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.config import load_config
+from deploy.render import agent_context, hub_context, render
+from deploy.validate import AgentSettings, HubSettings, validate_agent, validate_hub
+from hub.config import HubConfig, parse_toml
+
+ROOT = Path(__file__).resolve().parents[2]
+# The unit files name executables under the venv; this test venv has the same ones, so
+# `systemd-analyze verify` can check ExecStart too.
+VENV = str(Path(sys.executable).parent.parent)
+
+
+def _hub(**data: Any) -> HubSettings:
+    return validate_hub(
+        {"signalbeam_venv": VENV, "signalbeam_hub_public_host": "hub.example.com", **data}
+    )
+
+
+def _agent(**data: Any) -> AgentSettings:
+    return validate_agent({"signalbeam_venv": VENV, **data})
+
+
+def _unit(text: str) -> configparser.ConfigParser:
+    # systemd unit syntax is INI with case-sensitive keys; strict: no key twice per section.
+    parser = configparser.ConfigParser(interpolation=None, strict=True)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string(text)
+    return parser
+
+
+def _verify(tmp_path: Path, name: str, text: str) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    if shutil.which("systemd-analyze") is None:
+        return
+    res = subprocess.run(
+        ["systemd-analyze", "verify", str(path)], capture_output=True, text=True, timeout=60
+    )
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    # verify exits 0 on unknown keys and bad values, printing a line for each.
+    problems = [
+        line
+        for line in out.splitlines()
+        if re.search(r"Unknown|Invalid|Failed|not executable|ignoring|Ignoring|not safe", line)
+        and name in line
+    ]
+    assert not problems, out
+
+
+def test_hub_unit(tmp_path: Path) -> None:
+    hub = _hub()
+    text = render("signalbeam-hub.service.j2", **hub_context(hub))
+    _verify(tmp_path, "signalbeam-hub.service", text)
+    unit = _unit(text)
+    svc = unit["Service"]
+    assert svc["ExecStart"] == (
+        f"{VENV}/bin/signalbeam-hub run --data /var/lib/signalbeam-hub --log-format json"
+    )
+    assert svc["User"] == svc["Group"] == "signalbeam"
+    assert svc["Restart"] == "always"
+    assert svc["NoNewPrivileges"] == "yes"
+    assert svc["ProtectSystem"] == "strict"
+    assert svc["ReadWritePaths"] == "/var/lib/signalbeam-hub"
+    assert svc["EnvironmentFile"] == "-/etc/signalbeam/hub.env"
+    assert svc["CapabilityBoundingSet"] == ""
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_hub_unit_low_port_gets_only_bind_capability(tmp_path: Path) -> None:
+    text = render(
+        "signalbeam-hub.service.j2",
+        **hub_context(_hub(signalbeam_hub_http_port=80, signalbeam_hub_data_dir="/srv/hub")),
+    )
+    _verify(tmp_path, "signalbeam-hub.service", text)
+    svc = _unit(text)["Service"]
+    assert svc["CapabilityBoundingSet"] == svc["AmbientCapabilities"] == "CAP_NET_BIND_SERVICE"
+    assert svc["ReadWritePaths"] == "/srv/hub"
+    assert "--data /srv/hub " in svc["ExecStart"]
+
+
+@pytest.mark.parametrize(
+    "engine,after", [("podman", "podman.socket"), ("docker", "docker.service")]
+)
+def test_agent_unit(tmp_path: Path, engine: str, after: str) -> None:
+    agent = _agent(signalbeam_engine=engine)
+    text = render("signalbeam-agent.service.j2", **agent_context(agent))
+    _verify(tmp_path, "signalbeam-agent.service", text)
+    unit = _unit(text)
+    assert after in unit["Unit"]["After"].split() and after in unit["Unit"]["Wants"].split()
+    svc = unit["Service"]
+    assert "User" not in svc  # root, on purpose: the engine socket is root's
+    assert svc["ExecStart"] == (
+        f"{VENV}/bin/signalbeam-agent run --config /etc/signalbeam/agent.toml --log-format json"
+    )
+    assert svc["Restart"] == "always"
+    assert svc["ProtectSystem"] == "strict"
+    assert svc["ReadWritePaths"] == "/var/lib/signalbeam-agent"
+
+
+def test_hub_toml_is_accepted_by_the_hub() -> None:
+    hub = _hub(
+        signalbeam_hub_client_port=4300,
+        signalbeam_hub_http_host="127.0.0.1",
+        signalbeam_hub_public_host="10.1.2.3",
+        signalbeam_hub_replica_url='s3://bucket/hub?endpoint=http://minio:9000&x="y"',
+    )
+    cfg = parse_toml(render("hub.toml.j2", **hub_context(hub)), "hub.toml")
+    assert cfg == HubConfig(
+        client_port=4300,
+        http_host="127.0.0.1",
+        public_host="10.1.2.3",
+        replica_url='s3://bucket/hub?endpoint=http://minio:9000&x="y"',
+    )
+    off = parse_toml(render("hub.toml.j2", **hub_context(_hub(signalbeam_hub_litestream=False))))
+    assert off.litestream is False and off.replica_url == ""
+
+
+def test_hub_env_file_quoting() -> None:
+    hub = _hub(
+        signalbeam_hub_replica_env={"AWS_SECRET_ACCESS_KEY": 'a"b\\c$d', "AWS_ACCESS_KEY_ID": "AK"}
+    )
+    lines = [
+        line
+        for line in render("hub.env.j2", **hub_context(hub)).splitlines()
+        if line and not line.startswith("#")
+    ]
+    assert lines == ['AWS_ACCESS_KEY_ID="AK"', 'AWS_SECRET_ACCESS_KEY="a\\"b\\\\c$d"']
+
+
+def test_agent_toml_is_accepted_by_the_agent(tmp_path: Path) -> None:
+    agent = _agent(
+        signalbeam_device_id="pi-01",
+        signalbeam_engine="docker",
+        signalbeam_engine_socket="unix:///var/run/docker.sock",
+        signalbeam_http_bind="192.168.1.20",
+        signalbeam_http_port=8443,
+        signalbeam_hub_url="nats://hub.example.com:4222",
+        signalbeam_agent_data_dir="/srv/agent",
+    )
+    path = tmp_path / "agent.toml"
+    path.write_text(render("agent.toml.j2", **agent_context(agent)))
+    cfg = load_config(path)
+    assert cfg.device_id == "pi-01" and cfg.device_id_configured
+    assert cfg.engine == "docker"
+    assert cfg.engine_socket == "unix:///var/run/docker.sock"
+    assert str(cfg.data_dir) == "/srv/agent"
+    assert (cfg.http.enabled, cfg.http.bind, cfg.http.port) == (True, "192.168.1.20", 8443)
+    assert cfg.hub.url == "nats://hub.example.com:4222"
+    assert cfg.hub.credentials_file is None  # the default, where enroll writes and the guard looks
+
+
+def test_agent_toml_minimal_leaves_device_id_to_the_host(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text(render("agent.toml.j2", **agent_context(_agent(signalbeam_http_enabled=False))))
+    cfg = load_config(path)
+    assert not cfg.device_id_configured
+    assert cfg.engine == "podman" and cfg.engine_socket is None
+    assert cfg.http.enabled is False
+    assert cfg.hub.url is None  # leaf mode, the default once enrolled
+    assert str(cfg.data_dir) == "/var/lib/signalbeam-agent"
+
+
+def test_podman_dropin_matches_the_dev_script() -> None:
+    """The opt-in drop-in must say what deploy/dev/system-deps.sh writes for CI."""
+    script = (ROOT / "deploy" / "dev" / "system-deps.sh").read_text()
+    m = re.search(r"DROPIN_CONTENT='(.*?)'", script, re.S)
+    assert m, "DROPIN_CONTENT not found in system-deps.sh"
+    ours = tomllib.loads(render("podman-signalbeam.conf.j2"))
+    assert ours == tomllib.loads(m.group(1))
