@@ -154,7 +154,12 @@ class Downlink:
                 ):
                     self._prompt.clear()
                     last_epoch = self.link.epoch
-                    await self.probe()
+                    try:
+                        await self.probe()
+                    except Exception:
+                        # e.g. the store refused the write: not marked handled, so the next
+                        # read retries it; this task must outlive any single failure.
+                        log.exception("desired read failed", extra=self._extra)
                     last_probe = time.monotonic()
                 try:
                     await asyncio.wait_for(self._prompt.wait(), self.settings.tick)

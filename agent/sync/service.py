@@ -28,7 +28,7 @@ from nats.aio.client import Client as NATS
 from agent.errors import AgentError
 from agent.sync.downlink import Downlink, DownlinkSettings
 from agent.sync.enroll import credentials_path, load_credentials
-from agent.sync.errors import RpcFailure
+from agent.sync.errors import LeafError, RpcFailure
 from agent.sync.heartbeat import HeartbeatTask, heartbeat_from_status
 from agent.sync.leaf import LeafServer, LeafSettings
 from agent.sync.link import LinkState, connect
@@ -291,14 +291,32 @@ class SyncService:
                 await self.nc.close()
         if self.leaf is not None:
             await self.leaf.stop()
+        self.nc = None
         self.link.lost("stopped")
         if self.settings.status_path is not None:
             with contextlib.suppress(OSError):
                 self._write_status(self.settings.status_path)
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Start (retrying with backoff if the leaf cannot start), run until ``stop``."""
+        backoff = 2.0
         try:
-            await self.start(stop)
+            while not stop.is_set():
+                try:
+                    await self.start(stop)
+                    break
+                except (LeafError, OSError) as exc:
+                    log.error(
+                        "sync could not start: %s; retrying in %.0fs",
+                        exc,
+                        backoff,
+                        extra=self._extra,
+                    )
+                    self.link.lost(f"sync could not start: {exc}")
+                    await self.stop()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+                backoff = min(backoff * 2, 60.0)
             await stop.wait()
         finally:
             await self.stop()
