@@ -83,7 +83,11 @@ def hub_url(hub: str, user: str | None = None, password: str | None = None) -> s
     """``HOST:PORT`` or a ``nats://[user:pass@]host:port`` URL -> a URL with bootstrap creds."""
     url = hub if "://" in hub else f"nats://{hub}"
     parts = urlsplit(url)
-    if not parts.hostname or not parts.port:
+    try:
+        port = parts.port
+    except ValueError:  # "host:abc" or out of range
+        port = None
+    if not parts.hostname or not port:
         raise EnrollError(
             f"--hub must be HOST:PORT or nats://host:port, got {hub!r}", "invalid", "hub"
         )

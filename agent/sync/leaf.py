@@ -49,12 +49,16 @@ def free_port() -> int:
 def remote_url(leaf_url: str, user: str | None, password: str | None) -> str:
     """``nats-leaf://host:port`` with the device's credentials as URL user info."""
     parts = urlsplit(leaf_url)
-    if not parts.hostname or not parts.port:
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if not parts.hostname or not port:
         raise LeafError(f"leaf URL {leaf_url!r} must be scheme://host:port")
     if user is None:
         return leaf_url
     netloc = (
-        f"{quote(user, safe='')}:{quote(password or '', safe='')}@{parts.hostname}:{parts.port}"
+        f"{quote(user, safe='')}:{quote(password or '', safe='')}@{parts.hostname}:{port}"
     )
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 

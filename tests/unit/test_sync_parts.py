@@ -134,8 +134,9 @@ async def test_link_state_transitions() -> None:
 def test_enroll_helpers(tmp_path: Path) -> None:
     assert hub_url("hub:4222", "enroll", "s3cret") == "nats://enroll:s3cret@hub:4222"
     assert hub_url("nats://u:p@hub:4222", "enroll", "x") == "nats://u:p@hub:4222"
-    with pytest.raises(EnrollError):
-        hub_url("hub", None)
+    for bad in ("hub", "hub:abc", "hub:99999"):
+        with pytest.raises(EnrollError):
+            hub_url(bad, None)
     path = tmp_path / "creds.json"
     reply = EnrollReply("dev-1", "dev-1", "pw", "nats-leaf://hub:7422")
     save_credentials(path, reply)
