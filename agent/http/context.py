@@ -17,6 +17,7 @@ from agent.http.ratelimit import AuthFailureLimiter
 from agent.http.tokens import TokenStore
 from agent.runtime.base import Engine
 from agent.store import Store
+from bundles import MAX_BUNDLE_BYTES
 from protocol import errors as perr
 
 
@@ -37,7 +38,8 @@ class HubLink:
 
 @dataclass(frozen=True)
 class HttpLimits:
-    client_max_size: int = 256 * 1024  # bundles are small; anything bigger is a mistake
+    # The largest body is a bundle document, and bundles refuse more than this anyway.
+    client_max_size: int = MAX_BUNDLE_BYTES
     max_log_streams: int = 8  # concurrent follows; each holds an engine connection
     max_follow_seconds: float = 3600.0  # a forgotten browser tab must not stream forever
     keepalive_seconds: float = 1.0  # how often an idle follow checks that its client is there
