@@ -43,9 +43,10 @@ def status_doc(ctx: AppContext) -> dict[str, Any]:
     loop_result = getattr(ctx.current_reconcile(), "last_result", None)
     hub = ctx.hub()
     dep = summary.get("deployment")
-    running = None
-    if dep and dep.get("status") in ("healthy", "applying"):
-        running = dep.get("bundle_ref")
+    # What runs is the newest deployment that became healthy: while a new one is still
+    # applying, or after it failed and was rolled back, that is the previous one.
+    healthy = ctx.store.last_healthy_deployment()
+    running = None if healthy is None else healthy.bundle_ref
     return {
         "device_id": ctx.device_id,
         "agent_version": ctx.version,
