@@ -4,7 +4,10 @@ Start: configs written -> store opened (migrations) -> nats-server child -> wait
 JetStream health -> NATS connection -> operator API -> litestream child -> HTTP port.
 Stop (SIGTERM/SIGINT): the reverse, children stopped by PID.
 
-Seams for the sync issue: ``Hub.components`` (anything with async ``start(hub)`` and
+``Hub.sync`` (hub/sync) is started right after the API: report ingest, the desired-state KV
+writer (``hub.sync.desired``), enrollment, presence, device RPC verbs.
+
+Seams: ``Hub.components`` (anything with async ``start(hub)`` and
 ``stop()``, started after the API and stopped before it), ``Hub.reload_nats(users)`` to add
 per-device NATS users, ``Hub.call`` to run store work on the single writer thread, and
 ``Hub.api.publish_change`` for live change notices.
@@ -35,10 +38,16 @@ from hub.errors import Unavailable
 from hub.http import make_app
 from hub.metrics import HubMetrics
 from hub.store import Store
+from hub.sync.service import SyncService
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 NATS_READY_TIMEOUT = 30.0
+RELOAD_WAIT = 5.0
+
+
+def device_users(store: Store) -> list[natsconf.NatsUser]:
+    return [natsconf.device_user(u, pw) for _, u, pw in store.active_device_credentials()]
 
 
 class Component(Protocol):
@@ -61,6 +70,8 @@ class Hub:
         self.nats_child: Child | None = None
         self.litestream_child: Child | None = None
         self.components: list[Component] = []
+        self.sync = SyncService()
+        self._reload_lock = asyncio.Lock()
         self._runner: web.AppRunner | None = None
         self._extra_users: list[natsconf.NatsUser] = []
 
@@ -72,9 +83,11 @@ class Hub:
 
     async def start(self) -> None:
         self.data.root.mkdir(parents=True, exist_ok=True)
-        natsconf.write(self.cfg, self.data, self.sec, self._extra_users)
         self.store = await self.call(Store.open, self.data.db)
         log.info("store open at %s", self.data.db)
+        # Every enrolled device's NATS user is in the config from the first start on.
+        self._extra_users = await self.call(device_users, self.store)
+        natsconf.write(self.cfg, self.data, self.sec, self._extra_users)
 
         argv = [find_binary("nats-server", self.cfg.nats_server), "-c", str(self.data.nats_conf)]
         self.nats_child = Child(
@@ -93,6 +106,8 @@ class Hub:
         self.api = ApiService(self.nc, self.store, self.executor, self.metrics)
         rollouts.install(self)  # rollouts.* verbs and the rollout controller (a component)
         await self.api.start()
+        # Sync before the other components: they (rollouts) call hub.sync.desired.
+        await self.sync.start(self)
         for component in self.components:
             await component.start(self)
 
@@ -141,11 +156,42 @@ class Hub:
         )
 
     async def reload_nats(self, extra_users: Sequence[natsconf.NatsUser]) -> None:
-        """Rewrite the nats-server config with these extra users and reload it in place."""
-        self._extra_users = list(extra_users)
-        natsconf.write(self.cfg, self.data, self.sec, self._extra_users)
-        if self.nats_child is not None and self.nats_child.pid is not None:
+        """Rewrite the nats-server config with these extra users and reload it in place;
+        returns once the server has loaded it (its /varz ``config_load_time`` moved, at most
+        ``RELOAD_WAIT`` seconds), so a device told "enrolled" can log in at once. Existing
+        connections stay up."""
+        async with self._reload_lock:
+            self._extra_users = list(extra_users)
+            natsconf.write(self.cfg, self.data, self.sec, self._extra_users)
+            if self.nats_child is None or self.nats_child.pid is None:
+                return
+            before = await self._config_load_time()
             natsconf.reload(self.nats_child.pid)
+            deadline = time.monotonic() + RELOAD_WAIT
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+                now = await self._config_load_time()
+                if now is not None and now != before:
+                    return
+            log.warning("nats-server did not confirm the config reload in %.0fs", RELOAD_WAIT)
+
+    async def reload_device_users(self) -> None:
+        """Regenerate the device users from the store (enrollment, decommission) and reload."""
+        assert self.store is not None
+        await self.reload_nats(await self.call(device_users, self.store))
+
+    async def _config_load_time(self) -> str | None:
+        url = f"http://{self.cfg.monitor_host}:{self.cfg.monitor_port}/varz"
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http,
+                http.get(url) as resp,
+            ):
+                doc = await resp.json()
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
+            return None
+        value = doc.get("config_load_time") if isinstance(doc, dict) else None
+        return None if value is None else str(value)
 
     async def readiness(self) -> list[str]:
         problems = []
@@ -182,6 +228,8 @@ class Hub:
         for component in reversed(self.components):
             with contextlib.suppress(Exception):
                 await component.stop()
+        with contextlib.suppress(Exception):
+            await self.sync.stop()
         if self.api is not None:
             with contextlib.suppress(Exception):
                 await self.api.stop()

@@ -29,6 +29,11 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", help="bind address of the NATS client and leafnode listeners")
     p.add_argument("--http-host", help="bind address of the health/metrics port")
     p.add_argument("--public-host", help="host name printed in URLs for operators and devices")
+    p.add_argument(
+        "--offline-grace",
+        type=int,
+        help="seconds without a heartbeat before a device is offline (default 90)",
+    )
     p.add_argument("--replica-url", help="litestream replica URL (default file://DATA/replica)")
     p.add_argument(
         "--no-litestream",
@@ -51,6 +56,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "public_host",
         "replica_url",
         "litestream",
+        "offline_grace",
     )
     return {n: getattr(args, n, None) for n in names}
 

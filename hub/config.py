@@ -35,6 +35,8 @@ class HubConfig:
     # The address printed for operators and devices (init output); defaults to 127.0.0.1.
     public_host: str = "127.0.0.1"
     litestream: bool = True
+    # Seconds without a heartbeat (devices send one every 30 s) before a device is offline.
+    offline_grace: int = 90
     replica_url: str = ""  # empty: file:// directory "replica" under the data dir
     nats_server: str = ""  # empty: found next to the Python interpreter, then on PATH
     litestream_bin: str = ""
@@ -135,6 +137,8 @@ def parse_toml(text: str, source: str = CONFIG_FILE) -> HubConfig:
                 f"{source}: {key} must be {expected.__name__}, got {type(value).__name__}",
                 field=key,
             )
+        if key == "offline_grace" and value < 1:
+            raise ConfigError(f"{source}: offline_grace must be at least 1 second", field=key)
         if key.endswith("_port") and not 1 <= value <= 65535:
             raise ConfigError(f"{source}: {key} must be 1-65535", field=key)
         values[key] = value

@@ -56,3 +56,17 @@ class ConfigError(HubError):
     """Bad hub configuration or data directory; raised before anything is started."""
 
     code = codes.INVALID
+
+
+class DeviceOffline(HubError):
+    """A device RPC found no responder: the device's leaf link is down."""
+
+    code = codes.DEVICE_OFFLINE
+
+
+class DeviceError(HubError):
+    """A device answered an RPC with the error shape; its code is passed through."""
+
+    def __init__(self, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message, field)
+        self.code = code

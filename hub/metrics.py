@@ -37,6 +37,63 @@ class HubMetrics:
             registry=self.registry,
         )
 
+        # --- sync (issue 5) ---
+        self.sync_messages = Counter(
+            "signalbeam_sync_messages",
+            "Device messages received, by subject kind (report, heartbeat, enroll) and result",
+            ["kind", "result"],
+            registry=self.registry,
+        )
+        self.sync_bad = Counter(
+            "signalbeam_sync_bad_messages",
+            "Device messages dropped as invalid, by subject kind and reason code",
+            ["kind", "code"],
+            registry=self.registry,
+        )
+        self.sync_rows = Counter(
+            "signalbeam_sync_rows",
+            "Report rows by outcome: applied, replayed (already applied), skipped (malformed)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.sync_gaps = Counter(
+            "signalbeam_sync_gaps",
+            "Sequence gaps detected in device reports",
+            registry=self.registry,
+        )
+        self.sync_naks = Counter(
+            "signalbeam_sync_naks",
+            "Report batches postponed because an earlier batch had not arrived",
+            registry=self.registry,
+        )
+        self.sync_batch_seconds = Histogram(
+            "signalbeam_sync_ingest_batch_seconds",
+            "Time to apply one fetched batch of reports (one SQLite transaction)",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=self.registry,
+        )
+        self.desired_writes = Counter(
+            "signalbeam_desired_writes", "Desired documents written to KV", registry=self.registry
+        )
+        self.enrollments = Counter(
+            "signalbeam_enrollments",
+            "Enrollment requests by result code",
+            ["result"],
+            registry=self.registry,
+        )
+        self.device_rpc = Counter(
+            "signalbeam_device_rpc",
+            "Device RPC calls by verb and result code",
+            ["verb", "result"],
+            registry=self.registry,
+        )
+        self.presence = Counter(
+            "signalbeam_presence_changes",
+            "Devices marked online/offline",
+            ["status"],
+            registry=self.registry,
+        )
+
     def observe_api(self, verb: str, code: str, seconds: float) -> None:
         self.api_requests.labels(verb, code).inc()
         self.api_seconds.labels(verb).observe(seconds)

@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import quote
 
 from hub.config import DataDir, HubConfig, Secrets, write_private
-from protocol.subjects import API_PREFIX, ENROLL, FLEET_CHANGES_PREFIX, JS_DOMAIN
+from protocol.subjects import API_PREFIX, DESIRED_BUCKET, ENROLL, FLEET_CHANGES_PREFIX, JS_DOMAIN
 
 ACCOUNT = "SIGNALBEAM"
 HUB_USER = "hub"
@@ -73,6 +73,43 @@ def base_users(sec: Secrets) -> list[NatsUser]:
         ),
         NatsUser(ENROLL_USER, sec.enroll_password, publish=(ENROLL,), subscribe=("_INBOX.>",)),
     ]
+
+
+RESERVED_USERS = frozenset({HUB_USER, OPERATOR_USER, ENROLL_USER})
+
+
+def device_user(device_id: str, password: str) -> NatsUser:
+    """A device's own NATS user (docs/sync.md "Device NATS user"). From the hub's side,
+    ``publish`` is what the device may send in and ``subscribe`` what may be delivered to it:
+
+    - publish its own subjects only (reports, heartbeats; another device's are refused);
+    - publish ``_INBOX.>``: RPC replies go to the requester's inbox (``allow_responses`` is not
+      honoured across a leafnode link); inbox names are random and it cannot read others';
+    - the JetStream API of domain ``hub`` only as a direct get of its own desired key (the
+      leaf maps ``$JS.hub.API.>`` to the hub's ``$JS.API.>``): no stream info, no consumers,
+      no other key (also without the prefix: a device connected straight to the hub is
+      checked after the server mapped ``$JS.hub.API`` to ``$JS.API``); a report publish needs
+      no API permission (its PubAck comes to its inbox);
+    - receive only its own inbox (the agent uses the prefix ``_INBOX.<id>``), put prompts on
+      its own key, and its own RPC subjects.
+    """
+    return NatsUser(
+        device_id,
+        password,
+        publish=(
+            f"sb.dev.{device_id}.>",
+            "_INBOX.>",
+            f"$JS.{JS_DOMAIN}.API.DIRECT.GET.KV_{DESIRED_BUCKET}.$KV.{DESIRED_BUCKET}.{device_id}",
+            # The same read by a device connected straight to the hub (direct mode): the
+            # server maps the domain prefix away first and checks this subject.
+            f"$JS.API.DIRECT.GET.KV_{DESIRED_BUCKET}.$KV.{DESIRED_BUCKET}.{device_id}",
+        ),
+        subscribe=(
+            f"_INBOX.{device_id}.>",
+            f"$KV.{DESIRED_BUCKET}.{device_id}",
+            f"sb.dev.{device_id}.rpc.>",
+        ),
+    )
 
 
 def render(

@@ -8,12 +8,12 @@ call it directly against a real SQLite file.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from bundles.errors import BundleError, BundleInvalid, VersionConflict
-from hub.api.handlers import HANDLERS, Caller, Change, Handler
+from hub.api.handlers import HANDLERS, Caller, Change, Handler, Outcome
 from hub.api.validate import parse_body
 from hub.errors import Conflict, Forbidden, HubError, Invalid, NotFound, TooLarge
 from hub.store import Store
@@ -59,23 +59,55 @@ def dispatch(
 ) -> Reply:
     caller: Caller | None = None
     try:
-        if len(raw) > MAX_BODY_BYTES:
-            raise TooLarge(f"request body is {len(raw)} bytes; the limit is {MAX_BODY_BYTES}", "$")
-        key = store.authenticate(api_key)
-        caller = Caller(key["id"], key["name"], key["role"])
-        if verb not in handlers or verb not in REQUESTS:
-            raise NotFound(f"unknown API verb {verb!r}", field="verb")
-        if is_write(verb) and caller.role != "admin":
-            raise Forbidden(f"{verb} needs an admin key; this key is {caller.role}")
-        body = parse_body(raw, REQUESTS[verb][1])
+        caller, body = admit(store, verb, raw, api_key, handlers)
         outcome = handlers[verb](store, body, caller)
         return Reply(outcome.result, outcome.changes, caller)
-    except HubError as exc:
+    except Exception as exc:
+        return _failed(verb, exc, caller)
+
+
+def admit(
+    store: Store, verb: str, raw: bytes, api_key: str | None, known: Collection[str]
+) -> tuple[Caller, dict[str, Any]]:
+    """Every check before a handler runs: size, key, verb, role, body. Raises ``HubError``."""
+    if len(raw) > MAX_BODY_BYTES:
+        raise TooLarge(f"request body is {len(raw)} bytes; the limit is {MAX_BODY_BYTES}", "$")
+    key = store.authenticate(api_key)
+    caller = Caller(key["id"], key["name"], key["role"])
+    if verb not in known or verb not in REQUESTS:
+        raise NotFound(f"unknown API verb {verb!r}", field="verb")
+    if is_write(verb) and caller.role != "admin":
+        raise Forbidden(f"{verb} needs an admin key; this key is {caller.role}")
+    return caller, parse_body(raw, REQUESTS[verb][1])
+
+
+def _failed(verb: str, exc: Exception, caller: Caller | None) -> Reply:
+    if isinstance(exc, HubError):
         return Reply(exc.to_body(), caller=caller)
-    except BundleError as exc:
+    if isinstance(exc, BundleError):
         return Reply(_bundle_error(exc).to_body(), caller=caller)
-    except Exception:
-        log.exception("API verb %s failed", verb)
-        return Reply(
-            codes.error_body(codes.INTERNAL, "internal error; see the hub log"), caller=caller
-        )
+    log.error("API verb %s failed", verb, exc_info=exc)
+    return Reply(codes.error_body(codes.INTERNAL, "internal error; see the hub log"), caller=caller)
+
+
+AsyncHandler = Callable[[dict[str, Any], Caller], Awaitable[Outcome]]
+RunSync = Callable[..., Awaitable[Any]]
+
+
+async def dispatch_async(
+    run_sync: RunSync,
+    store: Store,
+    verb: str,
+    raw: bytes,
+    api_key: str | None,
+    handler: AsyncHandler,
+) -> Reply:
+    """For verbs that wait on something other than the store (device RPC): the checks run on
+    the store thread (``run_sync``), the handler on the event loop."""
+    caller: Caller | None = None
+    try:
+        caller, body = await run_sync(admit, store, verb, raw, api_key, (verb,))
+        outcome = await handler(body, caller)
+        return Reply(outcome.result, outcome.changes, caller)
+    except Exception as exc:
+        return _failed(verb, exc, caller)

@@ -123,6 +123,11 @@ def devices_get(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
     device["desired"] = _via(store.resolve_desired([device_id]).get(device_id))
     device["reported"] = store.get_reported(device_id)
     device["last_applied_seq"] = store.last_applied_seq(device_id)
+    # Sync view: the latest heartbeat (with its own "as of") and the generation of the
+    # desired document last written to KV (what the device should report back).
+    device["heartbeat"] = store.get_heartbeat(device_id)
+    published = store.desired_published([device_id]).get(device_id)
+    device["desired_generation"] = None if published is None else published["generation"]
     return Outcome(device)
 
 

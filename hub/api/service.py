@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor
 from typing import Any
 
@@ -20,8 +21,8 @@ from nats.micro.request import Request
 from nats.micro.service import Service
 
 from hub import __version__
-from hub.api.dispatch import Reply, dispatch
-from hub.api.handlers import HANDLERS, Handler
+from hub.api.dispatch import AsyncHandler, Reply, dispatch, dispatch_async
+from hub.api.handlers import HANDLERS, Change, Handler
 from hub.metrics import HubMetrics
 from hub.store import Store
 from hub.timeutil import now_iso
@@ -43,6 +44,11 @@ class ApiService:
         self.metrics = metrics
         self._service: Service | None = None
         self.handlers: dict[str, Handler] = dict(HANDLERS)
+        self.async_handlers: dict[str, AsyncHandler] = {}
+        # Called (as background tasks, in order) with every committed change, after its
+        # notice is published: how the sync side hears of desired-state changes in-process.
+        self.change_listeners: list[Callable[[Change], Coroutine[Any, Any, None]]] = []
+        self._listener_tasks: set[asyncio.Task[None]] = set()
 
     def register(self, verb: str, handler: Handler) -> None:
         """Serve one more verb (the sync issue's rollouts.*, for instance). Its body fields
@@ -50,6 +56,13 @@ class ApiService:
         if verb not in REQUESTS:
             raise ValueError(f"declare {verb!r} in protocol.api.REQUESTS first")
         self.handlers[verb] = handler
+
+    def register_async(self, verb: str, handler: AsyncHandler) -> None:
+        """Serve a verb whose handler awaits something other than the store (device RPC).
+        Same checks first (key, role, body), run on the store thread."""
+        if verb not in REQUESTS:
+            raise ValueError(f"declare {verb!r} in protocol.api.REQUESTS first")
+        self.async_handlers[verb] = handler
 
     async def start(self) -> None:
         self._service = await add_service(
@@ -61,6 +74,8 @@ class ApiService:
         await self._service.add_endpoint(name="api", subject=f"{API_PREFIX}.>", handler=self.handle)
 
     async def stop(self) -> None:
+        for task in list(self._listener_tasks):
+            task.cancel()
         if self._service is not None:
             await self._service.stop()
             self._service = None
@@ -76,9 +91,19 @@ class ApiService:
             return
         key = (req.headers or {}).get(API_KEY_HEADER)
         loop = asyncio.get_running_loop()
-        reply: Reply = await loop.run_in_executor(
-            self.executor, dispatch, self.store, verb, req.data, key, self.handlers
-        )
+        reply: Reply
+        if verb in self.async_handlers:
+
+            async def run_sync(fn: Callable[..., Any], *args: Any) -> Any:
+                return await loop.run_in_executor(self.executor, fn, *args)
+
+            reply = await dispatch_async(
+                run_sync, self.store, verb, req.data, key, self.async_handlers[verb]
+            )
+        else:
+            reply = await loop.run_in_executor(
+                self.executor, dispatch, self.store, verb, req.data, key, self.handlers
+            )
         data = json.dumps(reply.body, separators=(",", ":"), default=str).encode()
         if reply.code == "ok":
             await req.respond(data)
@@ -100,6 +125,19 @@ class ApiService:
             log.info("api %s by key %s (%s)", known, reply.caller.name, reply.caller.key_id)
         for change in reply.changes:
             await self.publish_change(change.kind, change.action, change.data, reply)
+            for listener in self.change_listeners:
+                self._spawn(listener(change))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        async def guarded() -> None:
+            try:
+                await coro
+            except Exception:
+                log.exception("change listener failed")
+
+        task = asyncio.create_task(guarded())
+        self._listener_tasks.add(task)
+        task.add_done_callback(self._listener_tasks.discard)
 
     async def publish_change(
         self, kind: str, action: str, data: dict[str, Any], reply: Reply | None = None

@@ -1,0 +1,321 @@
+"""Applying fetched report messages to the fleet store: validation, ordering, exactly-once.
+
+``apply_fetch`` runs on the store's writer thread with one fetch (up to 100 messages, any
+devices) and commits everything it applies in ONE transaction; the caller acks after the
+commit. For each message, in stream order:
+
+1. Decode strictly (``decode_report`` with the subject's device, ``check_msg_id``). Any
+   ``MessageError``, or a device the hub does not know: ``term`` (never redelivered), counted
+   and recorded as a hub event.
+2. ``prev_seq > last_applied_seq``: an earlier batch is still on its way (the device resends
+   it) -> ``nak`` with a delay, unless the message was delivered ``GIVE_UP_DELIVERIES``
+   times already: then it is applied and the hole is recorded as a gap (a hub whose DB was
+   restored from an older replica would otherwise wait forever).
+3. Rows with ``seq <= last_applied_seq`` are replays and change nothing; each new row is
+   applied in order; a jump is a gap (logged, and a ``sync_gap`` event; the device announces
+   rows it dropped itself with an ``outbox.dropped`` event). ``last_applied_seq`` moves to
+   the batch's last seq in the same transaction.
+
+A row whose payload is malformed is skipped (counted, one event per batch) but its sequence
+number is consumed: it can never become valid, and holding the device back would stop its
+whole stream. Row handlers registered by other hub parts (rollouts) run inside the same
+transaction, so their effects are exactly-once too.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hub.store import Store
+from hub.timeutil import now_iso
+from protocol.messages import (
+    MSG_ID_HEADER,
+    MessageError,
+    ReportRow,
+    check_msg_id,
+    decode_report,
+)
+from protocol.subjects import device_from_subject
+
+log = logging.getLogger(__name__)
+
+GIVE_UP_DELIVERIES = 20  # naks at NAK_DELAY each: ~10 s waiting for an earlier batch
+# A flood of garbage must not flood the event log: at most one bad_message event per device
+# (or per "unknown sender") in this many seconds; the metric counts every one.
+BAD_EVENT_EVERY = 10.0
+REPORTED_PARTS = ("observed", "desired", "deployment", "reconcile")
+
+RowHandler = Callable[[Store, str, Sequence[ReportRow]], None]
+"""Called inside the ingest transaction with a device's newly applied rows (in seq order)."""
+
+
+class RowError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Fetched:
+    subject: str
+    data: bytes
+    msg_id: str | None
+    delivered: int
+
+
+@dataclass
+class Outcome:
+    """Per message: "ack", "nak" or "term"; plus what the batch did, for metrics and logs."""
+
+    actions: list[str] = field(default_factory=list)
+    applied_rows: int = 0
+    replayed_rows: int = 0
+    skipped_rows: int = 0
+    gaps: int = 0
+    bad: list[tuple[str | None, str, str]] = field(default_factory=list)  # device, code, why
+    devices: set[str] = field(default_factory=set)
+
+
+def _iso(ts: float) -> str:
+    return now_iso(ts)
+
+
+def _obj(payload: Any, kind: str) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        raise RowError(f"{kind} payload must be an object")
+    return payload
+
+
+def _num(v: Any, what: str) -> float:
+    if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v):
+        raise RowError(f"{what} must be a finite number")
+    return float(v)
+
+
+def _event_row(store: Store, device_id: str, row: ReportRow) -> None:
+    p = _obj(row.payload, "event")
+    kind = p.get("kind")
+    if not isinstance(kind, str) or not kind or len(kind) > 64:
+        raise RowError("event kind must be a string of 1-64 characters")
+    message = p.get("message") or ""
+    if not isinstance(message, str):
+        raise RowError("event message must be a string")
+    data = p.get("data")
+    if data is not None and not isinstance(data, dict):
+        data = {"value": data}
+    severity = p.get("severity") or "info"
+    if not isinstance(severity, str) or len(severity) > 16:
+        raise RowError("event severity must be a short string")
+    seq = p.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool):
+        raise RowError("event seq must be an integer")
+    ts = _num(p.get("ts", row.ts), "event ts")
+    store.add_event(device_id, kind, message[:4096], data, ts=_iso(ts), seq=seq, severity=severity)
+
+
+def _metrics_row(store: Store, device_id: str, row: ReportRow) -> None:
+    p = _obj(row.payload, "metrics.1m")
+    bucket = p.get("bucket")
+    if not isinstance(bucket, int | float) or isinstance(bucket, bool):
+        raise RowError("metrics.1m bucket must be a number")
+    metrics = p.get("metrics")
+    if not isinstance(metrics, dict):
+        raise RowError("metrics.1m metrics must be an object")
+    out = []
+    for name, agg in metrics.items():
+        if not isinstance(name, str) or not 0 < len(name) <= 64:
+            raise RowError("metric names must be 1-64 characters")
+        if not isinstance(agg, list) or len(agg) < 3:
+            raise RowError(f"metric {name!r} must be [min, avg, max, count]")
+        lo, avg, hi = (_num(x, f"metric {name!r}") for x in agg[:3])
+        out.append((name, int(bucket), lo, avg, hi))
+    store.put_metrics("1m", device_id, out)
+
+
+def _reported_part(doc: dict[str, Any], row: ReportRow) -> None:
+    p = _obj(row.payload, row.kind)
+    ts = p.get("ts") if row.kind == "observed" else None
+    as_of = _iso(_num(ts, "observed ts") if ts is not None else row.ts)
+    doc[row.kind] = {**p, "as_of": as_of}
+    if row.kind == "deployment" and p.get("status") == "healthy":
+        doc["running"] = {
+            "bundle_ref": p.get("bundle_ref"),
+            "generation": p.get("generation"),
+            "as_of": as_of,
+        }
+
+
+class Applier:
+    """Holds the row handlers; ``apply_fetch`` is its one entry point."""
+
+    def __init__(self) -> None:
+        self.row_handlers: list[RowHandler] = []
+        self._bad_event_at: dict[str | None, float] = {}
+
+    def apply_fetch(self, store: Store, msgs: Sequence[Fetched]) -> Outcome:
+        out = Outcome()
+        positions: dict[str, int] = {}
+        reported: dict[str, dict[str, Any]] = {}
+        with store.tx():
+            for m in msgs:
+                out.actions.append(self._one(store, m, out, positions, reported))
+            for device_id, doc in reported.items():
+                as_of = max(
+                    (
+                        part["as_of"]
+                        for k, part in doc.items()
+                        if isinstance(part, dict) and "as_of" in part
+                    ),
+                    default=now_iso(),
+                )
+                store.set_reported(device_id, doc, as_of)
+        return out
+
+    def _one(
+        self,
+        store: Store,
+        m: Fetched,
+        out: Outcome,
+        positions: dict[str, int],
+        reported: dict[str, dict[str, Any]],
+    ) -> str:
+        subject_device = device_from_subject(m.subject)
+        try:
+            if subject_device is None:
+                raise MessageError("subject", f"not a device report subject: {m.subject[:128]!r}")
+            batch = decode_report(m.data, subject_device=subject_device)
+            check_msg_id(batch, m.msg_id)
+        except MessageError as exc:
+            self._bad(store, out, subject_device, exc.code, f"{exc.field}: {exc.message}", m)
+            return "term"
+        device_id = batch.device_id
+        if not store.device_exists(device_id):
+            self._bad(store, out, None, "unknown_device", f"no device {device_id!r}", m)
+            return "term"
+        last = positions.get(device_id)
+        if last is None:
+            last = store.last_applied_seq(device_id)
+        if batch.prev_seq > last:
+            if m.delivered < GIVE_UP_DELIVERIES:
+                return "nak"
+            log.warning(
+                "batch %s waited for rows %d..%d through %d deliveries; applying it",
+                batch.msg_id,
+                last + 1,
+                batch.prev_seq,
+                m.delivered,
+                extra={"device": device_id},
+            )
+        new = [r for r in batch.rows if r.seq > last]
+        out.replayed_rows += len(batch.rows) - len(new)
+        if new:
+            self._apply_rows(store, device_id, last, new, out, reported)
+            last = new[-1].seq
+            store.set_last_applied_seq(device_id, last)
+            out.devices.add(device_id)
+        positions[device_id] = last
+        return "ack"
+
+    def _apply_rows(
+        self,
+        store: Store,
+        device_id: str,
+        last: int,
+        rows: list[ReportRow],
+        out: Outcome,
+        reported: dict[str, dict[str, Any]],
+    ) -> None:
+        expected = last + 1
+        skipped: list[tuple[int, str]] = []
+        for row in rows:
+            if row.seq > expected:
+                out.gaps += 1
+                log.warning(
+                    "sequence gap: rows %d..%d never arrived",
+                    expected,
+                    row.seq - 1,
+                    extra={"device": device_id},
+                )
+                store.add_event(
+                    device_id,
+                    "sync_gap",
+                    f"rows {expected}..{row.seq - 1} never reached the hub",
+                    {"from": expected, "to": row.seq - 1},
+                    severity="warning",
+                )
+            expected = row.seq + 1
+            try:
+                if row.kind == "event":
+                    _event_row(store, device_id, row)
+                elif row.kind == "metrics.1m":
+                    _metrics_row(store, device_id, row)
+                elif row.kind in REPORTED_PARTS:
+                    if device_id not in reported:
+                        got = store.get_reported(device_id)
+                        state = got["state"] if got else {}
+                        reported[device_id] = state if isinstance(state, dict) else {}
+                    _reported_part(reported[device_id], row)
+                # Other kinds (e.g. "oversized", or one a newer agent adds) only advance the
+                # sequence: the hub has nothing to keep from them.
+            except RowError as exc:
+                skipped.append((row.seq, f"{row.kind}: {exc}"))
+        out.applied_rows += len(rows) - len(skipped)
+        if skipped:
+            out.skipped_rows += len(skipped)
+            log.warning(
+                "skipped %d malformed rows (first: seq %d %s)",
+                len(skipped),
+                *skipped[0],
+                extra={"device": device_id},
+            )
+            store.add_event(
+                device_id,
+                "bad_rows",
+                f"{len(skipped)} malformed report rows skipped",
+                {"rows": [{"seq": s, "error": e} for s, e in skipped[:20]]},
+                severity="warning",
+            )
+        for handler in self.row_handlers:
+            handler(store, device_id, rows)
+
+    def _bad(
+        self,
+        store: Store,
+        out: Outcome,
+        device_id: str | None,
+        code: str,
+        why: str,
+        m: Fetched,
+    ) -> None:
+        known = device_id if device_id is not None and store.device_exists(device_id) else None
+        out.bad.append((known, code, why))
+        log.warning(
+            "dropped a bad report on %s (%d bytes): %s",
+            m.subject[:128],
+            len(m.data),
+            why[:300],
+            extra={"device": device_id},
+        )
+        now = time.monotonic()
+        if now - self._bad_event_at.get(known, -BAD_EVENT_EVERY) < BAD_EVENT_EVERY:
+            return
+        self._bad_event_at[known] = now
+        store.add_event(
+            known,
+            "bad_message",
+            f"report dropped: {why[:300]}",
+            {
+                "subject": m.subject[:128],
+                "code": code,
+                "size": len(m.data),
+                "msg_id": (m.msg_id or "")[:128],
+            },
+            severity="warning",
+        )
+
+
+def fetched(subject: str, data: bytes, headers: dict[str, str] | None, delivered: int) -> Fetched:
+    return Fetched(subject, data, (headers or {}).get(MSG_ID_HEADER), delivered)

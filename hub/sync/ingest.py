@@ -1,0 +1,155 @@
+"""The report ingest: one durable pull consumer on ``SB_REPORTS``, fetched in batches.
+
+Each fetch (up to ``FETCH_BATCH`` messages, any devices) is validated and applied in ONE
+SQLite transaction on the store's writer thread (``hub.sync.apply``); only after it
+committed are the messages acked (or termed: garbage, or nak'd with a delay: an earlier
+batch is still coming). A hub killed at any point therefore loses nothing (unacked messages
+are redelivered after ``ACK_WAIT``) and doubles nothing (``last_applied_seq`` committed with
+the rows turns the redelivery into a no-op).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import nats.errors
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from hub.metrics import HubMetrics
+from hub.store import Store
+from hub.sync.apply import Applier, Outcome, fetched
+from protocol.subjects import REPORT_STREAM, REPORT_WILDCARD
+
+log = logging.getLogger(__name__)
+
+DURABLE = "hub-ingest"
+FETCH_BATCH = 100
+FETCH_WAIT = 1.0
+# Redelivery after a hub crash waits this long; one fetch must be applied well within it.
+ACK_WAIT = 10.0
+NAK_DELAY = 0.5
+ERROR_BACKOFF_MAX = 5.0
+
+StoreCall = Callable[..., Awaitable[Any]]
+OnApplied = Callable[[set[str]], Awaitable[None]]
+
+
+def consumer_config() -> ConsumerConfig:
+    return ConsumerConfig(
+        durable_name=DURABLE,
+        description="hub ingest: applies report rows to the fleet store",
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=ACK_WAIT,
+        # Unlimited: a message is only ever dropped by a decision (term), never by a count.
+        max_deliver=-1,
+        max_ack_pending=20_000,
+        filter_subject=REPORT_WILDCARD,
+    )
+
+
+class Ingest:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        store: Store,
+        call: StoreCall,
+        metrics: HubMetrics,
+        *,
+        on_applied: OnApplied | None = None,
+    ) -> None:
+        self.js = js
+        self.store = store
+        self.call = call
+        self.metrics = metrics
+        self.on_applied = on_applied
+        self.applier = Applier()
+        self.batches = 0
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.js.add_consumer(REPORT_STREAM, consumer_config())
+        sub = await self.js.pull_subscribe_bind(durable=DURABLE, stream=REPORT_STREAM)
+        self._task = asyncio.create_task(self._run(sub), name="hub-ingest")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, FETCH_WAIT + 5)
+            except (TimeoutError, asyncio.CancelledError):
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._task
+
+    async def _run(self, sub: JetStreamContext.PullSubscription) -> None:
+        backoff = 0.1
+        while not self._stop.is_set():
+            try:
+                msgs = await sub.fetch(FETCH_BATCH, timeout=FETCH_WAIT)
+            except (nats.errors.TimeoutError, TimeoutError):
+                continue
+            except Exception as exc:
+                # Connection trouble (the hub's own nats-server restarting): wait and retry.
+                log.warning("report fetch failed: %s; retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, ERROR_BACKOFF_MAX)
+                continue
+            if await self._handle(msgs):
+                backoff = 0.1
+            else:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, ERROR_BACKOFF_MAX)
+
+    async def _handle(self, msgs: list[Any]) -> bool:
+        items = [fetched(m.subject, m.data, m.headers, m.metadata.num_delivered or 1) for m in msgs]
+        started = time.perf_counter()
+        try:
+            outcome: Outcome = await self.call(self.applier.apply_fetch, self.store, items)
+        except Exception:
+            # Nothing committed (disk full, I/O error): every message comes back later.
+            log.exception("applying %d report messages failed; they will be redelivered", len(msgs))
+            for m in msgs:
+                with contextlib.suppress(Exception):
+                    await m.nak(delay=NAK_DELAY * 4)
+            return False
+        self.metrics.sync_batch_seconds.observe(time.perf_counter() - started)
+        self.batches += 1
+        for m, action in zip(msgs, outcome.actions, strict=True):
+            try:
+                if action == "ack":
+                    await m.ack()
+                elif action == "nak":
+                    await m.nak(delay=NAK_DELAY)
+                else:
+                    await m.term()
+            except Exception as exc:  # a lost ack only means a harmless redelivery
+                log.debug("ack failed: %s", exc)
+        self._count(outcome)
+        if outcome.devices and self.on_applied is not None:
+            try:
+                await self.on_applied(outcome.devices)
+            except Exception:
+                log.warning("on_applied hook failed", exc_info=True)
+        return True
+
+    def _count(self, o: Outcome) -> None:
+        m = self.metrics
+        for action in o.actions:
+            m.sync_messages.labels(
+                "report", {"ack": "ok", "nak": "postponed"}.get(action, "bad")
+            ).inc()
+        for _device, code, _why in o.bad:
+            m.sync_bad.labels("report", code).inc()
+        m.sync_naks.inc(o.actions.count("nak"))
+        m.sync_rows.labels("applied").inc(o.applied_rows)
+        m.sync_rows.labels("replayed").inc(o.replayed_rows)
+        m.sync_rows.labels("skipped").inc(o.skipped_rows)
+        m.sync_gaps.inc(o.gaps)

@@ -1,0 +1,182 @@
+"""Presence: heartbeats on ``sb.dev.*.heartbeat`` -> last seen, latest summary, online/offline.
+
+Heartbeats are validated as they arrive (bad ones are counted and, at most once per device
+per ``BAD_EVENT_EVERY``, recorded as a hub event) and kept in memory; every ``flush_every``
+seconds the newest one per device is written in ONE transaction (last seen = the hub's
+receive time, so device clock skew does not matter; the device's own ``ts`` is kept as
+``sent_at``). A device not online before becomes online, with an ``online`` event in that
+same transaction and a ``devices``/``online`` change notice.
+
+A sweep marks online devices whose last heartbeat is older than the grace period offline
+(``offline`` event, notice). Right after the hub starts it waits one grace period first: a
+hub that was down longer than the grace must not mark the whole fleet offline before the
+devices' next heartbeats arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from hub.metrics import HubMetrics
+from hub.store import Store
+from hub.timeutil import now_iso
+from protocol.messages import MessageError, decode_heartbeat
+from protocol.subjects import HEARTBEAT_WILDCARD, device_from_subject
+
+log = logging.getLogger(__name__)
+
+BAD_EVENT_EVERY = 10.0
+MAX_PENDING = 200_000  # distinct devices buffered between two flushes
+StoreCall = Callable[..., Awaitable[Any]]
+Notify = Callable[[str, str, dict[str, Any]], Awaitable[None]]
+
+
+def flush_beats(
+    store: Store, beats: list[tuple[str, dict[str, Any], str, str]]
+) -> list[tuple[str, str]]:
+    with store.tx():
+        came = store.put_heartbeats(beats)
+        for device_id, before in came:
+            store.add_event(device_id, "online", f"heartbeats resumed (was {before})")
+    return came
+
+
+def sweep_offline(store: Store, cutoff: str, grace: float) -> list[tuple[str, str | None]]:
+    with store.tx():
+        stale = store.mark_stale_offline(cutoff)
+        for device_id, last_seen in stale:
+            store.add_event(
+                device_id,
+                "offline",
+                f"no heartbeat for {grace:g} s (last seen {last_seen or 'never'})",
+                {"last_seen": last_seen, "grace": grace},
+                severity="warning",
+            )
+    return stale
+
+
+class Presence:
+    def __init__(
+        self,
+        nc: NATS,
+        store: Store,
+        call: StoreCall,
+        metrics: HubMetrics,
+        notify: Notify,
+        *,
+        grace: float = 90.0,
+        flush_every: float = 1.0,
+    ) -> None:
+        self.nc = nc
+        self.store = store
+        self.call = call
+        self.metrics = metrics
+        self.notify = notify
+        self.grace = grace
+        self.flush_every = flush_every
+        self.sweep_every = max(0.5, min(grace / 3, 5.0))
+        self._pending: dict[str, tuple[dict[str, Any], str, str]] = {}
+        self._bad: list[tuple[str | None, str, str]] = []
+        self._bad_event_at: dict[str | None, float] = {}
+        self._sub: Subscription | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._started = time.monotonic()
+
+    async def start(self) -> None:
+        self._started = time.monotonic()
+        self._sub = await self.nc.subscribe(HEARTBEAT_WILDCARD, cb=self._on_beat)
+        self._task = asyncio.create_task(self._loop(), name="hub-presence")
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(Exception):
+            await self.flush()
+
+    async def _on_beat(self, msg: Msg) -> None:
+        device_id = device_from_subject(msg.subject)
+        try:
+            hb = decode_heartbeat(msg.data, subject_device=device_id)
+        except MessageError as exc:
+            self.metrics.sync_messages.labels("heartbeat", "bad").inc()
+            self.metrics.sync_bad.labels("heartbeat", exc.code).inc()
+            self._bad.append((device_id, exc.code, f"{exc.field}: {exc.message}"))
+            return
+        if len(self._pending) >= MAX_PENDING and hb.device_id not in self._pending:
+            return  # the next heartbeat of that device will do
+        self.metrics.sync_messages.labels("heartbeat", "ok").inc()
+        doc = json.loads(hb.to_json())
+        self._pending[hb.device_id] = (doc, now_iso(hb.ts), now_iso())
+
+    async def _loop(self) -> None:
+        last_sweep = time.monotonic()
+        while True:
+            await asyncio.sleep(self.flush_every)
+            try:
+                await self.flush()
+                if time.monotonic() - last_sweep >= self.sweep_every:
+                    last_sweep = time.monotonic()
+                    await self.sweep()
+            except Exception:
+                log.exception("presence flush failed; retrying")
+
+    async def flush(self) -> None:
+        beats, self._pending = self._pending, {}
+        bad, self._bad = self._bad, []
+        if bad:
+            await self.call(self._record_bad, self.store, bad)
+        if not beats:
+            return
+        rows = [(d, doc, sent, recv) for d, (doc, sent, recv) in beats.items()]
+        # Heartbeats of devices the hub does not know are skipped by put_heartbeats.
+        came: list[tuple[str, str]] = await self.call(flush_beats, self.store, rows)
+        if came:
+            self.metrics.presence.labels("online").inc(len(came))
+            ids = sorted(d for d, _ in came)
+            for d in ids:
+                log.info("online", extra={"device": d})
+            await self.notify("devices", "online", {"devices": ids})
+
+    async def sweep(self) -> None:
+        if time.monotonic() - self._started < self.grace:
+            return
+        cutoff = now_iso(time.time() - self.grace)
+        stale: list[tuple[str, str | None]] = await self.call(
+            sweep_offline, self.store, cutoff, self.grace
+        )
+        if stale:
+            self.metrics.presence.labels("offline").inc(len(stale))
+            for d, seen in stale:
+                log.warning("offline: no heartbeat since %s", seen, extra={"device": d})
+            await self.notify("devices", "offline", {"devices": sorted(d for d, _ in stale)})
+
+    def _record_bad(self, store: Store, bad: list[tuple[str | None, str, str]]) -> None:
+        now = time.monotonic()
+        for device_id, code, why in bad:
+            known = device_id if device_id is not None and store.device_exists(device_id) else None
+            log.warning("dropped a bad heartbeat: %s", why[:300], extra={"device": device_id})
+            if now - self._bad_event_at.get(known, -BAD_EVENT_EVERY) < BAD_EVENT_EVERY:
+                continue
+            self._bad_event_at[known] = now
+            store.add_event(
+                known,
+                "bad_message",
+                f"heartbeat dropped: {why[:300]}",
+                {"code": code, "subject_device": (device_id or "")[:64]},
+                severity="warning",
+            )

@@ -1,0 +1,137 @@
+"""``SyncService``: the hub side of device sync as one object the hub starts and stops.
+
+Start order (after the operator API, before ``Hub.components``): the report stream and the
+``desired`` bucket are created or verified; the desired writer publishes every device once
+(forced when the bucket was just created: a wiped JetStream store must not leave devices
+without documents); then ingest, presence and enrollment subscribe; the API gains the
+sync verbs and an in-process listener for desired-state changes. A periodic re-publish
+(``REPUBLISH_EVERY``) is the safety net for a change whose listener failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from hub.api.handlers import Caller, Change, Outcome
+from hub.api.validate import device_id as valid_device_id
+from hub.store import Store
+from hub.sync.desired_kv import DesiredWriter
+from hub.sync.devrpc import DeviceRpc
+from hub.sync.enroll import Enrollment
+from hub.sync.ingest import Ingest
+from hub.sync.presence import Presence
+from hub.sync.streams import ensure_desired_bucket, ensure_report_stream
+
+if TYPE_CHECKING:
+    from hub.app import Hub
+
+log = logging.getLogger(__name__)
+
+REPUBLISH_EVERY = 300.0
+
+
+def approve_reenroll(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
+    device_id = valid_device_id(body["id"])
+    with store.tx():
+        changed = store.approve_reenroll(device_id)
+        if changed:
+            store.add_event(device_id, "reenroll_approved", "an operator approved re-enrollment")
+    changes = [Change("devices", "reenroll_approved", {"id": device_id})] if changed else []
+    return Outcome({"id": device_id, "changed": changed}, changes)
+
+
+class SyncService:
+    def __init__(self) -> None:
+        self.hub: Hub | None = None
+        self.desired: DesiredWriter | None = None
+        self.ingest: Ingest | None = None
+        self.presence: Presence | None = None
+        self.enrollment: Enrollment | None = None
+        self.rpc: DeviceRpc | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, hub: Hub) -> None:
+        assert hub.nc is not None and hub.store is not None and hub.api is not None
+        self.hub = hub
+        nc, store, api, metrics = hub.nc, hub.store, hub.api, hub.metrics
+        js = nc.jetstream()
+        await ensure_report_stream(js)
+        kv, created = await ensure_desired_bucket(js)
+
+        async def written(gens: dict[str, int]) -> None:
+            metrics.desired_writes.inc(len(gens))
+
+        self.desired = DesiredWriter(kv, store, hub.call, on_written=written)
+        await self.desired.publish(None, force=created)
+
+        async def applied(devices: set[str]) -> None:
+            await api.publish_change("reported", "changed", {"devices": sorted(devices)})
+
+        self.ingest = Ingest(js, store, hub.call, metrics, on_applied=applied)
+        await self.ingest.start()
+        self.presence = Presence(
+            nc,
+            store,
+            hub.call,
+            metrics,
+            api.publish_change,
+            grace=float(hub.cfg.offline_grace),
+        )
+        await self.presence.start()
+
+        async def after_enroll(device_id: str, info: dict[str, Any]) -> None:
+            await api.publish_change(
+                "devices", "enrolled", {"id": device_id, "again": info["again"]}
+            )
+            assert self.desired is not None
+            await self.desired.publish([device_id])
+
+        cfg = hub.cfg
+        self.enrollment = Enrollment(
+            nc,
+            store,
+            hub.call,
+            metrics,
+            leaf_url=f"nats-leaf://{cfg.public_host}:{cfg.leafnode_port}",
+            hub_url=f"nats://{cfg.public_host}:{cfg.client_port}",
+            reload_users=hub.reload_device_users,
+            after_enroll=after_enroll,
+        )
+        await self.enrollment.start()
+
+        self.rpc = DeviceRpc(nc, store, hub.call, metrics)
+        for verb, handler in self.rpc.handlers().items():
+            api.register_async(verb, handler)
+        api.register("devices.approve_reenroll", approve_reenroll)
+        api.change_listeners.append(self._on_change)
+        self._task = asyncio.create_task(self._republish_loop(), name="hub-desired-republish")
+
+    async def _on_change(self, change: Change) -> None:
+        assert self.desired is not None and self.hub is not None
+        if change.kind == "desired":
+            await self.desired.publish(change.data.get("devices") or [])
+        if change.kind == "devices" and change.action == "decommissioned":
+            # Its NATS user goes with it: a decommissioned device cannot connect any more.
+            await self.hub.reload_device_users()
+
+    async def _republish_loop(self) -> None:
+        while True:
+            await asyncio.sleep(REPUBLISH_EVERY)
+            try:
+                assert self.desired is not None
+                await self.desired.publish(None)
+            except Exception:
+                log.warning("periodic desired publish failed", exc_info=True)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for part in (self.enrollment, self.presence, self.ingest):
+            if part is not None:
+                with contextlib.suppress(Exception):
+                    await part.stop()
