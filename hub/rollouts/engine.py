@@ -32,7 +32,16 @@ def evaluate(store: Store, rollout_id: str, out: TickResult) -> None:
         if row["status"] not in m.ACTIVE:
             return
         rows = rs.target_rows(store, rollout_id)
-        docs = rs.reported_docs(store, [r["device_id"] for r in rows])
+        # Only devices that can still move need their report read: unwritten ones have
+        # nothing to report yet and final states stick (a big rollout gets cheaper as it goes).
+        docs = rs.reported_docs(
+            store,
+            [
+                r["device_id"]
+                for r in rows
+                if r["written_at"] is not None and r["state"] not in m.FINAL_DEVICE_STATES
+            ],
+        )
         ref = rs.ref(row)
         targets = []
         for r, t in zip(rows, rs.machine_targets(rows), strict=True):
