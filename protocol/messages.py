@@ -345,6 +345,49 @@ def check_msg_id(batch: ReportBatch, header_value: str | None) -> None:
         raise MessageError(MSG_ID_HEADER, f"{header_value!r} does not match the batch")
 
 
+@dataclass(frozen=True)
+class ApplyPlan:
+    """What the hub's ingest does with one report batch (see ``plan_apply``).
+
+    ``wait``: an earlier batch has not been applied yet (this one overtook it): NAK with a short
+    delay, apply nothing. Otherwise apply ``rows`` in order (those above ``last_applied``), in
+    one transaction that also sets the device's last applied seq to ``last_applied``; ``gaps``
+    are missing ``(first, last)`` ranges before them (announced by ``outbox.dropped`` events
+    when the device dropped rows; otherwise a loss worth logging), ``replayed`` counts rows
+    already applied (a resend) and skipped.
+    """
+
+    wait: bool
+    rows: tuple[ReportRow, ...] = ()
+    last_applied: int = 0
+    gaps: tuple[tuple[int, int], ...] = ()
+    replayed: int = 0
+
+
+def plan_apply(batch: ReportBatch, last_applied: int, *, force: bool = False) -> ApplyPlan:
+    """The ingest rule, pure: exactly once and in order per device.
+
+    ``force`` applies a batch that would wait (after the consumer's redelivery limit, e.g. a
+    hub whose state was reset), reporting the skipped range as a gap.
+    """
+    if batch.prev_seq > last_applied and not force:
+        return ApplyPlan(wait=True, last_applied=last_applied)
+    fresh = tuple(r for r in batch.rows if r.seq > last_applied)
+    gaps: list[tuple[int, int]] = []
+    expect = last_applied + 1
+    for r in fresh:
+        if r.seq > expect:
+            gaps.append((expect, r.seq - 1))
+        expect = r.seq + 1
+    return ApplyPlan(
+        wait=False,
+        rows=fresh,
+        last_applied=max(last_applied, batch.last_seq),
+        gaps=tuple(gaps),
+        replayed=len(batch.rows) - len(fresh),
+    )
+
+
 # ---------------------------------------------------------------- heartbeat
 
 

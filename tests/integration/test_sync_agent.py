@@ -43,6 +43,7 @@ from protocol.messages import (
     decode_heartbeat,
     decode_report,
     decode_rpc_reply,
+    plan_apply,
 )
 from protocol.subjects import DESIRED_BUCKET, REPORT_STREAM, REPORT_WILDCARD, rpc
 from tests.harness.nats import NatsHub
@@ -110,6 +111,7 @@ class Ingest:
     messages: int = 0
     replayed_rows: int = 0
     naks: int = 0
+    gaps: list[tuple[int, int]] = field(default_factory=list)
     prev_of: dict[int, int] = field(default_factory=dict)  # first_seq -> prev_seq
     errors: list[str] = field(default_factory=list)
 
@@ -130,17 +132,16 @@ class Ingest:
                 check_msg_id(batch, (msg.headers or {}).get(MSG_ID_HEADER))
                 self.messages += 1
                 self.prev_of.setdefault(batch.first_seq, batch.prev_seq)
-                if batch.prev_seq > self.last_applied.get(dev, 0):
+                plan = plan_apply(batch, self.last_applied.get(dev, 0))
+                if plan.wait:
                     # Overtook an earlier batch that is being resent: apply it after that one.
                     self.naks += 1
                     await msg.nak(delay=0.2)
                     continue
-                for row in batch.rows:
-                    if row.seq <= self.last_applied.get(dev, 0):
-                        self.replayed_rows += 1
-                        continue
-                    self.applied.setdefault(dev, []).append(row.seq)
-                    self.last_applied[dev] = row.seq
+                self.applied.setdefault(dev, []).extend(r.seq for r in plan.rows)
+                self.replayed_rows += plan.replayed
+                self.gaps.extend(plan.gaps)
+                self.last_applied[dev] = plan.last_applied
                 await msg.ack()
 
 
@@ -246,6 +247,7 @@ async def test_outbox_reaches_hub_exactly_once_across_a_cut(world: World) -> Non
     await eventually(lambda: w.ingest.last_applied.get("dev-1") == last or w.ingest.errors)
     assert w.ingest.errors == []
     assert w.ingest.applied["dev-1"] == list(range(1, last + 1))
+    assert w.ingest.gaps == []
     # The first batch after the outage names the last row acknowledged before it.
     assert w.ingest.prev_of[51] == 50
 
