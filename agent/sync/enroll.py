@@ -95,7 +95,8 @@ def hub_url(hub: str, user: str | None = None, password: str | None = None) -> s
         return url
     from urllib.parse import quote
 
-    return f"{parts.scheme}://{quote(user, safe='')}:{quote(password or '', safe='')}@{parts.hostname}:{parts.port}"
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname  # IPv6
+    return f"{parts.scheme}://{quote(user, safe='')}:{quote(password or '', safe='')}@{host}:{port}"
 
 
 async def enroll(

@@ -57,9 +57,8 @@ def remote_url(leaf_url: str, user: str | None, password: str | None) -> str:
         raise LeafError(f"leaf URL {leaf_url!r} must be scheme://host:port")
     if user is None:
         return leaf_url
-    netloc = (
-        f"{quote(user, safe='')}:{quote(password or '', safe='')}@{parts.hostname}:{port}"
-    )
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname  # IPv6
+    netloc = f"{quote(user, safe='')}:{quote(password or '', safe='')}@{host}:{port}"
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 

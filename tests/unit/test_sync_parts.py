@@ -134,6 +134,8 @@ async def test_link_state_transitions() -> None:
 def test_enroll_helpers(tmp_path: Path) -> None:
     assert hub_url("hub:4222", "enroll", "s3cret") == "nats://enroll:s3cret@hub:4222"
     assert hub_url("nats://u:p@hub:4222", "enroll", "x") == "nats://u:p@hub:4222"
+    assert hub_url("[::1]:4222", "enroll", "pw") == "nats://enroll:pw@[::1]:4222"
+    assert remote_url("nats-leaf://[::1]:7422", "d", "p") == "nats-leaf://d:p@[::1]:7422"
     for bad in ("hub", "hub:abc", "hub:99999"):
         with pytest.raises(EnrollError):
             hub_url(bad, None)
