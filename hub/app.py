@@ -37,6 +37,7 @@ from hub.config import DataDir, HubConfig, Secrets
 from hub.errors import Unavailable
 from hub.http import make_app
 from hub.metrics import HubMetrics
+from hub.rollouts.controller import install as install_rollouts
 from hub.store import Store
 from hub.sync.service import SyncService
 
@@ -108,6 +109,9 @@ class Hub:
         await self.api.start()
         # Sync before the other components: they (rollouts) call hub.sync.desired.
         await self.sync.start(self)
+        # Rollouts (hub/rollouts): the rollouts.* verbs and the controller component, which
+        # publishes desired documents through hub.sync.desired.
+        install_rollouts(self)
         for component in self.components:
             await component.start(self)
 
