@@ -204,3 +204,55 @@ print(json.dumps(out))
     for device_id, tags, hub, engine in out["devices"]:
         assert device_id.startswith("pi-") and "rpi" in tags
         assert hub == "hub.example.com:4222" and engine == "podman"
+
+
+def _running_systemctl(env: dict[str, str], tmp_path: Path, unit: str) -> dict[str, str]:
+    """A stand-in systemctl for a host where ``unit`` already runs, enabled."""
+    fakebin = tmp_path / "fakebin-running"
+    fakebin.mkdir()
+    stub = fakebin / "systemctl"
+    stub.write_text(
+        f"#!/bin/sh\nprintf 'Id={unit}\\nSubState=running\\nUnitFileState=enabled\\n'\n"
+    )
+    stub.chmod(0o755)
+    return {**env, "PATH": f"{fakebin}:{env['PATH']}"}
+
+
+def test_hub_plan_on_an_initialised_running_hub(env: dict[str, str], tmp_path: Path) -> None:
+    data_dir = tmp_path / "hub-data"
+    data_dir.mkdir()
+    (data_dir / "hub.toml").write_text("client_port = 4222\n")
+    res = _pyinfra(
+        _running_systemctl(env, tmp_path, "signalbeam-hub.service"),
+        "hub.py",
+        {"signalbeam_hub_public_host": "hub.example.com", "signalbeam_hub_data_dir": str(data_dir)},
+        "-v",  # noop notes are printed from -v on
+    )
+    names = _planned(res)
+    assert not any("Initialise the hub" in n for n in names), names
+    assert "hub already initialised" in res.stdout + res.stderr
+    # Running already: restarted only if something it reads changed (a conditional change).
+    assert _index(names, "Write hub.toml") < _index(names, "Restart signalbeam-hub.service")
+
+
+def test_agent_plan_on_an_enrolled_device(env: dict[str, str], tmp_path: Path) -> None:
+    data_dir = tmp_path / "agent-data"
+    data_dir.mkdir()
+    (data_dir / "hub-credentials.json").write_text("{}")
+    res = _pyinfra(
+        _running_systemctl(env, tmp_path, "signalbeam-agent.service"),
+        "agent.py",
+        {
+            "signalbeam_agent_data_dir": str(data_dir),
+            "signalbeam_hub": "hub.example.com:4222",
+            "signalbeam_enroll_token": TOKEN,
+            "signalbeam_enroll_password": PASSWORD,
+        },
+        "-v",
+    )
+    names = _planned(res)
+    assert not any("Enroll" in n for n in names), names
+    assert "already enrolled" in res.stdout + res.stderr
+    assert _index(names, "Write /etc/signalbeam/agent.toml") < _index(
+        names, "Restart signalbeam-agent.service"
+    )
