@@ -98,6 +98,7 @@ class HubSettings:
     replica_url: str = ""
     # Environment for litestream (e.g. AWS_ACCESS_KEY_ID); secret, kept out of repr.
     replica_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    offline_grace: int = 90
     init_output: str = "/root/signalbeam-hub-init.txt"
     nofile: int = 65536
 
@@ -158,6 +159,7 @@ HUB_VARS = frozenset(
         "signalbeam_hub_litestream",
         "signalbeam_hub_replica_url",
         "signalbeam_hub_replica_env",
+        "signalbeam_hub_offline_grace",
         "signalbeam_hub_init_output",
         "signalbeam_hub_nofile",
     }
@@ -379,6 +381,9 @@ def validate_hub(data: Mapping[str, Any], *, inventory_name: str | None = None) 
         litestream=litestream,
         replica_url=replica_url,
         replica_env=replica_env,
+        offline_grace=_int(
+            data, "signalbeam_hub_offline_grace", HubSettings.offline_grace, 1, 7 * 86400, "seconds"
+        ),
         init_output=_path(data, "signalbeam_hub_init_output", HubSettings.init_output),
         nofile=_int(data, "signalbeam_hub_nofile", HubSettings.nofile, 1024, 1 << 20, "a count"),
     )

@@ -120,6 +120,7 @@ def test_hub_toml_is_accepted_by_the_hub() -> None:
         signalbeam_hub_client_port=4300,
         signalbeam_hub_http_host="127.0.0.1",
         signalbeam_hub_public_host="10.1.2.3",
+        signalbeam_hub_offline_grace=120,
         signalbeam_hub_replica_url='s3://bucket/hub?endpoint=http://minio:9000&x="y"',
     )
     cfg = parse_toml(render("hub.toml.j2", **hub_context(hub)), "hub.toml")
@@ -127,6 +128,7 @@ def test_hub_toml_is_accepted_by_the_hub() -> None:
         client_port=4300,
         http_host="127.0.0.1",
         public_host="10.1.2.3",
+        offline_grace=120,
         replica_url='s3://bucket/hub?endpoint=http://minio:9000&x="y"',
     )
     off = parse_toml(render("hub.toml.j2", **hub_context(_hub(signalbeam_hub_litestream=False))))

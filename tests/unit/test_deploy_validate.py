@@ -120,6 +120,8 @@ def test_hub_user_and_paths() -> None:
     assert validate_hub({**HUB, "signalbeam_hub_data_dir": "/srv/hub/"}).data_dir == "/srv/hub"
     assert _hub_error({"signalbeam_hub_host": "localhost"}).var == "signalbeam_hub_host"
     assert _hub_error({"signalbeam_hub_nofile": 10}).var == "signalbeam_hub_nofile"
+    err = _hub_error({"signalbeam_hub_offline_grace": 0})
+    assert err.var == "signalbeam_hub_offline_grace"
 
 
 def test_unknown_variable_is_refused_but_the_other_deploys_are_not() -> None:
