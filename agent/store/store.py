@@ -184,7 +184,12 @@ class Store:
                 # A store recreated after corruption must not reuse numbers the hub has
                 # already applied (it would drop the new rows as duplicates), so it starts
                 # at wall-clock milliseconds, far above any count the old file could reach.
-                base = int(now * 1000) if fresh_sequences else 0
+                # A moved-aside file next to us means the same, even if we were killed
+                # between moving it and getting here.
+                previous_life = fresh_sequences or any(
+                    self.path.parent.glob(self.path.name + ".corrupt-*")
+                )
+                base = int(now * 1000) if previous_life else 0
                 c.executemany(
                     "INSERT OR IGNORE INTO sequences (name, value) VALUES (?, ?)",
                     [("outbox", base), ("events", base)],

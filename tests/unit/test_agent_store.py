@@ -393,3 +393,11 @@ def test_full_disk_is_reported_plainly_and_loses_nothing(store: Store) -> None:
     assert events[0].kind == "before"
     assert seqs == list(range(1, len(seqs) + 1))
     assert [r.seq for r in store.outbox_pending(100_000, 10**9)] == seqs
+
+
+def test_killed_right_after_moving_aside_still_numbers_high(tmp_path: Path) -> None:
+    # The agent died after renaming the bad file but before the fresh store was set up.
+    (tmp_path / "agent.db.corrupt-20260101T000000Z").write_bytes(b"junk")
+    s = Store.open(tmp_path / "agent.db", device_id="dev-1")
+    assert s.event("k", "m") > 10**12
+    s.close()
