@@ -69,7 +69,9 @@ files.directory(
     mode="755",
 )
 
-if host.get_fact(File, path=f"{hub.data_dir}/hub.toml"):
+# The same rule as init's own refusal (and the command's run-time guard): either file means
+# initialised. Checked here too so an initialised hub plans no init step at all.
+if any(host.get_fact(File, path=f"{hub.data_dir}/{name}") for name in ("hub.toml", "hub.db")):
     host.noop(f"hub already initialised in {hub.data_dir}")
 else:
     init = server.shell(
