@@ -360,3 +360,14 @@ async def test_a_container_that_will_not_start_is_replaced() -> None:
     result = await run_plan(engine, tgt, rec, retries=0)
     assert result.ok, result.reason
     assert running(engine) == ["reg/web:1"] and len(engine.containers) == 1
+
+
+def test_consecutive_creates_and_starts_form_groups() -> None:
+    from agent.reconcile.executor import _groups
+    from agent.reconcile.plan import Step
+
+    steps = [
+        Step("pull", "a", "r"), Step("pull", "b", "r"), Step("create", "a", "r"),
+        Step("create", "b", "r"), Step("start", "a", "r"), Step("start", "b", "r"),
+    ]  # fmt: skip
+    assert [[i for i, _ in g] for g in _groups(steps)] == [[0], [1], [2, 3], [4, 5]]
