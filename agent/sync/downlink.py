@@ -70,6 +70,8 @@ class DownlinkSettings:
     # link (poll_interval), the liveness probe itself otherwise (liveness_interval).
     poll_interval: float = 300.0
     liveness_interval: float = 30.0
+    # Used instead of poll_interval once a put is seen that no prompt announced.
+    fallback_interval: float = 30.0
     offline_probe: float = 1.0  # offline, no leaf monitor: how often to look for the link
     request_timeout: float = 2.0
     tick: float = 0.25  # how often the loop looks at the link state
@@ -87,6 +89,7 @@ class DownlinkStats:
     invalid: int = 0
     probes: int = 0
     probe_failures: int = 0
+    missed_prompts: int = 0
     last_revision: int | None = None
     last_applied_at: float | None = None
 
@@ -122,7 +125,7 @@ class Downlink:
         s = self.settings
         self._interval = s.liveness_interval if report_link else s.poll_interval
         self._prompt = asyncio.Event()
-        self._sub: Subscription | None = None
+        self._subs: list[Subscription] = []
         self._extra = {"device": device_id}
 
     async def run(self) -> None:
@@ -136,7 +139,13 @@ class Downlink:
                 return  # already have it (or newer)
             self._prompt.set()
 
-        self._sub = await self.nc.subscribe(desired_prompt(self.device_id), cb=on_put)
+        # The republish crosses a leaf link; $KV.desired.<id> itself only reaches a device
+        # connected straight to the hub (it never crosses a leafnode link), kept as a second
+        # prompt so a direct device is prompted even by a hub without the republish.
+        self._subs = [
+            await self.nc.subscribe(desired_prompt(self.device_id), cb=on_put),
+            await self.nc.subscribe(f"$KV.{DESIRED_BUCKET}.{self.device_id}", cb=on_put),
+        ]
         last_probe = -float("inf")
         last_epoch = -1
         try:
@@ -152,10 +161,15 @@ class Downlink:
                     or (online and (self.link.epoch != last_epoch or since >= self._interval))
                     or (not online and self.report_link and since >= self.settings.offline_probe)
                 ):
+                    prompted = self._prompt.is_set()
+                    same_link = online and self.link.epoch == last_epoch
                     self._prompt.clear()
                     last_epoch = self.link.epoch
+                    before = self.stats.last_revision
                     try:
                         await self.probe()
+                        if not prompted and same_link and self.stats.last_revision != before:
+                            self._missed_prompt()
                     except Exception:
                         # e.g. the store refused the write: not marked handled, so the next
                         # read retries it; this task must outlive any single failure.
@@ -166,11 +180,25 @@ class Downlink:
                 except TimeoutError:
                     pass
         finally:
-            if self._sub is not None:
+            for sub in self._subs:
                 try:
-                    await self._sub.unsubscribe()
+                    await sub.unsubscribe()
                 except Exception:
                     pass
+
+    def _missed_prompt(self) -> None:
+        """A timed read found a put that no prompt announced while the link stayed up: the
+        hub is not republishing puts (docs/sync.md). Fall back to reading more often."""
+        self.stats.missed_prompts += 1
+        if self._interval > self.settings.fallback_interval:
+            self._interval = self.settings.fallback_interval
+            log.warning(
+                "desired puts arrive without a prompt on %s: the hub's bucket has no republish;"
+                " reading the key every %.0fs instead",
+                desired_prompt(self.device_id),
+                self._interval,
+                extra=self._extra,
+            )
 
     async def probe(self) -> bool:
         """Read the key once; apply a newer revision. True when the hub answered."""

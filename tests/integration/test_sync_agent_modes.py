@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import nats
+from nats.js.api import KeyValueConfig
 
 from agent.store import Store
 from agent.sync.downlink import DownlinkSettings
@@ -19,7 +20,7 @@ from agent.sync.service import SyncService, SyncSettings
 from agent.sync.uplink import UplinkSettings
 from protocol.desired import DesiredState
 from protocol.messages import EnrollReply, decode_report
-from protocol.subjects import REPORT_STREAM, REPORT_WILDCARD
+from protocol.subjects import DESIRED_BUCKET, REPORT_STREAM, REPORT_WILDCARD
 from tests.harness.nats import NatsHub
 from tests.harness.proxy import TcpProxy
 from tests.integration.test_sync_agent import desired_bucket_config
@@ -104,3 +105,35 @@ async def test_leftover_leaf_is_stopped_on_start(tmp_path: Path) -> None:
         raise AssertionError("leftover leaf still running")
     except ProcessLookupError:
         pass
+
+
+async def test_hub_without_republish_falls_back_to_reading_often(tmp_path: Path) -> None:
+    """A bucket without the republish (an older hub): puts reach a leaf device only through
+    timed reads; the first one found unannounced switches to the fallback interval."""
+    hub = NatsHub(tmp_path / "hub")
+    hub_nc = await nats.connect(hub.url)
+    js = hub_nc.jetstream()
+    await js.add_stream(name=REPORT_STREAM, subjects=[REPORT_WILDCARD], duplicate_window=7200)
+    kv = await js.create_key_value(KeyValueConfig(bucket=DESIRED_BUCKET, history=5, direct=True))
+    store = Store.open(tmp_path / "a.db", device_id="dev-6")
+    settings = SyncSettings(
+        "leaf",
+        credentials=EnrollReply("dev-6", "u", "p", f"nats-leaf://127.0.0.1:{hub.leaf_port}"),
+        workdir=tmp_path / "leaf",
+        downlink=DownlinkSettings(poll_interval=2.0, fallback_interval=0.3),
+    )
+    svc = SyncService(store, settings, "dev-6", trigger=lambda: None)
+    try:
+        await svc.start()
+        assert svc.downlink is not None
+        await until(lambda: svc.online and svc.downlink.stats.probes >= 1)
+        doc = DesiredState(0, {"bundle": "b", "version": "1.0.0"}).to_json()
+        rev = await kv.put("dev-6", doc)
+        await until(lambda: svc.downlink.stats.last_revision == rev)
+        assert svc.downlink.stats.missed_prompts == 1
+        assert svc.downlink._interval == 0.3
+    finally:
+        await svc.stop()
+        store.close()
+        await hub_nc.close()
+        hub.stop()
