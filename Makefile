@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps venv test lint bench clean
+.PHONY: setup system-deps venv test lint bench demo clean
 
 setup: system-deps venv
 
@@ -30,6 +30,10 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+# A hub, three agents managing real containers, warehouse-monitor rolled out, then the TUI.
+demo: setup
+	$(BIN)/python deploy/dev/demo.py $(DEMO_ARGS)
 
 bench: setup
 	$(BIN)/python -m bench

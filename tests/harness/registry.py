@@ -26,6 +26,10 @@ from tests.harness.procs import ManagedProcess
 
 BUSYBOX_APPLETS = (
     "sh",
+    "test",
+    "[",
+    "touch",
+    "seq",
     "httpd",
     "echo",
     "cat",
@@ -129,7 +133,9 @@ http:
         """``registry.ref("sbtest/hello:1.0")`` -> ``127.0.0.1:PORT/sbtest/hello:1.0``."""
         return f"{self.host}/{name}"
 
-    def push_test_images(self) -> None:
+    def push_test_images(self, images: dict[str, str] | None = None) -> None:
+        """Build ``images`` (name:tag -> Containerfile lines after FROM; default: the sbtest
+        set) on the busybox base and push them here."""
         build = self.workdir / "build"
         build.mkdir(exist_ok=True)
         # Podman refuses a runroot path longer than 50 characters; pytest's tmp paths are longer.
@@ -154,7 +160,7 @@ http:
                 "localhost/sbtest/base:1",
             ]
         )
-        for name, body in TEST_IMAGES.items():
+        for name, body in (TEST_IMAGES if images is None else images).items():
             ctx = build / name.replace("/", "_").replace(":", "_")
             ctx.mkdir(exist_ok=True)
             (ctx / "Containerfile").write_text(
