@@ -186,6 +186,8 @@ class Agent:
                 asyncio.create_task(h(self, stop), name=getattr(h, "__name__", "hook"))
                 for h in self._hooks
             ]
+            for t in tasks:
+                t.add_done_callback(self._task_ended)
             await stop.wait()
             await self._shutdown(tasks)
             store.event("agent.stopped", "agent stopped cleanly")
@@ -211,20 +213,34 @@ class Agent:
             except StoreError:
                 log.exception("desired check failed", extra={"device": self.device_id})
 
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
+        """A task that dies while the agent runs is reported at once, not at shutdown: the
+        rest keeps running (reconciling matters more than any one feature)."""
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        log.error(
+            "task %s failed: %r",
+            task.get_name(),
+            exc,
+            exc_info=exc,
+            extra={"device": self.device_id},
+        )
+        if self.store is not None and not (self.stop_event and self.stop_event.is_set()):
+            with contextlib.suppress(Exception):
+                self.store.event(
+                    "agent.task_failed",
+                    f"{task.get_name()} stopped: {exc!r}",
+                    severity="error",
+                    data={"task": task.get_name()},
+                )
+
     async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
         _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE)
         for t in pending:
             t.cancel()
         if pending:
             await asyncio.wait(pending, timeout=STOP_GRACE)
-        for t in tasks:
-            if t.done() and not t.cancelled() and t.exception() is not None:
-                log.error(
-                    "task %s failed: %r",
-                    t.get_name(),
-                    t.exception(),
-                    extra={"device": self.device_id},
-                )
 
     # ---------------------------------------------------------------- core tasks
 

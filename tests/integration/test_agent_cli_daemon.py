@@ -116,3 +116,32 @@ def test_lock_refuses_a_second_holder(tmp_path: Path) -> None:
     finally:
         fh.close()
     acquire_lock(tmp_path).close()
+
+
+async def test_a_failing_hook_is_reported_at_once_and_the_rest_runs(tmp_path: Path) -> None:
+    cfg = AgentConfig(
+        data_dir=tmp_path,
+        device_id="daemon-dev",
+        device_id_configured=True,
+        desired_poll_interval=0.05,
+        metrics=MetricsConfig(interval=0.05),
+    )
+    agent = Agent(cfg, connect_engine=False)
+
+    async def broken(a: Agent, stop: asyncio.Event) -> None:
+        raise RuntimeError("hook blew up")
+
+    agent.add_task(broken)
+    task = asyncio.create_task(agent.run())
+    await until(
+        lambda: (
+            agent.store is not None
+            and any(e.kind == "agent.task_failed" for e in agent.store.events())
+        ),
+        "the failure event",
+    )
+    assert agent.store is not None
+    before = len(agent.store.metrics("raw"))
+    await until(lambda: len(agent.store.metrics("raw")) > before, "metrics to keep flowing")  # type: ignore[union-attr]
+    agent.request_stop()
+    await asyncio.wait_for(task, 30)
