@@ -303,6 +303,7 @@ def run_agent_bench(args: argparse.Namespace, baseline: float) -> None:
         config.write_text(
             f'data_dir = "{work}/data"\ndevice_id = "bench-footprint"\n'
             f'engine_socket = "{engine_url}"\n[http]\n{http}\n'
+            f"[metrics]\ninterval = {args.metrics_interval}\n"
         )
         if bundle_file is not None:
             res = agent_cli("apply", str(bundle_file), "--config", str(config))
@@ -379,6 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--converge-timeout", type=float, default=180.0)
     p.add_argument("--skip-imports", action="store_true")
     p.add_argument("--store-ops", type=int, default=5000, help="0 skips the store figures")
+    p.add_argument(
+        "--metrics-interval", type=float, default=10.0, help="agent's metrics interval, seconds"
+    )
     p.add_argument(
         "--apply-runs", type=int, default=20, help="apply->running runs after idle (0 skips)"
     )
