@@ -102,7 +102,7 @@ REQUESTS: dict[str, tuple[bool, dict[str, FieldDoc]]] = {
         },
     ),
     "rollouts.list": (False, {"state": ("str", False), **PAGE}),
-    "rollouts.get": (False, {"id": ("str", True)}),
+    "rollouts.get": (False, {"id": ("str", True), **PAGE}),  # pages the devices
     "rollouts.pause": (True, {"id": ("str", True)}),
     "rollouts.resume": (True, {"id": ("str", True)}),
     "rollouts.abort": (True, {"id": ("str", True)}),

@@ -57,7 +57,11 @@ def list_(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
 
 
 def get(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
-    return Outcome(rs.describe(store, _id(body)))
+    limit = v.int_range(body, "limit", 1, rs.MAX_DEVICES_PAGE, rs.MAX_DEVICES_PAGE)
+    cursor = body.get("cursor")
+    if cursor is not None:
+        v.device_id(cursor, "cursor")
+    return Outcome(rs.describe(store, _id(body), limit=limit, after=cursor))
 
 
 def _action(name: str) -> Handler:

@@ -40,6 +40,9 @@ TARGET_COLUMNS = (
 )
 
 
+MAX_DEVICES_PAGE = 1000  # devices per rollouts.get answer: well under the 1 MiB reply limit
+
+
 def new_id() -> str:
     return "ro-" + secrets.token_hex(4)
 
@@ -56,13 +59,24 @@ def get_row(store: Store, rollout_id: str) -> dict[str, Any]:
     return row
 
 
-def target_rows(store: Store, rollout_id: str) -> list[dict[str, Any]]:
-    return store.rows(
+def target_rows(
+    store: Store, rollout_id: str, *, limit: int | None = None, after: str | None = None
+) -> list[dict[str, Any]]:
+    """The rollout's devices by id (a page of them with ``limit``/``after``)."""
+    sql = (
         f"SELECT {TARGET_COLUMNS}, d.status AS device_status, d.last_seen"
         " FROM rollout_targets t JOIN devices d ON d.id = t.device_id"
-        " WHERE t.rollout_id = ? ORDER BY t.wave, t.device_id",
-        (rollout_id,),
+        " WHERE t.rollout_id = ?"
     )
+    params: list[Any] = [rollout_id]
+    if after is not None:
+        sql += " AND t.device_id > ?"
+        params.append(after)
+    sql += " ORDER BY t.device_id"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return store.rows(sql, params)
 
 
 def active_ids(store: Store) -> list[str]:
@@ -95,15 +109,27 @@ def machine_targets(rows: Sequence[dict[str, Any]]) -> list[m.Target]:
     ]
 
 
-def summary(row: dict[str, Any], targets: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The shape ``rollouts.list`` items and ``rollouts.get`` share (docs/rollouts.md)."""
+def summary(store: Store, row: dict[str, Any]) -> dict[str, Any]:
+    """The shape ``rollouts.list`` items and ``rollouts.get`` share (docs/rollouts.md),
+    counted in SQL so a big rollout costs a few index scans, not a load of every row."""
+    rid = row["id"]
     counts = dict.fromkeys(m.DEVICE_STATES, 0)
-    for t in targets:
-        counts[t["state"]] += 1
-    waves = sorted({int(t["wave"]) for t in targets})
-    started = [int(t["wave"]) for t in targets if t["written_at"] is not None]
+    for state, n in store.conn.execute(
+        "SELECT state, count(*) FROM rollout_targets WHERE rollout_id = ? GROUP BY state", (rid,)
+    ):
+        counts[state] = int(n)
+    waves, started = store.conn.execute(
+        "SELECT count(DISTINCT wave), max(CASE WHEN written_at IS NOT NULL THEN wave END)"
+        " FROM rollout_targets WHERE rollout_id = ?",
+        (rid,),
+    ).fetchone()
+    offline = store.scalar(
+        "SELECT count(*) FROM rollout_targets t JOIN devices d ON d.id = t.device_id"
+        " WHERE t.rollout_id = ? AND t.state NOT IN (?, ?) AND d.status != 'online'",
+        (rid, m.SUCCEEDED, m.FAILED),
+    )
     return {
-        "id": row["id"],
+        "id": rid,
         "bundle": row["bundle"],
         "version": row["version"],
         "target": f"{row['target_kind']}:{row['target']}",
@@ -112,15 +138,11 @@ def summary(row: dict[str, Any], targets: Sequence[dict[str, Any]]) -> dict[str,
         "canary_percent": row["canary_percent"],
         "max_failures": row["max_failures"],
         "failures_accepted": row["failures_accepted"],
-        "waves": len(waves),
-        "wave": max(started) if started else None,
+        "waves": int(waves or 0),
+        "wave": started,
         "counts": counts,
-        "total": len(targets),
-        "offline": sum(
-            1
-            for t in targets
-            if t["state"] not in m.FINAL_DEVICE_STATES and t.get("device_status") != "online"
-        ),
+        "total": sum(counts.values()),
+        "offline": int(offline or 0),
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
     }
@@ -143,12 +165,22 @@ def device_row(t: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def describe(store: Store, rollout_id: str, *, devices: bool = True) -> dict[str, Any]:
+def describe(
+    store: Store,
+    rollout_id: str,
+    *,
+    devices: bool = True,
+    limit: int = MAX_DEVICES_PAGE,
+    after: str | None = None,
+) -> dict[str, Any]:
+    """The summary, plus one page of devices (by id) when ``devices``; ``devices_cursor``
+    continues it (None: the last page)."""
     row = get_row(store, rollout_id)
-    targets = target_rows(store, rollout_id)
-    out = summary(row, targets)
+    out = summary(store, row)
     if devices:
-        out["devices"] = [device_row(t) for t in targets]
+        page = target_rows(store, rollout_id, limit=limit + 1, after=after)
+        out["devices"] = [device_row(t) for t in page[:limit]]
+        out["devices_cursor"] = page[limit - 1]["device_id"] if len(page) > limit else None
     return out
 
 
@@ -171,7 +203,7 @@ def list_rollouts(
         [*params, limit + 1],
     )
     page = rows[:limit]
-    items = [summary(r, target_rows(store, r["id"])) for r in page]
+    items = [summary(store, r) for r in page]
     cursor = str(page[-1]["seq"]) if len(rows) > limit else None
     return items, cursor
 

@@ -301,3 +301,16 @@ def test_observe_reads_the_acknowledged_generations_deployment() -> None:
     # once known, the generation sticks even after the device's desired state moved on
     later = {"desired": {"generation": 9, "rollout_id": None, "bundle_ref": OLD}}
     assert observe(later, "ro-1", NEW, None, 8).generation == 8
+
+
+def test_get_pages_the_devices_and_counts_them_all(env: Env) -> None:
+    r = start(env)
+    first = env.call("rollouts.get", {"id": r["id"], "limit": 3})
+    assert [d["device"] for d in first["devices"]] == ["dev-0", "dev-1", "dev-2"]
+    assert (first["devices_cursor"], first["total"]) == ("dev-2", 4)
+    rest = env.call("rollouts.get", {"id": r["id"], "limit": 3, "cursor": first["devices_cursor"]})
+    assert [d["device"] for d in rest["devices"]] == ["dev-3"] and rest["devices_cursor"] is None
+    assert env.call("rollouts.get", {"id": r["id"], "cursor": "Not An Id"})["error"]["field"] == (
+        "cursor"
+    )
+    assert env.call("rollouts.get", {"id": r["id"], "limit": 0})["error"]["field"] == "limit"
