@@ -25,13 +25,14 @@ def _ctx(request: web.Request) -> AppContext:
 
 def stuck_reason(summary: dict[str, Any], loop_result: Any = None) -> str | None:
     """Why the device is not converging, in words, or None when it is fine."""
-    outcome = getattr(loop_result, "outcome", None)
-    if outcome in ("failed", "held"):
-        return f"reconcile {outcome}: {getattr(loop_result, 'reason', None)}"
     dep = summary.get("deployment") or {}
     last = summary.get("last_reconcile") or {}
     if dep.get("status") in ("failed", "rolled_back"):
+        # Not retried until a new generation arrives: say which one and why.
         return f"generation {dep.get('generation')} {dep.get('status')}: {dep.get('reason')}"
+    outcome = getattr(loop_result, "outcome", None)
+    if outcome in ("failed", "held"):
+        return f"reconcile {outcome}: {getattr(loop_result, 'reason', None)}"
     if last.get("result") == "failed":
         return f"last reconcile failed: {last.get('reason')}"
     return None

@@ -333,6 +333,38 @@ def test_restart_container_is_audited(api: ApiServer, tokens: Tokens, app_port: 
     assert_error(api.post("/v1/containers/ghost/restart", tokens.operator), 404, "not_found")
 
 
+def test_a_failed_update_shows_as_stuck_with_the_reason(
+    api: ApiServer, tokens: Tokens, app_port: int
+) -> None:
+    from tests.harness.ports import free_port
+    from tests.integration.test_http_support import hello_bundle
+
+    bad = hello_bundle(api.registry, free_port(), "1.0", image="sbtest/crash")
+    bad = bad.replace("version: 1.0.0", "version: 1.0.1")
+    resp = api.post(
+        "/v1/local/desired", tokens.operator, data=bad, headers={"Content-Type": "application/yaml"}
+    )
+    assert resp.status_code == 201, resp.text
+    gen = resp.json()["generation"]
+
+    def rolled_back() -> dict[str, Any] | None:
+        doc: dict[str, Any] = api.get("/v1/status", tokens.viewer).json()
+        dep = doc.get("deployment") or {}
+        ok = dep.get("generation") == gen and dep.get("status") in ("failed", "rolled_back")
+        return doc if ok else None
+
+    doc = wait_until(rolled_back, "the crashing version to be rolled back", timeout=90)
+    assert doc["stuck"] and str(gen) in doc["stuck"]
+    assert doc["running_bundle"] == "httptest@1.0.0"
+    page = requests.get(api.url + "/", auth=("tech", tokens.viewer), timeout=10).text
+    assert "Stuck" in page
+    # Back on the good version for the tests that follow.
+    wait_until(
+        lambda: api.get("/v1/containers/web", tokens.viewer).json().get("state") == "running",
+        "the previous version running again",
+    )
+
+
 def test_invalid_local_desired_is_refused_with_the_field(api: ApiServer, tokens: Tokens) -> None:
     bad = "bundle: httptest\nversion: 1.0.0\ncontainers:\n  - name: web\n    image: ''\n"
     err = assert_error(

@@ -101,7 +101,9 @@ class ApiServer:
             kind=self.engine_handle.kind,  # type: ignore[arg-type]
             insecure_registries=[self.registry.host],
         )
-        options = LoopOptions(interval=3600, poll=0.2, min_uptime=0.5, error_backoff=1.0)
+        options = LoopOptions(
+            interval=3600, poll=0.2, min_uptime=0.5, error_backoff=1.0, health_window=20.0
+        )
         loop = ReconcileLoop(engine, store, store.current_desired, DEVICE, options)
         loop_task = asyncio.create_task(loop.run())
         tokens = TokenStore.in_data_dir(self.data_dir)
@@ -174,13 +176,15 @@ def wait_until(check: Callable[[], Any], what: str, timeout: float = 60.0) -> An
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
-def hello_bundle(registry: Registry, port: int, version: str = "1.0") -> str:
+def hello_bundle(
+    registry: Registry, port: int, version: str = "1.0", image: str = "sbtest/hello"
+) -> str:
     return (
         "bundle: httptest\n"
         f"version: {version}.0\n"
         "containers:\n"
         "  - name: web\n"
-        f"    image: {registry.ref(f'sbtest/hello:{version}')}\n"
+        f"    image: {registry.ref(f'{image}:{version}')}\n"
         "    network_mode: host\n"
         f'    env: {{PORT: "{port}"}}\n'
     )
