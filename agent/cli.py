@@ -111,7 +111,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
         spec_doc, chash = spec.to_dict(), content_hash(spec)
     actor = f"cli:{_who()}"
     with Store.open(
-        cfg.db_path, device_id=cfg.device_id, adopt_stored_id=True, recover=False
+        cfg.db_path,
+        device_id=cfg.device_id,
+        adopt_stored_id=not cfg.device_id_configured,
+        recover=False,
     ) as store:
         if args.clear:
             cleared = store.clear_local_desired(actor=actor)

@@ -202,3 +202,12 @@ def test_running_agent_takes_local_desired_and_stops_cleanly(
     assert all(r.get("device") == "cli-dev" for r in records if r["logger"] == "agent.daemon")
     assert kinds()[-1] == "agent.stopped"
     assert jcli("status", "--config", str(config))["agent"]["running"] is False
+
+
+def test_apply_refuses_a_store_of_another_device(config: Path, tmp_path: Path) -> None:
+    jcli("apply", "--nothing", "--config", str(config))
+    other = tmp_path / "other.toml"
+    other.write_text(config.read_text().replace('device_id = "cli-dev"', 'device_id = "other"'))
+    proc = cli("apply", "--nothing", "--config", str(other), "--json")
+    assert proc.returncode == 2
+    assert json.loads(proc.stdout)["error"]["field"] == "device_id"
