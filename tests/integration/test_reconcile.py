@@ -107,10 +107,11 @@ async def rig(engine: EngineHandle, registry: Registry, tmp_path: Path) -> Async
 
 async def test_apply_update_empty_and_foreign_untouched(rig: Rig) -> None:
     image = rig.registry.ref("sbtest/hello:1.0")
-    await rig.engine.pull(image)
-    await rig.engine.remove_image(rig.registry.ref("sbtest/hello:2.0"))  # so 2.0 is pulled
+    image2 = rig.registry.ref("sbtest/hello:2.0")
+    await rig.engine.remove_image(image)  # so the agent pulls it
+    await rig.engine.pull(image2)
     foreign = run_cli(rig.handle, "create", "--label", "sbtest.owner=test_reconcile",
-                      "--network", "host", image).strip()  # fmt: skip
+                      "--network", "host", image2).strip()  # fmt: skip
 
     dep = await rig.apply(rig.bundle("sbtest/hello:1.0", "1.0.0"))
     assert dep.status == "healthy", dep
@@ -123,6 +124,7 @@ async def test_apply_update_empty_and_foreign_untouched(rig: Rig) -> None:
     assert rig.answer() == "2.0"
     ours2 = await rig.engine.list_containers()
     assert len(ours2) == 1 and ours2[0].id != ours[0].id and ours2[0].version == "2.0.0"
+    assert await rig.engine.image(image) is not None  # 1.0 kept: it is the rollback target
 
     dep = await rig.apply(None)
     assert dep.status == "healthy", dep
@@ -130,6 +132,9 @@ async def test_apply_update_empty_and_foreign_untouched(rig: Rig) -> None:
     kinds = rig.kinds()
     assert kinds.count("deployment.healthy") == 3
     assert "pull.done" in kinds and "container.removed" in kinds
+    # Used by neither the current (empty) nor the previous (2.0) deployment: pruned.
+    assert "image.pruned" in kinds and await rig.engine.image(image) is None
+    assert await rig.engine.image(image2) is not None
     # The foreign container was never touched.
     assert foreign in run_cli(rig.handle, "ps", "-a", "-q", "--no-trunc")
 
