@@ -72,6 +72,8 @@ def print_rollout(r: dict[str, Any], out: TextIO) -> None:
             for d in devices
         ]
         table(rows, ["device", "wave", "state", "online", "reason"], out)
+        if r.get("devices_cursor"):
+            print(f"(more devices: --cursor {r['devices_cursor']})", file=out)
 
 
 def print_list(result: dict[str, Any], out: TextIO) -> None:
@@ -145,7 +147,18 @@ def add_rollout_commands(
         default=WATCH_TIMEOUT,
         help=f"stop watching after this many seconds (default {WATCH_TIMEOUT:.0f})",
     )
-    p.set_defaults(request=lambda a: ("rollouts.get", {"id": a.id}))
+    p.add_argument("--limit", type=int, help="devices per page (default 1000)")
+    p.add_argument("--cursor", help="the next page of devices (printed when there is one)")
+    p.set_defaults(
+        request=lambda a: (
+            "rollouts.get",
+            {
+                k: v
+                for k, v in {"id": a.id, "limit": a.limit, "cursor": a.cursor}.items()
+                if v is not None
+            },
+        )
+    )
     p = add("list", "rollouts, newest first", group)
     p.add_argument("--state", choices=["running", "paused", "succeeded", "failed", "aborted"])
     p.add_argument("--limit", type=int)
