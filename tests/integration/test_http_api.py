@@ -136,6 +136,8 @@ def test_logs_tail(api: ApiServer, tokens: Tokens, app_port: int) -> None:
     assert resp.status_code == 200
     assert resp.headers["Content-Type"].startswith("text/plain")
     assert f"sbtest 1.0 listening on {app_port}" in resp.text
+    later = api.get(f"/v1/containers/web/logs?since={int(time.time()) + 5}", tokens.viewer)
+    assert later.status_code == 200 and "listening on" not in later.text
     assert_error(api.get("/v1/containers/web/logs?tail=-1", tokens.viewer), 422, "invalid", "tail")
     assert_error(
         api.get("/v1/containers/web/logs?follow=maybe", tokens.viewer), 422, "invalid", "follow"
