@@ -195,6 +195,23 @@ def test_log_follow_streams_new_lines_and_frees_the_stream(
     wait_until(lambda: streams.active == 0, "the server to free the stream", timeout=15)
 
 
+def test_follow_streams_are_limited(api: ApiServer, tokens: Tokens, app_port: int) -> None:
+    streams = api.call(_streams(api))
+    saved = streams.limit
+    streams.limit = 1
+    url = f"{api.url}/v1/containers/web/logs?follow=1&tail=1"
+    first = requests.get(url, headers=Tokens.header(tokens.viewer), stream=True, timeout=30)
+    try:
+        assert first.status_code == 200
+        second = api.get("/v1/containers/web/logs?follow=1&tail=1", tokens.viewer)
+        assert_error(second, 503, "unavailable")
+        assert int(second.headers["Retry-After"]) > 0
+    finally:
+        first.close()
+        streams.limit = saved
+    wait_until(lambda: streams.active == 0, "the stream to be freed", timeout=15)
+
+
 def _streams(api: ApiServer) -> Any:
     async def get() -> Any:
         from agent.http.logs import STREAMS_KEY
