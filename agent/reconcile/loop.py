@@ -337,7 +337,15 @@ class ReconcileLoop:
         gen = desired.generation
         if gen != self._last_generation:
             self._last_generation = gen
+            old = self._gate
             self._gate = None  # a newer generation supersedes whatever was being watched
+            if old is not None and old.rollback_of is None and old.generation != gen:
+                # Say so, or a rollout waiting on that generation would wait forever.
+                self.recorder.deployment_set(
+                    old.generation,
+                    "failed",
+                    f"superseded by generation {gen} before it was healthy",
+                )
         target, dep_gen, held = await self._choose_target(desired)
         if target is None or dep_gen is None:
             self._target = None

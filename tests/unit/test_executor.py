@@ -371,3 +371,15 @@ def test_consecutive_creates_and_starts_form_groups() -> None:
         Step("create", "b", "r"), Step("start", "a", "r"), Step("start", "b", "r"),
     ]  # fmt: skip
     assert [[i for i, _ in g] for g in _groups(steps)] == [[0], [1], [2, 3], [4, 5]]
+
+
+async def test_a_generation_superseded_inside_its_window_is_closed() -> None:
+    loop, _engine, rec, desired = make_loop(min_uptime=3600.0)
+    desired.value = DesiredState(1, spec("1.0.0", "reg/web:1"))
+    await loop.reconcile_once("desired")
+    assert loop.gate_open
+    desired.value = DesiredState(2, spec("2.0.0", "reg/web:2"))
+    await loop.reconcile_once("desired")
+    dep1 = rec.deployment(1)
+    assert dep1 is not None and dep1.status == "failed" and "superseded" in (dep1.reason or "")
+    assert rec.deployment(2).status == "applying"  # type: ignore[union-attr]
