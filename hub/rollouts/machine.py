@@ -14,7 +14,8 @@ Rules:
   that deployment is applying, then Succeeded (healthy) or Failed (failed / rolled back,
   with the agent's reason). Succeeded and Failed are final for the rollout.
 - Waves start in order; the next one starts when every device of the started waves is
-  final. Offline devices stay Pending, so they hold their wave until they come back.
+  final. Offline devices stay Pending, so they hold their wave until they come back; a
+  device decommissioned mid-rollout fails ("device decommissioned"): it will never report.
 - More failures than ``max_failures`` (not counting those a resume accepted) pause the
   rollout before any further wave starts.
 - All waves started and every device final: succeeded when none failed, else failed.
@@ -69,6 +70,7 @@ class Target:
     written: bool = False  # its wave started: the device's desired state names the rollout
     online: bool = True
     observation: Observation = Observation()
+    decommissioned: bool = False  # retired mid-rollout: it will never report again
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,10 @@ def device_state(t: Target) -> tuple[str, str]:
     if t.state in FINAL_DEVICE_STATES:
         return t.state, t.reason  # final: a later report cannot reopen it
     obs = t.observation
+    if t.decommissioned:
+        # Not a success (it never ran the version), and without this it would hold its wave
+        # Pending forever.
+        return FAILED, "device decommissioned"
     if not t.written:
         return PENDING, f"waiting for wave {t.wave}"
     if obs.generation is None:

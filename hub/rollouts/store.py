@@ -64,7 +64,7 @@ def target_rows(
 ) -> list[dict[str, Any]]:
     """The rollout's devices by id (a page of them with ``limit``/``after``)."""
     sql = (
-        f"SELECT {TARGET_COLUMNS}, d.status AS device_status, d.last_seen"
+        f"SELECT {TARGET_COLUMNS}, d.status AS device_status, d.last_seen, d.decommissioned"
         " FROM rollout_targets t JOIN devices d ON d.id = t.device_id"
         " WHERE t.rollout_id = ?"
     )
@@ -104,6 +104,7 @@ def machine_targets(rows: Sequence[dict[str, Any]]) -> list[m.Target]:
             r["reason"],
             r["written_at"] is not None,
             r.get("device_status") == "online",
+            decommissioned=bool(r.get("decommissioned")),
         )
         for r in rows
     ]

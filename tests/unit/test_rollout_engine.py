@@ -314,3 +314,15 @@ def test_get_pages_the_devices_and_counts_them_all(env: Env) -> None:
         "cursor"
     )
     assert env.call("rollouts.get", {"id": r["id"], "limit": 0})["error"]["field"] == "limit"
+
+
+def test_a_device_decommissioned_mid_rollout_fails_instead_of_holding_it(env: Env) -> None:
+    r = start(env, max_failures=1)
+    engine.tick(env.store)
+    for d in ("dev-0", "dev-1", "dev-2"):
+        env.report(d, "healthy")
+    env.call("devices.decommission", {"id": "dev-3"})
+    engine.tick(env.store)
+    got = env.call("rollouts.get", {"id": r["id"]})
+    assert (got["state"], got["reason"]) == ("failed", "1 of 4 device(s) failed")
+    assert got["devices"][3]["reason"] == "device decommissioned"
