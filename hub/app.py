@@ -30,7 +30,7 @@ import nats
 from aiohttp import web
 from nats.aio.client import Client as NATS
 
-from hub import litestream, natsconf, rollouts
+from hub import litestream, natsconf
 from hub.api.service import ApiService
 from hub.children import Child, find_binary
 from hub.config import DataDir, HubConfig, Secrets
@@ -105,7 +105,6 @@ class Hub:
             reconnect_time_wait=0.5,
         )
         self.api = ApiService(self.nc, self.store, self.executor, self.metrics)
-        rollouts.install(self)  # rollouts.* verbs and the rollout controller (a component)
         await self.api.start()
         # Sync before the other components: they (rollouts) call hub.sync.desired.
         await self.sync.start(self)
