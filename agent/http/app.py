@@ -10,7 +10,7 @@ from agent.http import actions, health, logs, metrics_api, openapi, page, prom, 
 from agent.http.auth import CTX_KEY, ROLES_KEY, auth_middleware
 from agent.http.containers import StatsCache
 from agent.http.context import AppContext
-from agent.http.errors import error_middleware
+from agent.http.errors import DEVICE_KEY, error_middleware
 from agent.http.tokens import Role
 
 Route = tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]], Role | None]
@@ -48,6 +48,7 @@ def build_app(ctx: AppContext) -> web.Application:
         client_max_size=ctx.limits.client_max_size,
     )
     app[CTX_KEY] = ctx
+    app[DEVICE_KEY] = ctx.device_id
     roles: dict[tuple[str, str], Role | None] = {}
     app[views.STATS_KEY] = StatsCache()
     app[actions.RESTARTING_KEY] = set()

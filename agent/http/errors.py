@@ -19,6 +19,8 @@ from protocol import errors as perr
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Set by build_app: log lines about a request name the device, and this module stays a leaf.
+DEVICE_KEY: web.AppKey[str] = web.AppKey("device", str)
 
 _STATUS_CODE = {
     400: perr.BAD_REQUEST,
@@ -90,6 +92,10 @@ def _from_http_exception(exc: web.HTTPException, request: web.Request) -> ApiErr
     return ApiError(code, message, headers=headers)
 
 
+def _where(request: web.Request) -> dict[str, Any]:
+    return {"device": request.app.get(DEVICE_KEY), "path": request.path, "method": request.method}
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -104,8 +110,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         # The client went away mid-response: nothing to answer, nothing wrong on our side.
         raise
     except EngineError as exc:
-        log.warning("engine call failed: %s", exc, extra={"path": request.path})
+        log.warning("engine call failed: %s", exc, extra=_where(request))
         return error_response(ApiError(perr.UNAVAILABLE, f"container engine: {exc}"))
     except Exception:
-        log.exception("request failed", extra={"path": request.path, "method": request.method})
+        log.exception("request failed", extra=_where(request))
         return error_response(ApiError(perr.INTERNAL, "internal error"))

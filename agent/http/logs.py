@@ -101,7 +101,8 @@ async def _pump(
         pass  # the client left while we wrote: the normal end of a follow
     except Exception as exc:
         # Headers are gone already, so the error travels in the stream and ends it.
-        log.warning("log stream failed: %s", exc, extra={"path": request.path})
+        device = request.app[CTX_KEY].device_id
+        log.warning("log stream failed: %s", exc, extra={"device": device, "path": request.path})
         with contextlib.suppress(ConnectionResetError):
             if sse:
                 body = json.dumps(perr.error_body(perr.UNAVAILABLE, f"log stream: {exc}"))
