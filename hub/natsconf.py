@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import quote
 
 from hub.config import DataDir, HubConfig, Secrets, write_private
+from protocol.messages import DESIRED_PROMPT_PREFIX
 from protocol.subjects import API_PREFIX, DESIRED_BUCKET, ENROLL, FLEET_CHANGES_PREFIX, JS_DOMAIN
 
 ACCOUNT = "SIGNALBEAM"
@@ -90,8 +91,8 @@ def device_user(device_id: str, password: str) -> NatsUser:
       no other key (also without the prefix: a device connected straight to the hub is
       checked after the server mapped ``$JS.hub.API`` to ``$JS.API``); a report publish needs
       no API permission (its PubAck comes to its inbox);
-    - receive only its own inbox (the agent uses the prefix ``_INBOX.<id>``), put prompts on
-      its own key, and its own RPC subjects.
+    - receive only its own inbox (the agent uses the prefix ``_INBOX.<id>``), put prompts for
+      its own key (``sb.desired.<id>``), and its own RPC subjects.
     """
     return NatsUser(
         device_id,
@@ -106,6 +107,9 @@ def device_user(device_id: str, password: str) -> NatsUser:
         ),
         subscribe=(
             f"_INBOX.{device_id}.>",
+            # The put prompt: the bucket's republish ($KV.> never crosses a leaf link between
+            # JetStream domains); $KV.desired.<id> itself reaches only a direct-mode device.
+            f"{DESIRED_PROMPT_PREFIX}.{device_id}",
             f"$KV.{DESIRED_BUCKET}.{device_id}",
             f"sb.dev.{device_id}.rpc.>",
         ),

@@ -6,7 +6,9 @@
   backlog; ``discard: new`` at the byte limit, so a hub that falls far behind makes devices
   keep rows in their own outbox (a failed publish) instead of silently losing old ones.
 - KV ``desired``: one key per device, ``allow_direct`` (devices read their key with a direct
-  get, the only JetStream API they may call), history 5.
+  get, the only JetStream API they may call), history 5, and a headers-only republish of
+  every put from ``$KV.desired.<id>`` to ``sb.desired.<id>``: the device's prompt to read
+  (nats-server never lets ``$KV.>`` cross a leafnode link between JetStream domains).
 
 Both live in domain ``hub`` (the hub's nats-server config), so leaf devices address them as
 ``$JS.hub.API...``.
@@ -20,6 +22,7 @@ from nats.js import JetStreamContext
 from nats.js.api import (
     DiscardPolicy,
     KeyValueConfig,
+    RePublish,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -27,7 +30,7 @@ from nats.js.api import (
 from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
-from protocol.messages import MAX_REPORT_BYTES
+from protocol.messages import DESIRED_REPUBLISH_DEST, DESIRED_REPUBLISH_SRC, MAX_REPORT_BYTES
 from protocol.subjects import DESIRED_BUCKET, REPORT_STREAM, REPORT_WILDCARD
 
 log = logging.getLogger(__name__)
@@ -94,10 +97,19 @@ async def ensure_desired_bucket(js: JetStreamContext) -> tuple[KeyValue, bool]:
     try:
         kv = await js.key_value(DESIRED_BUCKET)
         info = await js.stream_info(f"KV_{DESIRED_BUCKET}")
-        if not info.config.allow_direct:
-            # Devices can read only with a direct get; turn it on in place.
+        rp = info.config.republish
+        if (
+            not info.config.allow_direct
+            or rp is None
+            or (rp.src, rp.dest, bool(rp.headers_only))
+            != (_republish().src, _republish().dest, True)
+        ):
+            # Devices read only with a direct get and learn of puts only from the republish;
+            # bring an older bucket to this config in place.
             info.config.allow_direct = True
+            info.config.republish = _republish()
             await js.update_stream(info.config)
+            log.info("updated KV bucket %s (direct get, republish)", DESIRED_BUCKET)
         return kv, False
     except BucketNotFoundError:
         kv = await js.create_key_value(
@@ -106,8 +118,13 @@ async def ensure_desired_bucket(js: JetStreamContext) -> tuple[KeyValue, bool]:
                 history=DESIRED_HISTORY,
                 storage=StorageType.FILE,
                 direct=True,
+                republish=_republish(),
                 description="desired state per device (docs/sync.md)",
             )
         )
         log.info("created KV bucket %s", DESIRED_BUCKET)
         return kv, True
+
+
+def _republish() -> RePublish:
+    return RePublish(src=DESIRED_REPUBLISH_SRC, dest=DESIRED_REPUBLISH_DEST, headers_only=True)

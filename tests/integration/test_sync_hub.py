@@ -20,12 +20,15 @@ from agent.sync.downlink import kv_bucket
 from agent.sync.errors import EnrollError
 from protocol.desired import DesiredState
 from protocol.messages import (
+    DESIRED_REPUBLISH_DEST,
+    DESIRED_REPUBLISH_SRC,
     MAX_REPORT_BYTES,
     MSG_ID_HEADER,
     Heartbeat,
     ReportBatch,
     ReportRow,
     RpcRequest,
+    desired_prompt,
     rpc_ok,
 )
 from protocol.subjects import DESIRED_BUCKET, JS_DOMAIN, REPORT_STREAM, heartbeat, report, rpc
@@ -96,6 +99,12 @@ async def test_stream_and_bucket_exist_as_devices_expect(hub: SyncHub) -> None:
         assert (info.config.max_msg_size or 0) >= MAX_REPORT_BYTES + 4096
         kv = await js.stream_info(f"KV_{DESIRED_BUCKET}")
         assert kv.config.allow_direct and (kv.config.max_msgs_per_subject or 0) >= 1
+        rp = kv.config.republish
+        assert rp is not None and (rp.src, rp.dest, rp.headers_only) == (
+            DESIRED_REPUBLISH_SRC,
+            DESIRED_REPUBLISH_DEST,
+            True,
+        )
     finally:
         await nc.close()
 
@@ -364,8 +373,6 @@ async def test_desired_kv_and_device_permissions(hub: SyncHub, admin: HubClient)
         "containers": [{"name": "web", "image": "registry.local/web:1.0"}],
     }
     await admin.call("bundles.push", {"spec": spec})
-    res = await admin.call("assign", {"target": "device:sec-a", "bundle": "app@1.0.0"})
-    assert res["desired_changed"] == ["sec-a"]
     errors: list[Exception] = []
 
     async def on_error(exc: Exception) -> None:
@@ -379,7 +386,16 @@ async def test_desired_kv_and_device_permissions(hub: SyncHub, admin: HubClient)
             got = await admin.call("devices.get", {"id": "sec-a"})
             return int(got["desired_generation"] or 0)
 
+        prompts: list[str] = []
+
+        async def on_prompt(msg: Msg) -> None:
+            prompts.append(msg.subject)
+
+        await nc.subscribe(desired_prompt("sec-a"), cb=on_prompt)
+        await nc.flush()
+        await admin.call("assign", {"target": "device:sec-a", "bundle": "app@1.0.0"})
         await eventually(lambda: _gt(generation(), 0), what="desired written")
+        await eventually(lambda: prompts == ["sb.desired.sec-a"], what="prompted")
         entry = await kv.get("sec-a")  # own key: a direct get, allowed
         doc = DesiredState.from_json(entry.value or b"")
         assert doc.spec is not None and (doc.spec["bundle"], doc.spec["version"]) == (

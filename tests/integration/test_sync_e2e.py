@@ -1,0 +1,169 @@
+"""End to end: a real `signalbeam-hub run`, three real `signalbeam-agent run` devices (each
+with its supervised leaf nats-server, linked through a cuttable proxy), a real Podman engine
+and the test registry. Enrollment with a token, a group assignment that every device runs,
+remote commands, and a device cut off while a new version is assigned: it keeps running the
+old one and recording, then converges, and everything it recorded offline reaches the hub
+exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.store import Store as AgentStore
+from tests.harness.engines import EngineHandle
+from tests.harness.registry import Registry
+from tests.integration.test_sync_e2e_support import Device, hello_spec
+from tests.integration.test_sync_hub_support import SyncHub, eventually
+from tui.client import ApiError, HubClient
+
+pytestmark = [pytest.mark.engine, pytest.mark.slow]
+IDS = ("e2e-1", "e2e-2", "e2e-3")
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SyncHub]:
+    proc = SyncHub(tmp_path_factory.mktemp("e2ehub") / "data")
+    yield proc
+    assert proc.stop() == 0, proc.proc.log_tail() if proc.proc else ""
+
+
+@pytest.fixture(scope="module")
+def fleet(
+    hub: SyncHub,
+    _podman_service: EngineHandle,
+    registry: Registry,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, Device]]:
+    root = tmp_path_factory.mktemp("e2edevices")
+
+    async def token() -> str:
+        async with hub.client() as admin:
+            tok = await admin.call("tokens.create", {"tenant": "acme", "max_uses": 3})
+        return str(tok["token"])
+
+    tok = asyncio.run(token())
+    devices = {d: Device(root, d, hub, _podman_service, tok) for d in IDS}
+    try:
+        for dev in devices.values():
+            assert dev.enroll_result.returncode == 0, dev.enroll_result.stderr
+            dev.start()
+        # The token had three uses: a fourth device is refused, and nothing is stored.
+        extra = Device(root, "e2e-4", hub, _podman_service, tok)
+        assert extra.enroll_result.returncode == 1
+        assert "used up" in extra.enroll_result.stdout
+        extra.stop()
+        yield devices
+    finally:
+        for dev in devices.values():
+            dev.stop()
+        _podman_service.remove_test_containers()
+
+
+@pytest.fixture
+async def admin(hub: SyncHub) -> AsyncIterator[HubClient]:
+    async with HubClient(hub.url, hub.admin_key, timeout=15) as c:
+        yield c
+
+
+async def deployment(admin: HubClient, device: str) -> dict[str, Any]:
+    got = await admin.call("devices.get", {"id": device})
+    state = (got.get("reported") or {}).get("state") or {}
+    dep = state.get("deployment") or {}
+    return dep if isinstance(dep, dict) else {}
+
+
+async def healthy(admin: HubClient, device: str, ref: str) -> bool:
+    dep = await deployment(admin, device)
+    return dep.get("bundle_ref") == ref and dep.get("status") == "healthy"
+
+
+async def test_enrolled_devices_run_the_group_assignment(
+    hub: SyncHub, fleet: dict[str, Device], admin: HubClient, registry: Registry
+) -> None:
+    assert hub.query("SELECT id FROM devices WHERE id LIKE 'e2e-%' ORDER BY id") == [
+        (d,) for d in IDS
+    ]
+
+    async def all_online() -> bool:
+        items = (await admin.call("devices.list", {"tag": "lab"}))["items"]
+        return sorted(d["id"] for d in items if d["status"] == "online") == list(IDS)
+
+    await eventually(all_online, timeout=60, what="devices online at the hub")
+    await admin.call("groups.create", {"name": "lab"})
+    for d in IDS:
+        await admin.call("groups.add", {"name": "lab", "device": d})
+    for v in ("1.0.0", "2.0.0"):
+        await admin.call("bundles.push", {"spec": hello_spec(registry, v)})
+    res = await admin.call("assign", {"target": "group:lab", "bundle": "hello@1.0.0"})
+    assert sorted(res["desired_changed"]) == list(IDS)
+    for d in IDS:
+        await eventually(lambda d=d: healthy(admin, d, "hello@1.0.0"), timeout=120, what=d)
+        assert fleet[d].running_images() == [registry.ref("sbtest/hello:1.0")]
+
+
+async def test_remote_commands_reach_the_device(fleet: dict[str, Device], admin: HubClient) -> None:
+    res = await admin.call("devices.logs", {"id": "e2e-1", "container": "web", "tail": 5})
+    assert res["result"]["container"] and isinstance(res["result"]["lines"], list)
+    res = await admin.call("devices.reconcile", {"id": "e2e-1"})
+    assert res["result"]["triggered"] is True
+    status = await admin.call("devices.status", {"id": "e2e-2"})
+    assert status["result"]["device_id"] == "e2e-2"
+    with pytest.raises(ApiError) as missing:
+        await admin.call("devices.restart", {"id": "e2e-1", "container": "nothere"})
+    assert missing.value.code == "not_found"
+
+
+async def test_offline_device_keeps_running_and_delivers_everything_once(
+    hub: SyncHub, fleet: dict[str, Device], admin: HubClient, registry: Registry
+) -> None:
+    off = fleet["e2e-3"]
+    off.cut()
+    await eventually(lambda: not off.online(), timeout=30, what="agent sees the cut")
+    with pytest.raises(ApiError) as offline:
+        await admin.call("devices.reconcile", {"id": "e2e-3"})
+    assert offline.value.code == "device_offline" and "last seen" in offline.value.message
+
+    # Recorded on the device while cut off (another process writing its store, as the
+    # agent's CLI or HTTP API would).
+    store = AgentStore.open(off.data / "agent.db", device_id="e2e-3")
+    try:
+        offline_seqs = [store.event("test.offline", f"offline {i}") for i in range(50)]
+    finally:
+        store.close()
+
+    await admin.call("assign", {"target": "group:lab", "bundle": "hello@2.0.0"})
+    for d in ("e2e-1", "e2e-2"):
+        await eventually(lambda d=d: healthy(admin, d, "hello@2.0.0"), timeout=120, what=d)
+    # The cut device still runs 1.0 and has not heard of 2.0.
+    assert off.running_images() == [registry.ref("sbtest/hello:1.0")]
+    assert await healthy(admin, "e2e-3", "hello@1.0.0")
+
+    off.restore()
+    await eventually(lambda: healthy(admin, "e2e-3", "hello@2.0.0"), timeout=120, what="e2e-3")
+    assert off.running_images() == [registry.ref("sbtest/hello:2.0")]
+
+    def hub_seqs() -> list[int]:
+        return [
+            r[0]
+            for r in hub.query(
+                "SELECT seq FROM events WHERE device_id = 'e2e-3' AND seq IS NOT NULL ORDER BY seq"
+            )
+        ]
+
+    last = max(offline_seqs)
+    await eventually(lambda: last in hub_seqs(), timeout=60, what="offline events at the hub")
+    device_side = [s for s in off.event_seqs() if s <= last]
+    assert [s for s in hub_seqs() if s <= last] == device_side  # each once, none missing
+    rows = hub.query(
+        "SELECT seq FROM events WHERE device_id = 'e2e-3' AND kind = 'test.offline' ORDER BY seq"
+    )
+    assert [r[0] for r in rows] == offline_seqs
+
+
+def _unused(_: Path) -> None:
+    pass

@@ -1,0 +1,138 @@
+"""Real devices for end-to-end sync tests (no tests here): `signalbeam-agent enroll` + `run`
+subprocesses on a real engine, each with its own supervised leaf nats-server whose link to
+the hub goes through a cuttable ``TcpProxy``."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from agent.sync.service import read_status_file
+from tests.harness.engines import EngineHandle
+from tests.harness.procs import ManagedProcess
+from tests.harness.proxy import TcpProxy
+from tests.harness.registry import Registry
+from tests.integration.test_sync_hub_support import SyncHub
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def hello_spec(registry: Registry, version: str) -> dict[str, Any]:
+    """The hello bundle with no network: each container has its own loopback, so every device
+    can run it on one engine with the same PORT (its image HEALTHCHECK probes inside)."""
+    return {
+        "bundle": "hello",
+        "version": version,
+        "containers": [
+            {
+                "name": "web",
+                "image": registry.ref(f"sbtest/hello:{version.rsplit('.', 1)[0]}"),
+                "network_mode": "none",
+                "env": {"PORT": "8080"},
+            }
+        ],
+        "update": {"health_window": 30},
+    }
+
+
+class Device:
+    """One enrolled agent process; ``cut()``/``restore()`` its leaf link to the hub."""
+
+    def __init__(
+        self,
+        root: Path,
+        device_id: str,
+        hub: SyncHub,
+        engine: EngineHandle,
+        token: str,
+        tags: str = "lab",
+    ) -> None:
+        self.device_id = device_id
+        self.dir = root / device_id
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.data = self.dir / "data"
+        self.engine = engine
+        self.config = self.dir / "agent.toml"
+        self.config.write_text(
+            f'data_dir = "{self.data}"\ndevice_id = "{device_id}"\n'
+            f'engine_socket = "{engine.url}"\ndesired_poll_interval = "100ms"\n'
+            '[reconcile]\ninterval = "5s"\n[http]\nenabled = false\n'
+        )
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "agent",
+                "enroll",
+                "--config",
+                str(self.config),
+                "--hub",
+                hub.enroll_url,
+                "--token",
+                token,
+                "--device-id",
+                device_id,
+                "--tags",
+                tags,
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+        )
+        self.enroll_result = out
+        self.proxy = TcpProxy(int(hub.ports["leafnode"]))
+        self.proc: ManagedProcess | None = None
+        if out.returncode != 0:
+            return
+        # The leaf dials the hub through the proxy, so the test can cut the link.
+        creds_path = self.data / "hub-credentials.json"
+        creds = json.loads(creds_path.read_text())
+        creds["leaf_url"] = f"nats-leaf://127.0.0.1:{self.proxy.port}"
+        creds_path.write_text(json.dumps(creds))
+
+    def start(self) -> None:
+        self.proc = ManagedProcess(
+            f"agent-{self.device_id}",
+            [sys.executable, "-m", "agent", "run", "--config", str(self.config)],
+            self.dir / "agent.log",
+            cwd=REPO,
+        )
+
+    def sync_status(self) -> dict[str, Any]:
+        return read_status_file(self.data) or {}
+
+    def online(self) -> bool:
+        return bool(self.sync_status().get("online"))
+
+    def cut(self) -> None:
+        self.proxy.cut()
+
+    def restore(self) -> None:
+        self.proxy.restore()
+
+    def db(self) -> sqlite3.Connection:
+        return sqlite3.connect(f"file:{self.data / 'agent.db'}?mode=ro", uri=True, timeout=10)
+
+    def event_seqs(self) -> list[int]:
+        conn = self.db()
+        try:
+            return [r[0] for r in conn.execute("SELECT seq FROM events ORDER BY seq")]
+        finally:
+            conn.close()
+
+    def containers(self) -> list[dict[str, Any]]:
+        return self.engine.containers(f"io.signalbeam.device={self.device_id}")
+
+    def running_images(self) -> list[str]:
+        return sorted(str(c.get("Image")) for c in self.containers() if c.get("State") == "running")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop(timeout=30)
+        self.proxy.close()
