@@ -262,11 +262,17 @@ class Agent:
         engine = self.engine
         if engine is None:
             return {}
+        running = [c for c in await engine.list_containers() if c.state == "running"]
+        # One stats call can take a second or two (the engine samples CPU twice); asking for
+        # all containers at once keeps a round inside the sampler's timeout.
+        results = await asyncio.gather(
+            *(engine.stats(c.id) for c in running), return_exceptions=True
+        )
         out: dict[str, dict[str, float]] = {}
-        for c in await engine.list_containers():
-            if c.state != "running":
+        for c, s in zip(running, results, strict=True):
+            if isinstance(s, BaseException):
+                log.debug("stats for %s failed: %r", c.name, s, extra={"device": self.device_id})
                 continue
-            s = await engine.stats(c.id)
             out[c.service or c.name] = {
                 "cpu_percent": s.cpu_percent,
                 "memory_bytes": float(s.memory_bytes),

@@ -145,3 +145,32 @@ async def test_a_failing_hook_is_reported_at_once_and_the_rest_runs(tmp_path: Pa
     await until(lambda: len(agent.store.metrics("raw")) > before, "metrics to keep flowing")  # type: ignore[union-attr]
     agent.request_stop()
     await asyncio.wait_for(task, 30)
+
+
+async def test_container_stats_skip_stopped_and_failing(tmp_path: Path) -> None:
+    from agent.runtime.base import ContainerStats, ObservedContainer
+
+    def oc(name: str, state: str) -> ObservedContainer:
+        return ObservedContainer(
+            id=f"id-{name}",
+            name=f"sb-{name}",
+            service=name,
+            bundle="b",
+            version="1",
+            spec_hash="h",
+            device="daemon-dev",
+            state=state,  # type: ignore[arg-type]
+        )
+
+    class StatsEngine(StubEngine):
+        async def list_containers(self) -> list[Any]:
+            return [oc("web", "running"), oc("db", "exited"), oc("flaky", "running")]
+
+        async def stats(self, ref: str) -> ContainerStats:
+            if ref == "id-flaky":
+                raise ConnectionError("gone")
+            return ContainerStats(ref, 1.5, 2048, None)
+
+    agent = Agent(AgentConfig(data_dir=tmp_path, device_id="daemon-dev"), connect_engine=False)
+    agent.engine = StatsEngine()  # type: ignore[assignment]
+    assert await agent._container_stats() == {"web": {"cpu_percent": 1.5, "memory_bytes": 2048.0}}
