@@ -134,9 +134,11 @@ def test_kill_9_during_updates_always_converges(
     proc: subprocess.Popen[bytes] | None = None
     try:
         versions = ["1.0", "2.0"]
+        gens: list[int] = []
         for i in range(KILLS):
             want = versions[i % 2]
             gen = store.put_local_desired(_bundle(registry, want, port)).generation
+            gens.append(gen)
             proc = _start(db, device, engine, log)
             time.sleep(rng.uniform(0.0, 2.5))  # a random moment during the update
             proc.send_signal(signal.SIGKILL)
@@ -163,8 +165,14 @@ def test_kill_9_during_updates_always_converges(
         events = store.events(limit=100_000)
         seqs = [e.seq for e in events]
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
-        healthy = [e for e in events if e.kind == "deployment.healthy"]
-        assert len(healthy) >= KILLS
+        # Every event also reached the outbox (same transaction), none twice.
+        rows = store.outbox_pending(limit=100_000, max_bytes=1 << 40)
+        outboxed = [r.payload["seq"] for r in rows if r.kind == "event"]
+        assert sorted(outboxed) == seqs
+        # Each generation's story is complete: started, then healthy.
+        for gen in gens:
+            kinds = [e.kind for e in events if (e.data or {}).get("generation") == gen]
+            assert "deployment.started" in kinds and "deployment.healthy" in kinds, (gen, kinds)
     finally:
         if proc is not None and proc.poll() is None:
             proc.kill()
