@@ -60,6 +60,24 @@ class ExecutorOptions:
     progress_interval: float = 5.0  # at most one pull-progress event per image per interval
     registry_auth: Mapping[str, RegistryAuth] = field(default_factory=dict)  # host -> auth
 
+    def __post_init__(self) -> None:
+        checks = {
+            "retries": self.retries >= 0,
+            "backoff": self.backoff >= 0,
+            "backoff_max": self.backoff_max >= 0,
+            "stop_timeout": self.stop_timeout >= 0,
+            "min_free_bytes": self.min_free_bytes >= 0,
+            "image_budget": self.image_budget is None or self.image_budget >= 0,
+            "default_image_estimate": self.default_image_estimate >= 0,
+            "progress_interval": self.progress_interval >= 0,
+            "timeouts": all(v > 0 for v in self.timeouts.values()),
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(
+                f"ExecutorOptions: {', '.join(bad)} must not be negative (timeouts > 0)"
+            )
+
     def timeout(self, action: str) -> float:
         return float(self.timeouts.get(action, DEFAULT_TIMEOUTS.get(action, 60.0)))
 

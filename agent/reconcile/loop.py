@@ -60,6 +60,21 @@ class LoopOptions:
     prune: bool = True
     executor: ExecutorOptions = field(default_factory=ExecutorOptions)
 
+    def __post_init__(self) -> None:
+        checks = {
+            "interval": self.interval > 0,
+            "poll": self.poll > 0,
+            "debounce": self.debounce >= 0,
+            "min_uptime": self.min_uptime >= 0,
+            "crash_limit": self.crash_limit >= 1,
+            "health_window": self.health_window is None or self.health_window >= 0,
+            "error_backoff": self.error_backoff >= 0,
+            "max_apply_failures": self.max_apply_failures >= 1,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"LoopOptions: invalid {', '.join(bad)}")
+
 
 @dataclass(frozen=True)
 class LoopResult:
@@ -114,6 +129,8 @@ class ReconcileLoop:
         self.recorder = recorder
         self.desired_provider = desired_provider
         self.device_id = device_id
+        if not device_id:
+            raise ValueError("device_id must not be empty")
         self.options = options or LoopOptions()
         self.executor = Executor(engine, recorder, device_id, self.options.executor)
         self.last_result: LoopResult | None = None

@@ -383,3 +383,14 @@ async def test_a_generation_superseded_inside_its_window_is_closed() -> None:
     dep1 = rec.deployment(1)
     assert dep1 is not None and dep1.status == "failed" and "superseded" in (dep1.reason or "")
     assert rec.deployment(2).status == "applying"  # type: ignore[union-attr]
+
+
+def test_options_are_validated() -> None:
+    with pytest.raises(ValueError, match="retries"):
+        ExecutorOptions(retries=-1)
+    with pytest.raises(ValueError, match="timeouts"):
+        ExecutorOptions(timeouts={"pull": 0})
+    with pytest.raises(ValueError, match="interval, crash_limit"):
+        LoopOptions(interval=0, crash_limit=0)
+    with pytest.raises(ValueError, match="device_id"):
+        ReconcileLoop(MemoryEngine("d"), MemoryRecorder(), Desired(), "")
