@@ -17,6 +17,7 @@ from typing import Any, TextIO
 from sbutil.logsetup import setup_logging
 from tui.client import ApiError, HubClient
 from tui.config import ConfigError, resolve
+from tui.device_cli import add_device_commands
 from tui.rollout_cli import add_rollout_commands
 
 EXIT_API = 1
@@ -189,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("decommission", "retire a device (it gets no desired bundle)", device)
     p.add_argument("id")
     p.set_defaults(request=lambda a: ("devices.decommission", {"id": a.id}))
+    add_device_commands(add, device, PRINTERS)  # logs/restart/reconcile... (tui/device_cli.py)
 
     for name, verb in (("tag", "devices.tag"), ("untag", "devices.untag")):
         p = add(name, f"{name} a device")

@@ -8,8 +8,11 @@ exactly once."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 import pytest
@@ -102,11 +105,13 @@ async def test_enrolled_devices_run_the_group_assignment(
     res = await admin.call("assign", {"target": "group:lab", "bundle": "hello@1.0.0"})
     assert sorted(res["desired_changed"]) == list(IDS)
     for d in IDS:
-        await eventually(lambda d=d: healthy(admin, d, "hello@1.0.0"), timeout=120, what=d)
+        await eventually(partial(healthy, admin, d, "hello@1.0.0"), timeout=120, what=d)
         assert fleet[d].running_images() == [registry.ref("sbtest/hello:1.0")]
 
 
-async def test_remote_commands_reach_the_device(fleet: dict[str, Device], admin: HubClient) -> None:
+async def test_remote_commands_reach_the_device(
+    hub: SyncHub, fleet: dict[str, Device], admin: HubClient
+) -> None:
     res = await admin.call("devices.logs", {"id": "e2e-1", "container": "web", "tail": 5})
     assert res["result"]["container"] and isinstance(res["result"]["lines"], list)
     res = await admin.call("devices.reconcile", {"id": "e2e-1"})
@@ -116,6 +121,25 @@ async def test_remote_commands_reach_the_device(fleet: dict[str, Device], admin:
     with pytest.raises(ApiError) as missing:
         await admin.call("devices.restart", {"id": "e2e-1", "container": "nothere"})
     assert missing.value.code == "not_found"
+    # The operator CLI: `signalbeam device restart|reconcile|logs`.
+    out = await signalbeam(hub, "device", "restart", "e2e-2", "web", "--wait", "30")
+    assert out.returncode == 0 and "restarted" in out.stdout, out.stderr
+    out = await signalbeam(hub, "device", "reconcile", "e2e-2")
+    assert out.returncode == 0 and "reconcile triggered on e2e-2" in out.stdout, out.stderr
+    out = await signalbeam(hub, "device", "logs", "e2e-2", "web", "--tail", "3")
+    assert out.returncode == 0, out.stderr
+
+
+async def signalbeam(hub: SyncHub, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SIGNALBEAM_HUB": hub.url, "SIGNALBEAM_API_KEY": hub.admin_key}
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "tui.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
 
 
 async def test_offline_device_keeps_running_and_delivers_everything_once(
@@ -127,6 +151,8 @@ async def test_offline_device_keeps_running_and_delivers_everything_once(
     with pytest.raises(ApiError) as offline:
         await admin.call("devices.reconcile", {"id": "e2e-3"})
     assert offline.value.code == "device_offline" and "last seen" in offline.value.message
+    out = await signalbeam(hub, "device", "logs", "e2e-3", "web")
+    assert out.returncode == 1 and "e2e-3 is offline (last seen" in out.stderr
 
     # Recorded on the device while cut off (another process writing its store, as the
     # agent's CLI or HTTP API would).
@@ -138,7 +164,7 @@ async def test_offline_device_keeps_running_and_delivers_everything_once(
 
     await admin.call("assign", {"target": "group:lab", "bundle": "hello@2.0.0"})
     for d in ("e2e-1", "e2e-2"):
-        await eventually(lambda d=d: healthy(admin, d, "hello@2.0.0"), timeout=120, what=d)
+        await eventually(partial(healthy, admin, d, "hello@2.0.0"), timeout=120, what=d)
     # The cut device still runs 1.0 and has not heard of 2.0.
     assert off.running_images() == [registry.ref("sbtest/hello:1.0")]
     assert await healthy(admin, "e2e-3", "hello@1.0.0")
@@ -163,7 +189,3 @@ async def test_offline_device_keeps_running_and_delivers_everything_once(
         "SELECT seq FROM events WHERE device_id = 'e2e-3' AND kind = 'test.offline' ORDER BY seq"
     )
     assert [r[0] for r in rows] == offline_seqs
-
-
-def _unused(_: Path) -> None:
-    pass
