@@ -176,3 +176,20 @@ async def test_event_stream_sees_only_our_containers(eng: Engine, registry: Regi
     await asyncio.wait_for(task, 30)
     assert got and got[-1].service == "web" and got[-1].container_id == cid
     await eng.remove(cid)
+
+
+async def test_podman_pulls_insecure_registries_through_libpod(
+    podman_engine: EngineHandle, registry: Registry
+) -> None:
+    eng = connect("rt-insecure", podman_engine.url, insecure_registries=[registry.host])
+    try:
+        image = registry.ref("sbtest/crash:1.0")
+        await eng.remove_image(image)
+        seen: list[PullProgress] = []
+        await eng.pull(image, progress=seen.append)
+        assert await eng.image(image) is not None
+        assert seen and seen[-1].layers_total >= 1
+        with pytest.raises(PullError):
+            await eng.pull(registry.ref("sbtest/nosuch:1"))
+    finally:
+        await eng.close()
