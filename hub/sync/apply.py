@@ -39,6 +39,7 @@ from protocol.messages import (
     ReportRow,
     check_msg_id,
     decode_report,
+    plan_apply,
 )
 from protocol.subjects import device_from_subject
 
@@ -198,9 +199,13 @@ class Applier:
         last = positions.get(device_id)
         if last is None:
             last = store.last_applied_seq(device_id)
+        # The ordering/exactly-once rule is protocol.messages.plan_apply (shared, and
+        # property-tested there); this applies what it decides.
+        forced = m.delivered >= GIVE_UP_DELIVERIES
+        plan = plan_apply(batch, last, force=forced)
+        if plan.wait:
+            return "nak"
         if batch.prev_seq > last:
-            if m.delivered < GIVE_UP_DELIVERIES:
-                return "nak"
             log.warning(
                 "batch %s waited for rows %d..%d through %d deliveries; applying it",
                 batch.msg_id,
@@ -209,44 +214,37 @@ class Applier:
                 m.delivered,
                 extra={"device": device_id},
             )
-        new = [r for r in batch.rows if r.seq > last]
-        out.replayed_rows += len(batch.rows) - len(new)
-        if new:
-            self._apply_rows(store, device_id, last, new, out, reported)
-            last = new[-1].seq
-            store.set_last_applied_seq(device_id, last)
+        out.replayed_rows += plan.replayed
+        if plan.rows:
+            self._apply_rows(store, device_id, plan.rows, plan.gaps, out, reported)
+            store.set_last_applied_seq(device_id, plan.last_applied)
             out.devices.add(device_id)
-        positions[device_id] = last
+        positions[device_id] = plan.last_applied
         return "ack"
 
     def _apply_rows(
         self,
         store: Store,
         device_id: str,
-        last: int,
-        rows: list[ReportRow],
+        rows: Sequence[ReportRow],
+        gaps: Sequence[tuple[int, int]],
         out: Outcome,
         reported: dict[str, dict[str, Any]],
     ) -> None:
-        expected = last + 1
+        for first, last in gaps:
+            out.gaps += 1
+            log.warning(
+                "sequence gap: rows %d..%d never arrived", first, last, extra={"device": device_id}
+            )
+            store.add_event(
+                device_id,
+                "sync_gap",
+                f"rows {first}..{last} never reached the hub",
+                {"from": first, "to": last},
+                severity="warning",
+            )
         skipped: list[tuple[int, str]] = []
         for row in rows:
-            if row.seq > expected:
-                out.gaps += 1
-                log.warning(
-                    "sequence gap: rows %d..%d never arrived",
-                    expected,
-                    row.seq - 1,
-                    extra={"device": device_id},
-                )
-                store.add_event(
-                    device_id,
-                    "sync_gap",
-                    f"rows {expected}..{row.seq - 1} never reached the hub",
-                    {"from": expected, "to": row.seq - 1},
-                    severity="warning",
-                )
-            expected = row.seq + 1
             try:
                 if row.kind == "event":
                     _event_row(store, device_id, row)
