@@ -1,0 +1,143 @@
+"""Rollouts end to end with real devices: a real `signalbeam-hub run`, three real
+`signalbeam-agent run` processes (each with its supervised leaf nats-server), a real Podman
+engine and the test registry.
+
+`sbtest/hello:2.0` rolls out canary first and every device ends Succeeded, running it;
+`sbtest/unhealthy:1.0` fails its health check on the canary, the agent rolls back to 2.0,
+the rollout pauses with the agent's reason and the other devices are never touched; abort
+gives the canary its previous assignment back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from tests.harness.engines import EngineHandle
+from tests.harness.registry import Registry
+from tests.integration.test_sync_e2e_support import Device, hello_spec
+from tests.integration.test_sync_hub_support import SyncHub, eventually
+from tui.client import HubClient
+
+pytestmark = [pytest.mark.engine, pytest.mark.slow]
+IDS = ("roll-1", "roll-2", "roll-3")
+WAIT = 150.0  # bound on a whole rollout (pulls, health checks, two waves)
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SyncHub]:
+    proc = SyncHub(tmp_path_factory.mktemp("rollhub") / "data")
+    yield proc
+    assert proc.stop() == 0, proc.proc.log_tail() if proc.proc else ""
+
+
+@pytest.fixture(scope="module")
+def fleet(
+    hub: SyncHub,
+    _podman_service: EngineHandle,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, Device]]:
+    root = tmp_path_factory.mktemp("rolldevices")
+
+    async def token() -> str:
+        async with hub.client() as admin:
+            tok = await admin.call("tokens.create", {"tenant": "acme", "max_uses": len(IDS)})
+        return str(tok["token"])
+
+    tok = asyncio.run(token())
+    devices = {d: Device(root, d, hub, _podman_service, tok) for d in IDS}
+    try:
+        for dev in devices.values():
+            assert dev.enroll_result.returncode == 0, dev.enroll_result.stderr
+            dev.start()
+        yield devices
+    finally:
+        for dev in devices.values():
+            dev.stop()
+        _podman_service.remove_test_containers()
+
+
+@pytest.fixture
+async def admin(hub: SyncHub) -> AsyncIterator[HubClient]:
+    async with HubClient(hub.url, hub.admin_key, timeout=15) as c:
+        yield c
+
+
+def unhealthy_spec(registry: Registry) -> dict[str, Any]:
+    spec = hello_spec(registry, "2.0.0")
+    spec["version"] = "3.0.0"
+    spec["containers"][0]["image"] = registry.ref("sbtest/unhealthy:1.0")
+    return spec
+
+
+async def until(admin: HubClient, rollout_id: str, states: tuple[str, ...]) -> dict[str, Any]:
+    deadline = time.monotonic() + WAIT
+    while True:
+        r = await admin.call("rollouts.get", {"id": rollout_id})
+        if r["state"] in states:
+            return r
+        assert time.monotonic() < deadline, f"rollout stuck: {r}"
+        await asyncio.sleep(0.5)
+
+
+async def test_rollouts_with_real_agents(
+    fleet: dict[str, Device], admin: HubClient, registry: Registry
+) -> None:
+    async def all_online() -> bool:
+        items = (await admin.call("devices.list", {"tag": "lab"}))["items"]
+        return sorted(d["id"] for d in items if d["status"] == "online") == list(IDS)
+
+    await eventually(all_online, timeout=60, what="devices online at the hub")
+    await admin.call("groups.create", {"name": "lab"})
+    for d in IDS:
+        await admin.call("groups.add", {"name": "lab", "device": d})
+    for v in ("1.0.0", "2.0.0"):
+        await admin.call("bundles.push", {"spec": hello_spec(registry, v)})
+    await admin.call("bundles.push", {"spec": unhealthy_spec(registry)})
+    # Every device first runs 1.0 healthy, so there is something to roll back to.
+    await admin.call("assign", {"target": "group:lab", "bundle": "hello@1.0.0"})
+
+    async def on_1() -> bool:
+        for d in IDS:
+            got = await admin.call("devices.get", {"id": d})
+            dep = ((got.get("reported") or {}).get("state") or {}).get("deployment") or {}
+            if (dep.get("bundle_ref"), dep.get("status")) != ("hello@1.0.0", "healthy"):
+                return False
+        return True
+
+    await eventually(on_1, timeout=WAIT, what="every device healthy on 1.0")
+
+    good = await admin.call(
+        "rollouts.start", {"bundle": "hello@2.0.0", "target": "group:lab", "canary_percent": 33}
+    )
+    assert good["waves"] == 2
+    good = await until(admin, good["id"], ("succeeded", "failed", "paused"))
+    assert good["state"] == "succeeded", good
+    assert good["counts"]["Succeeded"] == 3
+    for d in IDS:
+        assert fleet[d].running_images() == [registry.ref("sbtest/hello:2.0")]
+
+    bad = await admin.call(
+        "rollouts.start", {"bundle": "hello@3.0.0", "target": "group:lab", "canary_percent": 33}
+    )
+    bad = await until(admin, bad["id"], ("paused", "failed", "succeeded"))
+    assert bad["state"] == "paused" and "more than max-failures 0" in bad["reason"], bad
+    failed = [d for d in bad["devices"] if d["state"] == "Failed"]
+    assert len(failed) == 1 and failed[0]["reason"].startswith("rolled back:"), failed
+    assert "unhealthy" in failed[0]["reason"]
+    assert bad["counts"]["Pending"] == 2
+    canary = failed[0]["device"]
+    # The agent rolled back on its own; the other devices never left 2.0.
+    await eventually(
+        lambda: fleet[canary].running_images() == [registry.ref("sbtest/hello:2.0")],
+        timeout=60,
+        what="the canary back on 2.0",
+    )
+    out = await admin.call("rollouts.abort", {"id": bad["id"]})
+    assert out["restored"] == [canary]
+    got = await admin.call("devices.get", {"id": canary})
+    assert got["desired"]["version"] == "2.0.0"
