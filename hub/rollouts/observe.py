@@ -80,12 +80,17 @@ def observe(
     known_generation: int | None,
 ) -> Observation:
     """This rollout as the device reported it. ``known_generation``: the generation already
-    recorded as acknowledged (it sticks, even once the device's desired state moves on)."""
-    gen = known_generation
-    if gen is None:
-        gen = acknowledged(doc, rollout_id, ref, base_generation)
-    if gen is None:
+    recorded as acknowledged (a floor: it sticks once the device's desired state moves on to
+    something else, but a newer revision of this same rollout replaces it — the agent then
+    closes the older one as "failed: superseded", which is not its verdict on the version)."""
+    found = [
+        g
+        for g in (known_generation, acknowledged(doc, rollout_id, ref, base_generation))
+        if g is not None
+    ]
+    if not found:
         return Observation()
+    gen = max(found)
     dep = _map(doc, "deployment")
     dep_gen = _int(dep.get("generation"))
     # The deployment of the acknowledged generation, or of a newer one that runs the same

@@ -515,8 +515,8 @@ def save_targets(
             if t.observation.generation is not None:
                 c.execute(
                     "UPDATE rollout_targets SET generation = ? WHERE rollout_id = ?"
-                    " AND device_id = ? AND generation IS NULL",
-                    (t.observation.generation, rollout_id, t.device_id),
+                    " AND device_id = ? AND (generation IS NULL OR generation < ?)",
+                    (t.observation.generation, rollout_id, t.device_id, t.observation.generation),
                 )
         for d in changed:
             t = by_id[d]

@@ -19,6 +19,7 @@ from hub.api.dispatch import dispatch
 from hub.api.handlers import HANDLERS
 from hub.rollouts import engine
 from hub.rollouts.api import VERBS
+from hub.rollouts.machine import Observation
 from hub.rollouts.observe import acknowledged, observe
 from hub.store import Store
 from protocol.errors import is_error
@@ -326,3 +327,18 @@ def test_a_device_decommissioned_mid_rollout_fails_instead_of_holding_it(env: En
     got = env.call("rollouts.get", {"id": r["id"]})
     assert (got["state"], got["reason"]) == ("failed", "1 of 4 device(s) failed")
     assert got["devices"][3]["reason"] == "device decommissioned"
+
+
+def test_a_newer_revision_of_the_same_rollout_supersedes_without_failing() -> None:
+    """The agent closes a generation superseded inside its health window as failed; when the
+    newer revision is still this rollout's, that is no verdict on the version."""
+    doc = {
+        "desired": {"generation": 9, "rollout_id": "ro-1", "bundle_ref": NEW},
+        "deployment": {"generation": 8, "bundle_ref": NEW, "status": "failed",
+                       "reason": "superseded by generation 9 before it was healthy"},
+    }  # fmt: skip
+    assert observe(doc, "ro-1", NEW, None, 8) == Observation(9)
+    # superseded by something else (the device's desired state left the rollout): it failed
+    away = {**doc, "desired": {"generation": 9, "rollout_id": None, "bundle_ref": OLD}}
+    got = observe(away, "ro-1", NEW, None, 8)
+    assert (got.generation, got.status) == (8, "failed")
