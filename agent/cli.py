@@ -152,11 +152,31 @@ def cmd_status(args: argparse.Namespace) -> int:
         summary = store.status_summary()
     pid = running_pid(cfg.data_dir)
     summary["agent"] = {"running": pid is not None, "pid": pid}
+    # What sync and the local API last reported, from their own modules' readers.
+    summary["hub"] = _try_call("agent.sync.service", "read_status_file", cfg.data_dir)
+    summary["http"] = {
+        "enabled": cfg.http.enabled,
+        "bind": cfg.http.bind,
+        "port": cfg.http.port,
+        "tls_fingerprint": _try_call("agent.http.tls", "stored_fingerprint", cfg.data_dir),
+    }
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True))
         return EXIT_OK
     print(_format_status(summary))
     return EXIT_OK
+
+
+def _try_call(module: str, name: str, *args: Any) -> Any:
+    """A reader from an optional package; None if it is missing or fails (status must
+    always print what it can)."""
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), name)(*args)
+    except Exception as exc:
+        log.debug("%s.%s unavailable: %s", module, name, exc)
+        return None
 
 
 def _format_status(s: dict[str, Any]) -> str:
@@ -197,6 +217,24 @@ def _format_status(s: dict[str, Any]) -> str:
     age = "" if ob["oldest_created_at"] is None else f", oldest {_ts(ob['oldest_created_at'])}"
     lines.append(f"outbox      {ob['pending']} pending ({_size(ob['bytes'])}){age}")
     lines.append(f"events      last seq {s['last_event_seq']}")
+    hub = s.get("hub")
+    if not hub:
+        lines.append("hub         sync has not run (not enrolled, or no [hub] url)")
+    else:
+        state = "online" if hub.get("online") else "offline"
+        seen = hub.get("last_contact")
+        err = f" - {hub['last_error']}" if hub.get("last_error") and not hub.get("online") else ""
+        lines.append(
+            f"hub         {state} ({hub.get('mode', '?')}), last contact "
+            f"{_ts(seen) if isinstance(seen, int | float) else seen or '-'}{err}"
+        )
+    http = s["http"]
+    if http["enabled"]:
+        fp = http.get("tls_fingerprint")
+        tls = f", TLS fingerprint {fp}" if fp else ""
+        lines.append(f"local API   {http['bind']}:{http['port']}{tls}")
+    else:
+        lines.append("local API   disabled")
     m = s["metrics"]
     if m:
         parts = [

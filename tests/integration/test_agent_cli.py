@@ -82,6 +82,9 @@ def test_apply_status_events(config: Path) -> None:
     assert status["desired"]["bundle_ref"] == "warehouse-monitor@1.2.0"
     assert status["desired"]["content_hash"].startswith("sha256:")
     assert status["agent"] == {"running": False, "pid": None}
+    assert status["hub"] is None
+    assert status["http"]["port"] == http_port(config)
+    assert status["http"]["tls_fingerprint"] is None
     events = jcli("events", "--config", str(config))
     assert [e["kind"] for e in events] == ["desired.changed"]
     assert events[0]["data"]["actor"].startswith("cli:")
@@ -211,3 +214,16 @@ def test_apply_refuses_a_store_of_another_device(config: Path, tmp_path: Path) -
     proc = cli("apply", "--nothing", "--config", str(other), "--json")
     assert proc.returncode == 2
     assert json.loads(proc.stdout)["error"]["field"] == "device_id"
+
+
+def test_status_shows_what_sync_last_wrote(config: Path) -> None:
+    jcli("apply", "--nothing", "--config", str(config))
+    # The file a running sync task rewrites (agent.sync.service.read_status_file reads it).
+    (config.parent / "data" / "sync-status.json").write_text(
+        json.dumps(
+            {"mode": "leaf", "online": False, "last_contact": 1795000000.0, "last_error": "cut"}
+        )
+    )
+    assert jcli("status", "--config", str(config))["hub"]["mode"] == "leaf"
+    human = cli("status", "--config", str(config), check=True).stdout
+    assert "hub         offline (leaf), last contact 2026-" in human and "cut" in human
