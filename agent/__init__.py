@@ -1,0 +1,1 @@
+"""The SignalBeam Edge device agent: store, metrics, engines, reconciler, sync, local API."""
