@@ -345,7 +345,9 @@ class DockerApiEngine(Engine):
         obs = await self.inspect(ref)
         if obs is None or obs.state not in ("running", "restarting", "paused"):
             return
-        with contextlib.suppress(EngineError):
+        # A stop that errors (e.g. Podman's "running or paused, refusing to clean up" when it
+        # races the container's own exit) is judged by the state that follows, not by the error.
+        with contextlib.suppress(EngineError, DockerError):
             await self._client._query_json(
                 f"containers/{obs.id}/stop",
                 "POST",
