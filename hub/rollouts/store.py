@@ -43,6 +43,11 @@ TARGET_COLUMNS = (
 MAX_DEVICES_PAGE = 1000  # devices per rollouts.get answer: well under the 1 MiB reply limit
 
 
+def chunks(ids: Sequence[str], size: int = 500) -> list[Sequence[str]]:
+    """Keep IN lists far below SQLite's bound-variable limit, whatever the fleet size."""
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
 def new_id() -> str:
     return "ro-" + secrets.token_hex(4)
 
@@ -251,25 +256,28 @@ def create(
         devices = resolve_target(store, kind, target)
         if not devices:
             raise Invalid(f"{kind}:{target} selects no devices", field="target")
-        marks = ",".join("?" * len(devices))
-        busy = store.rows(
-            "SELECT t.device_id, r.id FROM rollout_targets t JOIN rollouts r"
-            f" ON r.id = t.rollout_id WHERE r.status IN (?, ?) AND t.device_id IN ({marks})"
-            " ORDER BY t.device_id LIMIT 5",
-            [m.RUNNING, m.PAUSED, *devices],
-        )
+        busy: list[dict[str, Any]] = []
+        online: set[str] = set()
+        for part in chunks(devices):
+            marks = ",".join("?" * len(part))
+            busy += store.rows(
+                "SELECT t.device_id, r.id FROM rollout_targets t JOIN rollouts r"
+                f" ON r.id = t.rollout_id WHERE r.status IN (?, ?) AND t.device_id IN ({marks})"
+                " ORDER BY t.device_id LIMIT 5",
+                [m.RUNNING, m.PAUSED, *part],
+            )
+            online.update(
+                r[0]
+                for r in c.execute(
+                    f"SELECT id FROM devices WHERE status = 'online' AND id IN ({marks})", part
+                )
+            )
         if busy:
-            names = ", ".join(f"{b['device_id']} ({b['id']})" for b in busy)
+            names = ", ".join(f"{b['device_id']} ({b['id']})" for b in busy[:5])
             raise Conflict(
                 f"device(s) already in an active rollout: {names}; finish or abort it first",
                 field="target",
             )
-        online = {
-            r[0]
-            for r in c.execute(
-                f"SELECT id FROM devices WHERE status = 'online' AND id IN ({marks})", devices
-            )
-        }
         waves = m.plan_waves(devices, canary_percent, online)
         rollout_id = new_id()
         now = now_iso()
@@ -391,12 +399,13 @@ def _published_generations(store: Store, devices: list[str]) -> dict[str, int]:
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'desired_published'"
     ):
         return {}
-    marks = ",".join("?" * len(devices))
     return {
         r[0]: int(r[1])
+        for part in chunks(devices)
         for r in store.conn.execute(
-            f"SELECT device_id, generation FROM desired_published WHERE device_id IN ({marks})",
-            devices,
+            "SELECT device_id, generation FROM desired_published WHERE device_id IN"
+            f" ({','.join('?' * len(part))})",
+            part,
         )
     }
 
@@ -548,8 +557,7 @@ def reported_docs(store: Store, device_ids: list[str]) -> dict[str, Any]:
     if not device_ids:
         return {}
     out: dict[str, Any] = {}
-    for i in range(0, len(device_ids), 500):
-        part = device_ids[i : i + 500]
+    for part in chunks(device_ids):
         for d, doc in store.conn.execute(
             f"SELECT device_id, doc FROM reported_state WHERE device_id IN"
             f" ({','.join('?' * len(part))})",

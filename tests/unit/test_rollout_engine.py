@@ -342,3 +342,19 @@ def test_a_newer_revision_of_the_same_rollout_supersedes_without_failing() -> No
     away = {**doc, "desired": {"generation": 9, "rollout_id": None, "bundle_ref": OLD}}
     got = observe(away, "ro-1", NEW, None, 8)
     assert (got.generation, got.status) == (8, "failed")
+
+
+def test_a_large_target_is_planned_in_chunks(env: Env) -> None:
+    with env.store.tx():
+        for i in range(1200):
+            env.store.upsert_device(f"big-{i:04d}", "acme", tags=["big"])
+    r = env.call("rollouts.start", {"bundle": NEW, "target": "tag:big", "canary_percent": 1})
+    assert (r["total"], r["waves"], len(r["devices"]), r["devices_cursor"]) == (
+        1200,
+        2,
+        1000,
+        "big-0999",
+    )
+    assert len(engine.tick(env.store).publish) == 12
+    again = env.call("rollouts.start", {"bundle": NEW, "target": "device:big-1199"})
+    assert again["error"]["code"] == "conflict"
