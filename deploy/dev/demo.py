@@ -279,7 +279,7 @@ class Demo:
         )
         rid = str(rollout.get("id"))
         subprocess.run(
-            [str(BIN / "signalbeam"), "rollout", "status", rid, "--watch", "--timeout", "240"],
+            [str(BIN / "signalbeam"), "rollout", "status", rid, "--watch", "--watch-timeout", "240"],
             timeout=300,
             env={**os.environ, **self.env},
             check=False,

