@@ -3,7 +3,8 @@ with its supervised leaf nats-server, linked through a cuttable proxy), a real P
 and the test registry. Enrollment with a token, a group assignment that every device runs,
 remote commands, and a device cut off while a new version is assigned: it keeps running the
 old one and recording, then converges, and everything it recorded offline reaches the hub
-exactly once."""
+exactly once. Last, the hub itself is killed -9 and restarted: the devices log in again with
+their enrolled users and what they recorded meanwhile arrives exactly once."""
 
 from __future__ import annotations
 
@@ -189,3 +190,37 @@ async def test_offline_device_keeps_running_and_delivers_everything_once(
         "SELECT seq FROM events WHERE device_id = 'e2e-3' AND kind = 'test.offline' ORDER BY seq"
     )
     assert [r[0] for r in rows] == offline_seqs
+
+
+async def test_hub_killed_and_restarted_devices_reconnect_and_deliver_once(
+    hub: SyncHub, fleet: dict[str, Device]
+) -> None:
+    dev = fleet["e2e-1"]
+    assert hub.proc is not None
+    hub.proc.kill9()  # its nats-server goes with it (parent-death signal): every link drops
+    await eventually(lambda: not dev.online(), timeout=30, what="agent sees the hub gone")
+    store = AgentStore.open(dev.data / "agent.db", device_id="e2e-1")
+    try:
+        down_seqs = [store.event("test.hub_down", f"hub down {i}") for i in range(30)]
+    finally:
+        store.close()
+
+    # The restarted hub writes every enrolled device's user from its store into the new
+    # server config, so the leaves log in again without re-enrolling.
+    hub.start()
+    await eventually(dev.online, timeout=60, what="leaf linked again")
+
+    def hub_seqs() -> list[int]:
+        return [
+            r[0]
+            for r in hub.query(
+                "SELECT seq FROM events WHERE device_id = 'e2e-1' AND seq IS NOT NULL ORDER BY seq"
+            )
+        ]
+
+    last = max(down_seqs)
+    await eventually(lambda: last in hub_seqs(), timeout=60, what="events recorded while down")
+    assert [s for s in hub_seqs() if s <= last] == [s for s in dev.event_seqs() if s <= last]
+    async with HubClient(hub.url, hub.admin_key, timeout=15) as fresh:
+        res = await fresh.call("devices.status", {"id": "e2e-1"})
+    assert res["result"]["device_id"] == "e2e-1"
