@@ -125,7 +125,13 @@ def devices_get(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
     device["last_applied_seq"] = store.last_applied_seq(device_id)
     # Sync view: the latest heartbeat (with its own "as of") and the generation of the
     # desired document last written to KV (what the device should report back).
-    device["heartbeat"] = store.get_heartbeat(device_id)
+    device["heartbeat"] = hb = store.get_heartbeat(device_id)
+    # How many outbox rows the device has that the hub has not applied yet (as of its last
+    # heartbeat): the honest "state as of" for everything reported.
+    sent = hb["state"].get("last_seq") if hb else None
+    device["sync_behind"] = (
+        max(0, sent - device["last_applied_seq"]) if isinstance(sent, int) else None
+    )
     published = store.desired_published([device_id]).get(device_id)
     device["desired_generation"] = None if published is None else published["generation"]
     return Outcome(device)

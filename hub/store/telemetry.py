@@ -71,6 +71,20 @@ class TelemetryStore(StoreBase):
                 [(device_id, *r) for r in rows],
             )
 
+    def rollup_hours(self, hours: list[tuple[str, str, int]]) -> None:
+        """Recompute ``metrics_1h`` for ``(device_id, name, hour start)`` from ``metrics_1m``:
+        min of minimums, mean of the minute averages, max of maximums."""
+        if not hours:
+            return
+        with self.tx() as c:
+            c.executemany(
+                "INSERT OR REPLACE INTO metrics_1h (device_id, name, ts, min, avg, max)"
+                " SELECT device_id, name, ?, min(min), avg(avg), max(max) FROM metrics_1m"
+                " WHERE device_id = ? AND name = ? AND ts >= ? AND ts < ?"
+                " GROUP BY device_id, name",
+                [(h, d, n, h, h + 3600) for d, n, h in hours],
+            )
+
     def get_metrics(
         self,
         device_id: str,

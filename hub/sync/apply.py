@@ -49,6 +49,7 @@ GIVE_UP_DELIVERIES = 20  # naks at NAK_DELAY each: ~10 s waiting for an earlier 
 # A flood of garbage must not flood the event log: at most one bad_message event per device
 # (or per "unknown sender") in this many seconds; the metric counts every one.
 BAD_EVENT_EVERY = 10.0
+HOUR = 3600
 REPORTED_PARTS = ("observed", "desired", "deployment", "reconcile")
 
 RowHandler = Callable[[Store, str, Sequence[ReportRow]], None]
@@ -117,7 +118,7 @@ def _event_row(store: Store, device_id: str, row: ReportRow) -> None:
     store.add_event(device_id, kind, message[:4096], data, ts=_iso(ts), seq=seq, severity=severity)
 
 
-def _metrics_row(store: Store, device_id: str, row: ReportRow) -> None:
+def _metrics_row(store: Store, device_id: str, row: ReportRow) -> set[tuple[str, str, int]]:
     p = _obj(row.payload, "metrics.1m")
     bucket = p.get("bucket")
     if not isinstance(bucket, int | float) or isinstance(bucket, bool):
@@ -134,6 +135,8 @@ def _metrics_row(store: Store, device_id: str, row: ReportRow) -> None:
         lo, avg, hi = (_num(x, f"metric {name!r}") for x in agg[:3])
         out.append((name, int(bucket), lo, avg, hi))
     store.put_metrics("1m", device_id, out)
+    hour = int(bucket) // HOUR * HOUR
+    return {(device_id, name, hour) for name, *_ in out}
 
 
 def _reported_part(doc: dict[str, Any], row: ReportRow) -> None:
@@ -155,14 +158,20 @@ class Applier:
     def __init__(self) -> None:
         self.row_handlers: list[RowHandler] = []
         self._bad_event_at: dict[str | None, float] = {}
+        self._hours: set[tuple[str, str, int]] = set()  # (device, metric, hour) this fetch
 
     def apply_fetch(self, store: Store, msgs: Sequence[Fetched]) -> Outcome:
         out = Outcome()
         positions: dict[str, int] = {}
         reported: dict[str, dict[str, Any]] = {}
+        self._hours = set()
         with store.tx():
             for m in msgs:
                 out.actions.append(self._one(store, m, out, positions, reported))
+            # The hub's 1-hour rollups follow the minutes it holds (the agent sends minutes
+            # only): each touched hour is recomputed from its minutes, so a replay or a late
+            # minute gives the same result.
+            store.rollup_hours(sorted(self._hours))
             for device_id, doc in reported.items():
                 as_of = max(
                     (
@@ -249,7 +258,7 @@ class Applier:
                 if row.kind == "event":
                     _event_row(store, device_id, row)
                 elif row.kind == "metrics.1m":
-                    _metrics_row(store, device_id, row)
+                    self._hours |= _metrics_row(store, device_id, row)
                 elif row.kind in REPORTED_PARTS:
                     if device_id not in reported:
                         got = store.get_reported(device_id)

@@ -345,6 +345,7 @@ async def test_heartbeats_drive_online_offline_and_last_seen(
         assert got["last_seen"] and got["agent_version"] == "0.2.0"
         assert got["heartbeat"]["state"]["bundle_ref"] == "app@1.0.0"
         assert got["heartbeat"]["as_of"] == got["last_seen"]
+        assert got["sync_behind"] == 10  # last_seq 10 in the heartbeat, nothing applied yet
         # No more heartbeats: offline after the grace, with an event and a notice.
         await eventually(lambda: _is(status(), "offline"), timeout=GRACE * 10, what="offline")
         assert hub_events(hub, "hb-1", "online") == 1
