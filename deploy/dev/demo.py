@@ -237,14 +237,14 @@ class Demo:
         say("all three devices are online")
 
     def running_version(self, device_id: str) -> str | None:
+        """The bundle the device last reported running healthy (the hub's view)."""
         doc = self.cli("device", "show", device_id)
-        reported = doc.get("reported") or {}
-        ref = reported.get("bundle_ref") or reported.get("bundle")
-        if isinstance(ref, str):
-            return ref
-        deployment = reported.get("deployment") or {}
-        status = deployment.get("status")
-        return deployment.get("bundle_ref") if status == "healthy" else None
+        state = (doc.get("reported") or {}).get("state") or {}
+        dep = state.get("deployment") or {}
+        if isinstance(dep, dict) and dep.get("status") == "healthy":
+            ref = dep.get("bundle_ref")
+            return ref if isinstance(ref, str) else None
+        return None
 
     def assign_and_roll_out(self) -> None:
         assert self.registry is not None
@@ -267,7 +267,9 @@ class Demo:
                 timeout=180,
             )
             say(f"{device_id} runs warehouse-monitor@1.2.0")
-        say("rolling out warehouse-monitor@1.3.0 to group:lab (canary 34%, then the rest)")
+        say(
+            "rolling out warehouse-monitor@1.3.0 to group:lab (canary 33%: one device first, then the rest)"
+        )
         rollout = self.cli(
             "rollout",
             "start",
@@ -279,7 +281,15 @@ class Demo:
         )
         rid = str(rollout.get("id"))
         subprocess.run(
-            [str(BIN / "signalbeam"), "rollout", "status", rid, "--watch", "--watch-timeout", "240"],
+            [
+                str(BIN / "signalbeam"),
+                "rollout",
+                "status",
+                rid,
+                "--watch",
+                "--watch-timeout",
+                "240",
+            ],
             timeout=300,
             env={**os.environ, **self.env},
             check=False,
