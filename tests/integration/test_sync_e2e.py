@@ -3,15 +3,17 @@ with its supervised leaf nats-server, linked through a cuttable proxy), a real P
 and the test registry. Enrollment with a token, a group assignment that every device runs,
 remote commands, and a device cut off while a new version is assigned: it keeps running the
 old one and recording, then converges, and everything it recorded offline reaches the hub
-exactly once. Last, the hub itself is killed -9 and restarted: the devices log in again with
+exactly once. A link flapping every 1-2 s delivers every event once, in order. Last, the hub itself is killed -9 and restarted: the devices log in again with
 their enrolled users and what they recorded meanwhile arrives exactly once."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import random
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from typing import Any
@@ -27,6 +29,7 @@ from tui.client import ApiError, HubClient
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 IDS = ("e2e-1", "e2e-2", "e2e-3")
+FLAP_SECONDS = 15.0
 
 
 @pytest.fixture(scope="module")
@@ -190,6 +193,50 @@ async def test_offline_device_keeps_running_and_delivers_everything_once(
         "SELECT seq FROM events WHERE device_id = 'e2e-3' AND kind = 'test.offline' ORDER BY seq"
     )
     assert [r[0] for r in rows] == offline_seqs
+
+
+async def test_flapping_link_converges_without_duplicates(
+    hub: SyncHub, fleet: dict[str, Device], admin: HubClient, registry: Registry
+) -> None:
+    dev = fleet["e2e-2"]
+    store = AgentStore.open(dev.data / "agent.db", device_id="e2e-2")
+    rng = random.Random(5)
+    seqs: list[int] = []
+    try:
+        target = "hello@1.0.0"
+        start = time.monotonic()
+        flips = 0
+        while time.monotonic() - start < FLAP_SECONDS:  # bounded: cut/restore every 1-2 s
+            dev.cut() if flips % 2 == 0 else dev.restore()
+            flips += 1
+            if flips == 4:  # a new desired version lands in the middle of it
+                await admin.call("assign", {"target": "device:e2e-2", "bundle": target})
+            until = time.monotonic() + rng.uniform(1.0, 2.0)
+            while time.monotonic() < until:
+                seqs.append(store.event("test.flap", f"flap {len(seqs)}"))
+                await asyncio.sleep(0.05)
+    finally:
+        dev.restore()
+        store.close()
+    await eventually(lambda: healthy(admin, "e2e-2", target), timeout=120, what="converged")
+
+    def hub_seqs() -> list[int]:
+        return [
+            r[0]
+            for r in hub.query(
+                "SELECT seq FROM events WHERE device_id = 'e2e-2' AND kind = 'test.flap'"
+                " ORDER BY seq"
+            )
+        ]
+
+    await eventually(lambda: hub_seqs()[-1:] == seqs[-1:], timeout=60, what="all flap events")
+    assert hub_seqs() == seqs  # every one, once, in order
+    dup = hub.query(
+        "SELECT seq, count(*) FROM events WHERE device_id = 'e2e-2' AND seq IS NOT NULL"
+        " GROUP BY seq HAVING count(*) > 1"
+    )
+    assert dup == []
+    await admin.call("unassign", {"target": "device:e2e-2"})
 
 
 async def test_hub_killed_and_restarted_devices_reconnect_and_deliver_once(
