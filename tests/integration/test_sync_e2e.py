@@ -3,8 +3,9 @@ with its supervised leaf nats-server, linked through a cuttable proxy), a real P
 and the test registry. Enrollment with a token, a group assignment that every device runs,
 remote commands, and a device cut off while a new version is assigned: it keeps running the
 old one and recording, then converges, and everything it recorded offline reaches the hub
-exactly once. A link flapping every 1-2 s delivers every event once, in order. Last, the hub itself is killed -9 and restarted: the devices log in again with
-their enrolled users and what they recorded meanwhile arrives exactly once."""
+exactly once. A link flapping every 1-2 s delivers every event once, in order. Last, the
+hub itself is killed -9 and restarted: the devices log in again with their enrolled users
+and what they recorded meanwhile arrives exactly once."""
 
 from __future__ import annotations
 
