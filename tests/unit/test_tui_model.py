@@ -193,3 +193,24 @@ def test_missing_verb_is_told_apart_from_a_missing_rollout() -> None:
     assert verb_missing(ApiError("not_found", "unknown API verb 'rollouts.list'", "verb"))
     assert not verb_missing(ApiError("not_found", "no rollout 'r9'", "id"))
     assert not verb_missing(ApiError("unavailable", "no hub is serving the API (no responders)"))
+
+
+def test_containers_and_health_read_the_hubs_observed_snapshot() -> None:
+    # The shape the hub's ingest keeps: the agent's last "observed" outbox row.
+    reported = {
+        "as_of": "2026-11-26T19:19:58.461Z",
+        "state": {
+            "deployment": {"status": "healthy", "bundle_ref": "wm@1.3.0"},
+            "observed": {
+                "containers": [
+                    {"name": "a", "service": "temp-sensor", "state": "running", "health": "healthy"},
+                    {"name": "b", "service": "relay", "state": "running", "health": "healthy"},
+                ]
+            },
+            "reconcile": {"result": "succeeded", "reason": None},
+        },
+    }
+    assert [c["name"] for c in model.containers(reported)] == ["a", "b"]
+    assert model.health(reported) == "healthy"
+    failed = {"state": {"reconcile": {"result": "failed", "reason": "pull refused"}}}
+    assert model.problem(failed) == "last reconcile failed: pull refused"

@@ -66,8 +66,15 @@ def running_ref(reported: Any) -> str | None:
 
 
 def containers(reported: Any) -> list[dict[str, Any]]:
+    """The device's containers: the agent's ``observed`` snapshot as the hub keeps it
+    (``state.observed.containers``), or a flat ``state.containers`` list."""
     state = reported.get("state") if isinstance(reported, Mapping) else None
-    items = state.get("containers") if isinstance(state, Mapping) else None
+    if not isinstance(state, Mapping):
+        return []
+    observed = state.get("observed")
+    items = observed.get("containers") if isinstance(observed, Mapping) else None
+    if items is None:
+        items = state.get("containers")
     return [c for c in items if isinstance(c, dict)] if isinstance(items, list) else []
 
 
@@ -83,7 +90,7 @@ def problem(reported: Any) -> str | None:
     dep = state.get("deployment")
     if isinstance(dep, Mapping) and dep.get("status") in ("failed", "rolled_back"):
         return f"{dep.get('bundle_ref') or 'deployment'} {dep['status']}: {dep.get('reason')}"
-    last = state.get("last_reconcile")
+    last = state.get("last_reconcile") or state.get("reconcile")
     if isinstance(last, Mapping) and last.get("result") == "failed":
         return f"last reconcile failed: {last.get('reason')}"
     result = state.get("last_result")
