@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -109,9 +110,24 @@ class EngineHandle:
         with contextlib.suppress(Exception):
             self.remove_test_containers()
         self.proc.stop(timeout=20)
+        kill_leftovers(self.workdir)
         unmount_below(self.workdir)
         if "runroot" in self.extra:
             shutil.rmtree(self.extra["runroot"], ignore_errors=True)
+
+
+def kill_leftovers(path: Path) -> None:
+    """Kill what the engine left running on its private storage: Podman's exec monitors
+    (conmon, kept 300 s after each health-check exec) outlive ``podman system service``.
+    Matching the private root means only this engine's processes can be hit."""
+    import psutil
+
+    root = str(path.resolve())
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = proc.info.get("cmdline") or []
+        if any(root in arg for arg in cmdline) and proc.pid != os.getpid():
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
 
 
 def unmount_below(path: Path) -> None:
