@@ -203,7 +203,12 @@ def test_containers_and_health_read_the_hubs_observed_snapshot() -> None:
             "deployment": {"status": "healthy", "bundle_ref": "wm@1.3.0"},
             "observed": {
                 "containers": [
-                    {"name": "a", "service": "temp-sensor", "state": "running", "health": "healthy"},
+                    {
+                        "name": "a",
+                        "service": "temp-sensor",
+                        "state": "running",
+                        "health": "healthy",
+                    },
                     {"name": "b", "service": "relay", "state": "running", "health": "healthy"},
                 ]
             },
