@@ -574,7 +574,8 @@ class ReconcileLoop:
             self.recorder.deployment_set(gate_.generation, "healthy", None)
             self.recorder.event(
                 "deployment.healthy",
-                f"{target.bundle}@{target.version} (generation {gate_.generation}) is healthy"
+                (f"{target.bundle}@{target.version}" if target.bundle else "no bundle")
+                + f" (generation {gate_.generation}) is healthy"
                 + (f" after rolling back from generation {gate_.rollback_of}"
                    if gate_.rollback_of is not None else ""),
                 data={"generation": gate_.generation, "rollback_of": gate_.rollback_of},
