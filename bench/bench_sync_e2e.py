@@ -18,6 +18,11 @@ for, not measured), assigns ``hello@1.0.0`` to ``group:lab`` and measures, per d
   version as running (the whole path: sync, plan, stop old, create, start).
 Polling: the agents' DBs and the engine every 10 ms. Goal: ``running`` p50 <= 1 s.
 
+Before the agents start, the hub's ingest rate: ``--ingest-rows`` event rows (100 per report,
+chained) published with a device's own credentials straight to the hub, timed from the first
+publish until the hub's ``last_applied_seq`` reaches the last row (every row a hub event,
+one SQLite transaction per fetch of 100 reports).
+
 A few update rounds (1.0 <-> 2.0 on running devices) are measured too: there the old
 container is stopped first, and the test image's httpd runs as PID 1 and ignores SIGTERM, so
 the engine waits the agent's 10 s stop grace before killing it; those figures are the stop
@@ -35,10 +40,17 @@ import tempfile
 import time
 from pathlib import Path
 
+from protocol.messages import MSG_ID_HEADER, ReportBatch
+from protocol.subjects import JS_DOMAIN, report
 from tests.harness.engines import EngineHandle, start_podman
 from tests.harness.registry import Registry
 from tests.integration.test_sync_e2e_support import Device, hello_spec
-from tests.integration.test_sync_hub_support import SyncHub
+from tests.integration.test_sync_hub_support import (
+    SyncHub,
+    device_nc,
+    enroll_device,
+    event_rows,
+)
 from tui.client import HubClient
 
 IDS = ("bench-1", "bench-2", "bench-3")
@@ -127,7 +139,38 @@ async def one_round(
     return list(stored.values()), list(running.values())
 
 
-async def run(assignments: int, work: Path) -> None:
+async def ingest_rate(hub: SyncHub, admin: HubClient, rows: int) -> None:
+    tok = await admin.call("tokens.create", {"tenant": "bench"})
+    creds = await enroll_device(hub, tok["token"], "bench-ingest")
+    nc = await device_nc(hub, creds)
+    try:
+        js = nc.jetstream(domain=JS_DOMAIN)
+        prev, acks = 0, []
+        t0 = time.perf_counter()
+        for first in range(1, rows + 1, 100):
+            b = ReportBatch("bench-ingest", tuple(event_rows(first, 100)), prev_seq=prev)
+            acks.append(
+                await js.publish_async(
+                    report(b.device_id), b.to_json(), headers={MSG_ID_HEADER: b.msg_id}
+                )
+            )
+            prev = b.last_seq
+        await asyncio.gather(*acks)
+        published = time.perf_counter() - t0
+        while hub.query(
+            "SELECT last_applied_seq FROM device_sync WHERE device_id = 'bench-ingest'"
+        ) != [(prev,)]:
+            await asyncio.sleep(POLL)
+        total = time.perf_counter() - t0
+    finally:
+        await nc.close()
+    print(
+        f"ingest: {prev} event rows in {prev // 100} reports published in {published:.2f} s,"
+        f" all applied {total:.2f} s after the first publish: {prev / total:,.0f} rows/s"
+    )
+
+
+async def run(assignments: int, work: Path, ingest_rows: int = 50_000) -> None:
     registry = Registry(work / "registry")
     engine: EngineHandle | None = None
     hub: SyncHub | None = None
@@ -137,6 +180,8 @@ async def run(assignments: int, work: Path) -> None:
         engine = start_podman(work / "podman", registry.registries_conf)
         hub = SyncHub(work / "hub")
         async with HubClient(hub.url, hub.admin_key, timeout=15) as admin:
+            if ingest_rows:
+                await ingest_rate(hub, admin, ingest_rows)
             tok = await admin.call("tokens.create", {"tenant": "bench", "max_uses": len(IDS)})
             devices = [Device(work / "devices", d, hub, engine, tok["token"]) for d in IDS]
             for d in devices:
@@ -198,11 +243,12 @@ async def run(assignments: int, work: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--assignments", type=int, default=20)
+    ap.add_argument("--ingest-rows", type=int, default=50_000, help="0 skips the ingest figure")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sb-bench-e2e-"))
     try:
-        asyncio.run(run(args.assignments, work))
+        asyncio.run(run(args.assignments, work, args.ingest_rows))
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
