@@ -12,6 +12,7 @@ import base64
 import binascii
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -41,7 +42,9 @@ class Caller:
         return f"token:{self.token.name}"
 
 
-CALLER_KEY = "sb_caller"
+# aiohttp >= 3.14 wants typed request keys (a plain string warns); older ones lack the type.
+_REQUEST_KEY: Any = getattr(web, "RequestKey", None)
+CALLER_KEY: Any = _REQUEST_KEY("sb_caller", Caller) if _REQUEST_KEY else "sb_caller"
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 
 
