@@ -27,7 +27,7 @@ from typing import Any, Literal, cast
 PREFIX = "signalbeam_"
 
 DEVICE_ID_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+TAG_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")  # the hub's tag rule
 MAX_TAGS = 32
 # A name, optional extras, optional version clauses: what `pip install` takes as one
 # requirement. Anything with spaces or shell syntax is refused outright.

@@ -42,7 +42,7 @@ MAX_RPC_REPLY_BYTES = 768 * 1024  # a logs tail; below NATS' default 1 MiB max_p
 MAX_ROWS_PER_REPORT = 1000
 MAX_KIND_LEN = 64
 MAX_TAGS = 32
-MAX_TAG_LEN = 64
+MAX_TAG_LEN = 63
 MAX_CONTAINERS = 128
 MAX_METRICS = 64
 MAX_LOG_TAIL = 5000
@@ -65,7 +65,8 @@ def desired_prompt(device_id: str) -> str:
 
 
 _KIND_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-_TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+# The hub's rule for tag and group names (lower case, so `Lab` and `lab` never differ).
+_TAG_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _CONTAINER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -537,7 +538,8 @@ def _tags(doc: _Obj) -> tuple[str, ...]:
     for i, t in enumerate(doc.list_("tags", required=False, max_len=MAX_TAGS) or []):
         if not isinstance(t, str) or not _TAG_RE.match(t):
             raise MessageError(
-                f"tags[{i}]", f"must be 1-{MAX_TAG_LEN} characters of A-Z a-z 0-9 . _ : -"
+                f"tags[{i}]",
+                f"must be 1-{MAX_TAG_LEN} characters of a-z 0-9 . _ - (starting with a-z or 0-9)",
             )
         out.append(t)
     return tuple(out)

@@ -248,6 +248,9 @@ def test_rpc_replies() -> None:
 
 
 def test_validate_tags() -> None:
-    assert m.validate_tags(["a", "b:c"]) == ("a", "b:c")
+    assert m.validate_tags(["a", "rpi-4", "site_2.x"]) == ("a", "rpi-4", "site_2.x")
+    for bad in ("b:c", "Lab", "-x"):  # the hub's name rule: lower case, no ':'
+        with pytest.raises(m.MessageError):
+            m.validate_tags([bad])
     with pytest.raises(m.MessageError):
         m.validate_tags(["a b"])
