@@ -50,9 +50,12 @@ def wait_replicated(hub: HubProcess, probe: Path) -> None:
     """Poll a scratch restore until it holds everything the live DB holds (bounded)."""
     binary = find_binary("litestream")
     url = (hub.data / "replica").as_uri()
-    want = dump(hub.data / "hub.db")
+    want: dict[str, list[Any]] = {}
     got: dict[str, list[Any]] = {}
     for _ in range(60):
+        # The hub goes on writing after an API call returns (the desired-state writer
+        # records what it published), so compare against the live DB as it is now.
+        want = dump(hub.data / "hub.db")
         remove_db(probe)
         done = subprocess.run(
             [binary, "restore", "-o", str(probe), url], capture_output=True, timeout=60, check=False
