@@ -403,7 +403,9 @@ async def test_desired_kv_and_device_permissions(hub: SyncHub, admin: HubClient)
             "app",
             "1.0.0",
         )
-        assert doc.content_hash and entry.revision == await generation()
+        assert doc.content_hash
+        # The hub records the generation just after its put returns: wait for that write.
+        await eventually(lambda: _eq(generation(), entry.revision), what="generation recorded")
         # B's key: no answer for A (the direct get of another key is not permitted).
         with pytest.raises((nats.errors.TimeoutError, nats.errors.NoRespondersError, TimeoutError)):
             await asyncio.wait_for(kv.get("sec-b"), 2)
@@ -422,6 +424,10 @@ async def test_desired_kv_and_device_permissions(hub: SyncHub, admin: HubClient)
 
 async def _gt(coro: Any, n: int) -> bool:
     return bool(await coro > n)
+
+
+async def _eq(coro: Any, n: int) -> bool:
+    return bool(await coro == n)
 
 
 async def test_device_rpc_via_the_api(hub: SyncHub, admin: HubClient) -> None:
