@@ -497,22 +497,13 @@ class DockerApiEngine(Engine):
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=None, sock_read=300, connect=10),
             ) as resp:
-                async for raw in resp.content:
-                    line = raw.strip()
-                    if not line:
-                        continue
-                    try:
-                        msg = json.loads(line)
-                    except ValueError:
-                        continue
+                async for msg in json_lines(resp.content):
                     if msg.get("error") or msg.get("errorDetail"):
                         detail = msg.get("error") or (msg.get("errorDetail") or {}).get("message")
                         raise PullError(f"pull {image}: {detail}")
                     snap = tally.feed(msg)
-                    if snap is not None and progress is not None:
-                        res = progress(snap)
-                        if asyncio.iscoroutine(res):
-                            await res
+                    if snap is not None:
+                        await report_progress(progress, snap)
         except DockerError as exc:
             if exc.status == 900:
                 raise EngineUnavailable(
@@ -647,3 +638,27 @@ def _demux(raw: bytes) -> str:
         out += raw[i + 8 : i + 8 + size]
         i += 8 + size
     return bytes(out[:_EXEC_OUTPUT_MAX]).decode(errors="replace")
+
+
+async def json_lines(content: aiohttp.StreamReader) -> AsyncIterator[dict[str, Any]]:
+    """The JSON objects of a streamed engine reply, one per line (pull progress); blank and
+    torn lines are skipped, since engines flush mid-object under load."""
+    async for raw in content:
+        line = raw.strip()
+        if not line:
+            continue
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(msg, dict):
+            yield msg
+
+
+async def report_progress(progress: PullCallback | None, snap: PullProgress) -> None:
+    """Hand a progress snapshot to a sync or async callback."""
+    if progress is None:
+        return
+    res = progress(snap)
+    if asyncio.iscoroutine(res):
+        await res

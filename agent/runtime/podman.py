@@ -7,8 +7,6 @@ config marks insecure (``tlsVerify=false``, which the compat endpoint cannot exp
 
 from __future__ import annotations
 
-import asyncio
-import json
 from collections.abc import Sequence
 
 import aiohttp
@@ -16,7 +14,12 @@ from aiodocker.exceptions import DockerError
 
 from agent.errors import EngineError, EngineUnavailable, PullError
 from agent.runtime.base import EngineKind, PullCallback, PullProgress, RegistryAuth
-from agent.runtime.docker_api import DockerApiEngine, _auth_header
+from agent.runtime.docker_api import (
+    DockerApiEngine,
+    _auth_header,
+    json_lines,
+    report_progress,
+)
 
 LIBPOD = "v4.0.0/libpod"
 
@@ -89,23 +92,15 @@ class PodmanEngine(DockerApiEngine):
                 versioned_api=False,
                 timeout=aiohttp.ClientTimeout(total=None, sock_read=300, connect=10),
             ) as resp:
-                async for raw in resp.content:
-                    line = raw.strip()
-                    if not line:
-                        continue
-                    try:
-                        msg = json.loads(line)
-                    except ValueError:
-                        continue
+                async for msg in json_lines(resp.content):
                     if msg.get("error"):
                         raise PullError(f"pull {image}: {msg['error']}")
                     text = str(msg.get("stream") or "")
                     if text.startswith("Copying blob"):
                         layers += 1
-                    if progress is not None and text:
-                        res = progress(PullProgress(image, text.strip(), layers, layers, 0, 0))
-                        if asyncio.iscoroutine(res):
-                            await res
+                    if text:
+                        snap = PullProgress(image, text.strip(), layers, layers, 0, 0)
+                        await report_progress(progress, snap)
         except DockerError as exc:
             raise PullError(f"pull {image}: {exc.message}") from exc
         except (aiohttp.ClientError, OSError) as exc:
