@@ -160,7 +160,7 @@ async def test_enrolled_device_has_its_user_and_reenroll_needs_approval(
     hub: SyncHub, admin: HubClient
 ) -> None:
     tok = await token(admin, uses=5)
-    creds = await enroll_device(hub, tok, "enr-1", ("lab", "RPI"))
+    creds = await enroll_device(hub, tok, "enr-1", ("lab", "rpi"))
     assert creds.js_domain == JS_DOMAIN and creds.leaf_url.endswith(str(hub.ports["leafnode"]))
     got = await admin.call("devices.get", {"id": "enr-1"})
     assert got["tenant"] == "acme" and got["tags"] == ["lab", "rpi"] and got["hostname"] == "box"
