@@ -19,7 +19,12 @@ import pytest
 
 from tests.harness.engines import EngineHandle
 from tests.harness.registry import Registry
-from tests.integration.test_sync_e2e_support import Device, hello_spec
+from tests.integration.test_sync_e2e_support import (
+    Device,
+    enrollment_token,
+    hello_spec,
+    running_fleet,
+)
 from tests.integration.test_sync_hub_support import SyncHub, eventually
 from tui.client import HubClient
 
@@ -42,22 +47,9 @@ def fleet(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, Device]]:
     root = tmp_path_factory.mktemp("rolldevices")
-
-    async def token() -> str:
-        async with hub.client() as admin:
-            tok = await admin.call("tokens.create", {"tenant": "acme", "max_uses": len(IDS)})
-        return str(tok["token"])
-
-    tok = asyncio.run(token())
-    devices = {d: Device(root, d, hub, _podman_service, tok) for d in IDS}
-    try:
-        for dev in devices.values():
-            assert dev.enroll_result.returncode == 0, dev.enroll_result.stderr
-            dev.start()
+    tok = enrollment_token(hub, len(IDS))
+    with running_fleet(hub, _podman_service, root, IDS, tok) as devices:
         yield devices
-    finally:
-        for dev in devices.values():
-            dev.stop()
         _podman_service.remove_test_containers()
 
 

@@ -24,7 +24,12 @@ import pytest
 from agent.store import Store as AgentStore
 from tests.harness.engines import EngineHandle
 from tests.harness.registry import Registry
-from tests.integration.test_sync_e2e_support import Device, hello_spec
+from tests.integration.test_sync_e2e_support import (
+    Device,
+    enrollment_token,
+    hello_spec,
+    running_fleet,
+)
 from tests.integration.test_sync_hub_support import SyncHub, eventually
 from tui.client import ApiError, HubClient
 
@@ -48,27 +53,16 @@ def fleet(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, Device]]:
     root = tmp_path_factory.mktemp("e2edevices")
-
-    async def token() -> str:
-        async with hub.client() as admin:
-            tok = await admin.call("tokens.create", {"tenant": "acme", "max_uses": 3})
-        return str(tok["token"])
-
-    tok = asyncio.run(token())
-    devices = {d: Device(root, d, hub, _podman_service, tok) for d in IDS}
+    tok = enrollment_token(hub, 3)
     try:
-        for dev in devices.values():
-            assert dev.enroll_result.returncode == 0, dev.enroll_result.stderr
-            dev.start()
-        # The token had three uses: a fourth device is refused, and nothing is stored.
-        extra = Device(root, "e2e-4", hub, _podman_service, tok)
-        assert extra.enroll_result.returncode == 1
-        assert "used up" in extra.enroll_result.stdout
-        extra.stop()
-        yield devices
+        with running_fleet(hub, _podman_service, root, IDS, tok) as devices:
+            # The token had three uses: a fourth device is refused, and nothing is stored.
+            extra = Device(root, "e2e-4", hub, _podman_service, tok)
+            assert extra.enroll_result.returncode == 1
+            assert "used up" in extra.enroll_result.stdout
+            extra.stop()
+            yield devices
     finally:
-        for dev in devices.values():
-            dev.stop()
         _podman_service.remove_test_containers()
 
 

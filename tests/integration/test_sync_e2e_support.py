@@ -4,10 +4,13 @@ the hub goes through a cuttable ``TcpProxy``."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -136,3 +139,30 @@ class Device:
         if self.proc is not None:
             self.proc.stop(timeout=30)
         self.proxy.close()
+
+
+def enrollment_token(hub: SyncHub, uses: int) -> str:
+    """A registration token for ``uses`` devices, made through the operator API."""
+
+    async def create() -> str:
+        async with hub.client() as admin:
+            tok = await admin.call("tokens.create", {"tenant": "acme", "max_uses": uses})
+        return str(tok["token"])
+
+    return asyncio.run(create())
+
+
+@contextmanager
+def running_fleet(
+    hub: SyncHub, engine: EngineHandle, root: Path, ids: tuple[str, ...], token: str
+) -> Iterator[dict[str, Device]]:
+    """Enroll one real agent per id with ``token``, start them all; stop them all after."""
+    devices = {d: Device(root, d, hub, engine, token) for d in ids}
+    try:
+        for dev in devices.values():
+            assert dev.enroll_result.returncode == 0, dev.enroll_result.stderr
+            dev.start()
+        yield devices
+    finally:
+        for dev in devices.values():
+            dev.stop()
