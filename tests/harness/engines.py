@@ -25,27 +25,10 @@ from tests.harness.procs import ManagedProcess
 OWNED_LABELS = ("io.signalbeam.device", "sbtest.owner")
 
 
-def _unix_get(socket_path: Path, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
-    import http.client
-    import socket
-
-    class _Conn(http.client.HTTPConnection):
-        def connect(self) -> None:
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.settimeout(timeout)
-            s.connect(str(socket_path))
-            self.sock = s
-
-    conn = _Conn("localhost", timeout=timeout)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
-
-
-def _unix_request(socket_path: Path, method: str, path: str, timeout: float = 30.0) -> int:
+def _unix_request(
+    socket_path: Path, method: str, path: str, timeout: float = 2.0
+) -> tuple[int, bytes]:
+    """One HTTP request to an engine API on a unix socket: (status, body)."""
     import http.client
     import socket
 
@@ -60,8 +43,7 @@ def _unix_request(socket_path: Path, method: str, path: str, timeout: float = 30
     try:
         conn.request(method, path)
         resp = conn.getresponse()
-        resp.read()
-        return resp.status
+        return resp.status, resp.read()
     finally:
         conn.close()
 
@@ -81,15 +63,15 @@ class EngineHandle:
         return f"unix://{self.socket}"
 
     def ping(self) -> bool:
-        status, _ = _unix_get(self.socket, "/_ping")
+        status, _ = _unix_request(self.socket, "GET", "/_ping")
         return status == 200
 
     def containers(self, label: str | None = None, all_: bool = True) -> list[dict[str, Any]]:
         query: dict[str, str] = {"all": "1" if all_ else "0"}
         if label:
             query["filters"] = json.dumps({"label": [label]})
-        status, body = _unix_get(
-            self.socket, "/containers/json?" + urllib.parse.urlencode(query), timeout=30
+        status, body = _unix_request(
+            self.socket, "GET", "/containers/json?" + urllib.parse.urlencode(query), timeout=30
         )
         if status != 200:
             raise RuntimeError(f"{self.kind}: list containers -> {status}: {body[:200]!r}")
@@ -102,7 +84,9 @@ class EngineHandle:
         for label in OWNED_LABELS:
             for c in self.containers(label):
                 with contextlib.suppress(Exception):
-                    _unix_request(self.socket, "DELETE", f"/containers/{c['Id']}?force=1&v=1")
+                    _unix_request(
+                        self.socket, "DELETE", f"/containers/{c['Id']}?force=1&v=1", timeout=30
+                    )
                     removed += 1
         return removed
 
