@@ -91,6 +91,8 @@ REQUESTS: dict[str, tuple[bool, dict[str, FieldDoc]]] = {
     "keys.create": (True, {"name": ("str", True), "role": ("str", False)}),
     "keys.list": (False, {}),
     "keys.revoke": (True, {"id": ("str", True)}),
+    # Who the caller's key is, so a client can enter read-only mode by itself.
+    "session.whoami": (False, {}),
     # Rollouts (docs/rollouts.md): a bundle version to a target, wave by wave.
     "rollouts.start": (
         True,

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from bundles.hashing import content_hash
 from bundles.validate import from_dict
 from bundles.versions import parse_ref
+from hub import __version__
 from hub.api import validate as v
 from hub.desired import Assignment
 from hub.errors import Invalid
@@ -344,6 +345,17 @@ def keys_revoke(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
     return Outcome(record, [Change("keys", "revoked", {"id": record["id"]})])
 
 
+def session_whoami(_store: Store, _body: dict[str, Any], caller: Caller) -> Outcome:
+    return Outcome(
+        {
+            "key_id": caller.key_id,
+            "name": caller.name,
+            "role": caller.role,
+            "hub_version": __version__,
+        }
+    )
+
+
 HANDLERS: dict[str, Handler] = {
     "devices.list": devices_list,
     "devices.get": devices_get,
@@ -370,4 +382,5 @@ HANDLERS: dict[str, Handler] = {
     "keys.create": keys_create,
     "keys.list": keys_list,
     "keys.revoke": keys_revoke,
+    "session.whoami": session_whoami,
 }
