@@ -14,6 +14,10 @@ API_KEY_HEADER = "Sb-Api-Key"
 MAX_BODY_BYTES = 1024 * 1024  # 1 MiB; the hub's nats-server allows more so it can say why
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+# devices.list with view "summary": ~1 KiB per device, so a full page stays far below the
+# 1 MiB NATS payload limit (bench/bench_api.py measures it).
+MAX_SUMMARY_LIMIT = 500
+VIEWS: tuple[str, ...] = ("summary",)
 SERVICE_NAME = "signalbeam-hub"
 
 Role = Literal["admin", "readonly"]
@@ -35,6 +39,9 @@ REQUESTS: dict[str, tuple[bool, dict[str, FieldDoc]]] = {
             "status": ("str", False),
             "text": ("str", False),
             "include_decommissioned": ("bool", False),
+            # "NAME" or "NAME@VERSION": devices whose reported running bundle matches.
+            "running": ("str", False),
+            "view": ("str", False),  # "summary": items carry the TUI's fleet-table columns
             **PAGE,
         },
     ),

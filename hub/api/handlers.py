@@ -8,19 +8,21 @@ publishes them on ``sb.fleet.changes.<kind>`` after the transaction committed.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from bundles.hashing import content_hash
 from bundles.validate import from_dict
-from bundles.versions import parse_ref
+from bundles.versions import bundle_name_error, parse_ref, version_error
 from hub import __version__
+from hub.api import summary as sv
 from hub.api import validate as v
 from hub.desired import Assignment
 from hub.errors import Invalid
 from hub.store import Store
-from protocol.api import RESOLUTIONS, ROLES
+from protocol.api import MAX_SUMMARY_LIMIT, RESOLUTIONS, ROLES, VIEWS
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -99,6 +101,19 @@ def _devices_for_target(store: Store, kind: str, target: str) -> list[str]:
 
 
 # --- devices -----------------------------------------------------------------------------
+def _running_filter(value: str) -> str:
+    """``NAME`` or ``NAME@VERSION``, checked like every bundle reference."""
+    name, at, version = value.partition("@")
+    reason = bundle_name_error(name)
+    if reason is None and at:
+        reason = version_error(version)
+        if reason is not None:
+            raise Invalid(f"running: version {version!r} {reason}", field="running")
+    if reason is not None:
+        raise Invalid(f"running: bundle name {name!r} {reason}", field="running")
+    return value
+
+
 def devices_list(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
     for f in ("tag", "group"):
         if f in body:
@@ -106,16 +121,48 @@ def devices_list(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
     cursor = body.get("cursor")
     if cursor is not None:
         v.device_id(cursor, "cursor")
+    view = body.get("view")
+    if view is not None and view not in VIEWS:
+        raise Invalid(f"view must be one of {', '.join(VIEWS)}", field="view")
+    limit = v.limit(body)
+    if view == "summary" and limit > MAX_SUMMARY_LIMIT:
+        raise Invalid(f"limit must be 1-{MAX_SUMMARY_LIMIT} with view summary", field="limit")
+    running = body.get("running")
+    want = _running_filter(running) if running is not None else None
     items, nxt = store.list_devices(
         tag=body.get("tag"),
         group=body.get("group"),
         status=body.get("status"),
         text=body.get("text"),
         include_decommissioned=bool(body.get("include_decommissioned", False)),
-        limit=v.limit(body),
+        limit=limit,
         after=cursor,
+        running=None if want is None else (lambda doc: sv.runs(doc, want)),
     )
+    if view == "summary":
+        _summarize(store, items)
     return Outcome({"items": items, "next_cursor": nxt})
+
+
+def _summarize(store: Store, items: list[dict[str, Any]]) -> None:
+    """Add the summary view's fields to one page of devices: a handful of queries for the
+    whole page (desired, reported, rollouts, metrics), never one per device."""
+    ids = [d["id"] for d in items]
+    if not ids:
+        return
+    desired = store.resolve_desired(ids)
+    reported = store.reported_states(ids)
+    rollouts = store.active_rollout_targets(ids)
+    start, end = sv.spark_window(time.time())
+    metrics = sv.sparks(store.metric_window(ids, list(sv.SUMMARY_METRICS), start, end), start)
+    for d in items:
+        state = reported.get(d["id"])
+        d["desired"] = _via(desired.get(d["id"]))
+        d["running"] = sv.running_ref(state)
+        d["deployment"] = sv.deployment(state)
+        d["containers"] = sv.containers(state)
+        d["rollout"] = rollouts.get(d["id"])
+        d["metrics"] = metrics.get(d["id"])
 
 
 def devices_get(store: Store, body: dict[str, Any], _: Caller) -> Outcome:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Any
 
 from hub.errors import Conflict, NotFound
@@ -20,6 +22,16 @@ def _device(row: dict[str, Any]) -> dict[str, Any]:
         if key in row:
             row[key] = sorted(row[key].split("\x1f")) if row[key] else []
     return row
+
+
+def _doc_predicate(accept: Callable[[Any], bool]) -> Callable[[str], int]:
+    def match(doc: str) -> int:
+        try:
+            return int(bool(accept(json.loads(doc))))
+        except ValueError:
+            return 0  # a damaged document matches nothing rather than failing the page
+
+    return match
 
 
 class FleetStore(StoreBase):
@@ -106,10 +118,23 @@ class FleetStore(StoreBase):
         include_decommissioned: bool = False,
         limit: int = 100,
         after: str | None = None,
+        running: Callable[[Any], bool] | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """One page of devices ordered by id; returns (items, cursor for the next page)."""
+        """One page of devices ordered by id; returns (items, cursor for the next page).
+
+        ``running`` keeps devices whose reported state document (parsed) it accepts; it runs
+        inside the query so paging stays exact.
+        """
         where: list[str] = []
         params: list[Any] = []
+        if running is not None:
+            self.conn.create_function(
+                "sb_reported_match", 1, _doc_predicate(running), deterministic=True
+            )
+            where.append(
+                "EXISTS (SELECT 1 FROM reported_state r WHERE r.device_id = d.id"
+                " AND sb_reported_match(r.doc))"
+            )
         if not include_decommissioned:
             where.append("d.decommissioned = 0")
         if tag is not None:

@@ -5,15 +5,26 @@ summary view, dry runs, and the coalesced device notices. On a real SQLite file 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from bundles.validate import load_file
 from hub import __version__
+from hub.api import summary as sv
 from hub.api.dispatch import dispatch
+from hub.api.handlers import HANDLERS
+from hub.rollouts.api import VERBS as ROLLOUT_VERBS
 from hub.store import Store
+from protocol.api import MAX_SUMMARY_LIMIT
 from protocol.errors import is_error
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "bundles" / "examples" / "warehouse-monitor"
 
 
 class Env:
@@ -24,11 +35,12 @@ class Env:
 
     def call(self, verb: str, body: Any = None, key: str = "admin") -> dict[str, Any]:
         k = {"admin": self.admin, "ro": self.ro}[key]
-        return dispatch(self.store, verb, json.dumps(body or {}).encode(), k).body
+        raw = json.dumps(body or {}).encode()
+        return dispatch(self.store, verb, raw, k, {**HANDLERS, **ROLLOUT_VERBS}).body
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Env:
+def env(tmp_path: Path) -> Iterator[Env]:
     store = Store.open(tmp_path / "hub.db")
     yield Env(store)
     store.close()
@@ -49,3 +61,197 @@ def test_whoami_names_the_key_and_its_role(env: Env, key: str) -> None:
 def test_whoami_refuses_body_fields(env: Env) -> None:
     body = env.call("session.whoami", {"x": 1})
     assert is_error(body) and body["error"]["field"] == "x"
+
+
+# --- pure parts --------------------------------------------------------------------------
+HEALTHY = {
+    "deployment": {"status": "healthy", "bundle_ref": "wm@1.3.0", "reason": ""},
+    "running": {"bundle_ref": "wm@1.3.0", "generation": 4},
+    "observed": {
+        "containers": [
+            {"name": "a", "state": "running", "health": "healthy"},
+            {"name": "b", "state": "running", "health": "unhealthy"},
+            {"name": "c", "state": "exited"},
+            {"name": "d", "state": "restarting"},
+            "junk",
+        ]
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("state", "want"),
+    [
+        (None, None),
+        ("text", None),
+        ({}, None),
+        ({"bundle_ref": "x@1.0.0"}, "x@1.0.0"),
+        (HEALTHY, "wm@1.3.0"),
+        ({"deployment": {"status": "applying", "bundle_ref": "wm@2.0.0"}}, "wm@2.0.0"),
+        # A failed update: the hub's record of the last healthy deployment still runs.
+        (
+            {
+                "deployment": {"status": "rolled_back", "bundle_ref": "wm@2.0.0"},
+                "running": {"bundle_ref": "wm@1.3.0"},
+            },
+            "wm@1.3.0",
+        ),
+        ({"deployment": {"status": "failed", "bundle_ref": "wm@2.0.0"}}, None),
+        ({"bundle": "wm", "version": "1.0.0"}, "wm@1.0.0"),
+        ({"bundle": "wm"}, "wm"),
+        ({"bundle_ref": 5, "deployment": [1]}, None),
+    ],
+)
+def test_running_ref(state: Any, want: str | None) -> None:
+    assert sv.running_ref(state) == want
+
+
+def test_runs_matches_name_or_exact_ref() -> None:
+    assert sv.runs(HEALTHY, "wm") and sv.runs(HEALTHY, "wm@1.3.0")
+    assert not sv.runs(HEALTHY, "wm@1.3.1") and not sv.runs(HEALTHY, "w")
+    assert not sv.runs({}, "wm")
+
+
+def test_deployment_and_containers() -> None:
+    assert sv.deployment(HEALTHY) == {"status": "healthy", "error": None}
+    failed = {"deployment": {"status": "failed", "reason": "pull failed"}}
+    assert sv.deployment(failed) == {"status": "failed", "error": "pull failed"}
+    assert sv.deployment({"deployment": {}}) is None and sv.deployment(None) is None
+    assert sv.containers(HEALTHY) == {"total": 4, "bad": 3}
+    assert sv.containers({"containers": []}) == {"total": 0, "bad": 0}
+    assert sv.containers({"deployment": {}}) is None
+
+
+def test_spark_window_is_clock_aligned_and_holds_now() -> None:
+    start, end = sv.spark_window(1_000_123.4)
+    assert end - start == 3600 and start % 300 == 0 and start <= 1_000_123.4 < end
+    # Anywhere within the newest five minutes gives the same buckets.
+    assert sv.spark_window(end - 300) == sv.spark_window(end - 1) == (start, end)
+
+
+def test_sparks_bucket_means_nulls_and_last() -> None:
+    start = 3600
+    rows = [
+        ("d1", "cpu.percent", start, 10.0),
+        ("d1", "cpu.percent", start + 60, 20.0),  # same bucket 0: mean 15
+        ("d1", "cpu.percent", start + 11 * 300 + 240, 50.0),  # bucket 11, the newest
+        ("d1", "cpu.percent", start + 11 * 300 + 180, 40.0),
+        ("d1", "mem.percent", start + 300, 33.333),
+        ("d1", "load.1", start, 1.0),  # not a summary metric
+        ("d1", "cpu.percent", start + 3600, 99.0),  # outside the window
+        ("d2", "load.1", start, 1.0),
+    ]
+    out = sv.sparks(rows, start)
+    assert set(out) == {"d1"}
+    cpu = out["d1"]["cpu"]
+    assert cpu["spark"] == [15.0, *[None] * 10, 45.0]
+    assert cpu["last"] == 50.0
+    assert out["d1"]["mem"] == {"last": 33.3, "spark": [None, 33.3, *[None] * 10]}
+    assert out["d1"]["disk"] is None
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b"]),
+            st.sampled_from(list(sv.SUMMARY_METRICS)),
+            st.integers(0, 3599),
+            st.floats(0, 100),
+        ),
+        max_size=50,
+    )
+)
+def test_sparks_always_twelve_buckets_within_the_rows_range(
+    rows: list[tuple[str, str, int, float]],
+) -> None:
+    for metrics in sv.sparks(rows, 0).values():
+        for m in metrics.values():
+            if m is None:
+                continue
+            assert len(m["spark"]) == sv.SPARK_BUCKETS
+            vals = [x for x in m["spark"] if x is not None]
+            assert vals and all(-0.1 <= x <= 100.1 for x in vals)
+
+
+# --- devices.list view summary through dispatch --------------------------------------------
+def _spec(version: str) -> dict[str, Any]:
+    return load_file(EXAMPLES / f"{version}.yaml").to_dict()
+
+
+@pytest.fixture
+def fleet(env: Env) -> Env:
+    s = env.store
+    for i in range(4):
+        s.upsert_device(f"dev-{i}", "acme", tags=["lab"] if i < 2 else [])
+    spec = _spec("1.3.0")
+    assert not is_error(env.call("bundles.push", {"spec": spec}))
+    ref = f"{spec['bundle']}@{spec['version']}"
+    assert not is_error(env.call("assign", {"target": "tag:lab", "bundle": ref}))
+    s.set_reported("dev-0", {**HEALTHY, "running": {"bundle_ref": ref}, "deployment": {
+        "status": "healthy", "bundle_ref": ref}})  # fmt: skip
+    s.set_reported("dev-1", {"deployment": {"status": "failed", "reason": "boom"}})
+    now = int(time.time()) // 60 * 60
+    s.put_metrics("1m", "dev-0", [("cpu.percent", now, 1, 12.5, 20)])
+    s.put_metrics("1m", "dev-0", [("cpu.percent", now - 600, 1, 2.5, 20)])
+    s.put_metrics("1m", "dev-0", [("cpu.percent", now - 7200, 1, 99, 99)])  # too old
+    env.ref = ref  # type: ignore[attr-defined]
+    return env
+
+
+def test_summary_view_fields(fleet: Env) -> None:
+    body = fleet.call("devices.list", {"view": "summary"}, key="ro")
+    items = {d["id"]: d for d in body["items"]}
+    ref: str = fleet.ref  # type: ignore[attr-defined]
+    d0, d1, d2 = items["dev-0"], items["dev-1"], items["dev-2"]
+    assert d0["desired"] == {"bundle": ref.split("@")[0], "version": "1.3.0", "via": "tag:lab"}
+    assert d0["running"] == ref
+    assert d0["deployment"] == {"status": "healthy", "error": None}
+    assert d0["containers"] == {"total": 4, "bad": 3}
+    assert d0["rollout"] is None
+    cpu = d0["metrics"]["cpu"]
+    assert cpu["last"] == 12.5 and len(cpu["spark"]) == 12 and cpu["spark"][-1] == 12.5
+    assert 2.5 in cpu["spark"] and 99.0 not in cpu["spark"]
+    assert d0["metrics"]["mem"] is None
+    assert d1["deployment"] == {"status": "failed", "error": "boom"} and d1["running"] is None
+    assert d2["desired"] is None and d2["running"] is None and d2["metrics"] is None
+    assert d2["containers"] is None and d2["deployment"] is None
+    # The plain list is unchanged.
+    plain = fleet.call("devices.list")["items"][0]
+    assert "metrics" not in plain and "running" not in plain
+
+
+def test_summary_view_shows_the_active_rollout(fleet: Env) -> None:
+    ref: str = fleet.ref  # type: ignore[attr-defined]
+    started = fleet.call("rollouts.start", {"bundle": ref, "target": "device:dev-2"})
+    assert not is_error(started), started
+    items = {d["id"]: d for d in fleet.call("devices.list", {"view": "summary"})["items"]}
+    assert items["dev-2"]["rollout"]["id"] == started["id"]
+    assert items["dev-2"]["rollout"]["state"] == "Pending"
+    assert isinstance(items["dev-2"]["rollout"]["reason"], str)
+    fleet.call("rollouts.abort", {"id": started["id"]})
+    items = {d["id"]: d for d in fleet.call("devices.list", {"view": "summary"})["items"]}
+    assert items["dev-2"]["rollout"] is None
+
+
+def test_running_filter_pages_exactly(fleet: Env) -> None:
+    ref: str = fleet.ref  # type: ignore[attr-defined]
+    name = ref.split("@")[0]
+    for want in (name, ref):
+        body = fleet.call("devices.list", {"running": want, "limit": 1})
+        assert [d["id"] for d in body["items"]] == ["dev-0"] and body["next_cursor"] is None
+    assert fleet.call("devices.list", {"running": f"{name}@9.9.9"})["items"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"view": "full"}, "view"),
+        ({"view": "summary", "limit": MAX_SUMMARY_LIMIT + 1}, "limit"),
+        ({"running": "Bad Name"}, "running"),
+        ({"running": "wm@notaversion"}, "running"),
+        ({"running": 5}, "running"),
+    ],
+)
+def test_summary_and_running_refuse_bad_values(env: Env, body: dict[str, Any], field: str) -> None:
+    out = env.call("devices.list", body)
+    assert is_error(out) and out["error"]["field"] == field, out

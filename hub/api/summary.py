@@ -1,0 +1,144 @@
+"""Pure parts of the ``devices.list`` summary view: what a device runs, how its deployment
+and containers are, its rollout row and its metric sparklines.
+
+No I/O: the store hands over the rows of one page (``hub.store.summary``) and these functions
+shape them. The reported state is whatever the device last sent, so every reader tolerates
+missing or unexpected fields.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+BAD_CONTAINER_STATES = ("exited", "dead", "restarting")
+FAILED_DEPLOYMENTS = ("failed", "rolled_back")
+# The agent's host metric names (agent/metrics/sampler.py) -> the summary's keys.
+SUMMARY_METRICS: dict[str, str] = {
+    "cpu.percent": "cpu",
+    "mem.percent": "mem",
+    "disk.percent": "disk",
+}
+SPARK_BUCKETS = 12
+SPARK_SECONDS = 300  # 12 x 5 min = the last hour
+SPARK_WINDOW = SPARK_BUCKETS * SPARK_SECONDS
+
+
+def _state(doc: Any) -> Mapping[str, Any] | None:
+    return doc if isinstance(doc, Mapping) else None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def running_ref(state: Any) -> str | None:
+    """``bundle@version`` the device says it runs, from its reported state document.
+
+    The order matches the TUI's ``running_ref`` (a top-level ``bundle_ref``; the deployment
+    when healthy or applying; ``bundle``/``version``), with the hub's own ``running`` part
+    (the last healthy deployment, docs/sync.md) consulted before ``bundle``/``version``: after
+    a failed update it still names what runs.
+    """
+    s = _state(state)
+    if s is None:
+        return None
+    ref = _text(s.get("bundle_ref"))
+    if ref:
+        return ref
+    dep = s.get("deployment")
+    if isinstance(dep, Mapping) and dep.get("status") in ("healthy", "applying"):
+        ref = _text(dep.get("bundle_ref"))
+        if ref:
+            return ref
+    running = s.get("running")
+    if isinstance(running, Mapping):
+        ref = _text(running.get("bundle_ref"))
+        if ref:
+            return ref
+    bundle, version = _text(s.get("bundle")), _text(s.get("version"))
+    if bundle:
+        return f"{bundle}@{version}" if version else bundle
+    return None
+
+
+def runs(state: Any, want: str) -> bool:
+    """Whether the device runs ``want``: ``NAME`` (any version) or ``NAME@VERSION``."""
+    ref = running_ref(state)
+    if ref is None:
+        return False
+    return ref == want if "@" in want else ref.partition("@")[0] == want
+
+
+def deployment(state: Any) -> dict[str, Any] | None:
+    """``{status, error}``; ``error`` is the agent's reason when the deployment failed or
+    was rolled back, else null."""
+    s = _state(state)
+    dep = s.get("deployment") if s is not None else None
+    if not isinstance(dep, Mapping) or not _text(dep.get("status")):
+        return None
+    status = str(dep["status"])
+    reason = _text(dep.get("reason"))
+    return {"status": status, "error": reason if status in FAILED_DEPLOYMENTS else None}
+
+
+def containers(state: Any) -> dict[str, int] | None:
+    """``{total, bad}`` from the observed snapshot; bad = exited, dead, restarting or
+    unhealthy. Null when the device never reported containers."""
+    s = _state(state)
+    if s is None:
+        return None
+    observed = s.get("observed")
+    items = observed.get("containers") if isinstance(observed, Mapping) else None
+    if items is None:
+        items = s.get("containers")
+    if not isinstance(items, list):
+        return None
+    boxes = [c for c in items if isinstance(c, Mapping)]
+    bad = sum(
+        1 for c in boxes if c.get("state") in BAD_CONTAINER_STATES or c.get("health") == "unhealthy"
+    )
+    return {"total": len(boxes), "bad": bad}
+
+
+def spark_window(now: float) -> tuple[int, int]:
+    """``[start, end)`` of the sparkline: 12 five-minute buckets aligned to the clock, the
+    newest holding the current (partial) five minutes. Aligned so a refresh a few seconds
+    later shows the same buckets."""
+    end = (int(now) // SPARK_SECONDS + 1) * SPARK_SECONDS
+    return end - SPARK_WINDOW, end
+
+
+def _round(value: float) -> float:
+    return round(value, 1) if math.isfinite(value) else 0.0
+
+
+def sparks(rows: Iterable[tuple[str, str, int, float]], start: int) -> dict[str, dict[str, Any]]:
+    """Per device, the ``metrics`` object from ``(device, metric name, minute ts, minute
+    avg)`` rows within ``[start, start + 1 h)``.
+
+    Each bucket is the mean of its minute averages, an empty one null; ``last`` is the
+    newest minute's average. A metric without rows in the hour is null; a device without
+    any has no entry (its ``metrics`` is null).
+    """
+    sums: dict[tuple[str, str], list[list[float]]] = {}
+    newest: dict[tuple[str, str], tuple[int, float]] = {}
+    for device, name, ts, avg in rows:
+        key = SUMMARY_METRICS.get(name)
+        b = (int(ts) - start) // SPARK_SECONDS
+        if key is None or not 0 <= b < SPARK_BUCKETS:
+            continue
+        acc = sums.setdefault((device, key), [[0.0, 0.0] for _ in range(SPARK_BUCKETS)])
+        acc[b][0] += float(avg)
+        acc[b][1] += 1
+        if (device, key) not in newest or int(ts) > newest[(device, key)][0]:
+            newest[(device, key)] = (int(ts), float(avg))
+    out: dict[str, dict[str, Any]] = {}
+    for (device, key), acc in sums.items():
+        entry = out.setdefault(device, dict.fromkeys(SUMMARY_METRICS.values()))
+        entry[key] = {
+            "last": _round(newest[(device, key)][1]),
+            "spark": [_round(s / n) if n else None for s, n in acc],
+        }
+    return out
