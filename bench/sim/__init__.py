@@ -1,0 +1,10 @@
+"""Fleet simulator: many devices speaking the real device protocol to a real hub.
+
+See docs/performance.md ("The fleet simulator") for what it does and how it differs from
+real devices.
+"""
+
+from bench.sim.fleet import SimFleet
+from bench.sim.options import SimError, SimOptions
+
+__all__ = ["SimError", "SimFleet", "SimOptions"]

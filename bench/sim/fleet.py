@@ -1,0 +1,251 @@
+"""``SimFleet``: N simulated devices in one asyncio process, through real NATS connections.
+
+fleet = SimFleet(SimOptions(hub_url=..., token=..., count=3))
+await fleet.start()                      # enroll, connect, first heartbeat, first reports
+await fleet.set_online("sim-0001", False)
+await fleet.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import random
+import time
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from agent.sync.enroll import enroll, hub_url
+from agent.sync.errors import EnrollError
+from bench.sim.device import Counters, Link, SimDevice
+from bench.sim.model import AGENT_VERSION, DeviceModel
+from bench.sim.options import SimError, SimOptions
+from protocol.messages import DESIRED_PROMPT_PREFIX, DeviceFacts, EnrollReply, desired_prompt
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT, ROLLUP = 0, 1
+TICK_MAX = 0.2
+
+
+def facts(device_id: str, rng: random.Random) -> DeviceFacts:
+    return DeviceFacts(
+        hostname=device_id,
+        arch=rng.choice(("x86_64", "aarch64", "armv7l")),
+        os="Simulated Linux 1.0",
+        engine="podman",
+        agent_version=AGENT_VERSION,
+    )
+
+
+class SimFleet:
+    def __init__(self, options: SimOptions) -> None:
+        self.opts = options
+        self.counters = Counters()
+        self.devices: dict[str, SimDevice] = {}
+        self.credentials: dict[str, EnrollReply] = {}
+        self.enroll_seconds: list[float] = []
+        self._own: dict[str, NATS] = {}  # per-device connections
+        self._shared: list[Link] = []
+        self._ticker: asyncio.Task[None] | None = None
+        self._started = False
+
+    @property
+    def ids(self) -> list[str]:
+        return self.opts.ids
+
+    def device(self, device_id: str) -> SimDevice:
+        try:
+            return self.devices[device_id]
+        except KeyError:
+            raise SimError(f"no simulated device {device_id!r}", "device_id") from None
+
+    # ------------------------------------------------------------------ start / stop
+
+    async def start(self) -> None:
+        if self._started:
+            raise SimError("fleet already started")
+        self._started = True
+        o = self.opts
+        if o.enroll:
+            await self._enroll_all()
+        now = time.time()
+        for device_id in self.ids:
+            model = DeviceModel(device_id, random.Random(f"{o.seed}:{device_id}"))
+            model.started(now)
+            if o.backfill_minutes:
+                model.backfill(o.backfill_minutes, now)
+            self.devices[device_id] = SimDevice(model, o, self.counters)
+        try:
+            if o.connections:
+                for _ in range(o.connections):
+                    nc = await self._connect(o.shared_user or "", o.shared_password or "", None)
+                    self._shared.append(Link.of(nc))
+                # One prompt subscription for all: the republish subject names the device.
+                await self._shared[0].nc.subscribe(f"{DESIRED_PROMPT_PREFIX}.*", cb=self._on_prompt)
+                for i, dev in enumerate(self.devices.values()):
+                    dev.attach(self._shared[i % len(self._shared)])
+            else:
+                await asyncio.gather(*(self._link_up(d) for d in self.ids))
+        except BaseException:
+            await self.stop()
+            raise
+        self._ticker = asyncio.get_running_loop().create_task(self._tick())
+
+    async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            await asyncio.gather(self._ticker, return_exceptions=True)
+            self._ticker = None
+        await asyncio.gather(*(d.close() for d in self.devices.values()))
+        conns = list(self._own.values()) + [link.nc for link in self._shared]
+        self._own.clear()
+        self._shared.clear()
+        await asyncio.gather(*(self._close(nc) for nc in conns))
+
+    async def set_online(self, device_id: str, online: bool) -> None:
+        """Cut (False) or restore (True) a device's link. Cut: no heartbeats, reports or
+        desired reads, and with per-device connections its connection is closed (RPCs get
+        no responders); rows keep accumulating. Restored: heartbeat at once, desired read,
+        the backlog drains as chained batches (applied exactly once by the hub)."""
+        dev = self.device(device_id)
+        if online == dev.online:
+            return
+        if not online:
+            dev.detach()
+            nc = self._own.pop(device_id, None)
+            if nc is not None:
+                await self._close(nc)
+            return
+        if self._shared:
+            dev.attach(self._shared[self.ids.index(device_id) % len(self._shared)])
+        else:
+            await self._link_up(device_id)
+
+    # ------------------------------------------------------------------ figures
+
+    def stats(self) -> dict[str, Any]:
+        c = self.counters
+        return {
+            "devices": len(self.devices),
+            "online": sum(1 for d in self.devices.values() if d.online),
+            "backlog_rows": sum(len(d.model.outbox) for d in self.devices.values()),
+            "heartbeats": c.heartbeats,
+            "batches": c.batches,
+            "rows": c.rows,
+            "duplicates": c.duplicates,
+            "publish_failures": c.publish_failures,
+            "probes": c.probes,
+            "probe_failures": c.probe_failures,
+            "revisions": c.revisions,
+            "applies": c.applies,
+        }
+
+    def backlog(self, device_id: str) -> int:
+        return len(self.device(device_id).model.outbox)
+
+    # ------------------------------------------------------------------ internals
+
+    async def _enroll_all(self) -> None:
+        o = self.opts
+        url = hub_url(o.hub_url, o.enroll_user, o.enroll_password)
+        sem = asyncio.Semaphore(o.enroll_concurrency)
+        rng = random.Random(o.seed)
+
+        async def one(device_id: str) -> None:
+            async with sem:
+                t0 = time.perf_counter()
+                try:
+                    reply = await enroll(url, o.token, device_id, facts(device_id, rng), o.tags,
+                                         timeout=60)  # fmt: skip
+                except EnrollError as exc:
+                    raise SimError(f"enrollment of {device_id} failed: {exc}", "token") from None
+                self.enroll_seconds.append(time.perf_counter() - t0)
+                self.credentials[device_id] = reply
+
+        await asyncio.gather(*(one(d) for d in self.ids))
+
+    async def _connect(self, user: str, password: str, device_id: str | None) -> NATS:
+        kw: dict[str, Any] = {}
+        if device_id is not None:
+            # The agent's inbox prefix: a device may receive only its own replies.
+            kw["inbox_prefix"] = f"_INBOX.{device_id}"
+        try:
+            return await nats.connect(
+                self.opts.server_url,
+                user=user,
+                password=password,
+                name=device_id or "sb-sim",
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=1,
+                pending_size=64 * 1024 * 1024,
+                **kw,
+            )
+        except Exception as exc:
+            raise SimError(
+                f"cannot connect to {self.opts.server_url}: {exc!r}", "hub_url"
+            ) from None
+
+    async def _link_up(self, device_id: str) -> None:
+        creds = self.credentials[device_id]
+        nc = await self._connect(creds.nats_user, creds.nats_password, device_id)
+        self._own[device_id] = nc
+        dev = self.devices[device_id]
+        await nc.subscribe(desired_prompt(device_id), cb=self._prompt_cb(dev))
+        dev.attach(Link.of(nc))
+
+    @staticmethod
+    def _prompt_cb(dev: SimDevice) -> Any:
+        async def cb(_: Msg) -> None:
+            dev.prompt()
+
+        return cb
+
+    async def _on_prompt(self, msg: Msg) -> None:
+        dev = self.devices.get(msg.subject.rsplit(".", 1)[-1])
+        if dev is not None:
+            dev.prompt()
+
+    @staticmethod
+    async def _close(nc: NATS) -> None:
+        try:
+            await asyncio.wait_for(nc.close(), 5)
+        except Exception as exc:  # closing is best effort at shutdown
+            log.debug("close failed: %r", exc)
+
+    async def _tick(self) -> None:
+        """One heap of due times for every device's heartbeat and rollup."""
+        o = self.opts
+        rng = random.Random(o.seed)
+        now = time.monotonic()
+        heap: list[tuple[float, int, int]] = []
+        devs = list(self.devices.values())
+        for i in range(len(devs)):
+            spread_h = rng.random() if o.jitter else 1.0
+            spread_r = rng.random() if o.jitter else 1.0
+            heap.append((now + o.heartbeat_s * spread_h, i, HEARTBEAT))
+            heap.append((now + o.rollup_s * spread_r, i, ROLLUP))
+        heapq.heapify(heap)
+        while True:
+            now = time.monotonic()
+            n = 0
+            while heap and heap[0][0] <= now:
+                when, i, kind = heapq.heappop(heap)
+                step = o.heartbeat_s if kind == HEARTBEAT else o.rollup_s
+                nxt = when + step
+                if nxt < now:  # a stalled loop skips, never bursts
+                    nxt = now + step
+                heapq.heappush(heap, (nxt, i, kind))
+                if kind == HEARTBEAT:
+                    await devs[i].send_heartbeat()
+                else:
+                    devs[i].rollup_due()
+                n += 1
+                if n % 500 == 0:
+                    await asyncio.sleep(0)  # let acks and prompts in during a big burst
+            delay = min(TICK_MAX, heap[0][0] - time.monotonic()) if heap else TICK_MAX
+            await asyncio.sleep(max(0.0, delay))

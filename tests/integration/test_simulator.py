@@ -1,0 +1,173 @@
+"""The fleet simulator (bench/sim) against a real `signalbeam-hub run`: three simulated
+devices enroll with a registration token, connect with their own credentials, and are seen
+by the hub the way real agents are (online, reported state, metrics); an assignment and a
+rollout reach them and they report it; a link cut makes one go offline and, restored, its
+backlog is applied exactly once."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from bench.sim import SimError, SimFleet, SimOptions
+from tests.integration.test_sync_hub_support import SyncHub, eventually
+from tui.client import HubClient
+
+GRACE = 2
+WAIT = 60.0
+
+
+def spec(version: str, name: str = "sim-app") -> dict[str, Any]:
+    return {
+        "bundle": name,
+        "version": version,
+        "containers": [{"name": "web", "image": f"127.0.0.1:5000/sbtest/hello:{version}"}],
+    }
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SyncHub]:
+    h = SyncHub(tmp_path_factory.mktemp("simulator") / "data", grace=GRACE)
+    yield h
+    assert h.stop() == 0, h.proc.log_tail() if h.proc else ""
+
+
+@pytest.fixture
+async def setup(hub: SyncHub) -> AsyncIterator[tuple[HubClient, SimFleet]]:
+    async with hub.client() as admin:
+        for v in ("1.0.0", "2.0.0", "3.0.0"):
+            await admin.call("bundles.push", {"spec": spec(v)})
+        tok = await admin.call("tokens.create", {"tenant": "sim", "max_uses": 3})
+        fleet = SimFleet(
+            SimOptions(
+                hub_url=hub.enroll_url,
+                token=tok["token"],
+                count=3,
+                prefix="sim",
+                tags=("lab",),
+                heartbeat_s=0.5,
+                rollup_s=1.0,
+                apply_s=0.2,
+                fail_versions=frozenset({"sim-app@3.0.0"}),
+            )
+        )
+        await fleet.start()
+        try:
+            yield admin, fleet
+        finally:
+            await fleet.stop()
+
+
+def test_options_are_validated() -> None:
+    with pytest.raises(SimError) as e:
+        SimOptions(hub_url="http://x", token="t")
+    assert e.value.field == "hub_url"
+    with pytest.raises(SimError) as e:
+        SimOptions(hub_url="nats://enroll:pw@127.0.0.1:4222", token="t", count=0)
+    assert e.value.field == "count"
+    with pytest.raises(SimError) as e:
+        SimOptions(hub_url="nats://enroll:pw@127.0.0.1:4222", token="t", tags=("a b",))
+    assert e.value.field == "tags[0]"
+    with pytest.raises(SimError) as e:
+        SimOptions(hub_url="nats://127.0.0.1:4222", token="t")
+    assert e.value.field == "hub_url"  # no bootstrap password anywhere
+
+
+async def rollout_state(admin: HubClient, rollout_id: str) -> dict[str, Any]:
+    r: dict[str, Any] = await admin.call("rollouts.get", {"id": rollout_id})
+    return r
+
+
+async def test_fleet_enrolls_reports_applies_and_delivers_its_backlog_once(
+    hub: SyncHub, setup: tuple[HubClient, SimFleet]
+) -> None:
+    admin, fleet = setup
+    assert fleet.ids == ["sim-0000", "sim-0001", "sim-0002"]
+
+    async def all_online_with_state() -> bool:
+        for d in fleet.ids:
+            got = await admin.call("devices.get", {"id": d})
+            if got["status"] != "online" or not (got.get("reported") or {}).get("state"):
+                return False
+        return True
+
+    await eventually(all_online_with_state, timeout=WAIT, what="online with reported state")
+    got = await admin.call("devices.get", {"id": "sim-0001"})
+    assert got["tags"] == ["lab"]
+    assert got["heartbeat"]["state"]["metrics"]["cpu.percent"] >= 0
+    m = await admin.call("metrics.get", {"device": "sim-0001", "since": 0})
+    names = {i["name"] for i in m["items"]}
+    assert {"cpu.percent", "mem.percent", "disk.percent"} <= names
+    assert len({i["ts"] for i in m["items"]}) >= 10  # the backfilled history: a sparkline
+
+    # An assignment reaches every device, which reports it running.
+    await admin.call("assign", {"target": "tag:lab", "bundle": "sim-app@1.0.0"})
+
+    async def running(version: str) -> bool:
+        for d in fleet.ids:
+            got = await admin.call("devices.get", {"id": d})
+            dep = ((got.get("reported") or {}).get("state") or {}).get("deployment") or {}
+            if dep.get("bundle_ref") != f"sim-app@{version}" or dep.get("status") != "healthy":
+                return False
+        return True
+
+    await eventually(lambda: running("1.0.0"), timeout=WAIT, what="1.0.0 running")
+
+    # A rollout reaches Succeeded.
+    r = await admin.call("rollouts.start", {"bundle": "sim-app@2.0.0", "target": "tag:lab"})
+    await eventually(
+        lambda: _state_is(admin, r["id"], "succeeded"), timeout=WAIT, what="rollout succeeded"
+    )
+    assert await running("2.0.0")
+
+    # A version the simulator fails: the rollout does not succeed.
+    bad = await admin.call("rollouts.start", {"bundle": "sim-app@3.0.0", "target": "tag:lab"})
+    await eventually(
+        lambda: _state_is(admin, bad["id"], "paused", "failed"), timeout=WAIT, what="bad rollout"
+    )
+    await admin.call("rollouts.abort", {"id": bad["id"]})
+
+    # Link cut: offline after the grace; rows keep accumulating on the device.
+    victim = "sim-0002"
+    applied_before = _applied(hub, victim)
+    await fleet.set_online(victim, False)
+    await eventually(
+        lambda: _status_is(admin, victim, "offline"), timeout=GRACE * 15, what="offline"
+    )
+    await eventually(lambda: fleet.backlog(victim) >= 3, timeout=WAIT, what="backlog")
+    backlog = fleet.backlog(victim)
+    last_seq = fleet.device(victim).model.last_seq
+    assert _applied(hub, victim) < last_seq
+    await fleet.set_online(victim, True)
+    await eventually(lambda: _status_is(admin, victim, "online"), timeout=WAIT, what="online")
+    await eventually(lambda: _applied(hub, victim) >= last_seq, timeout=WAIT, what="backlog in")
+    assert _applied(hub, victim) > applied_before
+    # Exactly once: every device event seq appears once, none missing, no gap recorded.
+    seqs = [
+        r[0]
+        for r in hub.query(
+            "SELECT seq FROM events WHERE device_id = ? AND seq IS NOT NULL ORDER BY seq",
+            (victim,),
+        )
+    ]
+    assert seqs == list(range(1, len(seqs) + 1)), seqs
+    assert backlog >= 3
+    assert not hub.query(
+        "SELECT 1 FROM events WHERE device_id = ? AND kind = 'sync_gap'", (victim,)
+    )
+    assert fleet.stats()["publish_failures"] == 0 or fleet.backlog(victim) == 0
+
+
+async def _state_is(admin: HubClient, rollout_id: str, *states: str) -> bool:
+    return (await rollout_state(admin, rollout_id))["state"] in states
+
+
+async def _status_is(admin: HubClient, device_id: str, status: str) -> bool:
+    return bool((await admin.call("devices.get", {"id": device_id}))["status"] == status)
+
+
+def _applied(hub: SyncHub, device_id: str) -> int:
+    rows = hub.query("SELECT last_applied_seq FROM device_sync WHERE device_id = ?", (device_id,))
+    return int(rows[0][0]) if rows else 0
