@@ -154,7 +154,8 @@ def _summarize(store: Store, items: list[dict[str, Any]]) -> None:
     reported = store.reported_states(ids)
     rollouts = store.active_rollout_targets(ids)
     start, end = sv.spark_window(time.time())
-    metrics = sv.sparks(store.metric_window(ids, list(sv.SUMMARY_METRICS), start, end), start)
+    buckets, last = store.metric_window(ids, list(sv.SUMMARY_METRICS), start, end, sv.SPARK_SECONDS)
+    metrics = sv.sparks(buckets, last)
     for d in items:
         state = reported.get(d["id"])
         d["desired"] = _via(desired.get(d["id"]))

@@ -114,31 +114,33 @@ def _round(value: float) -> float:
     return round(value, 1) if math.isfinite(value) else 0.0
 
 
-def sparks(rows: Iterable[tuple[str, str, int, float]], start: int) -> dict[str, dict[str, Any]]:
-    """Per device, the ``metrics`` object from ``(device, metric name, minute ts, minute
-    avg)`` rows within ``[start, start + 1 h)``.
+def sparks(
+    buckets: Iterable[tuple[str, str, int, float, int]], last: Iterable[tuple[str, str, float]]
+) -> dict[str, dict[str, Any]]:
+    """Per device, the ``metrics`` object.
 
-    Each bucket is the mean of its minute averages, an empty one null; ``last`` is the
-    newest minute's average. A metric without rows in the hour is null; a device without
-    any has no entry (its ``metrics`` is null).
+    ``buckets``: ``(device, metric name, bucket index 0-11, sum of minute averages, minutes)``
+    (``hub.store.summary``); ``last``: ``(device, metric name, newest minute average)``. Each
+    bucket is the mean of its minute averages, an empty one null. A metric without rows in
+    the hour is null; a device without any has no entry (its ``metrics`` is null).
     """
-    sums: dict[tuple[str, str], list[list[float]]] = {}
-    newest: dict[tuple[str, str], tuple[int, float]] = {}
-    for device, name, ts, avg in rows:
-        key = SUMMARY_METRICS.get(name)
-        b = (int(ts) - start) // SPARK_SECONDS
-        if key is None or not 0 <= b < SPARK_BUCKETS:
-            continue
-        acc = sums.setdefault((device, key), [[0.0, 0.0] for _ in range(SPARK_BUCKETS)])
-        acc[b][0] += float(avg)
-        acc[b][1] += 1
-        if (device, key) not in newest or int(ts) > newest[(device, key)][0]:
-            newest[(device, key)] = (int(ts), float(avg))
+    newest = {(d, SUMMARY_METRICS[n]): float(a) for d, n, a in last if n in SUMMARY_METRICS}
     out: dict[str, dict[str, Any]] = {}
-    for (device, key), acc in sums.items():
-        entry = out.setdefault(device, dict.fromkeys(SUMMARY_METRICS.values()))
-        entry[key] = {
-            "last": _round(newest[(device, key)][1]),
-            "spark": [_round(s / n) if n else None for s, n in acc],
-        }
+    for device, name, b, total, n in buckets:
+        key = SUMMARY_METRICS.get(name)
+        if key is None or not 0 <= b < SPARK_BUCKETS or not n:
+            continue
+        entry = out.get(device)
+        if entry is None:
+            entry = out[device] = dict.fromkeys(SUMMARY_METRICS.values())
+        metric = entry[key]
+        if metric is None:
+            metric = entry[key] = {"last": None, "spark": [None] * SPARK_BUCKETS}
+        metric["spark"][b] = _round(float(total) / n)
+    for device, entry in out.items():
+        for key, metric in entry.items():
+            if metric is not None:
+                value = newest.get((device, key))
+                fallback = next(x for x in reversed(metric["spark"]) if x is not None)
+                metric["last"] = fallback if value is None else _round(value)
     return out

@@ -55,16 +55,29 @@ class SummaryStore(StoreBase):
         return out
 
     def metric_window(
-        self, device_ids: Sequence[str], names: Sequence[str], start: int, end: int
-    ) -> list[tuple[str, str, int, float]]:
-        """Minute averages of ``names`` in ``[start, end)``: ``(device, name, ts, avg)``
-        (primary-key range scans)."""
-        rows: list[tuple[str, str, int, float]] = []
+        self, device_ids: Sequence[str], names: Sequence[str], start: int, end: int, step: int
+    ) -> tuple[list[tuple[str, str, int, float, int]], list[tuple[str, str, float]]]:
+        """Minute averages of ``names`` in ``[start, end)``, summed per ``step``-second
+        bucket — ``(device, name, bucket index, sum of avg, minutes)`` — and the newest minute
+        average of each ``(device, name)`` there. Bucketing in SQL returns 5x fewer rows."""
+        buckets: list[tuple[str, str, int, float, int]] = []
+        last: list[tuple[str, str, float]] = []
         name_marks = ",".join("?" * len(names))
         for part, marks in _chunks(device_ids):
-            rows += self.conn.execute(
-                "SELECT device_id, name, ts, avg FROM metrics_1m"
-                f" WHERE device_id IN ({marks}) AND name IN ({name_marks}) AND ts >= ? AND ts < ?",
-                [*part, *names, start, end],
+            where = f"device_id IN ({marks}) AND name IN ({name_marks}) AND ts >= ? AND ts < ?"
+            params = [*part, *names, start, end]
+            buckets += self.conn.execute(
+                f"SELECT device_id, name, (ts - ?) / ?, sum(avg), count(*) FROM metrics_1m"
+                f" WHERE {where} GROUP BY device_id, name, (ts - ?) / ?",
+                [start, step, *params, start, step],
             ).fetchall()
-        return rows
+            # With max() as the only aggregate, SQLite takes the bare column from its row.
+            last += [
+                (d, n, a)
+                for d, n, _ts, a in self.conn.execute(
+                    f"SELECT device_id, name, max(ts), avg FROM metrics_1m WHERE {where}"
+                    " GROUP BY device_id, name",
+                    params,
+                )
+            ]
+        return buckets, last

@@ -130,22 +130,19 @@ def test_spark_window_is_clock_aligned_and_holds_now() -> None:
 
 
 def test_sparks_bucket_means_nulls_and_last() -> None:
-    start = 3600
-    rows = [
-        ("d1", "cpu.percent", start, 10.0),
-        ("d1", "cpu.percent", start + 60, 20.0),  # same bucket 0: mean 15
-        ("d1", "cpu.percent", start + 11 * 300 + 240, 50.0),  # bucket 11, the newest
-        ("d1", "cpu.percent", start + 11 * 300 + 180, 40.0),
-        ("d1", "mem.percent", start + 300, 33.333),
-        ("d1", "load.1", start, 1.0),  # not a summary metric
-        ("d1", "cpu.percent", start + 3600, 99.0),  # outside the window
-        ("d2", "load.1", start, 1.0),
+    buckets = [
+        ("d1", "cpu.percent", 0, 30.0, 2),  # mean 15
+        ("d1", "cpu.percent", 11, 90.0, 2),
+        ("d1", "mem.percent", 1, 33.333, 1),
+        ("d1", "load.1", 0, 1.0, 1),  # not a summary metric
+        ("d1", "cpu.percent", 12, 99.0, 1),  # outside the window
+        ("d2", "load.1", 0, 1.0, 1),
     ]
-    out = sv.sparks(rows, start)
+    last = [("d1", "cpu.percent", 50.0), ("d2", "load.1", 1.0)]
+    out = sv.sparks(buckets, last)
     assert set(out) == {"d1"}
-    cpu = out["d1"]["cpu"]
-    assert cpu["spark"] == [15.0, *[None] * 10, 45.0]
-    assert cpu["last"] == 50.0
+    assert out["d1"]["cpu"] == {"last": 50.0, "spark": [15.0, *[None] * 10, 45.0]}
+    # No newest minute given: the newest bucket stands in.
     assert out["d1"]["mem"] == {"last": 33.3, "spark": [None, 33.3, *[None] * 10]}
     assert out["d1"]["disk"] is None
 
@@ -155,22 +152,23 @@ def test_sparks_bucket_means_nulls_and_last() -> None:
         st.tuples(
             st.sampled_from(["a", "b"]),
             st.sampled_from(list(sv.SUMMARY_METRICS)),
-            st.integers(0, 3599),
+            st.integers(-2, 13),
             st.floats(0, 100),
+            st.integers(0, 5),
         ),
         max_size=50,
     )
 )
-def test_sparks_always_twelve_buckets_within_the_rows_range(
-    rows: list[tuple[str, str, int, float]],
+def test_sparks_always_twelve_buckets_of_means(
+    buckets: list[tuple[str, str, int, float, int]],
 ) -> None:
-    for metrics in sv.sparks(rows, 0).values():
+    for metrics in sv.sparks(buckets, []).values():
         for m in metrics.values():
             if m is None:
                 continue
             assert len(m["spark"]) == sv.SPARK_BUCKETS
-            vals = [x for x in m["spark"] if x is not None]
-            assert vals and all(-0.1 <= x <= 100.1 for x in vals)
+            assert m["last"] in m["spark"]
+            assert any(x is not None for x in m["spark"])
 
 
 # --- devices.list view summary through dispatch --------------------------------------------
