@@ -23,6 +23,7 @@ from nats.micro.service import Service
 from hub import __version__
 from hub.api.dispatch import AsyncHandler, Reply, dispatch, dispatch_async
 from hub.api.handlers import HANDLERS, Change, Handler
+from hub.api.notices import DeviceNotices
 from hub.metrics import HubMetrics
 from hub.store import Store
 from hub.timeutil import now_iso
@@ -32,6 +33,11 @@ from protocol.subjects import API_PREFIX, fleet_change
 
 log = logging.getLogger(__name__)
 _KNOWN = frozenset(VERBS)
+# (kind, action) of the notices that say devices' state changed; their ids also feed the
+# coalesced devices/updated notice.
+DEVICE_STATE_NOTICES = frozenset(
+    {("reported", "changed"), ("devices", "online"), ("devices", "offline")}
+)
 
 
 class ApiService:
@@ -49,6 +55,7 @@ class ApiService:
         # notice is published: how the sync side hears of desired-state changes in-process.
         self.change_listeners: list[Callable[[Change], Coroutine[Any, Any, None]]] = []
         self._listener_tasks: set[asyncio.Task[None]] = set()
+        self.device_notices = DeviceNotices(self._send_devices_updated)
 
     def register(self, verb: str, handler: Handler) -> None:
         """Serve one more verb (the sync issue's rollouts.*, for instance). Its body fields
@@ -74,6 +81,7 @@ class ApiService:
         await self._service.add_endpoint(name="api", subject=f"{API_PREFIX}.>", handler=self.handle)
 
     async def stop(self) -> None:
+        await self.device_notices.stop()
         for task in list(self._listener_tasks):
             task.cancel()
         if self._service is not None:
@@ -139,9 +147,16 @@ class ApiService:
         self._listener_tasks.add(task)
         task.add_done_callback(self._listener_tasks.discard)
 
+    async def _send_devices_updated(self, ids: list[str] | None) -> None:
+        await self.publish_change("devices", "updated", {"ids": ids})
+
     async def publish_change(
         self, kind: str, action: str, data: dict[str, Any], reply: Reply | None = None
     ) -> None:
+        if (kind, action) in DEVICE_STATE_NOTICES and isinstance(data.get("devices"), list):
+            # Reports ingested (sync's on_applied) and presence flips: these devices' state
+            # changed, so a live view also hears of them in the coalesced devices/updated.
+            self.device_notices.changed(str(d) for d in data["devices"])
         notice = {"kind": kind, "action": action, "ts": now_iso(), **data}
         if reply is not None and reply.caller is not None:
             notice["by"] = reply.caller.name

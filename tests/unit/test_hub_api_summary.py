@@ -4,6 +4,7 @@ summary view, dry runs, and the coalesced device notices. On a real SQLite file 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from hub import __version__
 from hub.api import summary as sv
 from hub.api.dispatch import dispatch
 from hub.api.handlers import HANDLERS
+from hub.api.notices import DeviceNotices, IdCoalescer
 from hub.rollouts.api import VERBS as ROLLOUT_VERBS
 from hub.store import Store
 from protocol.api import MAX_SUMMARY_LIMIT
@@ -253,3 +255,52 @@ def test_running_filter_pages_exactly(fleet: Env) -> None:
 def test_summary_and_running_refuse_bad_values(env: Env, body: dict[str, Any], field: str) -> None:
     out = env.call("devices.list", body)
     assert is_error(out) and out["error"]["field"] == field, out
+
+
+# --- coalesced devices/updated notices ---------------------------------------------------
+def test_coalescer_dedups_and_overflows() -> None:
+    c = IdCoalescer(limit=3)
+    assert not c.pending
+    c.add(["b", "a"])
+    c.add(["a"])
+    assert c.pending and c.take() == ["a", "b"] and not c.pending
+    c.add(["1", "2", "3", "4"])
+    c.add(["5"])
+    assert c.take() is None  # too many in one window: "reload"
+    c.add(["x"])
+    assert c.take() == ["x"]  # the overflow does not stick
+
+
+@given(st.lists(st.lists(st.sampled_from("abcdefgh"), max_size=5), max_size=20))
+def test_coalescer_take_is_the_union_or_none(batches: list[list[str]]) -> None:
+    c = IdCoalescer(limit=5)
+    for b in batches:
+        c.add(b)
+    union = sorted({i for b in batches for i in b})
+    assert c.take() == (union if len(union) <= 5 else None)
+
+
+async def test_device_notices_at_most_one_per_interval() -> None:
+    sent: list[tuple[float, list[str] | None]] = []
+    loop = asyncio.get_running_loop()
+
+    async def send(ids: list[str] | None) -> None:
+        sent.append((loop.time(), ids))
+
+    n = DeviceNotices(send, interval=0.2, limit=500)
+    n.changed(["d1"])  # quiet before: goes out at once
+    await asyncio.sleep(0)
+    n.changed(["d2", "d3"])
+    n.changed(["d2"])
+    n.changed([])
+    deadline = loop.time() + 5
+    while len(sent) < 2 and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)
+    assert [ids for _, ids in sent] == [["d1"], ["d2", "d3"]]
+    assert sent[1][0] - sent[0][0] >= 0.19
+    n.changed([f"d{i}" for i in range(501)])
+    while len(sent) < 3 and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+    assert sent[2][1] is None
+    await n.stop()
