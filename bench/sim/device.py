@@ -98,18 +98,21 @@ class SimDevice:
 
     # ------------------------------------------------------------------ upstream
 
-    async def send_heartbeat(self) -> None:
+    async def send_heartbeat(self) -> float | None:
+        """Publish a heartbeat now; returns its ``ts`` (None when not sent)."""
         if self.link is None or not self.online:
-            return
-        body = self.model.heartbeat(time.time()).to_json()
+            return None
+        hb = self.model.heartbeat(time.time())
+        body = hb.to_json()
         try:
             # Core publish, best effort: exactly what the agent does.
             await self.link.nc.publish(heartbeat(self.id), body)
         except Exception as exc:  # a closed connection: the next beat tries again
             log.debug("heartbeat of %s not sent: %s", self.id, exc)
-            return
+            return None
         self.counters.heartbeats += 1
         self.last_heartbeat_at = time.time()
+        return hb.ts
 
     async def flush(self) -> None:
         """Publish the whole backlog as chained batches; drop what the stream acknowledged."""

@@ -58,6 +58,7 @@ class SimOptions:
     backfill_minutes: int = 30  # rollups sent at start so a sparkline has a history at once
     jitter: bool = True  # spread the first heartbeat/rollup over one interval
     seed: int = 0
+    id_digits: int = 4  # device ids are <prefix>-<index, zero-padded to this many digits>
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.hub_url)
@@ -69,6 +70,8 @@ class SimOptions:
             raise SimError(f"must be nats://host:port, got {self.hub_url!r}", "hub_url")
         if not isinstance(self.count, int) or self.count < 1:
             raise SimError("must be a positive integer", "count")
+        if not 1 <= self.id_digits <= 12:
+            raise SimError("must be between 1 and 12", "id_digits")
         if not _PREFIX_RE.match(self.prefix):
             raise SimError("must be lower-case letters, digits, '-' (≤ 41)", "prefix")
         if not valid_device_id(self.device_id(self.first_index + self.count - 1)):
@@ -115,7 +118,7 @@ class SimOptions:
             raise SimError("must be ≥ 0", "first_index")
 
     def device_id(self, index: int) -> str:
-        return f"{self.prefix}-{index:04d}"
+        return f"{self.prefix}-{index:0{self.id_digits}d}"
 
     @property
     def ids(self) -> list[str]:

@@ -1,0 +1,144 @@
+"""A real ``signalbeam-hub run`` for the fleet benchmarks, with the bulk path they need.
+
+Bulk path (benchmarks only): devices are written into the hub's SQLite through its own
+store API (``Store.upsert_device``) before the hub starts, instead of one enrollment request
+each (each rewrites the nats-server config and reloads it; docs/performance.md has the
+measured rate). Such devices have no NATS user of their own: the simulator carries them over
+a few shared connections as the hub's own user (``SimOptions.connections``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from hub.store import Store
+from tests.harness.binaries import require_binary
+from tests.harness.procs import ManagedProcess
+from tests.integration.test_hub_api import HubProcess
+
+
+class BenchHub(HubProcess):
+    def __init__(
+        self,
+        data: Path,
+        *,
+        seed_devices: list[str] | tuple[str, ...] = (),
+        tags: tuple[str, ...] = ("bench",),
+        grace: int = 90,
+        litestream: bool = False,
+    ) -> None:
+        self.grace = grace
+        self.seed_seconds = 0.0
+
+        def seed(store: Store) -> None:
+            t0 = time.perf_counter()
+            for d in seed_devices:
+                store.upsert_device(d, "bench", hostname=d, arch="x86_64", engine="podman",
+                                    agent_version="0.1.0-sim", tags=tags, status="offline")  # fmt: skip
+            self.seed_seconds = time.perf_counter() - t0
+
+        super().__init__(data, litestream=litestream, seed=seed if seed_devices else None)
+
+    def start(self) -> None:
+        self.proc = ManagedProcess(
+            "hub",
+            [sys.executable, "-m", "hub.cli", "run", "--data", str(self.data),
+             "--offline-grace", str(self.grace)],
+            self.data.parent / f"{self.data.name}-hub.log",
+        )  # fmt: skip
+        self.proc.wait_ready(lambda: self.http("/health/ready")[0] == 200, timeout=120)
+
+    @property
+    def client_url(self) -> str:
+        return f"nats://127.0.0.1:{self.ports['client']}"
+
+    @property
+    def enroll_url(self) -> str:
+        return str(self.init["enroll_url"])
+
+    def secret(self, name: str) -> str:
+        return str(json.loads((self.data / "secrets.json").read_text())[name])
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        conn = sqlite3.connect(f"file:{self.data / 'hub.db'}?mode=ro", uri=True, timeout=10)
+        try:
+            return conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
+
+    def db_bytes(self) -> int:
+        """Bytes the database holds (pages in use, WAL included), not the file sizes."""
+        rows = self.query(
+            "SELECT page_count * page_size, freelist_count * page_size"
+            " FROM pragma_page_count(), pragma_page_size(), pragma_freelist_count()"
+        )
+        return int(rows[0][0] - rows[0][1])
+
+    def processes(self) -> list[psutil.Process]:
+        assert self.proc is not None
+        p = psutil.Process(self.proc.pid)
+        return [p, *p.children(recursive=True)]
+
+    def replica_has(self, sql: str, params: tuple[Any, ...]) -> tuple[bool, float]:
+        """Restore the litestream replica to a temp file and run ``sql`` there: (found,
+        seconds the restore took)."""
+        url = "file://" + str(self.data / "replica")
+        with tempfile.TemporaryDirectory(prefix="sb-restore-") as tmp:
+            out = Path(tmp) / "r.db"
+            t0 = time.perf_counter()
+            r = subprocess.run(
+                [require_binary("litestream"), "restore", "-o", str(out), url],
+                capture_output=True, text=True, timeout=120, env={**os.environ},
+            )  # fmt: skip
+            took = time.perf_counter() - t0
+            if r.returncode != 0 or not out.exists():
+                return False, took
+            conn = sqlite3.connect(str(out))
+            try:
+                return bool(conn.execute(sql, params).fetchall()), took
+            finally:
+                conn.close()
+
+
+class CpuMeter:
+    """CPU seconds of a set of processes over a window, as % of one core."""
+
+    def __init__(self, procs: list[psutil.Process]) -> None:
+        self.procs = procs
+        self.t0 = time.monotonic()
+        self.c0 = self._cpu()
+
+    def _cpu(self) -> float:
+        total = 0.0
+        for p in self.procs:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+        return total
+
+    def percent(self) -> float:
+        return 100.0 * (self._cpu() - self.c0) / max(1e-9, time.monotonic() - self.t0)
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def loadavg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
