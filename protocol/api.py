@@ -75,7 +75,10 @@ REQUESTS: dict[str, tuple[bool, dict[str, FieldDoc]]] = {
     "bundles.list": (False, {}),
     "bundles.get": (False, {"name": ("str", True), "version": ("str", False)}),
     "bundles.versions": (False, {"name": ("str", True)}),
-    "assign": (True, {"target": ("str", True), "bundle": ("str", True)}),
+    "assign": (
+        True,
+        {"target": ("str", True), "bundle": ("str", True), "dry_run": ("bool", False)},
+    ),
     "unassign": (True, {"target": ("str", True)}),
     "assignments.list": (False, {}),
     "events.list": (False, {"device": ("str", False), **PAGE}),
@@ -108,6 +111,7 @@ REQUESTS: dict[str, tuple[bool, dict[str, FieldDoc]]] = {
             "target": ("str", True),
             "canary_percent": ("int", False),
             "max_failures": ("int", False),
+            "dry_run": ("bool", False),
         },
     ),
     "rollouts.list": (False, {"state": ("str", False), **PAGE}),
@@ -118,6 +122,10 @@ REQUESTS: dict[str, tuple[bool, dict[str, FieldDoc]]] = {
 }
 
 VERBS: tuple[str, ...] = tuple(REQUESTS)
+
+
+# Writes that take "dry_run": true: they then write nothing, so a read-only key may ask.
+DRY_RUN_VERBS: tuple[str, ...] = ("assign", "rollouts.start")
 
 
 def is_write(verb: str) -> bool:

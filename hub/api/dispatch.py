@@ -18,7 +18,7 @@ from hub.api.validate import parse_body
 from hub.errors import Conflict, Forbidden, HubError, Invalid, NotFound, TooLarge
 from hub.store import Store
 from protocol import errors as codes
-from protocol.api import MAX_BODY_BYTES, REQUESTS, is_write
+from protocol.api import DRY_RUN_VERBS, MAX_BODY_BYTES, REQUESTS, is_write
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +76,20 @@ def admit(
     caller = Caller(key["id"], key["name"], key["role"])
     if verb not in known or verb not in REQUESTS:
         raise NotFound(f"unknown API verb {verb!r}", field="verb")
-    if is_write(verb) and caller.role != "admin":
+    if is_write(verb) and caller.role != "admin" and not _dry_run(verb, raw):
         raise Forbidden(f"{verb} needs an admin key; this key is {caller.role}")
     return caller, parse_body(raw, REQUESTS[verb][1])
+
+
+def _dry_run(verb: str, raw: bytes) -> bool:
+    """The one exception to the role check: a dry run writes nothing, so any key may ask.
+    A body that does not parse is no dry run (the caller gets ``forbidden`` as before)."""
+    if verb not in DRY_RUN_VERBS:
+        return False
+    try:
+        return parse_body(raw, REQUESTS[verb][1]).get("dry_run") is True
+    except HubError:
+        return False
 
 
 def _failed(verb: str, exc: Exception, caller: Caller | None) -> Reply:

@@ -17,6 +17,7 @@ from bundles.hashing import content_hash
 from bundles.validate import from_dict
 from bundles.versions import bundle_name_error, parse_ref, version_error
 from hub import __version__
+from hub.api import dryrun
 from hub.api import summary as sv
 from hub.api import validate as v
 from hub.desired import Assignment
@@ -98,6 +99,21 @@ def _devices_for_target(store: Store, kind: str, target: str) -> list[str]:
     else:
         sql = "SELECT device_id FROM device_tags WHERE tag = ?"
     return [r[0] for r in store.conn.execute(sql, (target,))]
+
+
+def _live(store: Store, ids: list[str]) -> list[str]:
+    """The ones of ``ids`` not decommissioned (a decommissioned device runs nothing)."""
+    out: list[str] = []
+    for i in range(0, len(ids), 500):
+        part = ids[i : i + 500]
+        out += [
+            r[0]
+            for r in store.conn.execute(
+                f"SELECT id FROM devices WHERE decommissioned = 0 AND id IN ({','.join('?' * len(part))})",
+                part,
+            )
+        ]
+    return out
 
 
 # --- devices -----------------------------------------------------------------------------
@@ -306,6 +322,13 @@ def _assignment_dict(a: Assignment) -> dict[str, Any]:
 def assign(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
     kind, target = v.target(body["target"])
     bundle, version = parse_ref(body["bundle"], field="bundle")
+    if body.get("dry_run"):
+
+        def rehearsal() -> list[str]:
+            store.assign(kind, target, bundle, version)  # every check the real one makes
+            return _live(store, _devices_for_target(store, kind, target))
+
+        return Outcome(dryrun.result(dryrun.rehearse(store, rehearsal)))
     with store.tx():
         affected = _devices_for_target(store, kind, target)
         a, changes = _tracking_desired(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from bundles.versions import parse_ref
+from hub.api import dryrun
 from hub.api import validate as v
 from hub.api.handlers import Caller, Change, Handler, Outcome
 from hub.errors import Conflict, Invalid
@@ -38,6 +39,14 @@ def start(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
     bundle, version = parse_ref(body["bundle"], field="bundle")
     canary = v.int_range(body, "canary_percent", 0, MAX_CANARY, 0)
     max_failures = v.int_range(body, "max_failures", 0, 1_000_000, 0)
+    if body.get("dry_run"):
+
+        def rehearsal() -> list[str]:
+            rid = rs.create(store, kind, target, bundle, version, canary, max_failures)
+            return [t["device_id"] for t in rs.target_rows(store, rid)]
+
+        with dryrun.quiet(rs.log):  # it would log the rollout as started
+            return Outcome(dryrun.result(dryrun.rehearse(store, rehearsal)))
     rollout_id = rs.create(store, kind, target, bundle, version, canary, max_failures)
     out = rs.describe(store, rollout_id)
     return Outcome(out, [Change(KIND, "started", _notice(out))])

@@ -157,3 +157,24 @@ async def test_summary_limit_is_capped(admin: HubClient) -> None:
     with pytest.raises(ApiError) as exc:
         await admin.call("devices.list", {"view": "summary", "limit": 501})
     assert exc.value.code == "invalid" and exc.value.field == "limit"
+
+
+async def test_dry_runs_over_nats_for_a_readonly_key(hub: SyncHub, admin: HubClient) -> None:
+    pushed = await admin.call("bundles.push", {"spec": spec("1.3.0")})
+    ref = f"{pushed['bundle']}@{pushed['version']}"
+    tok = await token(admin, uses=3)
+    for i in range(3):
+        await enroll_device(hub, tok, f"dry-{i}", tags=("dry",))
+    created = await admin.call("keys.create", {"name": "dry-viewer", "role": "readonly"})
+    before = hub.query("SELECT count(*) FROM events")[0][0]
+    async with hub.client(created["key"]) as ro:
+        body = {"target": "tag:dry", "bundle": ref, "dry_run": True}
+        want = {"dry_run": True, "devices": 3, "sample": ["dry-0", "dry-1", "dry-2"]}
+        assert await ro.call("assign", body) == want
+        assert await ro.call("rollouts.start", body) == want
+        with pytest.raises(ApiError) as exc:
+            await ro.call("assign", {**body, "dry_run": False})
+        assert exc.value.code == "forbidden"
+    assert hub.query("SELECT count(*) FROM events")[0][0] == before
+    assert hub.query("SELECT count(*) FROM assignments")[0][0] == 0
+    assert hub.query("SELECT count(*) FROM rollouts")[0][0] == 0

@@ -304,3 +304,73 @@ async def test_device_notices_at_most_one_per_interval() -> None:
         await asyncio.sleep(0.02)
     assert sent[2][1] is None
     await n.stop()
+
+
+# --- dry runs ----------------------------------------------------------------------------
+DRY_TABLES = ("assignments", "events", "rollouts", "rollout_targets", "desired_published")
+
+
+def _snapshot(store: Store) -> dict[str, list[Any]]:
+    return {t: store.rows(f"SELECT * FROM {t} ORDER BY rowid") for t in DRY_TABLES}
+
+
+@pytest.mark.parametrize("key", ["admin", "ro"])
+def test_dry_runs_count_devices_and_write_nothing(fleet: Env, key: str) -> None:
+    ref: str = fleet.ref  # type: ignore[attr-defined]
+    for i in range(4, 30):
+        fleet.store.upsert_device(f"dev-{i:02d}", "acme", tags=["many"])
+    fleet.store.decommission_device("dev-29")
+    before = _snapshot(fleet.store)
+    out = fleet.call("assign", {"target": "tag:many", "bundle": ref, "dry_run": True}, key=key)
+    assert out["dry_run"] is True and out["devices"] == 25, out
+    assert out["sample"] == sorted(out["sample"]) and len(out["sample"]) == 20
+    assert "dev-29" not in out["sample"]
+    out = fleet.call(
+        "rollouts.start", {"bundle": ref, "target": "tag:lab", "dry_run": True}, key=key
+    )
+    assert out == {"dry_run": True, "devices": 2, "sample": ["dev-0", "dev-1"]}
+    assert _snapshot(fleet.store) == before
+    # The real thing still works afterwards (the rehearsal left no transaction open).
+    assert not is_error(fleet.call("rollouts.start", {"bundle": ref, "target": "tag:lab"}))
+
+
+@pytest.mark.parametrize(
+    ("verb", "body", "code", "field"),
+    [
+        ("assign", {"target": "group:nope", "bundle": "wm@1.0.0"}, "not_found", "bundle"),
+        ("assign", {"target": "group:nope", "bundle": "REF"}, "not_found", "target"),
+        ("assign", {"target": "planet:x", "bundle": "REF"}, "invalid", "target"),
+        ("rollouts.start", {"target": "tag:none", "bundle": "REF"}, "invalid", "target"),
+        (
+            "rollouts.start",
+            {"target": "tag:lab", "bundle": "REF", "canary_percent": 101},
+            "invalid",
+            "canary_percent",
+        ),
+    ],
+)
+def test_dry_runs_validate_like_the_real_write(
+    fleet: Env, verb: str, body: dict[str, Any], code: str, field: str
+) -> None:
+    ref: str = fleet.ref  # type: ignore[attr-defined]
+    body = {k: (ref if v == "REF" else v) for k, v in body.items()}
+    before = _snapshot(fleet.store)
+    out = fleet.call(verb, {**body, "dry_run": True}, key="ro")
+    assert is_error(out) and out["error"]["code"] == code and out["error"]["field"] == field, out
+    assert _snapshot(fleet.store) == before
+
+
+@pytest.mark.parametrize("dry", [False, "yes", None])
+def test_readonly_keys_may_only_dry_run(fleet: Env, dry: Any) -> None:
+    ref: str = fleet.ref  # type: ignore[attr-defined]
+    body: dict[str, Any] = {"target": "tag:lab", "bundle": ref}
+    if dry is not None:
+        body["dry_run"] = dry
+    for verb in ("assign", "rollouts.start"):
+        out = fleet.call(verb, body, key="ro")
+        assert is_error(out) and out["error"]["code"] == "forbidden", out
+    # Only the declared verbs know dry_run at all.
+    out = fleet.call("unassign", {"target": "tag:lab", "dry_run": True}, key="ro")
+    assert out["error"]["code"] == "forbidden"
+    out = fleet.call("unassign", {"target": "tag:lab", "dry_run": True})
+    assert out["error"]["code"] == "invalid" and out["error"]["field"] == "dry_run"
