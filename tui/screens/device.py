@@ -1,10 +1,14 @@
-"""Device detail: facts, reported state "as of", containers, paged events, metric sparklines."""
+"""Device detail: Overview (facts, reported state, metric sparklines over 1 h / 24 h / 7 d),
+Containers, Events (paged), Logs (live tail with search) and Journal (why the last
+reconcile did what it did, and why the device is stuck if it is)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
@@ -22,41 +26,91 @@ from textual.widgets import (
     TabPane,
 )
 
+from tui.screens import detail_model as dm
 from tui.screens import model
-from tui.widgets.base import HubView, call, job
+from tui.screens.dialogs import ConfirmScreen
+from tui.widgets.base import HubView, call, hub_app, job
+from tui.widgets.logs import LogsPane
 
 EVENTS_PAGE = 15
-METRICS_WINDOW = 3600  # seconds of 1-minute rollups to draw
 METRICS_SHOWN = 6  # sparklines; more would not fit a 24-line terminal anyway
+# Change kinds that can touch one device's page; others (bundles pushed, keys) cannot.
+KINDS = frozenset({"devices", "reported", "desired", "assignments", "groups", "rollouts"})
+TABS = {
+    "overview": "device-overview",
+    "containers": "device-containers-pane",
+    "events": "device-events-pane",
+    "logs": "device-logs-pane",
+    "journal": "device-journal-pane",
+}
+DEVICE_WAIT = 4  # seconds the hub waits for the device on restart / reconcile
+
+
+def concerns(doc: Mapping[str, Any] | None, device_id: str) -> bool:
+    """Whether a change notice names this device (no list of ids: it may)."""
+    if not doc:
+        return True
+    ids = doc.get("ids", doc.get("devices", doc.get("id", ...)))
+    if ids is ... or ids is None:
+        return True
+    if isinstance(ids, str):
+        return ids == device_id
+    return isinstance(ids, list) and device_id in ids
 
 
 class DeviceView(HubView):
-    IGNORED = frozenset({"bundles", "tokens", "keys"})
+    KINDS = KINDS
+    DEFAULT_CSS = """
+    DeviceView { height: 1fr; }
+    DeviceView #device-facts, DeviceView #device-reported { height: auto; }
+    DeviceView #device-containers { height: auto; max-height: 6; }
+    DeviceView #device-metrics-note { height: 1; margin-top: 1; color: $text-muted; }
+    DeviceView #device-metrics { height: auto; }
+    DeviceView .metric { height: 1; margin-bottom: 1; }
+    DeviceView #device-journal { height: auto; }
+    """
 
     def __init__(self, device_id: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.device_id = device_id
         self.cursors: list[str | None] = [None]  # cursor of each events page shown so far
         self.next_cursor: str | None = None
+        self.window = dm.WINDOWS[0]
+        self.device: dict[str, Any] | None = None
+        self.now: Callable[[], float] = time.time  # frozen by snapshot tests
 
     def compose(self) -> ComposeResult:
         with TabbedContent(id="device-tabs"):
-            with TabPane("Overview", id="device-overview"), VerticalScroll():
+            with TabPane("Overview", id=TABS["overview"]), VerticalScroll():
                 yield Static("loading…", id="device-facts")
                 yield Static("", id="device-reported")
                 table: DataTable[str] = DataTable(id="device-containers", cursor_type="row")
                 table.add_columns("Container", "State", "Health")
                 yield table
-            with TabPane("Events", id="device-events-pane"):
+                yield Static("", id="device-metrics-note")
+                yield VerticalScroll(id="device-metrics")
+            with TabPane("Containers", id=TABS["containers"]):
+                boxes: DataTable[str] = DataTable(id="device-container-detail", cursor_type="row")
+                boxes.add_columns(*dm.CONTAINER_COLUMNS)
+                yield boxes
+            with TabPane("Events", id=TABS["events"]):
                 events: DataTable[str] = DataTable(id="device-events", cursor_type="row")
                 events.add_columns("Time (UTC)", "Kind", "Message")
                 yield events
                 yield Static("", id="device-events-page")
-            with TabPane("Metrics", id="device-metrics-pane"), VerticalScroll(id="device-metrics"):
-                yield Static("loading…", id="device-metrics-note")
+            with TabPane("Logs", id=TABS["logs"]):
+                yield LogsPane(self.device_id, id="device-logs")
+            with TabPane("Journal", id=TABS["journal"]), VerticalScroll():
+                yield Static("loading…", id="device-journal")
+
+    def hub_notice(self, doc: Mapping[str, Any]) -> None:
+        # A notice naming other devices only is not ours.
+        if concerns(doc, self.device_id):
+            self.hub_changed(str(doc.get("kind", "")))
 
     def hub_changed(self, kind: str) -> None:
-        # Only the first page follows live changes; an operator paging back keeps their place.
+        # Only the first events page follows live changes; an operator paging back keeps
+        # their place.
         if len(self.cursors) == 1:
             super().hub_changed(kind)
 
@@ -71,15 +125,20 @@ class DeviceView(HubView):
             self.cursors.pop()
             self.run_worker(job(self._events), group="events", exclusive=True)
 
+    def cycle_window(self) -> None:
+        self.window = dm.next_window(self.window.key)
+        self.run_worker(job(self._metrics), group="metrics", exclusive=True)
+
     async def load(self) -> None:
         device = await call(self, "devices.get", {"id": self.device_id})
         if device is not None:
-            self._facts(device)
+            self.show_device(device)
         await self._events()
         await self._metrics()
 
-    def _facts(self, d: dict[str, Any]) -> None:
-        now = time.time()
+    def show_device(self, d: dict[str, Any]) -> None:
+        self.device = d
+        now = self.now()
         desired = d.get("desired") or {}
         lines = [
             f"{d.get('id')}  {d.get('status')} (last seen {model.ago(d.get('last_seen'), now)})",
@@ -90,7 +149,12 @@ class DeviceView(HubView):
             f"desired {model.desired_ref(d) or 'nothing'}"
             + (f" (via {desired.get('via')})" if desired.get("via") else ""),
         ]
-        self.query_one("#device-facts", Static).update(Content("\n".join(lines)))
+        facts = Content("\n".join(lines))
+        style = dm.state_style(str(d.get("status") or ""))
+        if style:
+            end = len(str(d.get("id"))) + 2 + len(str(d.get("status")))
+            facts = facts.stylize(style, len(str(d.get("id"))) + 2, end)
+        self.query_one("#device-facts", Static).update(facts)
         reported = d.get("reported")
         if reported is None:
             text = "reported: nothing yet (the device has not synced)"
@@ -108,6 +172,13 @@ class DeviceView(HubView):
         table.clear()
         for c in model.containers(reported):
             table.add_row(str(c.get("name")), str(c.get("state")), str(c.get("health") or "-"))
+        detail: DataTable[str] = self.query_one("#device-container-detail", DataTable)
+        detail.clear()
+        for row in dm.container_rows(reported):
+            detail.add_row(*row, key=row[0])
+        self.query_one(LogsPane).set_containers(dm.container_names(reported))
+        journal = Content("\n".join(dm.journal_lines(d, now)))
+        self.query_one("#device-journal", Static).update(journal)
 
     async def _events(self) -> None:
         body: dict[str, Any] = {"device": self.device_id, "limit": EVENTS_PAGE}
@@ -116,12 +187,14 @@ class DeviceView(HubView):
         result = await call(self, "events.list", body)
         if result is None:
             return
+        self.show_events(result)
+
+    def show_events(self, result: dict[str, Any]) -> None:
         self.next_cursor = result.get("next_cursor")
         table: DataTable[str] = self.query_one("#device-events", DataTable)
         table.clear()
         for e in result.get("items", []):
-            ts = str(e.get("ts", ""))[:19].replace("T", " ")
-            table.add_row(ts, str(e.get("kind")), str(e.get("message") or ""))
+            table.add_row(*dm.event_row(e))
         page = len(self.cursors)
         hint = []
         if self.next_cursor is not None:
@@ -134,37 +207,50 @@ class DeviceView(HubView):
         self.query_one("#device-events-page", Static).update(Content(note))
 
     async def _metrics(self) -> None:
-        since = int(time.time()) - METRICS_WINDOW
-        result = await call(
-            self, "metrics.get", {"device": self.device_id, "resolution": "1m", "since": since}
-        )
+        win = self.window
+        body = dm.metrics_request(self.device_id, win, self.now())
+        result = await call(self, "metrics.get", body)
         if result is None:
             return
-        series: dict[str, list[float]] = {}
-        for m in result.get("items", []):
-            series.setdefault(str(m.get("name")), []).append(float(m.get("avg") or 0.0))
+        await self.show_metrics(dm.metric_series(result.get("items", [])))
+
+    async def show_metrics(self, series: dict[str, list[float]]) -> None:
+        win = self.window
+        others = " / ".join(w.key for w in dm.WINDOWS if w != win)
+        note = f"metrics over {win.key} ({win.resolution} averages) · t: {others}"
+        if not series:
+            note = f"no metrics in the last {win.key} · t: {others}"
+        self.query_one("#device-metrics-note", Static).update(Content(note))
         box = self.query_one("#device-metrics", VerticalScroll)
         await box.remove_children()
-        if not series:
-            await box.mount(Static("no metrics in the last hour", id="device-metrics-note"))
-            return
         widgets: list[Widget] = []
         for name in sorted(series)[:METRICS_SHOWN]:
             values = series[name]
-            widgets.append(Label(Content(f"{name}  last {values[-1]:.1f}  max {max(values):.1f}")))
+            widgets.append(Label(Content(dm.metric_label(name, values))))
             widgets.append(Sparkline(values, summary_function=max, classes="metric"))
         await box.mount_all(widgets)
 
 
 class DeviceScreen(Screen[None]):
     BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back"),
-        Binding("o", "tab('device-overview')", "Overview"),
-        Binding("e", "tab('device-events-pane')", "Events"),
-        Binding("m", "tab('device-metrics-pane')", "Metrics"),
-        Binding("n", "page('older')", "Older"),
-        Binding("p", "page('newer')", "Newer"),
-        Binding("ctrl+r", "reload", "Refresh"),
+        Binding("escape", "back", "Back"),
+        Binding("o", "tab('overview')", "Overview"),
+        Binding("c", "tab('containers')", "Containers"),
+        Binding("e", "tab('events')", "Events"),
+        Binding("l", "tab('logs')", "Logs"),
+        Binding("w", "tab('journal')", "Why (journal)"),
+        Binding("m", "tab('overview')", "Metrics", show=False),
+        Binding("t", "window", "1h/24h/7d", show=False),
+        Binding("n", "page('older')", "Older", show=False),
+        Binding("p", "page('newer')", "Newer", show=False),
+        Binding("slash", "search", "Search log", show=False),
+        Binding("f", "follow", "Follow log", show=False),
+        Binding("R", "restart", "Restart"),
+        Binding("g", "reconcile", "Reconcile", show=False),
+        Binding("D", "decommission", "Decommission", show=False),
+        Binding("j", "cursor('down')", "Down", show=False),
+        Binding("k", "cursor('up')", "Up", show=False),
+        Binding("ctrl+r", "reload", "Refresh", show=False),
     ]
 
     def __init__(self, device_id: str) -> None:
@@ -180,17 +266,98 @@ class DeviceScreen(Screen[None]):
         self.sub_title = f"device {self.device_id}"
         self.query_one(DeviceView).reload()
 
-    def action_tab(self, pane: str) -> None:
-        self.query_one("#device-tabs", TabbedContent).active = pane
+    @property
+    def view(self) -> DeviceView:
+        return self.query_one(DeviceView)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        read_only = bool(getattr(hub_app(self), "read_only", False))
+        return dm.write_allowed(action, read_only)
+
+    def action_back(self) -> None:
+        self.query_one(LogsPane).show(False)
+        self.app.pop_screen()
+
+    def action_tab(self, name: str) -> None:
+        self.query_one("#device-tabs", TabbedContent).active = TABS[name]
+
+    @on(TabbedContent.TabActivated, "#device-tabs")
+    def _tab_shown(self, event: TabbedContent.TabActivated) -> None:
+        self.query_one(LogsPane).show(event.pane.id == TABS["logs"])
+
+    def action_window(self) -> None:
+        self.action_tab("overview")
+        self.view.cycle_window()
 
     def action_page(self, direction: str) -> None:
         """Page the events (and show them, so the key always does something visible)."""
-        self.action_tab("device-events-pane")
-        view = self.query_one(DeviceView)
-        view.older() if direction == "older" else view.newer()
+        self.action_tab("events")
+        self.view.older() if direction == "older" else self.view.newer()
+
+    def action_search(self) -> None:
+        self.action_tab("logs")
+        self.query_one(LogsPane).search()
+
+    def action_follow(self) -> None:
+        self.action_tab("logs")
+        self.query_one(LogsPane).toggle_follow()
+
+    def action_cursor(self, direction: str) -> None:
+        target = self.focused
+        action = getattr(target, f"action_cursor_{direction}", None)
+        if action is None:
+            action = getattr(target, f"action_scroll_{direction}", None)
+        if callable(action):
+            action()
 
     def action_reload(self) -> None:
-        self.query_one(DeviceView).reload()
+        self.view.reload()
 
-    def hub_changed(self, kind: str) -> None:
-        self.query_one(DeviceView).hub_changed(kind)
+    # --- write actions, each after a confirmation naming what it touches ----------------
+    def _container(self) -> str | None:
+        """The container the operator means: the highlighted row of the Containers tab,
+        or the one the Logs tab shows, or the only one."""
+        tabs = self.query_one("#device-tabs", TabbedContent)
+        logs = self.query_one(LogsPane)
+        if tabs.active == TABS["logs"] and logs.container:
+            return logs.container
+        table: DataTable[str] = self.query_one("#device-container-detail", DataTable)
+        if table.row_count:
+            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+            return str(key) if key else None
+        return None
+
+    def action_restart(self) -> None:
+        container = self._container()
+        if container is None:
+            self.notify("no container to restart", title="restart", severity="warning")
+            return
+        question = f"Restart container {container} on {self.device_id} — 1 device?"
+        self._confirm(question, "devices.restart", {"container": container}, "restarted")
+
+    def action_reconcile(self) -> None:
+        question = f"Make {self.device_id} reconcile now — 1 device?"
+        self._confirm(question, "devices.reconcile", {}, "reconcile triggered")
+
+    def action_decommission(self) -> None:
+        question = (
+            f"Decommission {self.device_id} — 1 device? Its NATS user is revoked; it may "
+            "enroll again only with a new token."
+        )
+        self._confirm(question, "devices.decommission", {}, "decommissioned", wait=False)
+
+    def _confirm(
+        self, question: str, verb: str, body: dict[str, Any], done: str, wait: bool = True
+    ) -> None:
+        full = {"id": self.device_id, **body, **({"timeout": DEVICE_WAIT} if wait else {})}
+
+        async def run() -> None:
+            if await call(self.view, verb, full) is not None:
+                self.notify(f"{self.device_id}: {done}", title=verb, markup=False)
+                self.view.reload()
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.run_worker(job(run), group="write")
+
+        self.app.push_screen(ConfirmScreen(question), answered)

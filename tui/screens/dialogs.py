@@ -1,6 +1,10 @@
-"""Modal dialogs: yes/no confirmation, and the "cannot use the hub" screen."""
+"""Modal dialogs: yes/no confirmation, the "cannot use the hub" screen, and the small forms
+that lead to one (push a bundle file, start a rollout)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 from textual import on
 from textual.app import ComposeResult
@@ -8,7 +12,9 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.screen import ModalScreen
-from textual.widgets import Button, Static
+from textual.widgets import Button, Input, Label, Select, Static
+
+from tui.screens import detail_model as dm
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -68,3 +74,124 @@ class HubErrorScreen(ModalScreen[str]):
     @on(Button.Pressed)
     def _pressed(self, event: Button.Pressed) -> None:
         self.dismiss("retry" if event.button.id == "hub-error-retry" else "quit")
+
+
+class PushScreen(ModalScreen[str | None]):
+    """Asks for a bundle file's path; dismisses with it, or None."""
+
+    DEFAULT_CSS = """
+    PushScreen { align: center middle; }
+    PushScreen #push-path { margin: 1 0; }
+    """
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="push-dialog", classes="dialog"):
+            yield Static(Content("Push a bundle file (YAML) to the hub"), id="push-title")
+            yield Input(placeholder="path/to/bundle.yaml", id="push-path")
+            with Horizontal(classes="buttons"):
+                yield Button("Push", variant="primary", id="push-go")
+                yield Button("Cancel (esc)", id="push-cancel")
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    @on(Input.Submitted, "#push-path")
+    @on(Button.Pressed, "#push-go")
+    def _go(self) -> None:
+        path = self.query_one("#push-path", Input).value.strip()
+        if not path:
+            self.notify("type the path of a bundle file", title="push", severity="warning")
+            return
+        self.dismiss(path)
+
+    @on(Button.Pressed, "#push-cancel")
+    def _cancel(self) -> None:
+        self.dismiss(None)
+
+
+@dataclass(frozen=True)
+class RolloutRequest:
+    bundle: str
+    target: str
+    canary_percent: int | None
+    max_failures: int | None
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"bundle": self.bundle, "target": self.target}
+        if self.canary_percent is not None:
+            out["canary_percent"] = self.canary_percent
+        if self.max_failures is not None:
+            out["max_failures"] = self.max_failures
+        return out
+
+
+class RolloutStartScreen(ModalScreen[RolloutRequest | None]):
+    """The rollout form: bundle@version, target, canary percent, failures tolerated.
+
+    Dismisses with the request (the caller counts the devices and confirms) or None.
+    """
+
+    DEFAULT_CSS = """
+    RolloutStartScreen { align: center middle; }
+    RolloutStartScreen .field { height: 3; }
+    RolloutStartScreen .field Label { width: 18; padding: 1 0 0 0; }
+    RolloutStartScreen .field Input, RolloutStartScreen .field Select { width: 1fr; }
+    """
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, refs: list[str], bundle: str | None = None, target: str = "") -> None:
+        super().__init__()
+        self.refs = refs
+        self.bundle = bundle
+        self.target = target
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="rollout-dialog", classes="dialog"):
+            yield Static(Content("Start a rollout"), id="rollout-form-title")
+            with Horizontal(classes="field"):
+                yield Label("bundle@version")
+                select: Select[str] = Select(
+                    [(r, r) for r in self.refs], prompt="bundle@version", id="rollout-bundle"
+                )
+                if self.bundle in self.refs:
+                    select.value = self.bundle
+                yield select
+            with Horizontal(classes="field"):
+                yield Label("target")
+                yield Input(
+                    self.target, placeholder="device:ID, group:NAME or tag:NAME",
+                    id="rollout-target",
+                )  # fmt: skip
+            with Horizontal(classes="field"):
+                yield Label("canary %")
+                yield Input(placeholder="e.g. 10 (blank: one wave)", id="rollout-canary")
+            with Horizontal(classes="field"):
+                yield Label("max failures")
+                yield Input(placeholder="blank: 0", id="rollout-max-failures")
+            with Horizontal(classes="buttons"):
+                yield Button("Start…", variant="primary", id="rollout-go")
+                yield Button("Cancel (esc)", id="rollout-cancel")
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    @on(Button.Pressed, "#rollout-cancel")
+    def _cancel(self) -> None:
+        self.dismiss(None)
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#rollout-go")
+    def _go(self) -> None:
+        bundle = self.query_one("#rollout-bundle", Select).value
+        try:
+            req = dm.rollout_request(
+                bundle if isinstance(bundle, str) else None,
+                self.query_one("#rollout-target", Input).value,
+                self.query_one("#rollout-canary", Input).value,
+                self.query_one("#rollout-max-failures", Input).value,
+            )
+        except ValueError as exc:
+            self.notify(str(exc), title="rollout", severity="error", markup=False)
+            return
+        self.dismiss(RolloutRequest(*req))

@@ -12,8 +12,10 @@ from textual.suggester import SuggestFromList
 from textual.widgets import Button, DataTable, Input, Select, Static
 
 from protocol.api import TARGET_KINDS
+from tui.screens import detail_model as dm
 from tui.screens.dialogs import ConfirmScreen
-from tui.widgets.base import HubView, call, job
+from tui.widgets.base import HubView, call, hub_app, job
+from tui.widgets.impact import count_target, devices_touched
 
 RULE = "Most specific wins: device > group > tag; between equals, the newest."
 
@@ -97,12 +99,29 @@ class AssignView(HubView):
             self.notify(problem, title="assign", severity="error", markup=False)
             return
         assert isinstance(bundle, str)
+        if self.read_only():
+            self.notify("read-only mode: assigning is off", title="assign", severity="warning")
+            return
+        self.run_worker(job(self._ask_assign, target, bundle), group="assign", exclusive=True)
+
+    async def _ask_assign(self, target: str, bundle: str) -> None:
+        dry = await devices_touched(self, "assign", {"target": target, "bundle": bundle})
 
         def confirmed(yes: bool | None) -> None:
             if yes:
                 self.run_worker(job(self._do_assign, target, bundle), group="assign")
 
-        self.app.push_screen(ConfirmScreen(f"Assign {bundle} to {target}?"), confirmed)
+        self.app.push_screen(ConfirmScreen(dm.assign_question(bundle, target, dry)), confirmed)
+
+    def read_only(self) -> bool:
+        return bool(getattr(hub_app(self), "read_only", False))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return dm.write_allowed(action, self.read_only())
+
+    def on_mount(self) -> None:
+        # Greyed rather than hidden: the form still shows what could be assigned.
+        self.query_one("#assign-go", Button).disabled = self.read_only()
 
     async def _do_assign(self, target: str, bundle: str) -> None:
         result = await call(self, "assign", {"target": target, "bundle": bundle})
@@ -123,11 +142,20 @@ class AssignView(HubView):
         if not target:
             return
 
+        self.run_worker(job(self._ask_unassign, target), group="assign", exclusive=True)
+
+    async def _ask_unassign(self, target: str) -> None:
+        # What the hub would tell about the devices under this target; unassigning sends
+        # them back to their next most specific assignment (or nothing).
+        dry = await count_target(self, target)
+        kind, _, name = target.partition(":")
+        question = f"Remove the assignment of {kind} {name} — {dm.impact(dry)}?"
+
         def confirmed(yes: bool | None) -> None:
             if yes:
                 self.run_worker(job(self._do_unassign, target), group="assign")
 
-        self.app.push_screen(ConfirmScreen(f"Remove the assignment of {target}?"), confirmed)
+        self.app.push_screen(ConfirmScreen(question), confirmed)
 
     async def _do_unassign(self, target: str) -> None:
         if await call(self, "unassign", {"target": target}) is not None:

@@ -1,0 +1,370 @@
+"""Pure view logic for the drill-down screens: device detail (metrics windows, containers,
+the reconcile journal, log search and live tail), confirmation texts, read-only rules and
+state colours.
+
+No Textual and no I/O here, so every rule is unit-tested directly. Readers tolerate missing
+or unexpected fields: a reported state document is whatever the device last sent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tui.screens import model
+
+# --- metrics windows -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    key: str  # what the operator sees: 1h, 24h, 7d
+    seconds: int
+    resolution: str  # the hub's rollup table: 1m or 1h
+
+
+# 24 h of 1-minute rows for a dozen metrics would pass the hub's 10 000-row cap (it would
+# cut the names sorted last), so the longer windows read the hourly rollups.
+WINDOWS = (Window("1h", 3600, "1m"), Window("24h", 86400, "1h"), Window("7d", 7 * 86400, "1h"))
+
+
+def next_window(key: str) -> Window:
+    keys = [w.key for w in WINDOWS]
+    return WINDOWS[(keys.index(key) + 1) % len(WINDOWS)] if key in keys else WINDOWS[0]
+
+
+def window(key: str) -> Window:
+    return next((w for w in WINDOWS if w.key == key), WINDOWS[0])
+
+
+def metrics_request(device_id: str, win: Window, now: float) -> dict[str, Any]:
+    return {"device": device_id, "resolution": win.resolution, "since": int(now) - win.seconds}
+
+
+def metric_series(items: Iterable[Any]) -> dict[str, list[float]]:
+    """``metrics.get`` rows as one series of averages per metric name, oldest first."""
+    rows = [r for r in items if isinstance(r, Mapping) and r.get("name") is not None]
+    rows.sort(key=lambda r: (str(r["name"]), float(r.get("ts") or 0)))
+    out: dict[str, list[float]] = {}
+    for r in rows:
+        value = r.get("avg")
+        out.setdefault(str(r["name"]), []).append(
+            float(value) if isinstance(value, int | float) else 0.0
+        )
+    return out
+
+
+def metric_label(name: str, values: Sequence[float]) -> str:
+    if not values:
+        return f"{name}  no data"
+    return f"{name}  last {values[-1]:.1f}  min {min(values):.1f}  max {max(values):.1f}"
+
+
+# --- containers ----------------------------------------------------------------------------
+CONTAINER_COLUMNS = ("Container", "Service", "State", "Health", "Restarts", "Image")
+
+
+def container_rows(reported: Any) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = []
+    for c in model.containers(reported):
+        restarts = c.get("restarts", c.get("restart_count"))
+        rows.append(
+            (
+                str(c.get("name") or "?"),
+                str(c.get("service") or "-"),
+                str(c.get("state") or "-"),
+                str(c.get("health") or "-"),
+                str(restarts) if isinstance(restarts, int) else "-",
+                str(c.get("image") or "-"),
+            )
+        )
+    return rows
+
+
+def container_names(reported: Any) -> list[str]:
+    return [str(c.get("name")) for c in model.containers(reported) if c.get("name")]
+
+
+# --- events --------------------------------------------------------------------------------
+def event_row(e: Mapping[str, Any]) -> tuple[str, str, str]:
+    ts = str(e.get("ts", ""))[:19].replace("T", " ")
+    return ts, str(e.get("kind") or "-"), str(e.get("message") or "")
+
+
+# --- journal: why the last reconcile did what it did ---------------------------------------
+def _ts(value: Any, now: float) -> str:
+    """The agent's epoch seconds (or the hub's ISO text) as ``HH:MM:SS UTC (5m ago)``."""
+    if isinstance(value, int | float):
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(value))
+        return f"{stamp} UTC ({model.age(now - value)} ago)"
+    parsed = model.parse_ts(value)
+    if parsed is None:
+        return "-"
+    return f"{str(value)[:19].replace('T', ' ')} UTC ({model.age(now - parsed)} ago)"
+
+
+def _part(state: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    part = state.get(name)
+    return part if isinstance(part, Mapping) else {}
+
+
+def journal_lines(device: Mapping[str, Any], now: float) -> list[str]:
+    """What the device last decided and, when it is not converging, why.
+
+    From ``devices.get``: the hub's desired version (and generation), and the reported
+    ``desired`` (what the agent has received), ``deployment`` (what it applied, and the
+    outcome) and ``reconcile`` (its last run that changed something or failed: trigger,
+    result, reason) parts. The agent keeps the full step journal locally
+    (``signalbeam-agent status``); only these summaries travel.
+    """
+    reported = device.get("reported")
+    state = reported.get("state") if isinstance(reported, Mapping) else None
+    want = model.desired_ref(device)
+    want_gen = device.get("desired_generation")
+    lines = [
+        f"hub wants: {want or 'nothing assigned'}"
+        + (f" (generation {want_gen})" if want_gen else "")
+    ]
+    if not isinstance(state, Mapping):
+        lines.append("the device has reported nothing yet: it has not synced since enrolling")
+        lines += [f"stuck: {s}" for s in stuck_reasons(device, now)]
+        return lines
+    got = _part(state, "desired")
+    if got:
+        lines.append(
+            f"device has: {got.get('bundle_ref') or '-'} (generation {got.get('generation', '-')}, "
+            f"{got.get('source') or 'hub'})"
+        )
+    dep = _part(state, "deployment")
+    if dep:
+        line = f"deployment: {dep.get('bundle_ref') or '-'} {dep.get('status') or '?'}"
+        if dep.get("reason"):
+            line += f" — {dep['reason']}"
+        lines.append(line)
+        if dep.get("started_at") is not None:
+            lines.append(f"  started {_ts(dep.get('started_at'), now)}")
+        if dep.get("finished_at") is not None:
+            lines.append(f"  finished {_ts(dep.get('finished_at'), now)}")
+    run = _part(state, "reconcile")
+    if run:
+        line = (
+            f"last reconcile: {run.get('result') or 'running'} (trigger {run.get('trigger') or '-'}, "
+            f"generation {run.get('generation', '-')}, {run.get('steps', '?')} step(s))"
+        )
+        lines.append(line)
+        if run.get("reason"):
+            lines.append(f"  reason: {run['reason']}")
+        if run.get("finished_at") is not None:
+            lines.append(f"  at {_ts(run.get('finished_at'), now)}")
+    else:
+        lines.append("last reconcile: none that changed anything has been reported")
+    stuck = stuck_reasons(device, now)
+    lines += [f"stuck: {s}" for s in stuck] or ["converged: nothing is holding the device back"]
+    return lines
+
+
+def stuck_reasons(device: Mapping[str, Any], now: float) -> list[str]:
+    """Why the device does not run what the hub wants, each as one sentence; [] = fine."""
+    out: list[str] = []
+    status = str(device.get("status") or "unknown")
+    reported = device.get("reported")
+    state = reported.get("state") if isinstance(reported, Mapping) else None
+    want = model.desired_ref(device)
+    running = model.running_ref(reported)
+    if status != "online" and status != "decommissioned":
+        out.append(
+            f"the device is {status} (last seen {model.ago(device.get('last_seen'), now)}): "
+            "it gets the new desired state when it reconnects"
+        )
+    if not isinstance(state, Mapping):
+        return out
+    got = _part(state, "desired")
+    dep = _part(state, "deployment")
+    if want is not None and got and got.get("bundle_ref") not in (None, want):
+        out.append(f"the device has not received {want} yet (it has {got.get('bundle_ref')})")
+    if dep.get("status") in ("failed", "rolled_back"):
+        out.append(
+            f"{dep.get('bundle_ref') or 'the deployment'} {dep['status']}: {dep.get('reason') or 'no reason given'}"
+        )
+    elif dep.get("status") == "applying" and want is not None:
+        out.append(f"still applying {dep.get('bundle_ref') or want}")
+    run = _part(state, "reconcile")
+    if run.get("result") == "failed" and dep.get("status") not in ("failed", "rolled_back"):
+        out.append(
+            f"last reconcile failed: {run.get('reason') or 'no reason given'}; the agent retries"
+        )
+    bad = [
+        f"{c.get('name')} {c.get('health') if c.get('health') == 'unhealthy' else c.get('state')}"
+        for c in model.containers(reported)
+        if c.get("health") == "unhealthy" or c.get("state") in model.BAD_CONTAINER_STATES
+    ]
+    if bad:
+        out.append("containers not healthy: " + ", ".join(bad))
+    sync_behind = device.get("sync_behind")
+    if isinstance(sync_behind, int) and sync_behind > 0:
+        out.append(f"the hub has not received {sync_behind} report row(s) the device holds")
+    if want is not None and running is not None and want != running and not out:
+        out.append(f"runs {running}, not {want} yet")
+    return out
+
+
+# --- logs ----------------------------------------------------------------------------------
+MAX_LOG_LINES = 2000  # kept in the view; older ones scroll away
+
+
+def merge_tail(old: Sequence[str], new: Sequence[str]) -> list[str]:
+    """Append a fresh tail to what is shown without repeating the overlap.
+
+    The remote ``logs`` command only returns the last N lines, so a live tail re-polls; the
+    longest suffix of ``old`` that is a prefix of ``new`` is the overlap. With no overlap
+    (the log rolled past a whole tail between polls) the new tail is appended whole.
+    """
+    longest = min(len(old), len(new))
+    for size in range(longest, 0, -1):
+        if list(old[-size:]) == list(new[:size]):
+            merged = list(old) + list(new[size:])
+            break
+    else:
+        merged = list(old) + list(new)
+    return merged[-MAX_LOG_LINES:]
+
+
+def search_lines(lines: Sequence[str], query: str) -> list[str]:
+    """Case-insensitive substring search; an empty query keeps every line."""
+    q = query.strip().lower()
+    return list(lines) if not q else [line for line in lines if q in line.lower()]
+
+
+# --- confirmations -------------------------------------------------------------------------
+SAMPLE_SHOWN = 3
+
+
+def impact(dry: Mapping[str, Any] | None) -> str:
+    """``12 devices (pi-01, pi-02, pi-03, …)`` from a ``dry_run`` reply; None = unknown."""
+    if dry is None or not isinstance(dry.get("devices"), int):
+        return "the hub could not count the devices in advance"
+    n = int(dry["devices"])
+    sample = [str(s) for s in dry.get("sample") or []][:SAMPLE_SHOWN]
+    text = f"{n}{'+' if dry.get('more') else ''} device" + ("" if n == 1 else "s")
+    if sample:
+        text += " (" + ", ".join(sample) + (", …" if n > len(sample) else "") + ")"
+    return text
+
+
+def assign_question(bundle: str, target: str, dry: Mapping[str, Any] | None) -> str:
+    kind, _, name = target.partition(":")
+    return f"Assign {bundle} to {kind} {name} — {impact(dry)}?"
+
+
+def rollout_question(
+    bundle: str, target: str, canary: int | None, max_failures: int | None,
+    dry: Mapping[str, Any] | None,
+) -> str:  # fmt: skip
+    kind, _, name = target.partition(":")
+    waves = f"canary {canary}% first" if canary else "one wave"
+    return (
+        f"Start a rollout of {bundle} to {kind} {name} — {impact(dry)}; {waves}, "
+        f"{max_failures or 0} failure(s) tolerated?"
+    )
+
+
+def target_problem(target: str) -> str | None:
+    """Why a typed target cannot be right, before asking the hub (which checks it again)."""
+    kind, sep, name = target.partition(":")
+    if not sep or kind not in ("device", "group", "tag") or not name:
+        return f"target must be device:ID, group:NAME or tag:NAME, got {target!r}"
+    return None
+
+
+def rollout_request(
+    bundle: str | None, target: str, canary: str, max_failures: str
+) -> tuple[str, str, int | None, int | None]:
+    """The rollout form's fields checked and parsed; ``ValueError`` says what is wrong."""
+    if not bundle:
+        raise ValueError("pick a bundle@version first")
+    target = target.strip()
+    problem = target_problem(target)
+    if problem is not None:
+        raise ValueError(problem)
+    pct: int | None = None
+    if canary.strip():
+        text = canary.strip().rstrip("%")
+        if not text.isdigit() or not 0 <= int(text) <= 100:
+            raise ValueError(f"canary must be a percentage 0-100, got {canary.strip()!r}")
+        pct = int(text)
+    fails: int | None = None
+    if max_failures.strip():
+        if not max_failures.strip().isdigit():
+            raise ValueError(f"max failures must be a whole number, got {max_failures.strip()!r}")
+        fails = int(max_failures.strip())
+    return bundle, target, pct, fails
+
+
+def rollout_action_question(action: str, rollout: Mapping[str, Any]) -> str:
+    counts = model.rollout_counts(rollout)
+    total = sum(counts.values())
+    ref = f"{rollout.get('bundle')}@{rollout.get('version')}"
+    what = {
+        "abort": "stops it for good and gives every device back its previous assignment",
+        "pause": "starts no new waves; devices already updating go on",
+        "resume": "starts the next waves again",
+    }.get(action, "")
+    return (
+        f"{action.capitalize()} rollout {rollout.get('id')} ({ref}, {total} device"
+        f"{'' if total == 1 else 's'}: {counts['Pending']} pending, {counts['Updating']} "
+        f"updating)? It {what}."
+    )
+
+
+def rollout_allows(state: str, action: str) -> bool:
+    """Which of pause/resume/abort make sense in a rollout state (the hub checks again)."""
+    return {
+        "pause": state == "running",
+        "resume": state == "paused",
+        "abort": state in ("running", "paused"),
+    }.get(action, False)
+
+
+# --- read-only -----------------------------------------------------------------------------
+WRITE_ACTIONS = frozenset(
+    {
+        "assign", "unassign", "push", "rollout_start", "rollout_pause", "rollout_resume",
+        "rollout_abort", "restart", "decommission", "reconcile", "start_rollout",
+        "rollout_control",
+    }
+)  # fmt: skip
+
+
+def write_allowed(action: str, read_only: bool) -> bool | None:
+    """``check_action``'s answer: True, or False (hidden) for a write in read-only mode."""
+    return not (read_only and action in WRITE_ACTIONS)
+
+
+# --- state colours -------------------------------------------------------------------------
+STATE_STYLES = {
+    "online": "green",
+    "succeeded": "green",
+    "healthy": "green",
+    "running": "green",
+    "offline": "bright_black",
+    "unknown": "bright_black",
+    "decommissioned": "bright_black",
+    "pending": "bright_black",
+    "updating": "yellow",
+    "applying": "yellow",
+    "starting": "yellow",
+    "paused": "yellow",
+    "failed": "red",
+    "rolled_back": "red",
+    "unhealthy": "red",
+    "exited": "red",
+    "aborted": "red",
+}
+
+
+def state_style(state: str) -> str:
+    """A colour for a state word. The word itself is always shown too, so a monochrome
+    terminal (Textual drops colours under NO_COLOR) loses nothing."""
+    return STATE_STYLES.get(state.lower(), "")
