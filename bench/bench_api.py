@@ -4,7 +4,12 @@ Prints p50/p99 latency and sequential throughput for the API call, beside a base
 NATS request/reply echo on the same nats-server (once with a tiny payload, once with a reply
 as large as the API's), so the figure separates transport from hub work. Also the hub's RSS.
 
-    python -m bench.bench_api [--devices 1000] [--iterations 200]
+Also `devices.list` with `view: summary` (what the TUI's fleet table reads: desired,
+running, deployment, containers, rollout, metric sparklines from an hour of minute rollups
+per device) for one 500-device page and for 1,000 devices (two pages of 500, the summary
+cap), beside the plain list of the same devices, with reply sizes.
+
+    python -m bench.bench_api [--devices 1000] [--iterations 200] [--summary-iterations 30]
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import nats
 from nats.aio.msg import Msg
@@ -79,8 +86,35 @@ def seed(db: Path, devices: int) -> None:
             )
             if i % 3 == 0:
                 store.add_to_group("lab", dev)
+        seed_summary(store, devices)
     finally:
         store.close()
+
+
+def seed_summary(store: Store, devices: int) -> None:
+    """What the summary view reads: a reported state and an hour of host metric rollups
+    (3 summary metrics + 1 other, 60 minutes) per device, as ingest stores them."""
+    minute = int(time.time()) // 60 * 60
+    ref = "warehouse-monitor@1.3.0"
+    names = ("cpu.percent", "mem.percent", "disk.percent", "load.1")
+    with store.tx():
+        for i in range(devices):
+            dev = f"dev-{i:05d}"
+            boxes = [{"name": f"c{j}", "state": "running", "health": "healthy"} for j in range(4)]
+            store.set_reported(
+                dev,
+                {
+                    "deployment": {"status": "healthy", "bundle_ref": ref, "reason": ""},
+                    "running": {"bundle_ref": ref, "generation": 1},
+                    "observed": {"containers": boxes},
+                },
+            )
+            store.put_metrics(
+                "1m",
+                dev,
+                [(n, minute - 60 * k, 1.0, 20.0 + (i + k) % 50, 90.0) for n in names
+                 for k in range(60)],
+            )  # fmt: skip
 
 
 async def measure(url: str, hub_url: str, key: str, args: argparse.Namespace) -> list[str]:
@@ -100,6 +134,32 @@ async def measure(url: str, hub_url: str, key: str, args: argparse.Namespace) ->
 
         samples, size = await timed(args.iterations, args.warmup, devices_get)
         lines.append(summary("api devices.get", samples, f"reply {size} B"))
+
+        async def pages(body: dict[str, Any], total: int) -> int:
+            size, cursor, seen = 0, None, 0
+            while True:
+                result = await client.call(
+                    "devices.list", {**body, **({"cursor": cursor} if cursor else {})}
+                )
+                size += len(json.dumps(result))
+                seen += len(result["items"])
+                cursor = result["next_cursor"]
+                if cursor is None or seen >= total:
+                    return size
+
+        n_sum, w_sum = args.summary_iterations, min(args.warmup, 3)
+        for total in (500, 1000):
+            if total > args.devices:
+                continue
+            label = f"{total:,} devices" + (" (2 pages)" if total > 500 else "")
+            for name, body in (
+                ("plain", {"limit": 500}),
+                ("summary", {"limit": 500, "view": "summary"}),
+            ):
+                samples, size = await timed(n_sum, w_sum, partial(pages, body, total))
+                lines.append(
+                    summary(f"api devices.list {name} {label}", samples, f"reply {size} B")
+                )
 
     # Baseline: the same server, a responder doing no work (hub user: it may subscribe).
     nc = await nats.connect(hub_url)
@@ -149,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--summary-iterations", type=int, default=30)
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
