@@ -99,6 +99,8 @@ class RolloutController:
             return
         if notice.get("kind") == KIND and notice.get("action") == "progress":
             return  # our own
+        if notice.get("kind") == "devices" and notice.get("action") == "updated":
+            return  # the TUI's coalesced echo of `reported`/presence notices already seen here
         restored = notice.get("restored")
         if notice.get("action") == "aborted" and isinstance(restored, list) and restored:
             await self._publish([str(d) for d in restored])
