@@ -24,10 +24,15 @@ if _ROOT not in sys.path:
 from pyinfra import host, logger  # noqa: E402
 from pyinfra.api.operation import OperationMeta  # noqa: E402
 from pyinfra.facts.files import File  # noqa: E402
-from pyinfra.operations import apt, files, server, systemd  # noqa: E402
+from pyinfra.operations import apt, files, server  # noqa: E402
 
 from deploy.commands import enroll_command  # noqa: E402
-from deploy.common import install_package, run_unit, settings_from_host  # noqa: E402
+from deploy.common import (  # noqa: E402
+    enable_unit,
+    install_package,
+    run_unit,
+    settings_from_host,
+)
 from deploy.render import (  # noqa: E402
     AGENT_UNIT,
     PODMAN_DROPIN,
@@ -73,12 +78,7 @@ if agent.engine == "podman":
         files.file(
             name=f"No Podman drop-in: remove {PODMAN_DROPIN}", path=PODMAN_DROPIN, present=False
         )
-systemd.service(
-    name=f"Enable and start {ENGINE_UNITS[agent.engine]}",
-    service=ENGINE_UNITS[agent.engine],
-    running=True,
-    enabled=True,
-)
+enable_unit(ENGINE_UNITS[agent.engine], start=agent.start_services)
 
 # ---------------------------------------------------------------- package and config
 package_ops = install_package(agent.package)
@@ -135,4 +135,4 @@ unit = files.template(
     jinja_env_kwargs=jinja_options(),
     **context,
 )
-run_unit(AGENT_UNIT, unit, changed)
+run_unit(AGENT_UNIT, unit, changed, start=agent.start_services)

@@ -122,4 +122,4 @@ unit = files.template(
     jinja_env_kwargs=jinja_options(),
     **context,
 )
-run_unit(HUB_UNIT, unit, [*package_ops, toml, env])
+run_unit(HUB_UNIT, unit, [*package_ops, toml, env], start=hub.start_services)

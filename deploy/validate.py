@@ -74,12 +74,20 @@ class DeployDataError(ValueError):
 class PackageSettings:
     pip_spec: str = "signalbeam-edge"
     wheel: str | None = None  # local path of a wheel to upload instead of pip_spec
+    # Local directory of wheels (the package's dependencies, maybe the package itself),
+    # uploaded and installed from with `pip --no-index`: hosts without PyPI access.
+    wheelhouse: str | None = None
     venv: str = DEFAULT_VENV
     python: str = "python3"
 
     @property
     def bin(self) -> str:
         return f"{self.venv}/bin"
+
+    @property
+    def remote_wheels(self) -> str:
+        """Where uploaded wheels go on the host (beside the venv)."""
+        return f"{Path(self.venv).parent}/wheels"
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,9 @@ class HubSettings:
     offline_grace: int = 90
     init_output: str = "/root/signalbeam-hub-init.txt"
     nofile: int = 65536
+    # False: enable the units but never start, restart or daemon-reload them (a host that is
+    # not running systemd yet: an image being built, a chroot).
+    start_services: bool = True
 
     @property
     def ports(self) -> tuple[int, ...]:
@@ -129,6 +140,7 @@ class AgentSettings:
     http_bind: str = "127.0.0.1"
     http_port: int = 48484
     config_path: str = AGENT_CONFIG_PATH
+    start_services: bool = True  # as HubSettings.start_services
 
     @property
     def credentials_file(self) -> str:
@@ -143,7 +155,14 @@ class AgentSettings:
 
 # Every variable either deploy reads; anything else with the prefix is a typo.
 PACKAGE_VARS = frozenset(
-    {"signalbeam_pip_spec", "signalbeam_wheel", "signalbeam_venv", "signalbeam_python"}
+    {
+        "signalbeam_pip_spec",
+        "signalbeam_wheel",
+        "signalbeam_wheelhouse",
+        "signalbeam_venv",
+        "signalbeam_python",
+        "signalbeam_start_services",
+    }
 )
 HUB_VARS = frozenset(
     {
@@ -300,12 +319,23 @@ def package_settings(data: Mapping[str, Any]) -> PackageSettings:
             )
         if not Path(wheel).is_file():
             raise DeployDataError("signalbeam_wheel", f"no such file on this machine: {wheel}")
+    wheelhouse = _str(data, "signalbeam_wheelhouse", None)
+    if wheelhouse is not None:
+        found = Path(wheelhouse)
+        if not found.is_dir():
+            raise DeployDataError(
+                "signalbeam_wheelhouse", f"no such directory on this machine: {wheelhouse}"
+            )
+        if not any(WHEEL_RE.match(w.name) for w in found.glob("*.whl")):
+            raise DeployDataError("signalbeam_wheelhouse", f"holds no wheel: {wheelhouse}")
     venv = _path(data, "signalbeam_venv", DEFAULT_VENV)
     python = _str(data, "signalbeam_python", PackageSettings.python)
     assert python is not None
     if not re.match(r"^[A-Za-z0-9._/+-]+$", python):
         raise DeployDataError("signalbeam_python", f"must be a command or path, got {python!r}")
-    return PackageSettings(pip_spec=spec, wheel=wheel, venv=venv, python=python)
+    return PackageSettings(
+        pip_spec=spec, wheel=wheel, wheelhouse=wheelhouse, venv=venv, python=python
+    )
 
 
 def validate_hub(data: Mapping[str, Any], *, inventory_name: str | None = None) -> HubSettings:
@@ -386,6 +416,7 @@ def validate_hub(data: Mapping[str, Any], *, inventory_name: str | None = None) 
         ),
         init_output=_path(data, "signalbeam_hub_init_output", HubSettings.init_output),
         nofile=_int(data, "signalbeam_hub_nofile", HubSettings.nofile, 1024, 1 << 20, "a count"),
+        start_services=_bool(data, "signalbeam_start_services", True),
     )
 
 
@@ -467,4 +498,5 @@ def validate_agent(data: Mapping[str, Any]) -> AgentSettings:
         http_enabled=_bool(data, "signalbeam_http_enabled", True),
         http_bind=_ip(data, "signalbeam_http_bind", AgentSettings.http_bind),
         http_port=_port(data, "signalbeam_http_port", AgentSettings.http_port),
+        start_services=_bool(data, "signalbeam_start_services", True),
     )

@@ -4,7 +4,8 @@
 # prints exactly what to run, then exits non-zero if anything is missing.
 set -euo pipefail
 
-PACKAGES=(podman runc docker.io docker-registry busybox-static iptables uidmap)
+# debootstrap: tests/integration/test_deploy_chroot.py deploys into a fresh Debian root.
+PACKAGES=(podman runc docker.io docker-registry busybox-static iptables uidmap debootstrap)
 DROPIN=/etc/containers/containers.conf.d/50-signalbeam.conf
 # crun fails on these hosts' hybrid cgroups; runc needs explicit ulimits because the
 # defaults it would set exceed what the sandbox permits ("setrlimit: operation not permitted").
