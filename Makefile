@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps venv test lint bench demo clean
+.PHONY: setup system-deps venv test lint bench demo demo-stop clean
 
 setup: system-deps venv
 
@@ -31,9 +31,14 @@ lint: venv
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-# A hub, three agents managing real containers, warehouse-monitor rolled out, then the TUI.
+# A hub, three agents managing real containers, warehouse-monitor rolled out; left running in
+# the background (state and logs in /var/tmp/signalbeam-demo) until `make demo-stop`.
 demo: setup
-	$(BIN)/python deploy/dev/demo.py $(DEMO_ARGS)
+	$(BIN)/python deploy/dev/demo.py up $(DEMO_ARGS)
+
+# Stops everything `make demo` started and removes its state.
+demo-stop:
+	$(BIN)/python deploy/dev/demo.py stop $(DEMO_ARGS)
 
 bench: setup
 	$(BIN)/python -m bench
