@@ -5,7 +5,7 @@ reconcile did what it did, and why the device is stuck if it is)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from textual import on
@@ -46,6 +46,11 @@ TABS = {
 DEVICE_WAIT = 4  # seconds the hub waits for the device on restart / reconcile
 
 
+def clock() -> float:
+    """Now, for ages and metric windows; snapshot tests replace it with a fixed time."""
+    return time.time()
+
+
 def concerns(doc: Mapping[str, Any] | None, device_id: str) -> bool:
     """Whether a change notice names this device (no list of ids: it may)."""
     if not doc:
@@ -77,7 +82,6 @@ class DeviceView(HubView):
         self.next_cursor: str | None = None
         self.window = dm.WINDOWS[0]
         self.device: dict[str, Any] | None = None
-        self.now: Callable[[], float] = time.time  # frozen by snapshot tests
 
     def compose(self) -> ComposeResult:
         with TabbedContent(id="device-tabs"):
@@ -138,7 +142,7 @@ class DeviceView(HubView):
 
     def show_device(self, d: dict[str, Any]) -> None:
         self.device = d
-        now = self.now()
+        now = clock()
         desired = d.get("desired") or {}
         lines = [
             f"{d.get('id')}  {d.get('status')} (last seen {model.ago(d.get('last_seen'), now)})",
@@ -208,7 +212,7 @@ class DeviceView(HubView):
 
     async def _metrics(self) -> None:
         win = self.window
-        body = dm.metrics_request(self.device_id, win, self.now())
+        body = dm.metrics_request(self.device_id, win, clock())
         result = await call(self, "metrics.get", body)
         if result is None:
             return

@@ -107,8 +107,9 @@ class BundlesView(HubView):
             created = str(v.get("created_at", ""))[:16].replace("T", " ")
             table.add_row(str(v["version"]), created, key=v["version"])
         versions = [v["version"] for v in items]
-        if not changed and self.version in versions:
+        if not changed and self.version is not None and self.version in versions:
             table.move_cursor(row=versions.index(self.version))
+            await self._running_devices(name, self.version)
         elif versions:
             await self._spec(name, versions[0])
 

@@ -59,7 +59,9 @@ class RolloutItem(ListItem):
             yield bar
 
 
-class RolloutsView(HubView):
+class RolloutsView(HubView, can_focus=True):
+    """Focusable itself: with no rollouts the list is hidden, and ``s`` must still work."""
+
     KINDS = frozenset({"rollouts", "desired"})
     BINDINGS = [
         Binding("s", "start_rollout", "Start…"),
@@ -115,6 +117,8 @@ class RolloutsView(HubView):
         self.query_one("#rollout-devices").display = bool(items)
         self.query_one("#rollout-detail").display = bool(items)
         self.rollouts = {str(r.get("id")): r for r in items}
+        if not items and (self.app.focused is None or self.app.focused is listing):
+            self.focus()
         await listing.clear()
         await listing.extend(RolloutItem(r) for r in items)
         ids = [str(r.get("id")) for r in items]
