@@ -10,6 +10,7 @@ import argparse
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +22,22 @@ from textual.widgets import HelpPanel
 
 from protocol import errors as codes
 from tui.client import ApiError
+from tui.commands import TABS, Command
 from tui.config import ConfigError, resolve
+from tui.palette import SignalBeamCommands
 from tui.screens.device import DeviceScreen
 from tui.screens.dialogs import HubErrorScreen
 from tui.screens.main import MainScreen
 from tui.screens.session import HubSession
+from tui.widgets.banner import HubBanner, banner_text
 from tui.widgets.base import HubView, job
 from tui.widgets.fleet import FleetView
 
 POLL_SECONDS = 30.0  # fallback refresh: change notices can be missed (they are core NATS)
 ERROR_REPEAT_SECONDS = 15.0  # the same error again within this shows no second notification
+RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0)  # first-connect retries back off to the last, forever
 EXIT_OK, EXIT_HUB, EXIT_USAGE = 0, 1, 2
+READ_ONLY_HELP = "browse only: write actions are hidden (also automatic with a readonly key)"
 
 HINTS = {
     codes.UNAVAILABLE: "Is `signalbeam-hub run` up? Check --hub / $SIGNALBEAM_HUB "
@@ -46,42 +52,108 @@ class SignalBeamApp(App[int]):
     # tui/*.tcss in [tool.setuptools.package-data].
     CSS_PATH = str(Path(__file__).with_name("tui.tcss"))
     TITLE = "SignalBeam Edge"
-    # The palette's footer entry would crowd out the real keys in 80 columns.
-    ENABLE_COMMAND_PALETTE = False
-    # Every key where the focus is, including those the footer has no room for.
-    BINDINGS = [Binding("question_mark", "toggle_keys", "Keys")]
+    COMMANDS = App.COMMANDS | {SignalBeamCommands}
+    BINDINGS = [
+        # Every key where the focus is, including those the footer has no room for.
+        Binding("question_mark", "toggle_keys", "Keys", key_display="?"),
+        # vi keys in every table (text boxes take the letters first).
+        Binding("j", "cursor('down')", "Down", show=False),
+        Binding("k", "cursor('up')", "Up", show=False),
+    ]
 
-    def __init__(self, session: HubSession, poll_seconds: float = POLL_SECONDS) -> None:
+    def __init__(
+        self,
+        session: HubSession,
+        poll_seconds: float = POLL_SECONDS,
+        *,
+        read_only: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         super().__init__()
         self.session = session
         self.poll_seconds = poll_seconds
+        self.clock = clock  # wall time for ages ("offline 4m"); fixed in snapshot tests
+        self.forced_read_only = read_only  # --read-only
+        self.role: str | None = None  # the key's role from session.whoami
         self.ready = False  # connected and the views started loading
+        self.ever_connected = False
+        self.down_since: float | None = None  # wall time the hub became unreachable
+        self.down_reason = ""
+        self.data_at: float | None = None  # wall time of the last data known fresh
+        self._attempts = 0
         self._poll: Timer | None = None
         self._last_error: tuple[str, float] = ("", 0.0)
         # Every notification shown, newest last (bounded): the record tests assert on.
         self.notices: deque[tuple[str, str, str]] = deque(maxlen=100)
 
+    @property
+    def read_only(self) -> bool:
+        """Write actions are hidden or greyed: ``--read-only`` or a readonly API key."""
+        return self.forced_read_only or self.role == "readonly"
+
     def on_mount(self) -> None:
-        self.sub_title = f"{self.session.display_url} · connecting…"
+        self.sub_title = self._status("connecting…")
         self.push_screen(MainScreen())
+        self.set_interval(1.0, self._show_banner)
         self.run_worker(job(self._start), group="connect", exclusive=True)
+
+    def _status(self, link: str) -> str:
+        return f"{self.session.display_url} · {link}" + (" · read-only" if self.read_only else "")
 
     async def _start(self) -> None:
         try:
             await self.session.open()
         except ApiError as exc:
-            self._hub_error(exc)
+            if exc.code == codes.UNAVAILABLE:
+                self._unreachable_at_start(exc)
+            else:
+                self._hub_error(exc)
             return
+        self._attempts = 0
+        self.ever_connected = True
+        self.down_since = None
         self.session.on_link = self._link
         await self.session.watch(self._notice)
-        self.sub_title = f"{self.session.display_url} · connected"
+        await self._whoami()
+        self.sub_title = self._status("connected")
         if self._poll is None:
             self._poll = self.set_interval(self.poll_seconds, self._poll_tick)
         self.ready = True
+        self._show_banner()
         self.action_reload_all()
 
+    def _unreachable_at_start(self, exc: ApiError) -> None:
+        """No hub at start: the banner says so and the connect is retried in the background;
+        the operator can still quit (a refused key gets the error screen instead)."""
+        wait = RETRY_SECONDS[min(self._attempts, len(RETRY_SECONDS) - 1)]
+        self._attempts += 1
+        if self.down_since is None:
+            self.down_since = self.clock()
+        self.down_reason = f"{exc} (attempt {self._attempts}; next in {wait:g}s)"
+        self.sub_title = self._status("not connected")
+        self._show_banner()
+        self.set_timer(
+            wait, lambda: self.run_worker(job(self._start), group="connect", exclusive=True)
+        )
+
+    async def _whoami(self) -> None:
+        try:
+            me = await self.session.call("session.whoami")
+        except ApiError:
+            return  # an older hub without the verb: only --read-only applies
+        role = me.get("role")
+        before = self.read_only
+        self.role = role if isinstance(role, str) else None
+        if self.read_only != before:
+            self._read_only_changed()
+
+    def _read_only_changed(self) -> None:
+        self.sub_title = self._status("connected" if self.session.connected else "connecting…")
+        for screen in self.screen_stack:
+            screen.refresh_bindings()
+
     def _hub_error(self, exc: ApiError) -> None:
-        self.sub_title = f"{self.session.display_url} · not connected"
+        self.sub_title = self._status("not connected")
         if exc.code == codes.UNAUTHORIZED:
             title = "The hub refused the API key"
         elif exc.code == codes.UNAVAILABLE:
@@ -92,7 +164,7 @@ class SignalBeamApp(App[int]):
 
         def chosen(choice: str | None) -> None:
             if choice == "retry":
-                self.sub_title = f"{self.session.display_url} · connecting…"
+                self.sub_title = self._status("connecting…")
                 self.run_worker(job(self._start), group="connect", exclusive=True)
             else:
                 self.exit(EXIT_HUB, return_code=EXIT_HUB)
@@ -100,27 +172,78 @@ class SignalBeamApp(App[int]):
         self.push_screen(HubErrorScreen(title, str(exc), hint), chosen)
 
     async def _notice(self, doc: dict[str, Any]) -> None:
-        kind = str(doc.get("kind", ""))
         for screen in self.screen_stack:
             for view in screen.query(HubView):
-                view.hub_changed(kind)
+                view.hub_notice(doc)
 
     async def _link(self, up: bool) -> None:
         if up:
-            self.sub_title = f"{self.session.display_url} · connected"
+            self.down_since = None
+            self.sub_title = self._status("connected")
             self.notify("connection to the hub is back", title="hub")
             self.action_reload_all()  # notices sent while the link was down are lost
         else:
-            self.sub_title = f"{self.session.display_url} · reconnecting…"
+            self.down_since = self.data_at = self.clock()
+            self.down_reason = "hub unreachable"
+            self.sub_title = self._status("reconnecting…")
             self.notify(
                 "lost the connection to the hub; reconnecting", title="hub", severity="warning"
             )
+        self._show_banner()
+
+    def _show_banner(self) -> None:
+        """Every banner on the open screens: shown with its ages while the hub is away."""
+        text = None
+        if self.down_since is not None:
+            if self.ever_connected:
+                text = banner_text("hub unreachable", self.down_since, self.data_at, self.clock())
+            else:
+                text = f"⚠ {self.down_reason} · retrying in the background · q quits"
+        for screen in self.screen_stack:
+            for banner in screen.query(HubBanner):
+                if text is None:
+                    banner.clear_problem()
+                else:
+                    banner.show_problem(text)
 
     def action_toggle_keys(self) -> None:
         if self.screen.query(HelpPanel):
             self.action_hide_help_panel()
         else:
             self.action_show_help_panel()
+
+    def action_cursor(self, direction: str) -> None:
+        """j / k: the focused table's cursor (a widget without one ignores them)."""
+        move = getattr(self.focused, f"action_cursor_{direction}", None)
+        if callable(move):
+            move()
+
+    def run_command(self, command: Command) -> None:
+        """A `:` command or a palette entry."""
+        if command.name == "quit":
+            self.action_quit_app()
+        elif command.name == "help":
+            self.action_toggle_keys()
+        elif command.name == "device" and command.arg:
+            self.push_screen(DeviceScreen(command.arg))
+        elif command.name in TABS:
+            while len(self.screen_stack) > 2 and not isinstance(self.screen, MainScreen):
+                self.pop_screen()  # back from a device to the tabs
+            if isinstance(self.screen, MainScreen):
+                self.screen.action_show_tab(command.name)
+
+    def device_ids(self) -> list[str]:
+        for screen in self.screen_stack:
+            for view in screen.query(FleetView):
+                return view.device_ids()
+        return []
+
+    async def action_quit(self) -> None:
+        self.action_quit_app()
+
+    def action_quit_app(self) -> None:
+        # Never having reached the hub is a failed run, as from the error screen.
+        self.exit(EXIT_OK if self.ever_connected else EXIT_HUB)
 
     def _poll_tick(self) -> None:
         if self.session.connected:
@@ -129,6 +252,7 @@ class SignalBeamApp(App[int]):
     def action_reload_all(self) -> None:
         if not self.ready:
             return
+        self.data_at = self.clock()
         for screen in self.screen_stack:
             for view in screen.query(HubView):
                 view.reload()
@@ -160,9 +284,11 @@ class SignalBeamApp(App[int]):
         await self.session.close()
 
 
-def run_tui(hub_url: str, api_key: str | None, timeout: float = 5.0) -> int:
+def run_tui(
+    hub_url: str, api_key: str | None, timeout: float = 5.0, *, read_only: bool = False
+) -> int:
     """Run the TUI until the operator quits; the exit code (1 when the hub was unusable)."""
-    app = SignalBeamApp(HubSession(hub_url, api_key, timeout))
+    app = SignalBeamApp(HubSession(hub_url, api_key, timeout), read_only=read_only)
     result = app.run()
     return EXIT_OK if result is None else int(result)
 
@@ -178,7 +304,12 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    return run_tui(settings.hub, settings.api_key, settings.timeout)
+    return run_tui(
+        settings.hub,
+        settings.api_key,
+        settings.timeout,
+        read_only=bool(getattr(args, "read_only", False)),
+    )
 
 
 def add_tui_command(subparsers: Any) -> argparse.ArgumentParser:
@@ -187,5 +318,6 @@ def add_tui_command(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--hub", default=argparse.SUPPRESS, help="hub NATS URL ($SIGNALBEAM_HUB)")
     p.add_argument("--api-key", default=argparse.SUPPRESS, help="API key ($SIGNALBEAM_API_KEY)")
     p.add_argument("--timeout", type=float, default=argparse.SUPPRESS, help="seconds per request")
+    p.add_argument("--read-only", action="store_true", help=READ_ONLY_HELP)
     p.set_defaults(tui_main=main)
     return p

@@ -297,7 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_rollout_commands(add, PRINTERS)  # signalbeam rollout ... (tui/rollout_cli.py)
 
-    p = add("tui", "the interactive terminal UI")
+    p = add("tui", "the interactive terminal UI (also bare `signalbeam` in a terminal)")
+    p.add_argument(
+        "--read-only",
+        action="store_true",
+        help="browse only: write actions are hidden (also automatic with a readonly key)",
+    )
     p.set_defaults(offline=cmd_tui)
     return parser
 
@@ -383,6 +388,9 @@ def run(
     """Parse and run one command; ``main`` (the entry point) also sets up logging, tests
     calling ``run`` in-process keep their own."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not _has_verb(parser, argv) and out.isatty() and sys.stdin.isatty():
+        argv.append("tui")  # bare `signalbeam` (maybe with --hub ...) in a terminal
     args = parser.parse_args(argv)
     if configure_logging:
         # Logs go to stderr and stay quiet by default: stdout is the command's output.
@@ -432,6 +440,15 @@ def run(
     else:
         fields(result, out)
     return 0
+
+
+def _has_verb(parser: argparse.ArgumentParser, argv: Sequence[str]) -> bool:
+    """Whether argv names a verb or asks for help (the connection options alone do not)."""
+    verbs: set[str] = set()
+    for action in parser._actions:  # argparse has no public view of the subcommands
+        if isinstance(action, argparse._SubParsersAction):
+            verbs.update(action.choices)
+    return any(a in verbs or a in ("-h", "--help") for a in argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

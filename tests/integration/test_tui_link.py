@@ -10,6 +10,7 @@ from textual.widgets import DataTable
 
 from hub.store import Store
 from tests.integration.test_tui_support import Hub, rows, view_loaded, wait_for
+from tui.widgets.banner import HubBanner
 
 
 def seed(store: Store) -> None:
@@ -32,6 +33,12 @@ async def test_hub_restart_is_shown_and_recovered(hub: Hub) -> None:
         assert hub.stop() == 0
         await wait_for(pilot, lambda: app.sub_title.endswith("reconnecting…"), "link down shown")
         assert ("warning", "hub", "lost the connection to the hub; reconnecting") in app.notices
+        banner = app.screen.query_one(HubBanner)
+        await wait_for(pilot, lambda: banner.has_class("down"), "the banner shown")
+        assert "hub unreachable since" in str(banner.content)
+        assert "retrying" in str(banner.content) and "data shown is" in str(banner.content)
+        # the last data stays on screen (stale, its age in the banner)
+        assert rows(app.screen.query_one("#fleet-table", DataTable))[0][0] == "edge-0"
         # A refresh while the hub is away explains itself instead of hanging or crashing.
         await pilot.press("ctrl+r")
         await wait_for(
@@ -49,3 +56,4 @@ async def test_hub_restart_is_shown_and_recovered(hub: Hub) -> None:
         await wait_for(pilot, lambda: app.sub_title.endswith("· connected"), "link up shown")
         table = app.screen.query_one("#fleet-table", DataTable)
         await wait_for(pilot, lambda: rows(table)[0][2] == "lab,rpi", "fresh data after reconnect")
+        assert not banner.has_class("down")

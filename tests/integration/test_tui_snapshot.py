@@ -1,12 +1,16 @@
-"""Snapshots (pytest-textual-snapshot) of the fleet screen at 80x24 against a real hub.
+"""Snapshots (pytest-textual-snapshot) of the main screen at 120x40 against a real hub.
 
-Only what is stable goes in: seeded devices that were never seen (no ages), and the header's
-hub URL (a free port, different every run) replaced before the picture is taken.
+Fixed data: devices seeded with fixed statuses, tags, groups, reported state and metric
+levels (each device's level is the same in every minute of the last two hours, so the
+hub's five-minute buckets draw the same sparkline whatever the clock), and a fixed clock in
+the app so "offline 4m" ages do not move. The header's hub URL (a free port, different every
+run) is replaced before the picture is taken.
 Update after an intended change with ``pytest --snapshot-update`` and review the SVGs.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,11 +20,47 @@ from textual.widgets import Input
 
 from hub.store import Store
 from tests.integration.test_tui_support import Hub, view_loaded, wait_for
+from tui.app import SignalBeamApp
+from tui.screens.session import HubSession
+from tui.widgets.fleet import FleetView
+
+CLOCK = 1_900_000_000.0  # the app's "now"; last_seen values are set relative to it
+SIZE = (120, 40)
+
+
+def iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(ts))
 
 
 def seed(store: Store) -> None:
-    for i, tags in enumerate((["rpi", "lab"], ["rpi"], ["x86"])):
-        store.upsert_device(f"edge-{i}", "acme", hostname=f"edge-{i}", tags=tags)
+    fleet = (
+        ("edge-0", ["lab", "rpi"], "online", 5, {"bundle_ref": "wm@1.2.0"}, 20.0),
+        ("edge-1", ["rpi"], "online", 5, {"bundle_ref": "wm@1.1.0"}, 55.0),
+        ("edge-2", ["x86"], "offline", 240, {"bundle_ref": "wm@1.2.0"}, 90.0),
+        ("edge-3", ["lab"], "online", 5, {"deployment": {"status": "failed",
+         "bundle_ref": "wm@1.2.0", "reason": "image pull failed"}}, 35.0),
+        ("edge-4", ["x86"], "unknown", None, None, None),
+    )  # fmt: skip
+    now = time.time()
+    minute = int(now) // 60 * 60
+    for device_id, tags, status, seen, reported, level in fleet:
+        store.upsert_device(device_id, "acme", hostname=device_id, tags=tags)
+        if seen is not None:
+            store.set_device_status(device_id, status, iso(CLOCK - seen))
+        if reported is not None:
+            store.set_reported(device_id, reported)
+        if level is not None:
+            store.put_metrics(
+                "1m",
+                device_id,
+                [
+                    (name, minute + 60 * m, level, level, level)
+                    for m in range(-120, 10)
+                    for name in ("cpu.percent", "mem.percent", "disk.percent")
+                ],
+            )
+    store.create_group("north")
+    store.add_to_group("north", "edge-1")
 
 
 @pytest.fixture(scope="module")
@@ -32,21 +72,39 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         assert h.stop() == 0, h.proc.log_tail()
 
 
+def app(hub: Hub) -> SignalBeamApp:
+    return SignalBeamApp(HubSession(hub.url, hub.key), poll_seconds=3600, clock=lambda: CLOCK)
+
+
 async def loaded(pilot: Pilot[Any]) -> None:
     await wait_for(pilot, view_loaded(pilot.app, "#fleet-view"), "the fleet loaded")
+    view = pilot.app.screen.query_one(FleetView)
+    await wait_for(pilot, lambda: len(view.shown) == 5, "five rows")
     pilot.app.sub_title = "hub under test"
 
 
 def test_fleet_screen(hub: Hub, snap_compare: Callable[..., bool]) -> None:
-    assert snap_compare(hub.app(), terminal_size=(80, 24), run_before=loaded)
+    assert snap_compare(app(hub), terminal_size=SIZE, run_before=loaded)
 
 
-def test_fleet_screen_empty_filter(hub: Hub, snap_compare: Callable[..., bool]) -> None:
+def test_fleet_filtered_inverted_and_sorted(hub: Hub, snap_compare: Callable[..., bool]) -> None:
     async def filtered(pilot: Pilot[Any]) -> None:
         await loaded(pilot)
         await pilot.press("slash")
-        pilot.app.screen.query_one("#fleet-filter", Input).value = "tag:nowhere"
+        pilot.app.screen.query_one("#fleet-filter", Input).value = "!tag:x86"
         await pilot.press("enter")
-        await wait_for(pilot, view_loaded(pilot.app, "#fleet-view", 2), "filter applied")
+        view = pilot.app.screen.query_one(FleetView)
+        await wait_for(pilot, lambda: len(view.shown) == 3, "filter applied")
+        await pilot.press("s", "S")  # by status, reversed
 
-    assert snap_compare(hub.app(), terminal_size=(80, 24), run_before=filtered)
+    assert snap_compare(app(hub), terminal_size=SIZE, run_before=filtered)
+
+
+def test_command_line_with_completion(hub: Hub, snap_compare: Callable[..., bool]) -> None:
+    async def command(pilot: Pilot[Any]) -> None:
+        await loaded(pilot)
+        await pilot.press("colon", "r", "o")
+        box = pilot.app.screen.query_one("#command-line", Input)
+        await wait_for(pilot, lambda: box._suggestion == ":rollouts", "suggestion")
+
+    assert snap_compare(app(hub), terminal_size=SIZE, run_before=command)

@@ -1,13 +1,20 @@
-"""The main screen: the fleet, bundles, assign and rollouts views as tabs."""
+"""The main screen: the fleet, bundles, assign and rollouts views as tabs, the hub banner,
+and the `:` command line."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
+from textual.suggester import Suggester
 from textual.widgets import DataTable, Footer, Header, Input, TabbedContent, TabPane
 
+from tui.commands import TABS, CommandError, complete, parse_command
 from tui.widgets.assign import AssignView
+from tui.widgets.banner import HubBanner
 from tui.widgets.bundles import BundlesView
 from tui.widgets.fleet import FleetView
 from tui.widgets.rollouts import RolloutsView
@@ -22,19 +29,32 @@ FOCUS = {
 TABLES = {"assign": "#assignments-table"}
 
 
+class CommandSuggester(Suggester):
+    """Completes `:` commands and, after `:dev `, the loaded device ids."""
+
+    def __init__(self, device_ids: Callable[[], Iterable[str]]) -> None:
+        super().__init__(use_cache=False, case_sensitive=True)
+        self.device_ids = device_ids
+
+    async def get_suggestion(self, value: str) -> str | None:
+        return complete(value, self.device_ids())
+
+
 class MainScreen(Screen[None]):
     BINDINGS = [
         Binding("f", "show_tab('fleet')", "Fleet"),
         Binding("b", "show_tab('bundles')", "Bundles"),
         Binding("a", "show_tab('assign')", "Assign"),
         Binding("r", "show_tab('rollouts')", "Rollouts"),
+        Binding("colon", "command_line", "Command", key_display=":"),
         Binding("ctrl+r", "app.reload_all", "Refresh"),
         Binding("q", "app.quit", "Quit"),
-        Binding("escape", "leave_input", "Leave input", show=False),
+        Binding("escape", "leave_input", "Back", show=False),
     ]
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield HubBanner(id="hub-banner")
         with TabbedContent(initial="fleet", id="tabs"):
             with TabPane("Fleet", id="fleet"):
                 yield FleetView(id="fleet-view")
@@ -44,9 +64,15 @@ class MainScreen(Screen[None]):
                 yield AssignView(id="assign-view")
             with TabPane("Rollouts", id="rollouts"):
                 yield RolloutsView(id="rollouts-view")
+        yield Input(
+            placeholder=":devices :bundles :assign :rollouts :dev ID :help :q",
+            id="command-line",
+            suggester=CommandSuggester(lambda: self.query_one(FleetView).device_ids()),
+        )
         yield Footer()
 
     def on_mount(self) -> None:
+        self.query_one("#command-line").display = False
         self.query_one("#fleet-table").focus()
 
     def action_show_tab(self, tab: str) -> None:
@@ -55,8 +81,39 @@ class MainScreen(Screen[None]):
         self.query_one("#tabs", TabbedContent).active = tab
         self.query_one(FOCUS[tab]).focus()
 
+    def action_command_line(self) -> None:
+        line = self.query_one("#command-line", Input)
+        line.value = ":"
+        line.display = True
+        line.focus()
+
+    @on(Input.Submitted, "#command-line")
+    def _command_submitted(self, event: Input.Submitted) -> None:
+        try:
+            command = parse_command(event.value)
+        except CommandError as exc:
+            self.notify(str(exc), title="command", severity="error", markup=False)
+            return
+        # Hidden without refocusing first: a focus queued for the old tab's table would land
+        # after the new tab's and pull the tabs back.
+        self._close_command_line(refocus=command.name not in TABS)
+        run = getattr(self.app, "run_command", None)
+        if run is not None:
+            run(command)
+
+    def _close_command_line(self, refocus: bool = True) -> None:
+        line = self.query_one("#command-line", Input)
+        line.value = ""
+        line.display = False
+        if refocus:
+            self.action_leave_input()
+
     def action_leave_input(self) -> None:
         """Escape from a text box back to the tab's table, where the tab keys work again."""
+        line = self.query_one("#command-line", Input)
+        if line.display and self.focused is line:
+            self._close_command_line()
+            return
         tab = self.query_one("#tabs", TabbedContent).active
         if tab in FOCUS:
             self.query_one(TABLES.get(tab, FOCUS[tab])).focus()

@@ -1,4 +1,6 @@
-"""Pure view logic for the TUI: device rows, the summary bar, the filter, rollout progress.
+"""Pure view logic for the TUI: readers of the hub's device documents, rollout progress.
+
+The Fleet table's rows, filter and sorting are in ``fleet_model.py``.
 
 No Textual and no I/O here, so every rule is unit-tested directly. The hub's device records
 come from ``devices.list`` / ``devices.get``; the reported state document is whatever the
@@ -9,13 +11,9 @@ from __future__ import annotations
 
 import calendar
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
-# Statuses the hub itself stores (filtered server-side); the others are derived here.
-HUB_STATUSES = ("online", "offline", "unknown", "decommissioned")
-DERIVED_STATUSES = ("updating", "failed")
 ROLLOUT_STATES = ("Pending", "Updating", "Succeeded", "Failed")
 BAD_CONTAINER_STATES = ("exited", "dead", "restarting")
 
@@ -125,129 +123,6 @@ def desired_ref(device: Mapping[str, Any]) -> str | None:
     if isinstance(desired, Mapping) and desired.get("bundle"):
         return f"{desired['bundle']}@{desired.get('version')}"
     return None
-
-
-@dataclass(frozen=True)
-class DeviceRow:
-    id: str
-    status: str  # the hub's status
-    state: str  # what the summary counts: online, offline, updating, failed, unknown...
-    seen: str
-    tags: str
-    groups: str
-    desired: str
-    running: str
-    health: str
-
-    def cells(self) -> tuple[str, ...]:
-        return (
-            self.id,
-            f"{self.status} {self.seen}" if self.seen != "never" else self.status,
-            self.tags,
-            self.groups,
-            self.desired,
-            self.running,
-            self.health,
-        )
-
-
-COLUMNS = ("Device", "Status (seen)", "Tags", "Groups", "Desired", "Running", "Health")
-
-
-def device_row(device: Mapping[str, Any], now: float) -> DeviceRow:
-    status = str(device.get("status") or "unknown")
-    desired, running = desired_ref(device), running_ref(device.get("reported"))
-    h = health(device.get("reported"))
-    if h in ("failed", "unhealthy") and status != "decommissioned":
-        state = "failed"
-    elif status == "online" and desired is not None and desired != running:
-        state = "updating"  # online and not yet running what it should
-    else:
-        state = status
-    return DeviceRow(
-        id=str(device.get("id")),
-        status=status,
-        state=state,
-        seen=ago(device.get("last_seen"), now),
-        tags=",".join(device.get("tags") or []) or "-",
-        groups=",".join(device.get("groups") or []) or "-",
-        desired=desired or "-",
-        running=running or "-",
-        health=h,
-    )
-
-
-def summarize(rows: Iterable[DeviceRow]) -> dict[str, int]:
-    """Counts for the summary bar. Online includes updating devices (they are online)."""
-    counts = {"total": 0, "online": 0, "offline": 0, "updating": 0, "failed": 0}
-    for r in rows:
-        counts["total"] += 1
-        if r.status == "online":
-            counts["online"] += 1
-        elif r.status == "offline":
-            counts["offline"] += 1
-        if r.state in ("updating", "failed"):
-            counts[r.state] += 1
-    return counts
-
-
-def summary_text(counts: Mapping[str, int], page: int = 1, more: bool = False) -> str:
-    """The summary bar; past one page it says which page and which keys turn it."""
-    text = (
-        f"{counts['total']} devices │ online {counts['online']} │ offline {counts['offline']} │ "
-        f"updating {counts['updating']} │ failed {counts['failed']}"
-    )
-    if page > 1 or more:
-        keys = " ".join(k for k, ok in (("[ prev", page > 1), ("] next", more)) if ok)
-        text += f" │ page {page} ({keys})"
-    return text
-
-
-class FilterError(ValueError):
-    pass
-
-
-@dataclass(frozen=True)
-class DeviceFilter:
-    """``tag:lab group:north status:online text`` as typed in the fleet's filter box."""
-
-    tag: str | None = None
-    group: str | None = None
-    status: str | None = None
-    text: str | None = None
-
-    def body(self) -> dict[str, Any]:
-        """The ``devices.list`` request fields (derived statuses are filtered client-side)."""
-        out: dict[str, Any] = {}
-        for key in ("tag", "group", "text"):
-            if getattr(self, key):
-                out[key] = getattr(self, key)
-        if self.status in HUB_STATUSES:
-            out["status"] = self.status
-        if self.status == "decommissioned":
-            out["include_decommissioned"] = True
-        return out
-
-    def keeps(self, row: DeviceRow) -> bool:
-        return self.status not in DERIVED_STATUSES or row.state == self.status
-
-
-def parse_filter(text: str) -> DeviceFilter:
-    values: dict[str, str] = {}
-    words: list[str] = []
-    for word in text.split():
-        key, sep, value = word.partition(":")
-        if sep and key in ("tag", "group", "status"):
-            if not value:
-                raise FilterError(f"{key}: needs a value, e.g. {key}:lab")
-            values[key] = value
-        else:
-            words.append(word)
-    status = values.get("status")
-    if status is not None and status not in HUB_STATUSES + DERIVED_STATUSES:
-        known = ", ".join(HUB_STATUSES + DERIVED_STATUSES)
-        raise FilterError(f"unknown status {status!r} (known: {known})")
-    return DeviceFilter(values.get("tag"), values.get("group"), status, " ".join(words) or None)
 
 
 # --- rollouts ----------------------------------------------------------------------------

@@ -3,7 +3,7 @@ debounced reloads when change notices arrive."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Protocol, cast
 
 from textual.css.query import NoMatches
@@ -34,6 +34,7 @@ def job(fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> Any:
 
 class HubApp(Protocol):
     session: HubSession
+    read_only: bool  # --read-only, or a readonly API key: write actions hidden or greyed
 
     def report_error(self, title: str, message: str) -> None: ...
 
@@ -66,6 +67,11 @@ class HubView(Widget):
         super().__init__(**kwargs)
         self._reload_pending = False
         self.loads = 0  # finished loads; lets tests wait without sleeping blindly
+
+    def hub_notice(self, doc: Mapping[str, Any]) -> None:
+        """A change notice, whole (``kind``, ``action``, ids...). Views that can use the ids
+        override this; by default the notice's kind goes to ``hub_changed``."""
+        self.hub_changed(str(doc.get("kind", "")))
 
     def hub_changed(self, kind: str) -> None:
         if (self.KINDS and kind not in self.KINDS) or kind in self.IGNORED:

@@ -1,25 +1,45 @@
-"""Fleet overview: summary bar, filter box and the device table, live from change notices."""
+"""Fleet: the live device table. Rows are kept by device id and updated in place, cell by
+cell, as change notices arrive; the pure rules are in ``tui/screens/fleet_model.py``."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from rich.cells import cell_len
+from rich.style import Style
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.content import Content
+from textual.coordinate import Coordinate
 from textual.message import Message
+from textual.timer import Timer
 from textual.widgets import DataTable, Input, Static
+from textual.widgets.data_table import ColumnKey
 
+from protocol import errors as codes
 from tui.client import ApiError
-from tui.screens import model
-from tui.widgets.base import HubView, call, hub_app
+from tui.screens import fleet_model as fm
+from tui.widgets.base import HubView, hub_app
 
-PAGE = 500  # devices per page; `]` / `[` move between pages
-ENRICH_MAX = 200  # devices.get calls per load when devices.list lacks desired/reported
-ENRICH_PARALLEL = 8
+PAGE_LIMIT = 1000  # per plain devices.list call (the API's maximum)
+SUMMARY_LIMIT = 500  # per summary-view call (the hub's cap for that view)
+MAX_DEVICES = 20_000  # a sane bound on what one table holds (and one load fetches)
+TARGETED_MAX = 32  # a notice naming more devices than this reloads everything (in place)
+TARGETED_DELAY = 0.2  # gathers the ids of a burst of notices into one fetch
+FETCH_PARALLEL = 8
+ENRICH_MAX = 200  # devices.get calls per load when the hub has no summary view
+FLASH_SECONDS = 1.0
+AGE_SECONDS = 15.0  # how often "offline 4m" ages are redrawn (only the cells that change)
+# Fixed widths: these cells change often and a narrower text must not rescan the column.
+FIXED_WIDTH = {"status": 14, "rollout": 10, "cpu": 10, "mem": 10, "disk": 10}
+STYLES = {"ok": Style(color="green"), "warn": Style(color="yellow"), "bad": Style(color="red")}
+STYLES["dim"] = Style(dim=True)
+FLASH = Style(bold=True, bgcolor="grey30")
 EMPTY_HELP = (
     "No devices match. A new hub has none until devices enrol: create a token with "
     "`signalbeam token create --tenant NAME`, then run `signalbeam-agent enroll` on a device."
@@ -27,15 +47,14 @@ EMPTY_HELP = (
 
 
 class FleetView(HubView):
-    # Every kind but these: the sync work adds device-state kinds this view must follow.
-    IGNORED = frozenset({"bundles", "tokens", "keys"})
-    RELOAD_DELAY = 1.0  # a load may cost up to ENRICH_MAX devices.get calls
-    # Enter on a row is the table's own select key (RowSelected below).
+    # Kinds that never name a device's row content. `assignments` is followed by a `desired`
+    # notice with the ids, so it needs no reload of its own.
+    IGNORED = frozenset({"bundles", "tokens", "keys", "assignments"})
+    RELOAD_DELAY = 2.0  # a full (in-place) reload pages through every device
     BINDINGS = [
         Binding("slash", "focus_filter", "Filter"),
-        # Hidden from the footer (no room at 80 columns); the summary bar names them.
-        Binding("right_square_bracket", "page(1)", "Next page", show=False),
-        Binding("left_square_bracket", "page(-1)", "Previous page", show=False),
+        Binding("s", "sort_next", "Sort"),
+        Binding("S", "sort_reverse", "Reverse", show=False),
     ]
 
     class OpenDevice(Message):
@@ -43,30 +62,72 @@ class FleetView(HubView):
             super().__init__()
             self.device_id = device_id
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, clock: Callable[[], float] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.filter = model.DeviceFilter()
-        self.rows: list[model.DeviceRow] = []
-        self.page_size = PAGE
-        self.cursors: list[str | None] = [None]  # the cursor of each page up to this one
-        self.next_cursor: str | None = None
+        self.clock = clock
+        self.filter = fm.DeviceFilter()
+        self.sort = fm.Sort()
+        self.devices: dict[str, fm.DeviceRow] = {}  # every loaded device, by id
+        self.shown: dict[str, tuple[fm.Cell, ...]] = {}  # what the table shows, by id
+        self.flashing: dict[str, float] = {}  # id -> when its flash ends (monotonic)
+        self.more = False  # the hub has more devices than MAX_DEVICES
+        self.summary_view = True  # cleared when the hub refuses devices.list's "view"
+        self.loaded_at: float | None = None
+        self.updates = 0  # rows updated in place; lets tests wait on a condition
+        self._pending: set[str] = set()
+        self._targeted_timer = False
+        self._flash_timer: Timer | None = None
+
+    def now(self) -> float:
+        clock = self.clock or getattr(self.app, "clock", None) or time.time
+        return float(clock())
 
     def compose(self) -> ComposeResult:
         yield Static("loading…", id="fleet-summary")
         yield Input(
-            placeholder="filter: tag:NAME group:NAME status:online|offline|updating|failed text",
+            placeholder="filter: tag:NAME group:NAME status:STATE bundle:NAME text; !word negates",
             id="fleet-filter",
         )
-        table: DataTable[str] = DataTable(id="fleet-table", cursor_type="row", zebra_stripes=True)
-        table.add_columns(*model.COLUMNS)
+        table: DataTable[Any] = DataTable(id="fleet-table", cursor_type="row", zebra_stripes=True)
+        for key, label in fm.COLUMNS:
+            table.add_column(label, key=key, width=FIXED_WIDTH.get(key))
         yield table
         yield Static(Content(EMPTY_HELP), id="fleet-empty")
 
     def on_mount(self) -> None:
         self.query_one("#fleet-empty").display = False
+        self.set_interval(AGE_SECONDS, self._tick_ages)
 
+    @property
+    def table(self) -> DataTable[Any]:
+        return self.query_one("#fleet-table", DataTable)
+
+    # --- operator actions ------------------------------------------------------------------
     def action_focus_filter(self) -> None:
         self.query_one("#fleet-filter", Input).focus()
+
+    def action_sort_next(self) -> None:
+        self.set_sort(self.sort.next_column())
+
+    def action_sort_reverse(self) -> None:
+        self.set_sort(fm.Sort(self.sort.column, not self.sort.reverse))
+
+    def set_sort(self, sort: fm.Sort) -> None:
+        self.sort = sort
+        self._resort()
+        self._show_summary()
+
+    def set_filter(self, flt: fm.DeviceFilter) -> None:
+        reload = flt.wants_decommissioned != self.filter.wants_decommissioned
+        self.filter = flt
+        self._rebuild()
+        if reload:
+            self.reload()
+
+    @on(DataTable.HeaderSelected, "#fleet-table")
+    def _header_selected(self, event: DataTable.HeaderSelected) -> None:
+        if event.column_key.value:
+            self.set_sort(self.sort.by(event.column_key.value))
 
     @on(DataTable.RowSelected, "#fleet-table")
     def _row_selected(self, event: DataTable.RowSelected) -> None:
@@ -76,48 +137,117 @@ class FleetView(HubView):
     @on(Input.Submitted, "#fleet-filter")
     def _filter_submitted(self, event: Input.Submitted) -> None:
         try:
-            self.filter = model.parse_filter(event.value)
-        except model.FilterError as exc:
+            flt = fm.parse_filter(event.value)
+        except fm.FilterError as exc:
             self.notify(str(exc), title="filter", severity="error", markup=False)
             return
-        self.cursors = [None]
-        self.query_one("#fleet-table").focus()
-        self.reload()
+        self.table.focus()
+        self.set_filter(flt)
 
-    def action_page(self, step: int) -> None:
-        if step > 0 and self.next_cursor is not None:
-            self.cursors.append(self.next_cursor)
-            self.next_cursor = None  # a second press before the page arrives must not skip
-        elif step < 0 and len(self.cursors) > 1:
-            self.cursors.pop()
-        else:
+    # --- change notices --------------------------------------------------------------------
+    def hub_notice(self, doc: Mapping[str, Any]) -> None:
+        kind = str(doc.get("kind", ""))
+        if kind in self.IGNORED:
             return
-        self.reload()
+        ids = fm.notice_ids(doc)
+        if ids is None:
+            self.hub_changed(kind)  # may touch any device: a debounced full reload
+            return
+        self._pending.update(ids)
+        if ids and not self._targeted_timer:
+            self._targeted_timer = True
+            self.set_timer(TARGETED_DELAY, self._flush_pending)
 
+    def _flush_pending(self) -> None:
+        self._targeted_timer = False
+        ids, self._pending = sorted(self._pending), set()
+        if len(ids) > TARGETED_MAX:
+            self.hub_changed("devices")
+        elif ids:
+            self.run_worker(self._refresh_ids(ids), group="targeted")
+
+    async def _refresh_ids(self, ids: list[str]) -> None:
+        gate = asyncio.Semaphore(FETCH_PARALLEL)
+
+        async def one(device_id: str) -> tuple[str, dict[str, Any] | None]:
+            async with gate:
+                return device_id, await self._fetch_one(device_id)
+
+        try:
+            found = await asyncio.gather(*(one(i) for i in ids))
+        except ApiError:
+            return  # the link is down; the banner says so and a reload follows the link
+        self.apply(
+            [fm.device_row(doc) for _, doc in found if doc is not None],
+            gone=[i for i, doc in found if doc is None],
+        )
+
+    async def _fetch_one(self, device_id: str) -> dict[str, Any] | None:
+        """One device's row document; None when the hub no longer has it."""
+        session = hub_app(self).session
+        if self.summary_view:
+            # No id filter in devices.list: the id as text, then the exact match.
+            body = {"view": "summary", "text": device_id, "limit": 100}
+            body["include_decommissioned"] = True
+            result = await session.call("devices.list", body)
+            for item in result.get("items", []):
+                if item.get("id") == device_id:
+                    return dict(item)
+            if not result.get("next_cursor"):
+                return None
+        try:
+            return await session.call("devices.get", {"id": device_id})
+        except ApiError as exc:
+            if exc.code == codes.NOT_FOUND:
+                return None
+            raise
+
+    # --- loading ---------------------------------------------------------------------------
     async def load(self) -> None:
-        body = {**self.filter.body(), "limit": self.page_size}
-        if self.cursors[-1] is not None:
-            body["cursor"] = self.cursors[-1]
-        result = await call(self, "devices.list", body)
-        if result is None:
-            return
-        self.next_cursor = result.get("next_cursor")
-        items: list[dict[str, Any]] = result.get("items", [])
-        await self._enrich(items)
-        now = time.time()
-        rows = [model.device_row(d, now) for d in items]
-        self.rows = [r for r in rows if self.filter.keeps(r)]
-        self._show()
+        cursor: str | None = None
+        seen: set[str] = set()
+        while True:
+            result = await self._list_page(cursor)
+            if result is None:
+                return  # reported; the rows stay as they were (the banner marks them stale)
+            items: list[dict[str, Any]] = result.get("items", [])
+            if not self.summary_view:
+                await self._enrich(items)
+            rows = [fm.device_row(d) for d in items]
+            seen.update(r.id for r in rows)
+            self.apply(rows)  # each page is painted as it arrives
+            cursor = result.get("next_cursor")
+            if not cursor or len(seen) >= MAX_DEVICES:
+                break
+        self.more = cursor is not None
+        self.apply([], gone=[i for i in self.devices if i not in seen])
+        self.loaded_at = self.now()
+
+    async def _list_page(self, cursor: str | None) -> dict[str, Any] | None:
+        body: dict[str, Any] = {"limit": PAGE_LIMIT}
+        if self.summary_view:
+            body.update(view="summary", limit=SUMMARY_LIMIT)
+        if self.filter.wants_decommissioned:
+            body["include_decommissioned"] = True
+        if cursor is not None:
+            body["cursor"] = cursor
+        try:
+            return await hub_app(self).session.call("devices.list", body)
+        except ApiError as exc:
+            if self.summary_view and exc.code == codes.INVALID and exc.field == "view":
+                self.summary_view = False  # an older hub: plain pages plus devices.get
+                return await self._list_page(cursor)
+            hub_app(self).report_error(f"devices.list: {exc.code}", str(exc))
+            return None
 
     async def _enrich(self, items: list[dict[str, Any]]) -> None:
-        """Fill desired and reported state from ``devices.get`` when the list lacks them."""
-        wanted = [d for d in items if "desired" not in d][:ENRICH_MAX]
-        gate = asyncio.Semaphore(ENRICH_PARALLEL)
+        """Desired and reported state from ``devices.get``, for a hub without the summary
+        view (bounded: the first ENRICH_MAX devices of each page)."""
+        gate = asyncio.Semaphore(FETCH_PARALLEL)
 
         async def one(device: dict[str, Any]) -> None:
             async with gate:
-                # Quietly: a device decommissioned meanwhile must not spam notifications,
-                # and a lost link already failed the devices.list call loudly.
+                # Quietly: a device decommissioned meanwhile must not spam notifications.
                 try:
                     full = await hub_app(self).session.call("devices.get", {"id": device["id"]})
                 except ApiError:
@@ -125,20 +255,163 @@ class FleetView(HubView):
             device["desired"] = full.get("desired")
             device["reported"] = full.get("reported")
 
-        await asyncio.gather(*(one(d) for d in wanted))
+        await asyncio.gather(*(one(d) for d in items[:ENRICH_MAX] if "desired" not in d))
 
-    def _show(self) -> None:
-        table: DataTable[str] = self.query_one("#fleet-table", DataTable)
-        keep = None
-        if table.row_count:
-            keep = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        table.clear()
-        for row in self.rows:
-            table.add_row(*row.cells(), key=row.id)
-        if keep is not None and keep in table.rows:
-            table.move_cursor(row=table.get_row_index(keep))
-        summary = model.summary_text(
-            model.summarize(self.rows), len(self.cursors), self.next_cursor is not None
+    # --- the table -------------------------------------------------------------------------
+    def apply(self, rows: Iterable[fm.DeviceRow], gone: Iterable[str] = ()) -> None:
+        """Take new versions of some devices (and drop others), touching only the cells that
+        changed. Rows whose content changed flash."""
+        keep = self._cursor_key()
+        now = self.now()
+        structural = resort = False
+        flash_until = time.monotonic() + FLASH_SECONDS
+        for row in rows:
+            if row.status == "decommissioned" and not self.filter.wants_decommissioned:
+                gone = [*gone, row.id]
+                continue
+            old = self.devices.get(row.id)
+            self.devices[row.id] = row
+            visible = self.filter.keeps(row)
+            if row.id in self.shown and not visible:
+                self._remove(row.id)
+                structural = True
+            elif visible and row.id not in self.shown:
+                self._add(row, now)
+                structural = resort = True
+            elif visible and old != row:
+                if old is None or fm.sort_key(old, self.sort.column) != fm.sort_key(
+                    row, self.sort.column
+                ):
+                    resort = True
+                self._update(row, now, flash_until if old is not None else None)
+        for device_id in gone:
+            self.devices.pop(device_id, None)
+            if device_id in self.shown:
+                self._remove(device_id)
+                structural = True
+        if resort:
+            self._sort_table()
+        if structural or resort:
+            self._restore_cursor(keep)
+        self._show_summary()
+
+    def _cells(self, row: fm.DeviceRow, now: float) -> tuple[fm.Cell, ...]:
+        return fm.cells(row, now)
+
+    def _text(self, cell: fm.Cell, flash: bool) -> Text:
+        text, style = cell
+        base = STYLES.get(style, Style())
+        return Text(text, style=base + FLASH if flash else base, no_wrap=True)
+
+    def _add(self, row: fm.DeviceRow, now: float) -> None:
+        cells = self._cells(row, now)
+        self.shown[row.id] = cells
+        self.table.add_row(*(self._text(c, False) for c in cells), key=row.id)
+
+    def _remove(self, device_id: str) -> None:
+        self.shown.pop(device_id, None)
+        self.flashing.pop(device_id, None)
+        self.table.remove_row(device_id)
+
+    def _update(self, row: fm.DeviceRow, now: float, flash_until: float | None) -> None:
+        new = self._cells(row, now)
+        changed = fm.changed_columns(self.shown[row.id], new)
+        if not changed:
+            self.shown[row.id] = new
+            return  # e.g. a newer last_seen of an online device: nothing to redraw
+        if flash_until is not None:
+            if row.id not in self.flashing:
+                changed = list(range(len(new)))  # the whole row lights up
+            self.flashing[row.id] = flash_until
+            self._ensure_flash_timer()
+        self._put(row.id, new, changed, row.id in self.flashing)
+        self.updates += 1
+
+    def _put(
+        self, device_id: str, cells: tuple[fm.Cell, ...], which: Iterable[int], flash: bool
+    ) -> None:
+        table = self.table
+        self.shown[device_id] = cells
+        for i in which:
+            key = fm.COLUMN_KEYS[i]
+            column = table.columns[ColumnKey(key)]
+            # Grow only: a narrower text with update_width would rescan the whole column.
+            grow = column.auto_width and cell_len(cells[i][0]) > column.content_width
+            table.update_cell(device_id, key, self._text(cells[i], flash), update_width=grow)
+
+    def _ensure_flash_timer(self) -> None:
+        if self._flash_timer is None:
+            self._flash_timer = self.set_interval(0.25, self._unflash)
+
+    def _unflash(self) -> None:
+        t = time.monotonic()
+        for device_id in [i for i, end in self.flashing.items() if end <= t]:
+            del self.flashing[device_id]
+            if device_id in self.shown:
+                cells = self.shown[device_id]
+                self._put(device_id, cells, range(len(cells)), False)
+        if not self.flashing and self._flash_timer is not None:
+            self._flash_timer.stop()
+            self._flash_timer = None
+
+    def _tick_ages(self) -> None:
+        """Redraw the cells whose text depends on the clock ("offline 4m")."""
+        now = self.now()
+        for device_id, row in self.devices.items():
+            if row.state == "offline" and device_id in self.shown:
+                new = self._cells(row, now)
+                changed = fm.changed_columns(self.shown[device_id], new)
+                if changed:
+                    self._put(device_id, new, changed, device_id in self.flashing)
+
+    def _sort_table(self) -> None:
+        devices, column = self.devices, self.sort.column
+        self.table.sort(
+            "device",
+            key=lambda cell: fm.sort_key(devices[cell.plain], column),
+            reverse=self.sort.reverse,
         )
-        self.query_one("#fleet-summary", Static).update(Content(summary))
-        self.query_one("#fleet-empty").display = not self.rows
+
+    def _resort(self) -> None:
+        keep = self._cursor_key()
+        self._sort_table()
+        self._restore_cursor(keep)
+
+    def _rebuild(self) -> None:
+        """A new filter: the table's rows change wholesale (the only full redraw)."""
+        keep = self._cursor_key()
+        table = self.table
+        table.clear()
+        self.shown.clear()
+        self.flashing.clear()
+        now = self.now()
+        for row in fm.ordered(
+            (r for r in self.devices.values() if self.filter.keeps(r)), self.sort
+        ):
+            self._add(row, now)
+        self._restore_cursor(keep)
+        self._show_summary()
+
+    def _cursor_key(self) -> str | None:
+        table = self.table
+        if not table.row_count:
+            return None
+        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+
+    def _restore_cursor(self, key: str | None) -> None:
+        """The cursor stays on its device when rows around it come, go or move."""
+        table = self.table
+        if key is not None and key in table.rows:
+            index = table.get_row_index(key)
+            if index != table.cursor_row:
+                table.cursor_coordinate = Coordinate(index, table.cursor_column)
+
+    def _show_summary(self) -> None:
+        shown = [self.devices[i] for i in self.shown]
+        text = fm.summary_text(fm.summarize(shown), len(self.devices), self.sort, self.more)
+        self.query_one("#fleet-summary", Static).update(Content(text))
+        self.query_one("#fleet-empty").display = not self.shown
+
+    def device_ids(self) -> list[str]:
+        """Loaded device ids (for completion and the command palette)."""
+        return sorted(self.devices)

@@ -1,0 +1,192 @@
+"""The Fleet table's pure rules: rows from both document shapes, cells, the bundle mark,
+sparklines, sorting, the filter with `!`, and the ids a change notice names."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tui.screens import fleet_model as fm
+
+NOW = 1_800_000_000.0
+
+
+def iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(ts))
+
+
+def reported(**state: Any) -> dict[str, Any]:
+    return {"state": state, "as_of": iso(NOW - 10)}
+
+
+def device(**fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"id": "d1", "status": "online", "tags": ["rpi", "lab"], "groups": []}
+    return {**base, **fields}
+
+
+DESIRED = {"bundle": "wm", "version": "1.3.0", "via": "tag:rpi"}
+
+
+def test_states_from_devices_get_documents() -> None:
+    running = reported(bundle_ref="wm@1.3.0", containers=[{"name": "a", "state": "running"}])
+    row = fm.device_row(device(desired=DESIRED, reported=running, last_seen=iso(NOW - 30)))
+    assert row.state == "online"
+    assert [c for c, _ in fm.cells(row, NOW)][:5] == ["d1", "● online", "rpi,lab", "-", "wm@1.3.0"]
+    old = reported(bundle_ref="wm@1.2.0")
+    assert fm.device_row(device(desired=DESIRED, reported=old)).state == "updating"
+    # offline devices are not "updating": they cannot be until they come back
+    assert fm.device_row(device(status="offline", desired=DESIRED)).state == "offline"
+    assert fm.device_row(device(reported=old)).state == "online"  # nothing desired
+    bad = reported(bundle_ref="wm@1.3.0", containers=[{"name": "a", "state": "exited"}])
+    assert fm.device_row(device(desired=DESIRED, reported=bad)).state == "failed"
+    never = fm.device_row({"id": "d2", "status": "unknown"})
+    assert fm.cells(never, NOW)[1] == ("? unknown", "")
+
+
+def test_states_from_the_summary_view() -> None:
+    doc = device(desired=DESIRED, running="wm@1.3.0", deployment={"status": "healthy"})
+    assert fm.device_row(doc).state == "online"
+    applying = {**doc, "deployment": {"status": "applying", "error": None}}
+    assert fm.device_row(applying).state == "updating"
+    failed = {**doc, "deployment": {"status": "rolled_back", "error": "health check"}}
+    assert fm.device_row(failed).state == "failed"
+    assert fm.device_row({**doc, "containers": {"total": 2, "bad": 1}}).state == "failed"
+    row = fm.device_row(
+        {**doc, "rollout": {"id": "r1", "state": "Failed", "reason": "x"},
+         "metrics": {"cpu": {"last": 42.4, "spark": [0.0, 10.0, None, None, 50.0, 100.0]}}}
+    )  # fmt: skip
+    cells = fm.cells(row, NOW)
+    assert cells[5] == ("Failed", "bad")
+    assert cells[6][0] == "▁▁  ▅█  42" and cells[7][0] == "-"
+
+
+def test_offline_age_and_status_text_carry_the_state_without_colour() -> None:
+    row = fm.device_row(device(status="offline", last_seen=iso(NOW - 240)))
+    assert fm.status_text(row, NOW) == "○ offline 4m"
+    assert fm.status_text(row, NOW + 3600) == "○ offline 1h"
+    for state in fm.STATES:
+        assert fm.GLYPH[state] and state in fm.status_text(
+            fm.DeviceRow("x", "", state, state, None, (), (), None, None, None, None), NOW
+        )
+
+
+@pytest.mark.parametrize(
+    ("desired", "running", "text"),
+    [
+        (None, None, "-"),
+        (None, "wm@1.2.0", "wm@1.2.0"),
+        ("wm@1.2.0", "wm@1.2.0", "wm@1.2.0"),
+        ("wm@1.3.0", "wm@1.2.0", "wm@1.2.0 → 1.3.0"),
+        ("wm@1.3.0", None, "- → wm@1.3.0"),
+        ("other@2", "wm@1.2.0", "wm@1.2.0 → other@2"),
+    ],
+)
+def test_bundle_marks_desired_versus_running(
+    desired: str | None, running: str | None, text: str
+) -> None:
+    assert fm.bundle_text(desired, running) == text
+
+
+@given(st.lists(st.one_of(st.none(), st.floats(-50, 500)), max_size=30))
+def test_sparkline_is_bounded(points: list[float | None]) -> None:
+    line = fm.sparkline(points)
+    assert len(line) <= fm.SPARK_WIDTH
+    assert set(line) <= set(fm.SPARK) | {" "}
+
+
+def test_filter_terms_and_negation() -> None:
+    rows = [
+        fm.device_row(device(id="a", tags=["lab"], hostname="alpha")),
+        fm.device_row(device(id="b", tags=["field"], groups=["north"], status="offline")),
+        fm.device_row(device(id="c", tags=["lab"], desired=DESIRED, running="wm@1.2.0")),
+    ]
+
+    def keep(text: str) -> list[str]:
+        f = fm.parse_filter(text)
+        return [r.id for r in rows if f.keeps(r)]
+
+    assert keep("tag:lab") == ["a", "c"]
+    assert keep("!tag:lab") == ["b"]
+    assert keep("group:north") == ["b"] and keep("!group:north") == ["a", "c"]
+    assert keep("status:offline") == ["b"]
+    assert keep("status:online") == ["a", "c"]  # online includes updating
+    assert keep("status:updating") == ["c"] and keep("!status:updating") == ["a", "b"]
+    assert keep("bundle:wm") == ["c"] and keep("bundle:wm@1.3.0") == ["c"]
+    assert keep("ALPH") == ["a"] and keep("!alph tag:lab") == ["c"]
+    assert fm.parse_filter("!tag:lab x").text() == "!tag:lab x"
+    assert fm.parse_filter("status:decommissioned").wants_decommissioned
+    with pytest.raises(fm.FilterError, match="unknown status 'sideways'"):
+        fm.parse_filter("status:sideways")
+    with pytest.raises(fm.FilterError, match="needs a value"):
+        fm.parse_filter("tag:")
+    with pytest.raises(fm.FilterError, match="! needs a word"):
+        fm.parse_filter("!")
+
+
+@given(st.lists(st.sampled_from(["tag:lab", "group:north", "status:offline", "a", "zz"])))
+def test_negation_is_the_complement(words: list[str]) -> None:
+    row = fm.device_row(device(id="a", tags=["lab"], status="offline"))
+    for word in words:
+        assert fm.parse_filter(word).keeps(row) != fm.parse_filter("!" + word).keeps(row)
+
+
+def test_sorting_and_the_sort_cycle() -> None:
+    rows = [
+        fm.device_row(device(id="a", metrics={"cpu": {"last": 5.0, "spark": []}})),
+        fm.device_row(device(id="b", status="offline", last_seen=iso(NOW))),
+        fm.device_row(device(id="c", metrics={"cpu": {"last": 80.0, "spark": []}})),
+    ]
+    assert [r.id for r in fm.ordered(rows, fm.Sort("cpu"))] == ["c", "a", "b"]
+    assert [r.id for r in fm.ordered(rows, fm.Sort("status"))] == ["b", "a", "c"]
+    assert [r.id for r in fm.ordered(rows, fm.Sort("device", True))] == ["c", "b", "a"]
+    s = fm.Sort()
+    seen = []
+    for _ in fm.COLUMNS:
+        seen.append(s.column)
+        s = s.next_column()
+    assert seen == list(fm.COLUMN_KEYS) and s.column == "device"
+    assert fm.Sort("cpu").by("cpu") == fm.Sort("cpu", True)
+    assert fm.Sort("cpu", True).by("mem") == fm.Sort("mem")
+    assert fm.Sort("bundle", True).label() == "Bundle ▼"
+
+
+def test_summary_counts_and_text() -> None:
+    rows = [
+        fm.device_row(device(id="a")),
+        fm.device_row(device(id="b", desired=DESIRED)),
+        fm.device_row(device(id="c", status="offline")),
+    ]
+    counts = fm.summarize(rows)
+    assert counts == {"total": 3, "online": 2, "offline": 1, "updating": 1, "failed": 0}
+    assert fm.summary_text(counts, 5, fm.Sort()) == (
+        "3 of 5 devices │ online 2 │ offline 1 │ updating 1 │ failed 0 │ sort Device ▲"
+    )
+
+
+def test_changed_columns() -> None:
+    row = fm.device_row(device(status="offline", last_seen=iso(NOW - 59)))
+    assert fm.changed_columns(fm.cells(row, NOW), fm.cells(row, NOW + 2)) == [1]
+    assert fm.changed_columns(fm.cells(row, NOW), fm.cells(row, NOW)) == []
+
+
+@pytest.mark.parametrize(
+    ("doc", "ids"),
+    [
+        ({"kind": "devices", "action": "updated", "ids": ["a", "b"]}, ["a", "b"]),
+        ({"kind": "devices", "action": "updated", "ids": None}, None),
+        ({"kind": "devices", "action": "tagged", "id": "a", "tag": "x"}, ["a"]),
+        ({"kind": "devices", "action": "offline", "devices": ["a", "a"]}, ["a"]),
+        ({"kind": "reported", "action": "changed", "devices": ["c"]}, ["c"]),
+        ({"kind": "desired", "action": "changed", "devices": []}, None),
+        ({"kind": "groups", "action": "member_added", "name": "n", "device": "d"}, ["d"]),
+        ({"kind": "groups", "action": "created", "name": "n"}, []),
+        ({"kind": "groups", "action": "deleted", "name": "n", "members": ["e"]}, ["e"]),
+        ({"kind": "rollouts", "action": "progress", "id": "r1"}, None),
+    ],
+)
+def test_notice_ids(doc: dict[str, Any], ids: list[str] | None) -> None:
+    assert fm.notice_ids(doc) == ids

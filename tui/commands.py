@@ -1,0 +1,77 @@
+"""The `:` command line: aliases, parsing and completion (pure; no Textual)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+# alias -> command
+ALIASES: dict[str, str] = {
+    "devices": "fleet",
+    "fleet": "fleet",
+    "bundles": "bundles",
+    "rollouts": "rollouts",
+    "assign": "assign",
+    "dev": "device",
+    "device": "device",
+    "help": "help",
+    "q": "quit",
+    "quit": "quit",
+}
+# (what to type, what it does): the help text, the completion order and the palette's list.
+COMMANDS: tuple[tuple[str, str], ...] = (
+    ("devices", "the Fleet tab (also :fleet)"),
+    ("bundles", "the Bundles tab"),
+    ("assign", "the Assign tab"),
+    ("rollouts", "the Rollouts tab"),
+    ("dev ID", "open a device"),
+    ("help", "every key where the focus is"),
+    ("quit", "quit (also :q)"),
+)
+TABS = ("fleet", "bundles", "assign", "rollouts")
+
+
+class CommandError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str  # a value of ALIASES
+    arg: str | None = None
+
+
+def parse_command(text: str) -> Command:
+    """``devices``, ``:dev sim-0001``, ``q``; a leading ``:`` is optional."""
+    words = text.strip().removeprefix(":").split()
+    if not words:
+        raise CommandError("type a command, e.g. :devices, :dev ID, :q")
+    name = ALIASES.get(words[0].lower())
+    if name is None:
+        known = ", ".join(f":{c.split()[0]}" for c, _ in COMMANDS)
+        raise CommandError(f"unknown command :{words[0]} (known: {known})")
+    if name == "device":
+        if len(words) != 2:
+            raise CommandError(":dev needs one device id, e.g. :dev sim-0001")
+        return Command(name, words[1])
+    if len(words) > 1:
+        raise CommandError(f":{words[0]} takes no argument")
+    return Command(name)
+
+
+def complete(text: str, device_ids: Iterable[str]) -> str | None:
+    """The completed line for what is typed so far (``:ro`` → ``:rollouts``,
+    ``:dev sim-00`` → ``:dev sim-0001``), or None."""
+    typed = text.removeprefix(":")
+    if not typed:
+        return None
+    head, space, rest = typed.partition(" ")
+    if space:
+        if ALIASES.get(head.lower()) != "device" or " " in rest:
+            return None
+        match = next((d for d in sorted(device_ids) if d.startswith(rest) and d != rest), None)
+        return f":{head} {match}" if match else None
+    for alias in sorted(ALIASES, key=lambda a: (len(a), a)):
+        if alias.startswith(typed.lower()) and alias != typed.lower():
+            return f":{alias}"
+    return None

@@ -1,0 +1,382 @@
+"""Pure logic of the live Fleet table: device rows, their cells, the filter, sorting and the
+diff that lets the widget touch only the cells that changed.
+
+No Textual and no I/O. Rows come from ``devices.list`` (summary view: ``running``,
+``deployment``, ``containers``, ``rollout``, ``metrics``) or, from a hub without that view,
+from ``devices.get`` documents (``reported``); both shapes are read here. Times are passed in
+(``now``) so ages are testable and snapshots stable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tui.screens import model
+
+# (column key, header). Keys are stable: the widget addresses cells by them.
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("device", "Device"),
+    ("status", "Status"),
+    ("tags", "Tags"),
+    ("groups", "Groups"),
+    ("bundle", "Bundle (running → desired)"),
+    ("rollout", "Rollout"),
+    ("cpu", "CPU%"),
+    ("mem", "Mem%"),
+    ("disk", "Disk%"),
+)
+COLUMN_KEYS = tuple(k for k, _ in COLUMNS)
+METRICS = ("cpu", "mem", "disk")
+STATES = ("online", "offline", "updating", "failed", "unknown", "decommissioned")
+# The text carries the state, so a monochrome terminal (NO_COLOR) loses nothing.
+GLYPH = {
+    "online": "●",
+    "offline": "○",
+    "updating": "↻",
+    "failed": "✖",
+    "unknown": "?",
+    "decommissioned": "-",
+}
+# Style names the widget maps to colours (kept abstract so this stays free of Textual).
+STATE_STYLE = {"online": "ok", "updating": "warn", "failed": "bad", "offline": "dim"}
+SPARK = "▁▂▃▄▅▆▇█"
+SPARK_WIDTH = 6  # the hub's 12 five-minute buckets, two per character
+
+
+@dataclass(frozen=True)
+class DeviceRow:
+    id: str
+    hostname: str
+    status: str  # the hub's: online, offline, unknown, decommissioned
+    state: str  # one of STATES: the hub's status refined by updating / failed
+    last_seen: float | None
+    tags: tuple[str, ...]
+    groups: tuple[str, ...]
+    desired: str | None
+    running: str | None
+    rollout: str | None  # the device's state in its rollout (Pending, Updating, ...)
+    problem: str | None
+    metrics: Mapping[str, tuple[float | None, tuple[float | None, ...]]] = field(
+        default_factory=dict
+    )
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _metrics(doc: Any) -> dict[str, tuple[float | None, tuple[float | None, ...]]]:
+    out: dict[str, tuple[float | None, tuple[float | None, ...]]] = {}
+    if not isinstance(doc, Mapping):
+        return out
+    for name in METRICS:
+        m = doc.get(name)
+        if isinstance(m, Mapping):
+            spark = m.get("spark")
+            points = tuple(_number(x) for x in spark) if isinstance(spark, list) else ()
+            out[name] = (_number(m.get("last")), points)
+    return out
+
+
+def _summary_problem(doc: Mapping[str, Any]) -> str | None:
+    dep = doc.get("deployment")
+    if isinstance(dep, Mapping) and dep.get("status") in ("failed", "rolled_back"):
+        return f"deployment {dep['status']}: {dep.get('error')}"
+    boxes = doc.get("containers")
+    if isinstance(boxes, Mapping) and isinstance(boxes.get("bad"), int) and boxes["bad"] > 0:
+        return f"{boxes['bad']} of {boxes.get('total')} containers unhealthy or stopped"
+    return None
+
+
+def device_row(doc: Mapping[str, Any]) -> DeviceRow:
+    """One device from either shape of document (summary view, or ``devices.get``)."""
+    status = str(doc.get("status") or "unknown")
+    desired = model.desired_ref(doc)
+    if "running" in doc:  # the summary view
+        running = _str(doc.get("running"))
+        problem = _summary_problem(doc)
+        dep = doc.get("deployment")
+        applying = isinstance(dep, Mapping) and dep.get("status") == "applying"
+    else:
+        reported = doc.get("reported")
+        running = model.running_ref(reported)
+        problem = model.problem(reported)
+        if problem is None and model.health(reported) == "unhealthy":
+            problem = "a container is unhealthy or stopped"
+        applying = False
+    rollout = doc.get("rollout")
+    if status != "online":
+        state = status if status in STATES else "unknown"
+    elif problem is not None:
+        state = "failed"
+    elif applying or (desired is not None and desired != running):
+        state = "updating"  # online and not yet running what it should
+    else:
+        state = "online"
+    return DeviceRow(
+        id=str(doc.get("id")),
+        hostname=str(doc.get("hostname") or ""),
+        status=status,
+        state=state,
+        last_seen=model.parse_ts(doc.get("last_seen")),
+        tags=tuple(str(t) for t in doc.get("tags") or ()),
+        groups=tuple(str(g) for g in doc.get("groups") or ()),
+        desired=desired,
+        running=running,
+        rollout=_str(rollout.get("state")) if isinstance(rollout, Mapping) else None,
+        problem=problem,
+        metrics=_metrics(doc.get("metrics")),
+    )
+
+
+# --- cells -------------------------------------------------------------------------------
+# A cell is (text, style name or ""): plain data the widget turns into Rich Text, and what
+# the diff compares.
+Cell = tuple[str, str]
+
+
+def status_text(row: DeviceRow, now: float) -> str:
+    text = f"{GLYPH.get(row.state, '?')} {row.state}"
+    if row.state == "offline" and row.last_seen is not None:
+        text += f" {model.age(now - row.last_seen)}"
+    return text
+
+
+def bundle_text(desired: str | None, running: str | None) -> str:
+    """What runs, and where it is going when that differs (``app@1.2.0 → 1.3.0``)."""
+    if desired is None or desired == running:
+        return running or "-"
+    if running is None:
+        return f"- → {desired}"
+    name, _, version = desired.partition("@")
+    if running.partition("@")[0] == name and version:
+        return f"{running} → {version}"
+    return f"{running} → {desired}"
+
+
+def sparkline(points: Sequence[float | None], width: int = SPARK_WIDTH) -> str:
+    """Percent values (0-100) as block characters, oldest first; a gap is a space.
+
+    ``points`` is squeezed to ``width`` characters by taking the highest of each group, so
+    a short spike still shows.
+    """
+    if not points:
+        return ""
+    group = max(1, -(-len(points) // width))
+    out = []
+    for i in range(0, len(points), group):
+        values = [p for p in points[i : i + group] if p is not None]
+        if not values:
+            out.append(" ")
+            continue
+        level = min(max(max(values), 0.0), 100.0) / 100.0
+        out.append(SPARK[min(len(SPARK) - 1, int(level * len(SPARK)))])
+    return "".join(out)
+
+
+def metric_text(value: tuple[float | None, tuple[float | None, ...]] | None) -> str:
+    if value is None:
+        return "-"
+    last, points = value
+    number = f"{last:3.0f}" if last is not None else "  -"
+    return f"{sparkline(points)} {number}".strip()
+
+
+def cells(row: DeviceRow, now: float) -> tuple[Cell, ...]:
+    """The row's cells in COLUMNS order."""
+    marked = row.desired is not None and row.desired != row.running
+    return (
+        (row.id, ""),
+        (status_text(row, now), STATE_STYLE.get(row.state, "")),
+        (",".join(row.tags) or "-", ""),
+        (",".join(row.groups) or "-", ""),
+        (bundle_text(row.desired, row.running), "warn" if marked else ""),
+        (row.rollout or "-", "bad" if row.rollout == "Failed" else ""),
+        *((metric_text(row.metrics.get(m)), "") for m in METRICS),
+    )
+
+
+def changed_columns(old: Sequence[Cell], new: Sequence[Cell]) -> list[int]:
+    """Indexes of the cells that differ: all the widget redraws for an update."""
+    return [i for i, (a, b) in enumerate(zip(old, new, strict=True)) if a != b]
+
+
+# --- sorting -----------------------------------------------------------------------------
+_STATE_ORDER = {s: i for i, s in enumerate(("failed", "updating", "offline", "online"))}
+
+
+def sort_key(row: DeviceRow, column: str) -> tuple[Any, ...]:
+    """A key for ``column``; ties (and missing values, last) fall back to the device id."""
+    if column == "status":
+        return (_STATE_ORDER.get(row.state, 9), -(row.last_seen or 0.0), row.id)
+    if column in METRICS:
+        last = row.metrics.get(column, (None, ()))[0]
+        return (last is None, -(last or 0.0), row.id)  # busiest first
+    if column == "tags":
+        return (not row.tags, row.tags, row.id)
+    if column == "groups":
+        return (not row.groups, row.groups, row.id)
+    if column == "bundle":
+        ref = row.running or row.desired
+        return (ref is None, ref or "", row.id)
+    if column == "rollout":
+        return (row.rollout is None, row.rollout or "", row.id)
+    return (row.id,)
+
+
+@dataclass(frozen=True)
+class Sort:
+    column: str = "device"
+    reverse: bool = False
+
+    def next_column(self) -> Sort:
+        i = COLUMN_KEYS.index(self.column) if self.column in COLUMN_KEYS else -1
+        return Sort(COLUMN_KEYS[(i + 1) % len(COLUMN_KEYS)], False)
+
+    def by(self, column: str) -> Sort:
+        """Clicking a header: sort by it, or flip the order when it is already the sort."""
+        return Sort(column, not self.reverse) if column == self.column else Sort(column, False)
+
+    def label(self) -> str:
+        header = dict(COLUMNS).get(self.column, self.column).split(" (")[0]
+        return f"{header} {'▼' if self.reverse else '▲'}"
+
+
+def ordered(rows: Iterable[DeviceRow], sort: Sort) -> list[DeviceRow]:
+    return sorted(rows, key=lambda r: sort_key(r, sort.column), reverse=sort.reverse)
+
+
+# --- filter ------------------------------------------------------------------------------
+class FilterError(ValueError):
+    pass
+
+
+FILTER_KEYS = ("tag", "group", "status", "bundle")
+
+
+@dataclass(frozen=True)
+class Term:
+    key: str  # tag, group, status, bundle, or "" for free text
+    value: str
+    negated: bool = False
+
+    def matches(self, row: DeviceRow) -> bool:
+        if self.key == "tag":
+            hit = self.value in row.tags
+        elif self.key == "group":
+            hit = self.value in row.groups
+        elif self.key == "status":
+            # online also keeps the updating and failed devices: they are online too.
+            hit = row.state == self.value or (self.value == "online" and row.status == "online")
+        elif self.key == "bundle":
+            hit = any(
+                ref is not None and (ref == self.value or ref.partition("@")[0] == self.value)
+                for ref in (row.running, row.desired)
+            )
+        else:
+            needle = self.value.lower()
+            hit = needle in row.id.lower() or needle in row.hostname.lower()
+        return hit != self.negated
+
+
+@dataclass(frozen=True)
+class DeviceFilter:
+    """Words ANDed together: ``tag:lab group:north status:offline bundle:app text``, each
+    negated by a leading ``!`` (``!tag:lab``)."""
+
+    terms: tuple[Term, ...] = ()
+
+    def keeps(self, row: DeviceRow) -> bool:
+        return all(t.matches(row) for t in self.terms)
+
+    @property
+    def wants_decommissioned(self) -> bool:
+        """Retired devices are loaded only when the filter asks for them."""
+        return any(t == Term("status", "decommissioned") for t in self.terms)
+
+    def text(self) -> str:
+        words = []
+        for t in self.terms:
+            word = f"{t.key}:{t.value}" if t.key else t.value
+            words.append(f"!{word}" if t.negated else word)
+        return " ".join(words)
+
+
+def parse_filter(text: str) -> DeviceFilter:
+    terms = []
+    for word in text.split():
+        negated = word.startswith("!")
+        if negated:
+            word = word[1:]
+            if not word:
+                raise FilterError("! needs a word after it, e.g. !tag:lab")
+        key, sep, value = word.partition(":")
+        if sep and key in FILTER_KEYS:
+            if not value:
+                raise FilterError(f"{key}: needs a value, e.g. {key}:lab")
+            if key == "status" and value not in STATES:
+                raise FilterError(f"unknown status {value!r} (known: {', '.join(STATES)})")
+            terms.append(Term(key, value, negated))
+        else:
+            terms.append(Term("", word, negated))
+    return DeviceFilter(tuple(terms))
+
+
+# --- summary -----------------------------------------------------------------------------
+def summarize(rows: Iterable[DeviceRow]) -> dict[str, int]:
+    """Counts for the summary bar. Online includes updating and failed devices (online)."""
+    counts = {"total": 0, "online": 0, "offline": 0, "updating": 0, "failed": 0}
+    for r in rows:
+        counts["total"] += 1
+        if r.status == "online":
+            counts["online"] += 1
+        elif r.status == "offline":
+            counts["offline"] += 1
+        if r.state in ("updating", "failed"):
+            counts[r.state] += 1
+    return counts
+
+
+def summary_text(counts: Mapping[str, int], loaded: int, sort: Sort, more: bool = False) -> str:
+    shown = f"{counts['total']} devices"
+    if counts["total"] != loaded:
+        shown = f"{counts['total']} of {loaded} devices"
+    text = (
+        f"{shown}{'+' if more else ''} │ online {counts['online']} │ "
+        f"offline {counts['offline']} │ updating {counts['updating']} │ "
+        f"failed {counts['failed']} │ sort {sort.label()}"
+    )
+    return text
+
+
+# --- change notices ----------------------------------------------------------------------
+def notice_ids(doc: Mapping[str, Any]) -> list[str] | None:
+    """The device ids a change notice names, or None when it may touch any device.
+
+    ``devices`` (``id``, or ``ids``/``devices`` lists; ``ids: null`` means many), ``reported``
+    and ``desired`` (``devices``), ``groups`` member changes (``device``, ``members``).
+    """
+    kind = doc.get("kind")
+    if kind not in ("devices", "reported", "desired", "groups"):
+        return None
+    if "ids" in doc and doc["ids"] is None:
+        return None
+    found: list[str] = []
+    for key in ("id", "device"):
+        if isinstance(doc.get(key), str):
+            found.append(doc[key])
+    for key in ("ids", "devices", "members"):
+        value = doc.get(key)
+        if isinstance(value, list):
+            found.extend(v for v in value if isinstance(v, str))
+    if kind == "groups" and not found:
+        return [] if doc.get("action") == "created" else None
+    return list(dict.fromkeys(found)) if found else None
