@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rich.text import Text
+
 from tui.screens import model
 
 # --- metrics windows -----------------------------------------------------------------------
@@ -123,10 +125,8 @@ def journal_lines(device: Mapping[str, Any], now: float) -> list[str]:
     state = reported.get("state") if isinstance(reported, Mapping) else None
     want = model.desired_ref(device)
     want_gen = device.get("desired_generation")
-    lines = [
-        f"hub wants: {want or 'nothing assigned'}"
-        + (f" (generation {want_gen})" if want_gen else "")
-    ]
+    gen = f" (generation {want_gen})" if want and want_gen else ""
+    lines = [f"hub wants: {want or 'nothing assigned'}{gen}"]
     if not isinstance(state, Mapping):
         lines.append("the device has reported nothing yet: it has not synced since enrolling")
         lines += [f"stuck: {s}" for s in stuck_reasons(device, now)]
@@ -362,6 +362,11 @@ STATE_STYLES = {
     "exited": "red",
     "aborted": "red",
 }
+
+
+def styled(state: str) -> Text:
+    """A state word for a table cell, coloured (Rich text: tables size columns by it)."""
+    return Text(state, style=state_style(state))
 
 
 def state_style(state: str) -> str:

@@ -150,12 +150,7 @@ class BundlesView(HubView):
         table.clear()
         for d in items:
             status = str(d.get("status") or "-")
-            styled = (
-                Content(status).stylize(dm.state_style(status))
-                if dm.state_style(status)
-                else status
-            )
-            table.add_row(str(d.get("id")), styled, str(d.get("running") or ref))
+            table.add_row(str(d.get("id")), dm.styled(status), str(d.get("running") or ref))
 
     # --- push ------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:

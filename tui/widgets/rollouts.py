@@ -162,8 +162,7 @@ class RolloutsView(HubView, can_focus=True):
         table: DataTable[Any] = self.query_one("#rollout-devices", DataTable)
         table.clear()
         for device, state, reason in model.rollout_devices(rollout):
-            style = dm.state_style(state)
-            table.add_row(device, Content(state).stylize(style) if style else state, reason or "-")
+            table.add_row(device, dm.styled(state), reason or "-")
 
     # --- write actions ---------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
