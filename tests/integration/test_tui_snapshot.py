@@ -98,13 +98,3 @@ def test_fleet_filtered_inverted_and_sorted(hub: Hub, snap_compare: Callable[...
         await pilot.press("s", "S")  # by status, reversed
 
     assert snap_compare(app(hub), terminal_size=SIZE, run_before=filtered)
-
-
-def test_command_line_with_completion(hub: Hub, snap_compare: Callable[..., bool]) -> None:
-    async def command(pilot: Pilot[Any]) -> None:
-        await loaded(pilot)
-        await pilot.press("colon", "r", "o")
-        box = pilot.app.screen.query_one("#command-line", Input)
-        await wait_for(pilot, lambda: box._suggestion == ":rollouts", "suggestion")
-
-    assert snap_compare(app(hub), terminal_size=SIZE, run_before=command)
