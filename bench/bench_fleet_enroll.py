@@ -49,7 +49,7 @@ async def run(args: argparse.Namespace, work: Path) -> None:
                 label = "baseline: 1 into an empty hub" if n == 1 else f"{enrolled} -> {n} devices"
                 print(f"{label}: {n - enrolled} enrolled+connected in {took:.1f} s"
                       f" ({(n - enrolled) / took:.1f}/s), request p50 {pct(per, 50):.3f} s"
-                      f" p99 {pct(per, 99):.3f} s, hub CPU {cpu.percent():.0f} % of a core,"
+                      f" p99 {pct(per, 99):.3f} s, retries {fleet.enroll_retries}, hub CPU {cpu.percent():.0f} % of a core,"
                       f" load {loadavg()}", flush=True)  # fmt: skip
                 enrolled = n
     finally:

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT, ROLLUP = 0, 1
 TICK_MAX = 0.2
+ENROLL_ATTEMPTS = 4
 
 
 def facts(device_id: str, rng: random.Random) -> DeviceFacts:
@@ -49,6 +50,7 @@ class SimFleet:
         self.devices: dict[str, SimDevice] = {}
         self.credentials: dict[str, EnrollReply] = {}
         self.enroll_seconds: list[float] = []
+        self.enroll_retries = 0
         self._own: dict[str, NATS] = {}  # per-device connections
         self._shared: list[Link] = []
         self._ticker: asyncio.Task[None] | None = None
@@ -159,11 +161,21 @@ class SimFleet:
         async def one(device_id: str) -> None:
             async with sem:
                 t0 = time.perf_counter()
-                try:
-                    reply = await enroll(url, o.token, device_id, facts(device_id, rng), o.tags,
-                                         timeout=60)  # fmt: skip
-                except EnrollError as exc:
-                    raise SimError(f"enrollment of {device_id} failed: {exc}", "token") from None
+                for attempt in range(ENROLL_ATTEMPTS):
+                    try:
+                        reply = await enroll(url, o.token, device_id, facts(device_id, rng),
+                                             o.tags, timeout=60)  # fmt: skip
+                        break
+                    except EnrollError as exc:
+                        # Seen: the bootstrap login refused ("Authorization Violation") while
+                        # the hub reloads its nats-server config for another enrollment. A
+                        # device's enroll command is retried by its operator; here, by us.
+                        if exc.code != "unavailable" or attempt == ENROLL_ATTEMPTS - 1:
+                            raise SimError(
+                                f"enrollment of {device_id} failed: {exc}", "token"
+                            ) from None
+                        self.enroll_retries += 1
+                        await asyncio.sleep(0.5 * (attempt + 1))
                 self.enroll_seconds.append(time.perf_counter() - t0)
                 self.credentials[device_id] = reply
 
