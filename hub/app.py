@@ -33,7 +33,7 @@ from nats.aio.client import Client as NATS
 from hub import litestream, natsconf
 from hub.api.service import ApiService
 from hub.children import Child, find_binary
-from hub.config import DataDir, HubConfig, Secrets
+from hub.config import DataDir, HubConfig, Secrets, check_tls
 from hub.errors import Unavailable
 from hub.http import make_app
 from hub.metrics import HubMetrics
@@ -83,6 +83,9 @@ class Hub:
         self.metrics.child_restarts.labels(name).inc()
 
     async def start(self) -> None:
+        # Before anything starts: a bad leaf certificate is a config error naming the field,
+        # not a nats-server that exits with the reason only in its own log.
+        check_tls(self.cfg, self.data)
         self.data.root.mkdir(parents=True, exist_ok=True)
         self.store = await self.call(Store.open, self.data.db)
         log.info("store open at %s", self.data.db)
@@ -131,11 +134,12 @@ class Hub:
         await web.TCPSite(self._runner, self.cfg.http_host, self.cfg.http_port).start()
         self.data.pid_file.write_text(f"{os.getpid()}\n")
         log.info(
-            "hub ready: nats %s:%s, leafnodes %s:%s, http %s:%s",
+            "hub ready: nats %s:%s, leafnodes %s:%s (%s), http %s:%s",
             self.cfg.host,
             self.cfg.client_port,
             self.cfg.host,
             self.cfg.leafnode_port,
+            "TLS" if self.cfg.leaf_tls else "plain",
             self.cfg.http_host,
             self.cfg.http_port,
         )

@@ -13,11 +13,15 @@ import time
 from typing import Any
 
 from hub import app, litestream, natsconf
+from hub import tls as hubtls
 from hub.children import find_binary
-from hub.config import DataDir, HubConfig, Secrets, load, save
+from hub.config import DataDir, HubConfig, Secrets, check_tls, load, save
 from hub.errors import ConfigError, HubError
 from hub.store import Store
 from sbutil.logsetup import add_logging_args, setup_logging
+
+LEAF_CERT = "leaf-cert.pem"
+LEAF_KEY = "leaf-key.pem"
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
@@ -34,6 +38,11 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         type=int,
         help="seconds without a heartbeat before a device is offline (default 90)",
     )
+    p.add_argument(
+        "--leaf-tls-cert",
+        help="PEM certificate (full chain) for TLS on the leafnode listener (devices' link)",
+    )
+    p.add_argument("--leaf-tls-key", help="PEM private key of --leaf-tls-cert")
     p.add_argument("--replica-url", help="litestream replica URL (default file://DATA/replica)")
     p.add_argument(
         "--no-litestream",
@@ -57,6 +66,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "replica_url",
         "litestream",
         "offline_grace",
+        "leaf_tls_cert",
+        "leaf_tls_key",
     )
     return {n: getattr(args, n, None) for n in names}
 
@@ -68,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_init = sub.add_parser("init", help="create a data directory, config, DB and first admin key")
     _add_config_flags(p_init)
     p_init.add_argument("--json", action="store_true", help="print the result as JSON")
+    p_init.add_argument(
+        "--leaf-tls-self-signed",
+        action="store_true",
+        help="generate a key and a self-signed certificate for --public-host and require TLS "
+        "on the leafnode listener; devices pin the certificate as hub.ca_file",
+    )
     p_run = sub.add_parser("run", help="run the hub (nats-server, API, litestream, HTTP)")
     _add_config_flags(p_run)
     p_restore = sub.add_parser("restore", help="restore the DB from its litestream replica")
@@ -89,6 +106,19 @@ def cmd_init(args: argparse.Namespace) -> int:
     if data.config.exists() or data.db.exists():
         raise ConfigError(f"{data.root} is already initialised; nothing changed")
     cfg = HubConfig().with_overrides(**_overrides(args))
+    if args.leaf_tls_self_signed:
+        if cfg.leaf_tls:
+            raise ConfigError(
+                "--leaf-tls-self-signed and --leaf-tls-cert/--leaf-tls-key exclude each other"
+            )
+        cert_path, key_path = data.tls_dir / LEAF_CERT, data.tls_dir / LEAF_KEY
+        hubtls.self_signed(cert_path, key_path, cfg.public_host)
+        # Stored relative to the data dir, so a moved or restored data dir keeps working.
+        cfg = cfg.with_overrides(
+            leaf_tls_cert=str(cert_path.relative_to(data.root)),
+            leaf_tls_key=str(key_path.relative_to(data.root)),
+        )
+    check_tls(cfg, data, "init")
     sec = Secrets.generate()
     save(data, cfg, sec)
     natsconf.write(cfg, data, sec)
@@ -106,6 +136,11 @@ def cmd_init(args: argparse.Namespace) -> int:
         "operator_url": natsconf.client_url(cfg, natsconf.OPERATOR_USER, sec.operator_password),
         "enroll_url": natsconf.client_url(cfg, natsconf.ENROLL_USER, sec.enroll_password),
         "leafnode_port": cfg.leafnode_port,
+        "leaf_url": natsconf.leaf_url(cfg),
+        "leaf_tls_cert": str(data.path(cfg.leaf_tls_cert)) if cfg.leaf_tls else None,
+        "leaf_tls_fingerprint": (
+            hubtls.fingerprint(data.path(cfg.leaf_tls_cert)) if cfg.leaf_tls else None
+        ),
         "http_port": cfg.http_port,
     }
     if args.json:
@@ -119,6 +154,13 @@ def cmd_init(args: argparse.Namespace) -> int:
     print(f"  export SIGNALBEAM_API_KEY='{key}'\n")
     print("Devices enroll through (bootstrap user, may only request sb.hub.enroll):")
     print(f"  {out['enroll_url']}\n")
+    if cfg.leaf_tls:
+        print(f"Device leaf links require TLS ({out['leaf_url']}). Certificate:")
+        print(f"  {out['leaf_tls_cert']}")
+        print(f"  SHA-256 {out['leaf_tls_fingerprint']}")
+        if args.leaf_tls_self_signed:
+            print("Copy it to every device and set hub.ca_file to it (docs/deploy.md).")
+        print()
     print(f"Start the hub:  signalbeam-hub run --data {data.root}")
     return 0
 
@@ -127,6 +169,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     data = DataDir(args.data)
     cfg, sec = load(data)
     cfg = cfg.with_overrides(**_overrides(args))
+    check_tls(cfg, data, "run")
     asyncio.run(app.run(data, cfg, sec))
     return 0
 

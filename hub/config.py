@@ -40,6 +40,14 @@ class HubConfig:
     replica_url: str = ""  # empty: file:// directory "replica" under the data dir
     nats_server: str = ""  # empty: found next to the Python interpreter, then on PATH
     litestream_bin: str = ""
+    # TLS on the leafnode listener (the device leaf link). Both empty: a plain link. Relative
+    # paths are under the data dir. Set, every device must reach the hub over TLS.
+    leaf_tls_cert: str = ""
+    leaf_tls_key: str = ""
+
+    @property
+    def leaf_tls(self) -> bool:
+        return bool(self.leaf_tls_cert or self.leaf_tls_key)
 
     def with_overrides(self, **overrides: Any) -> HubConfig:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
@@ -105,6 +113,31 @@ class DataDir:
     def replica_url(self, cfg: HubConfig) -> str:
         return cfg.replica_url or self.replica.as_uri()
 
+    @property
+    def tls_dir(self) -> Path:
+        return self.root / "tls"
+
+    def path(self, value: str) -> Path:
+        """A path from the config: relative ones are under the data dir."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.root / p
+
+
+def check_tls(cfg: HubConfig, data: DataDir, source: str = CONFIG_FILE) -> None:
+    """Leaf TLS settings: both or neither, files readable, the key matching the cert."""
+    from hub.tls import CertProblem, check_pair
+
+    if not cfg.leaf_tls:
+        return
+    for key, other in (("leaf_tls_cert", "leaf_tls_key"), ("leaf_tls_key", "leaf_tls_cert")):
+        if not getattr(cfg, key):
+            raise ConfigError(f"{source}: {key}: required when {other} is set", field=key)
+    try:
+        check_pair(data.path(cfg.leaf_tls_cert), data.path(cfg.leaf_tls_key))
+    except CertProblem as exc:
+        key = f"leaf_tls_{exc.field}"
+        raise ConfigError(f"{source}: {key}: {exc}", field=key) from None
+
 
 _TOML_KEYS = {f.name: f.type for f in fields(HubConfig)}
 
@@ -151,6 +184,7 @@ def load(data: DataDir) -> tuple[HubConfig, Secrets]:
             f"{data.config} not found; run `signalbeam-hub init --data {data.root}` first"
         )
     cfg = parse_toml(data.config.read_text(encoding="utf-8"), str(data.config))
+    check_tls(cfg, data, str(data.config))
     try:
         raw = json.loads(data.secrets.read_text(encoding="utf-8"))
         sec = Secrets(**raw)

@@ -10,6 +10,9 @@ Choices (see docs/hub.md):
 - The leafnode listener has ``no_advertise: true`` (behind NAT the advertised address is wrong,
   and a link-cut proxy must not be bypassed) and authenticates leaf links against the same
   account users, so a device's leaf logs in with the device's own credentials.
+- With ``leaf_tls_cert``/``leaf_tls_key`` set, the leafnode listener requires TLS (a plain
+  leaf is refused) and devices are handed a ``tls://`` leaf URL at enrollment. The TLS
+  timeout is 5 s, not nats-server's 2 s: a handshake over a cellular link can take that long.
 - ``max_payload`` is 2 MiB so the API can answer an oversized (> 1 MiB) body with a clear
   ``too_large`` error instead of the client failing before sending.
 """
@@ -34,6 +37,7 @@ HUB_USER = "hub"
 OPERATOR_USER = "operator"
 ENROLL_USER = "enroll"
 MAX_PAYLOAD = 2 * 1024 * 1024
+LEAF_TLS_TIMEOUT = 5
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,13 @@ def render(
         raise ValueError(
             f"duplicate NATS user names: {sorted(n for n in names if names.count(n) > 1)}"
         )
+    leafnodes: dict[str, Any] = {"host": cfg.host, "port": cfg.leafnode_port, "no_advertise": True}
+    if cfg.leaf_tls:
+        leafnodes["tls"] = {
+            "cert_file": str(data.path(cfg.leaf_tls_cert)),
+            "key_file": str(data.path(cfg.leaf_tls_key)),
+            "timeout": LEAF_TLS_TIMEOUT,
+        }
     conf: dict[str, Any] = {
         "server_name": "signalbeam-hub",
         "host": cfg.host,
@@ -132,7 +143,7 @@ def render(
         "http": f"{cfg.monitor_host}:{cfg.monitor_port}",
         "max_payload": MAX_PAYLOAD,
         "jetstream": {"store_dir": str(data.jetstream), "domain": JS_DOMAIN},
-        "leafnodes": {"host": cfg.host, "port": cfg.leafnode_port, "no_advertise": True},
+        "leafnodes": leafnodes,
         "accounts": {ACCOUNT: {"jetstream": "enabled", "users": [u.to_conf() for u in users]}},
     }
     return json.dumps(conf, indent=2) + "\n"
@@ -150,6 +161,14 @@ def reload(pid: int) -> None:
     """Ask a running nats-server to re-read its config (same as ``--signal reload=<pid>``):
     new users take effect, existing connections stay up."""
     os.kill(pid, signal.SIGHUP)
+
+
+def leaf_url(cfg: HubConfig) -> str:
+    """The leafnode URL handed to devices at enrollment: ``tls://`` when the listener
+    requires TLS, so the device's leaf server verifies the hub before sending credentials."""
+    host = f"[{cfg.public_host}]" if ":" in cfg.public_host else cfg.public_host
+    scheme = "tls" if cfg.leaf_tls else "nats-leaf"
+    return f"{scheme}://{host}:{cfg.leafnode_port}"
 
 
 def client_url(cfg: HubConfig, user: str, password: str, host: str | None = None) -> str:

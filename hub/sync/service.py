@@ -15,6 +15,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+from hub import natsconf
 from hub.api.handlers import Caller, Change, Outcome
 from hub.api.validate import device_id as valid_device_id
 from hub.store import Store
@@ -95,7 +96,7 @@ class SyncService:
             store,
             hub.call,
             metrics,
-            leaf_url=f"nats-leaf://{cfg.public_host}:{cfg.leafnode_port}",
+            leaf_url=natsconf.leaf_url(cfg),
             hub_url=f"nats://{cfg.public_host}:{cfg.client_port}",
             reload_users=hub.reload_device_users,
             after_enroll=after_enroll,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,97 @@ def test_reserved_ids_and_refusals_store_nothing(tmp_path: Path) -> None:
     assert info == {"tenant": "acme", "again": False, "tags": ["lab"]}
     assert store.active_device_credentials() == [("d1", "d1", "pw")]
     store.close()
+
+
+# ------------------------------------------------------------------ TLS on the leaf link
+
+
+def _self_signed(tmp_path: Path, name: str = "leaf") -> tuple[Path, Path]:
+    from hub.tls import self_signed
+
+    cert, key = tmp_path / f"{name}-cert.pem", tmp_path / f"{name}-key.pem"
+    self_signed(cert, key, "127.0.0.1")
+    return cert, key
+
+
+def test_leaf_tls_off_renders_a_plain_listener_and_url(tmp_path: Path) -> None:
+    from hub.natsconf import leaf_url
+
+    cfg = HubConfig(public_host="hub.example.com", leafnode_port=7422)
+    doc = json.loads(render(cfg, DataDir(tmp_path), Secrets("h", "o", "e")))
+    assert "tls" not in doc["leafnodes"]
+    assert leaf_url(cfg) == "nats-leaf://hub.example.com:7422"
+
+
+def test_leaf_tls_on_requires_tls_and_hands_out_a_tls_url(tmp_path: Path) -> None:
+    from hub.config import check_tls
+    from hub.natsconf import leaf_url
+
+    data = DataDir(tmp_path)
+    _self_signed(data.root / "tls")
+    # Relative paths are under the data dir.
+    cfg = parse_toml('leaf_tls_cert = "tls/leaf-cert.pem"\nleaf_tls_key = "tls/leaf-key.pem"')
+    check_tls(cfg, data)
+    tls = json.loads(render(cfg, data, Secrets("h", "o", "e")))["leafnodes"]["tls"]
+    assert tls["cert_file"] == str(tmp_path / "tls" / "leaf-cert.pem")
+    assert tls["key_file"] == str(tmp_path / "tls" / "leaf-key.pem")
+    assert leaf_url(cfg) == "tls://127.0.0.1:7422"
+    assert leaf_url(replace(cfg, public_host="::1")) == "tls://[::1]:7422"
+
+
+@pytest.mark.parametrize(
+    ("cert", "key", "field", "words"),
+    [
+        ("tls/leaf-cert.pem", "", "leaf_tls_key", "required when leaf_tls_cert"),
+        ("", "tls/leaf-key.pem", "leaf_tls_cert", "required when leaf_tls_key"),
+        ("tls/missing.pem", "tls/leaf-key.pem", "leaf_tls_cert", "file not found"),
+        ("tls/leaf-cert.pem", "tls/missing.pem", "leaf_tls_key", "file not found"),
+        ("tls/leaf-key.pem", "tls/leaf-key.pem", "leaf_tls_cert", "not a PEM certificate"),
+        ("tls/leaf-cert.pem", "tls/other-key.pem", "leaf_tls_key", "matching"),
+    ],
+)
+def test_bad_leaf_tls_settings_name_the_field(
+    tmp_path: Path, cert: str, key: str, field: str, words: str
+) -> None:
+    from hub.config import check_tls
+
+    data = DataDir(tmp_path)
+    _self_signed(data.root / "tls")
+    _self_signed(data.root / "tls", "other")
+    cfg = HubConfig(leaf_tls_cert=cert, leaf_tls_key=key)
+    with pytest.raises(ConfigError) as err:
+        check_tls(cfg, data)
+    assert err.value.field == field
+    assert f"{field}: " in err.value.message and words in err.value.message
+
+
+def test_load_refuses_a_config_whose_leaf_cert_is_gone(tmp_path: Path) -> None:
+    from hub.config import load, save
+
+    data = DataDir(tmp_path)
+    cert, key = _self_signed(data.root / "tls")
+    save(data, HubConfig(leaf_tls_cert=str(cert), leaf_tls_key=str(key)), Secrets("h", "o", "e"))
+    cert.unlink()
+    with pytest.raises(ConfigError, match="leaf_tls_cert: file not found"):
+        load(data)
+    assert data.config.exists()  # nothing stored is touched
+
+
+def test_self_signed_never_overwrites_and_pins_the_host(tmp_path: Path) -> None:
+    from cryptography import x509
+
+    from hub.tls import fingerprint, self_signed
+
+    cert, key = _self_signed(tmp_path)
+    before = fingerprint(cert)
+    with pytest.raises(FileExistsError):
+        self_signed(cert, key, "hub.example.com")
+    assert fingerprint(cert) == before
+    assert key.stat().st_mode & 0o777 == 0o600
+    parsed = x509.load_pem_x509_certificate(cert.read_bytes())
+    san = parsed.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    self_signed(tmp_path / "d.pem", tmp_path / "d.key", "hub.example.com")
+    parsed = x509.load_pem_x509_certificate((tmp_path / "d.pem").read_bytes())
+    san = parsed.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["hub.example.com"]
