@@ -11,10 +11,12 @@ import ipaddress
 import math
 import re
 import socket
+import ssl
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from agent.errors import ConfigError
 from protocol.subjects import valid_device_id
@@ -96,6 +98,13 @@ class HttpConfig:
 class HubConfig:
     url: str | None = None
     credentials_file: str | None = None
+    # TLS on the leaf link: the PEM CA (or the hub's self-signed certificate) the hub's leaf
+    # certificate must chain to. Set, the link is always TLS, even for a nats-leaf:// URL.
+    # Unset, a tls:// leaf URL is checked against the system's trusted CAs.
+    ca_file: str | None = None
+    # Overrides the leaf URL from enrollment (e.g. tls://hub.example.com:7422 after the hub
+    # moved or turned TLS on); None: the enrolled one.
+    leaf_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -234,6 +243,36 @@ def _socket(value: Any) -> str:
     return value
 
 
+def _ca_file(path: Path) -> str:
+    """An existing, readable file holding at least one PEM certificate."""
+    if not path.is_file():
+        raise ValueError(f"file not found: {path}")
+    try:
+        text = path.read_text(encoding="ascii", errors="replace")
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise ValueError(f"{path} holds no PEM certificate")
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except ssl.SSLError as exc:
+        raise ValueError(f"{path} is not a valid PEM CA bundle ({exc.reason or exc})") from None
+    return str(path)
+
+
+def _leaf_url(value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith(("nats-leaf://", "tls://")):
+        raise ValueError("must be a tls:// or nats-leaf:// URL (tls://host:port)")
+    parts = urlsplit(value)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if not parts.hostname or not port or parts.username or parts.path not in ("", "/"):
+        raise ValueError("must be scheme://host:port, without credentials or a path")
+    return value
+
+
 def _registry_auth(value: Any) -> tuple[RegistryAuth, ...]:
     if not isinstance(value, list):
         raise ConfigError("registry_auth", "must be a list of tables")
@@ -323,7 +362,9 @@ def config_from_dict(doc: dict[str, Any], *, base_dir: Path | None = None) -> Ag
     if url is not None and not url.startswith(("nats://", "tls://", "ws://", "wss://")):
         raise ConfigError("hub.url", "must be a nats://, tls://, ws:// or wss:// URL")
     creds = hb.convert("credentials_file", None, lambda v: str(_path(v)))
-    hub = HubConfig(url=url, credentials_file=creds)
+    ca_file = hb.convert("ca_file", None, lambda v: _ca_file(_path(v)))
+    leaf_url = hb.convert("leaf_url", None, _leaf_url)
+    hub = HubConfig(url=url, credentials_file=creds, ca_file=ca_file, leaf_url=leaf_url)
     hb.done()
 
     top.done()

@@ -6,15 +6,23 @@ config is generated from the enrolled identity and written 0600 (it holds the pa
 the server dies it is restarted with a bounded backoff; ``stop()`` ends exactly the PID this
 object started. A server left behind by an agent that was killed is found through its PID
 file, checked to be running our config, and stopped before a new one starts.
+
+TLS (docs/sync.md "TLS on the leaf link"): a ``tls://`` leaf URL, or a pinned ``ca_file``,
+makes the remote verify the hub's certificate before the credentials are sent; a CA file
+means the link is TLS whatever the URL's scheme. Why a link is down (a certificate signed by
+an unknown authority, a refused connection) is only in the leaf server's own log, so
+``link_error()`` reads the last recent error from that log's tail.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -27,6 +35,12 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from agent.sync.errors import LeafError
 
 log = logging.getLogger(__name__)
+
+# nats-server's default TLS timeout (2 s) is short for a handshake over a cellular link.
+TLS_TIMEOUT = 5
+LOG_TAIL = 32 * 1024
+# An error older than this is history, not the reason the link is down now.
+ERROR_MAX_AGE = 120.0
 
 
 def find_nats_server() -> str:
@@ -66,7 +80,7 @@ def remote_url(leaf_url: str, user: str | None, password: str | None) -> str:
 class LeafSettings:
     device_id: str
     workdir: Path
-    hub_leaf_url: str  # nats-leaf://host:port of the hub's leafnode listener
+    hub_leaf_url: str  # nats-leaf:// or tls://host:port of the hub's leafnode listener
     user: str | None = None
     password: str | None = None
     listen_port: int = 0  # 0: a free port chosen once per LeafServer
@@ -74,11 +88,30 @@ class LeafSettings:
     # Leaf link compression. nats-server's default (s2_auto) compresses only once RTT passes
     # 10 ms; an edge link pays per byte whatever its RTT, and S2 is cheap on small CPUs.
     compression: str = "s2_best"
+    ca_file: str | None = None  # PEM CA the hub's certificate must chain to (pins it)
     binary: str | None = None
     ready_timeout: float = 15.0
     backoff_min: float = 0.5
     backoff_max: float = 30.0
     stable_after: float = 60.0  # a run this long resets the backoff
+
+
+def remote_conf(s: LeafSettings) -> dict[str, object]:
+    """The one ``leafnodes.remotes`` entry: URL with credentials, and TLS when asked for."""
+    url = s.hub_leaf_url
+    if s.ca_file and url.startswith("nats-leaf://"):
+        # A pinned CA means TLS; say so in the URL too, so logs and status do not mislead.
+        url = "tls://" + url.removeprefix("nats-leaf://")
+    remote: dict[str, object] = {
+        "url": remote_url(url, s.user, s.password),
+        "compression": s.compression,
+    }
+    if url.startswith("tls://"):
+        tls: dict[str, object] = {"timeout": TLS_TIMEOUT}
+        if s.ca_file:
+            tls["ca_file"] = s.ca_file
+        remote["tls"] = tls
+    return remote
 
 
 def render_config(s: LeafSettings, port: int, log_file: Path, http_port: int) -> str:
@@ -92,12 +125,7 @@ def render_config(s: LeafSettings, port: int, log_file: Path, http_port: int) ->
         "logfile_size_limit": 10 * 1024 * 1024,
         "leafnodes": {
             "reconnect": s.reconnect,
-            "remotes": [
-                {
-                    "url": remote_url(s.hub_leaf_url, s.user, s.password),
-                    "compression": s.compression,
-                }
-            ],
+            "remotes": [remote_conf(s)],
         },
     }
     return json.dumps(conf, indent=2) + "\n"
@@ -220,6 +248,12 @@ class LeafServer:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
+    def link_error(self, now: float | None = None) -> str | None:
+        """The leaf server's last error about its link (e.g. ``TLS leafnode handshake error:
+        ... x509: certificate signed by unknown authority``) from the tail of its log, if
+        logged in the last ``ERROR_MAX_AGE`` seconds; None otherwise or on any read error."""
+        return last_link_error(self.log_path, time.time() if now is None else now)
+
     async def stop(self, timeout: float = 5.0) -> None:
         self._stopping = True
         if self._task is not None:
@@ -257,3 +291,29 @@ class LeafServer:
             time.sleep(0.1)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def last_link_error(log_file: Path, now: float) -> str | None:
+    try:
+        with log_file.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - LOG_TAIL))
+            tail = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in reversed(tail.splitlines()):
+        if "[ERR]" not in line:
+            continue
+        # "[pid] 2026/01/02 03:04:05.123456 [ERR] 1.2.3.4:7422 - lid:5 - <message>"
+        head, _, message = line.partition("[ERR]")
+        try:
+            stamp = dt.datetime.strptime(head.split("] ", 1)[1].strip(), "%Y/%m/%d %H:%M:%S.%f")
+        except (IndexError, ValueError):
+            continue
+        if now - stamp.timestamp() > ERROR_MAX_AGE:
+            return None
+        if " - lid:" in message:  # drop the connection prefix, keep nats-server's words
+            message = message.split(" - lid:", 1)[1].partition(" - ")[2]
+        # Without the attempt counter, one cause reads the same on every retry.
+        return re.sub(r" ?\(attempt \d+\)", "", message).strip() or None
+    return None

@@ -60,6 +60,10 @@ class SyncSettings:
     # Where the running agent leaves its sync view for other processes (`status` CLI).
     status_path: Path | None = None
     status_every: float = 10.0
+    # Leaf mode: the [hub] ca_file pinning the hub's leaf certificate, and a leaf URL that
+    # overrides the enrolled one (agent/config.py HubConfig).
+    leaf_ca_file: str | None = None
+    leaf_url: str | None = None
 
     @property
     def js_domain(self) -> str:
@@ -79,7 +83,14 @@ def settings_from_config(config: Any) -> SyncSettings | None:
         )
     if creds is None:
         return None
-    return SyncSettings("leaf", credentials=creds, workdir=workdir, status_path=status_path)
+    return SyncSettings(
+        "leaf",
+        credentials=creds,
+        workdir=workdir,
+        status_path=status_path,
+        leaf_ca_file=getattr(config.hub, "ca_file", None),
+        leaf_url=getattr(config.hub, "leaf_url", None),
+    )
 
 
 def read_status_file(data_dir: Path) -> dict[str, Any] | None:
@@ -157,7 +168,8 @@ class SyncService:
                 LeafSettings(
                     device_id=self.device_id,
                     workdir=s.workdir,
-                    hub_leaf_url=s.credentials.leaf_url,
+                    hub_leaf_url=s.leaf_url or s.credentials.leaf_url,
+                    ca_file=s.leaf_ca_file,
                     user=s.credentials.nats_user,
                     password=s.credentials.nats_password,
                     listen_port=s.leaf_port,
@@ -215,11 +227,22 @@ class SyncService:
 
     async def _watch_leaf(self) -> None:
         assert self.leaf is not None
+        logged: str | None = None
         while True:
             if await self.leaf.linked():
                 self.link.contact()
+                logged = None
             else:
-                self.link.lost("the leaf's link to the hub is down")
+                # The cause (e.g. "x509: certificate signed by unknown authority") is only in
+                # the leaf server's log; surface it in the status and log it once per change.
+                cause = await asyncio.to_thread(self.leaf.link_error)
+                reason = "the leaf's link to the hub is down"
+                if cause:
+                    reason += f": {cause}"
+                    if cause != logged:
+                        log.warning("leaf link to the hub failing: %s", cause, extra=self._extra)
+                        logged = cause
+                self.link.lost(reason)
             await asyncio.sleep(self.settings.leaf_check)
 
     async def _persist_status(self) -> None:

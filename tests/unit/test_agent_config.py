@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -172,3 +173,110 @@ def test_hostname_slug_always_valid(name: str) -> None:
 def test_hostname_slug_examples() -> None:
     assert hostname_slug("Edge_Box.01") == "edge-box-01"
     assert hostname_slug("___") == "device"
+
+
+# ------------------------------------------------------------------ TLS on the leaf link
+
+_PEM = "-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n"
+
+
+def _ca(tmp_path: Path) -> Path:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test ca")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    path = tmp_path / "ca.pem"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def test_hub_ca_file_and_leaf_url(tmp_path: Path) -> None:
+    ca = _ca(tmp_path)
+    cfg = config_from_dict(
+        {"hub": {"ca_file": "ca.pem", "leaf_url": "tls://hub.example.com:7422"}},
+        base_dir=tmp_path,
+    )
+    assert cfg.hub.ca_file == str(ca)  # relative to the config file's directory
+    assert cfg.hub.leaf_url == "tls://hub.example.com:7422"
+    assert config_from_dict({}).hub.ca_file is None
+
+
+@pytest.mark.parametrize(
+    ("hub", "field", "needle"),
+    [
+        ({"ca_file": "missing.pem"}, "hub.ca_file", "file not found"),
+        ({"ca_file": ""}, "hub.ca_file", "path"),
+        ({"ca_file": "notpem.txt"}, "hub.ca_file", "no PEM certificate"),
+        ({"ca_file": "garbled.pem"}, "hub.ca_file", "not a valid PEM CA"),
+        ({"leaf_url": "https://hub:7422"}, "hub.leaf_url", "tls://"),
+        ({"leaf_url": "tls://hub"}, "hub.leaf_url", "host:port"),
+        ({"leaf_url": "tls://u:p@hub:7422"}, "hub.leaf_url", "credentials"),
+        ({"leaf_url": 7422}, "hub.leaf_url", "tls://"),
+    ],
+)
+def test_bad_hub_tls_settings_name_their_field(
+    tmp_path: Path, hub: dict[str, Any], field: str, needle: str
+) -> None:
+    (tmp_path / "notpem.txt").write_text("hello\n")
+    (tmp_path / "garbled.pem").write_text(_PEM.format(body="bm90IGEgY2VydA=="))
+    with pytest.raises(ConfigError) as ei:
+        config_from_dict({"hub": hub}, base_dir=tmp_path)
+    assert ei.value.field == field
+    assert needle in str(ei.value)
+
+
+def test_leaf_remote_gets_tls_from_a_pinned_ca_or_a_tls_url(tmp_path: Path) -> None:
+    from agent.sync.leaf import LeafSettings, remote_conf
+
+    base = LeafSettings("d1", tmp_path, "nats-leaf://hub:7422", user="d1", password="p w")
+    assert "tls" not in remote_conf(base)
+    assert remote_conf(base)["url"] == "nats-leaf://d1:p%20w@hub:7422"
+    pinned = remote_conf(replace(base, ca_file="/etc/ca.pem"))
+    assert pinned["url"] == "tls://d1:p%20w@hub:7422"  # a pinned CA means TLS
+    assert pinned["tls"] == {"timeout": 5, "ca_file": "/etc/ca.pem"}
+    # tls:// without a CA file: the system's trusted CAs (e.g. Let's Encrypt).
+    assert remote_conf(replace(base, hub_leaf_url="tls://hub:7422"))["tls"] == {"timeout": 5}
+
+
+def test_leaf_link_error_is_the_last_recent_err_line(tmp_path: Path) -> None:
+    import time as _time
+
+    from agent.sync.leaf import last_link_error
+
+    log = tmp_path / "leaf.log"
+    assert last_link_error(log, _time.time()) is None  # no log yet
+    stamp = _time.strftime("%Y/%m/%d %H:%M:%S.000001", _time.localtime(1_700_000_000))
+    log.write_text(
+        f"[1] {stamp} [INF] 1.2.3.4:7422 - lid:5 - Leafnode connection created\n"
+        f"[1] {stamp} [ERR] 1.2.3.4:7422 - lid:5 - TLS leafnode handshake error: tls: "
+        "failed to verify certificate: x509: certificate signed by unknown authority\n"
+        f"[1] {stamp} [ERR] Error trying to connect as leafnode to remote server "
+        "(attempt 7): dial tcp 1.2.3.4:7422: connect: connection refused\n"
+        f"[1] {stamp} [INF] 1.2.3.4:7422 - lid:6 - Leafnode connection closed\n"
+    )
+    assert last_link_error(log, 1_700_000_010) == (
+        "Error trying to connect as leafnode to remote server: "
+        "dial tcp 1.2.3.4:7422: connect: connection refused"
+    )
+    assert last_link_error(log, 1_700_001_000) is None  # old news
+    log.write_text(log.read_text().splitlines(keepends=True)[1])
+    assert last_link_error(log, 1_700_000_010) == (
+        "TLS leafnode handshake error: tls: failed to verify certificate: "
+        "x509: certificate signed by unknown authority"
+    )
