@@ -18,6 +18,9 @@ MAX_LIMIT = 1000
 # 1 MiB NATS payload limit (bench/bench_api.py measures it).
 MAX_SUMMARY_LIMIT = 500
 VIEWS: tuple[str, ...] = ("summary",)
+# devices.list's ``ids`` filter: one summary page's worth, so a client can refresh exactly the
+# devices a change notice names in one call.
+MAX_LIST_IDS = 500
 SERVICE_NAME = "signalbeam-hub"
 
 Role = Literal["admin", "readonly"]
@@ -26,7 +29,7 @@ TARGET_KINDS: tuple[str, ...] = ("device", "group", "tag")
 RESOLUTIONS: tuple[str, ...] = ("1m", "1h")
 ROLLOUT_STATES: tuple[str, ...] = ("running", "paused", "succeeded", "failed", "aborted")
 
-# verb -> (writes?, {field: (type name, required)}).  Type names: str, int, bool, object.
+# verb -> (writes?, {field: (type name, required)}).  Type names: str, int, bool, object, list.
 FieldDoc = tuple[str, bool]
 PAGE: dict[str, FieldDoc] = {"limit": ("int", False), "cursor": ("str", False)}
 
@@ -42,6 +45,7 @@ REQUESTS: dict[str, tuple[bool, dict[str, FieldDoc]]] = {
             # "NAME" or "NAME@VERSION": devices whose reported running bundle matches.
             "running": ("str", False),
             "view": ("str", False),  # "summary": items carry the TUI's fleet-table columns
+            "ids": ("list", False),  # only these device ids (at most MAX_LIST_IDS)
             **PAGE,
         },
     ),

@@ -23,7 +23,7 @@ from hub.api import validate as v
 from hub.desired import Assignment
 from hub.errors import Invalid
 from hub.store import Store
-from protocol.api import MAX_SUMMARY_LIMIT, RESOLUTIONS, ROLES, VIEWS
+from protocol.api import MAX_LIST_IDS, MAX_SUMMARY_LIMIT, RESOLUTIONS, ROLES, VIEWS
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -130,6 +130,17 @@ def _running_filter(value: str) -> str:
     return value
 
 
+def _ids_filter(value: list[Any]) -> list[str]:
+    """``ids``: up to MAX_LIST_IDS device ids; a bad one is named by its position."""
+    if len(value) > MAX_LIST_IDS:
+        raise Invalid(f"ids: at most {MAX_LIST_IDS} device ids per call", field="ids")
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise Invalid(f"ids[{i}] must be a string", field=f"ids[{i}]")
+        v.device_id(item, f"ids[{i}]")
+    return sorted(set(value))
+
+
 def devices_list(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
     for f in ("tag", "group"):
         if f in body:
@@ -145,11 +156,13 @@ def devices_list(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
         raise Invalid(f"limit must be 1-{MAX_SUMMARY_LIMIT} with view summary", field="limit")
     running = body.get("running")
     want = _running_filter(running) if running is not None else None
+    ids = _ids_filter(body["ids"]) if "ids" in body else None
     items, nxt = store.list_devices(
         tag=body.get("tag"),
         group=body.get("group"),
         status=body.get("status"),
         text=body.get("text"),
+        ids=ids,
         include_decommissioned=bool(body.get("include_decommissioned", False)),
         limit=limit,
         after=cursor,

@@ -23,12 +23,14 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "int": (int,),
     "bool": (bool,),
     "object": (dict,),
+    "list": (list,),
 }
 _TYPE_WORDS = {
     "str": "a string",
     "int": "an integer",
     "bool": "true or false",
     "object": "an object",
+    "list": "a list",
 }
 
 

@@ -115,6 +115,7 @@ class FleetStore(StoreBase):
         group: str | None = None,
         status: str | None = None,
         text: str | None = None,
+        ids: list[str] | None = None,
         include_decommissioned: bool = False,
         limit: int = 100,
         after: str | None = None,
@@ -123,7 +124,8 @@ class FleetStore(StoreBase):
         """One page of devices ordered by id; returns (items, cursor for the next page).
 
         ``running`` keeps devices whose reported state document (parsed) it accepts; it runs
-        inside the query so paging stays exact.
+        inside the query so paging stays exact. ``ids`` keeps only those devices (the caller
+        bounds the list: one placeholder each).
         """
         where: list[str] = []
         params: list[Any] = []
@@ -155,6 +157,9 @@ class FleetStore(StoreBase):
             pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             where.append("(d.id LIKE ? ESCAPE '\\' OR d.hostname LIKE ? ESCAPE '\\')")
             params += [pattern, pattern]
+        if ids is not None:
+            where.append(f"d.id IN ({','.join('?' * len(ids))})" if ids else "0")
+            params += ids
         if after is not None:
             where.append("d.id > ?")
             params.append(after)

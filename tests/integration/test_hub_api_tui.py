@@ -159,6 +159,23 @@ async def test_summary_limit_is_capped(admin: HubClient) -> None:
     assert exc.value.code == "invalid" and exc.value.field == "limit"
 
 
+async def test_ids_filter_over_nats(hub: SyncHub, admin: HubClient) -> None:
+    tok = await token(admin, uses=3)
+    for i in range(3):
+        await enroll_device(hub, tok, f"ids-{i}", tags=("ids",))
+    page = await admin.call(
+        "devices.list", {"view": "summary", "ids": ["ids-2", "ids-0", "no-such-device"]}
+    )
+    assert [d["id"] for d in page["items"]] == ["ids-0", "ids-2"]
+    assert all("metrics" in d and "rollout" in d for d in page["items"])
+    with pytest.raises(ApiError) as exc:
+        await admin.call("devices.list", {"ids": ["ids-0", "BAD ID"]})
+    assert exc.value.code == "invalid" and exc.value.field == "ids[1]"
+    with pytest.raises(ApiError) as exc:
+        await admin.call("devices.list", {"ids": [f"d-{i}" for i in range(501)]})
+    assert exc.value.code == "invalid" and exc.value.field == "ids"
+
+
 async def test_dry_runs_over_nats_for_a_readonly_key(hub: SyncHub, admin: HubClient) -> None:
     pushed = await admin.call("bundles.push", {"spec": spec("1.3.0")})
     ref = f"{pushed['bundle']}@{pushed['version']}"

@@ -23,7 +23,7 @@ from hub.api.handlers import HANDLERS
 from hub.api.notices import DeviceNotices, IdCoalescer
 from hub.rollouts.api import VERBS as ROLLOUT_VERBS
 from hub.store import Store
-from protocol.api import MAX_SUMMARY_LIMIT
+from protocol.api import MAX_LIST_IDS, MAX_SUMMARY_LIMIT
 from protocol.errors import is_error
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "bundles" / "examples" / "warehouse-monitor"
@@ -250,11 +250,37 @@ def test_running_filter_pages_exactly(fleet: Env) -> None:
         ({"running": "Bad Name"}, "running"),
         ({"running": "wm@notaversion"}, "running"),
         ({"running": 5}, "running"),
+        ({"ids": "dev-0"}, "ids"),
+        ({"ids": [f"d-{i}" for i in range(MAX_LIST_IDS + 1)]}, "ids"),
+        ({"ids": ["dev-0", 7]}, "ids[1]"),
+        ({"ids": ["dev-0", "Not An Id"]}, "ids[1]"),
     ],
 )
 def test_summary_and_running_refuse_bad_values(env: Env, body: dict[str, Any], field: str) -> None:
     out = env.call("devices.list", body)
     assert is_error(out) and out["error"]["field"] == field, out
+
+
+def test_ids_filter_keeps_exactly_those_devices(fleet: Env) -> None:
+    body = {"view": "summary", "ids": ["dev-3", "dev-1", "dev-1", "nope"]}
+    page = fleet.call("devices.list", body, key="ro")
+    assert [d["id"] for d in page["items"]] == ["dev-1", "dev-3"] and page["next_cursor"] is None
+    assert page["items"][0]["deployment"] == {"status": "failed", "error": "boom"}
+    # ANDed with the other filters, and paged like any list
+    assert [d["id"] for d in fleet.call("devices.list", {"ids": ["dev-0", "dev-3"], "tag": "lab"})[
+        "items"]] == ["dev-0"]  # fmt: skip
+    first = fleet.call("devices.list", {"ids": ["dev-0", "dev-2"], "limit": 1})
+    assert [d["id"] for d in first["items"]] == ["dev-0"] and first["next_cursor"] == "dev-0"
+    assert fleet.call("devices.list", {"ids": []})["items"] == []
+    full = [f"dev-{i}" for i in range(MAX_LIST_IDS)]
+    assert len(fleet.call("devices.list", {"ids": full, "view": "summary"})["items"]) == 4
+
+
+def test_ids_filter_with_decommissioned(fleet: Env) -> None:
+    assert not is_error(fleet.call("devices.decommission", {"id": "dev-2"}))
+    assert fleet.call("devices.list", {"ids": ["dev-2"]})["items"] == []
+    body = {"ids": ["dev-2"], "include_decommissioned": True, "view": "summary"}
+    assert [d["decommissioned"] for d in fleet.call("devices.list", body)["items"]] == [True]
 
 
 # --- coalesced devices/updated notices ---------------------------------------------------
