@@ -96,6 +96,20 @@ files.directory(
     group="root",
     mode="700",
 )
+# The hub's CA (public, so world-readable) before the config that names it; in the restart
+# set, so a rotated CA reaches the leaf server on this run.
+ca_ops: list[OperationMeta] = []
+if agent.hub_ca_file and agent.remote_ca_file:
+    ca_ops.append(
+        files.put(
+            name=f"Upload the hub CA to {agent.remote_ca_file}",
+            src=agent.hub_ca_file,
+            dest=agent.remote_ca_file,
+            user="root",
+            group="root",
+            mode="644",
+        )
+    )
 config = files.template(
     name=f"Write {agent.config_path}",
     src=template_path("agent.toml.j2"),
@@ -108,7 +122,7 @@ config = files.template(
 )
 
 # ---------------------------------------------------------------- enrollment (once)
-changed: list[OperationMeta] = [*package_ops, config]
+changed: list[OperationMeta] = [*package_ops, *ca_ops, config]
 if host.get_fact(File, path=agent.credentials_file):
     host.noop(f"already enrolled ({agent.credentials_file} exists)")
 elif not agent.enrolls:

@@ -21,6 +21,7 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from pyinfra import host, logger  # noqa: E402
+from pyinfra.api.operation import OperationMeta  # noqa: E402
 from pyinfra.facts.files import File  # noqa: E402
 from pyinfra.operations import files, python, server  # noqa: E402
 
@@ -86,6 +87,33 @@ else:
         _if=init.did_change,
     )
 
+# TLS on the leafnode listener: the certificate and key, readable by the hub user only. In
+# the restart set below, so a replaced certificate (rotation) takes effect on this run.
+tls_ops: list[OperationMeta] = []
+if hub.leaf_tls:
+    assert hub.leaf_tls_cert is not None and hub.leaf_tls_key is not None
+    files.directory(
+        name=f"Create {hub.data_dir}/tls",
+        path=f"{hub.data_dir}/tls",
+        user=hub.user,
+        group=hub.user,
+        mode="700",
+    )
+    for local, remote, what in (
+        (hub.leaf_tls_cert, hub.remote_leaf_cert, "certificate"),
+        (hub.leaf_tls_key, hub.remote_leaf_key, "key"),
+    ):
+        tls_ops.append(
+            files.put(
+                name=f"Upload the leaf TLS {what} to {remote}",
+                src=local,
+                dest=remote,
+                user=hub.user,
+                group=hub.user,
+                mode="600",
+            )
+        )
+
 context = hub_context(hub)
 toml = files.template(
     name="Write hub.toml",
@@ -122,4 +150,4 @@ unit = files.template(
     jinja_env_kwargs=jinja_options(),
     **context,
 )
-run_unit(HUB_UNIT, unit, [*package_ops, toml, env], start=hub.start_services)
+run_unit(HUB_UNIT, unit, [*package_ops, *tls_ops, toml, env], start=hub.start_services)

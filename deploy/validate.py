@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,7 @@ DEFAULT_HUB_DATA_DIR = "/var/lib/signalbeam-hub"
 DEFAULT_AGENT_DATA_DIR = "/var/lib/signalbeam-agent"
 AGENT_CONFIG_PATH = "/etc/signalbeam/agent.toml"
 HUB_ENV_PATH = "/etc/signalbeam/hub.env"
+AGENT_CA_PATH = "/etc/signalbeam/hub-ca.pem"
 
 
 class DeployDataError(ValueError):
@@ -112,6 +114,22 @@ class HubSettings:
     # False: enable the units but never start, restart or daemon-reload them (a host that is
     # not running systemd yet: an image being built, a chroot).
     start_services: bool = True
+    # Local (operator machine) PEM files for TLS on the leafnode listener; both or neither.
+    leaf_tls_cert: str | None = None
+    leaf_tls_key: str | None = None
+
+    @property
+    def leaf_tls(self) -> bool:
+        return self.leaf_tls_cert is not None
+
+    @property
+    def remote_leaf_cert(self) -> str:
+        """Where the certificate goes on the hub (hub.toml ``leaf_tls_cert``)."""
+        return f"{self.data_dir}/tls/leaf-cert.pem"
+
+    @property
+    def remote_leaf_key(self) -> str:
+        return f"{self.data_dir}/tls/leaf-key.pem"
 
     @property
     def ports(self) -> tuple[int, ...]:
@@ -141,6 +159,13 @@ class AgentSettings:
     http_port: int = 48484
     config_path: str = AGENT_CONFIG_PATH
     start_services: bool = True  # as HubSettings.start_services
+    # Local PEM file: the CA (or self-signed hub certificate) the hub's leaf certificate must
+    # chain to; uploaded to AGENT_CA_PATH and set as [hub] ca_file.
+    hub_ca_file: str | None = None
+
+    @property
+    def remote_ca_file(self) -> str | None:
+        return AGENT_CA_PATH if self.hub_ca_file else None
 
     @property
     def credentials_file(self) -> str:
@@ -181,6 +206,8 @@ HUB_VARS = frozenset(
         "signalbeam_hub_offline_grace",
         "signalbeam_hub_init_output",
         "signalbeam_hub_nofile",
+        "signalbeam_hub_leaf_tls_cert",
+        "signalbeam_hub_leaf_tls_key",
     }
 )
 AGENT_VARS = frozenset(
@@ -198,6 +225,7 @@ AGENT_VARS = frozenset(
         "signalbeam_http_enabled",
         "signalbeam_http_bind",
         "signalbeam_http_port",
+        "signalbeam_hub_ca_file",
     }
 )
 KNOWN_VARS = PACKAGE_VARS | HUB_VARS | AGENT_VARS
@@ -295,6 +323,64 @@ def _list_of_str(data: Mapping[str, Any], var: str) -> list[str]:
     if not isinstance(value, list | tuple) or not all(isinstance(t, str) for t in value):
         raise DeployDataError(var, "must be a list of strings")
     return list(value)
+
+
+PEM_CERT = "-----BEGIN CERTIFICATE-----"
+
+
+def _local_file(data: Mapping[str, Any], var: str) -> tuple[str, str] | None:
+    """A readable file on this machine: (path, text), or None when unset."""
+    path = _str(data, var, None)
+    if path is None:
+        return None
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise DeployDataError(var, f"file not found on this machine: {path}")
+    try:
+        return str(p), p.read_text(encoding="ascii", errors="replace")
+    except OSError as exc:
+        raise DeployDataError(var, f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _leaf_tls(data: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    cert = _local_file(data, "signalbeam_hub_leaf_tls_cert")
+    key = _local_file(data, "signalbeam_hub_leaf_tls_key")
+    if cert is None and key is None:
+        return None, None
+    if cert is None:
+        raise DeployDataError(
+            "signalbeam_hub_leaf_tls_cert", "is required with signalbeam_hub_leaf_tls_key"
+        )
+    if key is None:
+        raise DeployDataError(
+            "signalbeam_hub_leaf_tls_key", "is required with signalbeam_hub_leaf_tls_cert"
+        )
+    if PEM_CERT not in cert[1]:
+        raise DeployDataError("signalbeam_hub_leaf_tls_cert", f"{cert[0]} is not a PEM certificate")
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert[0], key[0])
+    except ssl.SSLError as exc:
+        raise DeployDataError(
+            "signalbeam_hub_leaf_tls_key",
+            f"{key[0]} is not a PEM private key matching {cert[0]} ({exc.reason or exc})",
+        ) from None
+    return cert[0], key[0]
+
+
+def _ca_file(data: Mapping[str, Any], var: str) -> str | None:
+    found = _local_file(data, var)
+    if found is None:
+        return None
+    path, text = found
+    if PEM_CERT not in text:
+        raise DeployDataError(var, f"{path} holds no PEM certificate")
+    try:
+        ssl.create_default_context(cafile=path)
+    except ssl.SSLError as exc:
+        raise DeployDataError(
+            var, f"{path} is not a valid PEM CA bundle ({exc.reason or exc})"
+        ) from None
+    return path
 
 
 # ---------------------------------------------------------------- the two deploys
@@ -397,6 +483,7 @@ def validate_hub(data: Mapping[str, Any], *, inventory_name: str | None = None) 
             if not isinstance(value, str) or any(c in value for c in "\n\r\0"):
                 raise DeployDataError(var, "value must be a one-line string")
             replica_env[name] = value
+    leaf_cert, leaf_key = _leaf_tls(data)
     return HubSettings(
         package=package,
         public_host=public_host,
@@ -417,6 +504,8 @@ def validate_hub(data: Mapping[str, Any], *, inventory_name: str | None = None) 
         init_output=_path(data, "signalbeam_hub_init_output", HubSettings.init_output),
         nofile=_int(data, "signalbeam_hub_nofile", HubSettings.nofile, 1024, 1 << 20, "a count"),
         start_services=_bool(data, "signalbeam_start_services", True),
+        leaf_tls_cert=leaf_cert,
+        leaf_tls_key=leaf_key,
     )
 
 
@@ -499,4 +588,5 @@ def validate_agent(data: Mapping[str, Any]) -> AgentSettings:
         http_bind=_ip(data, "signalbeam_http_bind", AgentSettings.http_bind),
         http_port=_port(data, "signalbeam_http_port", AgentSettings.http_port),
         start_services=_bool(data, "signalbeam_start_services", True),
+        hub_ca_file=_ca_file(data, "signalbeam_hub_ca_file"),
     )

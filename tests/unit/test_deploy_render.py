@@ -187,3 +187,36 @@ def test_podman_dropin_matches_the_dev_script() -> None:
     assert m, "DROPIN_CONTENT not found in system-deps.sh"
     ours = tomllib.loads(render("podman-signalbeam.conf.j2"))
     assert ours == tomllib.loads(m.group(1))
+
+
+def _pem_pair(tmp_path: Path, name: str = "leaf") -> tuple[Path, Path]:
+    from hub.tls import self_signed
+
+    cert, key = tmp_path / f"{name}-cert.pem", tmp_path / f"{name}-key.pem"
+    self_signed(cert, key, "hub.example.com")
+    return cert, key
+
+
+def test_hub_toml_with_leaf_tls_points_at_the_uploaded_files(tmp_path: Path) -> None:
+    cert, key = _pem_pair(tmp_path)
+    hub = _hub(signalbeam_hub_leaf_tls_cert=str(cert), signalbeam_hub_leaf_tls_key=str(key))
+    cfg = parse_toml(render("hub.toml.j2", **hub_context(hub)))
+    assert cfg.leaf_tls_cert == "/var/lib/signalbeam-hub/tls/leaf-cert.pem"
+    assert cfg.leaf_tls_key == "/var/lib/signalbeam-hub/tls/leaf-key.pem"
+    plain = parse_toml(render("hub.toml.j2", **hub_context(_hub())))
+    assert not plain.leaf_tls
+
+
+def test_agent_toml_with_hub_ca_pins_the_uploaded_ca(tmp_path: Path) -> None:
+    from agent.config import config_from_dict
+
+    cert, _ = _pem_pair(tmp_path)
+    agent = _agent(signalbeam_hub_ca_file=str(cert))
+    doc = tomllib.loads(render("agent.toml.j2", **agent_context(agent)))
+    assert doc["hub"] == {"ca_file": "/etc/signalbeam/hub-ca.pem"}
+    # The rest of the file is what the agent accepts (the CA itself exists only on a device).
+    doc["hub"]["ca_file"] = str(cert)
+    assert config_from_dict(doc).hub.ca_file == str(cert)
+    both = _agent(signalbeam_hub_ca_file=str(cert), signalbeam_hub_url="tls://hub:4222")
+    doc = tomllib.loads(render("agent.toml.j2", **agent_context(both)))
+    assert doc["hub"] == {"url": "tls://hub:4222", "ca_file": "/etc/signalbeam/hub-ca.pem"}

@@ -259,3 +259,94 @@ def test_every_known_variable_is_documented() -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "deploy.md").read_text()
     missing = sorted(v for v in KNOWN_VARS if f"`{v}`" not in doc)
     assert not missing, f"docs/deploy.md does not describe {missing}"
+
+
+# ---------------------------------------------------------------- leaf TLS, packaging
+
+
+def _pem_pair(tmp_path: Path, name: str = "leaf") -> tuple[Path, Path]:
+    from hub.tls import self_signed
+
+    cert, key = tmp_path / f"{name}-cert.pem", tmp_path / f"{name}-key.pem"
+    self_signed(cert, key, "hub.example.com")
+    return cert, key
+
+
+def test_hub_leaf_tls(tmp_path: Path) -> None:
+    cert, key = _pem_pair(tmp_path)
+    other_cert, other_key = _pem_pair(tmp_path, "other")
+    tls = {"signalbeam_hub_leaf_tls_cert": str(cert), "signalbeam_hub_leaf_tls_key": str(key)}
+    hub = validate_hub({**HUB, **tls})
+    assert hub.leaf_tls and hub.leaf_tls_cert == str(cert)
+    assert hub.remote_leaf_key == "/var/lib/signalbeam-hub/tls/leaf-key.pem"
+    assert not validate_hub(HUB).leaf_tls
+    cases: list[tuple[dict[str, Any], str, str]] = [
+        ({"signalbeam_hub_leaf_tls_cert": str(cert)}, "signalbeam_hub_leaf_tls_key", "required"),
+        ({"signalbeam_hub_leaf_tls_key": str(key)}, "signalbeam_hub_leaf_tls_cert", "required"),
+        ({**tls, "signalbeam_hub_leaf_tls_cert": str(tmp_path / "no.pem")}, "", "not found"),
+        ({**tls, "signalbeam_hub_leaf_tls_cert": str(key)}, "", "not a PEM certificate"),
+        ({**tls, "signalbeam_hub_leaf_tls_key": str(other_key)}, "", "matching"),
+        ({**tls, "signalbeam_hub_leaf_tls_key": str(other_cert)}, "", "matching"),
+    ]
+    for data, var, needle in cases:
+        err = _hub_error(data)
+        if var:
+            assert err.var == var
+        else:
+            assert err.var.startswith("signalbeam_hub_leaf_tls_")
+        assert needle in err.message, (data, err)
+    assert _hub_error({**tls, "signalbeam_hub_leaf_tls_key": str(other_key)}).var == (
+        "signalbeam_hub_leaf_tls_key"
+    )
+
+
+def test_agent_hub_ca_file(tmp_path: Path) -> None:
+    cert, key = _pem_pair(tmp_path)
+    agent = validate_agent({"signalbeam_hub_ca_file": str(cert)})
+    assert agent.hub_ca_file == str(cert)
+    assert agent.remote_ca_file == "/etc/signalbeam/hub-ca.pem"
+    assert validate_agent({}).remote_ca_file is None
+    garbled = tmp_path / "garbled.pem"
+    garbled.write_text("-----BEGIN CERTIFICATE-----\nbm9wZQ==\n-----END CERTIFICATE-----\n")
+    for value, needle in (
+        (str(tmp_path / "missing.pem"), "not found"),
+        (str(key), "no PEM certificate"),
+        (str(garbled), "not a valid PEM CA"),
+        ("", "non-empty"),
+    ):
+        err = _agent_error({"signalbeam_hub_ca_file": value})
+        assert err.var == "signalbeam_hub_ca_file" and needle in err.message
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(None, True), (True, True), (False, False), ("false", False), ("yes", True), ("0", False)],
+)
+def test_start_services(value: Any, expected: bool) -> None:
+    data = {} if value is None else {"signalbeam_start_services": value}
+    assert validate_agent(data).start_services is expected
+    assert validate_hub({**HUB, **data}).start_services is expected
+
+
+@pytest.mark.parametrize("value", ["maybe", 2, "", [True]])
+def test_start_services_refused(value: Any) -> None:
+    assert _agent_error({"signalbeam_start_services": value}).var == "signalbeam_start_services"
+    assert _hub_error({"signalbeam_start_services": value}).var == "signalbeam_start_services"
+
+
+def test_wheelhouse(tmp_path: Path) -> None:
+    house = tmp_path / "wheels"
+    err = _agent_error({"signalbeam_wheelhouse": str(house)})
+    assert err.var == "signalbeam_wheelhouse" and "no such directory" in err.message
+    house.mkdir()
+    (house / "README.txt").write_text("not a wheel")
+    (house / "bad.whl").write_bytes(b"PK")  # not a PEP 427 name
+    err = _agent_error({"signalbeam_wheelhouse": str(house)})
+    assert err.var == "signalbeam_wheelhouse" and "holds no wheel" in err.message
+    (house / "aiohttp-3.9.5-cp311-cp311-manylinux_2_17_x86_64.whl").write_bytes(b"PK")
+    pkg = validate_agent({"signalbeam_wheelhouse": str(house)}).package
+    assert pkg.wheelhouse == str(house)
+    assert validate_agent({}).package.wheelhouse is None
+    assert _hub_error({"signalbeam_wheelhouse": str(tmp_path / "nope")}).var == (
+        "signalbeam_wheelhouse"
+    )
