@@ -94,7 +94,7 @@ class SignalBeamApp(App[int]):
     def on_mount(self) -> None:
         self.sub_title = self._status("connecting…")
         self.push_screen(MainScreen())
-        self.set_interval(1.0, self._show_banner)
+        self.set_interval(1.0, self.show_banner)
         self.run_worker(job(self._start), group="connect", exclusive=True)
 
     def _status(self, link: str) -> str:
@@ -119,7 +119,7 @@ class SignalBeamApp(App[int]):
         if self._poll is None:
             self._poll = self.set_interval(self.poll_seconds, self._poll_tick)
         self.ready = True
-        self._show_banner()
+        self.show_banner()
         self.action_reload_all()
 
     def _unreachable_at_start(self, exc: ApiError) -> None:
@@ -131,7 +131,7 @@ class SignalBeamApp(App[int]):
             self.down_since = self.clock()
         self.down_reason = f"{exc} (attempt {self._attempts}; next in {wait:g}s)"
         self.sub_title = self._status("not connected")
-        self._show_banner()
+        self.show_banner()
         self.set_timer(
             wait, lambda: self.run_worker(job(self._start), group="connect", exclusive=True)
         )
@@ -189,9 +189,9 @@ class SignalBeamApp(App[int]):
             self.notify(
                 "lost the connection to the hub; reconnecting", title="hub", severity="warning"
             )
-        self._show_banner()
+        self.show_banner()
 
-    def _show_banner(self) -> None:
+    def show_banner(self) -> None:
         """Every banner on the open screens: shown with its ages while the hub is away."""
         text = None
         if self.down_since is not None:

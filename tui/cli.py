@@ -389,8 +389,13 @@ def run(
     calling ``run`` in-process keep their own."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not _has_verb(parser, argv) and out.isatty() and sys.stdin.isatty():
-        argv.append("tui")  # bare `signalbeam` (maybe with --hub ...) in a terminal
+    if not _has_verb(parser, argv):
+        if out.isatty() and sys.stdin.isatty():
+            argv.append("tui")  # bare `signalbeam` (maybe with --hub ...) in a terminal
+        else:
+            # A script or a pipe gets the verbs, not a UI it cannot drive.
+            parser.print_help(out)
+            return EXIT_USAGE
     args = parser.parse_args(argv)
     if configure_logging:
         # Logs go to stderr and stay quiet by default: stdout is the command's output.

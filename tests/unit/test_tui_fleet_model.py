@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tui.screens import fleet_model as fm
+from tui.widgets.fleet import FIXED_WIDTH
 
 NOW = 1_800_000_000.0
 
@@ -165,6 +166,31 @@ def test_summary_counts_and_text() -> None:
     assert fm.summary_text(counts, 5, fm.Sort()) == (
         "3 of 5 devices │ online 2 │ offline 1 │ updating 1 │ failed 0 │ sort Device ▲"
     )
+
+
+def test_an_offline_device_keeps_its_failure() -> None:
+    """Offline reads first (presence), but the failure it went away with still shows, is
+    found by status:failed and counted as failed."""
+    gone = fm.device_row(
+        device(id="f", status="offline", last_seen=iso(NOW - 240), desired=DESIRED,
+               running="wm@1.2.0", deployment={"status": "failed", "error": "pull"})
+    )  # fmt: skip
+    assert gone.state == "offline"
+    assert fm.cells(gone, NOW)[1] == ("○ offline 4m ✖", "dim")
+    assert fm.parse_filter("status:failed").keeps(gone)
+    assert fm.parse_filter("status:offline").keeps(gone)
+    assert not fm.parse_filter("!status:failed").keeps(gone)
+    healthy_gone = fm.device_row(device(id="g", status="offline", last_seen=iso(NOW - 240)))
+    assert fm.cells(healthy_gone, NOW)[1][0] == "○ offline 4m"
+    assert not fm.parse_filter("status:failed").keeps(healthy_gone)
+    retired = fm.device_row(
+        device(id="r", status="decommissioned", deployment={"status": "failed", "error": "x"})
+    )
+    assert not fm.parse_filter("status:failed").keeps(retired)
+    counts = fm.summarize([gone, healthy_gone, retired])
+    assert (counts["offline"], counts["failed"]) == (2, 1)
+    # the longest such status still fits the column's fixed width
+    assert len("○ offline 59m ✖") <= FIXED_WIDTH["status"]
 
 
 def test_changed_columns() -> None:

@@ -29,6 +29,7 @@ from textual.widgets import (
 from tui.screens import detail_model as dm
 from tui.screens import model
 from tui.screens.dialogs import ConfirmScreen
+from tui.widgets.banner import HubBanner
 from tui.widgets.base import HubView, call, hub_app, job
 from tui.widgets.logs import LogsPane
 
@@ -263,11 +264,15 @@ class DeviceScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield HubBanner(id="hub-banner")  # the app updates every screen's banner
         yield DeviceView(self.device_id, id="device-view")
         yield Footer()
 
     def on_mount(self) -> None:
         self.sub_title = f"device {self.device_id}"
+        show_banner = getattr(self.app, "show_banner", None)
+        if callable(show_banner):
+            show_banner()  # at once, not at the app's next tick
         self.query_one(DeviceView).reload()
 
     @property

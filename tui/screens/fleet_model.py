@@ -143,10 +143,18 @@ def device_row(doc: Mapping[str, Any]) -> DeviceRow:
 Cell = tuple[str, str]
 
 
+def failing(row: DeviceRow) -> bool:
+    """The device's last report shows a failure, whether or not it is online now: an offline
+    device keeps the problem it went away with (``status:failed`` and the count find it)."""
+    return row.problem is not None and row.status in ("online", "offline")
+
+
 def status_text(row: DeviceRow, now: float) -> str:
     text = f"{GLYPH.get(row.state, '?')} {row.state}"
     if row.state == "offline" and row.last_seen is not None:
         text += f" {model.age(now - row.last_seen)}"
+    if row.state == "offline" and failing(row):
+        text += f" {GLYPH['failed']}"  # presence first, the failure still marked
     return text
 
 
@@ -275,7 +283,13 @@ class Term:
             hit = self.value in row.groups
         elif self.key == "status":
             # online also keeps the updating and failed devices: they are online too.
-            hit = row.state == self.value or (self.value == "online" and row.status == "online")
+            # failed keeps offline devices whose last report failed: going away does not
+            # fix them.
+            hit = (
+                row.state == self.value
+                or (self.value == "online" and row.status == "online")
+                or (self.value == "failed" and failing(row))
+            )
         elif self.key == "bundle":
             hit = any(
                 ref is not None and (ref == self.value or ref.partition("@")[0] == self.value)
@@ -332,7 +346,8 @@ def parse_filter(text: str) -> DeviceFilter:
 
 # --- summary -----------------------------------------------------------------------------
 def summarize(rows: Iterable[DeviceRow]) -> dict[str, int]:
-    """Counts for the summary bar. Online includes updating and failed devices (online)."""
+    """Counts for the summary bar. Online includes updating and failed devices (online);
+    failed also counts offline devices whose last report failed (as ``status:failed``)."""
     counts = {"total": 0, "online": 0, "offline": 0, "updating": 0, "failed": 0}
     for r in rows:
         counts["total"] += 1
@@ -340,8 +355,10 @@ def summarize(rows: Iterable[DeviceRow]) -> dict[str, int]:
             counts["online"] += 1
         elif r.status == "offline":
             counts["offline"] += 1
-        if r.state in ("updating", "failed"):
-            counts[r.state] += 1
+        if r.state == "updating":
+            counts["updating"] += 1
+        elif failing(r):
+            counts["failed"] += 1
     return counts
 
 

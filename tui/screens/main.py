@@ -79,7 +79,15 @@ class MainScreen(Screen[None]):
         if tab == "assign":
             self._prefill_assign_target()
         self.query_one("#tabs", TabbedContent).active = tab
-        self.query_one(FOCUS[tab]).focus()
+        self._focus_tab(tab)
+
+    def _focus_tab(self, tab: str, table: bool = False) -> None:
+        """The tab's main widget; with no rollouts the hidden list cannot take the keys, so
+        the rollouts view itself does (``s`` starts one)."""
+        target = self.query_one(TABLES.get(tab, FOCUS[tab]) if table else FOCUS[tab])
+        if not target.display and tab == "rollouts":
+            target = self.query_one("#rollouts-view")
+        target.focus()
 
     def action_command_line(self) -> None:
         line = self.query_one("#command-line", Input)
@@ -116,7 +124,7 @@ class MainScreen(Screen[None]):
             return
         tab = self.query_one("#tabs", TabbedContent).active
         if tab in FOCUS:
-            self.query_one(TABLES.get(tab, FOCUS[tab])).focus()
+            self._focus_tab(tab, table=True)
 
     def _prefill_assign_target(self) -> None:
         """Coming from the fleet with a device highlighted, offer that device as the target."""

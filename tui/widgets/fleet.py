@@ -36,7 +36,7 @@ ENRICH_MAX = 200  # devices.get calls per load when the hub has no summary view
 FLASH_SECONDS = 1.0
 AGE_SECONDS = 15.0  # how often "offline 4m" ages are redrawn (only the cells that change)
 # Fixed widths: these cells change often and a narrower text must not rescan the column.
-FIXED_WIDTH = {"status": 14, "rollout": 10, "cpu": 10, "mem": 10, "disk": 10}
+FIXED_WIDTH = {"status": 15, "rollout": 10, "cpu": 10, "mem": 10, "disk": 10}
 STYLES = {"ok": Style(color="green"), "warn": Style(color="yellow"), "bad": Style(color="red")}
 STYLES["dim"] = Style(dim=True)
 FLASH = Style(bold=True, bgcolor="grey30")
@@ -72,6 +72,7 @@ class FleetView(HubView):
         self.flashing: dict[str, float] = {}  # id -> when its flash ends (monotonic)
         self.more = False  # the hub has more devices than MAX_DEVICES
         self.summary_view = True  # cleared when the hub refuses devices.list's "view"
+        self.ids_filter = True  # cleared when the hub refuses devices.list's "ids"
         self.loaded_at: float | None = None
         self.updates = 0  # rows updated in place; lets tests wait on a condition
         self._pending: set[str] = set()
@@ -167,40 +168,48 @@ class FleetView(HubView):
             self.run_worker(self._refresh_ids(ids), group="targeted")
 
     async def _refresh_ids(self, ids: list[str]) -> None:
-        gate = asyncio.Semaphore(FETCH_PARALLEL)
-
-        async def one(device_id: str) -> tuple[str, dict[str, Any] | None]:
-            async with gate:
-                return device_id, await self._fetch_one(device_id)
-
         try:
-            found = await asyncio.gather(*(one(i) for i in ids))
+            found = await self._fetch_ids(ids)
         except ApiError:
             return  # the link is down; the banner says so and a reload follows the link
         self.apply(
-            [fm.device_row(doc) for _, doc in found if doc is not None],
-            gone=[i for i, doc in found if doc is None],
+            [fm.device_row(doc) for doc in found.values()],
+            gone=[i for i in ids if i not in found],
         )
 
-    async def _fetch_one(self, device_id: str) -> dict[str, Any] | None:
-        """One device's row document; None when the hub no longer has it."""
+    async def _fetch_ids(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The row documents of ``ids`` by id; a device the hub no longer has is absent.
+        One ``devices.list`` with ``ids`` (TARGETED_MAX is far under its cap); a hub without
+        that filter gets one ``devices.get`` per device, a few at a time."""
         session = hub_app(self).session
-        if self.summary_view:
-            # No id filter in devices.list: the id as text, then the exact match.
-            body = {"view": "summary", "text": device_id, "limit": 100}
-            body["include_decommissioned"] = True
-            result = await session.call("devices.list", body)
-            for item in result.get("items", []):
-                if item.get("id") == device_id:
-                    return dict(item)
-            if not result.get("next_cursor"):
-                return None
-        try:
-            return await session.call("devices.get", {"id": device_id})
-        except ApiError as exc:
-            if exc.code == codes.NOT_FOUND:
-                return None
-            raise
+        if self.ids_filter:
+            body: dict[str, Any] = {"ids": ids, "include_decommissioned": True}
+            if self.summary_view:
+                body.update(view="summary", limit=SUMMARY_LIMIT)
+            try:
+                result = await session.call("devices.list", body)
+            except ApiError as exc:
+                if exc.code != codes.INVALID or not (exc.field or "").startswith(("ids", "view")):
+                    raise
+                self.ids_filter = False  # an older hub
+            else:
+                docs = {str(d.get("id")): dict(d) for d in result.get("items", [])}
+                if not self.summary_view:
+                    await self._enrich(list(docs.values()))
+                return docs
+        gate = asyncio.Semaphore(FETCH_PARALLEL)
+
+        async def one(device_id: str) -> dict[str, Any] | None:
+            async with gate:
+                try:
+                    return await session.call("devices.get", {"id": device_id})
+                except ApiError as exc:
+                    if exc.code == codes.NOT_FOUND:
+                        return None
+                    raise
+
+        got = await asyncio.gather(*(one(i) for i in ids))
+        return {i: d for i, d in zip(ids, got, strict=True) if d is not None}
 
     # --- loading ---------------------------------------------------------------------------
     async def load(self) -> None:

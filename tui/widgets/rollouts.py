@@ -119,6 +119,8 @@ class RolloutsView(HubView, can_focus=True):
         self.rollouts = {str(r.get("id")): r for r in items}
         if not items and (self.app.focused is None or self.app.focused is listing):
             self.focus()
+        elif items and self.app.focused is self:
+            listing.focus()  # the first rollout appeared: the arrows move through the list
         await listing.clear()
         await listing.extend(RolloutItem(r) for r in items)
         ids = [str(r.get("id")) for r in items]
