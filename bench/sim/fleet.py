@@ -28,7 +28,7 @@ from protocol.messages import DESIRED_PROMPT_PREFIX, DeviceFacts, EnrollReply, d
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT, ROLLUP = 0, 1
+HEARTBEAT, ROLLUP, ATTACH = 0, 1, 2
 TICK_MAX = 0.2
 ENROLL_ATTEMPTS = 4
 
@@ -55,6 +55,7 @@ class SimFleet:
         self._shared: list[Link] = []
         self._ticker: asyncio.Task[None] | None = None
         self._started = False
+        self._attached = 0  # devices the ramp has brought online so far
 
     @property
     def ids(self) -> list[str]:
@@ -89,13 +90,16 @@ class SimFleet:
                     self._shared.append(Link.of(nc))
                 # One prompt subscription for all: the republish subject names the device.
                 await self._shared[0].nc.subscribe(f"{DESIRED_PROMPT_PREFIX}.*", cb=self._on_prompt)
-                for i, dev in enumerate(self.devices.values()):
-                    dev.attach(self._shared[i % len(self._shared)])
+                if not o.ramp_s:  # with a ramp the ticker attaches them (ATTACH events)
+                    for i, dev in enumerate(self.devices.values()):
+                        dev.attach(self._shared[i % len(self._shared)])
             else:
                 await asyncio.gather(*(self._link_up(d) for d in self.ids))
         except BaseException:
             await self.stop()
             raise
+        if not o.ramp_s:
+            self._attached = len(self.devices)
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
 
     async def stop(self) -> None:
@@ -130,11 +134,17 @@ class SimFleet:
 
     # ------------------------------------------------------------------ figures
 
+    @property
+    def ramped(self) -> bool:
+        """Every device has been brought online once (at once without a ramp)."""
+        return self._attached >= len(self.devices)
+
     def stats(self) -> dict[str, Any]:
         c = self.counters
         return {
             "devices": len(self.devices),
             "online": sum(1 for d in self.devices.values() if d.online),
+            "ramped": self.ramped,
             "backlog_rows": sum(len(d.model.outbox) for d in self.devices.values()),
             "heartbeats": c.heartbeats,
             "batches": c.batches,
@@ -230,13 +240,18 @@ class SimFleet:
             log.debug("close failed: %r", exc)
 
     async def _tick(self) -> None:
-        """One heap of due times for every device's heartbeat and rollup."""
+        """One heap of due times for every device's heartbeat and rollup (and, with a ramp,
+        its coming online)."""
         o = self.opts
         rng = random.Random(o.seed)
         now = time.monotonic()
         heap: list[tuple[float, int, int]] = []
         devs = list(self.devices.values())
         for i in range(len(devs)):
+            if o.ramp_s:
+                # Evenly spaced: the hub sees a steady len(devs)/ramp_s arrivals per second.
+                heap.append((now + o.ramp_s * i / len(devs), i, ATTACH))
+                continue
             spread_h = rng.random() if o.jitter else 1.0
             spread_r = rng.random() if o.jitter else 1.0
             heap.append((now + o.heartbeat_s * spread_h, i, HEARTBEAT))
@@ -247,15 +262,24 @@ class SimFleet:
             n = 0
             while heap and heap[0][0] <= now:
                 when, i, kind = heapq.heappop(heap)
-                step = o.heartbeat_s if kind == HEARTBEAT else o.rollup_s
-                nxt = when + step
-                if nxt < now:  # a stalled loop skips, never bursts
-                    nxt = now + step
-                heapq.heappush(heap, (nxt, i, kind))
-                if kind == HEARTBEAT:
-                    await devs[i].send_heartbeat()
+                if kind == ATTACH:
+                    # attach() beats at once, so the next beat is one interval later; the
+                    # rollup phase stays random as the devices' clocks are unrelated.
+                    devs[i].attach(self._shared[i % len(self._shared)])
+                    self._attached += 1
+                    heapq.heappush(heap, (when + o.heartbeat_s, i, HEARTBEAT))
+                    spread_r = rng.random() if o.jitter else 1.0
+                    heapq.heappush(heap, (when + o.rollup_s * spread_r, i, ROLLUP))
                 else:
-                    devs[i].rollup_due()
+                    step = o.heartbeat_s if kind == HEARTBEAT else o.rollup_s
+                    nxt = when + step
+                    if nxt < now:  # a stalled loop skips, never bursts
+                        nxt = now + step
+                    heapq.heappush(heap, (nxt, i, kind))
+                    if kind == HEARTBEAT:
+                        await devs[i].send_heartbeat()
+                    else:
+                        devs[i].rollup_due()
                 n += 1
                 if n % 500 == 0:
                     await asyncio.sleep(0)  # let acks and prompts in during a big burst

@@ -57,6 +57,10 @@ class SimOptions:
     first_index: int = 0
     backfill_minutes: int = 30  # rollups sent at start so a sparkline has a history at once
     jitter: bool = True  # spread the first heartbeat/rollup over one interval
+    # Bring the devices online one by one over this many seconds instead of all in start()
+    # (shared connections only): a real fleet's reconnects spread out, and a benchmark that
+    # adds tens of thousands of devices in one second measures its own burst, not the hub.
+    ramp_s: float = 0.0
     seed: int = 0
     id_digits: int = 4  # device ids are <prefix>-<index, zero-padded to this many digits>
 
@@ -116,6 +120,10 @@ class SimOptions:
             raise SimError("must be between 0 and 1440", "backfill_minutes")
         if self.first_index < 0:
             raise SimError("must be ≥ 0", "first_index")
+        if not 0 <= self.ramp_s <= 3600:
+            raise SimError("must be between 0 and 3600 seconds", "ramp_s")
+        if self.ramp_s and not self.connections:
+            raise SimError("a ramp needs shared connections", "ramp_s")
 
     def device_id(self, index: int) -> str:
         return f"{self.prefix}-{index:0{self.id_digits}d}"

@@ -6,12 +6,17 @@ backlog is applied exactly once."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from bench.sim import SimError, SimFleet, SimOptions
+from bench.sim.benchhub import BenchHub
+from bench.sim.workers import SimWorkers
 from tests.integration.test_sync_hub_support import SyncHub, eventually
 from tui.client import HubClient
 
@@ -73,6 +78,48 @@ def test_options_are_validated() -> None:
     with pytest.raises(SimError) as e:
         SimOptions(hub_url="nats://127.0.0.1:4222", token="t")
     assert e.value.field == "hub_url"  # no bootstrap password anywhere
+    with pytest.raises(SimError) as e:
+        SimOptions(hub_url="nats://enroll:pw@127.0.0.1:4222", token="t", ramp_s=5)
+    assert e.value.field == "ramp_s"  # a ramp is for shared connections
+
+
+async def test_worker_processes_ramp_settle_and_end(tmp_path: Path) -> None:
+    """The fleet benchmarks' devices run in worker processes: ramped, drained, and gone when
+    stopped or when their parent's pipe closes."""
+    ids = [f"wk-{i:06d}" for i in range(40)]
+    hub = BenchHub(tmp_path / "hub", seed_devices=ids, grace=30)
+    workers = SimWorkers(hub.client_url, "hub", hub.secret("hub_password"), log_dir=tmp_path,
+                         prefix="wk", heartbeat_s=1.0, rollup_s=1.0, per_worker=20,
+                         lifetime_s=120)  # fmt: skip
+    try:
+        await workers.add(0, 40, ramp_s=2.0)
+        assert len(workers.workers) == 2
+
+        async def hub_online() -> bool:
+            q = "SELECT count(*) FROM devices WHERE status = 'online'"
+            return bool(hub.query(q)[0][0] == 40)
+
+        ok, why, _ = await workers.settle(40, 60, backlog_max=40, hub_check=hub_online)
+        assert ok, why
+        t = workers.totals()
+        assert t["ramped"] and t["online"] == 40 and t["alive"] == 2
+        await eventually(
+            lambda: (
+                hub.query("SELECT count(*) FROM device_sync WHERE last_applied_seq > 0")[0][0] == 40
+            ),
+            timeout=WAIT,
+            what="every device's reports applied",
+        )
+        # A worker whose parent went away (its stdin closed) ends by itself.
+        first = workers.workers[0].proc
+        assert first.stdin is not None
+        first.stdin.close()
+        assert await asyncio.wait_for(first.wait(), 20) == 0
+        pids = [p.pid for p in workers.processes()]
+    finally:
+        await workers.stop()
+        hub.stop()
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids)
 
 
 async def rollout_state(admin: HubClient, rollout_id: str) -> dict[str, Any]:
