@@ -57,6 +57,7 @@ from typing import Any
 import nats
 import psutil
 
+import hub as hub_pkg
 from bench.sim.benchhub import BenchHub, CpuMeter, loadavg, pct
 from bench.sim.model import AGENT_VERSION
 from bench.sim.workers import SimWorkers
@@ -183,7 +184,7 @@ async def run(args: argparse.Namespace, work: Path) -> None:
     ids = [f"{PREFIX}-{i:06d}" for i in range(steps[-1])]
     cores = args.cores or os.cpu_count() or 1
     ramp = args.ramp if args.ramp >= 0 else args.heartbeat
-    print(f"machine: {cores} cores, load average before: {loadavg()}")
+    print(f"machine: {cores} cores, load average before: {loadavg()}; hub code {hub_commit()}")
     t0 = time.perf_counter()
     hub = BenchHub(work / "hub", seed_devices=ids, litestream=args.litestream)
     print(f"bulk seed of {len(ids)} devices: {hub.seed_seconds:.2f} s;"
@@ -305,11 +306,17 @@ async def run(args: argparse.Namespace, work: Path) -> None:
 
 
 def hub_commit() -> str:
+    """The commit the hub code was run from (the bench may run from an exported snapshot of
+    a commit, so that another engineer's uncommitted hub/ edits are not measured)."""
+    root = Path(hub_pkg.__file__).resolve().parent.parent
     r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                       cwd=Path(__file__).parent)  # fmt: skip
+                       cwd=root)  # fmt: skip
+    if r.returncode != 0:
+        stamp = root / "COMMIT"
+        return stamp.read_text().strip() if stamp.exists() else f"unknown (code in {root})"
     dirty = subprocess.run(["git", "status", "--porcelain", "--", "hub"], capture_output=True,
-                           text=True, cwd=Path(__file__).parent)  # fmt: skip
-    return r.stdout.strip() + (" (+ uncommitted hub/ changes)" if dirty.stdout.strip() else "")
+                           text=True, cwd=root)  # fmt: skip
+    return r.stdout.strip() + (" + uncommitted hub/ changes" if dirty.stdout.strip() else "")
 
 
 def main() -> None:
