@@ -98,9 +98,9 @@ class HttpConfig:
 class HubConfig:
     url: str | None = None
     credentials_file: str | None = None
-    # TLS on the leaf link: the PEM CA (or the hub's self-signed certificate) the hub's leaf
-    # certificate must chain to. Set, the link is always TLS, even for a nats-leaf:// URL.
-    # Unset, a tls:// leaf URL is checked against the system's trusted CAs.
+    # TLS to the hub: the PEM CA (or the hub's self-signed certificate) the hub's certificate
+    # must chain to, on the leaf link and at enrollment. Set, the leaf link is always TLS,
+    # even for a nats-leaf:// URL. Unset, tls:// is checked against the system's CAs.
     ca_file: str | None = None
     # Overrides the leaf URL from enrollment (e.g. tls://hub.example.com:7422 after the hub
     # moved or turned TLS on); None: the enrolled one.
@@ -243,8 +243,9 @@ def _socket(value: Any) -> str:
     return value
 
 
-def _ca_file(path: Path) -> str:
-    """An existing, readable file holding at least one PEM certificate."""
+def check_ca_file(path: Path) -> str:
+    """An existing, readable file holding at least one PEM certificate (``[hub] ca_file``,
+    ``enroll --ca-file``)."""
     if not path.is_file():
         raise ValueError(f"file not found: {path}")
     try:
@@ -362,7 +363,7 @@ def config_from_dict(doc: dict[str, Any], *, base_dir: Path | None = None) -> Ag
     if url is not None and not url.startswith(("nats://", "tls://", "ws://", "wss://")):
         raise ConfigError("hub.url", "must be a nats://, tls://, ws:// or wss:// URL")
     creds = hb.convert("credentials_file", None, lambda v: str(_path(v)))
-    ca_file = hb.convert("ca_file", None, lambda v: _ca_file(_path(v)))
+    ca_file = hb.convert("ca_file", None, lambda v: check_ca_file(_path(v)))
     leaf_url = hb.convert("leaf_url", None, _leaf_url)
     hub = HubConfig(url=url, credentials_file=creds, ca_file=ca_file, leaf_url=leaf_url)
     hb.done()

@@ -40,6 +40,7 @@ from hub.metrics import HubMetrics
 from hub.rollouts.controller import install as install_rollouts
 from hub.store import Store
 from hub.sync.service import SyncService
+from hub.tls import own_client_context
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -83,8 +84,8 @@ class Hub:
         self.metrics.child_restarts.labels(name).inc()
 
     async def start(self) -> None:
-        # Before anything starts: a bad leaf certificate is a config error naming the field,
-        # not a nats-server that exits with the reason only in its own log.
+        # Before anything starts: a bad leaf or client certificate is a config error naming
+        # the field, not a nats-server that exits with the reason only in its own log.
         check_tls(self.cfg, self.data)
         self.data.root.mkdir(parents=True, exist_ok=True)
         self.store = await self.call(Store.open, self.data.db)
@@ -99,13 +100,18 @@ class Hub:
         )
         await self.nats_child.start()
         await self._wait_nats_healthy()
+        tls: dict[str, Any] = {}
+        if self.cfg.client_tls:
+            # The client listener is TLS-only, this connection included (docs/hub.md).
+            tls["tls"] = own_client_context(self.data.path(self.cfg.client_tls_cert))
         self.nc = await nats.connect(
-            f"nats://127.0.0.1:{self.cfg.client_port}",
+            f"{natsconf.client_scheme(self.cfg)}://127.0.0.1:{self.cfg.client_port}",
             user=natsconf.HUB_USER,
             password=self.sec.hub_password,
             name="signalbeam-hub",
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
+            **tls,
         )
         self.api = ApiService(self.nc, self.store, self.executor, self.metrics)
         await self.api.start()
@@ -134,9 +140,10 @@ class Hub:
         await web.TCPSite(self._runner, self.cfg.http_host, self.cfg.http_port).start()
         self.data.pid_file.write_text(f"{os.getpid()}\n")
         log.info(
-            "hub ready: nats %s:%s, leafnodes %s:%s (%s), http %s:%s",
+            "hub ready: nats %s:%s (%s), leafnodes %s:%s (%s), http %s:%s",
             self.cfg.host,
             self.cfg.client_port,
+            "TLS" if self.cfg.client_tls else "plain",
             self.cfg.host,
             self.cfg.leafnode_port,
             "TLS" if self.cfg.leaf_tls else "plain",

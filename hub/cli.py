@@ -22,6 +22,9 @@ from sbutil.logsetup import add_logging_args, setup_logging
 
 LEAF_CERT = "leaf-cert.pem"
 LEAF_KEY = "leaf-key.pem"
+# --tls-self-signed: one pair for both listeners, so devices pin one certificate.
+HUB_CERT = "hub-cert.pem"
+HUB_KEY = "hub-key.pem"
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
@@ -43,6 +46,12 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         help="PEM certificate (full chain) for TLS on the leafnode listener (devices' link)",
     )
     p.add_argument("--leaf-tls-key", help="PEM private key of --leaf-tls-cert")
+    p.add_argument(
+        "--client-tls-cert",
+        help="PEM certificate (full chain) for TLS on the client listener (operators, "
+        "enrollment); may be the same file as --leaf-tls-cert",
+    )
+    p.add_argument("--client-tls-key", help="PEM private key of --client-tls-cert")
     p.add_argument("--replica-url", help="litestream replica URL (default file://DATA/replica)")
     p.add_argument(
         "--no-litestream",
@@ -68,6 +77,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "offline_grace",
         "leaf_tls_cert",
         "leaf_tls_key",
+        "client_tls_cert",
+        "client_tls_key",
     )
     return {n: getattr(args, n, None) for n in names}
 
@@ -79,11 +90,18 @@ def build_parser() -> argparse.ArgumentParser:
     p_init = sub.add_parser("init", help="create a data directory, config, DB and first admin key")
     _add_config_flags(p_init)
     p_init.add_argument("--json", action="store_true", help="print the result as JSON")
-    p_init.add_argument(
-        "--leaf-tls-self-signed",
+    self_signed = p_init.add_mutually_exclusive_group()
+    self_signed.add_argument(
+        "--tls-self-signed",
         action="store_true",
         help="generate a key and a self-signed certificate for --public-host and require TLS "
-        "on the leafnode listener; devices pin the certificate as hub.ca_file",
+        "on both the client and the leafnode listener; devices pin the certificate as "
+        "hub.ca_file (also for enrollment), operators give it as their CA file",
+    )
+    self_signed.add_argument(
+        "--leaf-tls-self-signed",
+        action="store_true",
+        help="as --tls-self-signed, for the leafnode listener only (the client port stays plain)",
     )
     p_run = sub.add_parser("run", help="run the hub (nats-server, API, litestream, HTTP)")
     _add_config_flags(p_run)
@@ -105,19 +123,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     data = DataDir(args.data)
     if data.config.exists() or data.db.exists():
         raise ConfigError(f"{data.root} is already initialised; nothing changed")
-    cfg = HubConfig().with_overrides(**_overrides(args))
-    if args.leaf_tls_self_signed:
-        if cfg.leaf_tls:
-            raise ConfigError(
-                "--leaf-tls-self-signed and --leaf-tls-cert/--leaf-tls-key exclude each other"
-            )
-        cert_path, key_path = data.tls_dir / LEAF_CERT, data.tls_dir / LEAF_KEY
-        hubtls.self_signed(cert_path, key_path, cfg.public_host)
-        # Stored relative to the data dir, so a moved or restored data dir keeps working.
-        cfg = cfg.with_overrides(
-            leaf_tls_cert=str(cert_path.relative_to(data.root)),
-            leaf_tls_key=str(key_path.relative_to(data.root)),
-        )
+    cfg = _self_signed(args, data, HubConfig().with_overrides(**_overrides(args)))
     check_tls(cfg, data, "init")
     sec = Secrets.generate()
     save(data, cfg, sec)
@@ -141,6 +147,10 @@ def cmd_init(args: argparse.Namespace) -> int:
         "leaf_tls_fingerprint": (
             hubtls.fingerprint(data.path(cfg.leaf_tls_cert)) if cfg.leaf_tls else None
         ),
+        "client_tls_cert": str(data.path(cfg.client_tls_cert)) if cfg.client_tls else None,
+        "client_tls_fingerprint": (
+            hubtls.fingerprint(data.path(cfg.client_tls_cert)) if cfg.client_tls else None
+        ),
         "http_port": cfg.http_port,
     }
     if args.json:
@@ -154,15 +164,51 @@ def cmd_init(args: argparse.Namespace) -> int:
     print(f"  export SIGNALBEAM_API_KEY='{key}'\n")
     print("Devices enroll through (bootstrap user, may only request sb.hub.enroll):")
     print(f"  {out['enroll_url']}\n")
+    if cfg.client_tls:
+        print("The client port requires TLS (operators and enrollment). Certificate:")
+        print(f"  {out['client_tls_cert']}")
+        print(f"  SHA-256 {out['client_tls_fingerprint']}")
+        if args.tls_self_signed:
+            print(
+                "Give it to operators as their CA file and to devices as "
+                "`enroll --ca-file` / hub.ca_file (docs/deploy.md)."
+            )
+        print()
     if cfg.leaf_tls:
         print(f"Device leaf links require TLS ({out['leaf_url']}). Certificate:")
         print(f"  {out['leaf_tls_cert']}")
         print(f"  SHA-256 {out['leaf_tls_fingerprint']}")
-        if args.leaf_tls_self_signed:
+        if args.leaf_tls_self_signed or args.tls_self_signed:
             print("Copy it to every device and set hub.ca_file to it (docs/deploy.md).")
         print()
     print(f"Start the hub:  signalbeam-hub run --data {data.root}")
     return 0
+
+
+def _self_signed(args: argparse.Namespace, data: DataDir, cfg: HubConfig) -> HubConfig:
+    """Generate the self-signed pair ``--tls-self-signed``/``--leaf-tls-self-signed`` ask
+    for and point the listeners' settings at it."""
+    listeners: tuple[str, ...]
+    if args.tls_self_signed:
+        listeners, names = ("leaf", "client"), (HUB_CERT, HUB_KEY)
+        flag = "--tls-self-signed"
+    elif args.leaf_tls_self_signed:
+        listeners, names = ("leaf",), (LEAF_CERT, LEAF_KEY)
+        flag = "--leaf-tls-self-signed"
+    else:
+        return cfg
+    for listener in listeners:
+        if getattr(cfg, f"{listener}_tls"):
+            raise ConfigError(
+                f"{flag} and --{listener}-tls-cert/--{listener}-tls-key exclude each other"
+            )
+    cert_path, key_path = data.tls_dir / names[0], data.tls_dir / names[1]
+    hubtls.self_signed(cert_path, key_path, cfg.public_host)
+    # Stored relative to the data dir, so a moved or restored data dir keeps working.
+    cert, key = str(cert_path.relative_to(data.root)), str(key_path.relative_to(data.root))
+    for listener in listeners:
+        cfg = cfg.with_overrides(**{f"{listener}_tls_cert": cert, f"{listener}_tls_key": key})
+    return cfg
 
 
 def cmd_run(args: argparse.Namespace) -> int:

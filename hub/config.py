@@ -44,10 +44,18 @@ class HubConfig:
     # paths are under the data dir. Set, every device must reach the hub over TLS.
     leaf_tls_cert: str = ""
     leaf_tls_key: str = ""
+    # TLS on the client listener (operators, enrollment, the hub's own connection). Both
+    # empty: plain. Set, every client must use TLS; may name the same files as the leaf pair.
+    client_tls_cert: str = ""
+    client_tls_key: str = ""
 
     @property
     def leaf_tls(self) -> bool:
         return bool(self.leaf_tls_cert or self.leaf_tls_key)
+
+    @property
+    def client_tls(self) -> bool:
+        return bool(self.client_tls_cert or self.client_tls_key)
 
     def with_overrides(self, **overrides: Any) -> HubConfig:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
@@ -124,19 +132,23 @@ class DataDir:
 
 
 def check_tls(cfg: HubConfig, data: DataDir, source: str = CONFIG_FILE) -> None:
-    """Leaf TLS settings: both or neither, files readable, the key matching the cert."""
+    """Leaf and client TLS settings: each pair both or neither, files readable, the key
+    matching the cert."""
     from hub.tls import CertProblem, check_pair
 
-    if not cfg.leaf_tls:
-        return
-    for key, other in (("leaf_tls_cert", "leaf_tls_key"), ("leaf_tls_key", "leaf_tls_cert")):
-        if not getattr(cfg, key):
-            raise ConfigError(f"{source}: {key}: required when {other} is set", field=key)
-    try:
-        check_pair(data.path(cfg.leaf_tls_cert), data.path(cfg.leaf_tls_key))
-    except CertProblem as exc:
-        key = f"leaf_tls_{exc.field}"
-        raise ConfigError(f"{source}: {key}: {exc}", field=key) from None
+    for listener in ("leaf", "client"):
+        cert_key, key_key = f"{listener}_tls_cert", f"{listener}_tls_key"
+        cert, key = getattr(cfg, cert_key), getattr(cfg, key_key)
+        if not cert and not key:
+            continue
+        for name, other in ((cert_key, key_key), (key_key, cert_key)):
+            if not getattr(cfg, name):
+                raise ConfigError(f"{source}: {name}: required when {other} is set", field=name)
+        try:
+            check_pair(data.path(cert), data.path(key))
+        except CertProblem as exc:
+            name = f"{listener}_tls_{exc.field}"
+            raise ConfigError(f"{source}: {name}: {exc}", field=name) from None
 
 
 _TOML_KEYS = {f.name: f.type for f in fields(HubConfig)}

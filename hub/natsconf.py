@@ -12,7 +12,13 @@ Choices (see docs/hub.md):
   account users, so a device's leaf logs in with the device's own credentials.
 - With ``leaf_tls_cert``/``leaf_tls_key`` set, the leafnode listener requires TLS (a plain
   leaf is refused) and devices are handed a ``tls://`` leaf URL at enrollment. The TLS
-  timeout is 5 s, not nats-server's 2 s: a handshake over a cellular link can take that long.
+  timeout (both listeners) is 5 s, not nats-server's 2 s: a handshake over a cellular link
+  can take that long.
+- With ``client_tls_cert``/``client_tls_key`` set, the top-level ``tls {}`` block makes the
+  client listener TLS-only: operators, enrollment, and the hub's own loopback connection,
+  which trusts its own certificate file (nats-server has one client listener; its
+  ``allow_non_tls`` would let remote plain clients in as well). ``client_url``/``hub_url``
+  then say ``tls://``, so clients refuse a plain fallback.
 - ``max_payload`` is 2 MiB so the API can answer an oversized (> 1 MiB) body with a clear
   ``too_large`` error instead of the client failing before sending.
 """
@@ -37,7 +43,7 @@ HUB_USER = "hub"
 OPERATOR_USER = "operator"
 ENROLL_USER = "enroll"
 MAX_PAYLOAD = 2 * 1024 * 1024
-LEAF_TLS_TIMEOUT = 5
+TLS_TIMEOUT = 5  # both listeners
 
 
 @dataclass(frozen=True)
@@ -134,7 +140,7 @@ def render(
         leafnodes["tls"] = {
             "cert_file": str(data.path(cfg.leaf_tls_cert)),
             "key_file": str(data.path(cfg.leaf_tls_key)),
-            "timeout": LEAF_TLS_TIMEOUT,
+            "timeout": TLS_TIMEOUT,
         }
     conf: dict[str, Any] = {
         "server_name": "signalbeam-hub",
@@ -146,6 +152,13 @@ def render(
         "leafnodes": leafnodes,
         "accounts": {ACCOUNT: {"jetstream": "enabled", "users": [u.to_conf() for u in users]}},
     }
+    if cfg.client_tls:
+        # Top level: the client listener only (leafnodes and the monitor port have their own).
+        conf["tls"] = {
+            "cert_file": str(data.path(cfg.client_tls_cert)),
+            "key_file": str(data.path(cfg.client_tls_key)),
+            "timeout": TLS_TIMEOUT,
+        }
     return json.dumps(conf, indent=2) + "\n"
 
 
@@ -171,7 +184,19 @@ def leaf_url(cfg: HubConfig) -> str:
     return f"{scheme}://{host}:{cfg.leafnode_port}"
 
 
+def client_scheme(cfg: HubConfig) -> str:
+    """``tls`` when the client listener requires TLS: a client given a ``tls://`` URL
+    refuses a plain connection instead of sending its password over one."""
+    return "tls" if cfg.client_tls else "nats"
+
+
+def hub_url(cfg: HubConfig) -> str:
+    """The client URL without credentials (the enrollment reply's ``hub_url``)."""
+    host = f"[{cfg.public_host}]" if ":" in cfg.public_host else cfg.public_host
+    return f"{client_scheme(cfg)}://{host}:{cfg.client_port}"
+
+
 def client_url(cfg: HubConfig, user: str, password: str, host: str | None = None) -> str:
     """A NATS URL with credentials, escaped so any password survives URL parsing."""
     creds = f"{quote(user, safe='')}:{quote(password, safe='')}"
-    return f"nats://{creds}@{host or cfg.public_host}:{cfg.client_port}"
+    return f"{client_scheme(cfg)}://{creds}@{host or cfg.public_host}:{cfg.client_port}"

@@ -1,4 +1,5 @@
-"""Certificates for the hub's leafnode listener (TLS on the device leaf link).
+"""Certificates for the hub's leafnode and client listeners (TLS on the device leaf link,
+enrollment and operators).
 
 ``check_pair`` is what config loading runs so a wrong path or a key that does not belong to
 the certificate is refused with the field's name before nats-server is started (nats-server
@@ -114,3 +115,14 @@ def fingerprint(cert: Path) -> str:
         raise ValueError(f"{cert} is not a PEM certificate")
     digest = hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest().upper()
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
+def own_client_context(cert: Path) -> ssl.SSLContext:
+    """The hub's own NATS connection to its TLS client listener over loopback: it trusts
+    exactly its own certificate (or that chain). No host name check: it dials 127.0.0.1,
+    which the certificate (made for public_host) need not name."""
+    from protocol.natstls import client_context
+
+    ctx = client_context(str(cert))
+    ctx.check_hostname = False
+    return ctx

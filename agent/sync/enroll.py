@@ -2,7 +2,10 @@
 
 ``signalbeam-agent enroll --hub HOST:PORT --token TOKEN [--device-id ID] [--tags a,b]``
 connects as the bootstrap user (which may only request ``sb.hub.enroll``), sends an
-``EnrollRequest`` and receives an ``EnrollReply``. The reply is saved as the credentials file
+``EnrollRequest`` and receives an ``EnrollReply``. ``--hub tls://HOST:PORT`` insists on TLS
+(the token goes out and the device's password comes back on this connection); the hub's
+certificate is checked against ``--ca-file`` or ``[hub] ca_file`` (else the system's CAs).
+A ``nats://`` hub that requires TLS is also reached over TLS, checked the same way. The reply is saved as the credentials file
 (JSON, mode 0600, default ``<data_dir>/hub-credentials.json``) that ``SyncService`` reads on
 start, and the device id is recorded in the store with an ``enrolled`` event.
 """
@@ -15,6 +18,7 @@ import json
 import os
 import platform
 import socket
+import ssl
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,7 @@ import nats
 import nats.errors
 
 from agent.sync.errors import EnrollError
+from protocol import natstls
 from protocol.errors import UNAVAILABLE
 from protocol.messages import (
     MAX_ENROLL_BYTES,
@@ -40,6 +45,11 @@ from protocol.subjects import ENROLL, valid_device_id
 CREDENTIALS_FILE = "hub-credentials.json"
 BOOTSTRAP_USER = "enroll"
 BOOTSTRAP_PASSWORD_ENV = "SB_ENROLL_PASSWORD"
+# EnrollError code (and JSON error code) of a TLS failure: the hub's certificate is not
+# trusted, or a tls:// hub offered no TLS. Its own exit code: a setup problem to fix, not a
+# refusal to retry.
+TLS_ERROR = "tls"
+EXIT_TLS = 3
 
 
 def agent_version() -> str:
@@ -80,16 +90,19 @@ def local_facts(engine: str = "auto") -> DeviceFacts:
 
 
 def hub_url(hub: str, user: str | None = None, password: str | None = None) -> str:
-    """``HOST:PORT`` or a ``nats://[user:pass@]host:port`` URL -> a URL with bootstrap creds."""
+    """``HOST:PORT`` or a ``nats://``/``tls://[user:pass@]host:port`` URL -> a URL with
+    bootstrap creds."""
     url = hub if "://" in hub else f"nats://{hub}"
     parts = urlsplit(url)
     try:
         port = parts.port
     except ValueError:  # "host:abc" or out of range
         port = None
-    if not parts.hostname or not port:
+    if parts.scheme not in ("nats", "tls") or not parts.hostname or not port:
         raise EnrollError(
-            f"--hub must be HOST:PORT or nats://host:port, got {hub!r}", "invalid", "hub"
+            f"--hub must be HOST:PORT, nats://host:port or tls://host:port, got {hub!r}",
+            "invalid",
+            "hub",
         )
     if parts.username or user is None:
         return url
@@ -107,19 +120,49 @@ async def enroll(
     tags: tuple[str, ...] = (),
     *,
     timeout: float = 10.0,
+    ca_file: str | None = None,
 ) -> EnrollReply:
-    """One enrollment request. Raises ``EnrollError`` (with the hub's code when it refused)."""
+    """One enrollment request. Raises ``EnrollError`` (with the hub's code when it refused,
+    ``TLS_ERROR`` when the hub's certificate is not trusted or a ``tls://`` hub is plain)."""
     if not valid_device_id(device_id):
         raise EnrollError(f"invalid device id {device_id!r}", "invalid", "device_id")
     body = EnrollRequest(token, device_id, facts, tags).to_json()
     if len(body) > MAX_ENROLL_BYTES:
         raise EnrollError("enrollment request too large (too many or too long tags)", "too_large")
+
+    async def quiet(_: Exception) -> None:
+        # nats-py logs a failed connect with a traceback; the failure is reported once below.
+        return None
+
+    try:
+        ctx = natstls.client_context(ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise EnrollError(
+            f"cannot load the CA file {ca_file}: {exc}", "invalid", "ca_file"
+        ) from None
     try:
         nc = await nats.connect(
-            url, connect_timeout=timeout, allow_reconnect=False, max_reconnect_attempts=0
+            url,
+            connect_timeout=timeout,
+            allow_reconnect=False,
+            max_reconnect_attempts=0,
+            tls=ctx,
+            error_cb=quiet,
         )
     except Exception as exc:
+        problem = natstls.explain(exc, urlsplit(url).hostname or "", ca_file)
+        if problem is not None:
+            field = "hub" if problem.field == "host" else "ca_file"
+            raise EnrollError(problem.message, TLS_ERROR, field) from None
         raise EnrollError(f"cannot connect to the hub at {_redact(url)}: {exc}") from None
+    if natstls.wants_tls(url) and not natstls.is_tls(nc):
+        await nc.close()
+        raise EnrollError(
+            f"the hub at {_redact(url)} did not offer TLS; not sending the registration token "
+            "over a plain connection (a plain lab hub: use nats://)",
+            TLS_ERROR,
+            "hub",
+        )
     try:
         reply = await nc.request(ENROLL, body, timeout=timeout)
     except nats.errors.NoRespondersError:
@@ -184,7 +227,17 @@ def add_enroll_command(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--config", default=None, help="agent config file (TOML)")
     p.add_argument("--data-dir", default=None, help="override the config's data_dir")
-    p.add_argument("--hub", required=True, help="HOST:PORT (or nats://[user:pass@]host:port)")
+    p.add_argument(
+        "--hub",
+        required=True,
+        help="HOST:PORT, nats://[user:pass@]host:port, or tls://... to insist on TLS",
+    )
+    p.add_argument(
+        "--ca-file",
+        default=None,
+        help="PEM CA (or the hub's self-signed certificate) the hub's certificate must chain "
+        "to (default: the config's [hub] ca_file, else the system's CAs)",
+    )
     p.add_argument(
         "--token", required=True, help="registration token from `signalbeam token create`"
     )
@@ -219,8 +272,17 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         device_id = args.device_id or cfg.device_id
         tags = validate_tags([t.strip() for t in args.tags.split(",") if t.strip()])
         url = hub_url(args.hub, args.bootstrap_user, args.bootstrap_password)
+        ca_file = _ca_file_arg(args.ca_file) if args.ca_file else cfg.hub.ca_file
         reply = asyncio.run(
-            enroll(url, args.token, device_id, local_facts(cfg.engine), tags, timeout=args.timeout)
+            enroll(
+                url,
+                args.token,
+                device_id,
+                local_facts(cfg.engine),
+                tags,
+                timeout=args.timeout,
+                ca_file=ca_file,
+            )
         )
         path = credentials_path(cfg)
         # The store records the identity first: a store that belongs to another device
@@ -249,6 +311,16 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ca_file_arg(value: str) -> str:
+    """``--ca-file``, checked like the config's ``[hub] ca_file``."""
+    from agent.config import check_ca_file
+
+    try:
+        return check_ca_file(Path(value).expanduser())
+    except ValueError as exc:
+        raise EnrollError(f"--ca-file: {exc}", "invalid", "ca_file") from None
+
+
 def _enroll_failed(args: argparse.Namespace, code: str, message: str, field: str | None) -> int:
     if args.json:
         from protocol.errors import error_body
@@ -258,4 +330,6 @@ def _enroll_failed(args: argparse.Namespace, code: str, message: str, field: str
         import sys
 
         print(f"error: {message}", file=sys.stderr)
+    if code == TLS_ERROR:
+        return EXIT_TLS
     return 2 if code in ("invalid", "bad_request") else 1
