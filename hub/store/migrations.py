@@ -216,6 +216,39 @@ CREATE INDEX rollout_targets_device ON rollout_targets(device_id);
 CREATE INDEX rollouts_status ON rollouts(status);
 """,
     ),
+    (
+        4,
+        "ingest: metric rollups as WITHOUT ROWID tables",
+        """
+-- Keyed by (device, metric, minute/hour) only: without a rowid each upsert touches one
+-- b-tree instead of a table plus its primary-key index (the minute rows are most of what
+-- ingest writes: 5 per device per minute).
+CREATE TABLE metrics_1m_new (
+    device_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    min REAL NOT NULL,
+    avg REAL NOT NULL,
+    max REAL NOT NULL,
+    PRIMARY KEY (device_id, name, ts)
+) WITHOUT ROWID;
+INSERT INTO metrics_1m_new SELECT device_id, name, ts, min, avg, max FROM metrics_1m;
+DROP TABLE metrics_1m;
+ALTER TABLE metrics_1m_new RENAME TO metrics_1m;
+CREATE TABLE metrics_1h_new (
+    device_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    min REAL NOT NULL,
+    avg REAL NOT NULL,
+    max REAL NOT NULL,
+    PRIMARY KEY (device_id, name, ts)
+) WITHOUT ROWID;
+INSERT INTO metrics_1h_new SELECT device_id, name, ts, min, avg, max FROM metrics_1h;
+DROP TABLE metrics_1h;
+ALTER TABLE metrics_1h_new RENAME TO metrics_1h;
+""",
+    ),
 ]
 
 

@@ -35,6 +35,16 @@ class TelemetryStore(StoreBase):
             )
             return int(cur.lastrowid or 0)
 
+    def add_events(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Insert ``(device_id, ts, kind, message, data JSON, seq, severity)`` rows in order:
+        the ingest's batch form of ``add_event``."""
+        with self.tx() as c:
+            c.executemany(
+                "INSERT INTO events (device_id, ts, kind, message, data, seq, severity)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
     def list_events(
         self, *, device: str | None = None, limit: int = 100, before: int | None = None
     ) -> tuple[list[dict[str, Any]], str | None]:
@@ -69,6 +79,19 @@ class TelemetryStore(StoreBase):
                 f"INSERT OR REPLACE INTO {table} (device_id, name, ts, min, avg, max)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 [(device_id, *r) for r in rows],
+            )
+
+    def put_metric_rows(
+        self, resolution: str, rows: Iterable[tuple[str, str, int, float, float, float]]
+    ) -> None:
+        """``put_metrics`` for many devices: ``(device_id, name, ts, min, avg, max)`` rows,
+        upserted in order (a later row for the same minute wins)."""
+        table = METRIC_TABLES[resolution]
+        with self.tx() as c:
+            c.executemany(
+                f"INSERT OR REPLACE INTO {table} (device_id, name, ts, min, avg, max)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
             )
 
     def rollup_hours(self, hours: list[tuple[str, str, int]]) -> None:

@@ -6,6 +6,9 @@ committed are the messages acked (or termed: garbage, or nak'd with a delay: an 
 batch is still coming). A hub killed at any point therefore loses nothing (unacked messages
 are redelivered after ``ACK_WAIT``) and doubles nothing (``last_applied_seq`` committed with
 the rows turns the redelivery into a no-op).
+
+The next fetch is already on its way while one is applied (``Ingest._run``), so the store
+thread does not sit idle through the fetch round trip and the acks.
 """
 
 from __future__ import annotations
@@ -90,25 +93,60 @@ class Ingest:
                     await self._task
 
     async def _run(self, sub: JetStreamContext.PullSubscription) -> None:
+        # Pipelined: while one fetch is applied on the store thread, the next one is already
+        # being fetched (at most one batch waits beyond the one applying). Stream order is
+        # kept: the prefetched batch holds later messages and is applied only after the
+        # current one committed, so a device's next report never overtakes its previous one.
         backoff = 0.1
-        while not self._stop.is_set():
-            try:
-                msgs = await sub.fetch(FETCH_BATCH, timeout=FETCH_WAIT)
-            except (nats.errors.TimeoutError, TimeoutError):
-                continue
-            except Exception as exc:
-                # Connection trouble (the hub's own nats-server restarting): wait and retry.
-                log.warning("report fetch failed: %s; retrying in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, ERROR_BACKOFF_MAX)
-                continue
-            if await self._handle(msgs):
-                backoff = 0.1
-            else:
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, ERROR_BACKOFF_MAX)
+        ahead: asyncio.Task[list[Any] | None] | None = None
+        try:
+            while not self._stop.is_set():
+                if ahead is None:
+                    ahead = asyncio.create_task(self._fetch(sub))
+                msgs = await ahead
+                ahead = None
+                if msgs is None:  # fetch failed: connection trouble
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, ERROR_BACKOFF_MAX)
+                    continue
+                if not msgs:
+                    continue
+                if not self._stop.is_set():
+                    ahead = asyncio.create_task(self._fetch(sub))
+                if await self._handle(msgs):
+                    backoff = 0.1
+                else:
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, ERROR_BACKOFF_MAX)
+        finally:
+            if ahead is not None:
+                await self._give_back(ahead)
+
+    async def _fetch(self, sub: JetStreamContext.PullSubscription) -> list[Any] | None:
+        """One fetch: the messages ([] when none came in ``FETCH_WAIT``), None on an error."""
+        try:
+            return list(await sub.fetch(FETCH_BATCH, timeout=FETCH_WAIT))
+        except (nats.errors.TimeoutError, TimeoutError):
+            return []
+        except Exception as exc:
+            # Connection trouble (the hub's own nats-server restarting): the loop backs off.
+            log.warning("report fetch failed: %s; retrying", exc)
+            return None
+
+    async def _give_back(self, ahead: asyncio.Task[list[Any] | None]) -> None:
+        """On stop, a prefetched batch that will not be applied is nak'd without delay, so
+        the next hub start gets it at once instead of after ``ACK_WAIT``."""
+        try:
+            msgs = await asyncio.wait_for(ahead, FETCH_WAIT + 1)
+        except (TimeoutError, asyncio.CancelledError, Exception):
+            ahead.cancel()
+            return
+        for m in msgs or []:
+            with contextlib.suppress(Exception):
+                await m.nak()
 
     async def _handle(self, msgs: list[Any]) -> bool:
+        """Apply one fetch and settle every message; False when nothing could be applied."""
         items = [fetched(m.subject, m.data, m.headers, m.metadata.num_delivered or 1) for m in msgs]
         started = time.perf_counter()
         try:
