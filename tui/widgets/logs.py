@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.highlighter import Highlighter
+from rich.style import Style
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.content import Content
 from textual.timer import Timer
@@ -26,6 +30,29 @@ POLL_SECONDS = 2.0
 MAX_POLLS = 600  # 20 minutes of following; then it waits for the operator
 TAIL = 200
 DEVICE_WAIT = 3  # seconds the hub waits for the device; under the session's request timeout
+
+
+MATCH_STYLE = Style(reverse=True, bold=True)  # reverse: still visible with NO_COLOR
+
+
+class MatchHighlighter(Highlighter):
+    """Marks every case-insensitive occurrence of the search in a shown line."""
+
+    def __init__(self) -> None:
+        self.query = ""
+
+    def highlight(self, text: Text) -> None:
+        if self.query:
+            text.highlight_words([self.query], MATCH_STYLE, case_sensitive=False)
+
+
+class SearchInput(Input):
+    # Escape must leave the box, not reach the device screen's "back" binding: with the
+    # focus here the operator is editing the search, not leaving the device.
+    BINDINGS = [Binding("escape", "leave", "Leave search", show=False)]
+
+    def action_leave(self) -> None:
+        self.query_ancestor(LogsPane).query_one("#logs-log", Log).focus()
 
 
 class LogsPane(Widget):
@@ -43,31 +70,48 @@ class LogsPane(Widget):
         self.device_id = device_id
         self.lines: list[str] = []
         self.container: str | None = None
+        self.names: list[str] = []  # the picker's choices
         self.follow = True
         self.active = False  # the Logs tab is shown
         self.polls = 0  # in a row, since follow was last (re)started
         self.fetches = 0  # finished fetches; lets tests wait on a condition
+        self.switches = 0  # times the log was emptied for another (or no) container
         self.error: str | None = None
         self._timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="logs-bar"):
             yield Select[str]([], prompt="container", id="logs-container", allow_blank=True)
-            yield Input(placeholder="/ search in the log", id="logs-search")
+            yield SearchInput(placeholder="/ search in the log", id="logs-search")
         yield Static("pick a container", id="logs-status")
-        yield Log(id="logs-log", max_lines=dm.MAX_LOG_LINES, auto_scroll=True)
+        log = Log(id="logs-log", max_lines=dm.MAX_LOG_LINES, auto_scroll=True)
+        log.highlighter = MatchHighlighter()
+        yield log
 
     def on_mount(self) -> None:
         self._timer = self.set_interval(POLL_SECONDS, self._tick, pause=True)
 
     def set_containers(self, names: list[str]) -> None:
+        """The device's containers, on every load of the device page.
+
+        ``Select.set_options`` blanks the selection and says so, which would empty the log
+        and re-fetch it on each reload (every change notice naming the device). So the
+        choices are replaced only when they change, without their messages, and the log is
+        reset only if the container shown is gone.
+        """
+        if names == self.names:
+            return
+        self.names = list(names)
         select: Select[str] = self.query_one("#logs-container", Select)
-        current = select.value
-        select.set_options([(n, n) for n in names])
-        if isinstance(current, str) and current in names:
-            select.value = current
-        elif self.container is None and names:
-            select.value = names[0]
+        if self.container in names:
+            keep: str | None = self.container
+        else:
+            keep = names[0] if self.container is None and names else None
+        with select.prevent(Select.Changed):
+            select.set_options([(n, n) for n in names])
+            if keep is not None:
+                select.value = keep
+        self._pick(keep)
 
     def show(self, active: bool) -> None:
         """The Logs tab was shown (start following) or left (stop: no polls in the dark)."""
@@ -92,12 +136,17 @@ class LogsPane(Widget):
     @on(Select.Changed, "#logs-container")
     def _picked(self, event: Select.Changed) -> None:
         value = event.value
-        name = value if isinstance(value, str) else None
+        self._pick(value if isinstance(value, str) else None)
+
+    def _pick(self, name: str | None) -> None:
         if name != self.container:
             self.container = name
+            self.switches += 1
             self.lines = []
+            self.error = None  # the last container's failure says nothing about this one
             self.query_one("#logs-log", Log).clear()
             self.show(self.active)
+            self._status()
 
     @on(Input.Changed, "#logs-search")
     def _searched(self) -> None:
@@ -124,10 +173,13 @@ class LogsPane(Widget):
         except ApiError as exc:
             # Shown in place, not as a notification: a follow against an offline device
             # would otherwise raise one every poll.
-            self.error = f"{exc.code}: {exc}"
-        else:
-            self.error = None
             if container == self.container:
+                self.error = f"{exc.code}: {exc}"
+        else:
+            # A reply for a container no longer picked (the operator switched meanwhile)
+            # is dropped, its lines and its verdict both.
+            if container == self.container:
+                self.error = None
                 lines = [str(x) for x in (result.get("result") or {}).get("lines") or []]
                 self._append(lines)
         self.fetches += 1
@@ -150,6 +202,9 @@ class LogsPane(Widget):
     def _render_all(self) -> None:
         query = self.query_one("#logs-search", Input).value
         log = self.query_one("#logs-log", Log)
+        if isinstance(log.highlighter, MatchHighlighter):
+            log.highlighter.query = query.strip()
+        log.highlight = bool(query.strip())
         log.clear()
         log.write_lines(dm.search_lines(self.lines, query))
         self._status()
