@@ -4,11 +4,14 @@
     python -m bench.bench_fleet_rollout --devices 10000
 
 A real ``signalbeam-hub run`` with ``--devices`` devices (bulk path, tag ``bench``), all
-brought online by the simulator (4 shared connections; heartbeats 30 s, rollups 60 s, a
-simulated apply of ``--apply`` s). A rollout of ``bench@1.0.0`` to ``tag:bench`` (one wave,
+brought online by the simulator in worker processes (``bench.sim.worker``, at most 20 000
+devices each, 2 shared connections each; heartbeats 30 s, rollups 60 s, a simulated apply of
+``--apply`` s), ramped over ``--ramp`` s and settled before the rollouts start. A rollout of ``bench@1.0.0`` to ``tag:bench`` (one wave,
 no canary) is started through the API; progress is read from the hub's SQLite every 0.5 s
 (``rollouts.get`` would return every device), printed every 10 s, and the rollout is done
-when its status is ``succeeded``. Path per device: the controller writes the device-level
+when its status is ``succeeded``. Printed too: the time until 50/90/99/100 % of the devices
+were Succeeded, so a tail (e.g. the controller's 30 s re-publish to devices that missed
+their prompt) shows apart from the bulk. Path per device: the controller writes the device-level
 assignment, the desired writer puts the KV key, the republished prompt reaches the
 simulator, which reads the key (direct get), reports ``desired`` + ``deployment applying``,
 then ``healthy`` after the apply time; ingest applies the rows and the controller observes.
@@ -27,10 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from bench.sim import SimFleet, SimOptions
 from bench.sim.benchhub import BenchHub, CpuMeter, loadavg
+from bench.sim.workers import SimWorkers
 from tui.client import HubClient
 
 PREFIX = "ro"
@@ -45,17 +46,24 @@ async def rollout(hub: BenchHub, admin: HubClient, target: str, version: str) ->
     r = await admin.call("rollouts.start", {"bundle": f"bench@{version}", "target": target})
     t0 = time.perf_counter()
     last_print = t0
+    marks: dict[int, float] = {}
     while True:
         status = hub.query("SELECT status FROM rollouts WHERE id = ?", (r["id"],))[0][0]
         now = time.perf_counter()
+        counts = dict(hub.query("SELECT state, count(*) FROM rollout_targets"
+                                " WHERE rollout_id = ? GROUP BY state", (r["id"],)))  # fmt: skip
+        total = sum(counts.values())
+        for p in (50, 90, 99, 100):
+            if p not in marks and total and counts.get("Succeeded", 0) * 100 >= p * total:
+                marks[p] = now - t0
         if status != "running" or now - last_print >= 10:
-            counts = dict(hub.query("SELECT state, count(*) FROM rollout_targets"
-                                    " WHERE rollout_id = ? GROUP BY state", (r["id"],)))  # fmt: skip
             print(f"  {now - t0:6.1f} s: {status} {counts}", flush=True)
             last_print = now
         if status != "running":
             if status != "succeeded":
                 raise RuntimeError(f"rollout {r['id']} ended {status}")
+            if total > 1:
+                print("  Succeeded: " + ", ".join(f"{p} % at {t:.1f} s" for p, t in marks.items()))
             return now - t0
         if now - t0 > 1800:
             raise TimeoutError("rollout not done in 30 min")
@@ -66,34 +74,42 @@ async def run(args: argparse.Namespace, work: Path) -> None:
     ids = [f"{PREFIX}-{i:06d}" for i in range(args.devices)]
     print(f"load average before: {loadavg()}")
     hub = BenchHub(work / "hub", seed_devices=ids)
-    fleet = SimFleet(SimOptions(
-        hub_url=hub.client_url, count=args.devices, prefix=PREFIX, id_digits=6,
-        apply_s=args.apply, connections=4, shared_user="hub",
-        shared_password=hub.secret("hub_password"), enroll=False, backfill_minutes=0,
-    ))  # fmt: skip
+    workers = SimWorkers(hub.client_url, "hub", hub.secret("hub_password"), log_dir=work,
+                         prefix=PREFIX, apply_s=args.apply, lifetime_s=3600)  # fmt: skip
     try:
         async with HubClient(hub.url, hub.admin_key, timeout=60) as admin:
             for v in ("0.9.0", "1.0.0"):
                 await admin.call("bundles.push", {"spec": spec(v)})
-            await fleet.start()
             t0 = time.perf_counter()
-            while hub.query("SELECT count(*) FROM devices WHERE status = 'online'")[0][0] < len(
-                ids
-            ):
-                if time.perf_counter() - t0 > 120:
-                    raise TimeoutError("fleet not online in 120 s")
-                await asyncio.sleep(0.5)
-            print(f"{len(ids)} devices online {time.perf_counter() - t0:.1f} s after start")
+            await workers.add(0, len(ids), ramp_s=args.ramp)
+            await asyncio.sleep(args.ramp)
+
+            async def hub_online() -> bool:
+                q = "SELECT count(*) FROM devices WHERE status = 'online'"
+                return bool(hub.query(q)[0][0] >= len(ids))
+
+            ok, why, _ = await workers.settle(len(ids), 120, hub_check=hub_online,
+                                              backlog_max=max(100, len(ids) // 60))  # fmt: skip
+            if not ok:
+                raise TimeoutError(f"fleet not settled in {args.ramp + 120:.0f} s: {why}")
+            print(f"{len(ids)} devices online and settled {time.perf_counter() - t0:.1f} s"
+                  f" after start ({len(workers.workers)} simulator workers)")  # fmt: skip
             base = await rollout(hub, admin, f"device:{ids[0]}", "0.9.0")
-            hub_cpu, sim_cpu = CpuMeter(hub.processes()), CpuMeter([psutil.Process()])
+            before = workers.totals()
+            hub_cpu, sim_cpu = CpuMeter(hub.processes()), CpuMeter(workers.processes())
             took = await rollout(hub, admin, "tag:bench", "1.0.0")
+            hc, sc = hub_cpu.percent(), sim_cpu.percent()
+            await asyncio.sleep(1.5)  # the workers' stats lines come once a second
+            after = workers.totals()
             print(f"baseline: rollout to 1 device succeeded in {base:.2f} s")
             print(f"rollout to {len(ids)} devices succeeded in {took:.1f} s"
-                  f" ({len(ids) / took:,.0f} devices/s); hub CPU {hub_cpu.percent():.0f} % of a"
-                  f" core, simulator {sim_cpu.percent():.0f} %; load average {loadavg()}")  # fmt: skip
-            print(f"simulator: {fleet.stats()}")
+                  f" ({len(ids) / took:,.0f} devices/s); hub CPU {hc:.0f} % of a core,"
+                  f" simulator {sc:.0f} %; load average {loadavg()}")  # fmt: skip
+            print("simulator during the rollout: " + ", ".join(
+                f"{k} {after[k] - before[k]}" for k in
+                ("revisions", "applies", "probes", "probe_failures", "publish_failures")))  # fmt: skip
     finally:
-        await fleet.stop()
+        await workers.stop()
         hub.stop()
 
 
@@ -101,6 +117,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--devices", type=int, default=1000)
     ap.add_argument("--apply", type=float, default=1.0, help="simulated apply seconds")
+    ap.add_argument("--ramp", type=float, default=30.0, help="bring the fleet online over this")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sb-bench-rollout-"))
     try:
