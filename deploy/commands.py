@@ -40,6 +40,14 @@ def init_command(hub: HubSettings) -> StringCommand:
         "--public-host",
         QuoteString(hub.public_host),
     ]
+    # The TLS files are uploaded before init: it checks them, and prints tls:// URLs for a
+    # TLS client port.
+    if hub.leaf_tls:
+        argv += ["--leaf-tls-cert", QuoteString(hub.remote_leaf_cert)]
+        argv += ["--leaf-tls-key", QuoteString(hub.remote_leaf_key)]
+    if hub.client_tls:
+        argv += ["--client-tls-cert", QuoteString(hub.remote_client_cert)]
+        argv += ["--client-tls-key", QuoteString(hub.remote_client_key)]
     if not hub.litestream:
         argv.append("--no-litestream")
     elif hub.replica_url:

@@ -70,6 +70,43 @@ files.directory(
     mode="755",
 )
 
+# TLS on the leafnode and client listeners: the certificates and keys, readable by the hub
+# user only. Before init, which checks them and prints tls:// URLs for a TLS client port; in
+# the restart set below, so a replaced certificate (rotation) takes effect on this run.
+tls_ops: list[OperationMeta] = []
+uploads = []
+if hub.leaf_tls:
+    assert hub.leaf_tls_cert is not None and hub.leaf_tls_key is not None
+    uploads += [
+        (hub.leaf_tls_cert, hub.remote_leaf_cert, "leaf TLS certificate"),
+        (hub.leaf_tls_key, hub.remote_leaf_key, "leaf TLS key"),
+    ]
+if hub.client_tls:
+    assert hub.client_tls_cert is not None and hub.client_tls_key is not None
+    uploads += [
+        (hub.client_tls_cert, hub.remote_client_cert, "client TLS certificate"),
+        (hub.client_tls_key, hub.remote_client_key, "client TLS key"),
+    ]
+if uploads:
+    files.directory(
+        name=f"Create {hub.data_dir}/tls",
+        path=f"{hub.data_dir}/tls",
+        user=hub.user,
+        group=hub.user,
+        mode="700",
+    )
+for local, remote, what in uploads:
+    tls_ops.append(
+        files.put(
+            name=f"Upload the {what} to {remote}",
+            src=local,
+            dest=remote,
+            user=hub.user,
+            group=hub.user,
+            mode="600",
+        )
+    )
+
 # The same rule as init's own refusal (and the command's run-time guard): either file means
 # initialised. Checked here too so an initialised hub plans no init step at all.
 if any(host.get_fact(File, path=f"{hub.data_dir}/{name}") for name in ("hub.toml", "hub.db")):
@@ -86,33 +123,6 @@ else:
         host_name=host.name,
         _if=init.did_change,
     )
-
-# TLS on the leafnode listener: the certificate and key, readable by the hub user only. In
-# the restart set below, so a replaced certificate (rotation) takes effect on this run.
-tls_ops: list[OperationMeta] = []
-if hub.leaf_tls:
-    assert hub.leaf_tls_cert is not None and hub.leaf_tls_key is not None
-    files.directory(
-        name=f"Create {hub.data_dir}/tls",
-        path=f"{hub.data_dir}/tls",
-        user=hub.user,
-        group=hub.user,
-        mode="700",
-    )
-    for local, remote, what in (
-        (hub.leaf_tls_cert, hub.remote_leaf_cert, "certificate"),
-        (hub.leaf_tls_key, hub.remote_leaf_key, "key"),
-    ):
-        tls_ops.append(
-            files.put(
-                name=f"Upload the leaf TLS {what} to {remote}",
-                src=local,
-                dest=remote,
-                user=hub.user,
-                group=hub.user,
-                mode="600",
-            )
-        )
 
 context = hub_context(hub)
 toml = files.template(

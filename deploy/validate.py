@@ -131,6 +131,24 @@ class HubSettings:
     def remote_leaf_key(self) -> str:
         return f"{self.data_dir}/tls/leaf-key.pem"
 
+    # Local PEM files for TLS on the client listener (operators, enrollment); both or
+    # neither. Usually the same files as the leaf pair (one name, one certificate).
+    client_tls_cert: str | None = None
+    client_tls_key: str | None = None
+
+    @property
+    def client_tls(self) -> bool:
+        return self.client_tls_cert is not None
+
+    @property
+    def remote_client_cert(self) -> str:
+        """Where the certificate goes on the hub (hub.toml ``client_tls_cert``)."""
+        return f"{self.data_dir}/tls/client-cert.pem"
+
+    @property
+    def remote_client_key(self) -> str:
+        return f"{self.data_dir}/tls/client-key.pem"
+
     @property
     def ports(self) -> tuple[int, ...]:
         return (self.client_port, self.leafnode_port, self.monitor_port, self.http_port)
@@ -208,6 +226,8 @@ HUB_VARS = frozenset(
         "signalbeam_hub_nofile",
         "signalbeam_hub_leaf_tls_cert",
         "signalbeam_hub_leaf_tls_key",
+        "signalbeam_hub_client_tls_cert",
+        "signalbeam_hub_client_tls_key",
     }
 )
 AGENT_VARS = frozenset(
@@ -342,26 +362,24 @@ def _local_file(data: Mapping[str, Any], var: str) -> tuple[str, str] | None:
         raise DeployDataError(var, f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-def _leaf_tls(data: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    cert = _local_file(data, "signalbeam_hub_leaf_tls_cert")
-    key = _local_file(data, "signalbeam_hub_leaf_tls_key")
+def _tls_pair(data: Mapping[str, Any], listener: str) -> tuple[str | None, str | None]:
+    """``signalbeam_hub_<listener>_tls_cert``/``_key``: both or neither, the key matching."""
+    cert_var, key_var = f"signalbeam_hub_{listener}_tls_cert", f"signalbeam_hub_{listener}_tls_key"
+    cert = _local_file(data, cert_var)
+    key = _local_file(data, key_var)
     if cert is None and key is None:
         return None, None
     if cert is None:
-        raise DeployDataError(
-            "signalbeam_hub_leaf_tls_cert", "is required with signalbeam_hub_leaf_tls_key"
-        )
+        raise DeployDataError(cert_var, f"is required with {key_var}")
     if key is None:
-        raise DeployDataError(
-            "signalbeam_hub_leaf_tls_key", "is required with signalbeam_hub_leaf_tls_cert"
-        )
+        raise DeployDataError(key_var, f"is required with {cert_var}")
     if PEM_CERT not in cert[1]:
-        raise DeployDataError("signalbeam_hub_leaf_tls_cert", f"{cert[0]} is not a PEM certificate")
+        raise DeployDataError(cert_var, f"{cert[0]} is not a PEM certificate")
     try:
         ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert[0], key[0])
     except ssl.SSLError as exc:
         raise DeployDataError(
-            "signalbeam_hub_leaf_tls_key",
+            key_var,
             f"{key[0]} is not a PEM private key matching {cert[0]} ({exc.reason or exc})",
         ) from None
     return cert[0], key[0]
@@ -483,7 +501,8 @@ def validate_hub(data: Mapping[str, Any], *, inventory_name: str | None = None) 
             if not isinstance(value, str) or any(c in value for c in "\n\r\0"):
                 raise DeployDataError(var, "value must be a one-line string")
             replica_env[name] = value
-    leaf_cert, leaf_key = _leaf_tls(data)
+    leaf_cert, leaf_key = _tls_pair(data, "leaf")
+    client_cert, client_key = _tls_pair(data, "client")
     return HubSettings(
         package=package,
         public_host=public_host,
@@ -506,6 +525,8 @@ def validate_hub(data: Mapping[str, Any], *, inventory_name: str | None = None) 
         start_services=_bool(data, "signalbeam_start_services", True),
         leaf_tls_cert=leaf_cert,
         leaf_tls_key=leaf_key,
+        client_tls_cert=client_cert,
+        client_tls_key=client_key,
     )
 
 
@@ -539,12 +560,13 @@ def validate_agent(data: Mapping[str, Any]) -> AgentSettings:
             )
     hub = _str(data, "signalbeam_hub", None)
     if hub is not None:
-        m = re.match(r"^(?:nats://(?:[^@/\s]+@)?)?([^:/@\s]+):(\d{1,5})$", hub)
+        m = re.match(r"^(?:(?:nats|tls)://(?:[^@/\s]+@)?)?([^:/@\s]+):(\d{1,5})$", hub)
         if not m or not 1 <= int(m.group(2)) <= 65535:
             raise DeployDataError(
                 "signalbeam_hub",
-                "must be HOST:PORT of the hub's NATS client port (or the nats://enroll:...@host:port "
-                "URL `signalbeam-hub init` printed)",
+                "must be HOST:PORT of the hub's NATS client port, tls://HOST:PORT to insist on "
+                "TLS, or the nats:// or tls://enroll:...@host:port URL `signalbeam-hub init` "
+                "printed",
             )
         _host(m.group(1), "signalbeam_hub")
     hub_url = _str(data, "signalbeam_hub_url", None)
@@ -558,7 +580,7 @@ def validate_agent(data: Mapping[str, Any]) -> AgentSettings:
         raise DeployDataError(
             "signalbeam_hub", "is required with signalbeam_enroll_token (where to enroll)"
         )
-    if token is not None and password is None and not (hub or "").startswith("nats://"):
+    if token is not None and password is None and "@" not in (hub or ""):
         raise DeployDataError(
             "signalbeam_enroll_password",
             "is required with signalbeam_enroll_token: the password of the hub's `enroll` "
