@@ -179,14 +179,19 @@ def sparkline(points: Sequence[float | None], width: int = SPARK_WIDTH) -> str:
     if not points:
         return ""
     group = max(1, -(-len(points) // width))
+    top = len(SPARK) - 1
     out = []
+    # Plain loops: this runs for three cells of every row of a 5,000-device first paint.
     for i in range(0, len(points), group):
-        values = [p for p in points[i : i + group] if p is not None]
-        if not values:
+        best: float | None = None
+        for p in points[i : i + group]:
+            if p is not None and (best is None or p > best):
+                best = p
+        if best is None:
             out.append(" ")
-            continue
-        level = min(max(max(values), 0.0), 100.0) / 100.0
-        out.append(SPARK[min(len(SPARK) - 1, int(level * len(SPARK)))])
+        else:
+            level = min(max(best, 0.0), 100.0) / 100.0
+            out.append(SPARK[min(top, int(level * len(SPARK)))])
     return "".join(out)
 
 
@@ -348,18 +353,22 @@ def parse_filter(text: str) -> DeviceFilter:
 def summarize(rows: Iterable[DeviceRow]) -> dict[str, int]:
     """Counts for the summary bar. Online includes updating and failed devices (online);
     failed also counts offline devices whose last report failed (as ``status:failed``)."""
-    counts = {"total": 0, "online": 0, "offline": 0, "updating": 0, "failed": 0}
+    counts = dict.fromkeys(("total", "online", "offline", "updating", "failed"), 0)
     for r in rows:
-        counts["total"] += 1
-        if r.status == "online":
-            counts["online"] += 1
-        elif r.status == "offline":
-            counts["offline"] += 1
-        if r.state == "updating":
-            counts["updating"] += 1
-        elif failing(r):
-            counts["failed"] += 1
+        tally(counts, r)
     return counts
+
+
+def tally(counts: dict[str, int], r: DeviceRow, sign: int = 1) -> None:
+    """Add one row to ``counts`` (or take it away with ``sign=-1``): the table keeps its
+    counts up to date per row instead of recounting thousands per update."""
+    counts["total"] += sign
+    if r.status in ("online", "offline"):
+        counts[r.status] += sign
+    if r.state == "updating":
+        counts["updating"] += sign
+    elif failing(r):
+        counts["failed"] += sign
 
 
 def summary_text(counts: Mapping[str, int], loaded: int, sort: Sort, more: bool = False) -> str:

@@ -19,7 +19,7 @@ from textual.coordinate import Coordinate
 from textual.message import Message
 from textual.timer import Timer
 from textual.widgets import DataTable, Input, Static
-from textual.widgets.data_table import ColumnKey
+from textual.widgets.data_table import ColumnKey, RowKey
 
 from protocol import errors as codes
 from tui.client import ApiError
@@ -40,10 +40,37 @@ FIXED_WIDTH = {"status": 15, "rollout": 10, "cpu": 10, "mem": 10, "disk": 10}
 STYLES = {"ok": Style(color="green"), "warn": Style(color="yellow"), "bad": Style(color="red")}
 STYLES["dim"] = Style(dim=True)
 FLASH = Style(bold=True, bgcolor="grey30")
+# Every (style name, flashing) pair built once: a first paint makes 45,000 cells.
+CELL_STYLES = {
+    (name, flash): (STYLES.get(name, Style()) + FLASH) if flash else STYLES.get(name, Style())
+    for name in ("", *STYLES)
+    for flash in (False, True)
+}
 EMPTY_HELP = (
     "No devices match. A new hub has none until devices enrol: create a token with "
     "`signalbeam token create --tenant NAME`, then run `signalbeam-agent enroll` on a device."
 )
+
+
+class FleetTable(DataTable[Any]):
+    """A DataTable that sizes its columns from the cells' plain text.
+
+    DataTable measures every cell of every new row on idle by rendering it, and builds each
+    row's renderables to do so: for 5,000 rows most of the first paint. Every cell here is a
+    one-line ``Text``, so its width is its ``cell_len``, and fixed-width columns need no
+    measuring at all. Textual's own pass then runs for no rows (the virtual size)."""
+
+    def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
+        auto = [(c.key, c) for c in self.ordered_columns if c.auto_width]
+        for row_key in new_rows:
+            if row_key not in self.rows:
+                continue  # removed before the idle pass came
+            for key, column in auto:
+                cell = self.get_cell(row_key, key)
+                width = cell.cell_len if isinstance(cell, Text) else cell_len(str(cell))
+                if width > column.content_width:
+                    column.content_width = width
+        super()._update_dimensions(())
 
 
 class FleetView(HubView):
@@ -69,6 +96,10 @@ class FleetView(HubView):
         self.sort = fm.Sort()
         self.devices: dict[str, fm.DeviceRow] = {}  # every loaded device, by id
         self.shown: dict[str, tuple[fm.Cell, ...]] = {}  # what the table shows, by id
+        # The summary bar's counts over the shown rows, kept per row (counted: the version
+        # of each row they include).
+        self.counts = fm.summarize(())
+        self.counted: dict[str, fm.DeviceRow] = {}
         self.flashing: dict[str, float] = {}  # id -> when its flash ends (monotonic)
         self.more = False  # the hub has more devices than MAX_DEVICES
         self.summary_view = True  # cleared when the hub refuses devices.list's "view"
@@ -89,7 +120,7 @@ class FleetView(HubView):
             placeholder="filter: tag:NAME group:NAME status:STATE bundle:NAME text; !word negates",
             id="fleet-filter",
         )
-        table: DataTable[Any] = DataTable(id="fleet-table", cursor_type="row", zebra_stripes=True)
+        table = FleetTable(id="fleet-table", cursor_type="row", zebra_stripes=True)
         for key, label in fm.COLUMNS:
             table.add_column(label, key=key, width=FIXED_WIDTH.get(key))
         yield table
@@ -274,6 +305,7 @@ class FleetView(HubView):
         now = self.now()
         structural = resort = False
         flash_until = time.monotonic() + FLASH_SECONDS
+        added: list[fm.DeviceRow] = []
         for row in rows:
             if row.status == "decommissioned" and not self.filter.wants_decommissioned:
                 gone = [*gone, row.id]
@@ -285,8 +317,7 @@ class FleetView(HubView):
                 self._remove(row.id)
                 structural = True
             elif visible and row.id not in self.shown:
-                self._add(row, now)
-                structural = resort = True
+                added.append(row)
             elif visible and old != row:
                 if old is None or fm.sort_key(old, self.sort.column) != fm.sort_key(
                     row, self.sort.column
@@ -298,6 +329,9 @@ class FleetView(HubView):
             if device_id in self.shown:
                 self._remove(device_id)
                 structural = True
+        if added:
+            structural = True
+            resort = self._append(added, now) or resort
         if resort:
             self._sort_table()
         if structural or resort:
@@ -309,20 +343,43 @@ class FleetView(HubView):
 
     def _text(self, cell: fm.Cell, flash: bool) -> Text:
         text, style = cell
-        base = STYLES.get(style, Style())
-        return Text(text, style=base + FLASH if flash else base, no_wrap=True)
+        return Text(text, style=CELL_STYLES[style, flash], no_wrap=True)
 
     def _add(self, row: fm.DeviceRow, now: float) -> None:
         cells = self._cells(row, now)
         self.shown[row.id] = cells
+        self._count(row)
         self.table.add_row(*(self._text(c, False) for c in cells), key=row.id)
+
+    def _append(self, rows: list[fm.DeviceRow], now: float) -> bool:
+        """Add new rows at the bottom in the sort's order; True when the table then needs
+        sorting. Pages arrive ordered by id, so with the default sort a page lands after the
+        rows already there and the table (thousands of rows) is not re-sorted per page."""
+        column, reverse = self.sort.column, self.sort.reverse
+        rows = sorted(rows, key=lambda r: fm.sort_key(r, column), reverse=reverse)
+        in_order = True
+        table = self.table
+        if table.row_count:
+            last = self.devices.get(str(table.coordinate_to_cell_key(
+                Coordinate(table.row_count - 1, 0)).row_key.value))  # fmt: skip
+            if last is None:
+                in_order = False
+            else:
+                a, b = fm.sort_key(last, column), fm.sort_key(rows[0], column)
+                in_order = a >= b if reverse else a <= b
+        for row in rows:
+            self._add(row, now)
+        return not in_order
 
     def _remove(self, device_id: str) -> None:
         self.shown.pop(device_id, None)
+        self._uncount(device_id)
         self.flashing.pop(device_id, None)
         self.table.remove_row(device_id)
 
     def _update(self, row: fm.DeviceRow, now: float, flash_until: float | None) -> None:
+        self._uncount(row.id)
+        self._count(row)
         new = self._cells(row, now)
         changed = fm.changed_columns(self.shown[row.id], new)
         if not changed:
@@ -392,6 +449,8 @@ class FleetView(HubView):
         table = self.table
         table.clear()
         self.shown.clear()
+        self.counted.clear()
+        self.counts = fm.summarize(())
         self.flashing.clear()
         now = self.now()
         for row in fm.ordered(
@@ -415,9 +474,17 @@ class FleetView(HubView):
             if index != table.cursor_row:
                 table.cursor_coordinate = Coordinate(index, table.cursor_column)
 
+    def _count(self, row: fm.DeviceRow) -> None:
+        self.counted[row.id] = row
+        fm.tally(self.counts, row)
+
+    def _uncount(self, device_id: str) -> None:
+        old = self.counted.pop(device_id, None)
+        if old is not None:
+            fm.tally(self.counts, old, -1)
+
     def _show_summary(self) -> None:
-        shown = [self.devices[i] for i in self.shown]
-        text = fm.summary_text(fm.summarize(shown), len(self.devices), self.sort, self.more)
+        text = fm.summary_text(self.counts, len(self.devices), self.sort, self.more)
         self.query_one("#fleet-summary", Static).update(Content(text))
         self.query_one("#fleet-empty").display = not self.shown
 
