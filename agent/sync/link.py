@@ -17,6 +17,8 @@ from typing import Any
 import nats
 from nats.aio.client import Client as NATS
 
+from protocol import natstls
+
 log = logging.getLogger(__name__)
 
 
@@ -32,12 +34,18 @@ async def connect(
     user: str | None = None,
     password: str | None = None,
     name: str | None = None,
+    ca_file: str | None = None,
 ) -> NATS:
-    """Connect with infinite reconnect (the default gives up after 60 tries)."""
+    """Connect with infinite reconnect (the default gives up after 60 tries).
+
+    ``ca_file`` pins the hub's CA for a direct connection to a TLS hub (``[hub] ca_file``);
+    a ``tls://`` URL must end up on TLS, never nats-py's silent plain fallback."""
     extra: dict[str, Any] = {}
     if user is not None:
         extra["user"] = user
         extra["password"] = password or ""
+    if ca_file is not None or natstls.wants_tls(url):
+        extra["tls"] = natstls.client_context(ca_file)
 
     async def on_error(exc: Exception) -> None:
         # nats-py reports background failures here (e.g. an ordered consumer that could not be
@@ -50,7 +58,7 @@ async def connect(
     async def on_reconnect() -> None:
         log.info("reconnected to local NATS server %s", url, extra={"device": device_id})
 
-    return await nats.connect(
+    nc = await nats.connect(
         url,
         name=name or f"signalbeam-agent {device_id}",
         max_reconnect_attempts=-1,
@@ -63,6 +71,10 @@ async def connect(
         reconnected_cb=on_reconnect,
         **extra,
     )
+    if natstls.wants_tls(url) and not natstls.is_tls(nc):
+        await nc.close()
+        raise ConnectionError(f"{url.split('@')[-1]} did not offer TLS; refusing a plain link")
+    return nc
 
 
 class LinkState:

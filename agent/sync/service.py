@@ -60,8 +60,9 @@ class SyncSettings:
     # Where the running agent leaves its sync view for other processes (`status` CLI).
     status_path: Path | None = None
     status_every: float = 10.0
-    # Leaf mode: the [hub] ca_file pinning the hub's leaf certificate, and a leaf URL that
-    # overrides the enrolled one (agent/config.py HubConfig).
+    # The [hub] ca_file pinning the hub's certificate (for the leaf link, or for the agent's
+    # own connection in direct mode), and a leaf URL that overrides the enrolled one
+    # (agent/config.py HubConfig).
     leaf_ca_file: str | None = None
     leaf_url: str | None = None
 
@@ -79,7 +80,12 @@ def settings_from_config(config: Any) -> SyncSettings | None:
     status_path = Path(config.data_dir) / STATUS_FILE
     if url:
         return SyncSettings(
-            "direct", url=url, credentials=creds, workdir=workdir, status_path=status_path
+            "direct",
+            url=url,
+            credentials=creds,
+            workdir=workdir,
+            status_path=status_path,
+            leaf_ca_file=getattr(config.hub, "ca_file", None),
         )
     if creds is None:
         return None
@@ -275,7 +281,10 @@ class SyncService:
         # nats-py retries forever only after a first successful connect; retry that here.
         while True:
             try:
-                return await connect(url, self.device_id, user=user, password=password)
+                # Direct mode talks to the hub itself, so the hub's CA applies here; the
+                # local leaf is plain loopback and does its own TLS upstream.
+                ca = self.settings.leaf_ca_file if self.leaf is None else None
+                return await connect(url, self.device_id, user=user, password=password, ca_file=ca)
             except Exception as exc:
                 self.link.lost(f"cannot connect to {url.split('@')[-1]}: {exc}")
                 log.warning("NATS connect failed: %s; retrying", exc, extra=self._extra)

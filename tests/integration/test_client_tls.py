@@ -143,6 +143,36 @@ async def test_enroll_over_tls_with_the_right_ca_then_the_leaf_link_comes_up(
         svc.store.close()
 
 
+async def test_direct_mode_reaches_a_tls_hub_with_the_config_ca(
+    hub: ClientTlsHub, admin: HubClient, tmp_path: Path
+) -> None:
+    """Direct mode (`[hub] url`, no leaf) dials the hub's TLS client port itself."""
+    token = await _token(admin)
+    device = "ctls-direct"
+    data_dir = tmp_path / device
+    proc = await asyncio.to_thread(
+        _enroll, data_dir, hub.init["enroll_url"], token, device, "--ca-file", str(hub.cert)
+    )
+    assert proc.returncode == 0, proc.stderr
+    cfg = config_from_dict(
+        {
+            "data_dir": str(data_dir),
+            "device_id": device,
+            "hub": {"url": f"tls://127.0.0.1:{hub.port}", "ca_file": str(hub.cert)},
+        }
+    )
+    settings = settings_from_config(cfg)
+    assert settings is not None and settings.mode == "direct"
+    store = Store.open(cfg.db_path, device_id=device)
+    svc = SyncService(store, settings, device, trigger=lambda: None)
+    try:
+        await svc.start()
+        await eventually(lambda: svc.online, 30, "the direct TLS link comes up")
+    finally:
+        await svc.stop()
+        svc.store.close()
+
+
 async def test_the_config_ca_file_is_used_for_enrollment_too(
     hub: ClientTlsHub, admin: HubClient, tmp_path: Path
 ) -> None:
