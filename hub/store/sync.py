@@ -102,6 +102,26 @@ class SyncStore(StoreBase):
                 (device_id, generation, doc_hash, bundle_ref, rollout_id, now_iso()),
             )
 
+    def record_desired_published_many(
+        self, rows: list[tuple[str, int, str, str | None, str | None]]
+    ) -> None:
+        """``record_desired_published`` for ``(device_id, generation, doc_hash, bundle_ref,
+        rollout_id)`` rows, in one transaction (the desired writer puts in chunks)."""
+        now = now_iso()
+        with self.tx() as c:
+            c.executemany(
+                "INSERT INTO desired_published (device_id, generation, doc_hash, bundle_ref,"
+                " rollout_id, written_at) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(device_id) DO UPDATE SET generation = excluded.generation,"
+                " doc_hash = excluded.doc_hash, bundle_ref = excluded.bundle_ref,"
+                " rollout_id = excluded.rollout_id, written_at = excluded.written_at",
+                [(*r, now) for r in rows],
+            )
+
+    def max_desired_generation(self) -> int:
+        """The newest KV revision the hub recorded writing (0: none)."""
+        return int(self.scalar("SELECT max(generation) FROM desired_published") or 0)
+
     def rollout_for(self, device_id: str, bundle: str, version: str) -> str | None:
         """The newest rollout that targets this device with this bundle version, if any."""
         value = self.scalar(
