@@ -81,6 +81,11 @@ class HubMetrics:
             ["result"],
             registry=self.registry,
         )
+        self.enroll_reloads = Counter(
+            "signalbeam_enroll_reloads",
+            "nats-server config rewrites + reloads for enrollments (a burst shares one)",
+            registry=self.registry,
+        )
         self.device_rpc = Counter(
             "signalbeam_device_rpc",
             "Device RPC calls by verb and result code",

@@ -21,7 +21,7 @@ import socket
 import ssl
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import nats
@@ -50,6 +50,8 @@ BOOTSTRAP_PASSWORD_ENV = "SB_ENROLL_PASSWORD"
 # refusal to retry.
 TLS_ERROR = "tls"
 EXIT_TLS = 3
+LOGIN_ATTEMPTS = 4  # logins refused by a concurrent config reload are tried again
+LOGIN_RETRY_DELAY = 0.25  # seconds, times the attempt number
 
 
 def agent_version() -> str:
@@ -140,21 +142,25 @@ async def enroll(
         raise EnrollError(
             f"cannot load the CA file {ca_file}: {exc}", "invalid", "ca_file"
         ) from None
-    try:
-        nc = await nats.connect(
-            url,
-            connect_timeout=timeout,
-            allow_reconnect=False,
-            max_reconnect_attempts=0,
-            tls=ctx,
-            error_cb=quiet,
-        )
-    except Exception as exc:
-        problem = natstls.explain(exc, urlsplit(url).hostname or "", ca_file)
-        if problem is not None:
-            field = "hub" if problem.field == "host" else "ca_file"
-            raise EnrollError(problem.message, TLS_ERROR, field) from None
-        raise EnrollError(f"cannot connect to the hub at {_redact(url)}: {exc}") from None
+    for attempt in range(LOGIN_ATTEMPTS):
+        try:
+            nc = await nats.connect(
+                url,
+                connect_timeout=timeout,
+                allow_reconnect=False,
+                max_reconnect_attempts=0,
+                tls=ctx,
+                error_cb=quiet,
+            )
+            break
+        except Exception as exc:
+            # A nats-server config reload (the hub adding another device's user) drops every
+            # connection still logging in with "Authorization Violation", right credentials
+            # or not; a wrong bootstrap password fails the same way after the last attempt.
+            if "authorization violation" in str(exc).lower() and attempt < LOGIN_ATTEMPTS - 1:
+                await asyncio.sleep(LOGIN_RETRY_DELAY * (attempt + 1))
+                continue
+            _raise_connect_error(exc, url, ca_file)
     if natstls.wants_tls(url) and not natstls.is_tls(nc):
         await nc.close()
         raise EnrollError(
@@ -182,6 +188,14 @@ async def enroll(
     if out.device_id != device_id:
         raise EnrollError(f"hub enrolled {out.device_id!r}, not {device_id!r}", "invalid")
     return out
+
+
+def _raise_connect_error(exc: Exception, url: str, ca_file: str | None) -> NoReturn:
+    problem = natstls.explain(exc, urlsplit(url).hostname or "", ca_file)
+    if problem is not None:
+        field = "hub" if problem.field == "host" else "ca_file"
+        raise EnrollError(problem.message, TLS_ERROR, field) from None
+    raise EnrollError(f"cannot connect to the hub at {_redact(url)}: {exc}") from None
 
 
 def _redact(url: str) -> str:

@@ -9,6 +9,16 @@ starts a fresh outbox at seq 1) and store its new NATS password. Then the nats-s
 is regenerated with the device's user and reloaded (other connections stay up), the device's
 desired document is written (so its first read finds one), and the reply carries the
 credentials, the leaf URL and the JetStream domain.
+
+Requests are handled concurrently (at most ``MAX_IN_FLIGHT``) and their reloads coalesced
+(``Coalescer``): a burst of N enrollments costs one rewrite + reload per reload already
+running, not N, and each reply still goes out only after a reload that started after its
+device was committed (so includes its user) was confirmed loaded.
+
+Every reload also drops any connection that has not finished logging in
+(nats-server re-checks each client and one without its CONNECT yet fails:
+"Authorization Violation"), e.g. the next device's bootstrap login: fewer reloads make that
+rarer, and the agent retries such a refusal (``agent.sync.enroll``).
 """
 
 from __future__ import annotations
@@ -40,7 +50,46 @@ from protocol.subjects import ENROLL, JS_DOMAIN
 log = logging.getLogger(__name__)
 
 QUEUE = "hub-enroll"
+MAX_IN_FLIGHT = 64  # enrollments handled at once; more wait in the subscription
 StoreCall = Callable[..., Awaitable[Any]]
+
+
+class Coalescer:
+    """Runs ``fn`` for callers of ``request``, one run at a time: a request waits for a run
+    that *starts* after it (so the run sees everything the caller committed before asking),
+    and every request made while a run is in progress shares the next one."""
+
+    def __init__(self, fn: Callable[[], Awaitable[None]]) -> None:
+        self._fn = fn
+        self._next: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.runs = 0
+
+    async def request(self) -> None:
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+        fut = self._next
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain(), name="hub-enroll-reload")
+        # shield: one caller giving up must not cancel the run the others wait for.
+        await asyncio.shield(fut)
+
+    async def _drain(self) -> None:
+        while self._next is not None:
+            fut, self._next = self._next, None
+            self.runs += 1
+            try:
+                await self._fn()
+            except asyncio.CancelledError:
+                fut.cancel()
+                if self._next is not None:
+                    self._next.cancel()
+                raise
+            except Exception as exc:
+                fut.set_exception(exc)
+                fut.exception()  # marked retrieved: every waiter may have given up
+            else:
+                fut.set_result(None)
 
 
 def normalise_tags(tags: tuple[str, ...]) -> list[str]:
@@ -117,7 +166,9 @@ class Enrollment:
         self.reload_users = reload_users
         self.after_enroll = after_enroll
         self._sub: Subscription | None = None
-        self._lock = asyncio.Lock()
+        self.reloads = Coalescer(self._reload)
+        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self._sub = await self.nc.subscribe(ENROLL, queue=QUEUE, cb=self._on_msg)
@@ -128,19 +179,36 @@ class Enrollment:
                 await self._sub.unsubscribe()
             except Exception:
                 pass
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _reload(self) -> None:
+        await self.reload_users()
+        self.metrics.enroll_reloads.inc()
 
     async def _on_msg(self, msg: Msg) -> None:
         if not msg.reply:
             self.metrics.sync_bad.labels("enroll", "no_reply").inc()
             log.warning("enrollment published without a reply subject; ignored")
             return
-        # One at a time: the config rewrite and reload must not interleave.
-        async with self._lock:
-            body = await self._enroll(msg.data)
+        # The subscription delivers one message at a time to this callback: hand each to its
+        # own task so a burst shares reloads; a full set of slots holds the next one here.
+        await self._slots.acquire()
+        task = asyncio.create_task(self._serve(msg), name="hub-enroll")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, msg: Msg) -> None:
         try:
-            await msg.respond(body)
-        except Exception as exc:
-            log.warning("could not send the enrollment reply: %s", exc)
+            body = await self._enroll(msg.data)
+            try:
+                await msg.respond(body)
+            except Exception as exc:
+                log.warning("could not send the enrollment reply: %s", exc)
+        finally:
+            self._slots.release()
 
     async def _enroll(self, data: bytes) -> bytes:
         try:
@@ -153,7 +221,15 @@ class Enrollment:
             info = await self.call(enroll_in_store, self.store, req, password)
         except HubError as exc:
             return self._refuse(req.device_id, exc.code, exc.message, exc.field)
-        await self.reload_users()
+        try:
+            await self.reloads.request()
+        except Exception:
+            # Committed, but its user may not be loaded: the device must not be told to log
+            # in. The next successful reload (any enrollment, a decommission) loads it.
+            log.exception("nats-server config reload failed", extra={"device": req.device_id})
+            return self._refuse(
+                req.device_id, "unavailable", "the hub could not load the device's user", None
+            )
         self.metrics.enrollments.labels("ok").inc()
         log.info(
             "enrolled (tenant %s, tags %s)",
