@@ -4,8 +4,8 @@ Start order (after the operator API, before ``Hub.components``): the report stre
 ``desired`` bucket are created or verified; the desired writer publishes every device once
 (only what changed since the DB recorded it written; forced when the bucket was just
 created or is behind the recorded generations: a wiped or restored JetStream store must not
-leave devices without their documents); then ingest, presence and enrollment subscribe; the API gains the
-sync verbs and an in-process listener for desired-state changes. A periodic re-publish
+leave devices without their documents); then ingest, presence and enrollment subscribe; the
+API gains the sync verbs and an in-process listener for desired-state changes. A periodic re-publish
 (``REPUBLISH_EVERY``) is the safety net for a change whose listener failed.
 """
 
