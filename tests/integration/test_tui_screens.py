@@ -1,7 +1,13 @@
-"""The drill-down screens with Pilot against a real `signalbeam-hub run` and simulated
-devices (bench/sim) feeding it: bundles and the devices running a version, a rollout
-started through its dialog (the confirmation counts the devices) followed live to
-Succeeded, the device screen's tabs, the Logs tab of an offline device, read-only mode.
+"""The whole TUI, end to end: the real ``SignalBeamApp`` with Pilot against a real
+`signalbeam-hub run` and simulated devices (bench/sim) enrolled and publishing reports.
+
+One walk through every screen (kept in one test so the hub and the simulated fleet start
+once): every tab by key and by `:` command, the fleet filtered and sorted, a device opened
+from its row with every device tab, an assignment through its dialog (which counts the
+device), a rollout through its form and confirmation (which counts 3 devices) followed live
+to Succeeded, the devices running the new version, and a device whose link is cut turning
+its Fleet row offline from change notices alone (no reload). Then the Logs tab of an offline
+device and read-only mode.
 
 The simulator does not answer remote commands, so the Logs tab's happy path (a real
 agent's container log) is not covered here; its merge and search are unit-tested.
@@ -9,24 +15,28 @@ agent's container log) is not covered here; its merge and search are unit-tested
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from textual.widgets import DataTable, ProgressBar, Select, Sparkline, Static
+from textual.pilot import Pilot
+from textual.widgets import DataTable, Input, ProgressBar, Select, Sparkline, Static, TabbedContent
 
 from bench.sim import SimFleet, SimOptions
 from tests.integration.test_sync_hub_support import SyncHub, eventually
-from tests.integration.test_tui_screens_support import ScreensApp
 from tests.integration.test_tui_support import rows, text, wait_for
+from tui.app import SignalBeamApp
 from tui.screens.device import DeviceScreen, DeviceView
 from tui.screens.dialogs import ConfirmScreen, PushScreen, RolloutStartScreen
+from tui.screens.main import MainScreen
 from tui.screens.session import HubSession
 from tui.widgets.assign import AssignView
+from tui.widgets.fleet import FleetView
 from tui.widgets.logs import LogsPane
 from tui.widgets.rollouts import RolloutsView
 
-GRACE = 2
+GRACE = 2  # seconds without a heartbeat before the hub marks a device offline
+SIZE = (120, 40)
 
 
 def spec(version: str) -> dict[str, Any]:
@@ -65,29 +75,164 @@ async def start_fleet(hub: SyncHub, prefix: str, tag: str) -> SimFleet:
     return fleet
 
 
-@pytest.fixture
-async def fleet(hub: SyncHub) -> AsyncIterator[SimFleet]:
-    f = await start_fleet(hub, "tsim", "roll")
+def app_for(hub: SyncHub, read_only: bool = False) -> SignalBeamApp:
+    # A long poll: whatever the tests see change arrived through change notices.
+    session = HubSession(hub.url, hub.admin_key, timeout=10)
+    return SignalBeamApp(session, poll_seconds=3600, read_only=read_only)
+
+
+def main(app: SignalBeamApp) -> MainScreen:
+    for screen in app.screen_stack:
+        if isinstance(screen, MainScreen):
+            return screen
+    raise AssertionError("no main screen")
+
+
+def active_tab(app: SignalBeamApp) -> str:
+    return str(main(app).query_one("#tabs", TabbedContent).active)
+
+
+async def command(pilot: Pilot[Any], line: str) -> None:
+    """Type a `:` command on the main screen's command line."""
+    await pilot.press("colon")
+    box = main(pilot.app).query_one("#command-line", Input)  # type: ignore[arg-type]
+    await wait_for(pilot, lambda: box.has_focus, "the command line focused")
+    box.value = line
+    await pilot.press("enter")
+
+
+async def set_filter(pilot: Pilot[Any], view: FleetView, words: str) -> list[str]:
+    await pilot.press("slash")
+    box = view.query_one("#fleet-filter", Input)
+    await wait_for(pilot, lambda: box.has_focus, "the filter box focused")
+    box.value = words
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: view.filter.text() == words.strip(), f"filter {words!r}")
+    return [r[0] for r in rows(view.table)]
+
+
+def status_of(view: FleetView, device_id: str) -> str:
+    return str(view.table.get_cell(device_id, "status"))
+
+
+async def test_every_screen_end_to_end(hub: SyncHub) -> None:
+    fleet = await start_fleet(hub, "tsim", "roll")
     try:
-        yield f
+        await walk_every_screen(hub, fleet)
     finally:
-        await f.stop()
+        await fleet.stop()
 
 
-def app_for(hub: SyncHub, read_only: bool = False) -> ScreensApp:
-    return ScreensApp(HubSession(hub.url, hub.admin_key, timeout=10), read_only=read_only)
-
-
-async def test_rollout_through_the_dialog_reaches_succeeded(hub: SyncHub, fleet: SimFleet) -> None:
+async def walk_every_screen(hub: SyncHub, fleet: SimFleet) -> None:
+    ids = sorted(fleet.ids)
     app = app_for(hub)
-    async with app.run_test(size=(120, 40)) as pilot:
-        view = app.query_one(RolloutsView)
-        await wait_for(pilot, lambda: view.loads >= 1, "rollouts loaded")
+    async with app.run_test(size=SIZE) as pilot:
+        view = app.screen.query_one(FleetView)
+        await wait_for(pilot, lambda: sorted(view.shown) == ids, "the fleet loaded")
+        await wait_for(
+            pilot, lambda: all(status_of(view, i) == "● online" for i in ids), "all online"
+        )
+        summary = view.query_one("#fleet-summary", Static)
+        assert text(summary).startswith("3 devices │ online 3 │ offline 0")
+
+        # --- every tab by key, and back by `:` command ---------------------------------
+        # (Assign focuses its target box, which takes letters: escape leaves it first.)
+        for key, tab in (("b", "bundles"), ("a", "assign"), ("r", "rollouts"), ("f", "fleet")):
+            if key == "r":
+                await pilot.press("escape")
+            await pilot.press(key)
+            await wait_for(pilot, lambda tab=tab: active_tab(app) == tab, f"tab {tab}")  # type: ignore[misc]
+        # the empty rollouts tab takes the keys itself (its hidden list cannot)
+        await pilot.press("r")
+        await wait_for(pilot, lambda: app.focused is app.screen.query_one(RolloutsView), "focus")
+        await pilot.press("f")
+        for line, tab in ((":bundles", "bundles"), (":rollouts", "rollouts"), (":assign", "assign")):  # fmt: skip
+            await command(pilot, line)
+            await wait_for(pilot, lambda tab=tab: active_tab(app) == tab, f"{line}")  # type: ignore[misc]
+        await pilot.press("escape")  # out of the assign target box
+        await command(pilot, ":devices")
+        await wait_for(pilot, lambda: active_tab(app) == "fleet", ":devices")
+        await command(pilot, f":dev {ids[1]}")
+        await wait_for(pilot, lambda: isinstance(app.screen, DeviceScreen), ":dev opens it")
+        assert app.screen.query_one(DeviceView).device_id == ids[1]
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, MainScreen), "back to the fleet")
+
+        # --- filter and sort -----------------------------------------------------------
+        view.table.focus()
+        assert await set_filter(pilot, view, "tag:roll status:online") == ids
+        assert await set_filter(pilot, view, ids[1]) == [ids[1]]
+        assert text(summary).startswith("1 of 3 devices")
+        assert await set_filter(pilot, view, f"!{ids[1]}") == [ids[0], ids[2]]
+        assert await set_filter(pilot, view, "status:offline") == []
+        assert await set_filter(pilot, view, "") == ids
+        await pilot.press("S")  # reverse the sort (by device)
+        await wait_for(pilot, lambda: [r[0] for r in rows(view.table)] == ids[::-1], "reversed")
+        assert text(summary).endswith("sort Device ▼")
+        await pilot.press("s")  # the next column: status
+        await wait_for(pilot, lambda: text(summary).endswith("sort Status ▲"), "by status")
+        view.set_sort(type(view.sort)())  # back to the default for what follows
+
+        # --- a device from its row: every tab ------------------------------------------
+        device_id = ids[0]
+        view.table.focus()
+        view.table.move_cursor(row=view.table.get_row_index(device_id))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, DeviceScreen), "device screen")
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.query_one(DeviceView).loads >= 1, "device loaded")
+        assert text(screen.query_one("#device-facts", Static)).startswith(f"{device_id}  online")
+        await wait_for(pilot, lambda: len(screen.query(Sparkline)) > 0, "sparklines (1h)")
+        await pilot.press("t")
+        note = screen.query_one("#device-metrics-note", Static)
+        await wait_for(pilot, lambda: "24h" in text(note).split("·")[0], "24h window")
+        tabs = screen.query_one("#device-tabs", TabbedContent)
+        for key, pane in (("c", "containers"), ("e", "events"), ("l", "logs"), ("w", "journal")):
+            await pilot.press(key)
+            await wait_for(pilot, lambda p=pane: tabs.active == f"device-{p}-pane", f"{pane} tab")  # type: ignore[misc]
+        events = screen.query_one("#device-events", DataTable)
+        await wait_for(pilot, lambda: events.row_count > 0, "events listed")
+        await pilot.press("o")
+        await wait_for(pilot, lambda: tabs.active == "device-overview", "overview tab")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, MainScreen), "back")
+
+        # --- assign through the dialog: it counts the one device ------------------------
+        await pilot.press("a")
+        assign = app.screen.query_one(AssignView)
+        await wait_for(pilot, lambda: assign.loads >= 1, "assign view loaded")
+        bundle = app.screen.query_one("#assign-bundle", Select)
+        app.screen.query_one("#assign-target", Input).value = f"device:{ids[2]}"
+        bundle.value = "sim-app@1.0.0"
+        await pilot.click("#assign-go")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "confirmation")
+        question = text(app.screen.query_one("#confirm-question", Static))
+        assert question.startswith(f"Assign sim-app@1.0.0 to device {ids[2]} — 1 device"), question
+        await pilot.press("y")
+        await wait_for(pilot, lambda: any(t == "assigned" for _, t, _ in app.notices), "assigned")
+        # the fleet row follows live: the device is sent the version, then runs it
+        await wait_for(
+            pilot,
+            lambda: str(view.table.get_cell(ids[2], "bundle")) == "sim-app@1.0.0",
+            "the fleet row shows the assigned version running",
+        )
+        table = app.screen.query_one("#assignments-table", DataTable)
+        await wait_for(pilot, lambda: table.row_count == 1, "the assignment listed")
+        table.focus()
+        await pilot.press("u")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "unassign asks")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: table.row_count == 0, "assignment removed")
+
+        # --- a rollout through its dialog, followed live to Succeeded --------------------
+        await pilot.press("r")
+        rollouts = app.screen.query_one(RolloutsView)
+        await wait_for(pilot, lambda: rollouts.loads >= 1, "rollouts loaded")
         await pilot.press("s")
         await wait_for(pilot, lambda: isinstance(app.screen, RolloutStartScreen), "the form")
         form = app.screen
         form.query_one("#rollout-bundle", Select).value = "sim-app@2.0.0"
-        form.query_one("#rollout-target").value = "tag:roll"  # type: ignore[attr-defined]
+        form.query_one("#rollout-target", Input).value = "tag:roll"
         await pilot.click("#rollout-go")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "confirmation")
         question = text(app.screen.query_one("#confirm-question", Static))
@@ -98,9 +243,9 @@ async def test_rollout_through_the_dialog_reaches_succeeded(hub: SyncHub, fleet:
         )
 
         def succeeded() -> bool:
-            r = view.rollouts.get(view.selected or "", {})
-            bar = app.query(ProgressBar).first()
-            devices = rows(app.query_one("#rollout-devices", DataTable))
+            r = rollouts.rollouts.get(rollouts.selected or "", {})
+            bar = app.screen.query(ProgressBar).first()
+            devices = rows(app.screen.query_one("#rollout-devices", DataTable))
             return (
                 r.get("state") == "succeeded"
                 and (bar.progress, bar.total) == (3, 3)
@@ -108,65 +253,53 @@ async def test_rollout_through_the_dialog_reaches_succeeded(hub: SyncHub, fleet:
             )
 
         await wait_for(pilot, succeeded, "the rollout followed live to Succeeded")
-        assert sorted(d[0] for d in rows(app.query_one("#rollout-devices", DataTable))) == sorted(
-            fleet.ids
+        assert (
+            sorted(r[0] for r in rows(app.screen.query_one("#rollout-devices", DataTable))) == ids
         )
         # pause and resume make no sense once it is done: greyed, not offered
-        assert app.query_one(RolloutsView).check_action("rollout_control", ("pause",)) is None
+        assert rollouts.check_action("rollout_control", ("pause",)) is None
 
-        # bundles: the version's spec and the devices that now run it
+        # --- bundles: the version's devices; a bad push path is refused -----------------
         await pilot.press("b")
-        running = app.query_one("#bundle-running", Static)
+        running = app.screen.query_one("#bundle-running", Static)
         await wait_for(
             pilot,
             lambda: text(running) == "3 device(s) run sim-app@2.0.0",
             f"running {text(running)!r}",
         )
-        assert sorted(r[0] for r in rows(app.query_one("#bundle-devices", DataTable))) == sorted(
-            fleet.ids
-        )
-        # push: a bad path is refused with a clear message, not a traceback
         await pilot.press("p")
         await wait_for(pilot, lambda: isinstance(app.screen, PushScreen), "push dialog")
-        app.screen.query_one("#push-path").value = "/nonexistent/bundle.yaml"  # type: ignore[attr-defined]
+        app.screen.query_one("#push-path", Input).value = "/nonexistent/bundle.yaml"
         await pilot.press("enter")
         await wait_for(
             pilot,
             lambda: any(t == "push: invalid bundle" for _, t, _ in app.notices),
             "push refused",
         )
+        await wait_for(pilot, lambda: isinstance(app.screen, MainScreen), "dialog closed")
 
-        # the device screen, from a device that runs the new version
-        device_id = fleet.ids[0]
-        app.open_device(device_id)
-        await wait_for(pilot, lambda: isinstance(app.screen, DeviceScreen), "device screen")
-        screen = app.screen
-        await wait_for(pilot, lambda: screen.query_one(DeviceView).loads >= 1, "device loaded")
-        facts = text(screen.query_one("#device-facts", Static))
-        assert facts.startswith(f"{device_id}  online") and "desired sim-app@2.0.0" in facts
-        await wait_for(pilot, lambda: len(screen.query(Sparkline)) > 0, "sparklines (1h)")
-        await pilot.press("t")
-        note = screen.query_one("#device-metrics-note", Static)
-        await wait_for(pilot, lambda: "24h" in text(note).split("·")[0], "24h window")
-        await pilot.press("c")
-        containers = screen.query_one("#device-container-detail", DataTable)
-        await wait_for(pilot, lambda: containers.row_count > 0, "containers tab")
-        await pilot.press("e")
-        events = screen.query_one("#device-events", DataTable)
-        await wait_for(pilot, lambda: events.row_count > 0, "events tab")
-        await pilot.press("w")
-        journal = screen.query_one("#device-journal", Static)
-        assert text(journal).startswith("hub wants: sim-app@2.0.0")
-        # restart asks first, naming the container and the one device
-        await pilot.press("c", "R")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "restart confirm")
-        question = text(app.screen.query_one("#confirm-question", Static))
-        assert (
-            question.startswith("Restart container ") and f"on {device_id} — 1 device?" in question
+        # --- a device goes offline: its row changes from notices alone -------------------
+        await pilot.press("f")
+        await wait_for(
+            pilot,
+            lambda: all(str(view.table.get_cell(i, "bundle")) == "sim-app@2.0.0" for i in ids),
+            "every row runs the rolled-out version",
         )
-        await pilot.press("n")
-        await pilot.press("escape")
-        await wait_for(pilot, lambda: not isinstance(app.screen, DeviceScreen), "back")
+        loads = view.loads
+        await fleet.set_online(ids[1], False)
+        await wait_for(
+            pilot, lambda: status_of(view, ids[1]).startswith("○ offline"), "the row offline"
+        )
+        assert view.loads == loads  # in place: no reload of the table
+        assert status_of(view, ids[0]) == "● online"
+        await wait_for(
+            pilot, lambda: text(summary).startswith("3 devices │ online 2 │ offline 1"), "counts"
+        )
+        assert await set_filter(pilot, view, "status:offline") == [ids[1]]
+        await fleet.set_online(ids[1], True)
+        await wait_for(pilot, lambda: view.table.row_count == 0, "back online: filtered out")
+        errors = [(t, m) for sev, t, m in app.notices if sev == "error"]
+        assert [t for t, _ in errors] == ["push: invalid bundle"], errors  # the one we caused
 
 
 async def test_logs_of_an_offline_device_say_so(hub: SyncHub) -> None:
@@ -189,8 +322,8 @@ async def test_logs_of_an_offline_device_say_so(hub: SyncHub) -> None:
 
             await eventually(offline, 30, "the hub sees the device offline")
         app = app_for(hub)
-        async with app.run_test(size=(120, 40)) as pilot:
-            app.open_device(device_id)
+        async with app.run_test(size=SIZE) as pilot:
+            await command(pilot, f":dev {device_id}")
             await wait_for(pilot, lambda: isinstance(app.screen, DeviceScreen), "device screen")
             await wait_for(pilot, lambda: app.screen.query_one(DeviceView).loads >= 1, "loaded")
             pane = app.screen.query_one(LogsPane)
@@ -208,16 +341,17 @@ async def test_logs_of_an_offline_device_say_so(hub: SyncHub) -> None:
 
 async def test_read_only_hides_the_write_actions(hub: SyncHub) -> None:
     app = app_for(hub, read_only=True)
-    async with app.run_test(size=(120, 40)) as pilot:
-        view = app.query_one(RolloutsView)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("r")
+        view = app.screen.query_one(RolloutsView)
         await wait_for(pilot, lambda: view.loads >= 1, "rollouts loaded")
         await pilot.press("s")
         await pilot.pause()
         assert not isinstance(app.screen, RolloutStartScreen)
         assert view.check_action("start_rollout", ()) is False
-        assert app.query_one(AssignView).check_action("unassign", ()) is False
-        assert app.query_one("#assign-go").disabled
-        app.open_device("tsim-0000")
+        assert app.screen.query_one(AssignView).check_action("unassign", ()) is False
+        assert app.screen.query_one("#assign-go").disabled
+        await command(pilot, ":dev tsim-0000")
         await wait_for(pilot, lambda: isinstance(app.screen, DeviceScreen), "device screen")
         await pilot.press("R")
         await pilot.pause()

@@ -1,9 +1,9 @@
-"""Shared by the drill-down screen tests (no tests here): an app that holds the Bundles,
+"""Shared by the screens' snapshot tests (no tests here): an app that holds the Bundles,
 Assign and Rollouts views and opens the device screen, over a real hub session.
 
-It is the real views and screens inside a small shell of their own, so these tests do not
-depend on the main screen's layout (another module's job); the views talk to the hub
-through the same ``HubSession`` and get change notices the same way as in ``SignalBeamApp``.
+It is the real views and screens inside a small shell of their own, so the snapshots do not
+change with the main screen's layout; the end-to-end Pilot tests (test_tui_screens.py) run
+the real ``SignalBeamApp``.
 """
 
 from __future__ import annotations
