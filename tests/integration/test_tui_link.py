@@ -10,6 +10,7 @@ from textual.widgets import DataTable
 
 from hub.store import Store
 from tests.integration.test_tui_support import Hub, rows, view_loaded, wait_for
+from tui.screens.device import DeviceScreen
 from tui.widgets.banner import HubBanner
 
 
@@ -46,6 +47,13 @@ async def test_hub_restart_is_shown_and_recovered(hub: Hub) -> None:
             lambda: any("not connected to the hub" in m for s, _, m in app.notices if s == "error"),
             "refresh refused plainly",
         )
+        # A full screen opened meanwhile carries the banner too (the app updates them all).
+        app.push_screen(DeviceScreen("edge-0"))
+        await wait_for(
+            pilot, lambda: app.screen.query_one(HubBanner).has_class("down"), "its banner shown"
+        )
+        device_banner = app.screen.query_one(HubBanner)
+        assert "hub unreachable since" in str(device_banner.content)
         # Changed while the TUI could not hear it: the reload after reconnecting shows it.
         store = Store.open(hub.data / "hub.db")
         try:
@@ -54,6 +62,9 @@ async def test_hub_restart_is_shown_and_recovered(hub: Hub) -> None:
             store.close()
         hub.start()
         await wait_for(pilot, lambda: app.sub_title.endswith("· connected"), "link up shown")
+        await wait_for(pilot, lambda: not device_banner.has_class("down"), "its banner gone")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, DeviceScreen), "back")
         table = app.screen.query_one("#fleet-table", DataTable)
         await wait_for(pilot, lambda: rows(table)[0][2] == "lab,rpi", "fresh data after reconnect")
         assert not banner.has_class("down")
