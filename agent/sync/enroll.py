@@ -50,7 +50,7 @@ BOOTSTRAP_PASSWORD_ENV = "SB_ENROLL_PASSWORD"
 # refusal to retry.
 TLS_ERROR = "tls"
 EXIT_TLS = 3
-LOGIN_ATTEMPTS = 4  # logins refused by a concurrent config reload are tried again
+LOGIN_ATTEMPTS = 4  # a login dropped by a concurrent config reload is tried again
 LOGIN_RETRY_DELAY = 0.25  # seconds, times the attempt number
 
 
@@ -155,9 +155,12 @@ async def enroll(
             break
         except Exception as exc:
             # A nats-server config reload (the hub adding another device's user) drops every
-            # connection still logging in with "Authorization Violation", right credentials
-            # or not; a wrong bootstrap password fails the same way after the last attempt.
-            if "authorization violation" in str(exc).lower() and attempt < LOGIN_ATTEMPTS - 1:
+            # connection still logging in ("Authorization Violation", or "Connection lost"
+            # when the close wins), right credentials or not: try again, a few times. A
+            # wrong password or a hub that is down fails the same way after the last
+            # attempt; a TLS problem at once (trying again cannot fix it).
+            tls_problem = natstls.explain(exc, urlsplit(url).hostname or "", ca_file)
+            if tls_problem is None and attempt < LOGIN_ATTEMPTS - 1:
                 await asyncio.sleep(LOGIN_RETRY_DELAY * (attempt + 1))
                 continue
             _raise_connect_error(exc, url, ca_file)

@@ -11,9 +11,9 @@ desired document is written (so its first read finds one), and the reply carries
 credentials, the leaf URL and the JetStream domain.
 
 Requests are handled concurrently (at most ``MAX_IN_FLIGHT``) and their reloads coalesced
-(``Coalescer``): a burst of N enrollments costs one rewrite + reload per reload already
-running, not N, and each reply still goes out only after a reload that started after its
-device was committed (so includes its user) was confirmed loaded.
+(``Coalescer``): the enrollments committed while a reload runs share the next one (and one
+desired publish after it), not one each, and each reply still goes out only after a reload
+that started after its device was committed (so includes its user) was confirmed loaded.
 
 Every reload also drops any connection that has not finished logging in
 (nats-server re-checks each client and one without its CONNECT yet fails:
@@ -26,8 +26,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -50,25 +51,32 @@ from protocol.subjects import ENROLL, JS_DOMAIN
 log = logging.getLogger(__name__)
 
 QUEUE = "hub-enroll"
+T = TypeVar("T")
 MAX_IN_FLIGHT = 64  # enrollments handled at once; more wait in the subscription
+# Reloads back to back would leave no moment for a login to finish (each reload drops the
+# connections still logging in): at most one reload per RELOAD_GAP, sharing the wait.
+RELOAD_GAP = 0.1
 StoreCall = Callable[..., Awaitable[Any]]
 
 
-class Coalescer:
-    """Runs ``fn`` for callers of ``request``, one run at a time: a request waits for a run
-    that *starts* after it (so the run sees everything the caller committed before asking),
-    and every request made while a run is in progress shares the next one."""
+class Coalescer(Generic[T]):
+    """Runs ``fn(items)`` for callers of ``request(item)``, one run at a time: a request
+    waits for a run that *starts* after it (so the run sees everything the caller committed
+    before asking), and every request made while a run is in progress shares the next one,
+    which gets all their items."""
 
-    def __init__(self, fn: Callable[[], Awaitable[None]]) -> None:
+    def __init__(self, fn: Callable[[list[T]], Awaitable[None]], *, gap: float = 0.0) -> None:
         self._fn = fn
-        self._next: asyncio.Future[None] | None = None
+        self._gap = gap  # at least this long from one run's start to the next one's
+        self._next: tuple[asyncio.Future[None], list[T]] | None = None
         self._task: asyncio.Task[None] | None = None
         self.runs = 0
 
-    async def request(self) -> None:
+    async def request(self, item: T) -> None:
         if self._next is None:
-            self._next = asyncio.get_running_loop().create_future()
-        fut = self._next
+            self._next = (asyncio.get_running_loop().create_future(), [])
+        fut, items = self._next
+        items.append(item)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._drain(), name="hub-enroll-reload")
         # shield: one caller giving up must not cancel the run the others wait for.
@@ -76,20 +84,23 @@ class Coalescer:
 
     async def _drain(self) -> None:
         while self._next is not None:
-            fut, self._next = self._next, None
+            (fut, items), self._next = self._next, None
             self.runs += 1
+            started = time.monotonic()
             try:
-                await self._fn()
+                await self._fn(items)
             except asyncio.CancelledError:
                 fut.cancel()
                 if self._next is not None:
-                    self._next.cancel()
+                    self._next[0].cancel()
                 raise
             except Exception as exc:
                 fut.set_exception(exc)
                 fut.exception()  # marked retrieved: every waiter may have given up
             else:
                 fut.set_result(None)
+            if self._next is not None:
+                await asyncio.sleep(self._gap - (time.monotonic() - started))
 
 
 def normalise_tags(tags: tuple[str, ...]) -> list[str]:
@@ -155,7 +166,7 @@ class Enrollment:
         leaf_url: str,
         hub_url: str,
         reload_users: Callable[[], Awaitable[None]],
-        after_enroll: Callable[[str, dict[str, Any]], Awaitable[None]],
+        after_enroll: Callable[[list[tuple[str, dict[str, Any]]]], Awaitable[None]],
     ) -> None:
         self.nc = nc
         self.store = store
@@ -166,7 +177,9 @@ class Enrollment:
         self.reload_users = reload_users
         self.after_enroll = after_enroll
         self._sub: Subscription | None = None
-        self.reloads = Coalescer(self._reload)
+        self.reloads: Coalescer[tuple[str, dict[str, Any]]] = Coalescer(
+            self._reload, gap=RELOAD_GAP
+        )
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -184,9 +197,20 @@ class Enrollment:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _reload(self) -> None:
+    async def _reload(self, enrolled: list[tuple[str, dict[str, Any]]]) -> None:
+        """One config rewrite + reload for every device committed before it started, then
+        their post-enrollment step (desired documents, notices) in one go: all before any
+        of their replies."""
         await self.reload_users()
         self.metrics.enroll_reloads.inc()
+        try:
+            await self.after_enroll(enrolled)
+        except Exception:
+            log.warning(
+                "post-enrollment step failed for %s",
+                ",".join(d for d, _ in enrolled)[:300],
+                exc_info=True,
+            )
 
     async def _on_msg(self, msg: Msg) -> None:
         if not msg.reply:
@@ -222,7 +246,7 @@ class Enrollment:
         except HubError as exc:
             return self._refuse(req.device_id, exc.code, exc.message, exc.field)
         try:
-            await self.reloads.request()
+            await self.reloads.request((req.device_id, info))
         except Exception:
             # Committed, but its user may not be loaded: the device must not be told to log
             # in. The next successful reload (any enrollment, a decommission) loads it.
@@ -237,12 +261,6 @@ class Enrollment:
             ",".join(info["tags"]) or "-",
             extra={"device": req.device_id},
         )
-        try:
-            await self.after_enroll(req.device_id, info)
-        except Exception:
-            log.warning(
-                "post-enrollment step failed", exc_info=True, extra={"device": req.device_id}
-            )
         return EnrollReply(
             req.device_id, req.device_id, password, self.leaf_url, self.hub_url, JS_DOMAIN
         ).to_json()

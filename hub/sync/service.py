@@ -89,12 +89,13 @@ class SyncService:
         )
         await self.presence.start()
 
-        async def after_enroll(device_id: str, info: dict[str, Any]) -> None:
-            await api.publish_change(
-                "devices", "enrolled", {"id": device_id, "again": info["again"]}
-            )
+        async def after_enroll(enrolled: list[tuple[str, dict[str, Any]]]) -> None:
+            for device_id, info in enrolled:
+                await api.publish_change(
+                    "devices", "enrolled", {"id": device_id, "again": info["again"]}
+                )
             assert self.desired is not None
-            await self.desired.publish([device_id])
+            await self.desired.publish([d for d, _ in enrolled])
 
         cfg = hub.cfg
         self.enrollment = Enrollment(
