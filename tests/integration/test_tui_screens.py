@@ -111,6 +111,12 @@ async def set_filter(pilot: Pilot[Any], view: FleetView, words: str) -> list[str
     return [r[0] for r in rows(view.table)]
 
 
+def settled(app: SignalBeamApp, view: FleetView) -> bool:
+    """No reload of the view waiting on its debounce timer or on the hub."""
+    loading = any(w.node is view and w.group == "load" and not w.is_finished for w in app.workers)
+    return not view._reload_pending and not loading
+
+
 def status_of(view: FleetView, device_id: str) -> str:
     return str(view.table.get_cell(device_id, "status"))
 
@@ -285,6 +291,9 @@ async def walk_every_screen(hub: SyncHub, fleet: SimFleet) -> None:
             lambda: all(str(view.table.get_cell(i, "bundle")) == "sim-app@2.0.0" for i in ids),
             "every row runs the rolled-out version",
         )
+        # The rollout's last notices reload the fleet (by design); let that finish first, so
+        # the load count below can only move if the offline change needed a reload.
+        await wait_for(pilot, lambda: settled(app, view), "no fleet reload pending")
         loads = view.loads
         await fleet.set_online(ids[1], False)
         await wait_for(
