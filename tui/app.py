@@ -23,7 +23,7 @@ from textual.widgets import HelpPanel
 from protocol import errors as codes
 from tui.client import ApiError
 from tui.commands import TABS, Command
-from tui.config import ConfigError, resolve
+from tui.config import ConfigError, from_args
 from tui.palette import SignalBeamCommands
 from tui.screens.device import DeviceScreen
 from tui.screens.dialogs import HubErrorScreen
@@ -285,10 +285,15 @@ class SignalBeamApp(App[int]):
 
 
 def run_tui(
-    hub_url: str, api_key: str | None, timeout: float = 5.0, *, read_only: bool = False
+    hub_url: str,
+    api_key: str | None,
+    timeout: float = 5.0,
+    *,
+    read_only: bool = False,
+    ca_file: str | None = None,
 ) -> int:
     """Run the TUI until the operator quits; the exit code (1 when the hub was unusable)."""
-    app = SignalBeamApp(HubSession(hub_url, api_key, timeout), read_only=read_only)
+    app = SignalBeamApp(HubSession(hub_url, api_key, timeout, ca_file), read_only=read_only)
     result = app.run()
     return EXIT_OK if result is None else int(result)
 
@@ -296,11 +301,7 @@ def run_tui(
 def main(args: argparse.Namespace) -> int:
     """``signalbeam tui``: hub and key from flags, environment or config file, as the CLI."""
     try:
-        settings = resolve(
-            getattr(args, "hub", None),
-            getattr(args, "api_key", None),
-            getattr(args, "timeout", None),
-        )
+        settings = from_args(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -309,6 +310,7 @@ def main(args: argparse.Namespace) -> int:
         settings.api_key,
         settings.timeout,
         read_only=bool(getattr(args, "read_only", False)),
+        ca_file=settings.ca_file,
     )
 
 
@@ -318,6 +320,9 @@ def add_tui_command(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--hub", default=argparse.SUPPRESS, help="hub NATS URL ($SIGNALBEAM_HUB)")
     p.add_argument("--api-key", default=argparse.SUPPRESS, help="API key ($SIGNALBEAM_API_KEY)")
     p.add_argument("--timeout", type=float, default=argparse.SUPPRESS, help="seconds per request")
+    p.add_argument(
+        "--ca-file", default=argparse.SUPPRESS, help="TLS hub's CA ($SIGNALBEAM_CA_FILE)"
+    )
     p.add_argument("--read-only", action="store_true", help=READ_ONLY_HELP)
     p.set_defaults(tui_main=main)
     return p

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from sbutil.logsetup import setup_logging
 from tui.client import ApiError, HubClient
-from tui.config import ConfigError, resolve
+from tui.config import ConfigError, from_args
 from tui.device_cli import add_device_commands
 from tui.rollout_cli import add_rollout_commands
 
@@ -143,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--timeout", type=float, default=argparse.SUPPRESS, help="seconds to wait for the hub"
+    )
+    common.add_argument(
+        "--ca-file",
+        default=argparse.SUPPRESS,
+        help="the TLS hub's CA or self-signed certificate ($SIGNALBEAM_CA_FILE)",
     )
     common.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="JSON output"
@@ -371,10 +376,8 @@ def cmd_tui(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 # --- running -----------------------------------------------------------------------------
 async def _call(args: argparse.Namespace, verb: str, body: dict[str, Any]) -> dict[str, Any]:
-    settings = resolve(
-        getattr(args, "hub", None), getattr(args, "api_key", None), getattr(args, "timeout", None)
-    )
-    async with HubClient(settings.hub, settings.api_key, timeout=settings.timeout) as client:
+    settings = from_args(args)
+    async with HubClient.from_settings(settings) as client:
         return await client.call(verb, body)
 
 

@@ -11,6 +11,7 @@ import re
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit
 
 import nats
 from nats.aio.client import Client as NATS
@@ -20,6 +21,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from protocol import errors as codes
+from protocol import natstls
 from protocol.api import API_KEY_HEADER
 from protocol.subjects import api, fleet_change
 
@@ -47,6 +49,37 @@ def redact(url: str) -> str:
     return re.sub(r"(//[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
+def tls_options(url: str, ca_file: str | None) -> dict[str, Any]:
+    """``nats.connect`` options for a TLS hub: ``ca_file`` pins its CA (or its self-signed
+    certificate); a ``tls://`` URL without one trusts the system's CAs."""
+    return {"tls": natstls.client_context(ca_file)} if ca_file or natstls.wants_tls(url) else {}
+
+
+async def ensure_tls(nc: NATS, url: str) -> None:
+    """nats-py falls back to a plain connection when a ``tls://`` server offers no TLS; the
+    operator's password and API key must not follow it."""
+    if natstls.wants_tls(url) and not natstls.is_tls(nc):
+        await nc.close()
+        raise ApiError(
+            codes.UNAVAILABLE,
+            f"the hub at {redact(url)} did not offer TLS; not sending credentials over a plain "
+            "connection (a plain lab hub: use nats://)",
+        )
+
+
+def connect_error(url: str, ca_file: str | None, exc: BaseException) -> ApiError:
+    """``cannot connect …`` with the TLS reason in one line when there is one (wrong CA, a
+    name the certificate does not cover), naming what to fix."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        problem = natstls.explain(seen, urlsplit(url).hostname or "", ca_file)
+        if problem is not None:
+            field = "ca_file" if problem.field == "ca_file" else "hub"
+            return ApiError(codes.UNAVAILABLE, problem.message, field)
+        seen = seen.__cause__ or seen.__context__
+    return ApiError(codes.UNAVAILABLE, f"cannot connect to the hub at {redact(url)}: {exc}")
+
+
 class HubClient:
     def __init__(
         self,
@@ -55,13 +88,26 @@ class HubClient:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         reconnect: bool = False,
+        ca_file: str | None = None,
     ) -> None:
         self.url = url
         self.api_key = api_key
         self.timeout = timeout
         # The CLI fails fast; a long-lived TUI reconnects forever.
         self.reconnect = reconnect
+        self.ca_file = ca_file
         self.nc: NATS | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Any, *, reconnect: bool = False) -> HubClient:
+        """A client for resolved CLI settings (``tui.config.CliSettings``)."""
+        return cls(
+            settings.hub,
+            settings.api_key,
+            timeout=settings.timeout,
+            reconnect=reconnect,
+            ca_file=settings.ca_file,
+        )
 
     async def connect(self) -> None:
         async def quiet(_: Exception) -> None:
@@ -80,13 +126,13 @@ class HubClient:
                     max_reconnect_attempts=-1 if self.reconnect else 1,
                     reconnect_time_wait=0.2 if not self.reconnect else 1.0,
                     error_cb=None if self.reconnect else quiet,
+                    **tls_options(self.url, self.ca_file),
                 ),
                 timeout=None if self.reconnect else self.timeout * 2 + 1,
             )
         except Exception as exc:
-            raise ApiError(
-                codes.UNAVAILABLE, f"cannot connect to the hub at {redact(self.url)}: {exc}"
-            ) from exc
+            raise connect_error(self.url, self.ca_file, exc) from exc
+        await ensure_tls(self.nc, self.url)
 
     async def close(self) -> None:
         if self.nc is not None and not self.nc.is_closed:

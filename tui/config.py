@@ -1,7 +1,8 @@
 """Where the CLI finds the hub and its API key: flags, then environment, then config file.
 
 Config file: ``$SIGNALBEAM_CONFIG``, else ``$XDG_CONFIG_HOME/signalbeam/config.toml``
-(``~/.config/signalbeam/config.toml``), with optional keys ``hub``, ``api_key``, ``timeout``.
+(``~/.config/signalbeam/config.toml``), with optional keys ``hub``, ``api_key``, ``timeout``,
+``ca_file`` (the hub's CA, or its self-signed certificate, for a TLS hub).
 """
 
 from __future__ import annotations
@@ -11,12 +12,19 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 DEFAULT_HUB = "nats://127.0.0.1:4222"
 ENV_HUB = "SIGNALBEAM_HUB"
 ENV_KEY = "SIGNALBEAM_API_KEY"
 ENV_CONFIG = "SIGNALBEAM_CONFIG"
-_KEYS: dict[str, type | tuple[type, ...]] = {"hub": str, "api_key": str, "timeout": (int, float)}
+ENV_CA = "SIGNALBEAM_CA_FILE"
+_KEYS: dict[str, type | tuple[type, ...]] = {
+    "hub": str,
+    "api_key": str,
+    "timeout": (int, float),
+    "ca_file": str,
+}
 
 
 class ConfigError(Exception):
@@ -28,6 +36,7 @@ class CliSettings:
     hub: str
     api_key: str | None
     timeout: float
+    ca_file: str | None = None
 
 
 def config_path(env: Mapping[str, str]) -> Path:
@@ -46,7 +55,9 @@ def read_file(path: Path) -> dict[str, object]:
         raise ConfigError(f"{path}: {exc}") from exc
     for key, value in doc.items():
         if key not in _KEYS:
-            raise ConfigError(f"{path}: unknown setting {key!r} (known: hub, api_key, timeout)")
+            raise ConfigError(
+                f"{path}: unknown setting {key!r} (known: hub, api_key, timeout, ca_file)"
+            )
         if isinstance(value, bool) or not isinstance(value, _KEYS[key]):
             raise ConfigError(f"{path}: {key} has the wrong type")
     return doc
@@ -57,17 +68,45 @@ def resolve(
     api_key: str | None = None,
     timeout: float | None = None,
     env: Mapping[str, str] | None = None,
+    ca_file: str | None = None,
 ) -> CliSettings:
     env = os.environ if env is None else env
-    file = read_file(config_path(env))
+    path = config_path(env)
+    file = read_file(path)
     t = timeout if timeout is not None else file.get("timeout", 5.0)
     assert isinstance(t, int | float)
     if t <= 0:
         raise ConfigError("timeout must be positive")
+    ca = ca_file or env.get(ENV_CA) or (str(file["ca_file"]) if "ca_file" in file else None)
+    if ca is not None:
+        ca = check_ca_file(ca)
     return CliSettings(
+        ca_file=ca,
         hub=hub or env.get(ENV_HUB) or str(file.get("hub") or DEFAULT_HUB),
         api_key=api_key
         or env.get(ENV_KEY)
         or (str(file["api_key"]) if "api_key" in file else None),
         timeout=float(t),
+    )
+
+
+def check_ca_file(path: str) -> str:
+    """A readable file holding a PEM certificate; refused up front, naming the setting,
+    rather than as a TLS failure on every connect."""
+    try:
+        text = Path(path).expanduser().read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise ConfigError(f"ca_file: cannot read {path}: {exc.strerror or exc}") from exc
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise ConfigError(f"ca_file: {path} holds no PEM certificate")
+    return str(Path(path).expanduser())
+
+
+def from_args(args: Any) -> CliSettings:
+    """``resolve`` with whichever of --hub, --api-key, --timeout, --ca-file were given."""
+    return resolve(
+        getattr(args, "hub", None),
+        getattr(args, "api_key", None),
+        getattr(args, "timeout", None),
+        ca_file=getattr(args, "ca_file", None),
     )

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from tui.client import ApiError, HubClient
-from tui.config import ConfigError, resolve
+from tui.config import ConfigError, from_args
 
 EXIT_API, EXIT_USAGE = 1, 2
 POLL = 1.0
@@ -215,17 +215,13 @@ def cmd_watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     was aborted, paused, or was still going at ``--watch-timeout``."""
     as_json = getattr(args, "json", False)
     try:
-        settings = resolve(
-            getattr(args, "hub", None),
-            getattr(args, "api_key", None),
-            getattr(args, "timeout", None),
-        )
+        settings = from_args(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=err)
         return EXIT_USAGE
 
     async def go() -> dict[str, Any]:
-        async with HubClient(settings.hub, settings.api_key, timeout=settings.timeout) as client:
+        async with HubClient.from_settings(settings) as client:
             return await watch(client, args.id, max(0.0, args.watch_timeout), out, as_json)
 
     try:

@@ -42,3 +42,19 @@ def test_bad_config_file_is_refused(tmp_path: Path, text: str) -> None:
 def test_redact_hides_passwords() -> None:
     assert redact("nats://op:s3cret@h:4222") == "nats://op:***@h:4222"
     assert redact("nats://h:4222") == "nats://h:4222"
+
+
+def test_ca_file_from_flag_env_or_file_is_checked(tmp_path: Path) -> None:
+    pem = tmp_path / "hub-ca.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\nMII=\n-----END CERTIFICATE-----\n")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'ca_file = "{pem}"\n')
+    assert resolve(env={"SIGNALBEAM_CONFIG": str(cfg)}).ca_file == str(pem)
+    assert resolve(env={"SIGNALBEAM_CA_FILE": str(pem), "HOME": str(tmp_path)}).ca_file == str(pem)
+    assert resolve(env={"HOME": str(tmp_path)}).ca_file is None
+    with pytest.raises(ConfigError, match="ca_file: cannot read"):
+        resolve(env={"HOME": str(tmp_path)}, ca_file=str(tmp_path / "missing.pem"))
+    not_pem = tmp_path / "key.txt"
+    not_pem.write_text("hello")
+    with pytest.raises(ConfigError, match=r"ca_file: .* holds no PEM certificate"):
+        resolve(env={"HOME": str(tmp_path)}, ca_file=str(not_pem))

@@ -4,12 +4,14 @@ hub's own connection over TLS) and a real `signalbeam-agent enroll` subprocess.
 
 The right CA enrolls over tls:// and the device's leaf link comes up; a wrong CA, no CA,
 and a tls:// URL to a plain server are refused with one clear line and exit 3; a plain
-client is refused by the port itself."""
+client is refused by the port itself. The operator CLI and the TUI's session reach the same
+hub with `--ca-file`/`$SIGNALBEAM_CA_FILE`, name a wrong CA, and refuse a plain fallback."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -28,7 +30,8 @@ from protocol import natstls
 from tests.harness.nats import NatsHub
 from tests.harness.ports import free_port
 from tests.integration.test_sync_hub_support import SyncHub, eventually
-from tui.client import HubClient
+from tui.client import ApiError, HubClient
+from tui.screens.session import HubSession
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -76,11 +79,11 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClientTlsHub]:
 
 @pytest.fixture
 async def admin(hub: ClientTlsHub) -> AsyncIterator[HubClient]:
-    # The operator client over TLS: the connection is made here with the hub's certificate
-    # as CA (what the CLI/TUI does with a CA file), then used as HubClient's.
-    client = HubClient(hub.url, hub.admin_key)
-    client.nc = await nats.connect(hub.url, tls=natstls.client_context(str(hub.cert)))
-    assert natstls.is_tls(client.nc)
+    # The operator client over TLS, pinned to the hub's certificate as the CLI/TUI's
+    # --ca-file does.
+    client = HubClient(hub.url, hub.admin_key, ca_file=str(hub.cert))
+    await client.connect()
+    assert client.nc is not None and natstls.is_tls(client.nc)
     try:
         yield client
     finally:
@@ -251,4 +254,56 @@ async def test_tls_url_to_a_plain_server_is_refused(tmp_path: Path) -> None:
         )
         _refused_clearly(proc, "did not offer TLS; not sending the registration token")
     finally:
+        plain.stop()
+
+
+def _cli(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SIGNALBEAM_")}
+    base["SIGNALBEAM_CONFIG"] = "/nonexistent/signalbeam.toml"
+    return subprocess.run(
+        [sys.executable, "-m", "tui.cli", *argv],
+        capture_output=True, text=True, timeout=60, cwd=REPO, env={**base, **(env or {})},
+    )  # fmt: skip
+
+
+def test_the_cli_talks_to_a_tls_hub_with_its_ca_file(hub: ClientTlsHub) -> None:
+    flags = ["--hub", hub.url, "--api-key", hub.admin_key, "--json"]
+    ok = _cli("devices", *flags, "--ca-file", str(hub.cert))
+    assert ok.returncode == 0, ok.stderr
+    assert "items" in json.loads(ok.stdout)
+    # The same CA from the environment.
+    env = _cli("devices", *flags, env={"SIGNALBEAM_CA_FILE": str(hub.cert)})
+    assert env.returncode == 0, env.stderr
+
+
+def test_the_cli_names_a_wrong_ca_and_a_missing_one(hub: ClientTlsHub, tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong.pem"
+    self_signed(wrong, tmp_path / "wrong-key.pem", "127.0.0.1")
+    flags = ["--hub", hub.url, "--api-key", hub.admin_key]
+    bad = _cli("devices", *flags, "--ca-file", str(wrong))
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr, bad.stderr
+    assert f"not signed by CA {wrong}" in bad.stderr, bad.stderr
+    missing = _cli("devices", *flags, "--ca-file", str(tmp_path / "nope.pem"))
+    assert missing.returncode == 2 and "ca_file: cannot read" in missing.stderr, missing.stderr
+
+
+async def test_the_tui_session_opens_over_tls(hub: ClientTlsHub) -> None:
+    session = HubSession(hub.url, hub.admin_key, 5.0, str(hub.cert))
+    try:
+        await session.open()
+        assert session.client.nc is not None and natstls.is_tls(session.client.nc)
+        assert "items" in await session.call("devices.list", {"limit": 1})
+    finally:
+        await session.close()
+
+
+async def test_the_tui_session_refuses_a_tls_url_to_a_plain_server(tmp_path: Path) -> None:
+    plain = NatsHub(tmp_path / "plain")
+    session = HubSession(f"tls://127.0.0.1:{plain.port}", "key", 2.0)
+    try:
+        with pytest.raises(ApiError) as err:
+            await session.open()
+        assert "did not offer TLS; not sending credentials" in str(err.value)
+    finally:
+        await session.close()
         plain.stop()

@@ -18,17 +18,20 @@ import nats
 from nats.aio.subscription import Subscription
 
 from protocol import errors as codes
-from tui.client import ApiError, HubClient, redact
+from tui.client import ApiError, HubClient, connect_error, ensure_tls, redact, tls_options
 
 LinkCallback = Callable[[bool], Awaitable[None]]
 
 
 class HubSession:
-    def __init__(self, url: str, api_key: str | None, timeout: float = 5.0) -> None:
+    def __init__(
+        self, url: str, api_key: str | None, timeout: float = 5.0, ca_file: str | None = None
+    ) -> None:
         self.url = url
         self.api_key = api_key
         self.timeout = timeout
-        self.client = HubClient(url, api_key, timeout=timeout, reconnect=True)
+        self.ca_file = ca_file
+        self.client = HubClient(url, api_key, timeout=timeout, reconnect=True, ca_file=ca_file)
         self.on_link: LinkCallback | None = None
         self._sub: Subscription | None = None
 
@@ -44,7 +47,9 @@ class HubSession:
 
     async def open(self) -> None:
         """Connect and check the key with one read; ``ApiError`` with the hub's reason."""
-        probe = HubClient(self.url, self.api_key, timeout=self.timeout, reconnect=False)
+        probe = HubClient(
+            self.url, self.api_key, timeout=self.timeout, reconnect=False, ca_file=self.ca_file
+        )
         await probe.connect()  # raises ApiError(unavailable, "cannot connect to the hub at …")
         try:
             await probe.call("devices.list", {"limit": 1})
@@ -63,13 +68,13 @@ class HubSession:
                     disconnected_cb=self._disconnected,
                     reconnected_cb=self._reconnected,
                     error_cb=self._quiet,
+                    **tls_options(self.url, self.ca_file),
                 ),
                 timeout=self.timeout * 2,
             )
         except (TimeoutError, OSError, nats.errors.Error) as exc:
-            raise ApiError(
-                codes.UNAVAILABLE, f"cannot connect to the hub at {self.display_url}: {exc}"
-            ) from exc
+            raise connect_error(self.url, self.ca_file, exc) from exc
+        await ensure_tls(self.client.nc, self.url)
 
     async def _disconnected(self) -> None:
         if self.on_link is not None:
