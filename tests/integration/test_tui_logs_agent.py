@@ -133,7 +133,7 @@ def contiguous(counters: list[int]) -> bool:
 
 
 def picked(pane: LogsPane, service: str) -> bool:
-    return (pane.container or "").startswith(f"sb-{service}-")
+    return pane.container == service
 
 
 async def quiet(pilot: Pilot[Any], pane: LogsPane) -> None:
@@ -156,7 +156,8 @@ async def test_logs_tab_tails_a_real_container(hub: SyncHub, device: Device) -> 
 
         # The first container's own lines, from the engine through agent, leaf and hub.
         await pilot.press("l")
-        # The picker offers the engine's container names (sb-<service>-<hash>-<device hash>).
+        # The picker offers the bundle's service names, which survive upgrades (the engine's
+        # names, sb-<service>-<hash>-<device hash>, do not).
         await wait_for(pilot, lambda: picked(pane, "alpha"), "alpha picked")
         await wait_for(pilot, lambda: len(numbered(list(log.lines), "alpha")) >= 3, "lines")
         assert pane.error is None, pane.error

@@ -52,6 +52,10 @@ def test_container_rows_carry_restarts() -> None:
         ("db", "-", "exited", "-", "-", "-"),
     ]
     assert dm.container_names(reported) == ["web", "db"]
+    upgraded = {"state": {"observed": {"containers": [
+        {"name": "sb-web-1a2b-9f8e", "service": "web"}, {"name": "sb-web-3c4d-9f8e", "service": "web"},
+    ]}}}  # fmt: skip
+    assert dm.container_names(upgraded) == ["web"]  # the service, once, across spec hashes
     assert dm.container_rows(None) == []
 
 

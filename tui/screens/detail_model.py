@@ -86,7 +86,15 @@ def container_rows(reported: Any) -> list[tuple[str, ...]]:
 
 
 def container_names(reported: Any) -> list[str]:
-    return [str(c.get("name")) for c in model.containers(reported) if c.get("name")]
+    """What the Logs picker offers: the bundle's service names (stable across upgrades; the
+    engine names carry spec and device hashes, and the agent's logs command takes either),
+    else the engine name."""
+    out: list[str] = []
+    for c in model.containers(reported):
+        name = c.get("service") or c.get("name")
+        if name and str(name) not in out:
+            out.append(str(name))
+    return out
 
 
 # --- events --------------------------------------------------------------------------------
