@@ -50,7 +50,7 @@ BOOTSTRAP_PASSWORD_ENV = "SB_ENROLL_PASSWORD"
 # refusal to retry.
 TLS_ERROR = "tls"
 EXIT_TLS = 3
-LOGIN_ATTEMPTS = 4  # a login dropped by a concurrent config reload is tried again
+LOGIN_ATTEMPTS = 6  # a login dropped by a concurrent config reload is tried again
 LOGIN_RETRY_DELAY = 0.25  # seconds, times the attempt number
 
 
