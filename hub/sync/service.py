@@ -104,7 +104,7 @@ class SyncService:
             hub.call,
             metrics,
             leaf_url=natsconf.leaf_url(cfg),
-            hub_url=f"nats://{cfg.public_host}:{cfg.client_port}",
+            hub_url=natsconf.hub_url(cfg),
             reload_users=hub.reload_device_users,
             after_enroll=after_enroll,
         )
