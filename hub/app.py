@@ -37,6 +37,7 @@ from hub.config import DataDir, HubConfig, Secrets, check_tls
 from hub.errors import Unavailable
 from hub.http import make_app
 from hub.metrics import HubMetrics
+from hub.retention import RetentionPolicy, RetentionTask
 from hub.rollouts.controller import install as install_rollouts
 from hub.store import Store
 from hub.sync.service import SyncService
@@ -73,6 +74,9 @@ class Hub:
         self.litestream_child: Child | None = None
         self.components: list[Component] = []
         self.sync = SyncService()
+        # Retention prunes old telemetry on a timer (hub/retention.py); a component like any.
+        self.retention = RetentionTask(RetentionPolicy.from_config(cfg))
+        self.components.append(self.retention)
         self._reload_lock = asyncio.Lock()
         self._runner: web.AppRunner | None = None
         self._extra_users: list[natsconf.NatsUser] = []

@@ -48,6 +48,15 @@ class HubConfig:
     # empty: plain. Set, every client must use TLS; may name the same files as the leaf pair.
     client_tls_cert: str = ""
     client_tls_key: str = ""
+    # Retention (hub/retention.py, docs/hub.md "Retention"): durations like "48h", "90d";
+    # "0" or "forever" keeps that category for ever.
+    retention_metrics_1m: str = "48h"
+    retention_metrics_1h: str = "90d"
+    retention_events: str = "30d"
+    # The newest N events of every device (not decommissioned) and of the hub itself survive
+    # any age: a quiet device's Events tab still tells its last story.
+    retention_events_keep: int = 100
+    retention_interval: str = "10m"
 
     @property
     def leaf_tls(self) -> bool:
@@ -151,6 +160,52 @@ def check_tls(cfg: HubConfig, data: DataDir, source: str = CONFIG_FILE) -> None:
             raise ConfigError(f"{source}: {name}: {exc}", field=name) from None
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+FOREVER = ("0", "forever")
+# Shorter windows are refused: the hourly rollup is recomputed from minute rows, and "48m"
+# typed for "48h" would quietly drop two days of data.
+MIN_RETENTION = 3600
+RETENTION_KEYS = ("retention_metrics_1m", "retention_metrics_1h", "retention_events")
+
+
+def parse_duration(value: str, field: str, source: str = CONFIG_FILE) -> int:
+    """Seconds in ``<n>s|m|h|d`` (n a positive integer)."""
+    text = value.strip().lower()
+    unit = _UNITS.get(text[-1:])
+    number = text[:-1]
+    if unit is None or not number.isdigit() or int(number) == 0:
+        raise ConfigError(
+            f"{source}: {field}: {value!r} is not a duration like '90s', '10m', '48h', '30d'",
+            field=field,
+        )
+    return int(number) * unit
+
+
+def parse_retention(value: str, field: str, source: str = CONFIG_FILE) -> int | None:
+    """A retention window in seconds; None keeps for ever ("0" or "forever")."""
+    if value.strip().lower() in FOREVER:
+        return None
+    seconds = parse_duration(value, field, source)
+    if seconds < MIN_RETENTION:
+        raise ConfigError(
+            f"{source}: {field}: {value!r} is under 1h; use at least '1h', or '0'/'forever'"
+            " to keep everything",
+            field=field,
+        )
+    return seconds
+
+
+def check_retention(cfg: HubConfig, source: str = CONFIG_FILE) -> None:
+    """Every retention setting parses; errors name the key."""
+    for key in RETENTION_KEYS:
+        parse_retention(getattr(cfg, key), key, source)
+    parse_duration(cfg.retention_interval, "retention_interval", source)
+    if cfg.retention_events_keep < 0:
+        raise ConfigError(
+            f"{source}: retention_events_keep must be 0 or more", field="retention_events_keep"
+        )
+
+
 _TOML_KEYS = {f.name: f.type for f in fields(HubConfig)}
 
 
@@ -187,7 +242,9 @@ def parse_toml(text: str, source: str = CONFIG_FILE) -> HubConfig:
         if key.endswith("_port") and not 1 <= value <= 65535:
             raise ConfigError(f"{source}: {key} must be 1-65535", field=key)
         values[key] = value
-    return replace(defaults, **values)
+    cfg = replace(defaults, **values)
+    check_retention(cfg, source)
+    return cfg
 
 
 def load(data: DataDir) -> tuple[HubConfig, Secrets]:

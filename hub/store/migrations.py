@@ -249,6 +249,15 @@ DROP TABLE metrics_1h;
 ALTER TABLE metrics_1h_new RENAME TO metrics_1h;
 """,
     ),
+    (
+        5,
+        "retention: events by time",
+        """
+-- The retention prune deletes events by age; without this it would scan the whole table
+-- every pass. Metric rollups need none: each series' expired rows are a key range already.
+CREATE INDEX events_ts ON events(ts);
+""",
+    ),
 ]
 
 

@@ -14,6 +14,11 @@ from hub.timeutil import now_iso
 
 METRIC_TABLES = {"1m": "metrics_1m", "1h": "metrics_1h"}
 
+# A metric series (device, name) is the unit the metric prune walks; events walk (ts, id).
+SeriesKey = tuple[str, str]
+EventKey = tuple[str, int]
+NO_FLOOR = 2**63  # above every event id: the keep-newest rule spares nothing
+
 
 class TelemetryStore(StoreBase):
     def add_event(
@@ -164,3 +169,117 @@ class TelemetryStore(StoreBase):
                 " ON CONFLICT(device_id) DO UPDATE SET last_applied_seq = excluded.last_applied_seq",
                 (device_id, seq),
             )
+
+    # --- retention (hub/retention.py drives these; each call is one short transaction) ---
+
+    def prune_metrics_chunk(
+        self,
+        resolution: str,
+        cutoff: int,
+        after: SeriesKey | None,
+        max_rows: int,
+        max_series: int,
+    ) -> tuple[int, SeriesKey | None, bool]:
+        """Delete rollups with ``ts < cutoff`` from the series after ``after`` on, at most
+        ``max_rows`` rows and ``max_series`` series visited; return (deleted, where to go on,
+        finished).
+
+        No index on ts: the table is keyed (device, name, ts), so each series is one seek to
+        its oldest row, and its expired rows are one contiguous key range.
+        """
+        table = METRIC_TABLES[resolution]
+        deleted = 0
+        cursor = after
+        with self.tx() as c:
+            for _ in range(max_series):
+                if cursor is None:
+                    first = c.execute(
+                        f"SELECT device_id, name, ts FROM {table}"
+                        " ORDER BY device_id, name, ts LIMIT 1"
+                    ).fetchone()
+                else:
+                    first = c.execute(
+                        f"SELECT device_id, name, ts FROM {table} WHERE (device_id, name) > (?, ?)"
+                        " ORDER BY device_id, name, ts LIMIT 1",
+                        cursor,
+                    ).fetchone()
+                if first is None:
+                    return deleted, None, True
+                device_id, name, oldest = first
+                if oldest < cutoff:
+                    budget = max_rows - deleted
+                    # The (budget+1)-th oldest expired row bounds a delete of exactly budget
+                    # rows (ts is unique within a series); none: the whole expired range fits.
+                    bound = c.execute(
+                        f"SELECT ts FROM {table} WHERE device_id = ? AND name = ? AND ts < ?"
+                        " ORDER BY ts LIMIT 1 OFFSET ?",
+                        (device_id, name, cutoff, budget),
+                    ).fetchone()
+                    deleted += c.execute(
+                        f"DELETE FROM {table} WHERE device_id = ? AND name = ? AND ts < ?",
+                        (device_id, name, cutoff if bound is None else bound[0]),
+                    ).rowcount
+                    if bound is not None:
+                        return deleted, cursor, False  # this series again, next chunk
+                cursor = (device_id, name)
+                if deleted >= max_rows:
+                    break
+        return deleted, cursor, False
+
+    def events_keep_floor(self, device_id: str | None, keep: int) -> int:
+        """The smallest event id the keep-newest rule protects for this device (None: the
+        hub's own events): only ids below it may go. Decommissioned and unknown devices get
+        no protection: their events age out like any."""
+        if keep <= 0:
+            return NO_FLOOR
+        if device_id is not None:
+            active = self.scalar(
+                "SELECT 1 FROM devices WHERE id = ? AND decommissioned = 0", (device_id,)
+            )
+            if active is None:
+                return NO_FLOOR
+        nth = self.scalar(
+            "SELECT id FROM events WHERE device_id IS ? ORDER BY id DESC LIMIT 1 OFFSET ?",
+            (device_id, keep - 1),
+        )
+        # Fewer than keep events: every one of them is protected.
+        return 0 if nth is None else int(nth)
+
+    def prune_events_chunk(
+        self,
+        cutoff: str,
+        keep: int,
+        after: EventKey | None,
+        max_rows: int,
+        floors: dict[str | None, int],
+    ) -> tuple[int, EventKey | None, bool]:
+        """Delete events with ``ts < cutoff`` in (ts, id) order after ``after``, looking at
+        most at ``max_rows`` candidates, sparing each device's newest ``keep``; return
+        (deleted, where to go on, finished).
+
+        ``floors`` caches ``events_keep_floor`` per device for one pass: events added later
+        only raise a device's floor, so a cached one spares at least as much as a fresh one.
+        """
+        with self.tx() as c:
+            if after is None:
+                found = c.execute(
+                    "SELECT ts, id, device_id FROM events WHERE ts < ? ORDER BY ts, id LIMIT ?",
+                    (cutoff, max_rows),
+                ).fetchall()
+            else:
+                found = c.execute(
+                    "SELECT ts, id, device_id FROM events WHERE ts < ? AND (ts, id) > (?, ?)"
+                    " ORDER BY ts, id LIMIT ?",
+                    (cutoff, *after, max_rows),
+                ).fetchall()
+            doomed: list[tuple[int]] = []
+            for _, event_id, device_id in found:
+                if device_id not in floors:
+                    floors[device_id] = self.events_keep_floor(device_id, keep)
+                if event_id < floors[device_id]:
+                    doomed.append((event_id,))
+            c.executemany("DELETE FROM events WHERE id = ?", doomed)
+        if len(found) < max_rows:
+            return len(doomed), None, True
+        last = found[-1]
+        return len(doomed), (last[0], last[1]), False
