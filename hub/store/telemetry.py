@@ -198,11 +198,20 @@ class TelemetryStore(StoreBase):
                         " ORDER BY device_id, name, ts LIMIT 1"
                     ).fetchone()
                 else:
-                    first = c.execute(
-                        f"SELECT device_id, name, ts FROM {table} WHERE (device_id, name) > (?, ?)"
-                        " ORDER BY device_id, name, ts LIMIT 1",
-                        cursor,
-                    ).fetchone()
+                    # Two seeks, not one `(device_id, name) > (?, ?)`: SQLite 3.40 answers that
+                    # row value by stepping through the whole previous series (~40x slower).
+                    first = (
+                        c.execute(
+                            f"SELECT device_id, name, ts FROM {table} WHERE device_id = ? AND name > ?"
+                            " ORDER BY device_id, name, ts LIMIT 1",
+                            cursor,
+                        ).fetchone()
+                        or c.execute(
+                            f"SELECT device_id, name, ts FROM {table} WHERE device_id > ?"
+                            " ORDER BY device_id, name, ts LIMIT 1",
+                            (cursor[0],),
+                        ).fetchone()
+                    )
                 if first is None:
                     return deleted, None, True
                 device_id, name, oldest = first
