@@ -5,7 +5,8 @@ JetStream health -> NATS connection -> operator API -> litestream child -> HTTP 
 Stop (SIGTERM/SIGINT): the reverse, children stopped by PID.
 
 ``Hub.sync`` (hub/sync) is started right after the API: report ingest, the desired-state KV
-writer (``hub.sync.desired``), enrollment, presence, device RPC verbs.
+writer (``hub.sync.desired``), enrollment, presence, device RPC verbs. ``Hub.retention``
+(hub/retention.py), one of the components, prunes expired telemetry on a timer.
 
 Seams: ``Hub.components`` (anything with async ``start(hub)`` and
 ``stop()``, started after the API and stopped before it), ``Hub.reload_nats(users)`` to add
