@@ -204,15 +204,17 @@ async def run(args: argparse.Namespace, work: Path) -> None:
         async with HubClient(hub.url, hub.admin_key, timeout=30) as admin:
             # Baselines: the idle hub, and one API round trip.
             cpu, mach = CpuMeter(hub.processes()), MachineCpu()
+            idle_split = {proc_name(p): CpuMeter([p]) for p in hub.processes()}
             await asyncio.sleep(min(10.0, args.window))
             idle_cpu, idle_mach = cpu.percent(), mach.percent()
+            split_txt = ", ".join(f"{k} {m.percent():.1f}" for k, m in idle_split.items())
             rtt = []
             for _ in range(50):
                 a = time.perf_counter()
                 await admin.call("devices.get", {"id": ids[0]})
                 rtt.append(time.perf_counter() - a)
-            print(f"baseline: idle hub CPU {idle_cpu:.1f} % of a core (machine {idle_mach:.0f} %"
-                  f" of a core), hub RSS {rss_mb(hub.processes()):.0f} MB; devices.get round"
+            print(f"baseline: idle hub CPU {idle_cpu:.1f} % of a core ({split_txt}; machine"
+                  f" {idle_mach:.0f} % of a core), hub RSS {rss_mb(hub.processes()):.0f} MB; devices.get round"
                   f" trip p50 {pct(rtt, 50) * 1000:.1f} ms p99 {pct(rtt, 99) * 1000:.1f} ms;"
                   f" load {loadavg()}", flush=True)  # fmt: skip
             online = 0
