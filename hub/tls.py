@@ -5,20 +5,19 @@ enrollment and operators).
 the certificate is refused with the field's name before nats-server is started (nats-server
 would only say so in its own log). ``self_signed`` makes the key and certificate that
 ``signalbeam-hub init --leaf-tls-self-signed`` writes; devices pin that certificate as their
-``hub.ca_file``. ``cryptography`` is imported only when a certificate is generated.
+``hub.ca_file``. The PEM comes from ``sbutil.tls`` (shared with the agent); refusing to
+overwrite and the file modes are the hub's own.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
 import ipaddress
 import os
 import re
 import ssl
 from pathlib import Path
 
-VALID_DAYS = 3650
+from sbutil.tls import IPAddress, der_fingerprint, self_signed_pem
 
 
 class CertProblem(ValueError):
@@ -68,44 +67,19 @@ def self_signed(cert: Path, key: Path, host: str) -> None:
     name). Refuses to overwrite: replacing a pinned certificate cuts every device off."""
     if cert.exists() or key.exists():
         raise FileExistsError(f"{cert} or {key} already exists; not overwriting")
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    san: x509.GeneralName
+    san: str | IPAddress
     try:
-        san = x509.IPAddress(ipaddress.ip_address(host))
+        san = ipaddress.ip_address(host)
     except ValueError:
-        san = x509.DNSName(host)
-    private = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"signalbeam-hub {host}")])
-    now = dt.datetime.now(dt.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(private.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=VALID_DAYS))
-        .add_extension(x509.SubjectAlternativeName([san]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(private, hashes.SHA256())
-    )
+        san = host
+    cert_pem, key_pem = self_signed_pem(f"signalbeam-hub {host}", [san])
     key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     cert.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     # The key is created 0600 from the start: never readable by others, not even briefly.
     fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
-        fh.write(
-            private.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+        fh.write(key_pem)
+    cert.write_bytes(cert_pem)
 
 
 def fingerprint(cert: Path) -> str:
@@ -113,8 +87,7 @@ def fingerprint(cert: Path) -> str:
     pem = _first_pem(cert)
     if pem is None:
         raise ValueError(f"{cert} is not a PEM certificate")
-    digest = hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest().upper()
-    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+    return der_fingerprint(ssl.PEM_cert_to_DER_cert(pem))
 
 
 def own_client_context(cert: Path) -> ssl.SSLContext:
