@@ -28,8 +28,7 @@ from agent.sync.service import SyncService, settings_from_config
 from hub.tls import self_signed
 from protocol import natstls
 from tests.harness.nats import NatsHub
-from tests.harness.ports import free_port
-from tests.integration.test_sync_hub_support import SyncHub, eventually
+from tests.integration.test_sync_hub_support import SyncHub, eventually, new_token
 from tui.client import ApiError, HubClient
 from tui.screens.session import HubSession
 
@@ -41,21 +40,8 @@ class ClientTlsHub(SyncHub):
     certificate for 127.0.0.1)."""
 
     def __init__(self, data: Path) -> None:
-        self.grace = 90
-        self.data = data
-        self.ports = {n: free_port() for n in ("client", "leafnode", "monitor", "http")}
-        argv = [sys.executable, "-m", "hub.cli", "init", "--data", str(data), "--json"]
-        for name in ("client", "leafnode", "monitor", "http"):
-            argv += [f"--{name}-port", str(self.ports[name])]
-        argv += ["--host", "127.0.0.1", "--http-host", "127.0.0.1", "--public-host", "127.0.0.1"]
-        argv += ["--no-litestream", "--tls-self-signed"]
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
-        self.init = json.loads(out.stdout)
-        self.admin_key = self.init["admin_key"]
-        self.url = self.init["operator_url"]
-        self.proc = None
         # Ready means /health/ready: the hub's own NATS connection is up, over TLS.
-        self.start()
+        super().__init__(data, init_flags=["--tls-self-signed"])
 
     @property
     def cert(self) -> Path:
@@ -90,10 +76,6 @@ async def admin(hub: ClientTlsHub) -> AsyncIterator[HubClient]:
         await client.close()
 
 
-async def _token(admin: HubClient) -> str:
-    return str((await admin.call("tokens.create", {"tenant": "acme", "max_uses": 1}))["token"])
-
-
 def _enroll(
     data_dir: Path, hub_arg: str, token: str, device: str, *extra: str
 ) -> subprocess.CompletedProcess[str]:
@@ -113,7 +95,7 @@ def _refused_clearly(proc: subprocess.CompletedProcess[str], words: str) -> None
 async def test_enroll_over_tls_with_the_right_ca_then_the_leaf_link_comes_up(
     hub: ClientTlsHub, admin: HubClient, tmp_path: Path
 ) -> None:
-    token = await _token(admin)
+    token = await new_token(admin)
     device = "ctls-good"
     data_dir = tmp_path / device
     enroll_url = hub.init["enroll_url"]
@@ -150,7 +132,7 @@ async def test_direct_mode_reaches_a_tls_hub_with_the_config_ca(
     hub: ClientTlsHub, admin: HubClient, tmp_path: Path
 ) -> None:
     """Direct mode (`[hub] url`, no leaf) dials the hub's TLS client port itself."""
-    token = await _token(admin)
+    token = await new_token(admin)
     device = "ctls-direct"
     data_dir = tmp_path / device
     proc = await asyncio.to_thread(
@@ -179,7 +161,7 @@ async def test_direct_mode_reaches_a_tls_hub_with_the_config_ca(
 async def test_the_config_ca_file_is_used_for_enrollment_too(
     hub: ClientTlsHub, admin: HubClient, tmp_path: Path
 ) -> None:
-    token = await _token(admin)
+    token = await new_token(admin)
     config = tmp_path / "agent.toml"
     config.write_text(f'device_id = "ctls-conf"\n[hub]\nca_file = {json.dumps(str(hub.cert))}\n')
     proc = await asyncio.to_thread(
@@ -200,7 +182,7 @@ async def test_the_config_ca_file_is_used_for_enrollment_too(
 async def test_a_wrong_ca_is_refused_with_the_ca_named(
     hub: ClientTlsHub, admin: HubClient, tmp_path: Path
 ) -> None:
-    token = await _token(admin)
+    token = await new_token(admin)
     wrong = tmp_path / "wrong-ca.pem"
     self_signed(wrong, tmp_path / "wrong-key.pem", "127.0.0.1")
     proc = await asyncio.to_thread(
@@ -224,7 +206,7 @@ async def test_a_wrong_ca_is_refused_with_the_ca_named(
 async def test_nats_url_without_a_ca_is_refused_clearly(
     hub: ClientTlsHub, admin: HubClient, tmp_path: Path
 ) -> None:
-    token = await _token(admin)
+    token = await new_token(admin)
     plain_url = hub.init["enroll_url"].replace("tls://", "nats://", 1)
     proc = await asyncio.to_thread(_enroll, tmp_path / "d", plain_url, token, "ctls-noca")
     _refused_clearly(proc, "the hub requires TLS and its certificate is not signed by a CA")

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,8 @@ TABLES = (
 
 
 class HubProcess:
-    """`signalbeam-hub init` + `run` in a temp data dir; stopped by PID with SIGTERM."""
+    """`signalbeam-hub init` + `run` in a temp data dir; stopped by PID with SIGTERM.
+    ``init_flags`` go to `init` as they are (e.g. ``--tls-self-signed``)."""
 
     def __init__(
         self,
@@ -49,6 +50,7 @@ class HubProcess:
         *,
         litestream: bool = True,
         seed: Callable[[Store], None] | None = None,
+        init_flags: Sequence[str] = (),
     ) -> None:
         self.data = data
         self.ports = {n: free_port() for n in ("client", "leafnode", "monitor", "http")}
@@ -70,6 +72,7 @@ class HubProcess:
         ]
         if not litestream:
             flags.append("--no-litestream")
+        flags += init_flags
         out = subprocess.run(
             [sys.executable, "-m", "hub.cli", "init", "--data", str(data), "--json", *flags],
             capture_output=True,

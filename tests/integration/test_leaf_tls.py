@@ -6,8 +6,6 @@ message crosses it; a wrong CA keeps it down, with the x509 reason in the agent'
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,8 +20,12 @@ from agent.sync.enroll import credentials_path, save_credentials
 from agent.sync.service import SyncService, settings_from_config
 from hub.tls import self_signed
 from protocol.messages import EnrollReply
-from tests.harness.ports import free_port
-from tests.integration.test_sync_hub_support import SyncHub, enroll_device, eventually
+from tests.integration.test_sync_hub_support import (
+    SyncHub,
+    enroll_device,
+    eventually,
+    new_token,
+)
 from tui.client import HubClient
 
 
@@ -31,20 +33,7 @@ class TlsHub(SyncHub):
     """A hub initialised with a self-signed leaf certificate for 127.0.0.1."""
 
     def __init__(self, data: Path) -> None:
-        self.grace = 90
-        self.data = data
-        self.ports = {n: free_port() for n in ("client", "leafnode", "monitor", "http")}
-        argv = [sys.executable, "-m", "hub.cli", "init", "--data", str(data), "--json"]
-        for name in ("client", "leafnode", "monitor", "http"):
-            argv += [f"--{name}-port", str(self.ports[name])]
-        argv += ["--host", "127.0.0.1", "--http-host", "127.0.0.1", "--public-host", "127.0.0.1"]
-        argv += ["--no-litestream", "--leaf-tls-self-signed"]
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
-        self.init = json.loads(out.stdout)
-        self.admin_key = self.init["admin_key"]
-        self.url = self.init["operator_url"]
-        self.proc = None
-        self.start()
+        super().__init__(data, init_flags=["--leaf-tls-self-signed"])
 
     @property
     def cert(self) -> Path:
@@ -71,8 +60,7 @@ async def admin(hub: TlsHub) -> AsyncIterator[HubClient]:
 
 
 async def _enrolled(hub: TlsHub, admin: HubClient, device: str) -> EnrollReply:
-    tok = await admin.call("tokens.create", {"tenant": "acme", "max_uses": 1})
-    return await enroll_device(hub, str(tok["token"]), device)
+    return await enroll_device(hub, await new_token(admin), device)
 
 
 def _agent(tmp_path: Path, device: str, reply: EnrollReply, ca_file: Path) -> SyncService:

@@ -9,7 +9,7 @@ import json
 import sqlite3
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from protocol.messages import (
 from protocol.subjects import report
 from tests.harness.procs import ManagedProcess
 from tests.integration.test_hub_api import HubProcess
+from tui.client import HubClient
 
 FACTS = DeviceFacts("box", "x86_64", "Debian GNU/Linux 12", "podman", "0.1.0")
 
@@ -34,9 +35,16 @@ FACTS = DeviceFacts("box", "x86_64", "Debian GNU/Linux 12", "podman", "0.1.0")
 class SyncHub(HubProcess):
     """`signalbeam-hub run` with the sync knobs tests need (a short offline grace)."""
 
-    def __init__(self, data: Path, *, grace: int = 90, litestream: bool = False) -> None:
+    def __init__(
+        self,
+        data: Path,
+        *,
+        grace: int = 90,
+        litestream: bool = False,
+        init_flags: Sequence[str] = (),
+    ) -> None:
         self.grace = grace
-        super().__init__(data, litestream=litestream)
+        super().__init__(data, litestream=litestream, init_flags=init_flags)
 
     def start(self) -> None:
         self.proc = ManagedProcess(
@@ -112,6 +120,11 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met in time: {what}")
         await asyncio.sleep(0.05)
+
+
+async def new_token(admin: HubClient, uses: int = 1) -> str:
+    """A registration token for tenant ``acme`` good for ``uses`` enrollments."""
+    return str((await admin.call("tokens.create", {"tenant": "acme", "max_uses": uses}))["token"])
 
 
 async def enroll_device(
