@@ -21,6 +21,7 @@ from tests.integration.test_sync_hub_support import (
     device_nc,
     enroll_device,
     eventually,
+    new_token,
     publish_batch,
 )
 from tui.client import ApiError, HubClient
@@ -39,10 +40,6 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SyncHub]:
 async def admin(hub: SyncHub) -> AsyncIterator[HubClient]:
     async with hub.client() as c:
         yield c
-
-
-async def token(admin: HubClient, uses: int = 1) -> str:
-    return str((await admin.call("tokens.create", {"tenant": "acme", "max_uses": uses}))["token"])
 
 
 async def test_whoami_for_admin_and_readonly_keys(hub: SyncHub, admin: HubClient) -> None:
@@ -64,7 +61,7 @@ async def test_reports_and_presence_feed_the_summary_and_device_notices(
 ) -> None:
     pushed = await admin.call("bundles.push", {"spec": spec("1.3.0")})
     ref = f"{pushed['bundle']}@{pushed['version']}"
-    creds = await enroll_device(hub, await token(admin), "tui-1")
+    creds = await enroll_device(hub, await new_token(admin), "tui-1")
     nc = await device_nc(hub, creds)
     js = nc.jetstream(domain=JS_DOMAIN)
     notices: list[dict[str, Any]] = []
@@ -160,7 +157,7 @@ async def test_summary_limit_is_capped(admin: HubClient) -> None:
 
 
 async def test_ids_filter_over_nats(hub: SyncHub, admin: HubClient) -> None:
-    tok = await token(admin, uses=3)
+    tok = await new_token(admin, uses=3)
     for i in range(3):
         await enroll_device(hub, tok, f"ids-{i}", tags=("ids",))
     page = await admin.call(
@@ -179,7 +176,7 @@ async def test_ids_filter_over_nats(hub: SyncHub, admin: HubClient) -> None:
 async def test_dry_runs_over_nats_for_a_readonly_key(hub: SyncHub, admin: HubClient) -> None:
     pushed = await admin.call("bundles.push", {"spec": spec("1.3.0")})
     ref = f"{pushed['bundle']}@{pushed['version']}"
-    tok = await token(admin, uses=3)
+    tok = await new_token(admin, uses=3)
     for i in range(3):
         await enroll_device(hub, tok, f"dry-{i}", tags=("dry",))
     created = await admin.call("keys.create", {"name": "dry-viewer", "role": "readonly"})

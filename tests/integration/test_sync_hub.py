@@ -38,6 +38,7 @@ from tests.integration.test_sync_hub_support import (
     enroll_device,
     event_rows,
     eventually,
+    new_token,
     publish_batch,
 )
 from tui.client import ApiError, HubClient
@@ -56,10 +57,6 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SyncHub]:
 async def admin(hub: SyncHub) -> AsyncIterator[HubClient]:
     async with hub.client() as c:
         yield c
-
-
-async def token(admin: HubClient, uses: int = 1) -> str:
-    return str((await admin.call("tokens.create", {"tenant": "acme", "max_uses": uses}))["token"])
 
 
 def applied(hub: SyncHub, device: str) -> int:
@@ -118,7 +115,7 @@ async def test_enrollment_refusals_store_nothing(hub: SyncHub, admin: HubClient)
         await enroll_device(hub, "sbt_nope_nope", "ref-1")
     assert bad.value.code == "unauthorized"
 
-    tok = await token(admin)
+    tok = await new_token(admin)
     tok_id = tok.split("_")[1]
     conn = sqlite3.connect(hub.data / "hub.db", timeout=10)
     with conn:
@@ -132,7 +129,7 @@ async def test_enrollment_refusals_store_nothing(hub: SyncHub, admin: HubClient)
     assert expired.value.code == "forbidden" and "expired" in str(expired.value)
 
     # A tag the hub cannot name is refused before the token is used.
-    tok2 = await token(admin)
+    tok2 = await new_token(admin)
     with pytest.raises(EnrollError) as badtag:
         await enroll_device(hub, tok2, "ref-3", ("no:colons",))
     assert badtag.value.code == "invalid" and badtag.value.field == "tags[0]"
@@ -159,7 +156,7 @@ async def test_enrollment_refusals_store_nothing(hub: SyncHub, admin: HubClient)
 async def test_enrolled_device_has_its_user_and_reenroll_needs_approval(
     hub: SyncHub, admin: HubClient
 ) -> None:
-    tok = await token(admin, uses=5)
+    tok = await new_token(admin, uses=5)
     creds = await enroll_device(hub, tok, "enr-1", ("lab", "rpi"))
     assert creds.js_domain == JS_DOMAIN and creds.leaf_url.endswith(str(hub.ports["leafnode"]))
     got = await admin.call("devices.get", {"id": "enr-1"})
@@ -185,7 +182,7 @@ async def test_enrolled_device_has_its_user_and_reenroll_needs_approval(
 
 
 async def test_ingest_applies_each_row_once_in_order(hub: SyncHub, admin: HubClient) -> None:
-    creds = await enroll_device(hub, await token(admin), "ing-1")
+    creds = await enroll_device(hub, await new_token(admin), "ing-1")
     nc = await device_nc(hub, creds)
     js = nc.jetstream(domain=JS_DOMAIN)
     try:
@@ -225,7 +222,7 @@ async def test_ingest_applies_each_row_once_in_order(hub: SyncHub, admin: HubCli
 async def test_out_of_order_batch_waits_and_gaps_are_recorded(
     hub: SyncHub, admin: HubClient
 ) -> None:
-    creds = await enroll_device(hub, await token(admin), "ing-2")
+    creds = await enroll_device(hub, await new_token(admin), "ing-2")
     nc = await device_nc(hub, creds)
     js = nc.jetstream(domain=JS_DOMAIN)
     try:
@@ -252,7 +249,7 @@ async def test_out_of_order_batch_waits_and_gaps_are_recorded(
 async def test_bad_messages_are_dropped_counted_and_recorded(
     hub: SyncHub, admin: HubClient
 ) -> None:
-    creds = await enroll_device(hub, await token(admin), "bad-1")
+    creds = await enroll_device(hub, await new_token(admin), "bad-1")
     nc = await device_nc(hub, creds)
     js = nc.jetstream(domain=JS_DOMAIN)
     subj = report("bad-1")
@@ -313,7 +310,7 @@ async def test_bad_messages_are_dropped_counted_and_recorded(
 async def test_heartbeats_drive_online_offline_and_last_seen(
     hub: SyncHub, admin: HubClient
 ) -> None:
-    creds = await enroll_device(hub, await token(admin), "hb-1")
+    creds = await enroll_device(hub, await new_token(admin), "hb-1")
     nc = await device_nc(hub, creds)
     notices: list[dict[str, Any]] = []
     watcher = await hub.hub_nc()
@@ -365,7 +362,7 @@ async def _is(coro: Any, want: str) -> bool:
 
 
 async def test_desired_kv_and_device_permissions(hub: SyncHub, admin: HubClient) -> None:
-    tok = await token(admin, uses=2)
+    tok = await new_token(admin, uses=2)
     a = await enroll_device(hub, tok, "sec-a")
     await enroll_device(hub, tok, "sec-b")
     spec = {
@@ -431,7 +428,7 @@ async def _eq(coro: Any, n: int) -> bool:
 
 
 async def test_device_rpc_via_the_api(hub: SyncHub, admin: HubClient) -> None:
-    creds = await enroll_device(hub, await token(admin), "rpc-1")
+    creds = await enroll_device(hub, await new_token(admin), "rpc-1")
     with pytest.raises(ApiError) as off:
         await admin.call("devices.logs", {"id": "rpc-1", "container": "web"})
     assert off.value.code == "device_offline" and "last seen never" in off.value.message
@@ -469,7 +466,7 @@ async def test_device_rpc_via_the_api(hub: SyncHub, admin: HubClient) -> None:
 
 
 async def test_decommission_revokes_the_device_user(hub: SyncHub, admin: HubClient) -> None:
-    creds = await enroll_device(hub, await token(admin), "dec-1")
+    creds = await enroll_device(hub, await new_token(admin), "dec-1")
     nc = await device_nc(hub, creds)
     await nc.close()
     await admin.call("devices.decommission", {"id": "dec-1"})
@@ -493,4 +490,4 @@ async def test_decommission_revokes_the_device_user(hub: SyncHub, admin: HubClie
 
     await eventually(refused, what="old credentials refused")
     # Decommissioned: it may enroll again with a token.
-    await enroll_device(hub, await token(admin), "dec-1")
+    await enroll_device(hub, await new_token(admin), "dec-1")
