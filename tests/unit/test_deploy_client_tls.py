@@ -13,16 +13,9 @@ from deploy.commands import enroll_command, init_command
 from deploy.render import hub_context, render
 from deploy.validate import DeployDataError, validate_agent, validate_hub
 from hub.config import parse_toml
+from tests.harness.tls import cert_pair
 
 HUB = {"signalbeam_hub_public_host": "hub.example.com"}
-
-
-def _pair(tmp_path: Path, name: str) -> tuple[Path, Path]:
-    from hub.tls import self_signed
-
-    cert, key = tmp_path / f"{name}-cert.pem", tmp_path / f"{name}-key.pem"
-    self_signed(cert, key, "hub.example.com")
-    return cert, key
 
 
 def _tls(cert: Path, key: Path, listener: str = "client") -> dict[str, str]:
@@ -33,8 +26,8 @@ def _tls(cert: Path, key: Path, listener: str = "client") -> dict[str, str]:
 
 
 def test_client_tls_pair_is_validated_naming_the_variable(tmp_path: Path) -> None:
-    cert, key = _pair(tmp_path, "hub")
-    _, other_key = _pair(tmp_path, "other")
+    cert, key = cert_pair(tmp_path, "hub", "hub.example.com")
+    _, other_key = cert_pair(tmp_path, "other", "hub.example.com")
     hub = validate_hub({**HUB, **_tls(cert, key)})
     assert hub.client_tls and not hub.leaf_tls
     assert hub.remote_client_cert == "/var/lib/signalbeam-hub/tls/client-cert.pem"
@@ -57,7 +50,7 @@ def test_client_tls_pair_is_validated_naming_the_variable(tmp_path: Path) -> Non
 
 
 def test_hub_toml_and_init_use_the_uploaded_files(tmp_path: Path) -> None:
-    cert, key = _pair(tmp_path, "hub")
+    cert, key = cert_pair(tmp_path, "hub", "hub.example.com")
     # One certificate for both listeners: the usual setup.
     hub = validate_hub({**HUB, **_tls(cert, key), **_tls(cert, key, "leaf")})
     cfg = parse_toml(render("hub.toml.j2", **hub_context(hub)))
@@ -73,7 +66,7 @@ def test_hub_toml_and_init_use_the_uploaded_files(tmp_path: Path) -> None:
 
 
 def test_agent_enrolls_over_tls_urls(tmp_path: Path) -> None:
-    cert, _ = _pair(tmp_path, "hub")
+    cert, _ = cert_pair(tmp_path, "hub", "hub.example.com")
     base = {"signalbeam_enroll_token": "sbt_x", "signalbeam_hub_ca_file": str(cert)}
     agent = validate_agent({**base, "signalbeam_hub": "tls://enroll:pw@hub.example.com:4222"})
     assert agent.enroll_password is None  # in the URL

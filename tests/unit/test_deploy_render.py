@@ -20,6 +20,7 @@ from agent.config import load_config
 from deploy.render import agent_context, hub_context, render
 from deploy.validate import AgentSettings, HubSettings, validate_agent, validate_hub
 from hub.config import HubConfig, parse_toml
+from tests.harness.tls import cert_pair
 
 ROOT = Path(__file__).resolve().parents[2]
 # The unit files name executables under the venv; this test venv has the same ones, so
@@ -189,16 +190,8 @@ def test_podman_dropin_matches_the_dev_script() -> None:
     assert ours == tomllib.loads(m.group(1))
 
 
-def _pem_pair(tmp_path: Path, name: str = "leaf") -> tuple[Path, Path]:
-    from hub.tls import self_signed
-
-    cert, key = tmp_path / f"{name}-cert.pem", tmp_path / f"{name}-key.pem"
-    self_signed(cert, key, "hub.example.com")
-    return cert, key
-
-
 def test_hub_toml_with_leaf_tls_points_at_the_uploaded_files(tmp_path: Path) -> None:
-    cert, key = _pem_pair(tmp_path)
+    cert, key = cert_pair(tmp_path, "leaf", "hub.example.com")
     hub = _hub(signalbeam_hub_leaf_tls_cert=str(cert), signalbeam_hub_leaf_tls_key=str(key))
     cfg = parse_toml(render("hub.toml.j2", **hub_context(hub)))
     assert cfg.leaf_tls_cert == "/var/lib/signalbeam-hub/tls/leaf-cert.pem"
@@ -210,7 +203,7 @@ def test_hub_toml_with_leaf_tls_points_at_the_uploaded_files(tmp_path: Path) -> 
 def test_agent_toml_with_hub_ca_pins_the_uploaded_ca(tmp_path: Path) -> None:
     from agent.config import config_from_dict
 
-    cert, _ = _pem_pair(tmp_path)
+    cert, _ = cert_pair(tmp_path, "leaf", "hub.example.com")
     agent = _agent(signalbeam_hub_ca_file=str(cert))
     doc = tomllib.loads(render("agent.toml.j2", **agent_context(agent)))
     assert doc["hub"] == {"ca_file": "/etc/signalbeam/hub-ca.pem"}

@@ -17,6 +17,7 @@ from deploy.validate import (
 )
 from protocol.messages import MessageError, validate_tags
 from protocol.subjects import valid_device_id
+from tests.harness.tls import cert_pair
 
 HUB = {"signalbeam_hub_public_host": "hub.example.com"}
 ENROLL = {
@@ -264,17 +265,9 @@ def test_every_known_variable_is_documented() -> None:
 # ---------------------------------------------------------------- leaf TLS, packaging
 
 
-def _pem_pair(tmp_path: Path, name: str = "leaf") -> tuple[Path, Path]:
-    from hub.tls import self_signed
-
-    cert, key = tmp_path / f"{name}-cert.pem", tmp_path / f"{name}-key.pem"
-    self_signed(cert, key, "hub.example.com")
-    return cert, key
-
-
 def test_hub_leaf_tls(tmp_path: Path) -> None:
-    cert, key = _pem_pair(tmp_path)
-    other_cert, other_key = _pem_pair(tmp_path, "other")
+    cert, key = cert_pair(tmp_path, "leaf", "hub.example.com")
+    other_cert, other_key = cert_pair(tmp_path, "other", "hub.example.com")
     tls = {"signalbeam_hub_leaf_tls_cert": str(cert), "signalbeam_hub_leaf_tls_key": str(key)}
     hub = validate_hub({**HUB, **tls})
     assert hub.leaf_tls and hub.leaf_tls_cert == str(cert)
@@ -301,7 +294,7 @@ def test_hub_leaf_tls(tmp_path: Path) -> None:
 
 
 def test_agent_hub_ca_file(tmp_path: Path) -> None:
-    cert, key = _pem_pair(tmp_path)
+    cert, key = cert_pair(tmp_path, "leaf", "hub.example.com")
     agent = validate_agent({"signalbeam_hub_ca_file": str(cert)})
     assert agent.hub_ca_file == str(cert)
     assert agent.remote_ca_file == "/etc/signalbeam/hub-ca.pem"

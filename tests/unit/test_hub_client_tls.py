@@ -17,16 +17,11 @@ from hub.config import DataDir, HubConfig, Secrets, check_tls, load, parse_toml
 from hub.errors import ConfigError
 from hub.natsconf import client_url, render
 from hub.natsconf import hub_url as hub_client_url
-from hub.tls import own_client_context, self_signed
+from hub.tls import own_client_context
 from protocol import natstls
+from tests.harness.tls import cert_pair
 
 SEC = Secrets("h", "o", "e")
-
-
-def _pair(d: Path, name: str = "hub") -> tuple[Path, Path]:
-    cert, key = d / f"{name}-cert.pem", d / f"{name}-key.pem"
-    self_signed(cert, key, "127.0.0.1")
-    return cert, key
 
 
 def test_client_tls_off_renders_no_top_level_tls_and_nats_urls(tmp_path: Path) -> None:
@@ -39,7 +34,7 @@ def test_client_tls_off_renders_no_top_level_tls_and_nats_urls(tmp_path: Path) -
 
 def test_client_tls_on_renders_the_top_level_block_and_tls_urls(tmp_path: Path) -> None:
     data = DataDir(tmp_path)
-    _pair(data.tls_dir)
+    cert_pair(data.tls_dir, "hub")
     cfg = parse_toml('client_tls_cert = "tls/hub-cert.pem"\nclient_tls_key = "tls/hub-key.pem"')
     check_tls(cfg, data)
     doc = json.loads(render(cfg, data, SEC))
@@ -68,8 +63,8 @@ def test_bad_client_tls_settings_name_the_field(
     tmp_path: Path, cert: str, key: str, field: str, words: str
 ) -> None:
     data = DataDir(tmp_path)
-    _pair(data.tls_dir)
-    _pair(data.tls_dir, "other")
+    cert_pair(data.tls_dir, "hub")
+    cert_pair(data.tls_dir, "other")
     with pytest.raises(ConfigError) as err:
         check_tls(HubConfig(client_tls_cert=cert, client_tls_key=key), data)
     assert err.value.field == field
@@ -117,7 +112,7 @@ def test_init_leaf_tls_self_signed_leaves_the_client_port_plain(
 def test_init_tls_self_signed_excludes_given_files(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cert, key = _pair(tmp_path)
+    cert, key = cert_pair(tmp_path, "hub")
     data = tmp_path / "data"
     argv = ["init", "--data", str(data), "--tls-self-signed"]
     argv += ["--client-tls-cert", str(cert), "--client-tls-key", str(key)]
@@ -131,7 +126,7 @@ def test_init_tls_self_signed_excludes_given_files(
 
 
 def test_client_context_pins_the_ca_and_the_hub_skips_only_the_name(tmp_path: Path) -> None:
-    cert, _ = _pair(tmp_path)
+    cert, _ = cert_pair(tmp_path, "hub")
     ctx = natstls.client_context(str(cert))
     assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
     assert ctx.verify_flags & ssl.VERIFY_X509_PARTIAL_CHAIN

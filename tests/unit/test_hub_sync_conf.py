@@ -14,6 +14,7 @@ from hub.natsconf import device_user, render
 from hub.store import Store
 from hub.sync.enroll import enroll_in_store, normalise_tags
 from protocol.messages import DeviceFacts, EnrollRequest
+from tests.harness.tls import cert_pair
 
 
 def test_device_user_is_limited_to_its_own_subjects() -> None:
@@ -72,14 +73,6 @@ def test_reserved_ids_and_refusals_store_nothing(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ TLS on the leaf link
 
 
-def _self_signed(tmp_path: Path, name: str = "leaf") -> tuple[Path, Path]:
-    from hub.tls import self_signed
-
-    cert, key = tmp_path / f"{name}-cert.pem", tmp_path / f"{name}-key.pem"
-    self_signed(cert, key, "127.0.0.1")
-    return cert, key
-
-
 def test_leaf_tls_off_renders_a_plain_listener_and_url(tmp_path: Path) -> None:
     from hub.natsconf import leaf_url
 
@@ -94,7 +87,7 @@ def test_leaf_tls_on_requires_tls_and_hands_out_a_tls_url(tmp_path: Path) -> Non
     from hub.natsconf import leaf_url
 
     data = DataDir(tmp_path)
-    _self_signed(data.root / "tls")
+    cert_pair(data.root / "tls", "leaf")
     # Relative paths are under the data dir.
     cfg = parse_toml('leaf_tls_cert = "tls/leaf-cert.pem"\nleaf_tls_key = "tls/leaf-key.pem"')
     check_tls(cfg, data)
@@ -122,8 +115,8 @@ def test_bad_leaf_tls_settings_name_the_field(
     from hub.config import check_tls
 
     data = DataDir(tmp_path)
-    _self_signed(data.root / "tls")
-    _self_signed(data.root / "tls", "other")
+    cert_pair(data.root / "tls", "leaf")
+    cert_pair(data.root / "tls", "other")
     cfg = HubConfig(leaf_tls_cert=cert, leaf_tls_key=key)
     with pytest.raises(ConfigError) as err:
         check_tls(cfg, data)
@@ -135,7 +128,7 @@ def test_load_refuses_a_config_whose_leaf_cert_is_gone(tmp_path: Path) -> None:
     from hub.config import load, save
 
     data = DataDir(tmp_path)
-    cert, key = _self_signed(data.root / "tls")
+    cert, key = cert_pair(data.root / "tls", "leaf")
     save(data, HubConfig(leaf_tls_cert=str(cert), leaf_tls_key=str(key)), Secrets("h", "o", "e"))
     cert.unlink()
     with pytest.raises(ConfigError, match="leaf_tls_cert: file not found"):
@@ -148,7 +141,7 @@ def test_self_signed_never_overwrites_and_pins_the_host(tmp_path: Path) -> None:
 
     from hub.tls import fingerprint, self_signed
 
-    cert, key = _self_signed(tmp_path)
+    cert, key = cert_pair(tmp_path, "leaf")
     before = fingerprint(cert)
     with pytest.raises(FileExistsError):
         self_signed(cert, key, "hub.example.com")
