@@ -234,6 +234,19 @@ async def walk_every_screen(hub: SyncHub, fleet: SimFleet) -> None:
         await pilot.press("r")
         rollouts = app.screen.query_one(RolloutsView)
         await wait_for(pilot, lambda: rollouts.loads >= 1, "rollouts loaded")
+        # A target that selects nobody: the hub's reason at once, no confirmation to answer.
+        await pilot.press("s")
+        await wait_for(pilot, lambda: isinstance(app.screen, RolloutStartScreen), "the form")
+        form = app.screen
+        form.query_one("#rollout-bundle", Select).value = "sim-app@2.0.0"
+        form.query_one("#rollout-target", Input).value = "tag:nobody"
+        await pilot.click("#rollout-go")
+        await wait_for(
+            pilot,
+            lambda: any(t == "rollouts.start: invalid" for _, t, _ in app.notices),
+            "the refusal",
+        )
+        assert not isinstance(app.screen, ConfirmScreen | RolloutStartScreen)
         await pilot.press("s")
         await wait_for(pilot, lambda: isinstance(app.screen, RolloutStartScreen), "the form")
         form = app.screen
@@ -308,7 +321,8 @@ async def walk_every_screen(hub: SyncHub, fleet: SimFleet) -> None:
         await fleet.set_online(ids[1], True)
         await wait_for(pilot, lambda: view.table.row_count == 0, "back online: filtered out")
         errors = [(t, m) for sev, t, m in app.notices if sev == "error"]
-        assert [t for t, _ in errors] == ["push: invalid bundle"], errors  # the one we caused
+        # The two we caused.
+        assert [t for t, _ in errors] == ["rollouts.start: invalid", "push: invalid bundle"], errors
 
 
 async def test_logs_of_an_offline_device_say_so(hub: SyncHub) -> None:

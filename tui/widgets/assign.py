@@ -105,7 +105,9 @@ class AssignView(HubView):
         self.run_worker(job(self._ask_assign, target, bundle), group="assign", exclusive=True)
 
     async def _ask_assign(self, target: str, bundle: str) -> None:
-        dry = await devices_touched(self, "assign", {"target": target, "bundle": bundle})
+        go_on, dry = await devices_touched(self, "assign", {"target": target, "bundle": bundle})
+        if not go_on:
+            return
 
         def confirmed(yes: bool | None) -> None:
             if yes:

@@ -17,16 +17,22 @@ from tui.widgets.base import hub_app
 COUNT_LIMIT = 1000  # one devices.list page; past it the count reads "1000+"
 
 
-async def devices_touched(widget: Any, verb: str, body: dict[str, Any]) -> dict[str, Any] | None:
-    """``{"devices": N, "sample": [...], "more"?: bool}``, or None when nobody can tell."""
-    session = hub_app(widget).session
+async def devices_touched(
+    widget: Any, verb: str, body: dict[str, Any]
+) -> tuple[bool, dict[str, Any] | None]:
+    """``(go_on, impact)``: impact is ``{"devices": N, "sample": [...], "more"?: bool}`` or
+    None when nobody can tell. When the hub refuses the request itself (a target that selects
+    no devices, an unknown version, no connection) the reason is shown now and ``go_on`` is
+    False: a confirmation for a request that cannot succeed would only waste a keypress."""
+    app = hub_app(widget)
     try:
-        result = await session.call(verb, {**body, "dry_run": True})
+        result = await app.session.call(verb, {**body, "dry_run": True})
     except ApiError as exc:
-        if exc.code != codes.INVALID or exc.field != "dry_run":
-            return None  # the real request will fail the same way and say why
-        return await count_target(widget, str(body.get("target", "")))
-    return result if isinstance(result.get("devices"), int) else None
+        if exc.code == codes.INVALID and exc.field == "dry_run":
+            return True, await count_target(widget, str(body.get("target", "")))
+        app.report_error(f"{verb}: {exc.code}", str(exc))
+        return False, None
+    return True, (result if isinstance(result.get("devices"), int) else None)
 
 
 async def count_target(widget: Any, target: str) -> dict[str, Any] | None:

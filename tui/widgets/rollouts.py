@@ -194,7 +194,9 @@ class RolloutsView(HubView, can_focus=True):
         self.app.push_screen(RolloutStartScreen(refs), filled)
 
     async def _confirm_start(self, req: RolloutRequest) -> None:
-        dry = await devices_touched(self, "rollouts.start", req.body())
+        go_on, dry = await devices_touched(self, "rollouts.start", req.body())
+        if not go_on:
+            return
         question = dm.rollout_question(
             req.bundle, req.target, req.canary_percent, req.max_failures, dry
         )
