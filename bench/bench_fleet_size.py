@@ -1,11 +1,11 @@
 """How many devices one hub holds: step the simulated fleet up at default intervals.
 
     python -m bench.bench_fleet_size                        # 200, 1000 devices (short)
-    python -m bench.bench_fleet_size --steps 1000,5000,10000,20000,30000,40000,50000,75000,100000
+    python -m bench.bench_fleet_size --steps 1000,5000,10000,20000,25000,30000,40000,50000,100000
 
 A real ``signalbeam-hub run`` (127.0.0.1, litestream replicating to a local file replica
-unless ``--no-litestream``) with ``max(steps)`` devices written by the bulk path
-(bench/sim/benchhub.py). Each step brings ``N - previous`` more of them online in simulator
+unless ``--no-litestream``) with ``max(steps)`` (or ``--seed-devices``) devices written by
+the bulk path (bench/sim/benchhub.py). Each step brings ``N - previous`` more of them online in simulator
 *worker processes* (``bench.sim.worker``, at most ``--per-worker`` devices each, shared
 connections as the hub's user): heartbeats every ``--heartbeat`` s (30), a ``metrics.1m``
 row every ``--rollup`` s (60), the new devices coming online evenly over ``--ramp`` s (one
@@ -181,7 +181,9 @@ def verdict(row: dict[str, Any], cores: int) -> list[str]:
 
 async def run(args: argparse.Namespace, work: Path) -> None:
     steps = sorted(int(s) for s in args.steps.split(","))
-    ids = [f"{PREFIX}-{i:06d}" for i in range(steps[-1])]
+    # More devices in the DB than ever come online: the idle part of a fleet costs the hub
+    # too (litestream over a bigger DB, sweeps), so the figures depend on it.
+    ids = [f"{PREFIX}-{i:06d}" for i in range(max(steps[-1], args.seed_devices))]
     cores = args.cores or os.cpu_count() or 1
     ramp = args.ramp if args.ramp >= 0 else args.heartbeat
     print(f"machine: {cores} cores, load average before: {loadavg()}; hub code {hub_commit()}")
@@ -332,6 +334,7 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=2, help="per worker")
     ap.add_argument("--per-worker", type=int, default=20_000, help="devices per worker process")
     ap.add_argument("--lifetime", type=float, default=3600.0, help="bound on the whole run")
+    ap.add_argument("--seed-devices", type=int, default=0, help="devices in the DB (≥ max step)")
     ap.add_argument("--cores", type=int, default=0)
     ap.add_argument("--profile", default="", help="directory for py-spy profiles of the hub")
     ap.add_argument("--no-litestream", dest="litestream", action="store_false")
