@@ -26,7 +26,8 @@ def dump(db: Path) -> dict[str, list[Any]]:
                 " AND name NOT LIKE '\\_litestream\\_%' ESCAPE '\\' ORDER BY name"
             )
         ]
-        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall() for t in tables}
+        # Sorted in Python: the metric tables are WITHOUT ROWID (migration 4).
+        return {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in tables}
     finally:
         conn.close()
 
