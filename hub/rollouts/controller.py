@@ -65,6 +65,10 @@ class RolloutController:
         self._wake = asyncio.Event()
         self._stopping = False
         self._last_republish = 0.0
+        # Whether the last tick found a running or paused rollout. With none, device reports
+        # and presence changes cannot move anything, so only rollout notices (and the timer)
+        # wake the controller: at 25 000 devices those wake-ups were 7 % of the hub's CPU.
+        self._active = True
         self.ticks = 0
 
     async def start(self, hub: HubLike) -> None:
@@ -101,6 +105,8 @@ class RolloutController:
             return  # our own
         if notice.get("kind") == "devices" and notice.get("action") == "updated":
             return  # the TUI's coalesced echo of `reported`/presence notices already seen here
+        if not self._active and notice.get("kind") != KIND:
+            return
         restored = notice.get("restored")
         if notice.get("action") == "aborted" and isinstance(restored, list) and restored:
             await self._publish([str(d) for d in restored])
@@ -120,6 +126,7 @@ class RolloutController:
         hub = self._hub
         assert hub is not None
         result: engine.TickResult = await hub.call(engine.tick, hub.store)
+        self._active = result.active > 0
         self.ticks += 1
         todo = list(result.publish)
         now = time.monotonic()

@@ -24,6 +24,7 @@ class TickResult:
     publish: list[str] = field(default_factory=list)  # recompute these devices' desired docs
     desired_changed: list[str] = field(default_factory=list)
     notices: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (action, data)
+    active: int = 0  # rollouts running or paused when the tick began
 
 
 def evaluate(store: Store, rollout_id: str, out: TickResult) -> None:
@@ -69,7 +70,9 @@ def evaluate(store: Store, rollout_id: str, out: TickResult) -> None:
 
 def tick(store: Store) -> TickResult:
     out = TickResult()
-    for rollout_id in rs.active_ids(store):
+    active = rs.active_ids(store)
+    out.active = len(active)
+    for rollout_id in active:
         try:
             evaluate(store, rollout_id, out)
         except Exception:

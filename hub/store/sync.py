@@ -143,15 +143,13 @@ class SyncStore(StoreBase):
         return [r[0] for r in self.conn.execute("SELECT id FROM devices ORDER BY id")]
 
     # --- heartbeats and presence ---------------------------------------------------------
-    def put_heartbeats(
-        self, beats: list[tuple[str, dict[str, Any], str, str]]
-    ) -> list[tuple[str, str]]:
-        """Record ``(device_id, heartbeat doc, sent_at, received_at)`` for devices that exist
-        and mark them online; returns ``(device_id, previous status)`` for devices that were
-        not online before (the caller announces them)."""
+    def put_heartbeats(self, beats: list[tuple[str, str, str, str, str]]) -> list[tuple[str, str]]:
+        """Record ``(device_id, heartbeat JSON, agent_version, sent_at, received_at)`` for
+        devices that exist and mark them online; returns ``(device_id, previous status)`` for
+        devices that were not online before (the caller announces them)."""
         came_online: list[tuple[str, str]] = []
         with self.tx() as c:
-            for device_id, doc, sent_at, received_at in beats:
+            for device_id, doc, agent_version, sent_at, received_at in beats:
                 row = c.execute(
                     "SELECT status, decommissioned FROM devices WHERE id = ?", (device_id,)
                 ).fetchone()
@@ -161,13 +159,13 @@ class SyncStore(StoreBase):
                 c.execute(
                     "INSERT OR REPLACE INTO device_heartbeats (device_id, doc, sent_at,"
                     " received_at) VALUES (?, ?, ?, ?)",
-                    (device_id, json.dumps(doc, sort_keys=True), sent_at, received_at),
+                    (device_id, doc, sent_at, received_at),
                 )
                 new_status = "decommissioned" if decommissioned else "online"
                 c.execute(
                     "UPDATE devices SET last_seen = ?, status = ?,"
                     " agent_version = COALESCE(?, agent_version) WHERE id = ?",
-                    (received_at, new_status, doc.get("agent_version"), device_id),
+                    (received_at, new_status, agent_version or None, device_id),
                 )
                 if new_status == "online" and status != "online":
                     came_online.append((device_id, str(status)))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -41,9 +40,7 @@ StoreCall = Callable[..., Awaitable[Any]]
 Notify = Callable[[str, str, dict[str, Any]], Awaitable[None]]
 
 
-def flush_beats(
-    store: Store, beats: list[tuple[str, dict[str, Any], str, str]]
-) -> list[tuple[str, str]]:
+def flush_beats(store: Store, beats: list[tuple[str, str, str, str, str]]) -> list[tuple[str, str]]:
     with store.tx():
         came = store.put_heartbeats(beats)
         for device_id, before in came:
@@ -85,7 +82,8 @@ class Presence:
         self.grace = grace
         self.flush_every = flush_every
         self.sweep_every = max(0.5, min(grace / 3, 5.0))
-        self._pending: dict[str, tuple[dict[str, Any], str, str]] = {}
+        # device -> (heartbeat JSON, agent version, sent at, received at): the newest only.
+        self._pending: dict[str, tuple[str, str, str, str]] = {}
         self._bad: list[tuple[str | None, str, str]] = []
         self._bad_event_at: dict[str | None, float] = {}
         self._sub: Subscription | None = None
@@ -120,8 +118,14 @@ class Presence:
         if len(self._pending) >= MAX_PENDING and hb.device_id not in self._pending:
             return  # the next heartbeat of that device will do
         self.metrics.sync_messages.labels("heartbeat", "ok").inc()
-        doc = json.loads(hb.to_json())
-        self._pending[hb.device_id] = (doc, now_iso(hb.ts), now_iso())
+        # Encoded once here, stored as is: decode -> encode -> decode -> encode per beat was
+        # 6.5 % of the hub's CPU at 25 000 devices.
+        self._pending[hb.device_id] = (
+            hb.to_json().decode(),
+            hb.agent_version,
+            now_iso(hb.ts),
+            now_iso(),
+        )
 
     async def _loop(self) -> None:
         last_sweep = time.monotonic()
@@ -142,7 +146,7 @@ class Presence:
             await self.call(self._record_bad, self.store, bad)
         if not beats:
             return
-        rows = [(d, doc, sent, recv) for d, (doc, sent, recv) in beats.items()]
+        rows = [(d, *beat) for d, beat in beats.items()]
         # Heartbeats of devices the hub does not know are skipped by put_heartbeats.
         came: list[tuple[str, str]] = await self.call(flush_beats, self.store, rows)
         if came:

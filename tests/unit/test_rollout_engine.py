@@ -19,6 +19,7 @@ from hub.api.dispatch import dispatch
 from hub.api.handlers import HANDLERS
 from hub.rollouts import engine
 from hub.rollouts.api import VERBS
+from hub.rollouts.controller import RolloutController
 from hub.rollouts.machine import Observation
 from hub.rollouts.observe import acknowledged, observe
 from hub.store import Store
@@ -358,3 +359,36 @@ def test_a_large_target_is_planned_in_chunks(env: Env) -> None:
     assert len(engine.tick(env.store).publish) == 12
     again = env.call("rollouts.start", {"bundle": NEW, "target": "device:big-1199"})
     assert again["error"]["code"] == "conflict"
+
+
+class _Msg:
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self.data = json.dumps(doc).encode()
+
+
+class _Hub:
+    """The controller's view of the hub: the store, run inline; no NATS, no API."""
+
+    def __init__(self, store: Store) -> None:
+        self.store, self.nc, self.api = store, None, None
+
+    async def call(self, fn: Any, *args: Any) -> Any:
+        return fn(*args)
+
+
+async def test_device_notices_wake_the_controller_only_while_a_rollout_is_active(
+    env: Env,
+) -> None:
+    ctl = RolloutController(publisher=lambda _hub: None)
+    ctl._hub = _Hub(env.store)
+    reported = _Msg({"kind": "reported", "action": "changed", "devices": ["dev-0"]})
+    assert (await ctl.run_once()).active == 0
+    await ctl._on_change(reported)  # nothing can move: no tick for it
+    assert not ctl._wake.is_set()
+    r = start(env)
+    await ctl._on_change(_Msg({"kind": "rollouts", "action": "started", "id": r["id"]}))
+    assert ctl._wake.is_set()  # a rollout notice always wakes it
+    ctl._wake.clear()
+    assert (await ctl.run_once()).active == 1
+    await ctl._on_change(reported)  # now a report may move a device
+    assert ctl._wake.is_set()
