@@ -16,7 +16,11 @@ def children(pid: int) -> dict[str, int]:
     """Child processes of ``pid`` by program name."""
     found: dict[str, int] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
+        try:
+            kids = (task / "children").read_text().split()
+        except OSError:
+            continue  # the thread ended between the listing and the read
+        for child in kids:
             try:
                 name = Path(f"/proc/{child}/comm").read_text().strip()
             except OSError:
