@@ -150,7 +150,9 @@ async def test_rollout_to_three_devices_succeeds_then_a_bad_one_pauses(
         got = await admin.call("devices.get", {"id": d})
         assert got["desired"]["version"] == "2.0.0" and got["desired"]["via"] == "tag:lab"
     kinds = [e["kind"] for e in (await admin.call("events.list", {"device": "edge-a"}))["items"]]
-    assert "rollout.updating" in kinds and "rollout.succeeded" in kinds
+    # Updating is not guaranteed to be seen: a device that applies within one ingest batch
+    # goes Pending -> Succeeded in one tick (seen in a fresh-clone run).
+    assert "rollout.desired" in kinds and "rollout.succeeded" in kinds
 
     bad = await admin.call(
         "rollouts.start", {"bundle": "hello@3.0.0", "target": "tag:lab", "canary_percent": 33}
