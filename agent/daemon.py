@@ -30,8 +30,25 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 AGENT_VERSION = "0.1.0"
-ENGINE_RETRY_INTERVAL = 30.0
+# Finding the engine at start: a busy engine (a loaded box, or one still starting beside the
+# agent) is retried soon, then less often; each try also waits longer for its /version.
+ENGINE_RETRY_FIRST = 1.0
+ENGINE_RETRY_MAX = 30.0
+ENGINE_PROBE_TIMEOUT = 3.0
+ENGINE_PROBE_TIMEOUT_MAX = 15.0
 STOP_GRACE = 10.0
+
+
+def engine_retry_delay(failures: int) -> float:
+    """Seconds to wait after the ``failures``-th failed try (1-based): 1, 2, 4, ... 30 s."""
+    return min(ENGINE_RETRY_MAX, ENGINE_RETRY_FIRST * 2.0 ** max(0, failures - 1))
+
+
+def engine_probe_timeout(attempt: int) -> float:
+    """How long the ``attempt``-th try (1-based) waits for ``/version``: 3, 6, 12, 15 s. An
+    engine slower than the first timeout is still found, a few tries later."""
+    return min(ENGINE_PROBE_TIMEOUT_MAX, ENGINE_PROBE_TIMEOUT * 2.0 ** max(0, attempt - 1))
+
 
 Hook = Callable[["Agent", asyncio.Event], Coroutine[Any, Any, None]]
 DesiredListener = Callable[[DesiredState | None], None]
@@ -318,25 +335,27 @@ class Agent:
             except StoreError:
                 log.exception("desired watch failed", extra={"device": self.device_id})
 
-    async def connect(self) -> Engine:
+    async def connect(self, timeout: float = ENGINE_PROBE_TIMEOUT) -> Engine:
         """Find an engine without blocking the loop, then build its client on the loop
         (the aiohttp-based client must be created where it will run)."""
-        from agent.runtime.detect import candidate_urls, connect, probe
+        from agent.runtime.detect import candidate_urls, engine_for, probe
 
         cfg = self.config
-        kind = None if cfg.engine == "auto" else cfg.engine
         tried = candidate_urls(cfg.engine_socket)
         for url in tried:
-            if await asyncio.to_thread(probe, url) is not None:
-                return connect(self.device_id, url, kind=kind)
+            found = await asyncio.to_thread(probe, url, timeout)
+            if found is not None:
+                kind = found if cfg.engine == "auto" else cfg.engine
+                return engine_for(self.device_id, url, kind)
         raise EngineUnavailable("no container engine answered", tried)
 
     async def _engine_and_reconcile(self, stop: asyncio.Event) -> None:
         assert self.store is not None
         reported = False
+        delays: list[float] = []  # waited between tries, for the engine.connected event
         while not stop.is_set():
             try:
-                self.engine = await self.connect()
+                self.engine = await self.connect(engine_probe_timeout(len(delays) + 1))
                 break
             except Exception as exc:  # EngineUnavailable, or a client that would not build
                 if not reported:
@@ -347,12 +366,20 @@ class Agent:
                         data={"tried": getattr(exc, "tried", None), "error": type(exc).__name__},
                     )
                     reported = True
-                log.warning("%s; retrying", exc, extra={"device": self.device_id})
+                delays.append(engine_retry_delay(len(delays) + 1))
+                log.warning(
+                    "%s; retrying in %.0fs", exc, delays[-1], extra={"device": self.device_id}
+                )
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), ENGINE_RETRY_INTERVAL)
+                await asyncio.wait_for(stop.wait(), delays[-1])
         if self.engine is None:
             return
-        info: dict[str, Any] = {"kind": self.engine.kind, "url": self.engine.url}
+        info: dict[str, Any] = {
+            "kind": self.engine.kind,
+            "url": self.engine.url,
+            "attempts": len(delays) + 1,
+            "retry_delays": delays,
+        }
         try:
             details = await self.engine.info()
             info.update(version=details.version, data_root=details.data_root)

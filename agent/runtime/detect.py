@@ -77,15 +77,24 @@ def connect(
     env: Mapping[str, str] | None = None,
 ) -> Engine:
     """An Engine for the first candidate that answers; ``EngineUnavailable`` names them all."""
-    from agent.runtime.docker_api import DockerApiEngine
-    from agent.runtime.podman import PodmanEngine
-
     tried = candidate_urls(url, env)
     for candidate in tried:
         found = probe(candidate)
         if found is None:
             continue
-        if (kind or found) == "podman":
-            return PodmanEngine(candidate, device_id, insecure_registries=insecure_registries)
-        return DockerApiEngine(candidate, device_id)
+        return engine_for(
+            device_id, candidate, kind or found, insecure_registries=insecure_registries
+        )
     raise EngineUnavailable("no container engine answered", tried)
+
+
+def engine_for(
+    device_id: str, url: str, kind: EngineKind, *, insecure_registries: Sequence[str] = ()
+) -> Engine:
+    """The client for an engine already probed (no second, blocking ``/version`` call)."""
+    from agent.runtime.docker_api import DockerApiEngine
+    from agent.runtime.podman import PodmanEngine
+
+    if kind == "podman":
+        return PodmanEngine(url, device_id, insecure_registries=insecure_registries)
+    return DockerApiEngine(url, device_id)
