@@ -122,6 +122,7 @@ class Agent:
         self.reconciler: Reconciler | None = None
         self.reconcile_loop: Any = None  # the concrete ReconcileLoop, for status readers
         self.stop_event: asyncio.Event | None = None
+        self.probe_timeout = ENGINE_PROBE_TIMEOUT  # grows with each failed try at start
         self._hooks: list[Hook] = []
         self._desired_listeners: list[DesiredListener] = []
         self._desired_key: tuple[Any, ...] | None = None
@@ -335,15 +336,16 @@ class Agent:
             except StoreError:
                 log.exception("desired watch failed", extra={"device": self.device_id})
 
-    async def connect(self, timeout: float = ENGINE_PROBE_TIMEOUT) -> Engine:
+    async def connect(self) -> Engine:
         """Find an engine without blocking the loop, then build its client on the loop
-        (the aiohttp-based client must be created where it will run)."""
+        (the aiohttp-based client must be created where it will run). Each socket gets
+        ``self.probe_timeout`` seconds to answer ``/version``."""
         from agent.runtime.detect import candidate_urls, engine_for, probe
 
         cfg = self.config
         tried = candidate_urls(cfg.engine_socket)
         for url in tried:
-            found = await asyncio.to_thread(probe, url, timeout)
+            found = await asyncio.to_thread(probe, url, self.probe_timeout)
             if found is not None:
                 kind = found if cfg.engine == "auto" else cfg.engine
                 return engine_for(self.device_id, url, kind)
@@ -355,7 +357,8 @@ class Agent:
         delays: list[float] = []  # waited between tries, for the engine.connected event
         while not stop.is_set():
             try:
-                self.engine = await self.connect(engine_probe_timeout(len(delays) + 1))
+                self.probe_timeout = engine_probe_timeout(len(delays) + 1)
+                self.engine = await self.connect()
                 break
             except Exception as exc:  # EngineUnavailable, or a client that would not build
                 if not reported:
