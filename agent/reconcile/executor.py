@@ -25,6 +25,7 @@ from agent.runtime.base import (
     LABEL_VERSION,
     CreateRequest,
     Engine,
+    ImageHealthcheck,
     ImageInfo,
     MountSpec,
     PortSpec,
@@ -125,6 +126,18 @@ def create_request(
         network_mode=spec.network_mode,
         memory=spec.resources.memory,
         cpus=spec.resources.cpus,
+        exec_probe=exec_probe(spec),
+    )
+
+
+def exec_probe(spec: ContainerSpec) -> ImageHealthcheck | None:
+    """The bundle's exec probe, handed to the engine so it can run it without an exec
+    session that outlives it (see ``CreateRequest.exec_probe``)."""
+    hc = spec.healthcheck
+    if hc is None or hc.type != "exec" or not hc.command:
+        return None
+    return ImageHealthcheck(
+        tuple(hc.command), hc.interval, hc.timeout, max(1, hc.retries), hc.start_period
     )
 
 

@@ -124,6 +124,18 @@ class MountSpec:
 
 
 @dataclass(frozen=True)
+class ImageHealthcheck:
+    """A health-check command as a container carries it (Docker semantics): the image's own
+    HEALTHCHECK, or a bundle's exec probe stored with the container (``exec_probe``)."""
+
+    command: tuple[str, ...]  # argv to exec
+    interval: float
+    timeout: float
+    retries: int
+    start_period: float
+
+
+@dataclass(frozen=True)
 class CreateRequest:
     """Everything needed to create one container; built from a ContainerSpec by the executor."""
 
@@ -139,6 +151,10 @@ class CreateRequest:
     network_mode: str = "bridge"
     memory: int | None = None
     cpus: float | None = None
+    # The bundle's exec probe. An engine whose API exec sessions outlive their result (Podman
+    # keeps a conmon pair per exec for 300 s) stores it as the container's own health check
+    # and runs it on request instead; the agent still decides when it runs and what it means.
+    exec_probe: ImageHealthcheck | None = None
 
 
 @dataclass(frozen=True)
@@ -160,17 +176,6 @@ class ImageInfo:
     id: str
     tags: tuple[str, ...]
     size: int  # bytes
-
-
-@dataclass(frozen=True)
-class ImageHealthcheck:
-    """The image's own HEALTHCHECK, as the container carries it (Docker semantics)."""
-
-    command: tuple[str, ...]  # argv to exec
-    interval: float
-    timeout: float
-    retries: int
-    start_period: float
 
 
 @dataclass(frozen=True)

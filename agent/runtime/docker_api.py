@@ -327,9 +327,14 @@ class DockerApiEngine(Engine):
                 f"refusing to create {req.name}: its {LABEL_DEVICE} label is not {self.device_id!r}"
             )
         data = await self._json(
-            "containers/create", "POST", params={"name": req.name}, data=create_body(req)
+            "containers/create", "POST", params={"name": req.name}, data=self._create_body(req)
         )
         return str(data["Id"])
+
+    def _create_body(self, req: CreateRequest) -> dict[str, Any]:
+        # Docker's exec leaves nothing behind, and dockerd would run a stored health check on
+        # its own schedule besides the agent's: the exec probe stays with the agent.
+        return create_body(req)
 
     async def start(self, ref: str) -> None:
         obs = await self._ours(ref)
@@ -371,7 +376,12 @@ class DockerApiEngine(Engine):
             raise
 
     async def exec(self, ref: str, argv: Sequence[str], timeout: float) -> ExecResult:
-        obs = await self._ours(ref)
+        return await self._exec_session(await self._ours(ref), argv, timeout)
+
+    async def _exec_session(
+        self, obs: ObservedContainer, argv: Sequence[str], timeout: float
+    ) -> ExecResult:
+        """Run ``argv`` through an API exec session and read its exit code."""
         created = await self._json(
             f"containers/{obs.id}/exec",
             "POST",

@@ -110,9 +110,10 @@ containers:
     healthcheck:
       type: exec
       command: ["/bin/sh", "-c", "test -f /tmp/healthy"]
-      interval: 2s
+      interval: 10s
       timeout: 2s
       retries: 2
+      start_period: 5s
     resources:
       memory: 32Mi
   - name: relay-controller
@@ -121,9 +122,10 @@ containers:
     healthcheck:
       type: exec
       command: ["/bin/sh", "-c", "test -f /tmp/healthy"]
-      interval: 2s
+      interval: 10s
       timeout: 2s
       retries: 2
+      start_period: 5s
 """
 
 

@@ -101,8 +101,8 @@ class EngineHandle:
 
 
 def kill_leftovers(path: Path) -> None:
-    """Kill what the engine left running on its private storage: Podman's exec monitors
-    (conmon, kept 300 s after each health-check exec) outlive ``podman system service``.
+    """Kill what the engine left running on its private storage: Podman's container and
+    exec monitors (conmon; an API exec's is kept 300 s) outlive ``podman system service``.
     Matching the private root means only this engine's processes can be hit."""
     import psutil
 

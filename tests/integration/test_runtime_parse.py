@@ -134,3 +134,23 @@ def test_candidate_urls_order() -> None:
     urls = candidate_urls(None, env)
     assert urls[0] == "unix:///tmp/x.sock" and urls[-1] == "unix:///run/user/1/podman/podman.sock"
     assert candidate_urls("tcp://127.0.0.1:2375", env) == ["tcp://127.0.0.1:2375"]
+
+
+def test_podman_stores_an_exec_probe_as_a_json_argv_and_reads_its_last_run() -> None:
+    from agent.runtime.base import ImageHealthcheck
+    from agent.runtime.podman import healthcheck_result, podman_healthcheck
+
+    probe = ImageHealthcheck(("/bin/sh", "-c", "echo a b; exit 3"), 2.0, 1.5, 2, 4.0)
+    hc = podman_healthcheck(probe)
+    # One JSON-array string: Podman's compat create re-splits anything else on whitespace.
+    assert json.loads(hc["Test"][0]) == ["/bin/sh", "-c", "echo a b; exit 3"]
+    assert len(hc["Test"]) == 1 and hc["Timeout"] == 1_500_000_000 and hc["Retries"] == 2
+    assert hc["Interval"] >= 3600 * 1_000_000_000  # Podman's own schedule out of the way
+    # What Podman stores from it is the argv again, so exec() recognises its own probe.
+    stored = {"Test": ["CMD", "/bin/sh", "-c", "echo a b; exit 3"]}
+    assert healthcheck_from_config(stored) == ImageHealthcheck(probe.command, 30.0, 30.0, 3, 0.0)
+    log = {"Start": "x", "End": "y", "ExitCode": 1, "Output": "a b"}
+    assert healthcheck_result({"State": {"Health": {"Log": [log]}}}) is not None
+    res = healthcheck_result({"State": {"Health": {"Log": [{**log, "ExitCode": 0}, log]}}})
+    assert res is not None and res.exit_code == 1 and res.output == "a b"
+    assert healthcheck_result({"State": {"Health": {"Log": None}}}) is None
