@@ -105,6 +105,8 @@ class HubConfig:
     # Overrides the leaf URL from enrollment (e.g. tls://hub.example.com:7422 after the hub
     # moved or turned TLS on); None: the enrolled one.
     leaf_url: str | None = None
+    # How often the device's latest state goes to the hub (core NATS, best effort).
+    heartbeat_interval: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -365,7 +367,14 @@ def config_from_dict(doc: dict[str, Any], *, base_dir: Path | None = None) -> Ag
     creds = hb.convert("credentials_file", None, lambda v: str(_path(v)))
     ca_file = hb.convert("ca_file", None, lambda v: check_ca_file(_path(v)))
     leaf_url = hb.convert("leaf_url", None, _leaf_url)
-    hub = HubConfig(url=url, credentials_file=creds, ca_file=ca_file, leaf_url=leaf_url)
+    heartbeat = hb.convert("heartbeat_interval", HubConfig.heartbeat_interval, parse_duration)
+    hub = HubConfig(
+        url=url,
+        credentials_file=creds,
+        ca_file=ca_file,
+        leaf_url=leaf_url,
+        heartbeat_interval=heartbeat,
+    )
     hb.done()
 
     top.done()

@@ -86,6 +86,7 @@ def settings_from_config(config: Any) -> SyncSettings | None:
             workdir=workdir,
             status_path=status_path,
             leaf_ca_file=getattr(config.hub, "ca_file", None),
+            heartbeat_interval=getattr(config.hub, "heartbeat_interval", 30.0),
         )
     if creds is None:
         return None
@@ -95,6 +96,7 @@ def settings_from_config(config: Any) -> SyncSettings | None:
         workdir=workdir,
         status_path=status_path,
         leaf_ca_file=getattr(config.hub, "ca_file", None),
+        heartbeat_interval=getattr(config.hub, "heartbeat_interval", 30.0),
         leaf_url=getattr(config.hub, "leaf_url", None),
     )
 

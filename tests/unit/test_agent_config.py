@@ -217,6 +217,18 @@ def test_hub_ca_file_and_leaf_url(tmp_path: Path) -> None:
     assert config_from_dict({}).hub.ca_file is None
 
 
+def test_hub_heartbeat_interval_reaches_the_sync_settings() -> None:
+    from agent.sync.service import settings_from_config
+
+    assert config_from_dict({}).hub.heartbeat_interval == 30.0
+    cfg = config_from_dict({"hub": {"url": "nats://127.0.0.1:4222", "heartbeat_interval": "2s"}})
+    settings = settings_from_config(cfg)
+    assert settings is not None and settings.heartbeat_interval == 2.0
+    with pytest.raises(ConfigError) as ei:
+        config_from_dict({"hub": {"heartbeat_interval": "0s"}})
+    assert ei.value.field == "hub.heartbeat_interval"
+
+
 @pytest.mark.parametrize(
     ("hub", "field", "needle"),
     [
