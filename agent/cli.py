@@ -195,7 +195,8 @@ def _format_status(s: dict[str, Any]) -> str:
     if dep is not None:
         why = f" - {dep['reason']}" if dep["reason"] else ""
         lines.append(
-            f"deployment  generation {dep['generation']} {dep['bundle_ref'] or '-'}: "
+            f"deployment  generation {dep['generation']} ({dep.get('source', 'hub')}) "
+            f"{dep['bundle_ref'] or '-'}: "
             f"{dep['status']}{why}"
         )
     run = s["last_reconcile"]

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agent.errors import AgentError, DiskFull, EngineError, EngineUnavailable
+from agent.precedence import Revision, revision_of
 from agent.reconcile.executor import Executor, ExecutorOptions, RunResult
 from agent.reconcile.health import (
     HealthState,
@@ -106,14 +107,18 @@ class LoopResult:
 class _Gate:
     """A deployment being held to its health window (in memory; restarts open a new one)."""
 
-    generation: int  # the deployment row this gate decides
+    revision: Revision  # the deployment this gate decides
     target: Target
     deadline: float
     window: float
-    rollback_of: int | None  # set when this gate watches a rollback
+    rollback_of: Revision | None  # set when this gate watches a rollback
     opened_wall: float = field(default_factory=time.time)
     baseline_restarts: dict[str, int] = field(default_factory=dict)
     crashes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def generation(self) -> int:
+        return self.revision.generation
 
 
 class ReconcileLoop:
@@ -142,8 +147,8 @@ class ReconcileLoop:
         self._health: dict[str, HealthState] = {}  # by container id
         self._probes: dict[str, ProbeSpec | None] = {}  # by container id
         self._started_mono: dict[str, float] = {}  # container id -> monotonic first-seen running
-        self._last_generation: int | None = None
-        self._apply_failures: dict[int, int] = {}
+        self._last_revision: Revision | None = None
+        self._apply_failures: dict[Revision, int] = {}
         self._seen_images: set[str] = set()
         self._target: Target | None = None
         self._next_timer = 0.0
@@ -151,7 +156,6 @@ class ReconcileLoop:
         self._events_task: asyncio.Task[None] | None = None
         self._busy = False
         self._started_wall = time.time()
-        self._rollbacks_settled: set[tuple[int, int]] = set()  # (failed gen, rollback gen)
         self._next_probe_at = 0.0  # monotonic; 0 = look at the containers on the next tick
 
     # -- public ---------------------------------------------------------------------------
@@ -224,8 +228,8 @@ class ReconcileLoop:
             await asyncio.wait_for(self._wake.wait(), timeout)
         if self._wake.is_set() and self.options.debounce > 0 and not self._stopping:
             await asyncio.sleep(self.options.debounce)
-        gen = await self._desired_generation()
-        if gen is not None and gen != self._last_generation:
+        rev = await self._desired_revision()
+        if rev is not None and rev != self._last_revision:
             self._reasons.add("desired")
 
     async def _desired(self) -> DesiredState | None:
@@ -234,13 +238,13 @@ class ReconcileLoop:
             value = await value
         return value
 
-    async def _desired_generation(self) -> int | None:
+    async def _desired_revision(self) -> Revision | None:
         try:
             d = await self._desired()
         except Exception:  # a provider failure must not stop the loop
             log.exception("desired-state provider failed", extra=self._extra)
             return None
-        return d.generation if d is not None else None
+        return revision_of(d) if d is not None else None
 
     async def _safe_reconcile(self, trigger: str) -> None:
         try:
@@ -257,7 +261,12 @@ class ReconcileLoop:
     def _fail_result(self, trigger: str, reason: str) -> None:
         self._retry_at = time.monotonic() + self.options.error_backoff
         self.last_result = LoopResult(
-            time.time(), trigger, self._last_generation, None, "failed", reason
+            time.time(),
+            trigger,
+            None if self._last_revision is None else self._last_revision.generation,
+            None,
+            "failed",
+            reason,
         )
         log.warning("reconcile failed: %s", reason, extra=self._extra)
 
@@ -305,45 +314,48 @@ class ReconcileLoop:
     # -- one run --------------------------------------------------------------------------
     async def _choose_target(
         self, desired: DesiredState
-    ) -> tuple[Target | None, int | None, str | None]:
-        """(target, generation of the deployment row it runs, why it is held if None)."""
-        gen = desired.generation
-        dep = self.recorder.deployment(gen)
+    ) -> tuple[Target | None, Revision | None, str | None]:
+        """(target, the revision whose deployment it runs, why it is held if None).
+
+        The deployment is looked up by the exact revision (source, generation, spec hash):
+        one recorded for another revision under the same number is never reused."""
+        rev = revision_of(desired)
+        gen = rev.generation
+        dep = self.recorder.deployment(rev)
         if dep is None:
+            data = {"generation": gen, "source": rev.source}
             if desired.spec is None:
-                self.recorder.deployment_begin(gen, None, None)
+                self.recorder.deployment_begin(rev, None, None)
             else:
                 try:
                     spec = from_dict(desired.spec)
                 except BundleError as exc:
-                    self.recorder.deployment_begin(gen, _ref(desired.spec), desired.spec)
+                    self.recorder.deployment_begin(rev, _ref(desired.spec), desired.spec)
                     reason = f"desired bundle is invalid: {exc}"
-                    self.recorder.deployment_set(gen, "failed", reason)
-                    self.recorder.event(
-                        "reconcile.failed", reason, severity="error", data={"generation": gen}
-                    )
+                    self.recorder.deployment_set(rev, "failed", reason)
+                    self.recorder.event("reconcile.failed", reason, severity="error", data=data)
                     return await self._choose_target(desired)
-                self.recorder.deployment_begin(gen, spec.ref, desired.spec)
+                self.recorder.deployment_begin(rev, spec.ref, desired.spec)
             self.recorder.event(
                 "deployment.started",
-                f"applying generation {gen}: {_ref(desired.spec) or 'no bundle'}",
-                data={"generation": gen, "bundle": _ref(desired.spec)},
+                f"applying {rev.describe()}: {_ref(desired.spec) or 'no bundle'}",
+                data={**data, "bundle": _ref(desired.spec)},
             )
-            dep = self.recorder.deployment(gen)
+            dep = self.recorder.deployment(rev)
         assert dep is not None
         if dep.status in ("applying", "healthy"):
-            return _target_of(dep), gen, None
-        prev = self.recorder.last_healthy_deployment(before_generation=gen)
+            return _target_of(dep), rev, None
+        prev = self.recorder.last_healthy_deployment(other_than=rev)
         if prev is None:
             return (
                 None,
                 None,
                 (
-                    f"generation {gen} {dep.status} ({dep.reason}); "
+                    f"{rev.describe()} {dep.status} ({dep.reason}); "
                     "no earlier healthy deployment to roll back to"
                 ),
             )
-        return _target_of(prev), prev.generation, None
+        return _target_of(prev), prev.revision, None
 
     async def _reconcile(self, trigger: str) -> LoopResult:
         now_wall = time.time()
@@ -351,20 +363,21 @@ class ReconcileLoop:
         desired = await self._desired()
         if desired is None:
             return LoopResult(now_wall, trigger, None, None, "noop", "no desired state yet")
-        gen = desired.generation
-        if gen != self._last_generation:
-            self._last_generation = gen
+        rev = revision_of(desired)
+        gen = rev.generation
+        if rev != self._last_revision:
+            self._last_revision = rev
             old = self._gate
-            self._gate = None  # a newer generation supersedes whatever was being watched
-            if old is not None and old.rollback_of is None and old.generation != gen:
+            self._gate = None  # a newer revision supersedes whatever was being watched
+            if old is not None and old.rollback_of is None and old.revision != rev:
                 # Say so, or a rollout waiting on that generation would wait forever.
                 self.recorder.deployment_set(
-                    old.generation,
+                    old.revision,
                     "failed",
-                    f"superseded by generation {gen} before it was healthy",
+                    f"superseded by {rev.describe()} before it was healthy",
                 )
-        target, dep_gen, held = await self._choose_target(desired)
-        if target is None or dep_gen is None:
+        target, dep_rev, held = await self._choose_target(desired)
+        if target is None or dep_rev is None:
             self._target = None
             return LoopResult(now_wall, trigger, gen, None, "held", held)
         self._target = target
@@ -384,21 +397,32 @@ class ReconcileLoop:
             observed = await self.engine.list_containers()
         self._save_observed(observed)
 
-        dep = self.recorder.deployment(dep_gen)
+        dep = self.recorder.deployment(dep_rev)
         if result is not None and not result.ok:
-            return self._apply_failed(trigger, gen, dep_gen, dep, target, p, result)
+            return self._apply_failed(trigger, rev, dep_rev, dep, target, p, result)
         if result is not None:
             self.recorder.event(
                 "reconcile.succeeded",
                 f"{ref or 'no bundle'}: {len(p.steps)} steps",
-                data={"generation": gen, "steps": len(p.steps), "trigger": trigger},
-            )
-        rolling_back = dep_gen != gen
-        if dep is not None and dep.status == "applying" and not rolling_back:
-            self._open_gate(dep_gen, target, observed, rollback_of=None)
-        elif rolling_back and (gen, dep_gen) not in self._rollbacks_settled:
-            # Watch the rollback once; afterwards it is the steady state until a new generation.
-            self._open_gate(dep_gen, target, observed, rollback_of=gen)
+                data={"generation": gen, "source": rev.source, "steps": len(p.steps),
+                      "trigger": trigger},
+            )  # fmt: skip
+        rolling_back = dep_rev != rev
+        latest = self.recorder.latest_deployment()
+        reported = latest is not None and latest.revision == dep_rev
+        if dep is not None and not rolling_back:
+            if dep.status == "applying":
+                self._open_gate(dep_rev, target, observed, rollback_of=None)
+            elif dep.status == "healthy" and not reported:
+                # Back to a revision that ran healthy before (an override was cleared, say):
+                # the containers were replaced since, so it is held to its window again, and
+                # its row is written again so the device reports it, not the one before.
+                self.recorder.deployment_set(dep_rev, "applying", None)
+                self._open_gate(dep_rev, target, observed, rollback_of=None)
+        elif rolling_back and not reported:
+            # Watch the rollback until its target is the deployment the device reports;
+            # afterwards it is the steady state until a new revision.
+            self._open_gate(dep_rev, target, observed, rollback_of=rev)
         outcome: Outcome = "noop" if p.empty else "succeeded"
         if self._gate is not None:
             outcome = "waiting"
@@ -411,51 +435,57 @@ class ReconcileLoop:
     def _apply_failed(
         self,
         trigger: str,
-        gen: int,
-        dep_gen: int,
+        rev: Revision,
+        dep_rev: Revision,
         dep: Deployment | None,
         target: Target,
         p: Plan,
         result: RunResult,
     ) -> LoopResult:
         reason = result.reason or "a step failed"
-        self.recorder.event("reconcile.failed", reason, severity="error", data={"generation": gen})
+        self.recorder.event(
+            "reconcile.failed",
+            reason,
+            severity="error",
+            data={"generation": rev.generation, "source": rev.source},
+        )
         ref = f"{target.bundle}@{target.version}" if target.bundle else None
         failed = result.failed_step
         pull_failed = failed is not None and failed.action == "pull"
         disk = result.disk_full
         # Neither a lost engine nor a failed pull (no network yet) says the bundle is bad.
         benign = result.engine_down or (pull_failed and not disk)
-        count = self._apply_failures.get(gen, 0) + (0 if benign else 1)
-        self._apply_failures[gen] = count
+        count = self._apply_failures.get(rev, 0) + (0 if benign else 1)
+        self._apply_failures[rev] = count
         destructive = target.strategy == "kill-then-download"
         give_up = disk or count >= self.options.max_apply_failures or (pull_failed and destructive)
-        if dep_gen == gen and dep is not None and dep.status == "applying" and give_up:
-            self._fail_generation(gen, reason)
+        if dep_rev == rev and dep is not None and dep.status == "applying" and give_up:
+            self._fail_generation(rev, reason)
             self.trigger("rollback")
         else:
             self._retry_at = time.monotonic() + self.options.error_backoff
-        return LoopResult(time.time(), trigger, gen, ref, "failed", reason, len(p.steps))
+        return LoopResult(time.time(), trigger, rev.generation, ref, "failed", reason, len(p.steps))
 
-    def _fail_generation(self, gen: int, reason: str) -> None:
-        prev = self.recorder.last_healthy_deployment(before_generation=gen)
+    def _fail_generation(self, rev: Revision, reason: str) -> None:
+        prev = self.recorder.last_healthy_deployment(other_than=rev)
+        gen = rev.generation
         if prev is None:
-            self.recorder.deployment_set(gen, "failed", reason)
+            self.recorder.deployment_set(rev, "failed", reason)
             self.recorder.event(
                 "deployment.failed",
-                f"generation {gen} failed: {reason}; nothing healthy to roll back to",
+                f"{rev.describe()} failed: {reason}; nothing healthy to roll back to",
                 severity="error",
-                data={"generation": gen, "reason": reason},
+                data={"generation": gen, "source": rev.source, "reason": reason},
             )
             return
-        self.recorder.deployment_set(gen, "rolled_back", reason)
+        self.recorder.deployment_set(rev, "rolled_back", reason)
         self.recorder.event(
             "rollback",
-            f"generation {gen} failed ({reason}); rolling back to {prev.bundle_ref} "
-            f"(generation {prev.generation})",
+            f"{rev.describe()} failed ({reason}); rolling back to {prev.bundle_ref} "
+            f"({prev.revision.describe()})",
             severity="error",
-            data={"generation": gen, "to_generation": prev.generation,
-                  "to": prev.bundle_ref, "reason": reason},
+            data={"generation": gen, "source": rev.source, "to_generation": prev.generation,
+                  "to_source": prev.source, "to": prev.bundle_ref, "reason": reason},
         )  # fmt: skip
 
     def _save_observed(self, observed: list[ObservedContainer]) -> None:
@@ -471,19 +501,19 @@ class ReconcileLoop:
     # -- health ---------------------------------------------------------------------------
     def _open_gate(
         self,
-        dep_gen: int,
+        dep_rev: Revision,
         target: Target,
         observed: list[ObservedContainer],
-        rollback_of: int | None,
+        rollback_of: Revision | None,
     ) -> None:
-        if self._gate is not None and self._gate.generation == dep_gen:
+        if self._gate is not None and self._gate.revision == dep_rev:
             return
         window = self.options.health_window
         if window is None:
-            window = _window_of(self.recorder.deployment(dep_gen))
+            window = _window_of(self.recorder.deployment(dep_rev))
         hashes = {s.service: s.spec_hash for s in target.services}
         self._gate = _Gate(
-            generation=dep_gen,
+            revision=dep_rev,
             target=target,
             deadline=time.monotonic() + window,
             window=window,
@@ -492,7 +522,7 @@ class ReconcileLoop:
                 c.service: c.restart_count for c in observed if hashes.get(c.service) == c.spec_hash
             },
         )
-        log.info("health window of %.0fs opened for generation %d", window, dep_gen,
+        log.info("health window of %.0fs opened for %s", window, dep_rev.describe(),
                  extra=self._extra)  # fmt: skip
 
     async def _health_tick(self) -> Verdict | None:
@@ -568,32 +598,32 @@ class ReconcileLoop:
         if verdict.decision == "wait":
             return verdict
         self._gate = None
-        if gate_.rollback_of is not None:
-            self._rollbacks_settled.add((gate_.rollback_of, gate_.generation))
+        back = gate_.rollback_of
         if verdict.decision == "healthy":
-            self.recorder.deployment_set(gate_.generation, "healthy", None)
+            self.recorder.deployment_set(gate_.revision, "healthy", None)
             self.recorder.event(
                 "deployment.healthy",
                 (f"{target.bundle}@{target.version}" if target.bundle else "no bundle")
-                + f" (generation {gate_.generation}) is healthy"
-                + (f" after rolling back from generation {gate_.rollback_of}"
-                   if gate_.rollback_of is not None else ""),
-                data={"generation": gate_.generation, "rollback_of": gate_.rollback_of},
+                + f" ({gate_.revision.describe()}) is healthy"
+                + (f" after rolling back from {back.describe()}" if back is not None else ""),
+                data={"generation": gate_.generation, "source": gate_.revision.source,
+                      "rollback_of": None if back is None else back.generation},
             )  # fmt: skip
             if self.options.prune:
-                await self._prune(gate_.generation)
-        elif gate_.rollback_of is None:
-            self._fail_generation(gate_.generation, verdict.reason)
+                await self._prune(gate_.revision)
+        elif back is None:
+            self._fail_generation(gate_.revision, verdict.reason)
             self.trigger("rollback")
         else:
             # The rollback target failed too: mark it, and the next run goes further back or holds.
-            self.recorder.deployment_set(gate_.generation, "failed", verdict.reason)
+            self.recorder.deployment_set(gate_.revision, "failed", verdict.reason)
             self.recorder.event(
                 "rollback.failed",
-                f"rollback to generation {gate_.generation} is not healthy: {verdict.reason}",
+                f"rollback to {gate_.revision.describe()} is not healthy: {verdict.reason}",
                 severity="error",
-                data={"generation": gate_.generation, "reason": verdict.reason},
-            )
+                data={"generation": gate_.generation, "source": gate_.revision.source,
+                      "reason": verdict.reason},
+            )  # fmt: skip
             self.trigger("rollback")
         if self.last_result is not None:
             self.last_result = LoopResult(
@@ -628,9 +658,9 @@ class ReconcileLoop:
                 data={"service": c.service, "container": c.id, "detail": new.detail},
             )
 
-    async def _prune(self, healthy_gen: int) -> None:
+    async def _prune(self, healthy: Revision) -> None:
         keep = set(self._target.images if self._target else ())
-        prev = self.recorder.last_healthy_deployment(before_generation=healthy_gen)
+        prev = self.recorder.last_healthy_deployment(other_than=healthy)
         if prev is not None:
             keep |= set(_target_of(prev).images)
         try:

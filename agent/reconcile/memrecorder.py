@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from agent.precedence import Revision
 from agent.reconcile.ports import Deployment, DeploymentStatus, Severity
 
 
@@ -15,6 +16,7 @@ class MemoryRecorder:
     runs: list[dict[str, Any]] = field(default_factory=list)
     deployments: list[Deployment] = field(default_factory=list)
     observed: list[dict[str, Any]] = field(default_factory=list)
+    _seq: int = 0
 
     def event(
         self,
@@ -57,34 +59,49 @@ class MemoryRecorder:
     ) -> None:
         self.runs[run_id - 1]["result"] = (result, reason)
 
-    def deployment_begin(
-        self, generation: int, bundle_ref: str | None, spec: dict[str, Any] | None
-    ) -> None:
-        self.deployments.append(
-            Deployment(generation, bundle_ref, spec, "applying", None, time.time(), None)
-        )
+    def _bump(self) -> int:
+        self._seq += 1
+        return self._seq
 
-    def deployment_set(self, generation: int, status: DeploymentStatus, reason: str | None) -> None:
+    def deployment_begin(
+        self, revision: Revision, bundle_ref: str | None, spec: dict[str, Any] | None
+    ) -> None:
+        dep = Deployment(
+            revision.generation, bundle_ref, spec, "applying", None, time.time(), None,
+            revision.source, revision.spec_hash, self._bump(),
+        )  # fmt: skip
+        self.deployments.append(dep)
+
+    def deployment_set(
+        self, revision: Revision, status: DeploymentStatus, reason: str | None
+    ) -> None:
         for i in range(len(self.deployments) - 1, -1, -1):
-            if self.deployments[i].generation == generation:
+            if self.deployments[i].revision == revision:
                 self.deployments[i] = replace(
-                    self.deployments[i], status=status, reason=reason, finished_at=time.time()
+                    self.deployments[i],
+                    status=status,
+                    reason=reason,
+                    finished_at=None if status == "applying" else time.time(),
+                    seq=self._bump(),
                 )
                 return
-        raise KeyError(generation)
+        raise KeyError(revision)
 
-    def deployment(self, generation: int) -> Deployment | None:
+    def deployment(self, revision: Revision) -> Deployment | None:
+        return next((d for d in reversed(self.deployments) if d.revision == revision), None)
+
+    def by_generation(self, generation: int) -> Deployment | None:
+        """For tests: the newest deployment of a generation, whatever its source."""
         return next((d for d in reversed(self.deployments) if d.generation == generation), None)
 
-    def last_healthy_deployment(self, *, before_generation: int | None = None) -> Deployment | None:
-        return next(
-            (
-                d
-                for d in reversed(self.deployments)
-                if d.status == "healthy"
-                and (before_generation is None or d.generation < before_generation)
-            ),
-            None,
+    def latest_deployment(self) -> Deployment | None:
+        return max(self.deployments, key=lambda d: d.seq, default=None)
+
+    def last_healthy_deployment(self, *, other_than: Revision | None = None) -> Deployment | None:
+        return max(
+            (d for d in self.deployments if d.status == "healthy" and d.revision != other_than),
+            key=lambda d: d.seq,
+            default=None,
         )
 
     def save_observed(self, containers: list[dict[str, Any]]) -> None:

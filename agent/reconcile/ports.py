@@ -9,13 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from agent.precedence import Revision, Source
+
 Severity = Literal["debug", "info", "warning", "error"]
 DeploymentStatus = Literal["applying", "healthy", "failed", "rolled_back"]
 
 
 @dataclass(frozen=True)
 class Deployment:
-    """One attempt to run a desired generation on this device."""
+    """One attempt to run one exact desired revision (source, generation, spec hash) on
+    this device. Local and hub revisions may share a generation number; they never share a
+    deployment (``agent.precedence``)."""
 
     generation: int
     bundle_ref: str | None  # "name@version", None for "run nothing"
@@ -24,6 +28,13 @@ class Deployment:
     reason: str | None
     started_at: float  # wall clock, seconds
     finished_at: float | None
+    source: Source = "hub"
+    spec_hash: str = ""
+    seq: int = 0  # order of the latest write to this row: the newest is what is reported
+
+    @property
+    def revision(self) -> Revision:
+        return Revision(self.source, self.generation, self.spec_hash)
 
 
 class Recorder(Protocol):
@@ -58,17 +69,28 @@ class Recorder(Protocol):
     ) -> None: ...
 
     def deployment_begin(
-        self, generation: int, bundle_ref: str | None, spec: dict[str, Any] | None
-    ) -> None: ...
-
-    def deployment_set(self, generation: int, status: DeploymentStatus, reason: str | None) -> None:
-        """Update the latest deployment row for ``generation``."""
+        self, revision: Revision, bundle_ref: str | None, spec: dict[str, Any] | None
+    ) -> None:
+        """Record a deployment of ``revision`` (status ``applying``)."""
         ...
 
-    def deployment(self, generation: int) -> Deployment | None: ...
+    def deployment_set(
+        self, revision: Revision, status: DeploymentStatus, reason: str | None
+    ) -> None:
+        """Update the deployment of exactly ``revision``."""
+        ...
 
-    def last_healthy_deployment(self, *, before_generation: int | None = None) -> Deployment | None:
-        """Newest deployment with status "healthy" (optionally older than a generation)."""
+    def deployment(self, revision: Revision) -> Deployment | None:
+        """The deployment of exactly this revision (source, generation and spec hash)."""
+        ...
+
+    def latest_deployment(self) -> Deployment | None:
+        """The deployment written last: the one the device reports."""
+        ...
+
+    def last_healthy_deployment(self, *, other_than: Revision | None = None) -> Deployment | None:
+        """The deployment most recently written as "healthy" (optionally not ``other_than``):
+        the rollback target."""
         ...
 
     def save_observed(self, containers: list[dict[str, Any]]) -> None:

@@ -6,6 +6,7 @@ costs about 4 MB of RSS and an up-to-date database never needs it.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Callable
@@ -143,10 +144,38 @@ def _v1_initial(db: Database) -> None:
     db.table("outbox").create_index(["sent_at", "seq"])
 
 
+def _v2_deployment_identity(db: Database) -> None:
+    # A deployment belongs to one exact desired revision (agent.precedence): the generation
+    # alone is shared by a local override and the hub revision that took the same number.
+    # ``seq`` orders the rows by their latest write (the newest is what the device reports).
+    c = db.conn
+    c.execute("ALTER TABLE deployments ADD COLUMN source TEXT NOT NULL DEFAULT 'hub'")
+    c.execute("ALTER TABLE deployments ADD COLUMN spec_hash TEXT NOT NULL DEFAULT ''")
+    c.execute("ALTER TABLE deployments ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
+    from agent.precedence import spec_hash
+
+    local = {
+        (g, spec) for g, spec in c.execute(
+            "SELECT generation, spec FROM desired_revisions WHERE source = 'local'"
+        )
+    }  # fmt: skip
+    rows = c.execute("SELECT id, generation, spec FROM deployments").fetchall()
+    for row_id, gen, spec in rows:
+        source = "local" if (gen, spec) in local else "hub"
+        h = spec_hash(None if spec is None else json.loads(spec))
+        c.execute(
+            "UPDATE deployments SET source = ?, spec_hash = ?, seq = ? WHERE id = ?",
+            (source, h, row_id, row_id),
+        )
+    c.execute("CREATE INDEX deployments_revision ON deployments (source, generation, spec_hash)")
+    c.execute("CREATE INDEX deployments_seq ON deployments (seq)")
+
+
 Migration = tuple[int, str, Callable[["Database"], None]]
 
 MIGRATIONS: list[Migration] = [
     (1, "initial schema", _v1_initial),
+    (2, "deployments keyed by exact revision", _v2_deployment_identity),
 ]
 
 

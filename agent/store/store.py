@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from agent.errors import ConfigError, StoreError
 from agent.metrics import rollup as ru
+from agent.precedence import SOURCES, HubPut, Revision, Stored, effective, hub_put
 from agent.reconcile.ports import Deployment, DeploymentStatus, Severity
 from agent.store import db as dbfile
 from agent.store.migrations import migrate
@@ -460,8 +461,12 @@ class Store:
 
     @staticmethod
     def _deployment_payload(d: Deployment) -> dict[str, Any]:
+        # source and spec_hash make the row name its exact revision: a local override and a
+        # hub revision may carry the same generation (agent.precedence).
         return {
             "generation": d.generation,
+            "source": d.source,
+            "spec_hash": d.spec_hash,
             "bundle_ref": d.bundle_ref,
             "status": d.status,
             "reason": d.reason,
@@ -479,63 +484,86 @@ class Store:
             reason=r["reason"],
             started_at=r["started_at"],
             finished_at=r["finished_at"],
+            source=r["source"],
+            spec_hash=r["spec_hash"],
+            seq=r["seq"],
         )
 
+    @staticmethod
+    def _deployment_seq(c: sqlite3.Connection) -> int:
+        return int(c.execute("SELECT coalesce(max(seq), 0) + 1 FROM deployments").fetchone()[0])
+
     def deployment_begin(
-        self, generation: int, bundle_ref: str | None, spec: dict[str, Any] | None
+        self, revision: Revision, bundle_ref: str | None, spec: dict[str, Any] | None
     ) -> None:
+        if revision.source not in SOURCES:
+            raise StoreError(f"deployment source must be one of {SOURCES}")
         now = time.time()
-        d = Deployment(generation, bundle_ref, spec, "applying", None, now, None)
         with self._tx() as c:
+            seq = self._deployment_seq(c)
             c.execute(
-                "INSERT INTO deployments (generation, bundle_ref, spec, status, started_at) "
-                "VALUES (?, ?, ?, 'applying', ?)",
-                (generation, bundle_ref, None if spec is None else _dumps(spec), now),
-            )
+                "INSERT INTO deployments (generation, source, spec_hash, seq, bundle_ref, spec,"
+                " status, started_at) VALUES (?, ?, ?, ?, ?, ?, 'applying', ?)",
+                (revision.generation, revision.source, revision.spec_hash, seq, bundle_ref,
+                 None if spec is None else _dumps(spec), now),
+            )  # fmt: skip
+            d = Deployment(
+                revision.generation, bundle_ref, spec, "applying", None, now, None,
+                revision.source, revision.spec_hash, seq,
+            )  # fmt: skip
             self._outbox(c, "deployment", self._deployment_payload(d), now)
 
-    def deployment_set(self, generation: int, status: DeploymentStatus, reason: str | None) -> None:
+    _BY_REVISION = (
+        "SELECT * FROM deployments WHERE source = ? AND generation = ? AND spec_hash = ?"
+        " ORDER BY id DESC LIMIT 1"
+    )
+
+    def deployment_set(
+        self, revision: Revision, status: DeploymentStatus, reason: str | None
+    ) -> None:
         if status not in DEPLOYMENT_STATUSES:
             raise StoreError(f"deployment status must be one of {DEPLOYMENT_STATUSES}")
         now = time.time()
+        key = (revision.source, revision.generation, revision.spec_hash)
         with self._tx() as c:
-            row = c.execute(
-                "SELECT id FROM deployments WHERE generation = ? ORDER BY id DESC LIMIT 1",
-                (generation,),
-            ).fetchone()
+            row = c.execute(self._BY_REVISION.replace("*", "id"), key).fetchone()
             if row is None:
-                raise StoreError(f"no deployment for generation {generation}")
+                raise StoreError(f"no deployment for {revision.describe()}")
             finished = None if status == "applying" else now
             c.execute(
-                "UPDATE deployments SET status = ?, reason = ?, finished_at = ? WHERE id = ?",
-                (status, reason, finished, row[0]),
+                "UPDATE deployments SET status = ?, reason = ?, finished_at = ?, seq = ?"
+                " WHERE id = ?",
+                (status, reason, finished, self._deployment_seq(c), row[0]),
             )
             cur = c.execute("SELECT * FROM deployments WHERE id = ?", (row[0],))
             cols = [d[0] for d in cur.description]
             d = self._row_to_deployment(dict(zip(cols, cur.fetchone(), strict=True)))
             self._outbox(c, "deployment", self._deployment_payload(d), now)
 
-    def deployment(self, generation: int) -> Deployment | None:
+    def deployment(self, revision: Revision) -> Deployment | None:
         rows = self._read(
-            "SELECT * FROM deployments WHERE generation = ? ORDER BY id DESC LIMIT 1", (generation,)
+            self._BY_REVISION, (revision.source, revision.generation, revision.spec_hash)
         )
         return self._row_to_deployment(rows[0]) if rows else None
 
-    def last_healthy_deployment(self, *, before_generation: int | None = None) -> Deployment | None:
-        if before_generation is None:
+    def last_healthy_deployment(self, *, other_than: Revision | None = None) -> Deployment | None:
+        """The deployment most recently written as healthy, optionally not ``other_than``."""
+        if other_than is None:
             rows = self._read(
-                "SELECT * FROM deployments WHERE status = 'healthy' ORDER BY id DESC LIMIT 1"
+                "SELECT * FROM deployments WHERE status = 'healthy' ORDER BY seq DESC LIMIT 1"
             )
         else:
             rows = self._read(
-                "SELECT * FROM deployments WHERE status = 'healthy' AND generation < ? "
-                "ORDER BY id DESC LIMIT 1",
-                (before_generation,),
+                "SELECT * FROM deployments WHERE status = 'healthy'"
+                " AND NOT (source = ? AND generation = ? AND spec_hash = ?)"
+                " ORDER BY seq DESC LIMIT 1",
+                (other_than.source, other_than.generation, other_than.spec_hash),
             )
         return self._row_to_deployment(rows[0]) if rows else None
 
     def latest_deployment(self) -> Deployment | None:
-        rows = self._read("SELECT * FROM deployments ORDER BY id DESC LIMIT 1")
+        """The deployment written last: what the device reports as its deployment."""
+        rows = self._read("SELECT * FROM deployments ORDER BY seq DESC, id DESC LIMIT 1")
         return self._row_to_deployment(rows[0]) if rows else None
 
     def deployments(self, limit: int = 20) -> list[Deployment]:
@@ -574,26 +602,46 @@ class Store:
     def put_desired(self, desired: DesiredState) -> bool:
         """Store a received revision; False if this (source, generation) is already stored.
 
-        A hub revision newer than every earlier hub revision clears any local override (the
-        hub has spoken again), and the clearing is recorded as an event.
+        Whether it clears a local override is ``agent.precedence.hub_put`` (a hub revision
+        above every earlier hub revision does); the clearing is recorded as an event.
         """
-        if desired.source not in ("hub", "local"):
+        if desired.source not in SOURCES:
             raise StoreError(f"desired source must be 'hub' or 'local', got {desired.source!r}")
         now = time.time()
         with self._tx() as c:
-            if c.execute(
-                "SELECT 1 FROM desired_revisions WHERE source = ? AND generation = ?",
-                (desired.source, desired.generation),
-            ).fetchone():
+            if desired.source == "local":
+                if c.execute(
+                    "SELECT 1 FROM desired_revisions WHERE source = 'local' AND generation = ?",
+                    (desired.generation,),
+                ).fetchone():
+                    return False
+                self._insert_desired(c, desired, now)
+                return True
+            put = self._hub_put(c, desired.generation)
+            if not put.store:
                 return False
-            if desired.source == "hub":
-                top = c.execute(
-                    "SELECT max(generation) FROM desired_revisions WHERE source = 'hub'"
-                ).fetchone()[0]
-                if top is None or desired.generation > top:
-                    self._clear_local(c, f"hub generation {desired.generation}", now)
+            if put.clears_local:
+                self._clear_local(c, f"hub generation {desired.generation}", now)
             self._insert_desired(c, desired, now)
         return True
+
+    @staticmethod
+    def _precedence_rows(c: sqlite3.Connection, extra_hub: int | None = None) -> list[Stored]:
+        """The stored revisions the rule can pick from: uncleared local overrides and the top
+        hub revision (plus the hub revision of ``extra_hub``, if stored). The rest can never
+        be chosen, so the rule sees the same answer on this subset as on all of them."""
+        rows = c.execute(
+            "SELECT id, source, generation, cleared_at FROM desired_revisions"
+            " WHERE (source = 'local' AND cleared_at IS NULL)"
+            " OR id = (SELECT id FROM desired_revisions WHERE source = 'hub'"
+            "          ORDER BY generation DESC, id DESC LIMIT 1)"
+            " OR (source = 'hub' AND generation = ?)",
+            (extra_hub,),
+        ).fetchall()
+        return [Stored(r[0], r[1], r[2], r[3] is not None) for r in rows]
+
+    def _hub_put(self, c: sqlite3.Connection, generation: int) -> HubPut:
+        return hub_put(self._precedence_rows(c, generation), generation)
 
     def put_local_desired(
         self,
@@ -688,14 +736,16 @@ class Store:
         )
 
     def current_desired(self) -> DesiredState | None:
-        """The document to reconcile to: an uncleared local override, else the newest hub one."""
-        rows = self._read(
-            "SELECT * FROM desired_revisions WHERE source = 'local' AND cleared_at IS NULL "
-            "ORDER BY id DESC LIMIT 1"
-        ) or self._read(
-            "SELECT * FROM desired_revisions WHERE source = 'hub' "
-            "ORDER BY generation DESC, id DESC LIMIT 1"
-        )
+        """The document to reconcile to, by ``agent.precedence.effective``: an uncleared
+        local override, else the newest hub revision."""
+        with self._lock:
+            try:
+                chosen = effective(self._precedence_rows(self._conn))
+            except sqlite3.Error as exc:
+                raise _store_error(exc) from exc
+        if chosen is None:
+            return None
+        rows = self._read("SELECT * FROM desired_revisions WHERE id = ?", (chosen.order,))
         if not rows:
             return None
         r = rows[0]
@@ -1041,6 +1091,7 @@ class Store:
             if dep is None
             else {
                 "generation": dep.generation,
+                "source": dep.source,
                 "bundle_ref": dep.bundle_ref,
                 "status": dep.status,
                 "reason": dep.reason,

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from agent.precedence import revision_of
 from agent.reconcile.executor import ExecutorOptions
 from agent.reconcile.loop import LoopOptions, ReconcileLoop
 from agent.reconcile.ports import Deployment
@@ -69,7 +70,7 @@ class Rig:
         dep = None
         for _ in range(max_rounds):
             await asyncio.sleep(0.2)
-            dep = self.store.deployment(desired.generation)
+            dep = self.store.deployment(revision_of(desired))
             if dep is not None and dep.status != "applying" and self.loop.idle:
                 break
         assert dep is not None
@@ -149,7 +150,6 @@ async def test_failed_update_rolls_back_to_last_healthy(
 ) -> None:
     good = await rig.apply(rig.bundle("sbtest/hello:1.0", "1.0.0"))
     assert good.status == "healthy", good
-    good_gen = good.generation
 
     bad = await rig.apply(rig.bundle(bad_image, "1.1.0", probe=probe))
     assert bad.status == "rolled_back", bad
@@ -160,7 +160,7 @@ async def test_failed_update_rolls_back_to_last_healthy(
     events = rig.store.events(limit=1000)
     rollback = [e for e in events if e.kind == "rollback"]
     assert rollback and "1.0.0" in rollback[0].message
-    assert rig.store.deployment(good_gen).status == "healthy"  # type: ignore[union-attr]
+    assert rig.store.deployment(good.revision).status == "healthy"  # type: ignore[union-attr]
     # The rollback needed no network: its run pulled nothing (the old images were kept).
     runs = rig.store.journal(limit=50)
     back = [r for r in runs if "rollback" in r.trigger]

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from agent.precedence import Revision, revision_of
 from agent.reconcile.executor import ExecutorOptions
 from agent.reconcile.loop import LoopOptions, ReconcileLoop
 from agent.runtime import connect
@@ -106,7 +107,7 @@ def _ours(handle: EngineHandle, device: str) -> list[dict[str, Any]]:
 
 
 def _converged(
-    handle: EngineHandle, store: Store, device: str, gen: int, want: str, port: int
+    handle: EngineHandle, store: Store, device: str, gen: Revision, want: str, port: int
 ) -> bool:
     dep = store.deployment(gen)
     if dep is None or dep.status != "healthy":
@@ -134,10 +135,10 @@ def test_kill_9_during_updates_always_converges(
     proc: subprocess.Popen[bytes] | None = None
     try:
         versions = ["1.0", "2.0"]
-        gens: list[int] = []
+        gens: list[Revision] = []
         for i in range(KILLS):
             want = versions[i % 2]
-            gen = store.put_local_desired(_bundle(registry, want, port)).generation
+            gen = revision_of(store.put_local_desired(_bundle(registry, want, port)))
             gens.append(gen)
             proc = _start(db, device, engine, log)
             time.sleep(rng.uniform(0.0, 2.5))  # a random moment during the update
@@ -171,7 +172,12 @@ def test_kill_9_during_updates_always_converges(
         assert sorted(outboxed) == seqs
         # Each generation's story is complete: started, then healthy.
         for gen in gens:
-            kinds = [e.kind for e in events if (e.data or {}).get("generation") == gen]
+            kinds = [
+                e.kind
+                for e in events
+                if (e.data or {}).get("generation") == gen.generation
+                and (e.data or {}).get("source") == gen.source
+            ]
             assert "deployment.started" in kinds and "deployment.healthy" in kinds, (gen, kinds)
     finally:
         if proc is not None and proc.poll() is None:

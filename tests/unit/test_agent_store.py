@@ -3,12 +3,14 @@ desired-state rules, retention, outbox bounds and corruption recovery."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from agent.errors import ConfigError, StoreCorrupt, StoreError
+from agent.precedence import Revision, revision_of
 from agent.reconcile.ports import Recorder
 from agent.store import Store
 from protocol.desired import DesiredState
@@ -37,10 +39,10 @@ def test_open_creates_wal_db_with_recorded_migrations(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "agent.db"
     Store.open(path, device_id="dev-1").close()
     assert raw(path, "PRAGMA journal_mode") == [("wal",)]
-    assert [r[0] for r in raw(path, "SELECT version FROM schema_migrations")] == [1]
+    assert [r[0] for r in raw(path, "SELECT version FROM schema_migrations")] == [1, 2]
     # Reopening applies nothing twice.
     Store.open(path, device_id="dev-1").close()
-    assert len(raw(path, "SELECT * FROM schema_migrations")) == 1
+    assert len(raw(path, "SELECT * FROM schema_migrations")) == 2
 
 
 def test_store_satisfies_recorder_protocol(store: Store) -> None:
@@ -174,27 +176,101 @@ def test_clear_local_desired(store: Store) -> None:
     assert [r.cleared_at is not None for r in store.desired_revisions() if r.source == "local"]
 
 
+def hub(gen: int, version: str = "1.0") -> Revision:
+    return revision_of(DesiredState(gen, spec(version)))
+
+
 def test_local_generation_is_above_deployments_too(store: Store) -> None:
-    store.deployment_begin(40, "hello@1.0", spec())
+    store.deployment_begin(hub(40), "hello@1.0", spec())
     assert store.put_local_desired(None).generation == 41
 
 
 def test_deployments(store: Store) -> None:
-    assert store.deployment(1) is None
-    store.deployment_begin(1, "hello@1.0", spec())
-    store.deployment_set(1, "healthy", None)
-    store.deployment_begin(2, "hello@2.0", spec("2.0"))
-    store.deployment_set(2, "failed", "unhealthy after 60s")
-    d2 = store.deployment(2)
+    assert store.deployment(hub(1)) is None
+    store.deployment_begin(hub(1), "hello@1.0", spec())
+    store.deployment_set(hub(1), "healthy", None)
+    store.deployment_begin(hub(2, "2.0"), "hello@2.0", spec("2.0"))
+    store.deployment_set(hub(2, "2.0"), "failed", "unhealthy after 60s")
+    d2 = store.deployment(hub(2, "2.0"))
     assert d2 is not None and d2.status == "failed" and d2.finished_at is not None
-    assert d2.spec == spec("2.0")
+    assert d2.spec == spec("2.0") and d2.revision == hub(2, "2.0")
     last = store.last_healthy_deployment()
     assert last is not None and last.generation == 1
-    assert store.last_healthy_deployment(before_generation=1) is None
+    assert store.last_healthy_deployment(other_than=hub(1)) is None
+    latest = store.latest_deployment()
+    assert latest is not None and latest.generation == 2
     with pytest.raises(StoreError):
-        store.deployment_set(99, "healthy", None)
-    kinds = [r.kind for r in store.outbox_pending(100, 10**6)]
-    assert kinds.count("deployment") == 4
+        store.deployment_set(hub(99), "healthy", None)
+    rows = [r.payload for r in store.outbox_pending(100, 10**6) if r.kind == "deployment"]
+    assert len(rows) == 4
+    assert rows[-1]["source"] == "hub" and rows[-1]["spec_hash"] == hub(2, "2.0").spec_hash
+
+
+def test_a_deployment_belongs_to_one_exact_revision(store: Store) -> None:
+    """A local override and the hub revision that took the same generation are two
+    deployments: neither is ever found, updated or reported as the other."""
+    local = store.put_local_desired(spec("9.9"))
+    lrev = revision_of(local)
+    store.deployment_begin(lrev, "hello@9.9", spec("9.9"))
+    store.deployment_set(lrev, "healthy", None)
+    same_number = hub(local.generation, "2.0")
+    assert store.deployment(same_number) is None
+    # Even the same spec from the hub under that number is another revision.
+    assert store.deployment(revision_of(DesiredState(local.generation, spec("9.9")))) is None
+    store.deployment_begin(same_number, "hello@2.0", spec("2.0"))
+    store.deployment_set(same_number, "rolled_back", "unhealthy")
+    got_local = store.deployment(lrev)
+    assert got_local is not None and got_local.status == "healthy"
+    latest = store.latest_deployment()
+    assert latest is not None and latest.revision == same_number
+    # The rollback target is the newest healthy write, whatever its generation.
+    target = store.last_healthy_deployment(other_than=same_number)
+    assert target is not None and target.revision == lrev
+
+
+def test_the_latest_deployment_is_the_latest_write(store: Store) -> None:
+    store.deployment_begin(hub(1), "hello@1.0", spec())
+    store.deployment_set(hub(1), "healthy", None)
+    store.deployment_begin(hub(2, "2.0"), "hello@2.0", spec("2.0"))
+    store.deployment_set(hub(2, "2.0"), "rolled_back", "crash-looping")
+    store.deployment_set(hub(1), "healthy", None)  # the rollback target, healthy again
+    latest = store.latest_deployment()
+    assert latest is not None and latest.generation == 1
+    assert store.status_summary()["deployment"]["generation"] == 1
+
+
+def test_migration_2_keys_old_deployments_by_revision(tmp_path: Path) -> None:
+    """A store written before deployments carried their revision: each old row gets the
+    source whose revision it ran and its spec hash."""
+    path = tmp_path / "agent.db"
+    s = Store.open(path, device_id="dev-1")
+    s.put_desired(DesiredState(3, spec("1.0")))
+    local = s.put_local_desired(spec("9.9"))
+    s.close()
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "DROP INDEX deployments_revision; DROP INDEX deployments_seq;"
+        "ALTER TABLE deployments DROP COLUMN source; ALTER TABLE deployments DROP COLUMN seq;"
+        "ALTER TABLE deployments DROP COLUMN spec_hash;"
+        "DELETE FROM schema_migrations WHERE version = 2;"
+    )
+    for gen, sp in ((3, spec("1.0")), (local.generation, spec("9.9"))):
+        conn.execute(
+            "INSERT INTO deployments (generation, bundle_ref, spec, status, started_at)"
+            " VALUES (?, 'x', ?, 'healthy', 1.0)",
+            (gen, json.dumps(sp, sort_keys=True, separators=(",", ":"))),
+        )
+    conn.commit()
+    conn.close()
+    s = Store.open(path, device_id="dev-1")
+    try:
+        assert s.deployment(hub(3)) is not None
+        old_local = s.deployment(revision_of(local))
+        assert old_local is not None and old_local.source == "local"
+        latest = s.latest_deployment()
+        assert latest is not None and latest.source == "local"
+    finally:
+        s.close()
 
 
 def test_save_observed_writes_outbox_only_on_change(store: Store) -> None:

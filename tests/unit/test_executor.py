@@ -174,14 +174,14 @@ async def test_apply_then_update_then_empty() -> None:
     desired.value = DesiredState(1, spec("1.0.0", "reg/web:1"))
     await settle(loop)
     assert running(engine) == ["reg/web:1"]
-    assert rec.deployment(1).status == "healthy"  # type: ignore[union-attr]
+    assert rec.by_generation(1).status == "healthy"  # type: ignore[union-attr]
     desired.value = DesiredState(2, spec("2.0.0", "reg/web:2"))
     await settle(loop)
     assert running(engine) == ["reg/web:2"] and len(engine.containers) == 1
     desired.value = DesiredState(3, None)
     await settle(loop)
     assert engine.containers == {}
-    assert rec.deployment(3).status == "healthy"  # type: ignore[union-attr]
+    assert rec.by_generation(3).status == "healthy"  # type: ignore[union-attr]
 
 
 async def test_unhealthy_update_rolls_back_and_is_not_retried() -> None:
@@ -197,7 +197,7 @@ async def test_unhealthy_update_rolls_back_and_is_not_retried() -> None:
     assert verdict is not None and verdict.decision == "failed"
     await settle(loop)
     assert running(engine) == ["reg/web:1"]
-    dep2 = rec.deployment(2)
+    dep2 = rec.by_generation(2)
     assert dep2 is not None and dep2.status == "rolled_back" and "unhealthy" in (dep2.reason or "")
     assert "rollback" in rec.kinds() and "container.unhealthy" in rec.kinds()
     # The failed generation is not retried: more runs keep 1.0.
@@ -226,7 +226,7 @@ async def test_crash_loop_rolls_back() -> None:
     assert verdict is not None and verdict.decision == "failed" and "crash" in verdict.reason
     await settle(loop)
     assert running(engine) == ["reg/web:1"]
-    assert rec.deployment(2).status == "rolled_back"  # type: ignore[union-attr]
+    assert rec.by_generation(2).status == "rolled_back"  # type: ignore[union-attr]
 
 
 async def test_not_healthy_within_the_window_rolls_back() -> None:
@@ -234,7 +234,7 @@ async def test_not_healthy_within_the_window_rolls_back() -> None:
     desired.value = DesiredState(1, spec("1.0.0", "reg/web:1"))
     # window 0 with min_uptime 1h: the first deployment can never prove itself...
     await settle(loop)
-    assert rec.deployment(1).status == "failed"  # type: ignore[union-attr]
+    assert rec.by_generation(1).status == "failed"  # type: ignore[union-attr]
     assert "deployment.failed" in rec.kinds()
     # ...and with nothing to roll back to, the loop holds instead of retrying.
     result = await loop.reconcile_once("timer")
@@ -249,7 +249,7 @@ async def test_disk_refusal_fails_generation_and_keeps_old_version() -> None:
     await settle(loop)
     assert "disk.refused" in rec.kinds()
     assert running(engine) == ["reg/web:1"]
-    assert rec.deployment(2).status == "rolled_back"  # type: ignore[union-attr]
+    assert rec.by_generation(2).status == "rolled_back"  # type: ignore[union-attr]
 
 
 async def test_invalid_desired_spec_fails_cleanly() -> None:
@@ -257,7 +257,7 @@ async def test_invalid_desired_spec_fails_cleanly() -> None:
     desired.value = DesiredState(1, {"bundle": "x"})
     result = await loop.reconcile_once("desired")
     assert result.outcome == "held"
-    dep = rec.deployment(1)
+    dep = rec.by_generation(1)
     assert dep is not None and dep.status == "failed" and "invalid" in (dep.reason or "")
 
 
@@ -324,10 +324,10 @@ async def test_engine_outage_does_not_fail_the_generation() -> None:
     for _ in range(3):
         result = await loop.reconcile_once("retry")
         assert result.outcome == "failed"
-    assert rec.deployment(2).status == "applying"  # type: ignore[union-attr]
+    assert rec.by_generation(2).status == "applying"  # type: ignore[union-attr]
     engine.fault = None
     await settle(loop)
-    assert rec.deployment(2).status == "healthy"  # type: ignore[union-attr]
+    assert rec.by_generation(2).status == "healthy"  # type: ignore[union-attr]
     assert running(engine) == ["reg/web:2"]
 
 
@@ -380,9 +380,9 @@ async def test_a_generation_superseded_inside_its_window_is_closed() -> None:
     assert loop.gate_open
     desired.value = DesiredState(2, spec("2.0.0", "reg/web:2"))
     await loop.reconcile_once("desired")
-    dep1 = rec.deployment(1)
+    dep1 = rec.by_generation(1)
     assert dep1 is not None and dep1.status == "failed" and "superseded" in (dep1.reason or "")
-    assert rec.deployment(2).status == "applying"  # type: ignore[union-attr]
+    assert rec.by_generation(2).status == "applying"  # type: ignore[union-attr]
 
 
 def test_options_are_validated() -> None:
