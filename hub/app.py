@@ -120,11 +120,13 @@ class Hub:
         )
         self.api = ApiService(self.nc, self.store, self.executor, self.metrics)
         await self.api.start()
+        # Rollouts (hub/rollouts): the rollouts.* verbs, the ingest row handler that keeps
+        # every deployment verdict (registered before ingest consumes anything), and the
+        # controller component, which publishes desired documents through hub.sync.desired
+        # once it starts below.
+        install_rollouts(self)
         # Sync before the other components: they (rollouts) call hub.sync.desired.
         await self.sync.start(self)
-        # Rollouts (hub/rollouts): the rollouts.* verbs and the controller component, which
-        # publishes desired documents through hub.sync.desired.
-        install_rollouts(self)
         for component in self.components:
             await component.start(self)
 

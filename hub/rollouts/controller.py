@@ -162,12 +162,20 @@ async def _await(value: Any) -> Any:
 
 
 def install(hub: Any) -> RolloutController:
-    """Wire rollouts into a hub: serve the ``rollouts.*`` verbs and run the controller as a
-    hub component. Call it after ``hub.api`` exists and before components start."""
+    """Wire rollouts into a hub: serve the ``rollouts.*`` verbs, keep every deployment row
+    of a rollout's devices (an ingest row handler on ``hub.sync``) and run the controller as
+    a hub component. Call it after ``hub.api`` exists and before ``hub.sync`` and the
+    components start."""
     from hub.rollouts.api import VERBS
+    from hub.rollouts.store import record_deployments
 
     for verb, handler in VERBS.items():
         hub.api.register(verb, handler)
+    sync = getattr(hub, "sync", None)
+    if sync is not None:
+        # Every deployment row a rollout's device reports, in the ingest transaction: the
+        # verdict for the rollout's generation survives whatever the device does next.
+        sync.row_handlers.append(record_deployments)
     controller = RolloutController()
     hub.components.append(controller)
     return controller

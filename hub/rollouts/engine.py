@@ -35,26 +35,34 @@ def evaluate(store: Store, rollout_id: str, out: TickResult) -> None:
         rows = rs.target_rows(store, rollout_id)
         # Only devices that can still move need their report read: unwritten ones have
         # nothing to report yet and final states stick (a big rollout gets cheaper as it goes).
-        docs = rs.reported_docs(
-            store,
-            [
-                r["device_id"]
-                for r in rows
-                if r["written_at"] is not None and r["state"] not in m.FINAL_DEVICE_STATES
-            ],
-        )
+        live = [
+            r["device_id"]
+            for r in rows
+            if r["written_at"] is not None and r["state"] not in m.FINAL_DEVICE_STATES
+        ]
+        docs = rs.reported_docs(store, live)
+        # Every deployment row of those devices, by generation (the newest row in the
+        # report is a rollback target's once a rollback finished).
+        verdicts = rs.verdicts(store, rollout_id, live)
         ref = rs.ref(row)
         targets = []
         for r, t in zip(rows, rs.machine_targets(rows), strict=True):
             obs = m.Observation()
             if t.written:
                 obs = observe(
-                    docs.get(t.device_id), rollout_id, ref, r["base_generation"], r["generation"]
-                )
+                    docs.get(t.device_id), rollout_id, ref, r["base_generation"],
+                    r["generation"], verdicts.get(t.device_id, ()),
+                )  # fmt: skip
             targets.append(replace(t, observation=obs))
         before = rs.machine_rollout(row)
         decision = m.step(before, targets)
         rs.save_targets(store, rollout_id, decision.targets, decision.changed)
+        by_id = {t.device_id: t for t in decision.targets}
+        rs.forget_verdicts(
+            store,
+            rollout_id,
+            [d for d in decision.changed if by_id[d].state in m.FINAL_DEVICE_STATES],
+        )
         after = replace(before, status=decision.status, reason=decision.reason)
         if after != before:
             rs.set_status(store, row, after)

@@ -5,9 +5,16 @@ vocabulary (``agent.store.status_summary``, which the TUI reads too):
 
 - ``desired``: the newest desired revision the agent stored — ``generation`` (the KV
   revision), ``rollout_id``, ``bundle_ref``;
-- ``deployment``: the newest deployment — ``generation``, ``bundle_ref``, ``status``
-  (applying / healthy / failed / rolled_back), ``reason``;
+- ``deployment``: the newest deployment row — ``generation``, ``source`` (hub / local),
+  ``bundle_ref``, ``status`` (applying / healthy / failed / rolled_back), ``reason``;
 - ``generation``: top level, from heartbeats: the generation running.
+
+The newest row is not enough to judge a rollout: once a failed generation's rollback target
+is healthy again, the newest row is the target's and the verdict is gone. So every
+deployment row a device in an active rollout reports is also kept per generation
+(``hub.rollouts.store.record_deployments``, in the ingest transaction) and passed here as
+``verdicts``; a row of a local override (``source: local``) never counts for a rollout,
+whatever its generation.
 
 Every field may be missing or of the wrong type (an older agent, a half-synced device):
 then the observation simply says less.
@@ -15,10 +22,23 @@ then the observation simply says less.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from hub.rollouts.machine import Observation
+
+FINAL_STATUSES = frozenset({"healthy", "failed", "rolled_back"})
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One deployment row as reported: a generation's status (and why)."""
+
+    generation: int
+    bundle_ref: str | None
+    status: str
+    reason: str | None = None
 
 
 def _int(value: Any) -> int | None:
@@ -46,6 +66,29 @@ def newest_generation(doc: Any) -> int | None:
     return max(found) if found else None
 
 
+def _hub_row(dep: Mapping[str, Any]) -> bool:
+    # Agents before revision identities send no source: their rows are the hub's.
+    return dep.get("source") in (None, "hub")
+
+
+def verdict_of(payload: Any) -> Verdict | None:
+    """A ``deployment`` row of the hub's own revisions as a ``Verdict`` (None: not one)."""
+    if not isinstance(payload, Mapping) or not _hub_row(payload):
+        return None
+    gen = _int(payload.get("generation"))
+    status = payload.get("status")
+    ref = payload.get("bundle_ref")
+    reason = payload.get("reason")
+    if gen is None or not isinstance(status, str) or not status:
+        return None
+    return Verdict(
+        gen,
+        ref if isinstance(ref, str) else None,
+        status,
+        reason if isinstance(reason, str) else None,
+    )
+
+
 def acknowledged(doc: Any, rollout_id: str, ref: str, base_generation: int | None) -> int | None:
     """The generation the device acknowledged for this rollout, or None.
 
@@ -64,6 +107,7 @@ def acknowledged(doc: Any, rollout_id: str, ref: str, base_generation: int | Non
     dep_gen = _int(dep.get("generation"))
     if (
         dep_gen is not None
+        and _hub_row(dep)
         and dep.get("bundle_ref") == ref
         and (base_generation is None or dep_gen > base_generation)
         and desired.get("rollout_id") in (None, "", rollout_id)
@@ -78,11 +122,17 @@ def observe(
     ref: str,
     base_generation: int | None,
     known_generation: int | None,
+    verdicts: Iterable[Verdict] = (),
 ) -> Observation:
     """This rollout as the device reported it. ``known_generation``: the generation already
     recorded as acknowledged (a floor: it sticks once the device's desired state moves on to
     something else, but a newer revision of this same rollout replaces it — the agent then
-    closes the older one as "failed: superseded", which is not its verdict on the version)."""
+    closes the older one as "failed: superseded", which is not its verdict on the version).
+    ``verdicts``: every deployment row recorded for the device during the rollout.
+
+    The status is that generation's own verdict; failing one, the verdict of a newer
+    generation of the same version (a writer may re-put an unchanged spec, which the agent
+    sees as a new one). A final verdict (healthy / failed / rolled back) beats "applying"."""
     found = [
         g
         for g in (known_generation, acknowledged(doc, rollout_id, ref, base_generation))
@@ -91,16 +141,17 @@ def observe(
     if not found:
         return Observation()
     gen = max(found)
-    dep = _map(doc, "deployment")
-    dep_gen = _int(dep.get("generation"))
-    # The deployment of the acknowledged generation, or of a newer one that runs the same
-    # version (a writer may re-put an unchanged spec, which the agent sees as a new one).
-    if dep_gen is not None and dep.get("bundle_ref") == ref and dep_gen >= gen:
-        status = dep.get("status")
-        reason = dep.get("reason")
-        return Observation(
-            gen,
-            status if isinstance(status, str) else None,
-            reason if isinstance(reason, str) else None,
-        )
-    return Observation(gen)
+    rows = list(verdicts)
+    newest = verdict_of(_map(doc, "deployment"))
+    if newest is not None:
+        rows.append(newest)
+    mine = [v for v in rows if v.bundle_ref == ref and v.generation >= gen]
+    if not mine:
+        return Observation(gen)
+    final = [v for v in mine if v.status in FINAL_STATUSES]
+    # Its own generation first, then the newest; a final verdict before an "applying" one.
+    pick = min(
+        final or mine,
+        key=lambda v: (v.generation != gen, -v.generation),
+    )
+    return Observation(gen, pick.status, pick.reason)

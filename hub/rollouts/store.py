@@ -24,9 +24,10 @@ from typing import Any
 from hub.desired import Assignment, resolve
 from hub.errors import Conflict, Invalid, NotFound
 from hub.rollouts import machine as m
-from hub.rollouts.observe import newest_generation
+from hub.rollouts.observe import FINAL_STATUSES, Verdict, newest_generation, verdict_of
 from hub.store import Store
 from hub.timeutil import now_iso
+from protocol.messages import ReportRow
 
 log = logging.getLogger(__name__)
 
@@ -500,6 +501,8 @@ def set_status(store: Store, rollout: dict[str, Any], new: m.Rollout) -> None:
             " WHERE id = ?",
             (new.status, new.reason, new.failures_accepted, now_iso(), rollout["id"]),
         )
+        if new.status not in m.ACTIVE:
+            forget_verdicts(store, rollout["id"], None)
         if new.status != rollout["status"]:
             store.add_event(
                 None,
@@ -568,3 +571,64 @@ def reported_docs(store: Store, device_ids: list[str]) -> dict[str, Any]:
             except ValueError:
                 log.warning("reported state is not JSON", extra={"device": d})
     return out
+
+
+# --- deployment verdicts -----------------------------------------------------------------
+def record_deployments(store: Store, device_id: str, rows: Sequence[ReportRow]) -> None:
+    """Ingest row handler (``hub.sync.apply``, inside the ingest transaction): keep every
+    ``deployment`` row of a device that is in an active rollout, written and not final, by
+    generation. The first final verdict of a generation sticks (a device that later
+    re-enters it cannot erase it); the rollout engine reads them (``verdicts``)."""
+    found = [v for r in rows if r.kind == "deployment" and (v := verdict_of(r.payload))]
+    if not found:
+        return
+    target = store.row(
+        "SELECT t.rollout_id FROM rollout_targets t JOIN rollouts r ON r.id = t.rollout_id"
+        " WHERE t.device_id = ? AND r.status IN (?, ?) AND t.written_at IS NOT NULL"
+        " AND t.state NOT IN (?, ?)",
+        (device_id, m.RUNNING, m.PAUSED, m.SUCCEEDED, m.FAILED),
+    )
+    if target is None:
+        return
+    now = now_iso()
+    final = tuple(sorted(FINAL_STATUSES))
+    marks = ",".join("?" * len(final))
+    store.conn.executemany(
+        "INSERT INTO rollout_deployments (rollout_id, device_id, generation, bundle_ref,"
+        " status, reason, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (rollout_id, device_id, generation) DO UPDATE SET"
+        " bundle_ref = excluded.bundle_ref, status = excluded.status,"
+        " reason = excluded.reason, updated_at = excluded.updated_at"
+        f" WHERE rollout_deployments.status NOT IN ({marks})",
+        [
+            (target["rollout_id"], device_id, v.generation, v.bundle_ref, v.status, v.reason,
+             now, *final)
+            for v in found
+        ],
+    )  # fmt: skip
+
+
+def verdicts(store: Store, rollout_id: str, device_ids: list[str]) -> dict[str, list[Verdict]]:
+    out: dict[str, list[Verdict]] = {}
+    for part in chunks(device_ids):
+        for d, gen, ref, status, reason in store.conn.execute(
+            "SELECT device_id, generation, bundle_ref, status, reason FROM rollout_deployments"
+            f" WHERE rollout_id = ? AND device_id IN ({','.join('?' * len(part))})",
+            [rollout_id, *part],
+        ):
+            out.setdefault(d, []).append(Verdict(int(gen), ref, status, reason))
+    return out
+
+
+def forget_verdicts(store: Store, rollout_id: str, device_ids: Sequence[str] | None) -> None:
+    """Drop the verdicts nothing will read again: of devices now final (or, with None, of
+    the whole rollout, once it is no longer active)."""
+    if device_ids is None:
+        store.conn.execute("DELETE FROM rollout_deployments WHERE rollout_id = ?", (rollout_id,))
+        return
+    for part in chunks(list(device_ids)):
+        store.conn.execute(
+            "DELETE FROM rollout_deployments WHERE rollout_id = ?"
+            f" AND device_id IN ({','.join('?' * len(part))})",
+            [rollout_id, *part],
+        )

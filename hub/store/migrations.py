@@ -258,6 +258,26 @@ ALTER TABLE metrics_1h_new RENAME TO metrics_1h;
 CREATE INDEX events_ts ON events(ts);
 """,
     ),
+    (
+        6,
+        "rollouts: every deployment verdict of a rollout's devices",
+        """
+-- Each deployment row a device in an active rollout reports (hub.rollouts.store
+-- .record_deployments, in the ingest transaction): the rollout judges the generation it
+-- wrote from its own verdict, not from the device's newest row, which after a rollback is
+-- the rollback target's. Rows go when the device or the rollout is final.
+CREATE TABLE rollout_deployments (
+    rollout_id TEXT NOT NULL REFERENCES rollouts(id) ON DELETE CASCADE,
+    device_id TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    bundle_ref TEXT,
+    status TEXT NOT NULL,
+    reason TEXT,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (rollout_id, device_id, generation)
+) WITHOUT ROWID;
+""",
+    ),
 ]
 
 

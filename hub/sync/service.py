@@ -20,6 +20,7 @@ from hub import natsconf
 from hub.api.handlers import Caller, Change, Outcome
 from hub.api.validate import device_id as valid_device_id
 from hub.store import Store
+from hub.sync.apply import RowHandler
 from hub.sync.desired_kv import DesiredWriter
 from hub.sync.devrpc import DeviceRpc
 from hub.sync.enroll import Enrollment
@@ -54,6 +55,9 @@ class SyncService:
         self.enrollment: Enrollment | None = None
         self.rpc: DeviceRpc | None = None
         self._task: asyncio.Task[None] | None = None
+        # Handed to ingest before it consumes anything (hub.sync.apply.RowHandler), so no
+        # row applied after a restart escapes them: rollouts keep every deployment verdict.
+        self.row_handlers: list[RowHandler] = []
 
     async def start(self, hub: Hub) -> None:
         assert hub.nc is not None and hub.store is not None and hub.api is not None
@@ -78,6 +82,7 @@ class SyncService:
             await api.publish_change("reported", "changed", {"devices": sorted(devices)})
 
         self.ingest = Ingest(js, store, hub.call, metrics, on_applied=applied)
+        self.ingest.applier.row_handlers.extend(self.row_handlers)
         await self.ingest.start()
         self.presence = Presence(
             nc,
