@@ -153,7 +153,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     pid = running_pid(cfg.data_dir)
     summary["agent"] = {"running": pid is not None, "pid": pid}
     # What sync and the local API last reported, from their own modules' readers.
-    summary["hub"] = _try_call("agent.sync.service", "read_status_file", cfg.data_dir)
+    summary["hub"] = _try_call("agent.sync.status", "read_status_file", cfg.data_dir)
     summary["http"] = {
         "enabled": cfg.http.enabled,
         "bind": cfg.http.bind,

@@ -11,7 +11,6 @@ import ipaddress
 import math
 import re
 import socket
-import ssl
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -256,6 +255,8 @@ def check_ca_file(path: Path) -> str:
         raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
     if "-----BEGIN CERTIFICATE-----" not in text:
         raise ValueError(f"{path} holds no PEM certificate")
+    import ssl  # only when a CA is configured: OpenSSL is megabytes `status` need not map
+
     try:
         ssl.create_default_context(cafile=str(path))
     except ssl.SSLError as exc:

@@ -33,6 +33,8 @@ from agent.sync.heartbeat import HeartbeatTask, heartbeat_from_status
 from agent.sync.leaf import LeafServer, LeafSettings
 from agent.sync.link import LinkState, connect
 from agent.sync.rpc import RpcHandlers, RpcServer
+from agent.sync.status import STATUS_FILE
+from agent.sync.status import read_status_file as read_status_file  # re-exported
 from agent.sync.uplink import Uplink, UplinkSettings
 from protocol.errors import NOT_FOUND, UNAVAILABLE
 from protocol.messages import EnrollReply
@@ -41,7 +43,6 @@ from protocol.subjects import JS_DOMAIN
 log = logging.getLogger(__name__)
 
 Mode = Literal["leaf", "direct"]
-STATUS_FILE = "sync-status.json"
 ENROLL_POLL = 5.0  # seconds between looks for a credentials file while not enrolled
 
 
@@ -99,16 +100,6 @@ def settings_from_config(config: Any) -> SyncSettings | None:
         heartbeat_interval=getattr(config.hub, "heartbeat_interval", 30.0),
         leaf_url=getattr(config.hub, "leaf_url", None),
     )
-
-
-def read_status_file(data_dir: Path) -> dict[str, Any] | None:
-    """The sync view a running agent last wrote (for ``signalbeam-agent status``), or None
-    when sync never ran. Its ``written_at`` tells how fresh it is."""
-    try:
-        doc = json.loads((Path(data_dir) / STATUS_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
 
 
 Trigger = Callable[[], Any]
