@@ -15,6 +15,7 @@ from aiohttp import web
 from agent.http.app import build_app
 from agent.http.context import AppContext, HubLink
 from agent.http.logs import STREAMS_KEY
+from agent.http.lowlevel import JsonErrorAppRunner
 from agent.http.tls import ensure_certificate, fingerprint, needs_tls, server_context
 from agent.http.tokens import TokenStore
 
@@ -43,7 +44,8 @@ async def start(
         ssl_ctx = server_context(cert, key)
     app = build_app(ctx)
     app.on_shutdown.append(_close_streams)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    # JsonErrorAppRunner: requests aiohttp refuses itself get the API's error shape too.
+    runner = JsonErrorAppRunner(app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT)
     await runner.setup()
     site = web.TCPSite(runner, bind, port, ssl_context=ssl_ctx, reuse_address=True)
     try:

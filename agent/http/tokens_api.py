@@ -25,6 +25,10 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
         body = json.loads(raw)
     except ValueError:
         raise ApiError(perr.BAD_REQUEST, "body is not valid JSON", "body") from None
+    except RecursionError:
+        # json's C decoder refuses nesting deeper than the interpreter's recursion limit
+        # cleanly, with this error; the token body is one flat object.
+        raise ApiError(perr.BAD_REQUEST, "body is JSON nested too deeply", "body") from None
     if not isinstance(body, dict):
         raise ApiError(perr.INVALID, "body must be a JSON object", "body")
     return body

@@ -18,6 +18,9 @@ from protocol import errors as perr
 _RELATIVE = re.compile(r"-(\d{1,9})(s|m|h|d)")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_PARAM_LEN = 200
+MIN_TIME = 0.0  # 1970-01-01T00:00:00Z
+MAX_TIME = 253402300799.0  # 9999-12-31T23:59:59Z
+RANGE_MESSAGE = "must be between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59Z"
 METRIC_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 
@@ -87,9 +90,9 @@ def timestamp(query: Mapping[str, str], name: str, now: float | None = None) -> 
     now = time.time() if now is None else now
     rel = _RELATIVE.fullmatch(value)
     if rel:
-        return now - int(rel.group(1)) * _UNIT[rel.group(2)]
+        return _in_range(name, now - int(rel.group(1)) * _UNIT[rel.group(2)])
     if re.fullmatch(r"\d{1,12}(\.\d{1,9})?", value):
-        return float(value)
+        return _in_range(name, float(value))
     try:
         dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
@@ -102,5 +105,14 @@ def timestamp(query: Mapping[str, str], name: str, now: float | None = None) -> 
         )
     ts = dt.timestamp()
     if not math.isfinite(ts):
-        raise invalid(name, "out of range")
+        raise invalid(name, RANGE_MESSAGE)
+    return _in_range(name, ts)
+
+
+def _in_range(name: str, ts: float) -> float:
+    # Nothing the agent records lies outside these years; a time outside them is a typo
+    # (-825392257m is 1,570 years ago), and refusing it names the field instead of
+    # letting it widen a query.
+    if not MIN_TIME <= ts <= MAX_TIME:
+        raise invalid(name, RANGE_MESSAGE)
     return ts

@@ -922,6 +922,28 @@ class Store:
             for r in rows
         ]
 
+    def metrics_next(
+        self, resolution: Resolution, at_or_after: float, metric: str | None = None
+    ) -> float | None:
+        """The time of the first point at or after ``at_or_after`` (None: there is none).
+
+        One indexed lookup (``ts`` / the ``(bucket, metric)`` key), so a reader walking a
+        window in chunks can jump over empty stretches instead of asking for each of them.
+        """
+        if resolution == "raw":
+            table, col = "metric_samples", "ts"
+        elif resolution in ("1m", "1h"):
+            table, col = ("metrics_1m" if resolution == "1m" else "metrics_1h"), "bucket"
+        else:
+            raise StoreError(f"resolution must be raw, 1m or 1h, got {resolution!r}")
+        sql = f"SELECT min({col}) AS t FROM {table} WHERE {col} >= ?"
+        params: tuple[Any, ...] = (float(at_or_after),)
+        if metric is not None:
+            sql += " AND metric = ?"
+            params += (metric,)
+        t = self._read(sql, params)[0]["t"]
+        return None if t is None else float(t)
+
     def latest_samples(self) -> dict[str, float]:
         rows = self._read(
             "SELECT metric, value FROM metric_samples "
