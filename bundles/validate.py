@@ -11,7 +11,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
+import os
 import re
+import stat
 from collections.abc import Callable, Mapping
 from os import PathLike
 from typing import Any, NamedTuple
@@ -76,6 +78,7 @@ class _Ctx:
         self.allow_latest = allow_latest
         self.errors: list[tuple[PathParts, str]] = []
         self.total = 0
+        self.first_dropped: PathParts = ()  # where the "more errors" entry points
         # Host port bindings seen so far, for the bundle-wide clash check.
         self.bindings: list[tuple[PathParts, PortMapping]] = []
 
@@ -83,6 +86,8 @@ class _Ctx:
         self.total += 1
         if len(self.errors) < MAX_ERRORS:
             self.errors.append((path, message))
+        elif self.total == MAX_ERRORS + 1:
+            self.first_dropped = path
 
 
 Check = Callable[[Any, PathParts, _Ctx], Any]
@@ -650,7 +655,13 @@ def _raise(ctx: _Ctx, source: str, lines: LineLookup | None) -> BundleInvalid:
     # Source order reads best; errors without a line keep their (document) order at the end.
     errors.sort(key=lambda e: e.line if e.line is not None else math.inf)
     if ctx.total > len(ctx.errors):
-        errors.append(FieldError("$", f"{ctx.total - len(ctx.errors)} more errors not shown", None))
+        errors.append(
+            FieldError(
+                "$",
+                f"{ctx.total - len(ctx.errors)} more errors not shown, the first at this line",
+                lines(ctx.first_dropped) if lines else None,
+            )
+        )
     return BundleInvalid(errors, source)
 
 
@@ -680,8 +691,31 @@ def parse_bundle(
 def load_file(path: str | PathLike[str], *, allow_latest: bool = False) -> BundleSpec:
     """Read and validate a bundle file; unreadable files raise ``BundleError``."""
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_BUNDLE_BYTES + 1)
+        # O_NONBLOCK: opening a FIFO would otherwise wait, forever, for a writer. It changes
+        # nothing for the regular file that is then the only thing read.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise BundleError(f"cannot read bundle file {path}: {exc.strerror or exc}") from exc
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise BundleError(f"cannot read bundle file {path}: it is {_file_kind(mode)}")
+    with os.fdopen(fd, "rb") as fh:
+        try:
+            data = fh.read(MAX_BUNDLE_BYTES + 1)
+        except OSError as exc:
+            raise BundleError(f"cannot read bundle file {path}: {exc.strerror or exc}") from exc
     return parse_bundle(data, source=str(path), allow_latest=allow_latest)
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return f"{kind}, not a regular file"
+    return "not a regular file"

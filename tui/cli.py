@@ -335,10 +335,10 @@ def cmd_bundle_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> i
                 line = f"{args.file}:{e.line}: " if e.line is not None else f"{args.file}: "
                 print(f"{line}{e.path}: {e.message}", file=err)
             print(f"{len(exc.errors)} error(s) in {args.file}", file=err)
-        return EXIT_API
+        return EXIT_USAGE  # bad input exits 2 in every CLI (docs/cli.md)
     except (BundleError, OSError) as exc:
         print(f"error: {args.file}: {exc}", file=err)
-        return EXIT_API
+        return EXIT_USAGE
     from bundles.hashing import content_hash
 
     result = {
@@ -436,10 +436,10 @@ def run(
                 line = f":{e.line}" if e.line is not None else ""
                 print(f"{args.file}{line}: {e.path}: {e.message}", file=err)
             print("bundle not pushed: fix the errors above", file=err)
-            return EXIT_API
+            return EXIT_USAGE
         if isinstance(exc, BundleError | OSError):
             print(f"error: {exc}", file=err)
-            return EXIT_API
+            return EXIT_USAGE
         raise
     if as_json:
         print(json.dumps(result, indent=2, sort_keys=True, default=str), file=out)

@@ -57,13 +57,13 @@ def test_bundle_validate_is_offline_and_prints_every_error_with_its_line(tmp_pat
         "    ports:\n      - container: 70000\n"
     )
     out, err = io.StringIO(), io.StringIO()
-    assert run(["bundle", "validate", str(bad)], out, err) == 1
+    assert run(["bundle", "validate", str(bad)], out, err) == 2
     text = err.getvalue()
     assert f"{bad}:1: bundle:" in text
     assert f"{bad}:7: containers[0].ports[0].container:" in text
     assert "error(s)" in text
     out = io.StringIO()
-    assert run(["bundle", "validate", str(bad), "--json"], out, io.StringIO()) == 1
+    assert run(["bundle", "validate", str(bad), "--json"], out, io.StringIO()) == 2
     assert json.loads(out.getvalue())["valid"] is False
 
 

@@ -129,7 +129,9 @@ class Agent:
         self.proc = proc
 
     def token(self, role: str) -> str:
-        out = _cli("token", "create", "--name", f"t-{role}", "--role", role, "--config", str(self.config))
+        out = _cli(
+            "token", "create", "--name", f"t-{role}", "--role", role, "--config", str(self.config)
+        )
         assert out.returncode == 0, out.stderr
         return out.stdout.strip()
 

@@ -211,16 +211,25 @@ def test_hash_ignores_key_order_and_formatting(
 # ---------------------------------------------------------------- fuzz
 
 
-def check_outcome(run: Any) -> None:
-    """Either a valid spec, or BundleInvalid whose every error names a field path."""
+def check_outcome(run: Any, text: str | bytes | None = None) -> None:
+    """Either a valid spec, or BundleInvalid whose every error names a field path.
+
+    With ``text`` (the input had lines), every error also carries a line within it.
+    """
     try:
         result = run()
     except BundleInvalid as exc:
         assert exc.errors
+        newline: Any = b"\n" if isinstance(text, bytes) else "\n"
+        last_line = None if text is None else text.count(newline) + 1
         for err in exc.errors:
             assert isinstance(err.path, str) and err.path
             assert isinstance(err.message, str) and err.message
             assert err.line is None or err.line >= 1
+            if last_line is not None:
+                assert err.line is not None and 1 <= err.line <= last_line, (err, text)
+            # Never the interpreter's words (sys.set_int_max_str_digits(), tracebacks).
+            assert "sys." not in err.message and "Traceback" not in err.message, err
         assert str(exc)
     else:
         assert isinstance(result, BundleSpec)
@@ -293,7 +302,7 @@ def test_fuzz_mutated_valid_documents(doc: dict[str, Any], data: st.DataObject) 
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=200) | st.binary(max_size=200))
 def test_fuzz_random_text(text: str | bytes) -> None:
-    check_outcome(lambda: parse_bundle(text))
+    check_outcome(lambda: parse_bundle(text), text)
 
 
 @settings(max_examples=300, deadline=None)
@@ -307,11 +316,11 @@ def test_fuzz_mutated_example_text(data: st.DataObject) -> None:
             st.sampled_from(["", " ", "\n", ":", "-", "[", "{", "&a", "*a", "'", "x"])
         )
         text = text[:pos] + insert + text[pos + cut :]
-    check_outcome(lambda: parse_bundle(text))
+    check_outcome(lambda: parse_bundle(text), text)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_json_like, st.integers(0, 4))
 def test_fuzz_random_json_text(doc: Any, indent: int) -> None:
     text = json.dumps(doc, indent=indent or None)
-    check_outcome(lambda: parse_bundle(text))
+    check_outcome(lambda: parse_bundle(text), text)
