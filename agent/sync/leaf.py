@@ -86,8 +86,11 @@ class LeafSettings:
     listen_port: int = 0  # 0: a free port chosen once per LeafServer
     reconnect: str = "1s"  # nats-server wants a duration string here
     # Leaf link compression. nats-server's default (s2_auto) compresses only once RTT passes
-    # 10 ms; an edge link pays per byte whatever its RTT, and S2 is cheap on small CPUs.
-    compression: str = "s2_best"
+    # 10 ms; an edge link pays per byte whatever its RTT. s2_fast by measurement
+    # (bench/bench_agent_footprint.py, docs/agent.md "Footprint"): a day of reports is 0.49 MB
+    # on the wire against 0.38 MB with s2_best (1.85 MB uncompressed), but s2_best's encoder
+    # keeps the leaf 5-10 MB bigger idle and ~17 MB bigger after a burst, at ~10x the CPU.
+    compression: str = "s2_fast"
     ca_file: str | None = None  # PEM CA the hub's certificate must chain to (pins it)
     binary: str | None = None
     ready_timeout: float = 15.0

@@ -95,7 +95,7 @@ def test_leaf_config(tmp_path: Path) -> None:
     assert conf["listen"] == "127.0.0.1:4333"
     assert conf["leafnodes"]["reconnect"] == "1s"
     assert conf["leafnodes"]["remotes"][0]["url"] == "nats-leaf://dev-1:pw@hub:7422"
-    assert conf["leafnodes"]["remotes"][0]["compression"] == "s2_best"
+    assert conf["leafnodes"]["remotes"][0]["compression"] == "s2_fast"
     assert "jetstream" not in conf  # the leaf stores nothing; JetStream is the hub's
     with pytest.raises(Exception, match="host:port"):
         remote_url("nats-leaf://hub", None, None)
