@@ -231,6 +231,8 @@ class Hub:
                 await self.call(self.store.scalar, "SELECT 1")
             except Exception as exc:
                 problems.append(f"store unusable: {exc}")
+        if self.sync.ingest is not None and (stuck := self.sync.ingest.stuck()):
+            problems.append(stuck)
         return problems
 
     async def _before_scrape(self) -> None:

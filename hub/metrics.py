@@ -66,6 +66,26 @@ class HubMetrics:
             "Report batches postponed because an earlier batch had not arrived",
             registry=self.registry,
         )
+        self.sync_lost_rows = Counter(
+            "signalbeam_sync_lost_rows",
+            "Rows a device's heartbeat says the stream acknowledged that never reached the hub",
+            registry=self.registry,
+        )
+        self.sync_store_resets = Counter(
+            "signalbeam_sync_store_resets",
+            "Devices whose store began again (a new store epoch), their rows applied anew",
+            registry=self.registry,
+        )
+        self.sync_poison = Counter(
+            "signalbeam_sync_poison_messages",
+            "Report messages that raised while applied and were rolled back alone",
+            registry=self.registry,
+        )
+        self.sync_ingest_failures = Counter(
+            "signalbeam_sync_ingest_failures",
+            "Fetches whose transaction failed as a whole (store errors); all redelivered",
+            registry=self.registry,
+        )
         self.sync_batch_seconds = Histogram(
             "signalbeam_sync_ingest_batch_seconds",
             "Time to apply one fetched batch of reports (one SQLite transaction)",

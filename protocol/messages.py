@@ -9,7 +9,8 @@ are ignored, so a newer sender can add optional fields without breaking an older
 Subjects (see ``protocol.subjects``) and what travels on them:
 
 - ``sb.dev.<id>.report``: ``ReportBatch`` published with JetStream into stream ``SB_REPORTS``
-  (domain ``hub``), header ``Nats-Msg-Id: <id>:<first_seq>-<last_seq>``.
+  (domain ``hub``), without ``Nats-Msg-Id`` (older agents sent ``<id>:<first_seq>-<last_seq>``;
+  the hub still checks one that is present against the body, and relies on none of it).
 - ``sb.dev.<id>.heartbeat``: ``Heartbeat``, core NATS, best effort, latest state only.
 - ``sb.hub.enroll``: request ``EnrollRequest``, reply ``EnrollReply`` or the error shape.
 - ``sb.dev.<id>.rpc.<verb>``: request ``RpcRequest`` body, reply ``RpcReply`` body.
@@ -47,6 +48,13 @@ MAX_CONTAINERS = 128
 MAX_METRICS = 64
 MAX_LOG_TAIL = 5000
 DEFAULT_LOG_TAIL = 100
+MAX_EPOCH_LEN = 64
+# Wall-clock timestamps a device may send: 1970 .. 2100. A device clock can be wrong (a box
+# without an RTC boots in 1970), but never by centuries: 1e300 or -1e20 are garbage, and the
+# hub would fail to format them as dates (OverflowError) inside its ingest transaction.
+TS_MIN = 0.0
+TS_MAX = 4_102_444_800.0  # 2100-01-01T00:00:00Z
+INT64_MAX = 2**63 - 1  # SQLite's INTEGER; a larger Python int fails at the insert
 
 RPC_VERBS: tuple[str, ...] = ("reconcile", "restart", "logs", "status")
 
@@ -68,6 +76,22 @@ _KIND_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 # The hub's rule for tag and group names (lower case, so `Lab` and `lab` never differ).
 _TAG_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _CONTAINER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_EPOCH_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def valid_ts(v: Any) -> bool:
+    """A number a device may send as a wall-clock time (``TS_MIN`` .. ``TS_MAX``)."""
+    return (
+        isinstance(v, int | float)
+        and not isinstance(v, bool)
+        and math.isfinite(v)
+        and TS_MIN <= v <= TS_MAX
+    )
+
+
+def valid_int64(v: Any, lo: int = 0) -> bool:
+    """An integer SQLite can store (and ``lo`` or above)."""
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= INT64_MAX
 
 
 class MessageError(ValueError):
@@ -98,6 +122,18 @@ def _dumps(doc: Any) -> bytes:
     return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    # 1e999 parses to inf: no device sends it, and the hub could not store or serve it.
+    v = float(text)
+    if not math.isfinite(v):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return v
+
+
 def _load(data: bytes | str, max_bytes: int) -> dict[str, Any]:
     """Size check, UTF-8, JSON, object, schema version: the first gate for every message."""
     if not isinstance(data, bytes | bytearray | str):
@@ -106,7 +142,7 @@ def _load(data: bytes | str, max_bytes: int) -> dict[str, Any]:
     if size > max_bytes:
         raise MessageError("$", f"message is {size} bytes, the limit is {max_bytes}", TOO_LARGE)
     try:
-        doc = json.loads(data)
+        doc = json.loads(data, parse_constant=_no_constant, parse_float=_finite_float)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise MessageError("$", f"not JSON: {exc}", BAD_REQUEST) from None
     if not isinstance(doc, dict):
@@ -153,6 +189,15 @@ class _Obj:
         if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v):
             raise MessageError(self.at(key), "must be a finite number")
         return float(v)
+
+    def ts(self, key: str, *, required: bool = True) -> Any:
+        """A wall-clock time in seconds, within ``TS_MIN`` .. ``TS_MAX``."""
+        v = self.num(key, required=required)
+        if v is not None and not TS_MIN <= v <= TS_MAX:
+            raise MessageError(
+                self.at(key), f"must be a time between {TS_MIN:.0f} and {TS_MAX:.0f} (1970-2100)"
+            )
+        return v
 
     def str_(
         self,
@@ -202,7 +247,12 @@ class _Obj:
 
 
 def msg_id(device_id: str, first_seq: int, last_seq: int) -> str:
-    """The ``Nats-Msg-Id`` of a report batch: ``<device>:<first_seq>-<last_seq>``."""
+    """``<device>:<first_seq>-<last_seq>``: the ``Nats-Msg-Id`` older agents sent with a batch.
+
+    Agents no longer send it: JetStream deduplicates on it across the whole stream, so any
+    device could publish, on its own subject, another device's next ids and make the stream
+    answer "duplicate" to that device's real batches (which an older agent counted as
+    delivered). Replays are the hub's job, by per-device sequence (``plan_apply``)."""
     return f"{device_id}:{first_seq}-{last_seq}"
 
 
@@ -239,11 +289,16 @@ class ReportBatch:
     earlier one (the earlier publish failed while the link came up between the two), so the
     hub applies a batch only once ``prev_seq <= last_applied_seq`` and otherwise NAKs it
     with a short delay: the earlier rows are on their way, resent by the device.
+
+    ``epoch`` names the device's store (its outbox numbering): a store made again (the
+    agent's database deleted or emptied) has a new epoch and numbers from 1, which the hub
+    must apply as new rows, not drop as replays. None: an older agent (one numbering only).
     """
 
     device_id: str
     rows: tuple[ReportRow, ...]
     prev_seq: int = 0
+    epoch: str | None = None
 
     @property
     def first_seq(self) -> int:
@@ -265,6 +320,7 @@ class ReportBatch:
                 for r in self.rows
             ],
             prev_seq=self.prev_seq,
+            epoch=self.epoch,
         )
 
 
@@ -277,10 +333,14 @@ def encode_row_raw(seq: int, kind: str, ts: float, payload_json: str) -> str:
     return f'{{"seq":{seq},"kind":{json.dumps(kind)},"ts":{ts!r},"payload":{payload_json}}}'
 
 
-def report_envelope_bytes(device_id: str, first_seq: int, last_seq: int, prev_seq: int) -> int:
+def report_envelope_bytes(
+    device_id: str, first_seq: int, last_seq: int, prev_seq: int, epoch: str | None = None
+) -> int:
     """Bytes of a batch without its rows (and the commas between them)."""
     return len(
-        encode_report_raw(device_id, [], prev_seq=prev_seq, first_seq=first_seq, last_seq=last_seq)
+        encode_report_raw(
+            device_id, [], prev_seq=prev_seq, first_seq=first_seq, last_seq=last_seq, epoch=epoch
+        )
     )
 
 
@@ -291,24 +351,30 @@ def encode_report_raw(
     prev_seq: int = 0,
     first_seq: int | None = None,
     last_seq: int | None = None,
+    epoch: str | None = None,
 ) -> bytes:
     """Build the report JSON from raw rows (fast path; the layout ``decode_report`` reads)."""
     first = rows[0][0] if rows else (first_seq or 0)
     last = rows[-1][0] if rows else (last_seq or 0)
     body = ",".join(encode_row_raw(*r) for r in rows)
+    ep = "" if epoch is None else f'"epoch":{json.dumps(epoch)},'
     return (
-        f'{{"v":{SCHEMA_VERSION},"device_id":{json.dumps(device_id)},"prev_seq":{prev_seq},'
+        f'{{"v":{SCHEMA_VERSION},"device_id":{json.dumps(device_id)},{ep}"prev_seq":{prev_seq},'
         f'"first_seq":{first},"last_seq":{last},"rows":[{body}]}}'
     ).encode()
 
 
 def decode_report(data: bytes | str, *, subject_device: str | None = None) -> ReportBatch:
     """Validate a report message. With ``subject_device`` (the id in ``sb.dev.<id>.report``)
-    a body naming another device is refused: one device can never report as another."""
+    a body naming another device is refused: one device can never report as another.
+    Sequences are within SQLite's integer range and row times within ``TS_MIN..TS_MAX``."""
     doc = _Obj(_load(data, MAX_REPORT_BYTES), "")
     device_id = doc.device_id()
     if subject_device is not None and device_id != subject_device:
         raise MessageError("device_id", f"{device_id!r} does not match the subject's device")
+    epoch = doc.str_("epoch", required=False, max_len=MAX_EPOCH_LEN)
+    if epoch is not None and not _EPOCH_RE.fullmatch(epoch):
+        raise MessageError("epoch", "must be 1-64 characters of A-Z a-z 0-9 _ -")
     prev = doc.int_("prev_seq", required=False) or 0
     first = doc.int_("first_seq", lo=1)
     last = doc.int_("last_seq", lo=1)
@@ -327,7 +393,7 @@ def decode_report(data: bytes | str, *, subject_device: str | None = None) -> Re
             raise MessageError(r.at("seq"), "sequence numbers must strictly increase")
         prev_row = seq
         kind = r.str_("kind", max_len=MAX_KIND_LEN, pattern=_KIND_RE, what="a lowercase kind name")
-        ts = r.num("ts")
+        ts = r.ts("ts")
         if "payload" not in r.doc:
             raise MessageError(r.at("payload"), "is required")
         rows.append(ReportRow(seq, kind, ts, r.doc["payload"]))
@@ -335,13 +401,15 @@ def decode_report(data: bytes | str, *, subject_device: str | None = None) -> Re
         raise MessageError("first_seq", "must equal the first row's seq")
     if rows[-1].seq != last:
         raise MessageError("last_seq", "must equal the last row's seq")
-    return ReportBatch(device_id, tuple(rows), prev)
+    return ReportBatch(device_id, tuple(rows), prev, epoch)
 
 
 def check_msg_id(batch: ReportBatch, header_value: str | None) -> None:
-    """The hub's cross-check of the ``Nats-Msg-Id`` header against the body."""
+    """The hub's cross-check of a ``Nats-Msg-Id`` header against the body. Optional (agents
+    no longer send one); when present it must name this batch, of this subject's device:
+    an id naming another device is an attempt to poison that device's deduplication."""
     if header_value is None:
-        raise MessageError(MSG_ID_HEADER, "header is required")
+        return
     if parse_msg_id(header_value) != (batch.device_id, batch.first_seq, batch.last_seq):
         raise MessageError(MSG_ID_HEADER, f"{header_value!r} does not match the batch")
 
@@ -351,7 +419,9 @@ class ApplyPlan:
     """What the hub's ingest does with one report batch (see ``plan_apply``).
 
     ``wait``: an earlier batch has not been applied yet (this one overtook it): NAK with a short
-    delay, apply nothing. Otherwise apply ``rows`` in order (those above ``last_applied``), in
+    delay, apply nothing. ``too_far``: the batch's sequences jump beyond ``max_seq``, what the
+    device can have numbered: apply nothing (the caller waits a while for evidence, then
+    refuses it). Otherwise apply ``rows`` in order (those above ``last_applied``), in
     one transaction that also sets the device's last applied seq to ``last_applied``; ``gaps``
     are missing ``(first, last)`` ranges before them (announced by ``outbox.dropped`` events
     when the device dropped rows; otherwise a loss worth logging), ``replayed`` counts rows
@@ -363,16 +433,23 @@ class ApplyPlan:
     last_applied: int = 0
     gaps: tuple[tuple[int, int], ...] = ()
     replayed: int = 0
+    too_far: bool = False
 
 
-def plan_apply(batch: ReportBatch, last_applied: int, *, force: bool = False) -> ApplyPlan:
+def plan_apply(
+    batch: ReportBatch, last_applied: int, *, force: bool = False, max_seq: int | None = None
+) -> ApplyPlan:
     """The ingest rule, pure: exactly once and in order per device.
 
     ``force`` applies a batch that would wait (after the consumer's redelivery limit, e.g. a
-    hub whose state was reset), reporting the skipped range as a gap.
+    hub whose state was reset), reporting the skipped range as a gap. ``max_seq`` is the
+    highest sequence the device can have used: a batch reaching beyond it is never adopted
+    (its position would make every later real row look like a replay).
     """
     if batch.prev_seq > last_applied and not force:
         return ApplyPlan(wait=True, last_applied=last_applied)
+    if max_seq is not None and batch.last_seq > max(max_seq, last_applied):
+        return ApplyPlan(wait=False, last_applied=last_applied, too_far=True)
     fresh = tuple(r for r in batch.rows if r.seq > last_applied)
     gaps: list[tuple[int, int]] = []
     expect = last_applied + 1
@@ -479,7 +556,7 @@ def decode_heartbeat(data: bytes | str, *, subject_device: str | None = None) ->
             metrics[k] = metrics_obj.num(k)
     return Heartbeat(
         device_id=device_id,
-        ts=doc.num("ts"),
+        ts=doc.ts("ts"),
         agent_version=doc.str_("agent_version", max_len=64),
         bundle_ref=doc.str_("bundle_ref", required=False, max_len=256),
         generation=doc.int_("generation", required=False),

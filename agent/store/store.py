@@ -179,6 +179,11 @@ class Store:
                     [
                         ("device_id", device_id),
                         ("store_id", os.urandom(16).hex()),
+                        # The outbox numbering's name, sent with every report: a store made
+                        # again (this file deleted or emptied) numbers from 1 under a new
+                        # epoch, which the hub applies as new rows instead of replays. A
+                        # store made by an older agent has none and keeps its one numbering.
+                        ("sync_epoch", os.urandom(12).hex()),
                         ("created_at", repr(now)),
                     ],
                 )
@@ -970,6 +975,12 @@ class Store:
             out.append(OutboxRow(r["seq"], r["kind"], r["payload"], r["size"], r["created_at"]))
         return out
 
+    def outbox_epoch(self) -> str | None:
+        """This store's outbox epoch (``identity.sync_epoch``); None for a store made by an
+        agent from before epochs (its numbering never started again)."""
+        rows = self._read("SELECT value FROM identity WHERE key = 'sync_epoch'")
+        return str(rows[0]["value"]) if rows else None
+
     def outbox_mark_sent(self, up_to_seq: int) -> int:
         """Mark every unsent row with ``seq <= up_to_seq`` sent; returns how many."""
         with self._tx() as c:
@@ -983,18 +994,23 @@ class Store:
         return int(self._read("SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL")[0]["n"])
 
     def outbox_stats(self) -> dict[str, Any]:
+        # One statement, so one snapshot: the heartbeat sends ``pending`` and ``last_seq``,
+        # and the hub takes "nothing pending up to last_seq" as the device's word that every
+        # row up to there reached the stream (a row committed between two reads would make
+        # that claim false).
         r = self._read(
             "SELECT count(*) AS n, coalesce(sum(size), 0) AS bytes, min(created_at) AS oldest, "
-            "min(seq) AS first_seq, max(seq) AS last_seq FROM outbox WHERE sent_at IS NULL"
+            "min(seq) AS first_seq, max(seq) AS last_seq, "
+            "(SELECT value FROM sequences WHERE name = 'outbox') AS counter "
+            "FROM outbox WHERE sent_at IS NULL"
         )[0]
-        last = self._read("SELECT value FROM sequences WHERE name = 'outbox'")
         return {
             "pending": r["n"],
             "bytes": r["bytes"],
             "oldest_created_at": r["oldest"],
             "first_pending_seq": r["first_seq"],
             "last_pending_seq": r["last_seq"],
-            "last_seq": int(last[0]["value"]) if last else 0,
+            "last_seq": int(r["counter"] or 0),
         }
 
     def enforce_outbox_bounds(

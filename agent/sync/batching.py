@@ -1,10 +1,10 @@
 """Pure packing of outbox rows into report messages (no I/O, property-tested).
 
 Rows are packed in sequence order, as many per message as fit both ``max_rows`` and
-``max_bytes`` of encoded JSON. The packing is deterministic for a given row list, so a resend
-after a lost PubAck usually repeats the same ``Nats-Msg-Id`` and the hub stream's duplicate
-window drops it; when it does not (new rows joined the last batch), the hub's per-device
-``last_applied_seq`` still makes the replay harmless.
+``max_bytes`` of encoded JSON, each message naming the store's outbox ``epoch``. A resend
+after a lost PubAck is stored again by the stream (no ``Nats-Msg-Id``: the stream's
+deduplication is stream-wide, so another device could forge ours); the hub's per-device,
+per-epoch ``last_applied_seq`` makes the replay harmless.
 
 A row too large to travel even alone is replaced by an ``oversized`` marker row carrying its
 original kind and size, so the sequence stays contiguous and the hub can say what was lost.
@@ -50,6 +50,7 @@ def pack(
     max_bytes: int = MAX_REPORT_BYTES,
     max_rows: int = MAX_ROWS_PER_REPORT,
     prev_seq: int = 0,
+    epoch: str | None = None,
 ) -> list[Batch]:
     """Split ``rows`` (sorted by seq) into encoded batches within the bounds, chained by
     ``prev_seq`` (the first batch gets the one given, each next one its predecessor's last)."""
@@ -63,7 +64,7 @@ def pack(
     def flush() -> None:
         nonlocal current, used, prev
         if current:
-            body = encode_report_raw(device_id, current, prev_seq=prev)
+            body = encode_report_raw(device_id, current, prev_seq=prev, epoch=epoch)
             first, last = current[0][0], current[-1][0]
             batches.append(
                 Batch(first, last, msg_id(device_id, first, last), body, len(current), prev)
@@ -75,10 +76,12 @@ def pack(
         seq = row[0]
         size = len(encode_row_raw(*row).encode())
         # Alone in a batch (first = last = seq) is the largest envelope this row can get.
-        if report_envelope_bytes(device_id, seq, seq, max(prev, seq - 1)) + size > max_bytes:
+        if report_envelope_bytes(device_id, seq, seq, max(prev, seq - 1), epoch) + size > max_bytes:
             row = oversized_marker(seq, row[1], row[2], size)
             size = len(encode_row_raw(*row).encode())
-        envelope = report_envelope_bytes(device_id, current[0][0] if current else seq, seq, prev)
+        envelope = report_envelope_bytes(
+            device_id, current[0][0] if current else seq, seq, prev, epoch
+        )
         if current and (
             len(current) >= max_rows or envelope + used + size + len(current) > max_bytes
         ):

@@ -5,10 +5,14 @@ with JetStream ``publish_async`` so a whole window is in flight at once, and mar
 up to the newest batch whose PubAck arrived with every earlier batch also acknowledged. Any
 failure (no responders because the leaf link is down, ack timeout, a closed connection) stops
 the window, cancels the rest, marks the link lost and backs off; the unacknowledged rows stay
-pending and are sent again. A resend that repeats a ``Nats-Msg-Id`` inside the stream's
-duplicate window is dropped by JetStream; any other replay is dropped by the hub's per-device
+pending and are sent again, and the hub drops the replay by its per-device, per-epoch
 ``last_applied_seq``. Nothing here uses core NATS publish: a core publish on a leaf whose link
 is down is silently lost.
+
+No ``Nats-Msg-Id``: the stream deduplicates on it across every device, and the ids were
+predictable, so another device could publish ours first and make the stream answer
+"duplicate" to our real batches. For the same reason a PubAck saying ``duplicate`` (which a
+publish without an id never gets) is not taken as delivery: the rows stay pending.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from nats.js.client import JetStreamContext
 from agent.store.rows import OutboxRow
 from agent.sync.batching import Batch, pack
 from agent.sync.link import LinkState
-from protocol.messages import MAX_REPORT_BYTES, MAX_ROWS_PER_REPORT, MSG_ID_HEADER
+from protocol.messages import MAX_REPORT_BYTES, MAX_ROWS_PER_REPORT
 from protocol.subjects import REPORT_STREAM, report
 
 log = logging.getLogger(__name__)
@@ -34,6 +38,8 @@ log = logging.getLogger(__name__)
 
 class OutboxStore(Protocol):
     def outbox_pending(self, limit: int = 100, max_bytes: int = 1_000_000) -> list[OutboxRow]: ...
+
+    def outbox_epoch(self) -> str | None: ...
 
     def outbox_mark_sent(self, up_to_seq: int) -> int: ...
 
@@ -54,7 +60,7 @@ class UplinkSettings:
 class UplinkStats:
     rows_sent: int = 0
     batches_sent: int = 0
-    duplicates: int = 0  # PubAcks saying "already stored" (a resend inside the dup window)
+    duplicates: int = 0  # PubAcks saying "duplicate": not trusted as delivery (never expected)
     bytes_sent: int = 0
     failures: int = 0
     last_sent_seq: int | None = None
@@ -92,6 +98,8 @@ class Uplink:
         # Last seq acknowledged in this session: the ``prev_seq`` of the next window, so the
         # hub can tell a batch that overtook an earlier (failed, resent) one. 0 = no claim.
         self._acked = 0
+        self._epoch: str | None = None
+        self._epoch_read = False
         self._log_extra = {"device": device_id}
 
     def kick(self) -> None:
@@ -139,6 +147,9 @@ class Uplink:
         rows = await asyncio.to_thread(self.store.outbox_pending, s.window_rows, s.window_bytes)
         if not rows:
             return 0
+        if not self._epoch_read:  # fixed for the store's life: read once
+            self._epoch = await asyncio.to_thread(self.store.outbox_epoch)
+            self._epoch_read = True
         raw = [(r.seq, r.kind, r.created_at, r.payload_json) for r in rows]
         batches = pack(
             self.device_id,
@@ -146,6 +157,7 @@ class Uplink:
             max_bytes=s.batch_bytes,
             max_rows=min(s.batch_rows, MAX_ROWS_PER_REPORT),
             prev_seq=self._acked if self._acked < rows[0].seq else 0,
+            epoch=self._epoch,
         )
         return await self._send(batches)
 
@@ -160,7 +172,6 @@ class Uplink:
                     b.body,
                     wait_stall=self.settings.ack_timeout,
                     stream=REPORT_STREAM,
-                    headers={MSG_ID_HEADER: b.msg_id},
                 )
                 in_flight.append((b, fut))
             for b, fut in in_flight:
@@ -172,12 +183,18 @@ class Uplink:
                     raise _LinkDown(f"no PubAck within {self.settings.ack_timeout}s") from None
                 except nats.js.errors.APIError as exc:
                     raise _LinkDown(f"report stream refused the batch: {exc}") from None
+                if getattr(ack, "duplicate", False):
+                    # The stream says it already holds this message, yet we sent no id to
+                    # match: it did not store it, so it is not delivered. Keep the rows.
+                    self.stats.duplicates += 1
+                    raise _LinkDown(
+                        f"report stream answered 'duplicate' for rows {b.first_seq}..{b.last_seq}"
+                        " (sent without a message id); not counted as delivered"
+                    )
                 acked_seq = b.last_seq
                 acked_rows += b.rows
                 self.stats.batches_sent += 1
                 self.stats.bytes_sent += len(b.body)
-                if getattr(ack, "duplicate", False):
-                    self.stats.duplicates += 1
         except (nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError) as exc:
             raise _LinkDown(f"local NATS connection unusable: {exc!r}") from None
         except nats.js.errors.TooManyStalledMsgsError:

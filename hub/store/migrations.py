@@ -278,6 +278,27 @@ CREATE TABLE rollout_deployments (
 ) WITHOUT ROWID;
 """,
     ),
+    (
+        7,
+        "ingest: per-device store epochs",
+        """
+-- A device's outbox numbering belongs to one store (its epoch): an agent whose database was
+-- deleted starts again at 1 under a new epoch, and the hub keeps one position per epoch so
+-- those rows are applied, not dropped as replays. device_sync keeps the current epoch and
+-- its position (what "behind" is measured against); '' is an older agent (no epoch).
+ALTER TABLE device_sync ADD COLUMN epoch TEXT NOT NULL DEFAULT '';
+CREATE TABLE device_sync_epochs (
+    device_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+    epoch TEXT NOT NULL,
+    last_applied_seq INTEGER NOT NULL DEFAULT 0,
+    first_seen TEXT NOT NULL,
+    PRIMARY KEY (device_id, epoch)
+) WITHOUT ROWID;
+INSERT INTO device_sync_epochs (device_id, epoch, last_applied_seq, first_seen)
+    SELECT device_id, '', last_applied_seq, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+    FROM device_sync;
+""",
+    ),
 ]
 
 

@@ -57,7 +57,10 @@ class SyncStore(StoreBase):
             return cur.rowcount > 0
 
     def reset_device_sync(self, device_id: str) -> None:
-        """A (re-)enrolled device starts a fresh outbox: its sequence numbers begin at 1."""
+        """A (re-)enrolled device may start a fresh outbox at seq 1. An agent that names its
+        store epoch says so itself (a new store is a new epoch), so only the position of
+        the no-epoch numbering (older agents) is reset; an epoch's numbering never repeats,
+        and keeping it spares a re-enrolled box that kept its store a false gap."""
         with self.tx() as c:
             c.execute(
                 "UPDATE devices SET reenroll_approved = 0 WHERE id = ?",
@@ -65,8 +68,12 @@ class SyncStore(StoreBase):
             )
             c.execute(
                 "INSERT INTO device_sync (device_id, last_applied_seq) VALUES (?, 0)"
-                " ON CONFLICT(device_id) DO UPDATE SET last_applied_seq = 0",
+                " ON CONFLICT(device_id) DO UPDATE SET last_applied_seq ="
+                " CASE WHEN epoch = '' THEN 0 ELSE last_applied_seq END",
                 (device_id,),
+            )
+            c.execute(
+                "DELETE FROM device_sync_epochs WHERE device_id = ? AND epoch = ''", (device_id,)
             )
 
     # --- desired documents published to KV -----------------------------------------------

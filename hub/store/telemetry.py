@@ -154,6 +154,7 @@ class TelemetryStore(StoreBase):
         return {"state": json.loads(row["doc"]), "as_of": row["as_of"]}
 
     def last_applied_seq(self, device_id: str) -> int:
+        """The position of the device's current store epoch (what "behind" is measured by)."""
         return int(
             self.scalar(
                 "SELECT last_applied_seq FROM device_sync WHERE device_id = ?", (device_id,)
@@ -162,12 +163,69 @@ class TelemetryStore(StoreBase):
         )
 
     def set_last_applied_seq(self, device_id: str, seq: int) -> None:
-        """Call inside the ingest batch's ``tx()`` so position and effects commit together."""
+        """Move the current epoch's position. Call inside the ingest batch's ``tx()`` so
+        position and effects commit together."""
+        epoch = self.sync_epoch(device_id)[0]
+        self.set_sync_position(device_id, epoch, seq)
+
+    def sync_epoch(self, device_id: str) -> tuple[str, int]:
+        """``(current epoch, its position)``; ``('', 0)`` for a device that never reported."""
+        row = self.conn.execute(
+            "SELECT epoch, last_applied_seq FROM device_sync WHERE device_id = ?", (device_id,)
+        ).fetchone()
+        return ("", 0) if row is None else (str(row[0]), int(row[1]))
+
+    def epoch_position(self, device_id: str, epoch: str) -> int | None:
+        """The position of one of the device's store epochs; None for one never seen."""
+        v = self.scalar(
+            "SELECT last_applied_seq FROM device_sync_epochs WHERE device_id = ? AND epoch = ?",
+            (device_id, epoch),
+        )
+        if v is None:
+            cur, pos = self.sync_epoch(device_id)
+            # A device_sync row without its epoch row (enrolled, nothing applied yet).
+            return pos if cur == epoch and epoch == "" else None
+        return int(v)
+
+    def set_sync_position(self, device_id: str, epoch: str, seq: int) -> None:
+        """Record ``seq`` as applied for this epoch (and as the device's position when it is
+        the current epoch)."""
         with self.tx() as c:
             c.execute(
-                "INSERT INTO device_sync (device_id, last_applied_seq) VALUES (?, ?)"
-                " ON CONFLICT(device_id) DO UPDATE SET last_applied_seq = excluded.last_applied_seq",
-                (device_id, seq),
+                "INSERT INTO device_sync_epochs (device_id, epoch, last_applied_seq, first_seen)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT(device_id, epoch) DO UPDATE SET"
+                " last_applied_seq = excluded.last_applied_seq",
+                (device_id, epoch, seq, now_iso()),
+            )
+            c.execute(
+                "INSERT INTO device_sync (device_id, last_applied_seq, epoch) VALUES (?, ?, ?)"
+                " ON CONFLICT(device_id) DO UPDATE SET last_applied_seq = excluded.last_applied_seq"
+                " WHERE device_sync.epoch = excluded.epoch",
+                (device_id, seq, epoch),
+            )
+
+    def begin_epoch(self, device_id: str, epoch: str, keep: int = 16) -> None:
+        """Make ``epoch`` the device's current one (its position as recorded, 0 when new),
+        keeping the newest ``keep`` epochs' positions: a report of an older store still in
+        the stream is applied against its own numbering."""
+        with self.tx() as c:
+            c.execute(
+                "INSERT OR IGNORE INTO device_sync_epochs (device_id, epoch, last_applied_seq,"
+                " first_seen) VALUES (?, ?, 0, ?)",
+                (device_id, epoch, now_iso()),
+            )
+            pos = self.epoch_position(device_id, epoch) or 0
+            c.execute(
+                "INSERT INTO device_sync (device_id, last_applied_seq, epoch) VALUES (?, ?, ?)"
+                " ON CONFLICT(device_id) DO UPDATE SET last_applied_seq = excluded.last_applied_seq,"
+                " epoch = excluded.epoch",
+                (device_id, pos, epoch),
+            )
+            c.execute(
+                "DELETE FROM device_sync_epochs WHERE device_id = ? AND epoch <> ? AND epoch NOT IN"
+                " (SELECT epoch FROM device_sync_epochs WHERE device_id = ?"
+                "  ORDER BY first_seen DESC, epoch LIMIT ?)",
+                (device_id, epoch, device_id, keep),
             )
 
     # --- retention (hub/retention.py drives these; each call is one short transaction) ---

@@ -2,24 +2,35 @@
 
 ``apply_fetch`` runs on the store's writer thread with one fetch (up to 100 messages, any
 devices) and commits everything it applies in ONE transaction; the caller acks after the
-commit. For each message, in stream order:
+commit. For each message, in stream order, inside a savepoint of its own:
 
-1. Decode strictly (``decode_report`` with the subject's device, ``check_msg_id``). Any
-   ``MessageError``, or a device the hub does not know: ``term`` (never redelivered), counted
-   and recorded as a hub event.
-2. ``prev_seq > last_applied_seq``: an earlier batch is still on its way (the device resends
+1. Decode strictly (``decode_report`` with the subject's device; a ``Nats-Msg-Id``, which
+   agents no longer send, must match the body). Any ``MessageError``, or a device the hub
+   does not know: ``term`` (never redelivered), counted and recorded as a hub event.
+2. The batch's store epoch (``''`` for an older agent) selects the position it is applied
+   against: a store made again numbers from 1 under a new epoch, which becomes the device's
+   current one (a ``store_reset`` event), so its rows are applied rather than dropped as
+   replays. A report of an older epoch still in the stream is applied against its own.
+3. ``prev_seq > last_applied_seq``: an earlier batch is still on its way (the device resends
    it) -> ``nak`` with a delay, unless the message was delivered ``GIVE_UP_DELIVERIES``
    times already: then it is applied and the hole is recorded as a gap (a hub whose DB was
    restored from an older replica would otherwise wait forever).
-3. Rows with ``seq <= last_applied_seq`` are replays and change nothing; each new row is
+4. A batch reaching beyond what the device can have numbered (``SEQ_SLACK`` above the
+   larger of the position and the heartbeat's ``last_seq``) is never adopted: it waits for
+   a heartbeat that explains it, and after ``JUMP_WAIT_DELIVERIES`` it is refused (term, a
+   ``sync_seq_jump`` event). Adopting it would make every later real row a "replay".
+5. Rows with ``seq <= last_applied_seq`` are replays and change nothing; each new row is
    applied in order; a jump is a gap (logged, and a ``sync_gap`` event; the device announces
    rows it dropped itself with an ``outbox.dropped`` event). ``last_applied_seq`` moves to
    the batch's last seq in the same transaction.
 
-A row whose payload is malformed is skipped (counted, one event per batch) but its sequence
-number is consumed: it can never become valid, and holding the device back would stop its
-whole stream. Row handlers registered by other hub parts (rollouts) run inside the same
-transaction, so their effects are exactly-once too.
+A row whose payload is malformed or out of range is skipped (counted, one event per batch)
+but its sequence number is consumed: it can never become valid, and holding the device back
+would stop its whole stream. Anything else a message raises while applied (a value the
+checks missed, a row handler's error) rolls back that message's savepoint only: it is nak'd
+and, after ``POISON_DELIVERIES``, refused as that device's bad message. Only the store
+itself failing (disk full, I/O) fails the fetch. Row handlers registered by other hub parts
+(rollouts) run inside the same transaction, so their effects are exactly-once too.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,16 +49,29 @@ from hub.timeutil import now_iso
 from protocol.messages import (
     MSG_ID_HEADER,
     MessageError,
+    ReportBatch,
     ReportRow,
     check_msg_id,
     decode_report,
     plan_apply,
+    valid_int64,
+    valid_ts,
 )
 from protocol.subjects import device_from_subject
 
 log = logging.getLogger(__name__)
 
 GIVE_UP_DELIVERIES = 20  # naks at NAK_DELAY each: ~10 s waiting for an earlier batch
+# A sequence jump beyond the heartbeat's last_seq waits this many deliveries (~60 s: two
+# heartbeat intervals) for a heartbeat that explains it before it is refused.
+JUMP_WAIT_DELIVERIES = 120
+# Rows a device may number beyond its last heartbeat's last_seq (made since it was sent).
+SEQ_SLACK = 10_000
+# A message that raised while applied (not a store failure) is retried this many times,
+# then refused: it must not hold back the device's stream, let alone everyone's.
+POISON_DELIVERIES = 5
+# Errors of the store itself (disk full, I/O, locked): the whole fetch is retried later.
+STORE_ERRORS: tuple[type[BaseException], ...] = (sqlite3.OperationalError,)
 # A flood of garbage must not flood the event log: at most one bad_message event per device
 # (or per "unknown sender") in this many seconds; the metric counts every one.
 BAD_EVENT_EVERY = 10.0
@@ -80,6 +105,9 @@ class Outcome:
     gaps: int = 0
     bad: list[tuple[str | None, str, str]] = field(default_factory=list)  # device, code, why
     devices: set[str] = field(default_factory=set)
+    store_resets: int = 0  # a device's store began again (new epoch)
+    seq_jumps: int = 0  # batches refused for a sequence jump
+    poison: int = 0  # messages that raised while applied (rolled back alone)
 
 
 _SECONDS: dict[int, str] = {}  # whole second -> its formatted prefix (events share seconds)
@@ -111,6 +139,12 @@ def _num(v: Any, what: str) -> float:
     return float(v)
 
 
+def _ts(v: Any, what: str) -> float:
+    if not valid_ts(v):
+        raise RowError(f"{what} must be a time in seconds between 1970 and 2100")
+    return float(v)
+
+
 def _event_row(device_id: str, row: ReportRow) -> tuple[Any, ...]:
     """The ``events`` row (``TelemetryStore.add_events``) for one event report row."""
     p = _obj(row.payload, "event")
@@ -127,9 +161,9 @@ def _event_row(device_id: str, row: ReportRow) -> tuple[Any, ...]:
     if not isinstance(severity, str) or len(severity) > 16:
         raise RowError("event severity must be a short string")
     seq = p.get("seq")
-    if not isinstance(seq, int) or isinstance(seq, bool):
-        raise RowError("event seq must be an integer")
-    ts = _num(p.get("ts", row.ts), "event ts")
+    if not valid_int64(seq):
+        raise RowError("event seq must be an integer from 0 to 2**63-1")
+    ts = _ts(p.get("ts", row.ts), "event ts")
     return (device_id, _iso(ts), kind, message[:4096], json.dumps(data or {}), seq, severity)
 
 
@@ -138,9 +172,7 @@ def _metrics_row(device_id: str, row: ReportRow) -> tuple[list[tuple[Any, ...]],
     the start of the hour they belong to. Validated whole before any is kept: a bad metric
     skips the row."""
     p = _obj(row.payload, "metrics.1m")
-    bucket = p.get("bucket")
-    if not isinstance(bucket, int | float) or isinstance(bucket, bool):
-        raise RowError("metrics.1m bucket must be a number")
+    bucket = _ts(p.get("bucket"), "metrics.1m bucket")
     metrics = p.get("metrics")
     if not isinstance(metrics, dict):
         raise RowError("metrics.1m metrics must be an object")
@@ -161,7 +193,7 @@ def _metrics_row(device_id: str, row: ReportRow) -> tuple[list[tuple[Any, ...]],
 def _reported_part(doc: dict[str, Any], row: ReportRow) -> None:
     p = _obj(row.payload, row.kind)
     ts = p.get("ts") if row.kind == "observed" else None
-    as_of = _iso(_num(ts, "observed ts") if ts is not None else row.ts)
+    as_of = _iso(_ts(ts, "observed ts") if ts is not None else row.ts)
     doc[row.kind] = {**p, "as_of": as_of}
     if row.kind == "deployment" and p.get("status") == "healthy":
         doc["running"] = {
@@ -176,19 +208,19 @@ class Applier:
 
     def __init__(self) -> None:
         self.row_handlers: list[RowHandler] = []
-        self._bad_event_at: dict[str | None, float] = {}
+        self._event_at: dict[tuple[str, str | None], float] = {}
         self._hours: set[tuple[str, str, int]] = set()  # (device, metric, hour) this fetch
         # Rows waiting for one executemany each (one statement per row cost more than the
-        # insert itself); written by _flush, always before anything else writes an event or
-        # reads these tables, so event ids keep the order the rows arrived in.
+        # insert itself); written by _flush at the end of each message (inside its
+        # savepoint), always before anything else writes an event or reads these tables,
+        # so event ids keep the order the rows arrived in.
         self._events: list[tuple[Any, ...]] = []
         self._minutes: list[tuple[Any, ...]] = []
 
     def apply_fetch(self, store: Store, msgs: Sequence[Fetched]) -> Outcome:
         out = Outcome()
-        positions: dict[str, int] = {}
-        reported: dict[str, dict[str, Any]] = {}
-        self._hours = set()
+        positions: dict[tuple[str, str], int] = {}
+        hours: set[tuple[str, str, int]] = set()
         self._events, self._minutes = [], []
         # Every row written here belongs to a device this transaction checked exists
         # (``device_exists``), on the one writer thread, so nothing can delete it meanwhile:
@@ -200,34 +232,89 @@ class Applier:
         try:
             with store.tx():
                 for m in msgs:
-                    out.actions.append(self._one(store, m, out, positions, reported))
-                self._flush(store)
+                    out.actions.append(self._isolated(store, m, out, positions, hours))
                 # The hub's 1-hour rollups follow the minutes it holds (the agent sends
                 # minutes only): each touched (device, metric, hour) is recomputed once per
                 # fetch from its minutes, so a replay or a late minute gives the same result.
-                store.rollup_hours(sorted(self._hours))
-                for device_id, doc in reported.items():
-                    as_of = max(
-                        (
-                            part["as_of"]
-                            for k, part in doc.items()
-                            if isinstance(part, dict) and "as_of" in part
-                        ),
-                        default=now_iso(),
-                    )
-                    store.set_reported(device_id, doc, as_of)
+                for device_id in sorted({h[0] for h in hours}):
+                    mine = sorted(h for h in hours if h[0] == device_id)
+                    try:
+                        with _savepoint(store):
+                            store.rollup_hours(mine)
+                    except STORE_ERRORS:
+                        raise
+                    except Exception:
+                        # Recomputed whenever a minute of that hour arrives again; never a
+                        # reason to fail the fetch for every device.
+                        log.exception("hourly rollup failed", extra={"device": device_id})
         finally:
             if fk_off:
                 store.conn.execute("PRAGMA foreign_keys = ON")
         return out
+
+    def _isolated(
+        self,
+        store: Store,
+        m: Fetched,
+        out: Outcome,
+        positions: dict[tuple[str, str], int],
+        hours: set[tuple[str, str, int]],
+    ) -> str:
+        """One message in a savepoint of its own: whatever it raises (but the store failing)
+        undoes only its own writes and is settled for it alone."""
+        before = (
+            out.applied_rows,
+            out.replayed_rows,
+            out.skipped_rows,
+            out.gaps,
+            len(out.bad),
+            set(out.devices),
+            out.store_resets,
+            out.seq_jumps,
+        )
+        saved_positions = dict(positions)
+        self._hours = set()
+        try:
+            with _savepoint(store):
+                action = self._one(store, m, out, positions)
+                self._flush(store)
+        except STORE_ERRORS:
+            raise
+        except Exception as exc:
+            self._events, self._minutes = [], []
+            positions.clear()
+            positions.update(saved_positions)
+            (
+                out.applied_rows,
+                out.replayed_rows,
+                out.skipped_rows,
+                out.gaps,
+                nbad,
+                out.devices,
+                out.store_resets,
+                out.seq_jumps,
+            ) = before
+            del out.bad[nbad:]
+            out.poison += 1
+            log.exception(
+                "a report on %s raised while applied (delivery %d); rolled back alone",
+                m.subject[:128],
+                m.delivered,
+            )
+            if m.delivered < POISON_DELIVERIES:
+                return "nak"
+            why = f"could not be applied: {type(exc).__name__}: {str(exc)[:200]}"
+            self._bad(store, out, device_from_subject(m.subject), "unprocessable", why, m)
+            return "term"
+        hours.update(self._hours)
+        return action
 
     def _one(
         self,
         store: Store,
         m: Fetched,
         out: Outcome,
-        positions: dict[str, int],
-        reported: dict[str, dict[str, Any]],
+        positions: dict[tuple[str, str], int],
     ) -> str:
         subject_device = device_from_subject(m.subject)
         try:
@@ -242,15 +329,25 @@ class Applier:
         if not store.device_exists(device_id):
             self._bad(store, out, None, "unknown_device", f"no device {device_id!r}", m)
             return "term"
-        last = positions.get(device_id)
+        epoch = batch.epoch or ""
+        key = (device_id, epoch)
+        last = positions.get(key)
+        known = True
         if last is None:
-            last = store.last_applied_seq(device_id)
+            found = store.epoch_position(device_id, epoch)
+            known = found is not None
+            last = found or 0
         # The ordering/exactly-once rule is protocol.messages.plan_apply (shared, and
         # property-tested there); this applies what it decides.
         forced = m.delivered >= GIVE_UP_DELIVERIES
-        plan = plan_apply(batch, last, force=forced)
+        plan = plan_apply(batch, last, force=forced, max_seq=self._max_seq(store, batch, last))
         if plan.wait:
             return "nak"
+        if plan.too_far:
+            if m.delivered < JUMP_WAIT_DELIVERIES:
+                return "nak"  # a heartbeat sent since may explain it
+            self._refuse_jump(store, out, batch, last, m)
+            return "term"
         if batch.prev_seq > last:
             log.warning(
                 "batch %s waited for rows %d..%d through %d deliveries; applying it",
@@ -260,13 +357,112 @@ class Applier:
                 m.delivered,
                 extra={"device": device_id},
             )
+        if plan.rows:
+            self._switch_epoch(store, out, device_id, epoch, known, batch)
+        elif epoch == "" and plan.replayed and batch.prev_seq == 0 and batch.first_seq == 1:
+            self._legacy_restart(store, device_id, batch, last)
         out.replayed_rows += plan.replayed
         if plan.rows:
+            reported: dict[str, dict[str, Any]] = {}
             self._apply_rows(store, device_id, plan.rows, plan.gaps, out, reported)
-            store.set_last_applied_seq(device_id, plan.last_applied)
+            for dev, doc in reported.items():
+                as_of = max(
+                    (
+                        part["as_of"]
+                        for part in doc.values()
+                        if isinstance(part, dict) and "as_of" in part
+                    ),
+                    default=now_iso(),
+                )
+                store.set_reported(dev, doc, as_of)
+            store.set_sync_position(device_id, epoch, plan.last_applied)
             out.devices.add(device_id)
-        positions[device_id] = plan.last_applied
+        positions[key] = plan.last_applied
         return "ack"
+
+    def _max_seq(self, store: Store, batch: ReportBatch, last: int) -> int | None:
+        """The highest seq the device can have numbered, when the batch reaches far enough
+        above the position to ask: its newest heartbeat's ``last_seq`` (the outbox counter
+        when it was sent) or the position, plus what it may have made since."""
+        if batch.last_seq <= last + SEQ_SLACK:
+            return None
+        hb = store.get_heartbeat(batch.device_id)
+        claimed = hb["state"].get("last_seq") if hb and isinstance(hb["state"], dict) else None
+        base = int(claimed) if valid_int64(claimed) else 0  # type: ignore[arg-type]
+        return max(last, base) + SEQ_SLACK
+
+    def _refuse_jump(
+        self, store: Store, out: Outcome, batch: ReportBatch, last: int, m: Fetched
+    ) -> None:
+        out.seq_jumps += 1
+        why = (
+            f"rows {batch.first_seq}..{batch.last_seq} jump beyond anything the device has"
+            f" numbered (applied up to {last}; its heartbeat's last_seq plus {SEQ_SLACK});"
+            " refused, the position stays"
+        )
+        self._bad(store, out, batch.device_id, "seq_jump", why, m, event_kind="sync_seq_jump")
+
+    def _switch_epoch(
+        self,
+        store: Store,
+        out: Outcome,
+        device_id: str,
+        epoch: str,
+        known: bool,
+        batch: ReportBatch,
+    ) -> None:
+        """Rows of an epoch that is not the device's current one are about to be applied:
+        a new epoch (a store made again) becomes current, announced; a known one becomes
+        current only while nothing was applied since the device (re-)enrolled."""
+        current, pos = store.sync_epoch(device_id)
+        if epoch == current:
+            return
+        if known and not (current == "" and pos == 0):
+            return  # an older store's report, still in the stream: its own position only
+        store.begin_epoch(device_id, epoch)
+        if known or (current == "" and pos == 0):
+            return  # the first report of a device's first store: nothing began *again*
+        out.store_resets += 1
+        self._flush(store)
+        log.warning(
+            "the device's store began again: epoch %s (was %s, applied up to %d)",
+            epoch or "none",
+            current or "none",
+            pos,
+            extra={"device": device_id},
+        )
+        store.add_event(
+            device_id,
+            "store_reset",
+            f"the device's store began again (its database was deleted or emptied): new rows"
+            f" from seq {batch.first_seq} are applied; the previous store's rows were applied"
+            f" up to {pos}",
+            {"epoch": epoch, "previous_epoch": current, "previous_last_applied": pos},
+            severity="warning",
+        )
+
+    def _legacy_restart(self, store: Store, device_id: str, batch: ReportBatch, last: int) -> None:
+        """An older agent (no epoch) sent rows from 1 again, below the position: its store
+        may have begun again, and these rows cannot be told from replays. Say so."""
+        if not self._may_record(("replay", device_id)):
+            return
+        self._flush(store)
+        log.warning(
+            "rows %d..%d arrived again below the position %d",
+            batch.first_seq,
+            batch.last_seq,
+            last,
+            extra={"device": device_id},
+        )
+        store.add_event(
+            device_id,
+            "sync_replay",
+            f"rows {batch.first_seq}..{batch.last_seq} arrived again below the applied position"
+            f" {last} and were taken as replays; if the device's store began again they were"
+            " not applied (an agent that reports its store epoch avoids this)",
+            {"from": batch.first_seq, "to": batch.last_seq, "last_applied": last},
+            severity="warning",
+        )
 
     def _flush(self, store: Store) -> None:
         if self._events:
@@ -339,6 +535,17 @@ class Applier:
         for handler in self.row_handlers:
             handler(store, device_id, rows)
 
+    def _may_record(self, key: tuple[str, str | None]) -> bool:
+        """At most one event per key every ``BAD_EVENT_EVERY`` seconds (a flood of garbage
+        must not flood the event log; the metrics count every one)."""
+        now = time.monotonic()
+        if now - self._event_at.get(key, -BAD_EVENT_EVERY) < BAD_EVENT_EVERY:
+            return False
+        if len(self._event_at) > 100_000:
+            self._event_at.clear()
+        self._event_at[key] = now
+        return True
+
     def _bad(
         self,
         store: Store,
@@ -347,6 +554,8 @@ class Applier:
         code: str,
         why: str,
         m: Fetched,
+        *,
+        event_kind: str = "bad_message",
     ) -> None:
         known = device_id if device_id is not None and store.device_exists(device_id) else None
         out.bad.append((known, code, why))
@@ -358,13 +567,11 @@ class Applier:
             why[:300],
             extra={"device": device_id},
         )
-        now = time.monotonic()
-        if now - self._bad_event_at.get(known, -BAD_EVENT_EVERY) < BAD_EVENT_EVERY:
+        if not self._may_record((event_kind, known)):
             return
-        self._bad_event_at[known] = now
         store.add_event(
             known,
-            "bad_message",
+            event_kind,
             f"report dropped: {why[:300]}",
             {
                 "subject": m.subject[:128],
@@ -372,8 +579,25 @@ class Applier:
                 "size": len(m.data),
                 "msg_id": (m.msg_id or "")[:128],
             },
-            severity="warning",
+            severity="error" if event_kind == "sync_seq_jump" else "warning",
         )
+
+
+class _savepoint:
+    """``SAVEPOINT`` around one message inside the fetch's transaction: an exception rolls
+    back that message's writes only."""
+
+    def __init__(self, store: Store) -> None:
+        self.conn = store.conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("SAVEPOINT ingest_msg")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is not None and self.conn.in_transaction:
+            self.conn.execute("ROLLBACK TO ingest_msg")
+        if self.conn.in_transaction:
+            self.conn.execute("RELEASE ingest_msg")
 
 
 def fetched(subject: str, data: bytes, headers: dict[str, str] | None, delivered: int) -> Fetched:

@@ -9,6 +9,10 @@ the rows turns the redelivery into a no-op).
 
 The next fetch is already on its way while one is applied (``Ingest._run``), so the store
 thread does not sit idle through the fetch round trip and the acks.
+
+One message never fails a fetch (``hub.sync.apply`` isolates each in a savepoint); only the
+store itself can (disk full). While fetches keep failing, ``Ingest.stuck()`` says so and the
+hub's ``/health/ready`` answers 503 with it.
 """
 
 from __future__ import annotations
@@ -38,9 +42,38 @@ FETCH_WAIT = 1.0
 ACK_WAIT = 10.0
 NAK_DELAY = 0.5
 ERROR_BACKOFF_MAX = 5.0
+# Failing this long without one fetch applied is "stuck" (readiness says so).
+STUCK_AFTER = 15.0
 
 StoreCall = Callable[..., Awaitable[Any]]
 OnApplied = Callable[[set[str]], Awaitable[None]]
+
+
+class Stuck:
+    """Pure bookkeeping of consecutive failed applies (``now`` is monotonic seconds)."""
+
+    def __init__(self, after: float = STUCK_AFTER) -> None:
+        self.after = after
+        self.failures = 0
+        self.since: float | None = None
+        self.error = ""
+
+    def failed(self, now: float, error: str) -> None:
+        self.failures += 1
+        self.error = error
+        if self.since is None:
+            self.since = now
+
+    def ok(self) -> None:
+        self.failures, self.since, self.error = 0, None, ""
+
+    def reason(self, now: float) -> str | None:
+        if self.since is None or now - self.since < self.after or self.failures < 2:
+            return None
+        return (
+            f"report ingest stuck: {self.failures} fetches in a row could not be applied"
+            f" over {now - self.since:.0f} s ({self.error[:200]})"
+        )
 
 
 def consumer_config() -> ConsumerConfig:
@@ -74,8 +107,13 @@ class Ingest:
         self.on_applied = on_applied
         self.applier = Applier()
         self.batches = 0
+        self.health = Stuck()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+
+    def stuck(self) -> str | None:
+        """Why ingest is stuck (every fetch failing for ``STUCK_AFTER`` s), or None."""
+        return self.health.reason(time.monotonic())
 
     async def start(self) -> None:
         await self.js.add_consumer(REPORT_STREAM, consumer_config())
@@ -151,14 +189,17 @@ class Ingest:
         started = time.perf_counter()
         try:
             outcome: Outcome = await self.call(self.applier.apply_fetch, self.store, items)
-        except Exception:
+        except Exception as exc:
             # Nothing committed (disk full, I/O error): every message comes back later.
+            self.health.failed(time.monotonic(), repr(exc))
+            self.metrics.sync_ingest_failures.inc()
             log.exception("applying %d report messages failed; they will be redelivered", len(msgs))
             for m in msgs:
                 with contextlib.suppress(Exception):
                     await m.nak(delay=NAK_DELAY * 4)
             return False
         self.metrics.sync_batch_seconds.observe(time.perf_counter() - started)
+        self.health.ok()
         self.batches += 1
         for m, action in zip(msgs, outcome.actions, strict=True):
             try:
@@ -191,3 +232,5 @@ class Ingest:
         m.sync_rows.labels("replayed").inc(o.replayed_rows)
         m.sync_rows.labels("skipped").inc(o.skipped_rows)
         m.sync_gaps.inc(o.gaps)
+        m.sync_store_resets.inc(o.store_resets)
+        m.sync_poison.inc(o.poison)

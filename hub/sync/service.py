@@ -21,6 +21,7 @@ from hub.api.handlers import Caller, Change, Outcome
 from hub.api.validate import device_id as valid_device_id
 from hub.store import Store
 from hub.sync.apply import RowHandler
+from hub.sync.audit import Audit
 from hub.sync.desired_kv import DesiredWriter
 from hub.sync.devrpc import DeviceRpc
 from hub.sync.enroll import Enrollment
@@ -84,6 +85,7 @@ class SyncService:
         self.ingest = Ingest(js, store, hub.call, metrics, on_applied=applied)
         self.ingest.applier.row_handlers.extend(self.row_handlers)
         await self.ingest.start()
+        audit = Audit(js, store, hub.call, metrics)
         self.presence = Presence(
             nc,
             store,
@@ -91,6 +93,7 @@ class SyncService:
             metrics,
             api.publish_change,
             grace=float(hub.cfg.offline_grace),
+            on_claims=audit.check,
         )
         await self.presence.start()
 

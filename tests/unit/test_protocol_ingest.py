@@ -66,3 +66,23 @@ def test_wait_then_apply_and_gaps() -> None:
     assert again.rows == () and again.replayed == 2 and again.last_applied == 5
     forced = plan_apply(batch([9], prev=8), 5, force=True)
     assert forced.gaps == ((6, 8),) and forced.last_applied == 9
+
+
+def test_a_jump_beyond_max_seq_is_never_adopted() -> None:
+    far = ReportBatch("d", (ReportRow(2**63 - 1, "event", 1.0, {}),))
+    plan = plan_apply(far, 10, max_seq=500)
+    assert plan.too_far and not plan.rows and plan.last_applied == 10
+    # Even forced (waited long for an earlier batch), it is not adopted.
+    assert plan_apply(far, 10, force=True, max_seq=500).too_far
+    near = ReportBatch("d", (ReportRow(400, "event", 1.0, {}),))
+    ok = plan_apply(near, 10, max_seq=500)
+    assert not ok.too_far and ok.last_applied == 400 and ok.gaps == ((11, 399),)
+    # A replay below the position is never "too far", whatever the limit.
+    assert not plan_apply(near, 1000, max_seq=5).too_far
+
+
+@settings(max_examples=200)
+@given(st.integers(0, 10**6), st.integers(1, 2**63 - 1), st.integers(0, 10**6))
+def test_the_position_never_passes_max_seq(last: int, seq: int, max_seq: int) -> None:
+    plan = plan_apply(ReportBatch("d", (ReportRow(seq, "event", 1.0, {}),)), last, max_seq=max_seq)
+    assert plan.last_applied <= max(last, max_seq)

@@ -109,8 +109,10 @@ def test_msg_id_mismatch_and_garbage() -> None:
     batch = m.decode_report(_report())
     with pytest.raises(m.MessageError):
         m.check_msg_id(batch, "dev-1:1-3")
+    # Another device's id on this device's batch: an attempt to poison its deduplication.
     with pytest.raises(m.MessageError):
-        m.check_msg_id(batch, None)
+        m.check_msg_id(batch, "dev-2:1-2")
+    m.check_msg_id(batch, None)  # agents no longer send one
     for bad in ("", "dev-1", "dev-1:1", "dev-1:a-b", "BAD:1-2"):
         with pytest.raises(m.MessageError):
             m.parse_msg_id(bad)
@@ -254,3 +256,67 @@ def test_validate_tags() -> None:
             m.validate_tags([bad])
     with pytest.raises(m.MessageError):
         m.validate_tags(["a b"])
+
+
+@given(
+    device_ids,
+    st.lists(st.tuples(kinds, finite, json_values), min_size=1, max_size=5),
+    st.from_regex(r"\A[A-Za-z0-9_-]{1,64}\Z") | st.none(),
+)
+def test_report_epoch_round_trips_and_old_reports_have_none(
+    dev: str, rows: list[tuple[str, float, Any]], epoch: str | None
+) -> None:
+    batch = m.ReportBatch(
+        dev, tuple(m.ReportRow(1 + i, k, ts, p) for i, (k, ts, p) in enumerate(rows)), 0, epoch
+    )
+    assert m.decode_report(batch.to_json(), subject_device=dev) == batch
+    assert m.decode_report(_report()).epoch is None
+    for bad in ("", "a" * 65, "no spaces", "dots.no", 7):
+        with pytest.raises(m.MessageError) as exc:
+            m.decode_report(_report(epoch=bad))
+        assert exc.value.field == "epoch"
+
+
+@pytest.mark.parametrize(
+    ("row", "field"),
+    [
+        ({"ts": 1e300}, "rows[0].ts"),
+        ({"ts": -1e20}, "rows[0].ts"),
+        ({"ts": -0.5}, "rows[0].ts"),
+        ({"ts": m.TS_MAX + 1}, "rows[0].ts"),
+        ({"seq": 10**30}, "rows[0].seq"),
+        ({"seq": 2**63}, "rows[0].seq"),
+    ],
+)
+def test_report_values_out_of_range_are_refused_at_decode(row: dict[str, Any], field: str) -> None:
+    """What overflowed later in the hub's transaction (year 33658, ints SQLite cannot hold)
+    is refused where it is decoded, naming the field."""
+    r = {"seq": 1, "kind": "event", "ts": 1.5, "payload": {}} | row
+    with pytest.raises(m.MessageError) as exc:
+        m.decode_report(_report(rows=[r], first_seq=r["seq"], last_seq=r["seq"]))
+    assert exc.value.field in (field, "first_seq")
+
+
+@pytest.mark.parametrize("text", [b"1e999", b"-1e999", b"NaN", b"Infinity", b"-Infinity"])
+def test_non_finite_numbers_anywhere_are_not_json(text: bytes) -> None:
+    body = _report().replace(b'{"a": 1}', b'{"a": ' + text + b"}")
+    assert text in body
+    with pytest.raises(m.MessageError) as exc:
+        m.decode_report(body)
+    assert exc.value.code == "bad_request"
+
+
+def test_heartbeat_time_is_range_checked() -> None:
+    ok = m.Heartbeat("dev-1", 0.0, "0.1")
+    assert m.decode_heartbeat(ok.to_json()).ts == 0.0
+    for ts in (1e300, -1e20, m.TS_MAX * 2):
+        with pytest.raises(m.MessageError) as exc:
+            m.decode_heartbeat(m.Heartbeat("dev-1", ts, "0.1").to_json())
+        assert exc.value.field == "ts"
+
+
+def test_valid_ts_and_int64() -> None:
+    assert m.valid_ts(0) and m.valid_ts(1.7e9) and m.valid_ts(m.TS_MAX)
+    assert not any(m.valid_ts(v) for v in (-1, 1e300, float("nan"), True, "1", None))
+    assert m.valid_int64(0) and m.valid_int64(2**63 - 1)
+    assert not any(m.valid_int64(v) for v in (-1, 2**63, 10**30, 1.0, True, None))
