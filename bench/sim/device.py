@@ -25,7 +25,6 @@ from agent.sync.downlink import kv_bucket
 from bench.sim.model import DeviceModel
 from bench.sim.options import SimOptions
 from protocol.desired import DesiredDecodeError, DesiredState
-from protocol.messages import MSG_ID_HEADER
 from protocol.subjects import REPORT_STREAM, heartbeat, report
 
 log = logging.getLogger(__name__)
@@ -138,7 +137,6 @@ class SimDevice:
                                 b.body,
                                 wait_stall=ACK_TIMEOUT,
                                 stream=REPORT_STREAM,
-                                headers={MSG_ID_HEADER: b.msg_id},
                             ),
                         )
                     )

@@ -264,7 +264,7 @@ async def test_bad_messages_are_dropped_counted_and_recorded(
         (b"[1, 2, 3]", {MSG_ID_HEADER: "bad-1:103-103"}),
         (forged.to_json(), {MSG_ID_HEADER: "ing-1:1-1"}),  # forged id inside A's subject
         (good.to_json(), {MSG_ID_HEADER: "bad-1:7-9"}),  # header and body disagree
-        (good.to_json(), {}),  # no Nats-Msg-Id
+        (good.to_json(), {MSG_ID_HEADER: "ing-1:5-5"}),  # another device's id on our batch
         (big.to_json()[: MAX_REPORT_BYTES + 1024], {MSG_ID_HEADER: "bad-1:104-104"}),
     ]
     try:
