@@ -23,7 +23,7 @@ from agent.sync.downlink import DownlinkSettings
 from agent.sync.service import SyncService, SyncSettings
 from agent.sync.uplink import UplinkSettings
 from protocol.messages import MSG_ID_HEADER, EnrollReply, Heartbeat, ReportBatch, ReportRow
-from protocol.subjects import JS_DOMAIN, heartbeat, report
+from protocol.subjects import JS_DOMAIN, REPORT_STREAM, heartbeat, report
 from tests.integration.test_sync_hub_support import (
     SyncHub,
     device_nc,
@@ -297,6 +297,18 @@ async def test_one_devices_poison_rows_do_not_stall_anyone(hub: SyncHub, admin: 
         assert hub.metric("signalbeam_sync_ingest_failures_total") == 0
         assert hub.query("SELECT count(*) FROM events WHERE ts > '2101'") == [(0,)]
         assert hub.http("/health/ready")[0] == 200
+        # Nothing is left redelivering forever: every message was settled.
+        hub_nc = await hub.hub_nc()
+        try:
+            js = hub_nc.jetstream()
+
+            async def settled() -> bool:
+                info = await js.consumer_info(REPORT_STREAM, "hub-ingest")
+                return info.num_pending == 0 and info.num_ack_pending == 0
+
+            await eventually(settled, 60, "every report settled")
+        finally:
+            await hub_nc.close()
         # And the poison device's own later valid rows still arrive.
         await publish_batch(
             js_p, ReportBatch("poison-p", tuple(event_rows(9, 2, first_event=9)), prev_seq=5)
