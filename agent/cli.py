@@ -23,6 +23,7 @@ from typing import Any
 from agent.config import DEFAULT_CONFIG_PATH, AgentConfig, load_config
 from agent.errors import AgentError, ConfigError
 from protocol import errors as perr
+from sbutil.cli import Parser, add_version
 from sbutil.logsetup import add_logging_args, setup_logging
 
 log = logging.getLogger("agent.cli")
@@ -283,9 +284,8 @@ def _non_negative(text: str) -> int:
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The full parser; ``command`` (the first argument) decides which optional command
     modules are loaded."""
-    parser = argparse.ArgumentParser(
-        prog="signalbeam-agent", description="SignalBeam Edge device agent"
-    )
+    parser = Parser(prog="signalbeam-agent", description="SignalBeam Edge device agent")
+    add_version(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser, *, json_flag: bool = True) -> None:

@@ -1,3 +1,5 @@
 """The SignalBeam hub: fleet store, operator API, supervised nats-server and litestream."""
 
-__version__ = "0.1.0"
+from sbutil.cli import VERSION as __version__
+
+__all__ = ["__version__"]

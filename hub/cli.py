@@ -18,6 +18,7 @@ from hub.children import find_binary
 from hub.config import DataDir, HubConfig, Secrets, check_tls, load, save
 from hub.errors import ConfigError, HubError
 from hub.store import Store
+from sbutil.cli import Parser, add_version
 from sbutil.logsetup import add_logging_args, setup_logging
 
 LEAF_CERT = "leaf-cert.pem"
@@ -84,7 +85,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="signalbeam-hub", description=__doc__)
+    parser = Parser(prog="signalbeam-hub", description=__doc__)
+    add_version(parser)
     add_logging_args(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     p_init = sub.add_parser("init", help="create a data directory, config, DB and first admin key")
