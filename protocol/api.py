@@ -23,6 +23,26 @@ VIEWS: tuple[str, ...] = ("summary",)
 MAX_LIST_IDS = 500
 SERVICE_NAME = "signalbeam-hub"
 
+# Remote commands (devices.logs|restart|reconcile|status): how long the hub waits for the
+# device's answer (the body's "timeout"), and a caller for the hub's. A restart stops the
+# container first, and the engine lets it handle SIGTERM for RESTART_STOP_TIMEOUT seconds
+# before it kills it (a process that ignores SIGTERM takes all of them): a restart's wait
+# covers that, the start, and a loaded device, or the caller reports a failure while the
+# restart goes on and succeeds.
+DEVICE_WAIT = 5
+RESTART_STOP_TIMEOUT = 10
+RESTART_WAIT = 30
+MAX_DEVICE_WAIT = 60
+# What a client waits beyond the device wait it asked for: the hub answers (even "did not
+# answer") after the device wait, and the answer needs to travel back.
+DEVICE_WAIT_MARGIN = 3
+
+
+def device_wait(verb: str) -> int:
+    """The default device wait for a remote command (``restart`` or ``devices.restart``)."""
+    return RESTART_WAIT if verb.removeprefix("devices.") == "restart" else DEVICE_WAIT
+
+
 Role = Literal["admin", "readonly"]
 ROLES: tuple[str, ...] = ("admin", "readonly")
 TARGET_KINDS: tuple[str, ...] = ("device", "group", "tag")

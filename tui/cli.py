@@ -1,39 +1,43 @@
 """``signalbeam``: the operator CLI. Each verb is one operator API request.
 
-Human tables by default, ``--json`` on every verb for scripts; a non-zero exit and the API's
-message on errors (1: the hub refused or was unreachable, 2: bad usage or config).
+Human tables by default (ages and sizes for people), ``-o json|yaml|wide`` (``--json`` as
+``-o json``) for scripts; a non-zero exit and the API's message on errors (1: the hub refused
+or was unreachable, 2: bad usage or config).
+
+Startup cost is paid per verb: this module loads argparse and the formatting only. The NATS
+client (and aiohttp under it) is imported when a verb sends a request, YAML when a bundle is
+read or ``-o yaml`` printed, Textual for ``tui`` (bench/bench_cli.py measures it).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from sbutil.logsetup import setup_logging
-from tui.client import ApiError, HubClient
-from tui.config import ConfigError, from_args
+from sbutil.cli import Parser, add_version, quiet_pipe
+from tui.cliutil import EXIT_API, EXIT_USAGE, api_error, duration, output_format
 from tui.device_cli import add_device_commands
+from tui.output import fields, metric_value, show_device, structured, table
 from tui.rollout_cli import add_rollout_commands
+from tui.stream import add_follow, cmd_follow_events
 
-EXIT_API = 1
-EXIT_USAGE = 2
-DURATION_RE = re.compile(r"^(\d+)([smhd])$")
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# Options that take a value: what follows them is no verb (see ``_has_verb``).
+VALUE_OPTIONS = (
+    "--hub",
+    "--api-key",
+    "--timeout",
+    "--ca-file",
+    "--log-format",
+    "--log-level",
+    "-o",
+    "--output",
+)
 
 # A verb builds (api verb, body) from the parsed args; None for the offline ones.
 Request = tuple[str, dict[str, Any]]
-
-
-def duration(text: str) -> int:
-    m = DURATION_RE.match(text.strip())
-    if not m:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 90s, 30m, 24h or 7d")
-    return int(m.group(1)) * UNITS[m.group(2)]
 
 
 def _body(**values: Any) -> dict[str, Any]:
@@ -41,89 +45,73 @@ def _body(**values: Any) -> dict[str, Any]:
 
 
 # --- output ------------------------------------------------------------------------------
-def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], out: TextIO) -> None:
-    if not rows:
-        print("(none)", file=out)
-        return
-    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    print(
-        "  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip(),
-        file=out,
-    )
-    for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip(), file=out)
+# A printer writes a verb's result for people: printer(result, out, wide=bool).
+Printer = Callable[..., None]
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, list):
-        return ",".join(str(v) for v in value) or "-"
-    if isinstance(value, dict):
-        return json.dumps(value, sort_keys=True)
-    return str(value)
-
-
-def fields(doc: dict[str, Any], out: TextIO, skip: Sequence[str] = ()) -> None:
-    width = max((len(k) for k in doc if k not in skip), default=0)
-    for key, value in doc.items():
-        if key not in skip:
-            print(f"{key.ljust(width)}  {_cell(value)}", file=out)
-
-
-def _paged(result: dict[str, Any], columns: Sequence[str], out: TextIO) -> None:
-    table(result["items"], columns, out)
+def _paged(result: dict[str, Any], columns: Sequence[str], out: TextIO, wide: bool = False) -> None:
+    table(result["items"], columns, out, wide=wide)
     if result.get("next_cursor"):
         print(f"(more: --cursor {result['next_cursor']})", file=out)
 
 
-def show_device(d: dict[str, Any], out: TextIO) -> None:
-    fields(d, out, skip=("reported", "desired"))
-    desired = d.get("desired")
-    print(
-        "desired         "
-        + (f"{desired['bundle']}@{desired['version']} (via {desired['via']})" if desired else "-"),
-        file=out,
-    )
-    reported = d.get("reported")
-    if reported:
-        print(f"reported        as of {reported['as_of']}", file=out)
-        print(json.dumps(reported["state"], indent=2, sort_keys=True), file=out)
-    else:
-        print("reported        - (nothing reported yet)", file=out)
+def print_metrics(result: dict[str, Any], out: TextIO, wide: bool = False) -> None:
+    rows = [
+        {
+            **r,
+            **{k: metric_value(str(r.get("name", "")), r.get(k)) for k in ("min", "avg", "max")},
+        }
+        for r in result["items"]
+    ]
+    table(rows, ["name", "ts", "min", "avg", "max"], out, wide=wide)
 
 
-Printer = Callable[[dict[str, Any], TextIO], None]
+def print_events(result: dict[str, Any], out: TextIO, wide: bool = False) -> None:
+    cols = ["ts", "device_id", "kind", "message"]
+    if wide:
+        cols = ["id", "ts", "device_id", "severity", "kind", "seq", "message"]
+    _paged(result, cols, out, wide)
+
+
+def _cols(narrow: Sequence[str], extra: Sequence[str]) -> Callable[[bool], list[str]]:
+    return lambda wide: [*narrow, *extra] if wide else list(narrow)
+
+
+_DEVICE_COLS = _cols(
+    ["id", "tenant", "hostname", "status", "last_seen", "tags", "groups"],
+    ["arch", "os", "engine", "agent_version"],
+)
 
 PRINTERS: dict[str, Printer] = {
-    "devices.list": lambda r, o: _paged(
-        r, ["id", "tenant", "hostname", "status", "last_seen", "tags", "groups"], o
-    ),
+    "devices.list": lambda r, o, wide=False: _paged(r, _DEVICE_COLS(wide), o, wide),
     "devices.get": show_device,
-    "groups.list": lambda r, o: table(r["items"], ["name", "members", "description"], o),
-    "bundles.list": lambda r, o: table(r["items"], ["name", "latest", "versions"], o),
-    "bundles.versions": lambda r, o: table(
-        r["items"], ["version", "content_hash", "created_at", "description"], o
+    "groups.list": lambda r, o, wide=False: table(
+        r["items"], ["name", "members", "description"], o, wide=wide
     ),
-    "bundles.get": lambda r, o: print(json.dumps(r, indent=2, sort_keys=True), file=o),
-    "assignments.list": lambda r, o: table(
-        r["items"], ["target", "bundle", "version", "created_at"], o
+    "bundles.list": lambda r, o, wide=False: table(
+        r["items"], ["name", "latest", "versions"], o, wide=wide
     ),
-    "events.list": lambda r, o: _paged(r, ["id", "ts", "device_id", "kind", "message"], o),
-    "metrics.get": lambda r, o: table(r["items"], ["name", "ts", "min", "avg", "max"], o),
-    "tokens.list": lambda r, o: table(
-        r["items"], ["id", "tenant", "expires_at", "uses", "max_uses", "revoked"], o
+    "bundles.versions": lambda r, o, wide=False: table(
+        r["items"], ["version", "content_hash", "created_at", "description"], o, wide=wide
     ),
-    "keys.list": lambda r, o: table(r["items"], ["id", "name", "role", "created_at", "revoked"], o),
+    "bundles.get": lambda r, o, wide=False: structured(r, "yaml", o),
+    "assignments.list": lambda r, o, wide=False: table(
+        r["items"], ["target", "bundle", "version", "created_at"], o, wide=wide
+    ),
+    "events.list": print_events,
+    "metrics.get": print_metrics,
+    "tokens.list": lambda r, o, wide=False: table(
+        r["items"], ["id", "tenant", "expires_at", "uses", "max_uses", "revoked"], o, wide=wide
+    ),
+    "keys.list": lambda r, o, wide=False: table(
+        r["items"], ["id", "name", "role", "created_at", "revoked"], o, wide=wide
+    ),
 }
 
 
 def _print_created_secret(kind: str, secret_field: str) -> Printer:
-    def printer(r: dict[str, Any], out: TextIO) -> None:
-        fields(r, out, skip=(secret_field,))
+    def printer(r: dict[str, Any], out: TextIO, wide: bool = False) -> None:
+        fields(r, out, skip=(secret_field,), wide=wide)
         print(f"\n{kind} (shown only now; store it safely):\n  {r[secret_field]}", file=out)
 
     return printer
@@ -135,7 +123,7 @@ PRINTERS["keys.create"] = _print_created_secret("API key", "key")
 
 # --- parser ------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     # SUPPRESS: the options work before or after the verb without one overwriting the other.
     common.add_argument("--hub", default=argparse.SUPPRESS, help="hub NATS URL ($SIGNALBEAM_HUB)")
     common.add_argument(
@@ -150,15 +138,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="the TLS hub's CA or self-signed certificate ($SIGNALBEAM_CA_FILE)",
     )
     common.add_argument(
-        "--json", action="store_true", default=argparse.SUPPRESS, help="JSON output"
+        "--json", action="store_true", default=argparse.SUPPRESS, help="JSON output (-o json)"
+    )
+    common.add_argument(
+        "-o",
+        "--output",
+        choices=["json", "yaml", "wide"],
+        default=argparse.SUPPRESS,
+        help="json or yaml: the API's result as it is; wide: more columns, exact times",
     )
     # As sbutil.logsetup.add_logging_args, but SUPPRESSed for the same reason as above.
     common.add_argument("--log-format", choices=["text", "json"], default=argparse.SUPPRESS)
     common.add_argument("--log-level", default=argparse.SUPPRESS, help="default WARNING")
 
-    parser = argparse.ArgumentParser(
-        prog="signalbeam", description="SignalBeam Edge operator CLI", parents=[common]
-    )
+    parser = Parser(prog="signalbeam", description="SignalBeam Edge operator CLI", parents=[common])
+    add_version(parser)
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     def add(name: str, help_text: str, parent: Any = sub) -> argparse.ArgumentParser:
@@ -247,10 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("assignments", "list assignments")
     p.set_defaults(request=lambda a: ("assignments.list", {}))
 
-    p = add("events", "the event log, newest first")
+    p = add("events", "the event log, newest first (--follow: oldest first, then live)")
     p.add_argument("--device")
     p.add_argument("--limit", type=int)
     p.add_argument("--cursor")
+    add_follow(p, "print new events as they arrive (Ctrl-C ends)", cmd_follow_events)
     p.set_defaults(
         request=lambda a: ("events.list", _body(device=a.device, limit=a.limit, cursor=a.cursor))
     )
@@ -326,7 +321,7 @@ def cmd_bundle_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> i
     try:
         spec = _load_bundle(args.file)
     except BundleInvalid as exc:
-        if getattr(args, "json", False):
+        if output_format(args) == "json":
             print(
                 json.dumps({"valid": False, "errors": [e.to_dict() for e in exc.errors]}), file=out
             )
@@ -347,7 +342,7 @@ def cmd_bundle_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> i
         "version": spec.version,
         "content_hash": content_hash(spec),
     }
-    if getattr(args, "json", False):
+    if output_format(args) == "json":
         print(json.dumps(result), file=out)
     else:
         print(f"{args.file}: {spec.ref} is valid ({result['content_hash']})", file=out)
@@ -375,10 +370,66 @@ def cmd_tui(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 # --- running -----------------------------------------------------------------------------
-async def _call(args: argparse.Namespace, verb: str, body: dict[str, Any]) -> dict[str, Any]:
+def send(args: argparse.Namespace, verb: str, body: dict[str, Any]) -> dict[str, Any]:
+    """One request to the hub named by the args (flags, environment, config file)."""
+    # Imported here, not at the top: the NATS client and aiohttp under it are most of the
+    # CLI's start-up cost, and `--help`, `bundle validate` and `tui` never send a request.
+    import asyncio
+
+    from tui.client import HubClient
+    from tui.config import from_args
+
     settings = from_args(args)
-    async with HubClient.from_settings(settings) as client:
-        return await client.call(verb, body)
+
+    async def go() -> dict[str, Any]:
+        async with HubClient.from_settings(settings) as client:
+            return await client.call(verb, body)
+
+    return asyncio.run(go())
+
+
+def report_error(exc: Exception, args: argparse.Namespace, out: TextIO, err: TextIO) -> int | None:
+    """The exit code after printing a failed verb's error; None if ``exc`` is no error of
+    ours (a bug: let it show its traceback)."""
+    from tui.config import ConfigError
+
+    if isinstance(exc, ConfigError):
+        print(f"error: {exc}", file=err)
+        return EXIT_USAGE
+    # Imported only when already loaded: an offline verb never sent a request, so its
+    # error is none of these, and importing tui.client would cost it the NATS client.
+    if "tui.client" in sys.modules:
+        from tui.client import ApiError
+
+        if isinstance(exc, ApiError):
+            return api_error(exc, output_format(args), out, err)
+    if "bundles" in sys.modules:
+        from bundles.errors import BundleError, BundleInvalid
+
+        # A bundle file that cannot be pushed is bad input: exit 2, as `bundle validate`.
+        if isinstance(exc, BundleInvalid):
+            for e in exc.errors:
+                line = f":{e.line}" if e.line is not None else ""
+                print(f"{args.file}{line}: {e.path}: {e.message}", file=err)
+            print("bundle not pushed: fix the errors above", file=err)
+            return EXIT_USAGE
+        if isinstance(exc, BundleError):
+            print(f"error: {exc}", file=err)
+            return EXIT_USAGE
+    if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):
+        print(f"error: {exc}", file=err)  # the bundle file could not be read
+        return EXIT_USAGE
+    return None
+
+
+def show(verb: str, result: dict[str, Any], args: argparse.Namespace, out: TextIO) -> None:
+    fmt = output_format(args)
+    if fmt in ("json", "yaml"):
+        structured(result, fmt, out)
+    elif verb in PRINTERS:
+        PRINTERS[verb](result, out, wide=fmt == "wide")
+    else:
+        fields(result, out, wide=fmt == "wide")
 
 
 def run(
@@ -401,66 +452,43 @@ def run(
             return EXIT_USAGE
     args = parser.parse_args(argv)
     if configure_logging:
+        from sbutil.logsetup import setup_logging
+
         # Logs go to stderr and stay quiet by default: stdout is the command's output.
         setup_logging(getattr(args, "log_format", "text"), getattr(args, "log_level", "WARNING"))
-    as_json = getattr(args, "json", False)
-    if hasattr(args, "offline"):
-        code: int = args.offline(args, out, err)
-        return code
     try:
+        if hasattr(args, "offline"):
+            code: int = args.offline(args, out, err)
+            return code
         verb, body = args.request(args)
-        result = asyncio.run(_call(args, verb, body))
-    except ConfigError as exc:
-        print(f"error: {exc}", file=err)
-        return EXIT_USAGE
-    except ApiError as exc:
-        if as_json:
-            doc: dict[str, Any] = {"code": exc.code, "message": exc.message}
-            if exc.field:
-                doc["field"] = exc.field
-            if exc.details is not None:
-                doc["details"] = exc.details
-            print(json.dumps({"error": doc}), file=out)
-        else:
-            print(f"error: {exc} [{exc.code}]", file=err)
-            if isinstance(exc.details, list):
-                for d in exc.details:
-                    if isinstance(d, dict) and "path" in d:
-                        print(f"  {d['path']}: {d.get('message')}", file=err)
-        return EXIT_API
+        result = send(args, verb, body)
+        show(verb, result, args, out)
     except Exception as exc:
-        from bundles.errors import BundleError, BundleInvalid
-
-        if isinstance(exc, BundleInvalid):
-            for e in exc.errors:
-                line = f":{e.line}" if e.line is not None else ""
-                print(f"{args.file}{line}: {e.path}: {e.message}", file=err)
-            print("bundle not pushed: fix the errors above", file=err)
-            return EXIT_USAGE
-        if isinstance(exc, BundleError | OSError):
-            print(f"error: {exc}", file=err)
-            return EXIT_USAGE
-        raise
-    if as_json:
-        print(json.dumps(result, indent=2, sort_keys=True, default=str), file=out)
-    elif verb in PRINTERS:
-        PRINTERS[verb](result, out)
-    else:
-        fields(result, out)
+        handled = report_error(exc, args, out, err)
+        if handled is None:
+            raise
+        return handled
     return 0
 
 
 def _has_verb(parser: argparse.ArgumentParser, argv: Sequence[str]) -> bool:
-    """Whether argv names a verb or asks for help (the connection options alone do not)."""
-    verbs: set[str] = set()
-    for action in parser._actions:  # argparse has no public view of the subcommands
-        if isinstance(action, argparse._SubParsersAction):
-            verbs.update(action.choices)
-    return any(a in verbs or a in ("-h", "--help") for a in argv)
+    """Whether argv names a verb (a known one or not) or asks for help or the version; the
+    connection options and their values alone do not."""
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ("-h", "--help", "--version"):
+            return True
+        elif a in VALUE_OPTIONS:
+            skip = True  # its value follows
+        elif not a.startswith("-"):
+            return True  # a verb, or a typo the parser answers with "did you mean"
+    return False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run(argv, configure_logging=True)
+    return quiet_pipe(lambda: run(argv, configure_logging=True))
 
 
 if __name__ == "__main__":

@@ -22,10 +22,26 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from protocol import errors as codes
 from protocol import natstls
-from protocol.api import API_KEY_HEADER
+from protocol.api import API_KEY_HEADER, DEVICE_WAIT_MARGIN
 from protocol.subjects import api, fleet_change
 
 DEFAULT_TIMEOUT = 5.0
+# The verbs the hub forwards to a device, waiting the body's "timeout" for its answer.
+REMOTE_VERBS = frozenset({"devices.logs", "devices.restart", "devices.reconcile", "devices.status"})
+NO_KEY = (
+    "no API key given: pass --api-key, set SIGNALBEAM_API_KEY, or put api_key in the config "
+    "file (signalbeam-hub init printed the first admin key)"
+)
+
+
+def reply_timeout(verb: str, body: dict[str, Any] | None, timeout: float) -> float:
+    """How long to wait for the hub's reply: ``timeout``, or for a remote command that asks
+    the hub to wait ``body["timeout"]`` s for the device, that plus a margin, so the hub's
+    own answer (the result, or "did not answer") arrives rather than a client-side timeout."""
+    wait = (body or {}).get("timeout")
+    if verb in REMOTE_VERBS and isinstance(wait, int | float) and not isinstance(wait, bool):
+        return max(timeout, float(wait) + DEVICE_WAIT_MARGIN)
+    return timeout
 
 
 class ApiError(Exception):
@@ -76,6 +92,15 @@ def connect_error(url: str, ca_file: str | None, exc: BaseException) -> ApiError
         if problem is not None:
             field = "ca_file" if problem.field == "ca_file" else "hub"
             return ApiError(codes.UNAVAILABLE, problem.message, field)
+        if "authorization violation" in str(seen).lower():
+            # nats-server's answer to a wrong user or password: no outage, so no
+            # "unavailable" (which reads as "try again later").
+            return ApiError(
+                codes.UNAUTHORIZED,
+                f"the hub at {redact(url)} refused the user or password in the hub URL "
+                "(use the operator URL that signalbeam-hub init printed)",
+                "hub",
+            )
         seen = seen.__cause__ or seen.__context__
     return ApiError(codes.UNAVAILABLE, f"cannot connect to the hub at {redact(url)}: {exc}")
 
@@ -157,13 +182,14 @@ class HubClient:
         assert self.nc is not None
         headers = {API_KEY_HEADER: self.api_key} if self.api_key else None
         payload = json.dumps(body or {}).encode()
+        timeout = reply_timeout(verb, body, self.timeout)
         try:
-            msg = await self.nc.request(api(verb), payload, timeout=self.timeout, headers=headers)
+            msg = await self.nc.request(api(verb), payload, timeout=timeout, headers=headers)
         except NoRespondersError as exc:
             raise ApiError(codes.UNAVAILABLE, "no hub is serving the API (no responders)") from exc
         except NatsTimeout as exc:
             raise ApiError(
-                codes.UNAVAILABLE, f"the hub did not answer {verb} within {self.timeout:g}s"
+                codes.UNAVAILABLE, f"the hub did not answer {verb} within {timeout:g}s"
             ) from exc
         try:
             doc = json.loads(msg.data)
@@ -171,12 +197,12 @@ class HubClient:
             raise ApiError(codes.INTERNAL, f"the hub sent a reply that is not JSON: {exc}") from exc
         if codes.is_error(doc):
             err = doc["error"]
-            raise ApiError(
-                str(err.get("code", codes.INTERNAL)),
-                str(err.get("message", "")),
-                err.get("field"),
-                err.get("details"),
-            )
+            code = str(err.get("code", codes.INTERNAL))
+            message = str(err.get("message", ""))
+            if code == codes.UNAUTHORIZED and not self.api_key:
+                # The hub can only say its header is empty; the operator needs the setting.
+                message = NO_KEY
+            raise ApiError(code, message, err.get("field"), err.get("details"))
         if not isinstance(doc, dict):
             raise ApiError(codes.INTERNAL, "the hub sent a reply that is not an object")
         return doc

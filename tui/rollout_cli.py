@@ -9,22 +9,20 @@ rollout moved, until it is done, paused (it needs an operator then), or ``--watc
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import re
 import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from tui.client import ApiError, HubClient
-from tui.config import ConfigError, from_args
+from tui.cliutil import EXIT_API, EXIT_USAGE, api_error, output_format
+from tui.output import table
 
-EXIT_API, EXIT_USAGE = 1, 2
 POLL = 1.0
 WATCH_TIMEOUT = 600.0
 STOP_STATES = ("succeeded", "failed", "aborted", "paused")
 PERCENT_RE = re.compile(r"^(\d{1,3})%?$")
-Printer = Callable[[dict[str, Any], TextIO], None]
+Printer = Callable[..., None]
 
 
 def percent(text: str) -> int:
@@ -50,9 +48,7 @@ def headline(r: dict[str, Any]) -> str:
     return f"{r['id']}  {r['bundle']}@{r['version']} -> {r['target']}  [{r['state']}]"
 
 
-def print_rollout(r: dict[str, Any], out: TextIO) -> None:
-    from tui.cli import table
-
+def print_rollout(r: dict[str, Any], out: TextIO, wide: bool = False) -> None:
     print(headline(r), file=out)
     if r.get("reason"):
         print(f"  {r['reason']}", file=out)
@@ -71,14 +67,12 @@ def print_rollout(r: dict[str, Any], out: TextIO) -> None:
             {**d, "wave": d["wave"] + 1, "online": "yes" if d["online"] else "OFFLINE"}
             for d in devices
         ]
-        table(rows, ["device", "wave", "state", "online", "reason"], out)
+        table(rows, ["device", "wave", "state", "online", "reason"], out, wide=wide)
         if r.get("devices_cursor"):
             print(f"(more devices: --cursor {r['devices_cursor']})", file=out)
 
 
-def print_list(result: dict[str, Any], out: TextIO) -> None:
-    from tui.cli import table
-
+def print_list(result: dict[str, Any], out: TextIO, wide: bool = False) -> None:
     rows = [
         {
             "id": r["id"],
@@ -91,7 +85,12 @@ def print_list(result: dict[str, Any], out: TextIO) -> None:
         }
         for r in result["items"]
     ]
-    table(rows, ["id", "bundle", "target", "state", "progress", "failed", "created_at"], out)
+    table(
+        rows,
+        ["id", "bundle", "target", "state", "progress", "failed", "created_at"],
+        out,
+        wide=wide,
+    )
     if result.get("next_cursor"):
         print(f"(more: --cursor {result['next_cursor']})", file=out)
 
@@ -188,10 +187,12 @@ def add_rollout_commands(
 
 # --- watching ----------------------------------------------------------------------------
 async def watch(
-    client: HubClient, rollout_id: str, limit: float, out: TextIO, as_json: bool
+    client: Any, rollout_id: str, limit: float, out: TextIO, as_json: bool
 ) -> dict[str, Any]:
     """Poll until the rollout stops moving on its own or ``limit`` seconds pass; prints a
     line (or a JSON line) at each change. Returns the last state seen."""
+    import asyncio
+
     deadline = time.monotonic() + limit
     last: tuple[Any, ...] | None = None
     while True:
@@ -213,7 +214,13 @@ async def watch(
 def cmd_watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """``rollout status ID --watch``: exit 0 when the rollout succeeded, 1 when it failed,
     was aborted, paused, or was still going at ``--watch-timeout``."""
-    as_json = getattr(args, "json", False)
+    import asyncio
+
+    from tui.client import ApiError, HubClient
+    from tui.config import ConfigError, from_args
+
+    fmt = output_format(args)
+    as_json = fmt in ("json", "yaml")
     try:
         settings = from_args(args)
     except ConfigError as exc:
@@ -226,15 +233,13 @@ def cmd_watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     try:
         r = asyncio.run(go())
+    except KeyboardInterrupt:
+        return 0  # Ctrl-C is how one stops watching
     except ApiError as exc:
-        if as_json:
-            print(json.dumps({"error": {"code": exc.code, "message": exc.message}}), file=out)
-        else:
-            print(f"error: {exc} [{exc.code}]", file=err)
-        return EXIT_API
+        return api_error(exc, fmt, out, err)
     if not as_json:
         print(file=out)
-        print_rollout(r, out)
+        print_rollout(r, out, wide=fmt == "wide")
     if r["state"] == "succeeded":
         return 0
     if r["state"] not in STOP_STATES:

@@ -1,0 +1,50 @@
+"""Pieces every ``signalbeam`` verb module shares (tui/cli.py, device_cli, rollout_cli,
+stream): argument types, the output choice, the error printer. Kept apart so they import it
+without importing tui/cli.py (which imports them), and cheap: argparse, json, re."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from typing import Any, TextIO
+
+from tui.output import structured
+
+EXIT_API = 1
+EXIT_USAGE = 2
+DURATION_RE = re.compile(r"^(\d+)([smhd])$")
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: str) -> int:
+    m = DURATION_RE.match(text.strip())
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 90s, 30m, 24h or 7d")
+    return int(m.group(1)) * UNITS[m.group(2)]
+
+
+def output_format(args: argparse.Namespace) -> str:
+    """``text`` (the default), ``wide``, ``json`` or ``yaml``; ``--json`` is ``-o json``."""
+    fmt = getattr(args, "output", None)
+    if fmt:
+        return str(fmt)
+    return "json" if getattr(args, "json", False) else "text"
+
+
+def api_error(exc: Any, fmt: str, out: TextIO, err: TextIO) -> int:
+    """An ``ApiError``: ``{"error": …}`` on stdout for -o json|yaml, one line on stderr (and
+    a bundle's problems, one a line) for people."""
+    if fmt in ("json", "yaml"):
+        doc: dict[str, Any] = {"code": exc.code, "message": exc.message}
+        if exc.field:
+            doc["field"] = exc.field
+        if exc.details is not None:
+            doc["details"] = exc.details
+        structured({"error": doc}, fmt, out)
+    else:
+        print(f"error: {exc} [{exc.code}]", file=err)
+        if isinstance(exc.details, list):
+            for d in exc.details:
+                if isinstance(d, dict) and "path" in d:
+                    print(f"  {d['path']}: {d.get('message')}", file=err)
+    return EXIT_API
