@@ -207,21 +207,31 @@ def test_a_closed_pipe_ends_quietly(hub: HubProcess, cli: Cli) -> None:
 
 
 # --- streaming ---------------------------------------------------------------------------
-def read_line(proc: subprocess.Popen[str], want: str, timeout: float = 60.0) -> list[str]:
-    """Lines from the child's stdout until one contains ``want`` (bounded)."""
-    assert proc.stdout is not None
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
-        if ready:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line.rstrip("\n"))
-            if want in line:
-                return lines
-    raise AssertionError(f"{want!r} not printed within {timeout}s: {lines}")
+class Lines:
+    """A child's stdout read line by line with a bound, on the raw fd: select() on a
+    buffered file would miss a second line already in its buffer."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        self.fd = proc.stdout.fileno()
+        self.buf = b""
+        self.lines: list[str] = []
+
+    def until(self, want: str, timeout: float = 60.0) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for i, line in enumerate(self.lines):
+                if want in line:
+                    return self.lines[: i + 1]
+            ready, _, _ = select.select([self.fd], [], [], 0.5)
+            if ready:
+                chunk = os.read(self.fd, 65536)
+                if not chunk:
+                    break
+                self.buf += chunk
+                *done, self.buf = self.buf.split(b"\n")
+                self.lines += [d.decode() for d in done]
+        raise AssertionError(f"{want!r} not printed within {timeout}s: {self.lines}")
 
 
 def test_events_follow_streams_new_events_and_stops_quietly(hub: HubProcess, cli: Cli) -> None:
@@ -231,16 +241,17 @@ def test_events_follow_streams_new_events_and_stops_quietly(hub: HubProcess, cli
         env=env_for(hub),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
         start_new_session=True,
     )
     try:
-        read_line(proc, "before")  # the recent events first
+        lines = Lines(proc)
+        lines.until("before")  # the recent events first
         assert cli("tag", "dev-2", "while-following")[0] == 0
-        lines = read_line(proc, "while-following")  # then the new one, as it comes
-        assert lines[-1].split()[1:] == ["dev-2", "tagged", "while-following"]
+        shown = lines.until("while-following")  # then the new one, as it comes
+        assert shown[-1].split()[1:] == ["dev-2", "tagged", "while-following"]
         proc.send_signal(signal.SIGINT)  # Ctrl-C
-        _, err = proc.communicate(timeout=60)
+        _, raw = proc.communicate(timeout=60)
+        err = raw.decode()
     finally:
         if proc.poll() is None:
             proc.kill()
