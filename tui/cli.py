@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from sbutil.cli import Parser, add_version, quiet_pipe
-from tui.cliutil import EXIT_API, EXIT_USAGE, api_error, duration, output_format
+from tui.cliutil import EXIT_USAGE, api_error, duration, output_format
 from tui.device_cli import add_device_commands
 from tui.output import fields, metric_value, show_device, structured, table
 from tui.rollout_cli import add_rollout_commands
