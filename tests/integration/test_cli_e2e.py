@@ -196,7 +196,7 @@ def test_push_of_an_invalid_file_sends_nothing(cli: Cli, tmp_path: Path) -> None
     bad = tmp_path / "bad.yaml"
     bad.write_text("bundle: ok\nversion: 1.0.0\ncontainers:\n  - name: a\n    image: nginx\n")
     code, _, err = cli("bundle", "push", str(bad))
-    assert code == 1 and f"{bad}:5: containers[0].image" in err and "not pushed" in err
+    assert code == 2 and f"{bad}:5: containers[0].image" in err and "not pushed" in err
     code, _, err = cli("bundle", "push", str(tmp_path / "missing.yaml"))
-    assert code == 1 and "missing.yaml" in err
+    assert code == 2 and "missing.yaml" in err
     assert cli.hub.snapshot() == before
