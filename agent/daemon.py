@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from agent.config import AgentConfig
-from agent.errors import AgentError, EngineUnavailable, StoreError
+from agent.errors import AgentError, EngineUnavailable, StoreError, StoreFull
 from agent.store import Store
 from agent.store.lock import AlreadyRunning, acquire_lock
 from agent.store.lock import running_pid as running_pid  # re-exported for callers
@@ -182,11 +182,17 @@ class Agent:
         try:
             self._lock = acquire_lock(self.config.data_dir)
             store = self.open_store()
-            store.event(
-                "agent.started",
-                f"agent {AGENT_VERSION} started (pid {os.getpid()})",
-                data={"version": AGENT_VERSION, "pid": os.getpid()},
-            )
+            try:
+                store.event(
+                    "agent.started",
+                    f"agent {AGENT_VERSION} started (pid {os.getpid()})",
+                    data={"version": AGENT_VERSION, "pid": os.getpid()},
+                )
+            except StoreFull as exc:
+                # A full disk is reported (readiness, 507s, this log line), not fatal: the
+                # store opened, so desired state is readable and the API can say what is
+                # wrong. Whether this one write fit used to decide whether the agent ran.
+                log.error("%s; running without writing until space is freed", exc)
             log.info(
                 "agent started",
                 extra={"device": store.device_id, "data_dir": str(self.config.data_dir)},
@@ -208,7 +214,10 @@ class Agent:
                 t.add_done_callback(self._task_ended)
             await stop.wait()
             await self._shutdown(tasks)
-            store.event("agent.stopped", "agent stopped cleanly")
+            try:
+                store.event("agent.stopped", "agent stopped cleanly")
+            except StoreFull as exc:
+                log.error("%s; stopped without recording it", exc)
         finally:
             if self.engine is not None:
                 with contextlib.suppress(Exception):

@@ -28,6 +28,11 @@ class StoreCorrupt(StoreError):
     """The store file is not a usable SQLite database."""
 
 
+class StoreFull(StoreError):
+    """The store could not write because its filesystem (or quota) is full; the write was
+    rolled back whole. Boundaries answer it as "insufficient storage", not as a bug."""
+
+
 class EngineError(AgentError):
     """The container engine refused or failed a call."""
 

@@ -19,6 +19,7 @@ TOO_LARGE = "too_large"
 METHOD_NOT_ALLOWED = "method_not_allowed"
 RATE_LIMITED = "rate_limited"
 UNAVAILABLE = "unavailable"
+INSUFFICIENT_STORAGE = "insufficient_storage"  # the device's disk is full
 DEVICE_OFFLINE = "device_offline"
 INTERNAL = "internal"
 
@@ -34,6 +35,7 @@ HTTP_STATUS = {
     RATE_LIMITED: 429,
     INTERNAL: 500,
     UNAVAILABLE: 503,
+    INSUFFICIENT_STORAGE: 507,
     DEVICE_OFFLINE: 504,
 }
 

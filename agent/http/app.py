@@ -10,6 +10,7 @@ from agent.http import actions, health, logs, metrics_api, openapi, page, prom, 
 from agent.http.auth import CTX_KEY, ROLES_KEY, auth_middleware
 from agent.http.containers import StatsCache
 from agent.http.context import AppContext
+from agent.http.diskguard import disk_guard_middleware
 from agent.http.errors import DEVICE_KEY, error_middleware
 from agent.http.tokens import Role
 
@@ -42,9 +43,10 @@ ROUTES: list[Route] = [
 
 
 def build_app(ctx: AppContext) -> web.Application:
-    # Order matters: errors outermost, so auth refusals get the same shape as the rest.
+    # Order matters: errors outermost, so auth refusals get the same shape as the rest;
+    # the disk guard after auth, so only a caller allowed to write learns the disk is full.
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware],
+        middlewares=[error_middleware, auth_middleware, disk_guard_middleware],
         client_max_size=ctx.limits.client_max_size,
     )
     app[CTX_KEY] = ctx

@@ -13,7 +13,8 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.errors import EngineError
+from agent.errors import EngineError, StoreFull
+from agent.store import space
 from protocol import errors as perr
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ _STATUS_CODE = {
     429: perr.RATE_LIMITED,
     503: perr.UNAVAILABLE,
     504: perr.DEVICE_OFFLINE,
+    507: perr.INSUFFICIENT_STORAGE,
 }
 
 
@@ -112,6 +114,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except EngineError as exc:
         log.warning("engine call failed: %s", exc, extra=_where(request))
         return error_response(ApiError(perr.UNAVAILABLE, f"container engine: {exc}"))
-    except Exception:
+    except Exception as exc:
+        if isinstance(exc, StoreFull) or space.is_space_error(exc):
+            # Not a bug: the disk (agent store or token file) is full; the write was rolled
+            # back. 507 with the reason, so a technician knows what to free.
+            log.warning("write refused, disk full: %s", exc, extra=_where(request))
+            message = str(exc) if isinstance(exc, StoreFull) else f"disk full: {exc}"
+            return error_response(ApiError(perr.INSUFFICIENT_STORAGE, message))
         log.exception("request failed", extra=_where(request))
         return error_response(ApiError(perr.INTERNAL, "internal error"))

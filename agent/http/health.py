@@ -28,7 +28,8 @@ async def get_ready(request: web.Request) -> web.Response:
     checks: dict[str, str] = {}
     try:
         ctx.store.last_event_seq()
-        checks["store"] = "ok"
+        # Readable is not enough: a full disk fails every write the agent makes.
+        checks["store"] = ctx.store.disk_full() or "ok"
     except Exception as exc:
         checks["store"] = f"failed: {exc}"
     try:

@@ -575,8 +575,13 @@ def document() -> dict[str, Any]:
             (422, "Invalid input; error.field names it"),
             (429, "Too many failed authentications"),
             (503, "Engine or reconcile loop unavailable"),
+            (507, "The device's disk is full: nothing was written"),
         )
     }
+    for ops in paths.values():
+        for method, op in ops.items():
+            if method in ("post", "delete"):  # every write (diskguard.py)
+                op["responses"].update(_errors(507))
     return {
         "openapi": "3.0.3",
         "info": {

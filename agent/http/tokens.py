@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from agent.store.db import connect_on_any_disk
+
 Role = Literal["viewer", "operator", "admin"]
 ROLES: tuple[Role, ...] = ("viewer", "operator", "admin")
 _RANK = {"viewer": 0, "operator": 1, "admin": 2}
@@ -78,9 +80,10 @@ class TokenStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA busy_timeout=5000")
-        self._conn.execute("PRAGMA journal_mode=WAL")
+        # The agent store's opener: WAL, and on a full disk the WAL index in memory, so the
+        # API (which reports the full disk) starts however the last run ended.
+        self._conn = connect_on_any_disk(path)
+        self._conn.execute("PRAGMA synchronous=FULL")  # a revocation must survive power loss
         self._conn.executescript(_SCHEMA)
         path.chmod(0o600)
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.errors import StoreCorrupt, StoreError
+from agent.errors import StoreCorrupt, StoreError, StoreFull
+from agent.store import space
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,14 @@ class Recovery:
     error: str
 
 
-def connect(path: Path) -> sqlite3.Connection:
+def connect(path: Path, *, exclusive: bool = False) -> sqlite3.Connection:
+    """Open ``path`` in WAL mode.
+
+    ``exclusive`` sets ``locking_mode=EXCLUSIVE`` before the first access, so SQLite keeps
+    the WAL index in process memory instead of a ``-shm`` file: the way to open a store on
+    a full disk, where that file cannot be created (after a clean stop SQLite deletes it).
+    Other processes then cannot use the file until the agent reopens it normally.
+    """
     # isolation_level=None: the store issues BEGIN IMMEDIATE / COMMIT itself, so a
     # transaction spans exactly what it means to and nothing commits behind its back.
     conn = sqlite3.connect(
@@ -39,6 +47,8 @@ def connect(path: Path) -> sqlite3.Connection:
         timeout=BUSY_TIMEOUT_MS / 1000,
     )
     try:
+        if exclusive:
+            conn.execute("PRAGMA locking_mode=EXCLUSIVE")
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":
@@ -86,14 +96,50 @@ def move_aside(path: Path, now: float | None = None) -> Path:
     return target
 
 
+def is_exclusive(conn: sqlite3.Connection) -> bool:
+    return str(conn.execute("PRAGMA locking_mode").fetchone()[0]).lower() == "exclusive"
+
+
+def connect_on_any_disk(path: Path) -> sqlite3.Connection:
+    """``connect``, falling back to ``exclusive`` when the disk is too full for a ``-shm``.
+
+    Without the fallback, starting on a full disk depended on the files a previous run
+    left: after a kill the WAL index exists and the open works, after a clean stop it must
+    be created and the open fails. With it, an existing store always opens (reads work;
+    writes fail as "disk full" until space is freed).
+    """
+    try:
+        return connect(path)
+    except sqlite3.OperationalError as exc:
+        free = space.low_on_space(path.parent)
+        if free is None or not (space.is_io_error(exc) or space.is_space_error(exc)):
+            raise
+        log.warning(
+            "%s; opening %s with the WAL index in memory (other processes cannot use the "
+            "file until space is freed)",
+            space.describe(path.parent, free),
+            path,
+        )
+        return connect(path, exclusive=True)
+
+
+def open_error(path: Path, exc: BaseException) -> StoreError:
+    """Why ``path`` could not be opened; "disk full" (``StoreFull``) when that is why."""
+    free = space.low_on_space(path.parent)
+    if free is not None or space.is_space_error(exc):
+        where = space.describe(path.parent, free) if free is not None else "disk full"
+        return StoreFull(f"{path}: {where} ({exc})")
+    return StoreError(f"{path}: {exc}")
+
+
 def open_checked(path: Path, *, recover: bool) -> tuple[sqlite3.Connection, Recovery | None]:
     """Connect and verify the file; if corrupt, move it aside (when ``recover``) and start fresh."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        conn = connect(path)
+        conn = connect_on_any_disk(path)
     except sqlite3.DatabaseError as exc:
         if not is_corruption(exc):
-            raise StoreError(f"{path}: {exc}") from exc
+            raise open_error(path, exc) from exc
         return _recover(path, str(exc), recover)
     if not recover:
         # Tools beside a running agent (status, apply) skip the full-file scan (about 90 ms
@@ -104,7 +150,7 @@ def open_checked(path: Path, *, recover: bool) -> tuple[sqlite3.Connection, Reco
     except (StoreCorrupt, sqlite3.DatabaseError) as exc:
         conn.close()
         if isinstance(exc, sqlite3.DatabaseError) and not is_corruption(exc):
-            raise StoreError(f"{path}: {exc}") from exc
+            raise open_error(path, exc) from exc
         return _recover(path, str(exc), recover)
     return conn, None
 

@@ -6,6 +6,7 @@ running, and which pid?" without importing asyncio.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 from pathlib import Path
@@ -33,8 +34,14 @@ def acquire_lock(data_dir: Path) -> IO[str]:
         ) from None
     fh.seek(0)
     fh.truncate()
-    fh.write(str(os.getpid()))
-    fh.flush()
+    try:
+        # Straight to the fd: a failed buffered write would fail again at close().
+        os.pwrite(fh.fileno(), str(os.getpid()).encode(), 0)
+    except OSError:
+        # A full disk: the lock (flock) is held all the same, only the pid cannot be shown
+        # (running_pid then says -1, "running, pid unknown"). The agent must still start.
+        with contextlib.suppress(OSError):
+            os.ftruncate(fh.fileno(), 0)
     return fh
 
 

@@ -24,11 +24,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from agent.errors import ConfigError, StoreError
+from agent.errors import ConfigError, StoreError, StoreFull
 from agent.metrics import rollup as ru
 from agent.precedence import SOURCES, HubPut, Revision, Stored, effective, hub_put
 from agent.reconcile.ports import Deployment, DeploymentStatus, Severity
 from agent.store import db as dbfile
+from agent.store import space
 from agent.store.migrations import migrate
 from agent.store.outbox_policy import PendingInfo, choose_drops, seq_ranges
 from agent.store.rows import (
@@ -50,6 +51,7 @@ DEPLOYMENT_STATUSES = ("applying", "healthy", "failed", "rolled_back")
 SENT_RETENTION = 3600.0
 JOURNAL_RETENTION = 7 * 86400.0
 MAX_DROP_RANGES = 100
+FULL_MEMORY = 30.0  # seconds a write that failed for lack of space keeps the store "full"
 
 
 def _dumps(value: Any) -> str:
@@ -62,8 +64,8 @@ def _loads(text: str | None) -> Any:
 
 def _store_error(exc: sqlite3.Error, prefix: str = "") -> StoreError:
     # SQLITE_FULL deserves words an operator acts on; the write was rolled back whole.
-    if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == 13:
-        return StoreError(f"{prefix}disk full: the store could not write ({exc}); nothing was lost")
+    if space.is_space_error(exc):
+        return StoreFull(f"{prefix}disk full: the store could not write ({exc}); nothing was lost")
     return StoreError(f"{prefix}{exc}")
 
 
@@ -82,6 +84,17 @@ class Store:
         self._lock = threading.RLock()
         self.path = path
         self.device_id = device_id
+        # Why the last write failed for lack of space, and when (None once a write
+        # succeeds again). It counts for FULL_MEMORY seconds: statvfs cannot see a quota,
+        # but a remembered failure must not outlive the space coming back when nothing
+        # writes (the API refuses writes while the store counts as full).
+        self.full_reason: str | None = None
+        self._full_at = 0.0
+        self._full_low = False  # whether free space was under the floor at that failure
+        # Opened on a full disk with the WAL index in memory (db.connect_on_any_disk): the
+        # file is ours alone until space returns and it is reopened normally.
+        self._exclusive = dbfile.is_exclusive(conn)
+        self._next_reopen = 0.0
 
     # ---------------------------------------------------------------- opening
 
@@ -109,8 +122,12 @@ class Store:
         try:
             conn, recovery = dbfile.open_checked(p, recover=recover)
             migrate(conn)
-        except sqlite3.Error as exc:
-            raise StoreError(f"{p}: {exc}") from exc
+        except (sqlite3.Error, OSError) as exc:
+            # On a full disk: nothing to open (first start) or a migration to write.
+            err = dbfile.open_error(p, exc)
+            if isinstance(exc, OSError) and not isinstance(err, StoreFull):
+                raise
+            raise err from exc
         try:
             store = cls(conn, p, device_id or "")
             store._init_identity(device_id, adopt_stored_id, fresh_sequences=recovery is not None)
@@ -223,24 +240,75 @@ class Store:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
+            self._maybe_share()
             c = self._conn
             try:
                 c.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
-                raise StoreError(f"cannot begin a transaction: {exc}") from exc
+                raise self._noted(_store_error(exc, "cannot begin a transaction: ")) from exc
             try:
                 yield c
             except BaseException as exc:
                 self._rollback()
                 if isinstance(exc, sqlite3.Error):
-                    raise _store_error(exc) from exc
+                    raise self._noted(_store_error(exc)) from exc
                 raise
             else:
                 try:
                     c.execute("COMMIT")
                 except sqlite3.Error as exc:
                     self._rollback()
-                    raise _store_error(exc, "commit failed: ") from exc
+                    raise self._noted(_store_error(exc, "commit failed: ")) from exc
+                self.full_reason = None
+
+    def _noted(self, err: StoreError) -> StoreError:
+        if isinstance(err, StoreFull):
+            self.full_reason = str(err)
+            self._full_at = time.monotonic()
+            self._full_low = space.low_on_space(self.path.parent) is not None
+        return err
+
+    def disk_full(self) -> str | None:
+        """Why the store counts as full now, or None: free space under
+        ``space.FLOOR_BYTES`` on its filesystem, or the last write failed for lack of space.
+        The readiness probe reports it and the HTTP API refuses writes with it."""
+        free = space.low_on_space(self.path.parent)
+        if free is not None:
+            return space.describe(self.path.parent, free)
+        # Here the filesystem has room. A failure seen while it had none is over (space was
+        # freed); one seen with room (a quota statvfs cannot see, a write bigger than the
+        # floor) still counts for a while.
+        if (
+            self.full_reason is not None
+            and not self._full_low
+            and time.monotonic() - self._full_at < FULL_MEMORY
+        ):
+            return self.full_reason
+        with self._lock:
+            self._maybe_share(force=True)
+        return None
+
+    def _maybe_share(self, *, force: bool = False) -> None:
+        """Reopen a store opened exclusively on a full disk once there is room again, so
+        the CLI (status, apply) can use the file; tried at most every few seconds."""
+        if not self._exclusive or (not force and time.monotonic() < self._next_reopen):
+            return
+        self._next_reopen = time.monotonic() + 5.0
+        if space.low_on_space(self.path.parent) is not None:
+            return
+        # The exclusive connection holds the file lock: it must go before a shared one can
+        # read. If the shared open fails after all, the exclusive one comes back.
+        self._conn.close()
+        try:
+            self._conn = dbfile.connect(self.path)
+            self._exclusive = False
+            log.info("store reopened for sharing: space is back", extra={"device": self.device_id})
+        except sqlite3.Error:
+            try:
+                self._conn = dbfile.connect_on_any_disk(self.path)
+            except sqlite3.Error as exc:
+                raise _store_error(exc, "cannot reopen the store: ") from exc
+            self._exclusive = dbfile.is_exclusive(self._conn)
 
     def _rollback(self) -> None:
         # SQLite rolls back by itself on some errors (SQLITE_FULL, SQLITE_IOERR, ...); a
