@@ -3,21 +3,17 @@
 Reconcile runs and pull bytes are counted from the store (journal and events) past a
 watermark, so the counters are exact and monotonic for this process without the reconciler
 knowing Prometheus exists. Gauges (outbox, sync lag, container states) are read fresh.
+
+prometheus_client (with the http.server and wsgiref it imports, about 1 MB of RSS) is
+imported at the first scrape, not at start: a device nobody scrapes never loads it.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from aiohttp import web
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
 
 from agent.http import validate as v
 from agent.http.auth import CTX_KEY
@@ -32,6 +28,18 @@ MAX_EVENT_PAGES = 20
 class Exporter:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
+        self._counted_runs: set[int] = set()
+        self._run_floor = 0
+        self._event_wm: int | None = None
+        self._ready = False
+
+    def _metrics(self) -> None:
+        """Create the registry and its metrics (first scrape)."""
+        if self._ready:
+            return
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        ctx = self.ctx
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.info = Gauge(
@@ -75,9 +83,7 @@ class Exporter:
             "signalbeam_http_log_streams", "Open log follow streams", registry=r
         )
         self.info.labels(ctx.device_id, ctx.version).set(1)
-        self._counted_runs: set[int] = set()
-        self._run_floor = 0
-        self._event_wm: int | None = None
+        self._ready = True
 
     def _scan_journal(self) -> None:
         for run in self.ctx.store.journal(limit=JOURNAL_SCAN):
@@ -114,6 +120,7 @@ class Exporter:
                 break
 
     async def refresh(self, streams: int) -> None:
+        self._metrics()
         ctx = self.ctx
         self.uptime.set(ctx.uptime())
         self._scan_journal()
@@ -144,7 +151,11 @@ class Exporter:
             self.containers.labels(state, health).set(n)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        from prometheus_client import generate_latest
+
+        self._metrics()
+        out: Any = generate_latest(self.registry)
+        return bytes(out)
 
 
 EXPORTER_KEY: web.AppKey[Exporter] = web.AppKey("exporter", Exporter)
@@ -156,6 +167,8 @@ async def get_prometheus(request: web.Request) -> web.Response:
     await exporter.refresh(request.app[STREAMS_KEY].active)
     body = exporter.render()
     resp = web.Response(body=body)
+    from prometheus_client import CONTENT_TYPE_LATEST
+
     resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return resp
 
