@@ -35,7 +35,13 @@ def print_logs(r: dict[str, Any], out: TextIO, wide: bool = False) -> None:
 
 
 def print_restart(r: dict[str, Any], out: TextIO, wide: bool = False) -> None:
-    print(f"restarted {r['result'].get('container')} on {r['id']}", file=out)
+    res = r["result"]
+    name, service = res.get("container"), res.get("service")
+    if service and service != name:
+        # The bundle's service name is the one the operator typed; the engine's is longer.
+        print(f"restarted {service} on {r['id']} (container {name})", file=out)
+    else:
+        print(f"restarted {name} on {r['id']}", file=out)
 
 
 def print_reconcile(r: dict[str, Any], out: TextIO, wide: bool = False) -> None:

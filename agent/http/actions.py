@@ -6,8 +6,6 @@ who did what on the device even when the action happened offline.
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 
 from agent.errors import EngineError
@@ -17,13 +15,11 @@ from agent.http.auth import CTX_KEY, caller
 from agent.http.containers import describe, find
 from agent.http.context import AppContext
 from agent.http.errors import ApiError, json_response
-from agent.runtime.base import Engine, ObservedContainer
+from agent.runtime.restart import restart_container
 from bundles import BundleInvalid, content_hash, parse_bundle
 from bundles.errors import BundleError
 from protocol import errors as perr
 
-STOP_CHECKS = 10
-STOP_CHECK_INTERVAL = 0.2
 # Container ids with a restart running: a second one would race the first's stop/start.
 RESTARTING_KEY: web.AppKey[set[str]] = web.AppKey("restarting", set)
 
@@ -55,40 +51,6 @@ async def post_reconcile(request: web.Request) -> web.Response:
     return json_response({"triggered": True, "event_seq": seq}, status=202)
 
 
-async def _state(engine: Engine, cid: str, started_before: float) -> str:
-    """ "down", "restarted" (running, started after ``started_before``) or "running"."""
-    obs = await engine.inspect(cid)
-    if obs is None or obs.state not in ("running", "restarting", "paused", "removing"):
-        return "down"
-    return "restarted" if (obs.started_at or 0.0) > started_before else "running"
-
-
-async def _restart(engine: Engine, c: ObservedContainer, timeout: float) -> None:
-    # The engine's state is the truth, because two things race a restart: Podman can fail a
-    # stop with an error about its own clean-up ("running or paused, refusing to clean up")
-    # when the container did stop, and the reconcile loop reacts to the exit by starting
-    # the container itself. Either way, a container running with a newer start time has
-    # been restarted, which is what was asked.
-    before = c.started_at or 0.0
-    try:
-        await engine.stop(c.id, timeout=timeout)
-    except Exception:
-        for _ in range(STOP_CHECKS):
-            state = await _state(engine, c.id, before)
-            if state == "restarted":
-                return
-            if state == "down":
-                break
-            await asyncio.sleep(STOP_CHECK_INTERVAL)
-        else:
-            raise
-    try:
-        await engine.start(c.id)
-    except Exception:
-        if await _state(engine, c.id, before) != "restarted":
-            raise
-
-
 async def post_restart(request: web.Request) -> web.Response:
     v.only(request.query, ("timeout",))
     ctx = request.app[CTX_KEY]
@@ -101,7 +63,7 @@ async def post_restart(request: web.Request) -> web.Response:
         raise ApiError(perr.CONFLICT, f"a restart of {c.name} is already in progress", "name")
     busy.add(c.id)
     try:
-        await _restart(ctx.get_engine(), c, float(timeout))
+        await restart_container(ctx.get_engine(), c, float(timeout))
     except Exception as exc:
         audit(
             ctx,

@@ -26,6 +26,7 @@ from typing import Any, Literal
 from nats.aio.client import Client as NATS
 
 from agent.errors import AgentError
+from agent.runtime.restart import restart_container
 from agent.sync.downlink import Downlink, DownlinkSettings
 from agent.sync.enroll import credentials_path, load_credentials
 from agent.sync.errors import LeafError, RpcFailure
@@ -36,7 +37,8 @@ from agent.sync.rpc import RpcHandlers, RpcServer
 from agent.sync.status import STATUS_FILE
 from agent.sync.status import read_status_file as read_status_file  # re-exported
 from agent.sync.uplink import Uplink, UplinkSettings
-from protocol.errors import NOT_FOUND, UNAVAILABLE
+from protocol.api import MAX_DEVICE_WAIT, RESTART_STOP_TIMEOUT
+from protocol.errors import CONFLICT, NOT_FOUND, UNAVAILABLE
 from protocol.messages import EnrollReply
 from protocol.subjects import JS_DOMAIN
 
@@ -209,7 +211,8 @@ class SyncService:
             s.heartbeat_interval,
         )
         if self.handlers is not None:
-            self.rpc = RpcServer(self.nc, self.device_id, self.handlers)
+            # The device never gives up before the longest wait a caller may ask the hub for.
+            self.rpc = RpcServer(self.nc, self.device_id, self.handlers, timeout=MAX_DEVICE_WAIT)
             await self.rpc.start()
         loop = asyncio.get_running_loop()
         self._tasks = [
@@ -372,17 +375,37 @@ def agent_rpc_handlers(agent: Any, service: Callable[[], SyncService | None]) ->
         desired = agent.store.current_desired()
         return {"triggered": True, "generation": None if desired is None else desired.generation}
 
+    restarting: set[str] = set()  # container ids: a second restart would race the first
+
     async def restart(container: str) -> dict[str, Any]:
         engine, c = await find(container)
-        await engine.stop(c.id)
-        await engine.start(c.id)
+        if c.id in restarting:
+            raise RpcFailure(
+                CONFLICT, f"a restart of {c.name} is already in progress", "args.container"
+            )
+        restarting.add(c.id)
+        try:
+            # The stop may take the whole RESTART_STOP_TIMEOUT (a process that ignores
+            # SIGTERM); callers wait RESTART_WAIT for the answer (protocol.api).
+            await restart_container(engine, c, RESTART_STOP_TIMEOUT)
+        except Exception as exc:
+            await asyncio.to_thread(
+                agent.store.event,
+                "container.restart_failed",
+                f"restart of container {c.name} by a remote command failed: {exc}",
+                data={"container": c.name, "by": "rpc"},
+                severity="error",
+            )
+            raise
+        finally:
+            restarting.discard(c.id)
         await asyncio.to_thread(
             agent.store.event,
             "container.restarted",
             f"container {c.name} restarted by a remote command",
             data={"container": c.name, "by": "rpc"},
         )
-        return {"container": c.name, "restarted": True}
+        return {"container": c.name, "service": c.service, "restarted": True}
 
     async def logs(container: str, tail: int) -> list[str]:
         engine, c = await find(container)

@@ -21,13 +21,14 @@ from hub.api.validate import device_id as valid_device_id
 from hub.errors import DeviceError, DeviceOffline, Invalid, NotFound, Unavailable
 from hub.metrics import HubMetrics
 from hub.store import Store
+from protocol.api import DEVICE_WAIT, MAX_DEVICE_WAIT, device_wait
 from protocol.messages import MessageError, RpcRequest, decode_rpc_reply, decode_rpc_request
 from protocol.subjects import rpc
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT = 5
-MAX_TIMEOUT = 60
+DEFAULT_TIMEOUT = DEVICE_WAIT
+MAX_TIMEOUT = MAX_DEVICE_WAIT
 StoreCall = Callable[..., Awaitable[Any]]
 
 
@@ -97,7 +98,8 @@ class DeviceRpc:
     def _verb(self, verb: str) -> Callable[[dict[str, Any], Caller], Awaitable[Outcome]]:
         async def handler(body: dict[str, Any], caller: Caller) -> Outcome:
             device_id = valid_device_id(body["id"])
-            timeout = body.get("timeout", DEFAULT_TIMEOUT)
+            # A restart's default covers the container's stop timeout (protocol.api).
+            timeout = body.get("timeout", device_wait(verb))
             if not 1 <= timeout <= MAX_TIMEOUT:
                 raise Invalid(f"timeout must be 1-{MAX_TIMEOUT} seconds", field="timeout")
             tail = body.get("tail")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -44,7 +45,7 @@ async def test_handlers(tmp_path: Path) -> None:
         return decode_rpc_reply(await srv.handle(req.verb, req.to_json()))
 
     r = await call(RpcRequest("restart", "web"))
-    assert r.result == {"container": "sb-app-web", "restarted": True}
+    assert r.result == {"container": "sb-app-web", "service": "web", "restarted": True}
     assert any(e.kind == "container.restarted" for e in agent.store.events())
     assert (await call(RpcRequest("logs", "sb-app-web", 10))).result["lines"] == []
     missing = await call(RpcRequest("restart", "someone-else"))  # foreign: never touched
@@ -58,4 +59,46 @@ async def test_handlers(tmp_path: Path) -> None:
     agent.reconciler = None
     assert (await call(RpcRequest("restart", "web"))).error["code"] == "unavailable"
     assert (await call(RpcRequest("reconcile"))).error["code"] == "unavailable"
+    agent.store.close()
+
+
+class SlowStop(MemoryEngine):
+    """A container that takes its whole stop timeout: the stop waits until released."""
+
+    def __init__(self) -> None:
+        super().__init__("dev-1", images={"app:1": 1})
+        self.stopping = asyncio.Event()
+        self.release = asyncio.Event()
+        self.timeouts: list[float] = []
+
+    async def stop(self, ref: str, timeout: float = 10.0) -> None:
+        self.timeouts.append(timeout)
+        self.stopping.set()
+        await self.release.wait()
+        await super().stop(ref, timeout)
+
+
+async def test_a_restart_waits_out_the_stop_and_a_second_one_is_refused(tmp_path: Path) -> None:
+    from protocol.api import RESTART_STOP_TIMEOUT
+
+    agent = await _agent(tmp_path)
+    slow = SlowStop()
+    cid = await slow.create(
+        CreateRequest("sb-app-web", "app:1", {LABEL_DEVICE: "dev-1", LABEL_SERVICE: "web"})
+    )
+    await slow.start(cid)
+    agent.engine = slow
+    srv = RpcServer(None, "dev-1", agent_rpc_handlers(agent, lambda: None))  # type: ignore[arg-type]
+
+    async def call(req: RpcRequest) -> Any:
+        return decode_rpc_reply(await srv.handle(req.verb, req.to_json()))
+
+    first = asyncio.ensure_future(call(RpcRequest("restart", "web")))
+    await asyncio.wait_for(slow.stopping.wait(), 30)
+    # Operators used to restart twice: the second ask is told the first is still going.
+    second = await call(RpcRequest("restart", "web"))
+    assert second.error["code"] == "conflict" and "already in progress" in second.error["message"]
+    slow.release.set()
+    assert (await asyncio.wait_for(first, 30)).result["restarted"] is True
+    assert slow.timeouts == [RESTART_STOP_TIMEOUT]  # the engine's kill comes after the grace
     agent.store.close()

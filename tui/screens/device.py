@@ -26,6 +26,7 @@ from textual.widgets import (
     TabPane,
 )
 
+from protocol.api import device_wait
 from tui.screens import detail_model as dm
 from tui.screens import model
 from tui.screens.dialogs import ConfirmScreen
@@ -44,7 +45,6 @@ TABS = {
     "logs": "device-logs-pane",
     "journal": "device-journal-pane",
 }
-DEVICE_WAIT = 4  # seconds the hub waits for the device on restart / reconcile
 
 
 def clock() -> float:
@@ -358,7 +358,9 @@ class DeviceScreen(Screen[None]):
     def _confirm(
         self, question: str, verb: str, body: dict[str, Any], done: str, wait: bool = True
     ) -> None:
-        full = {"id": self.device_id, **body, **({"timeout": DEVICE_WAIT} if wait else {})}
+        # How long the hub waits for the device: a restart's wait covers the container's stop
+        # timeout (protocol.api.device_wait); the client waits for the hub's answer.
+        full = {"id": self.device_id, **body, **({"timeout": device_wait(verb)} if wait else {})}
 
         async def run() -> None:
             if await call(self.view, verb, full) is not None:
