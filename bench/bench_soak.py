@@ -237,6 +237,7 @@ class Sampler:
         self.engines = engines
         self.series: dict[str, Series] = {}
         self.rows: list[dict[str, Any]] = []
+        self.jsonl: str | None = None
         self.t0 = time.monotonic()
 
     def s(self, key: str, unit: str, goal: str = "") -> Series:
@@ -295,6 +296,9 @@ class Sampler:
                 self.s(name, unit).add(t, value)
                 row[name] = value
         self.rows.append(row)
+        if self.jsonl is not None:  # each sample as it is taken: a run cut short keeps them
+            with open(self.jsonl, "a") as f:
+                f.write(json.dumps(row) + "\n")
 
 
 def slope_per_hour(points: list[tuple[float, float]]) -> float:
@@ -434,6 +438,8 @@ async def run(args: argparse.Namespace, work: Path) -> None:
                 flush=True,
             )
             sampler = Sampler(devices, engines)
+            if args.csv:
+                sampler.jsonl = args.csv + ".jsonl"
             duration = args.duration
             cut_len = min(120.0, duration * 0.1)
             plan = [
