@@ -222,10 +222,20 @@ class SimDevice:
 
     async def _finish(self, dep: Any) -> None:
         await asyncio.sleep(self.opts.apply_s)
-        if dep.bundle_ref in self.opts.fail_versions:
+        previous = self.model.running
+        if dep.bundle_ref not in self.opts.fail_versions:
+            self.model.finish(dep, "healthy", None, time.time())
+        elif self.opts.rollback_s is None or previous is None:
             self.model.finish(dep, "failed", "simulated failure (fail_versions)", time.time())
         else:
-            self.model.finish(dep, "healthy", None, time.time())
+            # As the agent does: the failed generation is rolled back, then the previous
+            # healthy deployment is written healthy again (the device's newest row).
+            self.model.finish(dep, "rolled_back", "simulated crash loop (fail_versions)",
+                              time.time())  # fmt: skip
+            if self.opts.rollback_s > 0:
+                self.kick()
+                await asyncio.sleep(self.opts.rollback_s)
+            self.model.finish(previous, "healthy", None, time.time())
         self.counters.applies += 1
         self.kick()
 

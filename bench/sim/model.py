@@ -33,7 +33,7 @@ def _dumps(doc: Any) -> str:
 class Deployment:
     generation: int
     bundle_ref: str | None
-    status: str  # applying / healthy / failed
+    status: str  # applying / healthy / failed / rolled_back
     reason: str | None
     started_at: float
     finished_at: float | None = None

@@ -47,6 +47,11 @@ class SimOptions:
     rollup_s: float = 60.0
     apply_s: float = 0.2
     fail_versions: frozenset[str] = field(default_factory=frozenset)
+    # None: a failing version's deployment just fails. A number: the device rolls back as a
+    # real agent does (the deployment ``rolled_back``, then after this many seconds the
+    # previous healthy one is written ``healthy`` again, the newest row); 0 puts both rows
+    # in one report batch, before the hub's next rollout tick.
+    rollback_s: float | None = None
     enroll_user: str = "enroll"
     enroll_password: str | None = None
     enroll_concurrency: int = 8
@@ -89,6 +94,8 @@ class SimOptions:
                 raise SimError("must be between 0.05 and 3600 seconds", name)
         if not 0 <= self.apply_s <= 600:
             raise SimError("must be between 0 and 600 seconds", "apply_s")
+        if self.rollback_s is not None and not 0 <= self.rollback_s <= 600:
+            raise SimError("must be between 0 and 600 seconds", "rollback_s")
         for ref in self.fail_versions:
             if "@" not in ref:
                 raise SimError(f"{ref!r} is not bundle@version", "fail_versions")
