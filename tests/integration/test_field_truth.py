@@ -32,7 +32,7 @@ from tui.client import ApiError, HubClient
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 WAIT = 150.0  # bound on one deployment or rollout on a loaded machine
-CRASH_ROUNDS = 2  # rollouts per device per engine (two devices each)
+CRASH_ROUNDS = 2  # rollouts per device per engine (two devices each); odd rounds cut links
 
 
 @pytest.fixture(scope="module")
@@ -174,6 +174,37 @@ async def until_final(admin: HubClient, rollout_id: str) -> dict[str, Any]:
         await asyncio.sleep(0.5)
 
 
+def stored_revision(dev: Device, rollout_id: str) -> int | None:
+    conn = dev.db()
+    try:
+        row = conn.execute(
+            "SELECT generation FROM desired_revisions WHERE rollout_id = ?", (rollout_id,)
+        ).fetchone()
+    finally:
+        conn.close()
+    return None if row is None else int(row[0])
+
+
+def rolled_back_and_recovered(dev: Device, rollout_id: str) -> bool:
+    """The rollout's generation is rolled back and a healthy deployment was written after."""
+    gen = stored_revision(dev, rollout_id)
+    conn = dev.db()
+    try:
+        back = conn.execute(
+            "SELECT max(finished_at) FROM deployments WHERE generation = ?"
+            " AND status = 'rolled_back'",
+            (gen,),
+        ).fetchone()[0]
+        if back is None:
+            return False
+        later = conn.execute(
+            "SELECT 1 FROM deployments WHERE status = 'healthy' AND finished_at > ?", (back,)
+        ).fetchone()
+    finally:
+        conn.close()
+    return later is not None
+
+
 async def test_crash_looping_rollouts_end_with_the_agents_reason(
     hub: SyncHub, admin: HubClient, engine: EngineHandle, registry: Registry, tmp_path: Path
 ) -> None:
@@ -184,7 +215,7 @@ async def test_crash_looping_rollouts_end_with_the_agents_reason(
     await push(admin, crash)
     tok = await new_token(admin, len(ids))
     outcomes: list[tuple[str, str, str]] = []
-    with running_fleet(hub, engine, tmp_path, ids, tok):
+    with running_fleet(hub, engine, tmp_path, ids, tok) as devices:
         await eventually(lambda: online(admin, ids), timeout=60, what="online")
         for d in ids:
             await admin.call("assign", {"target": f"device:{d}", "bundle": "hello@1.0.0"})
@@ -192,12 +223,31 @@ async def test_crash_looping_rollouts_end_with_the_agents_reason(
             await eventually(
                 lambda d=d: healthy_on(admin, d, "hello@1.0.0"), timeout=WAIT, what="1.0"
             )
-        for _ in range(CRASH_ROUNDS):
+        for round_ in range(CRASH_ROUNDS):
             started = [
                 (await admin.call("rollouts.start",
                                   {"bundle": "crasher@1.0.0", "target": f"device:{d}"}))["id"]
                 for d in ids
             ]  # fmt: skip
+            if round_ % 2:
+                # The rollback finishing before the hub hears of it: hold the links cut from
+                # the moment each agent stored the rollout's revision until its rollback
+                # target is healthy again, so the rolled_back row and the target's healthy
+                # row reach the hub together.
+                for d, rid in zip(ids, started, strict=True):
+                    await eventually(
+                        lambda d=d, rid=rid: stored_revision(devices[d], rid) is not None,
+                        timeout=WAIT,
+                        what="the revision stored",
+                    )
+                    devices[d].cut()
+                for d, rid in zip(ids, started, strict=True):
+                    await eventually(
+                        lambda d=d, rid=rid: rolled_back_and_recovered(devices[d], rid),
+                        timeout=WAIT,
+                        what="rolled back on the device",
+                    )
+                    devices[d].restore()
             for rid in started:
                 r = await until_final(admin, rid)
                 dev = r["devices"][0]
