@@ -1,4 +1,5 @@
-"""A TCP proxy on loopback that a test can cut and restore, to simulate a leaf link going down."""
+"""A TCP proxy on loopback that a test can cut, silence and restore, to simulate a leaf link
+going down: reset (``cut``) or held open but moving no bytes (``silence``)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,16 @@ from tests.harness.ports import free_port
 
 
 class TcpProxy:
-    """Forwards 127.0.0.1:``port`` to ``target``. ``cut()`` drops every connection and refuses
-    new ones (accepted then closed at once) until ``restore()``."""
+    """Forwards 127.0.0.1:``port`` to ``target``.
+
+    - ``cut()`` drops every connection (closed, so both ends see a reset or EOF) and refuses
+      new ones (accepted then closed at once) until ``restore()``.
+    - ``silence()`` keeps every connection open but forwards nothing either way until
+      ``restore()``: a dead path with no RST (a cellular dead zone, a NAT that forgot the
+      flow). Bytes sent meanwhile wait in the sockets' buffers and flow on restore, as over a
+      link that stalled; new connections are accepted and connected upstream, but stay silent
+      too.
+    """
 
     def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
         self.target = (target_host, target_port)
@@ -25,6 +34,8 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._conns: set[socket.socket] = set()
         self._cut = False
+        self._flowing = threading.Event()
+        self._flowing.set()
         self._closed = False
         self.connections_total = 0
         self._thread = threading.Thread(target=self._accept_loop, daemon=True, name="tcp-proxy")
@@ -33,6 +44,14 @@ class TcpProxy:
     @property
     def is_cut(self) -> bool:
         return self._cut
+
+    @property
+    def is_silent(self) -> bool:
+        return not self._flowing.is_set()
+
+    def silence(self) -> None:
+        """Stop forwarding bytes, closing nothing (see the class docstring)."""
+        self._flowing.clear()
 
     def cut(self) -> None:
         with self._lock:
@@ -43,11 +62,14 @@ class TcpProxy:
             _close(s)
 
     def restore(self) -> None:
+        """Undo ``cut()`` and ``silence()``."""
         with self._lock:
             self._cut = False
+        self._flowing.set()
 
     def close(self) -> None:
         self._closed = True
+        self._flowing.set()
         self.cut()
         _close(self._listener)
         self._thread.join(2)
@@ -85,7 +107,13 @@ class TcpProxy:
             while not self._closed:
                 if a.fileno() < 0 or b.fileno() < 0:
                     return
+                if not self._flowing.is_set():
+                    # Silenced: read nothing, so nothing is forwarded and nothing is closed.
+                    self._flowing.wait(0.2)
+                    continue
                 for key, _ in sel.select(timeout=0.2):
+                    if not self._flowing.is_set():
+                        break  # silenced while waiting: what arrived since stays unread
                     src: socket.socket = key.fileobj  # type: ignore[assignment]
                     dst: socket.socket = key.data
                     data = src.recv(65536)
