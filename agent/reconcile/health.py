@@ -5,15 +5,23 @@ differently, so the agent runs every probe: a bundle's http/tcp probe from the a
 127.0.0.1 (the port itself for host-network containers, its published host port otherwise),
 a bundle's exec probe or the image's HEALTHCHECK command through engine exec.
 
-The evaluation of results (``evaluate``, ``gate``) is pure and follows Docker's semantics:
-failures inside ``start_period`` do not count until the first success, ``retries``
-consecutive failures make a container unhealthy, one success makes it healthy.
+Timing and evaluation (``next_due``, ``due``, ``evaluate``, ``gate``) are pure and follow
+Docker's documented HEALTHCHECK semantics (checked against dockerd itself in
+tests/integration/test_health_docker.py):
+
+- the first probe runs ``interval`` after the container started, each next one ``interval``
+  after the previous one finished (so a slow starter is not probed at t=0);
+- a probe that fails or runs past ``timeout`` is a failure; one success makes it healthy;
+- ``retries`` consecutive failures make it unhealthy;
+- a failure inside ``start_period`` (judged by when the probe started) does not count while
+  the container has never been healthy; after a first success, every failure counts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -45,16 +53,18 @@ class ProbeSpec:
 @dataclass(frozen=True)
 class ProbeResult:
     ok: bool
-    at: float  # monotonic seconds
+    at: float  # monotonic seconds: when the probe started (start_period is judged on this)
     detail: str = ""
+    done: float | None = None  # when it finished (the next one is due interval later); None: at
 
 
 @dataclass(frozen=True)
 class HealthState:
     status: Status = "starting"
     failing_streak: int = 0
-    last_probe_at: float | None = None
+    last_probe_at: float | None = None  # when the last probe started
     detail: str = ""
+    last_done_at: float | None = None  # when the last probe finished
 
 
 def probe_for(spec: ContainerSpec, image_hc: ImageHealthcheck | None) -> ProbeSpec | None:
@@ -77,22 +87,32 @@ def probe_for(spec: ContainerSpec, image_hc: ImageHealthcheck | None) -> ProbeSp
     return None
 
 
-def due(state: HealthState, spec: ProbeSpec, now: float) -> bool:
-    return state.last_probe_at is None or now - state.last_probe_at >= spec.interval
+def next_due(state: HealthState, spec: ProbeSpec, started_at: float) -> float:
+    """When the next probe is due (monotonic): ``interval`` after the container started for
+    the first one, ``interval`` after the previous one finished for the others (Docker)."""
+    last = state.last_done_at if state.last_done_at is not None else state.last_probe_at
+    return (started_at if last is None else last) + spec.interval
+
+
+def due(state: HealthState, spec: ProbeSpec, now: float, *, started_at: float) -> bool:
+    return now >= next_due(state, spec, started_at)
 
 
 def evaluate(
     state: HealthState, result: ProbeResult, spec: ProbeSpec, started_at: float
 ) -> HealthState:
     """Fold one probe result into the state (Docker's rules; ``started_at`` monotonic)."""
+    done = result.at if result.done is None else result.done
     if result.ok:
-        return HealthState("healthy", 0, result.at, result.detail)
+        return HealthState("healthy", 0, result.at, result.detail, done)
+    # Docker: a failure that started inside start_period is not counted while the container
+    # is still "starting" (never healthy); its streak stays as it was.
     in_start_period = result.at - started_at < spec.start_period
     if in_start_period and state.status == "starting":
-        return replace(state, last_probe_at=result.at, detail=result.detail)
+        return replace(state, last_probe_at=result.at, detail=result.detail, last_done_at=done)
     streak = state.failing_streak + 1
     status: Status = "unhealthy" if streak >= spec.retries else state.status
-    return HealthState(status, streak, result.at, result.detail)
+    return HealthState(status, streak, result.at, result.detail, done)
 
 
 @dataclass(frozen=True)
@@ -162,7 +182,19 @@ async def run_probe(
     now: float,
     session: aiohttp.ClientSession | None = None,
 ) -> ProbeResult:
-    """Run one probe; never raises (a probe that cannot run has failed)."""
+    """Run one probe; never raises (a probe that cannot run has failed). ``now`` is when it
+    starts; its ``done`` is when it finished, for the next one's schedule."""
+    result = await _run_probe(engine, c, spec, now, session)
+    return replace(result, done=max(now, time.monotonic()))
+
+
+async def _run_probe(
+    engine: Engine,
+    c: ObservedContainer,
+    spec: ProbeSpec,
+    now: float,
+    session: aiohttp.ClientSession | None = None,
+) -> ProbeResult:
     try:
         if spec.kind in ("exec", "image"):
             res = await engine.exec(c.id, spec.command, spec.timeout)

@@ -32,6 +32,7 @@ from agent.reconcile.health import (
     due,
     evaluate,
     gate,
+    next_due,
     probe_for,
     run_probe,
 )
@@ -562,8 +563,9 @@ class ReconcileLoop:
         for svc_c in current.values():
             probe = self._probes.get(svc_c.id) if svc_c is not None else None
             if svc_c is not None and probe is not None:
-                last = (self._health.get(svc_c.id) or HealthState()).last_probe_at or now
-                next_at = min(next_at, last + probe.interval)
+                state = self._health.get(svc_c.id) or HealthState()
+                started = self._started_mono.get(svc_c.id, now)
+                next_at = min(next_at, next_due(state, probe, started))
         self._next_probe_at = next_at
         gate_ = self._gate
         if gate_ is None:
@@ -644,7 +646,8 @@ class ReconcileLoop:
         if probe is None or c.state != "running":
             return
         state = self._health.get(c.id, HealthState())
-        if not due(state, probe, now):
+        # Docker's timing: the first probe one interval after the start, not at once.
+        if not due(state, probe, now, started_at=self._started_mono.get(c.id, now)):
             return
         res = await run_probe(self.engine, c, probe, now)
         new = evaluate(state, res, probe, self._started_mono.get(c.id, now))

@@ -14,6 +14,7 @@ from agent.reconcile.health import (
     due,
     evaluate,
     gate,
+    next_due,
     probe_address,
     probe_for,
     run_probe,
@@ -73,9 +74,122 @@ def test_evaluate_properties(results: list[bool], retries: int) -> None:
 
 
 def test_due() -> None:
-    assert due(HealthState(), SPEC, 0.0)
-    assert not due(HealthState(last_probe_at=5.0), SPEC, 5.5)
-    assert due(HealthState(last_probe_at=5.0), SPEC, 6.0)
+    # Docker: the first probe one interval after the start, never at once.
+    assert not due(HealthState(), SPEC, 0.0, started_at=0.0)
+    assert not due(HealthState(), SPEC, 0.9, started_at=0.0)
+    assert due(HealthState(), SPEC, 1.0, started_at=0.0)
+    assert not due(HealthState(last_probe_at=5.0), SPEC, 5.5, started_at=0.0)
+    assert due(HealthState(last_probe_at=5.0), SPEC, 6.0, started_at=0.0)
+    # ... and each next one an interval after the previous one *finished*.
+    slow = HealthState(last_probe_at=5.0, last_done_at=5.8)
+    assert not due(slow, SPEC, 6.5, started_at=0.0)
+    assert due(slow, SPEC, 6.8, started_at=0.0)
+
+
+def timeline(
+    spec: ProbeSpec, ok_from: float, until: float, *, ok_until: float = 1e9, takes: float = 0.0
+) -> list[tuple[float, bool, str, int]]:
+    """Docker's schedule and rules, run with our pure functions on a container started at 0
+    whose probe passes in [ok_from, ok_until): (probe start, ok, status, streak) per probe."""
+    state, out = HealthState(), []
+    at = next_due(state, spec, 0.0)
+    while at <= until:
+        ok = ok_from <= at < ok_until
+        state = evaluate(state, ProbeResult(ok, at, done=at + takes), spec, 0.0)
+        out.append((at, ok, state.status, state.failing_streak))
+        at = next_due(state, spec, 0.0)
+    return out
+
+
+F, T = False, True
+
+
+@pytest.mark.parametrize(
+    ("name", "spec", "ok_from", "ok_until", "takes", "until", "expected"),
+    [
+        (  # The issue's slow starter: healthy after 5 s, interval 2 s, retries 3, no period.
+            # Probing at t=0 made it unhealthy at t=4 in one run and not in another.
+            "slow starter is not probed at t=0",
+            ProbeSpec("exec", 2.0, 1.0, 3, 0.0),
+            5.0,
+            1e9,
+            0.0,
+            6.0,
+            [(2.0, F, "starting", 1), (4.0, F, "starting", 2), (6.0, T, "healthy", 0)],
+        ),
+        (
+            "retries consecutive failures make it unhealthy; one success heals",
+            ProbeSpec("exec", 1.0, 1.0, 2, 0.0),
+            3.5,
+            1e9,
+            0.0,
+            4.0,
+            [
+                (1.0, F, "starting", 1),
+                (2.0, F, "unhealthy", 2),
+                (3.0, F, "unhealthy", 3),
+                (4.0, T, "healthy", 0),
+            ],
+        ),
+        (
+            "failures inside start_period are not counted",
+            ProbeSpec("exec", 1.0, 1.0, 1, 5.0),
+            4.5,
+            1e9,
+            0.0,
+            5.0,
+            [
+                (1.0, F, "starting", 0),
+                (2.0, F, "starting", 0),
+                (3.0, F, "starting", 0),
+                (4.0, F, "starting", 0),
+                (5.0, T, "healthy", 0),
+            ],
+        ),
+        (
+            "a failure starting exactly at the end of start_period counts",
+            ProbeSpec("exec", 1.0, 1.0, 1, 2.0),
+            99.0,
+            1e9,
+            0.0,
+            2.0,
+            [(1.0, F, "starting", 0), (2.0, F, "unhealthy", 1)],
+        ),
+        (
+            "after a success inside start_period, failures count",
+            ProbeSpec("exec", 1.0, 1.0, 2, 10.0),
+            0.0,
+            2.5,
+            0.0,
+            4.0,
+            [
+                (1.0, T, "healthy", 0),
+                (2.0, T, "healthy", 0),
+                (3.0, F, "healthy", 1),
+                (4.0, F, "unhealthy", 2),
+            ],
+        ),
+        (
+            "the next probe is an interval after the previous one finished",
+            ProbeSpec("exec", 1.0, 1.0, 3, 0.0),
+            0.0,
+            1e9,
+            0.5,
+            4.0,
+            [(1.0, T, "healthy", 0), (2.5, T, "healthy", 0), (4.0, T, "healthy", 0)],
+        ),
+    ],
+)
+def test_docker_timeline_table(
+    name: str,
+    spec: ProbeSpec,
+    ok_from: float,
+    ok_until: float,
+    takes: float,
+    until: float,
+    expected: list[tuple[float, bool, str, int]],
+) -> None:
+    assert timeline(spec, ok_from, until, ok_until=ok_until, takes=takes) == expected, name
 
 
 def test_probe_for_prefers_the_bundle_probe() -> None:
