@@ -219,17 +219,11 @@ def _format_status(s: dict[str, Any]) -> str:
     age = "" if ob["oldest_created_at"] is None else f", oldest {_ts(ob['oldest_created_at'])}"
     lines.append(f"outbox      {ob['pending']} pending ({_size(ob['bytes'])}){age}")
     lines.append(f"events      last seq {s['last_event_seq']}")
-    hub = s.get("hub")
-    if not hub:
-        lines.append("hub         sync has not run (not enrolled, or no [hub] url)")
-    else:
-        state = "online" if hub.get("online") else "offline"
-        seen = hub.get("last_contact")
-        err = f" - {hub['last_error']}" if hub.get("last_error") and not hub.get("online") else ""
-        lines.append(
-            f"hub         {state} ({hub.get('mode', '?')}), last contact "
-            f"{_ts(seen) if isinstance(seen, int | float) else seen or '-'}{err}"
-        )
+    # Online means the hub itself answered recently (agent.sync.liveness says it one way for
+    # the CLI, the local API and its page).
+    from agent.sync.liveness import describe
+
+    lines.append(f"hub         {describe(s.get('hub'), time.time())}")
     http = s["http"]
     if http["enabled"]:
         fp = http.get("tls_fingerprint")

@@ -104,7 +104,8 @@ class HubConfig:
     # Overrides the leaf URL from enrollment (e.g. tls://hub.example.com:7422 after the hub
     # moved or turned TLS on); None: the enrolled one.
     leaf_url: str | None = None
-    # How often the device's latest state goes to the hub (core NATS, best effort).
+    # How often the agent sends its heartbeat, which the hub answers: "online" means an answer
+    # came within about one interval (docs/sync.md "What online means").
     heartbeat_interval: float = 30.0
 
 

@@ -30,10 +30,12 @@ class ReconcileControl(Protocol):
 
 @dataclass(frozen=True)
 class HubLink:
-    """The sync task's view of the hub link (``online`` None: no hub configured)."""
+    """The sync task's view of the hub link (``online`` None: no hub configured, neither a
+    ``[hub] url`` nor an enrollment)."""
 
     online: bool | None
-    last_contact: float | None = None  # wall clock of the last successful exchange
+    last_contact: float | None = None  # wall clock of the hub's last answer
+    started_at: float | None = None  # when sync started ("unreachable since" before any answer)
 
 
 @dataclass(frozen=True)

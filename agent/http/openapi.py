@@ -106,10 +106,13 @@ STATUS = _obj(
         "hub": _obj(
             {
                 "configured": {"type": "boolean"},
+                # Online means the hub itself answered within about one heartbeat interval;
+                # last_contact is that answer's time (docs/sync.md "What online means").
                 "online": _n({"type": "boolean"}),
                 "last_contact": _n(NUM),
+                "unreachable_since": _n(NUM),
             },
-            ["configured", "online", "last_contact"],
+            ["configured", "online", "last_contact", "unreachable_since"],
         ),
         "engine": _n(_obj({"kind": STR, "url": STR})),
         "reconcile_loop": _n(

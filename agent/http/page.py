@@ -6,7 +6,6 @@ prompts for natively; the page refreshes itself every 10 s with a meta tag.
 
 from __future__ import annotations
 
-import datetime as dt
 from html import escape
 from typing import Any
 
@@ -15,6 +14,7 @@ from aiohttp import web
 from agent.http import validate as v
 from agent.http.auth import CTX_KEY
 from agent.http.views import status_doc
+from agent.sync.liveness import when
 
 _STYLE = (
     "body{font-family:sans-serif;margin:1em;max-width:40em}"
@@ -25,9 +25,16 @@ _STYLE = (
 
 
 def _when(ts: Any) -> str:
-    if not isinstance(ts, int | float):
-        return "never"
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return when(ts if isinstance(ts, int | float) else None)
+
+
+def _hub(hub: dict[str, Any]) -> tuple[str, str]:
+    """The hub row: what it says and its class. Online means the hub itself answered."""
+    if not hub["configured"]:
+        return "not configured", ""
+    if hub["online"]:
+        return f"online (last answer {_when(hub['last_contact'])})", "ok"
+    return f"unreachable since {_when(hub.get('unreachable_since'))}", "bad"
 
 
 def _row(key: str, value: Any, cls: str = "") -> str:
@@ -36,15 +43,14 @@ def _row(key: str, value: Any, cls: str = "") -> str:
 
 
 def render(doc: dict[str, Any]) -> str:
-    hub = doc["hub"]
-    link = "not configured" if not hub["configured"] else ("online" if hub["online"] else "offline")
+    link, link_cls = _hub(doc["hub"])
     desired = doc.get("desired") or {}
     last = doc.get("last_reconcile") or {}
     rows = [
         _row("Device", doc["device_id"]),
         _row("Agent", doc["agent_version"]),
         _row("Uptime", f"{int(doc['uptime_seconds'])} s"),
-        _row("Hub", f"{link} (last contact {_when(hub['last_contact'])})"),
+        _row("Hub", link, link_cls),
         _row("Running", doc.get("running_bundle") or "nothing"),
         _row(
             "Desired",

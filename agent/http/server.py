@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -83,14 +84,23 @@ def bound_port(runner: web.AppRunner) -> int:
 
 def _hub_link(agent: Any) -> HubLink:
     # Duck-typed: whatever the sync service exposes as its link state (online, last_contact).
+    started = getattr(getattr(agent, "sync", None), "started_at", None)
     for path in ("link_state", "sync.link", "sync.state"):
         obj: Any = agent
         for part in path.split("."):
             obj = getattr(obj, part, None)
         if obj is not None and hasattr(obj, "online"):
-            return HubLink(bool(obj.online), getattr(obj, "last_contact", None))
-    configured = agent.config.hub.url is not None
-    return HubLink(online=False if configured else None)
+            return HubLink(bool(obj.online), getattr(obj, "last_contact", None), started)
+    # No sync service (yet): a [hub] url or an enrollment still means a hub is configured.
+    return HubLink(online=False if _hub_configured(agent.config) else None)
+
+
+def _hub_configured(config: Any) -> bool:
+    if config.hub.url is not None:
+        return True
+    creds = config.hub.credentials_file
+    path = Path(creds) if creds else Path(config.data_dir) / "hub-credentials.json"
+    return path.exists()
 
 
 def context_for(agent: Any) -> AppContext:

@@ -13,6 +13,7 @@ from agent.http.auth import CTX_KEY
 from agent.http.containers import StatsCache, describe, describe_all, find
 from agent.http.context import AppContext
 from agent.http.errors import json_response
+from agent.sync.liveness import unreachable_since
 
 STATS_KEY: web.AppKey[StatsCache] = web.AppKey("stats_cache", StatsCache)
 MAX_EVENTS = 1000
@@ -54,10 +55,13 @@ def status_doc(ctx: AppContext) -> dict[str, Any]:
         "uptime_seconds": round(ctx.uptime(), 3),
         "started_at": ctx.started_wall,
         "now": time.time(),
+        # Enrolled (leaf mode) counts as configured as much as a [hub] url does. online and
+        # last_contact are end to end: the hub's own last answer (docs/sync.md).
         "hub": {
-            "configured": ctx.config.hub.url is not None,
+            "configured": hub.online is not None,
             "online": hub.online,
             "last_contact": hub.last_contact,
+            "unreachable_since": unreachable_since(hub.online, hub.last_contact, hub.started_at),
         },
         "engine": None if engine is None else {"kind": engine.kind, "url": engine.url},
         "reconcile_loop": None if loop_result is None else loop_result.to_dict(),

@@ -1,23 +1,35 @@
-"""Heartbeat: every ``interval`` seconds, the device's latest state on ``sb.dev.<id>.heartbeat``.
+"""Heartbeat: every ``interval`` seconds, the device's latest state on ``sb.dev.<id>.heartbeat``,
+and the end-to-end liveness check that "online" rests on.
 
-Best effort by design: a heartbeat is superseded by the next one, so it goes by core NATS
-publish and is not queued while offline (everything that must arrive travels the outbox). It
-is skipped while the link is known to be down; a publish that races a link cut is lost, which
-is fine for a message whose only job is "I am alive and this is my state now".
+The heartbeat is a request: the hub answers it (``{"v":1}``), and that answer, like a PubAck
+or a direct-get reply, is what "the hub answered recently" means (``agent.sync.liveness``).
+No answer within ``ack_timeout`` (a silent link, a reset one, a hub that is down) marks the
+link lost, so the agent says "hub unreachable" one interval plus one timeout after the last
+answer, whatever the leaf's own view of its TCP link. A hub that does not answer heartbeats
+(an older one, or a bare nats-server in tests) is checked with ``fallback`` instead: the
+direct get of the device's own desired key.
+
+Offline, the heartbeat keeps going as the probe that notices the hub again, every
+``offline_min`` doubling to ``offline_max`` (and at once when ``probe_now()`` is called, e.g.
+when the leaf's link comes back up). A heartbeat is superseded by the next one, so it is
+never queued; everything that must arrive travels the outbox.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import nats.errors
 from nats.aio.client import Client as NATS
 
 from agent.sync.link import LinkState
+from agent.sync.liveness import ack_timeout_for
 from protocol.messages import HEARTBEAT_METRICS, ContainerSummary, Heartbeat
 from protocol.subjects import heartbeat
 
@@ -68,6 +80,10 @@ def heartbeat_from_status(
     )
 
 
+Fallback = Callable[[], Awaitable[bool]]
+HEARTBEAT_ACK_TIMEOUT = 10.0
+
+
 class HeartbeatTask:
     def __init__(
         self,
@@ -76,41 +92,86 @@ class HeartbeatTask:
         link: LinkState,
         state: Callable[[], Heartbeat],
         interval: float = 30.0,
+        *,
+        ack_timeout: float = HEARTBEAT_ACK_TIMEOUT,
+        fallback: Fallback | None = None,
+        offline_min: float = 1.0,
+        offline_max: float = 5.0,
     ) -> None:
         self.nc = nc
         self.device_id = device_id
         self.link = link
         self.state = state
         self.interval = interval
+        # Half an interval at most: the link is then judged within 1.5 intervals of the last
+        # answer (docs/sync.md "What online means").
+        self.ack_timeout = ack_timeout_for(interval, ack_timeout)
+        self.fallback = fallback
+        self.offline_min = min(offline_min, interval)
+        self.offline_max = max(self.offline_min, min(offline_max, interval))
         self.sent = 0
+        self.acked = 0  # answered by the hub (the heartbeat's own reply or the fallback)
+        self.unanswered = 0
         self.skipped = 0
         self.last_sent_at: float | None = None
+        self.last_answer_at: float | None = None
+        self._now = asyncio.Event()
         self._extra = {"device": device_id}
 
+    def probe_now(self) -> None:
+        """Send the next heartbeat at once (the leaf's link just came up: confirm it)."""
+        self._now.set()
+
     async def beat(self) -> bool:
-        if not self.link.online:
-            self.skipped += 1
-            return False
+        """Send one heartbeat; True when the hub answered (then the link is online)."""
         try:
             hb = await asyncio.to_thread(self.state)
-            await self.nc.publish(heartbeat(self.device_id), hb.to_json())
+            data = hb.to_json()
         except Exception as exc:
             self.skipped += 1
-            log.warning("heartbeat not sent: %s", exc, extra=self._extra)
+            log.warning("heartbeat not built: %s", exc, extra=self._extra)
             return False
+        answered, why = await self._request(data)
+        if not answered and self.fallback is not None:
+            try:
+                answered = await self.fallback()
+            except Exception as exc:  # the fallback must never end the liveness check
+                log.debug("liveness fallback failed: %r", exc, extra=self._extra)
+        if answered:
+            self.acked += 1
+            self.last_answer_at = time.time()
+            self.link.contact()
+        else:
+            self.unanswered += 1
+            self.link.lost(f"the hub did not answer a heartbeat ({why})")
+        return answered
+
+    async def _request(self, data: bytes) -> tuple[bool, str]:
         self.sent += 1
         self.last_sent_at = time.time()
-        return True
+        try:
+            await self.nc.request(heartbeat(self.device_id), data, timeout=self.ack_timeout)
+        except nats.errors.NoRespondersError:
+            return False, "no responders: the hub is not subscribed or the link is down"
+        except (nats.errors.TimeoutError, TimeoutError):
+            return False, f"no reply within {self.ack_timeout:g}s"
+        except Exception as exc:  # a closed or reconnecting local connection
+            return False, f"local NATS connection: {type(exc).__name__}"
+        return True, ""
 
     async def run(self, tick: float = 0.5) -> None:
-        # Beat every interval, and at once when the link comes back (a new epoch), so the hub
-        # sees the device online again without waiting out a whole interval.
+        # Online: every interval. Offline: soon, then less often (the probe that finds the hub
+        # again). At once on probe_now().
         last = -float("inf")
-        epoch = self.link.epoch
+        offline_delay = self.offline_min
         while True:
-            now = time.monotonic()
-            if self.link.online and (now - last >= self.interval or self.link.epoch != epoch):
-                epoch = self.link.epoch
-                await self.beat()
-                last = now
-            await asyncio.sleep(min(tick, self.interval))
+            due = self.interval if self.link.online else offline_delay
+            if self._now.is_set() or time.monotonic() - last >= due:
+                self._now.clear()
+                last = time.monotonic()
+                if await self.beat():
+                    offline_delay = self.offline_min
+                else:
+                    offline_delay = min(offline_delay * 2, self.offline_max)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._now.wait(), min(tick, self.interval))

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import nats.js.errors
 from nats.aio.client import Client as NATS
 
 from agent.errors import AgentError
@@ -30,9 +31,10 @@ from agent.runtime.restart import restart_container
 from agent.sync.downlink import Downlink, DownlinkSettings
 from agent.sync.enroll import credentials_path, load_credentials
 from agent.sync.errors import LeafError, RpcFailure
-from agent.sync.heartbeat import HeartbeatTask, heartbeat_from_status
+from agent.sync.heartbeat import HEARTBEAT_ACK_TIMEOUT, HeartbeatTask, heartbeat_from_status
 from agent.sync.leaf import LeafServer, LeafSettings
 from agent.sync.link import LinkState, connect
+from agent.sync.liveness import is_stale, stale_after, unreachable_since
 from agent.sync.rpc import RpcHandlers, RpcServer
 from agent.sync.status import STATUS_FILE
 from agent.sync.status import read_status_file as read_status_file  # re-exported
@@ -56,10 +58,11 @@ class SyncSettings:
     workdir: Path = Path(".")
     leaf_port: int = 0
     heartbeat_interval: float = 30.0
+    heartbeat_ack_timeout: float = HEARTBEAT_ACK_TIMEOUT  # capped at half an interval
     uplink: UplinkSettings = field(default_factory=UplinkSettings)
     downlink: DownlinkSettings = field(default_factory=DownlinkSettings)
     connect_retry: float = 2.0
-    leaf_check: float = 0.5  # seconds between local /leafz reads
+    leaf_check: float = 0.5  # seconds between link checks (local /leafz, PubAcks, staleness)
     # Where the running agent leaves its sync view for other processes (`status` CLI).
     status_path: Path | None = None
     status_every: float = 10.0
@@ -81,15 +84,16 @@ def settings_from_config(config: Any) -> SyncSettings | None:
     url = getattr(config.hub, "url", None)
     workdir = Path(config.data_dir) / "leaf"
     status_path = Path(config.data_dir) / STATUS_FILE
+    beat = float(getattr(config.hub, "heartbeat_interval", 30.0))
     if url:
         return SyncSettings(
             "direct",
             url=url,
             credentials=creds,
             workdir=workdir,
+            heartbeat_interval=beat,
             status_path=status_path,
             leaf_ca_file=getattr(config.hub, "ca_file", None),
-            heartbeat_interval=getattr(config.hub, "heartbeat_interval", 30.0),
         )
     if creds is None:
         return None
@@ -97,9 +101,9 @@ def settings_from_config(config: Any) -> SyncSettings | None:
         "leaf",
         credentials=creds,
         workdir=workdir,
+        heartbeat_interval=beat,
         status_path=status_path,
         leaf_ca_file=getattr(config.hub, "ca_file", None),
-        heartbeat_interval=getattr(config.hub, "heartbeat_interval", 30.0),
         leaf_url=getattr(config.hub, "leaf_url", None),
     )
 
@@ -144,17 +148,26 @@ class SyncService:
         return self.link.last_contact
 
     def status(self) -> dict[str, Any]:
-        """For ``signalbeam-agent status`` and the HTTP API."""
+        """For ``signalbeam-agent status`` and the HTTP API. ``online`` and ``last_contact``
+        are end to end: the hub's last answer (``agent.sync.liveness``)."""
+        hb = self.heartbeat
         return {
             "mode": self.settings.mode,
             **self.link.to_dict(),
+            "unreachable_since": unreachable_since(
+                self.link.online, self.link.last_contact, self.started_at
+            ),
+            "heartbeat_interval": self.settings.heartbeat_interval,
+            "stale_after": self._stale_after(),
             "leaf": None
             if self.leaf is None
             else {"url": self.leaf.url, "pid": self.leaf.pid, "restarts": self.leaf.restarts},
             "uplink": None if self.uplink is None else self.uplink.stats.to_dict(),
             "outbox_pending": self._outbox_pending(),
             "downlink": None if self.downlink is None else self.downlink.stats.to_dict(),
-            "heartbeats_sent": 0 if self.heartbeat is None else self.heartbeat.sent,
+            "heartbeats_sent": 0 if hb is None else hb.sent,
+            "heartbeats_answered": 0 if hb is None else hb.acked,
+            "heartbeats_unanswered": 0 if hb is None else hb.unanswered,
             "rpc": {} if self.rpc is None else dict(self.rpc.counts),
         }
 
@@ -187,7 +200,10 @@ class SyncService:
         if self.nc is None:
             return
         js = self.nc.jetstream(domain=s.js_domain)
-        # With our own leaf, its /leafz is the link's truth; otherwise hub round trips are.
+        # Online means the hub answered (the heartbeat's reply, a PubAck, a direct get):
+        # with our own leaf the heartbeat is the liveness check and the uplink's and the
+        # downlink's failures must not flip the link (a missing stream is not a dead link);
+        # without one, the desired-state read is a probe of its own as well.
         watched = self.leaf is not None
         self.uplink = Uplink(
             self.store, js, self.device_id, self.link, s.uplink, report_link=not watched
@@ -209,6 +225,10 @@ class SyncService:
             self.link,
             lambda: heartbeat_from_status(self.device_id, self.store.status_summary()),
             s.heartbeat_interval,
+            ack_timeout=s.heartbeat_ack_timeout,
+            # A hub that does not answer heartbeats (older, or a bare nats-server): its
+            # JetStream answering the direct get of our key is an end-to-end answer too.
+            fallback=self._hub_answers_a_read,
         )
         if self.handlers is not None:
             # The device never gives up before the longest wait a caller may ask the hub for.
@@ -220,32 +240,77 @@ class SyncService:
             loop.create_task(self.uplink.run(), name="sync-uplink"),
             loop.create_task(self.heartbeat.run(), name="sync-heartbeat"),
         ]
-        if self.leaf is not None:
-            self._tasks.append(loop.create_task(self._watch_leaf(), name="sync-leaf-watch"))
+        self._tasks.append(loop.create_task(self._watch_link(), name="sync-link-watch"))
         if s.status_path is not None:
             self._tasks.append(loop.create_task(self._persist_status(), name="sync-status"))
         self.started_at = time.time()
         log.info("sync started (%s mode via %s)", s.mode, url.split("@")[-1], extra=self._extra)
 
-    async def _watch_leaf(self) -> None:
-        assert self.leaf is not None
+    async def _hub_answers_a_read(self) -> bool:
+        """Whether the hub answers a direct get of our desired key (any answer: a value, "no
+        such key", an API error). Only a liveness check: applying what it returns stays the
+        downlink's job, so its own bookkeeping (missed prompts) is not disturbed."""
+        assert self.downlink is not None
+        try:
+            await asyncio.wait_for(
+                self.downlink.kv.get(self.device_id), self.settings.downlink.request_timeout
+            )
+        except nats.js.errors.ServiceUnavailableError:
+            return False  # JetStream's "no responders": nobody answered
+        except nats.js.errors.APIError:
+            return True  # e.g. key not found: the hub's JetStream answered
+        except Exception:  # no responders, a timeout, a closed local connection
+            return False
+        return True
+
+    def _stale_after(self) -> float:
+        hb = self.heartbeat
+        timeout = self.settings.heartbeat_ack_timeout if hb is None else hb.ack_timeout
+        return stale_after(
+            self.settings.heartbeat_interval, timeout, self.settings.downlink.request_timeout
+        )
+
+    async def _watch_link(self) -> None:
+        """Every ``leaf_check`` s: a new PubAck counts as an answer; no answer for
+        ``stale_after`` s means lost (the safety net behind the heartbeat's own timeout); and
+        with our own leaf, its /leafz saying the link is down means lost at once, and the
+        link coming back up is confirmed by a heartbeat at once. /leafz saying "up" never
+        makes the agent online by itself: a silent link looks up there for minutes."""
         logged: str | None = None
+        seen_ack = None if self.uplink is None else self.uplink.stats.last_ack_at
+        was_linked = False
         while True:
-            if await self.leaf.linked():
+            ack = None if self.uplink is None else self.uplink.stats.last_ack_at
+            if ack is not None and ack != seen_ack:
+                seen_ack = ack
                 self.link.contact()
-                logged = None
-            else:
-                # The cause (e.g. "x509: certificate signed by unknown authority") is only in
-                # the leaf server's log; surface it in the status and log it once per change.
-                cause = await asyncio.to_thread(self.leaf.link_error)
-                reason = "the leaf's link to the hub is down"
-                if cause:
-                    reason += f": {cause}"
-                    if cause != logged:
-                        log.warning("leaf link to the hub failing: %s", cause, extra=self._extra)
-                        logged = cause
-                self.link.lost(reason)
+            stale = self._stale_after()
+            if self.link.online and is_stale(time.time(), self.link.last_contact, stale):
+                self.link.lost(f"no answer from the hub for {stale:.0f}s")
+            if self.leaf is not None:
+                linked = await self.leaf.linked()
+                if linked:
+                    if not was_linked and not self.link.online and self.heartbeat is not None:
+                        self.heartbeat.probe_now()
+                    logged = None
+                else:
+                    logged = await self._leaf_down(logged)
+                was_linked = linked
             await asyncio.sleep(self.settings.leaf_check)
+
+    async def _leaf_down(self, logged: str | None) -> str | None:
+        assert self.leaf is not None
+        # The cause (e.g. "x509: certificate signed by unknown authority") is only in the
+        # leaf server's log; surface it in the status and log it once per change.
+        cause = await asyncio.to_thread(self.leaf.link_error)
+        reason = "the leaf's link to the hub is down"
+        if cause:
+            reason += f": {cause}"
+            if cause != logged:
+                log.warning("leaf link to the hub failing: %s", cause, extra=self._extra)
+                logged = cause
+        self.link.lost(reason)
+        return logged
 
     async def _persist_status(self) -> None:
         """Write the status file on every online/offline change and every status_every s

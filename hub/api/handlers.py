@@ -204,12 +204,13 @@ def devices_get(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
     # Sync view: the latest heartbeat (with its own "as of") and the generation of the
     # desired document last written to KV (what the device should report back).
     device["heartbeat"] = hb = store.get_heartbeat(device_id)
-    # How many outbox rows the device has that the hub has not applied yet (as of its last
-    # heartbeat): the honest "state as of" for everything reported.
+    # How many outbox rows the device had at its last heartbeat that the hub has not applied
+    # yet. Only as fresh as that heartbeat (rows written since are not counted), so it carries
+    # the heartbeat's time: a count without its "as of" would read as the state now.
     sent = hb["state"].get("last_seq") if hb else None
-    device["sync_behind"] = (
-        max(0, sent - device["last_applied_seq"]) if isinstance(sent, int) else None
-    )
+    known = isinstance(sent, int)
+    device["sync_behind"] = max(0, sent - device["last_applied_seq"]) if known else None
+    device["sync_behind_as_of"] = hb["as_of"] if hb is not None and known else None
     published = store.desired_published([device_id]).get(device_id)
     device["desired_generation"] = None if published is None else published["generation"]
     return Outcome(device)

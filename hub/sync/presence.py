@@ -7,6 +7,10 @@ receive time, so device clock skew does not matter; the device's own ``ts`` is k
 ``sent_at``). A device not online before becomes online, with an ``online`` event in that
 same transaction and a ``devices``/``online`` change notice.
 
+Every heartbeat sent as a request gets a reply at once (``HEARTBEAT_ACK``, or the error shape
+for a bad one): that reply is the device's proof that the hub itself, not just its leaf's TCP
+link, is there ("online" on the device means the hub answered; docs/sync.md).
+
 A sweep marks online devices whose last heartbeat is older than the grace period offline
 (``offline`` event, notice). Right after the hub starts it waits one grace period first: a
 hub that was down longer than the grace must not mark the whole fleet offline before the
@@ -29,13 +33,14 @@ from nats.aio.subscription import Subscription
 from hub.metrics import HubMetrics
 from hub.store import Store
 from hub.timeutil import now_iso
-from protocol.messages import MessageError, decode_heartbeat
+from protocol.messages import MessageError, decode_heartbeat, rpc_error
 from protocol.subjects import HEARTBEAT_WILDCARD, device_from_subject
 
 log = logging.getLogger(__name__)
 
 BAD_EVENT_EVERY = 10.0
 MAX_PENDING = 200_000  # distinct devices buffered between two flushes
+HEARTBEAT_ACK = b'{"v":1}'
 StoreCall = Callable[..., Awaitable[Any]]
 Notify = Callable[[str, str, dict[str, Any]], Awaitable[None]]
 OnClaims = Callable[[dict[str, int]], Awaitable[None]]
@@ -120,7 +125,9 @@ class Presence:
             self.metrics.sync_messages.labels("heartbeat", "bad").inc()
             self.metrics.sync_bad.labels("heartbeat", exc.code).inc()
             self._bad.append((device_id, exc.code, f"{exc.field}: {exc.message}"))
+            await self._answer(msg, rpc_error(exc.code, exc.message, exc.field))
             return
+        await self._answer(msg, HEARTBEAT_ACK)
         if len(self._pending) >= MAX_PENDING and hb.device_id not in self._pending:
             return  # the next heartbeat of that device will do
         self.metrics.sync_messages.labels("heartbeat", "ok").inc()
@@ -136,6 +143,15 @@ class Presence:
             now_iso(hb.ts),
             now_iso(),
         )
+
+    async def _answer(self, msg: Msg, body: bytes) -> None:
+        """Reply to a heartbeat sent as a request (older agents publish without a reply)."""
+        if not msg.reply:
+            return
+        try:
+            await msg.respond(body)
+        except Exception as exc:  # the device's next heartbeat asks again
+            log.debug("heartbeat reply failed: %r", exc)
 
     async def _loop(self) -> None:
         last_sweep = time.monotonic()

@@ -226,4 +226,4 @@ def test_status_shows_what_sync_last_wrote(config: Path) -> None:
     )
     assert jcli("status", "--config", str(config))["hub"]["mode"] == "leaf"
     human = cli("status", "--config", str(config), check=True).stdout
-    assert "hub         offline (leaf), last contact 2026-" in human and "cut" in human
+    assert "hub         unreachable since 2026-" in human and "(leaf): cut" in human

@@ -105,7 +105,12 @@ def test_status_reports_the_running_bundle(api: ApiServer, tokens: Tokens, app_p
     assert doc["device_id"] == "http-test"
     assert doc["agent_version"]
     assert doc["uptime_seconds"] > 0
-    assert doc["hub"] == {"configured": False, "online": True, "last_contact": api.hub.last_contact}
+    assert doc["hub"] == {
+        "configured": True,
+        "online": True,
+        "last_contact": api.hub.last_contact,
+        "unreachable_since": None,
+    }
     assert doc["running_bundle"] == "httptest@1.0.0"
     assert doc["desired"]["source"] == "local"
     assert doc["desired"]["generation"] == doc["deployment"]["generation"]

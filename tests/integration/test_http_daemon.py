@@ -72,7 +72,12 @@ async def test_serve_hook_runs_the_api_with_the_agent(tmp_path: Path) -> None:
             assert status == 200
             assert doc["device_id"] == "dev-daemon"
             assert doc["engine"] is None  # connect_engine=False
-            assert doc["hub"] == {"configured": False, "online": None, "last_contact": None}
+            assert doc["hub"] == {
+                "configured": False,
+                "online": None,
+                "last_contact": None,
+                "unreachable_since": None,
+            }
             status, doc = await get("/v1/containers")
             assert status == 503 and doc["error"]["code"] == "unavailable"
     finally:

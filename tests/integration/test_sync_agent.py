@@ -114,10 +114,13 @@ class Ingest:
     gaps: list[tuple[int, int]] = field(default_factory=list)
     prev_of: dict[int, int] = field(default_factory=dict)  # first_seq -> prev_seq
     errors: list[str] = field(default_factory=list)
+    # Python 3.11's wait_for can swallow a cancel that lands as a fetch times out (the
+    # fixture's teardown then waited forever): the loop also ends on this flag.
+    stopped: bool = False
 
     async def pump(self) -> None:
         sub = await self.js.pull_subscribe(REPORT_WILDCARD, durable="ingest", stream=REPORT_STREAM)
-        while True:
+        while not self.stopped:
             try:
                 msgs = await sub.fetch(100, timeout=0.5)
             except TimeoutError:  # nats' own TimeoutError or asyncio's, depending on timing
@@ -217,6 +220,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         yield World(hub, proxy, hub_nc, js, ingest, store, svc, triggers, tmp_path)
     finally:
         await svc.stop()
+        ingest.stopped = True
         pump.cancel()
         await asyncio.gather(pump, return_exceptions=True)
         await hub_nc.close()

@@ -331,8 +331,11 @@ async def test_heartbeats_drive_online_offline_and_last_seen(
             metrics={"cpu.percent": 5.0},
             last_seq=10,
         )
-        await nc.publish(heartbeat("hb-1"), hb.to_json())
-        await nc.flush()
+        # The hub answers a heartbeat sent as a request: the device's end-to-end "online".
+        reply = await nc.request(heartbeat("hb-1"), hb.to_json(), timeout=10)
+        assert json.loads(reply.data) == {"v": 1}
+        bad = await nc.request(heartbeat("hb-1"), b'{"v":1}', timeout=10)
+        assert json.loads(bad.data)["error"]["code"] == "invalid"
 
         async def status() -> str:
             return str((await admin.call("devices.get", {"id": "hb-1"}))["status"])
@@ -343,6 +346,8 @@ async def test_heartbeats_drive_online_offline_and_last_seen(
         assert got["heartbeat"]["state"]["bundle_ref"] == "app@1.0.0"
         assert got["heartbeat"]["as_of"] == got["last_seen"]
         assert got["sync_behind"] == 10  # last_seq 10 in the heartbeat, nothing applied yet
+        # ... as of that heartbeat, and it says so.
+        assert got["sync_behind_as_of"] == got["heartbeat"]["as_of"]
         # No more heartbeats: offline after the grace, with an event and a notice.
         await eventually(lambda: _is(status(), "offline"), timeout=GRACE * 10, what="offline")
         assert hub_events(hub, "hb-1", "online") == 1

@@ -110,7 +110,12 @@ async def test_without_an_engine_reads_work_and_engine_calls_say_unavailable(
     h = {"Authorization": f"Bearer {viewer}"}
     status = await (await client.get("/v1/status", headers=h)).json()
     assert status["device_id"] == "unit-dev" and status["engine"] is None
-    assert status["hub"] == {"configured": False, "online": None, "last_contact": None}
+    assert status["hub"] == {
+        "configured": False,
+        "online": None,
+        "last_contact": None,
+        "unreachable_since": None,
+    }
     resp = await client.get("/v1/containers", headers=h)
     assert resp.status == 503 and (await resp.json())["error"]["code"] == "unavailable"
     ready = await client.get("/health/ready")

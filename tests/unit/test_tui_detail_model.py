@@ -117,8 +117,12 @@ def test_stuck_reasons() -> None:
     assert dm.stuck_reasons(failing, NOW) == [
         "last reconcile failed: engine unreachable; the agent retries",
         "containers not healthy: web unhealthy",
-        "the hub has not received 12 report row(s) the device holds",
+        "the hub has not received 12 report row(s) the device held",
     ]
+    failing["sync_behind_as_of"] = "2027-01-15T08:00:00.000Z"
+    assert dm.stuck_reasons(failing, dm.model.parse_ts("2027-01-15T08:00:40.000Z") or 0)[-1] == (
+        "the hub has not received 12 report row(s) the device held at its heartbeat 40s ago"
+    )
     applying = device(deployment={"bundle_ref": "app@2.0.0", "status": "applying"})
     assert dm.stuck_reasons(applying, NOW) == ["still applying app@2.0.0"]
 

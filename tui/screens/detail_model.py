@@ -212,7 +212,12 @@ def stuck_reasons(device: Mapping[str, Any], now: float) -> list[str]:
         out.append("containers not healthy: " + ", ".join(bad))
     sync_behind = device.get("sync_behind")
     if isinstance(sync_behind, int) and sync_behind > 0:
-        out.append(f"the hub has not received {sync_behind} report row(s) the device holds")
+        # The count is as of the device's last heartbeat, not now: say when.
+        as_of = device.get("sync_behind_as_of")
+        out.append(
+            f"the hub has not received {sync_behind} report row(s) the device held"
+            + (f" at its heartbeat {model.ago(as_of, now)}" if as_of else "")
+        )
     if want is not None and running is not None and want != running and not out:
         out.append(f"runs {running}, not {want} yet")
     return out
