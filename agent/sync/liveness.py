@@ -7,12 +7,13 @@ key. The leaf server's own view of its TCP link (``/leafz``) never makes the age
 link held open but silent (no RST) looks up there for minutes. It can only make it offline
 sooner (a reset link is seen at once).
 
-The heartbeat task asks every ``interval`` and waits ``ack_timeout`` for the reply (then the
-``fallback`` read, if the hub did not answer the heartbeat itself); no answer marks the link
-lost at once. A safety net marks it lost when nothing answered for ``stale_after`` seconds,
-whatever the reason the probe did not run. So the status says "hub unreachable" at most
-``interval + ack_timeout (+ fallback)`` after the last answer: 42 s with the defaults (30 s
-interval, 10 s timeout, 2 s read), within two intervals.
+The heartbeat task asks every ``interval`` and waits ``ack_timeout`` (at most half an
+interval) for the reply, then, if the hub did not answer the heartbeat itself, the fallback
+read (at most half of that again); no answer marks the link lost at once. A safety net marks
+it lost when nothing answered for ``stale_after`` seconds, whatever kept the probe from
+running. So the status says "hub unreachable" at most ``interval + ack_timeout + fallback``
+(at most 1.75 intervals) after the last answer: 42 s with the defaults (30 s interval, 10 s
+timeout, 2 s read), within two intervals.
 """
 
 from __future__ import annotations

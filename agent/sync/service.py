@@ -34,7 +34,7 @@ from agent.sync.errors import LeafError, RpcFailure
 from agent.sync.heartbeat import HEARTBEAT_ACK_TIMEOUT, HeartbeatTask, heartbeat_from_status
 from agent.sync.leaf import LeafServer, LeafSettings
 from agent.sync.link import LinkState, connect
-from agent.sync.liveness import is_stale, stale_after, unreachable_since
+from agent.sync.liveness import ack_timeout_for, is_stale, stale_after, unreachable_since
 from agent.sync.rpc import RpcHandlers, RpcServer
 from agent.sync.status import STATUS_FILE
 from agent.sync.status import read_status_file as read_status_file  # re-exported
@@ -252,9 +252,7 @@ class SyncService:
         downlink's job, so its own bookkeeping (missed prompts) is not disturbed."""
         assert self.downlink is not None
         try:
-            await asyncio.wait_for(
-                self.downlink.kv.get(self.device_id), self.settings.downlink.request_timeout
-            )
+            await asyncio.wait_for(self.downlink.kv.get(self.device_id), self._fallback_timeout())
         except nats.js.errors.ServiceUnavailableError:
             return False  # JetStream's "no responders": nobody answered
         except nats.js.errors.APIError:
@@ -263,11 +261,25 @@ class SyncService:
             return False
         return True
 
-    def _stale_after(self) -> float:
+    def _ack_timeout(self) -> float:
         hb = self.heartbeat
-        timeout = self.settings.heartbeat_ack_timeout if hb is None else hb.ack_timeout
+        s = self.settings
+        return (
+            ack_timeout_for(s.heartbeat_interval, s.heartbeat_ack_timeout)
+            if hb is None
+            else hb.ack_timeout
+        )
+
+    def _fallback_timeout(self) -> float:
+        # Half the heartbeat's own timeout: one probe (heartbeat, then this read) then takes at
+        # most 0.75 interval, so "unreachable" comes within 1.75 intervals. Not under 0.5 s: a
+        # sub-second interval (tests) must not make a loaded hub look unreachable.
+        half = max(0.5, self._ack_timeout() / 2)
+        return min(self.settings.downlink.request_timeout, half)
+
+    def _stale_after(self) -> float:
         return stale_after(
-            self.settings.heartbeat_interval, timeout, self.settings.downlink.request_timeout
+            self.settings.heartbeat_interval, self._ack_timeout(), self._fallback_timeout()
         )
 
     async def _watch_link(self) -> None:
