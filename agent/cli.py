@@ -25,6 +25,7 @@ from agent.errors import AgentError, ConfigError
 from protocol import errors as perr
 from sbutil.cli import Parser, add_version
 from sbutil.logsetup import add_logging_args, setup_logging
+from sbutil.private import restrict_umask
 
 log = logging.getLogger("agent.cli")
 
@@ -337,6 +338,9 @@ def _optional(module: str, name: str) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Owner-only for every file the agent and its children create (store, tokens,
+    # credentials, leaf config): sbutil/private.py.
+    restrict_umask()
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)

@@ -68,13 +68,15 @@ def init_command(hub: HubSettings) -> StringCommand:
 def enroll_command(agent: AgentSettings) -> StringCommand:
     """``signalbeam-agent enroll``, guarded by the credentials file. The token and the
     bootstrap password are HiddenValues: pyinfra prints them as *MASKED*; the password
-    travels in the environment (``SB_ENROLL_PASSWORD``), the token as an argument (the
-    CLI has no other way to take it)."""
+    travels in the environment (``SB_ENROLL_PASSWORD``), the token on standard input
+    (``--token-file -``, written by the shell's builtin ``printf``): neither is in any
+    process's argv, which every local user can read in ``ps``."""
     assert agent.enroll_token is not None and agent.hub is not None
     hub: str | HiddenValue = agent.hub
     if "@" in agent.hub:  # nats://enroll:PASSWORD@host:port: the URL itself is a secret
         hub = HiddenValue(agent.hub)
     bits: list[object] = ["test -e", QuoteString(agent.credentials_file), "||"]
+    bits += ["printf '%s\\n'", QuoteString(HiddenValue(agent.enroll_token)), "|"]
     if agent.enroll_password is not None:
         password = QuoteString(HiddenValue(agent.enroll_password))
         # A shell assignment, not `env VAR=...`: no extra process carries it in its argv.
@@ -86,8 +88,8 @@ def enroll_command(agent: AgentSettings) -> StringCommand:
         QuoteString(agent.config_path),
         "--hub",
         QuoteString(hub),
-        "--token",
-        QuoteString(HiddenValue(agent.enroll_token)),
+        "--token-file",
+        "-",
     ]
     if agent.tags:
         bits += ["--tags", QuoteString(",".join(agent.tags))]

@@ -306,7 +306,7 @@ def _port(data: Mapping[str, Any], var: str, default: int) -> int:
 def _path(data: Mapping[str, Any], var: str, default: str) -> str:
     value = _str(data, var, default)
     assert value is not None
-    if not SAFE_PATH_RE.match(value) or "/../" in value + "/" or value.rstrip("/") == "":
+    if not SAFE_PATH_RE.fullmatch(value) or "/../" in value + "/" or value.rstrip("/") == "":
         raise DeployDataError(
             var, "must be an absolute path of letters, digits and . _ / + - (no spaces)"
         )
@@ -329,7 +329,7 @@ def _host(value: str, var: str) -> str:
         return value
     except ValueError:
         pass
-    if not HOSTNAME_RE.match(value):
+    if not HOSTNAME_RE.fullmatch(value):
         raise DeployDataError(var, f"must be a host name or IP address, got {value!r}")
     return value
 
@@ -407,7 +407,7 @@ def _ca_file(data: Mapping[str, Any], var: str) -> str | None:
 def package_settings(data: Mapping[str, Any]) -> PackageSettings:
     spec = _str(data, "signalbeam_pip_spec", PackageSettings.pip_spec)
     assert spec is not None
-    if not PIP_SPEC_RE.match(spec):
+    if not PIP_SPEC_RE.fullmatch(spec):
         raise DeployDataError(
             "signalbeam_pip_spec",
             f"must be one pip requirement such as 'signalbeam-edge' or "
@@ -416,7 +416,7 @@ def package_settings(data: Mapping[str, Any]) -> PackageSettings:
     wheel = _str(data, "signalbeam_wheel", None)
     if wheel is not None:
         name = Path(wheel).name
-        if not WHEEL_RE.match(name):
+        if not WHEEL_RE.fullmatch(name):
             raise DeployDataError(
                 "signalbeam_wheel",
                 f"must be the path of a wheel (NAME-VERSION-PY-ABI-PLATFORM.whl), got {wheel!r}",
@@ -430,12 +430,12 @@ def package_settings(data: Mapping[str, Any]) -> PackageSettings:
             raise DeployDataError(
                 "signalbeam_wheelhouse", f"no such directory on this machine: {wheelhouse}"
             )
-        if not any(WHEEL_RE.match(w.name) for w in found.glob("*.whl")):
+        if not any(WHEEL_RE.fullmatch(w.name) for w in found.glob("*.whl")):
             raise DeployDataError("signalbeam_wheelhouse", f"holds no wheel: {wheelhouse}")
     venv = _path(data, "signalbeam_venv", DEFAULT_VENV)
     python = _str(data, "signalbeam_python", PackageSettings.python)
     assert python is not None
-    if not re.match(r"^[A-Za-z0-9._/+-]+$", python):
+    if not re.fullmatch(r"^[A-Za-z0-9._/+-]+$", python):
         raise DeployDataError("signalbeam_python", f"must be a command or path, got {python!r}")
     return PackageSettings(
         pip_spec=spec, wheel=wheel, wheelhouse=wheelhouse, venv=venv, python=python
@@ -449,7 +449,7 @@ def validate_hub(data: Mapping[str, Any], *, inventory_name: str | None = None) 
     package = package_settings(data)
     user = _str(data, "signalbeam_hub_user", HubSettings.user)
     assert user is not None
-    if not USER_RE.match(user) or user == "root":
+    if not USER_RE.fullmatch(user) or user == "root":
         raise DeployDataError(
             "signalbeam_hub_user", f"must be a system user name other than root, got {user!r}"
         )
@@ -484,7 +484,7 @@ def validate_hub(data: Mapping[str, Any], *, inventory_name: str | None = None) 
             raise DeployDataError(
                 "signalbeam_hub_replica_url", "is set but signalbeam_hub_litestream is false"
             )
-        if not URL_SCHEME_RE.match(replica_url):
+        if not URL_SCHEME_RE.fullmatch(replica_url):
             raise DeployDataError(
                 "signalbeam_hub_replica_url",
                 f"must be a litestream replica URL such as s3://bucket/hub, got {replica_url!r}",
@@ -496,7 +496,7 @@ def validate_hub(data: Mapping[str, Any], *, inventory_name: str | None = None) 
             raise DeployDataError("signalbeam_hub_replica_env", "must be a dict of NAME: value")
         for name, value in env_raw.items():
             var = f"signalbeam_hub_replica_env[{name!r}]"
-            if not isinstance(name, str) or not ENV_NAME_RE.match(name):
+            if not isinstance(name, str) or not ENV_NAME_RE.fullmatch(name):
                 raise DeployDataError(var, "name must be upper case letters, digits and _")
             if not isinstance(value, str) or any(c in value for c in "\n\r\0"):
                 raise DeployDataError(var, "value must be a one-line string")
@@ -543,7 +543,7 @@ def validate_agent(data: Mapping[str, Any]) -> AgentSettings:
             "signalbeam_podman_dropin", "applies only to signalbeam_engine=podman"
         )
     device_id = _str(data, "signalbeam_device_id", None)
-    if device_id is not None and not DEVICE_ID_RE.match(device_id):
+    if device_id is not None and not DEVICE_ID_RE.fullmatch(device_id):
         raise DeployDataError(
             "signalbeam_device_id",
             "must be 1-63 characters of a-z, 0-9 and '-', starting and ending alphanumeric, "
@@ -553,14 +553,14 @@ def validate_agent(data: Mapping[str, Any]) -> AgentSettings:
     if len(tags) > MAX_TAGS:
         raise DeployDataError("signalbeam_tags", f"at most {MAX_TAGS} tags")
     for i, tag in enumerate(tags):
-        if not TAG_RE.match(tag):
+        if not TAG_RE.fullmatch(tag):
             raise DeployDataError(
                 f"signalbeam_tags[{i}]",
                 f"must be 1-64 characters of A-Z a-z 0-9 . _ : -, got {tag!r}",
             )
     hub = _str(data, "signalbeam_hub", None)
     if hub is not None:
-        m = re.match(r"^(?:(?:nats|tls)://(?:[^@/\s]+@)?)?([^:/@\s]+):(\d{1,5})$", hub)
+        m = re.fullmatch(r"^(?:(?:nats|tls)://(?:[^@/\s]+@)?)?([^:/@\s]+):(\d{1,5})$", hub)
         if not m or not 1 <= int(m.group(2)) <= 65535:
             raise DeployDataError(
                 "signalbeam_hub",
@@ -570,7 +570,7 @@ def validate_agent(data: Mapping[str, Any]) -> AgentSettings:
             )
         _host(m.group(1), "signalbeam_hub")
     hub_url = _str(data, "signalbeam_hub_url", None)
-    if hub_url is not None and not re.match(r"^(nats|tls|ws|wss)://\S+$", hub_url):
+    if hub_url is not None and not re.fullmatch(r"^(nats|tls|ws|wss)://\S+$", hub_url):
         raise DeployDataError(
             "signalbeam_hub_url", "must be a nats://, tls://, ws:// or wss:// URL"
         )
@@ -587,7 +587,7 @@ def validate_agent(data: Mapping[str, Any]) -> AgentSettings:
             "bootstrap user (in the enroll URL `signalbeam-hub init` printed)",
         )
     engine_socket = _str(data, "signalbeam_engine_socket", None)
-    if engine_socket is not None and not re.match(
+    if engine_socket is not None and not re.fullmatch(
         r"^(unix://|tcp://|https?://|/)[^\s\"'\\]*$", engine_socket
     ):
         raise DeployDataError(

@@ -41,8 +41,11 @@ from hub.metrics import HubMetrics
 from hub.retention import RetentionPolicy, RetentionTask
 from hub.rollouts.controller import install as install_rollouts
 from hub.store import Store
+from hub.sync import credentials
 from hub.sync.service import SyncService
 from hub.tls import own_client_context
+from protocol.subjects import INBOX_HUB
+from sbutil.private import private_db_files, private_dir
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -51,7 +54,7 @@ RELOAD_WAIT = 5.0
 
 
 def device_users(store: Store) -> list[natsconf.NatsUser]:
-    return [natsconf.device_user(u, pw) for _, u, pw in store.active_device_credentials()]
+    return credentials.device_users(store)
 
 
 class Component(Protocol):
@@ -92,11 +95,14 @@ class Hub:
         # Before anything starts: a bad leaf or client certificate is a config error naming
         # the field, not a nats-server that exits with the reason only in its own log.
         check_tls(self.cfg, self.data)
-        self.data.root.mkdir(parents=True, exist_ok=True)
+        # 0700 dir, 0600 DB/WAL/SHM, also for a data dir made by an older hub (issue 19).
+        private_dir(self.data.root)
+        private_db_files(self.data.db)
         self.store = await self.call(Store.open, self.data.db)
         log.info("store open at %s", self.data.db)
-        # Every enrolled device's NATS user is in the config from the first start on.
-        self._extra_users = await self.call(device_users, self.store)
+        # Every enrolled device's NATS user is in the config from the first start on; a row
+        # that could not be one is quarantined first, plain passwords become hashes.
+        self._extra_users = await self.call(credentials.prepare, self.store)
         natsconf.write(self.cfg, self.data, self.sec, self._extra_users)
 
         argv = [find_binary("nats-server", self.cfg.nats_server), "-c", str(self.data.nats_conf)]
@@ -114,6 +120,8 @@ class Hub:
             user=natsconf.HUB_USER,
             password=self.sec.hub_password,
             name="signalbeam-hub",
+            # Devices may publish replies only under this prefix (hub/natsconf.py).
+            inbox_prefix=INBOX_HUB,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
             **tls,
@@ -241,6 +249,9 @@ class Hub:
                 self.store.rows, "SELECT status, count(*) AS n FROM devices GROUP BY status"
             )
             self.metrics.set_device_counts({r["status"]: r["n"] for r in rows})
+            self.metrics.quarantined_devices.set(
+                await self.call(self.store.scalar, "SELECT count(*) FROM quarantined_devices")
+            )
         for child in (self.nats_child, self.litestream_child):
             if child is not None:
                 self.metrics.child_up.labels(child.name).set(1 if child.running else 0)

@@ -20,6 +20,7 @@ from hub.errors import ConfigError, HubError
 from hub.store import Store
 from sbutil.cli import Parser, add_version
 from sbutil.logsetup import add_logging_args, setup_logging
+from sbutil.private import restrict_umask
 
 LEAF_CERT = "leaf-cert.pem"
 LEAF_KEY = "leaf-key.pem"
@@ -284,6 +285,9 @@ def cmd_admin_key(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Everything the hub and its children write is owner-only: the DB and the nats config
+    # hold credentials (sbutil/private.py).
+    restrict_umask()
     args = build_parser().parse_args(argv)
     setup_logging(args.log_format, args.log_level)
     commands = {

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hub.errors import ConfigError
+from sbutil.private import private_dir
 
 CONFIG_FILE = "hub.toml"
 SECRETS_FILE = "secrets.json"
@@ -272,6 +273,6 @@ def write_private(path: Path, text: str) -> None:
 
 
 def save(data: DataDir, cfg: HubConfig, sec: Secrets) -> None:
-    data.root.mkdir(parents=True, exist_ok=True)
+    private_dir(data.root)
     write_private(data.config, render_toml(cfg))
     write_private(data.secrets, json.dumps(asdict(sec), indent=2) + "\n")

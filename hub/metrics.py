@@ -30,6 +30,12 @@ class HubMetrics:
             ["child"],
             registry=self.registry,
         )
+        # Devices moved out at start because their id cannot be a NATS user (issue 19).
+        self.quarantined_devices = Gauge(
+            "signalbeam_quarantined_devices",
+            "Devices quarantined (table quarantined_devices; device.quarantined events)",
+            registry=self.registry,
+        )
         self.child_up = Gauge(
             "signalbeam_child_up",
             "1 while a supervised child runs",

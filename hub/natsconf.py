@@ -21,12 +21,25 @@ Choices (see docs/hub.md):
   then say ``tls://``, so clients refuse a plain fallback.
 - ``max_payload`` is 2 MiB so the API can answer an oversized (> 1 MiB) body with a clear
   ``too_large`` error instead of the client failing before sending.
+- Every password is written as a bcrypt hash (nats-server checks ``$2a$`` passwords with
+  bcrypt): neither the config file nor the DB rows it is made from hand out a login. Cost 4,
+  bcrypt's least: every password is >= 192 random bits, so the work factor adds nothing
+  against guessing, while a fleet reconnecting after a hub restart pays it once per login
+  (measured 1 ms per check at cost 4, 68 ms at the usual 10).
+- Each kind of client has its own reply-inbox prefix (``protocol.subjects.INBOX_*``) and may
+  subscribe only under it: no login can read replies meant for another (issue 19). A shared
+  login (every operator, every enrolling device) still sees its peers' replies, so no reply
+  carries a secret: the requester makes the secret and sends it (docs/sync.md).
+- The renderer refuses a user name or subject that is not a valid NATS subject: one bad
+  device row must never produce a config nats-server rejects on every reload.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,9 +47,24 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import bcrypt
+
 from hub.config import DataDir, HubConfig, Secrets, write_private
 from protocol.messages import DESIRED_PROMPT_PREFIX
-from protocol.subjects import API_PREFIX, DESIRED_BUCKET, ENROLL, FLEET_CHANGES_PREFIX, JS_DOMAIN
+from protocol.subjects import (
+    API_PREFIX,
+    DESIRED_BUCKET,
+    ENROLL,
+    FLEET_CHANGES_PREFIX,
+    INBOX_ENROLL,
+    INBOX_HUB,
+    INBOX_OPERATOR,
+    JS_DOMAIN,
+    device_inbox,
+    valid_device_id,
+    valid_subject,
+)
+from sbutil.private import private_dir
 
 ACCOUNT = "SIGNALBEAM"
 HUB_USER = "hub"
@@ -44,20 +72,57 @@ OPERATOR_USER = "operator"
 ENROLL_USER = "enroll"
 MAX_PAYLOAD = 2 * 1024 * 1024
 TLS_TIMEOUT = 5  # both listeners
+BCRYPT_ROUNDS = 4  # see the module docstring
+# What nats-server takes for a bcrypt hash (server/auth.go): "$2a$", "$2b$", "$2x$", "$2y$".
+_BCRYPT_RE = re.compile(r"\$2[abxy]\$\d\d\$[./A-Za-z0-9]{53}")
+
+
+class BadUser(ValueError):
+    """A user that must not reach the nats-server config (its name or a subject is not a
+    valid NATS subject token, or its password is not a hash)."""
+
+
+def is_hash(password: str) -> bool:
+    return _BCRYPT_RE.fullmatch(password) is not None
+
+
+def hash_password(password: str) -> str:
+    """The bcrypt hash nats-server checks a login against (a new salt each call)."""
+    return bcrypt.hashpw(
+        password.encode(), bcrypt.gensalt(rounds=BCRYPT_ROUNDS, prefix=b"2a")
+    ).decode()
+
+
+@functools.lru_cache(maxsize=16)
+def _hashed_secret(password: str) -> str:
+    # The base users' passwords are rehashed on every render otherwise: the config would
+    # change (new salt) at each reload for nothing.
+    return hash_password(password)
 
 
 @dataclass(frozen=True)
 class NatsUser:
     user: str
-    password: str
+    password: str  # a bcrypt hash, or a plain password (hashed when rendered)
     publish: tuple[str, ...] | None = None  # None: no restriction
     subscribe: tuple[str, ...] | None = None
     # Let the user answer requests sent to it (needed for device RPC handlers).
     allow_responses: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def check(self) -> None:
+        """``BadUser`` unless nats-server will accept this user in its config."""
+        if not valid_subject(self.user, wildcards=False) or "." in self.user:
+            raise BadUser(f"NATS user name {self.user!r} is not a valid subject token")
+        for kind, subjects in (("publish", self.publish), ("subscribe", self.subscribe)):
+            for subject in subjects or ():
+                if not valid_subject(subject):
+                    raise BadUser(f"user {self.user!r}: {kind} subject {subject!r} is not valid")
+
     def to_conf(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"user": self.user, "password": self.password}
+        self.check()
+        password = self.password if is_hash(self.password) else _hashed_secret(self.password)
+        doc: dict[str, Any] = {"user": self.user, "password": password}
         perms: dict[str, Any] = {}
         if self.publish is not None:
             perms["publish"] = {"allow": list(self.publish)}
@@ -77,12 +142,18 @@ def base_users(sec: Secrets) -> list[NatsUser]:
         NatsUser(
             OPERATOR_USER,
             sec.operator_password,
-            # API requests, live change notices, service discovery, and (sync issue) device
-            # RPC routed through the hub.
-            publish=(f"{API_PREFIX}.>", "$SRV.>", "sb.dev.*.rpc.>"),
-            subscribe=("_INBOX.>", f"{FLEET_CHANGES_PREFIX}.>"),
+            # API requests (each carries an API key, which decides the role) and service
+            # discovery; replies only under the operators' inbox prefix, and live change
+            # notices. No device RPC: that goes through the API (devices.restart, ...), so
+            # the API key's role decides it, and only the hub's own login may request it.
+            publish=(f"{API_PREFIX}.>", "$SRV.>"),
+            subscribe=(f"{INBOX_OPERATOR}.>", f"{FLEET_CHANGES_PREFIX}.>"),
         ),
-        NatsUser(ENROLL_USER, sec.enroll_password, publish=(ENROLL,), subscribe=("_INBOX.>",)),
+        # Enrolling devices: the request (token and the device's own new password travel to
+        # the hub only) and replies under their prefix (which carry no secret).
+        NatsUser(
+            ENROLL_USER, sec.enroll_password, publish=(ENROLL,), subscribe=(f"{INBOX_ENROLL}.>",)
+        ),
     ]
 
 
@@ -94,8 +165,9 @@ def device_user(device_id: str, password: str) -> NatsUser:
     ``publish`` is what the device may send in and ``subscribe`` what may be delivered to it:
 
     - publish its own subjects only (reports, heartbeats; another device's are refused);
-    - publish ``_INBOX.>``: RPC replies go to the requester's inbox (``allow_responses`` is not
-      honoured across a leafnode link); inbox names are random and it cannot read others';
+    - publish under the hub's inbox prefix only: RPC replies go to the requester's inbox
+      (``allow_responses`` is not honoured across a leafnode link) and the hub is the only
+      requester; a device cannot answer (forge a reply to) an operator or an enrollment;
     - the JetStream API of domain ``hub`` only as a direct get of its own desired key (the
       leaf maps ``$JS.hub.API.>`` to the hub's ``$JS.API.>``): no stream info, no consumers,
       no other key (also without the prefix: a device connected straight to the hub is
@@ -104,19 +176,21 @@ def device_user(device_id: str, password: str) -> NatsUser:
     - receive only its own inbox (the agent uses the prefix ``_INBOX.<id>``), put prompts for
       its own key (``sb.desired.<id>``), and its own RPC subjects.
     """
+    if not valid_device_id(device_id):
+        raise BadUser(f"device id {device_id!r} is not a valid device id")
     return NatsUser(
         device_id,
         password,
         publish=(
             f"sb.dev.{device_id}.>",
-            "_INBOX.>",
+            f"{INBOX_HUB}.>",
             f"$JS.{JS_DOMAIN}.API.DIRECT.GET.KV_{DESIRED_BUCKET}.$KV.{DESIRED_BUCKET}.{device_id}",
             # The same read by a device connected straight to the hub (direct mode): the
             # server maps the domain prefix away first and checks this subject.
             f"$JS.API.DIRECT.GET.KV_{DESIRED_BUCKET}.$KV.{DESIRED_BUCKET}.{device_id}",
         ),
         subscribe=(
-            f"_INBOX.{device_id}.>",
+            f"{device_inbox(device_id)}.>",
             # The put prompt: the bucket's republish ($KV.> never crosses a leaf link between
             # JetStream domains); $KV.desired.<id> itself reaches only a direct-mode device.
             f"{DESIRED_PROMPT_PREFIX}.{device_id}",
@@ -165,7 +239,7 @@ def render(
 def write(
     cfg: HubConfig, data: DataDir, sec: Secrets, extra_users: Sequence[NatsUser] = ()
 ) -> Path:
-    data.nats_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data.nats_dir)
     write_private(data.nats_conf, render(cfg, data, sec, extra_users))
     return data.nats_conf
 

@@ -8,6 +8,8 @@ validates against it and the CLI and docs can name them; unknown fields are refu
 
 from __future__ import annotations
 
+import re
+import secrets
 from typing import Literal
 
 API_KEY_HEADER = "Sb-Api-Key"
@@ -48,6 +50,30 @@ ROLES: tuple[str, ...] = ("admin", "readonly")
 TARGET_KINDS: tuple[str, ...] = ("device", "group", "tag")
 RESOLUTIONS: tuple[str, ...] = ("1m", "1h")
 ROLLOUT_STATES: tuple[str, ...] = ("running", "paused", "succeeded", "failed", "aborted")
+
+# Secrets the API creates: ``<prefix>_<8 hex id>_<32-64 URL-safe random>``. The id names the
+# secret in lists and revocations; the hub stores only a hash of the whole string. The
+# requester makes the secret and sends it in the request, which only the hub can read: the
+# reply goes to the operators' inbox prefix, which every operator's shared NATS login can
+# read, so it must carry no secret (issue 19). ``tui.client.HubClient`` does this itself.
+KEY_PREFIX = "sbk"
+TOKEN_PREFIX = "sbt"
+SECRET_VERBS: dict[str, tuple[str, str]] = {  # verb -> (body field, prefix)
+    "keys.create": ("key", KEY_PREFIX),
+    "tokens.create": ("token", TOKEN_PREFIX),
+}
+_SECRET_RE = re.compile(r"([a-z]{3})_([0-9a-f]{8})_[A-Za-z0-9_-]{32,64}")
+
+
+def new_secret(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(4)}_{secrets.token_urlsafe(24)}"
+
+
+def secret_id(secret: str, prefix: str) -> str | None:
+    """The id inside a well-formed secret with this prefix; None for anything else."""
+    m = _SECRET_RE.fullmatch(secret)
+    return m.group(2) if m is not None and m.group(1) == prefix else None
+
 
 # verb -> (writes?, {field: (type name, required)}).  Type names: str, int, bool, object, list.
 FieldDoc = tuple[str, bool]
@@ -118,11 +144,19 @@ REQUESTS: dict[str, tuple[bool, dict[str, FieldDoc]]] = {
     ),
     "tokens.create": (
         True,
-        {"tenant": ("str", True), "expires_in": ("int", False), "max_uses": ("int", False)},
+        {
+            "tenant": ("str", True),
+            "expires_in": ("int", False),
+            "max_uses": ("int", False),
+            "token": ("str", True),  # made by the requester (SECRET_VERBS)
+        },
     ),
     "tokens.list": (False, {}),
     "tokens.revoke": (True, {"id": ("str", True)}),
-    "keys.create": (True, {"name": ("str", True), "role": ("str", False)}),
+    "keys.create": (
+        True,
+        {"name": ("str", True), "role": ("str", False), "key": ("str", True)},  # SECRET_VERBS
+    ),
     "keys.list": (False, {}),
     "keys.revoke": (True, {"id": ("str", True)}),
     # Who the caller's key is, so a client can enter read-only mode by itself.

@@ -72,10 +72,10 @@ def desired_prompt(device_id: str) -> str:
     return f"{DESIRED_PROMPT_PREFIX}.{device_id}"
 
 
-_KIND_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_KIND_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")  # every pattern here: fullmatch
 # The hub's rule for tag and group names (lower case, so `Lab` and `lab` never differ).
-_TAG_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
-_CONTAINER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_TAG_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
+_CONTAINER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _EPOCH_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
@@ -215,7 +215,7 @@ class _Obj:
             raise MessageError(self.at(key), "must be a non-empty string")
         if len(v) > max_len:
             raise MessageError(self.at(key), f"must be at most {max_len} characters")
-        if pattern is not None and not pattern.match(v):
+        if pattern is not None and not pattern.fullmatch(v):
             raise MessageError(self.at(key), f"must be {what or 'well formed'}")
         return v
 
@@ -591,29 +591,45 @@ class DeviceFacts:
         }
 
 
+# The device's own NATS password, made by the enrolling device and sent in the request (only
+# the hub can read ``sb.hub.enroll``), so the reply, which every enrolling device's shared
+# bootstrap login can see, carries no secret. URL-safe (it goes in the leaf URL) and at most
+# 72 bytes (bcrypt reads no further); at least 32 characters (>= 192 random bits as the agent
+# makes it: ``secrets.token_urlsafe(32)``, 43 characters).
+_DEVICE_PASSWORD_RE = re.compile(r"[A-Za-z0-9_-]{32,72}")
+
+
+def valid_device_password(password: object) -> bool:
+    return isinstance(password, str) and _DEVICE_PASSWORD_RE.fullmatch(password) is not None
+
+
 @dataclass(frozen=True)
 class EnrollRequest:
     token: str = field(repr=False)
     device_id: str
     facts: DeviceFacts
     tags: tuple[str, ...] = ()
+    # Required by the hub since issue 19; "" only to decode an older agent's request, which
+    # the hub then refuses with a message naming the fix.
+    nats_password: str = field(default="", repr=False)
 
     def to_json(self) -> bytes:
-        return _dumps(
-            {
-                "v": SCHEMA_VERSION,
-                "token": self.token,
-                "device_id": self.device_id,
-                "facts": self.facts.to_dict(),
-                "tags": list(self.tags),
-            }
-        )
+        doc: dict[str, Any] = {
+            "v": SCHEMA_VERSION,
+            "token": self.token,
+            "device_id": self.device_id,
+            "facts": self.facts.to_dict(),
+            "tags": list(self.tags),
+        }
+        if self.nats_password:
+            doc["nats_password"] = self.nats_password
+        return _dumps(doc)
 
 
 def _tags(doc: _Obj) -> tuple[str, ...]:
     out = []
     for i, t in enumerate(doc.list_("tags", required=False, max_len=MAX_TAGS) or []):
-        if not isinstance(t, str) or not _TAG_RE.match(t):
+        if not isinstance(t, str) or not _TAG_RE.fullmatch(t):
             raise MessageError(
                 f"tags[{i}]",
                 f"must be 1-{MAX_TAG_LEN} characters of a-z 0-9 . _ - (starting with a-z or 0-9)",
@@ -642,6 +658,14 @@ def decode_enroll_request(data: bytes | str) -> EnrollRequest:
             agent_version=facts.str_("agent_version", max_len=64),
         ),
         tags=_tags(doc),
+        nats_password=doc.str_(
+            "nats_password",
+            required=False,
+            max_len=72,
+            pattern=_DEVICE_PASSWORD_RE,
+            what="32-72 characters of A-Z a-z 0-9 _ - (the device's new NATS password)",
+        )
+        or "",
     )
 
 
@@ -651,6 +675,8 @@ class EnrollReply:
 
     ``leaf_url`` is the hub's leafnode URL (``nats-leaf://host:port``) for the device's leaf
     server; ``hub_url`` the client URL for a device configured without a leaf.
+    ``nats_password`` is never in the hub's reply (the device made it and sent it); it is in
+    the device's credentials file, which holds the same document with it filled in.
     """
 
     device_id: str
@@ -661,17 +687,17 @@ class EnrollReply:
     js_domain: str = "hub"
 
     def to_json(self) -> bytes:
-        return _dumps(
-            {
-                "v": SCHEMA_VERSION,
-                "device_id": self.device_id,
-                "nats_user": self.nats_user,
-                "nats_password": self.nats_password,
-                "leaf_url": self.leaf_url,
-                "hub_url": self.hub_url,
-                "js_domain": self.js_domain,
-            }
-        )
+        doc: dict[str, Any] = {
+            "v": SCHEMA_VERSION,
+            "device_id": self.device_id,
+            "nats_user": self.nats_user,
+            "leaf_url": self.leaf_url,
+            "hub_url": self.hub_url,
+            "js_domain": self.js_domain,
+        }
+        if self.nats_password:
+            doc["nats_password"] = self.nats_password
+        return _dumps(doc)
 
 
 def decode_enroll_reply(data: bytes | str) -> EnrollReply:
@@ -684,7 +710,7 @@ def decode_enroll_reply(data: bytes | str) -> EnrollReply:
     return EnrollReply(
         device_id=doc.device_id(),
         nats_user=doc.str_("nats_user", max_len=128),
-        nats_password=doc.str_("nats_password", max_len=512),
+        nats_password=doc.str_("nats_password", required=False, max_len=512) or "",
         leaf_url=leaf_url,
         hub_url=hub_url,
         js_domain=doc.str_("js_domain", required=False, max_len=64) or "hub",

@@ -5,7 +5,12 @@ from __future__ import annotations
 import re
 
 # Device ids end up in NATS subjects, KV keys and SQLite rows; keep them to a safe alphabet.
-DEVICE_ID_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+# Always ``fullmatch``: with ``match``, ``$`` also matches before a trailing newline, and
+# "cr-b\n" once got enrolled and broke every later nats-server config reload.
+DEVICE_ID_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+# A NATS subject token as nats-server's config accepts it: no dot, no whitespace, no control
+# character (what protocol.subjects builds from ids never needs more than this).
+_TOKEN_RE = re.compile(r"[^\x00-\x20\x7f.]+")
 
 API_PREFIX = "sb.api"
 FLEET_CHANGES_PREFIX = "sb.fleet.changes"
@@ -15,8 +20,38 @@ DESIRED_BUCKET = "desired"
 JS_DOMAIN = "hub"
 
 
-def valid_device_id(device_id: str) -> bool:
-    return bool(DEVICE_ID_RE.match(device_id))
+# Reply inboxes. nats-py names a request's reply subject ``<prefix>.<random>.<n>``; each kind
+# of client gets its own prefix and its login may subscribe only under it, so no login can
+# read another's replies (docs/sync.md "Who may do what"). Device ids are ``[a-z0-9-]``, so
+# ``_INBOX.<id>`` never collides with these ``_``-led names.
+INBOX_ENROLL = "_INBOX._enroll"  # the shared bootstrap login
+INBOX_OPERATOR = "_INBOX._op"  # the shared operator login (CLI, TUI)
+INBOX_HUB = "_INBOX._hub"  # the hub's own connection (device RPC requests)
+
+
+def valid_device_id(device_id: object) -> bool:
+    return isinstance(device_id, str) and DEVICE_ID_RE.fullmatch(device_id) is not None
+
+
+def device_inbox(device_id: str) -> str:
+    """A device's inbox prefix: the hub lets it receive only replies under this."""
+    return f"_INBOX.{device_id}"
+
+
+def valid_subject(subject: object, *, wildcards: bool = True) -> bool:
+    """A subject nats-server accepts in a config: dot-separated non-empty tokens without
+    whitespace or control characters; ``*`` and ``>`` only as whole tokens (``>`` last)."""
+    if not isinstance(subject, str) or not subject:
+        return False
+    tokens = subject.split(".")
+    for i, tok in enumerate(tokens):
+        if not _TOKEN_RE.fullmatch(tok):
+            return False
+        if ("*" in tok or ">" in tok) and (
+            not wildcards or tok not in ("*", ">") or (tok == ">" and i != len(tokens) - 1)
+        ):
+            return False
+    return True
 
 
 def api(verb: str) -> str:

@@ -1,6 +1,12 @@
 """A small async client for the hub's operator API over NATS (used by the CLI and the TUI).
 
 Only NATS and the ``protocol`` package: the TUI never touches the hub's database.
+
+Every operator shares one NATS login, which may receive replies only under the operators'
+inbox prefix (``_INBOX._op``): each operator can read the others' replies, so no reply may
+carry a secret. ``call`` makes the secret of a verb that creates one (a new API key or
+registration token: ``protocol.api.SECRET_VERBS``) here, sends it in the request (only the
+hub can read ``sb.api.*``), and puts it into the result it returns, as the hub once did.
 """
 
 from __future__ import annotations
@@ -22,8 +28,8 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from protocol import errors as codes
 from protocol import natstls
-from protocol.api import API_KEY_HEADER, DEVICE_WAIT_MARGIN
-from protocol.subjects import api, fleet_change
+from protocol.api import API_KEY_HEADER, DEVICE_WAIT_MARGIN, SECRET_VERBS, new_secret
+from protocol.subjects import INBOX_OPERATOR, api, fleet_change
 
 DEFAULT_TIMEOUT = 5.0
 # The verbs the hub forwards to a device, waiting the body's "timeout" for its answer.
@@ -146,6 +152,8 @@ class HubClient:
                 nats.connect(
                     self.url,
                     name="signalbeam-cli",
+                    # The operator login may receive replies only under this prefix.
+                    inbox_prefix=INBOX_OPERATOR,
                     connect_timeout=self.timeout,
                     allow_reconnect=self.reconnect,
                     max_reconnect_attempts=-1 if self.reconnect else 1,
@@ -181,7 +189,12 @@ class HubClient:
             await self.connect()
         assert self.nc is not None
         headers = {API_KEY_HEADER: self.api_key} if self.api_key else None
-        payload = json.dumps(body or {}).encode()
+        body = dict(body or {})
+        secret: tuple[str, str] | None = None
+        if verb in SECRET_VERBS:
+            field, prefix = SECRET_VERBS[verb]
+            secret = (field, body.setdefault(field, new_secret(prefix)))
+        payload = json.dumps(body).encode()
         timeout = reply_timeout(verb, body, self.timeout)
         try:
             msg = await self.nc.request(api(verb), payload, timeout=timeout, headers=headers)
@@ -205,6 +218,8 @@ class HubClient:
             raise ApiError(code, message, err.get("field"), err.get("details"))
         if not isinstance(doc, dict):
             raise ApiError(codes.INTERNAL, "the hub sent a reply that is not an object")
+        if secret is not None:
+            doc[secret[0]] = secret[1]  # made here; the reply carries none (module docstring)
         return doc
 
     async def watch_changes(

@@ -1,9 +1,10 @@
 """Bearer-token authentication and role checks, as one middleware.
 
 Each route declares the least role it needs (``None``: public). A presented token that does
-not verify counts against the client's failure budget; once spent, the client gets 429
-until the window passes, whatever it sends. Tokens are never logged: log lines name the
-token's id and name, never its text.
+not verify counts against the failure budget of that token from that address; once spent,
+that token from there gets 429 until the window passes, while other tokens (a valid one from
+another local process) still work (``agent.http.ratelimit``). Tokens are never logged: log
+lines name the token's id and name, never its text.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from aiohttp import web
 
 from agent.http.context import AppContext
 from agent.http.errors import ApiError, Handler
+from agent.http.ratelimit import token_key
 from agent.http.tokens import Role, TokenInfo, role_allows
 from protocol import errors as perr
 
@@ -103,13 +105,6 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     ctx = request.app[CTX_KEY]
     client = client_address(request)
-    wait = ctx.limiter.retry_after(client)
-    if wait > 0:
-        raise ApiError(
-            perr.RATE_LIMITED,
-            "too many failed authentication attempts; try again later",
-            headers={"Retry-After": str(int(wait) + 1)},
-        )
     presented = presented_token(request)
     if presented is None:
         raise ApiError(
@@ -118,6 +113,14 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             headers={"WWW-Authenticate": _challenge(request)},
         )
     scheme, token = presented
+    limit_key = token_key(client, token)
+    wait = ctx.limiter.retry_after(limit_key)
+    if wait > 0:
+        raise ApiError(
+            perr.RATE_LIMITED,
+            "too many failed authentication attempts with this token; try again later",
+            headers={"Retry-After": str(int(wait) + 1)},
+        )
     if scheme == "basic" and request.method not in SAFE_METHODS:
         # A browser re-sends cached Basic credentials on its own, even for a form another
         # site posts to us (CSRF); a bearer token is only ever sent on purpose.
@@ -128,17 +131,28 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         )
     info = ctx.tokens.verify(token)
     if info is None:
-        ctx.limiter.failed(client)
-        log.warning(
-            "rejected an invalid or revoked token",
-            extra={"device": ctx.device_id, "client": client, "path": request.path},
-        )
+        ctx.limiter.failed(limit_key)
+        # The address's count only bounds the log: a flood of new tokens is one line a window.
+        seen = ctx.limiter.failed(client)
+        if seen < ctx.limiter.max_failures:
+            log.warning(
+                "rejected an invalid or revoked token",
+                extra={"device": ctx.device_id, "client": client, "path": request.path},
+            )
+        elif seen == ctx.limiter.max_failures:
+            log.warning(
+                "rejected %d invalid tokens from %s within %.0f s; not logging more of them",
+                seen,
+                client,
+                ctx.limiter.window,
+                extra={"device": ctx.device_id, "client": client},
+            )
         raise ApiError(
             perr.UNAUTHORIZED,
             "invalid or revoked token",
             headers={"WWW-Authenticate": _challenge(request)},
         )
-    ctx.limiter.succeeded(client)
+    ctx.limiter.succeeded(limit_key)
     if not role_allows(info.role, need):
         raise ApiError(
             perr.FORBIDDEN, f"this needs the {need} role; token {info.name!r} is {info.role}"

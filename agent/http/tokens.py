@@ -85,7 +85,6 @@ class TokenStore:
         self._conn = connect_on_any_disk(path)
         self._conn.execute("PRAGMA synchronous=FULL")  # a revocation must survive power loss
         self._conn.executescript(_SCHEMA)
-        path.chmod(0o600)
 
     @classmethod
     def in_data_dir(cls, data_dir: Path) -> TokenStore:

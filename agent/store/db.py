@@ -5,6 +5,7 @@ Kept apart from the domain methods so the crash-safety rules live in one small m
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
@@ -15,6 +16,7 @@ from typing import Any
 
 from agent.errors import StoreCorrupt, StoreError, StoreFull
 from agent.store import space
+from sbutil.private import private_db_files
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,11 @@ def connect(path: Path, *, exclusive: bool = False) -> sqlite3.Connection:
     """
     # isolation_level=None: the store issues BEGIN IMMEDIATE / COMMIT itself, so a
     # transaction spans exactly what it means to and nothing commits behind its back.
+    # 0600 before SQLite opens it: the -wal and -shm it makes get the same mode (issue 19).
+    # A disk too full to create the file: SQLite's own open fails next and says so (and a
+    # store that exists is tightened even then).
+    with contextlib.suppress(OSError):
+        private_db_files(path)
     conn = sqlite3.connect(
         str(path),
         isolation_level=None,

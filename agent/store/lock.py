@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO
 
 from agent.errors import AgentError
+from sbutil.private import private_dir
 
 
 class AlreadyRunning(AgentError):
@@ -21,7 +22,7 @@ class AlreadyRunning(AgentError):
 
 def acquire_lock(data_dir: Path) -> IO[str]:
     """Hold ``agent.lock`` for the process lifetime: two agents on one store would fight."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)  # 0700: the store, tokens and credentials live here (issue 19)
     fh = open(data_dir / "agent.lock", "a+")  # noqa: SIM115 - held until the agent exits
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)

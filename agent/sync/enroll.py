@@ -1,8 +1,12 @@
 """Enrollment: trade a registration token for the device's own NATS credentials.
 
 ``signalbeam-agent enroll --hub HOST:PORT --token TOKEN [--device-id ID] [--tags a,b]``
-connects as the bootstrap user (which may only request ``sb.hub.enroll``), sends an
-``EnrollRequest`` and receives an ``EnrollReply``. ``--hub tls://HOST:PORT`` insists on TLS
+connects as the bootstrap user (which may only request ``sb.hub.enroll`` and receive replies
+under ``_INBOX._enroll``), sends an ``EnrollRequest`` and receives an ``EnrollReply``. The
+device makes its own NATS password and sends it in the request, which only the hub can read:
+the reply travels to an inbox every enrolling device's shared login can see, so it carries no
+secret (docs/sync.md "Enrollment"). ``--token-file PATH`` (``-``: stdin) keeps the token out of
+``ps``. ``--hub tls://HOST:PORT`` insists on TLS
 (the token goes out and the device's password comes back on this connection); the hub's
 certificate is checked against ``--ca-file`` or ``[hub] ca_file`` (else the system's CAs).
 A ``nats://`` hub that requires TLS is also reached over TLS, checked the same way. The reply is saved as the credentials file
@@ -17,8 +21,11 @@ import asyncio
 import json
 import os
 import platform
+import secrets
 import socket
 import ssl
+import sys
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any, NoReturn
@@ -40,7 +47,7 @@ from protocol.messages import (
     decode_enroll_reply,
     validate_tags,
 )
-from protocol.subjects import ENROLL, valid_device_id
+from protocol.subjects import ENROLL, INBOX_ENROLL, valid_device_id
 
 CREDENTIALS_FILE = "hub-credentials.json"
 BOOTSTRAP_USER = "enroll"
@@ -52,6 +59,12 @@ TLS_ERROR = "tls"
 EXIT_TLS = 3
 LOGIN_ATTEMPTS = 6  # a login dropped by a concurrent config reload is tried again
 LOGIN_RETRY_DELAY = 0.25  # seconds, times the attempt number
+MAX_TOKEN_FILE = 4096  # bytes read from --token-file (a token is < 100)
+
+
+def new_device_password() -> str:
+    """The device's own NATS password: 256 random bits, URL-safe (it goes in the leaf URL)."""
+    return secrets.token_urlsafe(32)
 
 
 def agent_version() -> str:
@@ -123,12 +136,17 @@ async def enroll(
     *,
     timeout: float = 10.0,
     ca_file: str | None = None,
+    password: str | None = None,
 ) -> EnrollReply:
     """One enrollment request. Raises ``EnrollError`` (with the hub's code when it refused,
-    ``TLS_ERROR`` when the hub's certificate is not trusted or a ``tls://`` hub is plain)."""
+    ``TLS_ERROR`` when the hub's certificate is not trusted or a ``tls://`` hub is plain).
+
+    The returned reply holds the device's NATS password: ``password``, or a new one made
+    here; the hub's reply carries none (an older hub's does, and then that one is used)."""
     if not valid_device_id(device_id):
         raise EnrollError(f"invalid device id {device_id!r}", "invalid", "device_id")
-    body = EnrollRequest(token, device_id, facts, tags).to_json()
+    password = password or new_device_password()
+    body = EnrollRequest(token, device_id, facts, tags, nats_password=password).to_json()
     if len(body) > MAX_ENROLL_BYTES:
         raise EnrollError("enrollment request too large (too many or too long tags)", "too_large")
 
@@ -151,6 +169,8 @@ async def enroll(
                 max_reconnect_attempts=0,
                 tls=ctx,
                 error_cb=quiet,
+                # The bootstrap login may receive replies only under this prefix.
+                inbox_prefix=INBOX_ENROLL,
             )
             break
         except Exception as exc:
@@ -190,7 +210,7 @@ async def enroll(
         raise EnrollError(f"malformed enrollment reply: {exc}", "invalid", exc.field) from None
     if out.device_id != device_id:
         raise EnrollError(f"hub enrolled {out.device_id!r}, not {device_id!r}", "invalid")
-    return out
+    return out if out.nats_password else replace(out, nats_password=password)
 
 
 def _raise_connect_error(exc: Exception, url: str, ca_file: str | None) -> NoReturn:
@@ -221,11 +241,14 @@ def save_credentials(path: Path, reply: EnrollReply) -> None:
 
 def load_credentials(path: Path) -> EnrollReply:
     try:
-        return decode_enroll_reply(path.read_bytes())
+        creds = decode_enroll_reply(path.read_bytes())
     except OSError as exc:
         raise EnrollError(f"cannot read credentials file {path}: {exc.strerror}") from None
     except (MessageError, RemoteError) as exc:
         raise EnrollError(f"credentials file {path} is invalid: {exc}", "invalid") from None
+    if not creds.nats_password:
+        raise EnrollError(f"credentials file {path} has no nats_password", "invalid")
+    return creds
 
 
 def credentials_path(config: Any) -> Path:
@@ -255,8 +278,16 @@ def add_enroll_command(subparsers: Any) -> argparse.ArgumentParser:
         help="PEM CA (or the hub's self-signed certificate) the hub's certificate must chain "
         "to (default: the config's [hub] ca_file, else the system's CAs)",
     )
-    p.add_argument(
-        "--token", required=True, help="registration token from `signalbeam token create`"
+    token = p.add_mutually_exclusive_group(required=True)
+    token.add_argument(
+        "--token",
+        help="registration token from `signalbeam token create` (visible to every local user "
+        "in `ps`: prefer --token-file)",
+    )
+    token.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="read the registration token from this file ('-': from standard input)",
     )
     p.add_argument("--device-id", default=None, help="device id (default: from the config / host)")
     p.add_argument("--tags", default="", help="comma-separated tags, e.g. lab,rpi")
@@ -272,9 +303,31 @@ def add_enroll_command(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def cmd_enroll(args: argparse.Namespace) -> int:
-    from dataclasses import replace
+def read_token(args: argparse.Namespace) -> str:
+    """``--token``, or the first line of ``--token-file`` (``-``: stdin), stripped."""
+    if args.token_file is None:
+        token = str(args.token or "")
+    else:
+        try:
+            if args.token_file == "-":
+                raw = sys.stdin.read(MAX_TOKEN_FILE + 1)
+            else:
+                with open(args.token_file, encoding="utf-8") as f:
+                    raw = f.read(MAX_TOKEN_FILE + 1)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise EnrollError(
+                f"cannot read --token-file {args.token_file}: {exc}", "invalid", "token_file"
+            ) from None
+        if len(raw) > MAX_TOKEN_FILE:
+            raise EnrollError("--token-file holds more than a token", "invalid", "token_file")
+        lines = raw.strip().splitlines()
+        token = lines[0].strip() if lines else ""
+    if not token:
+        raise EnrollError("the registration token is empty", "invalid", "token")
+    return token
 
+
+def cmd_enroll(args: argparse.Namespace) -> int:
     from agent.config import DEFAULT_CONFIG_PATH, load_config
     from agent.errors import AgentError
     from agent.store import Store
@@ -290,10 +343,11 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         tags = validate_tags([t.strip() for t in args.tags.split(",") if t.strip()])
         url = hub_url(args.hub, args.bootstrap_user, args.bootstrap_password)
         ca_file = _ca_file_arg(args.ca_file) if args.ca_file else cfg.hub.ca_file
+        token = read_token(args)
         reply = asyncio.run(
             enroll(
                 url,
-                args.token,
+                token,
                 device_id,
                 local_facts(cfg.engine),
                 tags,
@@ -344,8 +398,6 @@ def _enroll_failed(args: argparse.Namespace, code: str, message: str, field: str
 
         print(json.dumps(error_body(code, message, field)))
     else:
-        import sys
-
         print(f"error: {message}", file=sys.stderr)
     if code == TLS_ERROR:
         return EXIT_TLS

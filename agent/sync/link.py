@@ -18,13 +18,14 @@ import nats
 from nats.aio.client import Client as NATS
 
 from protocol import natstls
+from protocol.subjects import device_inbox
 
 log = logging.getLogger(__name__)
 
 
 def inbox_prefix(device_id: str) -> str:
     """Per-device reply inboxes, so the hub can let a device subscribe only to its own."""
-    return f"_INBOX.{device_id}"
+    return device_inbox(device_id)
 
 
 async def connect(

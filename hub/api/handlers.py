@@ -398,8 +398,9 @@ def tokens_create(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
     tenant = v.name(body["tenant"], "tenant")
     expires_in = v.int_range(body, "expires_in", 60, 365 * DAY, DAY)
     max_uses = v.int_range(body, "max_uses", 1, 1_000_000, 1)
-    record, token = store.create_enrollment_token(tenant, expires_in, max_uses)
-    return Outcome({**record, "token": token}, [Change("tokens", "created", record)])
+    # The token is the requester's (protocol.api SECRET_VERBS); the reply holds none.
+    record, _secret = store.create_enrollment_token(tenant, expires_in, max_uses, body["token"])
+    return Outcome(record, [Change("tokens", "created", record)])
 
 
 def tokens_list(store: Store, _body: dict[str, Any], _: Caller) -> Outcome:
@@ -417,8 +418,9 @@ def keys_create(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
         raise Invalid(f"role must be one of {', '.join(ROLES)}", field="role")
     if not body["name"].strip():
         raise Invalid("name must not be empty", field="name")
-    record, key = store.create_api_key(body["name"], role)
-    return Outcome({**record, "key": key}, [Change("keys", "created", record)])
+    # The key is the requester's (protocol.api SECRET_VERBS); the reply holds none.
+    record, _secret = store.create_api_key(body["name"], role, body["key"])
+    return Outcome(record, [Change("keys", "created", record)])
 
 
 def keys_list(store: Store, _body: dict[str, Any], _: Caller) -> Outcome:

@@ -14,7 +14,7 @@ from protocol.api import DEFAULT_LIMIT, MAX_BODY_BYTES, MAX_LIMIT, TARGET_KINDS,
 from protocol.subjects import valid_device_id
 
 # Tags, group names and tenants end up in subjects, selectors and tables; keep them plain.
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")  # fullmatch: "$" matches before "\n"
 NAME_RULE = "must be 1-63 of a-z 0-9 _ . - starting with a letter or digit"
 MAX_TEXT = 1000
 
@@ -69,7 +69,7 @@ def parse_body(raw: bytes, fields: dict[str, FieldDoc]) -> dict[str, Any]:
 
 
 def name(value: str, field: str) -> str:
-    if not NAME_RE.match(value):
+    if not NAME_RE.fullmatch(value):
         raise Invalid(f"{field} {value!r} {NAME_RULE}", field=field)
     return value
 

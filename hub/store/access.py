@@ -1,38 +1,55 @@
 """Operator API keys and device enrollment tokens: stored only as SHA-256 hashes.
 
-A secret is ``<prefix>_<id>_<random>``: the id names it in lists and revocations, the hash
-of the whole string finds it on use. Secrets are shown once, at creation.
+A secret is ``<prefix>_<id>_<random>`` (``protocol.api``): the id names it in lists and
+revocations, the hash of the whole string finds it on use. Over the API the requester makes
+the secret and sends it (the reply carries none: issue 19); local tools (``signalbeam-hub
+init``, ``admin-key``) let the store make it. Secrets are shown once, at creation.
 """
 
 from __future__ import annotations
 
 import hashlib
-import secrets
+import sqlite3
 import time
 from typing import Any
 
-from hub.errors import Conflict, Forbidden, NotFound, Unauthorized
+from hub.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
 from hub.store.base import StoreBase
 from hub.timeutil import now_iso
-
-KEY_PREFIX = "sbk"
-TOKEN_PREFIX = "sbt"
+from protocol.api import KEY_PREFIX, TOKEN_PREFIX, secret_id
+from protocol.api import new_secret as make_secret
 
 
 def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
-def new_secret(prefix: str) -> tuple[str, str]:
-    ident = secrets.token_hex(4)
-    return ident, f"{prefix}_{ident}_{secrets.token_urlsafe(24)}"
+def new_secret(prefix: str, given: str | None = None, field: str = "key") -> tuple[str, str]:
+    """``(id, secret)``: ``given`` (made by the requester) checked, or a new one."""
+    secret = make_secret(prefix) if given is None else given
+    ident = secret_id(secret, prefix)
+    if ident is None:
+        raise Invalid(
+            f"{field} must be {prefix}_<8 hex>_<32-64 of A-Z a-z 0-9 _ -> (made by the client)",
+            field=field,
+        )
+    return ident, secret
+
+
+def _taken(c: sqlite3.Connection, table: str, ident: str, field: str) -> None:
+    if c.execute(f"SELECT 1 FROM {table} WHERE id = ?", (ident,)).fetchone():
+        # 32 random bits of id: a clash is a retry, never an overwrite.
+        raise Conflict(f"a {field} with id {ident} exists; make a new one", field=field)
 
 
 class AccessStore(StoreBase):
     # --- API keys ------------------------------------------------------------------------
-    def create_api_key(self, name: str, role: str) -> tuple[dict[str, Any], str]:
-        ident, key = new_secret(KEY_PREFIX)
+    def create_api_key(
+        self, name: str, role: str, key: str | None = None
+    ) -> tuple[dict[str, Any], str]:
+        ident, key = new_secret(KEY_PREFIX, key, "key")
         with self.tx() as c:
+            _taken(c, "api_keys", ident, "key")
             c.execute(
                 "INSERT INTO api_keys (id, name, role, key_hash, created_at) VALUES (?, ?, ?, ?, ?)",
                 (ident, name, role, hash_secret(key), now_iso()),
@@ -92,11 +109,12 @@ class AccessStore(StoreBase):
 
     # --- enrollment tokens ---------------------------------------------------------------
     def create_enrollment_token(
-        self, tenant: str, expires_in: int, max_uses: int
+        self, tenant: str, expires_in: int, max_uses: int, token: str | None = None
     ) -> tuple[dict[str, Any], str]:
-        ident, token = new_secret(TOKEN_PREFIX)
+        ident, token = new_secret(TOKEN_PREFIX, token, "token")
         now = time.time()
         with self.tx() as c:
+            _taken(c, "enrollment_tokens", ident, "token")
             c.execute(
                 "INSERT OR IGNORE INTO tenants (id, created_at) VALUES (?, ?)",
                 (tenant, now_iso(now)),

@@ -299,6 +299,25 @@ INSERT INTO device_sync_epochs (device_id, epoch, last_applied_seq, first_seen)
     FROM device_sync;
 """,
     ),
+    (
+        8,
+        "security: device NATS passwords as bcrypt hashes; quarantined devices",
+        """
+-- Only the bcrypt hash of a device's NATS password is kept (the device makes the password).
+-- Rows from before this migration hold the plain password until the hub's next start hashes
+-- them (hub.sync.credentials), so enrolled devices keep logging in with what they have.
+ALTER TABLE device_credentials RENAME COLUMN nats_password TO nats_password_hash;
+-- A device whose id can never be a NATS user (enrolled before ids were checked with a full
+-- match: an id ending in a newline) is moved here at start, with its row as JSON, instead
+-- of producing a nats-server config that fails to load (issue 19).
+CREATE TABLE quarantined_devices (
+    id TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    row TEXT NOT NULL,
+    quarantined_at TEXT NOT NULL
+);
+""",
+    ),
 ]
 
 

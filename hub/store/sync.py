@@ -8,6 +8,7 @@ the caller's ``tx()``.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from hub.errors import NotFound
@@ -17,27 +18,91 @@ from hub.timeutil import now_iso
 
 class SyncStore(StoreBase):
     # --- device NATS credentials ---------------------------------------------------------
-    def set_device_credentials(self, device_id: str, user: str, password: str) -> None:
+    def set_device_credentials(self, device_id: str, user: str, password_hash: str) -> None:
+        """Store a device's NATS user and the bcrypt hash of its password (never the
+        password: the device made it, and nats-server checks logins against the hash)."""
         with self.tx() as c:
             c.execute(
-                "INSERT INTO device_credentials (device_id, nats_user, nats_password, created_at)"
+                "INSERT INTO device_credentials"
+                " (device_id, nats_user, nats_password_hash, created_at)"
                 " VALUES (?, ?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET"
-                " nats_user = excluded.nats_user, nats_password = excluded.nats_password,"
+                " nats_user = excluded.nats_user,"
+                " nats_password_hash = excluded.nats_password_hash,"
                 " created_at = excluded.created_at",
-                (device_id, user, password, now_iso()),
+                (device_id, user, password_hash, now_iso()),
             )
 
     def active_device_credentials(self) -> list[tuple[str, str, str]]:
-        """``(device_id, user, password)`` of every device that may connect: enrolled and not
-        decommissioned (decommissioning revokes the device's NATS user)."""
+        """``(device_id, user, password hash)`` of every device that may connect: enrolled
+        and not decommissioned (decommissioning revokes the device's NATS user)."""
         return [
             (r[0], r[1], r[2])
             for r in self.conn.execute(
-                "SELECT c.device_id, c.nats_user, c.nats_password FROM device_credentials c"
+                "SELECT c.device_id, c.nats_user, c.nats_password_hash FROM device_credentials c"
                 " JOIN devices d ON d.id = c.device_id WHERE d.decommissioned = 0"
                 " ORDER BY c.device_id"
             )
         ]
+
+    def hash_plain_device_passwords(
+        self, is_hash: Callable[[str], bool], hasher: Callable[[str], str]
+    ) -> int:
+        """Replace every plain password (rows from before migration 8) by its hash (run it
+        under ``secure_delete``: ``hub.sync.credentials.prepare``). Returns how many were
+        hashed. The device keeps its password: nothing changes for it."""
+        rows = self.conn.execute(
+            "SELECT device_id, nats_password_hash FROM device_credentials"
+        ).fetchall()
+        plain = [(hasher(pw), dev) for dev, pw in rows if not is_hash(pw)]
+        if plain:
+            with self.tx() as c:
+                c.executemany(
+                    "UPDATE device_credentials SET nats_password_hash = ? WHERE device_id = ?",
+                    plain,
+                )
+        return len(plain)
+
+    def quarantine_devices(self, bad: dict[str, str]) -> list[str]:
+        """Move each device ``{id: reason}`` out of ``devices`` into ``quarantined_devices``
+        (its row, tags and credentials' user as JSON) with a hub event, in one transaction;
+        its rollout targets go, everything else hanging off the row is deleted with it.
+        Returns the ids moved now."""
+        moved = []
+        with self.tx() as c:
+            for device_id, reason in bad.items():
+                row = self.row("SELECT * FROM devices WHERE id = ?", (device_id,))
+                if row is None:
+                    continue
+                row["tags"] = [
+                    r[0]
+                    for r in c.execute(
+                        "SELECT tag FROM device_tags WHERE device_id = ?", (device_id,)
+                    )
+                ]
+                c.execute(
+                    "INSERT OR REPLACE INTO quarantined_devices"
+                    " (id, reason, row, quarantined_at) VALUES (?, ?, ?, ?)",
+                    (device_id, reason, json.dumps(row), now_iso()),
+                )
+                c.execute("DELETE FROM rollout_targets WHERE device_id = ?", (device_id,))
+                c.execute("DELETE FROM devices WHERE id = ?", (device_id,))
+                # A hub event (device_id NULL): the device's own log is keyed by the bad id.
+                c.execute(
+                    "INSERT INTO events (device_id, ts, kind, message, data, severity)"
+                    " VALUES (NULL, ?, 'device.quarantined', ?, ?, 'error')",
+                    (
+                        now_iso(),
+                        f"device {device_id!r} quarantined: {reason}",
+                        json.dumps({"device_id": device_id, "reason": reason}),
+                    ),
+                )
+                moved.append(device_id)
+        return moved
+
+    def quarantined_devices(self) -> list[dict[str, Any]]:
+        return self.rows(
+            "SELECT id, reason, quarantined_at FROM quarantined_devices ORDER BY quarantined_at"
+        )
 
     # --- enrollment ----------------------------------------------------------------------
     def device_enroll_state(self, device_id: str) -> dict[str, Any] | None:

@@ -5,10 +5,12 @@ In one store transaction: refuse a device id that is already enrolled (unless de
 or an operator approved a re-enrollment with ``devices.approve_reenroll``), use the token
 once (tenant, expiry, max uses: a refusal stores nothing, not even the use), create or
 refresh the device with its facts and tags, reset its sync position (a re-enrolled device
-starts a fresh outbox at seq 1) and store its new NATS password. Then the nats-server config
-is regenerated with the device's user and reloaded (other connections stay up), the device's
-desired document is written (so its first read finds one), and the reply carries the
-credentials, the leaf URL and the JetStream domain.
+starts a fresh outbox at seq 1) and store the bcrypt hash of the NATS password the device
+made and sent in its request. Then the nats-server config is regenerated with the device's
+user and reloaded (other connections stay up), the device's desired document is written (so
+its first read finds one), and the reply carries the user name, the leaf URL and the
+JetStream domain, never a password: every enrolling device shares the bootstrap login and
+so can read every enrollment reply (docs/sync.md "Enrollment").
 
 Requests are handled concurrently (at most ``MAX_IN_FLIGHT``) and their reloads coalesced
 (``Coalescer``): the enrollments committed while a reload runs share the next one (and one
@@ -25,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
@@ -37,7 +38,7 @@ from nats.aio.subscription import Subscription
 from hub.api.validate import NAME_RE, NAME_RULE
 from hub.errors import Conflict, HubError, Invalid
 from hub.metrics import HubMetrics
-from hub.natsconf import RESERVED_USERS
+from hub.natsconf import RESERVED_USERS, hash_password
 from hub.store import Store
 from protocol.messages import (
     EnrollReply,
@@ -46,7 +47,7 @@ from protocol.messages import (
     decode_enroll_request,
     rpc_error,
 )
-from protocol.subjects import ENROLL, JS_DOMAIN
+from protocol.subjects import ENROLL, JS_DOMAIN, valid_device_id
 
 log = logging.getLogger(__name__)
 
@@ -109,15 +110,18 @@ def normalise_tags(tags: tuple[str, ...]) -> list[str]:
     out = []
     for i, tag in enumerate(tags):
         low = tag.lower()
-        if not NAME_RE.match(low):
+        if not NAME_RE.fullmatch(low):
             raise Invalid(f"tag {tag!r} {NAME_RULE}", field=f"tags[{i}]")
         out.append(low)
     return sorted(set(out))
 
 
-def enroll_in_store(store: Store, req: EnrollRequest, password: str) -> dict[str, Any]:
-    """The whole enrollment as one transaction; raises ``HubError`` with nothing stored."""
+def enroll_in_store(store: Store, req: EnrollRequest, password_hash: str) -> dict[str, Any]:
+    """The whole enrollment as one transaction; raises ``HubError`` with nothing stored.
+    ``password_hash``: the bcrypt hash of the device's NATS password (only that is stored)."""
     device_id = req.device_id
+    if not valid_device_id(device_id):  # the decoder checked; the NATS config depends on it
+        raise Invalid(f"device id {device_id!r} is not valid", field="device_id")
     if device_id in RESERVED_USERS:
         raise Invalid(f"device id {device_id!r} is reserved", field="device_id")
     tags = normalise_tags(req.tags)
@@ -145,7 +149,7 @@ def enroll_in_store(store: Store, req: EnrollRequest, password: str) -> dict[str
         )
         store.set_device_status(device_id, "offline")
         store.reset_device_sync(device_id)
-        store.set_device_credentials(device_id, device_id, password)
+        store.set_device_credentials(device_id, device_id, password_hash)
         store.add_event(
             device_id,
             "enrolled",
@@ -240,9 +244,20 @@ class Enrollment:
         except MessageError as exc:
             self.metrics.sync_bad.labels("enroll", exc.code).inc()
             return self._refuse(None, exc.code, f"{exc.field}: {exc.message}", exc.field)
-        password = secrets.token_urlsafe(24)
+        if not req.nats_password:
+            # An agent from before issue 19 expects its password in the reply, where every
+            # other enrolling device could read it.
+            self.metrics.sync_bad.labels("enroll", "invalid").inc()
+            return self._refuse(
+                req.device_id,
+                "invalid",
+                "the request carries no nats_password: this agent is older than the hub;"
+                " upgrade it (the device now makes its own NATS password)",
+                "nats_password",
+            )
+        password_hash = hash_password(req.nats_password)
         try:
-            info = await self.call(enroll_in_store, self.store, req, password)
+            info = await self.call(enroll_in_store, self.store, req, password_hash)
         except HubError as exc:
             return self._refuse(req.device_id, exc.code, exc.message, exc.field)
         try:
@@ -261,8 +276,9 @@ class Enrollment:
             ",".join(info["tags"]) or "-",
             extra={"device": req.device_id},
         )
+        # No password in the reply (see the module docstring).
         return EnrollReply(
-            req.device_id, req.device_id, password, self.leaf_url, self.hub_url, JS_DOMAIN
+            req.device_id, req.device_id, "", self.leaf_url, self.hub_url, JS_DOMAIN
         ).to_json()
 
     def _refuse(self, device_id: str | None, code: str, message: str, field: str | None) -> bytes:

@@ -36,9 +36,9 @@ def tokens(api: ApiServer) -> Tokens:
 @pytest.fixture(autouse=True)
 def _fresh_failure_budget(api: ApiServer) -> Iterator[None]:
     assert api.ctx is not None
-    api.ctx.limiter.succeeded("127.0.0.1")
+    api.ctx.limiter.reset()
     yield
-    api.ctx.limiter.succeeded("127.0.0.1")
+    api.ctx.limiter.reset()
 
 
 def test_no_token(api: ApiServer) -> None:
@@ -151,15 +151,22 @@ def test_token_create_needs_json(api: ApiServer, tokens: Tokens) -> None:
     assert_error(api.post("/v1/tokens", tokens.admin, json=[1]), 422, "invalid", "body")
 
 
-def test_failed_auth_is_rate_limited_per_client(api: ApiServer, tokens: Tokens) -> None:
+def test_failed_auth_is_rate_limited_per_token(api: ApiServer, tokens: Tokens) -> None:
     assert api.ctx is not None
     budget = api.ctx.limiter.max_failures
+    bad = "sbt_000000000000_" + "A" * 43
     for _ in range(budget):
-        assert_error(api.get("/v1/status", "sbt_000000000000_" + "A" * 43), 401, "unauthorized")
-    blocked = api.get("/v1/status", "sbt_000000000000_" + "A" * 43)
+        assert_error(api.get("/v1/status", bad), 401, "unauthorized")
+    blocked = api.get("/v1/status", bad)
     assert_error(blocked, 429, "rate_limited")
     assert int(blocked.headers["Retry-After"]) >= 1
-    # While blocked even a valid token is refused: a guesser learns nothing from it.
-    assert_error(api.get("/v1/status", tokens.viewer), 429, "rate_limited")
+    # Issue 19: every local client comes from 127.0.0.1, so another process's bad tokens
+    # must not lock a valid token out. Each token has its own budget.
+    assert api.get("/v1/status", tokens.viewer).status_code == 200
+    for i in range(budget * 2):  # many different bad tokens: each is refused, none blocks
+        other = f"sbt_{i:012x}_" + "B" * 43
+        assert_error(api.get("/v1/status", other), 401, "unauthorized")
+    assert api.get("/v1/status", tokens.viewer).status_code == 200
+    assert_error(api.get("/v1/status", bad), 429, "rate_limited")
     # Unauthenticated probes stay open for monitoring.
     assert api.get("/health/live", None).status_code == 200

@@ -20,6 +20,7 @@ from nats.aio.msg import Msg
 
 from bundles.validate import load_file
 from hub.store import Store
+from protocol.subjects import INBOX_OPERATOR
 from tests.harness.ports import free_port
 from tests.harness.procs import ManagedProcess
 from tui.client import ApiError, HubClient
@@ -179,7 +180,8 @@ async def test_health_and_metrics_endpoints(hub: HubProcess, admin: HubClient) -
 
 
 async def test_micro_service_answers_discovery(hub: HubProcess) -> None:
-    nc = await nats.connect(hub.url)
+    # The operator login receives replies only under the operators' prefix (issue 19).
+    nc = await nats.connect(hub.url, inbox_prefix=INBOX_OPERATOR)
     try:
         msg = await nc.request("$SRV.INFO.signalbeam-hub", b"", timeout=5)
         info = json.loads(msg.data)
@@ -306,7 +308,7 @@ async def test_bad_bodies_unknown_verbs_and_oversize_store_nothing(
     hub: HubProcess, admin: HubClient
 ) -> None:
     before = hub.snapshot()
-    nc = await nats.connect(hub.url)
+    nc = await nats.connect(hub.url, inbox_prefix=INBOX_OPERATOR)
     headers = {"Sb-Api-Key": hub.admin_key}
 
     async def raw(verb: str, data: bytes) -> dict[str, Any]:

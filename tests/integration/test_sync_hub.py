@@ -31,7 +31,15 @@ from protocol.messages import (
     desired_prompt,
     rpc_ok,
 )
-from protocol.subjects import DESIRED_BUCKET, JS_DOMAIN, REPORT_STREAM, heartbeat, report, rpc
+from protocol.subjects import (
+    DESIRED_BUCKET,
+    INBOX_ENROLL,
+    JS_DOMAIN,
+    REPORT_STREAM,
+    heartbeat,
+    report,
+    rpc,
+)
 from tests.integration.test_sync_hub_support import (
     SyncHub,
     device_nc,
@@ -142,7 +150,8 @@ async def test_enrollment_refusals_store_nothing(hub: SyncHub, admin: HubClient)
     assert used.value.code == "forbidden" and "used up" in str(used.value)
 
     # Garbage on the enrollment subject gets the error shape, and the hub lives on.
-    nc = await nats.connect(hub.enroll_url)
+    # The bootstrap login receives replies only under its own prefix (issue 19).
+    nc = await nats.connect(hub.enroll_url, inbox_prefix=INBOX_ENROLL)
     try:
         reply = await nc.request("sb.hub.enroll", b"\xff not json", timeout=5)
         assert json.loads(reply.data)["error"]["code"] == "bad_request"

@@ -48,7 +48,7 @@ def test_enroll_command_masks_token_and_password(tmp_path: Path) -> None:
     cmd = enroll_command(_agent(tmp_path))
     shown = str(cmd)  # what pyinfra prints with -vv, and in errors
     assert "s3cr" not in shown and "p@ss" not in shown
-    assert "--token '*MASKED*'" in shown
+    assert "printf '%s\\n' '*MASKED*' |" in shown and "--token-file -" in shown
     raw = cmd.get_raw_value()
     assert "s3cr" in raw and "p@ss" in raw
 
@@ -75,7 +75,7 @@ def test_enroll_runs_once_with_exact_arguments(tmp_path: Path) -> None:
         f"""exec python3 -c '
 import json, os, sys
 with open("{calls}", "a") as f:
-    f.write(json.dumps({{"argv": sys.argv[1:], "pw": os.environ.get("SB_ENROLL_PASSWORD")}}) + "\\n")
+    f.write(json.dumps({{"argv": sys.argv[1:], "pw": os.environ.get("SB_ENROLL_PASSWORD"), "stdin": sys.stdin.read()}}) + "\\n")
 os.makedirs("{tmp_path / "data"}", exist_ok=True)
 open("{agent.credentials_file}", "w").write("{{}}")
 ' "$@"
@@ -89,14 +89,16 @@ open("{agent.credentials_file}", "w").write("{{}}")
     assert len(lines) == 1  # the second run found the credentials file
     call = json.loads(lines[0])
     assert call["pw"] == PASSWORD
+    # The token comes on stdin, never in argv (which `ps` shows every local user).
+    assert call["stdin"] == TOKEN + "\n"
     assert call["argv"] == [
         "enroll",
         "--config",
         "/etc/signalbeam/agent.toml",
         "--hub",
         "hub.example.com:4222",
-        "--token",
-        TOKEN,
+        "--token-file",
+        "-",
         "--tags",
         "lab,rpi",
     ]

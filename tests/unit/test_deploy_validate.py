@@ -204,7 +204,7 @@ def test_agent_device_id_and_tags() -> None:
     "value", ["pi-01", "a", "a" * 63, "a" * 64, "Pi", "-pi", "pi-", "pi_1", "", "1-2"]
 )
 def test_device_id_rule_matches_protocol(value: str) -> None:
-    assert bool(DEVICE_ID_RE.match(value)) == valid_device_id(value)
+    assert bool(DEVICE_ID_RE.fullmatch(value)) == valid_device_id(value)
 
 
 @pytest.mark.parametrize("value", ["lab", "zone:a", "a.b_c-d", "x" * 64, "x" * 65, "-a", "a b"])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.http.ratelimit import AuthFailureLimiter
+from agent.http.ratelimit import AuthFailureLimiter, token_key
 from agent.http.tokens import TokenExists, TokenStore, role_allows
 
 
@@ -89,3 +89,12 @@ def test_limiter_memory_is_bounded() -> None:
     lim.failed("x")
     lim.succeeded("x")
     assert lim.retry_after("x") == 0
+
+
+def test_limiter_keys_are_per_token_and_never_hold_the_token() -> None:
+    a, b = token_key("127.0.0.1", "sbt_secret_one"), token_key("127.0.0.1", "sbt_secret_two")
+    assert a != b and a.startswith("127.0.0.1#") and "secret" not in a
+    assert token_key("::1", "sbt_secret_one") != a
+    lim = AuthFailureLimiter(max_failures=2, window=60, clock=lambda: 0.0)
+    assert [lim.failed(a) for _ in range(4)] == [1, 2, 3, 3]  # past the budget: budget + 1
+    assert lim.retry_after(a) > 0 and lim.retry_after(b) == 0

@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import bcrypt
 import pytest
 import yaml
 
@@ -60,7 +61,11 @@ def test_nats_config_is_json_with_the_decided_settings(tmp_path: Path) -> None:
     assert "permissions" not in users["hub"]
     assert users["enroll"]["permissions"]["publish"]["allow"] == ["sb.hub.enroll"]
     assert "sb.api.>" in users["operator"]["permissions"]["publish"]["allow"]
-    assert users["dev-1"]["password"] == "pw"
+    # Every password is a bcrypt hash nats-server checks (issue 19): the file hands out none.
+    for user in users.values():
+        assert natsconf.is_hash(user["password"]), user
+    assert bcrypt.checkpw(b"pw", users["dev-1"]["password"].encode())
+    assert bcrypt.checkpw(sec.enroll_password.encode(), users["enroll"]["password"].encode())
     with pytest.raises(ValueError, match="duplicate"):
         natsconf.render(cfg, data, sec, [natsconf.NatsUser("hub", "x")])
 

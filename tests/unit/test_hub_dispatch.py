@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from bundles.validate import load_file
 from hub.api.dispatch import dispatch
 from hub.store import Store
-from protocol.api import MAX_BODY_BYTES, VERBS
+from protocol.api import MAX_BODY_BYTES, VERBS, new_secret
 from protocol.errors import is_error
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "bundles" / "examples" / "warehouse-monitor"
@@ -81,10 +81,12 @@ def test_readonly_key_reads_but_cannot_write(env: Env) -> None:
 
 
 def test_revoked_key_is_unauthorized(env: Env) -> None:
-    created = env.call("keys.create", {"name": "tmp", "role": "admin"})
-    assert not is_error(env.call("keys.list", key=created["key"]))
+    key = new_secret("sbk")  # the requester makes the key; the reply carries none
+    created = env.call("keys.create", {"name": "tmp", "role": "admin", "key": key})
+    assert "key" not in created and created["id"] == key.split("_")[1]
+    assert not is_error(env.call("keys.list", key=key))
     env.call("keys.revoke", {"id": created["id"]})
-    assert code(env.call("keys.list", key=created["key"])) == "unauthorized"
+    assert code(env.call("keys.list", key=key)) == "unauthorized"
 
 
 @pytest.mark.parametrize(
@@ -104,9 +106,22 @@ def test_revoked_key_is_unauthorized(env: Env) -> None:
         ("assign", b'{"target": "group:lab", "bundle": "nope"}', "invalid", "bundle"),
         ("bundles.push", b'{"spec": "x"}', "invalid", "spec"),
         ("bundles.push", b'{"spec": {"bundle": "x"}}', "invalid", None),
-        ("tokens.create", b'{"tenant": "acme", "max_uses": 0}', "invalid", "max_uses"),
+        (
+            "tokens.create",
+            b'{"tenant": "acme", "max_uses": 0, "token": "t"}',
+            "invalid",
+            "max_uses",
+        ),
         ("tokens.create", b'{"tenant": "acme", "expires_in": "1d"}', "invalid", "expires_in"),
-        ("keys.create", b'{"name": "x", "role": "root"}', "invalid", "role"),
+        ("tokens.create", b'{"tenant": "acme"}', "invalid", "token"),
+        ("tokens.create", b'{"tenant": "acme", "token": "sbt_1_short"}', "invalid", "token"),
+        ("keys.create", b'{"name": "x", "role": "root", "key": "k"}', "invalid", "role"),
+        (
+            "keys.create",
+            b'{"name": "x", "key": "sbt_0123abcd_' + b"A" * 32 + b'"}',
+            "invalid",
+            "key",
+        ),
         ("metrics.get", b'{"device": "dev-0", "resolution": "5m"}', "invalid", "resolution"),
         ("no.such.verb", b"{}", "not_found", "verb"),
     ],

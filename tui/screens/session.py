@@ -18,6 +18,7 @@ import nats
 from nats.aio.subscription import Subscription
 
 from protocol import errors as codes
+from protocol.subjects import INBOX_OPERATOR
 from tui.client import ApiError, HubClient, connect_error, ensure_tls, redact, tls_options
 
 LinkCallback = Callable[[bool], Awaitable[None]]
@@ -61,6 +62,8 @@ class HubSession:
                 nats.connect(
                     self.url,
                     name="signalbeam-tui",
+                    # The operator login receives replies only under this prefix (issue 19).
+                    inbox_prefix=INBOX_OPERATOR,
                     connect_timeout=int(max(1, self.timeout)),
                     allow_reconnect=True,
                     max_reconnect_attempts=-1,
