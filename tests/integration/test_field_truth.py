@@ -30,7 +30,8 @@ from tests.integration.test_sync_e2e_support import REPO, Device, hello_spec, ru
 from tests.integration.test_sync_hub_support import SyncHub, eventually, new_token
 from tui.client import ApiError, HubClient
 
-pytestmark = [pytest.mark.engine, pytest.mark.slow]
+# Each test runs a whole device story (several deployments or rollouts) on a loaded machine.
+pytestmark = [pytest.mark.engine, pytest.mark.slow, pytest.mark.timeout(900)]
 WAIT = 150.0  # bound on one deployment or rollout on a loaded machine
 CRASH_ROUNDS = 2  # rollouts per device per engine (two devices each); odd rounds cut links
 

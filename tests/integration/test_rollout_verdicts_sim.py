@@ -23,6 +23,7 @@ from tests.integration.test_sync_hub_support import SyncHub, eventually
 from tui.client import HubClient
 
 WAIT = 90.0
+pytestmark = pytest.mark.timeout(900)  # 25 rollouts one after another per test
 DEVICES = 5  # per fleet
 ROUNDS = 5  # rollouts per device: 2 fleets x 5 devices x 5 rounds = 50 rollouts
 BAD = "sim-app@9.0.0"
