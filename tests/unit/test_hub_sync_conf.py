@@ -154,3 +154,40 @@ def test_self_signed_never_overwrites_and_pins_the_host(tmp_path: Path) -> None:
     parsed = x509.load_pem_x509_certificate((tmp_path / "d.pem").read_bytes())
     san = parsed.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == ["hub.example.com"]
+
+
+@pytest.mark.parametrize("bad", ["cr-b\n", "a\n", "dev-1\r", "Dev-1", "-a", "a-", "", "a.b", "a b"])
+def test_device_ids_match_in_full(bad: str) -> None:
+    """Issue 19: ``$`` in ``re.match`` accepts a trailing newline; every check is full."""
+    from protocol.subjects import valid_device_id
+
+    assert not valid_device_id(bad)
+    with pytest.raises(ValueError):
+        device_user(bad, "pw")
+
+
+def test_names_tags_and_kinds_refuse_a_trailing_newline() -> None:
+    from hub.api.validate import NAME_RE
+    from protocol.messages import MessageError, validate_tags
+
+    assert NAME_RE.fullmatch("lab") and not NAME_RE.fullmatch("lab\n")
+    with pytest.raises(MessageError):
+        validate_tags(["lab\n"])
+    with pytest.raises(HubError):
+        normalise_tags(("lab\n",))
+
+
+def test_renderer_refuses_what_nats_server_would_reject(tmp_path: Path) -> None:
+    from hub.natsconf import BadUser, NatsUser, is_hash
+    from protocol.subjects import valid_subject
+
+    data, sec = DataDir(tmp_path), Secrets.generate()
+    for subject in ("sb.dev.a b.>", "sb.dev.cr-b\n.>", "sb..x", "sb.>.x", "sb.a*", ""):
+        assert not valid_subject(subject)
+        with pytest.raises(BadUser):
+            render(HubConfig(), data, sec, [NatsUser("ok", "pw", publish=(subject,))])
+    with pytest.raises(BadUser):
+        render(HubConfig(), data, sec, [NatsUser("a.b", "pw")])
+    assert valid_subject("$JS.hub.API.DIRECT.GET.KV_desired.$KV.desired.dev-1")
+    doc = json.loads(render(HubConfig(), data, sec, [device_user("dev-1", "pw")]))
+    assert all(is_hash(u["password"]) for u in doc["accounts"]["SIGNALBEAM"]["users"])
