@@ -182,6 +182,8 @@ def test_full_disk_start_is_the_same_every_time_and_heals(agent: AgentProc, moun
         "POST", "/v1/local/desired", token, EXAMPLE.read_bytes(), "application/yaml"
     )
     assert status == 201, body
+    spare = agent.cli("token", "create", "--name", "spare", "--role", "viewer").stdout.strip()
+    spare_id = spare.split("_")[1]
     assert agent.stop() == 0
 
     filler = fill(mount)
@@ -207,6 +209,12 @@ def test_full_disk_start_is_the_same_every_time_and_heals(agent: AgentProc, moun
             *agent.call("POST", "/v1/tokens", token, b'{"name": "x", "role": "viewer"}')
         )
         assert_disk_full_error(*agent.call("DELETE", "/v1/local/desired", token))
+        # Revoking a token is always tried: done (one row rewritten), or 507 from the write
+        # itself, never refused up front.
+        status, _, body = agent.call("DELETE", f"/v1/tokens/{spare_id}", token)
+        if status != 200:
+            assert_disk_full_error(status, "application/json", body)
+            assert "bytes free" not in body["error"]["message"], body
         rc = agent.stop(ending)
         assert rc == (0 if ending == signal.SIGTERM else -signal.SIGKILL), agent.tail()
 
