@@ -12,6 +12,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import (
+    ContentLengthError,
+    HttpProcessingError,
+    TransferEncodingError,
+)
+from aiohttp.web_protocol import RequestPayloadError
 
 from agent.errors import EngineError, StoreFull
 from agent.store import space
@@ -94,6 +100,18 @@ def _from_http_exception(exc: web.HTTPException, request: web.Request) -> ApiErr
     return ApiError(code, message, headers=headers)
 
 
+def _body_reason(exc: BaseException) -> str:
+    # Named by kind: the parsers' own messages quote the body's bytes.
+    cause = exc.__cause__ if isinstance(exc, RequestPayloadError) else exc
+    if isinstance(cause, TransferEncodingError) or (
+        isinstance(cause, HttpProcessingError) and "chunk" in cause.message.lower()
+    ):
+        return "bad chunked transfer encoding"
+    if isinstance(cause, ContentLengthError):
+        return "the body is shorter than its Content-Length"
+    return "it could not be read"
+
+
 def _where(request: web.Request) -> dict[str, Any]:
     return {"device": request.app.get(DEVICE_KEY), "path": request.path, "method": request.method}
 
@@ -111,6 +129,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except ConnectionResetError:
         # The client went away mid-response: nothing to answer, nothing wrong on our side.
         raise
+    except (RequestPayloadError, HttpProcessingError) as exc:
+        # The body broke off or was malformed mid-stream (a bad chunk, a length that lies).
+        # The client's fault, and the connection cannot carry another request.
+        text = f"malformed request body: {_body_reason(exc)}"
+        log.info("%s", text, extra=_where(request))
+        resp = error_response(ApiError(perr.BAD_REQUEST, text))
+        resp.force_close()
+        return resp
     except EngineError as exc:
         log.warning("engine call failed: %s", exc, extra=_where(request))
         return error_response(ApiError(perr.UNAVAILABLE, f"container engine: {exc}"))

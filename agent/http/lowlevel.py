@@ -20,7 +20,7 @@ from http import HTTPStatus
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError, LineTooLong
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 
 from agent.http.errors import ApiError, error_response
 from protocol import errors as perr
@@ -67,6 +67,24 @@ def _code(status: int) -> str:
 
 class JsonErrorRequestHandler(RequestHandler):
     """aiohttp's connection protocol, with its own error answers in the API's shape."""
+
+    def data_received(self, data: bytes) -> None:
+        # aiohttp's C parser, finding a bad chunk size in a body it is streaming to a
+        # handler, queues the error as the connection's next message but never fails the
+        # body: the handler would wait on it until the client hangs up (its Python parser
+        # fails the body, as it should). Fail it here the same way, so the handler's read
+        # raises and the request is answered 400 by the error middleware.
+        request = getattr(self, "_current_request", None)
+        messages = getattr(self, "_messages", None)
+        queued = len(messages) if messages is not None else 0
+        super().data_received(data)
+        if request is None or messages is None or len(messages) <= queued:
+            return
+        for msg, _ in list(messages)[queued:]:
+            err = getattr(msg, "exc", None)
+            if isinstance(err, HttpProcessingError) and not request.content.is_eof():
+                request.content.set_exception(RequestPayloadError(reason(err, 400)), err)
+                break
 
     def handle_error(
         self,

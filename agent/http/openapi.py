@@ -161,14 +161,17 @@ SCHEMAS: dict[str, Any] = {
     "Token": TOKEN,
 }
 
-# The time forms the API accepts. The pattern lists them for generators and clients; the
-# day is capped at 28 only so every string it admits is a real date (the server itself
-# accepts any valid RFC 3339 date).
+# The time forms the API accepts. The pattern lists them for generators and clients, and
+# admits only times the server accepts (1970-01-01 to 9999-12-31, validate.py): relative
+# forms of at most ~30 years, epoch seconds of at most 11 digits (year 5138), RFC 3339 years
+# 1971-9998 (so no zone offset crosses a bound). The day is capped at 28 only so every
+# string it admits is a real date (the server accepts any valid RFC 3339 date in range).
 TIME = {
     "type": "string",
     "pattern": (
-        r"^(-[0-9]{1,9}[smhd]|[0-9]{1,12}(\.[0-9]{1,9})?"
-        r"|[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])"
+        r"^(-([0-9]{1,9}s|[0-9]{1,7}m|[0-9]{1,5}h|[0-9]{1,4}d)|[0-9]{1,11}(\.[0-9]{1,9})?"
+        r"|(197[1-9]|19[89][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])"
+        r"-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])"
         r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?"
         r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9]))$"
     ),
