@@ -349,8 +349,12 @@ names = sys.stdin.read().split()
 order, costs = [], {}
 prev = rss()
 # The standard library first, then third-party packages, then our own code: each layer's
-# cost is what it adds on top of the ones below it, whatever imported it first.
-for name in sorted(names, key=layer):
+# cost is what it adds on top of the ones below it, whatever imported it first. Third-party
+# packages go whole, in the order their __init__ finished (dependencies first), so a
+# package's submodule does not drag in another package's cost under its own name.
+def key(name):
+    return (layer(name), 1 if layer(name) == 1 and '.' in name else 0)
+for name in sorted(names, key=key):
     if name in sys.modules:
         continue
     try:
