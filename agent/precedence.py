@@ -1,8 +1,8 @@
 """Which desired revision a device runs: the precedence of local overrides and hub revisions.
 
-This module is the whole rule, as pure functions (no I/O, no clock); the store
-(``agent.store.Store.put_desired`` / ``current_desired``) asks it, and the reconcile loop
-keys every deployment by the ``Revision`` it returns.
+This module is the whole rule, one pure function (``effective``: no I/O, no clock); the
+store (``agent.store.Store.put_desired`` / ``current_desired``) asks it, and the reconcile
+loop keys every deployment by the ``Revision`` of what it answers.
 
 Identity. A desired revision is ``(source, generation, spec_hash)``. The hub numbers its
 revisions (the KV revision) and a field tech's ``signalbeam-agent apply`` numbers its own
@@ -11,14 +11,19 @@ carry the number a local override already took. The number alone therefore never
 which deployment is which; a deployment belongs to exactly one revision, and a revision
 from the other source (or with another spec) under the same number is a different one.
 
-Precedence. In words (docs/reconcile.md says the same):
+Precedence. ``effective`` is the whole rule, in words (docs/reconcile.md says the same):
 
-1. An uncleared local override wins; of several, the newest stored.
-2. A local override is cleared by ``apply --clear`` (``DELETE /v1/local/desired``), or when
-   a hub revision arrives whose generation is above every hub generation the device stored
-   before: the operator has spoken again since. A replay of an older hub revision clears
-   nothing.
-3. Without an override, the hub revision with the highest generation.
+1. A local override is in force until it is cleared: by ``apply --clear``
+   (``DELETE /v1/local/desired``), or by a hub revision that arrives after it with a
+   generation above every hub generation the device had (the operator has spoken again
+   since). A replay of an older hub revision clears nothing. Of several overrides in force,
+   the newest stored wins.
+2. Otherwise the hub revision with the highest generation runs.
+
+A hub revision above every earlier one is, by definition, the one with the highest
+generation, so "cleared by the hub" is simply "the top hub revision arrived after it": the
+rule needs nothing but the stored revisions in arrival order. (The store still marks such
+overrides cleared, for its event and its history; the answer does not depend on it.)
 """
 
 from __future__ import annotations
@@ -65,7 +70,7 @@ def revision_of(desired: DesiredState) -> Revision:
 @dataclass(frozen=True)
 class Stored:
     """A stored desired revision as the rule sees it. ``order``: arrival order (the store's
-    row id); ``cleared``: a local override that was cleared (never set for hub ones)."""
+    row id); ``cleared``: a local override cleared explicitly (never set for hub ones)."""
 
     order: int
     source: Source
@@ -73,44 +78,27 @@ class Stored:
     cleared: bool = False
 
 
-@dataclass(frozen=True)
-class HubPut:
-    """What storing a hub revision does: ``store`` (False: that hub generation is already
-    stored, a replay) and ``clears_local`` (rule 2)."""
-
-    store: bool
-    clears_local: bool
-
-
-def hub_put(stored: Iterable[Stored], generation: int) -> HubPut:
-    """Rule 2 for a hub revision of ``generation`` arriving now."""
-    items = list(stored)
-    hub = [s.generation for s in items if s.source == "hub"]
-    if generation in hub:
-        return HubPut(False, False)
-    newest = not hub or generation > max(hub)
-    overridden = any(s.source == "local" and not s.cleared for s in items)
-    return HubPut(True, newest and overridden)
-
-
 def effective(stored: Iterable[Stored]) -> Stored | None:
-    """Rules 1 and 3: the revision the device must run, or None before any arrived."""
+    """The revision the device must run, or None before any arrived."""
     items = list(stored)
-    local = [s for s in items if s.source == "local" and not s.cleared]
+    hub = [s for s in items if s.source == "hub"]
+    top = max(hub, key=lambda s: (s.generation, s.order)) if hub else None
+    local = [
+        s
+        for s in items
+        if s.source == "local" and not s.cleared and (top is None or s.order > top.order)
+    ]
     if local:
         return max(local, key=lambda s: s.order)
-    hub = [s for s in items if s.source == "hub"]
-    return max(hub, key=lambda s: (s.generation, s.order)) if hub else None
+    return top
 
 
 __all__ = [
     "SOURCES",
-    "HubPut",
     "Revision",
     "Source",
     "Stored",
     "effective",
-    "hub_put",
     "revision_of",
     "spec_hash",
 ]

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from agent.errors import ConfigError, StoreError, StoreFull
 from agent.metrics import rollup as ru
-from agent.precedence import SOURCES, HubPut, Revision, Stored, effective, hub_put
+from agent.precedence import SOURCES, Revision, Stored, effective
 from agent.reconcile.ports import Deployment, DeploymentStatus, Severity
 from agent.store import db as dbfile
 from agent.store import space
@@ -675,46 +675,43 @@ class Store:
     def put_desired(self, desired: DesiredState) -> bool:
         """Store a received revision; False if this (source, generation) is already stored.
 
-        Whether it clears a local override is ``agent.precedence.hub_put`` (a hub revision
-        above every earlier hub revision does); the clearing is recorded as an event.
+        A hub revision that ends a local override (``agent.precedence.effective``: the top
+        hub revision arrived after it) marks it cleared, with an event saying so.
         """
         if desired.source not in SOURCES:
             raise StoreError(f"desired source must be 'hub' or 'local', got {desired.source!r}")
         now = time.time()
         with self._tx() as c:
-            if desired.source == "local":
-                if c.execute(
-                    "SELECT 1 FROM desired_revisions WHERE source = 'local' AND generation = ?",
-                    (desired.generation,),
-                ).fetchone():
-                    return False
-                self._insert_desired(c, desired, now)
-                return True
-            put = self._hub_put(c, desired.generation)
-            if not put.store:
+            if c.execute(
+                "SELECT 1 FROM desired_revisions WHERE source = ? AND generation = ?",
+                (desired.source, desired.generation),
+            ).fetchone():
                 return False
-            if put.clears_local:
-                self._clear_local(c, f"hub generation {desired.generation}", now)
+            before = effective(self._precedence_rows(c))
             self._insert_desired(c, desired, now)
+            after = effective(self._precedence_rows(c))
+            if (
+                desired.source == "hub"
+                and before is not None
+                and before.source == "local"
+                and after is not None
+                and after.source == "hub"
+            ):
+                self._clear_local(c, f"hub generation {desired.generation}", now)
         return True
 
     @staticmethod
-    def _precedence_rows(c: sqlite3.Connection, extra_hub: int | None = None) -> list[Stored]:
-        """The stored revisions the rule can pick from: uncleared local overrides and the top
-        hub revision (plus the hub revision of ``extra_hub``, if stored). The rest can never
-        be chosen, so the rule sees the same answer on this subset as on all of them."""
+    def _precedence_rows(c: sqlite3.Connection) -> list[Stored]:
+        """The stored revisions the rule can pick from: local overrides not cleared and the
+        top hub revision. No other row can be chosen, nor change the answer, so the rule
+        answers the same on this subset as on the whole table."""
         rows = c.execute(
             "SELECT id, source, generation, cleared_at FROM desired_revisions"
             " WHERE (source = 'local' AND cleared_at IS NULL)"
             " OR id = (SELECT id FROM desired_revisions WHERE source = 'hub'"
             "          ORDER BY generation DESC, id DESC LIMIT 1)"
-            " OR (source = 'hub' AND generation = ?)",
-            (extra_hub,),
         ).fetchall()
         return [Stored(r[0], r[1], r[2], r[3] is not None) for r in rows]
-
-    def _hub_put(self, c: sqlite3.Connection, generation: int) -> HubPut:
-        return hub_put(self._precedence_rows(c, generation), generation)
 
     def put_local_desired(
         self,

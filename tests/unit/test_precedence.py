@@ -25,15 +25,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from agent.precedence import (
-    HubPut,
-    Revision,
-    Stored,
-    effective,
-    hub_put,
-    revision_of,
-    spec_hash,
-)
+from agent.precedence import Revision, Stored, effective, revision_of, spec_hash
 from agent.reconcile.executor import ExecutorOptions
 from agent.reconcile.loop import LoopOptions, ReconcileLoop
 from agent.runtime.memory import MemoryEngine
@@ -61,30 +53,23 @@ def spec(n: int | None) -> dict[str, Any] | None:
 # -- the pure rule -------------------------------------------------------------------------
 def test_effective_table() -> None:
     h5 = Stored(1, "hub", 5)
-    h7 = Stored(3, "hub", 7)
-    h6_late = Stored(4, "hub", 6)  # arrived after 7: a replay, lower generation
     loc = Stored(2, "local", 6)
+    h7 = Stored(3, "hub", 7)  # arrived after the override, above every hub generation
+    h4_late = Stored(3, "hub", 4)  # arrived after the override: a replay of an older one
+    h6_same = Stored(3, "hub", 6)  # the hub's next revision took the override's number
     loc_cleared = Stored(2, "local", 6, cleared=True)
-    loc2 = Stored(5, "local", 8)
+    loc2 = Stored(4, "local", 8)
     assert effective([]) is None
     assert effective([h5]) == h5
-    assert effective([h5, h7, h6_late]) == h7  # the highest hub generation, not the latest
+    assert effective([h5, h7, Stored(4, "hub", 6)]) == h7  # highest generation, not latest
     assert effective([h5, loc]) == loc  # an override wins...
-    assert effective([h5, loc_cleared]) == h5  # ...until cleared
-    assert effective([h5, loc, loc2]) == loc2  # the newest override
+    assert effective([h5, loc_cleared]) == h5  # ...until cleared by --clear,
+    assert effective([h5, loc, h7]) == h7  # or by a newer hub revision arriving after it,
+    assert effective([h5, loc, h6_same]) == h6_same  # even one with the override's number;
+    assert effective([h5, loc, h4_late]) == loc  # a replay of an older one clears nothing
+    assert effective([h5, loc, h7, loc2]) == loc2  # an override after that wins again
     assert effective([loc]) == loc
-
-
-def test_hub_put_table() -> None:
-    h5 = Stored(1, "hub", 5)
-    loc = Stored(2, "local", 6)
-    assert hub_put([], 1) == HubPut(store=True, clears_local=False)
-    assert hub_put([h5], 5) == HubPut(store=False, clears_local=False)  # a replay
-    assert hub_put([h5, loc], 6) == HubPut(store=True, clears_local=True)  # the same number
-    assert hub_put([h5, loc], 9) == HubPut(store=True, clears_local=True)
-    assert hub_put([h5, loc], 4) == HubPut(store=True, clears_local=False)  # older: no
-    assert hub_put([loc], 2) == HubPut(store=True, clears_local=True)  # the first hub one
-    assert hub_put([h5, Stored(2, "local", 6, cleared=True)], 7).clears_local is False
+    assert effective([loc, Stored(3, "hub", 1)]) == Stored(3, "hub", 1)  # the first hub one
 
 
 def test_a_revision_is_source_generation_and_spec() -> None:
