@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
@@ -208,6 +208,8 @@ class Device(RuleBasedStateMachine):
         rev, n = self.hub_entry
         stored = self.store.put_desired(DesiredState(rev, spec(n), "hub"))
         assert stored
+        if rev in self.local_specs:
+            event("a hub revision took a local override's generation")
         self.hub_seen = rev
         if self.hub_top is None or rev > self.hub_top:
             self.hub_top = rev
