@@ -222,6 +222,15 @@ class Device(RuleBasedStateMachine):
         self.hub_specs[self.kv_revision] = n
         self._deliver()
 
+    @rule(n=st.sampled_from([1, 2, 3, None]))
+    def hub_put_with_the_overrides_number(self, n: int | None) -> None:
+        """The field report's sequence: other devices' puts brought the bucket's counter
+        to just below the override's generation, so the hub's next revision for this
+        device carries that very number."""
+        if self.local is not None and self.kv_revision < self.local[0]:
+            self.kv_revision = self.local[0] - 1
+        self.hub_put(n)
+
     @rule(count=st.integers(1, 2))
     def other_devices_put(self, count: int) -> None:
         self.kv_revision += count
