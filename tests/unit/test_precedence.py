@@ -226,7 +226,8 @@ class Device(RuleBasedStateMachine):
     def hub_put_with_the_overrides_number(self, n: int | None) -> None:
         """The field report's sequence: other devices' puts brought the bucket's counter
         to just below the override's generation, so the hub's next revision for this
-        device carries that very number."""
+        device carries that very number. The device ran the override for a while first."""
+        self._settle_and_check()
         if self.local is not None and self.kv_revision < self.local[0]:
             self.kv_revision = self.local[0] - 1
         self.hub_put(n)
