@@ -64,7 +64,9 @@ class StatsCache:
             value: dict[str, Any] | None = {
                 "cpu_percent": round(s.cpu_percent, 3),
                 "memory_bytes": s.memory_bytes,
-                "memory_limit": s.memory_limit,
+                # The cap the bundle set wins: Podman's stats report the host's RAM as the
+                # limit under a 32 MiB cap. Uncapped, the engine's figure is the real bound.
+                "memory_limit": c.memory_limit or s.memory_limit,
             }
         except Exception:
             value = None  # stats are a nicety; the container's state still answers
@@ -74,9 +76,24 @@ class StatsCache:
         return value
 
 
-def describe(c: ObservedContainer, stats: dict[str, Any] | None) -> dict[str, Any]:
+def judged_health(ctx: AppContext) -> dict[str, str]:
+    """The reconcile loop's health per container id, as it saved the observed state (what
+    `status`, the hub and the TUI show): it judges a container without a health check
+    healthy once it ran through its health window, where the engine only says "none"."""
+    return {
+        str(row["id"]): str(row["health"])
+        for row in ctx.store.observed()
+        if row.get("id") and row.get("health")
+    }
+
+
+def describe(
+    c: ObservedContainer, stats: dict[str, Any] | None, health: dict[str, str] | None = None
+) -> dict[str, Any]:
     d = c.to_dict()
     d["created_at"] = c.created_at
+    if health and c.health == "none" and health.get(c.id):
+        d["health"] = health[c.id]
     d["stats"] = stats
     return d
 
@@ -85,4 +102,5 @@ async def describe_all(
     ctx: AppContext, cache: StatsCache, containers: list[ObservedContainer]
 ) -> list[dict[str, Any]]:
     stats = await asyncio.gather(*(cache.get(ctx, c) for c in containers))
-    return [describe(c, s) for c, s in zip(containers, stats, strict=True)]
+    health = judged_health(ctx)
+    return [describe(c, s, health) for c, s in zip(containers, stats, strict=True)]

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from agent.http import validate as v
 from agent.http.auth import CTX_KEY
-from agent.http.containers import StatsCache, describe, describe_all, find
+from agent.http.containers import StatsCache, describe, describe_all, find, judged_health
 from agent.http.context import AppContext
 from agent.http.errors import json_response
 from agent.sync.liveness import unreachable_since
@@ -95,7 +95,7 @@ async def get_container(request: web.Request) -> web.Response:
     ctx = _ctx(request)
     c = await find(ctx, request.match_info["name"])
     stats = await request.app[STATS_KEY].get(ctx, c)
-    return json_response(describe(c, stats))
+    return json_response(describe(c, stats, judged_health(ctx)))
 
 
 async def get_events(request: web.Request) -> web.Response:

@@ -42,6 +42,7 @@ from agent.runtime.base import Engine, ObservedContainer
 from bundles import BundleError, from_dict
 from bundles.model import BundleSpec
 from protocol.desired import DesiredState
+from sbutil.text import plural
 
 log = logging.getLogger(__name__)
 
@@ -404,7 +405,7 @@ class ReconcileLoop:
         if result is not None:
             self.recorder.event(
                 "reconcile.succeeded",
-                f"{ref or 'no bundle'}: {len(p.steps)} steps",
+                f"{ref or 'no bundle'}: {plural(len(p.steps), 'step')}",
                 data={"generation": gen, "source": rev.source, "steps": len(p.steps),
                       "trigger": trigger},
             )  # fmt: skip

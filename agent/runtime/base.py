@@ -54,6 +54,9 @@ class ObservedContainer:
     created_at: float | None = None
     ports: tuple[PortBinding, ...] = ()
     network_mode: str = ""
+    # The memory cap the container was created with (HostConfig.Memory); None: uncapped.
+    # Engines' stats can report the host's RAM as the limit even under a cap.
+    memory_limit: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -137,6 +137,7 @@ def observed_from_inspect(data: dict[str, Any]) -> ObservedContainer | None:
         created_at=parse_time(data.get("Created")),
         ports=_ports(data),
         network_mode=str(host_config.get("NetworkMode") or ""),
+        memory_limit=int(host_config.get("Memory") or 0) or None,
     )
 
 

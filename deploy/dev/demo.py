@@ -36,6 +36,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from hub.rollouts.machine import canary_size  # noqa: E402
 from tests.harness.engines import (  # noqa: E402
     EngineHandle,
     kill_leftovers,
@@ -48,6 +49,7 @@ from tests.harness.proxy import TcpProxy  # noqa: E402
 from tests.harness.registry import Registry  # noqa: E402
 
 BIN = Path(sys.executable).parent
+CANARY_PERCENT = 33  # the demo rollout's first wave: one of the three devices
 DEVICES = (("pi-01", "lab,rpi"), ("pi-02", "lab,rpi"), ("nuc-01", "lab,x86"))
 DEFAULT_WORKDIR = "/var/tmp/signalbeam-demo"
 # Short, so a cut device shows offline soon; above the agents' 30 s heartbeat interval, so
@@ -323,8 +325,12 @@ class Demo:
                 timeout=180,
             )
             say(f"{device_id} runs warehouse-monitor@1.2.0")
+        # The first wave is ceil(devices x percent / 100) (hub.rollouts.machine.canary_size):
+        # 33% of three is one device; 34% would be two.
+        first = canary_size(len(DEVICES), CANARY_PERCENT)
         say(
-            "rolling out warehouse-monitor@1.3.0 to group:lab (canary 33%: one device first, then the rest)"
+            f"rolling out warehouse-monitor@1.3.0 to group:lab (canary {CANARY_PERCENT}%: "
+            f"{first} of {len(DEVICES)} devices first, then the rest)"
         )
         rollout = self.cli(
             "rollout",
@@ -333,7 +339,7 @@ class Demo:
             "--target",
             "group:lab",
             "--canary",
-            "34%",
+            f"{CANARY_PERCENT}%",
         )
         rid = str(rollout.get("id"))
         subprocess.run(

@@ -83,7 +83,7 @@ def _tracking_desired(
             )
             store.add_event(
                 d,
-                "desired_changed",
+                "desired.changed",
                 f"{old or 'nothing'} -> {new or 'nothing'}",
                 {"from": old, "to": new},
             )
@@ -223,7 +223,7 @@ def _tagging(add: bool) -> Handler:
         action = "tagged" if add else "untagged"
 
         def write() -> bool:
-            # The event goes in the same transaction, ahead of any desired_changed it causes.
+            # The event goes in the same transaction, ahead of any desired.changed it causes.
             done = op(device_id, tag)
             if done:
                 store.add_event(device_id, action, tag, {"tag": tag})

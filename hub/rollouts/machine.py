@@ -28,6 +28,8 @@ import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 
+from sbutil.text import plural, wave_name
+
 PENDING, UPDATING, SUCCEEDED, FAILED = "Pending", "Updating", "Succeeded", "Failed"
 DEVICE_STATES = (PENDING, UPDATING, SUCCEEDED, FAILED)
 FINAL_DEVICE_STATES = frozenset({SUCCEEDED, FAILED})
@@ -123,7 +125,7 @@ def device_state(t: Target) -> tuple[str, str]:
         # Pending forever.
         return FAILED, "device decommissioned"
     if not t.written:
-        return PENDING, f"waiting for wave {t.wave}"
+        return PENDING, f"waiting for {wave_name(t.wave)}"
     if obs.generation is None:
         if not t.online:
             return PENDING, "device offline; it updates when it comes back"
@@ -171,7 +173,7 @@ def step(rollout: Rollout, targets: Sequence[Target]) -> Decision:
     if status == RUNNING and _over_threshold(rollout, failed):
         status = PAUSED
         reason = (
-            f"{failed} device(s) failed, more than max-failures {rollout.max_failures}"
+            f"{plural(failed, 'device')} failed, more than max-failures {rollout.max_failures}"
             + (f" after {rollout.failures_accepted} accepted" if rollout.failures_accepted else "")
             + "; resume to go on anyway, or abort"
         )
@@ -191,7 +193,11 @@ def step(rollout: Rollout, targets: Sequence[Target]) -> Decision:
         return Decision(RUNNING, "", out, later[0], tuple(changed))
     if failed:
         return Decision(
-            FAILED_ROLLOUT, f"{failed} of {len(out)} device(s) failed", out, None, tuple(changed)
+            FAILED_ROLLOUT,
+            f"{failed} of {plural(len(out), 'device')} failed",
+            out,
+            None,
+            tuple(changed),
         )
     return Decision(DONE, "", out, None, tuple(changed))
 

@@ -28,6 +28,7 @@ from hub.rollouts.observe import FINAL_STATUSES, Verdict, newest_generation, ver
 from hub.store import Store
 from hub.timeutil import now_iso
 from protocol.messages import ReportRow
+from sbutil.text import plural, wave_name
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +294,7 @@ def create(
             "INSERT INTO rollout_targets (rollout_id, device_id, state, reason, wave, updated_at)"
             " VALUES (?, ?, ?, ?, ?, ?)",
             [
-                (rollout_id, d, m.PENDING, f"waiting for wave {w}", w, now)
+                (rollout_id, d, m.PENDING, f"waiting for {wave_name(w)}", w, now)
                 for d, w in sorted(waves.items())
             ],
         )
@@ -301,7 +302,7 @@ def create(
             None,
             "rollout.started",
             f"rollout {rollout_id}: {bundle}@{version} to {kind}:{target},"
-            f" {len(devices)} device(s) in {len(set(waves.values()))} wave(s)",
+            f" {plural(len(devices), 'device')} in {plural(len(set(waves.values())), 'wave')}",
             {"rollout": rollout_id, "devices": len(devices)},
         )
     log.info(
@@ -321,7 +322,7 @@ def _device_assignment(store: Store, device_id: str) -> dict[str, Any] | None:
 
 def track_desired(store: Store, device_ids: list[str], before: dict[str, Any]) -> list[str]:
     """Devices whose resolved desired bundle changed since ``before``, each with a
-    ``desired_changed`` event as the API writes it."""
+    ``desired.changed`` event as the API writes it."""
     after = store.resolve_desired(device_ids)
     changed = []
     for d in device_ids:
@@ -332,7 +333,7 @@ def track_desired(store: Store, device_ids: list[str], before: dict[str, Any]) -
             changed.append(d)
             store.add_event(
                 d,
-                "desired_changed",
+                "desired.changed",
                 f"{old_ref or 'nothing'} -> {new_ref or 'nothing'}",
                 {"from": old_ref, "to": new_ref},
             )
@@ -384,7 +385,7 @@ def write_wave(store: Store, row: dict[str, Any], wave: int) -> list[str]:
             store.add_event(
                 d,
                 "rollout.desired",
-                f"rollout {rollout_id} wave {wave}: desired {ref(row)}",
+                f"rollout {rollout_id} {wave_name(wave)}: desired {ref(row)}",
                 {"rollout": rollout_id, "wave": wave, "to": ref(row),
                  "previous": None if prev is None else f"{prev['bundle']}@{prev['version']}"},
             )  # fmt: skip

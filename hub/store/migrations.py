@@ -318,6 +318,15 @@ CREATE TABLE quarantined_devices (
 );
 """,
     ),
+    (
+        9,
+        "events: one name for a changed desired bundle",
+        """
+-- The hub wrote `desired_changed` where the agent writes `desired.changed` for the same
+-- happening; dotted kinds (container.restarted, rollout.desired) are the rule.
+UPDATE events SET kind = 'desired.changed' WHERE kind = 'desired_changed';
+""",
+    ),
 ]
 
 

@@ -230,7 +230,7 @@ async def test_every_verb_round_trip(hub: HubProcess, admin: HubClient) -> None:
     await admin.call("unassign", {"target": "tag:rpi"})
     # events, metrics
     events = (await admin.call("events.list", {"device": "dev-1"}))["items"]
-    assert {"member_added", "desired_changed"} <= {e["kind"] for e in events}
+    assert {"member_added", "desired.changed"} <= {e["kind"] for e in events}
     metrics = await admin.call("metrics.get", {"device": "dev-0", "since": 120})
     assert [m["ts"] for m in metrics["items"]] == [120, 180, 240, 300]
     # decommission takes the device out of listings and of its desired bundle

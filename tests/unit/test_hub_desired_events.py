@@ -1,5 +1,5 @@
 """Property: whatever sequence of operator writes happens, each device's event log agrees
-with its resolved desired bundle (the last `desired_changed` event names the current one),
+with its resolved desired bundle (the last `desired.changed` event names the current one),
 and change notices name exactly the devices whose resolution changed."""
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def test_event_log_matches_resolution(sequence: list[tuple[str, str, str | None]
             for d in DEVICES:
                 current = store.resolve_desired([d])[d]
                 events, _ = store.list_events(device=d, limit=1000)
-                last = next((e for e in events if e["kind"] == "desired_changed"), None)
+                last = next((e for e in events if e["kind"] == "desired.changed"), None)
                 assert (last["data"]["to"] if last else None) == (current.ref if current else None)
         finally:
             store.close()

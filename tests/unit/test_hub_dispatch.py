@@ -188,7 +188,7 @@ def test_assign_records_desired_changes_per_device(env: Env) -> None:
     env.call("groups.remove", {"name": "lab", "device": "dev-1"})
     assert env.call("devices.get", {"id": "dev-1"})["desired"]["via"] == "tag:rpi"
     kinds = [e["kind"] for e in env.call("events.list", {"device": "dev-1"})["items"]]
-    assert kinds.count("desired_changed") == 2
+    assert kinds.count("desired.changed") == 2
     out = env.call("unassign", {"target": "tag:rpi"})
     assert out["desired_changed"] == ["dev-1", "dev-2"]
     assert code(env.call("unassign", {"target": "tag:rpi"})) == "not_found"

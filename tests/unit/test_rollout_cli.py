@@ -16,7 +16,7 @@ ROLLOUT = {
     "version": "1.3.0",
     "target": "group:lab",
     "state": "paused",
-    "reason": "1 device(s) failed, more than max-failures 0; resume to go on anyway, or abort",
+    "reason": "1 device failed, more than max-failures 0; resume to go on anyway, or abort",
     "canary_percent": 50,
     "max_failures": 0,
     "waves": 2,
@@ -29,7 +29,7 @@ ROLLOUT = {
         {"device": "dev-0", "wave": 0, "state": "Failed", "online": True,
          "reason": "rolled back: relay unhealthy"},
         {"device": "dev-1", "wave": 1, "state": "Pending", "online": False,
-         "reason": "waiting for wave 1"},
+         "reason": "waiting for wave 2"},
     ],
     "devices_cursor": "dev-1",
 }  # fmt: skip

@@ -155,7 +155,7 @@ def test_failures_beyond_the_threshold_pause_with_reasons(env: Env) -> None:
     env.report("dev-3", "healthy")
     engine.tick(env.store)
     got = env.call("rollouts.get", {"id": r["id"]})
-    assert (got["state"], got["reason"]) == ("failed", "1 of 4 device(s) failed")
+    assert (got["state"], got["reason"]) == ("failed", "1 of 4 devices failed")
 
 
 def test_abort_restores_previous_assignments(env: Env) -> None:
@@ -326,7 +326,7 @@ def test_a_device_decommissioned_mid_rollout_fails_instead_of_holding_it(env: En
     env.call("devices.decommission", {"id": "dev-3"})
     engine.tick(env.store)
     got = env.call("rollouts.get", {"id": r["id"]})
-    assert (got["state"], got["reason"]) == ("failed", "1 of 4 device(s) failed")
+    assert (got["state"], got["reason"]) == ("failed", "1 of 4 devices failed")
     assert got["devices"][3]["reason"] == "device decommissioned"
 
 

@@ -23,7 +23,7 @@ BROKEN = Observation(7, "failed", "pull failed")
 @pytest.mark.parametrize(
     ("target", "want"),
     [
-        (Target("d", 1), (m.PENDING, "waiting for wave 1")),
+        (Target("d", 1), (m.PENDING, "waiting for wave 2")),
         (
             Target("d", 0, written=True),
             (m.PENDING, "desired state written; waiting for the device"),
@@ -129,7 +129,7 @@ def test_step(rollout: Rollout, targets: list[Target], status: str, start_wave: 
 def test_pause_reason_names_the_threshold() -> None:
     d = m.step(Rollout(max_failures=1), fleet(*[(0, m.FAILED, True)] * 2))
     assert d.status == m.PAUSED
-    assert "2 device(s) failed, more than max-failures 1" in d.reason
+    assert "2 devices failed, more than max-failures 1" in d.reason
 
 
 def test_step_reports_which_devices_changed() -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from rich.text import Text
 
+from sbutil.text import plural
 from tui.screens import model
 
 # --- metrics windows -----------------------------------------------------------------------
@@ -120,6 +121,11 @@ def _part(state: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     return part if isinstance(part, Mapping) else {}
 
 
+def _steps(n: Any) -> str:
+    """ "1 step", "5 steps": the agent's reconcile event words it the same (sbutil.text)."""
+    return plural(n, "step") if isinstance(n, int) else "? steps"
+
+
 def journal_lines(device: Mapping[str, Any], now: float) -> list[str]:
     """What the device last decided and, when it is not converging, why.
 
@@ -159,7 +165,7 @@ def journal_lines(device: Mapping[str, Any], now: float) -> list[str]:
     if run:
         line = (
             f"last reconcile: {run.get('result') or 'running'} (trigger {run.get('trigger') or '-'}, "
-            f"generation {run.get('generation', '-')}, {run.get('steps', '?')} step(s))"
+            f"generation {run.get('generation', '-')}, {_steps(run.get('steps'))})"
         )
         lines.append(line)
         if run.get("reason"):
