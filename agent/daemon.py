@@ -360,6 +360,17 @@ class Agent:
                 return engine_for(self.device_id, url, kind)
         raise EngineUnavailable("no container engine answered", tried)
 
+    def _event_unless_full(self, kind: str, message: str, **kw: Any) -> None:
+        """Record an event; on a full disk, log it instead. An event that does not fit must
+        not end the task that wanted it (connecting the engine, running the reconciler)."""
+        assert self.store is not None
+        try:
+            self.store.event(kind, message, **kw)
+        except StoreFull as exc:
+            log.warning(
+                "%s: %s (not recorded: %s)", kind, message, exc, extra={"device": self.device_id}
+            )
+
     async def _engine_and_reconcile(self, stop: asyncio.Event) -> None:
         assert self.store is not None
         reported = False
@@ -371,7 +382,7 @@ class Agent:
                 break
             except Exception as exc:  # EngineUnavailable, or a client that would not build
                 if not reported:
-                    self.store.event(
+                    self._event_unless_full(
                         "engine.unavailable",
                         str(exc),
                         severity="error",
@@ -400,7 +411,7 @@ class Agent:
                 self.metrics_loop.disk_path = details.data_root
         except Exception as exc:
             log.warning("engine info unavailable: %s", exc, extra={"device": self.device_id})
-        self.store.event(
+        self._event_unless_full(
             "engine.connected", f"connected to {info['kind']} at {info['url']}", data=info
         )
         if self.reconciler_factory is None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 
 from agent.config import MetricsConfig, OutboxConfig
+from agent.errors import StoreFull
 from agent.store import Store
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,7 @@ class MetricsLoop:
 
     async def run(self, stop: asyncio.Event) -> None:
         psutil.cpu_percent(interval=None)  # prime: the first reading is meaningless
+        full = False
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), self.config.interval)
@@ -150,5 +152,16 @@ class MetricsLoop:
                 pass
             try:
                 await self.sample_once()
+                full = False
+            except StoreFull as exc:
+                # Expected while the disk is full (readiness says so): one line when it
+                # starts, not a traceback every interval into logs that may share the disk.
+                if not full:
+                    log.warning(
+                        "metrics not recorded until space is freed: %s",
+                        exc,
+                        extra={"device": self.store.device_id},
+                    )
+                full = True
             except Exception:
                 log.exception("metrics sample failed", extra={"device": self.store.device_id})

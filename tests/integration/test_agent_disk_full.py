@@ -237,6 +237,8 @@ def test_full_disk_start_is_the_same_every_time_and_heals(agent: AgentProc, moun
         time.sleep(0.5)
     assert json.loads(out.stdout)["desired"]["source"] == "local"
     assert agent.stop() == 0
+    # A full disk is one warning per episode in the log, not a traceback per sample.
+    assert "Traceback" not in agent.log.read_text(errors="replace"), agent.tail()
 
 
 def test_first_start_without_space_fails_the_same_way_every_time(
