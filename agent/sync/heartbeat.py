@@ -143,7 +143,10 @@ class HeartbeatTask:
             self.link.contact()
         else:
             self.unanswered += 1
-            self.link.lost(f"the hub did not answer a heartbeat ({why})")
+            # Already offline with a reason (e.g. the leaf's own "certificate signed by unknown
+            # authority"): keep that one, it says more than "no answer" does.
+            if self.link.online or not self.link.last_error:
+                self.link.lost(f"the hub did not answer a heartbeat ({why})")
         return answered
 
     async def _request(self, data: bytes) -> tuple[bool, str]:
