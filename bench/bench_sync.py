@@ -181,6 +181,8 @@ async def one_run(tmp: Path, hours: float, compression: str, seed: int) -> dict[
 
     async def on_heartbeat(msg: Any) -> None:
         heartbeats.append(len(msg.data))
+        if msg.reply:  # as the hub's presence does: the device's "online" is this answer
+            await msg.respond(b'{"v":1}')
 
     await hub_nc.subscribe("sb.dev.*.heartbeat", cb=on_heartbeat)
     store = Store.open(tmp / "agent.db", device_id="device-0001")
