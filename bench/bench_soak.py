@@ -450,6 +450,7 @@ async def run(args: argparse.Namespace, work: Path) -> None:
                 (0.75 * duration, "local apply --clear (back to the hub's 1.1.0)"),
             ]
             drains: list[tuple[str, float, float | None]] = []
+            changes: list[asyncio.Task[str]] = []
             next_sample = 0.0
             t0 = sampler.t0
             while (now := time.monotonic() - t0) < duration:
@@ -459,9 +460,11 @@ async def run(args: argparse.Namespace, work: Path) -> None:
                 if plan and now >= plan[0][0]:
                     _, what = plan.pop(0)
                     print(f"  t={now:6.0f}s {what}", flush=True)
-                    await action(what, devices, admin, registry, drains)
+                    await action(what, devices, admin, registry, drains, changes)
                 await asyncio.sleep(0.5)
             sampler.sample()
+            for line in await asyncio.gather(*changes):
+                print(line)
         print(f"\nload average at the end: {loadavg()} (2 cores, shared)")
         for d in devices:
             st = read_status_file(d.data) or {}
@@ -489,13 +492,27 @@ async def run(args: argparse.Namespace, work: Path) -> None:
         registry.stop()
 
 
+async def converged(d: SoakDevice, version: str, what: str) -> str:
+    """How long until all 5 containers of ``version`` run (bounded), for the run's log."""
+    try:
+        took = await wait_for(lambda: all_running(d, version), f"{d.kind} {version}", 300)
+    except TimeoutError:
+        return f"{d.kind}: {what}: {version} NOT running on all {CONTAINERS} within 300 s"
+    return f"{d.kind}: {what}: {version} running on all {CONTAINERS} after {took:.0f} s"
+
+
 async def action(
     what: str,
     devices: list[SoakDevice],
     admin: Any,
     registry: Registry,
     drains: list[tuple[str, float, float | None]],
+    changes: list[asyncio.Task[str]],
 ) -> None:
+    target = {"hub rollout": "1.1.0", "local apply 1.2.0": "1.2.0", "local apply --clear": "1.1.0"}
+    for prefix, version in target.items():
+        if what.startswith(prefix):
+            changes += [asyncio.create_task(converged(d, version, prefix)) for d in devices]
     if what.startswith("hub rollout"):
         for d in devices:
             await admin.call(
