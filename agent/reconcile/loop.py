@@ -1,14 +1,18 @@
 """The reconcile loop: observe, plan, execute, then hold the new version to its health window.
 
 Triggers (coalesced into one run): a desired-state change (``trigger()`` or a changed
-generation seen on the next poll), container events from the engine, a timer, and start-up.
+revision seen on the next poll), container events from the engine, a timer, and start-up.
 Nothing is kept only in memory that a restart needs: the deployment rows in the store say
-which generation failed, and the engine's labelled containers say what runs. On start the
+which revision failed, and the engine's labelled containers say what runs. On start the
 loop re-observes and re-plans, so a run cut off by ``kill -9`` is finished by the next one.
 
-Rollback happens on the device, with no network: a generation not healthy within
+Every deployment belongs to one exact desired revision (``agent.precedence.Revision``:
+source, generation, spec hash). A local override and the hub's next revision may carry the
+same generation; they never share a deployment.
+
+Rollback happens on the device, with no network: a revision not healthy within
 ``update.health_window`` (or crash-looping) is marked ``rolled_back`` and the loop converges
-to the newest healthy deployment before it, whose images the pruner always keeps.
+to the deployment most recently written healthy, whose images the pruner always keeps.
 """
 
 from __future__ import annotations
