@@ -8,6 +8,7 @@ no store and no space fails the same way every time, saying why.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -31,11 +32,11 @@ EXAMPLE = REPO / "bundles" / "examples" / "warehouse-monitor" / "1.2.0.yaml"
 MOUNT_SIZE = "8m"
 
 
-@pytest.fixture
-def mount(tmp_path: Path) -> Iterator[Path]:
+@contextlib.contextmanager
+def tmpfs(where: Path) -> Iterator[Path]:
+    """A fresh tmpfs of ``MOUNT_SIZE`` at ``where``, unmounted afterwards."""
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("mounting a tmpfs needs root")
-    where = tmp_path / "mnt"
     where.mkdir()
     subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={MOUNT_SIZE},mode=0755", "tmpfs", str(where)],
@@ -46,6 +47,12 @@ def mount(tmp_path: Path) -> Iterator[Path]:
         yield where
     finally:
         subprocess.run(["umount", str(where)], check=True, timeout=30)
+
+
+@pytest.fixture
+def mount(tmp_path: Path) -> Iterator[Path]:
+    with tmpfs(tmp_path / "mnt") as where:
+        yield where
 
 
 def fill(where: Path) -> Path:
