@@ -51,17 +51,20 @@ from urllib.parse import quote
 import bcrypt
 
 from hub.config import DataDir, HubConfig, Secrets, write_private
-from protocol.messages import DESIRED_PROMPT_PREFIX
 from protocol.subjects import (
     API_PREFIX,
-    DESIRED_BUCKET,
     ENROLL,
     FLEET_CHANGES_PREFIX,
     INBOX_ENROLL,
     INBOX_HUB,
     INBOX_OPERATOR,
     JS_DOMAIN,
+    desired_direct_get,
+    desired_key,
+    desired_prompt,
+    device_all,
     device_inbox,
+    rpc_all,
     valid_device_id,
     valid_subject,
 )
@@ -183,20 +186,20 @@ def device_user(device_id: str, password: str) -> NatsUser:
         device_id,
         password,
         publish=(
-            f"sb.dev.{device_id}.>",
+            device_all(device_id),
             f"{INBOX_HUB}.>",
-            f"$JS.{JS_DOMAIN}.API.DIRECT.GET.KV_{DESIRED_BUCKET}.$KV.{DESIRED_BUCKET}.{device_id}",
+            desired_direct_get(device_id),
             # The same read by a device connected straight to the hub (direct mode): the
             # server maps the domain prefix away first and checks this subject.
-            f"$JS.API.DIRECT.GET.KV_{DESIRED_BUCKET}.$KV.{DESIRED_BUCKET}.{device_id}",
+            desired_direct_get(device_id, domain=None),
         ),
         subscribe=(
             f"{device_inbox(device_id)}.>",
             # The put prompt: the bucket's republish ($KV.> never crosses a leaf link between
             # JetStream domains); $KV.desired.<id> itself reaches only a direct-mode device.
-            f"{DESIRED_PROMPT_PREFIX}.{device_id}",
-            f"$KV.{DESIRED_BUCKET}.{device_id}",
-            f"sb.dev.{device_id}.rpc.>",
+            desired_prompt(device_id),
+            desired_key(device_id),
+            rpc_all(device_id),
         ),
     )
 

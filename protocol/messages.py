@@ -30,7 +30,13 @@ from typing import Any
 
 from protocol import SCHEMA_VERSION
 from protocol.errors import BAD_REQUEST, INVALID, TOO_LARGE
-from protocol.subjects import valid_device_id
+from protocol.subjects import (  # noqa: F401 - the desired prompt's names, kept importable here
+    DESIRED_PROMPT_PREFIX,
+    DESIRED_REPUBLISH_DEST,
+    DESIRED_REPUBLISH_SRC,
+    desired_prompt,
+    valid_device_id,
+)
 
 # ---------------------------------------------------------------- limits and headers
 
@@ -57,20 +63,6 @@ TS_MAX = 4_102_444_800.0  # 2100-01-01T00:00:00Z
 INT64_MAX = 2**63 - 1  # SQLite's INTEGER; a larger Python int fails at the insert
 
 RPC_VERBS: tuple[str, ...] = ("reconcile", "restart", "logs", "status")
-
-# ``$KV.>`` subjects never cross a leafnode link between JetStream domains (nats-server denies
-# them; measured with 2.15.1), so the hub's ``desired`` bucket republishes each put, headers
-# only, onto ``sb.desired.<id>``: the device's prompt to read its key. Bucket config:
-# ``republish: {src: "$KV.desired.>", dest: "sb.desired.>", headers_only: true}``.
-DESIRED_PROMPT_PREFIX = "sb.desired"
-DESIRED_REPUBLISH_SRC = "$KV.desired.>"
-DESIRED_REPUBLISH_DEST = f"{DESIRED_PROMPT_PREFIX}.>"
-
-
-def desired_prompt(device_id: str) -> str:
-    """The subject a put of ``device_id``'s desired key is republished on (headers only)."""
-    return f"{DESIRED_PROMPT_PREFIX}.{device_id}"
-
 
 _KIND_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")  # every pattern here: fullmatch
 # The hub's rule for tag and group names (lower case, so `Lab` and `lab` never differ).

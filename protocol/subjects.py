@@ -1,4 +1,7 @@
-"""NATS subject names. Every subject any SignalBeam process uses is built here."""
+"""NATS subject names. Every subject any SignalBeam process uses is built here: its own
+(``sb.…``, the reply inboxes) and the nats-server/JetStream ones it names (``$KV.…`` for the
+desired bucket, ``$JS…DIRECT.GET`` in a device's permissions). tests/unit/test_subjects_home.py
+checks that no other module spells one."""
 
 from __future__ import annotations
 
@@ -77,6 +80,49 @@ def heartbeat(device_id: str) -> str:
 
 def rpc(device_id: str, verb: str) -> str:
     return f"sb.dev.{device_id}.rpc.{verb}"
+
+
+def device_all(device_id: str) -> str:
+    """Every subject under a device's own prefix (its publish permission)."""
+    return f"{device_prefix(device_id)}.>"
+
+
+def rpc_all(device_id: str) -> str:
+    """Every RPC verb of a device (its RPC server's subscription and permission)."""
+    return rpc(device_id, ">")
+
+
+# The desired bucket's own JetStream names. ``$KV.>`` subjects never cross a leafnode link
+# between JetStream domains (nats-server denies them; measured with 2.15.1), so the hub's
+# ``desired`` bucket republishes each put, headers only, onto ``sb.desired.<id>``: the
+# device's prompt to read its key. Bucket config:
+# ``republish: {src: "$KV.desired.>", dest: "sb.desired.>", headers_only: true}``.
+DESIRED_PROMPT_PREFIX = "sb.desired"
+DESIRED_REPUBLISH_SRC = f"$KV.{DESIRED_BUCKET}.>"
+DESIRED_REPUBLISH_DEST = f"{DESIRED_PROMPT_PREFIX}.>"
+
+
+def desired_prompt(device_id: str) -> str:
+    """The subject a put of ``device_id``'s desired key is republished on (headers only)."""
+    return f"{DESIRED_PROMPT_PREFIX}.{device_id}"
+
+
+def kv_prefix(bucket: str) -> str:
+    """A KV bucket's key subjects' prefix, ``$KV.<bucket>.``."""
+    return f"$KV.{bucket}."
+
+
+def desired_key(device_id: str) -> str:
+    """The subject of a device's key in the desired bucket (a put's own message)."""
+    return f"{kv_prefix(DESIRED_BUCKET)}{device_id}"
+
+
+def desired_direct_get(device_id: str, domain: str | None = JS_DOMAIN) -> str:
+    """The JetStream direct-get of a device's desired key: with the hub's domain prefix as a
+    leaf device sends it, or (``domain=None``) as the server checks it after mapping the
+    prefix away, which is also what a device connected straight to the hub sends."""
+    api_prefix = f"$JS.{domain}.API" if domain else "$JS.API"
+    return f"{api_prefix}.DIRECT.GET.KV_{DESIRED_BUCKET}.{desired_key(device_id)}"
 
 
 REPORT_WILDCARD = "sb.dev.*.report"

@@ -44,7 +44,7 @@ from nats.js.kv import KeyValue
 from agent.sync.link import LinkState
 from protocol.desired import DesiredDecodeError, DesiredState
 from protocol.messages import desired_prompt
-from protocol.subjects import DESIRED_BUCKET
+from protocol.subjects import DESIRED_BUCKET, desired_key, kv_prefix
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class DownlinkSettings:
 def kv_bucket(js: JetStreamContext, bucket: str = DESIRED_BUCKET) -> KeyValue:
     """A KeyValue handle built without ``STREAM.INFO`` (which would need more permissions).
     The bucket is created by the hub with ``allow_direct`` on."""
-    return KeyValue(name=bucket, stream=f"KV_{bucket}", pre=f"$KV.{bucket}.", js=js, direct=True)
+    return KeyValue(name=bucket, stream=f"KV_{bucket}", pre=kv_prefix(bucket), js=js, direct=True)
 
 
 @dataclasses.dataclass
@@ -144,7 +144,7 @@ class Downlink:
         # prompt so a direct device is prompted even by a hub without the republish.
         self._subs = [
             await self.nc.subscribe(desired_prompt(self.device_id), cb=on_put),
-            await self.nc.subscribe(f"$KV.{DESIRED_BUCKET}.{self.device_id}", cb=on_put),
+            await self.nc.subscribe(desired_key(self.device_id), cb=on_put),
         ]
         last_probe = -float("inf")
         last_epoch = -1

@@ -1,0 +1,40 @@
+"""protocol/subjects.py says every subject is built there: no other module of the product
+spells one (a string literal starting ``sb.``, ``$KV.``, ``$JS.`` or ``_INBOX.``)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("agent", "hub", "tui", "protocol", "bundles", "sbutil")
+PREFIXES = ("sb.", "$KV.", "$JS.", "_INBOX.")
+
+
+def subject_literals(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if id(node) not in docstrings and node.value.startswith(PREFIXES):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
+    return found
+
+
+def test_every_subject_is_built_in_protocol_subjects() -> None:
+    found = [
+        hit
+        for pkg in PACKAGES
+        for path in sorted((ROOT / pkg).rglob("*.py"))
+        if path != ROOT / "protocol" / "subjects.py"
+        for hit in subject_literals(path)
+    ]
+    assert found == []
