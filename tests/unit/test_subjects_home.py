@@ -23,9 +23,13 @@ def subject_literals(path: Path) -> list[str]:
     }
     found = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            if id(node) not in docstrings and node.value.startswith(PREFIXES):
-                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and id(node) not in docstrings
+            and node.value.startswith(PREFIXES)
+        ):
+            found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
     return found
 
 
