@@ -236,21 +236,37 @@ class Applier:
                 # The hub's 1-hour rollups follow the minutes it holds (the agent sends
                 # minutes only): each touched (device, metric, hour) is recomputed once per
                 # fetch from its minutes, so a replay or a late minute gives the same result.
-                for device_id in sorted({h[0] for h in hours}):
-                    mine = sorted(h for h in hours if h[0] == device_id)
-                    try:
-                        with _savepoint(store):
-                            store.rollup_hours(mine)
-                    except STORE_ERRORS:
-                        raise
-                    except Exception:
-                        # Recomputed whenever a minute of that hour arrives again; never a
-                        # reason to fail the fetch for every device.
-                        log.exception("hourly rollup failed", extra={"device": device_id})
+                self._rollup(store, hours)
         finally:
             if fk_off:
                 store.conn.execute("PRAGMA foreign_keys = ON")
         return out
+
+    def _rollup(self, store: Store, hours: set[tuple[str, str, int]]) -> None:
+        """All touched hours at once; should that raise (not the store), device by device,
+        so one device's hours never fail the fetch for every device (they are recomputed
+        whenever a minute of that hour arrives again)."""
+        if not hours:
+            return
+        try:
+            with _savepoint(store):
+                store.rollup_hours(sorted(hours))
+            return
+        except STORE_ERRORS:
+            raise
+        except Exception:
+            log.exception("hourly rollup failed; retrying device by device")
+        by_device: dict[str, list[tuple[str, str, int]]] = {}
+        for h in hours:
+            by_device.setdefault(h[0], []).append(h)
+        for device_id, mine in sorted(by_device.items()):
+            try:
+                with _savepoint(store):
+                    store.rollup_hours(sorted(mine))
+            except STORE_ERRORS:
+                raise
+            except Exception:
+                log.exception("hourly rollup failed", extra={"device": device_id})
 
     def _isolated(
         self,

@@ -9,8 +9,12 @@ One hub for the module; each test uses its own device ids.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sqlite3
 import time
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -317,6 +321,53 @@ async def test_one_devices_poison_rows_do_not_stall_anyone(hub: SyncHub, admin: 
     finally:
         await nc_p.close()
         await nc_g.close()
+
+
+def ready(hub: SyncHub) -> tuple[int, str]:
+    """``/health/ready`` with a long timeout: while the store is locked the readiness probe
+    queues on the store thread behind a write waiting out SQLite's busy timeout."""
+    url = f"http://127.0.0.1:{hub.ports['http']}/health/ready"
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+async def test_ingest_that_cannot_commit_says_so_in_readiness(
+    hub: SyncHub, admin: HubClient
+) -> None:
+    """The store failing (here: another process holds SQLite's write lock, so every ingest
+    transaction fails with "database is locked", as a full disk would) makes
+    ``/health/ready`` answer 503 naming ingest, and it recovers once the store does."""
+    creds = await enroll_device(hub, await new_token(admin), "lock-l")
+    nc = await device_nc(hub, creds)
+    js = nc.jetstream(domain=JS_DOMAIN)
+    blocker = sqlite3.connect(hub.data / "hub.db", timeout=30, isolation_level=None)
+    try:
+        await publish_batch(js, ReportBatch("lock-l", tuple(event_rows(1, 2))))
+        await eventually(lambda: applied(hub, "lock-l") == 2, 30, "applied before the fault")
+        blocker.execute("BEGIN IMMEDIATE")
+        await publish_batch(js, ReportBatch("lock-l", tuple(event_rows(3, 2)), prev_seq=2))
+
+        async def stuck() -> bool:
+            code, body = await asyncio.to_thread(ready, hub)
+            return code == 503 and "report ingest stuck" in body
+
+        await eventually(stuck, 180, "readiness says ingest is stuck")
+        blocker.execute("ROLLBACK")
+
+        async def recovered() -> bool:
+            return (await asyncio.to_thread(ready, hub))[0] == 200
+
+        await eventually(recovered, 120, "ready again")
+        await eventually(lambda: applied(hub, "lock-l") == 4, 60, "applied after the fault")
+        assert hub.metric("signalbeam_sync_ingest_failures_total") >= 2
+    finally:
+        if blocker.in_transaction:
+            blocker.execute("ROLLBACK")
+        blocker.close()
+        await nc.close()
 
 
 # ------------------------------------------------------------------ item 7
