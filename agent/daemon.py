@@ -14,7 +14,6 @@ import logging
 import os
 import signal
 from collections.abc import Callable, Coroutine
-from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from agent.config import AgentConfig
@@ -429,11 +428,6 @@ class Agent:
             )
 
 
-# Mirrors agent.sync.enroll.CREDENTIALS_FILE: checked here so an agent that was never
-# enrolled does not import the NATS client just to find out.
-_SYNC_CREDENTIALS_FILE = "hub-credentials.json"
-
-
 async def http_hook(agent: Agent, stop: asyncio.Event) -> None:
     """The local HTTP API (agent.http), imported only when it starts."""
     try:
@@ -445,15 +439,12 @@ async def http_hook(agent: Agent, stop: asyncio.Event) -> None:
 
 
 async def sync_hook(agent: Agent, stop: asyncio.Event) -> None:
-    """Hub sync (agent.sync), only when a hub URL is configured or the device is enrolled."""
-    cfg = agent.config
-    creds = (
-        Path(cfg.hub.credentials_file)
-        if cfg.hub.credentials_file
-        else cfg.data_dir / _SYNC_CREDENTIALS_FILE
-    )
-    if not cfg.hub.url and not creds.exists():
-        log.info("not enrolled and no [hub] url: sync is off", extra={"device": agent.device_id})
+    """Hub sync (agent.sync), started once a hub URL is configured or the device is enrolled;
+    an enrollment done while the agent runs is picked up within ``ENROLL_POLL`` s."""
+    # agent.sync.gate imports no NATS client: an agent that is never enrolled never loads it.
+    from agent.sync.gate import wait_until_configured
+
+    if not await wait_until_configured(agent.config, stop, agent.device_id):
         return
     try:
         from agent.sync.service import sync_hook as run_sync

@@ -35,6 +35,8 @@ import nats
 import nats.errors
 
 from agent.sync.errors import EnrollError
+from agent.sync.gate import ENROLL_POLL
+from agent.sync.gate import credentials_path as credentials_path  # re-exported
 from protocol import natstls
 from protocol.errors import UNAVAILABLE
 from protocol.messages import (
@@ -49,7 +51,6 @@ from protocol.messages import (
 )
 from protocol.subjects import ENROLL, INBOX_ENROLL, valid_device_id
 
-CREDENTIALS_FILE = "hub-credentials.json"
 BOOTSTRAP_USER = "enroll"
 BOOTSTRAP_PASSWORD_ENV = "SB_ENROLL_PASSWORD"
 # EnrollError code (and JSON error code) of a TLS failure: the hub's certificate is not
@@ -251,12 +252,6 @@ def load_credentials(path: Path) -> EnrollReply:
     return creds
 
 
-def credentials_path(config: Any) -> Path:
-    """Where the credentials live for an ``AgentConfig``."""
-    configured = getattr(getattr(config, "hub", None), "credentials_file", None)
-    return Path(configured) if configured else Path(config.data_dir) / CREDENTIALS_FILE
-
-
 # ---------------------------------------------------------------- CLI
 
 
@@ -379,6 +374,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         )
     else:
         print(f"enrolled as {device_id}; credentials in {path} (leaf link to {reply.leaf_url})")
+        # Said plainly: a field tech need not restart an agent that is already running.
+        print(f"a running agent links up to the hub within {ENROLL_POLL:g} s; no restart needed")
     return 0
 
 

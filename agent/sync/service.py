@@ -28,9 +28,11 @@ from nats.aio.client import Client as NATS
 
 from agent.errors import AgentError
 from agent.runtime.restart import restart_container
+from agent.sync import gate
 from agent.sync.downlink import Downlink, DownlinkSettings
-from agent.sync.enroll import credentials_path, load_credentials
+from agent.sync.enroll import load_credentials
 from agent.sync.errors import LeafError, RpcFailure
+from agent.sync.gate import credentials_path
 from agent.sync.heartbeat import HEARTBEAT_ACK_TIMEOUT, HeartbeatTask, heartbeat_from_status
 from agent.sync.leaf import LeafServer, LeafSettings
 from agent.sync.link import LinkState, connect
@@ -47,7 +49,6 @@ from protocol.subjects import JS_DOMAIN
 log = logging.getLogger(__name__)
 
 Mode = Literal["leaf", "direct"]
-ENROLL_POLL = 5.0  # seconds between looks for a credentials file while not enrolled
 
 
 @dataclass(frozen=True)
@@ -504,12 +505,13 @@ def agent_rpc_handlers(agent: Any, service: Callable[[], SyncService | None]) ->
 
 async def sync_hook(agent: Any, stop: asyncio.Event) -> None:
     """Daemon hook: ``agent.add_task(sync_hook)``. Sets ``agent.sync`` to the service."""
-    # Not enrolled yet: look again every ENROLL_POLL s, so an enrollment done while the
-    # agent runs is picked up without a restart.
+    # Not enrolled yet: wait for a credentials file (agent.sync.gate), so an enrollment done
+    # while the agent runs is picked up without a restart.
     settings: SyncSettings | None = None
-    told = False
     last_error = ""
     while True:
+        if not await gate.wait_until_configured(agent.config, stop, agent.device_id):
+            return
         try:
             settings = settings_from_config(agent.config)
         except AgentError as exc:  # e.g. an unreadable credentials file: say so, keep looking
@@ -518,14 +520,8 @@ async def sync_hook(agent: Any, stop: asyncio.Event) -> None:
             last_error = str(exc)
         if settings is not None:
             break
-        if not told:
-            log.info(
-                "not enrolled and no [hub] url: sync is off until `signalbeam-agent enroll`",
-                extra={"device": agent.device_id},
-            )
-            told = True
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), ENROLL_POLL)
+            await asyncio.wait_for(stop.wait(), gate.ENROLL_POLL)
             return
     svc = SyncService(
         agent.store,

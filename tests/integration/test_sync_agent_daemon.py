@@ -17,7 +17,7 @@ import pytest
 
 from agent.config import config_from_dict
 from agent.daemon import Agent
-from agent.sync import service
+from agent.sync import gate
 from agent.sync.enroll import credentials_path, save_credentials
 from agent.sync.service import read_status_file, sync_hook
 from protocol.desired import DesiredState
@@ -55,7 +55,7 @@ async def test_sync_hook_in_the_daemon(tmp_path: Path, monkeypatch: pytest.Monke
     await js.add_stream(name=REPORT_STREAM, subjects=[REPORT_WILDCARD], duplicate_window=7200)
     kv = await js.create_key_value(desired_bucket_config())
     cfg = config_from_dict({"data_dir": str(tmp_path / "agent"), "device_id": "dev-5"})
-    monkeypatch.setattr(service, "ENROLL_POLL", 0.1)
+    monkeypatch.setattr(gate, "ENROLL_POLL", 0.1)
     agent = Agent(cfg, connect_engine=False)
     agent.add_task(sync_hook)
     seen: list[DesiredState | None] = []

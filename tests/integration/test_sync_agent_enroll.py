@@ -1,11 +1,16 @@
 """Enrollment end to end on the device side: the CLI command against a real hub nats-server
 (bootstrap user limited to ``sb.hub.enroll``), with the test playing the hub's handler; then
-the saved credentials bring up the supervised leaf and the device goes online."""
+the saved credentials bring up the supervised leaf and the device goes online. And a real
+`signalbeam-agent run` started before enrollment links up to a real `signalbeam-hub run`
+once `signalbeam-agent enroll` runs beside it, with no restart."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,7 +25,10 @@ from agent.sync.service import SyncService, settings_from_config
 from protocol.messages import EnrollReply, MessageError, decode_enroll_request, rpc_error
 from protocol.subjects import ENROLL, REPORT_STREAM, REPORT_WILDCARD
 from tests.harness.nats import NatsHub
+from tests.harness.procs import ManagedProcess
 from tests.integration.test_sync_agent import desired_bucket_config
+from tests.integration.test_sync_e2e_support import REPO, enrollment_token
+from tests.integration.test_sync_hub_support import SyncHub, eventually
 
 ACCOUNTS = """
 accounts {
@@ -118,3 +126,65 @@ def test_enroll_refuses_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "device id" in capsys.readouterr().err
     assert _cli([*base, "--device-id", "dev-1", "--tags", "ok,not ok"]) == 2
     assert "tags[1]" in capsys.readouterr().err
+
+
+def _pending(db: Path) -> int | None:
+    """Outbox rows not yet acknowledged by the hub, read beside the running agent (WAL)."""
+    if not db.exists():
+        return None
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return int(conn.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0])
+    except sqlite3.OperationalError:  # the agent has not made its tables yet
+        return None
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+async def test_enroll_beside_a_running_agent_links_up_without_a_restart(tmp_path: Path) -> None:
+    hub = SyncHub(tmp_path / "hub")
+    root = tmp_path / "dev"
+    data = root / "data"
+    config = root / "agent.toml"
+    root.mkdir()
+    # No engine at this socket: the agent keeps retrying it, and sync does not depend on it.
+    config.write_text(
+        f'data_dir = "{data}"\ndevice_id = "late-1"\n'
+        f'engine_socket = "unix://{root / "no-engine.sock"}"\n'
+        '[http]\nenabled = false\n[hub]\nheartbeat_interval = "2s"\n'
+    )
+    agent = ManagedProcess(
+        "agent-late-1",
+        [sys.executable, "-m", "agent", "run", "--config", str(config)],
+        root / "agent.log",
+        cwd=REPO,
+    )
+    try:
+        # Started unenrolled: its "agent.started" event waits in the outbox, sync is off.
+        await eventually(lambda: bool(_pending(data / "agent.db")), 60, "agent.started queued")
+        await eventually(lambda: "sync is off" in agent.log_tail(200), 60, "sync off logged")
+        assert agent.alive()
+
+        token = await asyncio.to_thread(enrollment_token, hub, 1)
+        argv = [sys.executable, "-m", "agent", "enroll", "--config", str(config)]
+        argv += ["--hub", hub.enroll_url, "--token", token, "--device-id", "late-1"]
+        out = await asyncio.to_thread(
+            subprocess.run, argv, capture_output=True, text=True, timeout=60, cwd=REPO
+        )
+        assert out.returncode == 0, out.stderr
+        assert "no restart needed" in out.stdout, out.stdout
+
+        async with hub.client() as admin:
+
+            async def online_at_hub() -> bool:
+                items = (await admin.call("devices.list", {}))["items"]
+                return any(d["id"] == "late-1" and d["status"] == "online" for d in items)
+
+            await eventually(online_at_hub, 90, "online at the hub, " + agent.log_tail())
+        await eventually(lambda: _pending(data / "agent.db") == 0, 90, "outbox drained")
+        assert hub.query("SELECT count(*) FROM events WHERE device_id = 'late-1'")[0][0] >= 1
+        assert agent.alive()  # the same process: no restart
+    finally:
+        agent.stop(timeout=30)
+        assert hub.stop() == 0, hub.proc.log_tail() if hub.proc else ""
