@@ -20,7 +20,7 @@ def free_port() -> int:
     raise RuntimeError("no free loopback port found in 100 tries")
 
 
-def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 15.0) -> None:
+def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

@@ -53,7 +53,7 @@ class ManagedProcess:
         except OSError:
             return ""
 
-    def wait_ready(self, check: Callable[[], bool], timeout: float = 20.0) -> None:
+    def wait_ready(self, check: Callable[[], bool], timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():

@@ -160,7 +160,7 @@ def log_records(config: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
-def wait_for(pred: Any, what: str, timeout: float = 15.0) -> Any:
+def wait_for(pred: Any, what: str, timeout: float = 60.0) -> Any:
     deadline = time.monotonic() + timeout
     for _ in range(int(timeout / 0.1) + 1):
         value = pred()

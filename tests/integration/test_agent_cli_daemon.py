@@ -6,6 +6,7 @@ The engine is a stand-in object (the runtime has its own engine tests); the stor
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +49,13 @@ class StubAgent(Agent):
         return StubEngine()  # type: ignore[return-value]
 
 
-async def until(pred: Any, what: str) -> None:
-    for _ in range(200):
-        if pred():
-            return
+async def until(pred: Any, what: str, timeout: float = 60.0) -> None:
+    # Bounded by time, not by a count of 50 ms sleeps: on a loaded machine each wake-up is late.
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def test_agent_runs_hooks_notices_desired_and_stops(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from tests.harness.ports import free_port, wait_for_port
 from tests.harness.registry import Registry
 
 
-async def _eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
+async def _eventually(check: Callable[[], Awaitable[bool]], timeout: float = 60.0) -> None:
     """Poll ``check`` until it is true; bounded by ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:

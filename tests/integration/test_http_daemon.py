@@ -20,7 +20,7 @@ from agent.http.tokens import TokenStore
 from tests.harness.ports import free_port
 
 
-async def until(check: Callable[[], Any], what: str, timeout: float = 20.0) -> None:
+async def until(check: Callable[[], Any], what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"

@@ -49,7 +49,7 @@ BUNDLE = (
 )
 
 
-async def until(check: Callable[[], Any], what: str, timeout: float = 30.0) -> None:
+async def until(check: Callable[[], Any], what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"

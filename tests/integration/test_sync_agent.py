@@ -88,7 +88,7 @@ def desired_bucket_config() -> KeyValueConfig:
     )
 
 
-async def eventually(check: Callable[[], Awaitable[bool] | bool], timeout: float = 20.0) -> None:
+async def eventually(check: Callable[[], Awaitable[bool] | bool], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         result = check()

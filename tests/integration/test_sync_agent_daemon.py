@@ -41,7 +41,7 @@ accounts {
 """
 
 
-async def until(check: Callable[[], Any], timeout: float = 20.0) -> None:
+async def until(check: Callable[[], Any], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, "condition not met in time"

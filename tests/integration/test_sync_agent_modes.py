@@ -26,7 +26,7 @@ from tests.harness.proxy import TcpProxy
 from tests.integration.test_sync_agent import desired_bucket_config
 
 
-async def until(check: Callable[[], Any], timeout: float = 30.0) -> None:
+async def until(check: Callable[[], Any], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, "condition not met in time"

@@ -108,7 +108,7 @@ class SyncHub(HubProcess):
 
 
 async def eventually(
-    check: Callable[[], Awaitable[bool] | bool], timeout: float = 30.0, what: str = ""
+    check: Callable[[], Awaitable[bool] | bool], timeout: float = 60.0, what: str = ""
 ) -> None:
     deadline = time.monotonic() + timeout
     while True:
