@@ -64,7 +64,7 @@ async def test_serve_hook_runs_the_api_with_the_agent(tmp_path: Path) -> None:
                     return (await get("/health/live"))[0] == 200
                 return False
 
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 60
             while not await up():
                 assert time.monotonic() < deadline, "API did not come up"
                 await asyncio.sleep(0.05)

@@ -104,7 +104,7 @@ async def test_enroll_then_sync_online(tmp_path: Path, capsys: pytest.CaptureFix
         assert settings is not None and settings.mode == "leaf"
         svc = SyncService(store, settings, "dev-9", trigger=lambda: None)
         await svc.start()
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while not svc.online and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         assert svc.online, svc.status()
