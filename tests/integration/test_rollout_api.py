@@ -27,7 +27,7 @@ from tui import cli
 from tui.client import HubClient
 
 NEW = "warehouse-monitor@1.3.0"
-WAIT = 30.0  # bound on every wait for the controller (it ticks about once a second)
+WAIT = 90.0  # bound on every wait for the controller (it ticks about once a second; loaded box)
 
 
 def seed(store: Store) -> None:
