@@ -55,7 +55,7 @@ leafnodes {{
         self.proc.wait_ready(lambda: _healthy(self.http_port, "?js-enabled-only=true"))
 
     def leafz(self) -> dict[str, object]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/leafz", timeout=2) as resp:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/leafz", timeout=10) as resp:
             doc: dict[str, object] = json.load(resp)
             return doc
 
@@ -96,7 +96,7 @@ leafnodes {{
         self.proc.wait_ready(lambda: _healthy(self.http_port) and self.linked())
 
     def linked(self) -> bool:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/leafz", timeout=2) as resp:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/leafz", timeout=10) as resp:
             return int(json.load(resp).get("leafnodes", 0)) > 0
 
     def cut(self) -> None:

@@ -45,7 +45,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SyncHub]:
 
 @pytest.fixture
 async def admin(hub: SyncHub) -> AsyncIterator[HubClient]:
-    async with HubClient(hub.url, hub.admin_key, timeout=15) as c:
+    async with HubClient(hub.url, hub.admin_key, timeout=60) as c:
         yield c
 
 

@@ -104,13 +104,13 @@ class HubProcess:
     def http(self, path: str) -> tuple[int, str]:
         url = f"http://127.0.0.1:{self.ports['http']}{path}"
         try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
+            with urllib.request.urlopen(url, timeout=30) as resp:
                 return resp.status, resp.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
 
     def client(self, key: str | None = "admin") -> HubClient:
-        return HubClient(self.url, self.admin_key if key == "admin" else key, timeout=10)
+        return HubClient(self.url, self.admin_key if key == "admin" else key, timeout=30)
 
     def snapshot(self) -> dict[str, list[Any]]:
         """Every row of the fleet tables, read beside the running hub (WAL allows it)."""

@@ -148,10 +148,10 @@ async def test_device_user_links_a_leaf_and_jetstream_answers_in_domain_hub(tmp_
 
         def linked() -> bool:
             url = f"http://127.0.0.1:{cfg.monitor_port}/leafz"
-            with urllib.request.urlopen(url, timeout=2) as resp:
+            with urllib.request.urlopen(url, timeout=10) as resp:
                 return int(_json.load(resp).get("leafnodes", 0)) == 1
 
-        await asyncio.to_thread(leaf.wait_ready, linked, 20.0)
+        await asyncio.to_thread(leaf.wait_ready, linked, 60.0)
     finally:
         if leaf is not None:
             leaf.stop()

@@ -55,7 +55,7 @@ def fleet(
 
 @pytest.fixture
 async def admin(hub: SyncHub) -> AsyncIterator[HubClient]:
-    async with HubClient(hub.url, hub.admin_key, timeout=15) as c:
+    async with HubClient(hub.url, hub.admin_key, timeout=60) as c:
         yield c
 
 

@@ -78,7 +78,7 @@ class Hub:
     def _ready(self) -> bool:
         url = f"http://127.0.0.1:{self.ports['http']}/health/ready"
         try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
+            with urllib.request.urlopen(url, timeout=30) as resp:
                 return bool(resp.status == 200)
         except urllib.error.URLError:
             return False
@@ -88,7 +88,7 @@ class Hub:
         return SignalBeamApp(HubSession(self.url, key or self.key), poll_seconds=3600)
 
     def client(self) -> HubClient:
-        return HubClient(self.url, self.key, timeout=10)
+        return HubClient(self.url, self.key, timeout=30)
 
 
 def seed(store: Store) -> None:
