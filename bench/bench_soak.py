@@ -283,6 +283,7 @@ class Sampler:
                 ),
             }
             for name, (value, unit, goal) in values.items():
+                assert meta(name) == (unit, goal), name  # one definition for the CSV view
                 self.s(name, unit, goal).add(t, value)
                 row[name] = value
         for kind, eng in self.engines.items():
@@ -299,6 +300,26 @@ class Sampler:
         if self.jsonl is not None:  # each sample as it is taken: a run cut short keeps them
             with open(self.jsonl, "a") as f:
                 f.write(json.dumps(row) + "\n")
+
+
+def meta(name: str) -> tuple[str, str]:
+    """(unit, goal) of a figure, from its name (also for a table re-read from a CSV)."""
+    goals = {
+        "agent RSS": f"<= {GOAL_AGENT_MB:.0f}",
+        "leaf RSS": f"<= {GOAL_LEAF_MB:.0f}",
+        "agent+leaf RSS": f"<= {GOAL_AGENT_MB + GOAL_LEAF_MB:.0f}",
+        "agent FDs": "flat",
+        "agent threads": "flat",
+        "SQLite WAL": "bounded",
+        "outbox unsent rows": "drains",
+    }
+    unit = "MB" if name.endswith(("RSS", "USS", "SQLite file", "SQLite WAL")) else ""
+    if name.endswith(" engine procs/container") and "baseline" not in name:
+        return unit, f"<= {GOAL_ENGINE_PER_CONTAINER:.0f}"
+    for suffix, goal in goals.items():
+        if name.endswith(" " + suffix) and "daemon" not in name:
+            return unit, goal
+    return unit, ""
 
 
 def slope_per_hour(points: list[tuple[float, float]]) -> float:
@@ -324,7 +345,11 @@ def verdict(series: Series, warm: list[tuple[float, float]]) -> str:
     mean = statistics.fmean(vals)
     growth = 100 * slope_per_hour(warm) / mean if mean else 0.0
     goal = series.goal
-    flat = growth < GOAL_GROWTH_PCT_H if series.unit == "MB" else late <= early
+    # Memory: growth over the second half of the samples after warm-up, so a figure that
+    # rises and then levels off (a cache filling to its bound) is told from one that keeps on.
+    half = warm[len(warm) // 2 :]
+    late_growth = 100 * slope_per_hour(half) / mean if mean and len(half) >= 3 else growth
+    flat = late_growth < GOAL_GROWTH_PCT_H if series.unit == "MB" else late <= early
     if goal.startswith("<="):
         limit = float(goal.split()[1])
         # Engine processes: the goal is for steady state, so the median; memory: the mean.
@@ -342,7 +367,7 @@ def verdict(series: Series, warm: list[tuple[float, float]]) -> str:
 def report(sampler: Sampler, warmup: float, drains: list[tuple[str, float, float | None]]) -> None:
     print(
         f"\n{'figure':38s} {'unit':>4s} {'first':>8s} {'last':>8s} {'max':>8s} "
-        f"{'slope/h':>9s} {'%/h':>6s}  {'goal':10s} verdict"
+        f"{'slope/h':>9s} {'%/h':>6s} {'2nd half':>8s}  {'goal':10s} verdict"
     )
     for name, series in sampler.series.items():
         warm = [p for p in series.points if p[0] >= warmup] or series.points
@@ -353,9 +378,11 @@ def report(sampler: Sampler, warmup: float, drains: list[tuple[str, float, float
         slope = slope_per_hour(warm)
         mean = statistics.fmean(vals)
         pct = 100 * slope / mean if mean else 0.0
+        half = warm[len(warm) // 2 :]
+        pct2 = 100 * slope_per_hour(half) / mean if mean else 0.0
         print(
             f"{name:38s} {series.unit:>4s} {vals[0]:8.2f} {vals[-1]:8.2f} {max(vals):8.2f} "
-            f"{slope:+9.3f} {pct:+6.1f}  {series.goal:10s} {verdict(series, warm)}"
+            f"{slope:+9.3f} {pct:+6.1f} {pct2:+7.1f}%  {series.goal:10s} {verdict(series, warm)}"
         )
     for kind, online_s, drain_s in drains:
         drained = "never (within the bound)" if drain_s is None else f"{drain_s:.1f} s"
@@ -544,6 +571,39 @@ async def action(
             d.agent_cli("apply", "--clear")
 
 
+def report_csv(path: str) -> None:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    series: dict[str, Series] = {}
+    for r in rows:
+        t = float(r["t"])
+        for name, value in r.items():
+            if name in ("t", "load1") or value in ("", None):
+                continue
+            unit, goal = meta(name)
+            series.setdefault(name, Series(name, unit, goal)).add(t, float(value))
+    order = [
+        "agent RSS", "agent USS", "agent FDs", "agent threads", "leaf RSS", "leaf USS",
+        "agent+leaf RSS", "SQLite file", "SQLite WAL", "outbox unsent rows",
+        "engine procs/container", "exec sessions/container", "baseline engine procs/container",
+        "engine daemon RSS",
+    ]  # fmt: skip
+
+    def place(name: str) -> tuple[str, int]:
+        kind, _, rest = name.partition(" ")
+        return kind, order.index(rest) if rest in order else len(order)
+
+    sampler = Sampler([], {})
+    sampler.series = {name: series[name] for name in sorted(series, key=place)}
+    duration = float(rows[-1]["t"]) if rows else 0.0
+    loads = [float(r["load1"]) for r in rows]
+    print(
+        f"{path}: {len(rows)} samples over {duration:.0f} s; 1-min load average mean "
+        f"{statistics.fmean(loads):.1f} (min {min(loads):.1f}, max {max(loads):.1f})"
+    )
+    report(sampler, min(600.0, duration / 3), [])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--duration", type=float, default=240.0, help="seconds measured (<= 4 h)")
@@ -551,7 +611,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--engines", default="podman,docker", help="comma-separated")
     ap.add_argument("--csv", help="write every sample to this CSV file")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--report", metavar="CSV", help="print the table of an earlier run's CSV")
     args = ap.parse_args(argv)
+    if args.report:
+        report_csv(args.report)
+        return 0
     if not 30 <= args.duration <= 4 * 3600 or not 1 <= args.sample <= 60:
         ap.error("--duration must be in [30, 14400] and --sample in [1, 60]")
     args.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
