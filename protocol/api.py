@@ -9,7 +9,6 @@ validates against it and the CLI and docs can name them; unknown fields are refu
 from __future__ import annotations
 
 import re
-import secrets
 from typing import Literal
 
 API_KEY_HEADER = "Sb-Api-Key"
@@ -66,6 +65,10 @@ _SECRET_RE = re.compile(r"([a-z]{3})_([0-9a-f]{8})_[A-Za-z0-9_-]{32,64}")
 
 
 def new_secret(prefix: str) -> str:
+    # Imported here: every `signalbeam` verb imports this module (--help too), and secrets
+    # loads hashlib and OpenSSL's libcrypto, ~4 MiB that only key and token creation need.
+    import secrets
+
     return f"{prefix}_{secrets.token_hex(4)}_{secrets.token_urlsafe(24)}"
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from sbutil.cli import Parser, add_version, quiet_pipe
+from tui import cliutil
 from tui.cliutil import EXIT_USAGE, api_error, duration, output_format
 from tui.device_cli import add_device_commands
 from tui.output import fields, metric_value, show_device, structured, table
@@ -376,10 +377,11 @@ def send(args: argparse.Namespace, verb: str, body: dict[str, Any]) -> dict[str,
     # CLI's start-up cost, and `--help`, `bundle validate` and `tui` never send a request.
     import asyncio
 
-    from tui.client import HubClient
     from tui.config import from_args
 
     settings = from_args(args)
+    cliutil.skip_websocket_client(settings.hub)
+    from tui.client import HubClient
 
     async def go() -> dict[str, Any]:
         async with HubClient.from_settings(settings) as client:
@@ -488,6 +490,7 @@ def _has_verb(parser: argparse.ArgumentParser, argv: Sequence[str]) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    cliutil.LEAN_IMPORTS = True  # this process is the command: see skip_websocket_client
     return quiet_pipe(lambda: run(argv, configure_logging=True))
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from typing import Any, TextIO
 
 from tui.output import structured
@@ -14,6 +15,23 @@ EXIT_API = 1
 EXIT_USAGE = 2
 DURATION_RE = re.compile(r"^(\d+)([smhd])$")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# Set by the `signalbeam` entry point (tui.cli.main) only: it changes what the whole process
+# may import, which an in-process caller (a test, the TUI) must not have decided for it.
+LEAN_IMPORTS = False
+
+
+def skip_websocket_client(url: str) -> None:
+    """Call before the NATS client is first imported. nats-py imports aiohttp only to offer
+    ws:// hubs (the import is optional there): 0.3 s of a hub verb's 0.5 s start-up CPU and
+    11 MiB of its 37 MiB (bench/bench_cli.py). The CLI talks nats:// or tls://, so its entry
+    point lets nats-py find no aiohttp unless the hub URL is a websocket one."""
+    if (
+        LEAN_IMPORTS
+        and not url.startswith(("ws://", "wss://"))
+        and "aiohttp" not in sys.modules
+        and "nats" not in sys.modules
+    ):
+        sys.modules["aiohttp"] = None  # type: ignore[assignment]  # import raises ImportError
 
 
 def duration(text: str) -> int:

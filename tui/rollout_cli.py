@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from tui.cliutil import EXIT_API, EXIT_USAGE, api_error, output_format
+from tui.cliutil import EXIT_API, EXIT_USAGE, api_error, output_format, skip_websocket_client
 from tui.output import table
 
 POLL = 1.0
@@ -216,7 +216,6 @@ def cmd_watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     was aborted, paused, or was still going at ``--watch-timeout``."""
     import asyncio
 
-    from tui.client import ApiError, HubClient
     from tui.config import ConfigError, from_args
 
     fmt = output_format(args)
@@ -226,6 +225,8 @@ def cmd_watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=err)
         return EXIT_USAGE
+    skip_websocket_client(settings.hub)
+    from tui.client import ApiError, HubClient
 
     async def go() -> dict[str, Any]:
         async with HubClient.from_settings(settings) as client:

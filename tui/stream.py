@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TextIO
 
-from tui.cliutil import EXIT_USAGE, api_error, duration, output_format
+from tui.cliutil import EXIT_USAGE, api_error, duration, output_format, skip_websocket_client
 
 POLL_SECONDS = 2.0
 FOLLOW_FOR = 3600.0
@@ -91,7 +91,6 @@ def _follow(
     """Connect once, then ``poll(client, first)`` every POLL_SECONDS until --follow-for."""
     import asyncio
 
-    from tui.client import ApiError, HubClient
     from tui.config import ConfigError, from_args
 
     try:
@@ -99,6 +98,9 @@ def _follow(
     except ConfigError as exc:
         print(f"error: {exc}", file=err)
         return EXIT_USAGE
+    skip_websocket_client(settings.hub)
+    from tui.client import ApiError, HubClient
+
     limit = float(args.follow_for)
 
     async def go() -> bool:

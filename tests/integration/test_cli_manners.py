@@ -288,3 +288,34 @@ def test_wrong_password_is_unauthorized_and_a_missing_key_names_the_setting(
     assert done.returncode == 1
     assert "--api-key" in done.stderr and "SIGNALBEAM_API_KEY" in done.stderr
     assert "Sb-Api-Key" not in done.stderr
+
+
+# --- start-up ----------------------------------------------------------------------------
+def test_each_verb_loads_only_what_it_needs(hub: HubProcess) -> None:
+    """--help loads none of these (not even hashlib, whose OpenSSL is ~4 MiB); bundle
+    validate no NATS client; a hub verb the NATS client without aiohttp (nats-py wants that
+    only for ws:// hubs), through the real entry point."""
+    probe = (
+        "import sys; from tui.cli import main\n"
+        "try:\n    code = main(sys.argv[1:])\nexcept SystemExit as exc:\n    code = exc.code\n"
+        "loaded = [m for m in ('nats', 'aiohttp', 'textual', 'yaml', 'hashlib') "
+        "if sys.modules.get(m) is not None]; "
+        "print('LOADED', ','.join(loaded), file=sys.stderr); sys.exit(code)"
+    )
+
+    def loaded(*argv: str) -> set[str]:
+        done = subprocess.run(
+            [sys.executable, "-c", probe, *argv],
+            env=env_for(hub),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        line = next(x for x in done.stderr.splitlines() if x.startswith("LOADED"))
+        return set(line.split(" ", 1)[1].split(",")) - {""}
+
+    assert loaded("--help") == set()
+    assert loaded("bundle", "validate", str(EXAMPLES / "1.3.0.yaml")) - {"hashlib"} == {"yaml"}
+    assert loaded("devices") - {"hashlib"} == {"nats"}  # TLS support loads hashlib

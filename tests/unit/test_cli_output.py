@@ -229,3 +229,22 @@ def test_a_restart_waits_through_the_stop_timeout() -> None:
     # The client waits for the hub's answer, which comes after the device wait.
     assert reply_timeout("devices.restart", {"timeout": RESTART_WAIT}, 5.0) > RESTART_WAIT
     assert reply_timeout("devices.list", {"timeout": 60}, 5.0) == 5.0
+
+
+def test_websocket_client_skipped_only_by_the_entry_point_and_not_for_ws_hubs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    from tui import cliutil
+
+    monkeypatch.delitem(sys.modules, "aiohttp", raising=False)
+    monkeypatch.delitem(sys.modules, "nats", raising=False)
+    cliutil.skip_websocket_client("nats://h:4222")  # not the entry point: nothing decided
+    assert "aiohttp" not in sys.modules
+    monkeypatch.setattr(cliutil, "LEAN_IMPORTS", True)
+    cliutil.skip_websocket_client("ws://h:8080")  # a websocket hub needs it
+    assert "aiohttp" not in sys.modules
+    cliutil.skip_websocket_client("tls://h:4222")
+    assert sys.modules["aiohttp"] is None
+    monkeypatch.delitem(sys.modules, "aiohttp")
