@@ -31,7 +31,10 @@ def container_hash(container: ContainerSpec) -> str:
     """Short hash of one container's spec; the agent's ``io.signalbeam.spec-hash`` label.
 
     It covers only the container, not the bundle version, so a new bundle version that leaves
-    a container unchanged does not recreate it.
+    a container unchanged does not recreate it. ``depends_on`` is left out too: it orders
+    starts and changes nothing inside the container, so editing it must not recreate one.
     """
-    digest = hashlib.sha256(canonical_json(container.to_dict())).hexdigest()
+    body = container.to_dict()
+    body.pop("depends_on", None)
+    digest = hashlib.sha256(canonical_json(body)).hexdigest()
     return digest[:CONTAINER_HASH_HEX]

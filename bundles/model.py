@@ -15,6 +15,7 @@ VolumeType = Literal["volume", "bind"]
 RestartPolicy = Literal["no", "always", "on-failure", "unless-stopped"]
 ProbeType = Literal["http", "tcp", "exec"]
 UpdateStrategy = Literal["download-then-kill", "kill-then-download"]
+DependencyCondition = Literal["service_started", "service_healthy"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,14 @@ class HealthCheck:
 
 
 @dataclass(frozen=True)
+class Dependency:
+    """One ``depends_on`` entry: start this container only once ``service`` meets ``condition``."""
+
+    service: str
+    condition: DependencyCondition = "service_started"
+
+
+@dataclass(frozen=True)
 class Resources:
     memory: int | None = None  # bytes
     cpus: float | None = None
@@ -65,6 +74,7 @@ class ContainerSpec:
     healthcheck: HealthCheck | None = None  # None: the image's own HEALTHCHECK, if any
     resources: Resources = field(default_factory=Resources)
     labels: tuple[tuple[str, str], ...] = ()  # sorted by key
+    depends_on: tuple[Dependency, ...] = ()  # sorted by service
 
     @property
     def env_dict(self) -> dict[str, str]:
@@ -110,7 +120,12 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for k, v in value.items():
-            if k in ("env", "labels") and isinstance(v, tuple | list):
+            if k == "depends_on":
+                # Written only when present, so every bundle (and container) without it keeps
+                # the canonical form, and therefore the content hash, it had before the field.
+                if v:
+                    out[k] = {d["service"]: {"condition": d["condition"]} for d in v}
+            elif k in ("env", "labels") and isinstance(v, tuple | list):
                 out[k] = {kk: vv for kk, vv in v}
             else:
                 out[k] = _plain(v)

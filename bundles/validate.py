@@ -23,6 +23,7 @@ from bundles.image import parse_image_ref
 from bundles.model import (
     BundleSpec,
     ContainerSpec,
+    Dependency,
     HealthCheck,
     PortMapping,
     Resources,
@@ -81,6 +82,9 @@ class _Ctx:
         self.first_dropped: PathParts = ()  # where the "more errors" entry points
         # Host port bindings seen so far, for the bundle-wide clash check.
         self.bindings: list[tuple[PathParts, PortMapping]] = []
+        # depends_on entries seen so far (entry path, service named), for the bundle-wide
+        # checks: unknown services, a container depending on itself, cycles.
+        self.depends: list[tuple[PathParts, str]] = []
 
     def add(self, path: PathParts, message: str) -> None:
         self.total += 1
@@ -532,6 +536,51 @@ UPDATE_FIELDS: dict[str, Field] = {
     "health_window": Field(_duration(positive=True)),
 }
 
+CONDITIONS = ("service_started", "service_healthy")
+DEPENDENCY_FIELDS: dict[str, Field] = {
+    "condition": Field(_choice(*CONDITIONS)),
+}
+
+
+def _depends_on(value: Any, path: PathParts, ctx: _Ctx) -> Any:
+    """Compose's two spellings: a list of names (each ``service_started``) or a mapping of
+    name -> ``{condition: ...}``. Returned sorted by service, as the model wants."""
+    before = ctx.total
+    entries: list[tuple[PathParts, Any, Any]] = []  # (path, name, condition)
+    if isinstance(value, list):
+        entries = [((*path, i), name, "service_started") for i, name in enumerate(value)]
+    elif isinstance(value, dict):
+        for name, body in value.items():
+            if not isinstance(name, str):
+                ctx.add(path, f"key {_short(name)} must be a string")
+                continue
+            cond = _fields(body, (*path, name), ctx, DEPENDENCY_FIELDS)
+            if cond is not BAD:
+                entries.append(((*path, name), name, cond.get("condition", "service_started")))
+    else:
+        ctx.add(
+            path,
+            f"must be a list of service names or a mapping of names to {{condition: ...}}, "
+            f"got {_kind(value)}",
+        )
+        return BAD
+    if len(value) > MAX_CONTAINERS:
+        ctx.add(path, f"must have at most {MAX_CONTAINERS} entries")
+        return BAD
+    out: dict[str, Dependency] = {}
+    for entry_path, name, condition in entries:
+        if _dns_label(name, entry_path, ctx) is BAD or condition is BAD:
+            continue
+        if name in out:
+            ctx.add(entry_path, f"{name!r} is listed twice")
+            continue
+        out[name] = Dependency(name, condition)
+        ctx.depends.append((entry_path, name))
+    if ctx.total > before:
+        return BAD
+    return tuple(out[name] for name in sorted(out))
+
+
 CONTAINER_FIELDS: dict[str, Field] = {
     "name": Field(_dns_label, required=True),
     "image": Field(_image, required=True),
@@ -545,6 +594,7 @@ CONTAINER_FIELDS: dict[str, Field] = {
     "healthcheck": Field(_healthcheck),
     "resources": Field(_object(RESOURCES_FIELDS, Resources)),
     "labels": Field(_string_map(_label_key, MAX_LABELS)),
+    "depends_on": Field(_depends_on),
 }
 
 
@@ -609,6 +659,51 @@ def _check_names(containers: Any, ctx: _Ctx) -> None:
         first.setdefault(name, i)
 
 
+def _check_depends(containers: Any, ctx: _Ctx) -> None:
+    """Every dependency names another container of this bundle, and none is a cycle."""
+    if not isinstance(containers, list):
+        return
+    names = {
+        item["name"]: i
+        for i, item in enumerate(containers[:MAX_CONTAINERS])
+        if isinstance(item, dict) and isinstance(item.get("name"), str)
+    }
+    edges: dict[str, list[tuple[str, PathParts]]] = {}
+    for path, dep in ctx.depends:
+        index = path[1]
+        item = containers[index] if isinstance(index, int) else None
+        owner = item.get("name") if isinstance(item, dict) else None
+        if not isinstance(owner, str):
+            continue
+        if dep == owner:
+            ctx.add(path, f"container {owner!r} cannot depend on itself")
+        elif dep not in names:
+            known = ", ".join(sorted(n for n in names if n != owner)) or "none"
+            ctx.add(path, f"unknown service {dep!r}; this bundle's other containers: {known}")
+        else:
+            edges.setdefault(owner, []).append((dep, path))
+    # Depth-first search; a back edge closes a cycle, reported once at the entry that closes it.
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for dep, path in edges.get(node, []):
+            if state.get(dep) == 1:
+                # Read from the container whose entry closes the cycle: a -> b -> a.
+                cycle = [node, *stack[stack.index(dep) : -1], node]
+                ctx.add(path, "dependency cycle: " + " -> ".join(cycle))
+            elif dep not in state:
+                visit(dep)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(edges):  # at most MAX_CONTAINERS deep: recursion is safe
+        if node not in state:
+            visit(node)
+
+
 def _clashes(a: PortMapping, b: PortMapping) -> bool:
     if a.host != b.host or a.protocol != b.protocol:
         return False
@@ -641,6 +736,7 @@ def _validate(doc: Any, allow_latest: bool) -> tuple[BundleSpec | None, _Ctx]:
     if out is BAD:
         return None, ctx
     _check_names(doc.get("containers"), ctx)
+    _check_depends(doc.get("containers"), ctx)
     _check_bindings(ctx)
     if ctx.total:
         return None, ctx
