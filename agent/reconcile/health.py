@@ -133,12 +133,16 @@ def gate(
     min_uptime: float,
     crash_limit: int,
     window: float,
+    waiting: Mapping[str, str] | None = None,
 ) -> Verdict:
     """Is a new deployment healthy, failed, or still to be waited for? Pure.
 
     A service with a probe is ready when the probe says healthy; one without is ready when it
     has kept running for ``min_uptime`` (so a process that dies at once is never "healthy").
+    ``waiting`` says why the planner holds a service back (its ``depends_on``), so a window
+    that runs out names the dependency, not only "no container".
     """
+    held = waiting or {}
     pending: list[str] = []
     for svc in services:
         c = containers.get(svc)
@@ -148,7 +152,9 @@ def gate(
         h = health.get(svc)
         if h is not None and h.status == "unhealthy":
             return Verdict("failed", f"service {svc!r} is unhealthy: {h.detail or 'probe failed'}")
-        if c is None:
+        if svc in held and (c is None or c.state != "running"):
+            pending.append(f"{svc}: {held[svc]}")
+        elif c is None:
             pending.append(f"{svc}: no container")
         elif c.state != "running":
             code = f" (code {c.exit_code})" if c.exit_code is not None else ""

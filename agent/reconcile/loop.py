@@ -40,7 +40,7 @@ from agent.reconcile.health import (
     probe_for,
     run_probe,
 )
-from agent.reconcile.plan import Plan, Target, plan
+from agent.reconcile.plan import Plan, Readiness, Target, Wait, plan
 from agent.reconcile.ports import Deployment, Recorder
 from agent.runtime.base import Engine, ObservedContainer
 from bundles import BundleError, from_dict
@@ -163,6 +163,10 @@ class ReconcileLoop:
         self._busy = False
         self._started_wall = time.time()
         self._next_probe_at = 0.0  # monotonic; 0 = look at the containers on the next tick
+        # depends_on: what the last plan held back, and the containers' states and health
+        # verdicts at the last health tick; a change while something waits means plan again.
+        self._waiting: tuple[Wait, ...] = ()
+        self._ready_sig: object = None
 
     # -- public ---------------------------------------------------------------------------
     def trigger(self, reason: str = "manual") -> None:
@@ -393,7 +397,8 @@ class ReconcileLoop:
         self._next_probe_at = 0.0  # containers may change: look again on the next tick
         observed = await self.engine.list_containers()
         images = {t for i in await self.engine.list_images() for t in i.tags}
-        p = plan(target, observed, images, device_id=self.device_id)
+        p = plan(target, observed, images, device_id=self.device_id, health=self._readiness())
+        self._waiting = p.waiting
         noops = tuple(n.to_dict() for n in p.noops)
         result: RunResult | None = None
         if not p.empty:
@@ -401,6 +406,8 @@ class ReconcileLoop:
             result = await self.executor.run(p, target, run_id)
             self.recorder.journal_end(run_id, "succeeded" if result.ok else "failed", result.reason)
             observed = await self.engine.list_containers()
+            if p.waiting:
+                self.trigger("depends_on")  # what this run started may be what they wait for
         self._save_observed(observed)
 
         dep = self.recorder.deployment(dep_rev)
@@ -572,6 +579,13 @@ class ReconcileLoop:
                 started = self._started_mono.get(svc_c.id, now)
                 next_at = min(next_at, next_due(state, probe, started))
         self._next_probe_at = next_at
+        sig = (
+            sorted((s, c.id, c.state) for s, c in current.items() if c is not None),
+            sorted(self._readiness().items()),
+        )
+        if self._waiting and sig != self._ready_sig:
+            self.trigger("depends_on")  # a dependency may be ready now: plan again
+        self._ready_sig = sig
         gate_ = self._gate
         if gate_ is None:
             return None
@@ -601,6 +615,7 @@ class ReconcileLoop:
             min_uptime=self.options.min_uptime,
             crash_limit=self.options.crash_limit,
             window=gate_.window,
+            waiting={w.service: w.reason for w in self._waiting},
         )
         if verdict.decision == "wait":
             return verdict
@@ -640,6 +655,13 @@ class ReconcileLoop:
                 verdict.reason, self.last_result.steps, self.last_result.noops,
             )  # fmt: skip
         return verdict
+
+    def _readiness(self) -> dict[str, Readiness]:
+        """The health verdict per container id that ``service_healthy`` dependencies need."""
+        return {
+            cid: "none" if probe is None else self._health.get(cid, HealthState()).status
+            for cid, probe in self._probes.items()
+        }
 
     async def _probe(self, c: ObservedContainer, spec: Any, now: float) -> None:
         if c.id not in self._probes:

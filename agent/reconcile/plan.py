@@ -6,20 +6,30 @@ in some state the next observation sees, and planning again from there converges
 
 Only containers labelled with this device appear in ``observed``; the planner checks the
 label again so a foreign container can never end up in a step.
+
+Start order (``depends_on``): a service is created, recreated or started only once each of
+its dependencies is satisfied *in the observed state*: the dependency's current container
+(this target's spec hash) is running, and for ``service_healthy`` the agent's own health
+evaluation (``health``) calls it healthy. Otherwise the service is left as it is and the
+plan says what it waits for (``Plan.waiting``); the loop plans again when the observed state
+or a health status changes. Waiting is thus spread over loop runs, never a sleep in a step.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agent.runtime.base import ObservedContainer
 from bundles.hashing import container_hash
-from bundles.model import BundleSpec, ContainerSpec, UpdateStrategy
+from bundles.model import BundleSpec, ContainerSpec, Dependency, UpdateStrategy
 
 Action = Literal["pull", "create", "start", "stop", "remove", "recreate"]
+# The agent's health verdict on one container, by container id; "none": it has no probe at
+# all (neither the bundle's nor the image's), so ``service_healthy`` waits only for it to run.
+Readiness = Literal["starting", "healthy", "unhealthy", "none"]
 
 # Best container first when several carry the right spec hash (e.g. after a crash mid-update).
 _STATE_RANK = {"running": 0, "restarting": 1, "paused": 2, "created": 3, "exited": 4}
@@ -81,9 +91,23 @@ class Noop:
 
 
 @dataclass(frozen=True)
+class Wait:
+    """A service held back until a dependency is satisfied."""
+
+    service: str
+    dependency: str
+    condition: str
+    reason: str  # e.g. "waiting for db to be healthy (starting)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
 class Plan:
     steps: tuple[Step, ...] = ()
     noops: tuple[Noop, ...] = field(default_factory=tuple)
+    waiting: tuple[Wait, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -139,19 +163,70 @@ def _takedown(c: ObservedContainer, why: str) -> list[Step]:
     return steps
 
 
+def current_container(
+    want: DesiredService, containers: Iterable[ObservedContainer], bundle: str | None
+) -> ObservedContainer | None:
+    """The container that runs ``want`` now (its spec hash, this bundle), best first."""
+    same = [
+        c
+        for c in containers
+        if c.spec_hash == want.spec_hash and c.bundle == bundle and c.state != "dead"
+    ]
+    best = _best(same)
+    return best[0] if best else None
+
+
+def unmet(
+    dep: Dependency, current: ObservedContainer | None, health: Mapping[str, Readiness]
+) -> str | None:
+    """Why ``dep`` is not satisfied by its service's ``current`` container; None: it is."""
+    if current is None:
+        return f"waiting for {dep.service} to be created"
+    if current.state != "running":
+        return f"waiting for {dep.service} to start ({current.state})"
+    if dep.condition == "service_healthy":
+        status = health.get(current.id)
+        if status is None:
+            return f"waiting for {dep.service} to be healthy (not probed yet)"
+        if status not in ("healthy", "none"):
+            return f"waiting for {dep.service} to be healthy ({status})"
+    return None
+
+
 def plan(
     target: Target,
     observed: Sequence[ObservedContainer],
     images: Collection[str],
     *,
     device_id: str,
+    health: Mapping[str, Readiness] | None = None,
 ) -> Plan:
-    """Steps that take ``observed`` to ``target``; empty when they already agree."""
+    """Steps that take ``observed`` to ``target``; empty when they already agree.
+
+    ``health`` is the agent's verdict per container id, for ``service_healthy`` dependencies;
+    a container missing from it has not been judged yet and does not count as healthy.
+    """
     ours = [c for c in observed if c.device == device_id]
     wanted = {s.service: s for s in target.services}
     by_service: dict[str, list[ObservedContainer]] = {}
     for c in ours:
         by_service.setdefault(c.service, []).append(c)
+    verdicts: Mapping[str, Readiness] = health or {}
+    current = {
+        service: current_container(want, by_service.get(service, []), target.bundle)
+        for service, want in wanted.items()
+    }
+    waiting: list[Wait] = []
+
+    def held(service: str, spec: ContainerSpec) -> bool:
+        """Record and say whether ``service`` must wait for one of its dependencies."""
+        found = False
+        for dep in spec.depends_on:
+            why = unmet(dep, current.get(dep.service), verdicts)
+            if why is not None:
+                waiting.append(Wait(service, dep.service, dep.condition, why))
+                found = True
+        return found
 
     noops: list[Noop] = []
     pulls: list[Step] = []
@@ -195,10 +270,21 @@ def plan(
             for c in stale:
                 doomed += _takedown(c, f"stale: spec hash {c.spec_hash} != {want.spec_hash}")
             start, why = _should_start(keep, want.spec)
-            if start:
+            if start and held(service, want.spec):
+                noops.append(Noop(service, f"{why}; not started: {waiting[-1].reason}"))
+            elif start:
                 starts.append(Step("start", service, why, container_id=keep.id))
             else:
                 noops.append(Noop(service, why))
+            continue
+        if held(service, want.spec):
+            noops.append(Noop(service, f"not created yet: {waiting[-1].reason}"))
+            # The old container (if any) keeps running until the dependencies are ready, so
+            # an update never takes a service down only to leave it waiting; under
+            # kill-then-download it is taken down now, as that strategy promises.
+            if target.strategy == "kill-then-download":
+                for c in stale:
+                    replaced += _takedown(c, f"spec hash changed {c.spec_hash} -> {want.spec_hash}")
             continue
         if stale and target.strategy == "download-then-kill":
             old, rest = stale[0], stale[1:]
@@ -236,4 +322,4 @@ def plan(
         steps = doomed + replaced + pulls + recreates + creates + starts
     else:
         steps = pulls + doomed + replaced + recreates + creates + starts
-    return Plan(tuple(steps), tuple(noops))
+    return Plan(tuple(steps), tuple(noops), tuple(waiting))
