@@ -220,6 +220,9 @@ def _format_status(s: dict[str, Any]) -> str:
     age = "" if ob["oldest_created_at"] is None else f", oldest {_ts(ob['oldest_created_at'])}"
     lines.append(f"outbox      {ob['pending']} pending ({_size(ob['bytes'])}){age}")
     lines.append(f"events      last seq {s['last_event_seq']}")
+    from agent.store.space import describe_state
+
+    lines.append(f"disk        {describe_state(s.get('disk'))}")
     # Online means the hub itself answered recently (agent.sync.liveness says it one way for
     # the CLI, the local API and its page).
     from agent.sync.liveness import describe

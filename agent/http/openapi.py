@@ -135,10 +135,25 @@ STATUS = _obj(
         "stuck": _n(STR),
         "containers": {"type": "array", "items": {"type": "object"}},
         "outbox": _obj({"pending": INT, "bytes": INT}),
+        # The data dir's filesystem: full (reason as /health/ready and the 507s give it)
+        # when under 1 MiB is free or a write failed for lack of space (docs/agent.md).
+        "disk": _obj(
+            {"full": {"type": "boolean"}, "reason": _n(STR), "free_bytes": _n(INT)},
+            ["full", "reason", "free_bytes"],
+        ),
         "last_event_seq": INT,
         "tls_fingerprint": _n(STR),
     },
-    ["device_id", "agent_version", "uptime_seconds", "hub", "running_bundle", "desired", "stuck"],
+    [
+        "device_id",
+        "agent_version",
+        "uptime_seconds",
+        "hub",
+        "running_bundle",
+        "desired",
+        "stuck",
+        "disk",
+    ],
 )
 
 TOKEN = _obj(

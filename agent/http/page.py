@@ -14,6 +14,7 @@ from aiohttp import web
 from agent.http import validate as v
 from agent.http.auth import CTX_KEY
 from agent.http.views import status_doc
+from agent.store.space import describe_state
 from agent.sync.liveness import when
 
 _STYLE = (
@@ -46,11 +47,13 @@ def render(doc: dict[str, Any]) -> str:
     link, link_cls = _hub(doc["hub"])
     desired = doc.get("desired") or {}
     last = doc.get("last_reconcile") or {}
+    disk = doc.get("disk") or {}
     rows = [
         _row("Device", doc["device_id"]),
         _row("Agent", doc["agent_version"]),
         _row("Uptime", f"{int(doc['uptime_seconds'])} s"),
         _row("Hub", link, link_cls),
+        _row("Disk", describe_state(doc.get("disk")), "bad" if disk.get("full") else ""),
         _row("Running", doc.get("running_bundle") or "nothing"),
         _row(
             "Desired",

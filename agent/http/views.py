@@ -72,6 +72,7 @@ def status_doc(ctx: AppContext) -> dict[str, Any]:
         "stuck": stuck_reason(summary, loop_result),
         "containers": summary.get("containers", []),
         "outbox": summary.get("outbox"),
+        "disk": summary.get("disk"),
         "last_event_seq": summary.get("last_event_seq"),
         "tls_fingerprint": ctx.tls_fingerprint,
     }

@@ -12,6 +12,7 @@ import errno
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 # Below this much free space the data dir counts as full: a write transaction (a page or
 # ten, a WAL frame each, a bundle document of up to 256 KiB) no longer reliably fits, and
@@ -70,3 +71,28 @@ def describe(path: Path, free: int) -> str:
         f"disk full: {free} bytes free on the filesystem holding {path} "
         f"(the agent needs at least {FLOOR_BYTES // 1024} KiB); free space there"
     )
+
+
+def state(path: Path, full_reason: str | None) -> dict[str, Any]:
+    """The disk as status views show it (``/v1/status``, its page, ``signalbeam-agent
+    status``): ``full`` with the reason readiness and the 507s give, and the free bytes
+    (None when the filesystem cannot be asked)."""
+    try:
+        free: int | None = free_bytes(path)
+    except OSError:
+        free = None
+    return {"full": full_reason is not None, "reason": full_reason, "free_bytes": free}
+
+
+def describe_state(disk: dict[str, Any] | None) -> str:
+    """One line for the page and the CLI: the reason when full, else the free space."""
+    if not disk:
+        return "unknown"
+    if disk.get("full"):
+        return str(disk.get("reason") or "disk full")
+    free = disk.get("free_bytes")
+    if not isinstance(free, int):
+        return "ok"
+    if free >= 1 << 30:
+        return f"ok, {free / (1 << 30):.1f} GiB free"
+    return f"ok, {free / (1 << 20):.1f} MiB free"

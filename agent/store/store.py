@@ -1216,4 +1216,6 @@ class Store:
             "outbox": self.outbox_stats(),
             "last_event_seq": self.last_event_seq(),
             "metrics": self.latest_samples(),
+            # The same "disk full" readiness and the 507s give, so no status view hides it.
+            "disk": space.state(self.path.parent, self.disk_full()),
         }

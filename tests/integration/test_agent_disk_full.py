@@ -1,8 +1,9 @@
 """A real agent process on a real full filesystem (a small tmpfs mounted for the test).
 
 The agent must start on a full disk the same way every time, however its last run ended
-(clean stop or kill -9), serve reads, say "store: disk full" on /health/ready, refuse writes
-with 507 in the one error shape, and heal by itself once space is freed. A first start with
+(clean stop or kill -9), serve reads, say "store: disk full" on /health/ready (and in
+/v1/status, its HTML page and `signalbeam-agent status`), refuse writes with 507 in the one
+error shape, and heal by itself once space is freed. A first start with
 no store and no space fails the same way every time, saying why.
 """
 
@@ -139,6 +140,17 @@ port = {self.port}
     def tail(self) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-20:])
 
+    def page(self, token: str) -> str:
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}/")
+        req.add_header("Authorization", f"Bearer {token}")
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return str(r.read().decode())
+
+    def disk(self, token: str) -> dict[str, Any]:
+        status, _, body = self.call("GET", "/v1/status", token)
+        assert status == 200, body
+        return dict(body["disk"])
+
     def call(
         self,
         method: str,
@@ -202,6 +214,11 @@ def test_full_disk_start_is_the_same_every_time_and_heals(agent: AgentProc, moun
         status, _, body = agent.call("GET", "/health/ready")
         assert status == 503, body
         assert body["error"]["details"]["store"].startswith("disk full"), body
+        # Every status view says so, in the words readiness uses.
+        disk = agent.disk(token)
+        assert disk["full"] is True and disk["reason"].startswith("disk full"), disk
+        assert disk["free_bytes"] < 1024 * 1024, disk
+        assert '<th>Disk</th><td class="bad">disk full: ' in agent.page(token)
         # Reads work: the stored desired state is there to run from.
         status, _, body = agent.call("GET", "/v1/desired", token)
         assert status == 200 and body["desired"]["source"] == "local", body
@@ -225,6 +242,11 @@ def test_full_disk_start_is_the_same_every_time_and_heals(agent: AgentProc, moun
         rc = agent.stop(ending)
         assert rc == (0 if ending == signal.SIGTERM else -signal.SIGKILL), agent.tail()
 
+    # With no agent running the CLI reads the store itself, and says the disk is full.
+    out = agent.cli("status")
+    assert out.returncode == 0, out.stderr
+    assert "disk        disk full: " in out.stdout, out.stdout
+
     # Space comes back while the agent runs: it heals without a restart.
     agent.start()
     agent.wait_up()
@@ -237,12 +259,17 @@ def test_full_disk_start_is_the_same_every_time_and_heals(agent: AgentProc, moun
         time.sleep(0.2)
     status, _, body = agent.call("POST", "/v1/tokens", token, b'{"name": "y", "role": "viewer"}')
     assert status == 201, body
+    disk = agent.disk(token)
+    assert disk["full"] is False and disk["reason"] is None and disk["free_bytes"] > 0, disk
+    assert "<th>Disk</th><td>ok, " in agent.page(token)
     # The store is shared again: the CLI beside the running agent reads it.
     deadline = time.monotonic() + 60
     while (out := agent.cli("status", "--json")).returncode != 0:
         assert time.monotonic() < deadline, out.stderr
         time.sleep(0.5)
     assert json.loads(out.stdout)["desired"]["source"] == "local"
+    assert json.loads(out.stdout)["disk"]["full"] is False
+    assert "disk        ok, " in agent.cli("status").stdout
     assert agent.stop() == 0
     # A full disk is one warning per episode in the log, not a traceback per sample.
     assert "Traceback" not in agent.log.read_text(errors="replace"), agent.tail()
