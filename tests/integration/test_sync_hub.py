@@ -42,9 +42,11 @@ from protocol.subjects import (
 )
 from tests.integration.test_sync_hub_support import (
     SyncHub,
+    applied,
     device_nc,
     enroll_device,
     event_rows,
+    event_seqs,
     eventually,
     new_token,
     publish_batch,
@@ -65,20 +67,6 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SyncHub]:
 async def admin(hub: SyncHub) -> AsyncIterator[HubClient]:
     async with hub.client() as c:
         yield c
-
-
-def applied(hub: SyncHub, device: str) -> int:
-    rows = hub.query("SELECT last_applied_seq FROM device_sync WHERE device_id = ?", (device,))
-    return int(rows[0][0]) if rows else -1
-
-
-def device_events(hub: SyncHub, device: str, kind: str = "test.tick") -> list[int]:
-    return [
-        r[0]
-        for r in hub.query(
-            "SELECT seq FROM events WHERE device_id = ? AND kind = ? ORDER BY id", (device, kind)
-        )
-    ]
 
 
 def hub_events(hub: SyncHub, device: str | None, kind: str) -> int:
@@ -215,7 +203,7 @@ async def test_ingest_applies_each_row_once_in_order(hub: SyncHub, admin: HubCli
         more = event_rows(25, 10, first_event=25)
         await publish_batch(js, ReportBatch("ing-1", tuple(more), prev_seq=24))
         await eventually(lambda: applied(hub, "ing-1") == 34)
-        assert device_events(hub, "ing-1") == [*range(1, 31), 33, 34]
+        assert event_seqs(hub, "ing-1") == [*range(1, 31), 33, 34]
         got = await admin.call("devices.get", {"id": "ing-1"})
         assert got["reported"]["state"]["observed"]["containers"] == [{"name": "web"}]
         assert got["reported"]["as_of"]
@@ -242,7 +230,7 @@ async def test_out_of_order_batch_waits_and_gaps_are_recorded(
         assert applied(hub, "ing-2") == 0
         await publish_batch(js, ReportBatch("ing-2", tuple(rows[:10])))
         await eventually(lambda: applied(hub, "ing-2") == 20)
-        assert device_events(hub, "ing-2") == list(range(1, 21))
+        assert event_seqs(hub, "ing-2") == list(range(1, 21))
         # A jump without an ordering claim (prev_seq 0: a new agent session) is a gap.
         await publish_batch(js, ReportBatch("ing-2", tuple(event_rows(26, 2, first_event=21))))
         await eventually(lambda: applied(hub, "ing-2") == 27)
@@ -297,10 +285,10 @@ async def test_bad_messages_are_dropped_counted_and_recorded(
             ),
             what="bad counted",
         )
-        assert device_events(hub, "bad-1") == [1, 2]
+        assert event_seqs(hub, "bad-1") == [1, 2]
         assert hub_events(hub, "bad-1", "bad_rows") == 1
         assert hub_events(hub, "bad-1", "bad_message") >= 1  # rate-limited per device
-        assert device_events(hub, "ing-1")[:1] == [1]  # the forged row changed nothing there
+        assert event_seqs(hub, "ing-1")[:1] == [1]  # the forged row changed nothing there
         # Garbage heartbeats too; the hub answers the API all along.
         await nc.publish(heartbeat("bad-1"), b"\x00\x01")
         await nc.publish(heartbeat("bad-1"), Heartbeat("ing-1", 1.0, "0.1").to_json())

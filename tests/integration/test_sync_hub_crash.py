@@ -12,6 +12,7 @@ from protocol.messages import ReportBatch
 from protocol.subjects import JS_DOMAIN
 from tests.integration.test_sync_hub_support import (
     SyncHub,
+    applied,
     device_nc,
     enroll_device,
     event_rows,
@@ -28,11 +29,6 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SyncHub]:
     proc = SyncHub(tmp_path_factory.mktemp("crashhub") / "data")
     yield proc
     assert proc.stop() == 0, proc.proc.log_tail() if proc.proc else ""
-
-
-def applied(hub: SyncHub, device: str) -> int:
-    rows = hub.query("SELECT last_applied_seq FROM device_sync WHERE device_id = ?", (device,))
-    return int(rows[0][0]) if rows else -1
 
 
 async def test_kill_9_mid_backlog_loses_and_doubles_nothing(hub: SyncHub) -> None:

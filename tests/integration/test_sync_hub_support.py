@@ -107,6 +107,22 @@ class SyncHub(HubProcess):
         return total
 
 
+def applied(hub: SyncHub, device: str) -> int:
+    """The hub's ``last_applied_seq`` for ``device`` (-1 before its first batch)."""
+    rows = hub.query("SELECT last_applied_seq FROM device_sync WHERE device_id = ?", (device,))
+    return int(rows[0][0]) if rows else -1
+
+
+def event_seqs(hub: SyncHub, device: str, kind: str = "test.tick") -> list[int]:
+    """The device's event seqs of ``kind`` the hub holds, in the order it applied them."""
+    return [
+        r[0]
+        for r in hub.query(
+            "SELECT seq FROM events WHERE device_id = ? AND kind = ? ORDER BY id", (device, kind)
+        )
+    ]
+
+
 async def eventually(
     check: Callable[[], Awaitable[bool] | bool], timeout: float = 60.0, what: str = ""
 ) -> None:

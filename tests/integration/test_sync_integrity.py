@@ -30,9 +30,11 @@ from protocol.messages import MSG_ID_HEADER, EnrollReply, Heartbeat, ReportBatch
 from protocol.subjects import JS_DOMAIN, REPORT_STREAM, heartbeat, report
 from tests.integration.test_sync_hub_support import (
     SyncHub,
+    applied,
     device_nc,
     enroll_device,
     event_rows,
+    event_seqs,
     eventually,
     new_token,
     publish_batch,
@@ -51,20 +53,6 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SyncHub]:
 async def admin(hub: SyncHub) -> AsyncIterator[HubClient]:
     async with hub.client() as c:
         yield c
-
-
-def applied(hub: SyncHub, device: str) -> int:
-    rows = hub.query("SELECT last_applied_seq FROM device_sync WHERE device_id = ?", (device,))
-    return int(rows[0][0]) if rows else -1
-
-
-def tick_seqs(hub: SyncHub, device: str, kind: str = "test.tick") -> list[int]:
-    return [
-        r[0]
-        for r in hub.query(
-            "SELECT seq FROM events WHERE device_id = ? AND kind = ? ORDER BY id", (device, kind)
-        )
-    ]
 
 
 def hub_events(hub: SyncHub, device: str, kind: str) -> list[dict[str, Any]]:
@@ -139,7 +127,7 @@ async def test_a_device_cannot_erase_another_devices_rows_with_forged_msg_ids(
                     60,
                     "B's rows sent and applied",
                 )
-            assert tick_seqs(hub, "vic-b") == [1, 2, 3, 4, 5]
+            assert event_seqs(hub, "vic-b") == [1, 2, 3, 4, 5]
         finally:
             store.close()
         # A's forgeries never counted for anyone: refused as A's bad messages.
@@ -213,7 +201,7 @@ async def test_an_agent_whose_database_was_deleted_is_applied_not_dropped(
     store = Store.open(path, device_id="wipe-e")
     record(store, 10, "before")
     async with agent(hub, creds, store):
-        await eventually(lambda: len(tick_seqs(hub, "wipe-e")) == 10, 60, "first store applied")
+        await eventually(lambda: len(event_seqs(hub, "wipe-e")) == 10, 60, "first store applied")
         # Its events and whatever else the agent wrote (the desired row, whenever it
         # arrives): all sent and applied, read together each time.
         await eventually(
@@ -233,8 +221,8 @@ async def test_an_agent_whose_database_was_deleted_is_applied_not_dropped(
         record(store, 3, "after")
         assert [r.seq for r in store.outbox_pending(10)] == [1, 2, 3]
         async with agent(hub, creds, store):
-            await eventually(lambda: len(tick_seqs(hub, "wipe-e")) == 13, 60, "new rows applied")
-        assert tick_seqs(hub, "wipe-e") == [*range(1, 11), 1, 2, 3]
+            await eventually(lambda: len(event_seqs(hub, "wipe-e")) == 13, 60, "new rows applied")
+        assert event_seqs(hub, "wipe-e") == [*range(1, 11), 1, 2, 3]
         msgs = [
             r[0]
             for r in hub.query(
@@ -299,7 +287,7 @@ async def test_one_devices_poison_rows_do_not_stall_anyone(hub: SyncHub, admin: 
             await publish_batch(js_g, b)
             prev = b.last_seq
         await eventually(lambda: applied(hub, "good-g") == 100, 60, "every good row applied")
-        assert tick_seqs(hub, "good-g") == list(range(1, 101))
+        assert event_seqs(hub, "good-g") == list(range(1, 101))
         # The poison device: bad rows skipped (their seqs consumed) and recorded as its own.
         await eventually(lambda: applied(hub, "poison-p") == 5, 60, "poison rows consumed")
         assert hub_events(hub, "poison-p", "bad_rows")
@@ -402,7 +390,7 @@ async def test_a_sequence_jump_does_not_blind_the_device(hub: SyncHub, admin: Hu
             js, ReportBatch("jump-j", tuple(event_rows(4, 2, first_event=4)), prev_seq=3)
         )
         await eventually(lambda: applied(hub, "jump-j") == 5, 30, "real rows applied")
-        assert tick_seqs(hub, "jump-j") == [1, 2, 3, 4, 5]
+        assert event_seqs(hub, "jump-j") == [1, 2, 3, 4, 5]
         # Refused once it waited (~60 s of redeliveries) for a heartbeat explaining it.
         await eventually(
             lambda: bool(hub_events(hub, "jump-j", "sync_seq_jump")), 240, "jump refused"

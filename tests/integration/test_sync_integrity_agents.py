@@ -22,6 +22,7 @@ from tests.harness.engines import EngineHandle
 from tests.integration.test_sync_e2e_support import Device
 from tests.integration.test_sync_hub_support import (
     SyncHub,
+    applied,
     device_nc,
     enroll_device,
     event_rows,
@@ -56,11 +57,6 @@ def wipe(path: Path) -> None:
     """The agent's database deleted (its WAL and shared memory with it)."""
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
-
-
-def applied(hub: SyncHub, device: str) -> int:
-    rows = hub.query("SELECT last_applied_seq FROM device_sync WHERE device_id = ?", (device,))
-    return int(rows[0][0]) if rows else -1
 
 
 def hub_event_seqs(hub: SyncHub, device: str) -> list[int]:
