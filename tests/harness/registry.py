@@ -58,14 +58,19 @@ _SERVE = (
     'exec httpd -f -p "127.0.0.1:${PORT:-8080}" -h /tmp/www'
 )
 _PROBE = 'wget -q -O /dev/null "http://127.0.0.1:${PORT:-8080}/"'
+# Probed every 2 s, but judged for a loaded machine: one probe (an engine exec, or podman's
+# healthcheck run) can take seconds there, and httpd may not listen yet at the first probe.
+# With --timeout=2s and no start period, two such probes in a row could make hello "unhealthy"
+# and roll back a deployment that was fine. One success still makes it healthy at once.
+_HELLO_HC = "--interval=2s --timeout=10s --start-period=30s --retries=2"
 
 # name:tag -> Containerfile body (after FROM)
 TEST_IMAGES: dict[str, str] = {
     "sbtest/hello:1.0": f"""ENV VERSION=1.0
-HEALTHCHECK --interval=2s --timeout=2s --retries=2 CMD ["/bin/sh", "-c", {json.dumps(_PROBE)}]
+HEALTHCHECK {_HELLO_HC} CMD ["/bin/sh", "-c", {json.dumps(_PROBE)}]
 CMD ["/bin/sh", "-c", {json.dumps(_SERVE)}]""",
     "sbtest/hello:2.0": f"""ENV VERSION=2.0
-HEALTHCHECK --interval=2s --timeout=2s --retries=2 CMD ["/bin/sh", "-c", {json.dumps(_PROBE)}]
+HEALTHCHECK {_HELLO_HC} CMD ["/bin/sh", "-c", {json.dumps(_PROBE)}]
 CMD ["/bin/sh", "-c", {json.dumps(_SERVE)}]""",
     "sbtest/unhealthy:1.0": f"""ENV VERSION=unhealthy-1.0
 HEALTHCHECK --interval=1s --timeout=1s --retries=1 CMD ["/bin/false"]
