@@ -13,7 +13,6 @@ again (its counter starts over); `device status` and `device show` read as text,
 
 from __future__ import annotations
 
-import asyncio
 import io
 import os
 import re
@@ -28,8 +27,8 @@ import pytest
 
 from tests.harness.engines import EngineHandle
 from tests.harness.registry import Registry
-from tests.integration.test_sync_e2e_support import Device, enrollment_token, running_fleet
-from tests.integration.test_sync_hub_support import SyncHub, eventually
+from tests.integration.test_sync_e2e_support import Device, deployed_device
+from tests.integration.test_sync_hub_support import SyncHub
 from tui.cli import run
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
@@ -72,34 +71,8 @@ def device(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Device]:
     root = tmp_path_factory.mktemp("clidev")
-    tok = enrollment_token(hub, 1)
-    try:
-        with running_fleet(hub, _podman_service, root, (DEVICE,), tok) as devices:
-            asyncio.run(deploy(hub, registry))
-            yield devices[DEVICE]
-    finally:
-        _podman_service.remove_test_containers()
-
-
-async def deploy(hub: SyncHub, registry: Registry) -> None:
-    async with hub.client() as admin:
-
-        async def online() -> bool:
-            return (await admin.call("devices.get", {"id": DEVICE}))["status"] == "online"
-
-        await eventually(online, timeout=120, what="the agent online at the hub")
-        await admin.call("bundles.push", {"spec": spec(registry)})
-        await admin.call("assign", {"target": f"device:{DEVICE}", "bundle": "stubborn@1.0.0"})
-
-        async def running() -> bool:
-            d = await admin.call("devices.get", {"id": DEVICE})
-            observed = ((d.get("reported") or {}).get("state") or {}).get("observed") or {}
-            return any(
-                c.get("service") == "stubborn" and c.get("state") == "running"
-                for c in observed.get("containers") or []
-            )
-
-        await eventually(running, timeout=180, what="the container reported running")
+    with deployed_device(hub, _podman_service, root, DEVICE, spec(registry)) as dev:
+        yield dev
 
 
 def signalbeam(hub: SyncHub, *argv: str) -> subprocess.CompletedProcess[str]:

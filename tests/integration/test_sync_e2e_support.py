@@ -19,7 +19,7 @@ from tests.harness.engines import EngineHandle
 from tests.harness.procs import ManagedProcess
 from tests.harness.proxy import TcpProxy
 from tests.harness.registry import Registry
-from tests.integration.test_sync_hub_support import SyncHub
+from tests.integration.test_sync_hub_support import SyncHub, eventually
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -166,3 +166,46 @@ def running_fleet(
     finally:
         for dev in devices.values():
             dev.stop()
+
+
+async def deploy_to(hub: SyncHub, device_id: str, spec: dict[str, Any]) -> None:
+    """Once ``device_id`` is online at the hub, push ``spec``, assign it to the device, and
+    wait until the device reports every container of it running."""
+    services = {str(c["name"]) for c in spec["containers"]}
+    async with hub.client() as admin:
+
+        async def online() -> bool:
+            return (await admin.call("devices.get", {"id": device_id}))["status"] == "online"
+
+        await eventually(online, timeout=120, what="the agent online at the hub")
+        await admin.call("bundles.push", {"spec": spec})
+        ref = f"{spec['bundle']}@{spec['version']}"
+        await admin.call("assign", {"target": f"device:{device_id}", "bundle": ref})
+
+        async def running() -> bool:
+            d = await admin.call("devices.get", {"id": device_id})
+            observed = ((d.get("reported") or {}).get("state") or {}).get("observed") or {}
+            # "name" is the engine's container name; "service" the bundle's
+            up = {
+                c.get("service")
+                for c in observed.get("containers") or []
+                if c.get("state") == "running"
+            }
+            return up >= services
+
+        await eventually(running, timeout=180, what="every container reported running")
+
+
+@contextmanager
+def deployed_device(
+    hub: SyncHub, engine: EngineHandle, root: Path, device_id: str, spec: dict[str, Any]
+) -> Iterator[Device]:
+    """One real agent, enrolled with a one-use token, running ``spec`` from the hub; its
+    containers are removed after."""
+    tok = enrollment_token(hub, 1)
+    try:
+        with running_fleet(hub, engine, root, (device_id,), tok) as devices:
+            asyncio.run(deploy_to(hub, device_id, spec))
+            yield devices[device_id]
+    finally:
+        engine.remove_test_containers()

@@ -12,7 +12,6 @@ polls and coming back fills the gap; the picker switches to the other container.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Iterator
 from itertools import pairwise
@@ -24,8 +23,8 @@ from textual.widgets import Input, Log, Select, Static
 
 from tests.harness.engines import EngineHandle
 from tests.harness.registry import Registry
-from tests.integration.test_sync_e2e_support import Device, enrollment_token, running_fleet
-from tests.integration.test_sync_hub_support import SyncHub, eventually
+from tests.integration.test_sync_e2e_support import Device, deployed_device
+from tests.integration.test_sync_hub_support import SyncHub
 from tests.integration.test_tui_support import text, wait_for
 from tui.app import SignalBeamApp
 from tui.screens.device import DeviceScreen, DeviceView
@@ -83,37 +82,8 @@ def device(
 ) -> Iterator[Device]:
     """One agent on Podman, enrolled through the API's token, running the ticker bundle."""
     root = tmp_path_factory.mktemp("tuilogsdev")
-    tok = enrollment_token(hub, 1)
-    try:
-        with running_fleet(hub, _podman_service, root, (DEVICE,), tok) as devices:
-            asyncio.run(deploy(hub, registry))
-            yield devices[DEVICE]
-    finally:
-        _podman_service.remove_test_containers()
-
-
-async def deploy(hub: SyncHub, registry: Registry) -> None:
-    async with hub.client() as admin:
-
-        async def online() -> bool:
-            return (await admin.call("devices.get", {"id": DEVICE}))["status"] == "online"
-
-        await eventually(online, timeout=60, what="the agent online at the hub")
-        await admin.call("bundles.push", {"spec": ticker_spec(registry)})
-        await admin.call("assign", {"target": f"device:{DEVICE}", "bundle": "ticker@1.0.0"})
-
-        async def both_running() -> bool:
-            d = await admin.call("devices.get", {"id": DEVICE})
-            observed = ((d.get("reported") or {}).get("state") or {}).get("observed") or {}
-            # "name" is the engine's container name; "service" the bundle's
-            running = {
-                c.get("service")
-                for c in observed.get("containers") or []
-                if c.get("state") == "running"
-            }
-            return running >= set(CONTAINERS)
-
-        await eventually(both_running, timeout=120, what="both containers reported running")
+    with deployed_device(hub, _podman_service, root, DEVICE, ticker_spec(registry)) as dev:
+        yield dev
 
 
 def numbered(lines: list[str], name: str) -> list[int]:
