@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -211,6 +212,18 @@ def test_hash_ignores_key_order_and_formatting(
 # ---------------------------------------------------------------- fuzz
 
 
+# YAML breaks lines at CR LF, a lone CR, LF, NEL, LS and PS (YAML 1.1, as PyYAML reads it),
+# so a line number may count any of them, not only "\n".
+_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
+
+
+def _lines_in(text: str | bytes) -> int:
+    if isinstance(text, bytes):
+        # The parser may decode bytes as UTF-8 or UTF-16: take the larger count.
+        return max(text.count(b"\n") + 1, _lines_in(text.decode("utf-8", "replace")))
+    return len(_LINE_BREAK.split(text))
+
+
 def check_outcome(run: Any, text: str | bytes | None = None) -> None:
     """Either a valid spec, or BundleInvalid whose every error names a field path.
 
@@ -220,8 +233,7 @@ def check_outcome(run: Any, text: str | bytes | None = None) -> None:
         result = run()
     except BundleInvalid as exc:
         assert exc.errors
-        newline: Any = b"\n" if isinstance(text, bytes) else "\n"
-        last_line = None if text is None else text.count(newline) + 1
+        last_line = None if text is None else _lines_in(text)
         for err in exc.errors:
             assert isinstance(err.path, str) and err.path
             assert isinstance(err.message, str) and err.message
