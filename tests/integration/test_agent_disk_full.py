@@ -219,6 +219,15 @@ def test_full_disk_start_is_the_same_every_time_and_heals(agent: AgentProc, moun
         assert disk["full"] is True and disk["reason"].startswith("disk full"), disk
         assert disk["free_bytes"] < 1024 * 1024, disk
         assert '<th>Disk</th><td class="bad">disk full: ' in agent.page(token)
+        # The CLI says it too: in its disk line, or, when the agent holds the store alone
+        # (opened exclusively on the full disk), in the error saying why it cannot read it.
+        out = agent.cli("status")
+        said = (
+            "disk        disk full: " in out.stdout
+            if out.returncode == 0
+            else "disk full: " in out.stderr
+        )
+        assert said, (out.returncode, out.stdout, out.stderr)
         # Reads work: the stored desired state is there to run from.
         status, _, body = agent.call("GET", "/v1/desired", token)
         assert status == 200 and body["desired"]["source"] == "local", body
