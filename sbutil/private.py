@@ -44,7 +44,11 @@ def private_dir(path: Path) -> Path:
 
 def private_db_files(db: Path) -> None:
     """Create the SQLite file 0600 if missing (its WAL and SHM then get the same mode) and
-    take group/other bits off it and any side file an older version left readable."""
+    take group/other bits off it and any side file an older version left readable.
+    SQLite's in-memory database has no file: creating one named ``:memory:`` in the working
+    directory would leave litter (a test run did, in the repository root)."""
+    if str(db) == ":memory:":
+        return
     with contextlib.suppress(FileExistsError):
         os.close(os.open(db, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     for path in (db, *(db.with_name(db.name + s) for s in DB_SIDE_FILES)):
