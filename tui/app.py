@@ -7,6 +7,7 @@ and ``add_tui_command(subparsers)`` for a parser that has no ``tui`` verb yet.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import time
 from collections import deque
@@ -16,17 +17,17 @@ from typing import Any
 
 from textual.app import App
 from textual.binding import Binding
+from textual.message import Message
 from textual.notifications import SeverityLevel
 from textual.timer import Timer
-from textual.widgets import HelpPanel
 
 from protocol import errors as codes
 from tui.client import ApiError
-from tui.commands import TABS, Command
+from tui.commands import COMMANDS, TABS, Command, help_lines, key_label
 from tui.config import ConfigError, from_args
 from tui.palette import SignalBeamCommands
 from tui.screens.device import DeviceScreen
-from tui.screens.dialogs import HubErrorScreen
+from tui.screens.dialogs import HelpScreen, HubErrorScreen
 from tui.screens.main import MainScreen
 from tui.screens.session import HubSession
 from tui.widgets.banner import HubBanner, banner_text
@@ -37,6 +38,7 @@ POLL_SECONDS = 30.0  # fallback refresh: change notices can be missed (they are 
 ERROR_REPEAT_SECONDS = 15.0  # the same error again within this shows no second notification
 RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0)  # first-connect retries back off to the last, forever
 EXIT_OK, EXIT_HUB, EXIT_USAGE = 0, 1, 2
+EXIT_CRASH = 70  # the app ended without the operator quitting (sysexits' EX_SOFTWARE)
 READ_ONLY_HELP = "browse only: write actions are hidden (also automatic with a readonly key)"
 
 HINTS = {
@@ -55,7 +57,7 @@ class SignalBeamApp(App[int]):
     COMMANDS = App.COMMANDS | {SignalBeamCommands}
     BINDINGS = [
         # Every key where the focus is, including those the footer has no room for.
-        Binding("question_mark", "toggle_keys", "Keys", key_display="?"),
+        Binding("question_mark", "toggle_keys", "Help", key_display="?"),
         # vi keys in every table (text boxes take the letters first).
         Binding("j", "cursor('down')", "Down", show=False),
         Binding("k", "cursor('up')", "Up", show=False),
@@ -75,6 +77,8 @@ class SignalBeamApp(App[int]):
         self.clock = clock  # wall time for ages ("offline 4m"); fixed in snapshot tests
         self.forced_read_only = read_only  # --read-only
         self.role: str | None = None  # the key's role from session.whoami
+        self.key_name: str | None = None  # the key's name from session.whoami
+        self.hub_version: str | None = None  # from session.whoami
         self.ready = False  # connected and the views started loading
         self.ever_connected = False
         self.down_since: float | None = None  # wall time the hub became unreachable
@@ -85,6 +89,8 @@ class SignalBeamApp(App[int]):
         self._last_error: tuple[str, float] = ("", 0.0)
         # Every notification shown, newest last (bounded): the record tests assert on.
         self.notices: deque[tuple[str, str, str]] = deque(maxlen=100)
+        self.quit_requested = False  # set by every deliberate exit; anything else is a crash
+        self.crash: str | None = None  # why the app's message loop ended on its own
 
     @property
     def read_only(self) -> bool:
@@ -98,7 +104,16 @@ class SignalBeamApp(App[int]):
         self.run_worker(job(self._start), group="connect", exclusive=True)
 
     def _status(self, link: str) -> str:
-        return f"{self.session.display_url} · {link}" + (" · read-only" if self.read_only else "")
+        """The header's second line: hub, link, key role, hub version (k9s' context line)."""
+        parts = [self.session.display_url]
+        if self.hub_version is not None:
+            parts.append(f"hub {self.hub_version}")
+        if self.role is not None:
+            parts.append(f"key {self.key_name} ({self.role})" if self.key_name else self.role)
+        parts.append(link)
+        if self.read_only:
+            parts.append("read-only")
+        return " · ".join(parts)
 
     async def _start(self) -> None:
         try:
@@ -141,9 +156,11 @@ class SignalBeamApp(App[int]):
             me = await self.session.call("session.whoami")
         except ApiError:
             return  # an older hub without the verb: only --read-only applies
-        role = me.get("role")
+        role, name, version = me.get("role"), me.get("name"), me.get("hub_version")
         before = self.read_only
         self.role = role if isinstance(role, str) else None
+        self.key_name = name if isinstance(name, str) and name else None
+        self.hub_version = version if isinstance(version, str) else None
         if self.read_only != before:
             self._read_only_changed()
 
@@ -167,6 +184,7 @@ class SignalBeamApp(App[int]):
                 self.sub_title = self._status("connecting…")
                 self.run_worker(job(self._start), group="connect", exclusive=True)
             else:
+                self.quit_requested = True
                 self.exit(EXIT_HUB, return_code=EXIT_HUB)
 
         self.push_screen(HubErrorScreen(title, str(exc), hint), chosen)
@@ -207,10 +225,11 @@ class SignalBeamApp(App[int]):
                     banner.show_problem(text)
 
     def action_toggle_keys(self) -> None:
-        if self.screen.query(HelpPanel):
-            self.action_hide_help_panel()
+        """``?``: every key grouped by view (``?`` or Esc closes it)."""
+        if isinstance(self.screen, HelpScreen):
+            self.screen.dismiss(None)
         else:
-            self.action_show_help_panel()
+            self.push_screen(HelpScreen(help_text()))
 
     def action_cursor(self, direction: str) -> None:
         """j / k: the focused table's cursor (a widget without one ignores them)."""
@@ -243,7 +262,28 @@ class SignalBeamApp(App[int]):
 
     def action_quit_app(self) -> None:
         # Never having reached the hub is a failed run, as from the error screen.
+        self.quit_requested = True
         self.exit(EXIT_OK if self.ever_connected else EXIT_HUB)
+
+    async def _dispatch_message(self, message: Message) -> None:
+        """Textual ends the app's message loop quietly when a handler lets a CancelledError
+        out (it is not an Exception); remember what was being handled, so the end is
+        reported instead of looking like a normal quit."""
+        try:
+            await super()._dispatch_message(message)
+        except asyncio.CancelledError:
+            if not self.quit_requested and self.crash is None:
+                self.crash = f"a task was cancelled while handling {type(message).__name__}"
+            raise
+
+    def unexpected_end(self) -> str | None:
+        """Why the app ended although nobody asked it to, or None after a deliberate exit.
+        (An exception in a handler is printed by Textual itself, with its traceback.)"""
+        if self.quit_requested:
+            return None
+        if self.return_code not in (None, 0):
+            return f"stopped by an internal error (exit code {self.return_code}; see above)"
+        return self.crash or "the app's message loop ended without a quit"
 
     def _poll_tick(self) -> None:
         if self.session.connected:
@@ -278,10 +318,41 @@ class SignalBeamApp(App[int]):
         self.notify(message, title=title, severity="error", timeout=8, markup=False)
 
     def on_fleet_view_open_device(self, message: FleetView.OpenDevice) -> None:
-        self.push_screen(DeviceScreen(message.device_id))
+        self.push_screen(DeviceScreen(message.device_id, message.tab))
 
     async def on_unmount(self) -> None:
         await self.session.close()
+
+
+def help_text() -> list[str]:
+    """The ``?`` help: each view's keys, from the bindings themselves (plus the `:`
+    commands), so it never disagrees with what the keys do."""
+    from tui.widgets.assign import AssignView
+    from tui.widgets.bundles import BundlesView
+    from tui.widgets.logs import LogsPane
+    from tui.widgets.rollouts import RolloutsView
+
+    def keys(*owners: Any) -> list[tuple[str, str]]:
+        out = []
+        for owner in owners:
+            for b in owner.BINDINGS:
+                if isinstance(b, Binding):
+                    out.append((key_label(b.key, b.key_display), b.description))
+        return out
+
+    extra = [("ctrl+p", "command palette: every : command and any device by id")]
+    return help_lines(
+        [
+            ("Everywhere", keys(SignalBeamApp) + extra),
+            ("Main screen (tabs)", keys(MainScreen)),
+            ("Fleet", [*keys(FleetView), ("enter", "open the highlighted device")]),
+            ("Bundles", keys(BundlesView)),
+            ("Assign", [*keys(AssignView), ("enter", "in the target box: count, confirm")]),
+            ("Rollouts", keys(RolloutsView)),
+            ("Device", keys(DeviceScreen, LogsPane)),
+            (":commands", [(f":{c}", d) for c, d in COMMANDS]),
+        ]
+    )
 
 
 def run_tui(
@@ -294,7 +365,17 @@ def run_tui(
 ) -> int:
     """Run the TUI until the operator quits; the exit code (1 when the hub was unusable)."""
     app = SignalBeamApp(HubSession(hub_url, api_key, timeout, ca_file), read_only=read_only)
-    result = app.run()
+    return run_app(app)
+
+
+def run_app(app: SignalBeamApp, *, headless: bool = False) -> int:
+    """Run ``app``; its exit code. An end nobody asked for (a crash, or Textual's message
+    loop stopping on a stray cancellation) says why on stderr and is never exit 0."""
+    result = app.run(headless=headless)
+    why = app.unexpected_end()
+    if why is not None:
+        print(f"signalbeam tui: the TUI ended unexpectedly: {why}", file=sys.stderr)
+        return app.return_code if app.return_code not in (None, 0) else EXIT_CRASH
     return EXIT_OK if result is None else int(result)
 
 

@@ -25,7 +25,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("assign", "the Assign tab"),
     ("rollouts", "the Rollouts tab"),
     ("dev ID", "open a device"),
-    ("help", "every key where the focus is"),
+    ("help", "every key, grouped by view (also ?)"),
     ("quit", "quit (also :q)"),
 )
 TABS = ("fleet", "bundles", "assign", "rollouts")
@@ -75,3 +75,37 @@ def complete(text: str, device_ids: Iterable[str]) -> str | None:
         if alias.startswith(typed.lower()) and alias != typed.lower():
             return f":{alias}"
     return None
+
+
+# --- the `?` help, grouped by view --------------------------------------------------------
+KEY_NAMES = {
+    "question_mark": "?",
+    "colon": ":",
+    "slash": "/",
+    "space": "space",
+    "escape": "esc",
+    "enter": "enter",
+}
+
+
+def key_label(keys: str, display: str | None = None) -> str:
+    """How a binding's key reads in the help: ``ctrl+r``, ``?``, ``n / esc``."""
+    if display:
+        return display
+    return " / ".join(KEY_NAMES.get(k.strip(), k.strip()) for k in keys.split(","))
+
+
+def help_lines(sections: Iterable[tuple[str, Iterable[tuple[str, str]]]]) -> list[str]:
+    """The help text: one block per view, ``key  what it does`` aligned within the block,
+    keys repeated in a view listed once."""
+    out: list[str] = []
+    for title, keys in sections:
+        rows = list(dict.fromkeys((k, d) for k, d in keys if d))
+        if not rows:
+            continue
+        width = max(len(k) for k, _ in rows)
+        if out:
+            out.append("")
+        out.append(title)
+        out += [f"  {k.ljust(width)}  {d}" for k, d in rows]
+    return out

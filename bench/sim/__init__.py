@@ -5,6 +5,6 @@ real devices.
 """
 
 from bench.sim.fleet import SimFleet
-from bench.sim.options import SimError, SimOptions
+from bench.sim.options import UNBEATABLE_GRACE_S, SimError, SimOptions
 
-__all__ = ["SimError", "SimFleet", "SimOptions"]
+__all__ = ["UNBEATABLE_GRACE_S", "SimError", "SimFleet", "SimOptions"]

@@ -11,6 +11,12 @@ from protocol.subjects import valid_device_id
 
 _PREFIX_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,40})?$")
 MAX_PER_DEVICE_CONNECTIONS = 2000  # one Python process; beyond this use shared connections
+# The hub's offline grace (``--offline-grace``) for a simulated fleet in a test that is not
+# about presence. A starved machine (load 12 on 2 cores) delays heartbeats by seconds, and
+# the simulator's heartbeats share an event loop with whatever the test drives (a whole
+# Textual app): with a grace of a few seconds a device went offline mid-test. No starvation
+# lasts this long inside a bounded test; presence tests keep a short grace of their own.
+UNBEATABLE_GRACE_S = 3600
 
 
 class SimError(Exception):

@@ -72,20 +72,29 @@ def runs(state: Any, want: str) -> bool:
 
 
 def deployment(state: Any) -> dict[str, Any] | None:
-    """``{status, error}``; ``error`` is the agent's reason when the deployment failed or
-    was rolled back, else null."""
+    """``{status, error, as_of}``; ``error`` is the agent's reason when the deployment
+    failed or was rolled back, else null; ``as_of`` when the hub received it and, for a
+    failed one, ``bundle_ref`` (each absent in documents without it)."""
     s = _state(state)
     dep = s.get("deployment") if s is not None else None
     if not isinstance(dep, Mapping) or not _text(dep.get("status")):
         return None
     status = str(dep["status"])
     reason = _text(dep.get("reason"))
-    return {"status": status, "error": reason if status in FAILED_DEPLOYMENTS else None}
+    out = {"status": status, "error": reason if status in FAILED_DEPLOYMENTS else None}
+    as_of = _text(dep.get("as_of"))
+    if as_of:  # when the hub received it: a newer healthy snapshot supersedes a failure
+        out["as_of"] = as_of
+    ref = _text(dep.get("bundle_ref"))
+    if ref and status in FAILED_DEPLOYMENTS:  # what failed (and, if it recovers, runs)
+        out["bundle_ref"] = ref
+    return out
 
 
-def containers(state: Any) -> dict[str, int] | None:
-    """``{total, bad}`` from the observed snapshot; bad = exited, dead, restarting or
-    unhealthy. Null when the device never reported containers."""
+def containers(state: Any) -> dict[str, Any] | None:
+    """``{total, bad, as_of}`` from the observed snapshot; bad = exited, dead, restarting or
+    unhealthy; ``as_of`` the snapshot's time (absent when unknown). Null when the device
+    never reported containers."""
     s = _state(state)
     if s is None:
         return None
@@ -99,7 +108,11 @@ def containers(state: Any) -> dict[str, int] | None:
     bad = sum(
         1 for c in boxes if c.get("state") in BAD_CONTAINER_STATES or c.get("health") == "unhealthy"
     )
-    return {"total": len(boxes), "bad": bad}
+    out: dict[str, Any] = {"total": len(boxes), "bad": bad}
+    as_of = _text(observed.get("as_of")) if isinstance(observed, Mapping) else None
+    if as_of:
+        out["as_of"] = as_of
+    return out
 
 
 def spark_window(now: float) -> tuple[int, int]:

@@ -17,7 +17,6 @@ from textual.command import CommandPalette
 from textual.pilot import Pilot
 from textual.widgets import (
     DataTable,
-    HelpPanel,
     Input,
     OptionList,
     Select,
@@ -41,7 +40,7 @@ from tests.integration.test_tui_support import (
 from tui.app import EXIT_HUB, SignalBeamApp
 from tui.screens import fleet_model as fm
 from tui.screens.device import DeviceScreen
-from tui.screens.dialogs import ConfirmScreen, HubErrorScreen
+from tui.screens.dialogs import ConfirmScreen, HelpScreen, HubErrorScreen
 from tui.screens.session import HubSession
 from tui.widgets.banner import HubBanner
 from tui.widgets.fleet import FleetView
@@ -88,16 +87,22 @@ async def test_fleet_lists_devices_with_summary(pilot: Pilot[Any]) -> None:
     got = rows(table)
     assert [r[0] for r in got] == [f"dev-{i}" for i in range(5)]
     dev0 = got[0]
-    assert dev0[1] == "● online" and dev0[2] == "rpi" and dev0[4] == "warehouse-monitor@1.2.0"
-    assert got[1][1] == "? unknown" and got[1][3] == "lab" and got[3][2] == "x86"
+    assert dev0[1] == "● online" and dev0[3] == "rpi" and dev0[5] == "warehouse-monitor@1.2.0"
+    assert dev0[2] == "<1m"  # Seen: the age since the last heartbeat
+    assert got[1][1] == "? unknown" and got[1][4] == "lab" and got[3][3] == "x86"
+    assert got[1][2] == "never"
     summary = text(pilot.app.screen.query_one("#fleet-summary", Static))
     assert summary.startswith("5 devices") and "online 1" in summary and "offline 0" in summary
     assert pilot.app.screen.query_one("#fleet-empty").display is False
-    # ? toggles the keys panel (it lists the keys the footer has no room for)
+    # ? shows every key grouped by view (from the bindings), and closes again
     await pilot.press("question_mark")
-    await wait_for(pilot, lambda: bool(pilot.app.screen.query(HelpPanel)), "keys panel")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, HelpScreen), "the help")
+    help_text = text(pilot.app.screen.query_one("#help-text", Static))
+    for section in ("Everywhere", "Main screen (tabs)", "Fleet", "Rollouts", "Device"):
+        assert f"\n{section}\n" in f"\n{help_text}\n", section
+    assert "  /      Filter" in help_text.split("\nFleet\n")[1].split("\n\n")[0]
     await pilot.press("question_mark")
-    await wait_for(pilot, lambda: not pilot.app.screen.query(HelpPanel), "keys panel gone")
+    await wait_for(pilot, lambda: not isinstance(pilot.app.screen, HelpScreen), "help gone")
 
 
 async def test_fleet_filter_by_tag_group_status_text_and_negation(pilot: Pilot[Any]) -> None:
@@ -121,12 +126,44 @@ async def test_fleet_filter_by_tag_group_status_text_and_negation(pilot: Pilot[A
     await apply("tag:x86 status:online", [])
     assert app.screen.query_one("#fleet-empty").display is True
     await apply("", [f"dev-{i}" for i in range(5)])
-    # A bad filter is refused in the UI and keeps the table as it was.
+    # A filter that matches nothing says so, not how to enrol devices.
+    await apply("no-such-device", [])
+    empty = app.screen.query_one("#fleet-empty", Static)
+    assert "No device matches 'no-such-device' (5 loaded)" in text(empty)
+    assert "enrol" not in text(empty)
+    # A bad filter says so and shows nothing stale (no rows as if they matched); Enter
+    # repeats the reason; Esc clears it: the whole fleet again.
     await pilot.press("slash")
     app.screen.query_one("#fleet-filter", Input).value = "status:sideways"
+    await wait_for(pilot, lambda: not rows(fleet(pilot)), "nothing shown")
+    assert text(empty).startswith("Invalid filter: unknown status 'sideways'")
+    assert "invalid filter" in text(app.screen.query_one("#fleet-summary", Static))
     await pilot.press("enter")
     await wait_for(pilot, lambda: "unknown status" in str(list(app.notices)), "filter error")
-    assert len(rows(fleet(pilot))) == 5
+    await pilot.press("escape")
+    await wait_for(pilot, lambda: len(rows(fleet(pilot))) == 5, "Esc cleared the filter")
+    assert app.screen.query_one("#fleet-filter", Input).value == ""
+
+
+async def test_fleet_filters_as_you_type(pilot: Pilot[Any]) -> None:
+    app = pilot.app
+    await pilot.press("slash")
+    box = app.screen.query_one("#fleet-filter", Input)
+    await wait_for(pilot, lambda: box.has_focus, "the filter box focused")
+    await pilot.press("h", "o", "s", "t", "-", "4")  # free text, re-filtered per key
+    await wait_for(pilot, lambda: [r[0] for r in rows(fleet(pilot))] == ["dev-4"], "host-4")
+    await pilot.press(*["backspace"] * 6)
+    await wait_for(pilot, lambda: len(rows(fleet(pilot))) == 5, "emptied: everything")
+    await pilot.press("t", "a", "g", "colon")  # "tag:" does not parse yet: nothing stale
+    await wait_for(pilot, lambda: not rows(fleet(pilot)), "tag: alone shows nothing")
+    await pilot.press("x", "8", "6")
+    await wait_for(
+        pilot, lambda: [r[0] for r in rows(fleet(pilot))] == ["dev-3", "dev-4"], "tag:x86"
+    )
+    assert box.value == "tag:x86" and box.has_focus  # still typing: no Enter needed
+    await pilot.press("escape")
+    await wait_for(pilot, lambda: len(rows(fleet(pilot))) == 5, "Esc cleared it")
+    assert fleet(pilot).has_focus
 
 
 async def test_fleet_sorts_and_vi_keys_move_the_cursor(pilot: Pilot[Any]) -> None:
@@ -203,13 +240,13 @@ async def test_fleet_updates_live_from_change_notices(pilot: Pilot[Any], hub: Hu
         await c.call("devices.tag", {"id": "dev-4", "tag": "lab"})
     try:
         await wait_for(
-            pilot, lambda: rows(fleet(pilot))[4][2] == "lab,x86", "dev-4's new tag shown"
+            pilot, lambda: rows(fleet(pilot))[4][3] == "lab,x86", "dev-4's new tag shown"
         )
         assert "dev-4" in view.flashing or view.updates >= 1  # in place, flashed
     finally:
         async with hub.client() as c:
             await c.call("devices.untag", {"id": "dev-4", "tag": "lab"})
-    await wait_for(pilot, lambda: rows(fleet(pilot))[4][2] == "x86", "the tag gone again")
+    await wait_for(pilot, lambda: rows(fleet(pilot))[4][3] == "x86", "the tag gone again")
     assert view.loads == loads  # the notices named the device: no full reload
 
 
@@ -292,7 +329,7 @@ async def test_assign_after_confirmation(pilot: Pilot[Any], hub: Hub) -> None:
         assert (await c.call("devices.get", {"id": "dev-1"}))["desired"]["via"] == "group:lab"
     # the fleet follows through the change notice
     await wait_for(
-        pilot, lambda: rows(fleet(pilot))[1][4] == "- → warehouse-monitor@1.3.0", "fleet marks it"
+        pilot, lambda: rows(fleet(pilot))[1][5] == "- → warehouse-monitor@1.3.0", "fleet marks it"
     )
     # unassign, again after a confirmation
     table.focus()
@@ -300,7 +337,7 @@ async def test_assign_after_confirmation(pilot: Pilot[Any], hub: Hub) -> None:
     await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "confirmation")
     await pilot.press("y")
     await wait_for(pilot, lambda: table.row_count == 0, "assignment removed")
-    await wait_for(pilot, lambda: rows(fleet(pilot))[1][4] == "-", "fleet desired cleared")
+    await wait_for(pilot, lambda: rows(fleet(pilot))[1][5] == "-", "fleet desired cleared")
 
 
 async def test_assign_refused_shows_the_api_message(pilot: Pilot[Any]) -> None:
@@ -336,6 +373,8 @@ async def test_read_only_key_or_flag_puts_the_app_in_read_only_mode(
         # session.whoami said readonly (the screens hide or grey their writes from this)
         await wait_for(pilot, lambda: app.read_only, "read-only from the key's role")
         assert app.sub_title.endswith("· connected · read-only")
+        # the header names the hub, its version and the key with its role (k9s' context)
+        assert f"{app.session.display_url} · hub 0.1.0 · key viewer (readonly) ·" in app.sub_title
     # An admin key with --read-only: read-only as well.
     app = SignalBeamApp(HubSession(hub.url, hub.key), poll_seconds=3600, read_only=True)
     async with app.run_test(size=(120, 40)) as pilot:

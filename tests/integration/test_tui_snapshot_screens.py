@@ -169,7 +169,7 @@ class RolloutsHarness(App[None]):
 
 async def show_rollouts(pilot: Pilot[Any]) -> None:
     view = pilot.app.query_one(RolloutsView)
-    await view.show_rollouts(ROLLOUTS)
+    view.show_rollouts(ROLLOUTS)
     view.show_devices({**ROLLOUTS[0], "devices": DEVICES})
     await pilot.pause()
 

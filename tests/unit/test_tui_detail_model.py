@@ -48,9 +48,21 @@ def test_container_rows_carry_restarts() -> None:
         }
     }  # fmt: skip
     assert dm.container_rows(reported) == [
-        ("web", "web", "running", "healthy", "3", "nginx:1"),
-        ("db", "-", "exited", "-", "-", "-"),
+        ("web", "web", "running", "healthy", "3", "-", "-", "nginx:1"),
+        ("db", "-", "exited", "-", "-", "-", "-", "-"),
     ]
+    # CPU% and memory: the newest minute of the agent's per-container samples
+    series = {
+        "cpu.percent": [10.0],
+        "container.web.cpu_percent": [1.0, 2.5],
+        "container.web.memory_bytes": [1024.0, 12.5 * 1024 * 1024],
+    }
+    usage = dm.container_usage(series)
+    assert usage == {"web": ("2.5", "12.5 MiB")}
+    assert dm.container_rows(reported, usage)[0][5:7] == ("2.5", "12.5 MiB")
+    assert dm.host_first(series) == [
+        "cpu.percent", "container.web.cpu_percent", "container.web.memory_bytes"
+    ]  # fmt: skip
     assert dm.container_names(reported) == ["web", "db"]
     upgraded = {"state": {"observed": {"containers": [
         {"name": "sb-web-1a2b-9f8e", "service": "web"}, {"name": "sb-web-3c4d-9f8e", "service": "web"},
@@ -198,3 +210,21 @@ def test_read_only_hides_writes_only() -> None:
 def test_states_have_colours_and_unknown_words_none() -> None:
     assert dm.state_style("Failed") == "red" and dm.state_style("online") == "green"
     assert dm.state_style("updating") == "yellow" and dm.state_style("whatever") == ""
+
+
+def test_describe_and_yaml_of_a_device() -> None:
+    device = {
+        "id": "pi-01", "status": "online", "last_seen": "2026-11-26T18:00:00.000Z",
+        "hostname": "pi", "os": "linux", "arch": "arm64", "engine": "podman",
+        "agent_version": "0.1.0", "tenant": "acme", "tags": ["lab"], "groups": [],
+        "desired": {"bundle": "wm", "version": "1.3.0", "via": "group:lab"},
+        "desired_generation": 7,
+        "reported": {"as_of": "2026-11-26T18:00:00.000Z", "state": {"bundle_ref": "wm@1.3.0"}},
+    }  # fmt: skip
+    now = 1_795_716_060.0  # 60 s after last_seen
+    lines = dm.describe_lines(device, now)
+    assert lines[0] == "Device:      pi-01"
+    assert "Desired:     wm@1.3.0 (via group:lab), generation 7" in lines
+    assert "Running:     wm@1.3.0" in lines
+    docs = dm.yaml_docs(device)
+    assert docs["desired"]["version"] == "1.3.0" and docs["desired_generation"] == 7

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tui.screens import fleet_model as fm
+from tui.screens import model
 from tui.widgets.fleet import FIXED_WIDTH
 
 NOW = 1_800_000_000.0
@@ -36,7 +37,9 @@ def test_states_from_devices_get_documents() -> None:
     running = reported(bundle_ref="wm@1.3.0", containers=[{"name": "a", "state": "running"}])
     row = fm.device_row(device(desired=DESIRED, reported=running, last_seen=iso(NOW - 30)))
     assert row.state == "online"
-    assert [c for c, _ in fm.cells(row, NOW)][:5] == ["d1", "● online", "rpi,lab", "-", "wm@1.3.0"]
+    assert [c for c, _ in fm.cells(row, NOW)][:6] == [
+        "d1", "● online", "<1m", "rpi,lab", "-", "wm@1.3.0"
+    ]  # fmt: skip
     old = reported(bundle_ref="wm@1.2.0")
     assert fm.device_row(device(desired=DESIRED, reported=old)).state == "updating"
     # offline devices are not "updating": they cannot be until they come back
@@ -61,8 +64,8 @@ def test_states_from_the_summary_view() -> None:
          "metrics": {"cpu": {"last": 42.4, "spark": [0.0, 10.0, None, None, 50.0, 100.0]}}}
     )  # fmt: skip
     cells = fm.cells(row, NOW)
-    assert cells[5] == ("Failed", "bad")
-    assert cells[6][0] == "▁▁  ▅█  42" and cells[7][0] == "-"
+    assert cells[6] == ("Failed", "bad")
+    assert cells[7][0] == "▁▁  ▅█  42" and cells[8][0] == "-"
 
 
 def test_offline_age_and_status_text_carry_the_state_without_colour() -> None:
@@ -195,7 +198,8 @@ def test_an_offline_device_keeps_its_failure() -> None:
 
 def test_changed_columns() -> None:
     row = fm.device_row(device(status="offline", last_seen=iso(NOW - 59)))
-    assert fm.changed_columns(fm.cells(row, NOW), fm.cells(row, NOW + 2)) == [1]
+    # the status age and the Seen column both cross the minute
+    assert fm.changed_columns(fm.cells(row, NOW), fm.cells(row, NOW + 2)) == [1, 2]
     assert fm.changed_columns(fm.cells(row, NOW), fm.cells(row, NOW)) == []
 
 
@@ -216,3 +220,37 @@ def test_changed_columns() -> None:
 )
 def test_notice_ids(doc: dict[str, Any], ids: list[str] | None) -> None:
     assert fm.notice_ids(doc) == ids
+
+
+def test_a_failed_deployment_that_recovered_is_not_failed() -> None:
+    """Defect: the row stayed "✖ failed" until the next deployment although the device
+    reported every container healthy after the failure (the agent gave the generation up
+    past its health window, then the containers came up)."""
+    failed_at, later = "2026-11-26T18:00:00.000Z", "2026-11-26T18:01:00.000Z"
+    doc = device(
+        status="online", running=None, desired={"bundle": "wm", "version": "1.3.0"},
+        deployment={"status": "failed", "error": "not healthy in 30s", "as_of": failed_at,
+                    "bundle_ref": "wm@1.3.0"},
+        containers={"total": 2, "bad": 0, "as_of": later},
+    )  # fmt: skip
+    row = fm.device_row(doc)
+    assert row.state == "online" and row.problem is None and row.running == "wm@1.3.0"
+    # a snapshot from before the failure, or with a bad container, does not clear it
+    stale = {**doc, "containers": {"total": 2, "bad": 0, "as_of": "2026-11-26T17:59:00.000Z"}}
+    assert fm.device_row(stale).state == "failed"
+    sick = {**doc, "containers": {"total": 2, "bad": 1, "as_of": later}}
+    assert fm.device_row(sick).state == "failed"
+    # a rollback is not superseded: the device runs an older version than wanted
+    rolled = {**doc, "deployment": {**doc["deployment"], "status": "rolled_back"}}
+    assert fm.device_row(rolled).state == "failed"
+    # the same rule from a devices.get document (the device screen)
+    reported = {"state": {
+        "deployment": {"status": "failed", "reason": "x", "bundle_ref": "wm@1.3.0",
+                       "as_of": failed_at},
+        "observed": {"as_of": later, "containers": [
+            {"name": "a", "state": "running", "health": "healthy"}]},
+    }}  # fmt: skip
+    assert model.problem(reported) is None and model.health(reported) == "healthy"
+    assert model.running_ref(reported) == "wm@1.3.0"
+    reported["state"]["observed"]["as_of"] = "2026-11-26T17:00:00.000Z"
+    assert model.problem(reported) is not None

@@ -45,7 +45,7 @@ async def test_progress_bars_and_device_rows() -> None:
     app = Harness()
     async with app.run_test(size=(80, 24)) as pilot:
         view = app.query_one(RolloutsView)
-        assert await view.show_rollouts(ROLLOUTS) == "r1"
+        assert view.show_rollouts(ROLLOUTS) == "r1"
         view.show_devices(DETAIL)
         await pilot.pause()
         bars = list(app.query(ProgressBar))
@@ -64,6 +64,6 @@ async def test_progress_bars_and_device_rows() -> None:
             ["dev-2", "Succeeded", "-"],
         ]
         # an empty list says how to start one, and hides the empty widgets
-        assert await view.show_rollouts([]) is None
+        assert view.show_rollouts([]) is None
         assert str(app.query_one("#rollouts-status", Static).content) == EMPTY
         assert app.query_one("#rollouts-list").display is False

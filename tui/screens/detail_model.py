@@ -66,24 +66,125 @@ def metric_label(name: str, values: Sequence[float]) -> str:
 
 
 # --- containers ----------------------------------------------------------------------------
-CONTAINER_COLUMNS = ("Container", "Service", "State", "Health", "Restarts", "Image")
+CONTAINER_COLUMNS = ("Container", "Service", "State", "Health", "Restarts", "CPU%", "Mem", "Image")
+# The agent samples each running container (engine stats) into its minute rollups as
+# ``container.<service>.cpu_percent`` / ``.memory_bytes``; the hub keeps them with the host
+# metrics (``metrics.get``).
+CONTAINER_METRIC = "container."
 
 
-def container_rows(reported: Any) -> list[tuple[str, ...]]:
+def human_bytes(n: float) -> str:
+    """1536 -> ``1.5 KiB``; binary units, as the engines report memory."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+def container_usage(series: Mapping[str, Sequence[float]]) -> dict[str, tuple[str, str]]:
+    """Per service, the newest minute's CPU% and memory as text, from ``metric_series``."""
+    out: dict[str, list[str]] = {}
+    for name, values in series.items():
+        if not name.startswith(CONTAINER_METRIC) or not values:
+            continue
+        service, _, what = name[len(CONTAINER_METRIC) :].rpartition(".")
+        cell = out.setdefault(service, ["-", "-"])
+        if what == "cpu_percent":
+            cell[0] = f"{values[-1]:.1f}"
+        elif what == "memory_bytes":
+            cell[1] = human_bytes(values[-1])
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
+def container_rows(
+    reported: Any, usage: Mapping[str, tuple[str, str]] | None = None
+) -> list[tuple[str, ...]]:
+    """The Containers tab; CPU% / Mem are the newest minute the hub has for the service
+    ("-" before the first one arrives)."""
     rows: list[tuple[str, ...]] = []
     for c in model.containers(reported):
         restarts = c.get("restarts", c.get("restart_count"))
+        name, service = str(c.get("name") or "?"), str(c.get("service") or "-")
+        cpu, mem = (usage or {}).get(service, (usage or {}).get(name, ("-", "-")))
         rows.append(
             (
-                str(c.get("name") or "?"),
-                str(c.get("service") or "-"),
+                name,
+                service,
                 str(c.get("state") or "-"),
                 str(c.get("health") or "-"),
                 str(restarts) if isinstance(restarts, int) else "-",
+                cpu,
+                mem,
                 str(c.get("image") or "-"),
             )
         )
     return rows
+
+
+def host_first(names: Iterable[str]) -> list[str]:
+    """Metric names for the Overview's sparklines: the host's first, then per container."""
+    return sorted(names, key=lambda n: (n.startswith(CONTAINER_METRIC), n))
+
+
+def describe_lines(device: Mapping[str, Any], now: float) -> list[str]:
+    """``d`` on a fleet row (kubectl describe): the device's record in readable lines, from
+    ``devices.get``."""
+    reported = device.get("reported")
+    desired = device.get("desired") or {}
+    hb = device.get("heartbeat") or {}
+    lines = [
+        f"Device:      {device.get('id')}",
+        f"Status:      {device.get('status')} (last seen {model.ago(device.get('last_seen'), now)})",
+        f"Host:        {device.get('hostname') or '-'} ({device.get('os') or '-'}/"
+        f"{device.get('arch') or '-'}, engine {device.get('engine') or '-'}, "
+        f"agent {device.get('agent_version') or '-'})",
+        f"Tenant:      {device.get('tenant') or '-'}",
+        f"Tags:        {', '.join(device.get('tags') or []) or '-'}",
+        f"Groups:      {', '.join(device.get('groups') or []) or '-'}",
+        f"Desired:     {model.desired_ref(device) or 'nothing'}"
+        + (f" (via {desired.get('via')})" if desired.get("via") else "")
+        + (
+            f", generation {device.get('desired_generation')}"
+            if device.get("desired_generation") is not None
+            else ""
+        ),
+    ]
+    if reported is None:
+        lines.append("Reported:    nothing yet (the device has not synced)")
+    else:
+        lines += [
+            f"Running:     {model.running_ref(reported) or 'nothing'}",
+            f"Health:      {model.health(reported)}",
+            f"Reported:    {model.ago(reported.get('as_of'), now)} ({reported.get('as_of')})",
+        ]
+        why = model.problem(reported)
+        if why is not None:
+            lines.append(f"Problem:     {why}")
+    if device.get("sync_behind") is not None:
+        lines.append(f"Sync behind: {device.get('sync_behind')} report row(s)")
+    if hb:
+        lines.append(f"Heartbeat:   {model.ago(hb.get('received_at') or hb.get('as_of'), now)}")
+    boxes = container_rows(reported)
+    lines.append("")
+    lines.append("Containers:" if boxes else "Containers:  none reported")
+    lines += [f"  {r[0]}  {r[2]}  health {r[3]}  restarts {r[4]}  {r[7]}" for r in boxes]
+    stuck = stuck_reasons(device, now)
+    if stuck:
+        lines += ["", "Not converging:", *(f"  {w}" for w in stuck)]
+    return lines
+
+
+def yaml_docs(device: Mapping[str, Any]) -> dict[str, Any]:
+    """``y`` on a fleet row: what the hub wants the device to run and what it reports, as
+    the documents the hub keeps (shown as YAML)."""
+    return {
+        "device": device.get("id"),
+        "desired": device.get("desired"),
+        "desired_generation": device.get("desired_generation"),
+        "reported": device.get("reported"),
+    }
 
 
 def container_names(reported: Any) -> list[str]:
@@ -351,7 +452,7 @@ WRITE_ACTIONS = frozenset(
     {
         "assign", "unassign", "push", "rollout_start", "rollout_pause", "rollout_resume",
         "rollout_abort", "restart", "decommission", "reconcile", "start_rollout",
-        "rollout_control",
+        "rollout_control", "fleet_write",
     }
 )  # fmt: skip
 

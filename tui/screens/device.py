@@ -14,7 +14,6 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.screen import Screen
-from textual.widget import Widget
 from textual.widgets import (
     DataTable,
     Footer,
@@ -31,7 +30,7 @@ from tui.screens import detail_model as dm
 from tui.screens import model
 from tui.screens.dialogs import ConfirmScreen
 from tui.widgets.banner import HubBanner
-from tui.widgets.base import HubView, call, hub_app, job
+from tui.widgets.base import HubView, call, hub_app, job, show_rows
 from tui.widgets.logs import LogsPane
 
 EVENTS_PAGE = 15
@@ -83,6 +82,8 @@ class DeviceView(HubView):
         self.next_cursor: str | None = None
         self.window = dm.WINDOWS[0]
         self.device: dict[str, Any] | None = None
+        self._sparks: dict[str, tuple[Label, Sparkline]] = {}  # metric name -> its widgets
+        self._usage: dict[str, tuple[str, str]] = {}  # service -> (CPU%, memory) text
 
     def compose(self) -> ComposeResult:
         with TabbedContent(id="device-tabs"):
@@ -96,7 +97,8 @@ class DeviceView(HubView):
                 yield VerticalScroll(id="device-metrics")
             with TabPane("Containers", id=TABS["containers"]):
                 boxes: DataTable[str] = DataTable(id="device-container-detail", cursor_type="row")
-                boxes.add_columns(*dm.CONTAINER_COLUMNS)
+                for label in dm.CONTAINER_COLUMNS:
+                    boxes.add_column(label, key=label.lower())
                 yield boxes
             with TabPane("Events", id=TABS["events"]):
                 events: DataTable[str] = DataTable(id="device-events", cursor_type="row")
@@ -177,13 +179,17 @@ class DeviceView(HubView):
         table.clear()
         for c in model.containers(reported):
             table.add_row(str(c.get("name")), str(c.get("state")), str(c.get("health") or "-"))
-        detail: DataTable[str] = self.query_one("#device-container-detail", DataTable)
-        detail.clear()
-        for row in dm.container_rows(reported):
-            detail.add_row(*row, key=row[0])
+        self._show_containers()
         self.query_one(LogsPane).set_containers(dm.container_names(reported))
         journal = Content("\n".join(dm.journal_lines(d, now)))
         self.query_one("#device-journal", Static).update(journal)
+
+    def _show_containers(self) -> None:
+        """The Containers tab, with the newest CPU% / memory per container (in place)."""
+        reported = (self.device or {}).get("reported")
+        detail: DataTable[str] = self.query_one("#device-container-detail", DataTable)
+        rows = dm.container_rows(reported, self._usage)
+        show_rows(detail, [(r[0], r) for r in rows], key_column="container")
 
     async def _events(self) -> None:
         body: dict[str, Any] = {"device": self.device_id, "limit": EVENTS_PAGE}
@@ -217,9 +223,12 @@ class DeviceView(HubView):
         result = await call(self, "metrics.get", body)
         if result is None:
             return
-        await self.show_metrics(dm.metric_series(result.get("items", [])))
+        self.show_metrics(dm.metric_series(result.get("items", [])))
 
-    async def show_metrics(self, series: dict[str, list[float]]) -> None:
+    def show_metrics(self, series: dict[str, list[float]]) -> None:
+        """One label and sparkline per metric, updated in place by name. Nothing here awaits
+        the DOM: a reload cancelling this worker must never interrupt a mount or removal
+        (that cancellation would reach Textual's message loop and end the app)."""
         win = self.window
         others = " / ".join(w.key for w in dm.WINDOWS if w != win)
         note = f"metrics over {win.key} ({win.resolution} averages) · t: {others}"
@@ -227,13 +236,28 @@ class DeviceView(HubView):
             note = f"no metrics in the last {win.key} · t: {others}"
         self.query_one("#device-metrics-note", Static).update(Content(note))
         box = self.query_one("#device-metrics", VerticalScroll)
-        await box.remove_children()
-        widgets: list[Widget] = []
-        for name in sorted(series)[:METRICS_SHOWN]:
+        usage = dm.container_usage(series)
+        if usage != self._usage:
+            self._usage = usage
+            if self.device is not None:
+                self._show_containers()
+        names = dm.host_first(series)[:METRICS_SHOWN]
+        for name in [n for n in self._sparks if n not in names]:
+            label, spark = self._sparks.pop(name)
+            label.remove()
+            spark.remove()
+        for name in names:
             values = series[name]
-            widgets.append(Label(Content(dm.metric_label(name, values))))
-            widgets.append(Sparkline(values, summary_function=max, classes="metric"))
-        await box.mount_all(widgets)
+            text = Content(dm.metric_label(name, values))
+            if name in self._sparks:
+                label, spark = self._sparks[name]
+                label.update(text)
+                spark.data = values
+            else:
+                label = Label(text)
+                spark = Sparkline(values, summary_function=max, classes="metric")
+                self._sparks[name] = (label, spark)
+                box.mount(label, spark)
 
 
 class DeviceScreen(Screen[None]):
@@ -258,9 +282,10 @@ class DeviceScreen(Screen[None]):
         Binding("ctrl+r", "reload", "Refresh", show=False),
     ]
 
-    def __init__(self, device_id: str) -> None:
+    def __init__(self, device_id: str, tab: str = "overview") -> None:
         super().__init__()
         self.device_id = device_id
+        self.first_tab = tab  # `l` on a fleet row opens the Logs tab
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -274,6 +299,8 @@ class DeviceScreen(Screen[None]):
         if callable(show_banner):
             show_banner()  # at once, not at the app's next tick
         self.query_one(DeviceView).reload()
+        if self.first_tab != "overview":
+            self.action_tab(self.first_tab)
 
     @property
     def view(self) -> DeviceView:

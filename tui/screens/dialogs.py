@@ -1,5 +1,5 @@
 """Modal dialogs: yes/no confirmation, the "cannot use the hub" screen, and the small forms
-that lead to one (push a bundle file, start a rollout)."""
+that lead to one (push a bundle file, start a rollout), the `?` help and read-only texts."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from typing import Any
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Select, Static
+from textual.widgets import Button, Input, Label, Select, Static, TextArea
 
 from tui.screens import detail_model as dm
 
@@ -195,3 +195,53 @@ class RolloutStartScreen(ModalScreen[RolloutRequest | None]):
             self.notify(str(exc), title="rollout", severity="error", markup=False)
             return
         self.dismiss(RolloutRequest(*req))
+
+
+class HelpScreen(ModalScreen[None]):
+    """``?``: every key, grouped by view (generated from the bindings, so it stays true)."""
+
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen #help-dialog { width: 90; max-width: 100%; height: 90%; }
+    HelpScreen #help-text { height: auto; }
+    """
+    BINDINGS = [Binding("escape,question_mark,q", "close", "Close")]
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__()
+        self.lines = lines
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help-dialog", classes="dialog"):
+            yield Static(Content("\n".join(self.lines)), id="help-text")
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class TextScreen(ModalScreen[None]):
+    """A read-only text (``d`` describe, ``y`` YAML) over the current screen; Esc closes."""
+
+    DEFAULT_CSS = """
+    TextScreen { align: center middle; }
+    TextScreen #text-dialog { width: 100; max-width: 100%; height: 90%; }
+    TextScreen #text-title { text-style: bold; margin-bottom: 1; }
+    TextScreen #text-body { height: 1fr; }
+    """
+    BINDINGS = [Binding("escape,q", "close", "Close")]
+
+    def __init__(self, title: str, body: str) -> None:
+        super().__init__()
+        self.title_text = title
+        self.body = body
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="text-dialog", classes="dialog"):
+            yield Static(Content(self.title_text), id="text-title")
+            yield TextArea(self.body, read_only=True, id="text-body")
+
+    def on_mount(self) -> None:
+        self.query_one("#text-body").focus()
+
+    def action_close(self) -> None:
+        self.dismiss(None)

@@ -19,6 +19,7 @@ from tui.screens import model
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("device", "Device"),
     ("status", "Status"),
+    ("seen", "Seen"),  # age since the last heartbeat (k9s' AGE)
     ("tags", "Tags"),
     ("groups", "Groups"),
     ("bundle", "Bundle (running → desired)"),
@@ -88,9 +89,18 @@ def _metrics(doc: Any) -> dict[str, tuple[float | None, tuple[float | None, ...]
 
 def _summary_problem(doc: Mapping[str, Any]) -> str | None:
     dep = doc.get("deployment")
-    if isinstance(dep, Mapping) and dep.get("status") in ("failed", "rolled_back"):
-        return f"deployment {dep['status']}: {dep.get('error')}"
     boxes = doc.get("containers")
+    if isinstance(dep, Mapping) and dep.get("status") in ("failed", "rolled_back"):
+        healthy_after = (
+            isinstance(boxes, Mapping)
+            and isinstance(boxes.get("total"), int)
+            and boxes["total"] > 0
+            and model.recovered(
+                str(dep["status"]), dep.get("as_of"), boxes.get("as_of"), boxes.get("bad", 1)
+            )
+        )
+        if not healthy_after:
+            return f"deployment {dep['status']}: {dep.get('error')}"
     if isinstance(boxes, Mapping) and isinstance(boxes.get("bad"), int) and boxes["bad"] > 0:
         return f"{boxes['bad']} of {boxes.get('total')} containers unhealthy or stopped"
     return None
@@ -105,6 +115,8 @@ def device_row(doc: Mapping[str, Any]) -> DeviceRow:
         problem = _summary_problem(doc)
         dep = doc.get("deployment")
         applying = isinstance(dep, Mapping) and dep.get("status") == "applying"
+        if running is None and problem is None and isinstance(dep, Mapping):
+            running = _str(dep.get("bundle_ref"))  # a failed deployment that recovered
     else:
         reported = doc.get("reported")
         running = model.running_ref(reported)
@@ -203,12 +215,26 @@ def metric_text(value: tuple[float | None, tuple[float | None, ...]] | None) -> 
     return f"{sparkline(points)} {number}".strip()
 
 
+def seen_text(last_seen: float | None, now: float) -> str:
+    """The Seen (age) column: coarse, so a heartbeat every few seconds does not redraw it:
+    ``<1m``, ``4m``, ``2h``, ``3d``, or ``never``."""
+    if last_seen is None:
+        return "never"
+    if now - last_seen < 60:
+        return "<1m"
+    return model.age(now - last_seen)
+
+
+SEEN = COLUMN_KEYS.index("seen")
+
+
 def cells(row: DeviceRow, now: float) -> tuple[Cell, ...]:
     """The row's cells in COLUMNS order."""
     marked = row.desired is not None and row.desired != row.running
     return (
         (row.id, ""),
         (status_text(row, now), STATE_STYLE.get(row.state, "")),
+        (seen_text(row.last_seen, now), "dim" if row.state == "offline" else ""),
         (",".join(row.tags) or "-", ""),
         (",".join(row.groups) or "-", ""),
         (bundle_text(row.desired, row.running), "warn" if marked else ""),
@@ -242,6 +268,8 @@ def sort_key(row: DeviceRow, column: str) -> tuple[Any, ...]:
         return (ref is None, ref or "", row.id)
     if column == "rollout":
         return (row.rollout is None, row.rollout or "", row.id)
+    if column == "seen":
+        return (row.last_seen is None, -(row.last_seen or 0.0), row.id)  # most recent first
     return (row.id,)
 
 
@@ -406,3 +434,31 @@ def notice_ids(doc: Mapping[str, Any]) -> list[str] | None:
     if kind == "groups" and not found:
         return [] if doc.get("action") == "created" else None
     return list(dict.fromkeys(found)) if found else None
+
+
+# --- marked rows -------------------------------------------------------------------------
+MARK = "◆"
+SAMPLE = 3
+
+
+def marked_cell(device_id: str) -> Cell:
+    """The Device cell of a marked row: the mark is text too (monochrome terminals)."""
+    return (f"{device_id} {MARK}", "mark")
+
+
+def cell_device_id(text: str) -> str:
+    """The device id from a Device cell's text, marked or not (ids have no spaces)."""
+    return text.split(" ", 1)[0]
+
+
+def fleet_question(action: str, ids: Sequence[str]) -> str:
+    """The counted confirmation for an action on the marked rows (or the highlighted one)."""
+    n = len(ids)
+    sample = ", ".join(ids[:SAMPLE]) + (", …" if n > SAMPLE else "")
+    count = f"{n} device{'s' if n != 1 else ''} ({sample})"
+    if action == "decommission":
+        return (
+            f"Decommission — {count}? Their NATS users are revoked; each may enroll again "
+            "only with a new token."
+        )
+    return f"Make them reconcile now — {count}?"

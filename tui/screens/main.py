@@ -55,6 +55,14 @@ class MainScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Header()
         yield HubBanner(id="hub-banner")
+        # Above the tabs, as k9s has it: in the flow after the tabs it sat under the footer
+        # (the tabs take every remaining line), invisible while typing.
+        yield Input(
+            placeholder=":devices :bundles :assign :rollouts :dev ID :help :q",
+            id="command-line",
+            select_on_focus=False,  # the `:` stays; typing goes after it
+            suggester=CommandSuggester(lambda: self.query_one(FleetView).device_ids()),
+        )
         with TabbedContent(initial="fleet", id="tabs"):
             with TabPane("Fleet", id="fleet"):
                 yield FleetView(id="fleet-view")
@@ -64,11 +72,6 @@ class MainScreen(Screen[None]):
                 yield AssignView(id="assign-view")
             with TabPane("Rollouts", id="rollouts"):
                 yield RolloutsView(id="rollouts-view")
-        yield Input(
-            placeholder=":devices :bundles :assign :rollouts :dev ID :help :q",
-            id="command-line",
-            suggester=CommandSuggester(lambda: self.query_one(FleetView).device_ids()),
-        )
         yield Footer()
 
     def on_mount(self) -> None:
@@ -87,13 +90,16 @@ class MainScreen(Screen[None]):
         target = self.query_one(TABLES.get(tab, FOCUS[tab]) if table else FOCUS[tab])
         if not target.display and tab == "rollouts":
             target = self.query_one("#rollouts-view")
-        target.focus()
+        self.set_focus(target)  # at once: keys typed right after the tab key go there
 
     def action_command_line(self) -> None:
         line = self.query_one("#command-line", Input)
         line.value = ":"
+        line.cursor_position = 1
         line.display = True
-        line.focus()
+        # Focused now, not after the queued keys: `focus()` defers, and a fast `:ro` sent
+        # the `r` to the tabs (the Rollouts tab) instead of the command line.
+        self.set_focus(line)
 
     @on(Input.Submitted, "#command-line")
     def _command_submitted(self, event: Input.Submitted) -> None:

@@ -57,6 +57,13 @@ def running_ref(reported: Any) -> str | None:
         ref = dep.get("bundle_ref")
         if isinstance(ref, str) and ref:
             return ref
+    running = state.get("running")  # the hub's record of the last healthy deployment
+    if isinstance(running, Mapping) and isinstance(running.get("bundle_ref"), str):
+        return str(running["bundle_ref"])
+    if isinstance(dep, Mapping) and problem(reported) is None:
+        ref = dep.get("bundle_ref")  # a failed deployment that recovered runs after all
+        if isinstance(ref, str) and ref:
+            return ref
     bundle, version = state.get("bundle"), state.get("version")
     if isinstance(bundle, str) and bundle:
         return f"{bundle}@{version}" if isinstance(version, str) and version else bundle
@@ -87,7 +94,14 @@ def problem(reported: Any) -> str | None:
         return None
     dep = state.get("deployment")
     if isinstance(dep, Mapping) and dep.get("status") in ("failed", "rolled_back"):
-        return f"{dep.get('bundle_ref') or 'deployment'} {dep['status']}: {dep.get('reason')}"
+        observed = state.get("observed")
+        if not recovered(
+            str(dep["status"]),
+            dep.get("as_of"),
+            observed.get("as_of") if isinstance(observed, Mapping) else None,
+            containers(reported),
+        ):
+            return f"{dep.get('bundle_ref') or 'deployment'} {dep['status']}: {dep.get('reason')}"
     last = state.get("last_reconcile") or state.get("reconcile")
     if isinstance(last, Mapping) and last.get("result") == "failed":
         return f"last reconcile failed: {last.get('reason')}"
@@ -95,6 +109,28 @@ def problem(reported: Any) -> str | None:
     if isinstance(result, str) and result.lower() in ("failed", "error", "rolled_back"):
         return f"last reconcile {result.lower()}"
     return None
+
+
+def recovered(status: str, failed_at: Any, observed_at: Any, boxes: list[Any] | int) -> bool:
+    """Whether a failed deployment no longer describes the device: the agent gave the
+    generation up (``failed``, nothing to roll back to: it holds and never reports that
+    deployment again until the next generation), yet its container snapshot, received
+    after the failure, shows containers and every one of them running and not unhealthy.
+    Without this the row said "failed" until the next deployment while the device reported
+    healthy (a slow start past the health window). A rollback (``rolled_back``) is not
+    superseded: the device runs an older version than the one wanted.
+
+    ``boxes``: the snapshot's containers, or its count of bad ones (the summary view).
+    """
+    if status != "failed" or not isinstance(failed_at, str) or not isinstance(observed_at, str):
+        return False
+    if observed_at <= failed_at:  # the hub's ISO times, one format: ordered as text
+        return False
+    if isinstance(boxes, int):
+        return boxes == 0
+    return bool(boxes) and all(
+        c.get("state") == "running" and c.get("health") != "unhealthy" for c in boxes
+    )
 
 
 def health(reported: Any) -> str:

@@ -6,8 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Protocol, cast
 
+from textual.coordinate import Coordinate
 from textual.css.query import NoMatches
 from textual.widget import Widget
+from textual.widgets import DataTable
 
 from tui.client import ApiError
 from tui.screens.session import HubSession
@@ -94,3 +96,26 @@ class HubView(Widget):
 
     async def load(self) -> None:
         raise NotImplementedError
+
+
+def show_rows(
+    table: DataTable[Any], rows: list[tuple[str, tuple[Any, ...]]], key_column: str = "device"
+) -> None:
+    """Make ``table`` show ``rows`` ((key, cells), in order) in place, by key: changed cells
+    are rewritten with ``update_cell_at``, new rows added, gone rows removed, so the table is
+    never empty while it refreshes (as the Fleet table)."""
+    keys = [k for k, _ in rows]
+    wanted = set(keys)
+    for gone in [k for k in table.rows if k.value not in wanted]:
+        table.remove_row(gone)
+    for key, cells in rows:
+        if key in table.rows:
+            index = table.get_row_index(key)
+            for column, cell in enumerate(cells):
+                if str(table.get_cell_at(Coordinate(index, column))) != str(cell):
+                    table.update_cell_at(Coordinate(index, column), cell)
+        else:
+            table.add_row(*cells, key=key)
+    if [r.key.value for r in table.ordered_rows] != keys:  # a row came in the middle
+        order = {k: i for i, k in enumerate(keys)}
+        table.sort(key_column, key=lambda cell: order.get(str(cell), len(order)))

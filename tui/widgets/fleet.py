@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import yaml
 from rich.cells import cell_len
 from rich.style import Style
 from rich.text import Text
@@ -23,8 +24,10 @@ from textual.widgets.data_table import ColumnKey, RowKey
 
 from protocol import errors as codes
 from tui.client import ApiError
+from tui.screens import detail_model as dm
 from tui.screens import fleet_model as fm
-from tui.widgets.base import HubView, hub_app
+from tui.screens.dialogs import ConfirmScreen, TextScreen
+from tui.widgets.base import HubView, call, hub_app, job
 
 PAGE_LIMIT = 1000  # per plain devices.list call (the API's maximum)
 SUMMARY_LIMIT = 500  # per summary-view call (the hub's cap for that view)
@@ -34,11 +37,13 @@ TARGETED_DELAY = 0.2  # gathers the ids of a burst of notices into one fetch
 FETCH_PARALLEL = 8
 ENRICH_MAX = 200  # devices.get calls per load when the hub has no summary view
 FLASH_SECONDS = 1.0
+DEVICE_WAIT = 4  # seconds the hub waits for each device on reconcile
 AGE_SECONDS = 15.0  # how often "offline 4m" ages are redrawn (only the cells that change)
 # Fixed widths: these cells change often and a narrower text must not rescan the column.
-FIXED_WIDTH = {"status": 15, "rollout": 10, "cpu": 10, "mem": 10, "disk": 10}
+FIXED_WIDTH = {"status": 15, "rollout": 10, "cpu": 10, "mem": 10, "disk": 10, "seen": 5}
 STYLES = {"ok": Style(color="green"), "warn": Style(color="yellow"), "bad": Style(color="red")}
 STYLES["dim"] = Style(dim=True)
+STYLES["mark"] = Style(color="cyan", bold=True)
 FLASH = Style(bold=True, bgcolor="grey30")
 # Every (style name, flashing) pair built once: a first paint makes 45,000 cells.
 CELL_STYLES = {
@@ -47,9 +52,19 @@ CELL_STYLES = {
     for flash in (False, True)
 }
 EMPTY_HELP = (
-    "No devices match. A new hub has none until devices enrol: create a token with "
+    "No devices yet. A new hub has none until devices enrol: create a token with "
     "`signalbeam token create --tenant NAME`, then run `signalbeam-agent enroll` on a device."
 )
+
+
+def empty_text(loaded: int, filter_text: str, filter_error: str | None) -> str:
+    """What the empty table says: why it is empty, never the enrolment hint to a fleet that
+    has devices."""
+    if filter_error is not None:
+        return f"Invalid filter: {filter_error}. Nothing is shown until it is fixed; Esc clears it."
+    if loaded == 0:
+        return EMPTY_HELP
+    return f"No device matches {filter_text!r} ({loaded} loaded). Esc clears the filter."
 
 
 class FleetTable(DataTable[Any]):
@@ -80,19 +95,28 @@ class FleetView(HubView):
     RELOAD_DELAY = 2.0  # a full (in-place) reload pages through every device
     BINDINGS = [
         Binding("slash", "focus_filter", "Filter"),
+        Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("s", "sort_next", "Sort"),
         Binding("S", "sort_reverse", "Reverse", show=False),
+        Binding("space", "mark", "Mark", show=False),
+        Binding("d", "describe", "Describe"),
+        Binding("y", "yaml", "YAML"),
+        Binding("l", "logs", "Logs"),
+        Binding("g", "fleet_write('reconcile')", "Reconcile", show=False),
+        Binding("D", "fleet_write('decommission')", "Decommission", show=False),
     ]
 
     class OpenDevice(Message):
-        def __init__(self, device_id: str) -> None:
+        def __init__(self, device_id: str, tab: str = "overview") -> None:
             super().__init__()
             self.device_id = device_id
+            self.tab = tab
 
     def __init__(self, clock: Callable[[], float] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.clock = clock
         self.filter = fm.DeviceFilter()
+        self.filter_error: str | None = None  # the typed filter does not parse: show nothing
         self.sort = fm.Sort()
         self.devices: dict[str, fm.DeviceRow] = {}  # every loaded device, by id
         self.shown: dict[str, tuple[fm.Cell, ...]] = {}  # what the table shows, by id
@@ -101,6 +125,7 @@ class FleetView(HubView):
         self.counts = fm.summarize(())
         self.counted: dict[str, fm.DeviceRow] = {}
         self.flashing: dict[str, float] = {}  # id -> when its flash ends (monotonic)
+        self.marked: set[str] = set()  # space: the rows the fleet actions apply to
         self.more = False  # the hub has more devices than MAX_DEVICES
         self.summary_view = True  # cleared when the hub refuses devices.list's "view"
         self.ids_filter = True  # cleared when the hub refuses devices.list's "ids"
@@ -136,7 +161,8 @@ class FleetView(HubView):
 
     # --- operator actions ------------------------------------------------------------------
     def action_focus_filter(self) -> None:
-        self.query_one("#fleet-filter", Input).focus()
+        # At once (``focus()`` defers): keys typed right after `/` belong to the filter.
+        self.screen.set_focus(self.query_one("#fleet-filter", Input))
 
     def action_sort_next(self) -> None:
         self.set_sort(self.sort.next_column())
@@ -166,15 +192,134 @@ class FleetView(HubView):
         if event.row_key.value:
             self.post_message(self.OpenDevice(event.row_key.value))
 
-    @on(Input.Submitted, "#fleet-filter")
-    def _filter_submitted(self, event: Input.Submitted) -> None:
+    @on(Input.Changed, "#fleet-filter")
+    def _filter_typed(self, event: Input.Changed) -> None:
+        """The filter applies as it is typed (k9s): every keystroke re-filters the loaded
+        devices; a filter that does not parse (yet) empties the table and says why, so
+        nothing stale is shown as if it matched."""
         try:
             flt = fm.parse_filter(event.value)
         except fm.FilterError as exc:
-            self.notify(str(exc), title="filter", severity="error", markup=False)
+            if self.filter_error is None:
+                self.filter_error = str(exc)
+                self._rebuild()
+            else:
+                self.filter_error = str(exc)
+                self._show_summary()
             return
-        self.table.focus()
-        self.set_filter(flt)
+        was_invalid, self.filter_error = self.filter_error is not None, None
+        if flt != self.filter or was_invalid:
+            self.set_filter(flt)
+
+    @on(Input.Submitted, "#fleet-filter")
+    def _filter_submitted(self, event: Input.Submitted) -> None:
+        if self.filter_error is not None:
+            self.notify(self.filter_error, title="filter", severity="error", markup=False)
+            return
+        self.screen.set_focus(self.table)
+
+    def action_clear_filter(self) -> None:
+        """Esc: the filter box emptied (the whole fleet again) and the table focused."""
+        box = self.query_one("#fleet-filter", Input)
+        if not box.value and self.filter_error is None and not self.filter.terms:
+            if self.app.focused is box:
+                self.screen.set_focus(self.table)
+            return
+        box.value = ""  # Input.Changed applies the empty filter
+        self.screen.set_focus(self.table)
+
+    # --- the highlighted row, marks, and what applies to them -----------------------------
+    def _highlighted(self) -> str | None:
+        key = self._cursor_key()
+        return key if key in self.shown else None
+
+    def action_mark(self) -> None:
+        """Space: mark or unmark the highlighted row, then move down (as k9s)."""
+        device_id = self._highlighted()
+        if device_id is None:
+            return
+        self.marked.symmetric_difference_update({device_id})
+        row = self.devices[device_id]
+        self._put(device_id, self._cells(row, self.now()), [0], device_id in self.flashing)
+        self.table.action_cursor_down()
+        self._show_summary()
+
+    def targets(self) -> list[str]:
+        """What a fleet action applies to: the marked rows still shown, else the highlighted
+        one."""
+        marked = sorted(i for i in self.marked if i in self.shown)
+        if marked:
+            return marked
+        device_id = self._highlighted()
+        return [device_id] if device_id else []
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return dm.write_allowed(action, bool(getattr(hub_app(self), "read_only", False)))
+
+    def action_describe(self) -> None:
+        device_id = self._highlighted()
+        if device_id is not None:
+            self.run_worker(job(self._describe, device_id, False), group="describe")
+
+    def action_yaml(self) -> None:
+        device_id = self._highlighted()
+        if device_id is not None:
+            self.run_worker(job(self._describe, device_id, True), group="describe")
+
+    async def _describe(self, device_id: str, as_yaml: bool) -> None:
+        device = await call(self, "devices.get", {"id": device_id})
+        if device is None:
+            return
+        if as_yaml:
+            body = yaml.safe_dump(dm.yaml_docs(device), sort_keys=False, allow_unicode=True)
+            title = f"{device_id}: desired and reported (YAML) · Esc closes"
+        else:
+            body = "\n".join(dm.describe_lines(device, self.now()))
+            title = f"describe {device_id} · Esc closes"
+        self.app.push_screen(TextScreen(title, body))
+
+    def action_logs(self) -> None:
+        device_id = self._highlighted()
+        if device_id is not None:
+            self.post_message(self.OpenDevice(device_id, tab="logs"))
+
+    def action_fleet_write(self, action: str) -> None:
+        """``g`` reconcile now / ``D`` decommission, on the marked rows (or the highlighted
+        one), after a question that counts and names them."""
+        ids = self.targets()
+        if not ids:
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.run_worker(job(self._fleet_write, action, ids), group="fleet-write")
+
+        self.app.push_screen(ConfirmScreen(fm.fleet_question(action, ids)), answered)
+
+    async def _fleet_write(self, action: str, ids: list[str]) -> None:
+        verb = f"devices.{action}"
+        body: dict[str, Any] = {"timeout": DEVICE_WAIT} if action == "reconcile" else {}
+        gate = asyncio.Semaphore(FETCH_PARALLEL)
+        session = hub_app(self).session
+
+        async def one(device_id: str) -> str | None:
+            async with gate:
+                try:
+                    await session.call(verb, {"id": device_id, **body})
+                except ApiError as exc:
+                    return f"{device_id}: {exc}"
+            return None
+
+        failed = [f for f in await asyncio.gather(*(one(i) for i in ids)) if f is not None]
+        done = len(ids) - len(failed)
+        self.marked.difference_update(ids)
+        self._rebuild()
+        message = f"{action}: {done} of {len(ids)} device(s)"
+        if failed:
+            message += "; " + "; ".join(failed[:3]) + (" …" if len(failed) > 3 else "")
+            hub_app(self).report_error(verb, message)
+        else:
+            self.notify(message, title=verb, markup=False)
 
     # --- change notices --------------------------------------------------------------------
     def hub_notice(self, doc: Mapping[str, Any]) -> None:
@@ -312,7 +457,7 @@ class FleetView(HubView):
                 continue
             old = self.devices.get(row.id)
             self.devices[row.id] = row
-            visible = self.filter.keeps(row)
+            visible = self._keeps(row)
             if row.id in self.shown and not visible:
                 self._remove(row.id)
                 structural = True
@@ -338,8 +483,14 @@ class FleetView(HubView):
             self._restore_cursor(keep)
         self._show_summary()
 
+    def _keeps(self, row: fm.DeviceRow) -> bool:
+        return self.filter_error is None and self.filter.keeps(row)
+
     def _cells(self, row: fm.DeviceRow, now: float) -> tuple[fm.Cell, ...]:
-        return fm.cells(row, now)
+        cells = fm.cells(row, now)
+        if row.id in self.marked:
+            cells = (fm.marked_cell(row.id), *cells[1:])
+        return cells
 
     def _text(self, cell: fm.Cell, flash: bool) -> Text:
         text, style = cell
@@ -421,10 +572,14 @@ class FleetView(HubView):
             self._flash_timer = None
 
     def _tick_ages(self) -> None:
-        """Redraw the cells whose text depends on the clock ("offline 4m")."""
+        """Redraw the cells whose text depends on the clock ("offline 4m", Seen): only the
+        rows whose age text changed (Seen is coarse: minutes and up)."""
         now = self.now()
         for device_id, row in self.devices.items():
-            if row.state == "offline" and device_id in self.shown:
+            shown = self.shown.get(device_id)
+            if shown is None:
+                continue
+            if row.state == "offline" or shown[fm.SEEN][0] != fm.seen_text(row.last_seen, now):
                 new = self._cells(row, now)
                 changed = fm.changed_columns(self.shown[device_id], new)
                 if changed:
@@ -434,7 +589,7 @@ class FleetView(HubView):
         devices, column = self.devices, self.sort.column
         self.table.sort(
             "device",
-            key=lambda cell: fm.sort_key(devices[cell.plain], column),
+            key=lambda cell: fm.sort_key(devices[fm.cell_device_id(cell.plain)], column),
             reverse=self.sort.reverse,
         )
 
@@ -453,9 +608,7 @@ class FleetView(HubView):
         self.counts = fm.summarize(())
         self.flashing.clear()
         now = self.now()
-        for row in fm.ordered(
-            (r for r in self.devices.values() if self.filter.keeps(r)), self.sort
-        ):
+        for row in fm.ordered((r for r in self.devices.values() if self._keeps(r)), self.sort):
             self._add(row, now)
         self._restore_cursor(keep)
         self._show_summary()
@@ -485,8 +638,17 @@ class FleetView(HubView):
 
     def _show_summary(self) -> None:
         text = fm.summary_text(self.counts, len(self.devices), self.sort, self.more)
+        marked = len(self.marked & self.shown.keys())
+        if marked:
+            text += f" │ {marked} marked"
+        if self.filter_error is not None:
+            text = f"invalid filter: {self.filter_error}"
         self.query_one("#fleet-summary", Static).update(Content(text))
-        self.query_one("#fleet-empty").display = not self.shown
+        empty = self.query_one("#fleet-empty", Static)
+        empty.display = not self.shown
+        if not self.shown:
+            box = self.query_one("#fleet-filter", Input).value.strip()
+            empty.update(Content(empty_text(len(self.devices), box, self.filter_error)))
 
     def device_ids(self) -> list[str]:
         """Loaded device ids (for completion and the command palette)."""

@@ -21,7 +21,7 @@ from tui.client import ApiError
 from tui.screens import detail_model as dm
 from tui.screens import model
 from tui.screens.dialogs import ConfirmScreen, RolloutRequest, RolloutStartScreen
-from tui.widgets.base import HubView, call, hub_app, job
+from tui.widgets.base import HubView, call, hub_app, job, show_rows
 from tui.widgets.impact import devices_touched
 
 UNAVAILABLE = "Rollouts are not available on this hub (it does not serve rollouts.list)."
@@ -34,6 +34,8 @@ def verb_missing(exc: ApiError) -> bool:
 
 
 class RolloutItem(ListItem):
+    """One rollout: title, counts and a progress bar, updated in place by ``show``."""
+
     DEFAULT_CSS = """
     RolloutItem { height: 3; }
     RolloutItem Vertical { height: 3; }
@@ -43,20 +45,30 @@ class RolloutItem(ListItem):
     def __init__(self, rollout: dict[str, Any]) -> None:
         super().__init__()
         self.rollout = rollout
+        self.rollout_id = str(rollout.get("id"))
+        self._title = Label(classes="rollout-title")
+        self._counts = Label(classes="rollout-counts")
+        self._bar = ProgressBar(total=1, show_eta=False, classes="rollout-bar")
+        self.show(rollout)
 
     def compose(self) -> ComposeResult:
-        done, total = model.rollout_progress(self.rollout)
         with Vertical():
-            title, counts = model.rollout_label(self.rollout)
-            state = str(self.rollout.get("state", ""))
-            styled = Content(title)
-            if dm.state_style(state) and title.endswith(f"[{state}]"):
-                styled = styled.stylize(dm.state_style(state), len(title) - len(state) - 1, -1)
-            yield Label(styled, classes="rollout-title")
-            yield Label(Content(f"  {counts}"), classes="rollout-counts")
-            bar = ProgressBar(total=max(total, 1), show_eta=False, classes="rollout-bar")
-            bar.progress = done
-            yield bar
+            yield self._title
+            yield self._counts
+            yield self._bar
+
+    def show(self, rollout: dict[str, Any]) -> None:
+        """Rewrite the labels and the bar (no remount: the list never blinks)."""
+        self.rollout = rollout
+        title, counts = model.rollout_label(rollout)
+        state = str(rollout.get("state", ""))
+        styled = Content(title)
+        if dm.state_style(state) and title.endswith(f"[{state}]"):
+            styled = styled.stylize(dm.state_style(state), len(title) - len(state) - 1, -1)
+        self._title.update(styled)
+        self._counts.update(Content(f"  {counts}"))
+        done, total = model.rollout_progress(rollout)
+        self._bar.update(total=max(total, 1), progress=done)
 
 
 class RolloutsView(HubView, can_focus=True):
@@ -78,13 +90,16 @@ class RolloutsView(HubView, can_focus=True):
         self.available: bool | None = None
         self.selected: str | None = None
         self.rollouts: dict[str, dict[str, Any]] = {}
+        self._items: dict[str, RolloutItem] = {}  # what the list shows, by rollout id
+        self._devices_of: str | None = None  # the rollout whose devices the table shows
 
     def compose(self) -> ComposeResult:
         yield Static("loading…", id="rollouts-status")
         yield ListView(id="rollouts-list")
         yield Static("", id="rollout-detail")
         table: DataTable[Any] = DataTable(id="rollout-devices", cursor_type="row")
-        table.add_columns("Device", "State", "Reason")
+        for key, label in (("device", "Device"), ("state", "State"), ("reason", "Reason")):
+            table.add_column(label, key=key)
         yield table
 
     async def load(self) -> None:
@@ -96,7 +111,7 @@ class RolloutsView(HubView, can_focus=True):
             else:
                 hub_app(self).report_error(f"rollouts.list: {exc.code}", str(exc))
             return
-        selected = await self.show_rollouts(result.get("items", []))
+        selected = self.show_rollouts(result.get("items", []))
         if selected is not None:
             await self._detail(selected)
 
@@ -107,8 +122,13 @@ class RolloutsView(HubView, can_focus=True):
         self.query_one("#rollout-devices").display = False
         self.query_one("#rollout-detail").display = False
 
-    async def show_rollouts(self, items: list[dict[str, Any]]) -> str | None:
-        """Render the list; returns the id of the rollout to show the devices of."""
+    def show_rollouts(self, items: list[dict[str, Any]]) -> str | None:
+        """Show ``items`` (newest first) in place, by rollout id: existing entries are
+        rewritten, new ones mounted at their place, gone ones removed; the highlight stays on
+        its rollout. Nothing here awaits the DOM, so a newer load cancelling this one's
+        worker can only ever interrupt a hub call, never a half-done list (a cancelled
+        mount or removal would reach Textual's message loop and end the app). Returns the
+        id of the rollout to show the devices of."""
         self.available = True
         status = self.query_one("#rollouts-status", Static)
         status.update(Content(EMPTY if not items else f"{len(items)} rollout(s)"))
@@ -121,16 +141,41 @@ class RolloutsView(HubView, can_focus=True):
             self.focus()
         elif items and self.app.focused is self:
             listing.focus()  # the first rollout appeared: the arrows move through the list
-        await listing.clear()
-        await listing.extend(RolloutItem(r) for r in items)
-        ids = [str(r.get("id")) for r in items]
+        ids = list(self.rollouts)
+        gone = [rid for rid in self._items if rid not in self.rollouts]
+        for rid in gone:
+            self._items.pop(rid).remove()
+        previous: RolloutItem | None = None
+        for rid in ids:
+            item = self._items.get(rid)
+            if item is not None:
+                item.show(self.rollouts[rid])
+            else:
+                item = self._items[rid] = RolloutItem(self.rollouts[rid])
+                if previous is not None:
+                    listing.mount(item, after=previous)
+                else:
+                    first = next((i for r, i in self._items.items() if r != rid), None)
+                    listing.mount(item, before=first) if first else listing.mount(item)
+            previous = item
+        self._items = {rid: self._items[rid] for rid in ids}  # display order
         if not ids:
             return None
-        index = ids.index(self.selected) if self.selected in ids else 0
-        listing.index = index
-        self.selected = ids[index]
+        self.selected = self.selected if self.selected in ids else ids[0]
+        self._keep_highlight()
+        if gone:  # their removal is still pending: place the highlight again once it is done
+            self.call_after_refresh(self._keep_highlight)
         self.refresh_bindings()  # pause/resume/abort follow the selected rollout's state
-        return ids[index]
+        return self.selected
+
+    def _keep_highlight(self) -> None:
+        """The highlight stays on the selected rollout when entries came or went around it."""
+        item = self._items.get(self.selected or "")
+        listing = self.query_one("#rollouts-list", ListView)
+        if item is not None and item in listing.children:
+            index = listing.children.index(item)
+            if listing.index != index:
+                listing.index = index
 
     @on(ListView.Highlighted, "#rollouts-list")
     def _highlighted(self, event: ListView.Highlighted) -> None:
@@ -162,9 +207,11 @@ class RolloutsView(HubView, can_focus=True):
             detail += f"\n{rollout['reason']}"
         self.query_one("#rollout-detail", Static).update(Content(detail))
         table: DataTable[Any] = self.query_one("#rollout-devices", DataTable)
-        table.clear()
-        for device, state, reason in model.rollout_devices(rollout):
-            table.add_row(device, dm.styled(state), reason or "-")
+        if self._devices_of != rid:  # another rollout: its own rows (the only full redraw)
+            table.clear()
+            self._devices_of = rid
+        rows = model.rollout_devices(rollout)
+        show_rows(table, [(d, (d, dm.styled(s), r or "-")) for d, s, r in rows])
 
     # --- write actions ---------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
