@@ -135,8 +135,10 @@ async def test_fleet_filter_by_tag_group_status_text_and_negation(pilot: Pilot[A
     # repeats the reason; Esc clears it: the whole fleet again.
     await pilot.press("slash")
     app.screen.query_one("#fleet-filter", Input).value = "status:sideways"
-    await wait_for(pilot, lambda: not rows(fleet(pilot)), "nothing shown")
-    assert text(empty).startswith("Invalid filter: unknown status 'sideways'")
+    await wait_for(
+        pilot, lambda: text(empty).startswith("Invalid filter: unknown status 'sideways'"), "why"
+    )
+    assert not rows(fleet(pilot))
     assert "invalid filter" in text(app.screen.query_one("#fleet-summary", Static))
     await pilot.press("enter")
     await wait_for(pilot, lambda: "unknown status" in str(list(app.notices)), "filter error")

@@ -66,5 +66,5 @@ async def test_hub_restart_is_shown_and_recovered(hub: Hub) -> None:
         await pilot.press("escape")
         await wait_for(pilot, lambda: not isinstance(app.screen, DeviceScreen), "back")
         table = app.screen.query_one("#fleet-table", DataTable)
-        await wait_for(pilot, lambda: rows(table)[0][2] == "lab,rpi", "fresh data after reconnect")
+        await wait_for(pilot, lambda: rows(table)[0][3] == "lab,rpi", "fresh data after reconnect")
         assert not banner.has_class("down")
