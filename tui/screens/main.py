@@ -42,11 +42,15 @@ class CommandSuggester(Suggester):
 
 class MainScreen(Screen[None]):
     BINDINGS = [
-        Binding("f", "show_tab('fleet')", "Fleet"),
-        Binding("b", "show_tab('bundles')", "Bundles"),
-        Binding("a", "show_tab('assign')", "Assign"),
-        Binding("r", "show_tab('rollouts')", "Rollouts"),
-        Binding("colon", "command_line", "Command", key_display=":"),
+        # Priority, as `:` below: the next key belongs to the tab it switched to.
+        Binding("f", "show_tab('fleet')", "Fleet", priority=True),
+        Binding("b", "show_tab('bundles')", "Bundles", priority=True),
+        Binding("a", "show_tab('assign')", "Assign", priority=True),
+        Binding("r", "show_tab('rollouts')", "Rollouts", priority=True),
+        # Priority: the app routes each key to the focus of the moment it arrives, so keys
+        # typed right after `:` went to the table and were lost; a priority binding runs as
+        # the key arrives and the next keys find the command line focused.
+        Binding("colon", "command_line", "Command", key_display=":", priority=True),
         Binding("ctrl+r", "app.reload_all", "Refresh"),
         Binding("q", "app.quit", "Quit"),
         Binding("escape", "leave_input", "Back", show=False),
@@ -91,6 +95,10 @@ class MainScreen(Screen[None]):
         if not target.display and tab == "rollouts":
             target = self.query_one("#rollouts-view")
         self.set_focus(target)  # at once: keys typed right after the tab key go there
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # `:` or a tab letter typed into a text box (a filter `tag:lab`) is text.
+        return not (action in ("command_line", "show_tab") and isinstance(self.focused, Input))
 
     def action_command_line(self) -> None:
         line = self.query_one("#command-line", Input)

@@ -94,7 +94,7 @@ class FleetView(HubView):
     IGNORED = frozenset({"bundles", "tokens", "keys", "assignments"})
     RELOAD_DELAY = 2.0  # a full (in-place) reload pages through every device
     BINDINGS = [
-        Binding("slash", "focus_filter", "Filter"),
+        Binding("slash", "focus_filter", "Filter", priority=True),  # see MainScreen's `:`
         Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("s", "sort_next", "Sort"),
         Binding("S", "sort_reverse", "Reverse", show=False),
@@ -254,6 +254,8 @@ class FleetView(HubView):
         return [device_id] if device_id else []
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "focus_filter" and isinstance(self.app.focused, Input):
+            return False  # a `/` typed into the filter box is text
         return dm.write_allowed(action, bool(getattr(hub_app(self), "read_only", False)))
 
     def action_describe(self) -> None:
