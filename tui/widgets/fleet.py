@@ -343,7 +343,8 @@ class FleetView(HubView):
         if len(ids) > TARGETED_MAX:
             self.hub_changed("devices")
         elif ids:
-            self.run_worker(self._refresh_ids(ids), group="targeted")
+            # job(): a view removed while this waited on the hub (app quitting) ends quietly
+            self.run_worker(job(self._refresh_ids, ids), group="targeted")
 
     async def _refresh_ids(self, ids: list[str]) -> None:
         try:
