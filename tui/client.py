@@ -32,6 +32,8 @@ from protocol.api import API_KEY_HEADER, DEVICE_WAIT_MARGIN, SECRET_VERBS, new_s
 from protocol.subjects import INBOX_OPERATOR, api, fleet_change
 
 DEFAULT_TIMEOUT = 5.0
+CONNECT_ATTEMPTS = 3
+CONNECT_RETRY_WAIT = 0.5
 # The verbs the hub forwards to a device, waiting the body's "timeout" for its answer.
 REMOTE_VERBS = frozenset({"devices.logs", "devices.restart", "devices.reconcile", "devices.status"})
 NO_KEY = (
@@ -145,27 +147,39 @@ class HubClient:
             # nats-py logs every failed attempt with a traceback; the CLI reports once.
             return None
 
-        try:
-            # nats-py treats max_reconnect_attempts=0 as "no limit" even for the first connect,
-            # so the CLI allows one retry and bounds the whole attempt by the timeout too.
-            self.nc = await asyncio.wait_for(
-                nats.connect(
-                    self.url,
-                    name="signalbeam-cli",
-                    # The operator login may receive replies only under this prefix.
-                    inbox_prefix=INBOX_OPERATOR,
-                    connect_timeout=self.timeout,
-                    allow_reconnect=self.reconnect,
-                    max_reconnect_attempts=-1 if self.reconnect else 1,
-                    reconnect_time_wait=0.2 if not self.reconnect else 1.0,
-                    error_cb=None if self.reconnect else quiet,
-                    **tls_options(self.url, self.ca_file),
-                ),
-                timeout=None if self.reconnect else self.timeout * 2 + 1,
-            )
-        except Exception as exc:
-            raise connect_error(self.url, self.ca_file, exc) from exc
+        # nats-server drops every login still in progress when it reloads its config (the hub
+        # reloads on enrollment bursts and decommissions), so a one-shot command tries a few
+        # times before it reports the hub unreachable.
+        attempts = 1 if self.reconnect else CONNECT_ATTEMPTS
+        for attempt in range(1, attempts + 1):
+            try:
+                await self._connect_once(quiet)
+                break
+            except Exception as exc:
+                if attempt == attempts:
+                    raise connect_error(self.url, self.ca_file, exc) from exc
+                await asyncio.sleep(CONNECT_RETRY_WAIT)
+        assert self.nc is not None
         await ensure_tls(self.nc, self.url)
+
+    async def _connect_once(self, quiet: Callable[[Exception], Awaitable[None]]) -> None:
+        # nats-py treats max_reconnect_attempts=0 as "no limit" even for the first connect,
+        # so the CLI allows one retry and bounds the whole attempt by the timeout too.
+        self.nc = await asyncio.wait_for(
+            nats.connect(
+                self.url,
+                name="signalbeam-cli",
+                # The operator login may receive replies only under this prefix.
+                inbox_prefix=INBOX_OPERATOR,
+                connect_timeout=self.timeout,
+                allow_reconnect=self.reconnect,
+                max_reconnect_attempts=-1 if self.reconnect else 1,
+                reconnect_time_wait=0.2 if not self.reconnect else 1.0,
+                error_cb=None if self.reconnect else quiet,
+                **tls_options(self.url, self.ca_file),
+            ),
+            timeout=None if self.reconnect else self.timeout * 2 + 1,
+        )
 
     async def close(self) -> None:
         if self.nc is not None and not self.nc.is_closed:

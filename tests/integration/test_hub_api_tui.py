@@ -126,7 +126,9 @@ async def test_reports_and_presence_feed_the_summary_and_device_notices(
         assert [d["id"] for d in page["items"]] == ["tui-1"]
         d = page["items"][0]
         assert d["running"] == ref
+        assert d["deployment"].pop("as_of")  # when the verdict was reported
         assert d["deployment"] == {"status": "healthy", "error": None}
+        assert d["containers"].pop("as_of")  # when the snapshot was taken
         assert d["containers"] == {"total": 2, "bad": 1}
         assert d["rollout"] is None and d["desired"] is None
         assert d["metrics"]["cpu"]["last"] == 7.5 and d["metrics"]["cpu"]["spark"][-1] == 7.5
