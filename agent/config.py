@@ -8,7 +8,6 @@ errors too: a typo that silently falls back to a default is worse than a refusal
 from __future__ import annotations
 
 import ipaddress
-import math
 import re
 import socket
 import tomllib
@@ -19,15 +18,13 @@ from urllib.parse import urlsplit
 
 from agent.errors import ConfigError
 from protocol.subjects import valid_device_id
+from sbutil.duration import parse_duration
 
 EngineKind = Literal["auto", "docker", "podman"]
 
 DEFAULT_DATA_DIR = "/var/lib/signalbeam-agent"
 DEFAULT_CONFIG_PATH = "/etc/signalbeam/agent.toml"
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_DURATION_FULL = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+")
-_DURATION_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SIZE = re.compile(r"(\d{1,15})\s*(B|kB|KB|K|MB|M|GB|G|TB|T|KiB|Ki|MiB|Mi|GiB|Gi|TiB|Ti)?")
 _SIZE_UNIT = {
     None: 1,
@@ -137,19 +134,6 @@ def hostname_slug(hostname: str | None = None) -> str:
     name = (hostname if hostname is not None else socket.gethostname()).lower()
     slug = re.sub(r"[^a-z0-9]+", "-", name).strip("-")[:63].strip("-")
     return slug if valid_device_id(slug) else "device"
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from a number or a string such as ``"90s"``, ``"1h30m"``, ``"7d"``."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str) and _DURATION_FULL.fullmatch(value.strip()):
-        seconds = sum(float(n) * _DURATION_UNIT[u] for n, u in _DURATION_PART.findall(value))
-    else:
-        raise ValueError('must be a positive duration (seconds, or a string like "10s", "7d")')
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError("must be a positive duration")
-    return seconds
 
 
 def parse_size(value: Any) -> int:

@@ -80,10 +80,6 @@ class ContainerSpec:
     def env_dict(self) -> dict[str, str]:
         return dict(self.env)
 
-    @property
-    def labels_dict(self) -> dict[str, str]:
-        return dict(self.labels)
-
     def to_dict(self) -> dict[str, Any]:
         """Canonical plain-JSON form of this one container (what ``container_hash`` covers)."""
         return _plain(asdict(self))

@@ -1,4 +1,5 @@
-"""Parsers for the human-friendly scalar units a bundle allows: durations and memory sizes.
+"""Parsers for the human-friendly scalar units a bundle allows: memory sizes (durations
+are ``sbutil.duration``, the grammar every setting shares).
 
 Each returns the value or raises ``ValueError`` with a message meant for the operator; the
 validator attaches the field path.
@@ -6,13 +7,8 @@ validator attaches the field path.
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_DURATION_FULL = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h))+")
-_DURATION_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 # Kubernetes conventions: an "i" means powers of 1024; without it powers of 1000. Docker's
 # lower-case "m" (MiB) is deliberately absent because Kubernetes reads "m" as milli.
@@ -32,35 +28,9 @@ _MEMORY = re.compile(r"(\d{1,15})(Ki|Mi|Gi|Ti|k|K|M|G|T)?")
 _UNIT_SUFFIX = re.compile(r"\d+([A-Za-z]+)")
 _FRACTION = re.compile(r"\d*\.\d+\s*[A-Za-z]*")
 
-DURATION_HELP = 'seconds (a number) or a duration string like "10s", "500ms", "2m", "1h30m"'
 MEMORY_HELP = (
     'bytes (an integer) or a size like "64Mi", "128M", "1Gi" (units k K M G T Ki Mi Gi Ti)'
 )
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from a number of seconds or a string such as ``"1m30s"``."""
-    if _is_number(value):
-        try:
-            seconds = float(value)
-        except OverflowError:  # an int beyond float range
-            seconds = math.inf if value > 0 else -math.inf
-    elif isinstance(value, str):
-        text = value.strip()
-        if not _DURATION_FULL.fullmatch(text):
-            raise ValueError(f"must be {DURATION_HELP}")
-        seconds = sum(float(n) * _DURATION_UNIT[u] for n, u in _DURATION_PART.findall(text))
-    else:
-        raise ValueError(f"must be {DURATION_HELP}")
-    if not math.isfinite(seconds):
-        raise ValueError("must be a finite duration")
-    if seconds < 0:
-        raise ValueError("must not be negative")
-    return seconds
 
 
 def parse_memory(value: Any) -> int:

@@ -38,8 +38,9 @@ from bundles.source import (
     format_path,
     read_document,
 )
-from bundles.units import parse_duration, parse_memory
+from bundles.units import parse_memory
 from bundles.versions import version_error
+from sbutil.duration import parse_duration
 
 __all__ = ["MAX_BUNDLE_BYTES", "from_dict", "load_file", "parse_bundle"]
 
@@ -198,7 +199,7 @@ def _choice(*choices: str) -> Check:
 def _duration(*, positive: bool) -> Check:
     def check(value: Any, path: PathParts, ctx: _Ctx) -> Any:
         try:
-            seconds = parse_duration(value)
+            seconds = parse_duration(value, allow_zero=True)
         except ValueError as exc:
             ctx.add(path, str(exc))
             return BAD

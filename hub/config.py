@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hub.errors import ConfigError
+from sbutil.duration import parse_duration as _parse_duration
 from sbutil.private import private_dir
 
 CONFIG_FILE = "hub.toml"
@@ -161,7 +162,6 @@ def check_tls(cfg: HubConfig, data: DataDir, source: str = CONFIG_FILE) -> None:
             raise ConfigError(f"{source}: {name}: {exc}", field=name) from None
 
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 FOREVER = ("0", "forever")
 # Shorter windows are refused: the hourly rollup is recomputed from minute rows, and "48m"
 # typed for "48h" would quietly drop two days of data.
@@ -170,16 +170,14 @@ RETENTION_KEYS = ("retention_metrics_1m", "retention_metrics_1h", "retention_eve
 
 
 def parse_duration(value: str, field: str, source: str = CONFIG_FILE) -> int:
-    """Seconds in ``<n>s|m|h|d`` (n a positive integer)."""
-    text = value.strip().lower()
-    unit = _UNITS.get(text[-1:])
-    number = text[:-1]
-    if unit is None or not number.isdigit() or int(number) == 0:
-        raise ConfigError(
-            f"{source}: {field}: {value!r} is not a duration like '90s', '10m', '48h', '30d'",
-            field=field,
-        )
-    return int(number) * unit
+    """Whole seconds (at least one) in the grammar of ``sbutil.duration`` ("90s", "1h30m")."""
+    try:
+        seconds = _parse_duration(value)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {field}: {exc}", field=field) from None
+    if seconds < 1:
+        raise ConfigError(f"{source}: {field}: {value!r} is under one second", field=field)
+    return int(seconds)
 
 
 def parse_retention(value: str, field: str, source: str = CONFIG_FILE) -> int | None:

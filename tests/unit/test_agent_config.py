@@ -15,11 +15,11 @@ from agent.config import (
     config_from_dict,
     hostname_slug,
     load_config,
-    parse_duration,
     parse_size,
 )
 from agent.errors import ConfigError
 from protocol.subjects import valid_device_id
+from sbutil.duration import parse_duration
 
 
 def test_defaults() -> None:
