@@ -53,7 +53,3 @@ class PullError(EngineError):
 
 class DiskFull(AgentError):
     """An operation would not fit in the free disk or the configured image budget."""
-
-
-class ReconcileError(AgentError):
-    """A reconcile run could not reach the desired state."""

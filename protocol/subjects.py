@@ -66,10 +66,6 @@ def fleet_change(kind: str) -> str:
     return f"{FLEET_CHANGES_PREFIX}.{kind}"
 
 
-def device_prefix(device_id: str) -> str:
-    return f"sb.dev.{device_id}"
-
-
 def report(device_id: str) -> str:
     return f"sb.dev.{device_id}.report"
 
@@ -84,7 +80,7 @@ def rpc(device_id: str, verb: str) -> str:
 
 def device_all(device_id: str) -> str:
     """Every subject under a device's own prefix (its publish permission)."""
-    return f"{device_prefix(device_id)}.>"
+    return f"sb.dev.{device_id}.>"
 
 
 def rpc_all(device_id: str) -> str:

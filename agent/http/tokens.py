@@ -159,11 +159,3 @@ class TokenStore:
                 (time.time(), token_id),
             )
         return self.get(token_id)
-
-    def count_active(self) -> int:
-        with self._lock:
-            return int(
-                self._conn.execute(
-                    "SELECT count(*) FROM tokens WHERE revoked_at IS NULL"
-                ).fetchone()[0]
-            )

@@ -104,9 +104,6 @@ class AccessStore(StoreBase):
             raise Unauthorized("API key revoked")
         return row
 
-    def count_api_keys(self) -> int:
-        return int(self.scalar("SELECT count(*) FROM api_keys"))
-
     # --- enrollment tokens ---------------------------------------------------------------
     def create_enrollment_token(
         self, tenant: str, expires_in: int, max_uses: int, token: str | None = None

@@ -35,13 +35,6 @@ def _doc_predicate(accept: Callable[[Any], bool]) -> Callable[[str], int]:
 
 
 class FleetStore(StoreBase):
-    # --- tenants -------------------------------------------------------------------------
-    def ensure_tenant(self, tenant: str) -> None:
-        with self.tx() as c:
-            c.execute(
-                "INSERT OR IGNORE INTO tenants (id, created_at) VALUES (?, ?)", (tenant, now_iso())
-            )
-
     # --- devices (written by enrollment and ingest; the operator API reads and tags) --------
     def upsert_device(
         self,

@@ -211,9 +211,6 @@ class SyncStore(StoreBase):
         )
         return None if row is None else (json.loads(row["spec"]), str(row["content_hash"]))
 
-    def all_device_ids(self) -> list[str]:
-        return [r[0] for r in self.conn.execute("SELECT id FROM devices ORDER BY id")]
-
     # --- heartbeats and presence ---------------------------------------------------------
     def put_heartbeats(self, beats: list[tuple[str, str, str, str, str]]) -> list[tuple[str, str]]:
         """Record ``(device_id, heartbeat JSON, agent_version, sent_at, received_at)`` for

@@ -163,7 +163,3 @@ class AssignView(HubView):
         if await call(self, "unassign", {"target": target}) is not None:
             self.notify(f"{target} unassigned", title="unassigned", markup=False)
             await self._assignments()
-
-    def select_bundle(self, ref: str) -> None:
-        """Used by tests and by other views to preselect a version."""
-        self.query_one("#assign-bundle", Select).value = ref
