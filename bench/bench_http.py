@@ -60,6 +60,7 @@ def _free_port() -> int:
 def seed(data_dir: Path, hours: int = 24) -> tuple[str, int]:
     """24 h of samples (one a minute per metric) rolled up; returns (token, points)."""
     from agent.http.tokens import TokenStore
+    from agent.metrics.folding import roll_up
     from agent.store import Store
 
     now = time.time()
@@ -69,7 +70,7 @@ def seed(data_dir: Path, hours: int = 24) -> tuple[str, int]:
         for i in range(hours * 60):
             ts = start + i * 60
             store.record_samples(ts, {m: float((i * 7 + n) % 100) for n, m in enumerate(METRICS)})
-        store.rollup(now)
+        roll_up(store, now)
         points = len(store.metrics("1m", now - hours * 3600, None))
         # The outbox would hold these rollups for a hub; mark them sent, as on a synced device.
         store.outbox_mark_sent(10**12)

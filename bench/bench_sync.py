@@ -34,6 +34,7 @@ from typing import Any
 import nats
 from nats.js.api import KeyValueConfig, RePublish, StorageType, StreamConfig
 
+from agent.metrics.folding import roll_up
 from agent.store import Store
 from agent.sync.heartbeat import heartbeat_from_status
 from agent.sync.leaf import LeafServer
@@ -128,7 +129,7 @@ def fill_day(store: Store, hours: float, rng: random.Random) -> int:
             values[f"container.{c}.cpu_percent"] = rng.uniform(0, 50)
             values[f"container.{c}.memory_bytes"] = rng.uniform(1e7, 5e8)
         store.record_samples(start + m * 60 + 1, values)
-    store.rollup(now=start + minutes * 60 + 1)
+    roll_up(store, start + minutes * 60 + 1)
     for i in range(int(EVENTS_PER_DAY * hours / 24)):
         store.event(
             "container.health",

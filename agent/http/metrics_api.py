@@ -24,7 +24,7 @@ from aiohttp import web
 from agent.http import validate as v
 from agent.http.auth import CTX_KEY
 from agent.store import MetricPoint, Store
-from agent.store.store import Resolution
+from agent.store.metrics import Resolution
 
 MAX_POINTS = 100_000
 DEFAULT_LIMIT = 20_000

@@ -18,6 +18,7 @@ import psutil
 
 from agent.config import MetricsConfig, OutboxConfig
 from agent.errors import StoreFull
+from agent.metrics import folding
 from agent.store import Store
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ class MetricsLoop:
                 )
         now = self.clock()
         self.store.record_samples(now, values)
-        self.store.rollup(now)
+        folding.roll_up(self.store, now)
         self.samples_taken += 1
         if now - self._last_prune >= self.config.prune_interval:
             self.prune(now)

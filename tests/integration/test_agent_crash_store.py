@@ -23,6 +23,7 @@ KILLS = 20
 # the store call returned (committed), and mixes in the other write paths.
 WRITER = r"""
 import os, sys
+from agent.metrics.folding import roll_up
 from agent.store import Store
 from protocol.desired import DesiredState
 
@@ -36,7 +37,7 @@ for _ in range(100_000):
     os.write(fd, f"{n}\n".encode())
     if n % 7 == 0:
         store.record_samples(n * 10.0, {"cpu": float(n % 100), "mem": 1.0})
-        store.rollup(n * 10.0)
+        roll_up(store, n * 10.0)
     if n % 11 == 0:
         store.put_desired(DesiredState(n, {"bundle": "b", "version": "1.0", "containers": []}))
     if n % 13 == 0:

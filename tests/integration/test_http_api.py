@@ -15,6 +15,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from agent.metrics.folding import roll_up
 from agent.runtime.base import Engine
 from tests.conftest import ENGINE_KINDS, _wanted
 from tests.harness.engines import EngineHandle
@@ -266,7 +267,7 @@ def test_metrics_from_local_rollups(api: ApiServer, tokens: Tokens) -> None:
     start = now - 3 * 3600
     for i in range(0, 3 * 3600, 60):
         store.record_samples(start + i, {"cpu.percent": float(i % 100), "mem.used": 1e6})
-    store.rollup(now)
+    roll_up(store, now)
     one_m = api.get("/v1/metrics?resolution=1m&since=-24h&metric=cpu.percent", tokens.viewer).json()
     assert one_m["resolution"] == "1m" and not one_m["truncated"]
     assert list(one_m["series"]) == ["cpu.percent"]

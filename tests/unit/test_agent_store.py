@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from agent.errors import ConfigError, StoreCorrupt, StoreError
+from agent.metrics.folding import roll_up
 from agent.precedence import Revision, revision_of
 from agent.reconcile.ports import Recorder
-from agent.store import Store
+from agent.store import Store, events
 from protocol.desired import DesiredState
 
 
@@ -76,9 +77,12 @@ def test_event_and_outbox_row_commit_together(store: Store) -> None:
 
 
 def test_failed_transaction_leaves_neither_event_nor_outbox(store: Store) -> None:
-    with pytest.raises(RuntimeError), store._tx() as c:
-        store._event(c, "k", "m", "info", None, 1.0)
+    def fail(c: sqlite3.Connection) -> None:
+        events.append(c, "k", "m", "info", None, 1.0)
         raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        store.write_now(fail)
     assert store.events(after_seq=0) == []
     assert store.outbox_depth() == 0
     # The rolled-back numbers are handed out again: sequences stay gapless.
@@ -304,7 +308,7 @@ def test_rollup_writes_minutes_with_outbox_and_hours(store: Store) -> None:
     base = 7200  # an hour boundary
     for t in range(0, 3600, 10):
         store.record_samples(base + t, {"cpu": float(t % 60), "mem": 1.0})
-    assert store.rollup(now=base + 3600) == 60
+    assert roll_up(store, base + 3600) == 60
     minutes = store.metrics("1m", metric="cpu")
     assert len(minutes) == 60
     assert (minutes[0].min, minutes[0].max, minutes[0].avg, minutes[0].count) == (0, 50, 25, 6)
@@ -312,15 +316,15 @@ def test_rollup_writes_minutes_with_outbox_and_hours(store: Store) -> None:
     [hour] = store.metrics("1h", metric="cpu")
     assert (hour.ts, hour.count, hour.avg) == (base, 360, 25)
     # Calling again folds nothing twice.
-    assert store.rollup(now=base + 3600) == 0
+    assert roll_up(store, base + 3600) == 0
     assert store.metrics("1h", metric="cpu")[0].count == 360
 
 
 def test_rollup_merges_late_partial_bucket(store: Store) -> None:
     store.record_samples(120, {"cpu": 10.0})
-    store.rollup(now=190)
+    roll_up(store, 190)
     store.record_samples(200, {"cpu": 30.0})
-    store.rollup(now=250)
+    roll_up(store, 250)
     pts = store.metrics("1m", metric="cpu")
     assert [(p.ts, p.avg, p.count) for p in pts] == [(120, 10.0, 1), (180, 30.0, 1)]
 
@@ -339,7 +343,7 @@ def test_prune_applies_retention(store: Store) -> None:
     now = 10 * 86400
     store.record_samples(now - 7200, {"a": 1})
     store.record_samples(now - 10, {"a": 2})
-    store.rollup(now=now - 3600)
+    roll_up(store, now - 3600)
     out = store.prune(
         raw=3600, minute=1800, hour=86400, outbox_max_bytes=10**6, outbox_max_age=10**6, now=now
     )
@@ -350,7 +354,7 @@ def test_prune_applies_retention(store: Store) -> None:
 def test_outbox_bounds_drop_rollups_first_and_announce_it(store: Store) -> None:
     for i in range(20):
         store.record_samples(60 * i, {"cpu": float(i)})
-    store.rollup(now=60 * 20)
+    roll_up(store, 60 * 20)
     store.event("important", "keep me")
     before = store.outbox_stats()
     dropped = store.enforce_outbox_bounds(max_bytes=before["bytes"] // 2, max_age=10**9)
@@ -367,7 +371,7 @@ def test_outbox_bounds_drop_rollups_first_and_announce_it(store: Store) -> None:
 
 def test_outbox_age_bound_drops_old_rollups_keeps_events(store: Store) -> None:
     store.record_samples(0, {"cpu": 1.0})
-    store.rollup(now=60)
+    roll_up(store, 60)
     store.event("old", "old event")
     assert store.enforce_outbox_bounds(max_bytes=10**9, max_age=10, now=10**11) == 1
     kinds = [(r.kind, r.payload.get("kind")) for r in store.outbox_pending(10, 10**6)]

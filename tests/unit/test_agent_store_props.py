@@ -16,6 +16,7 @@ from pathlib import Path
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from agent.metrics.folding import roll_up
 from agent.store import Store
 from protocol.desired import DesiredState
 
@@ -50,7 +51,7 @@ def test_outbox_books_balance(program: list[tuple[str, int]]) -> None:
             elif op == "samples":
                 for i in range(arg):
                     store.record_samples(clock + i, {"cpu": float(i)})
-                store.rollup(clock + 120)
+                roll_up(store, clock + 120)
             elif op == "desired":
                 store.put_desired(DesiredState(arg, None))
             elif op == "local":

@@ -1,0 +1,212 @@
+"""What every part of the agent's store shares: the connection, its lock, transactions,
+"disk full" bookkeeping and the small helpers the aggregate modules write rows with.
+
+The aggregate modules (``identity``, ``events``, ``outbox``, ``journal``, ``deployments``,
+``observed``, ``desired``, ``metrics``, ``retention``) hold their SQL as functions of a
+connection; each adds its methods to ``agent.store.Store`` through a mixin of this base.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from agent.errors import StoreError, StoreFull
+from agent.store import db as dbfile
+from agent.store import space
+
+log = logging.getLogger(__name__)
+
+FULL_MEMORY = 30.0  # seconds a write that failed for lack of space keeps the store "full"
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def store_error(exc: sqlite3.Error, prefix: str = "") -> StoreError:
+    # SQLITE_FULL deserves words an operator acts on; the write was rolled back whole.
+    if space.is_space_error(exc):
+        return StoreFull(f"{prefix}disk full: the store could not write ({exc}); nothing was lost")
+    return StoreError(f"{prefix}{exc}")
+
+
+def bundle_ref(spec: Mapping[str, Any] | None) -> str | None:
+    if not spec:
+        return None
+    name, version = spec.get("bundle"), spec.get("version")
+    return f"{name}@{version}" if name and version else None
+
+
+def rows(c: sqlite3.Connection, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    cur = c.execute(sql, params)
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+def next_seq(c: sqlite3.Connection, name: str) -> int:
+    row = c.execute(
+        "UPDATE sequences SET value = value + 1 WHERE name = ? RETURNING value", (name,)
+    ).fetchone()
+    if row is None:
+        raise StoreError(f"sequence {name!r} missing")
+    return int(row[0])
+
+
+def meta_float(c: sqlite3.Connection, key: str) -> float | None:
+    row = c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return None if row is None else float(row[0])
+
+
+def set_meta(c: sqlite3.Connection, key: str, value: Any) -> None:
+    c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, str(value)))
+
+
+class StoreBase:
+    """The connection and its rules; see ``agent.store.Store`` for opening one."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, device_id: str) -> None:
+        self._conn = conn
+        self._lock = threading.RLock()
+        self.path = path
+        self.device_id = device_id
+        # Why the last write failed for lack of space, and when (None once a write
+        # succeeds again). It counts for FULL_MEMORY seconds: statvfs cannot see a quota,
+        # but a remembered failure must not outlive the space coming back when nothing
+        # writes (the API refuses writes while the store counts as full).
+        self.full_reason: str | None = None
+        self._full_at = 0.0
+        self._full_low = False  # whether free space was under the floor at that failure
+        # Opened on a full disk with the WAL index in memory (db.connect_on_any_disk): the
+        # file is ours alone until space returns and it is reopened normally.
+        self._exclusive = dbfile.is_exclusive(conn)
+        self._next_reopen = 0.0
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # ---------------------------------------------------------------- transactions
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._maybe_share()
+            c = self._conn
+            try:
+                c.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise self._noted(store_error(exc, "cannot begin a transaction: ")) from exc
+            try:
+                yield c
+            except BaseException as exc:
+                self._rollback()
+                if isinstance(exc, sqlite3.Error):
+                    raise self._noted(store_error(exc)) from exc
+                raise
+            else:
+                try:
+                    c.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    self._rollback()
+                    raise self._noted(store_error(exc, "commit failed: ")) from exc
+                self.full_reason = None
+
+    def write_now(
+        self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kw: P.kwargs
+    ) -> T:
+        """``fn(connection, ...)`` in one write transaction."""
+        with self._tx() as c:
+            return fn(c, *args, **kw)
+
+    def read_now(
+        self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kw: P.kwargs
+    ) -> T:
+        """``fn(connection, ...)`` under the lock, outside a write transaction."""
+        with self._lock:
+            try:
+                return fn(self._conn, *args, **kw)
+            except sqlite3.Error as exc:
+                raise store_error(exc) from exc
+
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        return self.read_now(rows, sql, params)
+
+    def _noted(self, err: StoreError) -> StoreError:
+        if isinstance(err, StoreFull):
+            self.full_reason = str(err)
+            self._full_at = time.monotonic()
+            self._full_low = space.low_on_space(self.path.parent) is not None
+        return err
+
+    def _rollback(self) -> None:
+        # SQLite rolls back by itself on some errors (SQLITE_FULL, SQLITE_IOERR, ...); a
+        # second ROLLBACK would then raise and hide the real error.
+        if self._conn.in_transaction:
+            try:
+                self._conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                log.exception("rollback failed", extra={"device": self.device_id})
+
+    # ---------------------------------------------------------------- disk full
+
+    def disk_full(self) -> str | None:
+        """Why the store counts as full now, or None: free space under
+        ``space.FLOOR_BYTES`` on its filesystem, or the last write failed for lack of space.
+        The readiness probe reports it and the HTTP API refuses writes with it."""
+        free = space.low_on_space(self.path.parent)
+        if free is not None:
+            return space.describe(self.path.parent, free)
+        # Here the filesystem has room. A failure seen while it had none is over (space was
+        # freed); one seen with room (a quota statvfs cannot see, a write bigger than the
+        # floor) still counts for a while.
+        if (
+            self.full_reason is not None
+            and not self._full_low
+            and time.monotonic() - self._full_at < FULL_MEMORY
+        ):
+            return self.full_reason
+        with self._lock:
+            self._maybe_share(force=True)
+        return None
+
+    def _maybe_share(self, *, force: bool = False) -> None:
+        """Reopen a store opened exclusively on a full disk once there is room again, so
+        the CLI (status, apply) can use the file; tried at most every few seconds."""
+        if not self._exclusive or (not force and time.monotonic() < self._next_reopen):
+            return
+        self._next_reopen = time.monotonic() + 5.0
+        if space.low_on_space(self.path.parent) is not None:
+            return
+        # The exclusive connection holds the file lock: it must go before a shared one can
+        # read. If the shared open fails after all, the exclusive one comes back.
+        self._conn.close()
+        try:
+            self._conn = dbfile.connect(self.path)
+            self._exclusive = False
+            log.info("store reopened for sharing: space is back", extra={"device": self.device_id})
+        except sqlite3.Error:
+            try:
+                self._conn = dbfile.connect_on_any_disk(self.path)
+            except sqlite3.Error as exc:
+                raise store_error(exc, "cannot reopen the store: ") from exc
+            self._exclusive = dbfile.is_exclusive(self._conn)
+
+    def data_version(self) -> int:
+        """Changes whenever another connection (e.g. ``signalbeam-agent apply``) commits."""
+        with self._lock:
+            return int(self._conn.execute("PRAGMA data_version").fetchone()[0])

@@ -1,0 +1,241 @@
+"""Desired revisions from the hub and local overrides, and which one is in effect
+(``agent.precedence.effective``). Each stored revision writes a ``desired`` outbox row and a
+``desired.changed`` event in its transaction."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from agent.errors import StoreError
+from agent.precedence import SOURCES, Stored, effective
+from agent.store import events, outbox
+from agent.store.base import StoreBase, bundle_ref, dumps, loads, rows
+from agent.store.rows import DesiredRevision
+from protocol.desired import DesiredState
+
+
+def put(c: sqlite3.Connection, desired: DesiredState) -> bool:
+    """Store a received revision; False if this (source, generation) is already stored.
+
+    A hub revision that ends a local override (``agent.precedence.effective``: the top
+    hub revision arrived after it) marks it cleared, with an event saying so.
+    """
+    if desired.source not in SOURCES:
+        raise StoreError(f"desired source must be 'hub' or 'local', got {desired.source!r}")
+    now = time.time()
+    if c.execute(
+        "SELECT 1 FROM desired_revisions WHERE source = ? AND generation = ?",
+        (desired.source, desired.generation),
+    ).fetchone():
+        return False
+    before = effective(precedence_rows(c))
+    insert(c, desired, now)
+    after = effective(precedence_rows(c))
+    if (
+        desired.source == "hub"
+        and before is not None
+        and before.source == "local"
+        and after is not None
+        and after.source == "hub"
+    ):
+        clear_local(c, f"hub generation {desired.generation}", now)
+    return True
+
+
+def precedence_rows(c: sqlite3.Connection) -> list[Stored]:
+    """The stored revisions the rule can pick from: local overrides not cleared and the
+    top hub revision. No other row can be chosen, nor change the answer, so the rule
+    answers the same on this subset as on the whole table."""
+    found = c.execute(
+        "SELECT id, source, generation, cleared_at FROM desired_revisions"
+        " WHERE (source = 'local' AND cleared_at IS NULL)"
+        " OR id = (SELECT id FROM desired_revisions WHERE source = 'hub'"
+        "          ORDER BY generation DESC, id DESC LIMIT 1)"
+    ).fetchall()
+    return [Stored(r[0], r[1], r[2], r[3] is not None) for r in found]
+
+
+def put_local(
+    c: sqlite3.Connection,
+    spec: dict[str, Any] | None,
+    content_hash: str | None = None,
+    actor: str = "cli",
+) -> DesiredState:
+    """Record a field override; allocates its generation above every one seen so far."""
+    now = time.time()
+    top = c.execute(
+        "SELECT max(g) FROM (SELECT max(generation) AS g FROM desired_revisions "
+        "UNION ALL SELECT max(generation) FROM deployments)"
+    ).fetchone()[0]
+    desired = DesiredState(
+        generation=int(top or 0) + 1,
+        spec=spec,
+        source="local",
+        content_hash=content_hash,
+    )
+    insert(c, desired, now, actor=actor)
+    return desired
+
+
+def clear_local(c: sqlite3.Connection, why: str, now: float) -> bool:
+    found = c.execute(
+        "SELECT id, generation FROM desired_revisions WHERE source = 'local' AND cleared_at IS NULL"
+    ).fetchall()
+    if not found:
+        return False
+    c.execute(
+        "UPDATE desired_revisions SET cleared_at = ?, cleared_by = ? "
+        "WHERE source = 'local' AND cleared_at IS NULL",
+        (now, why),
+    )
+    gens = [r[1] for r in found]
+    events.append(
+        c,
+        "desired.local_cleared",
+        f"local override cleared ({why})",
+        "info",
+        {"generations": gens, "why": why},
+        now,
+    )
+    return True
+
+
+def insert(c: sqlite3.Connection, d: DesiredState, now: float, actor: str | None = None) -> None:
+    ref = bundle_ref(d.spec)
+    c.execute(
+        "INSERT INTO desired_revisions (generation, source, spec, content_hash, rollout_id, "
+        "bundle_ref, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            d.generation,
+            d.source,
+            None if d.spec is None else dumps(d.spec),
+            d.content_hash,
+            d.rollout_id,
+            ref,
+            now,
+        ),
+    )
+    payload: dict[str, Any] = {
+        "generation": d.generation,
+        "source": d.source,
+        "content_hash": d.content_hash,
+        "rollout_id": d.rollout_id,
+        "bundle_ref": ref,
+    }
+    if d.source == "local":
+        # The hub never saw a local override's spec; it travels with the report.
+        payload["spec"] = d.spec
+        payload["actor"] = actor
+    outbox.append(c, "desired", payload, now)
+    what = ref or "no bundle"
+    events.append(
+        c,
+        "desired.changed",
+        f"desired generation {d.generation} ({what}) from {d.source}"
+        + (f" by {actor}" if actor else ""),
+        "info",
+        {k: v for k, v in payload.items() if k != "spec"},
+        now,
+    )
+
+
+def current(c: sqlite3.Connection) -> DesiredState | None:
+    """The document to reconcile to, by ``agent.precedence.effective``: an uncleared
+    local override, else the newest hub revision."""
+    chosen = effective(precedence_rows(c))
+    if chosen is None:
+        return None
+    found = rows(c, "SELECT * FROM desired_revisions WHERE id = ?", (chosen.order,))
+    if not found:
+        return None
+    r = found[0]
+    return DesiredState(
+        generation=r["generation"],
+        spec=loads(r["spec"]),
+        source=r["source"],
+        rollout_id=r["rollout_id"],
+        content_hash=r["content_hash"],
+    )
+
+
+def revisions(c: sqlite3.Connection, limit: int = 20) -> list[DesiredRevision]:
+    found = rows(
+        c, "SELECT * FROM desired_revisions ORDER BY id DESC LIMIT ?", (max(0, int(limit)),)
+    )
+    return [
+        DesiredRevision(
+            r["id"],
+            r["generation"],
+            r["source"],
+            r["content_hash"],
+            r["rollout_id"],
+            r["bundle_ref"],
+            r["received_at"],
+            r["cleared_at"],
+        )
+        for r in found
+    ]
+
+
+def salvaged(found: list[dict[str, Any]]) -> list[DesiredState]:
+    """The well-formed revisions among rows read from a corrupt file (``db.salvage_desired``)."""
+    out = []
+    for r in found:
+        try:
+            gen, src = r["generation"], r["source"]
+            spec = loads(r["spec"])
+            if not isinstance(gen, int) or src not in ("hub", "local"):
+                continue
+            if spec is not None and not isinstance(spec, dict):
+                continue
+            out.append(DesiredState(gen, spec, src, r["rollout_id"], r["content_hash"]))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return out
+
+
+def restore(c: sqlite3.Connection, restored: list[DesiredState], source_file: Path) -> None:
+    """Put back the revisions salvaged from a corrupt file, with an event saying so."""
+    now = time.time()
+    for d in restored:
+        insert(c, d, now, actor="recovered" if d.source == "local" else None)
+    events.append(
+        c,
+        "store.salvage",
+        "recovered desired state from the corrupt file: "
+        + ", ".join(f"{d.source} generation {d.generation}" for d in restored),
+        "warning",
+        {"file": str(source_file), "generations": [d.generation for d in restored]},
+        now,
+    )
+
+
+class DesiredStore(StoreBase):
+    def put_desired(self, desired: DesiredState) -> bool:
+        """Store a received revision; False if this (source, generation) is already stored."""
+        return self.write_now(put, desired)
+
+    def put_local_desired(
+        self,
+        spec: dict[str, Any] | None,
+        *,
+        content_hash: str | None = None,
+        actor: str = "cli",
+    ) -> DesiredState:
+        """Record a field override; allocates its generation above every one seen so far."""
+        return self.write_now(put_local, spec, content_hash, actor)
+
+    def clear_local_desired(self, *, actor: str = "cli") -> bool:
+        """Drop the local override (if any); the hub's desired state applies again."""
+        return self.write_now(clear_local, f"cleared by {actor}", time.time())
+
+    def current_desired(self) -> DesiredState | None:
+        """The document to reconcile to: an uncleared local override, else the newest hub
+        revision (``agent.precedence.effective``)."""
+        return self.read_now(current)
+
+    def desired_revisions(self, limit: int = 20) -> list[DesiredRevision]:
+        return self.read_now(revisions, limit)
