@@ -36,7 +36,7 @@ from nats.js.api import ConsumerConfig, RetentionPolicy, StorageType, StreamConf
 
 from agent.sync.batching import Batch, pack
 from bench.sim.benchhub import BenchHub, CpuMeter, loadavg
-from protocol.messages import MSG_ID_HEADER, RawRow
+from protocol.report import MSG_ID_HEADER, RawRow
 from protocol.subjects import JS_DOMAIN, REPORT_STREAM, REPORT_WILDCARD, report
 from tests.harness.nats import NatsHub
 

@@ -61,7 +61,7 @@ import hub as hub_pkg
 from bench.sim.benchhub import BenchHub, CpuMeter, loadavg, pct
 from bench.sim.model import AGENT_VERSION
 from bench.sim.workers import SimWorkers
-from protocol.messages import Heartbeat
+from protocol.heartbeat import Heartbeat
 from protocol.subjects import heartbeat
 from tui.client import HubClient
 

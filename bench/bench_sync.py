@@ -39,8 +39,14 @@ from agent.store import Store
 from agent.sync.heartbeat import heartbeat_from_status
 from agent.sync.leaf import LeafServer
 from agent.sync.service import SyncService, SyncSettings
-from protocol.messages import DESIRED_REPUBLISH_DEST, DESIRED_REPUBLISH_SRC, EnrollReply
-from protocol.subjects import DESIRED_BUCKET, REPORT_STREAM, REPORT_WILDCARD
+from protocol.enroll import EnrollReply
+from protocol.subjects import (
+    DESIRED_BUCKET,
+    DESIRED_REPUBLISH_DEST,
+    DESIRED_REPUBLISH_SRC,
+    REPORT_STREAM,
+    REPORT_WILDCARD,
+)
 from tests.harness.nats import NatsHub
 
 HOST_METRICS = [

@@ -40,7 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from protocol.messages import MSG_ID_HEADER, ReportBatch
+from protocol.report import MSG_ID_HEADER, ReportBatch
 from protocol.subjects import JS_DOMAIN, report
 from tests.harness.engines import EngineHandle, start_podman
 from tests.harness.registry import Registry

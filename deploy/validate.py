@@ -10,7 +10,7 @@ Every variable starts with ``signalbeam_``. Unknown ``signalbeam_*`` variables a
 accepted, and ignored, by the agent deploy and the other way round, so one ``all`` group may
 hold both.
 
-The device id and tag rules repeat ``protocol.subjects`` / ``protocol.messages`` on purpose:
+The device id and tag rules repeat ``protocol.subjects`` / ``protocol.enroll`` on purpose:
 the deploy runs on the operator's machine, which need not have the package installed. A unit
 test checks that both agree.
 """

@@ -1,7 +1,9 @@
 """The desired-state document: what the hub (or a field tech, locally) wants a device to run.
 
 The hub writes one per device to the JetStream KV bucket ``desired``; the agent stores every
-revision it receives before acting on it. ``spec is None`` means "run no bundle".
+revision it receives before acting on it. ``spec is None`` means "run no bundle". Decoded
+through the shared gate (``protocol.codec.load``); a bad one raises ``DesiredDecodeError``, a
+``MessageError``.
 """
 
 from __future__ import annotations
@@ -11,15 +13,16 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from protocol import SCHEMA_VERSION
+from protocol.codec import load
+from protocol.errors import DesiredDecodeError
+
+__all__ = ["MAX_DESIRED_BYTES", "DesiredDecodeError", "DesiredSource", "DesiredState"]
 
 DesiredSource = Literal["hub", "local"]
 
 
-class DesiredDecodeError(ValueError):
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
+# The hub's nats-server refuses a larger message, so no desired document can be larger.
+MAX_DESIRED_BYTES = 2 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -46,14 +49,7 @@ class DesiredState:
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> DesiredState:
-        try:
-            doc = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise DesiredDecodeError("$", f"not JSON: {exc}") from exc
-        if not isinstance(doc, dict):
-            raise DesiredDecodeError("$", "must be an object")
-        if doc.get("v") != SCHEMA_VERSION:
-            raise DesiredDecodeError("v", f"unsupported schema version {doc.get('v')!r}")
+        doc = load(raw, MAX_DESIRED_BYTES, error=DesiredDecodeError)
         gen = doc.get("generation")
         if not isinstance(gen, int) or isinstance(gen, bool) or gen < 0:
             raise DesiredDecodeError("generation", "must be a non-negative integer")

@@ -2,6 +2,10 @@
 
 ``{"error": {"code": "...", "message": "...", "field": "..."}}`` — ``field`` only when the
 error is about one input field (its path, e.g. ``containers[1].ports[0].container``).
+
+And the package's one exception tree: ``ProtocolError`` is the root; ``MessageError`` (a
+message that fails validation, also a ``ValueError``; ``DesiredDecodeError`` for the desired
+document) and ``RemoteError`` (the other side answered with the error shape) are its families.
 """
 
 from __future__ import annotations
@@ -53,3 +57,32 @@ def error_body(
 
 def is_error(body: Any) -> bool:
     return isinstance(body, dict) and isinstance(body.get("error"), dict)
+
+
+class ProtocolError(Exception):
+    """The root of every error the wire contract raises: catch this one to handle them all."""
+
+
+class MessageError(ProtocolError, ValueError):
+    """A message failed validation. ``field`` is its path (``$`` for the whole message);
+    ``code`` is one of the codes above (``invalid``, ``too_large`` or ``bad_request``)."""
+
+    def __init__(self, field: str, message: str, code: str = INVALID) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+        self.code = code
+
+
+class DesiredDecodeError(MessageError):
+    """A desired-state document (``protocol.desired``) failed validation."""
+
+
+class RemoteError(ProtocolError):
+    """The other side answered with the shared error shape."""
+
+    def __init__(self, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(f"{code}: {message}" + (f" (field {field})" if field else ""))
+        self.code = code
+        self.message = message
+        self.field = field

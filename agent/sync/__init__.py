@@ -2,5 +2,5 @@
 store), heartbeats, device RPC, enrollment and the supervised leaf nats-server.
 
 ``SyncService`` (agent.sync.service) is the one object the daemon starts and stops; the wire
-contract lives in ``protocol.messages`` and docs/sync.md.
+contract lives in ``protocol`` (one module per message family) and docs/sync.md.
 """

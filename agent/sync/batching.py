@@ -16,7 +16,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from protocol.messages import (
+from protocol.report import (
     MAX_REPORT_BYTES,
     MAX_ROWS_PER_REPORT,
     RawRow,

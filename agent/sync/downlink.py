@@ -43,8 +43,7 @@ from nats.js.kv import KeyValue
 
 from agent.sync.link import LinkState
 from protocol.desired import DesiredDecodeError, DesiredState
-from protocol.messages import desired_prompt
-from protocol.subjects import DESIRED_BUCKET, desired_key, kv_prefix
+from protocol.subjects import DESIRED_BUCKET, desired_key, desired_prompt, kv_prefix
 
 log = logging.getLogger(__name__)
 

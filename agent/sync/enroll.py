@@ -38,17 +38,15 @@ from agent.sync.errors import EnrollError
 from agent.sync.gate import ENROLL_POLL
 from agent.sync.gate import credentials_path as credentials_path  # re-exported
 from protocol import natstls
-from protocol.errors import UNAVAILABLE
-from protocol.messages import (
+from protocol.enroll import (
     MAX_ENROLL_BYTES,
     DeviceFacts,
     EnrollReply,
     EnrollRequest,
-    MessageError,
-    RemoteError,
     decode_enroll_reply,
     validate_tags,
 )
+from protocol.errors import UNAVAILABLE, MessageError, RemoteError
 from protocol.subjects import ENROLL, INBOX_ENROLL, valid_device_id
 
 BOOTSTRAP_USER = "enroll"

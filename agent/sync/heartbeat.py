@@ -30,7 +30,7 @@ from nats.aio.client import Client as NATS
 
 from agent.sync.link import LinkState
 from agent.sync.liveness import ack_timeout_for
-from protocol.messages import HEARTBEAT_METRICS, ContainerSummary, Heartbeat
+from protocol.heartbeat import HEARTBEAT_METRICS, ContainerSummary, Heartbeat
 from protocol.subjects import heartbeat
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Device RPC: request/reply on ``sb.dev.<id>.rpc.<verb>`` served through the leaf.
 
-Every request is validated (``protocol.messages.decode_rpc_request``); every reply is either
+Every request is validated (``protocol.rpc.decode_rpc_request``); every reply is either
 ``{"v":1,"result":{...}}`` or ``{"v":1,"error":{"code","message","field"?}}`` with codes from
 ``protocol.errors``. A handler's failure becomes an error reply and a count, never a crash.
 The daemon supplies the work as callbacks (``RpcHandlers``).
@@ -23,15 +23,8 @@ from nats.aio.subscription import Subscription
 
 from agent.errors import AgentError, EngineError
 from agent.sync.errors import RpcFailure
-from protocol.errors import INTERNAL, UNAVAILABLE
-from protocol.messages import (
-    MAX_RPC_REPLY_BYTES,
-    MessageError,
-    RpcRequest,
-    decode_rpc_request,
-    rpc_error,
-    rpc_ok,
-)
+from protocol.errors import INTERNAL, UNAVAILABLE, MessageError
+from protocol.rpc import MAX_RPC_REPLY_BYTES, RpcRequest, decode_rpc_request, rpc_error, rpc_ok
 from protocol.subjects import rpc
 
 log = logging.getLogger(__name__)

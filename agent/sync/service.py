@@ -42,8 +42,8 @@ from agent.sync.status import STATUS_FILE
 from agent.sync.status import read_status_file as read_status_file  # re-exported
 from agent.sync.uplink import Uplink, UplinkSettings
 from protocol.api import MAX_DEVICE_WAIT, RESTART_STOP_TIMEOUT
+from protocol.enroll import EnrollReply
 from protocol.errors import CONFLICT, NOT_FOUND, UNAVAILABLE
-from protocol.messages import EnrollReply
 from protocol.subjects import JS_DOMAIN
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from nats.js.client import JetStreamContext
 from agent.store.rows import OutboxRow
 from agent.sync.batching import Batch, pack
 from agent.sync.link import LinkState
-from protocol.messages import MAX_REPORT_BYTES, MAX_ROWS_PER_REPORT
+from protocol.report import MAX_REPORT_BYTES, MAX_ROWS_PER_REPORT
 from protocol.subjects import REPORT_STREAM, report
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,8 @@ from agent.sync.errors import EnrollError
 from bench.sim.device import Counters, Link, SimDevice
 from bench.sim.model import AGENT_VERSION, DeviceModel
 from bench.sim.options import SimError, SimOptions
-from protocol.messages import DESIRED_PROMPT_PREFIX, DeviceFacts, EnrollReply, desired_prompt
+from protocol.enroll import DeviceFacts, EnrollReply
+from protocol.subjects import DESIRED_PROMPT_PREFIX, desired_prompt
 
 log = logging.getLogger(__name__)
 

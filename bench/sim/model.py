@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protocol.desired import DesiredState
-from protocol.messages import Heartbeat, RawRow
+from protocol.heartbeat import Heartbeat
+from protocol.report import RawRow
 
 AGENT_VERSION = "0.1.0-sim"
 MINUTE = 60

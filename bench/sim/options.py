@@ -6,7 +6,8 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from protocol.messages import MessageError, validate_tags
+from protocol.enroll import validate_tags
+from protocol.errors import MessageError
 from protocol.subjects import valid_device_id
 
 _PREFIX_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,40})?$")

@@ -27,7 +27,7 @@ from hub.rollouts import machine as m
 from hub.rollouts.observe import FINAL_STATUSES, Verdict, newest_generation, verdict_of
 from hub.store import Store
 from hub.timeutil import now_iso
-from protocol.messages import ReportRow
+from protocol.report import ReportRow
 from sbutil.text import plural, wave_name
 
 log = logging.getLogger(__name__)

@@ -45,18 +45,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hub.store import Store
+from hub.sync.apply_plan import plan_apply
 from hub.timeutil import now_iso
-from protocol.messages import (
-    MSG_ID_HEADER,
-    MessageError,
-    ReportBatch,
-    ReportRow,
-    check_msg_id,
-    decode_report,
-    plan_apply,
-    valid_int64,
-    valid_ts,
-)
+from protocol.codec import valid_int64, valid_ts
+from protocol.errors import MessageError
+from protocol.report import MSG_ID_HEADER, ReportBatch, ReportRow, check_msg_id, decode_report
 from protocol.subjects import device_from_subject
 
 log = logging.getLogger(__name__)
@@ -353,8 +346,8 @@ class Applier:
             found = store.epoch_position(device_id, epoch)
             known = found is not None
             last = found or 0
-        # The ordering/exactly-once rule is protocol.messages.plan_apply (shared, and
-        # property-tested there); this applies what it decides.
+        # The ordering/exactly-once rule is hub.sync.apply_plan.plan_apply (pure, and
+        # property-tested); this applies what it decides.
         forced = m.delivered >= GIVE_UP_DELIVERIES
         plan = plan_apply(batch, last, force=forced, max_seq=self._max_seq(store, batch, last))
         if plan.wait:

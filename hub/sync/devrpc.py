@@ -22,7 +22,8 @@ from hub.errors import DeviceError, DeviceOffline, Invalid, NotFound, Unavailabl
 from hub.metrics import HubMetrics
 from hub.store import Store
 from protocol.api import DEVICE_WAIT, MAX_DEVICE_WAIT, device_wait
-from protocol.messages import MessageError, RpcRequest, decode_rpc_reply, decode_rpc_request
+from protocol.errors import MessageError
+from protocol.rpc import RpcRequest, decode_rpc_reply, decode_rpc_request
 from protocol.subjects import rpc
 
 log = logging.getLogger(__name__)

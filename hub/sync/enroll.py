@@ -40,13 +40,9 @@ from hub.errors import Conflict, HubError, Invalid
 from hub.metrics import HubMetrics
 from hub.natsconf import RESERVED_USERS, hash_password
 from hub.store import Store
-from protocol.messages import (
-    EnrollReply,
-    EnrollRequest,
-    MessageError,
-    decode_enroll_request,
-    rpc_error,
-)
+from protocol.enroll import EnrollReply, EnrollRequest, decode_enroll_request
+from protocol.errors import MessageError
+from protocol.rpc import rpc_error
 from protocol.subjects import ENROLL, JS_DOMAIN, valid_device_id
 
 log = logging.getLogger(__name__)

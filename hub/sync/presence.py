@@ -33,7 +33,9 @@ from nats.aio.subscription import Subscription
 from hub.metrics import HubMetrics
 from hub.store import Store
 from hub.timeutil import now_iso
-from protocol.messages import MessageError, decode_heartbeat, rpc_error
+from protocol.errors import MessageError
+from protocol.heartbeat import decode_heartbeat
+from protocol.rpc import rpc_error
 from protocol.subjects import HEARTBEAT_WILDCARD, device_from_subject
 
 log = logging.getLogger(__name__)

@@ -30,8 +30,14 @@ from nats.js.api import (
 from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
-from protocol.messages import DESIRED_REPUBLISH_DEST, DESIRED_REPUBLISH_SRC, MAX_REPORT_BYTES
-from protocol.subjects import DESIRED_BUCKET, REPORT_STREAM, REPORT_WILDCARD
+from protocol.report import MAX_REPORT_BYTES
+from protocol.subjects import (
+    DESIRED_BUCKET,
+    DESIRED_REPUBLISH_DEST,
+    DESIRED_REPUBLISH_SRC,
+    REPORT_STREAM,
+    REPORT_WILDCARD,
+)
 
 log = logging.getLogger(__name__)
 

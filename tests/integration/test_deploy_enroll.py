@@ -20,7 +20,8 @@ from nats.aio.msg import Msg
 from deploy.commands import enroll_command
 from deploy.render import agent_context, render
 from deploy.validate import validate_agent
-from protocol.messages import EnrollReply, decode_enroll_request, rpc_error
+from protocol.enroll import EnrollReply, decode_enroll_request
+from protocol.rpc import rpc_error
 from protocol.subjects import ENROLL
 from tests.harness.nats import NatsHub
 

@@ -15,7 +15,7 @@ import nats
 import pytest
 
 from agent.sync.enroll import enroll
-from protocol.messages import EnrollReply
+from protocol.enroll import EnrollReply
 from protocol.subjects import DESIRED_BUCKET, JS_DOMAIN
 from tests.integration.test_sync_hub_support import FACTS, SyncHub
 

@@ -23,7 +23,8 @@ from agent.sync.downlink import DownlinkSettings
 from agent.sync.rpc import RpcHandlers
 from agent.sync.service import SyncService, SyncSettings
 from agent.sync.uplink import UplinkSettings
-from protocol.messages import EnrollReply, decode_report
+from protocol.enroll import EnrollReply
+from protocol.report import decode_report
 from protocol.subjects import DESIRED_BUCKET, REPORT_STREAM, REPORT_WILDCARD
 from tests.harness.nats import NatsHub
 from tests.harness.proxy import TcpProxy

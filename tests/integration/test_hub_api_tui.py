@@ -13,7 +13,8 @@ import pytest
 from nats.aio.msg import Msg
 
 from hub import __version__
-from protocol.messages import Heartbeat, ReportBatch, ReportRow
+from protocol.heartbeat import Heartbeat
+from protocol.report import ReportBatch, ReportRow
 from protocol.subjects import JS_DOMAIN, heartbeat
 from tests.integration.test_hub_api import spec
 from tests.integration.test_sync_hub_support import (

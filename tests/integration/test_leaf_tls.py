@@ -19,7 +19,7 @@ from agent.store import Store
 from agent.sync.enroll import credentials_path, save_credentials
 from agent.sync.service import SyncService, settings_from_config
 from hub.tls import self_signed
-from protocol.messages import EnrollReply
+from protocol.enroll import EnrollReply
 from tests.integration.test_sync_hub_support import (
     SyncHub,
     enroll_device,

@@ -21,7 +21,8 @@ from nats.aio.client import Client as NATS
 
 from agent.sync.downlink import kv_bucket
 from protocol.desired import DesiredState
-from protocol.messages import Heartbeat, ReportBatch, ReportRow
+from protocol.heartbeat import Heartbeat
+from protocol.report import ReportBatch, ReportRow
 from protocol.subjects import JS_DOMAIN, heartbeat
 from tests.integration.test_sync_hub_support import (
     SyncHub,

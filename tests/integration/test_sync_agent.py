@@ -32,20 +32,20 @@ from agent.sync.downlink import DownlinkSettings
 from agent.sync.rpc import RpcHandlers
 from agent.sync.service import SyncService, SyncSettings
 from agent.sync.uplink import UplinkSettings
+from hub.sync.apply_plan import plan_apply
 from protocol.desired import DesiredState
-from protocol.messages import (
+from protocol.enroll import EnrollReply
+from protocol.heartbeat import decode_heartbeat
+from protocol.report import MSG_ID_HEADER, check_msg_id, decode_report
+from protocol.rpc import RpcRequest, decode_rpc_reply
+from protocol.subjects import (
+    DESIRED_BUCKET,
     DESIRED_REPUBLISH_DEST,
     DESIRED_REPUBLISH_SRC,
-    MSG_ID_HEADER,
-    EnrollReply,
-    RpcRequest,
-    check_msg_id,
-    decode_heartbeat,
-    decode_report,
-    decode_rpc_reply,
-    plan_apply,
+    REPORT_STREAM,
+    REPORT_WILDCARD,
+    rpc,
 )
-from protocol.subjects import DESIRED_BUCKET, REPORT_STREAM, REPORT_WILDCARD, rpc
 from tests.harness.nats import NatsHub
 from tests.harness.proxy import TcpProxy
 

@@ -21,7 +21,8 @@ from agent.sync import gate
 from agent.sync.enroll import credentials_path, save_credentials
 from agent.sync.service import read_status_file, sync_hook
 from protocol.desired import DesiredState
-from protocol.messages import EnrollReply, RpcRequest, decode_rpc_reply
+from protocol.enroll import EnrollReply
+from protocol.rpc import RpcRequest, decode_rpc_reply
 from protocol.subjects import REPORT_STREAM, REPORT_WILDCARD, rpc
 from tests.harness.nats import NatsHub
 from tests.integration.test_sync_agent import desired_bucket_config

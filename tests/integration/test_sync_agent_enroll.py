@@ -22,7 +22,9 @@ from agent.config import config_from_dict
 from agent.store import Store
 from agent.sync.enroll import add_enroll_command, credentials_path
 from agent.sync.service import SyncService, settings_from_config
-from protocol.messages import EnrollReply, MessageError, decode_enroll_request, rpc_error
+from protocol.enroll import EnrollReply, decode_enroll_request
+from protocol.errors import MessageError
+from protocol.rpc import rpc_error
 from protocol.subjects import ENROLL, REPORT_STREAM, REPORT_WILDCARD
 from tests.harness.nats import NatsHub
 from tests.harness.procs import ManagedProcess

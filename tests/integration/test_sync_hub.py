@@ -19,23 +19,17 @@ from nats.aio.msg import Msg
 from agent.sync.downlink import kv_bucket
 from agent.sync.errors import EnrollError
 from protocol.desired import DesiredState
-from protocol.messages import (
-    DESIRED_REPUBLISH_DEST,
-    DESIRED_REPUBLISH_SRC,
-    MAX_REPORT_BYTES,
-    MSG_ID_HEADER,
-    Heartbeat,
-    ReportBatch,
-    ReportRow,
-    RpcRequest,
-    desired_prompt,
-    rpc_ok,
-)
+from protocol.heartbeat import Heartbeat
+from protocol.report import MAX_REPORT_BYTES, MSG_ID_HEADER, ReportBatch, ReportRow
+from protocol.rpc import RpcRequest, rpc_ok
 from protocol.subjects import (
     DESIRED_BUCKET,
+    DESIRED_REPUBLISH_DEST,
+    DESIRED_REPUBLISH_SRC,
     INBOX_ENROLL,
     JS_DOMAIN,
     REPORT_STREAM,
+    desired_prompt,
     heartbeat,
     report,
     rpc,

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from protocol.messages import ReportBatch
+from protocol.report import ReportBatch
 from protocol.subjects import JS_DOMAIN
 from tests.integration.test_sync_hub_support import (
     SyncHub,

@@ -17,13 +17,8 @@ import nats
 from nats.aio.client import Client as NATS
 
 from agent.sync.enroll import enroll
-from protocol.messages import (
-    MSG_ID_HEADER,
-    DeviceFacts,
-    EnrollReply,
-    ReportBatch,
-    ReportRow,
-)
+from protocol.enroll import DeviceFacts, EnrollReply
+from protocol.report import MSG_ID_HEADER, ReportBatch, ReportRow
 from protocol.subjects import report
 from tests.harness.procs import ManagedProcess
 from tests.integration.test_hub_api import HubProcess

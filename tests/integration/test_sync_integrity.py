@@ -26,7 +26,9 @@ from agent.store import Store
 from agent.sync.downlink import DownlinkSettings
 from agent.sync.service import SyncService, SyncSettings
 from agent.sync.uplink import UplinkSettings
-from protocol.messages import MSG_ID_HEADER, EnrollReply, Heartbeat, ReportBatch, ReportRow
+from protocol.enroll import EnrollReply
+from protocol.heartbeat import Heartbeat
+from protocol.report import MSG_ID_HEADER, ReportBatch, ReportRow
 from protocol.subjects import JS_DOMAIN, REPORT_STREAM, heartbeat, report
 from tests.integration.test_sync_hub_support import (
     SyncHub,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from protocol.messages import MSG_ID_HEADER, ReportBatch
+from protocol.report import MSG_ID_HEADER, ReportBatch
 from protocol.subjects import JS_DOMAIN, report
 from tests.harness.engines import EngineHandle
 from tests.integration.test_sync_e2e_support import Device

@@ -33,7 +33,8 @@ from nats.aio.msg import Msg
 
 from agent.http.tokens import TokenStore
 from hub.store import Store
-from protocol.messages import EnrollRequest, decode_enroll_reply, rpc_ok
+from protocol.enroll import EnrollRequest, decode_enroll_reply
+from protocol.rpc import rpc_ok
 from protocol.subjects import ENROLL, INBOX_ENROLL, INBOX_OPERATOR, heartbeat, rpc
 from tests.integration.test_sync_hub_support import (
     FACTS,

@@ -15,7 +15,8 @@ from deploy.validate import (
     validate_agent,
     validate_hub,
 )
-from protocol.messages import MessageError, validate_tags
+from protocol.enroll import validate_tags
+from protocol.errors import MessageError
 from protocol.subjects import valid_device_id
 from tests.harness.tls import cert_pair
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hub.store import Store, migrations
 from hub.sync.apply import Applier, Fetched, _iso
 from hub.timeutil import now_iso
-from protocol.messages import ReportBatch, ReportRow
+from protocol.report import ReportBatch, ReportRow
 from protocol.subjects import report
 
 

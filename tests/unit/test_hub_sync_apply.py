@@ -19,7 +19,7 @@ from hub.sync.apply import (
     Applier,
     Fetched,
 )
-from protocol.messages import ReportBatch, ReportRow
+from protocol.report import ReportBatch, ReportRow
 from protocol.subjects import report
 
 

@@ -13,7 +13,7 @@ from hub.errors import ConfigError, HubError
 from hub.natsconf import device_user, render
 from hub.store import Store
 from hub.sync.enroll import enroll_in_store, normalise_tags
-from protocol.messages import DeviceFacts, EnrollRequest
+from protocol.enroll import DeviceFacts, EnrollRequest
 from tests.harness.tls import cert_pair
 
 
@@ -168,7 +168,8 @@ def test_device_ids_match_in_full(bad: str) -> None:
 
 def test_names_tags_and_kinds_refuse_a_trailing_newline() -> None:
     from hub.api.validate import NAME_RE
-    from protocol.messages import MessageError, validate_tags
+    from protocol.enroll import validate_tags
+    from protocol.errors import MessageError
 
     assert NAME_RE.fullmatch("lab") and not NAME_RE.fullmatch("lab\n")
     with pytest.raises(MessageError):

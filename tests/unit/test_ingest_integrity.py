@@ -9,7 +9,7 @@ from pathlib import Path
 from agent.store import Store
 from agent.sync.batching import pack
 from hub.sync.ingest import Stuck
-from protocol.messages import decode_report
+from protocol.report import decode_report
 
 
 def test_stuck_needs_repeated_failures_over_time() -> None:

@@ -31,7 +31,7 @@ from hub.rollouts.store import record_deployments
 from hub.store import Store
 from hub.sync.apply import Applier, Fetched
 from protocol.errors import is_error
-from protocol.messages import ReportBatch, ReportRow
+from protocol.report import ReportBatch, ReportRow
 from protocol.subjects import report
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "bundles" / "examples" / "warehouse-monitor"

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.sync.batching import OVERSIZED_KIND, pack
-from protocol.messages import decode_report, parse_msg_id
+from protocol.report import decode_report, parse_msg_id
 
 DEV = "dev-7"
 

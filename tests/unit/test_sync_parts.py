@@ -18,7 +18,9 @@ from agent.sync.heartbeat import heartbeat_from_status
 from agent.sync.leaf import LeafSettings, remote_url, render_config
 from agent.sync.link import LinkState
 from agent.sync.rpc import RpcHandlers, RpcServer, fit_lines
-from protocol.messages import EnrollReply, RpcRequest, decode_heartbeat, decode_rpc_reply
+from protocol.enroll import EnrollReply
+from protocol.heartbeat import decode_heartbeat
+from protocol.rpc import RpcRequest, decode_rpc_reply
 
 
 def _server(**over: Any) -> RpcServer:

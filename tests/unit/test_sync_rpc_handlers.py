@@ -12,7 +12,7 @@ from agent.runtime.memory import MemoryEngine
 from agent.store import Store
 from agent.sync.rpc import RpcServer
 from agent.sync.service import agent_rpc_handlers
-from protocol.messages import RpcRequest, decode_rpc_reply
+from protocol.rpc import RpcRequest, decode_rpc_reply
 
 
 class Poker:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.messages import ReportBatch, ReportRow, plan_apply
+from hub.sync.apply_plan import plan_apply
+from protocol.report import ReportBatch, ReportRow
 
 DEV = "dev-1"
 

@@ -1,0 +1,164 @@
+"""Enrollment: ``sb.hub.enroll``, request ``EnrollRequest``, reply ``EnrollReply`` or the
+error shape (``protocol.errors``)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from protocol import SCHEMA_VERSION
+from protocol.codec import Fields, dumps, load, load_reply
+from protocol.errors import MessageError
+
+MAX_ENROLL_BYTES = 16 * 1024
+MAX_TAGS = 32
+MAX_TAG_LEN = 63
+
+# The hub's rule for tag and group names (lower case, so `Lab` and `lab` never differ).
+_TAG_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
+
+
+@dataclass(frozen=True)
+class DeviceFacts:
+    hostname: str
+    arch: str
+    os: str
+    engine: str  # "docker", "podman" or "unknown"
+    agent_version: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "hostname": self.hostname,
+            "arch": self.arch,
+            "os": self.os,
+            "engine": self.engine,
+            "agent_version": self.agent_version,
+        }
+
+
+# The device's own NATS password, made by the enrolling device and sent in the request (only
+# the hub can read ``sb.hub.enroll``), so the reply, which every enrolling device's shared
+# bootstrap login can see, carries no secret. URL-safe (it goes in the leaf URL) and at most
+# 72 bytes (bcrypt reads no further); at least 32 characters (>= 192 random bits as the agent
+# makes it: ``secrets.token_urlsafe(32)``, 43 characters).
+_DEVICE_PASSWORD_RE = re.compile(r"[A-Za-z0-9_-]{32,72}")
+
+
+def valid_device_password(password: object) -> bool:
+    return isinstance(password, str) and _DEVICE_PASSWORD_RE.fullmatch(password) is not None
+
+
+@dataclass(frozen=True)
+class EnrollRequest:
+    token: str = field(repr=False)
+    device_id: str
+    facts: DeviceFacts
+    tags: tuple[str, ...] = ()
+    # Required by the hub since issue 19; "" only to decode an older agent's request, which
+    # the hub then refuses with a message naming the fix.
+    nats_password: str = field(default="", repr=False)
+
+    def to_json(self) -> bytes:
+        doc: dict[str, Any] = {
+            "v": SCHEMA_VERSION,
+            "token": self.token,
+            "device_id": self.device_id,
+            "facts": self.facts.to_dict(),
+            "tags": list(self.tags),
+        }
+        if self.nats_password:
+            doc["nats_password"] = self.nats_password
+        return dumps(doc)
+
+
+def _tags(doc: Fields) -> tuple[str, ...]:
+    out = []
+    for i, t in enumerate(doc.list_("tags", required=False, max_len=MAX_TAGS) or []):
+        if not isinstance(t, str) or not _TAG_RE.fullmatch(t):
+            raise MessageError(
+                f"tags[{i}]",
+                f"must be 1-{MAX_TAG_LEN} characters of a-z 0-9 . _ - (starting with a-z or 0-9)",
+            )
+        out.append(t)
+    return tuple(out)
+
+
+def validate_tags(tags: Iterable[str]) -> tuple[str, ...]:
+    """Tags as the enrollment request carries them (for CLI input), or ``MessageError``."""
+    return _tags(Fields({"tags": list(tags)}, ""))
+
+
+def decode_enroll_request(data: bytes | str) -> EnrollRequest:
+    doc = Fields(load(data, MAX_ENROLL_BYTES), "")
+    facts = doc.obj("facts")
+    assert facts is not None
+    return EnrollRequest(
+        token=doc.str_("token", max_len=512),
+        device_id=doc.device_id(),
+        facts=DeviceFacts(
+            hostname=facts.str_("hostname", max_len=255),
+            arch=facts.str_("arch", max_len=64),
+            os=facts.str_("os", max_len=255),
+            engine=facts.str_("engine", max_len=32),
+            agent_version=facts.str_("agent_version", max_len=64),
+        ),
+        tags=_tags(doc),
+        nats_password=doc.str_(
+            "nats_password",
+            required=False,
+            max_len=72,
+            pattern=_DEVICE_PASSWORD_RE,
+            what="32-72 characters of A-Z a-z 0-9 _ - (the device's new NATS password)",
+        )
+        or "",
+    )
+
+
+@dataclass(frozen=True)
+class EnrollReply:
+    """The device's own NATS credentials and where its leaf links to.
+
+    ``leaf_url`` is the hub's leafnode URL (``nats-leaf://host:port``) for the device's leaf
+    server; ``hub_url`` the client URL for a device configured without a leaf.
+    ``nats_password`` is never in the hub's reply (the device made it and sent it); it is in
+    the device's credentials file, which holds the same document with it filled in.
+    """
+
+    device_id: str
+    nats_user: str
+    nats_password: str = field(repr=False)
+    leaf_url: str
+    hub_url: str | None = None
+    js_domain: str = "hub"
+
+    def to_json(self) -> bytes:
+        doc: dict[str, Any] = {
+            "v": SCHEMA_VERSION,
+            "device_id": self.device_id,
+            "nats_user": self.nats_user,
+            "leaf_url": self.leaf_url,
+            "hub_url": self.hub_url,
+            "js_domain": self.js_domain,
+        }
+        if self.nats_password:
+            doc["nats_password"] = self.nats_password
+        return dumps(doc)
+
+
+def decode_enroll_reply(data: bytes | str) -> EnrollReply:
+    """An ``EnrollReply``, or ``RemoteError`` when the hub answered with the error shape."""
+    doc = Fields(load_reply(data, MAX_ENROLL_BYTES), "")
+    leaf_url = doc.str_("leaf_url", max_len=512)
+    if not leaf_url.startswith(("nats-leaf://", "nats://", "tls://", "ws://", "wss://")):
+        raise MessageError("leaf_url", "must be a nats-leaf://, nats://, tls:// or ws(s):// URL")
+    hub_url = doc.str_("hub_url", required=False, max_len=512)
+    return EnrollReply(
+        device_id=doc.device_id(),
+        nats_user=doc.str_("nats_user", max_len=128),
+        nats_password=doc.str_("nats_password", required=False, max_len=512) or "",
+        leaf_url=leaf_url,
+        hub_url=hub_url,
+        js_domain=doc.str_("js_domain", required=False, max_len=64) or "hub",
+    )
