@@ -31,7 +31,7 @@ from typing import Any
 from textual.app import App, ComposeResult
 from textual.widgets import DataTable
 
-from tui.screens import fleet_model as fm
+from tui.models import fleet as fm
 from tui.widgets.fleet import FleetView
 
 NOW = 1_800_000_000.0

@@ -25,11 +25,12 @@ from protocol import errors as codes
 from tui.client import ApiError
 from tui.commands import COMMANDS, TABS, Command, help_lines, key_label
 from tui.config import ConfigError, from_args
+from tui.dialogs import HelpScreen, HubErrorScreen
+from tui.errors import EXIT_CRASH, EXIT_HUB, EXIT_OK
+from tui.hub.session import HubSession
 from tui.palette import SignalBeamCommands
 from tui.screens.device import DeviceScreen
-from tui.screens.dialogs import HelpScreen, HubErrorScreen
 from tui.screens.main import MainScreen
-from tui.screens.session import HubSession
 from tui.widgets.banner import HubBanner, banner_text
 from tui.widgets.base import HubView, job
 from tui.widgets.fleet import FleetView
@@ -37,8 +38,6 @@ from tui.widgets.fleet import FleetView
 POLL_SECONDS = 30.0  # fallback refresh: change notices can be missed (they are core NATS)
 ERROR_REPEAT_SECONDS = 15.0  # the same error again within this shows no second notification
 RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0)  # first-connect retries back off to the last, forever
-EXIT_OK, EXIT_HUB, EXIT_USAGE = 0, 1, 2
-EXIT_CRASH = 70  # the app ended without the operator quitting (sysexits' EX_SOFTWARE)
 READ_ONLY_HELP = "browse only: write actions are hidden (also automatic with a readonly key)"
 
 HINTS = {
@@ -385,7 +384,7 @@ def main(args: argparse.Namespace) -> int:
         settings = from_args(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return exc.exit_code
     return run_tui(
         settings.hub,
         settings.api_key,

@@ -19,8 +19,9 @@ from typing import Any, TextIO
 
 from sbutil.cli import Parser, add_version, quiet_pipe
 from tui import cliutil
-from tui.cliutil import EXIT_USAGE, api_error, duration, output_format
+from tui.cliutil import api_error, duration, output_format
 from tui.device_cli import add_device_commands
+from tui.errors import EXIT_USAGE, ApiError, TuiError
 from tui.output import fields, metric_value, show_device, structured, table
 from tui.rollout_cli import add_rollout_commands
 from tui.stream import add_follow, cmd_follow_events
@@ -393,18 +394,13 @@ def send(args: argparse.Namespace, verb: str, body: dict[str, Any]) -> dict[str,
 def report_error(exc: Exception, args: argparse.Namespace, out: TextIO, err: TextIO) -> int | None:
     """The exit code after printing a failed verb's error; None if ``exc`` is no error of
     ours (a bug: let it show its traceback)."""
-    from tui.config import ConfigError
-
-    if isinstance(exc, ConfigError):
+    if isinstance(exc, ApiError):  # the protocol's error shape, on stdout for -o json|yaml
+        return api_error(exc, output_format(args), out, err)
+    if isinstance(exc, TuiError):  # ours: the class says the exit code (tui/errors.py)
         print(f"error: {exc}", file=err)
-        return EXIT_USAGE
-    # Imported only when already loaded: an offline verb never sent a request, so its
-    # error is none of these, and importing tui.client would cost it the NATS client.
-    if "tui.client" in sys.modules:
-        from tui.client import ApiError
-
-        if isinstance(exc, ApiError):
-            return api_error(exc, output_format(args), out, err)
+        return exc.exit_code
+    # Other packages' errors, translated here. Imported only when already loaded: an
+    # offline verb that never read a bundle must not pay for importing `bundles`.
     if "bundles" in sys.modules:
         from bundles.errors import BundleError, BundleInvalid
 

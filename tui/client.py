@@ -30,6 +30,9 @@ from protocol import errors as codes
 from protocol import natstls
 from protocol.api import API_KEY_HEADER, DEVICE_WAIT_MARGIN, SECRET_VERBS, new_secret
 from protocol.subjects import INBOX_OPERATOR, api, fleet_change
+from tui.errors import ApiError
+
+__all__ = ["ApiError", "HubClient"]  # ApiError's home is tui.errors; importers use either
 
 DEFAULT_TIMEOUT = 5.0
 CONNECT_ATTEMPTS = 3
@@ -50,22 +53,6 @@ def reply_timeout(verb: str, body: dict[str, Any] | None, timeout: float) -> flo
     if verb in REMOTE_VERBS and isinstance(wait, int | float) and not isinstance(wait, bool):
         return max(timeout, float(wait) + DEVICE_WAIT_MARGIN)
     return timeout
-
-
-class ApiError(Exception):
-    """An error reply from the hub (or no reply at all), in the protocol error shape."""
-
-    def __init__(
-        self, code: str, message: str, field: str | None = None, details: Any = None
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.field = field
-        self.details = details
-
-    def __str__(self) -> str:
-        return f"{self.message} (field: {self.field})" if self.field else self.message
 
 
 def redact(url: str) -> str:

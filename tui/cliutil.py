@@ -9,10 +9,9 @@ import re
 import sys
 from typing import Any, TextIO
 
+from tui.errors import EXIT_HUB
 from tui.output import structured
 
-EXIT_API = 1
-EXIT_USAGE = 2
 DURATION_RE = re.compile(r"^(\d+)([smhd])$")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # Set by the `signalbeam` entry point (tui.cli.main) only: it changes what the whole process
@@ -65,4 +64,4 @@ def api_error(exc: Any, fmt: str, out: TextIO, err: TextIO) -> int:
             for d in exc.details:
                 if isinstance(d, dict) and "path" in d:
                     print(f"  {d['path']}: {d.get('message')}", file=err)
-    return EXIT_API
+    return EXIT_HUB

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from tui.errors import UsageError
+
 # alias -> command
 ALIASES: dict[str, str] = {
     "devices": "fleet",
@@ -31,8 +33,8 @@ COMMANDS: tuple[tuple[str, str], ...] = (
 TABS = ("fleet", "bundles", "assign", "rollouts")
 
 
-class CommandError(ValueError):
-    pass
+class CommandError(UsageError, ValueError):
+    """A typed ``:`` command that does not parse."""
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tui.errors import UsageError
+
 DEFAULT_HUB = "nats://127.0.0.1:4222"
 ENV_HUB = "SIGNALBEAM_HUB"
 ENV_KEY = "SIGNALBEAM_API_KEY"
@@ -27,8 +29,8 @@ _KEYS: dict[str, type | tuple[type, ...]] = {
 }
 
 
-class ConfigError(Exception):
-    pass
+class ConfigError(UsageError):
+    """The hub settings (flags, environment, config file) are unusable: exit 2."""
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from tui.cliutil import EXIT_API, EXIT_USAGE, api_error, output_format, skip_websocket_client
+from tui.cliutil import api_error, output_format, skip_websocket_client
+from tui.errors import EXIT_HUB, EXIT_USAGE
 from tui.output import table
 
 POLL = 1.0
@@ -245,4 +246,4 @@ def cmd_watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return 0
     if r["state"] not in STOP_STATES:
         print(f"rollout {args.id} still {r['state']} after {args.watch_timeout:g}s", file=err)
-    return EXIT_API
+    return EXIT_HUB

@@ -16,7 +16,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TextIO
 
-from tui.cliutil import EXIT_USAGE, api_error, duration, output_format, skip_websocket_client
+from tui.cliutil import api_error, duration, output_format, skip_websocket_client
+from tui.errors import EXIT_USAGE
 
 POLL_SECONDS = 2.0
 FOLLOW_FOR = 3600.0

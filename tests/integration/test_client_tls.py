@@ -30,7 +30,7 @@ from protocol import natstls
 from tests.harness.nats import NatsHub
 from tests.integration.test_sync_hub_support import SyncHub, eventually, new_token
 from tui.client import ApiError, HubClient
-from tui.screens.session import HubSession
+from tui.hub.session import HubSession
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -38,10 +38,10 @@ from tests.integration.test_tui_support import (
     wait_for,
 )
 from tui.app import EXIT_HUB, SignalBeamApp
-from tui.screens import fleet_model as fm
+from tui.dialogs import ConfirmScreen, HelpScreen, HubErrorScreen
+from tui.hub.session import HubSession
+from tui.models import fleet as fm
 from tui.screens.device import DeviceScreen
-from tui.screens.dialogs import ConfirmScreen, HelpScreen, HubErrorScreen
-from tui.screens.session import HubSession
 from tui.widgets.banner import HubBanner
 from tui.widgets.fleet import FleetView
 from tui.widgets.rollouts import EMPTY

@@ -11,7 +11,7 @@ from textual.message import Message
 
 from tests.harness.ports import free_port
 from tui.app import EXIT_CRASH, EXIT_HUB, SignalBeamApp, run_app
-from tui.screens.session import HubSession
+from tui.hub.session import HubSession
 
 
 class Boom(Message):

@@ -10,8 +10,8 @@ import pytest
 from textual.widgets import DataTable, Static, TabbedContent, TextArea
 
 from tests.integration.test_tui_support import Hub, seed, text, view_loaded, wait_for
+from tui.dialogs import ConfirmScreen, TextScreen
 from tui.screens.device import DeviceScreen
-from tui.screens.dialogs import ConfirmScreen, TextScreen
 from tui.screens.main import MainScreen
 
 

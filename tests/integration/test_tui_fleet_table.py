@@ -11,7 +11,7 @@ from textual.app import App, ComposeResult
 from textual.coordinate import Coordinate
 
 from tests.integration.test_tui_support import wait_for
-from tui.screens import fleet_model as fm
+from tui.models import fleet as fm
 from tui.widgets.fleet import FleetView
 
 NOW = 1_800_000_000.0

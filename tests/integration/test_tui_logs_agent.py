@@ -27,8 +27,8 @@ from tests.integration.test_sync_e2e_support import Device, deployed_device
 from tests.integration.test_sync_hub_support import SyncHub
 from tests.integration.test_tui_support import text, wait_for
 from tui.app import SignalBeamApp
+from tui.hub.session import HubSession
 from tui.screens.device import DeviceScreen, DeviceView
-from tui.screens.session import HubSession
 from tui.widgets import logs as logs_widget
 from tui.widgets.logs import LogsPane
 

@@ -23,7 +23,7 @@ from textual.widgets import DataTable, Static
 from bundles.validate import load_file
 from tests.integration.test_tui_support import EXAMPLES, Hub, seed, view_loaded, wait_for
 from tui.app import SignalBeamApp
-from tui.screens.dialogs import ConfirmScreen, RolloutRequest
+from tui.dialogs import ConfirmScreen, RolloutRequest
 from tui.screens.main import MainScreen
 from tui.widgets.base import job
 from tui.widgets.rollouts import RolloutItem, RolloutsView

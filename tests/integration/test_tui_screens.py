@@ -26,10 +26,10 @@ from bench.sim import UNBEATABLE_GRACE_S, SimFleet, SimOptions
 from tests.integration.test_sync_hub_support import SyncHub, eventually
 from tests.integration.test_tui_support import rows, text, wait_for
 from tui.app import SignalBeamApp
+from tui.dialogs import ConfirmScreen, PushScreen, RolloutStartScreen
+from tui.hub.session import HubSession
 from tui.screens.device import DeviceScreen, DeviceView
-from tui.screens.dialogs import ConfirmScreen, PushScreen, RolloutStartScreen
 from tui.screens.main import MainScreen
-from tui.screens.session import HubSession
 from tui.widgets.assign import AssignView
 from tui.widgets.fleet import FleetView
 from tui.widgets.logs import LogsPane

@@ -17,8 +17,8 @@ from textual.notifications import SeverityLevel
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 
 from tui.app import SignalBeamApp
+from tui.hub.session import HubSession
 from tui.screens.device import DeviceScreen
-from tui.screens.session import HubSession
 from tui.widgets.assign import AssignView
 from tui.widgets.base import HubView, job
 from tui.widgets.bundles import BundlesView

@@ -21,7 +21,7 @@ from textual.widgets import Input
 from hub.store import Store
 from tests.integration.test_tui_support import Hub, view_loaded, wait_for
 from tui.app import SignalBeamApp
-from tui.screens.session import HubSession
+from tui.hub.session import HubSession
 from tui.widgets.fleet import FleetView
 
 CLOCK = 1_900_000_000.0  # the app's "now"; last_seen values are set relative to it

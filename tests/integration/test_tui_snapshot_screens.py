@@ -20,10 +20,10 @@ from hub.store import Store
 from tests.integration.test_tui_screens_support import ScreensApp
 from tests.integration.test_tui_support import Hub, wait_for
 from tui.app import SignalBeamApp
-from tui.screens import detail_model as dm
+from tui.dialogs import ConfirmScreen
+from tui.hub.session import HubSession
+from tui.models import detail as dm
 from tui.screens.device import DeviceView
-from tui.screens.dialogs import ConfirmScreen
-from tui.screens.session import HubSession
 from tui.widgets.rollouts import RolloutsView
 
 NOW = 1_800_000_000  # 2027-01-15T08:00:00Z

@@ -25,7 +25,7 @@ from tests.harness.ports import free_port
 from tests.harness.procs import ManagedProcess
 from tui.app import SignalBeamApp
 from tui.client import HubClient
-from tui.screens.session import HubSession
+from tui.hub.session import HubSession
 from tui.widgets.base import HubView
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "bundles" / "examples" / "warehouse-monitor"

@@ -11,7 +11,7 @@ from textual.widgets import Input, TabbedContent
 
 from tests.harness.ports import free_port
 from tui.app import SignalBeamApp
-from tui.screens.session import HubSession
+from tui.hub.session import HubSession
 
 
 def app() -> SignalBeamApp:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tui.screens import detail_model as dm
+from tui.models import detail as dm
 
 NOW = 1_800_000_000.0
 

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from tests.harness.ports import free_port
-from tui.app import EXIT_HUB, EXIT_USAGE, add_tui_command, main
+from tui.app import add_tui_command, main
 from tui.cli import _has_verb, build_parser, run
+from tui.errors import EXIT_HUB, EXIT_USAGE
 
 
 def test_add_tui_command_parses_connection_flags() -> None:

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tui.screens import fleet_model as fm
-from tui.screens import model
-from tui.widgets.fleet import FIXED_WIDTH
+from tui.models import common as model
+from tui.models import fleet as fm
+from tui.widgets.fleet_table import FIXED_WIDTH
 
 NOW = 1_800_000_000.0
 

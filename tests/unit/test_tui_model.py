@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from tui.client import ApiError
-from tui.screens import model
+from tui.models import common as model
 from tui.widgets.assign import target_problem
 from tui.widgets.rollouts import verb_missing
 

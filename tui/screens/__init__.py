@@ -1,1 +1,1 @@
-"""Textual screens of ``signalbeam tui`` (plus the pure view model and the hub session)."""
+"""Textual screens of ``signalbeam tui``: the tabs (``main.py``) and a device (``device.py``)."""

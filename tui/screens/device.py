@@ -26,9 +26,9 @@ from textual.widgets import (
 )
 
 from protocol.api import device_wait
-from tui.screens import detail_model as dm
-from tui.screens import model
-from tui.screens.dialogs import ConfirmScreen
+from tui.dialogs import ConfirmScreen
+from tui.models import common as model
+from tui.models import detail as dm
 from tui.widgets.banner import HubBanner
 from tui.widgets.base import HubView, call, hub_app, job, show_rows
 from tui.widgets.logs import LogsPane

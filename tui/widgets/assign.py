@@ -12,8 +12,8 @@ from textual.suggester import SuggestFromList
 from textual.widgets import Button, DataTable, Input, Select, Static
 
 from protocol.api import TARGET_KINDS
-from tui.screens import detail_model as dm
-from tui.screens.dialogs import ConfirmScreen
+from tui.dialogs import ConfirmScreen
+from tui.models import detail as dm
 from tui.widgets.base import HubView, call, hub_app, job
 from tui.widgets.impact import count_target, devices_touched
 

@@ -8,7 +8,7 @@ import time
 from textual.content import Content
 from textual.widgets import Static
 
-from tui.screens import model
+from tui.models import common as model
 
 
 def banner_text(problem: str, since: float, data_at: float | None, now: float) -> str:

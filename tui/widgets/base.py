@@ -12,7 +12,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable
 
 from tui.client import ApiError
-from tui.screens.session import HubSession
+from tui.hub.session import HubSession
 
 
 def job(fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> Any:

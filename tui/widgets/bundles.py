@@ -15,8 +15,8 @@ from textual.widgets import DataTable, Static, TextArea
 
 from protocol import errors as codes
 from tui.client import ApiError
-from tui.screens import detail_model as dm
-from tui.screens.dialogs import PushScreen
+from tui.dialogs import PushScreen
+from tui.models import detail as dm
 from tui.widgets.base import HubView, call, hub_app, job
 
 EMPTY = "No bundles yet. Push one with p (or: signalbeam bundle push FILE)"

@@ -1,91 +1,39 @@
 """Fleet: the live device table. Rows are kept by device id and updated in place, cell by
-cell, as change notices arrive; the pure rules are in ``tui/screens/fleet_model.py``."""
+cell, as change notices arrive. The pure rules are in ``tui/models/fleet.py``, the hub reads
+in ``tui/hub/fleet.py``, the table widget and its styles in ``fleet_table.py``."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import yaml
-from rich.cells import cell_len
-from rich.style import Style
-from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.content import Content
-from textual.coordinate import Coordinate
 from textual.message import Message
 from textual.timer import Timer
 from textual.widgets import DataTable, Input, Static
-from textual.widgets.data_table import ColumnKey, RowKey
 
-from protocol import errors as codes
 from tui.client import ApiError
-from tui.screens import detail_model as dm
-from tui.screens import fleet_model as fm
-from tui.screens.dialogs import ConfirmScreen, TextScreen
+from tui.dialogs import ConfirmScreen, TextScreen
+from tui.hub.fleet import FleetSource
+from tui.models import detail as dm
+from tui.models import fleet as fm
 from tui.widgets.base import HubView, call, hub_app, job
+from tui.widgets.fleet_table import (
+    EMPTY_HELP,
+    FLASH_SECONDS,
+    FleetTable,
+    empty_text,
+)
 
-PAGE_LIMIT = 1000  # per plain devices.list call (the API's maximum)
-SUMMARY_LIMIT = 500  # per summary-view call (the hub's cap for that view)
 MAX_DEVICES = 20_000  # a sane bound on what one table holds (and one load fetches)
 TARGETED_MAX = 32  # a notice naming more devices than this reloads everything (in place)
 TARGETED_DELAY = 0.2  # gathers the ids of a burst of notices into one fetch
-FETCH_PARALLEL = 8
-ENRICH_MAX = 200  # devices.get calls per load when the hub has no summary view
-FLASH_SECONDS = 1.0
 DEVICE_WAIT = 4  # seconds the hub waits for each device on reconcile
 AGE_SECONDS = 15.0  # how often "offline 4m" ages are redrawn (only the cells that change)
-# Fixed widths: these cells change often and a narrower text must not rescan the column.
-FIXED_WIDTH = {"status": 15, "rollout": 10, "cpu": 10, "mem": 10, "disk": 10, "seen": 5}
-STYLES = {"ok": Style(color="green"), "warn": Style(color="yellow"), "bad": Style(color="red")}
-STYLES["dim"] = Style(dim=True)
-STYLES["mark"] = Style(color="cyan", bold=True)
-FLASH = Style(bold=True, bgcolor="grey30")
-# Every (style name, flashing) pair built once: a first paint makes 45,000 cells.
-CELL_STYLES = {
-    (name, flash): (STYLES.get(name, Style()) + FLASH) if flash else STYLES.get(name, Style())
-    for name in ("", *STYLES)
-    for flash in (False, True)
-}
-EMPTY_HELP = (
-    "No devices yet. A new hub has none until devices enrol: create a token with "
-    "`signalbeam token create --tenant NAME`, then run `signalbeam-agent enroll` on a device."
-)
-
-
-def empty_text(loaded: int, filter_text: str, filter_error: str | None) -> str:
-    """What the empty table says: why it is empty, never the enrolment hint to a fleet that
-    has devices."""
-    if filter_error is not None:
-        return f"Invalid filter: {filter_error}. Nothing is shown until it is fixed; Esc clears it."
-    if loaded == 0:
-        return EMPTY_HELP
-    return f"No device matches {filter_text!r} ({loaded} loaded). Esc clears the filter."
-
-
-class FleetTable(DataTable[Any]):
-    """A DataTable that sizes its columns from the cells' plain text.
-
-    DataTable measures every cell of every new row on idle by rendering it, and builds each
-    row's renderables to do so: for 5,000 rows most of the first paint. Every cell here is a
-    one-line ``Text``, so its width is its ``cell_len``, and fixed-width columns need no
-    measuring at all. Textual's own pass then runs for no rows (the virtual size)."""
-
-    def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
-        auto = [(c.key, c) for c in self.ordered_columns if c.auto_width]
-        for row_key in new_rows:
-            if row_key not in self.rows:
-                continue  # removed before the idle pass came
-            for key, column in auto:
-                cell = self.get_cell(row_key, key)
-                width = cell.cell_len if isinstance(cell, Text) else cell_len(str(cell))
-                if width > column.content_width:
-                    column.content_width = width
-        super()._update_dimensions(())
 
 
 class FleetView(HubView):
@@ -127,8 +75,7 @@ class FleetView(HubView):
         self.flashing: dict[str, float] = {}  # id -> when its flash ends (monotonic)
         self.marked: set[str] = set()  # space: the rows the fleet actions apply to
         self.more = False  # the hub has more devices than MAX_DEVICES
-        self.summary_view = True  # cleared when the hub refuses devices.list's "view"
-        self.ids_filter = True  # cleared when the hub refuses devices.list's "ids"
+        self.source = FleetSource()  # what this hub's devices.list turned out to support
         self.loaded_at: float | None = None
         self.updates = 0  # rows updated in place; lets tests wait on a condition
         self._pending: set[str] = set()
@@ -145,10 +92,7 @@ class FleetView(HubView):
             placeholder="filter: tag:NAME group:NAME status:STATE bundle:NAME text; !word negates",
             id="fleet-filter",
         )
-        table = FleetTable(id="fleet-table", cursor_type="row", zebra_stripes=True)
-        for key, label in fm.COLUMNS:
-            table.add_column(label, key=key, width=FIXED_WIDTH.get(key))
-        yield table
+        yield FleetTable.with_columns(id="fleet-table")
         yield Static(Content(EMPTY_HELP), id="fleet-empty")
 
     def on_mount(self) -> None:
@@ -156,8 +100,8 @@ class FleetView(HubView):
         self.set_interval(AGE_SECONDS, self._tick_ages)
 
     @property
-    def table(self) -> DataTable[Any]:
-        return self.query_one("#fleet-table", DataTable)
+    def table(self) -> FleetTable:
+        return self.query_one("#fleet-table", FleetTable)
 
     # --- operator actions ------------------------------------------------------------------
     def action_focus_filter(self) -> None:
@@ -230,7 +174,7 @@ class FleetView(HubView):
 
     # --- the highlighted row, marks, and what applies to them -----------------------------
     def _highlighted(self) -> str | None:
-        key = self._cursor_key()
+        key = self.table.cursor_key()
         return key if key in self.shown else None
 
     def action_mark(self) -> None:
@@ -272,13 +216,7 @@ class FleetView(HubView):
         device = await call(self, "devices.get", {"id": device_id})
         if device is None:
             return
-        if as_yaml:
-            body = yaml.safe_dump(dm.yaml_docs(device), sort_keys=False, allow_unicode=True)
-            title = f"{device_id}: desired and reported (YAML) · Esc closes"
-        else:
-            body = "\n".join(dm.describe_lines(device, self.now()))
-            title = f"describe {device_id} · Esc closes"
-        self.app.push_screen(TextScreen(title, body))
+        self.app.push_screen(TextScreen(*dm.describe_text(device_id, device, as_yaml, self.now())))
 
     def action_logs(self) -> None:
         device_id = self._highlighted()
@@ -301,18 +239,7 @@ class FleetView(HubView):
     async def _fleet_write(self, action: str, ids: list[str]) -> None:
         verb = f"devices.{action}"
         body: dict[str, Any] = {"timeout": DEVICE_WAIT} if action == "reconcile" else {}
-        gate = asyncio.Semaphore(FETCH_PARALLEL)
-        session = hub_app(self).session
-
-        async def one(device_id: str) -> str | None:
-            async with gate:
-                try:
-                    await session.call(verb, {"id": device_id, **body})
-                except ApiError as exc:
-                    return f"{device_id}: {exc}"
-            return None
-
-        failed = [f for f in await asyncio.gather(*(one(i) for i in ids)) if f is not None]
+        failed = await self.source.write_each(hub_app(self).session, verb, ids, body)
         done = len(ids) - len(failed)
         self.marked.difference_update(ids)
         self._rebuild()
@@ -348,47 +275,13 @@ class FleetView(HubView):
 
     async def _refresh_ids(self, ids: list[str]) -> None:
         try:
-            found = await self._fetch_ids(ids)
+            found = await self.source.fetch_ids(hub_app(self).session, ids)
         except ApiError:
             return  # the link is down; the banner says so and a reload follows the link
         self.apply(
             [fm.device_row(doc) for doc in found.values()],
             gone=[i for i in ids if i not in found],
         )
-
-    async def _fetch_ids(self, ids: list[str]) -> dict[str, dict[str, Any]]:
-        """The row documents of ``ids`` by id; a device the hub no longer has is absent.
-        One ``devices.list`` with ``ids`` (TARGETED_MAX is far under its cap); a hub without
-        that filter gets one ``devices.get`` per device, a few at a time."""
-        session = hub_app(self).session
-        if self.ids_filter:
-            body: dict[str, Any] = {"ids": ids, "include_decommissioned": True}
-            if self.summary_view:
-                body.update(view="summary", limit=SUMMARY_LIMIT)
-            try:
-                result = await session.call("devices.list", body)
-            except ApiError as exc:
-                if exc.code != codes.INVALID or not (exc.field or "").startswith(("ids", "view")):
-                    raise
-                self.ids_filter = False  # an older hub
-            else:
-                docs = {str(d.get("id")): dict(d) for d in result.get("items", [])}
-                if not self.summary_view:
-                    await self._enrich(list(docs.values()))
-                return docs
-        gate = asyncio.Semaphore(FETCH_PARALLEL)
-
-        async def one(device_id: str) -> dict[str, Any] | None:
-            async with gate:
-                try:
-                    return await session.call("devices.get", {"id": device_id})
-                except ApiError as exc:
-                    if exc.code == codes.NOT_FOUND:
-                        return None
-                    raise
-
-        got = await asyncio.gather(*(one(i) for i in ids))
-        return {i: d for i, d in zip(ids, got, strict=True) if d is not None}
 
     # --- loading ---------------------------------------------------------------------------
     async def load(self) -> None:
@@ -399,8 +292,6 @@ class FleetView(HubView):
             if result is None:
                 return  # reported; the rows stay as they were (the banner marks them stale)
             items: list[dict[str, Any]] = result.get("items", [])
-            if not self.summary_view:
-                await self._enrich(items)
             rows = [fm.device_row(d) for d in items]
             seen.update(r.id for r in rows)
             self.apply(rows)  # each page is painted as it arrives
@@ -412,44 +303,19 @@ class FleetView(HubView):
         self.loaded_at = self.now()
 
     async def _list_page(self, cursor: str | None) -> dict[str, Any] | None:
-        body: dict[str, Any] = {"limit": PAGE_LIMIT}
-        if self.summary_view:
-            body.update(view="summary", limit=SUMMARY_LIMIT)
-        if self.filter.wants_decommissioned:
-            body["include_decommissioned"] = True
-        if cursor is not None:
-            body["cursor"] = cursor
         try:
-            return await hub_app(self).session.call("devices.list", body)
+            return await self.source.page(
+                hub_app(self).session, cursor, self.filter.wants_decommissioned
+            )
         except ApiError as exc:
-            if self.summary_view and exc.code == codes.INVALID and exc.field == "view":
-                self.summary_view = False  # an older hub: plain pages plus devices.get
-                return await self._list_page(cursor)
             hub_app(self).report_error(f"devices.list: {exc.code}", str(exc))
             return None
-
-    async def _enrich(self, items: list[dict[str, Any]]) -> None:
-        """Desired and reported state from ``devices.get``, for a hub without the summary
-        view (bounded: the first ENRICH_MAX devices of each page)."""
-        gate = asyncio.Semaphore(FETCH_PARALLEL)
-
-        async def one(device: dict[str, Any]) -> None:
-            async with gate:
-                # Quietly: a device decommissioned meanwhile must not spam notifications.
-                try:
-                    full = await hub_app(self).session.call("devices.get", {"id": device["id"]})
-                except ApiError:
-                    return
-            device["desired"] = full.get("desired")
-            device["reported"] = full.get("reported")
-
-        await asyncio.gather(*(one(d) for d in items[:ENRICH_MAX] if "desired" not in d))
 
     # --- the table -------------------------------------------------------------------------
     def apply(self, rows: Iterable[fm.DeviceRow], gone: Iterable[str] = ()) -> None:
         """Take new versions of some devices (and drop others), touching only the cells that
         changed. Rows whose content changed flash."""
-        keep = self._cursor_key()
+        keep = self.table.cursor_key()
         now = self.now()
         structural = resort = False
         flash_until = time.monotonic() + FLASH_SECONDS
@@ -483,7 +349,7 @@ class FleetView(HubView):
         if resort:
             self._sort_table()
         if structural or resort:
-            self._restore_cursor(keep)
+            self.table.restore_cursor(keep)
         self._show_summary()
 
     def _keeps(self, row: fm.DeviceRow) -> bool:
@@ -495,15 +361,11 @@ class FleetView(HubView):
             cells = (fm.marked_cell(row.id), *cells[1:])
         return cells
 
-    def _text(self, cell: fm.Cell, flash: bool) -> Text:
-        text, style = cell
-        return Text(text, style=CELL_STYLES[style, flash], no_wrap=True)
-
     def _add(self, row: fm.DeviceRow, now: float) -> None:
         cells = self._cells(row, now)
         self.shown[row.id] = cells
         self._count(row)
-        self.table.add_row(*(self._text(c, False) for c in cells), key=row.id)
+        self.table.add_cells(row.id, cells)
 
     def _append(self, rows: list[fm.DeviceRow], now: float) -> bool:
         """Add new rows at the bottom in the sort's order; True when the table then needs
@@ -512,10 +374,8 @@ class FleetView(HubView):
         column, reverse = self.sort.column, self.sort.reverse
         rows = sorted(rows, key=lambda r: fm.sort_key(r, column), reverse=reverse)
         in_order = True
-        table = self.table
-        if table.row_count:
-            last = self.devices.get(str(table.coordinate_to_cell_key(
-                Coordinate(table.row_count - 1, 0)).row_key.value))  # fmt: skip
+        if self.table.row_count:
+            last = self.devices.get(str(self.table.last_key()))
             if last is None:
                 in_order = False
             else:
@@ -550,14 +410,8 @@ class FleetView(HubView):
     def _put(
         self, device_id: str, cells: tuple[fm.Cell, ...], which: Iterable[int], flash: bool
     ) -> None:
-        table = self.table
         self.shown[device_id] = cells
-        for i in which:
-            key = fm.COLUMN_KEYS[i]
-            column = table.columns[ColumnKey(key)]
-            # Grow only: a narrower text with update_width would rescan the whole column.
-            grow = column.auto_width and cell_len(cells[i][0]) > column.content_width
-            table.update_cell(device_id, key, self._text(cells[i], flash), update_width=grow)
+        self.table.put_cells(device_id, cells, which, flash)
 
     def _ensure_flash_timer(self) -> None:
         if self._flash_timer is None:
@@ -589,23 +443,17 @@ class FleetView(HubView):
                     self._put(device_id, new, changed, device_id in self.flashing)
 
     def _sort_table(self) -> None:
-        devices, column = self.devices, self.sort.column
-        self.table.sort(
-            "device",
-            key=lambda cell: fm.sort_key(devices[fm.cell_device_id(cell.plain)], column),
-            reverse=self.sort.reverse,
-        )
+        self.table.sort_rows(self.devices, self.sort)
 
     def _resort(self) -> None:
-        keep = self._cursor_key()
+        keep = self.table.cursor_key()
         self._sort_table()
-        self._restore_cursor(keep)
+        self.table.restore_cursor(keep)
 
     def _rebuild(self) -> None:
         """A new filter: the table's rows change wholesale (the only full redraw)."""
-        keep = self._cursor_key()
-        table = self.table
-        table.clear()
+        keep = self.table.cursor_key()
+        self.table.clear()
         self.shown.clear()
         self.counted.clear()
         self.counts = fm.summarize(())
@@ -613,22 +461,8 @@ class FleetView(HubView):
         now = self.now()
         for row in fm.ordered((r for r in self.devices.values() if self._keeps(r)), self.sort):
             self._add(row, now)
-        self._restore_cursor(keep)
+        self.table.restore_cursor(keep)
         self._show_summary()
-
-    def _cursor_key(self) -> str | None:
-        table = self.table
-        if not table.row_count:
-            return None
-        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-
-    def _restore_cursor(self, key: str | None) -> None:
-        """The cursor stays on its device when rows around it come, go or move."""
-        table = self.table
-        if key is not None and key in table.rows:
-            index = table.get_row_index(key)
-            if index != table.cursor_row:
-                table.cursor_coordinate = Coordinate(index, table.cursor_column)
 
     def _count(self, row: fm.DeviceRow) -> None:
         self.counted[row.id] = row

@@ -3,7 +3,7 @@
 The hub's remote ``devices.logs`` command returns the last N lines and cannot stream, so
 "live" is a bounded re-poll: every ``POLL_SECONDS`` while the Logs tab is shown and follow
 is on, at most ``MAX_POLLS`` times in a row (then follow pauses until ``f``). Each fresh
-tail is merged with what is shown (``detail_model.merge_tail``).
+tail is merged with what is shown (``tui.models.detail.merge_tail``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from textual.widget import Widget
 from textual.widgets import Input, Log, Select, Static
 
 from tui.client import ApiError
-from tui.screens import detail_model as dm
+from tui.models import detail as dm
 from tui.widgets.base import hub_app, job
 
 POLL_SECONDS = 2.0

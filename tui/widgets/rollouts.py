@@ -18,9 +18,9 @@ from textual.widgets import DataTable, Label, ListItem, ListView, ProgressBar, S
 
 from protocol import errors as codes
 from tui.client import ApiError
-from tui.screens import detail_model as dm
-from tui.screens import model
-from tui.screens.dialogs import ConfirmScreen, RolloutRequest, RolloutStartScreen
+from tui.dialogs import ConfirmScreen, RolloutRequest, RolloutStartScreen
+from tui.models import common as model
+from tui.models import detail as dm
 from tui.widgets.base import HubView, call, hub_app, job, show_rows
 from tui.widgets.impact import devices_touched
 

@@ -14,7 +14,7 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static, TextArea
 
-from tui.screens import detail_model as dm
+from tui.models import detail as dm
 
 
 class ConfirmScreen(ModalScreen[bool]):

@@ -13,10 +13,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
 from rich.text import Text
 
 from sbutil.text import plural
-from tui.screens import model
+from tui.models import common as model
 
 # --- metrics windows -----------------------------------------------------------------------
 
@@ -185,6 +186,16 @@ def yaml_docs(device: Mapping[str, Any]) -> dict[str, Any]:
         "desired_generation": device.get("desired_generation"),
         "reported": device.get("reported"),
     }
+
+
+def describe_text(
+    device_id: str, device: Mapping[str, Any], as_yaml: bool, now: float
+) -> tuple[str, str]:
+    """The title and body of the Fleet's ``d`` (describe) or ``y`` (YAML) text screen."""
+    if as_yaml:
+        body = yaml.safe_dump(yaml_docs(device), sort_keys=False, allow_unicode=True)
+        return f"{device_id}: desired and reported (YAML) · Esc closes", body
+    return f"describe {device_id} · Esc closes", "\n".join(describe_lines(device, now))
 
 
 def container_names(reported: Any) -> list[str]:

@@ -1,6 +1,6 @@
 """Pure view logic for the TUI: readers of the hub's device documents, rollout progress.
 
-The Fleet table's rows, filter and sorting are in ``fleet_model.py``.
+The Fleet table's rows, filter and sorting are in ``fleet.py`` beside this module.
 
 No Textual and no I/O here, so every rule is unit-tested directly. The hub's device records
 come from ``devices.list`` / ``devices.get``; the reported state document is whatever the

@@ -13,7 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tui.screens import model
+from tui.errors import UsageError
+from tui.models import common as model
 
 # (column key, header). Keys are stable: the widget addresses cells by them.
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -296,8 +297,8 @@ def ordered(rows: Iterable[DeviceRow], sort: Sort) -> list[DeviceRow]:
 
 
 # --- filter ------------------------------------------------------------------------------
-class FilterError(ValueError):
-    pass
+class FilterError(UsageError, ValueError):
+    """A typed Fleet filter that does not parse."""
 
 
 FILTER_KEYS = ("tag", "group", "status", "bundle")
