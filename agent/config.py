@@ -68,6 +68,20 @@ class ReconcileConfig:
     interval: float = 60.0
 
 
+DEFAULT_LOCK_DIR = "/run/signalbeam/locks"
+
+
+@dataclass(frozen=True)
+class UpdateConfig:
+    """Update locks and maintenance windows (docs/agent.md "Update locks and windows")."""
+
+    # Apps hold an update lock by creating ``*.lock`` here (bind-mount it into the app's
+    # container); tmpfs by default, so a lock does not outlive a reboot (as balena's).
+    lock_dir: Path = Path(DEFAULT_LOCK_DIR)
+    # The device's time zone for maintenance windows (IANA name); None: the system's.
+    timezone: str | None = None
+
+
 @dataclass(frozen=True)
 class OutboxConfig:
     """Bounds on unsent rows while offline (see ``agent.store`` for what is dropped first)."""
@@ -118,6 +132,7 @@ class AgentConfig:
     image_disk_budget: int | None = None  # bytes; None = limited only by free disk
     desired_poll_interval: float = 0.5
     reconcile: ReconcileConfig = field(default_factory=ReconcileConfig)
+    update: UpdateConfig = field(default_factory=UpdateConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     registry_auth: tuple[RegistryAuth, ...] = ()
@@ -212,6 +227,20 @@ def _ip(value: Any) -> str:
         ipaddress.ip_address(value)
     except ValueError:
         raise ValueError(f"must be an IP address, got {value!r}") from None
+    return value
+
+
+def _timezone(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError('must be an IANA time zone name such as "Europe/Berlin"')
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f'unknown time zone {value!r} (an IANA name such as "Europe/Berlin")'
+        ) from None
     return value
 
 
@@ -313,6 +342,13 @@ def config_from_dict(doc: dict[str, Any], *, base_dir: Path | None = None) -> Ag
     reconcile = ReconcileConfig(interval=rec.convert("interval", 60.0, parse_duration))
     rec.done()
 
+    up = top.table("update")
+    update = UpdateConfig(
+        lock_dir=up.convert("lock_dir", UpdateConfig.lock_dir, _path),
+        timezone=up.convert("timezone", None, _timezone),
+    )
+    up.done()
+
     met = top.table("metrics")
     ret = met.table("retention")
     retention = RetentionConfig(
@@ -373,6 +409,7 @@ def config_from_dict(doc: dict[str, Any], *, base_dir: Path | None = None) -> Ag
         image_disk_budget=budget,
         desired_poll_interval=poll,
         reconcile=reconcile,
+        update=update,
         metrics=metrics,
         outbox=outbox,
         registry_auth=registry_auth,

@@ -85,6 +85,22 @@ class LoopAdapter:
         self.loop.trigger(reason)
 
 
+def update_gate(agent: Agent) -> Any:
+    """The update gate over this agent's store, lock directory and time zone."""
+    from agent.updategate import UpdateGate, device_timezone
+
+    cfg = agent.config.update
+    assert agent.store is not None
+    try:
+        # Sticky and world-writable, like /tmp: an app running as any user can create its
+        # lock, and only remove its own.
+        cfg.lock_dir.mkdir(parents=True, exist_ok=True)
+        cfg.lock_dir.chmod(0o1777)
+    except OSError as exc:
+        log.warning("update lock directory %s: %s", cfg.lock_dir, exc.strerror or exc)
+    return UpdateGate(agent.store, cfg.lock_dir, device_timezone(cfg.timezone))
+
+
 def default_reconciler(agent: Agent, engine: Engine) -> Reconciler | None:
     from agent.reconcile.executor import ExecutorOptions
     from agent.reconcile.loop import LoopOptions, ReconcileLoop
@@ -100,7 +116,14 @@ def default_reconciler(agent: Agent, engine: Engine) -> Reconciler | None:
         interval=cfg.reconcile.interval,
         executor=ExecutorOptions(image_budget=cfg.image_disk_budget, registry_auth=auth),
     )
-    loop = ReconcileLoop(engine, agent.store, agent.store.current_desired, agent.device_id, options)
+    loop = ReconcileLoop(
+        engine,
+        agent.store,
+        agent.store.current_desired,
+        agent.device_id,
+        options,
+        update_gate=update_gate(agent),
+    )
     agent.reconcile_loop = loop
     return LoopAdapter(loop)
 

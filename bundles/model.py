@@ -89,6 +89,9 @@ class ContainerSpec:
 class UpdatePolicy:
     strategy: UpdateStrategy = "download-then-kill"
     health_window: float = 60.0  # seconds a new version has to become healthy
+    # When an update may start, in the device's local time (bundles.windows grammar);
+    # empty: any time. A device's or group's windows set at the hub take precedence.
+    maintenance_windows: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -116,11 +119,13 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for k, v in value.items():
-            if k == "depends_on":
+            if k in ("depends_on", "maintenance_windows"):
                 # Written only when present, so every bundle (and container) without it keeps
                 # the canonical form, and therefore the content hash, it had before the field.
-                if v:
+                if v and k == "depends_on":
                     out[k] = {d["service"]: {"condition": d["condition"]} for d in v}
+                elif v:
+                    out[k] = list(v)
             elif k in ("env", "labels") and isinstance(v, tuple | list):
                 out[k] = {kk: vv for kk, vv in v}
             else:

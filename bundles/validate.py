@@ -40,6 +40,7 @@ from bundles.source import (
 )
 from bundles.units import parse_memory
 from bundles.versions import version_error
+from bundles.windows import MAX_WINDOWS, WindowError, parse_window
 from sbutil.duration import parse_duration
 
 __all__ = ["MAX_BUNDLE_BYTES", "from_dict", "load_file", "parse_bundle"]
@@ -532,9 +533,23 @@ def _object(table: Mapping[str, Field], build: Callable[..., Any]) -> Check:
     return check
 
 
+def _window(value: Any, path: PathParts, ctx: _Ctx) -> Any:
+    """One maintenance window (``bundles.windows`` grammar), kept as written."""
+    if not isinstance(value, str):
+        ctx.add(path, f"must be a string like 'Sat,Sun 02:00-05:00', got {_kind(value)}")
+        return BAD
+    try:
+        w = parse_window(value)
+    except WindowError as exc:
+        ctx.add(path, f"{exc.field}: {exc.message} (in {_short(value)})")
+        return BAD
+    return w.text
+
+
 UPDATE_FIELDS: dict[str, Field] = {
     "strategy": Field(_choice("download-then-kill", "kill-then-download")),
     "health_window": Field(_duration(positive=True)),
+    "maintenance_windows": Field(_list(_window, MAX_WINDOWS)),
 }
 
 CONDITIONS = ("service_started", "service_healthy")

@@ -32,20 +32,28 @@ class DesiredState:
     source: DesiredSource = "hub"
     rollout_id: str | None = None
     content_hash: str | None = None
+    # Maintenance windows set for the device or its group at the hub (bundles.windows
+    # grammar); None: none set there, the bundle's ``update.maintenance_windows`` apply.
+    maintenance_windows: tuple[str, ...] | None = None
+    # An operator's override: start this revision through update locks and windows.
+    force: bool = False
 
     def to_json(self) -> bytes:
-        return json.dumps(
-            {
-                "v": SCHEMA_VERSION,
-                "generation": self.generation,
-                "spec": self.spec,
-                "source": self.source,
-                "rollout_id": self.rollout_id,
-                "content_hash": self.content_hash,
-            },
-            sort_keys=True,
-            separators=(",", ":"),
-        ).encode()
+        doc: dict[str, object] = {
+            "v": SCHEMA_VERSION,
+            "generation": self.generation,
+            "spec": self.spec,
+            "source": self.source,
+            "rollout_id": self.rollout_id,
+            "content_hash": self.content_hash,
+        }
+        # Written only when set, so every document without them keeps the bytes (and the
+        # hash the hub compares to decide "changed") it had before these fields existed.
+        if self.maintenance_windows is not None:
+            doc["maintenance_windows"] = list(self.maintenance_windows)
+        if self.force:
+            doc["force"] = True
+        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> DesiredState:
@@ -65,4 +73,20 @@ class DesiredState:
         content_hash = doc.get("content_hash")
         if content_hash is not None and not isinstance(content_hash, str):
             raise DesiredDecodeError("content_hash", "must be a string or null")
-        return cls(gen, spec, source, rollout_id, content_hash)
+        windows = doc.get("maintenance_windows")
+        if windows is not None and (
+            not isinstance(windows, list) or not all(isinstance(w, str) for w in windows)
+        ):
+            raise DesiredDecodeError("maintenance_windows", "must be a list of strings or null")
+        force = doc.get("force", False)
+        if not isinstance(force, bool):
+            raise DesiredDecodeError("force", "must be true or false")
+        return cls(
+            gen,
+            spec,
+            source,
+            rollout_id,
+            content_hash,
+            None if windows is None else tuple(windows),
+            force,
+        )

@@ -20,9 +20,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
+from bundles.model import BundleSpec
 from bundles.windows import Window, current, local_iso, next_opening
+from protocol.desired import DesiredState
 
 Kind = Literal["allow", "locked", "window"]
 
@@ -84,4 +86,16 @@ def decide(
     return ALLOW
 
 
-__all__ = ["ALLOW", "Decision", "Kind", "Lock", "decide"]
+class GatePort(Protocol):
+    """What the reconcile loop asks before a new revision starts (``agent.updategate``)."""
+
+    def check(self, desired: DesiredState, spec: BundleSpec | None) -> Decision:
+        """Read the locks, windows and clock; decide."""
+        ...
+
+    def note(self, desired: DesiredState, decision: Decision) -> None:
+        """Report the decision (the ``gate`` reported part)."""
+        ...
+
+
+__all__ = ["ALLOW", "Decision", "GatePort", "Kind", "Lock", "decide"]

@@ -29,6 +29,7 @@ from typing import Any, Literal
 from agent.errors import AgentError, DiskFull, EngineError, EngineUnavailable
 from agent.precedence import Revision, revision_of
 from agent.reconcile.executor import Executor, ExecutorOptions, RunResult
+from agent.reconcile.gates import Decision, GatePort
 from agent.reconcile.health import (
     HealthState,
     ProbeSpec,
@@ -51,7 +52,7 @@ from sbutil.text import plural
 log = logging.getLogger(__name__)
 
 DesiredProvider = Callable[[], "DesiredState | Awaitable[DesiredState | None] | None"]
-Outcome = Literal["succeeded", "failed", "noop", "waiting", "held"]
+Outcome = Literal["succeeded", "failed", "noop", "waiting", "held", "deferred"]
 
 
 @dataclass(frozen=True)
@@ -135,8 +136,10 @@ class ReconcileLoop:
         desired_provider: DesiredProvider,
         device_id: str,
         options: LoopOptions | None = None,
+        update_gate: GatePort | None = None,
     ) -> None:
         self.engine = engine
+        self.update_gate = update_gate  # update locks and maintenance windows; None: none
         self.recorder = recorder
         self.desired_provider = desired_provider
         self.device_id = device_id
@@ -167,6 +170,10 @@ class ReconcileLoop:
         # verdicts at the last health tick; a change while something waits means plan again.
         self._waiting: tuple[Wait, ...] = ()
         self._ready_sig: object = None
+        # Update gate: the revision last allowed to start (a deferred one is not), and the
+        # deferral in force, re-checked every poll (cheap: no engine call) until it lifts.
+        self._started_revision: Revision | None = None
+        self._deferred: Decision | None = None
 
     # -- public ---------------------------------------------------------------------------
     def trigger(self, reason: str = "manual") -> None:
@@ -241,6 +248,8 @@ class ReconcileLoop:
         rev = await self._desired_revision()
         if rev is not None and rev != self._last_revision:
             self._reasons.add("desired")
+        elif self._deferred is not None and await self._gate_lifted():
+            self._reasons.add("gate")
 
     async def _desired(self) -> DesiredState | None:
         value = self.desired_provider()
@@ -375,8 +384,12 @@ class ReconcileLoop:
             return LoopResult(now_wall, trigger, None, None, "noop", "no desired state yet")
         rev = revision_of(desired)
         gen = rev.generation
-        if rev != self._last_revision:
-            self._last_revision = rev
+        self._last_revision = rev
+        self._deferred = self._gate_start(desired, rev)
+        if self._deferred is not None:
+            return await self._converge_deferred(trigger, desired, self._deferred)
+        if rev != self._started_revision:
+            self._started_revision = rev
             old = self._gate
             self._gate = None  # a newer revision supersedes whatever was being watched
             if old is not None and old.rollback_of is None and old.revision != rev:
@@ -444,6 +457,63 @@ class ReconcileLoop:
             "waiting for health" if outcome == "waiting" else None,
             len(p.steps), noops,
         )  # fmt: skip
+
+    # -- update gate (locks, maintenance windows) ------------------------------------------
+    def _gate_start(self, desired: DesiredState, rev: Revision) -> Decision | None:
+        """The deferral, if this revision may not start now; None when it may (or began
+        already: only the start is gated, and rollbacks never pass here, they return to a
+        deployment that exists)."""
+        if self.update_gate is None or self.recorder.deployment(rev) is not None:
+            return None
+        spec = None
+        if desired.spec is not None:
+            with contextlib.suppress(BundleError):  # invalid: let it start and fail
+                spec = from_dict(desired.spec)
+        decision = self.update_gate.check(desired, spec)
+        self.update_gate.note(desired, decision)
+        return None if decision.allow else decision
+
+    async def _gate_lifted(self) -> bool:
+        desired = await self._desired()
+        if desired is None or self.update_gate is None:
+            return True
+        spec = None
+        if desired.spec is not None:
+            with contextlib.suppress(BundleError):
+                spec = from_dict(desired.spec)
+        try:
+            return self.update_gate.check(desired, spec).allow
+        except Exception:
+            log.exception("update gate check failed", extra=self._extra)
+            return False
+
+    async def _converge_deferred(
+        self, trigger: str, desired: DesiredState, deferred: Decision
+    ) -> LoopResult:
+        """Keep running what runs (its containers restarted if they stop) while the new
+        revision waits; the health window of one still being watched goes on."""
+        now_wall = time.time()
+        gen = desired.generation
+        reason = deferred.describe()
+        dep = self.recorder.latest_deployment()
+        if dep is None or dep.status not in ("applying", "healthy"):
+            dep = self.recorder.last_healthy_deployment()
+        if dep is None:
+            self._target = None
+            return LoopResult(now_wall, trigger, gen, None, "deferred", reason)
+        target = _target_of(dep)
+        self._target = target
+        observed = await self.engine.list_containers()
+        images = {t for i in await self.engine.list_images() for t in i.tags}
+        p = plan(target, observed, images, device_id=self.device_id, health=self._readiness())
+        if not p.empty:
+            run_id = self.recorder.journal_begin(dep.generation, trigger, p.to_dicts())
+            result = await self.executor.run(p, target, run_id)
+            self.recorder.journal_end(run_id, "succeeded" if result.ok else "failed", result.reason)
+            observed = await self.engine.list_containers()
+        self._save_observed(observed)
+        ref = f"{target.bundle}@{target.version}" if target.bundle else None
+        return LoopResult(now_wall, trigger, gen, ref, "deferred", reason, len(p.steps))
 
     def _apply_failed(
         self,

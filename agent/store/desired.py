@@ -107,7 +107,8 @@ def insert(c: sqlite3.Connection, d: DesiredState, now: float, actor: str | None
     ref = bundle_ref(d.spec)
     c.execute(
         "INSERT INTO desired_revisions (generation, source, spec, content_hash, rollout_id, "
-        "bundle_ref, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "bundle_ref, received_at, maintenance_windows, force) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             d.generation,
             d.source,
@@ -116,6 +117,8 @@ def insert(c: sqlite3.Connection, d: DesiredState, now: float, actor: str | None
             d.rollout_id,
             ref,
             now,
+            None if d.maintenance_windows is None else dumps(list(d.maintenance_windows)),
+            int(d.force),
         ),
     )
     payload: dict[str, Any] = {
@@ -158,6 +161,10 @@ def current(c: sqlite3.Connection) -> DesiredState | None:
         source=r["source"],
         rollout_id=r["rollout_id"],
         content_hash=r["content_hash"],
+        maintenance_windows=(
+            None if r["maintenance_windows"] is None else tuple(loads(r["maintenance_windows"]))
+        ),
+        force=bool(r["force"]),
     )
 
 

@@ -171,11 +171,29 @@ def _v2_deployment_identity(db: Database) -> None:
     c.execute("CREATE INDEX deployments_seq ON deployments (seq)")
 
 
+def _v3_update_locks(db: Database) -> None:
+    # Update locks taken through the local HTTP API (a field tech: "not now"); lock files
+    # an app creates live in the lock directory instead (agent.updatelock). ``who`` is the
+    # key: one lock per holder, taken again it is refreshed, not duplicated.
+    db.create_table(
+        "update_locks",
+        {"who": str, "reason": str, "since": float, "actor": str},
+        pk="who",
+        not_null={"since"},
+    )
+    # What a desired revision says about gating its start (protocol.desired): the windows
+    # the hub set for the device or its group (JSON list; NULL: the bundle's apply) and an
+    # operator's override through locks and windows.
+    db.conn.execute("ALTER TABLE desired_revisions ADD COLUMN maintenance_windows TEXT")
+    db.conn.execute("ALTER TABLE desired_revisions ADD COLUMN force INTEGER NOT NULL DEFAULT 0")
+
+
 Migration = tuple[int, str, Callable[["Database"], None]]
 
 MIGRATIONS: list[Migration] = [
     (1, "initial schema", _v1_initial),
     (2, "deployments keyed by exact revision", _v2_deployment_identity),
+    (3, "update locks and gated desired revisions", _v3_update_locks),
 ]
 
 

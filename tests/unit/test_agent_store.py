@@ -40,10 +40,10 @@ def test_open_creates_wal_db_with_recorded_migrations(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "agent.db"
     Store.open(path, device_id="dev-1").close()
     assert raw(path, "PRAGMA journal_mode") == [("wal",)]
-    assert [r[0] for r in raw(path, "SELECT version FROM schema_migrations")] == [1, 2]
+    assert [r[0] for r in raw(path, "SELECT version FROM schema_migrations")] == [1, 2, 3]
     # Reopening applies nothing twice.
     Store.open(path, device_id="dev-1").close()
-    assert len(raw(path, "SELECT * FROM schema_migrations")) == 2
+    assert len(raw(path, "SELECT * FROM schema_migrations")) == 3
 
 
 def test_store_satisfies_recorder_protocol(store: Store) -> None:
@@ -256,7 +256,9 @@ def test_migration_2_keys_old_deployments_by_revision(tmp_path: Path) -> None:
         "DROP INDEX deployments_revision; DROP INDEX deployments_seq;"
         "ALTER TABLE deployments DROP COLUMN source; ALTER TABLE deployments DROP COLUMN seq;"
         "ALTER TABLE deployments DROP COLUMN spec_hash;"
-        "DELETE FROM schema_migrations WHERE version = 2;"
+        "DROP TABLE update_locks; ALTER TABLE desired_revisions DROP COLUMN maintenance_windows;"
+        "ALTER TABLE desired_revisions DROP COLUMN force;"
+        "DELETE FROM schema_migrations WHERE version >= 2;"
     )
     for gen, sp in ((3, spec("1.0")), (local.generation, spec("9.9"))):
         conn.execute(
