@@ -6,7 +6,18 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from agent.http import actions, health, logs, metrics_api, openapi, page, prom, tokens_api, views
+from agent.http import (
+    actions,
+    health,
+    locks_api,
+    logs,
+    metrics_api,
+    openapi,
+    page,
+    prom,
+    tokens_api,
+    views,
+)
 from agent.http.auth import CTX_KEY, ROLES_KEY, auth_middleware
 from agent.http.containers import StatsCache
 from agent.http.context import AppContext
@@ -36,6 +47,9 @@ ROUTES: list[Route] = [
     ("POST", "/v1/reconcile", actions.post_reconcile, "operator"),
     ("POST", "/v1/local/desired", actions.post_local_desired, "operator"),
     ("DELETE", "/v1/local/desired", actions.delete_local_desired, "operator"),
+    ("GET", "/v1/update-lock", locks_api.get_update_lock, "viewer"),
+    ("POST", "/v1/update-lock", locks_api.post_update_lock, "operator"),
+    ("DELETE", "/v1/update-lock", locks_api.delete_update_lock, "operator"),
     ("GET", "/v1/tokens", tokens_api.get_tokens, "admin"),
     ("POST", "/v1/tokens", tokens_api.post_token, "admin"),
     ("DELETE", "/v1/tokens/{id}", tokens_api.delete_token, "admin"),

@@ -254,6 +254,9 @@ def _op(
     return op
 
 
+LOCK = _obj({"who": STR, "since": NUM, "source": STR}, ["who", "since", "source"])
+
+
 def document() -> dict[str, Any]:
     since = _q("since", TIME, "Epoch seconds, RFC 3339 with zone, or relative like -24h")
     until = _q("until", TIME, "Same forms as since")
@@ -526,6 +529,43 @@ def document() -> dict[str, Any]:
                     )
                 ),
                 role="operator",
+            ),
+        },
+        "/v1/update-lock": {
+            "get": _op(
+                "Update locks held (lock files and local-API locks) and the update gate's state",
+                _json(
+                    _obj(
+                        {
+                            "held": {"type": "boolean"},
+                            "locks": {"type": "array", "items": LOCK},
+                            "lock_dir": STR,
+                            "gate": _n({"type": "object"}),
+                        },
+                        ["held", "locks", "lock_dir", "gate"],
+                    )
+                ),
+                role="viewer",
+            ),
+            "post": _op(
+                "Hold an update lock: new revisions wait until it is released (audited)",
+                _json(LOCK, "Created (200: an existing lock, its reason refreshed)"),
+                role="operator",
+                ok_status="201",
+                errors=(400, *AUTHED, 413),
+                body={
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": _obj({"who": STR, "reason": STR}, [])}
+                    },
+                },
+            ),
+            "delete": _op(
+                "Release an update lock (yours, or ?who=NAME) (audited)",
+                _json(LOCK),
+                role="operator",
+                params=[_q("who", STR, "Holder of the lock (default: your token's name)")],
+                errors=(*AUTHED, 404),
             ),
         },
         "/v1/tokens": {
