@@ -162,6 +162,14 @@ REQUESTS: dict[str, tuple[bool, dict[str, FieldDoc]]] = {
     ),
     "keys.list": (False, {}),
     "keys.revoke": (True, {"id": ("str", True)}),
+    # Update gates (docs/rollouts.md): maintenance windows per device or group, and the
+    # override through a device's update locks and windows (confirm = the device count).
+    "maintenance.set": (
+        True,
+        {"target": ("str", True), "windows": ("list", False), "clear": ("bool", False)},
+    ),
+    "maintenance.list": (False, {}),
+    "devices.force_update": (True, {"ids": ("list", True), "confirm": ("int", True)}),
     # Who the caller's key is, so a client can enter read-only mode by itself.
     "session.whoami": (False, {}),
     # Rollouts (docs/rollouts.md): a bundle version to a target, wave by wave.

@@ -91,6 +91,32 @@ def deployment(state: Any) -> dict[str, Any] | None:
     return out
 
 
+def gate(state: Any) -> dict[str, Any] | None:
+    """``{reason, kind, until, generation, bundle_ref, as_of}`` while the device defers a new
+    revision (an update lock held, or outside its maintenance windows: the agent's ``gate``
+    part, docs/sync.md); null when nothing waits or the device never said."""
+    s = _state(state)
+    part = s.get("gate") if s is not None else None
+    if not isinstance(part, Mapping) or part.get("state") != "deferred":
+        return None
+    out: dict[str, Any] = {"reason": _text(part.get("reason")) or "deferred"}
+    for key in ("kind", "until", "bundle_ref", "as_of"):
+        value = _text(part.get(key))
+        if value:
+            out[key] = value
+    gen = part.get("generation")
+    if isinstance(gen, int) and not isinstance(gen, bool):
+        out["generation"] = gen
+    locks = part.get("locks")
+    if isinstance(locks, list):
+        out["locks"] = [
+            {"who": str(lk.get("who")), "since": lk.get("since"), "source": lk.get("source")}
+            for lk in locks[:20]
+            if isinstance(lk, Mapping)
+        ]
+    return out
+
+
 def containers(state: Any) -> dict[str, Any] | None:
     """``{total, bad, as_of}`` from the observed snapshot; bad = exited, dead, restarting or
     unhealthy; ``as_of`` the snapshot's time (absent when unknown). Null when the device

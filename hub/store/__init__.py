@@ -12,12 +12,15 @@ from hub.store.access import AccessStore
 from hub.store.catalog import CatalogStore
 from hub.store.db import open_db
 from hub.store.fleet import FleetStore
+from hub.store.gates import GateStore
 from hub.store.summary import SummaryStore
 from hub.store.sync import SyncStore
 from hub.store.telemetry import TelemetryStore
 
 
-class Store(FleetStore, CatalogStore, AccessStore, TelemetryStore, SyncStore, SummaryStore):
+class Store(
+    FleetStore, CatalogStore, AccessStore, TelemetryStore, SyncStore, SummaryStore, GateStore
+):
     @classmethod
     def open(cls, path: Path | str) -> Store:
         return cls(open_db(path))

@@ -327,6 +327,30 @@ CREATE TABLE quarantined_devices (
 UPDATE events SET kind = 'desired.changed' WHERE kind = 'desired_changed';
 """,
     ),
+    (
+        10,
+        "update gates: maintenance windows per device or group; operator overrides",
+        """
+-- Maintenance windows (bundles.windows grammar, a JSON list) set for a device or a group;
+-- delivered in the device's desired document (hub.gates resolves them).
+CREATE TABLE maintenance_windows (
+    target_kind TEXT NOT NULL CHECK (target_kind IN ('device', 'group')),
+    target TEXT NOT NULL,
+    windows TEXT NOT NULL,
+    set_by TEXT NOT NULL DEFAULT '',
+    set_at TEXT NOT NULL,
+    PRIMARY KEY (target_kind, target)
+);
+-- An operator's "start it now, through locks and windows" for one device and the bundle
+-- version it resolved to then: it holds for that version only.
+CREATE TABLE update_overrides (
+    device_id TEXT PRIMARY KEY REFERENCES devices(id) ON DELETE CASCADE,
+    bundle_ref TEXT NOT NULL,
+    created_by TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL
+);
+""",
+    ),
 ]
 
 

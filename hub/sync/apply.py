@@ -69,7 +69,7 @@ STORE_ERRORS: tuple[type[BaseException], ...] = (sqlite3.OperationalError,)
 # (or per "unknown sender") in this many seconds; the metric counts every one.
 BAD_EVENT_EVERY = 10.0
 HOUR = 3600
-REPORTED_PARTS = ("observed", "desired", "deployment", "reconcile")
+REPORTED_PARTS = ("observed", "desired", "deployment", "reconcile", "gate")
 
 RowHandler = Callable[[Store, str, Sequence[ReportRow]], None]
 """Called inside the ingest transaction with a device's newly applied rows (in seq order)."""

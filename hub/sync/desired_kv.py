@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from nats.js.kv import KeyValue
 
+from hub.gates import forced
 from hub.store import Store
 from protocol.desired import DesiredState
 
@@ -56,8 +57,10 @@ def desired_document(
     content_hash: str | None,
     bundle_ref: str | None,
     rollout_id: str | None,
+    windows: tuple[str, ...] | None = None,
+    force: bool = False,
 ) -> Desired:
-    doc = DesiredState(0, spec, "hub", rollout_id, content_hash).to_json()
+    doc = DesiredState(0, spec, "hub", rollout_id, content_hash, windows, force).to_json()
     return Desired(device_id, doc, hashlib.sha256(doc).hexdigest(), bundle_ref, rollout_id)
 
 
@@ -67,7 +70,12 @@ def resolve_documents(store: Store, device_ids: list[str] | None) -> dict[str, D
     ``spec: null`` ("run no bundle"), written explicitly so the device stops what it runs."""
     out: dict[str, Desired] = {}
     specs: dict[tuple[str, str], tuple[dict[str, Any], str] | None] = {}
-    for device_id, a in store.resolve_desired(device_ids).items():
+    resolved = store.resolve_desired(device_ids)
+    # Update gates (hub.gates): the windows set for the device or its groups, and an
+    # operator's override while the device still resolves to the version it was given for.
+    windows = store.windows_of(store.memberships(list(resolved)))
+    overrides = store.overrides(list(resolved))
+    for device_id, a in resolved.items():
         if a is None:
             out[device_id] = desired_document(device_id, None, None, None, None)
             continue
@@ -80,7 +88,15 @@ def resolve_documents(store: Store, device_ids: list[str] | None) -> dict[str, D
             continue
         spec, digest = found
         rollout_id = store.rollout_for(device_id, a.bundle, a.version)
-        out[device_id] = desired_document(device_id, spec, digest, a.ref, rollout_id)
+        out[device_id] = desired_document(
+            device_id,
+            spec,
+            digest,
+            a.ref,
+            rollout_id,
+            windows.get(device_id),
+            forced(overrides.get(device_id), a.ref),
+        )
     return out
 
 
