@@ -70,6 +70,8 @@ def report_gate_sql(c: sqlite3.Connection, doc: dict[str, Any]) -> bool:
     row = c.execute("SELECT value FROM meta WHERE key = ?", (GATE_META,)).fetchone()
     if row is not None and row[0] == text:
         return False
+    if doc.get("state") == "clear" and (row is None or '"state":"clear"' in row[0]):
+        return False  # nothing was deferred: "clear" would only tell the hub what it knows
     c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (GATE_META, text))
     outbox.append(c, "gate", {**doc, "ts": now}, now)
     if doc.get("state") == "deferred":

@@ -109,6 +109,7 @@ async def test_viewers_may_not_lock_and_bad_input_names_the_field(
 def test_gate_report_is_queued_once_per_change(ctx: AppContext) -> None:
     store = ctx.store
     doc = {"state": "deferred", "generation": 3, "bundle_ref": "b@2", "reason": "locked by x"}
+    assert updatelocks.report_gate(store, {**doc, "state": "clear"}) is False  # nothing to undo
     assert updatelocks.report_gate(store, doc) is True
     assert updatelocks.report_gate(store, doc) is False
     assert updatelocks.report_gate(store, {**doc, "state": "clear"}) is True
