@@ -22,6 +22,7 @@ from tui import cliutil
 from tui.cliutil import api_error, duration, output_format
 from tui.device_cli import add_device_commands
 from tui.errors import EXIT_USAGE, ApiError, TuiError
+from tui.gates_cli import add_gate_commands
 from tui.output import fields, metric_value, show_device, structured, table
 from tui.rollout_cli import add_rollout_commands
 from tui.stream import add_follow, cmd_follow_events
@@ -192,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     p.set_defaults(request=lambda a: ("devices.decommission", {"id": a.id}))
     add_device_commands(add, device, PRINTERS)  # logs/restart/reconcile... (tui/device_cli.py)
+    add_gate_commands(add, device, PRINTERS)  # maintenance, force-update (tui/gates_cli.py)
 
     for name, verb in (("tag", "devices.tag"), ("untag", "devices.untag")):
         p = add(name, f"{name} a device")

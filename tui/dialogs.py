@@ -42,6 +42,36 @@ class ConfirmScreen(ModalScreen[bool]):
         self.dismiss(event.button.id == "confirm-yes")
 
 
+class TypedConfirmScreen(ModalScreen[bool]):
+    """A confirmation that wants a number typed (the device count), not a y: for actions
+    that override what the devices' sites asked for (``force-update``)."""
+
+    BINDINGS = [Binding("escape", "answer(False)", "Cancel")]
+
+    def __init__(self, question: str, expected: str) -> None:
+        super().__init__()
+        self.question = question
+        self.expected = expected
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog", classes="dialog"):
+            yield Static(Content(self.question), id="typed-question")
+            yield Input(placeholder=f"type {self.expected}", id="typed-answer")
+            yield Static("", id="typed-hint")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+    @on(Input.Submitted, "#typed-answer")
+    def _submitted(self, event: Input.Submitted) -> None:
+        if event.value.strip() == self.expected:
+            self.dismiss(True)
+        else:
+            self.query_one("#typed-hint", Static).update(
+                Content(f"not {event.value.strip()!r}: type {self.expected}, or Esc to cancel")
+            )
+
+
 class HubErrorScreen(ModalScreen[str]):
     """Shown instead of the fleet when the hub cannot be used (unreachable, key refused).
 

@@ -251,6 +251,13 @@ def show_device(
         rows.append(("reported", Text(cell(reported.get("as_of"), "as_of", wide=wide, now=now))))
     else:
         rows.append(("reported", Text("nothing reported yet")))
+    gate = d.get("gate")
+    if isinstance(gate, dict):  # the device defers a new revision (lock or window)
+        what = gate.get("bundle_ref") or "update"
+        rows.append(("update", Text(f"{what} deferred: {gate.get('reason') or '-'}")))
+    windows = d.get("maintenance_windows")
+    if windows is not None:
+        rows.append(("windows", Text(", ".join(windows) or "any time (set at the hub)")))
     if wide:
         for key in ("heartbeat", "sync_behind", "last_applied_seq", "desired_generation"):
             if key in d:

@@ -163,6 +163,15 @@ def describe_lines(device: Mapping[str, Any], now: float) -> list[str]:
         why = model.problem(reported)
         if why is not None:
             lines.append(f"Problem:     {why}")
+    gate = device.get("gate")
+    if isinstance(gate, Mapping):
+        lines.append(
+            f"Update:      {gate.get('bundle_ref') or 'new revision'} deferred: "
+            f"{gate.get('reason') or '-'}"
+        )
+    windows = device.get("maintenance_windows")
+    if windows is not None:
+        lines.append(f"Windows:     {', '.join(windows) or 'any time'} (set at the hub)")
     if device.get("sync_behind") is not None:
         lines.append(f"Sync behind: {device.get('sync_behind')} report row(s)")
     if hb:
@@ -175,6 +184,20 @@ def describe_lines(device: Mapping[str, Any], now: float) -> list[str]:
     if stuck:
         lines += ["", "Not converging:", *(f"  {w}" for w in stuck)]
     return lines
+
+
+def gate_lines(device: Mapping[str, Any]) -> list[str]:
+    """The device screen's lines about update gates: a deferral, the windows set at the hub."""
+    out = []
+    gate = device.get("gate")
+    if isinstance(gate, Mapping):
+        out.append(
+            f"update {gate.get('bundle_ref') or 'new revision'} deferred: {gate.get('reason')}"
+        )
+    windows = device.get("maintenance_windows")
+    if windows is not None:
+        out.append(f"maintenance windows {', '.join(windows) or 'any time'} (set at the hub)")
+    return out
 
 
 def yaml_docs(device: Mapping[str, Any]) -> dict[str, Any]:
@@ -316,6 +339,13 @@ def stuck_reasons(device: Mapping[str, Any], now: float) -> list[str]:
         )
     elif dep.get("status") == "applying" and want is not None:
         out.append(f"still applying {dep.get('bundle_ref') or want}")
+    gate = device.get("gate")
+    if isinstance(gate, Mapping):
+        # The device waits on purpose: an update lock, or outside its maintenance windows.
+        out.append(
+            f"{gate.get('bundle_ref') or 'the new revision'} deferred: {gate.get('reason')}"
+            " (`signalbeam device force-update` overrides)"
+        )
     run = _part(state, "reconcile")
     if run.get("result") == "failed" and dep.get("status") not in ("failed", "rolled_back"):
         out.append(
@@ -463,7 +493,7 @@ WRITE_ACTIONS = frozenset(
     {
         "assign", "unassign", "push", "rollout_start", "rollout_pause", "rollout_resume",
         "rollout_abort", "restart", "decommission", "reconcile", "start_rollout",
-        "rollout_control", "fleet_write",
+        "rollout_control", "fleet_write", "force_update",
     }
 )  # fmt: skip
 

@@ -63,6 +63,9 @@ class DeviceRow:
     metrics: Mapping[str, tuple[float | None, tuple[float | None, ...]]] = field(
         default_factory=dict
     )
+    # The device defers its new revision (an update lock, or outside its maintenance
+    # windows): "locked" or "window until 02:00", shown after the bundle; None: nothing waits.
+    deferred: str | None = None
 
 
 def _str(value: Any) -> str | None:
@@ -147,7 +150,22 @@ def device_row(doc: Mapping[str, Any]) -> DeviceRow:
         rollout=_str(rollout.get("state")) if isinstance(rollout, Mapping) else None,
         problem=problem,
         metrics=_metrics(doc.get("metrics")),
+        deferred=deferred_text(doc.get("gate")),
     )
+
+
+def deferred_text(gate: Any) -> str | None:
+    """``locked by anna`` or ``window until 12-05 02:00`` from the hub's ``gate`` field."""
+    if not isinstance(gate, Mapping):
+        return None
+    if gate.get("kind") == "window":
+        until = _str(gate.get("until"))
+        return f"window until {until[5:16].replace('T', ' ')}" if until else "outside window"
+    locks = gate.get("locks")
+    if isinstance(locks, list) and locks and isinstance(locks[0], Mapping):
+        more = f" +{len(locks) - 1}" if len(locks) > 1 else ""
+        return f"locked by {locks[0].get('who')}{more}"
+    return "locked"
 
 
 # --- cells -------------------------------------------------------------------------------
@@ -238,7 +256,10 @@ def cells(row: DeviceRow, now: float) -> tuple[Cell, ...]:
         (seen_text(row.last_seen, now), "dim" if row.state == "offline" else ""),
         (",".join(row.tags) or "-", ""),
         (",".join(row.groups) or "-", ""),
-        (bundle_text(row.desired, row.running), "warn" if marked else ""),
+        (
+            bundle_text(row.desired, row.running) + (f" ⏸ {row.deferred}" if row.deferred else ""),
+            "warn" if marked or row.deferred else "",
+        ),
         (row.rollout or "-", "bad" if row.rollout == "Failed" else ""),
         *((metric_text(row.metrics.get(m)), "") for m in METRICS),
     )
@@ -457,6 +478,11 @@ def fleet_question(action: str, ids: Sequence[str]) -> str:
     n = len(ids)
     sample = ", ".join(ids[:SAMPLE]) + (", …" if n > SAMPLE else "")
     count = f"{n} device{'s' if n != 1 else ''} ({sample})"
+    if action == "force_update":
+        return (
+            f"Force the assigned version onto {count} now, through their update locks and "
+            f"maintenance windows? Type {n} to go on."
+        )
     if action == "decommission":
         return (
             f"Decommission — {count}? Their NATS users are revoked; each may enroll again "

@@ -174,6 +174,7 @@ class DeviceView(HubView):
             why = model.problem(reported)
             if why is not None:
                 text += f"\nproblem: {why}"
+        text += "".join(f"\n{line}" for line in dm.gate_lines(d))
         self.query_one("#device-reported", Static).update(Content(text))
         table: DataTable[str] = self.query_one("#device-containers", DataTable)
         table.clear()

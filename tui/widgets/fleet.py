@@ -17,7 +17,7 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Input, Static
 
 from tui.client import ApiError
-from tui.dialogs import ConfirmScreen, TextScreen
+from tui.dialogs import ConfirmScreen, TextScreen, TypedConfirmScreen
 from tui.hub.fleet import FleetSource
 from tui.models import detail as dm
 from tui.models import fleet as fm
@@ -52,6 +52,7 @@ class FleetView(HubView):
         Binding("l", "logs", "Logs"),
         Binding("g", "fleet_write('reconcile')", "Reconcile", show=False),
         Binding("D", "fleet_write('decommission')", "Decommission", show=False),
+        Binding("F", "force_update", "Force update", show=False),
     ]
 
     class OpenDevice(Message):
@@ -235,6 +236,32 @@ class FleetView(HubView):
                 self.run_worker(job(self._fleet_write, action, ids), group="fleet-write")
 
         self.app.push_screen(ConfirmScreen(fm.fleet_question(action, ids)), answered)
+
+    def action_force_update(self) -> None:
+        """``F``: start the assigned version through update locks and maintenance windows,
+        on the marked rows (or the highlighted one), after the device count is typed."""
+        ids = self.targets()
+        if not ids:
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.run_worker(job(self._force_update, ids), group="fleet-write")
+
+        question = fm.fleet_question("force_update", ids)
+        self.app.push_screen(TypedConfirmScreen(question, str(len(ids))), answered)
+
+    async def _force_update(self, ids: list[str]) -> None:
+        verb = "devices.force_update"
+        try:
+            await hub_app(self).session.call(verb, {"ids": ids, "confirm": len(ids)})
+        except ApiError as exc:
+            hub_app(self).report_error(verb, str(exc))
+            return
+        self.marked.difference_update(ids)
+        self._rebuild()
+        self.notify(f"forced through locks and windows: {len(ids)} device(s)", title=verb,
+                    markup=False)  # fmt: skip
 
     async def _fleet_write(self, action: str, ids: list[str]) -> None:
         verb = f"devices.{action}"
