@@ -8,7 +8,7 @@ def plural(n: int, word: str, many: str | None = None) -> str:
     return f"{n} {word if n == 1 else (many or word + 's')}"
 
 
-def wave_name(wave: int) -> str:
-    """A wave as people count it: the API's ``wave`` field is 0-based, "wave 1" is the first
-    (the CLI's and the TUI's status show it so; reasons and events must agree)."""
-    return f"wave {wave + 1}"
+def phase_name(number: int) -> str:
+    """A rollout phase as everyone counts it, from 1: the API's ``phase`` fields, the hub's
+    table, reasons, events, the CLI and the TUI all say "phase 1" for the first."""
+    return f"phase {number}"

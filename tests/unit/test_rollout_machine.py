@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from hub.rollouts import machine as m
 from hub.rollouts.machine import Observation, Rollout, Target
 
+ONE = Rollout(max_failures=m.Share(count=1))
 OK = Observation(7, "healthy")
 APPLYING = Observation(7, "applying")
 ACKED = Observation(7)
@@ -23,36 +24,36 @@ BROKEN = Observation(7, "failed", "pull failed")
 @pytest.mark.parametrize(
     ("target", "want"),
     [
-        (Target("d", 1), (m.PENDING, "waiting for wave 2")),
+        (Target("d", 2), (m.PENDING, "waiting for phase 2")),
         (
-            Target("d", 0, written=True),
+            Target("d", 1, written=True),
             (m.PENDING, "desired state written; waiting for the device"),
         ),
         (
-            Target("d", 0, written=True, online=False),
+            Target("d", 1, written=True, online=False),
             (m.PENDING, "device offline; it updates when it comes back"),
         ),
-        (Target("d", 0, written=True, observation=ACKED), (m.UPDATING, "applying generation 7")),
-        (Target("d", 0, written=True, observation=APPLYING), (m.UPDATING, "applying generation 7")),
-        (Target("d", 0, written=True, observation=OK), (m.SUCCEEDED, "")),
+        (Target("d", 1, written=True, observation=ACKED), (m.UPDATING, "applying generation 7")),
+        (Target("d", 1, written=True, observation=APPLYING), (m.UPDATING, "applying generation 7")),
+        (Target("d", 1, written=True, observation=OK), (m.SUCCEEDED, "")),
         (
-            Target("d", 0, written=True, observation=BAD),
+            Target("d", 1, written=True, observation=BAD),
             (m.FAILED, "rolled back: relay unhealthy for 60s"),
         ),
-        (Target("d", 0, written=True, observation=BROKEN), (m.FAILED, "failed: pull failed")),
+        (Target("d", 1, written=True, observation=BROKEN), (m.FAILED, "failed: pull failed")),
         (
-            Target("d", 0, written=True, observation=Observation(7, "failed")),
+            Target("d", 1, written=True, observation=Observation(7, "failed")),
             (m.FAILED, "failed: no reason given"),
         ),
-        # a device retired mid-rollout will never report: it fails rather than hold its wave
-        (Target("d", 1, decommissioned=True), (m.FAILED, "device decommissioned")),
-        (Target("d", 0, m.SUCCEEDED, "", True, decommissioned=True), (m.SUCCEEDED, "")),
+        # a device retired mid-rollout will never report: it fails rather than hold its phase
+        (Target("d", 2, decommissioned=True), (m.FAILED, "device decommissioned")),
+        (Target("d", 1, m.SUCCEEDED, "", True, decommissioned=True), (m.SUCCEEDED, "")),
         # final states stick, whatever comes later
-        (Target("d", 0, m.SUCCEEDED, "", True, observation=BAD), (m.SUCCEEDED, "")),
-        (Target("d", 0, m.FAILED, "failed: x", True, observation=OK), (m.FAILED, "failed: x")),
+        (Target("d", 1, m.SUCCEEDED, "", True, observation=BAD), (m.SUCCEEDED, "")),
+        (Target("d", 1, m.FAILED, "failed: x", True, observation=OK), (m.FAILED, "failed: x")),
         # an offline device that already acknowledged keeps its progress
         (
-            Target("d", 0, written=True, online=False, observation=APPLYING),
+            Target("d", 1, written=True, online=False, observation=APPLYING),
             (m.UPDATING, "applying generation 7"),
         ),
     ],
@@ -61,7 +62,7 @@ def test_device_state(target: Target, want: tuple[str, str]) -> None:
     assert m.device_state(target) == want
 
 
-# --- waves -------------------------------------------------------------------------------
+# --- the canary ----------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("total", "percent", "want"),
     [(0, 10, 0), (10, 0, 10), (10, 100, 10), (10, 10, 1), (10, 15, 2), (3, 10, 1), (1, 50, 1),
@@ -72,70 +73,72 @@ def test_canary_size(total: int, percent: int, want: int) -> None:
 
 
 def test_canary_prefers_online_devices() -> None:
-    waves = m.plan_waves(["a", "b", "c", "d"], 50, online={"c", "d"})
-    assert waves == {"c": 0, "d": 0, "a": 1, "b": 1}
-    assert m.plan_waves(["a", "b"], 0) == {"a": 0, "b": 0}
+    phases = m.plan_phases(["a", "b", "c", "d"], m.canary_phases(50), online={"c", "d"})
+    assert phases == {"c": 1, "d": 1, "a": 2, "b": 2}
+    assert m.plan_phases(["a", "b"], m.canary_phases(0)) == {"a": 1, "b": 1}
 
 
 # --- one step of a rollout ---------------------------------------------------------------
 def fleet(*states: tuple[int, str, bool]) -> list[Target]:
-    """(wave, state, written) per device d0, d1, ..."""
+    """(phase, state, written) per device d0, d1, ..."""
     return [Target(f"d{i}", w, s, "", written) for i, (w, s, written) in enumerate(states)]
 
 
 @pytest.mark.parametrize(
-    ("rollout", "targets", "status", "start_wave"),
+    ("rollout", "targets", "status", "start_phase"),
     [
         # nothing written yet: start the canary
-        (Rollout(), fleet((0, m.PENDING, False), (1, m.PENDING, False)), m.RUNNING, 0),
+        (Rollout(), fleet((1, m.PENDING, False), (2, m.PENDING, False)), m.RUNNING, 1),
         # canary still updating: wait
-        (Rollout(), fleet((0, m.UPDATING, True), (1, m.PENDING, False)), m.RUNNING, None),
+        (Rollout(), fleet((1, m.UPDATING, True), (2, m.PENDING, False)), m.RUNNING, None),
         # canary succeeded: the rest
-        (Rollout(), fleet((0, m.SUCCEEDED, True), (1, m.PENDING, False)), m.RUNNING, 1),
+        (Rollout(), fleet((1, m.SUCCEEDED, True), (2, m.PENDING, False)), m.RUNNING, 2),
         # canary failed beyond the threshold (0): paused, nothing more starts
-        (Rollout(), fleet((0, m.FAILED, True), (1, m.PENDING, False)), m.PAUSED, None),
+        (Rollout(), fleet((1, m.FAILED, True), (2, m.PENDING, False)), m.PAUSED, None),
         # one failure tolerated: go on
-        (Rollout(max_failures=1), fleet((0, m.FAILED, True), (1, m.PENDING, False)), m.RUNNING, 1),
+        (ONE, fleet((1, m.FAILED, True), (2, m.PENDING, False)), m.RUNNING, 2),
         # all done, none failed
-        (Rollout(), fleet((0, m.SUCCEEDED, True), (1, m.SUCCEEDED, True)), m.DONE, None),
+        (Rollout(), fleet((1, m.SUCCEEDED, True), (2, m.SUCCEEDED, True)), m.DONE, None),
         # all done within the threshold, some failed
         (
-            Rollout(max_failures=1),
-            fleet((0, m.SUCCEEDED, True), (1, m.FAILED, True)),
+            ONE,
+            fleet((1, m.SUCCEEDED, True), (2, m.FAILED, True)),
             m.FAILED_ROLLOUT,
             None,
         ),
         # failures a resume accepted do not count again
         (
             Rollout(failures_accepted=1),
-            fleet((0, m.FAILED, True), (1, m.PENDING, False)),
+            fleet((1, m.FAILED, True), (2, m.PENDING, False)),
             m.RUNNING,
-            1,
+            2,
         ),
-        # paused by an operator: devices still progress, no wave starts
-        (Rollout(m.PAUSED), fleet((0, m.SUCCEEDED, True), (1, m.PENDING, False)), m.PAUSED, None),
+        # paused by an operator: devices still progress, no phase starts
+        (Rollout(m.PAUSED), fleet((1, m.SUCCEEDED, True), (2, m.PENDING, False)), m.PAUSED, None),
         # final rollouts never change
-        (Rollout(m.ABORTED), fleet((0, m.PENDING, False)), m.ABORTED, None),
-        (Rollout(m.DONE), fleet((0, m.SUCCEEDED, True)), m.DONE, None),
+        (Rollout(m.ABORTED), fleet((1, m.PENDING, False)), m.ABORTED, None),
+        (Rollout(m.DONE), fleet((1, m.SUCCEEDED, True)), m.DONE, None),
         # an empty rollout has nothing to do
         (Rollout(), [], m.DONE, None),
     ],
 )
-def test_step(rollout: Rollout, targets: list[Target], status: str, start_wave: int | None) -> None:
+def test_step(
+    rollout: Rollout, targets: list[Target], status: str, start_phase: int | None
+) -> None:
     d = m.step(rollout, targets)
-    assert (d.status, d.start_wave) == (status, start_wave)
+    assert (d.status, d.start_phase) == (status, start_phase)
 
 
 def test_pause_reason_names_the_threshold() -> None:
-    d = m.step(Rollout(max_failures=1), fleet(*[(0, m.FAILED, True)] * 2))
+    d = m.step(ONE, fleet(*[(1, m.FAILED, True)] * 2))
     assert d.status == m.PAUSED
     assert "2 devices failed, more than max-failures 1" in d.reason
 
 
 def test_step_reports_which_devices_changed() -> None:
     targets = [
-        Target("a", 0, written=True, observation=OK),
-        Target("b", 0, written=True, reason="desired state written; waiting for the device"),
+        Target("a", 1, written=True, observation=OK),
+        Target("b", 1, written=True, reason="desired state written; waiting for the device"),
     ]
     d = m.step(Rollout(), targets)
     assert d.changed == ("a",)
@@ -166,7 +169,7 @@ def test_actions(action: str, status: str, allowed: bool) -> None:
         if action == "pause":
             return m.pause(r)
         if action == "resume":
-            return m.resume(r, fleet((0, m.FAILED, True)))
+            return m.resume(r, fleet((1, m.FAILED, True)))
         return m.abort(r)
 
     if allowed:
@@ -178,7 +181,7 @@ def test_actions(action: str, status: str, allowed: bool) -> None:
 
 
 def test_resume_accepts_the_failures_so_far() -> None:
-    r = m.resume(Rollout(m.PAUSED, reason="x"), fleet((0, m.FAILED, True), (0, m.FAILED, True)))
+    r = m.resume(Rollout(m.PAUSED, reason="x"), fleet((1, m.FAILED, True), (1, m.FAILED, True)))
     assert (r.status, r.failures_accepted, r.reason) == (m.RUNNING, 2, "")
 
 
@@ -192,91 +195,251 @@ def test_restores_only_where_the_rollouts_assignment_is_still_current() -> None:
     assert plan == [m.Restore("a", None), m.Restore("b", ("app", "1.0.0"))]
 
 
+# --- phases, limits, bake ----------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("spec", "total", "sizes"),
+    [
+        ("1%,10%,50%,100%", 10_000, [100, 900, 4000, 5000]),
+        ("1%,10%,50%,100%", 10, [1, 4, 5]),  # 1% and 10% of 10 are both one device
+        ("1%,10%,50%,100%", 1, [1]),
+        ("5,50,100%", 1000, [5, 45, 950]),
+        ("10%", 20, [2, 18]),  # the rest is one more phase
+        ("2,5", 3, [2, 1]),
+        ("0.5%,100%", 1000, [5, 995]),
+        ("100%", 7, [7]),
+    ],
+)
+def test_phase_sizes(spec: str, total: int, sizes: list[int]) -> None:
+    steps = m.parse_phases(spec)
+    assert m.phase_sizes(total, steps) == sizes
+    plan = m.plan_phases([f"d{i:05d}" for i in range(total)], steps)
+    # numbered from 1, without gaps, in the sizes planned
+    assert sorted(set(plan.values())) == list(range(1, len(sizes) + 1))
+    assert [list(plan.values()).count(n) for n in range(1, len(sizes) + 1)] == sizes
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["", "1%,", "0%", "0", "10%,5%", "5,5", "101%", "1.234%", "abc", "1.5", ",".join(["1"] * 21)],
+)
+def test_bad_phases_are_refused(spec: str) -> None:
+    with pytest.raises(m.SpecError):
+        m.parse_phases(spec)
+
+
+def test_the_canary_is_two_phases() -> None:
+    assert m.canary_phases(10) == m.parse_phases("10%,100%")
+    assert m.canary_phases(0) == m.canary_phases(100) == m.parse_phases("100%")
+    for total in range(0, 60):
+        for pct in (0, 1, 10, 33, 50, 99, 100):
+            sizes = m.phase_sizes(total, m.canary_phases(pct))
+            assert m.canary_size(total, pct) == (sizes[0] if sizes else 0)
+
+
+@pytest.mark.parametrize(
+    ("limit", "size", "allowed"),
+    [("2", 1000, 2), ("2%", 1000, 20), ("2%", 49, 0), ("2%", 50, 1), ("2.5%", 100, 2),
+     ("0", 10, 0), ("100%", 3, 3), ("0.01%", 10_000, 1), (3, 1, 3)],
+)  # fmt: skip
+def test_allowed_failures(limit: str | int, size: int, allowed: int) -> None:
+    assert m.allowed_failures(m.parse_share(limit), size) == allowed
+
+
+def phased(*sizes: int) -> tuple[list[Target], tuple[m.Phase, ...]]:
+    targets = [Target(f"p{n}-{i}", n) for n, size in enumerate(sizes, start=1) for i in range(size)]
+    return targets, m.phases_of(targets)
+
+
+def test_a_phase_bakes_before_the_next_starts() -> None:
+    r = Rollout(bake=600)
+    targets, plan = phased(1, 3)
+    d = m.step(r, targets, plan, now=100)
+    assert d.start_phase == 1 and d.phases[0].started_at == 100
+    targets = [replace(t, written=t.phase == 1, observation=OK) for t in d.targets]
+    d = m.step(r, targets, d.phases, now=200)
+    assert d.start_phase is None and d.phases[0].completed_at == 200  # bake starts
+    started = {1}
+    assert m.phase_state(d.phases[0], d.phases, started, 600, 500) == m.PHASE_BAKING
+    assert m.bake_left(d.phases[0], 600, 500) == 300
+    d = m.step(r, list(d.targets), d.phases, now=799.9)
+    assert d.start_phase is None
+    d = m.step(r, list(d.targets), d.phases, now=800)
+    assert d.start_phase == 2 and d.phases[1].started_at == 800
+
+
+def test_a_device_unhealthy_while_baking_fails_and_pauses() -> None:
+    r = Rollout(bake=60)
+    targets, plan = phased(2, 2)
+    plan = (replace(plan[0], started_at=0, completed_at=10), plan[1])
+    targets = [replace(t, written=True, state=m.SUCCEEDED) if t.phase == 1 else t for t in targets]
+    sick = Observation(unhealthy="1 container not healthy (relay)")
+    targets[0] = replace(targets[0], observation=sick)
+    d = m.step(r, targets, plan, now=30)
+    assert d.targets[0].state == m.FAILED
+    assert d.targets[0].reason == "unhealthy while baking: 1 container not healthy (relay)"
+    assert d.status == m.PAUSED and d.start_phase is None
+    # after the bake a Succeeded device is final again
+    d = m.step(r, targets, plan, now=71)
+    assert d.targets[0].state == m.SUCCEEDED and d.start_phase == 2
+
+
+def test_percent_limit_holds_per_phase_and_overall() -> None:
+    # 2% of a 100-device phase is 2 failures; the third pauses, naming the phase
+    r = Rollout(max_failures=m.parse_share("2%"))
+    targets, plan = phased(10, 100, 890)
+    targets = [replace(t, written=True, state=m.SUCCEEDED) if t.phase <= 2 else t for t in targets]
+    for i in (10, 11):
+        targets[i] = replace(targets[i], state=m.FAILED)
+    assert m.step(r, targets, plan).status == m.RUNNING
+    targets[12] = replace(targets[12], state=m.FAILED)
+    d = m.step(r, targets, plan)
+    assert d.status == m.PAUSED
+    assert d.reason.startswith("phase 2 of 3: 3 of 100 devices failed, more than max-failures 2%")
+    # a one-device phase tolerates no failure at 2% (floor), whatever the fleet
+    targets, plan = phased(1, 99)
+    targets[0] = replace(targets[0], written=True, state=m.FAILED)
+    assert m.step(r, targets, plan).reason.startswith("phase 1 of 2: 1 of 1 device failed")
+
+
+def test_resume_accepts_the_phase_failures_and_bakes_again() -> None:
+    targets, plan = phased(2, 2)
+    targets = [replace(t, written=True, state=m.FAILED) if t.phase == 1 else t for t in targets]
+    plan = (replace(plan[0], started_at=1, completed_at=5), plan[1])
+    d = m.step(Rollout(bake=60), targets, plan, now=10)
+    assert d.status == m.PAUSED
+    r = m.resume(Rollout(m.PAUSED, bake=60), list(d.targets))
+    phases = m.resume_phases(plan, list(d.targets))
+    assert phases[0].failures_accepted == 2 and phases[0].completed_at is None
+    d = m.step(r, list(d.targets), phases, now=100)
+    assert (d.status, d.start_phase, d.phases[0].completed_at) == (m.RUNNING, None, 100)
+    assert m.step(r, list(d.targets), d.phases, now=160).start_phase == 2
+
+
 # --- whole rollouts under random events --------------------------------------------------
 EVENTS = st.lists(
     st.one_of(
         st.tuples(
             st.just("report"),
-            st.integers(0, 7),
+            st.integers(0, 9),
             st.sampled_from([None, "applying", "healthy", "failed", "rolled_back"]),
         ),
-        st.tuples(st.just("online"), st.integers(0, 7), st.booleans()),
-        st.tuples(st.just("decommission"), st.integers(0, 7), st.just(None)),
+        st.tuples(st.just("online"), st.integers(0, 9), st.booleans()),
+        st.tuples(st.just("sick"), st.integers(0, 9), st.booleans()),
+        st.tuples(st.just("decommission"), st.integers(0, 9), st.just(None)),
+        st.tuples(st.just("time"), st.just(0), st.sampled_from([1.0, 5.0, 30.0])),
         st.tuples(st.sampled_from(["pause", "resume", "abort"]), st.just(0), st.just(None)),
     ),
-    max_size=60,
+    max_size=80,
 )
+STEPS = st.sampled_from(
+    ["100%", "10%", "50%", "1%,10%,50%,100%", "1,2,100%", "1,50%", "2,3,4", "25%,50%,75%"]
+)
+LIMITS = st.sampled_from(["0", "1", "2", "3", "10%", "34%", "50%"])
 
 
-@settings(max_examples=400, deadline=None)
-@given(
-    n=st.integers(1, 8),
-    canary=st.integers(0, 100),
-    max_failures=st.integers(0, 3),
-    events=EVENTS,
-)
+@settings(max_examples=500, deadline=None)
+@given(n=st.integers(1, 10), spec=STEPS, limit=LIMITS, bake=st.sampled_from([0.0, 10.0]),
+       events=EVENTS)  # fmt: skip
 def test_random_rollouts_keep_the_rules(
-    n: int, canary: int, max_failures: int, events: list[tuple[str, int, str | None]]
+    n: int, spec: str, limit: str, bake: float, events: list[tuple[str, int, object]]
 ) -> None:
-    waves = m.plan_waves([f"d{i}" for i in range(n)], canary)
-    targets = [Target(d, w) for d, w in sorted(waves.items())]
-    rollout = Rollout(max_failures=max_failures)
-    ever_final: dict[str, str] = {}
+    numbers = m.plan_phases([f"d{i}" for i in range(n)], m.parse_phases(spec))
+    targets = [Target(d, p) for d, p in sorted(numbers.items())]
+    plan = m.phases_of(targets)
+    share = m.parse_share(limit)
+    rollout = Rollout(max_failures=share, bake=bake)
+    now = 0.0
+    ever_failed: set[str] = set()
+    touched: set[str] = set()
 
     def apply(d: m.Decision) -> list[Target]:
         out = list(d.targets)
-        if d.start_wave is not None:
+        if d.start_phase is not None:
             assert d.status == m.RUNNING
-            # a wave starts only when every device of the waves before it is final
-            assert all(t.state in m.FINAL_DEVICE_STATES for t in out if t.wave < d.start_wave)
-            assert not any(t.written for t in out if t.wave >= d.start_wave)
-            out = [replace(t, written=True) if t.wave == d.start_wave else t for t in out]
+            # phases never overlap: one starts only when every device of the ones before it
+            # is final and its bake is over; nothing of it or later was written before
+            assert all(t.state in m.FINAL_DEVICE_STATES for t in out if t.phase < d.start_phase)
+            prev = [p for p in d.phases if p.number == d.start_phase - 1]
+            if prev:
+                assert prev[0].completed_at is not None
+                assert now >= prev[0].completed_at + bake
+            assert not any(t.written for t in out if t.phase >= d.start_phase)
+            # phases start in order, numbered from 1
+            started = {t.phase for t in out if t.written}
+            assert started == set(range(1, d.start_phase))
+            out = [replace(t, written=True) if t.phase == d.start_phase else t for t in out]
+            touched.update(t.device_id for t in out if t.written)
         return out
 
     for kind, i, value in events:
         if kind == "report" and i < n and targets[i].written:
             gen = None if value is None else 7
-            targets[i] = replace(targets[i], observation=Observation(gen, value, "why"))
+            targets[i] = replace(targets[i], observation=Observation(gen, value, "why"))  # type: ignore[arg-type]
         elif kind == "online" and i < n:
             targets[i] = replace(targets[i], online=bool(value))
+        elif kind == "sick" and i < n:
+            sick = "1 container not healthy (x)" if value else None
+            targets[i] = replace(
+                targets[i], observation=replace(targets[i].observation, unhealthy=sick)
+            )
         elif kind == "decommission" and i < n:
             targets[i] = replace(targets[i], decommissioned=True)
+        elif kind == "time":
+            now += float(value)  # type: ignore[arg-type]
         elif kind in ("pause", "resume", "abort"):
             try:
                 if kind == "pause":
                     rollout = m.pause(rollout)
                 elif kind == "resume":
                     rollout = m.resume(rollout, targets)
+                    plan = m.resume_phases(plan, targets)
                 else:
                     rollout = m.abort(rollout)
             except m.TransitionError:
                 pass
         before_written = sum(t.written for t in targets)
-        d = m.step(rollout, targets)
+        d = m.step(rollout, targets, plan, now)
         if rollout.status in m.FINAL:
-            assert d.status == rollout.status and d.start_wave is None
+            assert d.status == rollout.status and d.start_phase is None
         targets = apply(d)
+        plan = d.phases
+        # a paused (or finished) rollout assigns nothing new
         if d.status != m.RUNNING:
-            assert sum(t.written for t in targets) == before_written  # nothing new written
+            assert d.start_phase is None
+            assert sum(t.written for t in targets) == before_written
         rollout = replace(rollout, status=d.status, reason=d.reason)
         failed = m.failures(targets)
-        # never more failures than the threshold while running
+        # never more failures than the limit while running, overall and in each phase,
+        # by the one allowed_failures
         if rollout.status == m.RUNNING:
-            assert failed - rollout.failures_accepted <= max_failures
-        # succeeded only when every device succeeded
+            assert failed - rollout.failures_accepted <= m.allowed_failures(share, n)
+            for p in plan:
+                here = m.failures(targets, p.number)
+                assert here - p.failures_accepted <= m.allowed_failures(share, p.size)
         if rollout.status == m.DONE:
             assert all(t.state == m.SUCCEEDED for t in targets)
         if rollout.status == m.FAILED_ROLLOUT:
             assert all(t.state in m.FINAL_DEVICE_STATES for t in targets) and failed
-        # only written devices move past Pending; final device states stick
         for t in targets:
+            assert t.phase >= 1
             if not t.written and not t.decommissioned:
                 assert t.state == m.PENDING
-            if t.device_id in ever_final:
-                assert t.state == ever_final[t.device_id]
-            elif t.state in m.FINAL_DEVICE_STATES:
-                ever_final[t.device_id] = t.state
+            if t.device_id in ever_failed:
+                assert t.state == m.FAILED  # Failed sticks
+            if t.state == m.FAILED:
+                ever_failed.add(t.device_id)
         assert sum(m.counts(targets).values()) == n
+    # abort restores every touched device (each written device's own assignment is still in
+    # place here, as nobody else assigned)
+    if rollout.status != m.DONE:
+        rollout = m.abort(rollout) if rollout.status != m.ABORTED else rollout
+        written = [
+            m.Written(t.device_id, 100 + k, None) for k, t in enumerate(targets) if t.written
+        ]
+        current: dict[str, int | None] = {w.device_id: w.ours for w in written}
+        assert {r.device_id for r in m.restores(written, current)} == touched
+        d = m.step(rollout, targets, plan, now + 1000)
+        assert d.start_phase is None and d.status == m.ABORTED
 
 
 @settings(max_examples=300, deadline=None)

@@ -1,4 +1,4 @@
-"""One word for one thing: plural wording, waves counted from 1 where people read them, and
+"""One word for one thing: plural wording, rollout phases counted from 1 everywhere, and
 the hub's old `desired_changed` events renamed to the agent's `desired.changed`."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 from hub.rollouts import machine as m
 from hub.store import Store
 from hub.store.migrations import migrate
-from sbutil.text import plural, wave_name
+from sbutil.text import phase_name, plural
 
 
 def test_plural() -> None:
@@ -16,9 +16,10 @@ def test_plural() -> None:
     assert plural(1, "device") == "1 device" and plural(3, "entry", "entries") == "3 entries"
 
 
-def test_waves_are_counted_from_one_for_people() -> None:
-    assert wave_name(0) == "wave 1"
-    assert m.device_state(m.Target("d", 0))[1] == "waiting for wave 1"  # beside WAVE 1
+def test_phases_are_counted_from_one_everywhere() -> None:
+    assert phase_name(1) == "phase 1"
+    assert m.device_state(m.Target("d", 1))[1] == "waiting for phase 1"  # beside PHASE 1
+    assert set(m.plan_phases(["a", "b"], m.canary_phases(50)).values()) == {1, 2}
 
 
 def test_old_desired_changed_events_take_the_one_name(tmp_path: Path) -> None:
