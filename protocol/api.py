@@ -78,7 +78,8 @@ def secret_id(secret: str, prefix: str) -> str | None:
     return m.group(2) if m is not None and m.group(1) == prefix else None
 
 
-# verb -> (writes?, {field: (type name, required)}).  Type names: str, int, bool, object, list.
+# verb -> (writes?, {field: (type name, required)}).  Type names: str, int, bool, object, list,
+# int|str (either: a count or "2%", seconds or "10m").
 FieldDoc = tuple[str, bool]
 PAGE: dict[str, FieldDoc] = {"limit": ("int", False), "cursor": ("str", False)}
 
@@ -172,14 +173,16 @@ REQUESTS: dict[str, tuple[bool, dict[str, FieldDoc]]] = {
     "devices.force_update": (True, {"ids": ("list", True), "confirm": ("int", True)}),
     # Who the caller's key is, so a client can enter read-only mode by itself.
     "session.whoami": (False, {}),
-    # Rollouts (docs/rollouts.md): a bundle version to a target, wave by wave.
+    # Rollouts (docs/rollouts.md): a bundle version to a target, phase by phase.
     "rollouts.start": (
         True,
         {
             "bundle": ("str", True),
             "target": ("str", True),
-            "canary_percent": ("int", False),
-            "max_failures": ("int", False),
+            "canary_percent": ("int", False),  # the phases P%,100%
+            "phases": ("str", False),  # "1%,10%,50%,100%" or counts "5,50,100%"
+            "bake": ("int|str", False),  # seconds, or a duration like "10m"
+            "max_failures": ("int|str", False),  # a count (2) or a percentage ("2%")
             "dry_run": ("bool", False),
         },
     ),

@@ -24,6 +24,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "bool": (bool,),
     "object": (dict,),
     "list": (list,),
+    "int|str": (int, str),
 }
 _TYPE_WORDS = {
     "str": "a string",
@@ -31,6 +32,7 @@ _TYPE_WORDS = {
     "bool": "true or false",
     "object": "an object",
     "list": "a list",
+    "int|str": "an integer or a string",
 }
 
 
@@ -59,11 +61,11 @@ def parse_body(raw: bytes, fields: dict[str, FieldDoc]) -> dict[str, Any]:
             continue
         value = doc[name]
         ok = isinstance(value, _TYPES[type_name])
-        if type_name == "int" and isinstance(value, bool):
+        if type_name in ("int", "int|str") and isinstance(value, bool):
             ok = False  # JSON true is not a number, whatever Python thinks
         if not ok:
             raise Invalid(f"{name} must be {_TYPE_WORDS[type_name]}", field=name)
-        if type_name == "str" and len(value) > MAX_TEXT:
+        if isinstance(value, str) and len(value) > MAX_TEXT:
             raise Invalid(f"{name} must be at most {MAX_TEXT} characters", field=name)
     return doc
 

@@ -1,7 +1,7 @@
 """The ``rollouts.*`` operator API verbs (declared in ``protocol.api.REQUESTS``).
 
 Handlers run on the store's writer thread like every other verb. ``start`` only records the
-rollout; the controller writes the first wave on its next tick (it is woken by the
+rollout; the controller writes the first phase on its next tick (it is woken by the
 ``rollouts`` change notice), so the answer comes back at once with every device Pending.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bundles.units import DURATION_HELP, parse_duration
 from bundles.versions import parse_ref
 from hub.api import dryrun
 from hub.api import validate as v
@@ -21,6 +22,7 @@ from protocol.api import ROLLOUT_STATES
 
 KIND = "rollouts"  # change notices on sb.fleet.changes.rollouts, as the TUI listens
 MAX_CANARY = 100
+MAX_BAKE = 7 * 86400.0  # a week: longer is a typo, or a rollout nobody should wait on
 
 
 def _id(body: dict[str, Any]) -> str:
@@ -34,20 +36,58 @@ def _notice(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: summary[k] for k in ("id", "bundle", "version", "target", "state", "counts")}
 
 
+def _steps(body: dict[str, Any]) -> tuple[m.Share, ...] | None:
+    """``phases`` (``"1%,10%,50%,100%"``), or None for the canary (and rest) form."""
+    if "phases" not in body:
+        return None
+    if "canary_percent" in body:
+        raise Invalid("give phases or canary_percent, not both", field="phases")
+    try:
+        return m.parse_phases(body["phases"])
+    except m.SpecError as exc:
+        raise Invalid(str(exc), field="phases") from exc
+
+
+def _limit(body: dict[str, Any]) -> m.Share:
+    value = body.get("max_failures", 0)
+    try:
+        limit = m.parse_share(value, "max_failures")
+    except m.SpecError as exc:
+        raise Invalid(str(exc), field="max_failures") from exc
+    if limit.count is not None and limit.count > 1_000_000:
+        raise Invalid("max_failures must be 0-1000000 or a percentage", field="max_failures")
+    return limit
+
+
+def _bake(body: dict[str, Any]) -> float:
+    try:
+        bake = parse_duration(body.get("bake", 0))
+    except ValueError as exc:
+        raise Invalid(f"bake {exc}", field="bake") from exc
+    if bake > MAX_BAKE:
+        raise Invalid(f"bake must be at most 7d ({DURATION_HELP})", field="bake")
+    return bake
+
+
 def start(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
     kind, target = v.target(body["target"])
     bundle, version = parse_ref(body["bundle"], field="bundle")
     canary = v.int_range(body, "canary_percent", 0, MAX_CANARY, 0)
-    max_failures = v.int_range(body, "max_failures", 0, 1_000_000, 0)
+    steps = _steps(body)
+    limit = _limit(body)
+    bake = _bake(body)
+
+    def create() -> str:
+        return rs.create(store, kind, target, bundle, version, canary, limit, steps, bake)
+
     if body.get("dry_run"):
 
         def rehearsal() -> list[str]:
-            rid = rs.create(store, kind, target, bundle, version, canary, max_failures)
-            return [t["device_id"] for t in rs.target_rows(store, rid)]
+            return [t["device_id"] for t in rs.target_rows(store, create())]
 
         with dryrun.quiet(rs.log):  # it would log the rollout as started
             return Outcome(dryrun.result(dryrun.rehearse(store, rehearsal)))
-    rollout_id = rs.create(store, kind, target, bundle, version, canary, max_failures)
+    rollout_id = create()
     out = rs.describe(store, rollout_id)
     return Outcome(out, [Change(KIND, "started", _notice(out))])
 
@@ -85,6 +125,8 @@ def _action(name: str) -> Handler:
                 elif name == "resume":
                     targets = rs.machine_targets(rs.target_rows(store, rollout_id))
                     new = m.resume(current, targets)
+                    plan = rs.machine_phases(rs.phase_rows(store, rollout_id))
+                    rs.save_phases(store, rollout_id, m.resume_phases(plan, targets))
                 else:
                     new = m.abort(current)
             except m.TransitionError as exc:

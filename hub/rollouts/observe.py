@@ -155,3 +155,30 @@ def observe(
         key=lambda v: (v.generation != gen, -v.generation),
     )
     return Observation(gen, pick.status, pick.reason)
+
+
+BAD_CONTAINER_STATES = frozenset({"exited", "dead", "restarting"})
+
+
+def bake_problem(doc: Any, since: str | None) -> str | None:
+    """What is wrong with a device while its phase bakes: the containers its newest
+    snapshot (``observed``) shows exited, dead, restarting or unhealthy — only a snapshot
+    taken after ``since`` (when the device succeeded), so the old version's last moments
+    never count against the new one. None: nothing wrong, or nothing newer to judge by."""
+    observed = _map(doc, "observed")
+    as_of = observed.get("as_of")
+    if not isinstance(as_of, str) or (since is not None and as_of <= since):
+        return None
+    items = observed.get("containers")
+    if not isinstance(items, list):
+        return None
+    bad = sorted(
+        str(c.get("service") or c.get("name") or "?")
+        for c in items
+        if isinstance(c, Mapping)
+        and (c.get("state") in BAD_CONTAINER_STATES or c.get("health") == "unhealthy")
+    )
+    if not bad:
+        return None
+    shown = ", ".join(bad[:3]) + (", …" if len(bad) > 3 else "")
+    return f"{len(bad)} container{'s' if len(bad) != 1 else ''} not healthy ({shown})"

@@ -1,8 +1,8 @@
 """Rollouts in the fleet store: the ``rollouts`` and ``rollout_targets`` tables, and the
-device-level assignments a rollout writes wave by wave.
+device-level assignments a rollout writes phase by phase.
 
 How a rollout composes with the resolution rule (``hub.desired``: device > group > tag):
-when a device's wave starts, the rollout assigns its version to ``device:ID`` — the most
+when a device's phase starts, the rollout assigns its version to ``device:ID`` — the most
 specific level, so it wins whatever the groups and tags say — and remembers the
 device-level assignment it replaced (``prev_bundle``/``prev_version``, NULL for none) and
 the id of the one it made (``assignment_id``). Abort gives back the previous one wherever
@@ -15,9 +15,11 @@ Functions take the ``Store`` and run on its writer thread; writes join the calle
 
 from __future__ import annotations
 
+import calendar
 import json
 import logging
 import secrets
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,16 +30,16 @@ from hub.rollouts.observe import FINAL_STATUSES, Verdict, newest_generation, ver
 from hub.store import Store
 from hub.timeutil import now_iso
 from protocol.report import ReportRow
-from sbutil.text import plural, wave_name
+from sbutil.text import phase_name, plural
 
 log = logging.getLogger(__name__)
 
 ROLLOUT_COLUMNS = (
     "id, bundle, version, target_kind, target, status, reason, canary_percent, max_failures,"
-    " failures_accepted, created_at, updated_at"
+    " failures_accepted, created_at, updated_at, phases, bake_s, max_failures_basis"
 )
 TARGET_COLUMNS = (
-    "device_id, state, reason, wave, updated_at, written_at, assignment_id, prev_bundle,"
+    "device_id, state, reason, phase, updated_at, written_at, assignment_id, prev_bundle,"
     " prev_version, base_generation, generation"
 )
 
@@ -56,6 +58,21 @@ def new_id() -> str:
 
 def ref(r: dict[str, Any]) -> str:
     return f"{r['bundle']}@{r['version']}"
+
+
+def epoch(iso: str | None) -> float | None:
+    """Seconds since the epoch from a stored ``now_iso`` stamp (UTC, milliseconds)."""
+    if not iso:
+        return None
+    whole = calendar.timegm(time.strptime(iso[:19], "%Y-%m-%dT%H:%M:%S"))
+    return whole + (int(iso[20:23]) / 1000 if len(iso) >= 23 else 0.0)
+
+
+def iso(t: float) -> str:
+    """``epoch``'s inverse, rounded to the millisecond so a stamp read back and written
+    again is the same text (``now_iso`` truncates, which would drift)."""
+    secs, milli = divmod(round(t * 1000), 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{milli:03d}Z"
 
 
 # --- reading -----------------------------------------------------------------------------
@@ -96,17 +113,69 @@ def active_ids(store: Store) -> list[str]:
     ]
 
 
+def limit_of(row: dict[str, Any]) -> m.Share:
+    basis = row.get("max_failures_basis")
+    return (
+        m.Share(basis=int(basis)) if basis is not None else m.Share(count=int(row["max_failures"]))
+    )
+
+
 def machine_rollout(row: dict[str, Any]) -> m.Rollout:
     return m.Rollout(
-        row["status"], int(row["max_failures"]), int(row["failures_accepted"]), row["reason"]
+        row["status"],
+        limit_of(row),
+        int(row["failures_accepted"]),
+        row["reason"],
+        float(row.get("bake_s") or 0.0),
     )
+
+
+def phase_rows(store: Store, rollout_id: str) -> list[dict[str, Any]]:
+    return store.rows(
+        "SELECT number, size, started_at, completed_at, failures_accepted FROM rollout_phases"
+        " WHERE rollout_id = ? ORDER BY number",
+        (rollout_id,),
+    )
+
+
+def machine_phases(rows: Sequence[dict[str, Any]]) -> tuple[m.Phase, ...]:
+    return tuple(
+        m.Phase(
+            int(r["number"]),
+            int(r["size"]),
+            epoch(r["started_at"]),
+            epoch(r["completed_at"]),
+            int(r["failures_accepted"]),
+        )
+        for r in rows
+    )
+
+
+def save_phases(store: Store, rollout_id: str, phases: Sequence[m.Phase]) -> None:
+    """Write the phase records that differ from what is stored."""
+    stored = {p.number: p for p in machine_phases(phase_rows(store, rollout_id))}
+    with store.tx() as c:
+        for p in phases:
+            if stored.get(p.number) == p:
+                continue
+            c.execute(
+                "UPDATE rollout_phases SET started_at = ?, completed_at = ?,"
+                " failures_accepted = ? WHERE rollout_id = ? AND number = ?",
+                (
+                    None if p.started_at is None else iso(p.started_at),
+                    None if p.completed_at is None else iso(p.completed_at),
+                    p.failures_accepted,
+                    rollout_id,
+                    p.number,
+                ),
+            )
 
 
 def machine_targets(rows: Sequence[dict[str, Any]]) -> list[m.Target]:
     return [
         m.Target(
             r["device_id"],
-            int(r["wave"]),
+            int(r["phase"]),
             r["state"],
             r["reason"],
             r["written_at"] is not None,
@@ -117,25 +186,53 @@ def machine_targets(rows: Sequence[dict[str, Any]]) -> list[m.Target]:
     ]
 
 
-def summary(store: Store, row: dict[str, Any]) -> dict[str, Any]:
+def summary(store: Store, row: dict[str, Any], now: float | None = None) -> dict[str, Any]:
     """The shape ``rollouts.list`` items and ``rollouts.get`` share (docs/rollouts.md),
     counted in SQL so a big rollout costs a few index scans, not a load of every row."""
     rid = row["id"]
+    now = time.time() if now is None else now
     counts = dict.fromkeys(m.DEVICE_STATES, 0)
-    for state, n in store.conn.execute(
-        "SELECT state, count(*) FROM rollout_targets WHERE rollout_id = ? GROUP BY state", (rid,)
-    ):
-        counts[state] = int(n)
-    waves, started = store.conn.execute(
-        "SELECT count(DISTINCT wave), max(CASE WHEN written_at IS NOT NULL THEN wave END)"
-        " FROM rollout_targets WHERE rollout_id = ?",
+    per_phase: dict[int, dict[str, int]] = {}
+    started: set[int] = set()
+    for phase, state, n, written in store.conn.execute(
+        "SELECT phase, state, count(*), count(written_at) FROM rollout_targets"
+        " WHERE rollout_id = ? GROUP BY phase, state",
         (rid,),
-    ).fetchone()
+    ):
+        counts[state] += int(n)
+        per_phase.setdefault(int(phase), dict.fromkeys(m.DEVICE_STATES, 0))[state] = int(n)
+        if written:
+            started.add(int(phase))
     offline = store.scalar(
         "SELECT count(*) FROM rollout_targets t JOIN devices d ON d.id = t.device_id"
         " WHERE t.rollout_id = ? AND t.state NOT IN (?, ?) AND d.status != 'online'",
         (rid, m.SUCCEEDED, m.FAILED),
     )
+    limit = limit_of(row)
+    bake = float(row.get("bake_s") or 0.0)
+    stored_phases = phase_rows(store, rid)
+    plan = machine_phases(stored_phases)
+    total = sum(counts.values())
+    phases = []
+    for p, stored in zip(plan, stored_phases, strict=True):
+        c = per_phase.get(p.number, dict.fromkeys(m.DEVICE_STATES, 0))
+        state = m.phase_state(p, plan, started, bake, now)
+        phases.append(
+            {
+                "number": p.number,
+                "size": p.size,
+                "state": state,
+                "counts": c,
+                "done": c[m.SUCCEEDED] + c[m.FAILED],
+                "failed": c[m.FAILED],
+                "max_failures": m.allowed_failures(limit, p.size),
+                "failures_accepted": p.failures_accepted,
+                "started_at": stored["started_at"],
+                "completed_at": stored["completed_at"],
+                "bake_left": round(m.bake_left(p, bake, now), 1) if state == m.PHASE_BAKING else 0,
+            }
+        )
+    current = max(started, default=None)
     return {
         "id": rid,
         "bundle": row["bundle"],
@@ -144,12 +241,17 @@ def summary(store: Store, row: dict[str, Any]) -> dict[str, Any]:
         "state": row["status"],
         "reason": row["reason"],
         "canary_percent": row["canary_percent"],
-        "max_failures": row["max_failures"],
+        "steps": row.get("phases")
+        or ",".join(str(s) for s in m.canary_phases(row["canary_percent"])),
+        "bake": bake,
+        "max_failures": str(limit) if limit.is_percent else limit.count,
+        "max_failures_allowed": m.allowed_failures(limit, total),
         "failures_accepted": row["failures_accepted"],
-        "waves": int(waves or 0),
-        "wave": started,
+        "phase": current,
+        "phase_count": len(plan),
+        "phases": phases,
         "counts": counts,
-        "total": sum(counts.values()),
+        "total": total,
         "offline": int(offline or 0),
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
@@ -161,7 +263,7 @@ def device_row(t: dict[str, Any]) -> dict[str, Any]:
         "device": t["device_id"],
         "state": t["state"],
         "reason": t["reason"],
-        "wave": t["wave"],
+        "phase": t["phase"],
         "online": t.get("device_status") == "online",
         "status": t.get("device_status"),
         "last_seen": t.get("last_seen"),
@@ -246,10 +348,15 @@ def create(
     bundle: str,
     version: str,
     canary_percent: int,
-    max_failures: int,
+    max_failures: m.Share,
+    steps: Sequence[m.Share] | None = None,
+    bake: float = 0.0,
 ) -> str:
-    """Record a new running rollout with its devices planned into waves. Nothing is written
-    to any device yet: the controller starts the first wave on its next tick."""
+    """Record a new running rollout with its devices planned into phases (``steps``, or
+    the canary and the rest). Nothing is written to any device yet: the controller starts
+    the first phase on its next tick."""
+    spec = "" if steps is None else ",".join(str(s) for s in steps)
+    steps = m.canary_phases(canary_percent) if steps is None else steps
     with store.tx() as c:
         if not store.scalar(
             "SELECT 1 FROM bundle_versions WHERE bundle = ? AND version = ?", (bundle, version)
@@ -280,34 +387,42 @@ def create(
                 f"device(s) already in an active rollout: {names}; finish or abort it first",
                 field="target",
             )
-        waves = m.plan_waves(devices, canary_percent, online)
+        phases = m.plan_phases(devices, steps, online)
+        sizes = m.phase_sizes(len(devices), steps)
         rollout_id = new_id()
         now = now_iso()
         c.execute(
             "INSERT INTO rollouts (id, bundle, version, target_kind, target, status,"
-            " canary_percent, max_failures, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " canary_percent, max_failures, max_failures_basis, phases, bake_s, created_at,"
+            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (rollout_id, bundle, version, kind, target, m.RUNNING, canary_percent,
-             max_failures, now, now),
+             max_failures.count or 0, max_failures.basis, spec, bake, now, now),
         )  # fmt: skip
         c.executemany(
-            "INSERT INTO rollout_targets (rollout_id, device_id, state, reason, wave, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO rollout_phases (rollout_id, number, size) VALUES (?, ?, ?)",
+            [(rollout_id, n, size) for n, size in enumerate(sizes, start=1)],
+        )
+        c.executemany(
+            "INSERT INTO rollout_targets (rollout_id, device_id, state, reason, phase,"
+            " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
             [
-                (rollout_id, d, m.PENDING, f"waiting for {wave_name(w)}", w, now)
-                for d, w in sorted(waves.items())
+                (rollout_id, d, m.PENDING, f"waiting for {phase_name(n)}", n, now)
+                for d, n in sorted(phases.items())
             ],
         )
         store.add_event(
             None,
             "rollout.started",
             f"rollout {rollout_id}: {bundle}@{version} to {kind}:{target},"
-            f" {plural(len(devices), 'device')} in {plural(len(set(waves.values())), 'wave')}",
-            {"rollout": rollout_id, "devices": len(devices)},
+            f" {plural(len(devices), 'device')} in {plural(len(sizes), 'phase')}"
+            f" ({'/'.join(map(str, sizes))})",
+            {"rollout": rollout_id, "devices": len(devices), "phases": sizes},
         )
     log.info(
-        "rollout %s started: %s@%s to %s:%s (%d devices, canary %d%%, max failures %d)",
-        rollout_id, bundle, version, kind, target, len(devices), canary_percent, max_failures,
+        "rollout %s started: %s@%s to %s:%s (%d devices in phases %s, max failures %s,"
+        " bake %gs)",
+        rollout_id, bundle, version, kind, target, len(devices), "/".join(map(str, sizes)),
+        max_failures, bake,
     )  # fmt: skip
     return rollout_id
 
@@ -340,18 +455,18 @@ def track_desired(store: Store, device_ids: list[str], before: dict[str, Any]) -
     return changed
 
 
-def write_wave(store: Store, row: dict[str, Any], wave: int) -> list[str]:
-    """Assign the rollout's version to each device of ``wave`` (device level), remembering
-    what it replaces. Returns every device of the wave (all need their desired document
+def write_phase(store: Store, row: dict[str, Any], phase: int) -> list[str]:
+    """Assign the rollout's version to each device of ``phase`` (device level), remembering
+    what it replaces. Returns every device of the phase (all need their desired document
     recomputed, as the rollout id in it changed even where the version did not)."""
     rollout_id = row["id"]
     with store.tx() as c:
         devices = [
             r[0]
             for r in c.execute(
-                "SELECT device_id FROM rollout_targets WHERE rollout_id = ? AND wave = ?"
+                "SELECT device_id FROM rollout_targets WHERE rollout_id = ? AND phase = ?"
                 " AND written_at IS NULL ORDER BY device_id",
-                (rollout_id, wave),
+                (rollout_id, phase),
             )
         ]
         if not devices:
@@ -385,13 +500,15 @@ def write_wave(store: Store, row: dict[str, Any], wave: int) -> list[str]:
             store.add_event(
                 d,
                 "rollout.desired",
-                f"rollout {rollout_id} {wave_name(wave)}: desired {ref(row)}",
-                {"rollout": rollout_id, "wave": wave, "to": ref(row),
+                f"rollout {rollout_id} {phase_name(phase)}: desired {ref(row)}",
+                {"rollout": rollout_id, "phase": phase, "to": ref(row),
                  "previous": None if prev is None else f"{prev['bundle']}@{prev['version']}"},
             )  # fmt: skip
         track_desired(store, devices, before)
     for d in devices:
-        log.info("rollout %s wave %d: desired %s", rollout_id, wave, ref(row), extra={"device": d})
+        log.info(
+            "rollout %s phase %d: desired %s", rollout_id, phase, ref(row), extra={"device": d}
+        )
     return devices
 
 

@@ -351,6 +351,35 @@ CREATE TABLE update_overrides (
 );
 """,
     ),
+    (
+        11,
+        "rollouts: phases numbered from 1, bake time, failure limit as a percentage",
+        """
+-- A rollout is a ladder of phases (hub/rollouts/machine.py); canary + rest is two of them.
+-- One numbering everywhere: the old 0-based wave becomes the 1-based phase.
+ALTER TABLE rollout_targets RENAME COLUMN wave TO phase;
+UPDATE rollout_targets SET phase = phase + 1;
+-- The steps as asked (e.g. '1%,10%,50%,100%'; '' for rollouts from before), the bake time
+-- in seconds, and max-failures as hundredths of a percent (NULL: max_failures is a count).
+ALTER TABLE rollouts ADD COLUMN phases TEXT NOT NULL DEFAULT '';
+ALTER TABLE rollouts ADD COLUMN bake_s REAL NOT NULL DEFAULT 0;
+ALTER TABLE rollouts ADD COLUMN max_failures_basis INTEGER;
+-- Per phase: its planned size, when it was written, when every device of it was final (its
+-- bake starts then), and the failures in it a resume accepted.
+CREATE TABLE rollout_phases (
+    rollout_id TEXT NOT NULL REFERENCES rollouts(id) ON DELETE CASCADE,
+    number INTEGER NOT NULL CHECK (number >= 1),
+    size INTEGER NOT NULL,
+    started_at TEXT,
+    completed_at TEXT,
+    failures_accepted INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (rollout_id, number)
+) WITHOUT ROWID;
+INSERT INTO rollout_phases (rollout_id, number, size, started_at)
+    SELECT rollout_id, phase, count(*), min(written_at) FROM rollout_targets
+    GROUP BY rollout_id, phase;
+""",
+    ),
 ]
 
 

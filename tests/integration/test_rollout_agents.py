@@ -30,7 +30,7 @@ from tui.client import HubClient
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 IDS = ("roll-1", "roll-2", "roll-3")
-WAIT = 150.0  # bound on a whole rollout (pulls, health checks, two waves)
+WAIT = 150.0  # bound on a whole rollout (pulls, health checks, two phases)
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ async def test_rollouts_with_real_agents(
     good = await admin.call(
         "rollouts.start", {"bundle": "hello@2.0.0", "target": "group:lab", "canary_percent": 33}
     )
-    assert good["waves"] == 2
+    assert good["phase_count"] == 2
     good = await until(admin, good["id"], ("succeeded", "failed", "paused"))
     assert good["state"] == "succeeded", good
     assert good["counts"]["Succeeded"] == 3

@@ -1,5 +1,5 @@
 """Rollouts against a real `signalbeam-hub run` over real NATS: the rollouts.* verbs, bad
-bodies, auth, change notices, and the controller moving waves as device reports arrive.
+bodies, auth, change notices, and the controller moving phases as device reports arrive.
 
 No agents here (tests/integration/test_rollout_e2e.py has them): device reports are
 written into the hub's reported_state table beside the running hub, in the shape ingest
@@ -88,10 +88,10 @@ async def until(client: HubClient, rollout_id: str, check: Any) -> dict[str, Any
 
 
 def written(r: dict[str, Any]) -> list[str]:
-    return sorted(d["device"] for d in r["devices"] if "waiting for wave" not in d["reason"])
+    return sorted(d["device"] for d in r["devices"] if "waiting for phase" not in d["reason"])
 
 
-async def test_rollout_goes_wave_by_wave_to_succeeded(
+async def test_rollout_goes_phase_by_phase_to_succeeded(
     hub: HubProcess, admin: HubClient, tmp_path: Path
 ) -> None:
     notices: list[dict[str, Any]] = []
@@ -105,8 +105,8 @@ async def test_rollout_goes_wave_by_wave_to_succeeded(
         r = await admin.call(
             "rollouts.start", {"bundle": NEW, "target": "group:lab", "canary_percent": 25}
         )
-        assert (r["state"], r["total"], r["waves"]) == ("running", 4, 2)
-        r = await until(admin, r["id"], lambda x: x["wave"] == 0)
+        assert (r["state"], r["total"], r["phase_count"]) == ("running", 4, 2)
+        r = await until(admin, r["id"], lambda x: x["phase"] == 1)
         canary = written(r)
         assert canary == ["dev-0"]
         got = await admin.call("devices.get", {"id": "dev-0"})
@@ -119,7 +119,7 @@ async def test_rollout_goes_wave_by_wave_to_succeeded(
         report(hub, "dev-0", r["id"], 5, "applying")
         await until(admin, r["id"], lambda x: x["counts"]["Updating"] == 1)
         report(hub, "dev-0", r["id"], 5, "healthy")
-        r = await until(admin, r["id"], lambda x: x["wave"] == 1)
+        r = await until(admin, r["id"], lambda x: x["phase"] == 2)
         assert written(r) == ["dev-0", "dev-1", "dev-2", "dev-3"]
         for i, d in enumerate(("dev-1", "dev-2", "dev-3")):
             report(hub, d, r["id"], 7 + i, "healthy")
@@ -147,7 +147,7 @@ async def test_rollout_goes_wave_by_wave_to_succeeded(
 async def test_failure_pauses_then_abort_restores(hub: HubProcess, admin: HubClient) -> None:
     await admin.call("assign", {"target": "device:solo", "bundle": "warehouse-monitor@1.2.0"})
     r = await admin.call("rollouts.start", {"bundle": NEW, "target": "device:solo"})
-    await until(admin, r["id"], lambda x: x["wave"] == 0)
+    await until(admin, r["id"], lambda x: x["phase"] == 1)
     report(hub, "solo", r["id"], 3, "rolled_back")
     r = await until(admin, r["id"], lambda x: x["state"] == "paused")
     assert "more than max-failures 0" in r["reason"]

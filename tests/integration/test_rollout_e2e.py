@@ -1,7 +1,7 @@
 """Rollouts through the whole hub: a real `signalbeam-hub run` with its sync side, three
 enrolled devices that speak the device contract over NATS with their own credentials —
 read their desired key, report `desired` and `deployment` rows through the report stream —
-and the controller driving the waves from what ingest applied.
+and the controller driving the phases from what ingest applied.
 
 The devices here are protocol-level stand-ins for the agent (no container engine): each
 acknowledges a new generation, reports `applying`, then `healthy`, or `rolled_back` with a
@@ -142,7 +142,7 @@ async def test_rollout_to_three_devices_succeeds_then_a_bad_one_pauses(
     r = await admin.call(
         "rollouts.start", {"bundle": "hello@2.0.0", "target": "tag:lab", "canary_percent": 33}
     )
-    assert (r["total"], r["waves"]) == (3, 2)  # a canary of one, then two
+    assert (r["total"], r["phase_count"]) == (3, 2)  # a canary of one, then two
     r = await drive(admin, devices, r["id"], ("succeeded", "failed", "paused"))
     assert r["state"] == "succeeded", r
     assert r["counts"] == {"Pending": 0, "Updating": 0, "Succeeded": 3, "Failed": 0}
@@ -163,7 +163,7 @@ async def test_rollout_to_three_devices_succeeds_then_a_bad_one_pauses(
     failed = [d for d in bad["devices"] if d["state"] == "Failed"]
     assert len(failed) == 1
     assert failed[0]["reason"] == "rolled back: web unhealthy for 30s: health check failed"
-    assert bad["counts"]["Pending"] == 2  # the second wave never started
+    assert bad["counts"]["Pending"] == 2  # the second phase never started
     before = {dev.id: dev.revision for dev in devices}
 
     out = await admin.call("rollouts.abort", {"id": bad["id"]})

@@ -1,5 +1,5 @@
 """Rollouts on a real SQLite fleet store, through the API pipeline (``dispatch`` with the
-``rollouts.*`` handlers) and ``engine.tick``: waves, device progress from reported state
+``rollouts.*`` handlers) and ``engine.tick``: phases, device progress from reported state
 (written as ingest writes it), completion, pause/resume, abort restoring assignments.
 
 No NATS here: the controller's publishing is covered by tests/integration/test_rollout_api.py.
@@ -8,6 +8,7 @@ No NATS here: the controller's publishing is covered by tests/integration/test_r
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -97,7 +98,7 @@ def start(env: Env, **extra: Any) -> dict[str, Any]:
 
 def test_canary_then_the_rest_then_the_group_is_assigned(env: Env) -> None:
     r = start(env, canary_percent=25)
-    assert (r["state"], r["waves"], r["total"], r["wave"]) == ("running", 2, 4, None)
+    assert (r["state"], r["phase_count"], r["total"], r["phase"]) == ("running", 2, 4, None)
     assert r["counts"] == {"Pending": 4, "Updating": 0, "Succeeded": 0, "Failed": 0}
 
     result = engine.tick(env.store)
@@ -109,7 +110,7 @@ def test_canary_then_the_rest_then_the_group_is_assigned(env: Env) -> None:
     engine.tick(env.store)
     assert env.states(r["id"])["dev-0"] == "Updating"
     env.report("dev-0", "applying")
-    assert engine.tick(env.store).publish == []  # still applying: no new wave
+    assert engine.tick(env.store).publish == []  # still applying: no new phase
     env.report("dev-0", "healthy")
     result = engine.tick(env.store)
     assert result.publish == ["dev-1", "dev-2", "dev-3"]
@@ -135,6 +136,93 @@ def test_canary_then_the_rest_then_the_group_is_assigned(env: Env) -> None:
     assert "rollout.succeeded" in kinds and "rollout.desired" in kinds
 
 
+def test_phases_bake_then_a_device_unhealthy_while_baking_pauses_and_abort_restores(
+    env: Env,
+) -> None:
+    t0 = time.time()
+    r = start(env, phases="1,2,100%", bake="1m", max_failures="50%")
+    assert [(p["number"], p["size"], p["state"]) for p in r["phases"]] == [
+        (1, 1, "pending"),
+        (2, 1, "pending"),
+        (3, 2, "pending"),
+    ]
+    # the one computation of the limit, per phase and overall: floor(size * 50%)
+    assert [p["max_failures"] for p in r["phases"]] == [0, 0, 1]
+    assert (r["steps"], r["bake"], r["max_failures"], r["max_failures_allowed"]) == (
+        "1,2,100%",
+        60.0,
+        "50%",
+        2,
+    )
+    assert {d["phase"] for d in r["devices"]} == {1, 2, 3}
+    assert engine.tick(env.store, t0).publish == ["dev-0"]
+    env.report("dev-0", "healthy")
+    assert engine.tick(env.store, t0 + 1).publish == []  # phase 1 complete: its bake starts
+    got = env.call("rollouts.get", {"id": r["id"]})
+    one = got["phases"][0]
+    assert (got["phase"], one["state"], one["done"]) == (1, "baking", 1)
+    assert 0 < one["bake_left"] <= 61  # completed "at t0 + 1", a little ahead of the clock
+    assert engine.tick(env.store, t0 + 60).publish == []  # 59 s of 60
+    assert engine.tick(env.store, t0 + 61.5).publish == ["dev-1"]
+    env.report("dev-1", "healthy")
+    engine.tick(env.store, t0 + 62)
+    # a container snapshot newer than its success shows a crash loop while phase 2 bakes
+    doc = env.store.get_reported("dev-1")["state"]
+    doc["observed"] = {
+        "containers": [{"service": "relay", "state": "restarting"}],
+        "as_of": "9999-01-01T00:00:00.000Z",
+    }
+    env.store.set_reported("dev-1", doc)
+    assert engine.tick(env.store, t0 + 70).publish == []
+    got = env.call("rollouts.get", {"id": r["id"]})
+    row = next(d for d in got["devices"] if d["device"] == "dev-1")
+    assert (row["state"], row["reason"]) == (
+        "Failed",
+        "unhealthy while baking: 1 container not healthy (relay)",
+    )
+    assert got["state"] == "paused"
+    assert got["reason"].startswith("phase 2 of 3: 1 of 1 device failed, more than max-failures")
+    assert env.desired("dev-2") == OLD  # phase 3 never started
+    out = env.call("rollouts.abort", {"id": r["id"]})
+    assert sorted(out["restored"]) == ["dev-0", "dev-1"]
+    assert all(env.desired(f"dev-{i}") == OLD for i in range(4))
+
+
+def test_rollouts_from_before_phases_migrate_to_one_numbering(tmp_path: Path) -> None:
+    """A database written with 0-based waves: after the phases migration its devices are in
+    phases 1 and 2 and the phases table knows both."""
+    import sqlite_utils
+
+    from hub.store import migrations
+
+    db = sqlite_utils.Database(tmp_path / "old.db")
+    saved = migrations.MIGRATIONS
+    try:
+        phases = next(v for v, name, _ in saved if name.startswith("rollouts: phases"))
+        migrations.MIGRATIONS = [mg for mg in saved if mg[0] < phases]
+        migrations.migrate(db)
+    finally:
+        migrations.MIGRATIONS = saved
+    # (foreign keys are off on this bare connection: only the rollout tables matter)
+    db.execute(
+        "INSERT INTO rollouts (id, bundle, version, target_kind, target, status,"
+        " canary_percent, max_failures, created_at, updated_at)"
+        " VALUES ('ro-1', 'b', '1', 'tag', 't', 'running', 34, 0, 'x', 'x')"
+    )
+    for d, wave, written in (("a", 0, "2026-01-01T00:00:00.000Z"), ("b", 1, None), ("c", 1, None)):
+        db.execute(
+            "INSERT INTO rollout_targets (rollout_id, device_id, wave, updated_at, written_at)"
+            " VALUES ('ro-1', ?, ?, 'x', ?)",
+            (d, wave, written),
+        )
+    assert phases in migrations.migrate(db)
+    placed = dict(db.execute("SELECT device_id, phase FROM rollout_targets").fetchall())
+    assert placed == {"a": 1, "b": 2, "c": 2}
+    assert db.execute(
+        "SELECT number, size, started_at FROM rollout_phases ORDER BY number"
+    ).fetchall() == [(1, 1, "2026-01-01T00:00:00.000Z"), (2, 2, None)]
+
+
 def test_failures_beyond_the_threshold_pause_with_reasons(env: Env) -> None:
     r = start(env, canary_percent=50, max_failures=0)
     engine.tick(env.store)
@@ -146,7 +234,7 @@ def test_failures_beyond_the_threshold_pause_with_reasons(env: Env) -> None:
     assert "more than max-failures 0" in got["reason"]
     row = next(d for d in got["devices"] if d["device"] == "dev-0")
     assert (row["state"], row["reason"]) == ("Failed", "rolled back: relay unhealthy for 60s")
-    assert env.desired("dev-2") == OLD  # the second wave never started
+    assert env.desired("dev-2") == OLD  # the second phase never started
 
     # resume accepts that failure and goes on with the rest
     assert env.call("rollouts.resume", {"id": r["id"]})["state"] == "running"
@@ -200,7 +288,7 @@ def test_offline_devices_stay_pending_and_finish_when_back(env: Env) -> None:
     assert env.call("rollouts.get", {"id": r["id"]})["state"] == "succeeded"
 
 
-def test_pause_holds_the_next_wave(env: Env) -> None:
+def test_pause_holds_the_next_phase(env: Env) -> None:
     r = start(env, canary_percent=25)
     engine.tick(env.store)
     assert env.call("rollouts.pause", {"id": r["id"]})["state"] == "paused"
@@ -233,6 +321,18 @@ def test_pause_holds_the_next_wave(env: Env) -> None:
         ),
         ({"bundle": NEW}, "invalid", "target"),
         ({"bundle": NEW, "target": "group:lab", "wave": 2}, "invalid", "wave"),
+        ({"bundle": NEW, "target": "group:lab", "phases": "10%,5%"}, "invalid", "phases"),
+        ({"bundle": NEW, "target": "group:lab", "phases": "0%"}, "invalid", "phases"),
+        (
+            {"bundle": NEW, "target": "group:lab", "phases": "10%", "canary_percent": 10},
+            "invalid",
+            "phases",
+        ),
+        ({"bundle": NEW, "target": "group:lab", "bake": "10 minutes"}, "invalid", "bake"),
+        ({"bundle": NEW, "target": "group:lab", "bake": 700_000}, "invalid", "bake"),
+        ({"bundle": NEW, "target": "group:lab", "max_failures": "2.5"}, "invalid", "max_failures"),
+        ({"bundle": NEW, "target": "group:lab", "max_failures": "101%"}, "invalid", "max_failures"),
+        ({"bundle": NEW, "target": "group:lab", "max_failures": True}, "invalid", "max_failures"),
     ],
 )
 def test_bad_start_bodies_store_nothing(
@@ -350,7 +450,7 @@ def test_a_large_target_is_planned_in_chunks(env: Env) -> None:
         for i in range(1200):
             env.store.upsert_device(f"big-{i:04d}", "acme", tags=["big"])
     r = env.call("rollouts.start", {"bundle": NEW, "target": "tag:big", "canary_percent": 1})
-    assert (r["total"], r["waves"], len(r["devices"]), r["devices_cursor"]) == (
+    assert (r["total"], r["phase_count"], len(r["devices"]), r["devices_cursor"]) == (
         1200,
         2,
         1000,

@@ -123,7 +123,7 @@ def test_the_rollback_finishing_before_the_next_tick_still_fails_the_device(
     for d in fleet.ids:  # the device ran 1.2.0 (generation 5) before the rollout
         fleet.send(d, [dep(5, OLD, "applying"), dep(5, OLD, "healthy")])
     r = fleet.rollout()
-    engine.tick(store)  # writes the wave
+    engine.tick(store)  # writes the phase
     fleet.send("dev-00", crash_loop_story(r["id"], 9))  # all of it before the next tick
     engine.tick(store)
     got = status(fleet, r["id"])
