@@ -15,14 +15,16 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from bundles.units import parse_duration
 from tui.cliutil import api_error, output_format, skip_websocket_client
 from tui.errors import EXIT_HUB, EXIT_USAGE
-from tui.output import table
+from tui.output import human_duration, table
 
 POLL = 1.0
 WATCH_TIMEOUT = 600.0
 STOP_STATES = ("succeeded", "failed", "aborted", "paused")
 PERCENT_RE = re.compile(r"^(\d{1,3})%?$")
+SHARE_RE = re.compile(r"^\d{1,9}(\.\d{1,2}%|%)?$")
 Printer = Callable[..., None]
 
 
@@ -31,6 +33,35 @@ def percent(text: str) -> int:
     if not m or int(m.group(1)) > 100:
         raise argparse.ArgumentTypeError(f"{text!r} is not a percentage like 10% (0-100)")
     return int(m.group(1))
+
+
+def share(text: str) -> int | str:
+    """``--max-failures``: a count (2) or a percentage of the devices (2%, 2.5%); the hub
+    computes what it allows (per phase and overall), the CLI only checks the form."""
+    t = text.strip()
+    if not SHARE_RE.match(t):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count like 2 or a percentage like 2%")
+    return t if t.endswith("%") else int(t)
+
+
+def steps(text: str) -> str:
+    """``--phases``: comma-separated counts or percentages (the hub checks they grow)."""
+    parts = [p.strip() for p in text.split(",")]
+    if not parts or not all(SHARE_RE.match(p) for p in parts):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not phases like 1%,10%,50%,100% or 5,50,100%"
+        )
+    return ",".join(parts)
+
+
+def bake(text: str) -> str:
+    """``--bake``: checked here with the project's duration grammar (``bundles.units``:
+    90s, 10m, 1h30m) and sent as typed; the hub parses it with the same function."""
+    try:
+        parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from exc
+    return text.strip()
 
 
 # --- output ------------------------------------------------------------------------------
@@ -49,26 +80,56 @@ def headline(r: dict[str, Any]) -> str:
     return f"{r['id']}  {r['bundle']}@{r['version']} -> {r['target']}  [{r['state']}]"
 
 
+def phase_line(r: dict[str, Any]) -> str:
+    """``phase 2 of 4 · steps 1%,10%,50%,100% · bake 10m · max failures 2% (20 of 1000)``:
+    every number as the hub sent it (phases count from 1; the allowed failures are the
+    hub's own computation)."""
+    n = r.get("phase_count") or len(r.get("phases") or [])
+    phase = "not started" if r.get("phase") is None else f"{r['phase']} of {n}"
+    line = f"phase {phase} · steps {r.get('steps', '100%')}"
+    if r.get("bake"):
+        line += f" · bake {human_duration(float(r['bake']))}"
+    limit = r.get("max_failures", 0)
+    line += f" · max failures {limit}"
+    if isinstance(limit, str) and limit.endswith("%"):
+        line += f" ({r.get('max_failures_allowed', 0)} of {r.get('total', 0)})"
+    return line
+
+
+def phase_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per phase: its progress, failures against what it allows, bake left."""
+    return [
+        {
+            "phase": p["number"],
+            "devices": p["size"],
+            "state": p["state"],
+            "done": f"{p['done']}/{p['size']}",
+            "failed": f"{p['failed']} (max {p['max_failures']})",
+            "bake_left": human_duration(p["bake_left"]) if p["state"] == "baking" else "-",
+        }
+        for p in r.get("phases") or []
+    ]
+
+
 def print_rollout(r: dict[str, Any], out: TextIO, wide: bool = False) -> None:
     print(headline(r), file=out)
     if r.get("reason"):
         print(f"  {r['reason']}", file=out)
-    wave = "not started" if r.get("wave") is None else f"{r['wave'] + 1} of {r['waves']}"
-    print(
-        f"  wave {wave} · canary {r['canary_percent']}% · max failures {r['max_failures']}",
-        file=out,
-    )
+    print(f"  {phase_line(r)}", file=out)
     print(f"  {counts_line(r)}", file=out)
     if "restored" in r:
         print(f"  restored: {', '.join(r['restored']) or 'nothing'}", file=out)
+    if len(r.get("phases") or []) > 1:
+        print(file=out)
+        table(
+            phase_rows(r), ["phase", "devices", "state", "done", "failed", "bake_left"], out,
+            wide=wide,
+        )  # fmt: skip
     devices = r.get("devices")
     if devices is not None:
         print(file=out)
-        rows = [
-            {**d, "wave": d["wave"] + 1, "online": "yes" if d["online"] else "OFFLINE"}
-            for d in devices
-        ]
-        table(rows, ["device", "wave", "state", "online", "reason"], out, wide=wide)
+        rows = [{**d, "online": "yes" if d["online"] else "OFFLINE"} for d in devices]
+        table(rows, ["device", "phase", "state", "online", "reason"], out, wide=wide)
         if r.get("devices_cursor"):
             print(f"(more devices: --cursor {r['devices_cursor']})", file=out)
 
@@ -80,6 +141,7 @@ def print_list(result: dict[str, Any], out: TextIO, wide: bool = False) -> None:
             "bundle": f"{r['bundle']}@{r['version']}",
             "target": r["target"],
             "state": r["state"],
+            "phase": "-" if r.get("phase") is None else f"{r['phase']}/{r.get('phase_count')}",
             "progress": f"{r['counts']['Succeeded'] + r['counts']['Failed']}/{r['total']}",
             "failed": r["counts"]["Failed"],
             "created_at": r["created_at"],
@@ -88,7 +150,7 @@ def print_list(result: dict[str, Any], out: TextIO, wide: bool = False) -> None:
     ]
     table(
         rows,
-        ["id", "bundle", "target", "state", "progress", "failed", "created_at"],
+        ["id", "bundle", "target", "state", "phase", "progress", "failed", "created_at"],
         out,
         wide=wide,
     )
@@ -110,14 +172,33 @@ def add_rollout_commands(
     add: Callable[..., argparse.ArgumentParser], printers: dict[str, Printer]
 ) -> None:
     """Add the ``rollout`` verb with ``add`` (tui.cli's helper) and its printers."""
-    group = add("rollout", "roll a bundle version out to devices, canary first").add_subparsers(
+    group = add("rollout", "roll a bundle version out to devices, phase by phase").add_subparsers(
         dest="rollout_verb", required=True
     )
     p = add("start", "start a rollout of NAME@VERSION to a target", group)
     p.add_argument("bundle", help="NAME@VERSION")
     p.add_argument("--target", required=True, help="device:ID, group:NAME or tag:NAME")
-    p.add_argument("--canary", type=percent, help="first wave, e.g. 10%% (default: one wave)")
-    p.add_argument("--max-failures", type=int, help="failed devices tolerated (default 0)")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument(
+        "--phases",
+        type=steps,
+        help="cumulative steps, percentages or counts, e.g. 1%%,10%%,50%%,100%% or 5,50,100%% "
+        "(devices left after the last step are one more phase)",
+    )
+    how.add_argument(
+        "--canary", type=percent, help="first phase, e.g. 10%% (the phases 10%%,100%%)"
+    )
+    p.add_argument(
+        "--bake",
+        type=bake,
+        help="how long a complete phase must stay healthy before the next starts (e.g. 10m)",
+    )
+    p.add_argument(
+        "--max-failures",
+        type=share,
+        help="failures tolerated, a count (2) or a percentage of each phase and of the whole "
+        "rollout (2%%); more pause the rollout (default 0)",
+    )
     p.set_defaults(
         request=lambda a: (
             "rollouts.start",
@@ -127,6 +208,8 @@ def add_rollout_commands(
                     "bundle": a.bundle,
                     "target": a.target,
                     "canary_percent": a.canary,
+                    "phases": a.phases,
+                    "bake": a.bake,
                     "max_failures": a.max_failures,
                 }.items()
                 if v is not None
@@ -174,8 +257,8 @@ def add_rollout_commands(
         )
     )
     for name, text in (
-        ("pause", "stop starting new waves (devices already updating go on)"),
-        ("resume", "go on after a pause (failures so far are accepted)"),
+        ("pause", "stop starting new phases (devices already updating go on)"),
+        ("resume", "go on after a pause (failures so far are accepted; the phase bakes again)"),
         ("abort", "stop for good and give the devices back their previous assignment"),
     ):
         p = add(name, text, group)
@@ -198,14 +281,18 @@ async def watch(
     last: tuple[Any, ...] | None = None
     while True:
         r = await client.call("rollouts.get", {"id": rollout_id})
-        key = (r["state"], json.dumps(r["counts"], sort_keys=True), r.get("offline"), r["wave"])
+        phases = [(p["number"], p["state"]) for p in r.get("phases") or []]
+        key = (r["state"], json.dumps(r["counts"], sort_keys=True), r.get("offline"), phases)
         if key != last:
             last = key
             if as_json:
                 print(json.dumps({k: v for k, v in r.items() if k != "devices"}), file=out)
             else:
                 stamp = time.strftime("%H:%M:%S")
-                print(f"{stamp}  [{r['state']}]  {counts_line(r)}", file=out)
+                where = "" if r.get("phase") is None else f"phase {r['phase']}/{len(phases)} "
+                now = next((s for n, s in phases if n == r.get("phase")), "")
+                where += f"{now} " if now else ""
+                print(f"{stamp}  [{r['state']}]  {where}{counts_line(r)}", file=out)
             out.flush()
         if r["state"] in STOP_STATES or time.monotonic() >= deadline:
             return r

@@ -138,12 +138,23 @@ def test_device_containers(hub: Hub, frozen: None, snap_compare: Callable[..., b
 ROLLOUTS: list[dict[str, Any]] = [
     {
         "id": "r-0002", "bundle": "warehouse-monitor", "version": "1.3.0", "target": "group:lab",
-        "state": "running", "wave": 1, "waves": 2, "canary_percent": 10, "max_failures": 1,
+        "state": "paused", "phase": 2, "phase_count": 3, "steps": "1,50%,100%", "bake": 600,
+        "max_failures": "10%", "max_failures_allowed": 1, "total": 12,
+        "reason": "phase 2 of 3: 1 of 5 devices failed, more than max-failures 10% (0 of 5);"
+        " resume to go on anyway, or abort",
         "counts": {"Pending": 5, "Updating": 2, "Succeeded": 4, "Failed": 1},
+        "phases": [
+            {"number": 1, "size": 1, "state": "done", "done": 1, "failed": 0, "max_failures": 0,
+             "bake_left": 0},
+            {"number": 2, "size": 5, "state": "running", "done": 4, "failed": 1,
+             "max_failures": 0, "bake_left": 0},
+            {"number": 3, "size": 6, "state": "pending", "done": 0, "failed": 0,
+             "max_failures": 0, "bake_left": 0},
+        ],
     },
     {
         "id": "r-0001", "bundle": "warehouse-monitor", "version": "1.2.0", "target": "tag:rpi",
-        "state": "succeeded", "wave": 0, "waves": 1, "canary_percent": 0, "max_failures": 0,
+        "state": "succeeded", "phase": 1, "phase_count": 1, "steps": "100%", "max_failures": 0,
         "counts": {"Pending": 0, "Updating": 0, "Succeeded": 12, "Failed": 0},
     },
 ]  # fmt: skip

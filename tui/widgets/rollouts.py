@@ -1,5 +1,6 @@
-"""Rollouts: one progress bar per rollout, the selected rollout's devices with reasons, and
-start / pause / resume / abort, each confirmed with the number of devices it touches.
+"""Rollouts: one progress bar per rollout, the selected rollout's phases (phase n/N, devices
+done/failed against the limit, bake time left, the pause reason) and devices with reasons,
+and start / pause / resume / abort, each confirmed with the number of devices it touches.
 
 Designed against ``rollouts.list`` / ``rollouts.get`` (issue 5). A hub without them answers
 ``not_found`` for the verb; the view then says so plainly instead of failing.
@@ -7,6 +8,8 @@ Designed against ``rollouts.list`` / ``rollouts.get`` (issue 5). A hub without t
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
 from typing import Any
 
 from textual import on
@@ -21,11 +24,58 @@ from tui.client import ApiError
 from tui.dialogs import ConfirmScreen, RolloutRequest, RolloutStartScreen
 from tui.models import common as model
 from tui.models import detail as dm
+from tui.output import human_duration
 from tui.widgets.base import HubView, call, hub_app, job, show_rows
 from tui.widgets.impact import devices_touched
 
 UNAVAILABLE = "Rollouts are not available on this hub (it does not serve rollouts.list)."
 EMPTY = "No rollouts yet. Start one with s (or: signalbeam rollout start BUNDLE@VERSION …)"
+
+
+PHASE_MARKS = {"done": "✓", "running": "▶", "baking": "◷", "pending": "·"}
+
+
+def phase_summary(rollout: Mapping[str, Any], elapsed: float = 0.0) -> str:
+    """The detail above the device table: target, phase n/N, steps, bake, failure limit;
+    the reason (why it paused); then one line per phase with its devices done and failed
+    (against what the hub allows it) and, while it bakes, the time left — ``elapsed``
+    seconds since the hub said how much. Every number is the hub's (phases count from 1,
+    the allowed failures are its computation); pure, so it is unit-tested."""
+    phases = [p for p in rollout.get("phases") or [] if isinstance(p, Mapping)]
+    n = rollout.get("phase_count") or len(phases)
+    current = rollout.get("phase")
+    head = f"{rollout.get('target', '-')} · " + (
+        "not started" if current is None else f"phase {current}/{n}"
+    )
+    if rollout.get("steps"):
+        head += f" · steps {rollout['steps']}"
+    if rollout.get("bake"):
+        head += f" · bake {human_duration(float(rollout['bake']))}"
+    limit = rollout.get("max_failures", 0)
+    head += f" · max failures {limit}"
+    if isinstance(limit, str) and limit.endswith("%"):
+        head += f" ({rollout.get('max_failures_allowed', 0)} of {rollout.get('total', 0)})"
+    lines = [head]
+    if rollout.get("reason"):
+        lines.append(str(rollout["reason"]))
+    for p in phases if len(phases) > 1 else []:
+        state = str(p.get("state", "?"))
+        line = (
+            f"{PHASE_MARKS.get(state, ' ')} phase {p.get('number')}/{n}  {state:<8}"
+            f"{p.get('done', 0)}/{p.get('size', 0)} done · {p.get('failed', 0)} failed"
+            f" (max {p.get('max_failures', 0)})"
+        )
+        if state == "baking":
+            left = max(0.0, float(p.get("bake_left") or 0) - elapsed)
+            line += f" · bake {human_duration(left)} left"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def baking(rollout: Mapping[str, Any]) -> bool:
+    return any(
+        isinstance(p, Mapping) and p.get("state") == "baking" for p in rollout.get("phases") or []
+    )
 
 
 def verb_missing(exc: ApiError) -> bool:
@@ -66,6 +116,8 @@ class RolloutItem(ListItem):
         if dm.state_style(state) and title.endswith(f"[{state}]"):
             styled = styled.stylize(dm.state_style(state), len(title) - len(state) - 1, -1)
         self._title.update(styled)
+        if rollout.get("phase") is not None and (rollout.get("phase_count") or 0) > 1:
+            counts = f"phase {rollout['phase']}/{rollout['phase_count']} · {counts}"
         self._counts.update(Content(f"  {counts}"))
         done, total = model.rollout_progress(rollout)
         self._bar.update(total=max(total, 1), progress=done)
@@ -92,6 +144,17 @@ class RolloutsView(HubView, can_focus=True):
         self.rollouts: dict[str, dict[str, Any]] = {}
         self._items: dict[str, RolloutItem] = {}  # what the list shows, by rollout id
         self._devices_of: str | None = None  # the rollout whose devices the table shows
+        self._shown_at = 0.0  # when the detail's rollout came from the hub (monotonic)
+
+    def on_mount(self) -> None:
+        # The bake time left counts down between the hub's answers; once it is over the
+        # next phase starts, and its notice reloads the view.
+        self.set_interval(1.0, self._count_down)
+
+    def _count_down(self) -> None:
+        rollout = self.rollouts.get(self._devices_of or "")
+        if rollout is not None and baking(rollout):
+            self._show_detail(rollout)
 
     def compose(self) -> ComposeResult:
         yield Static("loading…", id="rollouts-status")
@@ -197,21 +260,18 @@ class RolloutsView(HubView, can_focus=True):
     def show_devices(self, rollout: dict[str, Any]) -> None:
         rid = str(rollout.get("id"))
         self.rollouts[rid] = {**self.rollouts.get(rid, {}), **rollout}
-        wave = rollout.get("wave")
-        waves = "not started" if wave is None else f"wave {int(wave) + 1} of {rollout.get('waves')}"
-        detail = (
-            f"{rollout.get('target', '-')} · {waves} · canary {rollout.get('canary_percent', 0)}% "
-            f"· max failures {rollout.get('max_failures', 0)}"
-        )
-        if rollout.get("reason"):
-            detail += f"\n{rollout['reason']}"
-        self.query_one("#rollout-detail", Static).update(Content(detail))
+        self._shown_at = time.monotonic()
+        self._show_detail(self.rollouts[rid])
         table: DataTable[Any] = self.query_one("#rollout-devices", DataTable)
         if self._devices_of != rid:  # another rollout: its own rows (the only full redraw)
             table.clear()
             self._devices_of = rid
         rows = model.rollout_devices(rollout)
         show_rows(table, [(d, (d, dm.styled(s), r or "-")) for d, s, r in rows])
+
+    def _show_detail(self, rollout: Mapping[str, Any]) -> None:
+        elapsed = time.monotonic() - self._shown_at
+        self.query_one("#rollout-detail", Static).update(Content(phase_summary(rollout, elapsed)))
 
     # --- write actions ---------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
