@@ -1,4 +1,4 @@
-"""Rollouts: a bundle version to a set of devices, canary first, wave by wave
+"""Rollouts: a bundle version to a set of devices, phase by phase
 (docs/rollouts.md). ``machine`` is the pure state machine; ``install(hub)`` wires the API
 verbs and the controller into the hub process."""
 

@@ -3,7 +3,7 @@
 Every ``interval`` seconds — or at once when a change notice arrives (a rollout started,
 paused, resumed or aborted; device reports ingested) — it runs ``engine.tick`` on the
 store's writer thread, then asks the sync side's desired writer to publish the documents of
-the devices whose wave started, and publishes the change notices. Polling is the floor
+the devices whose phase started, and publishes the change notices. Polling is the floor
 because notices are best effort; the wake-up only makes progress prompt.
 
 Its own ``progress`` notices are ignored when they come back, so it never wakes itself.
