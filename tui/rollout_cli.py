@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from bundles.units import parse_duration
+from sbutil.duration import parse_duration
 from tui.cliutil import api_error, output_format, skip_websocket_client
 from tui.errors import EXIT_HUB, EXIT_USAGE
 from tui.output import human_duration, table
@@ -55,10 +55,10 @@ def steps(text: str) -> str:
 
 
 def bake(text: str) -> str:
-    """``--bake``: checked here with the project's duration grammar (``bundles.units``:
-    90s, 10m, 1h30m) and sent as typed; the hub parses it with the same function."""
+    """``--bake``: checked here with the project's one duration grammar (``sbutil.duration``:
+    90s, 10m, 1h30m, 1d) and sent as typed; the hub parses it with the same function."""
     try:
-        parse_duration(text)
+        parse_duration(text, allow_zero=True)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from exc
     return text.strip()

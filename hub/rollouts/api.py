@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from bundles.units import DURATION_HELP, parse_duration
 from bundles.versions import parse_ref
 from hub.api import dryrun
 from hub.api import validate as v
@@ -19,6 +18,7 @@ from hub.rollouts import machine as m
 from hub.rollouts import store as rs
 from hub.store import Store
 from protocol.api import ROLLOUT_STATES
+from sbutil.duration import DURATION_HELP, parse_duration
 
 KIND = "rollouts"  # change notices on sb.fleet.changes.rollouts, as the TUI listens
 MAX_CANARY = 100
@@ -61,9 +61,9 @@ def _limit(body: dict[str, Any]) -> m.Share:
 
 def _bake(body: dict[str, Any]) -> float:
     try:
-        bake = parse_duration(body.get("bake", 0))
+        bake = parse_duration(body.get("bake", 0), allow_zero=True)
     except ValueError as exc:
-        raise Invalid(f"bake {exc}", field="bake") from exc
+        raise Invalid(f"bake: {exc}", field="bake") from exc
     if bake > MAX_BAKE:
         raise Invalid(f"bake must be at most 7d ({DURATION_HELP})", field="bake")
     return bake
