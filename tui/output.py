@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TextIO
 
+from protocol.reported import ReportedState
+
 FORMATS = ("text", "wide", "json", "yaml")
 # Fields that hold a moment (ISO 8601 from the hub, unix seconds in metrics).
 TIME_FIELDS = frozenset(
@@ -188,23 +190,6 @@ def structured(result: Any, fmt: str, out: TextIO) -> None:
 
 
 # --- devices -----------------------------------------------------------------------------
-def _ref(part: Any) -> str | None:
-    if not isinstance(part, dict):
-        return None
-    ref = part.get("bundle_ref")
-    if ref:
-        return str(ref)
-    if part.get("bundle") and part.get("version"):
-        return f"{part['bundle']}@{part['version']}"
-    return None
-
-
-def _containers(state: dict[str, Any]) -> list[dict[str, Any]]:
-    observed = state.get("observed")
-    items = observed.get("containers") if isinstance(observed, dict) else state.get("containers")
-    return [c for c in items or [] if isinstance(c, dict)]
-
-
 def show_device(
     d: dict[str, Any], out: TextIO, *, wide: bool = False, now: float | None = None
 ) -> None:
@@ -238,16 +223,15 @@ def show_device(
         )
     )
     reported = d.get("reported")
-    state: dict[str, Any] = {}
+    state = ReportedState()
     if isinstance(reported, dict):
-        part = reported.get("state")
-        state = part if isinstance(part, dict) else {}
-        running = _ref(state.get("running"))
-        dep = state.get("deployment")
+        state = ReportedState.read(reported.get("state"))
+        running = state.running.bundle_ref if state.running is not None else None
         rows.append(("running", Text(running or "nothing healthy reported")))
-        if isinstance(dep, dict):
-            why = f": {dep['reason']}" if dep.get("reason") else ""
-            rows.append(("deployment", Text(f"{_ref(dep) or '-'} {dep.get('status', '-')}{why}")))
+        dep = state.deployment
+        if dep is not None:
+            why = f": {dep.reason}" if dep.reason else ""
+            rows.append(("deployment", Text(f"{dep.bundle_ref or '-'} {dep.status or '-'}{why}")))
         rows.append(("reported", Text(cell(reported.get("as_of"), "as_of", wide=wide, now=now))))
     else:
         rows.append(("reported", Text("nothing reported yet")))
@@ -263,7 +247,7 @@ def show_device(
             if key in d:
                 rows.append((key, d[key]))
     fields(rows, out, wide=wide, now=now)
-    boxes = _containers(state)
+    boxes = [c for c in state.containers or () if isinstance(c, dict)]
     if boxes:
         print(file=out)
         cols = ["service", "name", "state", "health", "image"]

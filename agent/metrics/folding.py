@@ -13,6 +13,7 @@ import time
 from agent.metrics import rollup as ru
 from agent.store import Store, outbox
 from agent.store import metrics as tables
+from protocol.reported import RowKind
 
 
 def fold(c: sqlite3.Connection, now: float) -> int:
@@ -53,7 +54,7 @@ def _fold_minutes(c: sqlite3.Connection, cutoff: int, now: float) -> int:
             agg.count,
         ]
     for start, metrics in sorted(by_bucket.items()):
-        outbox.append(c, "metrics.1m", {"bucket": start, "metrics": metrics}, now)
+        outbox.append(c, RowKind.METRICS_1M, {"bucket": start, "metrics": metrics}, now)
     tables.set_folded_through(c, "metrics_1m", cutoff)
     return len(by_bucket)
 

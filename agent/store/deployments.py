@@ -13,6 +13,7 @@ from agent.precedence import SOURCES, Revision
 from agent.reconcile.ports import Deployment, DeploymentStatus
 from agent.store import outbox
 from agent.store.base import StoreBase, dumps, loads, rows
+from protocol.reported import DeploymentPayload, RowKind
 
 STATUSES = ("applying", "healthy", "failed", "rolled_back")
 
@@ -22,7 +23,7 @@ _BY_REVISION = (
 )
 
 
-def payload(d: Deployment) -> dict[str, Any]:
+def payload(d: Deployment) -> DeploymentPayload:
     # source and spec_hash make the row name its exact revision: a local override and a
     # hub revision may carry the same generation (agent.precedence).
     return {
@@ -73,7 +74,7 @@ def begin(
         revision.generation, bundle_ref, spec, "applying", None, now, None,
         revision.source, revision.spec_hash, seq,
     )  # fmt: skip
-    outbox.append(c, "deployment", payload(d), now)
+    outbox.append(c, RowKind.DEPLOYMENT, payload(d), now)
 
 
 def set_status(
@@ -92,7 +93,7 @@ def set_status(
         (status, reason, finished, _next_seq(c), row[0]),
     )
     d = from_row(rows(c, "SELECT * FROM deployments WHERE id = ?", (row[0],))[0])
-    outbox.append(c, "deployment", payload(d), now)
+    outbox.append(c, RowKind.DEPLOYMENT, payload(d), now)
 
 
 def of_revision(c: sqlite3.Connection, revision: Revision) -> Deployment | None:

@@ -15,6 +15,7 @@ from agent.store import events, outbox
 from agent.store.base import StoreBase, bundle_ref, dumps, loads, rows
 from agent.store.rows import DesiredRevision
 from protocol.desired import DesiredState
+from protocol.reported import DesiredPayload, RowKind
 
 
 def put(c: sqlite3.Connection, desired: DesiredState) -> bool:
@@ -121,7 +122,7 @@ def insert(c: sqlite3.Connection, d: DesiredState, now: float, actor: str | None
             int(d.force),
         ),
     )
-    payload: dict[str, Any] = {
+    payload: DesiredPayload = {
         "generation": d.generation,
         "source": d.source,
         "content_hash": d.content_hash,
@@ -132,7 +133,7 @@ def insert(c: sqlite3.Connection, d: DesiredState, now: float, actor: str | None
         # The hub never saw a local override's spec; it travels with the report.
         payload["spec"] = d.spec
         payload["actor"] = actor
-    outbox.append(c, "desired", payload, now)
+    outbox.append(c, RowKind.DESIRED, payload, now)
     what = ref or "no bundle"
     events.append(
         c,

@@ -12,6 +12,7 @@ from agent.reconcile.ports import Severity
 from agent.store import outbox
 from agent.store.base import StoreBase, dumps, loads, next_seq, rows
 from agent.store.rows import EventRow
+from protocol.reported import RowKind
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def append(
     )
     outbox.append(
         c,
-        "event",
+        RowKind.EVENT,
         {
             "seq": seq,
             "kind": kind,

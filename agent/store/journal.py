@@ -11,6 +11,7 @@ from agent.errors import StoreError
 from agent.store import outbox
 from agent.store.base import StoreBase, dumps, loads, rows
 from agent.store.rows import JournalRun, JournalStep
+from protocol.reported import RowKind
 
 StepStatus = Literal["started", "done", "failed", "skipped"]
 RunResult = Literal["succeeded", "failed", "noop"]
@@ -58,7 +59,7 @@ def end(c: sqlite3.Connection, run_id: int, result: RunResult, reason: str | Non
         ).fetchone()[0]
         outbox.append(
             c,
-            "reconcile",
+            RowKind.RECONCILE,
             {
                 "run_id": run_id,
                 "generation": row[0],

@@ -10,6 +10,7 @@ from typing import Any
 
 from agent.store import outbox
 from agent.store.base import StoreBase, dumps, rows
+from protocol.reported import RowKind
 
 
 def save(c: sqlite3.Connection, containers: list[dict[str, Any]]) -> None:
@@ -27,7 +28,7 @@ def save(c: sqlite3.Connection, containers: list[dict[str, Any]]) -> None:
         [(i, d.get("name"), dumps(d), now) for i, d in enumerate(ordered)],
     )
     c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('observed_hash', ?)", (digest,))
-    outbox.append(c, "observed", {"containers": ordered, "ts": now}, now)
+    outbox.append(c, RowKind.OBSERVED, {"containers": ordered, "ts": now}, now)
 
 
 def snapshot(c: sqlite3.Connection) -> list[dict[str, Any]]:

@@ -10,15 +10,17 @@ from typing import Any
 
 from agent.store.base import StoreBase, dumps, next_seq, rows
 from agent.store.rows import OutboxRow
+from protocol.reported import RowKind, RowPayload
 
 
-def append(c: sqlite3.Connection, kind: str, payload: Any, now: float) -> int:
-    """Write one outbox row inside the caller's transaction; returns its sequence number."""
+def append(c: sqlite3.Connection, kind: RowKind, payload: RowPayload, now: float) -> int:
+    """Write one outbox row inside the caller's transaction; returns its sequence number.
+    ``kind`` and the payload's shape are the wire contract (``protocol.reported``)."""
     text = dumps(payload)
     seq = next_seq(c, "outbox")
     c.execute(
         "INSERT INTO outbox (seq, kind, payload, size, created_at) VALUES (?, ?, ?, ?, ?)",
-        (seq, kind, text, len(text.encode()), now),
+        (seq, kind.value, text, len(text.encode()), now),
     )
     return seq
 

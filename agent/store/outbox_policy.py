@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-ROLLUP_KIND = "metrics.1m"
-OBSERVED_KIND = "observed"
+from protocol.reported import RowKind
+
+ROLLUP_KIND = RowKind.METRICS_1M.value
+OBSERVED_KIND = RowKind.OBSERVED.value
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import time
 from agent.store import events
 from agent.store.base import StoreBase
 from agent.store.outbox_policy import PendingInfo, choose_drops, seq_ranges
+from protocol.reported import RowKind
 
 # Sent rows are kept a while for diagnosis, then deleted.
 SENT_RETENTION = 3600.0
@@ -35,7 +36,7 @@ def enforce_outbox_bounds(c: sqlite3.Connection, max_bytes: int, max_age: float,
         kinds[by_seq[s].kind] = kinds.get(by_seq[s].kind, 0) + 1
     c.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in drops])
     ranges = seq_ranges(drops)
-    severity = "warning" if set(kinds) <= {"metrics.1m", "observed"} else "error"
+    severity = "warning" if set(kinds) <= {RowKind.METRICS_1M, RowKind.OBSERVED} else "error"
     events.append(
         c,
         "outbox.dropped",

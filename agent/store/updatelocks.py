@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from typing import Any
+from typing import Any, cast
 
 from agent.reconcile.gates import Lock
 from agent.store import events, outbox
 from agent.store.base import StoreBase, rows
+from protocol.reported import GatePayload, RowKind
 
 GATE_META = "gate_reported"  # the last gate document queued for the hub (without its ts)
 MAX_WHO = 64
@@ -73,7 +74,7 @@ def report_gate_sql(c: sqlite3.Connection, doc: dict[str, Any]) -> bool:
     if doc.get("state") == "clear" and (row is None or '"state":"clear"' in row[0]):
         return False  # nothing was deferred: "clear" would only tell the hub what it knows
     c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (GATE_META, text))
-    outbox.append(c, "gate", {**doc, "ts": now}, now)
+    outbox.append(c, RowKind.GATE, cast(GatePayload, {**doc, "ts": now}), now)
     if doc.get("state") == "deferred":
         events.append(
             c,

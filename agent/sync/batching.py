@@ -25,8 +25,9 @@ from protocol.report import (
     msg_id,
     report_envelope_bytes,
 )
+from protocol.reported import OversizedPayload, RowKind
 
-OVERSIZED_KIND = "oversized"
+OVERSIZED_KIND = RowKind.OVERSIZED.value
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,8 @@ class Batch:
 
 
 def oversized_marker(seq: int, kind: str, ts: float, size: int) -> RawRow:
-    return (seq, OVERSIZED_KIND, ts, json.dumps({"kind": kind, "size": size}))
+    marker: OversizedPayload = {"kind": kind, "size": size}
+    return (seq, OVERSIZED_KIND, ts, json.dumps(marker))
 
 
 def pack(

@@ -19,6 +19,7 @@ from typing import Any
 from protocol.desired import DesiredState
 from protocol.heartbeat import Heartbeat
 from protocol.report import RawRow
+from protocol.reported import RowKind
 
 AGENT_VERSION = "0.1.0-sim"
 MINUTE = 60
@@ -98,10 +99,10 @@ class DeviceModel:
 
     # ------------------------------------------------------------------ outbox
 
-    def _row(self, kind: str, payload: Any, now: float) -> int:
+    def _row(self, kind: RowKind, payload: Any, now: float) -> int:
         seq = self.next_seq
         self.next_seq += 1
-        self.outbox.append((seq, kind, now, _dumps(payload)))
+        self.outbox.append((seq, kind.value, now, _dumps(payload)))
         return seq
 
     def event(
@@ -110,7 +111,7 @@ class DeviceModel:
         now = now or time.time()
         self.event_seq += 1
         self._row(
-            "event",
+            RowKind.EVENT,
             {
                 "seq": self.event_seq,
                 "kind": kind,
@@ -126,7 +127,7 @@ class DeviceModel:
     def started(self, now: float) -> None:
         """What an agent writes when it starts: an event and its first (empty) snapshot."""
         self.event("agent.started", "simulated agent started", now=now)
-        self._row("observed", {"containers": [], "ts": now}, now)
+        self._row(RowKind.OBSERVED, {"containers": [], "ts": now}, now)
 
     def acked(self, up_to_seq: int) -> None:
         """The stream acknowledged every row up to ``up_to_seq``: drop them."""
@@ -170,7 +171,7 @@ class DeviceModel:
             for name in HOST_METRICS
         }
         self.latest = samples[-1]
-        self._row("metrics.1m", {"bucket": bucket, "metrics": metrics}, now)
+        self._row(RowKind.METRICS_1M, {"bucket": bucket, "metrics": metrics}, now)
 
     def backfill(self, minutes: int, now: float) -> None:
         start = int(now // MINUTE * MINUTE) - minutes * MINUTE
@@ -193,7 +194,7 @@ class DeviceModel:
             "rollout_id": doc.rollout_id,
             "bundle_ref": ref,
         }
-        self._row("desired", payload, now)
+        self._row(RowKind.DESIRED, payload, now)
         self.event(
             "desired.changed",
             f"desired generation {revision} ({ref or 'no bundle'}) from hub",
@@ -209,15 +210,15 @@ class DeviceModel:
         dep = Deployment(revision, bundle_ref(spec), "applying", None, now)
         dep.containers = container_names(spec)
         self.current = dep
-        self._row("deployment", dep.payload(), now)
+        self._row(RowKind.DEPLOYMENT, dep.payload(), now)
         return dep
 
     def finish(self, dep: Deployment, status: str, reason: str | None, now: float) -> None:
         dep.status, dep.reason, dep.finished_at = status, reason, now
-        self._row("deployment", dep.payload(), now)
+        self._row(RowKind.DEPLOYMENT, dep.payload(), now)
         if status == "healthy":
             self.running = dep
-            self._row("observed", {"containers": self.observed(dep), "ts": now}, now)
+            self._row(RowKind.OBSERVED, {"containers": self.observed(dep), "ts": now}, now)
             self.event(
                 "deployment.healthy",
                 f"generation {dep.generation} ({dep.bundle_ref or 'no bundle'}) healthy",

@@ -2,18 +2,18 @@
 and containers are, its rollout row and its metric sparklines.
 
 No I/O: the store hands over the rows of one page (``hub.store.summary``) and these functions
-shape them. The reported state is whatever the device last sent, so every reader tolerates
-missing or unexpected fields.
+shape them. The reported state is whatever the device last sent; it is read through
+``protocol.reported.ReportedState``, which tolerates missing or unexpected fields.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
-BAD_CONTAINER_STATES = ("exited", "dead", "restarting")
-FAILED_DEPLOYMENTS = ("failed", "rolled_back")
+from protocol.reported import BAD_CONTAINER_STATES, ReportedState
+
 # The agent's host metric names (agent/metrics/sampler.py) -> the summary's keys.
 SUMMARY_METRICS: dict[str, str] = {
     "cpu.percent": "cpu",
@@ -25,42 +25,16 @@ SPARK_SECONDS = 300  # 12 x 5 min = the last hour
 SPARK_WINDOW = SPARK_BUCKETS * SPARK_SECONDS
 
 
-def _state(doc: Any) -> Mapping[str, Any] | None:
-    return doc if isinstance(doc, Mapping) else None
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
 def running_ref(state: Any) -> str | None:
     """``bundle@version`` the device says it runs, from its reported state document.
 
-    The order matches the TUI's ``running_ref`` (a top-level ``bundle_ref``; the deployment
-    when healthy or applying; ``bundle``/``version``), with the hub's own ``running`` part
-    (the last healthy deployment, docs/sync.md) consulted before ``bundle``/``version``: after
-    a failed update it still names what runs.
+    The order matches the TUI's ``running_ref`` (``ReportedState.stated_ref``: a top-level
+    ``bundle_ref``; the deployment when healthy or applying; the hub's own ``running`` part,
+    the last healthy deployment, which after a failed update still names what runs), then
+    the flat ``bundle``/``version``.
     """
-    s = _state(state)
-    if s is None:
-        return None
-    ref = _text(s.get("bundle_ref"))
-    if ref:
-        return ref
-    dep = s.get("deployment")
-    if isinstance(dep, Mapping) and dep.get("status") in ("healthy", "applying"):
-        ref = _text(dep.get("bundle_ref"))
-        if ref:
-            return ref
-    running = s.get("running")
-    if isinstance(running, Mapping):
-        ref = _text(running.get("bundle_ref"))
-        if ref:
-            return ref
-    bundle, version = _text(s.get("bundle")), _text(s.get("version"))
-    if bundle:
-        return f"{bundle}@{version}" if version else bundle
-    return None
+    s = ReportedState.read(state)
+    return s.stated_ref() or s.flat_ref()
 
 
 def runs(state: Any, want: str) -> bool:
@@ -75,19 +49,14 @@ def deployment(state: Any) -> dict[str, Any] | None:
     """``{status, error, as_of}``; ``error`` is the agent's reason when the deployment
     failed or was rolled back, else null; ``as_of`` when the hub received it and, for a
     failed one, ``bundle_ref`` (each absent in documents without it)."""
-    s = _state(state)
-    dep = s.get("deployment") if s is not None else None
-    if not isinstance(dep, Mapping) or not _text(dep.get("status")):
+    dep = ReportedState.read(state).deployment
+    if dep is None or dep.status is None:
         return None
-    status = str(dep["status"])
-    reason = _text(dep.get("reason"))
-    out = {"status": status, "error": reason if status in FAILED_DEPLOYMENTS else None}
-    as_of = _text(dep.get("as_of"))
-    if as_of:  # when the hub received it: a newer healthy snapshot supersedes a failure
-        out["as_of"] = as_of
-    ref = _text(dep.get("bundle_ref"))
-    if ref and status in FAILED_DEPLOYMENTS:  # what failed (and, if it recovers, runs)
-        out["bundle_ref"] = ref
+    out: dict[str, Any] = {"status": dep.status, "error": dep.reason if dep.failed else None}
+    if dep.as_of:  # when the hub received it: a newer healthy snapshot supersedes a failure
+        out["as_of"] = dep.as_of
+    if dep.bundle_ref and dep.failed:  # what failed (and, if it recovers, runs)
+        out["bundle_ref"] = dep.bundle_ref
     return out
 
 
@@ -95,24 +64,24 @@ def gate(state: Any) -> dict[str, Any] | None:
     """``{reason, kind, until, generation, bundle_ref, as_of}`` while the device defers a new
     revision (an update lock held, or outside its maintenance windows: the agent's ``gate``
     part, docs/sync.md); null when nothing waits or the device never said."""
-    s = _state(state)
-    part = s.get("gate") if s is not None else None
-    if not isinstance(part, Mapping) or part.get("state") != "deferred":
+    part = ReportedState.read(state).gate
+    if part is None or not part.deferred:
         return None
-    out: dict[str, Any] = {"reason": _text(part.get("reason")) or "deferred"}
-    for key in ("kind", "until", "bundle_ref", "as_of"):
-        value = _text(part.get(key))
+    out: dict[str, Any] = {"reason": part.reason or "deferred"}
+    for key, value in (
+        ("kind", part.kind),
+        ("until", part.until),
+        ("bundle_ref", part.bundle_ref),
+        ("as_of", part.as_of),
+    ):
         if value:
             out[key] = value
-    gen = part.get("generation")
-    if isinstance(gen, int) and not isinstance(gen, bool):
-        out["generation"] = gen
-    locks = part.get("locks")
-    if isinstance(locks, list):
+    if part.generation is not None:
+        out["generation"] = part.generation
+    if part.locks is not None:
         out["locks"] = [
             {"who": str(lk.get("who")), "since": lk.get("since"), "source": lk.get("source")}
-            for lk in locks[:20]
-            if isinstance(lk, Mapping)
+            for lk in part.locks[:20]
         ]
     return out
 
@@ -121,23 +90,17 @@ def containers(state: Any) -> dict[str, Any] | None:
     """``{total, bad, as_of}`` from the observed snapshot; bad = exited, dead, restarting or
     unhealthy; ``as_of`` the snapshot's time (absent when unknown). Null when the device
     never reported containers."""
-    s = _state(state)
-    if s is None:
+    s = ReportedState.read(state)
+    if s.containers is None:
         return None
-    observed = s.get("observed")
-    items = observed.get("containers") if isinstance(observed, Mapping) else None
-    if items is None:
-        items = s.get("containers")
-    if not isinstance(items, list):
-        return None
-    boxes = [c for c in items if isinstance(c, Mapping)]
     bad = sum(
-        1 for c in boxes if c.get("state") in BAD_CONTAINER_STATES or c.get("health") == "unhealthy"
+        1
+        for c in s.containers
+        if c.get("state") in BAD_CONTAINER_STATES or c.get("health") == "unhealthy"
     )
-    out: dict[str, Any] = {"total": len(boxes), "bad": bad}
-    as_of = _text(observed.get("as_of")) if isinstance(observed, Mapping) else None
-    if as_of:
-        out["as_of"] = as_of
+    out: dict[str, Any] = {"total": len(s.containers), "bad": bad}
+    if s.observed_as_of:
+        out["as_of"] = s.observed_as_of
     return out
 
 

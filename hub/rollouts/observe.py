@@ -17,18 +17,18 @@ deployment row a device in an active rollout reports is also kept per generation
 whatever its generation.
 
 Every field may be missing or of the wrong type (an older agent, a half-synced device):
-then the observation simply says less.
+``protocol.reported.ReportedState`` reads those as absent, and the observation simply says
+less.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from hub.rollouts.machine import Observation
-
-FINAL_STATUSES = frozenset({"healthy", "failed", "rolled_back"})
+from protocol.reported import FINAL_STATUSES, DeploymentPart, DesiredPart, ReportedState
 
 
 @dataclass(frozen=True)
@@ -41,52 +41,22 @@ class Verdict:
     reason: str | None = None
 
 
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _map(doc: Any, key: str) -> Mapping[str, Any]:
-    value = doc.get(key) if isinstance(doc, Mapping) else None
-    return value if isinstance(value, Mapping) else {}
-
-
 def newest_generation(doc: Any) -> int | None:
     """The highest generation the document mentions: the baseline taken when the rollout
     writes a device's desired state, so an older deployment of the same version (a device
     that ran it before) is never mistaken for this rollout's."""
-    found = [
-        g
-        for g in (
-            _int(_map(doc, "desired").get("generation")),
-            _int(_map(doc, "deployment").get("generation")),
-            _int(doc.get("generation")) if isinstance(doc, Mapping) else None,
-        )
-        if g is not None
-    ]
-    return max(found) if found else None
+    return ReportedState.read(doc).newest_generation()
 
 
-def _hub_row(dep: Mapping[str, Any]) -> bool:
-    # Agents before revision identities send no source: their rows are the hub's.
-    return dep.get("source") in (None, "hub")
+def _verdict(dep: DeploymentPart | None) -> Verdict | None:
+    if dep is None or not dep.hub_revision or dep.generation is None or dep.status is None:
+        return None
+    return Verdict(dep.generation, dep.bundle_ref, dep.status, dep.reason)
 
 
 def verdict_of(payload: Any) -> Verdict | None:
     """A ``deployment`` row of the hub's own revisions as a ``Verdict`` (None: not one)."""
-    if not isinstance(payload, Mapping) or not _hub_row(payload):
-        return None
-    gen = _int(payload.get("generation"))
-    status = payload.get("status")
-    ref = payload.get("bundle_ref")
-    reason = payload.get("reason")
-    if gen is None or not isinstance(status, str) or not status:
-        return None
-    return Verdict(
-        gen,
-        ref if isinstance(ref, str) else None,
-        status,
-        reason if isinstance(reason, str) else None,
-    )
+    return _verdict(DeploymentPart.read(payload))
 
 
 def acknowledged(doc: Any, rollout_id: str, ref: str, base_generation: int | None) -> int | None:
@@ -96,23 +66,29 @@ def acknowledged(doc: Any, rollout_id: str, ref: str, base_generation: int | Non
     proof. A writer that leaves the id out still works: a revision (or deployment) of the
     rollout's ``bundle@version`` newer than the baseline is taken as this rollout's.
     """
-    desired = _map(doc, "desired")
-    gen = _int(desired.get("generation"))
+    return _acknowledged(ReportedState.read(doc), rollout_id, ref, base_generation)
+
+
+def _acknowledged(
+    s: ReportedState, rollout_id: str, ref: str, base_generation: int | None
+) -> int | None:
+    desired = s.desired or DesiredPart()
+    gen = desired.generation
     newer = gen is not None and (base_generation is None or gen > base_generation)
-    if gen is not None and desired.get("rollout_id") == rollout_id:
+    if gen is not None and desired.rollout_id == rollout_id:
         return gen
-    if newer and not desired.get("rollout_id") and desired.get("bundle_ref") == ref:
+    if newer and desired.rollout_id is None and desired.bundle_ref == ref:
         return gen
-    dep = _map(doc, "deployment")
-    dep_gen = _int(dep.get("generation"))
+    dep = s.deployment
     if (
-        dep_gen is not None
-        and _hub_row(dep)
-        and dep.get("bundle_ref") == ref
-        and (base_generation is None or dep_gen > base_generation)
-        and desired.get("rollout_id") in (None, "", rollout_id)
+        dep is not None
+        and dep.generation is not None
+        and dep.hub_revision
+        and dep.bundle_ref == ref
+        and (base_generation is None or dep.generation > base_generation)
+        and desired.rollout_id in (None, rollout_id)
     ):
-        return dep_gen
+        return dep.generation
     return None
 
 
@@ -133,16 +109,17 @@ def observe(
     The status is that generation's own verdict; failing one, the verdict of a newer
     generation of the same version (a writer may re-put an unchanged spec, which the agent
     sees as a new one). A final verdict (healthy / failed / rolled back) beats "applying"."""
+    s = ReportedState.read(doc)
     found = [
         g
-        for g in (known_generation, acknowledged(doc, rollout_id, ref, base_generation))
+        for g in (known_generation, _acknowledged(s, rollout_id, ref, base_generation))
         if g is not None
     ]
     if not found:
         return Observation()
     gen = max(found)
     rows = list(verdicts)
-    newest = verdict_of(_map(doc, "deployment"))
+    newest = _verdict(s.deployment)
     if newest is not None:
         rows.append(newest)
     mine = [v for v in rows if v.bundle_ref == ref and v.generation >= gen]

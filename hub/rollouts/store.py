@@ -30,6 +30,7 @@ from hub.rollouts.observe import FINAL_STATUSES, Verdict, newest_generation, ver
 from hub.store import Store
 from hub.timeutil import now_iso
 from protocol.report import ReportRow
+from protocol.reported import RowKind
 from sbutil.text import phase_name, plural
 
 log = logging.getLogger(__name__)
@@ -697,7 +698,7 @@ def record_deployments(store: Store, device_id: str, rows: Sequence[ReportRow]) 
     ``deployment`` row of a device that is in an active rollout, written and not final, by
     generation. The first final verdict of a generation sticks (a device that later
     re-enters it cannot erase it); the rollout engine reads them (``verdicts``)."""
-    found = [v for r in rows if r.kind == "deployment" and (v := verdict_of(r.payload))]
+    found = [v for r in rows if r.kind == RowKind.DEPLOYMENT and (v := verdict_of(r.payload))]
     if not found:
         return
     target = store.row(

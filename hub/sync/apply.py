@@ -50,6 +50,7 @@ from hub.timeutil import now_iso
 from protocol.codec import valid_int64, valid_ts
 from protocol.errors import MessageError
 from protocol.report import MSG_ID_HEADER, ReportBatch, ReportRow, check_msg_id, decode_report
+from protocol.reported import REPORTED_PARTS, RowKind
 from protocol.subjects import device_from_subject
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,6 @@ STORE_ERRORS: tuple[type[BaseException], ...] = (sqlite3.OperationalError,)
 # (or per "unknown sender") in this many seconds; the metric counts every one.
 BAD_EVENT_EVERY = 10.0
 HOUR = 3600
-REPORTED_PARTS = ("observed", "desired", "deployment", "reconcile", "gate")
 
 RowHandler = Callable[[Store, str, Sequence[ReportRow]], None]
 """Called inside the ingest transaction with a device's newly applied rows (in seq order)."""
@@ -139,7 +139,8 @@ def _ts(v: Any, what: str) -> float:
 
 
 def _event_row(device_id: str, row: ReportRow) -> tuple[Any, ...]:
-    """The ``events`` row (``TelemetryStore.add_events``) for one event report row."""
+    """The ``events`` row (``TelemetryStore.add_events``) for one event report row (its
+    payload a ``protocol.reported.EventPayload``, checked key by key: a bad one is skipped)."""
     p = _obj(row.payload, "event")
     kind = p.get("kind")
     if not isinstance(kind, str) or not kind or len(kind) > 64:
@@ -161,7 +162,8 @@ def _event_row(device_id: str, row: ReportRow) -> tuple[Any, ...]:
 
 
 def _metrics_row(device_id: str, row: ReportRow) -> tuple[list[tuple[Any, ...]], int]:
-    """The ``metrics_1m`` rows ``(device, name, ts, min, avg, max)`` of one report row, and
+    """The ``metrics_1m`` rows ``(device, name, ts, min, avg, max)`` of one report row (a
+    ``protocol.reported.MetricsPayload``), and
     the start of the hour they belong to. Validated whole before any is kept: a bad metric
     skips the row."""
     p = _obj(row.payload, "metrics.1m")
@@ -183,12 +185,14 @@ def _metrics_row(device_id: str, row: ReportRow) -> tuple[list[tuple[Any, ...]],
     return out, ts // HOUR * HOUR
 
 
-def _reported_part(doc: dict[str, Any], row: ReportRow) -> None:
-    p = _obj(row.payload, row.kind)
-    ts = p.get("ts") if row.kind == "observed" else None
+def _reported_part(doc: dict[str, Any], kind: RowKind, row: ReportRow) -> None:
+    """Write one ``REPORTED_PARTS`` row into the device's reported-state document (the
+    shape ``protocol.reported`` describes and reads)."""
+    p = _obj(row.payload, kind)
+    ts = p.get("ts") if kind is RowKind.OBSERVED else None
     as_of = _iso(_ts(ts, "observed ts") if ts is not None else row.ts)
-    doc[row.kind] = {**p, "as_of": as_of}
-    if row.kind == "deployment" and p.get("status") == "healthy":
+    doc[kind.value] = {**p, "as_of": as_of}
+    if kind is RowKind.DEPLOYMENT and p.get("status") == "healthy":
         doc["running"] = {
             "bundle_ref": p.get("bundle_ref"),
             "generation": p.get("generation"),
@@ -506,19 +510,20 @@ class Applier:
             )
         skipped: list[tuple[int, str]] = []
         for row in rows:
+            kind = RowKind.of(row.kind)
             try:
-                if row.kind == "event":
+                if kind is RowKind.EVENT:
                     self._events.append(_event_row(device_id, row))
-                elif row.kind == "metrics.1m":
+                elif kind is RowKind.METRICS_1M:
                     minutes, hour = _metrics_row(device_id, row)
                     self._minutes += minutes
                     self._hours.update((device_id, m[1], hour) for m in minutes)
-                elif row.kind in REPORTED_PARTS:
+                elif kind is not None and kind in REPORTED_PARTS:
                     if device_id not in reported:
                         got = store.get_reported(device_id)
                         state = got["state"] if got else {}
                         reported[device_id] = state if isinstance(state, dict) else {}
-                    _reported_part(reported[device_id], row)
+                    _reported_part(reported[device_id], kind, row)
                 # Other kinds (e.g. "oversized", or one a newer agent adds) only advance the
                 # sequence: the hub has nothing to keep from them.
             except RowError as exc:

@@ -4,7 +4,8 @@ The Fleet table's rows, filter and sorting are in ``fleet.py`` beside this modul
 
 No Textual and no I/O here, so every rule is unit-tested directly. The hub's device records
 come from ``devices.list`` / ``devices.get``; the reported state document is whatever the
-device last sent, so every reader here tolerates missing or unexpected fields.
+device last sent, read through ``protocol.reported.ReportedState``, which tolerates missing
+or unexpected fields.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from protocol.reported import BAD_CONTAINER_STATES, ReportedState
+
 ROLLOUT_STATES = ("Pending", "Updating", "Succeeded", "Failed")
-BAD_CONTAINER_STATES = ("exited", "dead", "restarting")
 
 
 def parse_ts(text: Any) -> float | None:
@@ -44,43 +46,34 @@ def ago(ts: Any, now: float) -> str:
     return "never" if parsed is None else f"{age(now - parsed)} ago"
 
 
+def reported_state(reported: Any) -> ReportedState | None:
+    """The ``state`` of a device's ``reported`` record (``{state, as_of}``), read; None when
+    the device has reported nothing yet."""
+    state = reported.get("state") if isinstance(reported, Mapping) else None
+    return ReportedState.read(state) if isinstance(state, Mapping) else None
+
+
 def running_ref(reported: Any) -> str | None:
     """``bundle@version`` the device says it runs, from its reported state document."""
-    state = reported.get("state") if isinstance(reported, Mapping) else None
-    if not isinstance(state, Mapping):
+    s = reported_state(reported)
+    if s is None:
         return None
-    ref = state.get("bundle_ref")
-    if isinstance(ref, str) and ref:
+    ref = s.stated_ref()
+    if ref:
         return ref
-    dep = state.get("deployment")
-    if isinstance(dep, Mapping) and dep.get("status") in ("healthy", "applying"):
-        ref = dep.get("bundle_ref")
-        if isinstance(ref, str) and ref:
-            return ref
-    running = state.get("running")  # the hub's record of the last healthy deployment
-    if isinstance(running, Mapping) and isinstance(running.get("bundle_ref"), str):
-        return str(running["bundle_ref"])
-    if isinstance(dep, Mapping) and problem(reported) is None:
-        ref = dep.get("bundle_ref")  # a failed deployment that recovered runs after all
-        if isinstance(ref, str) and ref:
-            return ref
-    bundle, version = state.get("bundle"), state.get("version")
-    if isinstance(bundle, str) and bundle:
-        return f"{bundle}@{version}" if isinstance(version, str) and version else bundle
-    return None
+    dep = s.deployment
+    if dep is not None and dep.bundle_ref and problem(reported) is None:
+        return dep.bundle_ref  # a failed deployment that recovered runs after all
+    return s.flat_ref()
 
 
 def containers(reported: Any) -> list[dict[str, Any]]:
     """The device's containers: the agent's ``observed`` snapshot as the hub keeps it
     (``state.observed.containers``), or a flat ``state.containers`` list."""
-    state = reported.get("state") if isinstance(reported, Mapping) else None
-    if not isinstance(state, Mapping):
+    s = reported_state(reported)
+    if s is None or s.containers is None:
         return []
-    observed = state.get("observed")
-    items = observed.get("containers") if isinstance(observed, Mapping) else None
-    if items is None:
-        items = state.get("containers")
-    return [c for c in items if isinstance(c, dict)] if isinstance(items, list) else []
+    return [c for c in s.containers if isinstance(c, dict)]
 
 
 def problem(reported: Any) -> str | None:
@@ -89,24 +82,21 @@ def problem(reported: Any) -> str | None:
     Reads the agent's vocabulary (``deployment.status`` failed/rolled_back with a reason,
     ``last_reconcile.result`` failed) and a plain ``last_result`` string.
     """
-    state = reported.get("state") if isinstance(reported, Mapping) else None
-    if not isinstance(state, Mapping):
+    s = reported_state(reported)
+    if s is None:
         return None
-    dep = state.get("deployment")
-    if isinstance(dep, Mapping) and dep.get("status") in ("failed", "rolled_back"):
-        observed = state.get("observed")
-        if not recovered(
-            str(dep["status"]),
-            dep.get("as_of"),
-            observed.get("as_of") if isinstance(observed, Mapping) else None,
-            containers(reported),
-        ):
-            return f"{dep.get('bundle_ref') or 'deployment'} {dep['status']}: {dep.get('reason')}"
-    last = state.get("last_reconcile") or state.get("reconcile")
-    if isinstance(last, Mapping) and last.get("result") == "failed":
-        return f"last reconcile failed: {last.get('reason')}"
-    result = state.get("last_result")
-    if isinstance(result, str) and result.lower() in ("failed", "error", "rolled_back"):
+    dep = s.deployment
+    if (
+        dep is not None
+        and dep.status is not None
+        and dep.failed
+        and not recovered(dep.status, dep.as_of, s.observed_as_of, containers(reported))
+    ):
+        return f"{dep.bundle_ref or 'deployment'} {dep.status}: {dep.reason}"
+    if s.reconcile is not None and s.reconcile.result == "failed":
+        return f"last reconcile failed: {s.reconcile.reason}"
+    result = s.last_result
+    if result is not None and result.lower() in ("failed", "error", "rolled_back"):
         return f"last reconcile {result.lower()}"
     return None
 
@@ -138,8 +128,7 @@ def health(reported: Any) -> str:
 
     A failed reconcile or a rollback wins; then any unhealthy or stopped container.
     """
-    state = reported.get("state") if isinstance(reported, Mapping) else None
-    if not isinstance(state, Mapping):
+    if reported_state(reported) is None:
         return "-"
     if problem(reported) is not None:
         return "failed"

@@ -3,7 +3,8 @@ the reconcile journal, log search and live tail), confirmation texts, read-only 
 state colours.
 
 No Textual and no I/O here, so every rule is unit-tested directly. Readers tolerate missing
-or unexpected fields: a reported state document is whatever the device last sent.
+or unexpected fields: a reported state document is whatever the device last sent (read through
+``protocol.reported.ReportedState``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import yaml
 from rich.text import Text
 
+from protocol.reported import DeploymentPart
 from sbutil.text import plural
 from tui.models import common as model
 
@@ -251,9 +253,8 @@ def _ts(value: Any, now: float) -> str:
     return f"{str(value)[:19].replace('T', ' ')} UTC ({model.age(now - parsed)} ago)"
 
 
-def _part(state: Mapping[str, Any], name: str) -> Mapping[str, Any]:
-    part = state.get(name)
-    return part if isinstance(part, Mapping) else {}
+def _or_dash(value: Any) -> Any:
+    return "-" if value is None else value
 
 
 def _steps(n: Any) -> str:
@@ -270,43 +271,42 @@ def journal_lines(device: Mapping[str, Any], now: float) -> list[str]:
     result, reason) parts. The agent keeps the full step journal locally
     (``signalbeam-agent status``); only these summaries travel.
     """
-    reported = device.get("reported")
-    state = reported.get("state") if isinstance(reported, Mapping) else None
+    s = model.reported_state(device.get("reported"))
     want = model.desired_ref(device)
     want_gen = device.get("desired_generation")
     gen = f" (generation {want_gen})" if want and want_gen else ""
     lines = [f"hub wants: {want or 'nothing assigned'}{gen}"]
-    if not isinstance(state, Mapping):
+    if s is None:
         lines.append("the device has reported nothing yet: it has not synced since enrolling")
         lines += [f"stuck: {s}" for s in stuck_reasons(device, now)]
         return lines
-    got = _part(state, "desired")
-    if got:
+    got = s.desired
+    if got is not None:
         lines.append(
-            f"device has: {got.get('bundle_ref') or '-'} (generation {got.get('generation', '-')}, "
-            f"{got.get('source') or 'hub'})"
+            f"device has: {got.bundle_ref or '-'} (generation {_or_dash(got.generation)}, "
+            f"{got.source or 'hub'})"
         )
-    dep = _part(state, "deployment")
-    if dep:
-        line = f"deployment: {dep.get('bundle_ref') or '-'} {dep.get('status') or '?'}"
-        if dep.get("reason"):
-            line += f" — {dep['reason']}"
+    dep = s.deployment
+    if dep is not None:
+        line = f"deployment: {dep.bundle_ref or '-'} {dep.status or '?'}"
+        if dep.reason:
+            line += f" — {dep.reason}"
         lines.append(line)
-        if dep.get("started_at") is not None:
-            lines.append(f"  started {_ts(dep.get('started_at'), now)}")
-        if dep.get("finished_at") is not None:
-            lines.append(f"  finished {_ts(dep.get('finished_at'), now)}")
-    run = _part(state, "reconcile")
-    if run:
+        if dep.started_at is not None:
+            lines.append(f"  started {_ts(dep.started_at, now)}")
+        if dep.finished_at is not None:
+            lines.append(f"  finished {_ts(dep.finished_at, now)}")
+    run = s.reconcile
+    if run is not None:
         line = (
-            f"last reconcile: {run.get('result') or 'running'} (trigger {run.get('trigger') or '-'}, "
-            f"generation {run.get('generation', '-')}, {_steps(run.get('steps'))})"
+            f"last reconcile: {run.result or 'running'} (trigger {run.trigger or '-'}, "
+            f"generation {_or_dash(run.generation)}, {_steps(run.steps)})"
         )
         lines.append(line)
-        if run.get("reason"):
-            lines.append(f"  reason: {run['reason']}")
-        if run.get("finished_at") is not None:
-            lines.append(f"  at {_ts(run.get('finished_at'), now)}")
+        if run.reason:
+            lines.append(f"  reason: {run.reason}")
+        if run.finished_at is not None:
+            lines.append(f"  at {_ts(run.finished_at, now)}")
     else:
         lines.append("last reconcile: none that changed anything has been reported")
     stuck = stuck_reasons(device, now)
@@ -319,7 +319,7 @@ def stuck_reasons(device: Mapping[str, Any], now: float) -> list[str]:
     out: list[str] = []
     status = str(device.get("status") or "unknown")
     reported = device.get("reported")
-    state = reported.get("state") if isinstance(reported, Mapping) else None
+    s = model.reported_state(reported)
     want = model.desired_ref(device)
     running = model.running_ref(reported)
     if status != "online" and status != "decommissioned":
@@ -327,18 +327,18 @@ def stuck_reasons(device: Mapping[str, Any], now: float) -> list[str]:
             f"the device is {status} (last seen {model.ago(device.get('last_seen'), now)}): "
             "it gets the new desired state when it reconnects"
         )
-    if not isinstance(state, Mapping):
+    if s is None:
         return out
-    got = _part(state, "desired")
-    dep = _part(state, "deployment")
-    if want is not None and got and got.get("bundle_ref") not in (None, want):
-        out.append(f"the device has not received {want} yet (it has {got.get('bundle_ref')})")
-    if dep.get("status") in ("failed", "rolled_back"):
+    got = s.desired
+    dep = s.deployment or DeploymentPart()
+    if want is not None and got is not None and got.bundle_ref not in (None, want):
+        out.append(f"the device has not received {want} yet (it has {got.bundle_ref})")
+    if dep.failed:
         out.append(
-            f"{dep.get('bundle_ref') or 'the deployment'} {dep['status']}: {dep.get('reason') or 'no reason given'}"
+            f"{dep.bundle_ref or 'the deployment'} {dep.status}: {dep.reason or 'no reason given'}"
         )
-    elif dep.get("status") == "applying" and want is not None:
-        out.append(f"still applying {dep.get('bundle_ref') or want}")
+    elif dep.status == "applying" and want is not None:
+        out.append(f"still applying {dep.bundle_ref or want}")
     gate = device.get("gate")
     if isinstance(gate, Mapping):
         # The device waits on purpose: an update lock, or outside its maintenance windows.
@@ -346,11 +346,9 @@ def stuck_reasons(device: Mapping[str, Any], now: float) -> list[str]:
             f"{gate.get('bundle_ref') or 'the new revision'} deferred: {gate.get('reason')}"
             " (`signalbeam device force-update` overrides)"
         )
-    run = _part(state, "reconcile")
-    if run.get("result") == "failed" and dep.get("status") not in ("failed", "rolled_back"):
-        out.append(
-            f"last reconcile failed: {run.get('reason') or 'no reason given'}; the agent retries"
-        )
+    run = s.reconcile
+    if run is not None and run.result == "failed" and not dep.failed:
+        out.append(f"last reconcile failed: {run.reason or 'no reason given'}; the agent retries")
     bad = [
         f"{c.get('name')} {c.get('health') if c.get('health') == 'unhealthy' else c.get('state')}"
         for c in model.containers(reported)
