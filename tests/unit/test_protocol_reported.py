@@ -17,12 +17,22 @@ from protocol.report import ReportBatch, ReportRow, decode_report
 from protocol.reported import (
     REPORTED_PARTS,
     DeploymentPart,
+    GatePart,
     ReconcilePart,
     ReportedState,
     RowKind,
 )
 
-WIRE_KINDS = ["event", "metrics.1m", "observed", "desired", "deployment", "reconcile", "oversized"]
+WIRE_KINDS = [
+    "event",
+    "metrics.1m",
+    "observed",
+    "desired",
+    "deployment",
+    "reconcile",
+    "gate",
+    "oversized",
+]
 
 
 def test_the_kinds_are_the_wire_names() -> None:
@@ -34,7 +44,7 @@ def test_the_kinds_are_the_wire_names() -> None:
         assert RowKind.of(name) is kind
     assert RowKind.of("telemetry.v2") is None  # a newer agent's kind: only the seq advances
     assert RowKind.of(None) is None
-    assert set(REPORTED_PARTS) == {"observed", "desired", "deployment", "reconcile"}
+    assert set(REPORTED_PARTS) == {"observed", "desired", "deployment", "reconcile", "gate"}
 
 
 @pytest.mark.parametrize("kind", list(RowKind))
@@ -137,3 +147,15 @@ def test_the_reader_never_raises_and_types_what_it_returns(doc: Any) -> None:
     assert ref is None or isinstance(ref, str)
     gen = s.newest_generation()
     assert gen is None or type(gen) is int
+
+
+def test_the_gate_part() -> None:
+    doc: dict[str, Any] = {}
+    gate = {"state": "deferred", "generation": 4, "bundle_ref": "web@2", "kind": "lock",
+            "reason": "held by ops", "until": None, "locks": [{"who": "ops"}, 3], "ts": 1.7e9}  # fmt: skip
+    _reported_part(doc, RowKind.GATE, ReportRow(9, "gate", 1.7e9, gate))
+    part = ReportedState.read(doc).gate
+    assert part is not None and part.deferred and part.generation == 4
+    assert (part.kind, part.reason, part.until) == ("lock", "held by ops", None)
+    assert part.locks == ({"who": "ops"},) and part.as_of is not None
+    assert ReportedState.read({"gate": {"state": "clear"}}).gate == GatePart(state="clear")
