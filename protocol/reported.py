@@ -65,6 +65,11 @@ FAILED_STATUSES = ("failed", "rolled_back")
 BAD_CONTAINER_STATES = ("exited", "dead", "restarting")
 
 
+def container_bad(container: Mapping[str, Any]) -> bool:
+    """A reported container that is exited, dead, restarting or unhealthy."""
+    return container.get("state") in BAD_CONTAINER_STATES or container.get("health") == "unhealthy"
+
+
 class EventPayload(TypedDict):
     seq: int  # the device's own event sequence
     kind: str

@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from protocol.reported import BAD_CONTAINER_STATES, ReportedState
+from protocol.reported import ReportedState, container_bad
 
 # The agent's host metric names (agent/metrics/sampler.py) -> the summary's keys.
 SUMMARY_METRICS: dict[str, str] = {
@@ -93,11 +93,7 @@ def containers(state: Any) -> dict[str, Any] | None:
     s = ReportedState.read(state)
     if s.containers is None:
         return None
-    bad = sum(
-        1
-        for c in s.containers
-        if c.get("state") in BAD_CONTAINER_STATES or c.get("health") == "unhealthy"
-    )
+    bad = sum(1 for c in s.containers if container_bad(c))
     out: dict[str, Any] = {"total": len(s.containers), "bad": bad}
     if s.observed_as_of:
         out["as_of"] = s.observed_as_of

@@ -28,7 +28,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from hub.rollouts.machine import Observation
-from protocol.reported import FINAL_STATUSES, DeploymentPart, DesiredPart, ReportedState
+from protocol.reported import (
+    FINAL_STATUSES,
+    DeploymentPart,
+    DesiredPart,
+    ReportedState,
+    container_bad,
+)
 
 
 @dataclass(frozen=True)
@@ -134,26 +140,17 @@ def observe(
     return Observation(gen, pick.status, pick.reason)
 
 
-BAD_CONTAINER_STATES = frozenset({"exited", "dead", "restarting"})
-
-
 def bake_problem(doc: Any, since: str | None) -> str | None:
     """What is wrong with a device while its phase bakes: the containers its newest
     snapshot (``observed``) shows exited, dead, restarting or unhealthy — only a snapshot
     taken after ``since`` (when the device succeeded), so the old version's last moments
     never count against the new one. None: nothing wrong, or nothing newer to judge by."""
-    observed = _map(doc, "observed")
-    as_of = observed.get("as_of")
-    if not isinstance(as_of, str) or (since is not None and as_of <= since):
-        return None
-    items = observed.get("containers")
-    if not isinstance(items, list):
+    s = ReportedState.read(doc)
+    as_of = s.observed_as_of
+    if as_of is None or (since is not None and as_of <= since) or s.containers is None:
         return None
     bad = sorted(
-        str(c.get("service") or c.get("name") or "?")
-        for c in items
-        if isinstance(c, Mapping)
-        and (c.get("state") in BAD_CONTAINER_STATES or c.get("health") == "unhealthy")
+        str(c.get("service") or c.get("name") or "?") for c in s.containers if container_bad(c)
     )
     if not bad:
         return None

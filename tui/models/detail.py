@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from rich.text import Text
 
-from protocol.reported import DeploymentPart
+from protocol.reported import DeploymentPart, container_bad
 from sbutil.text import plural
 from tui.models import common as model
 
@@ -352,7 +352,7 @@ def stuck_reasons(device: Mapping[str, Any], now: float) -> list[str]:
     bad = [
         f"{c.get('name')} {c.get('health') if c.get('health') == 'unhealthy' else c.get('state')}"
         for c in model.containers(reported)
-        if c.get("health") == "unhealthy" or c.get("state") in model.BAD_CONTAINER_STATES
+        if container_bad(c)
     ]
     if bad:
         out.append("containers not healthy: " + ", ".join(bad))
