@@ -65,14 +65,25 @@ def held_sql(c: sqlite3.Connection) -> list[Lock]:
     return [Lock(r["who"], float(r["since"]), "api") for r in found]
 
 
+def _same_as(doc: dict[str, Any]) -> str:
+    """What makes two gate documents "the same" for the hub: not the locks' times (an app
+    that touches its lock file to keep it fresh must not send a row per touch)."""
+    key = {k: v for k, v in doc.items() if k not in ("reason", "locks")}
+    key["holders"] = sorted(
+        (str(lk.get("who")), str(lk.get("source"))) for lk in doc.get("locks") or ()
+    )
+    return json.dumps(key, sort_keys=True, separators=(",", ":"))
+
+
 def report_gate_sql(c: sqlite3.Connection, doc: dict[str, Any]) -> bool:
-    text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
     now = time.time()
     row = c.execute("SELECT value FROM meta WHERE key = ?", (GATE_META,)).fetchone()
-    if row is not None and row[0] == text:
+    last = json.loads(row[0]) if row is not None else None
+    if isinstance(last, dict) and _same_as(last) == _same_as(doc):
         return False
-    if doc.get("state") == "clear" and (row is None or '"state":"clear"' in row[0]):
+    if doc.get("state") == "clear" and (not isinstance(last, dict) or last.get("state") == "clear"):
         return False  # nothing was deferred: "clear" would only tell the hub what it knows
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
     c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (GATE_META, text))
     outbox.append(c, RowKind.GATE, cast(GatePayload, {**doc, "ts": now}), now)
     if doc.get("state") == "deferred":

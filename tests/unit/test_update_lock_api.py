@@ -108,11 +108,18 @@ async def test_viewers_may_not_lock_and_bad_input_names_the_field(
 
 def test_gate_report_is_queued_once_per_change(ctx: AppContext) -> None:
     store = ctx.store
-    doc = {"state": "deferred", "generation": 3, "bundle_ref": "b@2", "reason": "locked by x"}
+    lock = {"who": "x", "since": 1.0, "source": "file:x.lock"}
+    doc = {"state": "deferred", "generation": 3, "bundle_ref": "b@2", "reason": "locked by x",
+           "locks": [lock]}  # fmt: skip
     assert updatelocks.report_gate(store, {**doc, "state": "clear"}) is False  # nothing to undo
     assert updatelocks.report_gate(store, doc) is True
     assert updatelocks.report_gate(store, doc) is False
+    # an app touching its lock file changes the times, not the state: nothing is sent
+    touched = {**doc, "reason": "locked by x since later", "locks": [{**lock, "since": 9.0}]}
+    assert updatelocks.report_gate(store, touched) is False
+    assert updatelocks.report_gate(store, {**doc, "locks": []}) is True  # holders changed
     assert updatelocks.report_gate(store, {**doc, "state": "clear"}) is True
     rows = [r for r in store.outbox_pending() if r.kind == "gate"]
-    assert len(rows) == 2
+    assert len(rows) == 3
     assert updatelocks.last_gate(store) == {**doc, "state": "clear"}
+    assert len([e for e in store.events() if e.kind == "update.deferred"]) == 2
