@@ -8,10 +8,11 @@ Stop (SIGTERM/SIGINT): the reverse, children stopped by PID.
 writer (``hub.sync.desired``), enrollment, presence, device RPC verbs. ``Hub.retention``
 (hub/retention.py), one of the components, prunes expired telemetry on a timer.
 
-Seams: ``Hub.components`` (anything with async ``start(hub)`` and
-``stop()``, started after the API and stopped before it), ``Hub.reload_nats(users)`` to add
-per-device NATS users, ``Hub.call`` to run store work on the single writer thread, and
-``Hub.api.publish_change`` for live change notices.
+Seams: ``Hub.components`` (anything with async ``start(hub)`` and ``stop()``, started after
+the API and stopped before it; ``hub.context`` types what they may use of the hub),
+``Hub.reload_nats(users)`` to add per-device NATS users, ``Hub.call`` to run store work on the
+single writer thread, and ``Hub.bus`` (``hub.bus``), the in-process event bus every change goes
+through: the NATS change notices, sync and the rollout controller are its subscribers.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import nats
@@ -33,8 +34,10 @@ from nats.aio.client import Client as NATS
 
 from hub import litestream, natsconf
 from hub.api.service import ApiService
+from hub.bus import EventBus
 from hub.children import Child, find_binary
 from hub.config import DataDir, HubConfig, Secrets, check_tls
+from hub.context import Component
 from hub.errors import Unavailable
 from hub.http import make_app
 from hub.metrics import HubMetrics
@@ -57,18 +60,13 @@ def device_users(store: Store) -> list[natsconf.NatsUser]:
     return credentials.device_users(store)
 
 
-class Component(Protocol):
-    async def start(self, hub: Hub) -> None: ...
-
-    async def stop(self) -> None: ...
-
-
 class Hub:
     def __init__(self, data: DataDir, cfg: HubConfig, sec: Secrets) -> None:
         self.data = data
         self.cfg = cfg
         self.sec = sec
         self.metrics = HubMetrics()
+        self.bus = EventBus()
         # One thread owns the SQLite connection: the store's single writer.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self.store: Store | None = None
@@ -126,7 +124,7 @@ class Hub:
             reconnect_time_wait=0.5,
             **tls,
         )
-        self.api = ApiService(self.nc, self.store, self.executor, self.metrics)
+        self.api = ApiService(self.nc, self.store, self.executor, self.metrics, self.bus)
         await self.api.start()
         # Rollouts (hub/rollouts): the rollouts.* verbs, the ingest row handler that keeps
         # every deployment verdict (registered before ingest consumes anything), and the
@@ -264,6 +262,7 @@ class Hub:
                 await component.stop()
         with contextlib.suppress(Exception):
             await self.sync.stop()
+        await self.bus.close()
         if self.api is not None:
             with contextlib.suppress(Exception):
                 await self.api.stop()

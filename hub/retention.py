@@ -14,14 +14,12 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from hub.config import HubConfig, parse_duration, parse_retention
+from hub.context import HubContext
 from hub.store.telemetry import EventKey, SeriesKey
 from hub.timeutil import now_iso
-
-if TYPE_CHECKING:
-    from hub.app import Hub
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -106,11 +104,11 @@ class RetentionTask:
         self.first_delay = min(first_delay, float(policy.interval))
         self.chunk_rows = chunk_rows
         self.chunk_series = chunk_series
-        self._hub: Hub | None = None
+        self._hub: HubContext | None = None
         self._task: asyncio.Task[None] | None = None
         self.passes = 0
 
-    async def start(self, hub: Hub) -> None:
+    async def start(self, hub: HubContext) -> None:
         self._hub = hub
         if not self.policy.enabled:
             log.info("retention: every category kept for ever; no pruning")

@@ -2,7 +2,8 @@
 
 One wildcard endpoint (rather than one per verb) lets an unknown verb get a proper
 ``not_found`` error instead of a silent NoResponders. Requests run on the store's single
-worker thread; change notices are published after the write committed.
+worker thread; each committed change goes to the hub's event bus (``hub.bus``) after the
+write, and the service's own bus subscriber publishes it as a change notice on NATS.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
@@ -22,8 +23,9 @@ from nats.micro.service import Service
 
 from hub import __version__
 from hub.api.dispatch import AsyncHandler, Reply, dispatch, dispatch_async
-from hub.api.handlers import HANDLERS, Change, Handler
+from hub.api.handlers import HANDLERS, Handler
 from hub.api.notices import DeviceNotices
+from hub.bus import ORIGIN_API, ORIGIN_HUB, Event, EventBus
 from hub.metrics import HubMetrics
 from hub.store import Store
 from hub.timeutil import now_iso
@@ -42,7 +44,12 @@ DEVICE_STATE_NOTICES = frozenset(
 
 class ApiService:
     def __init__(
-        self, nc: NATS, store: Store, executor: Executor, metrics: HubMetrics | None = None
+        self,
+        nc: NATS,
+        store: Store,
+        executor: Executor,
+        metrics: HubMetrics | None = None,
+        bus: EventBus | None = None,
     ) -> None:
         self.nc = nc
         self.store = store
@@ -51,10 +58,9 @@ class ApiService:
         self._service: Service | None = None
         self.handlers: dict[str, Handler] = dict(HANDLERS)
         self.async_handlers: dict[str, AsyncHandler] = {}
-        # Called (as background tasks, in order) with every committed change, after its
-        # notice is published: how the sync side hears of desired-state changes in-process.
-        self.change_listeners: list[Callable[[Change], Coroutine[Any, Any, None]]] = []
-        self._listener_tasks: set[asyncio.Task[None]] = set()
+        self.bus = bus if bus is not None else EventBus()
+        # First and inline: the NATS notice of a change is out before its publisher goes on.
+        self.bus.subscribe("nats", self._notify, inline=True)
         self.device_notices = DeviceNotices(self._send_devices_updated)
 
     def register(self, verb: str, handler: Handler) -> None:
@@ -82,8 +88,6 @@ class ApiService:
 
     async def stop(self) -> None:
         await self.device_notices.stop()
-        for task in list(self._listener_tasks):
-            task.cancel()
         if self._service is not None:
             await self._service.stop()
             self._service = None
@@ -131,35 +135,36 @@ class ApiService:
         elif reply.changes and reply.caller is not None:
             # An audit line for every change an operator made, naming the key used.
             log.info("api %s by key %s (%s)", known, reply.caller.name, reply.caller.key_id)
+        by = reply.caller.name if reply.caller is not None else None
         for change in reply.changes:
-            await self.publish_change(change.kind, change.action, change.data, reply)
-            for listener in self.change_listeners:
-                self._spawn(listener(change))
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        async def guarded() -> None:
-            try:
-                await coro
-            except Exception:
-                log.exception("change listener failed")
-
-        task = asyncio.create_task(guarded())
-        self._listener_tasks.add(task)
-        task.add_done_callback(self._listener_tasks.discard)
-
-    async def _send_devices_updated(self, ids: list[str] | None) -> None:
-        await self.publish_change("devices", "updated", {"ids": ids})
+            await self.bus.publish(
+                Event(change.kind, change.action, change.data, origin=ORIGIN_API, by=by)
+            )
 
     async def publish_change(
-        self, kind: str, action: str, data: dict[str, Any], reply: Reply | None = None
+        self, kind: str, action: str, data: dict[str, Any], *, origin: str = ORIGIN_HUB
     ) -> None:
+        """Make a change the hub itself made known (on the bus, hence as a notice)."""
+        await self.bus.publish(Event(kind, action, data, origin=origin))
+
+    async def _notify(self, event: Event) -> None:
+        """The bus subscriber that publishes every change as a notice on NATS."""
+        kind, action, data = event.kind, event.action, event.data
         if (kind, action) in DEVICE_STATE_NOTICES and isinstance(data.get("devices"), list):
             # Reports ingested (sync's on_applied) and presence flips: these devices' state
             # changed, so a live view also hears of them in the coalesced devices/updated.
             self.device_notices.changed(str(d) for d in data["devices"])
         notice = {"kind": kind, "action": action, "ts": now_iso(), **data}
-        if reply is not None and reply.caller is not None:
-            notice["by"] = reply.caller.name
+        if event.by is not None:
+            notice["by"] = event.by
+        await self._send(kind, action, notice)
+
+    async def _send_devices_updated(self, ids: list[str] | None) -> None:
+        # A wire-only notice for live views (coalesced from events already on the bus).
+        notice = {"kind": "devices", "action": "updated", "ts": now_iso(), "ids": ids}
+        await self._send("devices", "updated", notice)
+
+    async def _send(self, kind: str, action: str, notice: dict[str, Any]) -> None:
         try:
             await self.nc.publish(fleet_change(kind), json.dumps(notice, default=str).encode())
         except Exception:

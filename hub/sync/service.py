@@ -5,8 +5,9 @@ Start order (after the operator API, before ``Hub.components``): the report stre
 (only what changed since the DB recorded it written; forced when the bucket was just
 created or is behind the recorded generations: a wiped or restored JetStream store must not
 leave devices without their documents); then ingest, presence and enrollment subscribe; the
-API gains the sync verbs and an in-process listener for desired-state changes. A periodic re-publish
-(``REPUBLISH_EVERY``) is the safety net for a change whose listener failed.
+API gains the sync verbs, and sync subscribes to the hub's event bus (``hub.bus``) for the
+operators' changes (desired state, decommissions). A periodic re-publish (``REPUBLISH_EVERY``)
+is the safety net for a change whose subscriber failed.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from hub import natsconf
 from hub.api.handlers import Caller, Change, Outcome
 from hub.api.validate import device_id as valid_device_id
+from hub.bus import ORIGIN_API, Event
+from hub.context import HubContext
 from hub.store import Store
 from hub.sync.apply import RowHandler
 from hub.sync.audit import Audit
@@ -29,12 +33,10 @@ from hub.sync.ingest import Ingest
 from hub.sync.presence import Presence
 from hub.sync.streams import ensure_desired_bucket, ensure_report_stream
 
-if TYPE_CHECKING:
-    from hub.app import Hub
-
 log = logging.getLogger(__name__)
 
 REPUBLISH_EVERY = 300.0
+ORIGIN = "sync"  # this side's name on the event bus
 
 
 def approve_reenroll(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
@@ -49,21 +51,26 @@ def approve_reenroll(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
 
 class SyncService:
     def __init__(self) -> None:
-        self.hub: Hub | None = None
+        self.hub: HubContext | None = None
         self.desired: DesiredWriter | None = None
         self.ingest: Ingest | None = None
         self.presence: Presence | None = None
         self.enrollment: Enrollment | None = None
         self.rpc: DeviceRpc | None = None
         self._task: asyncio.Task[None] | None = None
+        self._unsubscribe: Callable[[], None] | None = None
         # Handed to ingest before it consumes anything (hub.sync.apply.RowHandler), so no
         # row applied after a restart escapes them: rollouts keep every deployment verdict.
         self.row_handlers: list[RowHandler] = []
 
-    async def start(self, hub: Hub) -> None:
+    async def start(self, hub: HubContext) -> None:
         assert hub.nc is not None and hub.store is not None and hub.api is not None
         self.hub = hub
         nc, store, api, metrics = hub.nc, hub.store, hub.api, hub.metrics
+
+        async def notify(kind: str, action: str, data: dict[str, Any]) -> None:
+            await api.publish_change(kind, action, data, origin=ORIGIN)
+
         js = nc.jetstream()
         await ensure_report_stream(js)
         kv, created = await ensure_desired_bucket(js)
@@ -80,7 +87,7 @@ class SyncService:
         await self.desired.publish(None, force=force)
 
         async def applied(devices: set[str]) -> None:
-            await api.publish_change("reported", "changed", {"devices": sorted(devices)})
+            await notify("reported", "changed", {"devices": sorted(devices)})
 
         self.ingest = Ingest(js, store, hub.call, metrics, on_applied=applied)
         self.ingest.applier.row_handlers.extend(self.row_handlers)
@@ -91,7 +98,7 @@ class SyncService:
             store,
             hub.call,
             metrics,
-            api.publish_change,
+            notify,
             grace=float(hub.cfg.offline_grace),
             on_claims=audit.check,
         )
@@ -99,9 +106,7 @@ class SyncService:
 
         async def after_enroll(enrolled: list[tuple[str, dict[str, Any]]]) -> None:
             for device_id, info in enrolled:
-                await api.publish_change(
-                    "devices", "enrolled", {"id": device_id, "again": info["again"]}
-                )
+                await notify("devices", "enrolled", {"id": device_id, "again": info["again"]})
             assert self.desired is not None
             await self.desired.publish([d for d, _ in enrolled])
 
@@ -122,10 +127,11 @@ class SyncService:
         for verb, handler in self.rpc.handlers().items():
             api.register_async(verb, handler)
         api.register("devices.approve_reenroll", approve_reenroll)
-        api.change_listeners.append(self._on_change)
+        # The operators' changes only: what the hub changes itself it publishes itself.
+        self._unsubscribe = hub.bus.subscribe(ORIGIN, self._on_change, origins={ORIGIN_API})
         self._task = asyncio.create_task(self._republish_loop(), name="hub-desired-republish")
 
-    async def _on_change(self, change: Change) -> None:
+    async def _on_change(self, change: Event) -> None:
         assert self.desired is not None and self.hub is not None
         if change.kind == "desired":
             await self.desired.publish(change.data.get("devices") or [])
@@ -143,6 +149,9 @@ class SyncService:
                 log.warning("periodic desired publish failed", exc_info=True)
 
     async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

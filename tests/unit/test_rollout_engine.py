@@ -18,6 +18,7 @@ import pytest
 from bundles.validate import load_file
 from hub.api.dispatch import dispatch
 from hub.api.handlers import HANDLERS
+from hub.bus import ORIGIN_API, Event, EventBus
 from hub.rollouts import engine
 from hub.rollouts.api import VERBS
 from hub.rollouts.controller import RolloutController
@@ -461,16 +462,13 @@ def test_a_large_target_is_planned_in_chunks(env: Env) -> None:
     assert again["error"]["code"] == "conflict"
 
 
-class _Msg:
-    def __init__(self, doc: dict[str, Any]) -> None:
-        self.data = json.dumps(doc).encode()
-
-
 class _Hub:
-    """The controller's view of the hub: the store, run inline; no NATS, no API."""
+    """The controller's view of the hub: the store, run inline, and an event bus; no NATS,
+    no API."""
 
     def __init__(self, store: Store) -> None:
         self.store, self.nc, self.api = store, None, None
+        self.bus = EventBus()
 
     async def call(self, fn: Any, *args: Any) -> Any:
         return fn(*args)
@@ -481,14 +479,14 @@ async def test_device_notices_wake_the_controller_only_while_a_rollout_is_active
 ) -> None:
     ctl = RolloutController(publisher=lambda _hub: None)
     ctl._hub = _Hub(env.store)
-    reported = _Msg({"kind": "reported", "action": "changed", "devices": ["dev-0"]})
+    reported = Event("reported", "changed", {"devices": ["dev-0"]}, origin="sync")
     assert (await ctl.run_once()).active == 0
-    await ctl._on_change(reported)  # nothing can move: no tick for it
+    await ctl._on_event(reported)  # nothing can move: no tick for it
     assert not ctl._wake.is_set()
     r = start(env)
-    await ctl._on_change(_Msg({"kind": "rollouts", "action": "started", "id": r["id"]}))
+    await ctl._on_event(Event("rollouts", "started", {"id": r["id"]}, origin=ORIGIN_API))
     assert ctl._wake.is_set()  # a rollout notice always wakes it
     ctl._wake.clear()
     assert (await ctl.run_once()).active == 1
-    await ctl._on_change(reported)  # now a report may move a device
+    await ctl._on_event(reported)  # now a report may move a device
     assert ctl._wake.is_set()
