@@ -16,6 +16,7 @@ import signal
 from collections.abc import Callable, Coroutine
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
+from agent import AGENT_VERSION
 from agent.config import AgentConfig
 from agent.errors import AgentError, EngineUnavailable, StoreError, StoreFull
 from agent.store import Store
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-AGENT_VERSION = "0.1.0"
 # Finding the engine at start: a busy engine (a loaded box, or one still starting beside the
 # agent) is retried soon, then less often; each try also waits longer for its /version.
 ENGINE_RETRY_FIRST = 1.0

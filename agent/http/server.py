@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from agent import AGENT_VERSION
 from agent.http.app import build_app
 from agent.http.context import AppContext, HubLink
 from agent.http.logs import STREAMS_KEY
@@ -105,8 +106,6 @@ def _hub_configured(config: Any) -> bool:
 
 def context_for(agent: Any) -> AppContext:
     """An ``AppContext`` over a running ``agent.daemon.Agent`` (store already open)."""
-    from agent.daemon import AGENT_VERSION
-
     return AppContext(
         config=agent.config,
         store=agent.store,

@@ -28,6 +28,7 @@ from typing import Any
 import nats.errors
 from nats.aio.client import Client as NATS
 
+from agent import AGENT_VERSION
 from agent.sync.link import LinkState
 from agent.sync.liveness import ack_timeout_for
 from protocol.heartbeat import HEARTBEAT_METRICS, ContainerSummary, Heartbeat
@@ -35,7 +36,6 @@ from protocol.subjects import heartbeat
 
 log = logging.getLogger(__name__)
 
-AGENT_VERSION = "0.1.0"
 MAX_ATTENTION = 16  # containers listed by name in a heartbeat; the rest are counted
 
 
