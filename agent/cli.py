@@ -152,6 +152,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     cfg = _config(args)
     with Store.open(cfg.db_path, recover=False, must_exist=True) as store:
         summary = store.status_summary()
+        from agent.store import updatelocks
+        from agent.updategate import file_locks
+
+        # Update gate: the last state reported, and every lock held now (files and API).
+        summary["gate"] = updatelocks.last_gate(store)
+        locks = file_locks(cfg.update.lock_dir) + updatelocks.held(store)
+        summary["update_locks"] = [lk.to_dict() for lk in locks]
     pid = running_pid(cfg.data_dir)
     summary["agent"] = {"running": pid is not None, "pid": pid}
     # What sync and the local API last reported, from their own modules' readers.
@@ -201,6 +208,14 @@ def _format_status(s: dict[str, Any]) -> str:
             f"{dep['bundle_ref'] or '-'}: "
             f"{dep['status']}{why}"
         )
+    gate = s.get("gate")
+    if isinstance(gate, dict) and gate.get("state") == "deferred":
+        lines.append(
+            f"update      {gate.get('bundle_ref') or 'new revision'} deferred: {gate.get('reason')}"
+        )
+    for i, lk in enumerate(s.get("update_locks") or ()):
+        label = "locks" if i == 0 else ""
+        lines.append(f"{label:<11} {lk['who']} ({lk['source']}) since {_ts(lk['since'])}")
     run = s["last_reconcile"]
     if run is not None:
         why = f" - {run['reason']}" if run["reason"] else ""

@@ -34,6 +34,8 @@ def stuck_reason(summary: dict[str, Any], loop_result: Any = None) -> str | None
     outcome = getattr(loop_result, "outcome", None)
     if outcome in ("failed", "held"):
         return f"reconcile {outcome}: {getattr(loop_result, 'reason', None)}"
+    if outcome == "deferred":  # on purpose: an update lock, or outside the windows
+        return str(getattr(loop_result, "reason", None) or "update deferred")
     if last.get("result") == "failed":
         return f"last reconcile failed: {last.get('reason')}"
     return None

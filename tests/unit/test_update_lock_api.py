@@ -123,3 +123,12 @@ def test_gate_report_is_queued_once_per_change(ctx: AppContext) -> None:
     assert len(rows) == 3
     assert updatelocks.last_gate(store) == {**doc, "state": "clear"}
     assert len([e for e in store.events() if e.kind == "update.deferred"]) == 2
+
+
+def test_status_says_why_an_update_waits() -> None:
+    from agent.http.views import stuck_reason
+    from agent.reconcile.loop import LoopResult
+
+    why = "deferred: locked by anna since 2026-12-04T21:00+01:00"
+    result = LoopResult(0.0, "timer", 7, "hello@1.0.0", "deferred", why)
+    assert stuck_reason({}, result) == why
