@@ -21,6 +21,8 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from agent.errors import StoreError, StoreFull
 from agent.store import db as dbfile
 from agent.store import space
+from sbutil.sqlite import Database, rows
+from sbutil.sqlite.database import Stage
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +54,6 @@ def bundle_ref(spec: Mapping[str, Any] | None) -> str | None:
     return f"{name}@{version}" if name and version else None
 
 
-def rows(c: sqlite3.Connection, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-    cur = c.execute(sql, params)
-    cols = [d[0] for d in cur.description]
-    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
-
-
 def next_seq(c: sqlite3.Connection, name: str) -> int:
     row = c.execute(
         "UPDATE sequences SET value = value + 1 WHERE name = ? RETURNING value", (name,)
@@ -80,8 +76,8 @@ class StoreBase:
     """The connection and its rules; see ``agent.store.Store`` for opening one."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path, device_id: str) -> None:
-        self._conn = conn
-        self._lock = threading.RLock()
+        # The connection, its lock and transactions: the SQLite core both stores share.
+        self._db = Database(conn, translate=self._translate, name="store")
         self.path = path
         self.device_id = device_id
         # Why the last write failed for lack of space, and when (None once a write
@@ -96,40 +92,42 @@ class StoreBase:
         self._exclusive = dbfile.is_exclusive(conn)
         self._next_reopen = 0.0
 
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        return self._db.conn
+
+    @property
+    def _lock(self) -> threading.RLock:
+        return self._db.lock
+
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self._db.close()
 
     # ---------------------------------------------------------------- transactions
 
+    _PREFIX: dict[Stage, str] = {
+        "begin": "cannot begin a transaction: ",
+        "write": "",
+        "commit": "commit failed: ",
+        "read": "",
+    }
+
+    def _translate(self, exc: sqlite3.Error, stage: Stage) -> StoreError:
+        err = store_error(exc, self._PREFIX[stage])
+        return err if stage == "read" else self._noted(err)
+
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        with self._db.lock:
             self._maybe_share()
-            c = self._conn
-            try:
-                c.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise self._noted(store_error(exc, "cannot begin a transaction: ")) from exc
-            try:
+            with self._db.transaction() as c:
                 yield c
-            except BaseException as exc:
-                self._rollback()
-                if isinstance(exc, sqlite3.Error):
-                    raise self._noted(store_error(exc)) from exc
-                raise
-            else:
-                try:
-                    c.execute("COMMIT")
-                except sqlite3.Error as exc:
-                    self._rollback()
-                    raise self._noted(store_error(exc, "commit failed: ")) from exc
-                self.full_reason = None
+            self.full_reason = None
 
     def write_now(
         self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kw: P.kwargs
     ) -> T:
-        """``fn(connection, ...)`` in one write transaction."""
+        """``fn(connection, ...)`` in one write transaction, on the calling thread."""
         with self._tx() as c:
             return fn(c, *args, **kw)
 
@@ -137,11 +135,7 @@ class StoreBase:
         self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kw: P.kwargs
     ) -> T:
         """``fn(connection, ...)`` under the lock, outside a write transaction."""
-        with self._lock:
-            try:
-                return fn(self._conn, *args, **kw)
-            except sqlite3.Error as exc:
-                raise store_error(exc) from exc
+        return self._db.read_now(fn, *args, **kw)
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         return self.read_now(rows, sql, params)
@@ -152,15 +146,6 @@ class StoreBase:
             self._full_at = time.monotonic()
             self._full_low = space.low_on_space(self.path.parent) is not None
         return err
-
-    def _rollback(self) -> None:
-        # SQLite rolls back by itself on some errors (SQLITE_FULL, SQLITE_IOERR, ...); a
-        # second ROLLBACK would then raise and hide the real error.
-        if self._conn.in_transaction:
-            try:
-                self._conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                log.exception("rollback failed", extra={"device": self.device_id})
 
     # ---------------------------------------------------------------- disk full
 
@@ -194,17 +179,17 @@ class StoreBase:
             return
         # The exclusive connection holds the file lock: it must go before a shared one can
         # read. If the shared open fails after all, the exclusive one comes back.
-        self._conn.close()
+        self._db.conn.close()
         try:
-            self._conn = dbfile.connect(self.path)
+            self._db.conn = dbfile.connect(self.path)
             self._exclusive = False
             log.info("store reopened for sharing: space is back", extra={"device": self.device_id})
         except sqlite3.Error:
             try:
-                self._conn = dbfile.connect_on_any_disk(self.path)
+                self._db.conn = dbfile.connect_on_any_disk(self.path)
             except sqlite3.Error as exc:
                 raise store_error(exc, "cannot reopen the store: ") from exc
-            self._exclusive = dbfile.is_exclusive(self._conn)
+            self._exclusive = dbfile.is_exclusive(self._db.conn)
 
     def data_version(self) -> int:
         """Changes whenever another connection (e.g. ``signalbeam-agent apply``) commits."""

@@ -5,7 +5,6 @@ Kept apart from the domain methods so the crash-safety rules live in one small m
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import sqlite3
@@ -16,11 +15,10 @@ from typing import Any
 
 from agent.errors import StoreCorrupt, StoreError, StoreFull
 from agent.store import space
-from sbutil.private import private_db_files
+from sbutil import sqlite
 
 log = logging.getLogger(__name__)
 
-BUSY_TIMEOUT_MS = 5000
 # Error codes that mean "this file is not a healthy database", as opposed to "busy" or
 # "locked", which are someone else holding the write lock and must never trigger a move.
 _CORRUPT_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
@@ -33,45 +31,18 @@ class Recovery:
 
 
 def connect(path: Path, *, exclusive: bool = False) -> sqlite3.Connection:
-    """Open ``path`` in WAL mode.
+    """Open ``path`` in WAL mode (``sbutil.sqlite.connect``).
 
     ``exclusive`` sets ``locking_mode=EXCLUSIVE`` before the first access, so SQLite keeps
     the WAL index in process memory instead of a ``-shm`` file: the way to open a store on
     a full disk, where that file cannot be created (after a clean stop SQLite deletes it).
     Other processes then cannot use the file until the agent reopens it normally.
     """
-    # isolation_level=None: the store issues BEGIN IMMEDIATE / COMMIT itself, so a
-    # transaction spans exactly what it means to and nothing commits behind its back.
-    # 0600 before SQLite opens it: the -wal and -shm it makes get the same mode (issue 19).
-    # A disk too full to create the file: SQLite's own open fails next and says so (and a
-    # store that exists is tightened even then).
-    with contextlib.suppress(OSError):
-        private_db_files(path)
-    conn = sqlite3.connect(
-        str(path),
-        isolation_level=None,
-        check_same_thread=False,
-        timeout=BUSY_TIMEOUT_MS / 1000,
-    )
-    try:
-        if exclusive:
-            conn.execute("PRAGMA locking_mode=EXCLUSIVE")
-        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise StoreError(f"{path}: could not switch to WAL mode (got {mode!r})")
-        # NORMAL in WAL mode survives any process crash (kill -9); only a power cut can lose
-        # the last few commits, never corrupt the file.
-        conn.execute("PRAGMA synchronous=NORMAL")
-        # SQLite's page cache is the agent's only memory that grows with the file (2 MiB by
-        # default, filled over hours as metrics accrue; the soak bench saw it as RSS growth).
-        # 1 MiB bounds it lower; pages beyond it come from the kernel's page cache.
-        conn.execute("PRAGMA cache_size=-1024")
-        conn.execute("PRAGMA foreign_keys=ON")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+    # SQLite's page cache is the agent's only memory that grows with the file (2 MiB by
+    # default, filled over hours as metrics accrue; the soak bench saw it as RSS growth).
+    # 1 MiB bounds it lower; pages beyond it come from the kernel's page cache. Not being
+    # able to switch to WAL is an OperationalError: open_checked words it as a StoreError.
+    return sqlite.connect(path, exclusive=exclusive, cache_kib=1024, require_wal=True)
 
 
 def is_corruption(exc: BaseException) -> bool:

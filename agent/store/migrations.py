@@ -12,6 +12,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from sbutil import sqlite
+from sbutil.sqlite import Migration
+
 if TYPE_CHECKING:
     from sqlite_utils import Database
 
@@ -188,49 +191,23 @@ def _v3_update_locks(db: Database) -> None:
     db.conn.execute("ALTER TABLE desired_revisions ADD COLUMN force INTEGER NOT NULL DEFAULT 0")
 
 
-Migration = tuple[int, str, Callable[["Database"], None]]
+def _with_utils(fn: Callable[[Database], None]) -> Callable[[sqlite3.Connection], None]:
+    def step(conn: sqlite3.Connection) -> None:
+        from sqlite_utils import Database
+
+        fn(Database(conn, execute_plugins=False, recursive_triggers=False))
+
+    return step
+
 
 MIGRATIONS: list[Migration] = [
-    (1, "initial schema", _v1_initial),
-    (2, "deployments keyed by exact revision", _v2_deployment_identity),
-    (3, "update locks and gated desired revisions", _v3_update_locks),
+    (1, "initial schema", _with_utils(_v1_initial)),
+    (2, "deployments keyed by exact revision", _with_utils(_v2_deployment_identity)),
+    (3, "update locks and gated desired revisions", _with_utils(_v3_update_locks)),
 ]
 
 
-def current_version(conn: sqlite3.Connection) -> int:
-    row = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
-    return int(row[0] or 0)
-
-
 def migrate(conn: sqlite3.Connection) -> list[int]:
-    """Apply pending migrations; returns the versions applied. ``conn`` is in autocommit mode."""
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations "
-        "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
-    )
-    latest = MIGRATIONS[-1][0]
-    if current_version(conn) >= latest:
-        return []
-    from sqlite_utils import Database
-
-    db = Database(conn, execute_plugins=False, recursive_triggers=False)
-    applied = []
-    for version, name, fn in MIGRATIONS:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            # Re-read inside the write lock: a CLI process may have migrated meanwhile.
-            if current_version(conn) >= version:
-                conn.execute("COMMIT")
-                continue
-            fn(db)
-            conn.execute(
-                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                (version, name, time.time()),
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        applied.append(version)
-    return applied
+    """Apply pending migrations (``sbutil.sqlite.migrate``); returns the versions applied.
+    ``applied_at`` is epoch seconds (REAL), as the agent has always written it."""
+    return sqlite.migrate(conn, MIGRATIONS, stamp=time.time, applied_at_type="REAL")

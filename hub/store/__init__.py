@@ -26,7 +26,7 @@ class Store(
         return cls(open_db(path))
 
     def close(self) -> None:
-        self.conn.close()
+        self.database.close()
 
 
 __all__ = ["Store", "open_db"]

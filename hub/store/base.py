@@ -1,4 +1,8 @@
-"""What every part of the store shares: the connection, transactions, row helpers."""
+"""What every part of the store shares: the connection, transactions, row helpers.
+
+The connection, its lock and transactions are the SQLite core the agent shares
+(``sbutil.sqlite.Database``); this adds the hub's ``sqlite_utils`` view of the file.
+"""
 
 from __future__ import annotations
 
@@ -9,47 +13,34 @@ from typing import Any
 
 import sqlite_utils
 
+from sbutil import sqlite
+
 
 class StoreBase:
     def __init__(self, db: sqlite_utils.Database) -> None:
         self.db = db
-        self.conn: sqlite3.Connection = db.conn
-        self._depth = 0
+        self.database = sqlite.Database(db.conn, name="store")
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        return self.database.conn
+
+    @property
+    def _depth(self) -> int:
+        """Open transaction levels (0: none): a dry run must own its transaction."""
+        return self.database.depth
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; nested uses join the outer one.
-
-        BEGIN IMMEDIATE takes the write lock up front so a read-then-write inside cannot
-        fail half way with SQLITE_BUSY.
-        """
-        if self._depth:
-            self._depth += 1
-            try:
-                yield self.conn
-            finally:
-                self._depth -= 1
-            return
-        self.conn.execute("BEGIN IMMEDIATE")
-        self._depth = 1
-        try:
-            yield self.conn
-        except BaseException:
-            self._depth = 0
-            self.conn.execute("ROLLBACK")
-            raise
-        self._depth = 0
-        self.conn.execute("COMMIT")
+        """One write transaction; nested uses join the outer one (``Database.transaction``)."""
+        with self.database.transaction() as c:
+            yield c
 
     def rows(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> list[dict[str, Any]]:
-        cur = self.conn.execute(sql, params)
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        return sqlite.rows(self.conn, sql, params)
 
     def row(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> dict[str, Any] | None:
-        found = self.rows(sql, params)
-        return found[0] if found else None
+        return sqlite.row(self.conn, sql, params)
 
     def scalar(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> Any:
-        r = self.conn.execute(sql, params).fetchone()
-        return None if r is None else r[0]
+        return sqlite.scalar(self.conn, sql, params)

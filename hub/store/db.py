@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import sqlite_utils
 
 from hub.store.migrations import migrate
-from sbutil.private import private_db_files
-
-BUSY_TIMEOUT_MS = 5000
+from sbutil import sqlite
 
 
 def open_db(path: Path | str) -> sqlite_utils.Database:
-    # check_same_thread=False: the hub runs every store call on one dedicated worker thread
-    # (the single writer), which is not the thread that opened the connection.
-    # 0600 before SQLite opens it: its -wal and -shm get the same mode (issue 19).
-    private_db_files(Path(path))
-    conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    conn.execute("PRAGMA journal_mode = WAL")
-    # NORMAL is safe in WAL mode (a crash may lose the last commits, never corrupts), and
-    # litestream recommends it.
-    conn.execute("PRAGMA synchronous = NORMAL")
-    conn.execute("PRAGMA foreign_keys = ON")
+    # The pragmas are the agent's too (sbutil.sqlite.connect). The file is made 0600 first
+    # (issue 19), and a failure to do so stops the hub there. The hub's page cache keeps
+    # SQLite's default size, and a file that cannot be in WAL mode still opens.
+    conn = sqlite.connect(path, require_wal=False, private_strict=True)
     db = sqlite_utils.Database(conn)
     migrate(db)
     return db

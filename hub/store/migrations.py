@@ -6,14 +6,14 @@ database has, so an old database is brought forward on open.
 
 from __future__ import annotations
 
-import sqlite3
-
 import sqlite_utils
 
 from hub.errors import ConfigError
 from hub.timeutil import now_iso
+from sbutil import sqlite
+from sbutil.sqlite import Migration
 
-MIGRATIONS: list[tuple[int, str, str]] = [
+MIGRATIONS: list[Migration] = [
     (
         1,
         "fleet store",
@@ -383,62 +383,21 @@ INSERT INTO rollout_phases (rollout_id, number, size, started_at)
 ]
 
 
-def _ensure_table(db: sqlite_utils.Database) -> None:
-    db.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations ("
-        " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-    )
-
-
 def applied_versions(db: sqlite_utils.Database) -> list[int]:
-    _ensure_table(db)
-    return [r[0] for r in db.execute("SELECT version FROM schema_migrations ORDER BY version")]
+    sqlite.ensure_table(db.conn, "TEXT")
+    return sqlite.applied_versions(db.conn)
 
 
 def migrate(db: sqlite_utils.Database) -> list[int]:
-    """Apply every migration not yet recorded; return the versions applied now."""
-    done = set(applied_versions(db))
-    known = {v for v, _, _ in MIGRATIONS}
-    if done - known:
-        raise ConfigError(
-            f"database has schema version(s) {sorted(done - known)} this hub does not know; "
+    """Apply every migration not yet recorded (``sbutil.sqlite.migrate``); return the
+    versions applied now. A database with versions this hub does not know is refused."""
+    return sqlite.migrate(
+        db.conn,
+        MIGRATIONS,
+        stamp=now_iso,
+        applied_at_type="TEXT",
+        refuse_newer=lambda versions: ConfigError(
+            f"database has schema version(s) {versions} this hub does not know; "
             "it was written by a newer hub"
-        )
-    applied: list[int] = []
-    for version, name, sql in MIGRATIONS:
-        if version in done:
-            continue
-        conn = db.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            # executescript would COMMIT the open transaction first; run statements one by
-            # one so the migration and its record land together or not at all.
-            for stmt in _statements(sql):
-                conn.execute(stmt)
-            conn.execute(
-                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                (version, name, now_iso()),
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        applied.append(version)
-    return applied
-
-
-def _statements(sql: str) -> list[str]:
-    """Split a migration script into statements, keeping trigger bodies whole."""
-    out: list[str] = []
-    buf = ""
-    for line in sql.splitlines(keepends=True):
-        if line.strip().startswith("--") and not buf.strip():
-            continue
-        buf += line
-        if sqlite3.complete_statement(buf):
-            if buf.strip():
-                out.append(buf.strip())
-            buf = ""
-    if buf.strip():
-        out.append(buf.strip())
-    return out
+        ),
+    )
