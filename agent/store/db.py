@@ -161,11 +161,11 @@ def salvage_desired(path: Path) -> list[dict[str, Any]]:
     try:
         conn.row_factory = sqlite3.Row
         hub = conn.execute(
-            "SELECT generation, source, spec, content_hash, rollout_id FROM desired_revisions "
-            "WHERE source = 'hub' ORDER BY generation DESC LIMIT 1"
+            # *: the update-gate columns (migration 3) where the file has them
+            "SELECT * FROM desired_revisions WHERE source = 'hub' ORDER BY generation DESC LIMIT 1"
         ).fetchall()
         local = conn.execute(
-            "SELECT generation, source, spec, content_hash, rollout_id FROM desired_revisions "
+            "SELECT * FROM desired_revisions "
             "WHERE source = 'local' AND cleared_at IS NULL ORDER BY id DESC LIMIT 1"
         ).fetchall()
         return [dict(r) for r in [*hub, *local]]

@@ -199,7 +199,20 @@ def salvaged(found: list[dict[str, Any]]) -> list[DesiredState]:
                 continue
             if spec is not None and not isinstance(spec, dict):
                 continue
-            out.append(DesiredState(gen, spec, src, r["rollout_id"], r["content_hash"]))
+            # A revision's gating survives too (else a salvaged update could start outside
+            # its windows, or lose the operator's override).
+            windows = loads(r.get("maintenance_windows"))
+            out.append(
+                DesiredState(
+                    gen,
+                    spec,
+                    src,
+                    r["rollout_id"],
+                    r["content_hash"],
+                    tuple(windows) if isinstance(windows, list) else None,
+                    bool(r.get("force")),
+                )
+            )
         except (KeyError, TypeError, ValueError):
             continue
     return out

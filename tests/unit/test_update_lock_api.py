@@ -132,3 +132,14 @@ def test_status_says_why_an_update_waits() -> None:
     why = "deferred: locked by anna since 2026-12-04T21:00+01:00"
     result = LoopResult(0.0, "timer", 7, "hello@1.0.0", "deferred", why)
     assert stuck_reason({}, result) == why
+
+
+def test_a_salvaged_revision_keeps_its_gating() -> None:
+    from agent.store.desired import salvaged
+
+    row = {"generation": 3, "source": "hub", "spec": None, "rollout_id": None,
+           "content_hash": None}  # fmt: skip
+    gated = salvaged([{**row, "maintenance_windows": '["* 01:00-02:00"]', "force": 1}])
+    assert gated[0].maintenance_windows == ("* 01:00-02:00",) and gated[0].force
+    old = salvaged([row])  # a file from before migration 3
+    assert old[0].maintenance_windows is None and not old[0].force
