@@ -52,18 +52,20 @@ import bcrypt
 
 from hub.config import DataDir, HubConfig, Secrets, write_private
 from protocol.subjects import (
-    API_PREFIX,
+    API_ALL,
     ENROLL,
-    FLEET_CHANGES_PREFIX,
+    FLEET_CHANGES_ALL,
     INBOX_ENROLL,
     INBOX_HUB,
     INBOX_OPERATOR,
     JS_DOMAIN,
+    SERVICE_DISCOVERY_ALL,
     desired_direct_get,
     desired_key,
     desired_prompt,
     device_all,
     device_inbox,
+    inbox_all,
     rpc_all,
     valid_device_id,
     valid_subject,
@@ -150,13 +152,16 @@ def base_users(sec: Secrets) -> list[NatsUser]:
             # discovery; replies only under the operators' inbox prefix, and live change
             # notices. No device RPC: that goes through the API (devices.restart, ...), so
             # the API key's role decides it, and only the hub's own login may request it.
-            publish=(f"{API_PREFIX}.>", "$SRV.>"),
-            subscribe=(f"{INBOX_OPERATOR}.>", f"{FLEET_CHANGES_PREFIX}.>"),
+            publish=(API_ALL, SERVICE_DISCOVERY_ALL),
+            subscribe=(inbox_all(INBOX_OPERATOR), FLEET_CHANGES_ALL),
         ),
         # Enrolling devices: the request (token and the device's own new password travel to
         # the hub only) and replies under their prefix (which carry no secret).
         NatsUser(
-            ENROLL_USER, sec.enroll_password, publish=(ENROLL,), subscribe=(f"{INBOX_ENROLL}.>",)
+            ENROLL_USER,
+            sec.enroll_password,
+            publish=(ENROLL,),
+            subscribe=(inbox_all(INBOX_ENROLL),),
         ),
     ]
 
@@ -187,14 +192,14 @@ def device_user(device_id: str, password: str) -> NatsUser:
         password,
         publish=(
             device_all(device_id),
-            f"{INBOX_HUB}.>",
+            inbox_all(INBOX_HUB),
             desired_direct_get(device_id),
             # The same read by a device connected straight to the hub (direct mode): the
             # server maps the domain prefix away first and checks this subject.
             desired_direct_get(device_id, domain=None),
         ),
         subscribe=(
-            f"{device_inbox(device_id)}.>",
+            inbox_all(device_inbox(device_id)),
             # The put prompt: the bucket's republish ($KV.> never crosses a leaf link between
             # JetStream domains); $KV.desired.<id> itself reaches only a direct-mode device.
             desired_prompt(device_id),

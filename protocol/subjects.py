@@ -32,6 +32,15 @@ INBOX_OPERATOR = "_INBOX._op"  # the shared operator login (CLI, TUI)
 INBOX_HUB = "_INBOX._hub"  # the hub's own connection (device RPC requests)
 
 
+# nats.micro's service discovery (``$SRV.PING``, ``$SRV.INFO``...): operators may ask.
+SERVICE_DISCOVERY_ALL = "$SRV.>"
+
+
+def inbox_all(prefix: str) -> str:
+    """Every reply subject under an inbox prefix (what its login may receive)."""
+    return f"{prefix}.>"
+
+
 def valid_device_id(device_id: object) -> bool:
     return isinstance(device_id, str) and DEVICE_ID_RE.fullmatch(device_id) is not None
 
@@ -62,8 +71,19 @@ def api(verb: str) -> str:
     return f"{API_PREFIX}.{verb}"
 
 
+def api_verb(subject: str) -> str:
+    """The verb of an API request's subject (``sb.api.devices.list`` -> ``devices.list``)."""
+    return subject[len(API_PREFIX) + 1 :]
+
+
+API_ALL = api(">")
+
+
 def fleet_change(kind: str) -> str:
     return f"{FLEET_CHANGES_PREFIX}.{kind}"
+
+
+FLEET_CHANGES_ALL = fleet_change(">")
 
 
 def report(device_id: str) -> str:
@@ -101,6 +121,9 @@ DESIRED_REPUBLISH_DEST = f"{DESIRED_PROMPT_PREFIX}.>"
 def desired_prompt(device_id: str) -> str:
     """The subject a put of ``device_id``'s desired key is republished on (headers only)."""
     return f"{DESIRED_PROMPT_PREFIX}.{device_id}"
+
+
+DESIRED_PROMPT_WILDCARD = desired_prompt("*")
 
 
 def kv_prefix(bucket: str) -> str:

@@ -25,7 +25,7 @@ from bench.sim.device import Counters, Link, SimDevice
 from bench.sim.model import AGENT_VERSION, DeviceModel
 from bench.sim.options import SimError, SimOptions
 from protocol.enroll import DeviceFacts, EnrollReply
-from protocol.subjects import DESIRED_PROMPT_PREFIX, desired_prompt
+from protocol.subjects import DESIRED_PROMPT_WILDCARD, desired_prompt
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class SimFleet:
                     nc = await self._connect(o.shared_user or "", o.shared_password or "", None)
                     self._shared.append(Link.of(nc))
                 # One prompt subscription for all: the republish subject names the device.
-                await self._shared[0].nc.subscribe(f"{DESIRED_PROMPT_PREFIX}.*", cb=self._on_prompt)
+                await self._shared[0].nc.subscribe(DESIRED_PROMPT_WILDCARD, cb=self._on_prompt)
                 if not o.ramp_s:  # with a ramp the ticker attaches them (ATTACH events)
                     for i, dev in enumerate(self.devices.values()):
                         dev.attach(self._shared[i % len(self._shared)])

@@ -31,7 +31,7 @@ from hub.store import Store
 from hub.timeutil import now_iso
 from protocol.api import API_KEY_HEADER, REQUESTS, SERVICE_NAME, VERBS
 from protocol.errors import HTTP_STATUS
-from protocol.subjects import API_PREFIX, fleet_change
+from protocol.subjects import API_ALL, api_verb, fleet_change
 
 log = logging.getLogger(__name__)
 _KNOWN = frozenset(VERBS)
@@ -84,7 +84,7 @@ class ApiService:
             version=__version__,
             description="SignalBeam operator API (see docs/operator-api.md)",
         )
-        await self._service.add_endpoint(name="api", subject=f"{API_PREFIX}.>", handler=self.handle)
+        await self._service.add_endpoint(name="api", subject=API_ALL, handler=self.handle)
 
     async def stop(self) -> None:
         await self.device_notices.stop()
@@ -94,7 +94,7 @@ class ApiService:
 
     async def handle(self, req: Request) -> None:
         started = time.perf_counter()
-        verb = req.subject[len(API_PREFIX) + 1 :]
+        verb = api_verb(req.subject)
         # nats.micro's Request does not expose the reply subject; a plain publish (no reply)
         # is not an API call: doing its write without a way to report the result would only
         # surprise, so it is dropped.

@@ -1,5 +1,6 @@
 """protocol/subjects.py says every subject is built there: no other module of the product
-spells one (a string literal starting ``sb.``, ``$KV.``, ``$JS.`` or ``_INBOX.``)."""
+spells one (a string literal starting ``sb.``, ``$KV.``, ``$JS.``, ``$SRV.`` or ``_INBOX.``)
+or builds one from its parts (an f-string adding a token, ``.>`` or ``.*``, to a prefix)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("agent", "hub", "tui", "protocol", "bundles", "sbutil")
-PREFIXES = ("sb.", "$KV.", "$JS.", "_INBOX.")
+PREFIXES = ("sb.", "$KV.", "$JS.", "$SRV.", "_INBOX.")
+WILDCARD_TAILS = (".>", ".*")
 
 
 def subject_literals(path: Path) -> list[str]:
@@ -30,6 +32,16 @@ def subject_literals(path: Path) -> list[str]:
             and node.value.startswith(PREFIXES)
         ):
             found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
+        if (
+            isinstance(node, ast.JoinedStr)
+            and node.values
+            and isinstance(node.values[-1], ast.Constant)
+            and isinstance(node.values[-1].value, str)
+            and node.values[-1].value.endswith(WILDCARD_TAILS)
+        ):
+            found.append(
+                f"{path.relative_to(ROOT)}:{node.lineno}: f-string ending {node.values[-1].value!r}"
+            )
     return found
 
 
