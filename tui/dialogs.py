@@ -195,7 +195,7 @@ class RolloutStartScreen(ModalScreen[RolloutRequest | None]):
                 )  # fmt: skip
             with Horizontal(classes="field"):
                 yield Label("canary %")
-                yield Input(placeholder="e.g. 10 (blank: one wave)", id="rollout-canary")
+                yield Input(placeholder="e.g. 10 (blank: one phase)", id="rollout-canary")
             with Horizontal(classes="field"):
                 yield Label("max failures")
                 yield Input(placeholder="blank: 0", id="rollout-max-failures")

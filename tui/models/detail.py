@@ -422,9 +422,9 @@ def rollout_question(
     dry: Mapping[str, Any] | None,
 ) -> str:  # fmt: skip
     kind, _, name = target.partition(":")
-    waves = f"canary {canary}% first" if canary else "one wave"
+    phases = f"canary {canary}% first" if canary else "one phase"
     return (
-        f"Start a rollout of {bundle} to {kind} {name} — {impact(dry)}; {waves}, "
+        f"Start a rollout of {bundle} to {kind} {name} — {impact(dry)}; {phases}, "
         f"{max_failures or 0} failure(s) tolerated?"
     )
 
@@ -467,8 +467,8 @@ def rollout_action_question(action: str, rollout: Mapping[str, Any]) -> str:
     ref = f"{rollout.get('bundle')}@{rollout.get('version')}"
     what = {
         "abort": "stops it for good and gives every device back its previous assignment",
-        "pause": "starts no new waves; devices already updating go on",
-        "resume": "starts the next waves again",
+        "pause": "starts no new phases; devices already updating go on",
+        "resume": "starts the next phases again",
     }.get(action, "")
     return (
         f"{action.capitalize()} rollout {rollout.get('id')} ({ref}, {total} device"
