@@ -26,11 +26,11 @@ from typing import Any
 from hub.desired import Assignment, resolve
 from hub.errors import Conflict, Invalid, NotFound
 from hub.rollouts import machine as m
-from hub.rollouts.observe import FINAL_STATUSES, Verdict, newest_generation, verdict_of
+from hub.rollouts.observe import Verdict, newest_generation, verdict_of
 from hub.store import Store
 from hub.timeutil import now_iso
 from protocol.report import ReportRow
-from protocol.reported import RowKind
+from protocol.reported import FINAL_STATUSES, RowKind
 from sbutil.text import phase_name, plural
 
 log = logging.getLogger(__name__)
