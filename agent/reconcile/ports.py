@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from agent.precedence import Revision, Source
+from protocol.reported import DeploymentStatus  # the statuses a deployment row reports
+
+__all__ = ["Deployment", "DeploymentStatus", "Recorder", "Severity"]
 
 Severity = Literal["debug", "info", "warning", "error"]
-DeploymentStatus = Literal["applying", "healthy", "failed", "rolled_back"]
 
 
 @dataclass(frozen=True)

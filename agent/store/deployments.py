@@ -13,9 +13,9 @@ from agent.precedence import SOURCES, Revision
 from agent.reconcile.ports import Deployment, DeploymentStatus
 from agent.store import outbox
 from agent.store.base import StoreBase, dumps, loads, rows
-from protocol.reported import DeploymentPayload, RowKind
+from protocol.reported import DEPLOYMENT_STATUSES, DeploymentPayload, RowKind
 
-STATUSES = ("applying", "healthy", "failed", "rolled_back")
+STATUSES = DEPLOYMENT_STATUSES
 
 _BY_REVISION = (
     "SELECT * FROM deployments WHERE source = ? AND generation = ? AND spec_hash = ?"

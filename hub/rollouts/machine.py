@@ -61,7 +61,7 @@ FINAL = frozenset({DONE, FAILED_ROLLOUT, ABORTED})
 # A phase as the API shows it (``phase_state``).
 PHASE_PENDING, PHASE_RUNNING, PHASE_BAKING, PHASE_DONE = "pending", "running", "baking", "done"
 
-# The agent's deployment statuses (agent/store: DEPLOYMENT_STATUSES), as reported.
+# The agent's deployment statuses (protocol.reported.DEPLOYMENT_STATUSES), as reported.
 APPLYING, HEALTHY, DEP_FAILED, ROLLED_BACK = "applying", "healthy", "failed", "rolled_back"
 
 MAX_PHASES = 20
