@@ -121,6 +121,16 @@ class HubConfig:
 
 
 @dataclass(frozen=True)
+class SigningConfig:
+    """``[signing]``: bundle signatures (docs/security.md). Keys here are trusted whatever the
+    hub relays, and no trust set can retire them; ``require`` (unset: what the fleet's trust
+    set says) decides whether an unsigned bundle is refused."""
+
+    trusted_keys: tuple[str, ...] = ()
+    require: bool | None = None
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     data_dir: Path = Path(DEFAULT_DATA_DIR)
     device_id: str = "device"
@@ -138,6 +148,7 @@ class AgentConfig:
     registry_auth: tuple[RegistryAuth, ...] = ()
     http: HttpConfig = field(default_factory=HttpConfig)
     hub: HubConfig = field(default_factory=HubConfig)
+    signing: SigningConfig = field(default_factory=SigningConfig)
 
     @property
     def db_path(self) -> Path:
@@ -399,6 +410,13 @@ def config_from_dict(doc: dict[str, Any], *, base_dir: Path | None = None) -> Ag
     )
     hb.done()
 
+    sg = top.table("signing")
+    signing = SigningConfig(
+        trusted_keys=sg.convert("trusted_keys", (), _public_keys),
+        require=sg.convert("require", None, _bool),
+    )
+    sg.done()
+
     top.done()
     return AgentConfig(
         data_dir=data_dir,
@@ -415,7 +433,21 @@ def config_from_dict(doc: dict[str, Any], *, base_dir: Path | None = None) -> Ag
         registry_auth=registry_auth,
         http=http,
         hub=hub,
+        signing=signing,
     )
+
+
+def _public_keys(value: Any) -> tuple[str, ...]:
+    from bundles.signing import SigningError, parse_public_key
+
+    if not isinstance(value, list):
+        raise ValueError("must be a list of public keys (ed25519:...)")
+    for key in value:
+        try:
+            parse_public_key(key)
+        except SigningError as exc:
+            raise ValueError(str(exc)) from None
+    return tuple(value)
 
 
 def load_config(path: str | Path | None) -> AgentConfig:

@@ -97,6 +97,8 @@ class Hub:
         private_dir(self.data.root)
         private_db_files(self.data.db)
         self.store = await self.call(Store.open, self.data.db)
+        self.store.require_signed_default = self.cfg.require_signed_bundles
+        await self.call(self.store.trust_set)  # fills the copy enrollment replies carry
         log.info("store open at %s", self.data.db)
         # Every enrolled device's NATS user is in the config from the first start on; a row
         # that could not be one is quarantined first, plain passwords become hashes.

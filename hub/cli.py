@@ -63,6 +63,15 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         default=None,
         help="do not replicate the DB",
     )
+    p.add_argument(
+        "--allow-unsigned-bundles",
+        dest="require_signed_bundles",
+        action="store_const",
+        const=False,
+        default=None,
+        help="devices enrolled from now on run unsigned bundles too (opt out of signed "
+        "bundles; see docs/security.md); the default requires a signature by a trusted key",
+    )
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -81,6 +90,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "leaf_tls_key",
         "client_tls_cert",
         "client_tls_key",
+        "require_signed_bundles",
     )
     return {n: getattr(args, n, None) for n in names}
 

@@ -59,6 +59,10 @@ class HubConfig:
     # any age: a quiet device's Events tab still tells its last story.
     retention_events_keep: int = 100
     retention_interval: str = "10m"
+    # Signed bundles (docs/security.md): what a device enrolling before the operator pushed
+    # any trust set is told. True (the default for new hubs): it refuses unsigned bundles.
+    # Once a signed trust set exists, that set decides, and only a key it trusts can change it.
+    require_signed_bundles: bool = True
 
     @property
     def leaf_tls(self) -> bool:

@@ -125,10 +125,18 @@ REQUESTS: dict[str, tuple[bool, dict[str, FieldDoc]]] = {
     "groups.add": (True, {"name": ("str", True), "device": ("str", True)}),
     "groups.remove": (True, {"name": ("str", True), "device": ("str", True)}),
     "groups.list": (False, {}),
-    "bundles.push": (True, {"spec": ("object", True)}),
+    # Signed bundles (docs/security.md): signatures and trust sets are made by the operator's
+    # CLI with a key the hub never sees; the hub checks and relays them.
+    "bundles.push": (True, {"spec": ("object", True), "signatures": ("list", False)}),
+    "bundles.sign": (
+        True,
+        {"name": ("str", True), "version": ("str", True), "signature": ("object", True)},
+    ),
     "bundles.list": (False, {}),
     "bundles.get": (False, {"name": ("str", True), "version": ("str", False)}),
     "bundles.versions": (False, {"name": ("str", True)}),
+    "trust.get": (False, {}),
+    "trust.push": (True, {"trust": ("object", True)}),
     "assign": (
         True,
         {"target": ("str", True), "bundle": ("str", True), "dry_run": ("bool", False)},

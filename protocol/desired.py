@@ -4,6 +4,11 @@ The hub writes one per device to the JetStream KV bucket ``desired``; the agent 
 revision it receives before acting on it. ``spec is None`` means "run no bundle". Decoded
 through the shared gate (``protocol.codec.load``); a bad one raises ``DesiredDecodeError``, a
 ``MessageError``.
+
+``signatures`` (the bundle's signature blocks, made by the operator's key) and ``trust`` (the
+fleet's signed trust-set chain) are relayed by the hub, never made by it; the agent checks
+them against the keys it trusts (``bundles.signing``, ``agent.sync.intake``,
+docs/security.md).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ DesiredSource = Literal["hub", "local"]
 
 # The hub's nats-server refuses a larger message, so no desired document can be larger.
 MAX_DESIRED_BYTES = 2 * 1024 * 1024
+MAX_LIST = 256  # signatures or trust sets in one document (bundles.signing's limits are lower)
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,9 @@ class DesiredState:
     maintenance_windows: tuple[str, ...] | None = None
     # An operator's override: start this revision through update locks and windows.
     force: bool = False
+    # Signed bundles: the operator's signatures of ``spec`` and the fleet's trust chain.
+    signatures: tuple[dict[str, Any], ...] = ()
+    trust: tuple[dict[str, Any], ...] = ()
 
     def to_json(self) -> bytes:
         doc: dict[str, object] = {
@@ -53,6 +62,10 @@ class DesiredState:
             doc["maintenance_windows"] = list(self.maintenance_windows)
         if self.force:
             doc["force"] = True
+        if self.signatures:
+            doc["signatures"] = list(self.signatures)
+        if self.trust:
+            doc["trust"] = list(self.trust)
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
@@ -81,6 +94,14 @@ class DesiredState:
         force = doc.get("force", False)
         if not isinstance(force, bool):
             raise DesiredDecodeError("force", "must be true or false")
+        lists = []
+        for name in ("signatures", "trust"):
+            value = doc.get(name) or []
+            if not isinstance(value, list) or len(value) > MAX_LIST:
+                raise DesiredDecodeError(name, f"must be a list of at most {MAX_LIST} objects")
+            if not all(isinstance(x, dict) for x in value):
+                raise DesiredDecodeError(name, "every entry must be an object")
+            lists.append(tuple(value))
         return cls(
             gen,
             spec,
@@ -89,4 +110,6 @@ class DesiredState:
             content_hash,
             None if windows is None else tuple(windows),
             force,
+            lists[0],
+            lists[1],
         )

@@ -132,6 +132,11 @@ class EnrollReply:
     leaf_url: str
     hub_url: str | None = None
     js_domain: str = "hub"
+    # The fleet's trust set when the device enrolled (``bundles.signing.TrustSet.to_dict()``):
+    # the bundle-signing public keys and whether unsigned bundles are refused. Taken on trust
+    # like the registration token; later changes must be signed (docs/security.md). None: a
+    # hub from before signed bundles (the device then requires nothing).
+    trust: dict[str, Any] | None = None
 
     def to_json(self) -> bytes:
         doc: dict[str, Any] = {
@@ -144,6 +149,8 @@ class EnrollReply:
         }
         if self.nats_password:
             doc["nats_password"] = self.nats_password
+        if self.trust is not None:
+            doc["trust"] = self.trust
         return dumps(doc)
 
 
@@ -161,4 +168,13 @@ def decode_enroll_reply(data: bytes | str) -> EnrollReply:
         leaf_url=leaf_url,
         hub_url=hub_url,
         js_domain=doc.str_("js_domain", required=False, max_len=64) or "hub",
+        trust=_trust_field(doc.doc.get("trust")),
     )
+
+
+def _trust_field(value: Any) -> dict[str, Any] | None:
+    # Its contents are checked where they are used (bundles.signing.parse_trust_set), so a
+    # malformed set is one refused trust set there, not an enrollment that cannot be read.
+    if value is not None and not isinstance(value, dict):
+        raise MessageError("trust", "must be an object or null")
+    return value

@@ -25,6 +25,8 @@ from tui.errors import EXIT_USAGE, ApiError, TuiError
 from tui.gates_cli import add_gate_commands
 from tui.output import fields, metric_value, show_device, structured, table
 from tui.rollout_cli import add_rollout_commands
+from tui.signing_cli import add_push_flags, add_signing_commands
+from tui.signing_cli import request_bundle_push as signing_request_bundle_push
 from tui.stream import add_follow, cmd_follow_events
 
 # Options that take a value: what follows them is no verb (see ``_has_verb``).
@@ -223,8 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("validate", "check a bundle file offline, printing every error with its line", bundle)
     p.add_argument("file")
     p.set_defaults(offline=cmd_bundle_validate)
-    p = add("push", "validate and upload a bundle version", bundle)
+    p = add("push", "validate and upload a bundle version (signed: see --sign)", bundle)
     p.add_argument("file")
+    add_push_flags(p)
     p.set_defaults(request=request_bundle_push)
     p = add("list", "list bundles", bundle)
     p.set_defaults(request=lambda a: ("bundles.list", {}))
@@ -234,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("show", "show a bundle version's spec (NAME or NAME@VERSION)", bundle)
     p.add_argument("ref")
     p.set_defaults(request=request_bundle_show)
+
+    add_signing_commands(add, bundle, PRINTERS)  # keys ..., bundle sign|resign
 
     p = add("assign", "assign a bundle version to device:ID, group:NAME or tag:NAME")
     p.add_argument("target")
@@ -354,7 +359,7 @@ def cmd_bundle_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> i
 
 
 def request_bundle_push(args: argparse.Namespace) -> Request:
-    return "bundles.push", {"spec": _load_bundle(args.file).to_dict()}
+    return signing_request_bundle_push(args)  # a plain, signed, or --sign push
 
 
 def request_bundle_show(args: argparse.Namespace) -> Request:

@@ -15,7 +15,8 @@ the hub:
   upstream cost. Without one (direct or external-leaf mode) this read is also the liveness
   probe: every ``liveness_interval`` online, every ``offline_probe`` offline; a reply means
   online, no responders or a timeout means offline.
-- A revision newer than the last one handled is decoded, stored in SQLite
+- A revision newer than the last one handled is decoded, checked by the desired intake
+  (``agent.sync.intake``: bundle signatures and the trust set), stored in SQLite
   (``store.put_desired``) BEFORE anything acts on it, then the reconcile loop is triggered.
   The KV revision is the generation. Offline the agent keeps reconciling from the stored copy.
 
@@ -41,6 +42,7 @@ from nats.aio.subscription import Subscription
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
+from agent.sync.intake import Intake
 from agent.sync.link import LinkState
 from protocol.desired import DesiredDecodeError, DesiredState
 from protocol.subjects import DESIRED_BUCKET, desired_key, desired_prompt, kv_prefix
@@ -109,7 +111,9 @@ class Downlink:
         last_revision: int | None = None,
         settings: DownlinkSettings | None = None,
         report_link: bool = True,
+        intake: Intake | None = None,
     ) -> None:
+        self.intake = intake
         # report_link=False when the leaf's /leafz watches the link: then this read neither
         # flips the link state nor runs while the link is known to be down.
         self.report_link = report_link
@@ -265,6 +269,10 @@ class Downlink:
             )
             return False
         desired = dataclasses.replace(doc, generation=revision, source="hub")
+        if self.intake is not None:
+            # The one gate for hub revisions (agent.sync.intake): a refused one is recorded
+            # as failed before it is stored, so nothing of it ever runs.
+            await asyncio.to_thread(self.intake.check, desired)
         stored = await asyncio.to_thread(self.store.put_desired, desired)
         self.stats.last_revision = revision
         if stored:

@@ -34,6 +34,7 @@ from agent.sync.enroll import load_credentials
 from agent.sync.errors import LeafError, RpcFailure
 from agent.sync.gate import credentials_path
 from agent.sync.heartbeat import HEARTBEAT_ACK_TIMEOUT, HeartbeatTask, heartbeat_from_status
+from agent.sync.intake import TRUST_FILE, Intake
 from agent.sync.leaf import LeafServer, LeafSettings
 from agent.sync.link import LinkState, connect
 from agent.sync.liveness import ack_timeout_for, is_stale, stale_after, unreachable_since
@@ -72,6 +73,11 @@ class SyncSettings:
     # (agent/config.py HubConfig).
     leaf_ca_file: str | None = None
     leaf_url: str | None = None
+    # Signed bundles (agent.sync.intake): where the device's trust set is kept, and the
+    # config's [signing] keys and require. trust_path None: no check (tests of sync alone).
+    trust_path: Path | None = None
+    pinned_keys: tuple[str, ...] = ()
+    require_signed: bool | None = None
 
     @property
     def js_domain(self) -> str:
@@ -86,6 +92,12 @@ def settings_from_config(config: Any) -> SyncSettings | None:
     workdir = Path(config.data_dir) / "leaf"
     status_path = Path(config.data_dir) / STATUS_FILE
     beat = float(getattr(config.hub, "heartbeat_interval", 30.0))
+    signing = getattr(config, "signing", None)
+    trust: dict[str, Any] = {
+        "trust_path": Path(config.data_dir) / TRUST_FILE,
+        "pinned_keys": tuple(getattr(signing, "trusted_keys", ())),
+        "require_signed": getattr(signing, "require", None),
+    }
     if url:
         return SyncSettings(
             "direct",
@@ -95,6 +107,7 @@ def settings_from_config(config: Any) -> SyncSettings | None:
             heartbeat_interval=beat,
             status_path=status_path,
             leaf_ca_file=getattr(config.hub, "ca_file", None),
+            **trust,
         )
     if creds is None:
         return None
@@ -106,6 +119,7 @@ def settings_from_config(config: Any) -> SyncSettings | None:
         status_path=status_path,
         leaf_ca_file=getattr(config.hub, "ca_file", None),
         leaf_url=getattr(config.hub, "leaf_url", None),
+        **trust,
     )
 
 
@@ -132,6 +146,7 @@ class SyncService:
         self.nc: NATS | None = None
         self.uplink: Uplink | None = None
         self.downlink: Downlink | None = None
+        self.intake: Intake | None = None
         self.heartbeat: HeartbeatTask | None = None
         self.rpc: RpcServer | None = None
         self.started_at: float | None = None
@@ -166,6 +181,7 @@ class SyncService:
             "uplink": None if self.uplink is None else self.uplink.stats.to_dict(),
             "outbox_pending": self._outbox_pending(),
             "downlink": None if self.downlink is None else self.downlink.stats.to_dict(),
+            "signing": None if self.intake is None else self.intake.status(),
             "heartbeats_sent": 0 if hb is None else hb.sent,
             "heartbeats_answered": 0 if hb is None else hb.acked,
             "heartbeats_unanswered": 0 if hb is None else hb.unanswered,
@@ -209,6 +225,18 @@ class SyncService:
         self.uplink = Uplink(
             self.store, js, self.device_id, self.link, s.uplink, report_link=not watched
         )
+        self.intake = (
+            None
+            if s.trust_path is None
+            else Intake(
+                self.store,
+                s.trust_path,
+                enrolled=s.credentials.trust if s.credentials else None,
+                pinned=s.pinned_keys,
+                require=s.require_signed,
+                device_id=self.device_id,
+            )
+        )
         self.downlink = Downlink(
             self.store,
             self.nc,
@@ -219,6 +247,7 @@ class SyncService:
             last_revision=self._last_hub_generation(),
             settings=s.downlink,
             report_link=not watched,
+            intake=self.intake,
         )
         self.heartbeat = HeartbeatTask(
             self.nc,

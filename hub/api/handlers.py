@@ -304,17 +304,48 @@ def groups_list(store: Store, _body: dict[str, Any], _: Caller) -> Outcome:
 def bundles_push(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
     spec = from_dict(body["spec"])  # raises BundleInvalid with every problem
     digest = content_hash(spec)
-    created = store.put_bundle_version(
-        spec.bundle, spec.version, spec.to_dict(), digest, spec.description
-    )
+    signatures = body.get("signatures") or []
+    with store.tx():
+        created = store.put_bundle_version(
+            spec.bundle, spec.version, spec.to_dict(), digest, spec.description
+        )
+        signed = [store.put_bundle_signature(spec.bundle, spec.version, s) for s in signatures]
     result = {
         "bundle": spec.bundle,
         "version": spec.version,
         "content_hash": digest,
         "created": created,
+        "signatures": len(store.bundle_signatures(spec.bundle, spec.version)),
     }
     changes = [Change("bundles", "pushed", dict(result))] if created else []
+    if any(signed) and not created:
+        # A new signature of a version devices may already be told to run: their documents
+        # change (the signing change republishes every document that differs).
+        changes.append(Change("signing", "signed", {"bundle": spec.ref}))
     return Outcome(result, changes)
+
+
+def bundles_sign(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
+    """Add a signature to a stored version: how a key rotation re-signs what devices run."""
+    name, version = body["name"], body["version"]
+    added = store.put_bundle_signature(name, version, body["signature"])
+    result = {
+        "bundle": name,
+        "version": version,
+        "added": added,
+        "signatures": len(store.bundle_signatures(name, version)),
+    }
+    changes = [Change("signing", "signed", {"bundle": f"{name}@{version}"})] if added else []
+    return Outcome(result, changes)
+
+
+def trust_get(store: Store, _body: dict[str, Any], _: Caller) -> Outcome:
+    return Outcome({"trust": store.trust_set(), "chain": store.trust_chain()})
+
+
+def trust_push(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
+    doc = store.put_trust_set(body["trust"])
+    return Outcome({"trust": doc}, [Change("signing", "trust", {"serial": doc["serial"]})])
 
 
 def bundles_list(store: Store, _body: dict[str, Any], _: Caller) -> Outcome:
@@ -564,6 +595,9 @@ HANDLERS: dict[str, Handler] = {
     "groups.remove": _membership(False),
     "groups.list": groups_list,
     "bundles.push": bundles_push,
+    "bundles.sign": bundles_sign,
+    "trust.get": trust_get,
+    "trust.push": trust_push,
     "bundles.list": bundles_list,
     "bundles.get": bundles_get,
     "bundles.versions": bundles_versions,

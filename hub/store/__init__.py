@@ -13,13 +13,21 @@ from hub.store.catalog import CatalogStore
 from hub.store.db import open_db
 from hub.store.fleet import FleetStore
 from hub.store.gates import GateStore
+from hub.store.signing import SigningStore
 from hub.store.summary import SummaryStore
 from hub.store.sync import SyncStore
 from hub.store.telemetry import TelemetryStore
 
 
 class Store(
-    FleetStore, CatalogStore, AccessStore, TelemetryStore, SyncStore, SummaryStore, GateStore
+    FleetStore,
+    CatalogStore,
+    AccessStore,
+    TelemetryStore,
+    SyncStore,
+    SummaryStore,
+    GateStore,
+    SigningStore,
 ):
     @classmethod
     def open(cls, path: Path | str) -> Store:

@@ -380,6 +380,29 @@ INSERT INTO rollout_phases (rollout_id, number, size, started_at)
     GROUP BY rollout_id, phase;
 """,
     ),
+    (
+        12,
+        "signed bundles: bundle signatures and the trust-set chain",
+        """
+-- Signatures made by the operator's key (the hub holds none), one per key and version; a
+-- version can be signed again by a new key during a key rotation without a new version.
+CREATE TABLE bundle_signatures (
+    bundle TEXT NOT NULL,
+    version TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    signature TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (bundle, version, key_id),
+    FOREIGN KEY (bundle, version) REFERENCES bundle_versions(bundle, version)
+);
+-- The fleet's trust sets (bundles.signing): serial n+1 is signed by a key of serial n.
+CREATE TABLE trust_sets (
+    serial INTEGER PRIMARY KEY,
+    doc TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+""",
+    ),
 ]
 
 

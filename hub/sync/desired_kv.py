@@ -59,8 +59,12 @@ def desired_document(
     rollout_id: str | None,
     windows: tuple[str, ...] | None = None,
     force: bool = False,
+    signatures: tuple[dict[str, Any], ...] = (),
+    trust: tuple[dict[str, Any], ...] = (),
 ) -> Desired:
-    doc = DesiredState(0, spec, "hub", rollout_id, content_hash, windows, force).to_json()
+    doc = DesiredState(
+        0, spec, "hub", rollout_id, content_hash, windows, force, signatures, trust
+    ).to_json()
     return Desired(device_id, doc, hashlib.sha256(doc).hexdigest(), bundle_ref, rollout_id)
 
 
@@ -75,13 +79,18 @@ def resolve_documents(store: Store, device_ids: list[str] | None) -> dict[str, D
     # operator's override while the device still resolves to the version it was given for.
     windows = store.windows_of(store.memberships(list(resolved)))
     overrides = store.overrides(list(resolved))
+    sigs: dict[tuple[str, str], tuple[dict[str, Any], ...]] = {}
+    # Every document carries the whole signed trust chain (a few hundred bytes per set), so a
+    # device that missed a rotation step while offline still walks it in order.
+    trust = tuple(store.trust_chain())
     for device_id, a in resolved.items():
         if a is None:
-            out[device_id] = desired_document(device_id, None, None, None, None)
+            out[device_id] = desired_document(device_id, None, None, None, None, trust=trust)
             continue
         key = (a.bundle, a.version)
         if key not in specs:
             specs[key] = store.bundle_spec(a.bundle, a.version)
+            sigs[key] = tuple(store.bundle_signatures(a.bundle, a.version))
         found = specs[key]
         if found is None:  # versions are immutable and never deleted; defensive only
             log.error("assigned %s is missing from the catalog", a.ref, extra={"device": device_id})
@@ -96,6 +105,8 @@ def resolve_documents(store: Store, device_ids: list[str] | None) -> dict[str, D
             rollout_id,
             windows.get(device_id),
             forced(overrides.get(device_id), a.ref),
+            sigs[key],
+            trust,
         )
     return out
 

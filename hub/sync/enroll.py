@@ -274,8 +274,9 @@ class Enrollment:
         )
         # No password in the reply (see the module docstring).
         return EnrollReply(
-            req.device_id, req.device_id, "", self.leaf_url, self.hub_url, JS_DOMAIN
-        ).to_json()
+            req.device_id, req.device_id, "", self.leaf_url, self.hub_url, JS_DOMAIN,
+            trust=self.store.trust_cache,  # the fleet's bundle-signing keys (docs/security.md)
+        ).to_json()  # fmt: skip
 
     def _refuse(self, device_id: str | None, code: str, message: str, field: str | None) -> bytes:
         # Counted and logged, never stored: a refused enrollment leaves no trace in the DB.

@@ -135,6 +135,10 @@ class SyncService:
         assert self.desired is not None and self.hub is not None
         if change.kind == "desired":
             await self.desired.publish(change.data.get("devices") or [])
+        if change.kind == "signing":
+            # A new trust set or signature: every document that carries it changes (only the
+            # ones that differ are put).
+            await self.desired.publish(None)
         if change.kind == "devices" and change.action == "decommissioned":
             # Its NATS user goes with it: a decommissioned device cannot connect any more.
             await self.hub.reload_device_users()

@@ -43,7 +43,8 @@ TABLES = (
 
 class HubProcess:
     """`signalbeam-hub init` + `run` in a temp data dir; stopped by PID with SIGTERM.
-    ``init_flags`` go to `init` as they are (e.g. ``--tls-self-signed``)."""
+    ``init_flags`` go to `init` as they are (e.g. ``--tls-self-signed``); ``signed_bundles``
+    keeps the default of new hubs (devices refuse unsigned bundles)."""
 
     def __init__(
         self,
@@ -52,6 +53,7 @@ class HubProcess:
         litestream: bool = True,
         seed: Callable[[Store], None] | None = None,
         init_flags: Sequence[str] = (),
+        signed_bundles: bool = False,
     ) -> None:
         self.data = data
         self.ports = {n: free_port() for n in ("client", "leafnode", "monitor", "http")}
@@ -73,6 +75,10 @@ class HubProcess:
         ]
         if not litestream:
             flags.append("--no-litestream")
+        if not signed_bundles:
+            # The suite's hubs opt out of signed bundles explicitly (docs/security.md); the
+            # default (required) is what test_signed_bundles.py runs against.
+            flags.append("--allow-unsigned-bundles")
         flags += init_flags
         out = subprocess.run(
             [sys.executable, "-m", "hub.cli", "init", "--data", str(data), "--json", *flags],

@@ -37,9 +37,12 @@ class SyncHub(HubProcess):
         grace: int = 90,
         litestream: bool = False,
         init_flags: Sequence[str] = (),
+        signed_bundles: bool = False,
     ) -> None:
         self.grace = grace
-        super().__init__(data, litestream=litestream, init_flags=init_flags)
+        super().__init__(
+            data, litestream=litestream, init_flags=init_flags, signed_bundles=signed_bundles
+        )
 
     def start(self) -> None:
         self.proc = ManagedProcess(

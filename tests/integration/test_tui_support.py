@@ -44,7 +44,7 @@ class Hub:
             "--monitor-port", str(self.ports["monitor"]),
             "--http-port", str(self.ports["http"]),
             "--host", "127.0.0.1", "--http-host", "127.0.0.1", "--public-host", "127.0.0.1",
-            "--no-litestream",
+            "--no-litestream", "--allow-unsigned-bundles",
         ]  # fmt: skip
         out = subprocess.run(
             [sys.executable, "-m", "hub.cli", "init", "--data", str(data), "--json", *flags],
