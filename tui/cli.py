@@ -238,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ref")
     p.set_defaults(request=request_bundle_show)
 
-    add_signing_commands(add, bundle, PRINTERS)  # keys ..., bundle sign|resign
+    add_signing_commands(add, bundle, PRINTERS, send, show)  # keys ..., bundle sign|resign
 
     p = add("assign", "assign a bundle version to device:ID, group:NAME or tag:NAME")
     p.add_argument("target")

@@ -33,10 +33,17 @@ if TYPE_CHECKING:
 
 ENVELOPE = "signalbeam_signed_bundle"  # the signed file's marker field (its format version)
 Send = Callable[[argparse.Namespace, str, dict[str, Any]], dict[str, Any]]
+Show = Callable[[str, dict[str, Any], argparse.Namespace, TextIO], None]
 
 
 class SigningKeyError(UsageError):
     """A signing key that is missing, exists already or cannot be read (bad input: exit 2)."""
+
+
+def _load_bundle(path: str) -> BundleSpec:
+    from bundles.validate import load_file
+
+    return load_file(path)
 
 
 def keys_dir(args: argparse.Namespace | None = None) -> Path:
@@ -178,8 +185,6 @@ def envelope(spec: BundleSpec, signatures: list[dict[str, Any]]) -> dict[str, An
 
 
 def cmd_bundle_sign(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from tui.cli import _load_bundle
-
     try:
         directory = keys_dir(args)
         name = _one_key(args, directory)
@@ -210,8 +215,6 @@ def _signed_name(path: str) -> str:
 
 
 def request_bundle_push(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
-    from tui.cli import _load_bundle
-
     found = read_signed(args.file)
     if args.sign:
         directory = keys_dir(args)
@@ -228,8 +231,8 @@ def request_bundle_push(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
 def cmd_bundle_resign(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from bundles.signing import sign_bundle
     from bundles.validate import from_dict
-    from tui.cli import send, show
 
+    send, show = args.hub_send, args.hub_show
     name, _, version = args.ref.partition("@")
     try:
         directory = keys_dir(args)
@@ -255,8 +258,8 @@ def _next_set(
 ) -> int:
     """Read the fleet's newest trust set, change it, sign the next one, push it."""
     from bundles.signing import parse_trust_set, sign_trust_set
-    from tui.cli import send, show
 
+    send, show = args.hub_send, args.hub_show
     directory = keys_dir(args)
     current = parse_trust_set(send(args, "trust.get", {})["trust"])
     keys, require = change(set(current.keys), current.require)
@@ -280,8 +283,7 @@ def _default_signer(directory: Path, trusted: dict[str, str]) -> str:
 
 
 def cmd_keys(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from tui.cli import send, show
-
+    send, show = args.hub_send, args.hub_show
     try:
         directory = keys_dir(args)
         if args.keys_verb == "create":
@@ -347,9 +349,12 @@ def print_trust(r: dict[str, Any], out: TextIO, wide: bool = False) -> None:
         )
 
 
-def add_signing_commands(add: Any, bundle: Any, printers: dict[str, Any]) -> None:
+def add_signing_commands(
+    add: Any, bundle: Any, printers: dict[str, Any], send: Send, show: Show
+) -> None:
     """``keys ...`` and ``bundle sign|resign``; ``bundle push``'s ``--sign`` is added by the
-    caller's push parser through ``add_push_flags``."""
+    caller's push parser through ``add_push_flags``. ``send`` and ``show`` are ``tui.cli``'s
+    (passed in, so this module does not import the one that imports it)."""
     keys = add("keys", "bundle-signing keys (held here, never on the hub)").add_subparsers(
         dest="keys_verb", required=True
     )
@@ -357,7 +362,7 @@ def add_signing_commands(add: Any, bundle: Any, printers: dict[str, Any]) -> Non
     def kadd(name: str, text: str) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = add(name, text, keys)
         p.add_argument("--keys-dir", help="where the keys are ($SIGNALBEAM_KEYS_DIR)")
-        p.set_defaults(offline=cmd_keys)
+        p.set_defaults(offline=cmd_keys, hub_send=send, hub_show=show)
         return p
 
     p = kadd("create", "make a new signing key (ed25519)")
@@ -384,7 +389,7 @@ def add_signing_commands(add: Any, bundle: Any, printers: dict[str, Any]) -> Non
     p.add_argument("ref")
     p.add_argument("--key", help="signing key name (default: the only one)")
     p.add_argument("--keys-dir", help="where the keys are ($SIGNALBEAM_KEYS_DIR)")
-    p.set_defaults(offline=cmd_bundle_resign)
+    p.set_defaults(offline=cmd_bundle_resign, hub_send=send, hub_show=show)
     printers["trust.get"] = print_trust
     printers["trust.push"] = print_trust
 
