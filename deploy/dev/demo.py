@@ -251,6 +251,9 @@ class Demo:
                 'engine = "podman"\n'
                 f'engine_socket = "{self.engine.url}"\n'
                 '[reconcile]\ninterval = "30s"\n'
+                # Three devices on one host: each its own lock directory (an app's lock
+                # file there holds back that device's updates only).
+                f'[update]\nlock_dir = "{ddir / "locks"}"\n'
                 f'[http]\nbind = "127.0.0.1"\nport = {http_port}\n'
             )
             subprocess.run(

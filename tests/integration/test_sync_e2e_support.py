@@ -64,7 +64,10 @@ class Device:
             f'data_dir = "{self.data}"\ndevice_id = "{device_id}"\n'
             f'engine_socket = "{engine.url}"\ndesired_poll_interval = "100ms"\n'
             '[reconcile]\ninterval = "5s"\n[http]\nenabled = false\n'
+            # Its own lock directory: the default (/run/signalbeam/locks) is the host's.
+            f'[update]\nlock_dir = "{self.dir / "locks"}"\ntimezone = "UTC"\n'
         )
+        self.lock_dir = self.dir / "locks"
         out = subprocess.run(
             [
                 sys.executable,

@@ -45,11 +45,7 @@ def device(
     root = tmp_path_factory.mktemp("lockdevices")
     dev = Device(root, DEVICE, hub, _podman_service, enrollment_token(hub, 1))
     assert dev.enroll_result.returncode == 0, dev.enroll_result.stderr
-    # Its own lock directory (the default, /run/signalbeam/locks, is the host's).
-    dev.lock_dir = dev.dir / "locks"  # type: ignore[attr-defined]
-    with dev.config.open("a") as f:
-        f.write(f'[update]\nlock_dir = "{dev.dir / "locks"}"\ntimezone = "UTC"\n')
-    dev.start()
+    dev.start()  # with its own lock directory (the harness's Device sets one)
     try:
         yield dev
     finally:
@@ -98,7 +94,7 @@ async def test_a_lock_held_offline_defers_until_released_then_applies(
     await admin.call("assign", {"target": f"device:{DEVICE}", "bundle": "hello@1.0.0"})
     await eventually(partial(healthy, admin, "hello@1.0.0"), timeout=180, what="1.0 healthy")
 
-    lock_dir: Path = device.lock_dir  # type: ignore[attr-defined]
+    lock_dir: Path = device.lock_dir
     lock = lock_dir / "temp-sensor.lock"
     lock.write_text("temp-sensor\n")
     await admin.call("assign", {"target": f"device:{DEVICE}", "bundle": "hello@2.0.0"})
@@ -136,7 +132,7 @@ async def test_operator_forces_through_a_lock_with_the_count_typed(
     hub: SyncHub, device: Device, admin: HubClient, registry: Registry
 ) -> None:
     await eventually(partial(healthy, admin, "hello@2.0.0"), timeout=180, what="2.0 healthy")
-    lock_dir: Path = device.lock_dir  # type: ignore[attr-defined]
+    lock_dir: Path = device.lock_dir
     (lock_dir / "calibration.lock").write_text("calibration\n")
     await admin.call("assign", {"target": f"device:{DEVICE}", "bundle": "hello@1.0.0"})
 

@@ -114,6 +114,8 @@ def test_agent_unit(tmp_path: Path, engine: str, after: str) -> None:
     assert svc["Restart"] == "always"
     assert svc["ProtectSystem"] == "strict"
     assert svc["ReadWritePaths"] == "/var/lib/signalbeam-agent"
+    # /run/signalbeam/locks (the update lock directory) is writable and outlives a restart
+    assert (svc["RuntimeDirectory"], svc["RuntimeDirectoryPreserve"]) == ("signalbeam", "yes")
 
 
 def test_hub_toml_is_accepted_by_the_hub() -> None:
