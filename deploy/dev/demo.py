@@ -215,7 +215,12 @@ class Demo:
             check=True,
         )
         init = json.loads(res.stdout)
-        self.env = {"SIGNALBEAM_HUB": init["operator_url"], "SIGNALBEAM_API_KEY": init["admin_key"]}
+        self.env = {
+            "SIGNALBEAM_HUB": init["operator_url"],
+            "SIGNALBEAM_API_KEY": init["admin_key"],
+            # The operator's bundle-signing key lives here, never in the hub's data dir.
+            "SIGNALBEAM_KEYS_DIR": str(self.workdir / "keys"),
+        }
         self.enroll_url = init["enroll_url"]
         self.hub_http = ports["--http-port"]
         (self.workdir / "operator.env").write_text(
@@ -229,6 +234,11 @@ class Demo:
             )
         )
         self.wait("the hub API", lambda: isinstance(self.cli("bundle", "list"), list | dict))
+        # A new hub requires signed bundles (docs/security.md): the operator's key and the
+        # fleet's first trust set come before any device enrolls, so each learns the key then.
+        key = self.cli("keys", "create", "demo")
+        self.cli("keys", "trust", "demo")
+        say(f"bundle-signing key demo ({key['key_id']}) trusted by the fleet")
 
     def enroll_and_run_agents(self) -> None:
         assert self.engine is not None
@@ -314,8 +324,8 @@ class Demo:
         for version, tag in (("1.2.0", "1.2.0"), ("1.3.0", "1.3.0")):
             path = bundles / f"warehouse-monitor-{version}.yaml"
             path.write_text(bundle_yaml(self.registry, version, tag))
-            self.cli("bundle", "push", str(path))
-        say("pushed warehouse-monitor 1.2.0 and 1.3.0")
+            self.cli("bundle", "push", "--sign", str(path))  # images pinned by digest
+        say("pushed warehouse-monitor 1.2.0 and 1.3.0, signed")
         self.cli("group", "create", "lab", check=False)
         for device_id, _ in DEVICES:
             self.cli("group", "add", "lab", device_id)
@@ -376,6 +386,7 @@ class Demo:
         print(f"  the operator's environment:  . {env}")
         print(f"  the TUI:      . {env} && {BIN / 'signalbeam'} tui")
         print(f"  the fleet:    . {env} && {BIN / 'signalbeam'} devices")
+        print(f"  signing keys: . {env} && {BIN / 'signalbeam'} keys trusted")
         print(f"  cut pi-02 off the hub:  {me} offline pi-02   (offline after {OFFLINE_GRACE} s)")
         print(
             f"  ... meanwhile:          . {env} && {BIN / 'signalbeam'} assign device:pi-02 warehouse-monitor@1.2.0"
