@@ -3,7 +3,8 @@
 Podman without systemd never runs HEALTHCHECKs, and Docker's own results arrive late and
 differently, so the agent runs every probe: a bundle's http/tcp probe from the agent to
 127.0.0.1 (the port itself for host-network containers, its published host port otherwise),
-a bundle's exec probe or the image's HEALTHCHECK command through engine exec.
+a bundle's exec probe or the image's HEALTHCHECK command through engine exec. This module
+is the pure part; the probes themselves (network, engine exec) are ``agent.reconcile.probe``.
 
 Timing and evaluation (``next_due``, ``due``, ``evaluate``, ``gate``) are pure and follow
 Docker's documented HEALTHCHECK semantics (checked against dockerd itself in
@@ -19,20 +20,12 @@ tests/integration/test_health_docker.py):
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-import aiohttp
-
-from agent.errors import EngineError
-from agent.runtime.base import Engine, ImageHealthcheck, ObservedContainer
+from agent.runtime.base import ImageHealthcheck, ObservedContainer
 from bundles.model import ContainerSpec
-
-log = logging.getLogger(__name__)
 
 ProbeKind = Literal["http", "tcp", "exec", "image"]
 Status = Literal["starting", "healthy", "unhealthy"]
@@ -169,63 +162,3 @@ def gate(
     if now >= deadline:
         return Verdict("failed", f"not healthy within {window}s: {'; '.join(pending)}")
     return Verdict("wait", "; ".join(pending))
-
-
-def probe_address(c: ObservedContainer, port: int) -> int | None:
-    """Which 127.0.0.1 port reaches the container's ``port``: itself on host networking."""
-    if c.network_mode == "host":
-        return port
-    for p in c.ports:
-        if p.container == port and p.host:
-            return p.host
-    return None
-
-
-async def run_probe(
-    engine: Engine,
-    c: ObservedContainer,
-    spec: ProbeSpec,
-    now: float,
-    session: aiohttp.ClientSession | None = None,
-) -> ProbeResult:
-    """Run one probe; never raises (a probe that cannot run has failed). ``now`` is when it
-    starts; its ``done`` is when it finished, for the next one's schedule."""
-    result = await _run_probe(engine, c, spec, now, session)
-    return replace(result, done=max(now, time.monotonic()))
-
-
-async def _run_probe(
-    engine: Engine,
-    c: ObservedContainer,
-    spec: ProbeSpec,
-    now: float,
-    session: aiohttp.ClientSession | None = None,
-) -> ProbeResult:
-    try:
-        if spec.kind in ("exec", "image"):
-            res = await engine.exec(c.id, spec.command, spec.timeout)
-            return ProbeResult(
-                res.exit_code == 0, now, f"exit {res.exit_code}: {res.output[-200:]}"
-            )
-        if spec.port is None:
-            return ProbeResult(False, now, f"{spec.kind} probe has no port")
-        port = probe_address(c, spec.port)
-        if port is None:
-            return ProbeResult(False, now, f"port {spec.port} is not published on the host")
-        if spec.kind == "tcp":
-            async with asyncio.timeout(spec.timeout):
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.close()
-            return ProbeResult(True, now, f"tcp 127.0.0.1:{port} open")
-        url = f"http://127.0.0.1:{port}{spec.path}"
-        own = session is None
-        s = session or aiohttp.ClientSession()
-        try:
-            async with s.get(url, timeout=aiohttp.ClientTimeout(total=spec.timeout)) as resp:
-                ok = 200 <= resp.status < 400
-                return ProbeResult(ok, now, f"GET {url} -> {resp.status}")
-        finally:
-            if own:
-                await s.close()
-    except (TimeoutError, OSError, aiohttp.ClientError, EngineError) as exc:
-        return ProbeResult(False, now, f"{spec.kind} probe: {type(exc).__name__}: {exc}")

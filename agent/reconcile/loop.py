@@ -1,4 +1,11 @@
-"""The reconcile loop: observe, plan, execute, then hold the new version to its health window.
+"""The reconcile loop: observe, plan, execute, gate, apply.
+
+One run observes (the desired revision, its deployment, the containers and images), asks
+the deployment lifecycle (``agent.reconcile.lifecycle``, pure) which deployment to converge
+to, plans the steps (``agent.reconcile.plan``, pure), executes them (``executor``), and
+applies what the lifecycle answers: rows, events, the health watch. Between runs the health
+tick probes the containers (``monitor``) and the gate (``health.gate``, pure) judges the
+watched deployment; the lifecycle turns its verdict into a status.
 
 Triggers (coalesced into one run): a desired-state change (``trigger()`` or a changed
 revision seen on the next poll), container events from the engine, a timer, and start-up.
@@ -23,109 +30,24 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
 
 from agent.errors import AgentError, DiskFull, EngineError, EngineUnavailable
 from agent.precedence import Revision, revision_of
-from agent.reconcile.executor import Executor, ExecutorOptions, RunResult
+from agent.reconcile import lifecycle as lc
+from agent.reconcile.executor import Executor, RunResult
 from agent.reconcile.gates import Decision, GatePort
-from agent.reconcile.health import (
-    HealthState,
-    ProbeSpec,
-    Verdict,
-    due,
-    evaluate,
-    gate,
-    next_due,
-    probe_for,
-    run_probe,
-)
-from agent.reconcile.plan import Plan, Readiness, Target, Wait, plan
+from agent.reconcile.health import Verdict, gate
+from agent.reconcile.monitor import HealthMonitor
+from agent.reconcile.options import LoopOptions, LoopResult, Outcome
+from agent.reconcile.plan import Plan, Target, Wait, plan
 from agent.reconcile.ports import Deployment, Recorder
 from agent.runtime.base import Engine, ObservedContainer
 from bundles import BundleError, from_dict
-from bundles.model import BundleSpec
 from protocol.desired import DesiredState
-from sbutil.text import plural
 
 log = logging.getLogger(__name__)
 
 DesiredProvider = Callable[[], "DesiredState | Awaitable[DesiredState | None] | None"]
-Outcome = Literal["succeeded", "failed", "noop", "waiting", "held", "deferred"]
-
-
-@dataclass(frozen=True)
-class LoopOptions:
-    interval: float = 60.0  # timer trigger
-    poll: float = 1.0  # how often to look for a new generation and run due probes
-    debounce: float = 0.2  # triggers arriving within this are one run
-    min_uptime: float = 5.0  # a service without a probe must stay up this long to count
-    crash_limit: int = 3  # crashes inside the health window that mean "crash-looping"
-    health_window: float | None = None  # overrides the bundle's update.health_window
-    error_backoff: float = 5.0  # retry delay after a run that could not reach the engine
-    max_apply_failures: int = 3  # failed runs (other than pulls) before the generation fails
-    prune: bool = True
-    executor: ExecutorOptions = field(default_factory=ExecutorOptions)
-
-    def __post_init__(self) -> None:
-        checks = {
-            "interval": self.interval > 0,
-            "poll": self.poll > 0,
-            "debounce": self.debounce >= 0,
-            "min_uptime": self.min_uptime >= 0,
-            "crash_limit": self.crash_limit >= 1,
-            "health_window": self.health_window is None or self.health_window >= 0,
-            "error_backoff": self.error_backoff >= 0,
-            "max_apply_failures": self.max_apply_failures >= 1,
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"LoopOptions: invalid {', '.join(bad)}")
-
-
-@dataclass(frozen=True)
-class LoopResult:
-    """The outcome of the latest run, for ``status``."""
-
-    at: float  # wall clock
-    trigger: str
-    generation: int | None
-    target: str | None  # bundle@version the run converged towards
-    outcome: Outcome
-    reason: str | None
-    steps: int = 0
-    noops: tuple[dict[str, Any], ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "at": self.at,
-            "trigger": self.trigger,
-            "generation": self.generation,
-            "target": self.target,
-            "outcome": self.outcome,
-            "reason": self.reason,
-            "steps": self.steps,
-            "noops": list(self.noops),
-        }
-
-
-@dataclass
-class _Gate:
-    """A deployment being held to its health window (in memory; restarts open a new one)."""
-
-    revision: Revision  # the deployment this gate decides
-    target: Target
-    deadline: float
-    window: float
-    rollback_of: Revision | None  # set when this gate watches a rollback
-    opened_wall: float = field(default_factory=time.time)
-    baseline_restarts: dict[str, int] = field(default_factory=dict)
-    crashes: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def generation(self) -> int:
-        return self.revision.generation
 
 
 class ReconcileLoop:
@@ -147,17 +69,14 @@ class ReconcileLoop:
             raise ValueError("device_id must not be empty")
         self.options = options or LoopOptions()
         self.executor = Executor(engine, recorder, device_id, self.options.executor)
+        self.monitor = HealthMonitor(engine, recorder, self.options.interval)
+        self.life = lc.Lifecycle()  # its revision: the one last allowed to start
+        self._last_desired: Revision | None = None  # the one last seen, deferred or not
         self.last_result: LoopResult | None = None
         self._extra = {"device": device_id}
         self._wake = asyncio.Event()
         self._reasons: set[str] = set()
         self._stopping = False
-        self._gate: _Gate | None = None
-        self._health: dict[str, HealthState] = {}  # by container id
-        self._probes: dict[str, ProbeSpec | None] = {}  # by container id
-        self._started_mono: dict[str, float] = {}  # container id -> monotonic first-seen running
-        self._last_revision: Revision | None = None
-        self._apply_failures: dict[Revision, int] = {}
         self._seen_images: set[str] = set()
         self._target: Target | None = None
         self._next_timer = 0.0
@@ -165,14 +84,12 @@ class ReconcileLoop:
         self._events_task: asyncio.Task[None] | None = None
         self._busy = False
         self._started_wall = time.time()
-        self._next_probe_at = 0.0  # monotonic; 0 = look at the containers on the next tick
         # depends_on: what the last plan held back, and the containers' states and health
         # verdicts at the last health tick; a change while something waits means plan again.
         self._waiting: tuple[Wait, ...] = ()
         self._ready_sig: object = None
-        # Update gate: the revision last allowed to start (a deferred one is not), and the
-        # deferral in force, re-checked every poll (cheap: no engine call) until it lifts.
-        self._started_revision: Revision | None = None
+        # The update gate's deferral in force, re-checked every poll (cheap: no engine call)
+        # until it lifts.
         self._deferred: Decision | None = None
 
     # -- public ---------------------------------------------------------------------------
@@ -218,13 +135,16 @@ class ReconcileLoop:
 
     @property
     def gate_open(self) -> bool:
-        return self._gate is not None
+        return self.life.watch is not None
 
     @property
     def idle(self) -> bool:
         """Nothing running, nothing asked for, no health window open: converged for now."""
         return (
-            not self._busy and not self._reasons and self._gate is None and self._retry_at is None
+            not self._busy
+            and not self._reasons
+            and self.life.watch is None
+            and self._retry_at is None
         )
 
     # -- scheduling -----------------------------------------------------------------------
@@ -246,7 +166,7 @@ class ReconcileLoop:
         if self._wake.is_set() and self.options.debounce > 0 and not self._stopping:
             await asyncio.sleep(self.options.debounce)
         rev = await self._desired_revision()
-        if rev is not None and rev != self._last_revision:
+        if rev is not None and rev != self._last_desired:
             self._reasons.add("desired")
         elif self._deferred is not None and await self._gate_lifted():
             self._reasons.add("gate")
@@ -279,13 +199,9 @@ class ReconcileLoop:
 
     def _fail_result(self, trigger: str, reason: str) -> None:
         self._retry_at = time.monotonic() + self.options.error_backoff
+        rev = self._last_desired
         self.last_result = LoopResult(
-            time.time(),
-            trigger,
-            None if self._last_revision is None else self._last_revision.generation,
-            None,
-            "failed",
-            reason,
+            time.time(), trigger, None if rev is None else rev.generation, None, "failed", reason
         )
         log.warning("reconcile failed: %s", reason, extra=self._extra)
 
@@ -314,162 +230,127 @@ class ReconcileLoop:
             await asyncio.sleep(self.options.error_backoff)
 
     def _on_exit(self, service: str | None, attrs: dict[str, str], when: float) -> None:
-        target = self._target
-        if target is None or service is None or when < self._started_wall - 1.0:
-            return  # an engine replaying history: not news
-        want = next((s for s in target.services if s.service == service), None)
-        if want is None or attrs.get("io.signalbeam.spec-hash") != want.spec_hash:
-            return  # one of ours we stopped on purpose (old version, duplicate)
-        code = attrs.get("exitCode") or attrs.get("containerExitCode") or "?"
-        self.recorder.event(
-            "container.exited",
-            f"{service} exited with code {code}",
-            severity="warning" if code not in ("0", "?") else "info",
-            data={"service": service, "exit_code": code},
-        )
-        if self._gate is not None and code != "0" and when >= self._gate.opened_wall - 1.0:
-            self._gate.crashes[service] = self._gate.crashes.get(service, 0) + 1
+        self._apply(
+            lc.exited(self.life, self._target, service, attrs, when,
+                      started_wall=self._started_wall)
+        )  # fmt: skip
 
-    # -- one run --------------------------------------------------------------------------
-    async def _choose_target(
-        self, desired: DesiredState
-    ) -> tuple[Target | None, Revision | None, str | None]:
-        """(target, the revision whose deployment it runs, why it is held if None).
+    # -- applying the lifecycle's answers -------------------------------------------------
+    def _apply(self, change: lc.Change) -> None:
+        """Record what a transition asks for, in order, then take its state."""
+        self._record(change.records)
+        self.life = change.state
+        if change.trigger is not None:
+            self.trigger(change.trigger)
+        if change.retry:
+            self._retry_at = time.monotonic() + self.options.error_backoff
 
-        The deployment is looked up by the exact revision (source, generation, spec hash):
-        one recorded for another revision under the same number is never reused."""
-        rev = revision_of(desired)
-        gen = rev.generation
-        dep = self.recorder.deployment(rev)
-        if dep is None:
-            data = {"generation": gen, "source": rev.source}
-            if desired.spec is None:
-                self.recorder.deployment_begin(rev, None, None)
+    def _record(self, records: tuple[lc.Record, ...]) -> None:
+        for r in records:
+            if isinstance(r, lc.Begin):
+                self.recorder.deployment_begin(r.revision, r.bundle_ref, r.spec)
+            elif isinstance(r, lc.SetStatus):
+                self.recorder.deployment_set(r.revision, r.status, r.reason)
             else:
-                try:
-                    spec = from_dict(desired.spec)
-                except BundleError as exc:
-                    self.recorder.deployment_begin(rev, _ref(desired.spec), desired.spec)
-                    reason = f"desired bundle is invalid: {exc}"
-                    self.recorder.deployment_set(rev, "failed", reason)
-                    self.recorder.event("reconcile.failed", reason, severity="error", data=data)
-                    return await self._choose_target(desired)
-                self.recorder.deployment_begin(rev, spec.ref, desired.spec)
-            self.recorder.event(
-                "deployment.started",
-                f"applying {rev.describe()}: {_ref(desired.spec) or 'no bundle'}",
-                data={**data, "bundle": _ref(desired.spec)},
-            )
-            dep = self.recorder.deployment(rev)
-        assert dep is not None
-        if dep.status in ("applying", "healthy"):
-            return _target_of(dep), rev, None
-        prev = self.recorder.last_healthy_deployment(other_than=rev)
-        if prev is None:
-            return (
-                None,
-                None,
-                (
-                    f"{rev.describe()} {dep.status} ({dep.reason}); "
-                    "no earlier healthy deployment to roll back to"
-                ),
-            )
-        return _target_of(prev), prev.revision, None
+                self.recorder.event(r.kind, r.message, severity=r.severity, data=dict(r.data))
 
+    # -- one run: observe, plan, execute, gate, apply -------------------------------------
     async def _reconcile(self, trigger: str) -> LoopResult:
         now_wall = time.time()
         self._next_timer = time.monotonic() + self.options.interval
         desired = await self._desired()
         if desired is None:
             return LoopResult(now_wall, trigger, None, None, "noop", "no desired state yet")
-        rev = revision_of(desired)
-        gen = rev.generation
-        self._last_revision = rev
-        self._deferred = self._gate_start(desired, rev)
+        rev = self._last_desired = revision_of(desired)
+        # The deployment is looked up by the exact revision (source, generation, spec hash):
+        # one recorded for another revision under the same number is never reused.
+        dep = self.recorder.deployment(rev)
+        self._deferred = self._gate_start(desired, dep)
         if self._deferred is not None:
-            return await self._converge_deferred(trigger, desired, self._deferred)
-        if rev != self._started_revision:
-            self._started_revision = rev
-            old = self._gate
-            self._gate = None  # a newer revision supersedes whatever was being watched
-            if old is not None and old.rollback_of is None and old.revision != rev:
-                # Say so, or a rollout waiting on that generation would wait forever.
-                self.recorder.deployment_set(
-                    old.revision,
-                    "failed",
-                    f"superseded by {rev.describe()} before it was healthy",
-                )
-        target, dep_rev, held = await self._choose_target(desired)
+            return await self._converge_deferred(trigger, rev, self._deferred)
+        self._apply(lc.desired(self.life, rev))
+        choice = lc.choose(
+            rev, desired.spec, dep, self.recorder.last_healthy_deployment(other_than=rev)
+        )
+        self._record(choice.records)
+        target, dep_rev = choice.target, choice.deployment
         if target is None or dep_rev is None:
             self._target = None
-            return LoopResult(now_wall, trigger, gen, None, "held", held)
+            return LoopResult(now_wall, trigger, rev.generation, None, "held", choice.held)
         self._target = target
         self._seen_images.update(target.images)
-        ref = f"{target.bundle}@{target.version}" if target.bundle else None
 
-        self._next_probe_at = 0.0  # containers may change: look again on the next tick
-        observed = await self.engine.list_containers()
-        images = {t for i in await self.engine.list_images() for t in i.tags}
-        p = plan(target, observed, images, device_id=self.device_id, health=self._readiness())
+        # observe and plan
+        self.monitor.look_again()  # containers may change: look again on the next tick
+        observed, p = await self._plan(target)
         self._waiting = p.waiting
-        noops = tuple(n.to_dict() for n in p.noops)
+        run = lc.Run(rev, dep_rev, target, trigger, len(p.steps))
+        # execute
         result: RunResult | None = None
         if not p.empty:
-            run_id = self.recorder.journal_begin(gen, trigger, p.to_dicts())
-            result = await self.executor.run(p, target, run_id)
-            self.recorder.journal_end(run_id, "succeeded" if result.ok else "failed", result.reason)
-            observed = await self.engine.list_containers()
+            result, observed = await self._execute(p, target, rev.generation, trigger)
             if p.waiting:
                 self.trigger("depends_on")  # what this run started may be what they wait for
         self._save_observed(observed)
-
+        # gate and apply: the lifecycle says what the run means for the deployment
         dep = self.recorder.deployment(dep_rev)
         if result is not None and not result.ok:
-            return self._apply_failed(trigger, rev, dep_rev, dep, target, p, result)
-        if result is not None:
-            self.recorder.event(
-                "reconcile.succeeded",
-                f"{ref or 'no bundle'}: {plural(len(p.steps), 'step')}",
-                data={"generation": gen, "source": rev.source, "steps": len(p.steps),
-                      "trigger": trigger},
-            )  # fmt: skip
-        rolling_back = dep_rev != rev
+            return self._run_failed(run, p, dep, result)
         latest = self.recorder.latest_deployment()
-        reported = latest is not None and latest.revision == dep_rev
-        if dep is not None and not rolling_back:
-            if dep.status == "applying":
-                self._open_gate(dep_rev, target, observed, rollback_of=None)
-            elif dep.status == "healthy" and not reported:
-                # Back to a revision that ran healthy before (an override was cleared, say):
-                # the containers were replaced since, so it is held to its window again, and
-                # its row is written again so the device reports it, not the one before.
-                self.recorder.deployment_set(dep_rev, "applying", None)
-                self._open_gate(dep_rev, target, observed, rollback_of=None)
-        elif rolling_back and not reported:
-            # Watch the rollback until its target is the deployment the device reports;
-            # afterwards it is the steady state until a new revision.
-            self._open_gate(dep_rev, target, observed, rollback_of=rev)
+        window = self.options.health_window
+        change = lc.applied(
+            self.life, run, dep,
+            reported=latest is not None and latest.revision == dep_rev,
+            observed=observed,
+            window=lc.window_of(dep) if window is None else window,
+            now=time.monotonic(),
+            now_wall=time.time(),
+        )  # fmt: skip
+        opened = change.state.watch is not None and change.state.watch is not self.life.watch
+        self._apply(change)
+        if opened and self.life.watch is not None:
+            log.info("health window of %.0fs opened for %s", self.life.watch.window,
+                     dep_rev.describe(), extra=self._extra)  # fmt: skip
         outcome: Outcome = "noop" if p.empty else "succeeded"
-        if self._gate is not None:
+        if self.life.watch is not None:
             outcome = "waiting"
         return LoopResult(
-            now_wall, trigger, gen, ref, outcome,
+            now_wall, trigger, rev.generation, run.ref, outcome,
             "waiting for health" if outcome == "waiting" else None,
-            len(p.steps), noops,
+            len(p.steps), tuple(n.to_dict() for n in p.noops),
         )  # fmt: skip
 
-    # -- update gate (locks, maintenance windows) ------------------------------------------
-    def _gate_start(self, desired: DesiredState, rev: Revision) -> Decision | None:
-        """The deferral, if this revision may not start now; None when it may (or began
-        already: only the start is gated, and rollbacks never pass here, they return to a
-        deployment that exists)."""
-        if self.update_gate is None or self.recorder.deployment(rev) is not None:
-            return None
+    async def _plan(self, target: Target) -> tuple[list[ObservedContainer], Plan]:
+        """Observe the containers and images; the steps that take them to ``target``."""
+        observed = await self.engine.list_containers()
+        images = {t for i in await self.engine.list_images() for t in i.tags}
+        health = self.monitor.readiness()
+        return observed, plan(target, observed, images, device_id=self.device_id, health=health)
+
+    async def _execute(
+        self, p: Plan, target: Target, generation: int, trigger: str
+    ) -> tuple[RunResult, list[ObservedContainer]]:
+        """Run the plan's steps, journalled; returns the result and the containers after."""
+        run_id = self.recorder.journal_begin(generation, trigger, p.to_dicts())
+        result = await self.executor.run(p, target, run_id)
+        self.recorder.journal_end(run_id, "succeeded" if result.ok else "failed", result.reason)
+        return result, await self.engine.list_containers()
+
+    # -- update gate (locks, maintenance windows) -----------------------------------------
+    def _gate_check(self, desired: DesiredState) -> Decision:
+        assert self.update_gate is not None
         spec = None
         if desired.spec is not None:
             with contextlib.suppress(BundleError):  # invalid: let it start and fail
                 spec = from_dict(desired.spec)
-        decision = self.update_gate.check(desired, spec)
+        return self.update_gate.check(desired, spec)
+
+    def _gate_start(self, desired: DesiredState, dep: Deployment | None) -> Decision | None:
+        """The deferral, if this revision may not start now; None when it may. Only the
+        start is gated (``lifecycle.gated``): never a revision begun, nor a rollback."""
+        if self.update_gate is None or not lc.gated(dep):
+            return None
+        decision = self._gate_check(desired)
         self.update_gate.note(desired, decision)
         return None if decision.allow else decision
 
@@ -477,246 +358,101 @@ class ReconcileLoop:
         desired = await self._desired()
         if desired is None or self.update_gate is None:
             return True
-        spec = None
-        if desired.spec is not None:
-            with contextlib.suppress(BundleError):
-                spec = from_dict(desired.spec)
         try:
-            return self.update_gate.check(desired, spec).allow
+            return self._gate_check(desired).allow
         except Exception:
             log.exception("update gate check failed", extra=self._extra)
             return False
 
     async def _converge_deferred(
-        self, trigger: str, desired: DesiredState, deferred: Decision
+        self, trigger: str, rev: Revision, deferred: Decision
     ) -> LoopResult:
         """Keep running what runs (its containers restarted if they stop) while the new
         revision waits; the health window of one still being watched goes on."""
         now_wall = time.time()
-        gen = desired.generation
         reason = deferred.describe()
-        dep = self.recorder.latest_deployment()
-        if dep is None or dep.status not in ("applying", "healthy"):
-            dep = self.recorder.last_healthy_deployment()
+        dep = lc.in_force(
+            self.recorder.latest_deployment(), self.recorder.last_healthy_deployment()
+        )
         if dep is None:
             self._target = None
-            return LoopResult(now_wall, trigger, gen, None, "deferred", reason)
-        target = _target_of(dep)
-        self._target = target
-        observed = await self.engine.list_containers()
-        images = {t for i in await self.engine.list_images() for t in i.tags}
-        p = plan(target, observed, images, device_id=self.device_id, health=self._readiness())
+            return LoopResult(now_wall, trigger, rev.generation, None, "deferred", reason)
+        target = self._target = lc.target_of(dep)
+        observed, p = await self._plan(target)
         if not p.empty:
-            run_id = self.recorder.journal_begin(dep.generation, trigger, p.to_dicts())
-            result = await self.executor.run(p, target, run_id)
-            self.recorder.journal_end(run_id, "succeeded" if result.ok else "failed", result.reason)
-            observed = await self.engine.list_containers()
+            _, observed = await self._execute(p, target, dep.generation, trigger)
         self._save_observed(observed)
         ref = f"{target.bundle}@{target.version}" if target.bundle else None
-        return LoopResult(now_wall, trigger, gen, ref, "deferred", reason, len(p.steps))
+        return LoopResult(now_wall, trigger, rev.generation, ref, "deferred", reason,
+                          len(p.steps))  # fmt: skip
 
-    def _apply_failed(
-        self,
-        trigger: str,
-        rev: Revision,
-        dep_rev: Revision,
-        dep: Deployment | None,
-        target: Target,
-        p: Plan,
-        result: RunResult,
+    def _run_failed(
+        self, run: lc.Run, p: Plan, dep: Deployment | None, result: RunResult
     ) -> LoopResult:
-        reason = result.reason or "a step failed"
-        self.recorder.event(
-            "reconcile.failed",
-            reason,
-            severity="error",
-            data={"generation": rev.generation, "source": rev.source},
-        )
-        ref = f"{target.bundle}@{target.version}" if target.bundle else None
         failed = result.failed_step
-        pull_failed = failed is not None and failed.action == "pull"
-        disk = result.disk_full
-        # Neither a lost engine nor a failed pull (no network yet) says the bundle is bad.
-        benign = result.engine_down or (pull_failed and not disk)
-        count = self._apply_failures.get(rev, 0) + (0 if benign else 1)
-        self._apply_failures[rev] = count
-        destructive = target.strategy == "kill-then-download"
-        give_up = disk or count >= self.options.max_apply_failures or (pull_failed and destructive)
-        if dep_rev == rev and dep is not None and dep.status == "applying" and give_up:
-            self._fail_generation(rev, reason)
-            self.trigger("rollback")
-        else:
-            self._retry_at = time.monotonic() + self.options.error_backoff
-        return LoopResult(time.time(), trigger, rev.generation, ref, "failed", reason, len(p.steps))
-
-    def _fail_generation(self, rev: Revision, reason: str) -> None:
-        prev = self.recorder.last_healthy_deployment(other_than=rev)
-        gen = rev.generation
-        if prev is None:
-            self.recorder.deployment_set(rev, "failed", reason)
-            self.recorder.event(
-                "deployment.failed",
-                f"{rev.describe()} failed: {reason}; nothing healthy to roll back to",
-                severity="error",
-                data={"generation": gen, "source": rev.source, "reason": reason},
-            )
-            return
-        self.recorder.deployment_set(rev, "rolled_back", reason)
-        self.recorder.event(
-            "rollback",
-            f"{rev.describe()} failed ({reason}); rolling back to {prev.bundle_ref} "
-            f"({prev.revision.describe()})",
-            severity="error",
-            data={"generation": gen, "source": rev.source, "to_generation": prev.generation,
-                  "to_source": prev.source, "to": prev.bundle_ref, "reason": reason},
+        failure = lc.Failure(
+            result.reason or "a step failed",
+            pull_failed=failed is not None and failed.action == "pull",
+            disk_full=result.disk_full,
+            engine_down=result.engine_down,
+        )
+        last_healthy = self.recorder.last_healthy_deployment(other_than=run.desired)
+        self._apply(
+            lc.run_failed(self.life, run, dep, failure, last_healthy,
+                          max_failures=self.options.max_apply_failures)
         )  # fmt: skip
+        return LoopResult(time.time(), run.trigger, run.desired.generation, run.ref, "failed",
+                          failure.reason, len(p.steps))  # fmt: skip
 
     def _save_observed(self, observed: list[ObservedContainer]) -> None:
         rows = []
         for c in observed:
             row = c.to_dict()
-            h = self._health.get(c.id)
-            if h is not None:
-                row["health"] = h.status
+            status = self.monitor.status_of(c.id)
+            if status is not None:
+                row["health"] = status
             rows.append(row)
         self.recorder.save_observed(rows)
 
     # -- health ---------------------------------------------------------------------------
-    def _open_gate(
-        self,
-        dep_rev: Revision,
-        target: Target,
-        observed: list[ObservedContainer],
-        rollback_of: Revision | None,
-    ) -> None:
-        if self._gate is not None and self._gate.revision == dep_rev:
-            return
-        window = self.options.health_window
-        if window is None:
-            window = _window_of(self.recorder.deployment(dep_rev))
-        hashes = {s.service: s.spec_hash for s in target.services}
-        self._gate = _Gate(
-            revision=dep_rev,
-            target=target,
-            deadline=time.monotonic() + window,
-            window=window,
-            rollback_of=rollback_of,
-            baseline_restarts={
-                c.service: c.restart_count for c in observed if hashes.get(c.service) == c.spec_hash
-            },
-        )
-        log.info("health window of %.0fs opened for %s", window, dep_rev.describe(),
-                 extra=self._extra)  # fmt: skip
-
     async def _health_tick(self) -> Verdict | None:
         target = self._target
         if target is None:
             return None
-        if self._gate is None and time.monotonic() < self._next_probe_at:
+        watch = self.life.watch
+        if watch is None and not self.monitor.due(time.monotonic()):
             return None  # steady state and no probe due: do not even list containers
         observed = await self.engine.list_containers()
-        hashes = {s.service: s for s in target.services}
-        current: dict[str, ObservedContainer | None] = {s: None for s in hashes}
-        now = time.monotonic()
-        live_ids: set[str] = set()
-        for c in observed:
-            want = hashes.get(c.service)
-            if want is None or want.spec_hash != c.spec_hash:
-                continue
-            prev = current.get(c.service)
-            if prev is None or c.state == "running":
-                current[c.service] = c
-        for cur in current.values():
-            if cur is None:
-                continue
-            live_ids.add(cur.id)
-            if cur.state == "running":
-                self._started_mono.setdefault(cur.id, now)
-            else:
-                self._started_mono.pop(cur.id, None)
-        for gone in set(self._health) - live_ids:
-            self._health.pop(gone, None)
-            self._probes.pop(gone, None)
-        await asyncio.gather(
-            *(self._probe(c, hashes[s].spec, now) for s, c in current.items() if c is not None)
-        )
-        # Sleep the health tick until the earliest probe is due (or the timer, with none).
-        next_at = now + self.options.interval
-        for svc_c in current.values():
-            probe = self._probes.get(svc_c.id) if svc_c is not None else None
-            if svc_c is not None and probe is not None:
-                state = self._health.get(svc_c.id) or HealthState()
-                started = self._started_mono.get(svc_c.id, now)
-                next_at = min(next_at, next_due(state, probe, started))
-        self._next_probe_at = next_at
-        sig = (
-            sorted((s, c.id, c.state) for s, c in current.items() if c is not None),
-            sorted(self._readiness().items()),
-        )
+        snap = await self.monitor.tick(target, observed, time.monotonic())
+        sig = snap.signature(self.monitor.readiness())
         if self._waiting and sig != self._ready_sig:
             self.trigger("depends_on")  # a dependency may be ready now: plan again
         self._ready_sig = sig
-        gate_ = self._gate
-        if gate_ is None:
+        watch = self.life.watch
+        if watch is None:
             return None
-        health = {
-            s: (self._health.get(c.id) if c is not None and self._probes.get(c.id) else None)
-            for s, c in current.items()
-        }
-        crashes = {
-            s: max(
-                gate_.crashes.get(s, 0),
-                (c.restart_count - gate_.baseline_restarts.get(s, 0)) if c is not None else 0,
-            )
-            for s, c in current.items()
-        }
         verdict = gate(
-            list(hashes),
-            current,
-            health,
-            crashes,
+            [s.service for s in target.services],
+            snap.current,
+            snap.health,
+            lc.crashes(watch, snap.current),
             now=time.monotonic(),
-            deadline=gate_.deadline,
-            running_since={
-                s: self._started_mono[c.id]
-                for s, c in current.items()
-                if c is not None and c.id in self._started_mono
-            },
+            deadline=watch.deadline,
+            running_since=snap.running_since,
             min_uptime=self.options.min_uptime,
             crash_limit=self.options.crash_limit,
-            window=gate_.window,
+            window=watch.window,
             waiting={w.service: w.reason for w in self._waiting},
         )
         if verdict.decision == "wait":
             return verdict
-        self._gate = None
-        back = gate_.rollback_of
-        if verdict.decision == "healthy":
-            self.recorder.deployment_set(gate_.revision, "healthy", None)
-            self.recorder.event(
-                "deployment.healthy",
-                (f"{target.bundle}@{target.version}" if target.bundle else "no bundle")
-                + f" ({gate_.revision.describe()}) is healthy"
-                + (f" after rolling back from {back.describe()}" if back is not None else ""),
-                data={"generation": gate_.generation, "source": gate_.revision.source,
-                      "rollback_of": None if back is None else back.generation},
-            )  # fmt: skip
-            if self.options.prune:
-                await self._prune(gate_.revision)
-        elif back is None:
-            self._fail_generation(gate_.revision, verdict.reason)
-            self.trigger("rollback")
-        else:
-            # The rollback target failed too: mark it, and the next run goes further back or holds.
-            self.recorder.deployment_set(gate_.revision, "failed", verdict.reason)
-            self.recorder.event(
-                "rollback.failed",
-                f"rollback to {gate_.revision.describe()} is not healthy: {verdict.reason}",
-                severity="error",
-                data={"generation": gate_.generation, "source": gate_.revision.source,
-                      "reason": verdict.reason},
-            )  # fmt: skip
-            self.trigger("rollback")
+        last_healthy = None
+        if verdict.decision == "failed" and watch.rollback_of is None:
+            last_healthy = self.recorder.last_healthy_deployment(other_than=watch.revision)
+        change = lc.judged(self.life, verdict, last_healthy)
+        self._apply(change)
+        if change.prune is not None and self.options.prune:
+            await self._prune(change.prune)
         if self.last_result is not None:
             self.last_result = LoopResult(
                 time.time(), self.last_result.trigger, self.last_result.generation,
@@ -726,68 +462,15 @@ class ReconcileLoop:
             )  # fmt: skip
         return verdict
 
-    def _readiness(self) -> dict[str, Readiness]:
-        """The health verdict per container id that ``service_healthy`` dependencies need."""
-        return {
-            cid: "none" if probe is None else self._health.get(cid, HealthState()).status
-            for cid, probe in self._probes.items()
-        }
-
-    async def _probe(self, c: ObservedContainer, spec: Any, now: float) -> None:
-        if c.id not in self._probes:
-            image_hc = (
-                None if spec.healthcheck is not None else await self.engine.image_healthcheck(c.id)
-            )
-            self._probes[c.id] = probe_for(spec, image_hc)
-        probe = self._probes[c.id]
-        if probe is None or c.state != "running":
-            return
-        state = self._health.get(c.id, HealthState())
-        # Docker's timing: the first probe one interval after the start, not at once.
-        if not due(state, probe, now, started_at=self._started_mono.get(c.id, now)):
-            return
-        res = await run_probe(self.engine, c, probe, now)
-        new = evaluate(state, res, probe, self._started_mono.get(c.id, now))
-        self._health[c.id] = new
-        # Only transitions into or out of "unhealthy" are worth an event.
-        if new.status != state.status and "unhealthy" in (new.status, state.status):
-            self.recorder.event(
-                f"container.{new.status}",
-                f"{c.service} is {new.status}: {new.detail}",
-                severity="warning" if new.status == "unhealthy" else "info",
-                data={"service": c.service, "container": c.id, "detail": new.detail},
-            )
-
     async def _prune(self, healthy: Revision) -> None:
         keep = set(self._target.images if self._target else ())
         prev = self.recorder.last_healthy_deployment(other_than=healthy)
         if prev is not None:
-            keep |= set(_target_of(prev).images)
+            keep |= set(lc.target_of(prev).images)
         try:
             await self.executor.prune(keep, self._seen_images)
         except AgentError as exc:
             log.warning("prune: %s", exc, extra=self._extra)
-
-
-def _ref(spec: dict[str, Any] | None) -> str | None:
-    if not spec:
-        return None
-    return f"{spec.get('bundle')}@{spec.get('version')}"
-
-
-def _spec_of(dep: Deployment) -> BundleSpec | None:
-    return from_dict(dep.spec) if dep.spec is not None else None
-
-
-def _target_of(dep: Deployment) -> Target:
-    return Target.from_spec(_spec_of(dep))
-
-
-def _window_of(dep: Deployment | None) -> float:
-    if dep is None or dep.spec is None:
-        return 0.0
-    spec = _spec_of(dep)
-    return spec.update.health_window if spec is not None else 0.0
 
 
 __all__ = ["DiskFull", "LoopOptions", "LoopResult", "ReconcileLoop"]

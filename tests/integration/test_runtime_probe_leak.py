@@ -17,7 +17,8 @@ import psutil
 import pytest
 
 from agent.reconcile.executor import create_request
-from agent.reconcile.health import probe_for, run_probe
+from agent.reconcile.health import probe_for
+from agent.reconcile.probe import run_probe
 from agent.runtime import connect
 from agent.runtime.base import Engine, ObservedContainer
 from bundles.model import ContainerSpec, HealthCheck

@@ -15,10 +15,9 @@ from agent.reconcile.health import (
     evaluate,
     gate,
     next_due,
-    probe_address,
     probe_for,
-    run_probe,
 )
+from agent.reconcile.probe import probe_address, run_probe
 from agent.runtime.base import ExecResult, ImageHealthcheck, ObservedContainer, PortBinding
 from agent.runtime.memory import MemContainer, MemoryEngine
 from bundles.model import ContainerSpec, HealthCheck
