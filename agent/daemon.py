@@ -18,6 +18,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from agent import AGENT_VERSION
 from agent.config import AgentConfig
+from agent.desired_watch import DesiredWatch
 from agent.errors import AgentError, EngineUnavailable, StoreError, StoreFull
 from agent.store import Store
 from agent.store.lock import AlreadyRunning, acquire_lock
@@ -147,7 +148,7 @@ class Agent:
         self.probe_timeout = ENGINE_PROBE_TIMEOUT  # grows with each failed try at start
         self._hooks: list[Hook] = []
         self._desired_listeners: list[DesiredListener] = []
-        self._desired_key: tuple[Any, ...] | None = None
+        self.desired_watch: DesiredWatch | None = None
         self._lock: IO[str] | None = None
 
     @property
@@ -165,8 +166,10 @@ class Agent:
 
     def notify_desired(self, reason: str = "desired") -> None:
         """In-process writers (sync) call this after ``store.put_desired``; other processes
-        (``signalbeam-agent apply``) are noticed through ``PRAGMA data_version``."""
-        self._check_desired(reason, force=False)
+        (``signalbeam-agent apply``) are noticed through ``PRAGMA data_version``. Either way
+        the one detector (``agent.desired_watch``) decides whether anything changed."""
+        if self.desired_watch is not None:
+            self.desired_watch.check(reason)
 
     def request_stop(self) -> None:
         if self.stop_event is not None and not self.stop_event.is_set():
@@ -219,10 +222,17 @@ class Agent:
                 "agent started",
                 extra={"device": store.device_id, "data_dir": str(self.config.data_dir)},
             )
-            self._desired_key = self._key(store.current_desired())
+            watch = DesiredWatch(
+                store.current_desired, store.data_version, device_id=store.device_id
+            )
+            watch.listen(self._desired_changed)
+            watch.prime()
+            self.desired_watch = watch
             tasks = [
                 asyncio.create_task(self._metrics(stop), name="metrics"),
-                asyncio.create_task(self._watch_desired(stop), name="desired-watch"),
+                asyncio.create_task(
+                    watch.run(stop, self.config.desired_poll_interval), name="desired-watch"
+                ),
             ]
             if self.connect_engine:
                 tasks.append(
@@ -256,9 +266,9 @@ class Agent:
                 signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
     def _nudged(self) -> None:
-        if self.store is not None:
+        if self.desired_watch is not None:
             try:
-                self._check_desired("desired", force=False)
+                self.desired_watch.check("desired")
             except StoreError:
                 log.exception("desired check failed", extra={"device": self.device_id})
 
@@ -328,22 +338,7 @@ class Agent:
             }
         return out
 
-    @staticmethod
-    def _key(d: DesiredState | None) -> tuple[Any, ...] | None:
-        return None if d is None else (d.source, d.generation, d.content_hash)
-
-    def _check_desired(self, reason: str, *, force: bool) -> None:
-        assert self.store is not None
-        current = self.store.current_desired()
-        key = self._key(current)
-        if key == self._desired_key and not force:
-            return
-        self._desired_key = key
-        log.info(
-            "desired state changed: %s",
-            "none" if current is None else f"{current.source} generation {current.generation}",
-            extra={"device": self.device_id},
-        )
+    def _desired_changed(self, current: DesiredState | None, reason: str) -> None:
         for listener in self._desired_listeners:
             try:
                 listener(current)
@@ -351,21 +346,6 @@ class Agent:
                 log.exception("desired listener failed", extra={"device": self.device_id})
         if self.reconciler is not None:
             self.reconciler.poke(reason)
-
-    async def _watch_desired(self, stop: asyncio.Event) -> None:
-        assert self.store is not None
-        version = self.store.data_version()
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.config.desired_poll_interval)
-                return
-            try:
-                now = self.store.data_version()
-                if now != version:
-                    version = now
-                    self._check_desired("desired", force=False)
-            except StoreError:
-                log.exception("desired watch failed", extra={"device": self.device_id})
 
     async def connect(self) -> Engine:
         """Find an engine without blocking the loop, then build its client on the loop

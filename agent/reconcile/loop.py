@@ -7,8 +7,11 @@ applies what the lifecycle answers: rows, events, the health watch. Between runs
 tick probes the containers (``monitor``) and the gate (``health.gate``, pure) judges the
 watched deployment; the lifecycle turns its verdict into a status.
 
-Triggers (coalesced into one run): a desired-state change (``trigger()`` or a changed
-revision seen on the next poll), container events from the engine, a timer, and start-up.
+Triggers (coalesced into one run): a desired-state change (``trigger()``, called by the one
+detector of a change, ``agent.desired_watch``, or by the local API), container events from
+the engine, an update gate lifting (re-checked every poll while one defers), a timer, and
+start-up. The loop does not poll for a desired-state change itself; each run reads the
+desired state afresh.
 Nothing is kept only in memory that a restart needs: the deployment rows in the store say
 which revision failed, and the engine's labelled containers say what runs. On start the
 loop re-observes and re-plans, so a run cut off by ``kill -9`` is finished by the next one.
@@ -165,10 +168,7 @@ class ReconcileLoop:
             await asyncio.wait_for(self._wake.wait(), timeout)
         if self._wake.is_set() and self.options.debounce > 0 and not self._stopping:
             await asyncio.sleep(self.options.debounce)
-        rev = await self._desired_revision()
-        if rev is not None and rev != self._last_desired:
-            self._reasons.add("desired")
-        elif self._deferred is not None and await self._gate_lifted():
+        if self._deferred is not None and await self._gate_lifted():
             self._reasons.add("gate")
 
     async def _desired(self) -> DesiredState | None:
@@ -176,14 +176,6 @@ class ReconcileLoop:
         if inspect.isawaitable(value):
             value = await value
         return value
-
-    async def _desired_revision(self) -> Revision | None:
-        try:
-            d = await self._desired()
-        except Exception:  # a provider failure must not stop the loop
-            log.exception("desired-state provider failed", extra=self._extra)
-            return None
-        return revision_of(d) if d is not None else None
 
     async def _safe_reconcile(self, trigger: str) -> None:
         try:

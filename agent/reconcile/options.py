@@ -13,7 +13,7 @@ Outcome = Literal["succeeded", "failed", "noop", "waiting", "held", "deferred"]
 @dataclass(frozen=True)
 class LoopOptions:
     interval: float = 60.0  # timer trigger
-    poll: float = 1.0  # how often to look for a new generation and run due probes
+    poll: float = 1.0  # how often to run due probes and look at timers and a deferral
     debounce: float = 0.2  # triggers arriving within this are one run
     min_uptime: float = 5.0  # a service without a probe must stay up this long to count
     crash_limit: int = 3  # crashes inside the health window that mean "crash-looping"
