@@ -1,5 +1,8 @@
 """Runs a plan's steps against the engine: timeouts, bounded retries, journal, events.
 
+Each step type of the plan has one executor function (``EXECUTORS``), which takes exactly
+that type: a step's arguments are checked by its type, not by asserts in the executor.
+
 Each step is written to the journal before and after it runs. Every step is idempotent
 against the engine (a create finds its container by its deterministic name, a remove of a
 missing container succeeds), so a run cut off anywhere is finished by the next plan.
@@ -15,7 +18,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.errors import DiskFull, EngineError, EngineUnavailable, PullError
-from agent.reconcile.plan import Plan, Step, Target
+from agent.reconcile.plan import (
+    Create,
+    Plan,
+    Pull,
+    Recreate,
+    Remove,
+    Start,
+    Step,
+    Stop,
+    Target,
+)
 from agent.reconcile.ports import Recorder
 from agent.runtime.base import (
     LABEL_BUNDLE,
@@ -214,7 +227,8 @@ class Executor:
                     continue
                 self.recorder.journal_step(run_id, index, step.to_dict(), "failed", error)
                 if kind == "disk":
-                    self._event("disk.refused", error, "error", images=[step.image])
+                    image = step.image if isinstance(step, Pull | Create | Recreate) else None
+                    self._event("disk.refused", error, "error", images=[image])
                 failure = failure or RunResult(
                     False,
                     error if kind == "disk" else f"{step.action} {step.service}: {error}",
@@ -234,7 +248,7 @@ class Executor:
 
     @staticmethod
     def _pull_images(plan: Plan) -> list[str]:
-        return [s.image for s in plan.steps if s.action == "pull" and s.image]
+        return [s.image for s in plan.steps if isinstance(s, Pull) and s.image]
 
     async def _run_with_retries(self, step: Step, target: Target) -> tuple[str | None, str]:
         """(error or None, kind of failure: "disk", "engine_down" or "step")."""
@@ -244,7 +258,7 @@ class Executor:
         for attempt in range(self.options.retries + 1):
             try:
                 async with asyncio.timeout(self.options.timeout(step.action)):
-                    await self._do(step, target)
+                    await EXECUTORS[type(step)](self, step, target)
                 return None, ""
             except DiskFull as exc:
                 return str(exc), "disk"  # retrying will not make room
@@ -268,7 +282,7 @@ class Executor:
                 )
                 await self._sleep(delay)
                 delay = min(delay * 2, self.options.backoff_max)
-        if step.action == "pull":
+        if isinstance(step, Pull):
             self._event(
                 "pull.failed",
                 f"pull {step.image} failed: {last}",
@@ -278,51 +292,48 @@ class Executor:
             )
         return last, kind
 
-    async def _do(self, step: Step, target: Target) -> None:
-        if step.action == "pull":
-            assert step.image is not None
-            await self._pull(step.image, target)
-        elif step.action == "create":
-            await self._create(step, target)
-        elif step.action == "start":
-            ref = step.container_id or step.container_name
-            assert ref is not None
-            ref = await self._start(ref, step, target)
-            obs = await self.engine.inspect(ref)
-            self._event(
-                "container.started",
-                f"started {obs.name if obs else ref} ({step.service}): {step.reason}",
-                service=step.service,
-                container=obs.id if obs else ref,
-            )
-        elif step.action == "stop":
-            assert step.container_id is not None
-            await self.engine.stop(step.container_id, self.options.stop_timeout)
-        elif step.action == "remove":
-            assert step.container_id is not None
-            await self.engine.remove(step.container_id)
-            self._event(
-                "container.removed",
-                f"removed {step.service} container {step.container_id[:12]}: {step.reason}",
-                service=step.service,
-                container=step.container_id,
-            )
-        elif step.action == "recreate":
-            assert step.container_id is not None and step.container_name is not None
-            await self.engine.stop(step.container_id, self.options.stop_timeout)
-            await self.engine.remove(step.container_id)
-            await self._create(step, target)
-            await self.engine.start(step.container_name)
-            self._event(
-                "container.started",
-                f"recreated {step.container_name} ({step.service}): {step.reason}",
-                service=step.service,
-                container=step.container_name,
-            )
-        else:  # pragma: no cover - Action is a closed Literal
-            raise EngineError(f"unknown step action {step.action!r}")
+    # -- one function per step type (EXECUTORS) -------------------------------------------
+    async def exec_pull(self, step: Pull, target: Target) -> None:
+        await self._pull(step.image, target)
 
-    async def _start(self, ref: str, step: Step, target: Target) -> str:
+    async def exec_create(self, step: Create, target: Target) -> None:
+        await self._create(step, target)
+
+    async def exec_start(self, step: Start, target: Target) -> None:
+        ref = await self._start(step.ref, step, target)
+        obs = await self.engine.inspect(ref)
+        self._event(
+            "container.started",
+            f"started {obs.name if obs else ref} ({step.service}): {step.reason}",
+            service=step.service,
+            container=obs.id if obs else ref,
+        )
+
+    async def exec_stop(self, step: Stop, target: Target) -> None:
+        await self.engine.stop(step.container_id, self.options.stop_timeout)
+
+    async def exec_remove(self, step: Remove, target: Target) -> None:
+        await self.engine.remove(step.container_id)
+        self._event(
+            "container.removed",
+            f"removed {step.service} container {step.container_id[:12]}: {step.reason}",
+            service=step.service,
+            container=step.container_id,
+        )
+
+    async def exec_recreate(self, step: Recreate, target: Target) -> None:
+        await self.engine.stop(step.container_id, self.options.stop_timeout)
+        await self.engine.remove(step.container_id)
+        await self._create(step, target)
+        await self.engine.start(step.container_name)
+        self._event(
+            "container.started",
+            f"recreated {step.container_name} ({step.service}): {step.reason}",
+            service=step.service,
+            container=step.container_name,
+        )
+
+    async def _start(self, ref: str, step: Start, target: Target) -> str:
         """Start; a container that will not start is replaced by a fresh one, once per try.
 
         Seen on Docker: a start cut off by the agent's death can leave the container so that
@@ -349,16 +360,15 @@ class Executor:
                 extra=self._log_extra,
             )  # fmt: skip
             await self.engine.remove(obs.id)
-            fresh = Step(
-                "create", step.service, "replacing a container that would not start",
+            fresh = Create(
+                step.service, "replacing a container that would not start",
                 image=want.spec.image, container_name=obs.name, spec_hash=want.spec_hash,
             )  # fmt: skip
             await self._create(fresh, target)
             await self.engine.start(obs.name)
             return obs.name
 
-    async def _create(self, step: Step, target: Target) -> None:
-        assert step.container_name is not None and step.spec_hash is not None
+    async def _create(self, step: Create | Recreate, target: Target) -> None:
         existing = await self.engine.inspect(step.container_name)
         if existing is not None and existing.spec_hash == step.spec_hash:
             return  # created by a run that was cut off before it could record it
@@ -481,4 +491,15 @@ class Executor:
         return removed
 
 
-__all__ = ["Executor", "ExecutorOptions", "PullError", "RunResult", "create_request"]
+# The executor of each step type. A new step type without one fails the test that checks
+# this table covers ``Step`` (tests/unit/test_executor.py), not a run on a device.
+EXECUTORS: Mapping[type[Step], Callable[[Executor, Any, Target], Awaitable[None]]] = {
+    Pull: Executor.exec_pull,
+    Create: Executor.exec_create,
+    Start: Executor.exec_start,
+    Stop: Executor.exec_stop,
+    Remove: Executor.exec_remove,
+    Recreate: Executor.exec_recreate,
+}
+
+__all__ = ["EXECUTORS", "Executor", "ExecutorOptions", "PullError", "RunResult", "create_request"]

@@ -42,7 +42,7 @@ from agent.reconcile.gates import Decision, GatePort
 from agent.reconcile.health import Verdict, gate
 from agent.reconcile.monitor import HealthMonitor
 from agent.reconcile.options import LoopOptions, LoopResult, Outcome
-from agent.reconcile.plan import Plan, Target, Wait, plan
+from agent.reconcile.plan import Plan, Pull, Target, Wait, plan
 from agent.reconcile.ports import Deployment, Recorder
 from agent.runtime.base import Engine, ObservedContainer
 from bundles import BundleError, from_dict
@@ -384,7 +384,7 @@ class ReconcileLoop:
         failed = result.failed_step
         failure = lc.Failure(
             result.reason or "a step failed",
-            pull_failed=failed is not None and failed.action == "pull",
+            pull_failed=isinstance(failed, Pull),
             disk_full=result.disk_full,
             engine_down=result.engine_down,
         )

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from agent.runtime.base import ObservedContainer
 from bundles.hashing import container_hash
@@ -67,18 +67,83 @@ class Target:
         return tuple(dict.fromkeys(s.spec.image for s in self.services))
 
 
+# -- steps: one type per action, each with exactly the arguments it needs; the executor has
+# one function per type (``agent.reconcile.executor.EXECUTORS``).
+_FIELDS = ("image", "container_id", "container_name", "spec_hash")  # journal order
+
+
 @dataclass(frozen=True)
-class Step:
-    action: Action
+class _Step:
+    action: ClassVar[Action]
     service: str
     reason: str
-    image: str | None = None
-    container_id: str | None = None  # the existing container acted on
-    container_name: str | None = None  # the container created (create, recreate) or started
-    spec_hash: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+        """The journal's form (the same keys whatever the type; absent ones left out)."""
+        out: dict[str, Any] = {"action": self.action, "service": self.service}
+        out["reason"] = self.reason
+        for name in _FIELDS:
+            value = getattr(self, name, None)
+            if value is not None:
+                out[name] = value
+        return out
+
+
+@dataclass(frozen=True)
+class Pull(_Step):
+    action: ClassVar[Action] = "pull"
+    image: str
+
+
+@dataclass(frozen=True)
+class Create(_Step):
+    action: ClassVar[Action] = "create"
+    image: str
+    container_name: str  # deterministic (``container_name``), so a cut-off create is found
+    spec_hash: str
+
+
+@dataclass(frozen=True)
+class Start(_Step):
+    """Start an existing container (by id) or one this plan creates (by its name)."""
+
+    action: ClassVar[Action] = "start"
+    container_id: str | None = None
+    container_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.container_id is None) == (self.container_name is None):
+            raise ValueError("Start: give exactly one of container_id and container_name")
+
+    @property
+    def ref(self) -> str:
+        return self.container_id or self.container_name or ""
+
+
+@dataclass(frozen=True)
+class Stop(_Step):
+    action: ClassVar[Action] = "stop"
+    container_id: str
+
+
+@dataclass(frozen=True)
+class Remove(_Step):
+    action: ClassVar[Action] = "remove"
+    container_id: str
+
+
+@dataclass(frozen=True)
+class Recreate(_Step):
+    """Replace ``container_id`` with a new ``container_name`` (download-then-kill)."""
+
+    action: ClassVar[Action] = "recreate"
+    image: str
+    container_id: str
+    container_name: str
+    spec_hash: str
+
+
+Step = Pull | Create | Start | Stop | Remove | Recreate
 
 
 @dataclass(frozen=True)
@@ -158,8 +223,8 @@ def _best(containers: Iterable[ObservedContainer]) -> list[ObservedContainer]:
 def _takedown(c: ObservedContainer, why: str) -> list[Step]:
     steps: list[Step] = []
     if c.state in ("running", "restarting", "paused"):
-        steps.append(Step("stop", c.service, why, container_id=c.id))
-    steps.append(Step("remove", c.service, why, container_id=c.id))
+        steps.append(Stop(c.service, why, container_id=c.id))
+    steps.append(Remove(c.service, why, container_id=c.id))
     return steps
 
 
@@ -261,7 +326,7 @@ def plan(
         name = container_name(device_id, service, want.spec_hash)
         needs_image = not matching
         if needs_image and not image_present(image, images) and image not in pulled:
-            pulls.append(Step("pull", service, f"image {image} is not present", image=image))
+            pulls.append(Pull(service, f"image {image} is not present", image=image))
             pulled.add(image)
         if matching:
             keep, extra = matching[0], matching[1:]
@@ -273,7 +338,7 @@ def plan(
             if start and held(service, want.spec):
                 noops.append(Noop(service, f"{why}; not started: {waiting[-1].reason}"))
             elif start:
-                starts.append(Step("start", service, why, container_id=keep.id))
+                starts.append(Start(service, why, container_id=keep.id))
             else:
                 noops.append(Noop(service, why))
             continue
@@ -291,8 +356,7 @@ def plan(
             for c in rest:
                 doomed += _takedown(c, f"stale: spec hash {c.spec_hash} != {want.spec_hash}")
             recreates.append(
-                Step(
-                    "recreate",
+                Recreate(
                     service,
                     f"spec hash changed {old.spec_hash} -> {want.spec_hash}",
                     image=image,
@@ -305,8 +369,7 @@ def plan(
         for c in stale:
             replaced += _takedown(c, f"spec hash changed {c.spec_hash} -> {want.spec_hash}")
         creates.append(
-            Step(
-                "create",
+            Create(
                 service,
                 "no container yet" if not stale else "replacing the stale container",
                 image=image,
@@ -314,7 +377,7 @@ def plan(
                 spec_hash=want.spec_hash,
             )
         )
-        starts.append(Step("start", service, "newly created", container_name=name))
+        starts.append(Start(service, "newly created", container_name=name))
 
     if not wanted and not ours:
         noops.append(Noop("*", "no bundle desired and none of this device's containers exist"))

@@ -364,13 +364,36 @@ async def test_a_container_that_will_not_start_is_replaced() -> None:
 
 def test_consecutive_creates_and_starts_form_groups() -> None:
     from agent.reconcile.executor import _groups
-    from agent.reconcile.plan import Step
+    from agent.reconcile.plan import Create, Pull, Start, Step
 
-    steps = [
-        Step("pull", "a", "r"), Step("pull", "b", "r"), Step("create", "a", "r"),
-        Step("create", "b", "r"), Step("start", "a", "r"), Step("start", "b", "r"),
+    steps: list[Step] = [
+        Pull("a", "r", "i"), Pull("b", "r", "i"), Create("a", "r", "i", "a-1", "h"),
+        Create("b", "r", "i", "b-1", "h"), Start("a", "r", container_name="a-1"),
+        Start("b", "r", container_name="b-1"),
     ]  # fmt: skip
     assert [[i for i, _ in g] for g in _groups(steps)] == [[0], [1], [2, 3], [4, 5]]
+
+
+def test_every_step_type_has_one_executor_and_keeps_its_journal_form() -> None:
+    from typing import get_args
+
+    from agent.reconcile.executor import EXECUTORS
+    from agent.reconcile.plan import Recreate, Start, Step, Stop
+
+    assert set(EXECUTORS) == set(get_args(Step))
+    # the journal's form is what it was when one dataclass held every action
+    assert Recreate("web", "why", "img", "c1", "sb-web", "h").to_dict() == {
+        "action": "recreate", "service": "web", "reason": "why", "image": "img",
+        "container_id": "c1", "container_name": "sb-web", "spec_hash": "h",
+    }  # fmt: skip
+    assert Stop("web", "why", "c1").to_dict() == {
+        "action": "stop",
+        "service": "web",
+        "reason": "why",
+        "container_id": "c1",
+    }
+    with pytest.raises(ValueError):
+        Start("web", "why")  # neither the container's id nor its name
 
 
 async def test_a_generation_superseded_inside_its_window_is_closed() -> None:
