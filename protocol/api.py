@@ -136,7 +136,7 @@ REQUESTS: dict[str, tuple[bool, dict[str, FieldDoc]]] = {
     "bundles.get": (False, {"name": ("str", True), "version": ("str", False)}),
     "bundles.versions": (False, {"name": ("str", True)}),
     "trust.get": (False, {}),
-    "trust.push": (True, {"trust": ("object", True)}),
+    "trust.push": (True, {"trust": ("object", True), "force": ("bool", False)}),
     "assign": (
         True,
         {"target": ("str", True), "bundle": ("str", True), "dry_run": ("bool", False)},

@@ -266,7 +266,10 @@ def _next_set(
     signer = args.with_key or _default_signer(directory, current.key_ids)
     private = load_key(directory, signer)
     new = sign_trust_set(current.serial + 1, require, keys, private)
-    show("trust.push", send(args, "trust.push", {"trust": new.to_dict()}), args, out)
+    body: dict[str, Any] = {"trust": new.to_dict()}
+    if getattr(args, "force", False):
+        body["force"] = True
+    show("trust.push", send(args, "trust.push", body), args, out)
     return 0
 
 
@@ -376,9 +379,15 @@ def add_signing_commands(
         p = kadd(verb, text)
         p.add_argument("names", nargs="+", metavar="KEY", help="key name, key id or ed25519:...")
         p.add_argument("--with", dest="with_key", help="the trusted key that signs the change")
+        p.add_argument(
+            "--force",
+            action="store_true",
+            help="push it even if devices would then refuse a version they are assigned",
+        )
     p = kadd("require", "whether devices refuse unsigned bundles (yes: the default)")
     p.add_argument("value", choices=["yes", "no"])
     p.add_argument("--with", dest="with_key", help="the trusted key that signs the change")
+    p.add_argument("--force", action="store_true", help="as for trust and retire")
 
     p = add("sign", "pin a bundle file's images by digest and sign it (FILE.signed.json)", bundle)
     p.add_argument("file")

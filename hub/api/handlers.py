@@ -344,7 +344,7 @@ def trust_get(store: Store, _body: dict[str, Any], _: Caller) -> Outcome:
 
 
 def trust_push(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
-    doc = store.put_trust_set(body["trust"])
+    doc = store.put_trust_set(body["trust"], force=bool(body.get("force")))
     return Outcome({"trust": doc}, [Change("signing", "trust", {"serial": doc["serial"]})])
 
 

@@ -49,9 +49,32 @@ class SigningStore(StoreBase):
         self.trust_cache = found
         return found
 
-    def put_trust_set(self, doc: Any) -> dict[str, Any]:
+    def unrunnable_under(self, trust: TrustSet) -> dict[str, str]:
+        """Assigned versions no device would run under ``trust``: ``{NAME@VERSION: why}``."""
+        out: dict[str, str] = {}
+        seen: set[tuple[str, str]] = set()
+        for a in self.rows("SELECT DISTINCT bundle, version FROM assignments ORDER BY 1, 2"):
+            key = (a["bundle"], a["version"])
+            if key in seen:
+                continue
+            seen.add(key)
+            spec = self.scalar(
+                "SELECT spec FROM bundle_versions WHERE bundle = ? AND version = ?", key
+            )
+            if spec is None:
+                continue
+            verdict = verify_bundle(json.loads(spec), self.bundle_signatures(*key), trust)
+            if not verdict.ok:
+                out[f"{key[0]}@{key[1]}"] = str(verdict.reason)
+        return out
+
+    def put_trust_set(self, doc: Any, *, force: bool = False) -> dict[str, Any]:
         """Append a trust set: the next serial, signed by a key of the newest set (the first
-        one may be signed by any key, as a device with no keys takes it on first use)."""
+        one may be signed by any key, as a device with no keys takes it on first use).
+
+        A set under which an assigned version would no longer run (its only signatures are
+        by a key it retires) is refused unless ``force``: every device assigned it would
+        refuse its next document, which is the outage a rotation must avoid (re-sign first)."""
         try:
             new = parse_trust_set(doc)
         except SigningError as exc:
@@ -68,6 +91,22 @@ class SigningStore(StoreBase):
                 advance(current, new.to_dict())
             except SigningError as exc:
                 raise Invalid(str(exc), field="signature") from None
+            # Only what this set newly breaks: a version devices refuse already is no news.
+            before = {} if force else self.unrunnable_under(current)
+            stranded = [
+                f"{ref}: {why}"
+                for ref, why in ({} if force else self.unrunnable_under(new)).items()
+                if ref not in before
+            ]
+            if stranded:
+                raise Conflict(
+                    "devices would refuse what they are assigned under this trust set: "
+                    + "; ".join(stranded[:10])
+                    + " (re-sign with `signalbeam bundle resign NAME@VERSION --key NEW` first,"
+                    " or push it anyway with --force)",
+                    field="trust",
+                    details=stranded,
+                )
             c.execute(
                 "INSERT INTO trust_sets (serial, doc, created_at) VALUES (?, ?, ?)",
                 (new.serial, json.dumps(new.to_dict(), sort_keys=True), now_iso()),
