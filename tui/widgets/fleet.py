@@ -17,11 +17,11 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Input, Static
 
 from tui.client import ApiError
-from tui.dialogs import ConfirmScreen, TextScreen, TypedConfirmScreen
 from tui.hub.fleet import FleetSource
 from tui.models import detail as dm
 from tui.models import fleet as fm
-from tui.widgets.base import HubView, call, hub_app, job
+from tui.widgets.base import hub_app, job
+from tui.widgets.fleet_actions import FleetActions
 from tui.widgets.fleet_table import (
     EMPTY_HELP,
     FLASH_SECONDS,
@@ -32,11 +32,10 @@ from tui.widgets.fleet_table import (
 MAX_DEVICES = 20_000  # a sane bound on what one table holds (and one load fetches)
 TARGETED_MAX = 32  # a notice naming more devices than this reloads everything (in place)
 TARGETED_DELAY = 0.2  # gathers the ids of a burst of notices into one fetch
-DEVICE_WAIT = 4  # seconds the hub waits for each device on reconcile
 AGE_SECONDS = 15.0  # how often "offline 4m" ages are redrawn (only the cells that change)
 
 
-class FleetView(HubView):
+class FleetView(FleetActions):
     # Kinds that never name a device's row content. `assignments` is followed by a `desired`
     # notice with the ids, so it needs no reload of its own.
     IGNORED = frozenset({"bundles", "tokens", "keys", "assignments"})
@@ -203,79 +202,10 @@ class FleetView(HubView):
             return False  # a `/` typed into the filter box is text
         return dm.write_allowed(action, bool(getattr(hub_app(self), "read_only", False)))
 
-    def action_describe(self) -> None:
-        device_id = self._highlighted()
-        if device_id is not None:
-            self.run_worker(job(self._describe, device_id, False), group="describe")
-
-    def action_yaml(self) -> None:
-        device_id = self._highlighted()
-        if device_id is not None:
-            self.run_worker(job(self._describe, device_id, True), group="describe")
-
-    async def _describe(self, device_id: str, as_yaml: bool) -> None:
-        device = await call(self, "devices.get", {"id": device_id})
-        if device is None:
-            return
-        self.app.push_screen(TextScreen(*dm.describe_text(device_id, device, as_yaml, self.now())))
-
     def action_logs(self) -> None:
         device_id = self._highlighted()
         if device_id is not None:
             self.post_message(self.OpenDevice(device_id, tab="logs"))
-
-    def action_fleet_write(self, action: str) -> None:
-        """``g`` reconcile now / ``D`` decommission, on the marked rows (or the highlighted
-        one), after a question that counts and names them."""
-        ids = self.targets()
-        if not ids:
-            return
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self.run_worker(job(self._fleet_write, action, ids), group="fleet-write")
-
-        self.app.push_screen(ConfirmScreen(fm.fleet_question(action, ids)), answered)
-
-    def action_force_update(self) -> None:
-        """``F``: start the assigned version through update locks and maintenance windows,
-        on the marked rows (or the highlighted one), after the device count is typed."""
-        ids = self.targets()
-        if not ids:
-            return
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self.run_worker(job(self._force_update, ids), group="fleet-write")
-
-        question = fm.fleet_question("force_update", ids)
-        self.app.push_screen(TypedConfirmScreen(question, str(len(ids))), answered)
-
-    async def _force_update(self, ids: list[str]) -> None:
-        verb = "devices.force_update"
-        try:
-            await hub_app(self).session.call(verb, {"ids": ids, "confirm": len(ids)})
-        except ApiError as exc:
-            hub_app(self).report_error(verb, str(exc))
-            return
-        self.marked.difference_update(ids)
-        self._rebuild()
-        self.notify(f"forced through locks and windows: {len(ids)} device(s)", title=verb,
-                    markup=False)  # fmt: skip
-
-    async def _fleet_write(self, action: str, ids: list[str]) -> None:
-        verb = f"devices.{action}"
-        body: dict[str, Any] = {"timeout": DEVICE_WAIT} if action == "reconcile" else {}
-        failed = await self.source.write_each(hub_app(self).session, verb, ids, body)
-        done = len(ids) - len(failed)
-        self.marked.difference_update(ids)
-        self._rebuild()
-        message = f"{action}: {done} of {len(ids)} device(s)"
-        if failed:
-            message += "; " + "; ".join(failed[:3]) + (" …" if len(failed) > 3 else "")
-            hub_app(self).report_error(verb, message)
-        else:
-            self.notify(message, title=verb, markup=False)
 
     # --- change notices --------------------------------------------------------------------
     def hub_notice(self, doc: Mapping[str, Any]) -> None:
