@@ -442,7 +442,7 @@ def run_agent_bench(args: argparse.Namespace, baseline: float) -> None:
             f"[metrics]\ninterval = {args.metrics_interval}\n"
         )
         if args.hub:
-            from tests.integration.test_sync_hub_support import SyncHub
+            from tests.harness.sync_hub import SyncHub
 
             print("starting a hub and enrolling the device ...", flush=True)
             hub = SyncHub(work / "hub")

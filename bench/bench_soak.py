@@ -69,8 +69,8 @@ from tests.harness.engines import (
 )
 from tests.harness.ports import free_port
 from tests.harness.registry import Registry
-from tests.integration.test_sync_e2e_support import Device
-from tests.integration.test_sync_hub_support import SyncHub
+from tests.harness.sync_e2e import Device
+from tests.harness.sync_hub import SyncHub
 
 REPO = Path(__file__).resolve().parents[1]
 CONTAINERS = 5

@@ -44,8 +44,8 @@ from protocol.report import MSG_ID_HEADER, ReportBatch
 from protocol.subjects import JS_DOMAIN, report
 from tests.harness.engines import EngineHandle, start_podman
 from tests.harness.registry import Registry
-from tests.integration.test_sync_e2e_support import Device, hello_spec
-from tests.integration.test_sync_hub_support import (
+from tests.harness.sync_e2e import Device, hello_spec
+from tests.harness.sync_hub import (
     SyncHub,
     device_nc,
     enroll_device,

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import tomllib
 import urllib.request
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.harness.ports import free_port
+from tests.harness.wait import eventually_blocking
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "bundles" / "examples" / "warehouse-monitor" / "1.2.0.yaml"
@@ -160,18 +160,6 @@ def log_records(config: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
-def wait_for(pred: Any, what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / 0.1) + 1):
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_running_agent_takes_local_desired_and_stops_cleanly(
     config: Path, agent_proc: subprocess.Popen[str]
 ) -> None:
@@ -179,12 +167,16 @@ def test_running_agent_takes_local_desired_and_stops_cleanly(
         proc = cli("events", "--config", str(config), "--json", "--limit", "100")
         return [e["kind"] for e in json.loads(proc.stdout)] if proc.returncode == 0 else []
 
-    wait_for(lambda: "engine.unavailable" in kinds(), "engine.unavailable event")
+    eventually_blocking(
+        lambda: "engine.unavailable" in kinds(), "engine.unavailable event", interval=0.1
+    )
     # `run` wires the local HTTP API in.
-    wait_for(lambda: http_ok(http_port(config)), "the local HTTP API")
+    eventually_blocking(lambda: http_ok(http_port(config)), "the local HTTP API", interval=0.1)
     status = jcli("status", "--config", str(config))
     assert status["agent"] == {"running": True, "pid": agent_proc.pid}
-    wait_for(lambda: jcli("status", "--config", str(config))["metrics"], "metrics samples")
+    eventually_blocking(
+        lambda: jcli("status", "--config", str(config))["metrics"], "metrics samples", interval=0.1
+    )
 
     # A second agent on the same data dir refuses to start.
     second = cli("run", "--config", str(config))
@@ -192,12 +184,13 @@ def test_running_agent_takes_local_desired_and_stops_cleanly(
 
     # The config's hour-long poll means only apply's SIGUSR1 nudge can deliver this.
     jcli("apply", str(EXAMPLE), "--config", str(config))
-    wait_for(
+    eventually_blocking(
         lambda: any(
             r["msg"].startswith("desired state changed: local generation 1")
             for r in log_records(config)
         ),
         "the agent to notice the applied bundle",
+        interval=0.1,
     )
     agent_proc.send_signal(signal.SIGTERM)
     assert agent_proc.wait(timeout=20) == 0

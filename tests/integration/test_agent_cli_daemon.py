@@ -6,7 +6,6 @@ The engine is a stand-in object (the runtime has its own engine tests); the stor
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from agent.daemon import Agent, AlreadyRunning, acquire_lock, running_pid
 from agent.runtime.base import Engine
 from agent.store import Store
 from protocol.desired import DesiredState
+from tests.harness.wait import eventually
 
 
 class StubEngine:
@@ -49,15 +49,6 @@ class StubAgent(Agent):
         return StubEngine()  # type: ignore[return-value]
 
 
-async def until(pred: Any, what: str, timeout: float = 60.0) -> None:
-    # Bounded by time, not by a count of 50 ms sleeps: on a loaded machine each wake-up is late.
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 async def test_agent_runs_hooks_notices_desired_and_stops(tmp_path: Path) -> None:
     cfg = AgentConfig(
         data_dir=tmp_path,
@@ -78,13 +69,13 @@ async def test_agent_runs_hooks_notices_desired_and_stops(tmp_path: Path) -> Non
     seen: list[DesiredState | None] = []
     agent.on_desired_change(seen.append)
     task = asyncio.create_task(agent.run())
-    await until(lambda: fake.ran.is_set(), "reconciler to start")
+    await eventually(lambda: fake.ran.is_set(), "reconciler to start")
     assert running_pid(tmp_path) is not None
 
     # Another process (here: another connection) applies a bundle ...
     other = Store.open(cfg.db_path, device_id="daemon-dev")
     other.put_local_desired({"bundle": "b", "version": "1.0", "containers": []})
-    await until(lambda: "desired" in fake.pokes, "the watcher to notice")
+    await eventually(lambda: "desired" in fake.pokes, "the watcher to notice")
     assert seen and seen[-1] is not None and seen[-1].source == "local"
 
     # ... and an in-process writer notifies directly.
@@ -95,7 +86,7 @@ async def test_agent_runs_hooks_notices_desired_and_stops(tmp_path: Path) -> Non
     assert fake.pokes[-1] == "sync"
     assert seen[-1] is not None and seen[-1].generation == 50
 
-    await until(lambda: agent.store is not None and agent.store.latest_samples(), "a sample")
+    await eventually(lambda: agent.store is not None and agent.store.latest_samples(), "a sample")
     agent.request_stop()
     await asyncio.wait_for(task, 30)
     assert hook_saw_stop.is_set()
@@ -135,7 +126,7 @@ async def test_a_failing_hook_is_reported_at_once_and_the_rest_runs(tmp_path: Pa
 
     agent.add_task(broken)
     task = asyncio.create_task(agent.run())
-    await until(
+    await eventually(
         lambda: (
             agent.store is not None
             and any(e.kind == "agent.task_failed" for e in agent.store.events())
@@ -144,7 +135,7 @@ async def test_a_failing_hook_is_reported_at_once_and_the_rest_runs(tmp_path: Pa
     )
     assert agent.store is not None
     before = len(agent.store.metrics("raw"))
-    await until(lambda: len(agent.store.metrics("raw")) > before, "metrics to keep flowing")  # type: ignore[union-attr]
+    await eventually(lambda: len(agent.store.metrics("raw")) > before, "metrics to keep flowing")  # type: ignore[union-attr]
     agent.request_stop()
     await asyncio.wait_for(task, 30)
 

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import pytest
 from tests.harness.engines import EngineHandle
 from tests.harness.ports import free_port
 from tests.harness.registry import Registry
+from tests.harness.wait import eventually_blocking
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,18 +34,6 @@ def cli(*args: str) -> Any:
     )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
-
-
-def wait_for(pred: Any, what: str, timeout: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / 0.25) + 1):
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def answer(port: int) -> str | None:
@@ -87,20 +75,34 @@ containers:
     )
     try:
         status = lambda: cli("status", "--config", str(config))  # noqa: E731
-        wait_for(lambda: (tmp_path / "data" / "agent.db").exists(), "the store")
+        eventually_blocking(
+            lambda: (tmp_path / "data" / "agent.db").exists(),
+            "the store",
+            timeout=90,
+            interval=0.25,
+        )
         cli("apply", str(bundle), "--config", str(config))
-        wait_for(lambda: answer(port) == "1.0", "the service to answer 1.0")
-        s = wait_for(
+        eventually_blocking(
+            lambda: answer(port) == "1.0", "the service to answer 1.0", timeout=90, interval=0.25
+        )
+        s = eventually_blocking(
             lambda: (
                 (st := status())["deployment"] and st["deployment"]["status"] == "healthy" and st
             ),
             "a healthy deployment",
+            timeout=90,
+            interval=0.25,
         )
         assert [c["state"] for c in s["containers"]] == ["running"]
         assert engine.containers(f"io.signalbeam.device={device}")
 
         cli("apply", "--nothing", "--config", str(config))
-        wait_for(lambda: not engine.containers(f"io.signalbeam.device={device}"), "removal")
+        eventually_blocking(
+            lambda: not engine.containers(f"io.signalbeam.device={device}"),
+            "removal",
+            timeout=90,
+            interval=0.25,
+        )
         agent.send_signal(signal.SIGTERM)
         assert agent.wait(timeout=30) == 0
         kinds = [e["kind"] for e in cli("events", "--config", str(config), "--limit", "500")]

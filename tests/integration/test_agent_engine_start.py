@@ -4,7 +4,6 @@ backoff's first steps (1, 2, 4 ... s), not after a fixed 30 s wait. Real engine,
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,18 +12,9 @@ import pytest
 from agent.config import AgentConfig
 from agent.daemon import Agent, engine_retry_delay
 from tests.harness.engines import EngineHandle
+from tests.harness.wait import eventually
 
 pytestmark = [pytest.mark.engine]
-
-
-async def until(pred: Any, what: str, timeout: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _events(agent: Agent, kind: str) -> list[Any]:
@@ -45,9 +35,13 @@ async def test_an_engine_that_appears_late_is_retried_with_backoff(
     agent = Agent(cfg, reconciler_factory=None)
     task = asyncio.create_task(agent.run())
     try:
-        await until(lambda: _events(agent, "engine.unavailable"), "engine.unavailable")
+        await eventually(
+            lambda: _events(agent, "engine.unavailable"), "engine.unavailable", timeout=90
+        )
         late.symlink_to(podman_engine.socket)
-        (ev,) = await until(lambda: _events(agent, "engine.connected"), "engine.connected")
+        (ev,) = await eventually(
+            lambda: _events(agent, "engine.connected"), "engine.connected", timeout=90
+        )
         delays = ev.data["retry_delays"]
         # Every wait followed the schedule, starting near 1 s (the old code waited 30 s).
         assert delays == [engine_retry_delay(i) for i in range(1, len(delays) + 1)]

@@ -18,8 +18,7 @@ import os
 import re
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +26,9 @@ import pytest
 
 from tests.harness.engines import EngineHandle
 from tests.harness.registry import Registry
-from tests.integration.test_sync_e2e_support import Device, deployed_device
-from tests.integration.test_sync_hub_support import SyncHub
+from tests.harness.sync_e2e import Device, deployed_device
+from tests.harness.sync_hub import SyncHub
+from tests.harness.wait import eventually_blocking
 from tui.cli import run
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
@@ -101,15 +101,6 @@ def cli(hub: SyncHub, *argv: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def until(check: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
-    """Poll ``check`` once a second until it holds (bounded)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met in {timeout:g}s: {what}")
-        time.sleep(1.0)
-
-
 def counters(text: str) -> list[int]:
     return [int(m.group(1)) for line in text.splitlines() if (m := LINE.match(line))]
 
@@ -121,7 +112,7 @@ def test_restart_of_a_container_that_ignores_sigterm_reports_success(
         code, out, _ = cli(hub, "device", "logs", DEVICE, "stubborn", "--tail", "5")
         return code == 0 and max(counters(out), default=0) > n
 
-    until(lambda: lines_past(5), "the counter past 5")
+    eventually_blocking(lambda: lines_past(5), "the counter past 5", timeout=120, interval=1.0)
 
     done = signalbeam(hub, "device", "restart", DEVICE, "stubborn")  # the default wait
     assert done.returncode == 0, done.stderr
@@ -133,12 +124,14 @@ def test_restart_of_a_container_that_ignores_sigterm_reports_success(
         _, out, _ = cli(hub, "device", "logs", DEVICE, "stubborn", "--tail", "200")
         return 1 in counters(out)[1:]
 
-    until(counting_again, "the counter starting over")
+    eventually_blocking(counting_again, "the counter starting over", timeout=120, interval=1.0)
 
     # The device recorded it, and the hub has the event.
-    until(
+    eventually_blocking(
         lambda: '"container.restarted"' in cli(hub, "events", "--device", DEVICE, "--json")[1],
         "the container.restarted event at the hub",
+        timeout=120,
+        interval=1.0,
     )
 
 

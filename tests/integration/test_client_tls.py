@@ -28,7 +28,8 @@ from agent.sync.service import SyncService, settings_from_config
 from hub.tls import self_signed
 from protocol import natstls
 from tests.harness.nats import NatsHub
-from tests.integration.test_sync_hub_support import SyncHub, eventually, new_token
+from tests.harness.sync_hub import SyncHub, new_token
+from tests.harness.wait import eventually
 from tui.client import ApiError, HubClient
 from tui.hub.session import HubSession
 
@@ -116,12 +117,12 @@ async def test_enroll_over_tls_with_the_right_ca_then_the_leaf_link_comes_up(
     svc = SyncService(store, settings, device, trigger=lambda: None)
     try:
         await svc.start()
-        await eventually(lambda: svc.online, 30, "the device's TLS leaf link comes up")
+        await eventually(lambda: svc.online, timeout=30, what="the device's TLS leaf link comes up")
         # The hub sees the device through its own (TLS) connection.
         await eventually(
             lambda: bool(hub.query("SELECT 1 FROM devices WHERE id = ?", (device,))),
-            10,
-            "the hub recorded the device",
+            timeout=10,
+            what="the hub recorded the device",
         )
     finally:
         await svc.stop()
@@ -152,7 +153,7 @@ async def test_direct_mode_reaches_a_tls_hub_with_the_config_ca(
     svc = SyncService(store, settings, device, trigger=lambda: None)
     try:
         await svc.start()
-        await eventually(lambda: svc.online, 30, "the direct TLS link comes up")
+        await eventually(lambda: svc.online, timeout=30, what="the direct TLS link comes up")
     finally:
         await svc.stop()
         svc.store.close()

@@ -1,6 +1,6 @@
 """The pyinfra deploys run for real against fresh Debian 12 hosts: copies of a debootstrap
 root filesystem, reached through pyinfra's ``@chroot`` connector (see
-test_deploy_chroot_support.py).
+tests/harness/deploy_chroot.py).
 
 The hub deploy goes into one root, the agent deploy into another. Each installs its Debian
 packages with apt, builds the venv from this checkout's wheel and a wheelhouse (``pip
@@ -30,9 +30,7 @@ from typing import Any
 import pytest
 
 from hub.config import parse_toml
-from tests.harness.ports import free_port
-from tests.harness.procs import ManagedProcess
-from tests.integration.test_deploy_chroot_support import (
+from tests.harness.deploy_chroot import (
     cached_wheelhouse,
     changed,
     copy_rootfs,
@@ -42,6 +40,8 @@ from tests.integration.test_deploy_chroot_support import (
     run_pyinfra,
     unit_settings,
 )
+from tests.harness.ports import free_port
+from tests.harness.procs import ManagedProcess
 
 pytestmark = [
     pytest.mark.slow,

@@ -17,7 +17,7 @@ import pytest
 from agent.sync.enroll import enroll
 from protocol.enroll import EnrollReply
 from protocol.subjects import DESIRED_BUCKET, JS_DOMAIN
-from tests.integration.test_sync_hub_support import FACTS, SyncHub
+from tests.harness.sync_hub import FACTS, SyncHub
 
 N = 50
 WAIT = 120.0

@@ -13,7 +13,6 @@ a real engine (both, through the `engine` fixture) and the test registry.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -26,8 +25,9 @@ import pytest
 
 from tests.harness.engines import EngineHandle
 from tests.harness.registry import Registry
-from tests.integration.test_sync_e2e_support import REPO, Device, hello_spec, running_fleet
-from tests.integration.test_sync_hub_support import SyncHub, eventually, new_token
+from tests.harness.sync_e2e import REPO, Device, hello_spec, running_fleet
+from tests.harness.sync_hub import SyncHub, new_token
+from tests.harness.wait import eventually
 from tui.client import ApiError, HubClient
 
 # Each test runs a whole device story (several deployments or rollouts) on a loaded machine.
@@ -166,13 +166,14 @@ async def test_an_assignment_with_the_overrides_generation_runs(
 
 
 async def until_final(admin: HubClient, rollout_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + WAIT
-    while True:
-        r = await admin.call("rollouts.get", {"id": rollout_id})
-        if r["state"] in ("paused", "failed", "succeeded", "aborted"):
-            return r
-        assert time.monotonic() < deadline, f"rollout stuck: {r}"
-        await asyncio.sleep(0.5)
+    async def final() -> dict[str, Any] | None:
+        r: dict[str, Any] = await admin.call("rollouts.get", {"id": rollout_id})
+        return r if r["state"] in ("paused", "failed", "succeeded", "aborted") else None
+
+    result: dict[str, Any] = await eventually(
+        final, f"rollout {rollout_id} ends", timeout=WAIT, interval=0.5
+    )
+    return result
 
 
 def stored_revision(dev: Device, rollout_id: str) -> int | None:

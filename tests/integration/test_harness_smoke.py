@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import nats
@@ -18,21 +16,7 @@ from tests.harness.engines import EngineHandle, run_cli
 from tests.harness.nats import NatsHub, NatsLeaf
 from tests.harness.ports import free_port, wait_for_port
 from tests.harness.registry import Registry
-
-
-async def _eventually(check: Callable[[], Awaitable[bool]], timeout: float = 60.0) -> None:
-    """Poll ``check`` until it is true; bounded by ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if await check():
-                return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.1)
+from tests.harness.wait import eventually
 
 
 async def test_leaf_publish_reaches_hub_and_cut_restore(
@@ -60,27 +44,27 @@ async def test_leaf_publish_reaches_hub_and_cut_restore(
             return reply.data == b"pong"
 
         # Interest propagates to the leaf asynchronously.
-        await _eventually(request_ok)
+        await eventually(request_ok, tolerate=(Exception,))
         await leaf_nc.publish("sb.smoke", b"one")
         await leaf_nc.flush()
-        await _eventually(lambda: _true_async(received == [b"one"]))
+        await eventually(lambda: _true_async(received == [b"one"]), tolerate=(Exception,))
 
         leaf.cut()
 
         async def link_down() -> bool:
             return not leaf.linked()
 
-        await _eventually(link_down)
+        await eventually(link_down, tolerate=(Exception,))
         await leaf_nc.publish("sb.smoke", b"lost")
         await leaf_nc.flush()
         with pytest.raises(NoRespondersError):
             await leaf_nc.request("sb.smoke.rpc", b"ping", timeout=2)
 
         leaf.restore()
-        await _eventually(request_ok, timeout=20)
+        await eventually(request_ok, timeout=20, tolerate=(Exception,))
         await leaf_nc.publish("sb.smoke", b"two")
         await leaf_nc.flush()
-        await _eventually(lambda: _true_async(received[-1:] == [b"two"]))
+        await eventually(lambda: _true_async(received[-1:] == [b"two"]), tolerate=(Exception,))
         assert b"lost" not in received
     finally:
         await leaf_nc.close()

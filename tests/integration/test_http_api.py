@@ -18,16 +18,17 @@ from prometheus_client.parser import text_string_to_metric_families
 from agent.metrics.folding import roll_up
 from agent.runtime.base import Engine
 from tests.conftest import ENGINE_KINDS, _wanted
-from tests.harness.engines import EngineHandle
-from tests.harness.registry import Registry
-from tests.integration.test_http_support import (
+from tests.harness.agent_http import (
+    NOT_YET,
     ApiServer,
     Tokens,
     apply_hello,
     assert_error,
     events_of,
-    wait_until,
 )
+from tests.harness.engines import EngineHandle
+from tests.harness.registry import Registry
+from tests.harness.wait import eventually_blocking
 
 pytestmark = pytest.mark.engine
 
@@ -67,7 +68,7 @@ def app_port(api: ApiServer, tokens: Tokens) -> int:
         doc = api.get("/v1/status", tokens.viewer).json()
         return (doc.get("deployment") or {}).get("status") == "healthy"
 
-    wait_until(healthy, "deployment healthy", timeout=90)
+    eventually_blocking(healthy, "deployment healthy", timeout=90, tolerate=NOT_YET)
     return port
 
 
@@ -198,7 +199,9 @@ def test_log_follow_streams_new_lines_and_frees_the_stream(
             assert got[-1] == f"data: {marker}"
     finally:
         resp.close()
-    wait_until(lambda: streams.active == 0, "the server to free the stream", timeout=15)
+    eventually_blocking(
+        lambda: streams.active == 0, "the server to free the stream", timeout=15, tolerate=NOT_YET
+    )
 
 
 def test_follow_streams_are_limited(api: ApiServer, tokens: Tokens, app_port: int) -> None:
@@ -215,7 +218,9 @@ def test_follow_streams_are_limited(api: ApiServer, tokens: Tokens, app_port: in
     finally:
         first.close()
         streams.limit = saved
-    wait_until(lambda: streams.active == 0, "the stream to be freed", timeout=15)
+    eventually_blocking(
+        lambda: streams.active == 0, "the stream to be freed", timeout=15, tolerate=NOT_YET
+    )
 
 
 def _streams(api: ApiServer) -> Any:
@@ -362,8 +367,8 @@ def test_restart_container_is_audited(api: ApiServer, tokens: Tokens, app_port: 
 def test_a_failed_update_shows_as_stuck_with_the_reason(
     api: ApiServer, tokens: Tokens, app_port: int
 ) -> None:
+    from tests.harness.agent_http import hello_bundle
     from tests.harness.ports import free_port
-    from tests.integration.test_http_support import hello_bundle
 
     bad = hello_bundle(api.registry, free_port(), "1.0", image="sbtest/crash")
     bad = bad.replace("version: 1.0.0", "version: 1.0.1")
@@ -379,15 +384,18 @@ def test_a_failed_update_shows_as_stuck_with_the_reason(
         ok = dep.get("generation") == gen and dep.get("status") in ("failed", "rolled_back")
         return doc if ok else None
 
-    doc = wait_until(rolled_back, "the crashing version to be rolled back", timeout=90)
+    doc = eventually_blocking(
+        rolled_back, "the crashing version to be rolled back", timeout=90, tolerate=NOT_YET
+    )
     assert doc["stuck"] and str(gen) in doc["stuck"]
     assert doc["running_bundle"] == "httptest@1.0.0"
     page = requests.get(api.url + "/", auth=("tech", tokens.viewer), timeout=10).text
     assert "Stuck" in page
     # Back on the good version for the tests that follow.
-    wait_until(
+    eventually_blocking(
         lambda: api.get("/v1/containers/web", tokens.viewer).json().get("state") == "running",
         "the previous version running again",
+        tolerate=NOT_YET,
     )
 
 

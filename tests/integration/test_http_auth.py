@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import pytest
 import requests
 
+from tests.harness.agent_http import ApiServer, Tokens, assert_error, events_of
 from tests.harness.engines import EngineHandle
 from tests.harness.registry import Registry
-from tests.integration.test_http_support import ApiServer, Tokens, assert_error, events_of
 
 pytestmark = pytest.mark.engine
 

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +17,7 @@ from agent.daemon import Agent
 from agent.http.server import serve
 from agent.http.tokens import TokenStore
 from tests.harness.ports import free_port
-
-
-async def until(check: Callable[[], Any], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
+from tests.harness.wait import eventually
 
 
 def _agent(tmp_path: Path, port: int) -> Agent:
@@ -95,7 +88,7 @@ async def test_busy_port_is_an_event_not_a_crash(tmp_path: Path) -> None:
         agent = _agent(tmp_path, port)
         run = asyncio.create_task(agent.run())
         try:
-            await until(
+            await eventually(
                 lambda: (
                     agent.store is not None
                     and any(e.kind == "http.unavailable" for e in agent.store.events(limit=50))

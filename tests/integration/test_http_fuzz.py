@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from agent.http.context import HttpLimits
+from tests.harness.agent_http import ApiServer, Tokens, apply_hello
 from tests.harness.engines import EngineHandle
 from tests.harness.registry import Registry
-from tests.integration.test_http_support import ApiServer, Tokens, apply_hello
 
 pytestmark = pytest.mark.engine
 

@@ -5,10 +5,7 @@ cuttable link, the sync service and the API sharing one store file."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import nats
@@ -28,6 +25,7 @@ from protocol.report import decode_report
 from protocol.subjects import DESIRED_BUCKET, REPORT_STREAM, REPORT_WILDCARD
 from tests.harness.nats import NatsHub
 from tests.harness.proxy import TcpProxy
+from tests.harness.wait import eventually
 
 DEV = "dev-http"
 HUB_PW = "hub-secret"
@@ -48,13 +46,6 @@ BUNDLE = (
     "bundle: field-fix\nversion: 2.0.1\ncontainers:\n"
     "  - name: web\n    image: registry.example.com/acme/web:2.0.1\n"
 )
-
-
-async def until(check: Callable[[], Any], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 async def test_offline_override_reaches_the_hub_audited(tmp_path: Path) -> None:
@@ -106,10 +97,10 @@ async def test_offline_override_reaches_the_hub_audited(tmp_path: Path) -> None:
         url = f"http://127.0.0.1:{bound_port(runner)}"
         _, token = tokens.create("tech-ana", "operator", created_by="test")
         auth = {"Authorization": f"Bearer {token}"}
-        await until(lambda: svc is not None and svc.online, "the link up")
+        await eventually(lambda: svc is not None and svc.online, "the link up")
 
         proxy.cut()
-        await until(lambda: svc is not None and not svc.online, "the link down")
+        await eventually(lambda: svc is not None and not svc.online, "the link down")
         async with aiohttp.ClientSession(headers=auth) as http:
             async with http.get(url + "/v1/status") as resp:
                 assert (await resp.json())["hub"]["online"] is False
@@ -124,7 +115,7 @@ async def test_offline_override_reaches_the_hub_audited(tmp_path: Path) -> None:
         assert store.outbox_depth() > 0  # held while offline
 
         proxy.restore()
-        await until(lambda: store.outbox_depth() == 0, "the outbox to drain", timeout=45)
+        await eventually(lambda: store.outbox_depth() == 0, "the outbox to drain", timeout=45)
 
         rows = []
         sub = await js.pull_subscribe(REPORT_WILDCARD, durable="check", stream=REPORT_STREAM)

@@ -16,15 +16,15 @@ from hub import __version__
 from protocol.heartbeat import Heartbeat
 from protocol.report import ReportBatch, ReportRow
 from protocol.subjects import JS_DOMAIN, heartbeat
-from tests.integration.test_hub_api import spec
-from tests.integration.test_sync_hub_support import (
+from tests.harness.sync_hub import (
     SyncHub,
     device_nc,
     enroll_device,
-    eventually,
     new_token,
     publish_batch,
 )
+from tests.harness.wait import eventually
+from tests.integration.test_hub_api import spec
 from tui.client import ApiError, HubClient
 
 GRACE = 3

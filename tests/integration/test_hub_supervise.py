@@ -8,6 +8,7 @@ import os
 import signal
 from pathlib import Path
 
+from tests.harness.wait import eventually
 from tests.integration.test_hub_api import HubProcess
 from tui.client import ApiError
 
@@ -41,14 +42,6 @@ def alive(pid: int) -> bool:
         return False
 
 
-async def wait_until(check, tries: int = 100) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(tries):
-        if check():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("condition not met")
-
-
 async def test_restart_and_clean_shutdown(tmp_path: Path) -> None:
     hub = HubProcess(tmp_path / "data")
     assert hub.proc is not None
@@ -57,8 +50,8 @@ async def test_restart_and_clean_shutdown(tmp_path: Path) -> None:
         assert set(kids) >= {"nats-server", "litestream"}, kids
         old_nats = kids["nats-server"]
         os.kill(old_nats, signal.SIGKILL)
-        await wait_until(lambda: children(hub.proc.pid).get("nats-server", old_nats) != old_nats)  # type: ignore[union-attr]
-        await wait_until(lambda: hub.http("/health/ready")[0] == 200)
+        await eventually(lambda: children(hub.proc.pid).get("nats-server", old_nats) != old_nats)  # type: ignore[union-attr]
+        await eventually(lambda: hub.http("/health/ready")[0] == 200)
         # The hub's own connection reconnects; the API answers again.
         async with hub.client() as c:
             for _ in range(50):
@@ -83,4 +76,4 @@ async def test_hub_killed_leaves_no_orphans(tmp_path: Path) -> None:
     kids = children(hub.proc.pid)
     hub.proc.kill9()
     hub.stop()
-    await wait_until(lambda: not any(alive(p) for p in kids.values()))
+    await eventually(lambda: not any(alive(p) for p in kids.values()))

@@ -20,12 +20,12 @@ from agent.sync.enroll import credentials_path, save_credentials
 from agent.sync.service import SyncService, settings_from_config
 from hub.tls import self_signed
 from protocol.enroll import EnrollReply
-from tests.integration.test_sync_hub_support import (
+from tests.harness.sync_hub import (
     SyncHub,
     enroll_device,
-    eventually,
     new_token,
 )
+from tests.harness.wait import eventually
 from tui.client import HubClient
 
 
@@ -88,7 +88,7 @@ async def test_pinned_ca_brings_the_tls_link_up(
         conf = json.loads((tmp_path / "tls-good" / "leaf" / "leaf.conf").read_text())
         remote = conf["leafnodes"]["remotes"][0]
         assert remote["url"].startswith("tls://") and remote["tls"]["ca_file"] == str(hub.cert)
-        await eventually(lambda: svc.online, 30, "the TLS leaf link comes up")
+        await eventually(lambda: svc.online, timeout=30, what="the TLS leaf link comes up")
         assert svc.nc is not None
 
         async def crossed() -> bool:
@@ -101,7 +101,7 @@ async def test_pinned_ca_brings_the_tls_link_up(
                 return False
             return msg.data == b"over tls"
 
-        await eventually(crossed, 30, "a message crosses the TLS leaf link")
+        await eventually(crossed, timeout=30, what="a message crosses the TLS leaf link")
     finally:
         await svc.stop()
         svc.store.close()
@@ -121,7 +121,7 @@ async def test_wrong_ca_keeps_the_link_down_with_the_reason(
         def failed() -> bool:
             return "unknown authority" in str(svc.status().get("last_error") or "")
 
-        await eventually(failed, 30, "the agent reports the certificate failure")
+        await eventually(failed, timeout=30, what="the agent reports the certificate failure")
         assert not svc.online
         assert "x509" in str(svc.status()["last_error"])
         # The hub never accepted a leaf connection for this device.

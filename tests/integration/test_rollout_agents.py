@@ -10,8 +10,6 @@ gives the canary its previous assignment back.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -19,13 +17,14 @@ import pytest
 
 from tests.harness.engines import EngineHandle
 from tests.harness.registry import Registry
-from tests.integration.test_sync_e2e_support import (
+from tests.harness.sync_e2e import (
     Device,
     enrollment_token,
     hello_spec,
     running_fleet,
 )
-from tests.integration.test_sync_hub_support import SyncHub, eventually
+from tests.harness.sync_hub import SyncHub
+from tests.harness.wait import eventually
 from tui.client import HubClient
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
@@ -67,13 +66,14 @@ def unhealthy_spec(registry: Registry) -> dict[str, Any]:
 
 
 async def until(admin: HubClient, rollout_id: str, states: tuple[str, ...]) -> dict[str, Any]:
-    deadline = time.monotonic() + WAIT
-    while True:
-        r = await admin.call("rollouts.get", {"id": rollout_id})
-        if r["state"] in states:
-            return r
-        assert time.monotonic() < deadline, f"rollout stuck: {r}"
-        await asyncio.sleep(0.5)
+    async def reached() -> dict[str, Any] | None:
+        r: dict[str, Any] = await admin.call("rollouts.get", {"id": rollout_id})
+        return r if r["state"] in states else None
+
+    result: dict[str, Any] = await eventually(
+        reached, f"rollout {rollout_id} in {states}", timeout=WAIT, interval=0.5
+    )
+    return result
 
 
 async def test_rollouts_with_real_agents(

@@ -22,6 +22,7 @@ import pytest
 from nats.aio.msg import Msg
 
 from hub.store import Store
+from tests.harness.wait import eventually
 from tests.integration.test_hub_api import HubProcess, expect_error, spec
 from tui import cli
 from tui.client import HubClient
@@ -78,13 +79,15 @@ def report(hub: HubProcess, device: str, rollout_id: str, generation: int, statu
 
 async def until(client: HubClient, rollout_id: str, check: Any) -> dict[str, Any]:
     """Poll rollouts.get until ``check(rollout)`` holds; bounded by WAIT."""
-    deadline = time.monotonic() + WAIT
-    while True:
-        r = await client.call("rollouts.get", {"id": rollout_id})
-        if check(r):
-            return r
-        assert time.monotonic() < deadline, f"rollout never reached the state: {r}"
-        await asyncio.sleep(0.2)
+
+    async def reached() -> dict[str, Any] | None:
+        r: dict[str, Any] = await client.call("rollouts.get", {"id": rollout_id})
+        return r if check(r) else None
+
+    result: dict[str, Any] = await eventually(
+        reached, f"rollout {rollout_id} reaches the state", timeout=WAIT, interval=0.2
+    )
+    return result
 
 
 def written(r: dict[str, Any]) -> list[str]:

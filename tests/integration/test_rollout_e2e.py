@@ -24,7 +24,7 @@ from protocol.desired import DesiredState
 from protocol.heartbeat import Heartbeat
 from protocol.report import ReportBatch, ReportRow
 from protocol.subjects import JS_DOMAIN, heartbeat
-from tests.integration.test_sync_hub_support import (
+from tests.harness.sync_hub import (
     SyncHub,
     device_nc,
     enroll_device,

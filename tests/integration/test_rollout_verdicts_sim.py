@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from bench.sim import SimFleet, SimOptions
-from tests.integration.test_sync_hub_support import SyncHub, eventually
+from tests.harness.sync_hub import SyncHub
+from tests.harness.wait import eventually
 from tui.client import HubClient
 
 WAIT = 90.0

@@ -17,7 +17,8 @@ import pytest
 from bench.sim import SimError, SimFleet, SimOptions
 from bench.sim.benchhub import BenchHub
 from bench.sim.workers import SimWorkers
-from tests.integration.test_sync_hub_support import SyncHub, eventually
+from tests.harness.sync_hub import SyncHub
+from tests.harness.wait import eventually
 from tui.client import HubClient
 
 GRACE = 2

@@ -14,8 +14,7 @@ import os
 import random
 import signal
 import sqlite3
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,7 @@ from protocol.subjects import (
 )
 from tests.harness.nats import NatsHub
 from tests.harness.proxy import TcpProxy
+from tests.harness.wait import eventually
 
 HUB_PW = "hub-secret"
 
@@ -86,19 +86,6 @@ def desired_bucket_config() -> KeyValueConfig:
             src=DESIRED_REPUBLISH_SRC, dest=DESIRED_REPUBLISH_DEST, headers_only=True
         ),
     )
-
-
-async def eventually(check: Callable[[], Awaitable[bool] | bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 @dataclass

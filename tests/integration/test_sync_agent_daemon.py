@@ -7,10 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import nats
 import pytest
@@ -25,6 +22,7 @@ from protocol.enroll import EnrollReply
 from protocol.rpc import RpcRequest, decode_rpc_reply
 from protocol.subjects import REPORT_STREAM, REPORT_WILDCARD, rpc
 from tests.harness.nats import NatsHub
+from tests.harness.wait import eventually
 from tests.integration.test_sync_agent import desired_bucket_config
 
 ACCOUNTS = """
@@ -42,13 +40,6 @@ accounts {
 """
 
 
-async def until(check: Callable[[], Any], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
-
-
 async def test_sync_hook_in_the_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     hub = NatsHub(tmp_path / "hub", extra_conf=ACCOUNTS)
     hub_nc = await nats.connect(hub.url, user="hub", password="hub-pw")
@@ -64,16 +55,16 @@ async def test_sync_hook_in_the_daemon(tmp_path: Path, monkeypatch: pytest.Monke
     run = asyncio.create_task(agent.run())
     try:
         # Enrolled while the agent runs (the credentials file appears): picked up, no restart.
-        await until(lambda: agent.store is not None)
+        await eventually(lambda: agent.store is not None)
         await asyncio.sleep(0.3)
         assert getattr(agent, "sync", None) is None
         save_credentials(
             credentials_path(cfg),
             EnrollReply("dev-5", "dev-5", "pw-5", f"nats-leaf://127.0.0.1:{hub.leaf_port}"),
         )
-        await until(lambda: getattr(agent, "sync", None) is not None and agent.sync.online)
+        await eventually(lambda: getattr(agent, "sync", None) is not None and agent.sync.online)
         rev = await kv.put("dev-5", DesiredState(0, {"bundle": "b", "version": "1.0.0"}).to_json())
-        await until(lambda: bool(seen) and seen[-1] is not None and seen[-1].generation == rev)
+        await eventually(lambda: bool(seen) and seen[-1] is not None and seen[-1].generation == rev)
 
         reply = decode_rpc_reply(
             (
@@ -86,11 +77,11 @@ async def test_sync_hook_in_the_daemon(tmp_path: Path, monkeypatch: pytest.Monke
         assert reply.result["sync"]["online"] is True
         assert reply.result["desired"]["generation"] == rev
         # "agent.started" and the desired change reached the hub stream through the outbox.
-        await until(lambda: agent.store is not None and agent.store.outbox_depth() == 0)
+        await eventually(lambda: agent.store is not None and agent.store.outbox_depth() == 0)
         assert (await js.stream_info(REPORT_STREAM)).state.messages >= 1
         leaf_pid = agent.sync.leaf.pid
         # Other processes (the `status` CLI) see the sync view through the status file.
-        await until(lambda: (read_status_file(cfg.data_dir) or {}).get("online") is True)
+        await eventually(lambda: (read_status_file(cfg.data_dir) or {}).get("online") is True)
     finally:
         agent.request_stop()
         with contextlib.suppress(Exception):

@@ -28,9 +28,10 @@ from protocol.rpc import rpc_error
 from protocol.subjects import ENROLL, REPORT_STREAM, REPORT_WILDCARD
 from tests.harness.nats import NatsHub
 from tests.harness.procs import ManagedProcess
+from tests.harness.sync_e2e import REPO, enrollment_token
+from tests.harness.sync_hub import SyncHub
+from tests.harness.wait import eventually
 from tests.integration.test_sync_agent import desired_bucket_config
-from tests.integration.test_sync_e2e_support import REPO, enrollment_token
-from tests.integration.test_sync_hub_support import SyncHub, eventually
 
 ACCOUNTS = """
 accounts {
@@ -164,8 +165,12 @@ async def test_enroll_beside_a_running_agent_links_up_without_a_restart(tmp_path
     )
     try:
         # Started unenrolled: its "agent.started" event waits in the outbox, sync is off.
-        await eventually(lambda: bool(_pending(data / "agent.db")), 60, "agent.started queued")
-        await eventually(lambda: "sync is off" in agent.log_tail(200), 60, "sync off logged")
+        await eventually(
+            lambda: bool(_pending(data / "agent.db")), timeout=60, what="agent.started queued"
+        )
+        await eventually(
+            lambda: "sync is off" in agent.log_tail(200), timeout=60, what="sync off logged"
+        )
         assert agent.alive()
 
         token = await asyncio.to_thread(enrollment_token, hub, 1)
@@ -183,8 +188,12 @@ async def test_enroll_beside_a_running_agent_links_up_without_a_restart(tmp_path
                 items = (await admin.call("devices.list", {}))["items"]
                 return any(d["id"] == "late-1" and d["status"] == "online" for d in items)
 
-            await eventually(online_at_hub, 90, "online at the hub, " + agent.log_tail())
-        await eventually(lambda: _pending(data / "agent.db") == 0, 90, "outbox drained")
+            await eventually(
+                online_at_hub, timeout=90, what="online at the hub, " + agent.log_tail()
+            )
+        await eventually(
+            lambda: _pending(data / "agent.db") == 0, timeout=90, what="outbox drained"
+        )
         assert hub.query("SELECT count(*) FROM events WHERE device_id = 'late-1'")[0][0] >= 1
         assert agent.alive()  # the same process: no restart
     finally:

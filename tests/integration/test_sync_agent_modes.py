@@ -3,12 +3,8 @@ supervisor's clean-up of a leaf a killed agent left running."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import nats
 from nats.js.api import KeyValueConfig
@@ -24,14 +20,8 @@ from protocol.report import decode_report
 from protocol.subjects import DESIRED_BUCKET, REPORT_STREAM, REPORT_WILDCARD
 from tests.harness.nats import NatsHub
 from tests.harness.proxy import TcpProxy
+from tests.harness.wait import eventually
 from tests.integration.test_sync_agent import desired_bucket_config
-
-
-async def until(check: Callable[[], Any], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_direct_mode_across_a_cut(tmp_path: Path) -> None:
@@ -53,15 +43,17 @@ async def test_direct_mode_across_a_cut(tmp_path: Path) -> None:
     svc = SyncService(store, settings, "dev-3", trigger=lambda: triggered.append(1))
     try:
         await svc.start()
-        await until(lambda: svc.online)
+        await eventually(lambda: svc.online)
         proxy.cut()
-        await until(lambda: not svc.online)
+        await eventually(lambda: not svc.online)
         for i in range(20):
             store.event("test.offline", f"offline {i}")
         rev = await kv.put("dev-3", DesiredState(0, {"bundle": "b", "version": "2.0.0"}).to_json())
         proxy.restore()
-        await until(lambda: store.outbox_depth() == 0)
-        await until(lambda: (store.current_desired() or DesiredState(-1, None)).generation == rev)
+        await eventually(lambda: store.outbox_depth() == 0)
+        await eventually(
+            lambda: (store.current_desired() or DesiredState(-1, None)).generation == rev
+        )
         assert triggered
         # Every row reached the stream; resends (if any) were deduplicated by Nats-Msg-Id or
         # carry rows the hub already applied, which ingest skips by sequence.
@@ -96,7 +88,9 @@ async def test_leftover_leaf_is_stopped_on_start(tmp_path: Path) -> None:
     second = LeafServer(settings)
     try:
         await second.start()
-        await until(lambda: first.proc is not None and first.proc.returncode is not None, 10)
+        await eventually(
+            lambda: first.proc is not None and first.proc.returncode is not None, timeout=10
+        )
         assert second.alive() and second.pid != pid
     finally:
         await second.stop()
@@ -127,14 +121,14 @@ async def test_hub_without_republish_falls_back_to_reading_often(tmp_path: Path)
     try:
         await svc.start()
         assert svc.downlink is not None
-        await until(lambda: svc.online and svc.downlink.stats.probes >= 1)
+        await eventually(lambda: svc.online and svc.downlink.stats.probes >= 1)
         doc = DesiredState(0, {"bundle": "b", "version": "1.0.0"}).to_json()
         rev = await kv.put("dev-6", doc)
-        await until(lambda: svc.downlink.stats.last_revision == rev)
+        await eventually(lambda: svc.downlink.stats.last_revision == rev)
         # A put that lands while the first read after link-up is in flight is found by that
         # read, which is not a missed prompt; a second put, on a settled link, always is.
         rev = await kv.put("dev-6", doc)
-        await until(lambda: svc.downlink.stats.last_revision == rev)
+        await eventually(lambda: svc.downlink.stats.last_revision == rev)
         assert svc.downlink.stats.missed_prompts >= 1
         assert svc.downlink._interval == 0.3
     finally:

@@ -24,13 +24,14 @@ import pytest
 from agent.store import Store as AgentStore
 from tests.harness.engines import EngineHandle
 from tests.harness.registry import Registry
-from tests.integration.test_sync_e2e_support import (
+from tests.harness.sync_e2e import (
     Device,
     enrollment_token,
     hello_spec,
     running_fleet,
 )
-from tests.integration.test_sync_hub_support import SyncHub, eventually
+from tests.harness.sync_hub import SyncHub
+from tests.harness.wait import eventually
 from tui.client import ApiError, HubClient
 
 # Whole device stories: each wait below is bounded on its own, generously for a loaded

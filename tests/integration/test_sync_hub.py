@@ -34,17 +34,17 @@ from protocol.subjects import (
     report,
     rpc,
 )
-from tests.integration.test_sync_hub_support import (
+from tests.harness.sync_hub import (
     SyncHub,
     applied,
     device_nc,
     enroll_device,
     event_rows,
     event_seqs,
-    eventually,
     new_token,
     publish_batch,
 )
+from tests.harness.wait import eventually
 from tui.client import ApiError, HubClient
 
 GRACE = 2

@@ -10,15 +10,15 @@ import pytest
 
 from protocol.report import ReportBatch
 from protocol.subjects import JS_DOMAIN
-from tests.integration.test_sync_hub_support import (
+from tests.harness.sync_hub import (
     SyncHub,
     applied,
     device_nc,
     enroll_device,
     event_rows,
-    eventually,
     publish_batch,
 )
+from tests.harness.wait import eventually
 
 ROWS = 20_000
 PER_BATCH = 100

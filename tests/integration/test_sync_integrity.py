@@ -30,17 +30,17 @@ from protocol.enroll import EnrollReply
 from protocol.heartbeat import Heartbeat
 from protocol.report import MSG_ID_HEADER, ReportBatch, ReportRow
 from protocol.subjects import JS_DOMAIN, REPORT_STREAM, heartbeat, report
-from tests.integration.test_sync_hub_support import (
+from tests.harness.sync_hub import (
     SyncHub,
     applied,
     device_nc,
     enroll_device,
     event_rows,
     event_seqs,
-    eventually,
     new_token,
     publish_batch,
 )
+from tests.harness.wait import eventually
 from tui.client import HubClient
 
 
@@ -126,14 +126,16 @@ async def test_a_device_cannot_erase_another_devices_rows_with_forged_msg_ids(
                         store.outbox_depth() == 0
                         and applied(hub, "vic-b") == store.outbox_stats()["last_seq"]
                     ),
-                    60,
-                    "B's rows sent and applied",
+                    timeout=60,
+                    what="B's rows sent and applied",
                 )
             assert event_seqs(hub, "vic-b") == [1, 2, 3, 4, 5]
         finally:
             store.close()
         # A's forgeries never counted for anyone: refused as A's bad messages.
-        await eventually(lambda: bool(hub_events(hub, "atk-a", "bad_message")), 30, "A flagged")
+        await eventually(
+            lambda: bool(hub_events(hub, "atk-a", "bad_message")), timeout=30, what="A flagged"
+        )
         assert hub_events(hub, "vic-b", "sync_lost") == []
     finally:
         await nc_a.close()
@@ -153,7 +155,7 @@ async def test_rows_swallowed_by_the_stream_are_detected_as_lost(
         js_a = nc_a.jetstream(domain=JS_DOMAIN)
         js_b = nc_b.jetstream(domain=JS_DOMAIN)
         await publish_batch(js_b, ReportBatch("old-d", tuple(event_rows(1, 3))))
-        await eventually(lambda: applied(hub, "old-d") == 3, 30, "first batch")
+        await eventually(lambda: applied(hub, "old-d") == 3, timeout=30, what="first batch")
         lost_before = hub.metric("signalbeam_sync_lost_rows_total")
         forged = ReportBatch("atk-c", tuple(event_rows(1, 1))).to_json()
         await js_a.publish(report("atk-c"), forged, headers={MSG_ID_HEADER: "old-d:4-8"})
@@ -162,7 +164,9 @@ async def test_rows_swallowed_by_the_stream_are_detected_as_lost(
         assert ack.duplicate  # what the older agent took as delivered
         hb = Heartbeat("old-d", time.time(), "0.0.9", last_seq=8, outbox_pending=0)
         await nc_b.publish(heartbeat("old-d"), hb.to_json())
-        await eventually(lambda: bool(hub_events(hub, "old-d", "sync_lost")), 30, "loss raised")
+        await eventually(
+            lambda: bool(hub_events(hub, "old-d", "sync_lost")), timeout=30, what="loss raised"
+        )
         assert hub_events(hub, "old-d", "sync_lost")[0] | {"epoch": ""} == {
             "from": 4,
             "to": 8,
@@ -183,8 +187,8 @@ async def test_rows_swallowed_by_the_stream_are_detected_as_lost(
                 )
                 == [(3,)]
             ),
-            30,
-            "later heartbeat stored",
+            timeout=30,
+            what="later heartbeat stored",
         )
         assert len(hub_events(hub, "old-d", "sync_lost")) == 1
     finally:
@@ -203,7 +207,9 @@ async def test_an_agent_whose_database_was_deleted_is_applied_not_dropped(
     store = Store.open(path, device_id="wipe-e")
     record(store, 10, "before")
     async with agent(hub, creds, store):
-        await eventually(lambda: len(event_seqs(hub, "wipe-e")) == 10, 60, "first store applied")
+        await eventually(
+            lambda: len(event_seqs(hub, "wipe-e")) == 10, timeout=60, what="first store applied"
+        )
         # Its events and whatever else the agent wrote (the desired row, whenever it
         # arrives): all sent and applied, read together each time.
         await eventually(
@@ -211,8 +217,8 @@ async def test_an_agent_whose_database_was_deleted_is_applied_not_dropped(
                 store.outbox_depth() == 0
                 and applied(hub, "wipe-e") == store.outbox_stats()["last_seq"]
             ),
-            60,
-            "first store sent and applied",
+            timeout=60,
+            what="first store sent and applied",
         )
     first_last = applied(hub, "wipe-e")
     store.close()
@@ -223,7 +229,9 @@ async def test_an_agent_whose_database_was_deleted_is_applied_not_dropped(
         record(store, 3, "after")
         assert [r.seq for r in store.outbox_pending(10)] == [1, 2, 3]
         async with agent(hub, creds, store):
-            await eventually(lambda: len(event_seqs(hub, "wipe-e")) == 13, 60, "new rows applied")
+            await eventually(
+                lambda: len(event_seqs(hub, "wipe-e")) == 13, timeout=60, what="new rows applied"
+            )
         assert event_seqs(hub, "wipe-e") == [*range(1, 11), 1, 2, 3]
         msgs = [
             r[0]
@@ -288,17 +296,21 @@ async def test_one_devices_poison_rows_do_not_stall_anyone(hub: SyncHub, admin: 
             b = ReportBatch("good-g", tuple(event_rows(i * 2 + 1, 2)), prev_seq=prev)
             await publish_batch(js_g, b)
             prev = b.last_seq
-        await eventually(lambda: applied(hub, "good-g") == 100, 60, "every good row applied")
+        await eventually(
+            lambda: applied(hub, "good-g") == 100, timeout=60, what="every good row applied"
+        )
         assert event_seqs(hub, "good-g") == list(range(1, 101))
         # The poison device: bad rows skipped (their seqs consumed) and recorded as its own.
-        await eventually(lambda: applied(hub, "poison-p") == 5, 60, "poison rows consumed")
+        await eventually(
+            lambda: applied(hub, "poison-p") == 5, timeout=60, what="poison rows consumed"
+        )
         assert hub_events(hub, "poison-p", "bad_rows")
         await eventually(
             lambda: (
                 hub.metric("signalbeam_sync_bad_messages_total", kind="report") >= bad_before + 3
             ),
-            30,
-            "bad messages counted",
+            timeout=30,
+            what="bad messages counted",
         )
         assert hub.metric("signalbeam_sync_rows_total", outcome="skipped") >= 5
         assert hub.metric("signalbeam_sync_ingest_failures_total") == 0
@@ -313,14 +325,16 @@ async def test_one_devices_poison_rows_do_not_stall_anyone(hub: SyncHub, admin: 
                 info = await js.consumer_info(REPORT_STREAM, "hub-ingest")
                 return info.num_pending == 0 and info.num_ack_pending == 0
 
-            await eventually(settled, 60, "every report settled")
+            await eventually(settled, timeout=60, what="every report settled")
         finally:
             await hub_nc.close()
         # And the poison device's own later valid rows still arrive.
         await publish_batch(
             js_p, ReportBatch("poison-p", tuple(event_rows(9, 2, first_event=9)), prev_seq=5)
         )
-        await eventually(lambda: applied(hub, "poison-p") == 10, 60, "poison device recovers")
+        await eventually(
+            lambda: applied(hub, "poison-p") == 10, timeout=60, what="poison device recovers"
+        )
     finally:
         await nc_p.close()
         await nc_g.close()
@@ -349,7 +363,9 @@ async def test_ingest_that_cannot_commit_says_so_in_readiness(
     blocker = sqlite3.connect(hub.data / "hub.db", timeout=30, isolation_level=None)
     try:
         await publish_batch(js, ReportBatch("lock-l", tuple(event_rows(1, 2))))
-        await eventually(lambda: applied(hub, "lock-l") == 2, 30, "applied before the fault")
+        await eventually(
+            lambda: applied(hub, "lock-l") == 2, timeout=30, what="applied before the fault"
+        )
         blocker.execute("BEGIN IMMEDIATE")
         await publish_batch(js, ReportBatch("lock-l", tuple(event_rows(3, 2)), prev_seq=2))
 
@@ -357,14 +373,16 @@ async def test_ingest_that_cannot_commit_says_so_in_readiness(
             code, body = await asyncio.to_thread(ready, hub)
             return code == 503 and "report ingest stuck" in body
 
-        await eventually(stuck, 180, "readiness says ingest is stuck")
+        await eventually(stuck, timeout=180, what="readiness says ingest is stuck")
         blocker.execute("ROLLBACK")
 
         async def recovered() -> bool:
             return (await asyncio.to_thread(ready, hub))[0] == 200
 
-        await eventually(recovered, 120, "ready again")
-        await eventually(lambda: applied(hub, "lock-l") == 4, 60, "applied after the fault")
+        await eventually(recovered, timeout=120, what="ready again")
+        await eventually(
+            lambda: applied(hub, "lock-l") == 4, timeout=60, what="applied after the fault"
+        )
         assert hub.metric("signalbeam_sync_ingest_failures_total") >= 2
     finally:
         if blocker.in_transaction:
@@ -382,7 +400,7 @@ async def test_a_sequence_jump_does_not_blind_the_device(hub: SyncHub, admin: Hu
     try:
         js = nc.jetstream(domain=JS_DOMAIN)
         await publish_batch(js, ReportBatch("jump-j", tuple(event_rows(1, 3))))
-        await eventually(lambda: applied(hub, "jump-j") == 3, 30, "first rows")
+        await eventually(lambda: applied(hub, "jump-j") == 3, timeout=30, what="first rows")
         hb = Heartbeat("jump-j", time.time(), "0.1.0", last_seq=5, outbox_pending=2)
         await nc.publish(heartbeat("jump-j"), hb.to_json())
         far = ReportRow(2**63 - 1, "event", time.time(), event_rows(4, 1)[0].payload)
@@ -391,17 +409,19 @@ async def test_a_sequence_jump_does_not_blind_the_device(hub: SyncHub, admin: Hu
         await publish_batch(
             js, ReportBatch("jump-j", tuple(event_rows(4, 2, first_event=4)), prev_seq=3)
         )
-        await eventually(lambda: applied(hub, "jump-j") == 5, 30, "real rows applied")
+        await eventually(lambda: applied(hub, "jump-j") == 5, timeout=30, what="real rows applied")
         assert event_seqs(hub, "jump-j") == [1, 2, 3, 4, 5]
         # Refused once it waited (~60 s of redeliveries) for a heartbeat explaining it.
         await eventually(
-            lambda: bool(hub_events(hub, "jump-j", "sync_seq_jump")), 240, "jump refused"
+            lambda: bool(hub_events(hub, "jump-j", "sync_seq_jump")),
+            timeout=240,
+            what="jump refused",
         )
         assert applied(hub, "jump-j") == 5
         assert hub.metric("signalbeam_sync_bad_messages_total", code="seq_jump") >= 1
         await publish_batch(
             js, ReportBatch("jump-j", tuple(event_rows(6, 1, first_event=6)), prev_seq=5)
         )
-        await eventually(lambda: applied(hub, "jump-j") == 6, 30, "still not blinded")
+        await eventually(lambda: applied(hub, "jump-j") == 6, timeout=30, what="still not blinded")
     finally:
         await nc.close()

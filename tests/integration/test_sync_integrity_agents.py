@@ -19,16 +19,16 @@ import pytest
 from protocol.report import MSG_ID_HEADER, ReportBatch
 from protocol.subjects import JS_DOMAIN, report
 from tests.harness.engines import EngineHandle
-from tests.integration.test_sync_e2e_support import Device
-from tests.integration.test_sync_hub_support import (
+from tests.harness.sync_e2e import Device
+from tests.harness.sync_hub import (
     SyncHub,
     applied,
     device_nc,
     enroll_device,
     event_rows,
-    eventually,
     new_token,
 )
+from tests.harness.wait import eventually
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
@@ -99,8 +99,8 @@ async def test_a_real_agent_against_forged_ids_and_a_deleted_store(
         dev.start()
         await eventually(
             lambda: synced(hub, dev) and hub_event_seqs(hub, "real-r") == dev.event_seqs(),
-            120,
-            "every row the agent recorded applied, every event held",
+            timeout=120,
+            what="every row the agent recorded applied, every event held",
         )
         assert hub.query(
             "SELECT count(*) FROM events WHERE device_id = 'real-r' AND kind = 'sync_gap'"
@@ -116,8 +116,8 @@ async def test_a_real_agent_against_forged_ids_and_a_deleted_store(
                     "SELECT 1 FROM events WHERE device_id = 'real-r' AND kind = 'store_reset'"
                 )
             ),
-            120,
-            "the new store announced",
+            timeout=120,
+            what="the new store announced",
         )
 
         def second_life_held() -> bool:
@@ -131,6 +131,6 @@ async def test_a_real_agent_against_forged_ids_and_a_deleted_store(
                 and held[first_life:] == seqs
             )
 
-        await eventually(second_life_held, 120, "every event of the new store held")
+        await eventually(second_life_held, timeout=120, what="every event of the new store held")
     finally:
         dev.stop()

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,24 +29,14 @@ from agent.http.tokens import TokenStore
 from tests.harness.engines import EngineHandle
 from tests.harness.ports import free_port
 from tests.harness.proxy import TcpProxy
-from tests.integration.test_sync_e2e_support import Device, enrollment_token
-from tests.integration.test_sync_hub_support import SyncHub
+from tests.harness.sync_e2e import Device, enrollment_token
+from tests.harness.sync_hub import SyncHub
+from tests.harness.wait import eventually_blocking
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 BEAT = 4.0  # the agent's heartbeat interval here (30 s by default)
 WAIT = 120.0  # well under the leaf's own detection of a silent link (minutes)
-
-
-def wait_for(pred: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 # ------------------------------------------------------------------ the proxy itself
@@ -188,7 +178,7 @@ def test_online_means_the_hub_answered_on_silent_and_reset_links(
     agent = Agent(dev)
     dev.start()
     try:
-        wait_for(lambda: _online(agent), "online at first")
+        eventually_blocking(lambda: _online(agent), "online at first", timeout=WAIT)
         # A linked device is "configured", whether or not [hub] url is set (leaf mode).
         hub_doc = agent.api_hub()
         assert hub_doc is not None and hub_doc["configured"] is True
@@ -200,7 +190,9 @@ def test_online_means_the_hub_answered_on_silent_and_reset_links(
             before = dev.sync_status()["last_contact"]
             getattr(dev.proxy, how)()
             t0 = time.time()
-            wait_for(lambda: _unreachable(agent), f"unreachable after {how}")
+            eventually_blocking(
+                lambda: _unreachable(agent), f"unreachable after {how}", timeout=WAIT
+            )
             noticed = time.time()
             status = dev.sync_status()
             if how == "silence":
@@ -213,7 +205,7 @@ def test_online_means_the_hub_answered_on_silent_and_reset_links(
                 f" load {os.getloadavg()[0]:.1f}"
             )
             dev.proxy.restore()
-            wait_for(lambda: _online(agent), f"online again after {how}")
+            eventually_blocking(lambda: _online(agent), f"online again after {how}", timeout=WAIT)
             assert dev.sync_status()["last_contact"] > status["last_contact"]
             assert dev.sync_status()["unreachable_since"] is None
     finally:

@@ -36,14 +36,14 @@ from hub.store import Store
 from protocol.enroll import EnrollRequest, decode_enroll_reply
 from protocol.rpc import rpc_ok
 from protocol.subjects import ENROLL, INBOX_ENROLL, INBOX_OPERATOR, heartbeat, rpc
-from tests.integration.test_sync_hub_support import (
+from tests.harness.sync_hub import (
     FACTS,
     SyncHub,
     device_nc,
     enroll_device,
-    eventually,
     new_token,
 )
+from tests.harness.wait import eventually
 from tui.client import HubClient
 
 LEGACY_PASSWORD = "legacy-plain-password-from-before-issue-19"

@@ -28,7 +28,7 @@ from textual.widgets import (
 
 from bundles.validate import load_file
 from tests.harness.ports import free_port
-from tests.integration.test_tui_support import (
+from tests.harness.tui import (
     EXAMPLES,
     Hub,
     rows,

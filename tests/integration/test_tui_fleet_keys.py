@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from textual.widgets import DataTable, Static, TabbedContent, TextArea
 
-from tests.integration.test_tui_support import Hub, seed, text, view_loaded, wait_for
+from tests.harness.tui import Hub, seed, text, view_loaded, wait_for
 from tui.dialogs import ConfirmScreen, TextScreen
 from tui.screens.device import DeviceScreen
 from tui.screens.main import MainScreen

@@ -10,7 +10,7 @@ from typing import Any
 from textual.app import App, ComposeResult
 from textual.coordinate import Coordinate
 
-from tests.integration.test_tui_support import wait_for
+from tests.harness.tui import wait_for
 from tui.models import fleet as fm
 from tui.widgets.fleet import FleetView
 

@@ -9,7 +9,7 @@ import pytest
 from textual.widgets import DataTable
 
 from hub.store import Store
-from tests.integration.test_tui_support import Hub, rows, view_loaded, wait_for
+from tests.harness.tui import Hub, rows, view_loaded, wait_for
 from tui.screens.device import DeviceScreen
 from tui.widgets.banner import HubBanner
 

@@ -23,9 +23,9 @@ from textual.widgets import Input, Log, Select, Static
 
 from tests.harness.engines import EngineHandle
 from tests.harness.registry import Registry
-from tests.integration.test_sync_e2e_support import Device, deployed_device
-from tests.integration.test_sync_hub_support import SyncHub
-from tests.integration.test_tui_support import text, wait_for
+from tests.harness.sync_e2e import Device, deployed_device
+from tests.harness.sync_hub import SyncHub
+from tests.harness.tui import text, wait_for
 from tui.app import SignalBeamApp
 from tui.hub.session import HubSession
 from tui.screens.device import DeviceScreen, DeviceView

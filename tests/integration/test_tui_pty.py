@@ -21,7 +21,7 @@ from pathlib import Path
 import pyte
 import pytest
 
-from tests.integration.test_tui_support import Hub, seed
+from tests.harness.tui import Hub, seed
 
 WAIT = 120.0  # bound for each condition: a loaded CI is slow to start Textual
 

@@ -21,7 +21,7 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 
 from bundles.validate import load_file
-from tests.integration.test_tui_support import EXAMPLES, Hub, seed, view_loaded, wait_for
+from tests.harness.tui import EXAMPLES, Hub, seed, view_loaded, wait_for
 from tui.app import SignalBeamApp
 from tui.dialogs import ConfirmScreen, RolloutRequest
 from tui.screens.main import MainScreen

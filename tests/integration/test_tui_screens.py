@@ -23,8 +23,9 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, ProgressBar, Select, Sparkline, Static, TabbedContent
 
 from bench.sim import UNBEATABLE_GRACE_S, SimFleet, SimOptions
-from tests.integration.test_sync_hub_support import SyncHub, eventually
-from tests.integration.test_tui_support import rows, text, wait_for
+from tests.harness.sync_hub import SyncHub
+from tests.harness.tui import rows, text, wait_for
+from tests.harness.wait import eventually
 from tui.app import SignalBeamApp
 from tui.dialogs import ConfirmScreen, PushScreen, RolloutStartScreen
 from tui.hub.session import HubSession
@@ -85,7 +86,7 @@ async def start_fleet(hub: SyncHub, prefix: str, tag: str, count: int = 3) -> Si
             page = await admin.call("devices.list", {"tag": tag, "status": "online"})
             return len(page["items"]) == count
 
-        await eventually(online, WAIT, "the simulated devices online")
+        await eventually(online, timeout=WAIT, what="the simulated devices online")
     return fleet
 
 
@@ -366,13 +367,13 @@ async def test_logs_of_an_offline_device_say_so(presence_hub: SyncHub) -> None:
                 observed = ((d.get("reported") or {}).get("state") or {}).get("observed") or {}
                 return bool(observed.get("containers"))
 
-            await eventually(has_containers, WAIT, "the device reports its containers")
+            await eventually(has_containers, timeout=WAIT, what="the device reports its containers")
             await fleet.set_online(device_id, False)
 
             async def offline() -> bool:
                 return (await admin.call("devices.get", {"id": device_id}))["status"] == "offline"
 
-            await eventually(offline, WAIT, "the hub sees the device offline")
+            await eventually(offline, timeout=WAIT, what="the hub sees the device offline")
         app = app_for(hub)
         async with app.run_test(size=SIZE) as pilot:
             await command(pilot, f":dev {device_id}")

@@ -19,7 +19,7 @@ from textual.pilot import Pilot
 from textual.widgets import Input
 
 from hub.store import Store
-from tests.integration.test_tui_support import Hub, view_loaded, wait_for
+from tests.harness.tui import Hub, view_loaded, wait_for
 from tui.app import SignalBeamApp
 from tui.hub.session import HubSession
 from tui.widgets.fleet import FleetView

@@ -17,8 +17,8 @@ from textual.app import App, ComposeResult
 from textual.pilot import Pilot
 
 from hub.store import Store
-from tests.integration.test_tui_screens_support import ScreensApp
-from tests.integration.test_tui_support import Hub, wait_for
+from tests.harness.tui import Hub, wait_for
+from tests.harness.tui_screens import ScreensApp
 from tui.app import SignalBeamApp
 from tui.dialogs import ConfirmScreen
 from tui.hub.session import HubSession

@@ -32,6 +32,7 @@ from protocol.desired import DesiredState
 from tests.harness.engines import EngineHandle
 from tests.harness.ports import free_port
 from tests.harness.registry import Registry
+from tests.harness.wait import eventually
 
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(600)]
 
@@ -82,12 +83,8 @@ class Rig:
         self.loop.trigger("desired")
         return d
 
-    async def until(self, what: str, cond: Callable[[], bool], rounds: int = 400) -> None:
-        for _ in range(rounds):
-            if cond():
-                return
-            await asyncio.sleep(0.2)
-        raise AssertionError(f"timed out waiting for {what}")
+    async def until(self, what: str, cond: Callable[[], bool]) -> None:
+        await eventually(cond, what, timeout=120, interval=0.2)
 
     def dep(self, d: DesiredState) -> Deployment | None:
         return self.store.deployment(revision_of(d))

@@ -23,8 +23,9 @@ import pytest
 
 from tests.harness.engines import EngineHandle
 from tests.harness.registry import Registry
-from tests.integration.test_sync_e2e_support import Device, enrollment_token, hello_spec
-from tests.integration.test_sync_hub_support import SyncHub, eventually
+from tests.harness.sync_e2e import Device, enrollment_token, hello_spec
+from tests.harness.sync_hub import SyncHub
+from tests.harness.wait import eventually
 from tui.client import HubClient
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow, pytest.mark.timeout(900)]

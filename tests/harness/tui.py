@@ -23,6 +23,7 @@ from textual.widgets import DataTable, Static
 from hub.store import Store
 from tests.harness.ports import free_port
 from tests.harness.procs import ManagedProcess
+from tests.harness.wait import eventually
 from tui.app import SignalBeamApp
 from tui.client import HubClient
 from tui.hub.session import HubSession
@@ -30,7 +31,7 @@ from tui.widgets.base import HubView
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "bundles" / "examples" / "warehouse-monitor"
 STEP = 0.05
-MAX_STEPS = 2400  # 120 s unloaded for any one condition (more when starved): a bound only
+WAIT_S = 240.0  # for any one condition: a bound only (120 s was the old step count unloaded)
 
 
 class Hub:
@@ -120,14 +121,10 @@ def seed(store: Store) -> None:
 
 
 async def wait_for(pilot: Pilot[Any], check: Callable[[], bool], what: str) -> None:
-    for _ in range(MAX_STEPS):
-        try:
-            if check():
-                return
-        except Exception:
-            pass  # a widget not mounted yet
-        await pilot.pause(STEP)
-    raise AssertionError(f"never became true: {what}")
+    """``eventually`` in a Textual test: the pilot's pause lets the app run between polls,
+    and a widget not mounted yet (any exception) counts as "not yet"."""
+    await eventually(check, what, timeout=WAIT_S, interval=STEP, tolerate=(Exception,),
+                     pause=pilot.pause)  # fmt: skip
 
 
 def rows(table: DataTable[Any]) -> list[list[str]]:

@@ -35,6 +35,11 @@ T = TypeVar("T")
 DEVICE = "http-test"
 
 
+# What a poll of the agent's HTTP API may meet before it holds: an API not up yet, an answer
+# that is not the awaited one yet (tests.harness.wait.eventually_blocking's tolerate=).
+NOT_YET = (requests.RequestException, AssertionError)
+
+
 @dataclass
 class Tokens:
     admin: str
@@ -159,21 +164,6 @@ class ApiServer:
     def delete(self, path: str, token: str | None, **kw: Any) -> requests.Response:
         headers = Tokens.header(token) if token else {}
         return requests.delete(self.url + path, headers=headers, **{"timeout": 30, **kw})
-
-
-def wait_until(check: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    """Poll ``check`` (bounded in time) until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except (requests.RequestException, AssertionError) as exc:
-            last = exc
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 def hello_bundle(

@@ -4,12 +4,11 @@ report batches built the way the agent builds them."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,21 +118,6 @@ def event_seqs(hub: SyncHub, device: str, kind: str = "test.tick") -> list[int]:
             "SELECT seq FROM events WHERE device_id = ? AND kind = ? ORDER BY id", (device, kind)
         )
     ]
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool] | bool], timeout: float = 60.0, what: str = ""
-) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met in time: {what}")
-        await asyncio.sleep(0.05)
 
 
 async def new_token(admin: HubClient, uses: int = 1) -> str:

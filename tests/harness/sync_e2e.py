@@ -19,7 +19,8 @@ from tests.harness.engines import EngineHandle
 from tests.harness.procs import ManagedProcess
 from tests.harness.proxy import TcpProxy
 from tests.harness.registry import Registry
-from tests.integration.test_sync_hub_support import SyncHub, eventually
+from tests.harness.sync_hub import SyncHub
+from tests.harness.wait import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 
