@@ -24,13 +24,14 @@ import pytest
 
 from tests.harness.engines import EngineHandle
 from tests.harness.registry import Registry
-from tests.integration.test_sync_e2e_support import (
+from tests.harness.sync_e2e import (
     Device,
     enrollment_token,
     hello_spec,
     running_fleet,
 )
-from tests.integration.test_sync_hub_support import SyncHub, eventually
+from tests.harness.sync_hub import SyncHub
+from tests.harness.wait import eventually
 from tui import cli
 from tui.client import HubClient
 
@@ -74,13 +75,14 @@ def unhealthy_spec(registry: Registry) -> dict[str, Any]:
 
 
 async def until(admin: HubClient, rollout_id: str, states: tuple[str, ...]) -> dict[str, Any]:
-    deadline = time.monotonic() + WAIT
-    while True:
-        r = await admin.call("rollouts.get", {"id": rollout_id})
-        if r["state"] in states:
-            return r
-        assert time.monotonic() < deadline, f"rollout stuck: {r}"
-        await asyncio.sleep(0.5)
+    async def reached() -> dict[str, Any] | None:
+        r: dict[str, Any] = await admin.call("rollouts.get", {"id": rollout_id})
+        return r if r["state"] in states else None
+
+    result: dict[str, Any] = await eventually(
+        reached, f"rollout {rollout_id} in {states}", timeout=WAIT, interval=0.5
+    )
+    return result
 
 
 @pytest.fixture

@@ -33,8 +33,9 @@ from bundles.signing import generate_key, sign_bundle, sign_trust_set
 from protocol.desired import DesiredState
 from tests.harness.engines import EngineHandle
 from tests.harness.registry import Registry
-from tests.integration.test_sync_e2e_support import Device, enrollment_token, running_fleet
-from tests.integration.test_sync_hub_support import SyncHub, eventually
+from tests.harness.sync_e2e import Device, enrollment_token, running_fleet
+from tests.harness.sync_hub import SyncHub
+from tests.harness.wait import eventually
 from tui.client import ApiError, HubClient
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]

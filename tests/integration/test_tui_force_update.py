@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Input, Static
 
 from bundles.validate import load_file
 from hub.store import Store
-from tests.integration.test_tui_support import Hub, seed, text, view_loaded, wait_for
+from tests.harness.tui import Hub, seed, text, view_loaded, wait_for
 from tui.dialogs import TypedConfirmScreen
 from tui.screens.main import MainScreen
 
