@@ -1,4 +1,4 @@
-"""The Fleet against a real hub: a device deferring its update shows `⏸ locked by …` in its
+"""The Fleet and the device screen against a real hub: a deferring device shows `⏸ locked by …` in its
 row, and `F` forces the marked devices through their locks only once the device count is
 typed (a wrong count is refused in the dialog; nothing is sent)."""
 
@@ -14,6 +14,7 @@ from bundles.validate import load_file
 from hub.store import Store
 from tests.harness.tui import Hub, seed, text, view_loaded, wait_for
 from tui.dialogs import TypedConfirmScreen
+from tui.screens.device import DeviceScreen, DeviceView
 from tui.screens.main import MainScreen
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "bundles" / "examples" / "warehouse-monitor"
@@ -81,3 +82,24 @@ async def test_deferral_shows_and_f_wants_the_count_typed(hub: Hub) -> None:
             assert any(e["kind"] == "update.forced" for e in items), d
         items = (await admin.call("events.list", {"device": "dev-3", "limit": 50}))["items"]
         assert not any(e["kind"] == "update.forced" for e in items)
+
+
+async def test_device_screen_says_why_the_update_waits(hub: Hub) -> None:
+    async with hub.client() as admin:
+        await admin.call(
+            "maintenance.set", {"target": "device:dev-1", "windows": ["Sun 02:00-03:00"]}
+        )
+    app = hub.app()
+    async with app.run_test(size=(160, 40)) as pilot:
+        await wait_for(pilot, view_loaded(app, "#fleet-view"), "the fleet loaded")
+        table = app.screen.query_one("#fleet-table", DataTable)
+        table.focus()
+        table.move_cursor(row=table.get_row_index("dev-1"))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, DeviceScreen), "device screen")
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.query_one(DeviceView).loads >= 1, "loaded")
+        reported = screen.query_one("#device-reported", Static)
+        await wait_for(pilot, lambda: "deferred: locked by anna" in text(reported), "the gate")
+        assert "update warehouse-monitor@1.3.0 deferred: locked by anna since" in text(reported)
+        assert "maintenance windows Sun 02:00-03:00 (set at the hub)" in text(reported)
