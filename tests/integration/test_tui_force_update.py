@@ -1,6 +1,7 @@
-"""The Fleet and the device screen against a real hub: a deferring device shows `⏸ locked by …` in its
-row, and `F` forces the marked devices through their locks only once the device count is
-typed (a wrong count is refused in the dialog; nothing is sent)."""
+"""The Fleet and the device screen against a real hub: a deferring device shows `⏸ locked
+by …` in its row and why on its screen, and `F` forces the marked devices through their
+locks only once the device count is typed (a wrong count is refused in the dialog; nothing
+is sent)."""
 
 from __future__ import annotations
 
