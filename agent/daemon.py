@@ -13,11 +13,12 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Callable, Coroutine
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING, Any
 
 from agent import AGENT_VERSION
 from agent.config import AgentConfig
+from agent.context import AgentContext, Hook, Reconciler
 from agent.desired_watch import DesiredWatch
 from agent.errors import AgentError, EngineUnavailable, StoreError, StoreFull
 from agent.store import Store
@@ -50,18 +51,7 @@ def engine_probe_timeout(attempt: int) -> float:
     return min(ENGINE_PROBE_TIMEOUT_MAX, ENGINE_PROBE_TIMEOUT * 2.0 ** max(0, attempt - 1))
 
 
-Hook = Callable[["Agent", asyncio.Event], Coroutine[Any, Any, None]]
 DesiredListener = Callable[[DesiredState | None], None]
-
-
-class Reconciler(Protocol):
-    """What the daemon needs from the reconcile loop."""
-
-    async def run(self, stop: asyncio.Event) -> None: ...
-
-    def poke(self, reason: str) -> None:
-        """Ask for a reconcile soon (desired state changed, an operator asked, ...)."""
-        ...
 
 
 # Builds the reconciler once the engine answers; None means "run without one".
@@ -144,6 +134,7 @@ class Agent:
         self.engine: Engine | None = None
         self.reconciler: Reconciler | None = None
         self.reconcile_loop: Any = None  # the concrete ReconcileLoop, for status readers
+        self.sync: Any = None  # the sync service, once the sync hook runs it
         self.stop_event: asyncio.Event | None = None
         self.probe_timeout = ENGINE_PROBE_TIMEOUT  # grows with each failed try at start
         self._hooks: list[Hook] = []
@@ -431,7 +422,7 @@ class Agent:
             )
 
 
-async def http_hook(agent: Agent, stop: asyncio.Event) -> None:
+async def http_hook(agent: AgentContext, stop: asyncio.Event) -> None:
     """The local HTTP API (agent.http), imported only when it starts."""
     try:
         from agent.http.server import serve
@@ -441,7 +432,7 @@ async def http_hook(agent: Agent, stop: asyncio.Event) -> None:
     await serve(agent, stop)
 
 
-async def sync_hook(agent: Agent, stop: asyncio.Event) -> None:
+async def sync_hook(agent: AgentContext, stop: asyncio.Event) -> None:
     """Hub sync (agent.sync), started once a hub URL is configured or the device is enrolled;
     an enrollment done while the agent runs is picked up within ``ENROLL_POLL`` s."""
     # agent.sync.gate imports no NATS client: an agent that is never enrolled never loads it.

@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from agent import AGENT_VERSION
+from agent.context import AgentContext
 from agent.http.app import build_app
 from agent.http.context import AppContext, HubLink
 from agent.http.logs import STREAMS_KEY
@@ -83,7 +84,7 @@ def bound_port(runner: web.AppRunner) -> int:
     raise RuntimeError("the API is not listening")
 
 
-def _hub_link(agent: Any) -> HubLink:
+def _hub_link(agent: AgentContext) -> HubLink:
     # Duck-typed: whatever the sync service exposes as its link state (online, last_contact).
     started = getattr(getattr(agent, "sync", None), "started_at", None)
     for path in ("link_state", "sync.link", "sync.state"):
@@ -104,11 +105,13 @@ def _hub_configured(config: Any) -> bool:
     return path.exists()
 
 
-def context_for(agent: Any) -> AppContext:
+def context_for(agent: AgentContext) -> AppContext:
     """An ``AppContext`` over a running ``agent.daemon.Agent`` (store already open)."""
+    store = agent.store
+    assert store is not None  # hooks start after the store is open
     return AppContext(
         config=agent.config,
-        store=agent.store,
+        store=store,
         tokens=TokenStore.in_data_dir(agent.config.data_dir),
         engine_getter=lambda: agent.engine,
         reconcile_getter=lambda: agent.reconcile_loop,
@@ -117,14 +120,14 @@ def context_for(agent: Any) -> AppContext:
     )
 
 
-async def serve(agent: Any, stop: asyncio.Event) -> None:
+async def serve(agent: AgentContext, stop: asyncio.Event) -> None:
     """Daemon hook: ``agent.add_task(serve)``. Runs the API until ``stop`` is set."""
     ctx = context_for(agent)
     try:
         runner = await start(ctx)
     except OSError as exc:
         # A busy port must not take the agent down: reconciling matters more than the API.
-        agent.store.event(
+        ctx.store.event(
             "http.unavailable",
             f"local API could not listen on {ctx.config.http.bind}:{ctx.config.http.port}: {exc}",
             severity="error",

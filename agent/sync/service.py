@@ -21,11 +21,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import nats.js.errors
 from nats.aio.client import Client as NATS
 
+from agent.context import AgentContext
 from agent.errors import AgentError
 from agent.runtime.restart import restart_container
 from agent.sync import gate
@@ -46,6 +47,9 @@ from protocol.api import MAX_DEVICE_WAIT, RESTART_STOP_TIMEOUT
 from protocol.enroll import EnrollReply
 from protocol.errors import CONFLICT, NOT_FOUND, UNAVAILABLE
 from protocol.subjects import JS_DOMAIN
+
+if TYPE_CHECKING:
+    from agent.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -460,8 +464,15 @@ class SyncService:
 # ---------------------------------------------------------------- daemon wiring
 
 
-def agent_rpc_handlers(agent: Any, service: Callable[[], SyncService | None]) -> RpcHandlers:
+def agent_rpc_handlers(
+    agent: AgentContext, service: Callable[[], SyncService | None]
+) -> RpcHandlers:
     """RPC callbacks over the running ``agent.daemon.Agent`` (engine, reconciler, store)."""
+
+    def store() -> Store:
+        opened = agent.store
+        assert opened is not None  # hooks start after the store is open
+        return opened
 
     async def find(container: str) -> Any:
         engine = agent.engine
@@ -479,7 +490,7 @@ def agent_rpc_handlers(agent: Any, service: Callable[[], SyncService | None]) ->
         if agent.reconciler is None:
             raise RpcFailure(UNAVAILABLE, "the reconciler is not running (engine not connected?)")
         agent.reconciler.poke("rpc")
-        desired = agent.store.current_desired()
+        desired = store().current_desired()
         return {"triggered": True, "generation": None if desired is None else desired.generation}
 
     restarting: set[str] = set()  # container ids: a second restart would race the first
@@ -497,7 +508,7 @@ def agent_rpc_handlers(agent: Any, service: Callable[[], SyncService | None]) ->
             await restart_container(engine, c, RESTART_STOP_TIMEOUT)
         except Exception as exc:
             await asyncio.to_thread(
-                agent.store.event,
+                store().event,
                 "container.restart_failed",
                 f"restart of container {c.name} by a remote command failed: {exc}",
                 data={"container": c.name, "by": "rpc"},
@@ -507,7 +518,7 @@ def agent_rpc_handlers(agent: Any, service: Callable[[], SyncService | None]) ->
         finally:
             restarting.discard(c.id)
         await asyncio.to_thread(
-            agent.store.event,
+            store().event,
             "container.restarted",
             f"container {c.name} restarted by a remote command",
             data={"container": c.name, "by": "rpc"},
@@ -524,7 +535,7 @@ def agent_rpc_handlers(agent: Any, service: Callable[[], SyncService | None]) ->
         return lines
 
     async def status() -> dict[str, Any]:
-        out: dict[str, Any] = await asyncio.to_thread(agent.store.status_summary)
+        out: dict[str, Any] = await asyncio.to_thread(store().status_summary)
         svc = service()
         out["sync"] = None if svc is None else svc.status()
         return out
@@ -532,7 +543,7 @@ def agent_rpc_handlers(agent: Any, service: Callable[[], SyncService | None]) ->
     return RpcHandlers(reconcile=reconcile, restart=restart, logs=logs, status=status)
 
 
-async def sync_hook(agent: Any, stop: asyncio.Event) -> None:
+async def sync_hook(agent: AgentContext, stop: asyncio.Event) -> None:
     """Daemon hook: ``agent.add_task(sync_hook)``. Sets ``agent.sync`` to the service."""
     # Not enrolled yet: wait for a credentials file (agent.sync.gate), so an enrollment done
     # while the agent runs is picked up without a restart.
