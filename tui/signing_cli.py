@@ -326,10 +326,15 @@ def cmd_keys(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _offline_error(exc: Exception, err: TextIO) -> int:
+    """Exit code and message of an offline verb's failure: ours say their code (a registry
+    that cannot be asked is 1, like a hub; a missing key 2), a bad bundle or file is 2."""
     from bundles.errors import BundleError
-    from tui.registry import RegistryError
+    from tui.errors import TuiError
 
-    if isinstance(exc, SigningKeyError | RegistryError | BundleError | OSError):
+    if isinstance(exc, TuiError):
+        print(f"error: {exc}", file=err)
+        return exc.exit_code
+    if isinstance(exc, BundleError | OSError):
         print(f"error: {exc}", file=err)
         return EXIT_USAGE
     raise exc
