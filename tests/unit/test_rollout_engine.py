@@ -7,6 +7,7 @@ No NATS here: the controller's publishing is covered by tests/integration/test_r
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from hub.api.handlers import HANDLERS
 from hub.bus import ORIGIN_API, Event, EventBus
 from hub.rollouts import engine
 from hub.rollouts.api import VERBS
-from hub.rollouts.controller import RolloutController
+from hub.rollouts.controller import ORIGIN, RolloutController
 from hub.rollouts.machine import Observation
 from hub.rollouts.observe import acknowledged, observe
 from hub.store import Store
@@ -490,3 +491,24 @@ async def test_device_notices_wake_the_controller_only_while_a_rollout_is_active
     assert (await ctl.run_once()).active == 1
     await ctl._on_event(reported)  # now a report may move a device
     assert ctl._wake.is_set()
+
+
+async def test_the_controller_publishes_on_the_bus_and_never_wakes_itself(env: Env) -> None:
+    hub = _Hub(env.store)
+    ctl = RolloutController(publisher=lambda _hub: None)
+    ctl._hub = hub
+    hub.bus.subscribe(ORIGIN, ctl._on_event)  # what start() does
+    heard: list[Event] = []
+
+    async def listener(event: Event) -> None:
+        heard.append(event)
+
+    hub.bus.subscribe("nats", listener, inline=True)  # e.g. the change notices
+    start(env)
+    result = await ctl.run_once()  # the first phase starts: desired changed, progress
+    assert result.desired_changed and heard
+    assert {(e.kind, e.origin) for e in heard} >= {("desired", ORIGIN), ("rollouts", ORIGIN)}
+    assert not hub.bus._tasks  # nothing was even queued for the controller
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert not ctl._wake.is_set()  # its own events never come back to it
