@@ -32,11 +32,11 @@ import nats
 from aiohttp import web
 from nats.aio.client import Client as NATS
 
-from hub import litestream, natsconf
+from hub import litestream, natsconf, natsjwt
 from hub.api.service import ApiService
 from hub.bus import EventBus
 from hub.children import Child, find_binary
-from hub.config import DataDir, HubConfig, Secrets, check_tls
+from hub.config import DataDir, HubConfig, Secrets, check_tls, save_secrets
 from hub.context import Component
 from hub.errors import Unavailable
 from hub.http import make_app
@@ -47,6 +47,7 @@ from hub.store import Store
 from hub.sync import credentials
 from hub.sync.service import SyncService
 from hub.tls import own_client_context
+from protocol import natsauth
 from protocol.subjects import INBOX_HUB
 from sbutil.private import private_db_files, private_dir
 
@@ -71,6 +72,10 @@ class Hub:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self.store: Store | None = None
         self.nc: NATS | None = None
+        # JWT mode: the trust chain's keys and the system-account login that pushes the
+        # account JWT (revocations); None in password mode.
+        self.keys: natsjwt.HubKeys | None = None
+        self.sys_nc: NATS | None = None
         self.api: ApiService | None = None
         self.nats_child: Child | None = None
         self.litestream_child: Child | None = None
@@ -103,7 +108,15 @@ class Hub:
         # Every enrolled device's NATS user is in the config from the first start on; a row
         # that could not be one is quarantined first, plain passwords become hashes.
         self._extra_users = await self.call(credentials.prepare, self.store)
-        natsconf.write(self.cfg, self.data, self.sec, self._extra_users)
+        trust = None
+        if self.cfg.jwt_auth:
+            # Operator mode: no users in the config at all; written at start only (the
+            # account JWT's revocations change later through the system account).
+            self.keys = await self.call(natsjwt.ensure_keys, self.data)
+            self._jwt_secrets()
+            revocations = await self.call(self.store.revocations)
+            trust = natsconf.operator_mode(self.data, self.keys, revocations)
+        natsconf.write(self.cfg, self.data, self.sec, self._extra_users, trust=trust)
 
         argv = [find_binary("nats-server", self.cfg.nats_server), "-c", str(self.data.nats_conf)]
         self.nats_child = Child(
@@ -124,8 +137,18 @@ class Hub:
             inbox_prefix=INBOX_HUB,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
+            **natsauth.auth_options("", self.sec.hub_password),
             **tls,
         )
+        if self.keys is not None:
+            self.sys_nc = await nats.connect(
+                f"{natsconf.client_scheme(self.cfg)}://127.0.0.1:{self.cfg.client_port}",
+                name="signalbeam-hub-system",
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                **natsauth.bearer_options(natsjwt.system_user_jwt(self.keys)),
+                **tls,
+            )
         self.api = ApiService(self.nc, self.store, self.executor, self.metrics, self.bus)
         await self.api.start()
         # Rollouts (hub/rollouts): the rollouts.* verbs, the ingest row handler that keeps
@@ -164,6 +187,20 @@ class Hub:
             "TLS" if self.cfg.leaf_tls else "plain",
             self.cfg.http_host,
             self.cfg.http_port,
+        )
+
+    def _jwt_secrets(self) -> None:
+        """A hub switched from password to JWT mode: its shared logins become bearer JWTs
+        (nats-server in operator mode has no password users); operators and the deploy get
+        the new URLs from ``signalbeam-hub init``'s output or secrets.json."""
+        assert self.keys is not None
+        if natsauth.is_jwt(self.sec.hub_password):
+            return
+        self.sec = Secrets(**natsjwt.shared_logins(self.keys))
+        save_secrets(self.data, self.sec)
+        log.warning(
+            "nats_auth is jwt: the hub, operator and enroll logins are now JWTs (secrets.json);"
+            " give operators and the deploy the new operator and enroll URLs"
         )
 
     async def _wait_nats_healthy(self) -> None:
@@ -205,8 +242,11 @@ class Hub:
             log.warning("nats-server did not confirm the config reload in %.0fs", RELOAD_WAIT)
 
     async def reload_device_users(self) -> None:
-        """Regenerate the device users from the store (enrollment, decommission) and reload."""
+        """Regenerate the device users from the store (enrollment, decommission) and reload;
+        nothing in JWT mode (there are no device users in the config)."""
         assert self.store is not None
+        if self.cfg.jwt_auth:
+            return
         await self.reload_nats(await self.call(device_users, self.store))
 
     async def _config_load_time(self) -> str | None:
@@ -271,6 +311,9 @@ class Hub:
         # No writer is left: litestream's shutdown sync now carries every commit.
         if self.litestream_child is not None:
             await self.litestream_child.stop()
+        if self.sys_nc is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(self.sys_nc.close(), 5)
         if self.nc is not None:
             # close, not drain: the API is already stopped, and drain can hang or raise
             # CancelledError from inside nats-py when the server went away first.

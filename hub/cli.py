@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from hub import app, litestream, natsconf
+from hub import app, litestream, natsconf, natsjwt
 from hub import tls as hubtls
 from hub.children import find_binary
 from hub.config import DataDir, HubConfig, Secrets, check_tls, load, save
@@ -54,6 +54,11 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         "enrollment); may be the same file as --leaf-tls-cert",
     )
     p.add_argument("--client-tls-key", help="PEM private key of --client-tls-cert")
+    p.add_argument(
+        "--device-jwt-ttl",
+        type=int,
+        help="JWT mode: seconds a device's JWT is good for (default 86400; renewed at 2/3)",
+    )
     p.add_argument("--replica-url", help="litestream replica URL (default file://DATA/replica)")
     p.add_argument(
         "--no-litestream",
@@ -91,6 +96,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "client_tls_cert",
         "client_tls_key",
         "require_signed_bundles",
+        "device_jwt_ttl",
     )
     return {n: getattr(args, n, None) for n in names}
 
@@ -103,6 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     p_init = sub.add_parser("init", help="create a data directory, config, DB and first admin key")
     _add_config_flags(p_init)
     p_init.add_argument("--json", action="store_true", help="print the result as JSON")
+    p_init.add_argument(
+        "--nats-auth",
+        choices=("jwt", "password"),
+        default="jwt",
+        help="how devices log in to NATS: jwt (default: each device its own nkey and a JWT"
+        " the hub signs; nats-server in operator mode, no reload per device) or password"
+        " (one password user per device in the generated config, as before issue 16)",
+    )
     self_signed = p_init.add_mutually_exclusive_group()
     self_signed.add_argument(
         "--tls-self-signed",
@@ -137,10 +151,19 @@ def cmd_init(args: argparse.Namespace) -> int:
     if data.config.exists() or data.db.exists():
         raise ConfigError(f"{data.root} is already initialised; nothing changed")
     cfg = _self_signed(args, data, HubConfig().with_overrides(**_overrides(args)))
+    cfg = cfg.with_overrides(nats_auth=args.nats_auth)
     check_tls(cfg, data, "init")
-    sec = Secrets.generate()
+    trust = None
+    if cfg.jwt_auth:
+        # The operator, system account, account and device signing keys (0600): the shared
+        # logins become bearer JWTs signed by the account (docs/security.md).
+        keys = natsjwt.ensure_keys(data)
+        sec = Secrets(**natsjwt.shared_logins(keys))
+        trust = natsconf.operator_mode(data, keys, {})
+    else:
+        sec = Secrets.generate()
     save(data, cfg, sec)
-    natsconf.write(cfg, data, sec)
+    natsconf.write(cfg, data, sec, trust=trust)
     if cfg.litestream:
         litestream.write(cfg, data)
     store = Store.open(data.db)
@@ -165,6 +188,7 @@ def cmd_init(args: argparse.Namespace) -> int:
             hubtls.fingerprint(data.path(cfg.client_tls_cert)) if cfg.client_tls else None
         ),
         "http_port": cfg.http_port,
+        "nats_auth": cfg.nats_auth,
     }
     if args.json:
         print(json.dumps(out, indent=2))

@@ -63,6 +63,18 @@ class HubConfig:
     # any trust set is told. True (the default for new hubs): it refuses unsigned bundles.
     # Once a signed trust set exists, that set decides, and only a key it trusts can change it.
     require_signed_bundles: bool = True
+    # How NATS logins are checked (docs/security.md): "jwt", nats-server in operator mode,
+    # devices log in with their own nkey and a JWT the hub signs (no config change per
+    # device); "password", one bcrypt-hashed password user per device in the generated
+    # config, reloaded at every enrollment (hubs made before issue 16). `init` writes "jwt".
+    nats_auth: str = "password"
+    # JWT mode: how long a device's JWT is good for (seconds); the agent renews it at two
+    # thirds of that. Short in tests.
+    device_jwt_ttl: int = 86400
+
+    @property
+    def jwt_auth(self) -> bool:
+        return self.nats_auth == "jwt"
 
     @property
     def leaf_tls(self) -> bool:
@@ -209,6 +221,7 @@ def check_retention(cfg: HubConfig, source: str = CONFIG_FILE) -> None:
         )
 
 
+NATS_AUTH_MODES = ("jwt", "password")
 _TOML_KEYS = {f.name: f.type for f in fields(HubConfig)}
 
 
@@ -240,8 +253,12 @@ def parse_toml(text: str, source: str = CONFIG_FILE) -> HubConfig:
                 f"{source}: {key} must be {expected.__name__}, got {type(value).__name__}",
                 field=key,
             )
+        if key == "device_jwt_ttl" and value < 10:
+            raise ConfigError(f"{source}: device_jwt_ttl must be at least 10 seconds", field=key)
         if key == "offline_grace" and value < 1:
             raise ConfigError(f"{source}: offline_grace must be at least 1 second", field=key)
+        if key == "nats_auth" and value not in NATS_AUTH_MODES:
+            raise ConfigError(f"{source}: nats_auth must be 'jwt' or 'password'", field=key)
         if key.endswith("_port") and not 1 <= value <= 65535:
             raise ConfigError(f"{source}: {key} must be 1-65535", field=key)
         values[key] = value
@@ -277,4 +294,8 @@ def write_private(path: Path, text: str) -> None:
 def save(data: DataDir, cfg: HubConfig, sec: Secrets) -> None:
     private_dir(data.root)
     write_private(data.config, render_toml(cfg))
+    save_secrets(data, sec)
+
+
+def save_secrets(data: DataDir, sec: Secrets) -> None:
     write_private(data.secrets, json.dumps(asdict(sec), indent=2) + "\n")

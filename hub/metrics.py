@@ -112,6 +112,13 @@ class HubMetrics:
             "nats-server config rewrites + reloads for enrollments (a burst shares one)",
             registry=self.registry,
         )
+        self.device_jwt = Counter(
+            "signalbeam_device_jwt",
+            "Device JWTs by outcome (issued at enrollment, renewed, migrated from a password,"
+            " revoked, refused)",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.device_rpc = Counter(
             "signalbeam_device_rpc",
             "Device RPC calls by verb and result code",

@@ -50,23 +50,18 @@ from urllib.parse import quote
 
 import bcrypt
 
+from hub import natsjwt
 from hub.config import DataDir, HubConfig, Secrets, write_private
+from hub.natsjwt import HubKeys
 from protocol.subjects import (
     API_ALL,
     ENROLL,
     FLEET_CHANGES_ALL,
     INBOX_ENROLL,
-    INBOX_HUB,
     INBOX_OPERATOR,
     JS_DOMAIN,
     SERVICE_DISCOVERY_ALL,
-    desired_direct_get,
-    desired_key,
-    desired_prompt,
-    device_all,
-    device_inbox,
     inbox_all,
-    rpc_all,
     valid_device_id,
     valid_subject,
 )
@@ -173,7 +168,8 @@ def device_user(device_id: str, password: str) -> NatsUser:
     """A device's own NATS user (docs/sync.md "Device NATS user"). From the hub's side,
     ``publish`` is what the device may send in and ``subscribe`` what may be delivered to it:
 
-    - publish its own subjects only (reports, heartbeats; another device's are refused);
+    - publish its own subjects only (JWT mode: the same lists, as the device signing key's
+      template, ``hub.natsjwt.device_permissions``) (reports, heartbeats; another device's are refused);
     - publish under the hub's inbox prefix only: RPC replies go to the requester's inbox
       (``allow_responses`` is not honoured across a leafnode link) and the hub is the only
       requester; a device cannot answer (forge a reply to) an operator or an enrollment;
@@ -187,37 +183,31 @@ def device_user(device_id: str, password: str) -> NatsUser:
     """
     if not valid_device_id(device_id):
         raise BadUser(f"device id {device_id!r} is not a valid device id")
-    return NatsUser(
-        device_id,
-        password,
-        publish=(
-            device_all(device_id),
-            inbox_all(INBOX_HUB),
-            desired_direct_get(device_id),
-            # The same read by a device connected straight to the hub (direct mode): the
-            # server maps the domain prefix away first and checks this subject.
-            desired_direct_get(device_id, domain=None),
-        ),
-        subscribe=(
-            inbox_all(device_inbox(device_id)),
-            # The put prompt: the bucket's republish ($KV.> never crosses a leaf link between
-            # JetStream domains); $KV.desired.<id> itself reaches only a direct-mode device.
-            desired_prompt(device_id),
-            desired_key(device_id),
-            rpc_all(device_id),
-        ),
-    )
+    # The direct get twice: with the domain prefix (a leaf device) and without (a device
+    # connected straight to the hub: the server maps the prefix away first, then checks).
+    # The put prompt: the bucket's republish ($KV.> never crosses a leaf link between
+    # JetStream domains); $KV.desired.<id> itself reaches only a direct-mode device.
+    publish, subscribe = natsjwt.device_permissions(device_id)
+    return NatsUser(device_id, password, publish=publish, subscribe=subscribe)
 
 
 def render(
-    cfg: HubConfig, data: DataDir, sec: Secrets, extra_users: Sequence[NatsUser] = ()
+    cfg: HubConfig,
+    data: DataDir,
+    sec: Secrets,
+    extra_users: Sequence[NatsUser] = (),
+    *,
+    trust: dict[str, Any] | None = None,
 ) -> str:
-    users = [*base_users(sec), *extra_users]
-    names = [u.user for u in users]
-    if len(set(names)) != len(names):
-        raise ValueError(
-            f"duplicate NATS user names: {sorted(n for n in names if names.count(n) > 1)}"
-        )
+    """The config. ``trust`` (JWT mode, ``operator_mode``): nats-server in operator mode,
+    no users at all in the file (devices, and the shared logins, are JWTs)."""
+    if trust is None:
+        users = [*base_users(sec), *extra_users]
+        names = [u.user for u in users]
+        if len(set(names)) != len(names):
+            raise ValueError(
+                f"duplicate NATS user names: {sorted(n for n in names if names.count(n) > 1)}"
+            )
     leafnodes: dict[str, Any] = {"host": cfg.host, "port": cfg.leafnode_port, "no_advertise": True}
     if cfg.leaf_tls:
         leafnodes["tls"] = {
@@ -233,8 +223,13 @@ def render(
         "max_payload": MAX_PAYLOAD,
         "jetstream": {"store_dir": str(data.jetstream), "domain": JS_DOMAIN},
         "leafnodes": leafnodes,
-        "accounts": {ACCOUNT: {"jetstream": "enabled", "users": [u.to_conf() for u in users]}},
     }
+    if trust is None:
+        conf["accounts"] = {
+            ACCOUNT: {"jetstream": "enabled", "users": [u.to_conf() for u in users]}
+        }
+    else:
+        conf.update(trust)
     if cfg.client_tls:
         # Top level: the client listener only (leafnodes and the monitor port have their own).
         conf["tls"] = {
@@ -245,11 +240,38 @@ def render(
     return json.dumps(conf, indent=2) + "\n"
 
 
+def operator_mode(data: DataDir, keys: HubKeys, revocations: dict[str, int]) -> dict[str, Any]:
+    """The operator-mode part of the config: the operator JWT, the system account, and the
+    ``full`` resolver (account JWTs in ``nats/accounts``, updated through the system
+    account with no reload), preloaded with both accounts (kept when the stored one is
+    newer: a pushed revocation outlives a restart)."""
+    return {
+        "operator": natsjwt.operator_jwt(keys),
+        "system_account": keys.system_public,
+        "resolver": {
+            "type": "full",
+            "dir": str(data.nats_dir / "accounts"),
+            "allow_delete": False,
+            "interval": "2m",
+            "timeout": "5s",
+        },
+        "resolver_preload": {
+            keys.system_public: natsjwt.system_account_jwt(keys),
+            keys.account_public: natsjwt.account_jwt(keys, revocations),
+        },
+    }
+
+
 def write(
-    cfg: HubConfig, data: DataDir, sec: Secrets, extra_users: Sequence[NatsUser] = ()
+    cfg: HubConfig,
+    data: DataDir,
+    sec: Secrets,
+    extra_users: Sequence[NatsUser] = (),
+    *,
+    trust: dict[str, Any] | None = None,
 ) -> Path:
     private_dir(data.nats_dir)
-    write_private(data.nats_conf, render(cfg, data, sec, extra_users))
+    write_private(data.nats_conf, render(cfg, data, sec, extra_users, trust=trust))
     return data.nats_conf
 
 

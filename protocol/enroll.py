@@ -46,6 +46,10 @@ class DeviceFacts:
 _DEVICE_PASSWORD_RE = re.compile(r"[A-Za-z0-9_-]{32,72}")
 
 
+# A NATS user's public nkey: "U" and 55 base32 characters (protocol.natsauth uses it too).
+USER_KEY_RE = re.compile(r"U[A-Z2-7]{55}")
+
+
 def valid_device_password(password: object) -> bool:
     return isinstance(password, str) and _DEVICE_PASSWORD_RE.fullmatch(password) is not None
 
@@ -59,6 +63,9 @@ class EnrollRequest:
     # Required by the hub since issue 19; "" only to decode an older agent's request, which
     # the hub then refuses with a message naming the fix.
     nats_password: str = field(default="", repr=False)
+    # The device's own public nkey (issue 16): a hub in JWT mode signs a user JWT for it; a
+    # hub in password mode ignores it. The seed stays on the device.
+    nats_public_key: str = ""
 
     def to_json(self) -> bytes:
         doc: dict[str, Any] = {
@@ -70,6 +77,8 @@ class EnrollRequest:
         }
         if self.nats_password:
             doc["nats_password"] = self.nats_password
+        if self.nats_public_key:
+            doc["nats_public_key"] = self.nats_public_key
         return dumps(doc)
 
 
@@ -113,6 +122,14 @@ def decode_enroll_request(data: bytes | str) -> EnrollRequest:
             what="32-72 characters of A-Z a-z 0-9 _ - (the device's new NATS password)",
         )
         or "",
+        nats_public_key=doc.str_(
+            "nats_public_key",
+            required=False,
+            max_len=56,
+            pattern=USER_KEY_RE,
+            what="a NATS user public nkey (U and 55 base32 characters)",
+        )
+        or "",
     )
 
 
@@ -137,6 +154,18 @@ class EnrollReply:
     # like the registration token; later changes must be signed (docs/security.md). None: a
     # hub from before signed bundles (the device then requires nothing).
     trust: dict[str, Any] | None = None
+    # JWT mode (issue 16): the user JWT the hub signed for the device's key (no secret: it
+    # is useless without the seed). ``nats_seed`` is never in a reply: the agent keeps it in
+    # its own credentials file only (0600).
+    nats_jwt: str = field(default="", repr=False)
+    nats_seed: str = field(default="", repr=False)
+    # The bootstrap login's URL (with its secret), kept by the agent so it can renew a JWT
+    # that expired while it was offline; never in a reply.
+    bootstrap_url: str = field(default="", repr=False)
+
+    @property
+    def jwt_auth(self) -> bool:
+        return bool(self.nats_jwt)
 
     def to_json(self) -> bytes:
         doc: dict[str, Any] = {
@@ -151,6 +180,9 @@ class EnrollReply:
             doc["nats_password"] = self.nats_password
         if self.trust is not None:
             doc["trust"] = self.trust
+        for key in ("nats_jwt", "nats_seed", "bootstrap_url"):
+            if getattr(self, key):
+                doc[key] = getattr(self, key)
         return dumps(doc)
 
 
@@ -169,6 +201,9 @@ def decode_enroll_reply(data: bytes | str) -> EnrollReply:
         hub_url=hub_url,
         js_domain=doc.str_("js_domain", required=False, max_len=64) or "hub",
         trust=_trust_field(doc.doc.get("trust")),
+        nats_jwt=doc.str_("nats_jwt", required=False, max_len=8192) or "",
+        nats_seed=doc.str_("nats_seed", required=False, max_len=128) or "",
+        bootstrap_url=doc.str_("bootstrap_url", required=False, max_len=8192) or "",
     )
 
 

@@ -18,6 +18,20 @@ _TOKEN_RE = re.compile(r"[^\x00-\x20\x7f.]+")
 API_PREFIX = "sb.api"
 FLEET_CHANGES_PREFIX = "sb.fleet.changes"
 ENROLL = "sb.hub.enroll"
+# The renewal of a device's expired JWT through the bootstrap login (its own link refuses an
+# expired JWT): ``sb.hub.renew.challenge`` then ``sb.hub.renew.jwt`` (docs/security.md).
+RENEW_PREFIX = "sb.hub.renew"
+RENEW_CHALLENGE = f"{RENEW_PREFIX}.challenge"
+RENEW_JWT = f"{RENEW_PREFIX}.jwt"
+RENEW_ALL = f"{RENEW_PREFIX}.>"
+
+
+def account_claims_update(account: str) -> str:
+    """nats-server's system subject that takes an updated account JWT (JWT mode: the hub
+    pushes revocations through it)."""
+    return f"$SYS.REQ.ACCOUNT.{account}.CLAIMS.UPDATE"
+
+
 REPORT_STREAM = "SB_REPORTS"
 DESIRED_BUCKET = "desired"
 JS_DOMAIN = "hub"
@@ -96,6 +110,15 @@ def heartbeat(device_id: str) -> str:
 
 def rpc(device_id: str, verb: str) -> str:
     return f"sb.dev.{device_id}.rpc.{verb}"
+
+
+def device_auth(device_id: str, step: str) -> str:
+    """A device's JWT renewal over its own link: ``challenge`` (the hub answers a nonce),
+    then ``renew`` (the nonce signed with the device's nkey; the hub answers a new JWT)."""
+    return f"sb.dev.{device_id}.auth.{step}"
+
+
+DEVICE_AUTH_WILDCARD = "sb.dev.*.auth.*"
 
 
 def device_all(device_id: str) -> str:

@@ -27,7 +27,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from protocol import errors as codes
-from protocol import natstls
+from protocol import natsauth, natstls
 from protocol.api import API_KEY_HEADER, DEVICE_WAIT_MARGIN, SECRET_VERBS, new_secret
 from protocol.subjects import INBOX_OPERATOR, api, fleet_change
 from tui.errors import ApiError
@@ -164,6 +164,8 @@ class HubClient:
                 reconnect_time_wait=0.2 if not self.reconnect else 1.0,
                 error_cb=None if self.reconnect else quiet,
                 **tls_options(self.url, self.ca_file),
+                # JWT mode: the URL's secret is the operator login's bearer JWT.
+                **natsauth.auth_options(self.url),
             ),
             timeout=None if self.reconnect else self.timeout * 2 + 1,
         )

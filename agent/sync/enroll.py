@@ -37,7 +37,7 @@ import nats.errors
 from agent.sync.errors import EnrollError
 from agent.sync.gate import ENROLL_POLL
 from agent.sync.gate import credentials_path as credentials_path  # re-exported
-from protocol import natstls
+from protocol import natsauth, natstls
 from protocol.enroll import (
     MAX_ENROLL_BYTES,
     DeviceFacts,
@@ -145,7 +145,18 @@ async def enroll(
     if not valid_device_id(device_id):
         raise EnrollError(f"invalid device id {device_id!r}", "invalid", "device_id")
     password = password or new_device_password()
-    body = EnrollRequest(token, device_id, facts, tags, nats_password=password).to_json()
+    # The device's own nkey (issue 16): a hub in JWT mode signs a JWT for its public key;
+    # the seed never leaves this machine (saved 0600 with the credentials). Sent beside the
+    # password, which a hub in password mode uses instead.
+    seed = natsauth.new_seed("user")
+    body = EnrollRequest(
+        token,
+        device_id,
+        facts,
+        tags,
+        nats_password=password,
+        nats_public_key=natsauth.public_key(seed),
+    ).to_json()
     if len(body) > MAX_ENROLL_BYTES:
         raise EnrollError("enrollment request too large (too many or too long tags)", "too_large")
 
@@ -170,6 +181,8 @@ async def enroll(
                 error_cb=quiet,
                 # The bootstrap login may receive replies only under this prefix.
                 inbox_prefix=INBOX_ENROLL,
+                # A JWT-mode hub's bootstrap secret is a bearer JWT.
+                **natsauth.auth_options(url),
             )
             break
         except Exception as exc:
@@ -209,6 +222,10 @@ async def enroll(
         raise EnrollError(f"malformed enrollment reply: {exc}", "invalid", exc.field) from None
     if out.device_id != device_id:
         raise EnrollError(f"hub enrolled {out.device_id!r}, not {device_id!r}", "invalid")
+    if out.nats_jwt:
+        # JWT mode: the device logs in with its key; no password is kept. The bootstrap URL
+        # is kept to renew a JWT that expires while the device is offline.
+        return replace(out, nats_password="", nats_seed=seed, bootstrap_url=url)
     return out if out.nats_password else replace(out, nats_password=password)
 
 
@@ -245,6 +262,10 @@ def load_credentials(path: Path) -> EnrollReply:
         raise EnrollError(f"cannot read credentials file {path}: {exc.strerror}") from None
     except (MessageError, RemoteError) as exc:
         raise EnrollError(f"credentials file {path} is invalid: {exc}", "invalid") from None
+    if creds.nats_jwt:
+        if not creds.nats_seed:
+            raise EnrollError(f"credentials file {path} has a JWT but no nats_seed", "invalid")
+        return creds
     if not creds.nats_password:
         raise EnrollError(f"credentials file {path} has no nats_password", "invalid")
     return creds

@@ -92,6 +92,9 @@ class LeafSettings:
     # keeps the leaf 5-10 MB bigger idle and ~17 MB bigger after a burst, at ~10x the CPU.
     compression: str = "s2_fast"
     ca_file: str | None = None  # PEM CA the hub's certificate must chain to (pins it)
+    # JWT mode: the device's .creds file (its JWT and nkey seed, 0600); the leaf reads it at
+    # every (re)connect, so a renewed JWT is used from the next link on.
+    credentials: str | None = None
     binary: str | None = None
     ready_timeout: float = 15.0
     backoff_min: float = 0.5
@@ -106,9 +109,11 @@ def remote_conf(s: LeafSettings) -> dict[str, object]:
         # A pinned CA means TLS; say so in the URL too, so logs and status do not mislead.
         url = "tls://" + url.removeprefix("nats-leaf://")
     remote: dict[str, object] = {
-        "url": remote_url(url, s.user, s.password),
+        "url": remote_url(url, None if s.credentials else s.user, s.password),
         "compression": s.compression,
     }
+    if s.credentials:
+        remote["credentials"] = s.credentials
     if url.startswith("tls://"):
         tls: dict[str, object] = {"timeout": TLS_TIMEOUT}
         if s.ca_file:

@@ -36,6 +36,7 @@ async def connect(
     password: str | None = None,
     name: str | None = None,
     ca_file: str | None = None,
+    auth: dict[str, Any] | None = None,
 ) -> NATS:
     """Connect with infinite reconnect (the default gives up after 60 tries).
 
@@ -45,6 +46,7 @@ async def connect(
     if user is not None:
         extra["user"] = user
         extra["password"] = password or ""
+    extra.update(auth or {})  # JWT mode: the device's JWT and nonce signature callbacks
     if ca_file is not None or natstls.wants_tls(url):
         extra["tls"] = natstls.client_context(ca_file)
 

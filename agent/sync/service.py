@@ -31,11 +31,12 @@ from agent.errors import AgentError
 from agent.runtime.restart import restart_container
 from agent.sync import gate
 from agent.sync.downlink import Downlink, DownlinkSettings
-from agent.sync.enroll import load_credentials
+from agent.sync.enroll import load_credentials, save_credentials
 from agent.sync.errors import LeafError, RpcFailure
 from agent.sync.gate import credentials_path
 from agent.sync.heartbeat import HEARTBEAT_ACK_TIMEOUT, HeartbeatTask, heartbeat_from_status
 from agent.sync.intake import TRUST_FILE, Intake
+from agent.sync.jwtauth import JwtRenewer, write_creds
 from agent.sync.leaf import LeafServer, LeafSettings
 from agent.sync.link import LinkState, connect
 from agent.sync.liveness import ack_timeout_for, is_stale, stale_after, unreachable_since
@@ -43,6 +44,7 @@ from agent.sync.rpc import RpcHandlers, RpcServer
 from agent.sync.status import STATUS_FILE
 from agent.sync.status import read_status_file as read_status_file  # re-exported
 from agent.sync.uplink import Uplink, UplinkSettings
+from protocol import natsauth
 from protocol.api import MAX_DEVICE_WAIT, RESTART_STOP_TIMEOUT
 from protocol.enroll import EnrollReply
 from protocol.errors import CONFLICT, NOT_FOUND, UNAVAILABLE
@@ -82,6 +84,8 @@ class SyncSettings:
     trust_path: Path | None = None
     pinned_keys: tuple[str, ...] = ()
     require_signed: bool | None = None
+    # JWT mode: where the credentials file lives (the renewed JWT is saved there).
+    credentials_path: Path | None = None
 
     @property
     def js_domain(self) -> str:
@@ -105,6 +109,7 @@ def settings_from_config(config: Any) -> SyncSettings | None:
     if url:
         return SyncSettings(
             "direct",
+            credentials_path=path,
             url=url,
             credentials=creds,
             workdir=workdir,
@@ -117,6 +122,7 @@ def settings_from_config(config: Any) -> SyncSettings | None:
         return None
     return SyncSettings(
         "leaf",
+        credentials_path=path,
         credentials=creds,
         workdir=workdir,
         heartbeat_interval=beat,
@@ -153,6 +159,7 @@ class SyncService:
         self.intake: Intake | None = None
         self.heartbeat: HeartbeatTask | None = None
         self.rpc: RpcServer | None = None
+        self.renewer: JwtRenewer | None = None
         self.started_at: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._extra = {"device": device_id}
@@ -190,13 +197,43 @@ class SyncService:
             "heartbeats_answered": 0 if hb is None else hb.acked,
             "heartbeats_unanswered": 0 if hb is None else hb.unanswered,
             "rpc": {} if self.rpc is None else dict(self.rpc.counts),
+            "auth": "password"
+            if self.renewer is None
+            else {
+                "mode": "jwt",
+                "expires": natsauth.expiry(self.renewer.jwt),
+                "renewed": self.renewer.renewed,
+                "renew_failures": self.renewer.failures,
+            },
         }
 
     # ---------------------------------------------------------------- lifecycle
 
+    @property
+    def _creds_file(self) -> Path:
+        return self.settings.workdir / "device.creds"
+
+    def _save_renewed(self, creds: EnrollReply) -> None:
+        """A renewed JWT: the leaf's creds file (read at its next link) and the credentials
+        file (read at the next start), both 0600."""
+        write_creds(self._creds_file, creds)
+        if self.settings.credentials_path is not None:
+            save_credentials(self.settings.credentials_path, creds)
+
     async def start(self, stop: asyncio.Event | None = None) -> None:
         s = self.settings
         user = password = None
+        auth: dict[str, Any] = {}
+        jwt = s.credentials is not None and s.credentials.jwt_auth
+        if jwt:
+            assert s.credentials is not None
+            await asyncio.to_thread(write_creds, self._creds_file, s.credentials)
+            self.renewer = JwtRenewer(
+                s.credentials,
+                self._save_renewed,
+                lambda: self.nc,
+                ca_file=s.leaf_ca_file,
+            )
         if s.mode == "leaf":
             assert s.credentials is not None
             self.leaf = LeafServer(
@@ -207,6 +244,7 @@ class SyncService:
                     ca_file=s.leaf_ca_file,
                     user=s.credentials.nats_user,
                     password=s.credentials.nats_password,
+                    credentials=str(self._creds_file) if jwt else None,
                     listen_port=s.leaf_port,
                 )
             )
@@ -215,9 +253,13 @@ class SyncService:
         else:
             assert s.url is not None
             url = s.url
-            if s.credentials is not None:
+            if self.renewer is not None:
+                renewer, seed = self.renewer, s.credentials.nats_seed if s.credentials else ""
+                # Read at every (re)connect: a renewed JWT is used from the next one on.
+                auth = natsauth.device_options(lambda: renewer.jwt, lambda: seed)
+            elif s.credentials is not None:
                 user, password = s.credentials.nats_user, s.credentials.nats_password
-        self.nc = await self._connect(url, user, password, stop)
+        self.nc = await self._connect(url, user, password, stop, auth)
         if self.nc is None:
             return
         js = self.nc.jetstream(domain=s.js_domain)
@@ -277,6 +319,8 @@ class SyncService:
         self._tasks.append(loop.create_task(self._watch_link(), name="sync-link-watch"))
         if s.status_path is not None:
             self._tasks.append(loop.create_task(self._persist_status(), name="sync-status"))
+        if self.renewer is not None:
+            self._tasks.append(loop.create_task(self.renewer.run(), name="sync-jwt-renew"))
         self.started_at = time.time()
         log.info("sync started (%s mode via %s)", s.mode, url.split("@")[-1], extra=self._extra)
 
@@ -383,7 +427,12 @@ class SyncService:
         os.replace(tmp, path)
 
     async def _connect(
-        self, url: str, user: str | None, password: str | None, stop: asyncio.Event | None
+        self,
+        url: str,
+        user: str | None,
+        password: str | None,
+        stop: asyncio.Event | None,
+        auth: dict[str, Any] | None = None,
     ) -> NATS | None:
         # nats-py retries forever only after a first successful connect; retry that here.
         while True:
@@ -391,7 +440,9 @@ class SyncService:
                 # Direct mode talks to the hub itself, so the hub's CA applies here; the
                 # local leaf is plain loopback and does its own TLS upstream.
                 ca = self.settings.leaf_ca_file if self.leaf is None else None
-                return await connect(url, self.device_id, user=user, password=password, ca_file=ca)
+                return await connect(
+                    url, self.device_id, user=user, password=password, ca_file=ca, auth=auth
+                )
             except Exception as exc:
                 self.link.lost(f"cannot connect to {url.split('@')[-1]}: {exc}")
                 log.warning("NATS connect failed: %s; retrying", exc, extra=self._extra)

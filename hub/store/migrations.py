@@ -403,6 +403,22 @@ CREATE TABLE trust_sets (
 );
 """,
     ),
+    (
+        13,
+        "security: device nkeys (JWT auth) and revoked device keys",
+        """
+-- JWT auth (issue 16): the device's own public nkey (the seed never leaves the device); the
+-- hub signs user JWTs for it. NULL for a device enrolled with a password.
+ALTER TABLE device_credentials ADD COLUMN nats_public_key TEXT;
+-- Every device key the hub revoked (decommission, a re-enrollment with a new key): the
+-- account JWT's revocations, so a JWT issued to it up to revoked_at is refused.
+CREATE TABLE revoked_device_keys (
+    public_key TEXT PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    revoked_at INTEGER NOT NULL
+);
+""",
+    ),
 ]
 
 

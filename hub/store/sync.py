@@ -32,6 +32,68 @@ class SyncStore(StoreBase):
                 (device_id, user, password_hash, now_iso()),
             )
 
+    def set_device_key(self, device_id: str, public_key: str, now: int) -> None:
+        """Store a device's public nkey (JWT auth); a key it replaces is revoked as of
+        ``now`` (a re-enrolled device must not keep a second login)."""
+        with self.tx() as c:
+            old = self.scalar(
+                "SELECT nats_public_key FROM device_credentials WHERE device_id = ?", (device_id,)
+            )
+            if old and old != public_key:
+                self.revoke_key(str(old), device_id, now)
+            c.execute(
+                "INSERT INTO device_credentials"
+                " (device_id, nats_user, nats_password_hash, nats_public_key, created_at)"
+                " VALUES (?, ?, '', ?, ?) ON CONFLICT(device_id) DO UPDATE SET"
+                " nats_user = excluded.nats_user, nats_password_hash = '',"
+                " nats_public_key = excluded.nats_public_key,"
+                " created_at = excluded.created_at",
+                (device_id, device_id, public_key, now_iso()),
+            )
+            # A key enrolled again after a revocation is the device's new login: its JWTs
+            # are issued after revoked_at, so the revocation entry stays harmless.
+
+    def device_key(self, device_id: str) -> str | None:
+        """The public nkey of a device that may log in (enrolled, not decommissioned)."""
+        value = self.scalar(
+            "SELECT c.nats_public_key FROM device_credentials c JOIN devices d"
+            " ON d.id = c.device_id WHERE c.device_id = ? AND d.decommissioned = 0",
+            (device_id,),
+        )
+        return None if value is None else str(value)
+
+    def device_password_hash(self, device_id: str) -> str | None:
+        value = self.scalar(
+            "SELECT c.nats_password_hash FROM device_credentials c JOIN devices d"
+            " ON d.id = c.device_id WHERE c.device_id = ? AND d.decommissioned = 0",
+            (device_id,),
+        )
+        return str(value) if value else None
+
+    def revoke_key(self, public_key: str, device_id: str, now: int) -> None:
+        with self.tx() as c:
+            c.execute(
+                "INSERT INTO revoked_device_keys (public_key, device_id, revoked_at)"
+                " VALUES (?, ?, ?) ON CONFLICT(public_key) DO UPDATE SET"
+                " revoked_at = excluded.revoked_at",
+                (public_key, device_id, now),
+            )
+
+    def revoke_device(self, device_id: str, now: int) -> str | None:
+        """Revoke the device's key (decommission); returns it, None if it has none."""
+        key = self.scalar(
+            "SELECT nats_public_key FROM device_credentials WHERE device_id = ?", (device_id,)
+        )
+        if key:
+            self.revoke_key(str(key), device_id, now)
+        return None if not key else str(key)
+
+    def revocations(self) -> dict[str, int]:
+        return {
+            str(r[0]): int(r[1])
+            for r in self.conn.execute("SELECT public_key, revoked_at FROM revoked_device_keys")
+        }
+
     def active_device_credentials(self) -> list[tuple[str, str, str]]:
         """``(device_id, user, password hash)`` of every device that may connect: enrolled
         and not decommissioned (decommissioning revokes the device's NATS user)."""
@@ -40,7 +102,7 @@ class SyncStore(StoreBase):
             for r in self.conn.execute(
                 "SELECT c.device_id, c.nats_user, c.nats_password_hash FROM device_credentials c"
                 " JOIN devices d ON d.id = c.device_id WHERE d.decommissioned = 0"
-                " ORDER BY c.device_id"
+                " AND c.nats_password_hash != '' ORDER BY c.device_id"
             )
         ]
 
@@ -53,7 +115,7 @@ class SyncStore(StoreBase):
         rows = self.conn.execute(
             "SELECT device_id, nats_password_hash FROM device_credentials"
         ).fetchall()
-        plain = [(hasher(pw), dev) for dev, pw in rows if not is_hash(pw)]
+        plain = [(hasher(pw), dev) for dev, pw in rows if pw and not is_hash(pw)]
         if plain:
             with self.tx() as c:
                 c.executemany(

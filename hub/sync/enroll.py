@@ -40,6 +40,7 @@ from hub.errors import Conflict, HubError, Invalid
 from hub.metrics import HubMetrics
 from hub.natsconf import RESERVED_USERS, hash_password
 from hub.store import Store
+from hub.sync.deviceauth import DeviceAuth
 from protocol.enroll import EnrollReply, EnrollRequest, decode_enroll_request
 from protocol.errors import MessageError
 from protocol.rpc import rpc_error
@@ -112,9 +113,12 @@ def normalise_tags(tags: tuple[str, ...]) -> list[str]:
     return sorted(set(out))
 
 
-def enroll_in_store(store: Store, req: EnrollRequest, password_hash: str) -> dict[str, Any]:
+def enroll_in_store(
+    store: Store, req: EnrollRequest, password_hash: str, public_key: str = ""
+) -> dict[str, Any]:
     """The whole enrollment as one transaction; raises ``HubError`` with nothing stored.
-    ``password_hash``: the bcrypt hash of the device's NATS password (only that is stored)."""
+    ``password_hash``: the bcrypt hash of the device's NATS password (only that is stored);
+    ``public_key`` instead in JWT mode: the device's own nkey (a key it replaces is revoked)."""
     device_id = req.device_id
     if not valid_device_id(device_id):  # the decoder checked; the NATS config depends on it
         raise Invalid(f"device id {device_id!r} is not valid", field="device_id")
@@ -145,7 +149,10 @@ def enroll_in_store(store: Store, req: EnrollRequest, password_hash: str) -> dic
         )
         store.set_device_status(device_id, "offline")
         store.reset_device_sync(device_id)
-        store.set_device_credentials(device_id, device_id, password_hash)
+        if public_key:
+            store.set_device_key(device_id, public_key, int(time.time()))
+        else:
+            store.set_device_credentials(device_id, device_id, password_hash)
         store.add_event(
             device_id,
             "enrolled",
@@ -167,6 +174,7 @@ class Enrollment:
         hub_url: str,
         reload_users: Callable[[], Awaitable[None]],
         after_enroll: Callable[[list[tuple[str, dict[str, Any]]]], Awaitable[None]],
+        auth: DeviceAuth | None = None,
     ) -> None:
         self.nc = nc
         self.store = store
@@ -176,6 +184,7 @@ class Enrollment:
         self.hub_url = hub_url
         self.reload_users = reload_users
         self.after_enroll = after_enroll
+        self.auth = auth
         self._sub: Subscription | None = None
         self.reloads: Coalescer[tuple[str, dict[str, Any]]] = Coalescer(
             self._reload, gap=RELOAD_GAP
@@ -201,8 +210,9 @@ class Enrollment:
         """One config rewrite + reload for every device committed before it started, then
         their post-enrollment step (desired documents, notices) in one go: all before any
         of their replies."""
-        await self.reload_users()
-        self.metrics.enroll_reloads.inc()
+        if self.auth is None:
+            await self.reload_users()
+            self.metrics.enroll_reloads.inc()
         try:
             await self.after_enroll(enrolled)
         except Exception:
@@ -240,6 +250,8 @@ class Enrollment:
         except MessageError as exc:
             self.metrics.sync_bad.labels("enroll", exc.code).inc()
             return self._refuse(None, exc.code, f"{exc.field}: {exc.message}", exc.field)
+        if self.auth is not None:
+            return await self._enroll_jwt(req)
         if not req.nats_password:
             # An agent from before issue 19 expects its password in the reply, where every
             # other enrolling device could read it.
@@ -277,6 +289,49 @@ class Enrollment:
             req.device_id, req.device_id, "", self.leaf_url, self.hub_url, JS_DOMAIN,
             trust=self.store.trust_cache,  # the fleet's bundle-signing keys (docs/security.md)
         ).to_json()  # fmt: skip
+
+    async def _enroll_jwt(self, req: EnrollRequest) -> bytes:
+        """JWT mode: the device's key is stored and a JWT signed for it; nothing in the
+        nats-server config changes (docs/security.md "Device identity")."""
+        assert self.auth is not None
+        if not req.nats_public_key:
+            self.metrics.sync_bad.labels("enroll", "invalid").inc()
+            return self._refuse(
+                req.device_id,
+                "invalid",
+                "the request carries no nats_public_key: this hub logs devices in with their"
+                " own nkey and a JWT; upgrade the agent",
+                "nats_public_key",
+            )
+        try:
+            info = await self.call(enroll_in_store, self.store, req, "", req.nats_public_key)
+        except HubError as exc:
+            return self._refuse(req.device_id, exc.code, exc.message, exc.field)
+        token = self.auth.issue(req.device_id, req.nats_public_key)
+        # The desired document and the change notices, shared by the enrollments of a burst
+        # (no reload: the coalescer only batches the publish).
+        try:
+            await self.reloads.request((req.device_id, info))
+        except Exception:
+            log.exception("post-enrollment step failed", extra={"device": req.device_id})
+        self.metrics.enrollments.labels("ok").inc()
+        self.metrics.device_jwt.labels("issued").inc()
+        log.info(
+            "enrolled with its own key (tenant %s, tags %s)",
+            info["tenant"],
+            ",".join(info["tags"]) or "-",
+            extra={"device": req.device_id},
+        )
+        # The JWT is no secret without the device's seed, which never left the device.
+        return EnrollReply(
+            req.device_id,
+            req.device_id,
+            "",
+            self.leaf_url,
+            self.hub_url,
+            JS_DOMAIN,
+            nats_jwt=token,
+        ).to_json()
 
     def _refuse(self, device_id: str | None, code: str, message: str, field: str | None) -> bytes:
         # Counted and logged, never stored: a refused enrollment leaves no trace in the DB.

@@ -27,6 +27,7 @@ from hub.store import Store
 from hub.sync.apply import RowHandler
 from hub.sync.audit import Audit
 from hub.sync.desired_kv import DesiredWriter
+from hub.sync.deviceauth import DeviceAuth
 from hub.sync.devrpc import DeviceRpc
 from hub.sync.enroll import Enrollment
 from hub.sync.ingest import Ingest
@@ -56,6 +57,7 @@ class SyncService:
         self.ingest: Ingest | None = None
         self.presence: Presence | None = None
         self.enrollment: Enrollment | None = None
+        self.auth: DeviceAuth | None = None  # JWT mode only
         self.rpc: DeviceRpc | None = None
         self._task: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
@@ -111,6 +113,13 @@ class SyncService:
             await self.desired.publish([d for d, _ in enrolled])
 
         cfg = hub.cfg
+        if hub.keys is not None:
+            self.auth = DeviceAuth(
+                nc, hub.sys_nc, store, hub.call, metrics, hub.keys, ttl=cfg.device_jwt_ttl
+            )
+            await self.auth.start()
+            # The account JWT with every revocation, also one the resolver lost.
+            await self.auth.push_account()
         self.enrollment = Enrollment(
             nc,
             store,
@@ -120,6 +129,7 @@ class SyncService:
             hub_url=natsconf.hub_url(cfg),
             reload_users=hub.reload_device_users,
             after_enroll=after_enroll,
+            auth=self.auth,
         )
         await self.enrollment.start()
 
@@ -140,8 +150,12 @@ class SyncService:
             # ones that differ are put).
             await self.desired.publish(None)
         if change.kind == "devices" and change.action == "decommissioned":
-            # Its NATS user goes with it: a decommissioned device cannot connect any more.
-            await self.hub.reload_device_users()
+            # Its NATS login goes with it: a decommissioned device cannot connect any more
+            # (JWT mode: its key revoked in the account JWT, its connection closed).
+            if self.auth is not None:
+                await self.auth.revoke(str(change.data["id"]))
+            else:
+                await self.hub.reload_device_users()
 
     async def _republish_loop(self) -> None:
         while True:
@@ -160,7 +174,7 @@ class SyncService:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for part in (self.enrollment, self.presence, self.ingest):
+        for part in (self.enrollment, self.auth, self.presence, self.ingest):
             if part is not None:
                 with contextlib.suppress(Exception):
                     await part.stop()

@@ -16,6 +16,7 @@ import nats
 from nats.aio.client import Client as NATS
 
 from agent.sync.enroll import enroll
+from protocol import natsauth
 from protocol.enroll import DeviceFacts, EnrollReply
 from protocol.report import MSG_ID_HEADER, ReportBatch, ReportRow
 from protocol.subjects import report
@@ -72,8 +73,12 @@ class SyncHub(HubProcess):
         return str(json.loads((self.data / "secrets.json").read_text())[name])
 
     async def hub_nc(self) -> NATS:
+        secret = self.secret("hub_password")
         return await nats.connect(
-            f"nats://127.0.0.1:{self.port}", user="hub", password=self.secret("hub_password")
+            f"nats://127.0.0.1:{self.port}",
+            user="hub",
+            password=secret,
+            **natsauth.auth_options("", secret),
         )
 
     def db(self) -> sqlite3.Connection:
@@ -136,11 +141,18 @@ async def device_nc(hub: SyncHub, creds: EnrollReply, **kw: Any) -> NATS:
     does on its behalf), with the agent's per-device inbox prefix."""
     return await nats.connect(
         f"nats://127.0.0.1:{hub.port}",
-        user=creds.nats_user,
-        password=creds.nats_password,
         inbox_prefix=f"_INBOX.{creds.device_id}",
+        **login(creds),
         **kw,
     )
+
+
+def login(creds: EnrollReply) -> dict[str, Any]:
+    """nats-py options for a device's own login: its JWT and nkey (JWT mode) or its user
+    and password."""
+    if creds.nats_jwt:
+        return natsauth.device_options(lambda: creds.nats_jwt, lambda: creds.nats_seed)
+    return {"user": creds.nats_user, "password": creds.nats_password}
 
 
 def event_rows(

@@ -18,6 +18,7 @@ import nats
 from nats.aio.subscription import Subscription
 
 from protocol import errors as codes
+from protocol import natsauth
 from protocol.subjects import INBOX_OPERATOR
 from tui.client import ApiError, HubClient, connect_error, ensure_tls, redact, tls_options
 
@@ -72,6 +73,8 @@ class HubSession:
                     reconnected_cb=self._reconnected,
                     error_cb=self._quiet,
                     **tls_options(self.url, self.ca_file),
+                    # JWT mode: the URL's secret is the operator login's bearer JWT.
+                    **natsauth.auth_options(self.url),
                 ),
                 timeout=self.timeout * 2,
             )

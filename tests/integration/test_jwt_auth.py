@@ -1,0 +1,233 @@
+"""Issue 16 item 1 on real processes: a real `signalbeam-hub run` whose nats-server runs in
+operator mode (`init --nats-auth jwt`, the default), devices enrolled with a key made on the
+device, raw nats-py logins with a device's JWT + nkey doing what an attacker with that
+device's credentials would try, renewal, and revocation at decommission.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import stat
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from typing import Any
+
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+from protocol.deviceauth import AuthChallenge, RenewRequest, decode_auth_challenge
+from protocol.rpc import rpc_ok
+
+from agent.sync.jwtauth import renew_over, renew_via_bootstrap
+from protocol import natsauth
+from protocol.subjects import (
+    API_PREFIX,
+    RENEW_CHALLENGE,
+    RENEW_JWT,
+    desired_direct_get,
+    desired_prompt,
+    device_auth,
+    heartbeat,
+    report,
+    rpc,
+)
+from tests.integration.test_sync_hub_support import (
+    SyncHub,
+    device_nc,
+    enroll_device,
+    eventually,
+    new_token,
+)
+from tui.client import HubClient
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SyncHub]:
+    proc = SyncHub(tmp_path_factory.mktemp("jwt") / "data", init_flags=["--nats-auth", "jwt"])
+    yield proc
+    assert proc.stop() == 0, proc.proc.log_tail() if proc.proc else ""
+
+
+@pytest.fixture
+async def admin(hub: SyncHub) -> AsyncIterator[HubClient]:
+    async with hub.client() as c:
+        yield c
+
+
+class Errors:
+    def __init__(self) -> None:
+        self.seen: list[Exception] = []
+
+    def cb(self) -> Any:
+        async def on_error(exc: Exception) -> None:
+            self.seen.append(exc)
+
+        return on_error
+
+    def refused(self, what: str, subject: str) -> bool:
+        return any(
+            "permissions violation" in str(e).lower()
+            and what in str(e).lower()
+            and subject.lower() in str(e).lower()
+            for e in self.seen
+        )
+
+
+def test_hub_runs_in_operator_mode_with_private_keys(hub: SyncHub) -> None:
+    conf = json.loads((hub.data / "nats" / "nats-server.conf").read_text())
+    assert conf["operator"] and conf["system_account"] and conf["resolver"]["type"] == "full"
+    assert "accounts" not in conf  # no user, no password in the config
+    keys = hub.data / "nats" / "keys.json"
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o600
+    assert stat.S_IMODE((hub.data / "secrets.json").stat().st_mode) == 0o600
+
+
+async def test_enrolled_device_key_and_isolation(hub: SyncHub, admin: HubClient) -> None:
+    conf = hub.data / "nats" / "nats-server.conf"
+    before = conf.read_bytes(), conf.stat().st_mtime_ns
+    a = await enroll_device(hub, await new_token(admin), "jwt-a")
+    b = await enroll_device(hub, await new_token(admin), "jwt-b")
+    # Enrolled with a key made here: the reply's JWT names it, no password anywhere.
+    assert a.nats_jwt and a.nats_seed and not a.nats_password
+    claims = natsauth.claims(a.nats_jwt)
+    assert claims["sub"] == natsauth.public_key(a.nats_seed) and claims["name"] == "jwt-a"
+    assert claims["exp"] > claims["iat"]
+    # No config rewrite, no reload.
+    assert (conf.read_bytes(), conf.stat().st_mtime_ns) == before
+    assert hub.metric("signalbeam_enroll_reloads_total") == 0
+
+    errors = Errors()
+    nc = await device_nc(hub, a, error_cb=errors.cb())
+    b_rpc: list[str] = []
+    b_nc = await device_nc(hub, b)
+
+    async def on_b_rpc(msg: Any) -> None:
+        b_rpc.append(msg.subject)
+        await msg.respond(rpc_ok({"ok": True}))
+
+    await b_nc.subscribe(rpc("jwt-b", "*"), cb=on_b_rpc)
+    await b_nc.flush()
+    try:
+        # Its own subjects: allowed.
+        await nc.publish(heartbeat("jwt-a"), b"{}")
+        # As B: refused, subscribe to B's: refused, B's desired key: refused, answer B's RPC
+        # (subscribe its RPC subjects): refused, the API and JetStream management: refused.
+        await nc.publish(report("jwt-b"), b"{}")
+        await nc.subscribe(desired_prompt("jwt-b"))
+        await nc.subscribe(rpc("jwt-b", ">"))
+        await nc.publish(desired_direct_get("jwt-b", domain=None), b"")
+        await nc.publish(f"{API_PREFIX}.devices.list", b"{}")
+        await nc.publish("$JS.API.STREAM.LIST", b"{}")
+        await nc.publish("$JS.API.STREAM.DELETE.SB_REPORTS", b"")
+        await nc.flush()
+        await eventually(lambda: len(errors.seen) >= 7, 30, "seven refusals")
+        assert errors.refused("publish", report("jwt-b"))
+        assert errors.refused("subscription", desired_prompt("jwt-b"))
+        assert errors.refused("subscription", rpc("jwt-b", ">"))
+        assert errors.refused("publish", desired_direct_get("jwt-b", domain=None))
+        assert errors.refused("publish", f"{API_PREFIX}.devices.list")
+        assert errors.refused("publish", "$JS.API.STREAM.LIST")
+        assert errors.refused("publish", "$JS.API.STREAM.DELETE.SB_REPORTS")
+        assert not b_rpc
+        # A forged device id inside A's own subject: the renewal names B in its body.
+        reply = await nc.request(
+            device_auth("jwt-a", "challenge"), AuthChallenge("jwt-a").to_json(), 10
+        )
+        nonce = decode_auth_challenge(reply.data).nonce
+        sig = base64.urlsafe_b64encode(natsauth.sign(a.nats_seed, nonce.encode()))
+        forged = RenewRequest("jwt-b", nonce, sig.rstrip(b"=").decode()).to_json()
+        reply = await nc.request(device_auth("jwt-a", "renew"), forged, 10)
+        assert json.loads(reply.data)["error"]["code"] == "unauthorized"
+    finally:
+        await nc.close()
+        await b_nc.close()
+
+
+async def test_a_jwt_from_another_key_or_signer_is_refused(hub: SyncHub, admin: HubClient) -> None:
+    a = await enroll_device(hub, await new_token(admin), "jwt-forge")
+    # B's JWT with A's seed (the nonce signature does not match): refused.
+    stranger = natsauth.new_seed("user")
+    with pytest.raises(Exception):
+        await device_nc(
+            hub, replace(a, nats_seed=stranger), allow_reconnect=False, max_reconnect_attempts=0
+        )
+    # A JWT for A's own key signed by a key the account does not know: refused.
+    rogue = natsauth.new_seed("account")
+    token = natsauth.encode(
+        {
+            "sub": natsauth.public_key(a.nats_seed),
+            "name": "jwt-forge",
+            "nats": {"type": "user", "version": 2},
+        },
+        rogue,
+    )
+    with pytest.raises(Exception):
+        await device_nc(hub, replace(a, nats_jwt=token), allow_reconnect=False)
+
+
+async def test_renewal_needs_the_device_key_not_the_token(hub: SyncHub, admin: HubClient) -> None:
+    a = await enroll_device(hub, await new_token(admin), "jwt-renew")
+    nc = await device_nc(hub, a)
+    try:
+        fresh = await renew_over(nc, a, own_link=True)
+        assert natsauth.claims(fresh)["sub"] == natsauth.public_key(a.nats_seed)
+        # A nonce signed by another key: refused.
+        reply = await nc.request(
+            device_auth("jwt-renew", "challenge"), AuthChallenge("jwt-renew").to_json(), 10
+        )
+        nonce = decode_auth_challenge(reply.data).nonce
+        bad = base64.urlsafe_b64encode(natsauth.sign(natsauth.new_seed(), nonce.encode()))
+        reply = await nc.request(
+            device_auth("jwt-renew", "renew"),
+            RenewRequest("jwt-renew", nonce, bad.rstrip(b"=").decode()).to_json(),
+            10,
+        )
+        assert json.loads(reply.data)["error"]["code"] == "unauthorized"
+    finally:
+        await nc.close()
+    # Through the bootstrap login (what a device whose JWT expired offline does).
+    via_boot = await renew_via_bootstrap(replace(a, bootstrap_url=hub.enroll_url))
+    assert natsauth.claims(via_boot)["name"] == "jwt-renew"
+    # A replayed nonce is refused there too.
+    boot = await nats.connect(
+        hub.enroll_url, inbox_prefix="_INBOX._enroll", **natsauth.auth_options(hub.enroll_url)
+    )
+    try:
+        reply = await boot.request(RENEW_CHALLENGE, AuthChallenge("jwt-renew").to_json(), 10)
+        nonce = decode_auth_challenge(reply.data).nonce
+        sig = base64.urlsafe_b64encode(natsauth.sign(a.nats_seed, nonce.encode()))
+        body = RenewRequest("jwt-renew", nonce, sig.rstrip(b"=").decode()).to_json()
+        assert "nats_jwt" in json.loads((await boot.request(RENEW_JWT, body, 10)).data)
+        again = json.loads((await boot.request(RENEW_JWT, body, 10)).data)
+        assert again["error"]["code"] == "unauthorized"
+    finally:
+        await boot.close()
+
+
+async def test_decommission_revokes_the_key_and_drops_the_connection(
+    hub: SyncHub, admin: HubClient
+) -> None:
+    a = await enroll_device(hub, await new_token(admin), "jwt-gone")
+    closed = asyncio.Event()
+
+    async def on_closed() -> None:
+        closed.set()
+
+    nc: NATS = await device_nc(
+        hub, a, closed_cb=on_closed, max_reconnect_attempts=3, reconnect_time_wait=0.2
+    )
+    conf = hub.data / "nats" / "nats-server.conf"
+    before = conf.read_bytes()
+    try:
+        await admin.call("devices.decommission", {"id": "jwt-gone"})
+        await asyncio.wait_for(closed.wait(), 60)
+        assert conf.read_bytes() == before
+        # It cannot come back: neither its JWT nor a renewal.
+        with pytest.raises(Exception):
+            await device_nc(hub, a, allow_reconnect=False)
+        with pytest.raises(Exception):
+            await renew_via_bootstrap(replace(a, bootstrap_url=hub.enroll_url))
+    finally:
+        await nc.close()
