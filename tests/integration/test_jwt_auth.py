@@ -10,18 +10,24 @@ import asyncio
 import base64
 import json
 import stat
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import nats
 import pytest
 from nats.aio.client import Client as NATS
-from protocol.deviceauth import AuthChallenge, RenewRequest, decode_auth_challenge
-from protocol.rpc import rpc_ok
 
 from agent.sync.jwtauth import renew_over, renew_via_bootstrap
 from protocol import natsauth
+from protocol.deviceauth import AuthChallenge, RenewRequest, decode_auth_challenge
+from protocol.enroll import EnrollReply
+from protocol.errors import RemoteError
+from protocol.rpc import rpc_ok
 from protocol.subjects import (
     API_PREFIX,
     RENEW_CHALLENGE,
@@ -33,6 +39,8 @@ from protocol.subjects import (
     report,
     rpc,
 )
+from tests.harness.procs import ManagedProcess
+from tests.integration.test_sync_e2e_support import REPO, enrollment_token
 from tests.integration.test_sync_hub_support import (
     SyncHub,
     device_nc,
@@ -41,6 +49,9 @@ from tests.integration.test_sync_hub_support import (
     new_token,
 )
 from tui.client import HubClient
+
+# How a refused login or renewal surfaces: nats-py's error, or the hub's error reply.
+REFUSED = (nats.errors.Error, RemoteError)
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +84,19 @@ class Errors:
             and subject.lower() in str(e).lower()
             for e in self.seen
         )
+
+
+async def once(hub: SyncHub, creds: EnrollReply) -> None:
+    """One login attempt with no retries (nats-py takes 0 attempts for "no limit"). A JWT
+    from an unknown signer is refused only after nats-server's account lookup times out, by
+    when nats-py's connect has returned unconnected: the flush raises then."""
+    nc = await device_nc(
+        hub, creds, allow_reconnect=False, max_reconnect_attempts=1, connect_timeout=5
+    )
+    try:
+        await nc.flush(timeout=20)
+    finally:
+        await nc.close()
 
 
 def test_hub_runs_in_operator_mode_with_private_keys(hub: SyncHub) -> None:
@@ -149,10 +173,8 @@ async def test_a_jwt_from_another_key_or_signer_is_refused(hub: SyncHub, admin: 
     a = await enroll_device(hub, await new_token(admin), "jwt-forge")
     # B's JWT with A's seed (the nonce signature does not match): refused.
     stranger = natsauth.new_seed("user")
-    with pytest.raises(Exception):
-        await device_nc(
-            hub, replace(a, nats_seed=stranger), allow_reconnect=False, max_reconnect_attempts=0
-        )
+    with pytest.raises(REFUSED):
+        await once(hub, replace(a, nats_seed=stranger))
     # A JWT for A's own key signed by a key the account does not know: refused.
     rogue = natsauth.new_seed("account")
     token = natsauth.encode(
@@ -163,8 +185,8 @@ async def test_a_jwt_from_another_key_or_signer_is_refused(hub: SyncHub, admin: 
         },
         rogue,
     )
-    with pytest.raises(Exception):
-        await device_nc(hub, replace(a, nats_jwt=token), allow_reconnect=False)
+    with pytest.raises(REFUSED):
+        await once(hub, replace(a, nats_jwt=token))
 
 
 async def test_renewal_needs_the_device_key_not_the_token(hub: SyncHub, admin: HubClient) -> None:
@@ -225,9 +247,84 @@ async def test_decommission_revokes_the_key_and_drops_the_connection(
         await asyncio.wait_for(closed.wait(), 60)
         assert conf.read_bytes() == before
         # It cannot come back: neither its JWT nor a renewal.
-        with pytest.raises(Exception):
-            await device_nc(hub, a, allow_reconnect=False)
-        with pytest.raises(Exception):
+        with pytest.raises(REFUSED):
+            await once(hub, a)
+        with pytest.raises(REFUSED):
             await renew_via_bootstrap(replace(a, bootstrap_url=hub.enroll_url))
     finally:
         await nc.close()
+
+
+@pytest.mark.slow
+async def test_a_real_agent_links_renews_and_is_revoked(tmp_path: Path) -> None:
+    """A real `signalbeam-agent` with its leaf: enrolled by the CLI with a key made on the
+    device, linked with JWT + nkey, renewing its short-lived JWT while online, and cut off
+    for good at decommission."""
+    hub = SyncHub(tmp_path / "hub", init_flags=["--nats-auth", "jwt", "--device-jwt-ttl", "15"])
+    root = tmp_path / "dev"
+    data = root / "data"
+    config = root / "agent.toml"
+    root.mkdir()
+    config.write_text(
+        f'data_dir = "{data}"\ndevice_id = "jwt-real-1"\n'
+        f'engine_socket = "unix://{root / "no-engine.sock"}"\n'
+        '[http]\nenabled = false\n[hub]\nheartbeat_interval = "2s"\n'
+    )
+    token = await asyncio.to_thread(enrollment_token, hub, 1)
+    argv = [sys.executable, "-m", "agent", "enroll", "--config", str(config)]
+    argv += ["--hub", hub.enroll_url, "--token-file", "-", "--device-id", "jwt-real-1"]
+    out = await asyncio.to_thread(
+        subprocess.run, argv, input=token, capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+    assert out.returncode == 0, out.stderr
+    creds_file = data / "hub-credentials.json"
+    creds = json.loads(creds_file.read_text())
+    assert creds["nats_jwt"] and creds["nats_seed"] and "nats_password" not in creds
+    assert stat.S_IMODE(creds_file.stat().st_mode) == 0o600
+    first_jwt = creds["nats_jwt"]
+    agent = ManagedProcess(
+        "agent-jwt-real-1",
+        [sys.executable, "-m", "agent", "run", "--config", str(config)],
+        root / "agent.log",
+        cwd=REPO,
+    )
+    try:
+        async with hub.client() as admin:
+
+            async def status() -> str:
+                items = (await admin.call("devices.list", {}))["items"]
+                return next((d["status"] for d in items if d["id"] == "jwt-real-1"), "")
+
+            async def online() -> bool:
+                return await status() == "online"
+
+            await eventually(online, 90, "online at the hub, " + agent.log_tail())
+            leaf_creds = data / "leaf" / "device.creds"
+            assert stat.S_IMODE(leaf_creds.stat().st_mode) == 0o600
+            # Renewed over its own link before the 15 s JWT ran out, and still online
+            # after the first JWT's expiry.
+            await eventually(
+                lambda: json.loads(creds_file.read_text())["nats_jwt"] != first_jwt,
+                90,
+                "JWT renewed, " + agent.log_tail(),
+            )
+            expiry = natsauth.expiry(first_jwt)
+            assert expiry is not None
+            await eventually(lambda: time.time() > expiry + 3, 60, "first JWT expired")
+            await eventually(online, 90, "online past the first JWT's expiry")
+            assert "JWT renewed" in agent.log_tail(400)
+            # Decommission: the key is revoked and the link drops for good.
+            await admin.call("devices.decommission", {"id": "jwt-real-1"})
+            await eventually(
+                lambda: (
+                    "Revoked" in (data / "leaf" / "leaf.log").read_text(errors="replace")
+                    or "Authorization Violation"
+                    in (data / "leaf" / "leaf.log").read_text(errors="replace")
+                ),
+                90,
+                "the leaf cut off",
+            )
+        assert agent.alive()
+    finally:
+        agent.stop(timeout=30)
+        assert hub.stop() == 0, hub.proc.log_tail() if hub.proc else ""
