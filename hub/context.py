@@ -18,6 +18,7 @@ from hub.api.service import ApiService
 from hub.bus import EventBus
 from hub.config import HubConfig
 from hub.metrics import HubMetrics
+from hub.natsjwt import HubKeys
 from hub.store import Store
 
 T = TypeVar("T")
@@ -71,6 +72,14 @@ class HubContext(Protocol):
 
     @property
     def api(self) -> ApiService | None: ...
+
+    # JWT mode (hub/natsjwt.py): the trust chain's keys and the system-account login that
+    # pushes account JWTs; None in password mode.
+    @property
+    def keys(self) -> HubKeys | None: ...
+
+    @property
+    def sys_nc(self) -> NATS | None: ...
 
     @property
     def sync(self) -> SyncHooks: ...
