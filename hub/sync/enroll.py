@@ -331,6 +331,7 @@ class Enrollment:
             self.hub_url,
             JS_DOMAIN,
             nats_jwt=token,
+            trust=self.store.trust_cache,  # the fleet's bundle-signing keys (docs/security.md)
         ).to_json()
 
     def _refuse(self, device_id: str | None, code: str, message: str, field: str | None) -> bytes:
