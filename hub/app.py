@@ -72,8 +72,8 @@ class Hub:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self.store: Store | None = None
         self.nc: NATS | None = None
-        # JWT mode: the trust chain's keys and the system-account login that pushes the
-        # account JWT (revocations); None in password mode.
+        # The trust chain's keys (hub/natsjwt.py), and in JWT mode the system-account login
+        # that pushes the account JWT (revocations; None in password mode).
         self.keys: natsjwt.HubKeys | None = None
         self.sys_nc: NATS | None = None
         self.api: ApiService | None = None
@@ -109,10 +109,12 @@ class Hub:
         # that could not be one is quarantined first, plain passwords become hashes.
         self._extra_users = await self.call(credentials.prepare, self.store)
         trust = None
+        # The trust chain's keys in both modes: a password-mode hub signs JWTs for devices
+        # moving to their own key (they use them once the hub runs in JWT mode).
+        self.keys = await self.call(natsjwt.ensure_keys, self.data)
         if self.cfg.jwt_auth:
             # Operator mode: no users in the config at all; written at start only (the
             # account JWT's revocations change later through the system account).
-            self.keys = await self.call(natsjwt.ensure_keys, self.data)
             self._jwt_secrets()
             revocations = await self.call(self.store.revocations)
             trust = natsconf.operator_mode(self.data, self.keys, revocations)
@@ -140,7 +142,7 @@ class Hub:
             **natsauth.auth_options("", self.sec.hub_password),
             **tls,
         )
-        if self.keys is not None:
+        if self.cfg.jwt_auth and self.keys is not None:
             self.sys_nc = await nats.connect(
                 f"{natsconf.client_scheme(self.cfg)}://127.0.0.1:{self.cfg.client_port}",
                 name="signalbeam-hub-system",

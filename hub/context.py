@@ -73,8 +73,8 @@ class HubContext(Protocol):
     @property
     def api(self) -> ApiService | None: ...
 
-    # JWT mode (hub/natsjwt.py): the trust chain's keys and the system-account login that
-    # pushes account JWTs; None in password mode.
+    # The trust chain's keys (hub/natsjwt.py), and in JWT mode the system-account login
+    # that pushes account JWTs (None in password mode).
     @property
     def keys(self) -> HubKeys | None: ...
 

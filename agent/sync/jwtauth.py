@@ -88,8 +88,9 @@ def _signed(creds: EnrollReply, nonce: str, public_key: str = "") -> bytes:
     ).to_json()
 
 
-async def renew_over(nc: NATS, creds: EnrollReply, *, own_link: bool) -> str:
-    """One challenge + renewal; returns the new JWT (raises on any failure)."""
+async def renew_over(nc: NATS, creds: EnrollReply, *, own_link: bool, public_key: str = "") -> str:
+    """One challenge + renewal; returns the new JWT (raises on any failure). ``public_key``:
+    a password-enrolled device moving to its own key (``creds.nats_seed`` is its seed)."""
     if own_link:
         first, second = (
             device_auth(creds.device_id, "challenge"),
@@ -101,7 +102,7 @@ async def renew_over(nc: NATS, creds: EnrollReply, *, own_link: bool) -> str:
     nonce = decode_auth_challenge(reply.data).nonce
     if not nonce:
         raise ValueError("the hub's challenge carried no nonce")
-    reply = await nc.request(second, _signed(creds, nonce), REQUEST_TIMEOUT)
+    reply = await nc.request(second, _signed(creds, nonce, public_key), REQUEST_TIMEOUT)
     out = decode_renew_reply(reply.data)
     if out.device_id != creds.device_id:
         raise ValueError("the hub renewed another device's JWT")
@@ -130,6 +131,15 @@ async def renew_via_bootstrap(creds: EnrollReply, ca_file: str | None = None) ->
     finally:
         with contextlib.suppress(Exception):
             await nc.close()
+
+
+async def migrate(nc: NATS, creds: EnrollReply) -> EnrollReply:
+    """A device enrolled with a password makes its own nkey and gets its first JWT over its
+    own (password) link; it keeps the password until the hub no longer takes it."""
+    seed = natsauth.new_seed("user")
+    with_key = replace(creds, nats_seed=seed)
+    token = await renew_over(nc, with_key, own_link=True, public_key=natsauth.public_key(seed))
+    return replace(with_key, nats_jwt=token)
 
 
 class JwtRenewer:

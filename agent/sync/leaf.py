@@ -149,6 +149,7 @@ class LeafServer:
         self.pid_path = settings.workdir / "leaf.pid"
         self.log_path = settings.workdir / "leaf.log"
         self.restarts = 0
+        self.started_at: float | None = None
         self.proc: asyncio.subprocess.Process | None = None
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -164,6 +165,7 @@ class LeafServer:
     async def start(self) -> None:
         """Write the config, start the server, wait until it accepts clients, supervise it."""
         self.settings.workdir.mkdir(parents=True, exist_ok=True)
+        self.started_at = time.time()
         self._stop_leftover()
         fd = os.open(self.conf_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -260,7 +262,11 @@ class LeafServer:
         """The leaf server's last error about its link (e.g. ``TLS leafnode handshake error:
         ... x509: certificate signed by unknown authority``) from the tail of its log, if
         logged in the last ``ERROR_MAX_AGE`` seconds; None otherwise or on any read error."""
-        return last_link_error(self.log_path, time.time() if now is None else now)
+        # Only this server's own errors: a leaf restarted with other credentials (JWT mode,
+        # agent.sync.service) must not be judged by the last one's.
+        return last_link_error(
+            self.log_path, time.time() if now is None else now, since=self.started_at
+        )
 
     async def stop(self, timeout: float = 5.0) -> None:
         self._stopping = True
@@ -301,7 +307,7 @@ class LeafServer:
             os.kill(pid, signal.SIGKILL)
 
 
-def last_link_error(log_file: Path, now: float) -> str | None:
+def last_link_error(log_file: Path, now: float, since: float | None = None) -> str | None:
     try:
         with log_file.open("rb") as f:
             f.seek(0, os.SEEK_END)
@@ -318,7 +324,9 @@ def last_link_error(log_file: Path, now: float) -> str | None:
             stamp = dt.datetime.strptime(head.split("] ", 1)[1].strip(), "%Y/%m/%d %H:%M:%S.%f")
         except (IndexError, ValueError):
             continue
-        if now - stamp.timestamp() > ERROR_MAX_AGE:
+        if now - stamp.timestamp() > ERROR_MAX_AGE or (
+            since is not None and stamp.timestamp() < since - 1
+        ):
             return None
         if " - lid:" in message:  # drop the connection prefix, keep nats-server's words
             message = message.split(" - lid:", 1)[1].partition(" - ")[2]

@@ -36,7 +36,7 @@ from agent.sync.errors import LeafError, RpcFailure
 from agent.sync.gate import credentials_path
 from agent.sync.heartbeat import HEARTBEAT_ACK_TIMEOUT, HeartbeatTask, heartbeat_from_status
 from agent.sync.intake import TRUST_FILE, Intake
-from agent.sync.jwtauth import JwtRenewer, write_creds
+from agent.sync.jwtauth import JwtRenewer, migrate, write_creds
 from agent.sync.leaf import LeafServer, LeafSettings
 from agent.sync.link import LinkState, connect
 from agent.sync.liveness import ack_timeout_for, is_stale, stale_after, unreachable_since
@@ -56,6 +56,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Mode = Literal["leaf", "direct"]
+# At most one switch of the leaf's login (JWT <-> password) per this many seconds: a device
+# that neither works for (decommissioned) must not restart its leaf in a tight loop.
+LOGIN_SWITCH_GAP = 10.0
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,9 @@ class SyncService:
         self.heartbeat: HeartbeatTask | None = None
         self.rpc: RpcServer | None = None
         self.renewer: JwtRenewer | None = None
+        self._creds: EnrollReply | None = None  # as last saved (a renewal replaces it)
+        self._leaf_jwt = False  # whether the leaf logs in with the JWT (else the password)
+        self._leaf_switched = -LOGIN_SWITCH_GAP
         self.started_at: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._extra = {"device": device_id}
@@ -219,35 +225,85 @@ class SyncService:
         write_creds(self._creds_file, creds)
         if self.settings.credentials_path is not None:
             save_credentials(self.settings.credentials_path, creds)
+        self._creds = creds
+
+    async def _migrate(self) -> None:
+        """A password-enrolled device moves to its own nkey on its first link to a hub that
+        signs JWTs (docs/security.md "Moving a fleet to JWT mode"): it makes the key, gets
+        its first JWT over its own link, saves both beside its password, and keeps the JWT
+        renewed; it logs in with the JWT once the hub no longer takes the password."""
+        delay = 30.0
+        while self.renewer is None:
+            if await self.link.wait_online(60) and self.nc is not None and self._creds:
+                try:
+                    creds = await migrate(self.nc, self._creds)
+                except Exception as exc:
+                    log.info("no nkey migration yet: %s", exc, extra=self._extra)
+                else:
+                    await asyncio.to_thread(self._save_renewed, creds)
+                    log.info("moved to its own nkey (JWT held)", extra=self._extra)
+                    self._start_renewer(creds)
+                    assert self.renewer is not None
+                    loop = asyncio.get_running_loop()
+                    self._tasks.append(loop.create_task(self.renewer.run(), name="sync-jwt-renew"))
+                    return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 3600.0)
+
+    async def _switch_leaf_login(self) -> None:
+        """Restart the leaf with the other credential, on the same port (the agent's own
+        connection reconnects to it)."""
+        assert self.leaf is not None
+        port = self.leaf.port
+        self._leaf_jwt = not self._leaf_jwt
+        self._leaf_switched = time.monotonic()
+        log.warning(
+            "the hub refused the leaf's %s; linking with the %s",
+            "JWT" if not self._leaf_jwt else "password",
+            "JWT" if self._leaf_jwt else "password",
+            extra=self._extra,
+        )
+        await self.leaf.stop()
+        self.leaf = LeafServer(self._leaf_settings(self._leaf_jwt, port))
+        await self.leaf.start()
+
+    def _leaf_settings(self, use_jwt: bool, port: int) -> LeafSettings:
+        s = self.settings
+        creds = self._creds
+        assert creds is not None
+        return LeafSettings(
+            device_id=self.device_id,
+            workdir=s.workdir,
+            hub_leaf_url=s.leaf_url or creds.leaf_url,
+            ca_file=s.leaf_ca_file,
+            user=creds.nats_user,
+            password=creds.nats_password,
+            credentials=str(self._creds_file) if use_jwt else None,
+            listen_port=port,
+        )
+
+    def _start_renewer(self, creds: EnrollReply) -> None:
+        self.renewer = JwtRenewer(
+            creds, self._save_renewed, lambda: self.nc, ca_file=self.settings.leaf_ca_file
+        )
 
     async def start(self, stop: asyncio.Event | None = None) -> None:
         s = self.settings
         user = password = None
         auth: dict[str, Any] = {}
+        self._creds = s.credentials
         jwt = s.credentials is not None and s.credentials.jwt_auth
         if jwt:
             assert s.credentials is not None
             await asyncio.to_thread(write_creds, self._creds_file, s.credentials)
-            self.renewer = JwtRenewer(
-                s.credentials,
-                self._save_renewed,
-                lambda: self.nc,
-                ca_file=s.leaf_ca_file,
-            )
+            self._start_renewer(s.credentials)
         if s.mode == "leaf":
             assert s.credentials is not None
-            self.leaf = LeafServer(
-                LeafSettings(
-                    device_id=self.device_id,
-                    workdir=s.workdir,
-                    hub_leaf_url=s.leaf_url or s.credentials.leaf_url,
-                    ca_file=s.leaf_ca_file,
-                    user=s.credentials.nats_user,
-                    password=s.credentials.nats_password,
-                    credentials=str(self._creds_file) if jwt else None,
-                    listen_port=s.leaf_port,
-                )
-            )
+            # A device holding both a password and a JWT (it moved to its own key while the
+            # hub was in password mode) tries the JWT first; the leaf's "Authorization
+            # Violation" switches it to the other (``_leaf_down``).
+            self._leaf_jwt = jwt
+            self.leaf = LeafServer(self._leaf_settings(jwt, s.leaf_port))
             await self.leaf.start()
             url = self.leaf.url
         else:
@@ -256,8 +312,10 @@ class SyncService:
             if self.renewer is not None:
                 renewer, seed = self.renewer, s.credentials.nats_seed if s.credentials else ""
                 # Read at every (re)connect: a renewed JWT is used from the next one on.
+                # nats-py signs with it when the server asks (a JWT-mode hub sends a nonce)
+                # and sends the password otherwise (a password-mode hub sends none).
                 auth = natsauth.device_options(lambda: renewer.jwt, lambda: seed)
-            elif s.credentials is not None:
+            if s.credentials is not None and s.credentials.nats_password:
                 user, password = s.credentials.nats_user, s.credentials.nats_password
         self.nc = await self._connect(url, user, password, stop, auth)
         if self.nc is None:
@@ -321,6 +379,8 @@ class SyncService:
             self._tasks.append(loop.create_task(self._persist_status(), name="sync-status"))
         if self.renewer is not None:
             self._tasks.append(loop.create_task(self.renewer.run(), name="sync-jwt-renew"))
+        elif s.credentials is not None and s.credentials.nats_password:
+            self._tasks.append(loop.create_task(self._migrate(), name="sync-nkey-migrate"))
         self.started_at = time.time()
         log.info("sync started (%s mode via %s)", s.mode, url.split("@")[-1], extra=self._extra)
 
@@ -393,6 +453,18 @@ class SyncService:
         # The cause (e.g. "x509: certificate signed by unknown authority") is only in the
         # leaf server's log; surface it in the status and log it once per change.
         cause = await asyncio.to_thread(self.leaf.link_error)
+        creds = self._creds
+        if (
+            cause
+            and "authorization violation" in cause.lower()
+            and creds is not None
+            and creds.nats_jwt
+            and creds.nats_password
+            and time.monotonic() - self._leaf_switched >= LOGIN_SWITCH_GAP
+        ):
+            # Holding both: the hub moved to JWT mode (or is still in password mode).
+            await self._switch_leaf_login()
+            return logged
         reason = "the leaf's link to the hub is down"
         if cause:
             reason += f": {cause}"

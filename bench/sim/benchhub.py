@@ -36,6 +36,7 @@ class BenchHub(HubProcess):
         tags: tuple[str, ...] = ("bench",),
         grace: int = 90,
         litestream: bool = False,
+        init_flags: tuple[str, ...] = (),
     ) -> None:
         self.grace = grace
         self.seed_seconds = 0.0
@@ -47,7 +48,9 @@ class BenchHub(HubProcess):
                                     agent_version="0.1.0-sim", tags=tags, status="offline")  # fmt: skip
             self.seed_seconds = time.perf_counter() - t0
 
-        super().__init__(data, litestream=litestream, seed=seed if seed_devices else None)
+        super().__init__(
+            data, litestream=litestream, seed=seed if seed_devices else None, init_flags=init_flags
+        )
 
     def start(self) -> None:
         self.proc = ManagedProcess(

@@ -32,15 +32,25 @@ class SyncStore(StoreBase):
                 (device_id, user, password_hash, now_iso()),
             )
 
-    def set_device_key(self, device_id: str, public_key: str, now: int) -> None:
+    def set_device_key(
+        self, device_id: str, public_key: str, now: int, *, keep_password: bool = False
+    ) -> None:
         """Store a device's public nkey (JWT auth); a key it replaces is revoked as of
-        ``now`` (a re-enrolled device must not keep a second login)."""
+        ``now`` (a re-enrolled device must not keep a second login). An enrollment drops
+        the password; ``keep_password``: a password-enrolled device adding its key (it keeps
+        logging in with the password while the hub is in password mode)."""
         with self.tx() as c:
             old = self.scalar(
                 "SELECT nats_public_key FROM device_credentials WHERE device_id = ?", (device_id,)
             )
             if old and old != public_key:
                 self.revoke_key(str(old), device_id, now)
+            if keep_password:
+                c.execute(
+                    "UPDATE device_credentials SET nats_public_key = ? WHERE device_id = ?",
+                    (public_key, device_id),
+                )
+                return
             c.execute(
                 "INSERT INTO device_credentials"
                 " (device_id, nats_user, nats_password_hash, nats_public_key, created_at)"

@@ -210,11 +210,13 @@ class DeviceAuth:
             return rpc_error(INVALID, "sig is not base64url", "sig")
         key = await self.call(self.store.device_key, device_id)
         migrating = False
-        if key is None and req.public_key and own_link:
-            # A password-enrolled device moving to its own key: its password login (the
-            # link this came over) proves who it is.
+        if req.public_key and own_link and req.public_key != key:
+            # A password-enrolled device moving to its own key (again, if it lost the first
+            # one before saving its JWT): its password login, the link this came over,
+            # proves who it is; a key it replaces is revoked.
             if await self.call(self.store.device_password_hash, device_id) is None:
-                return rpc_error(NOT_FOUND, f"device {device_id!r} may not log in")
+                self.metrics.device_jwt.labels("refused").inc()
+                return rpc_error(UNAUTHORIZED, "that is not the key this device enrolled")
             key, migrating = req.public_key, True
         if key is None:
             self.metrics.device_jwt.labels("refused").inc()
@@ -227,7 +229,7 @@ class DeviceAuth:
             log.warning("device JWT renewal with a bad signature", extra={"device": device_id})
             return rpc_error(UNAUTHORIZED, "the signature does not match the device's key")
         if migrating:
-            await self.call(self.store.set_device_key, device_id, key, int(time.time()))
+            await self.call(self._add_key, device_id, key)
             log.info("password-enrolled device moved to its own nkey", extra={"device": device_id})
         token = self.issue(device_id, key)
         self.metrics.device_jwt.labels("migrated" if migrating else "renewed").inc()
@@ -238,6 +240,9 @@ class DeviceAuth:
             extra={"device": device_id},
         )
         return RenewReply(device_id, token).to_json()
+
+    def _add_key(self, device_id: str, key: str) -> None:
+        self.store.set_device_key(device_id, key, int(time.time()), keep_password=True)
 
     def unavailable(self) -> bytes:
         return rpc_error(UNAVAILABLE, "device auth is not running")

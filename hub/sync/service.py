@@ -57,7 +57,9 @@ class SyncService:
         self.ingest: Ingest | None = None
         self.presence: Presence | None = None
         self.enrollment: Enrollment | None = None
-        self.auth: DeviceAuth | None = None  # JWT mode only
+        # Device JWTs: issued at enrollment and renewed in JWT mode; in password mode only
+        # for devices moving to their own key ahead of the switch.
+        self.auth: DeviceAuth | None = None
         self.rpc: DeviceRpc | None = None
         self._task: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
@@ -129,7 +131,7 @@ class SyncService:
             hub_url=natsconf.hub_url(cfg),
             reload_users=hub.reload_device_users,
             after_enroll=after_enroll,
-            auth=self.auth,
+            auth=self.auth if cfg.jwt_auth else None,
         )
         await self.enrollment.start()
 
@@ -154,7 +156,7 @@ class SyncService:
             # (JWT mode: its key revoked in the account JWT, its connection closed).
             if self.auth is not None:
                 await self.auth.revoke(str(change.data["id"]))
-            else:
+            if not self.hub.cfg.jwt_auth:
                 await self.hub.reload_device_users()
 
     async def _republish_loop(self) -> None:

@@ -22,6 +22,7 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 
+from agent.sync.enroll import enroll
 from agent.sync.jwtauth import renew_over, renew_via_bootstrap
 from protocol import natsauth
 from protocol.deviceauth import AuthChallenge, RenewRequest, decode_auth_challenge
@@ -42,6 +43,7 @@ from protocol.subjects import (
 from tests.harness.procs import ManagedProcess
 from tests.integration.test_sync_e2e_support import REPO, enrollment_token
 from tests.integration.test_sync_hub_support import (
+    FACTS,
     SyncHub,
     device_nc,
     enroll_device,
@@ -328,3 +330,104 @@ async def test_a_real_agent_links_renews_and_is_revoked(tmp_path: Path) -> None:
     finally:
         agent.stop(timeout=30)
         assert hub.stop() == 0, hub.proc.log_tail() if hub.proc else ""
+
+
+async def test_a_thousand_enrollments_at_once_none_refused_config_untouched(
+    hub: SyncHub, admin: HubClient
+) -> None:
+    """1,000 enrollments in parallel (at most 128 in flight, loopback): none refused, every
+    JWT for its own device's key, and the nats-server config never written."""
+    conf = hub.data / "nats" / "nats-server.conf"
+    before = conf.read_bytes(), conf.stat().st_mtime_ns
+    token = await new_token(admin, uses=1000)
+    gate = asyncio.Semaphore(128)
+
+    async def one(i: int) -> EnrollReply:
+        async with gate:
+            # A generous reply wait: 1,000 at once on a loaded 2-core box queue at the hub.
+            return await enroll(hub.enroll_url, token, f"k-{i:04d}", FACTS, timeout=120)
+
+    replies = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(1000))), 900)
+    assert len(replies) == 1000
+    for i, r in enumerate(replies):
+        doc = natsauth.claims(r.nats_jwt)
+        assert doc["name"] == f"k-{i:04d}" and doc["sub"] == natsauth.public_key(r.nats_seed)
+    assert (conf.read_bytes(), conf.stat().st_mtime_ns) == before
+    assert hub.metric("signalbeam_enroll_reloads_total") == 0
+    rows = hub.query("SELECT count(*) FROM device_credentials WHERE device_id LIKE 'k-%'")
+    assert rows[0][0] == 1000
+    # And they log in: a sample of them, each with its own key.
+    for r in replies[::200]:
+        await once(hub, r)
+
+
+@pytest.mark.slow
+async def test_a_password_enrolled_device_migrates_on_its_next_connection(tmp_path: Path) -> None:
+    """A real agent enrolled with a password on a password-mode hub moves to its own nkey on
+    its link (its password login proves it), and stays linked when the hub is switched to
+    JWT mode (nats-server in operator mode takes no password any more)."""
+    hub = SyncHub(tmp_path / "hub", init_flags=["--nats-auth", "password"])
+    root = tmp_path / "dev"
+    data = root / "data"
+    config = root / "agent.toml"
+    root.mkdir()
+    config.write_text(
+        f'data_dir = "{data}"\ndevice_id = "mig-1"\n'
+        f'engine_socket = "unix://{root / "no-engine.sock"}"\n'
+        '[http]\nenabled = false\n[hub]\nheartbeat_interval = "2s"\n'
+    )
+    token = await asyncio.to_thread(enrollment_token, hub, 1)
+    argv = [sys.executable, "-m", "agent", "enroll", "--config", str(config)]
+    argv += ["--hub", hub.enroll_url, "--token-file", "-", "--device-id", "mig-1"]
+    out = await asyncio.to_thread(
+        subprocess.run, argv, input=token, capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+    assert out.returncode == 0, out.stderr
+    creds_file = data / "hub-credentials.json"
+    assert "nats_jwt" not in json.loads(creds_file.read_text())  # a password device
+    agent = ManagedProcess(
+        "agent-mig-1",
+        [sys.executable, "-m", "agent", "run", "--config", str(config)],
+        root / "agent.log",
+        cwd=REPO,
+    )
+
+    async def online() -> bool:
+        async with hub.client() as admin:
+            items = (await admin.call("devices.list", {}))["items"]
+            return any(d["id"] == "mig-1" and d["status"] == "online" for d in items)
+
+    try:
+        await eventually(online, 90, "online with its password, " + agent.log_tail())
+        await eventually(
+            lambda: "nats_jwt" in json.loads(creds_file.read_text()),
+            90,
+            "moved to its own key, " + agent.log_tail(),
+        )
+        creds = json.loads(creds_file.read_text())
+        assert natsauth.claims(creds["nats_jwt"])["sub"] == natsauth.public_key(creds["nats_seed"])
+        assert hub.query("SELECT nats_public_key FROM device_credentials")[0][0] == (
+            natsauth.public_key(creds["nats_seed"])
+        )
+        # The hub moves to JWT mode: a restart with nats_auth = "jwt".
+        assert hub.stop() == 0
+        toml = hub.data / "hub.toml"
+        toml.write_text(toml.read_text().replace('nats_auth = "password"', 'nats_auth = "jwt"'))
+        hub.start()
+        operator = hub.secret("operator_password")
+        assert natsauth.is_jwt(operator)  # the shared logins are JWTs now
+        hub.url = f"nats://operator:{operator}@127.0.0.1:{hub.port}"
+        restarted = hub.query("SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now')")[0][0]
+
+        def heard_since_restart() -> bool:
+            rows = hub.query("SELECT received_at FROM device_heartbeats WHERE device_id = 'mig-1'")
+            return bool(rows) and rows[0][0] > restarted
+
+        # A heartbeat the restarted hub received: the leaf linked again, with the JWT.
+        await eventually(heard_since_restart, 120, "heard again, " + agent.log_tail(400))
+        assert "linking with the JWT" in agent.log_tail(400)
+        await eventually(online, 120, "online again with its JWT")
+        assert agent.alive()
+    finally:
+        agent.stop(timeout=30)
+        hub.stop()
