@@ -62,10 +62,20 @@ async def test_no_secret_in_logs_argv_child_env_or_readable_files(tmp_path: Path
         '[http]\nenabled = false\n[hub]\nheartbeat_interval = "2s"\n'
     )
     token = await asyncio.to_thread(enrollment_token, hub, 1)
+    # As the deploy enrolls (deploy/commands.py): the bootstrap secret in the environment,
+    # the token on standard input, neither in the argv.
     argv = [sys.executable, "-m", "agent", "enroll", "--config", str(config)]
-    argv += ["--hub", hub.enroll_url, "--token-file", "-", "--device-id", "sec-1"]
+    argv += ["--hub", f"127.0.0.1:{hub.port}", "--token-file", "-", "--device-id", "sec-1"]
+    env = {**os.environ, "SB_ENROLL_PASSWORD": hub.secret("enroll_password")}
     out = await asyncio.to_thread(
-        subprocess.run, argv, input=token, capture_output=True, text=True, timeout=60, cwd=REPO
+        subprocess.run,
+        argv,
+        input=token,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
     )
     assert out.returncode == 0, out.stderr
     agent = ManagedProcess(
@@ -85,11 +95,13 @@ async def test_no_secret_in_logs_argv_child_env_or_readable_files(tmp_path: Path
         secrets = _secrets(hub, data, token)
         assert all(len(v) >= 20 for v in secrets.values()), "a secret too short to look for"
         enroll_output = out.stdout + out.stderr
+        for what, value in secrets.items():
+            assert value not in "\0".join(argv), f"{what} in the enroll command's arguments"
 
         # Process arguments and the environment of every child (the hub's nats-server and
         # litestream, the agent's leaf nats-server), and the two daemons' arguments.
-        assert hub.proc is not None and agent.proc is not None
-        procs = _tree(hub.proc.pid) + _tree(agent.proc.pid)
+        assert hub.proc is not None
+        procs = _tree(hub.proc.pid) + _tree(agent.pid)
         assert len(procs) >= 4, [p.name() for p in procs]  # hub, nats, litestream, agent, leaf
         for p in procs:
             cmdline = "\0".join(p.cmdline())
