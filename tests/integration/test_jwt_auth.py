@@ -41,15 +41,15 @@ from protocol.subjects import (
     rpc,
 )
 from tests.harness.procs import ManagedProcess
-from tests.integration.test_sync_e2e_support import REPO, enrollment_token
-from tests.integration.test_sync_hub_support import (
+from tests.harness.sync_e2e import REPO, enrollment_token
+from tests.harness.sync_hub import (
     FACTS,
     SyncHub,
     device_nc,
     enroll_device,
-    eventually,
     new_token,
 )
+from tests.harness.wait import eventually
 from tui.client import HubClient
 
 # How a refused login or renewal surfaces: nats-py's error, or the hub's error reply.
@@ -148,7 +148,7 @@ async def test_enrolled_device_key_and_isolation(hub: SyncHub, admin: HubClient)
         await nc.publish("$JS.API.STREAM.LIST", b"{}")
         await nc.publish("$JS.API.STREAM.DELETE.SB_REPORTS", b"")
         await nc.flush()
-        await eventually(lambda: len(errors.seen) >= 7, 30, "seven refusals")
+        await eventually(lambda: len(errors.seen) >= 7, "seven refusals", timeout=30)
         assert errors.refused("publish", report("jwt-b"))
         assert errors.refused("subscription", desired_prompt("jwt-b"))
         assert errors.refused("subscription", rpc("jwt-b", ">"))
@@ -300,20 +300,20 @@ async def test_a_real_agent_links_renews_and_is_revoked(tmp_path: Path) -> None:
             async def online() -> bool:
                 return await status() == "online"
 
-            await eventually(online, 90, "online at the hub, " + agent.log_tail())
+            await eventually(online, "online at the hub, " + agent.log_tail(), timeout=90)
             leaf_creds = data / "leaf" / "device.creds"
             assert stat.S_IMODE(leaf_creds.stat().st_mode) == 0o600
             # Renewed over its own link before the 15 s JWT ran out, and still online
             # after the first JWT's expiry.
             await eventually(
                 lambda: json.loads(creds_file.read_text())["nats_jwt"] != first_jwt,
-                90,
                 "JWT renewed, " + agent.log_tail(),
+                timeout=90,
             )
             expiry = natsauth.expiry(first_jwt)
             assert expiry is not None
-            await eventually(lambda: time.time() > expiry + 3, 60, "first JWT expired")
-            await eventually(online, 90, "online past the first JWT's expiry")
+            await eventually(lambda: time.time() > expiry + 3, "first JWT expired", timeout=60)
+            await eventually(online, "online past the first JWT's expiry", timeout=90)
             assert "JWT renewed" in agent.log_tail(400)
             # Decommission: the key is revoked and the link drops for good.
             await admin.call("devices.decommission", {"id": "jwt-real-1"})
@@ -323,8 +323,8 @@ async def test_a_real_agent_links_renews_and_is_revoked(tmp_path: Path) -> None:
                     or "Authorization Violation"
                     in (data / "leaf" / "leaf.log").read_text(errors="replace")
                 ),
-                90,
                 "the leaf cut off",
+                timeout=90,
             )
         assert agent.alive()
     finally:
@@ -398,11 +398,11 @@ async def test_a_password_enrolled_device_migrates_on_its_next_connection(tmp_pa
             return any(d["id"] == "mig-1" and d["status"] == "online" for d in items)
 
     try:
-        await eventually(online, 90, "online with its password, " + agent.log_tail())
+        await eventually(online, "online with its password, " + agent.log_tail(), timeout=90)
         await eventually(
             lambda: "nats_jwt" in json.loads(creds_file.read_text()),
-            90,
             "moved to its own key, " + agent.log_tail(),
+            timeout=90,
         )
         creds = json.loads(creds_file.read_text())
         assert natsauth.claims(creds["nats_jwt"])["sub"] == natsauth.public_key(creds["nats_seed"])
@@ -424,9 +424,9 @@ async def test_a_password_enrolled_device_migrates_on_its_next_connection(tmp_pa
             return bool(rows) and rows[0][0] > restarted
 
         # A heartbeat the restarted hub received: the leaf linked again, with the JWT.
-        await eventually(heard_since_restart, 120, "heard again, " + agent.log_tail(400))
+        await eventually(heard_since_restart, "heard again, " + agent.log_tail(400), timeout=120)
         assert "linking with the JWT" in agent.log_tail(400)
-        await eventually(online, 120, "online again with its JWT")
+        await eventually(online, "online again with its JWT", timeout=120)
         assert agent.alive()
     finally:
         agent.stop(timeout=30)

@@ -21,8 +21,9 @@ import psutil
 import pytest
 
 from tests.harness.procs import ManagedProcess
-from tests.integration.test_sync_e2e_support import REPO, enrollment_token
-from tests.integration.test_sync_hub_support import SyncHub, eventually
+from tests.harness.sync_e2e import REPO, enrollment_token
+from tests.harness.sync_hub import SyncHub
+from tests.harness.wait import eventually
 
 
 def _secrets(hub: SyncHub, agent_data: Path, token: str) -> dict[str, str]:
@@ -91,7 +92,7 @@ async def test_no_secret_in_logs_argv_child_env_or_readable_files(tmp_path: Path
                 items = (await admin.call("devices.list", {}))["items"]
                 return any(d["id"] == "sec-1" and d["status"] == "online" for d in items)
 
-            await eventually(online, 90, "online, " + agent.log_tail())
+            await eventually(online, "online, " + agent.log_tail(), timeout=90)
         secrets = _secrets(hub, data, token)
         assert all(len(v) >= 20 for v in secrets.values()), "a secret too short to look for"
         enroll_output = out.stdout + out.stderr
