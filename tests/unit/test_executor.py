@@ -417,3 +417,33 @@ def test_options_are_validated() -> None:
         LoopOptions(interval=0, crash_limit=0)
     with pytest.raises(ValueError, match="device_id"):
         ReconcileLoop(MemoryEngine("d"), MemoryRecorder(), Desired(), "")
+
+
+async def test_a_revision_given_up_by_a_later_run_is_not_revived_by_its_window() -> None:
+    """A later run of a revision being watched (here: a duplicate it cannot remove) gives
+    the revision up; the window's verdict must not then write the rolled-back row healthy
+    (found by the lifecycle's property test: rolled_back -> healthy)."""
+    from agent.reconcile.requests import create_request
+    from bundles import from_dict
+
+    loop, engine, rec, desired = make_loop(max_apply_failures=1)
+    desired.value = DesiredState(1, spec("1.0.0", "reg/web:1"))
+    await settle(loop)
+    desired.value = DesiredState(2, spec("2.0.0", "reg/web:2"))
+    await loop.reconcile_once("desired")
+    assert loop.gate_open and running(engine) == ["reg/web:2"]
+    svc = Target.from_spec(from_dict(spec("2.0.0", "reg/web:2"))).services[0]
+    await engine.create(create_request(svc.spec, device_id=DEV, bundle="app", version="2.0.0",
+                                       spec_hash=svc.spec_hash, name="sb-web-duplicate"))  # fmt: skip
+
+    def fault(op: str, ref: str) -> None:
+        if op == "remove":
+            raise EngineError("device or resource busy")
+
+    engine.fault = fault
+    result = await loop.reconcile_once("timer")
+    assert result.outcome == "failed"
+    assert rec.by_generation(2).status == "rolled_back"  # type: ignore[union-attr]
+    await loop.health_tick()  # 2.0 runs and would pass its window now
+    assert rec.by_generation(2).status == "rolled_back"  # type: ignore[union-attr]
+    assert rec.kinds().count("rollback") == 1 and "deployment.healthy" not in rec.kinds()[-3:]
