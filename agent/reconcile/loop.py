@@ -254,12 +254,14 @@ class ReconcileLoop:
         if desired is None:
             return LoopResult(now_wall, trigger, None, None, "noop", "no desired state yet")
         rev = self._last_desired = revision_of(desired)
-        # The deployment is looked up by the exact revision (source, generation, spec hash):
-        # one recorded for another revision under the same number is never reused.
+        # observe: the desired revision's deployment, looked up by the exact revision (source,
+        # generation, spec hash): one recorded for another revision under the same number is
+        # never reused. An update gate (locks, windows) may defer only a revision not begun.
         dep = self.recorder.deployment(rev)
         self._deferred = self._gate_start(desired, dep)
         if self._deferred is not None:
             return await self._converge_deferred(trigger, rev, self._deferred)
+        # plan: which deployment to converge to (the lifecycle), then the steps (the planner)
         self._apply(lc.desired(self.life, rev))
         choice = lc.choose(
             rev, desired.spec, dep, self.recorder.last_healthy_deployment(other_than=rev)
@@ -271,8 +273,6 @@ class ReconcileLoop:
             return LoopResult(now_wall, trigger, rev.generation, None, "held", choice.held)
         self._target = target
         self._seen_images.update(target.images)
-
-        # observe and plan
         self.monitor.look_again()  # containers may change: look again on the next tick
         observed, p = await self._plan(target)
         self._waiting = p.waiting
@@ -284,7 +284,8 @@ class ReconcileLoop:
             if p.waiting:
                 self.trigger("depends_on")  # what this run started may be what they wait for
         self._save_observed(observed)
-        # gate and apply: the lifecycle says what the run means for the deployment
+        # gate and apply: the lifecycle says what the run means for the deployment (a health
+        # window to open, a retry, a rollback), and the loop records it
         dep = self.recorder.deployment(dep_rev)
         if result is not None and not result.ok:
             return self._run_failed(run, p, dep, result)
