@@ -152,6 +152,8 @@ def cmd_init(args: argparse.Namespace) -> int:
         raise ConfigError(f"{data.root} is already initialised; nothing changed")
     cfg = _self_signed(args, data, HubConfig().with_overrides(**_overrides(args)))
     cfg = cfg.with_overrides(nats_auth=args.nats_auth)
+    if args.require_signed_bundles is None:
+        cfg = cfg.with_overrides(require_signed_bundles=True)  # new hubs require signatures
     check_tls(cfg, data, "init")
     trust = None
     if cfg.jwt_auth:

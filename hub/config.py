@@ -60,9 +60,12 @@ class HubConfig:
     retention_events_keep: int = 100
     retention_interval: str = "10m"
     # Signed bundles (docs/security.md): what a device enrolling before the operator pushed
-    # any trust set is told. True (the default for new hubs): it refuses unsigned bundles.
+    # any trust set is told. True: it refuses unsigned bundles; `init` writes true (the
+    # default for new hubs) unless --allow-unsigned-bundles. A hub.toml without the key (a
+    # hub made before signed bundles) reads false, so an upgrade does not split its fleet
+    # into devices that run unsigned bundles and newly enrolled ones that refuse them.
     # Once a signed trust set exists, that set decides, and only a key it trusts can change it.
-    require_signed_bundles: bool = True
+    require_signed_bundles: bool = False
     # How NATS logins are checked (docs/security.md): "jwt", nats-server in operator mode,
     # devices log in with their own nkey and a JWT the hub signs (no config change per
     # device); "password", one bcrypt-hashed password user per device in the generated

@@ -139,7 +139,12 @@ REQUESTS: dict[str, tuple[bool, dict[str, FieldDoc]]] = {
     "trust.push": (True, {"trust": ("object", True), "force": ("bool", False)}),
     "assign": (
         True,
-        {"target": ("str", True), "bundle": ("str", True), "dry_run": ("bool", False)},
+        {
+            "target": ("str", True),
+            "bundle": ("str", True),
+            "dry_run": ("bool", False),
+            "force": ("bool", False),  # send a version devices would refuse (signing)
+        },
     ),
     "unassign": (True, {"target": ("str", True)}),
     "assignments.list": (False, {}),
@@ -192,6 +197,7 @@ REQUESTS: dict[str, tuple[bool, dict[str, FieldDoc]]] = {
             "bake": ("int|str", False),  # seconds, or a duration like "10m"
             "max_failures": ("int|str", False),  # a count (2) or a percentage ("2%")
             "dry_run": ("bool", False),
+            "force": ("bool", False),  # roll out a version devices would refuse (signing)
         },
     ),
     "rollouts.list": (False, {"state": ("str", False), **PAGE}),

@@ -374,6 +374,8 @@ def _assignment_dict(a: Assignment) -> dict[str, Any]:
 def assign(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
     kind, target = v.target(body["target"])
     bundle, version = parse_ref(body["bundle"], field="bundle")
+    if not body.get("force"):
+        store.check_runnable(bundle, version)
     if body.get("dry_run"):
 
         def rehearsal() -> list[str]:

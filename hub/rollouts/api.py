@@ -76,6 +76,8 @@ def start(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
     steps = _steps(body)
     limit = _limit(body)
     bake = _bake(body)
+    if not body.get("force"):
+        store.check_runnable(bundle, version)
 
     def create() -> str:
         return rs.create(store, kind, target, bundle, version, canary, limit, steps, bake)

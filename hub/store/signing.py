@@ -24,7 +24,7 @@ from hub.timeutil import now_iso
 
 class SigningStore(StoreBase):
     # The hub's ``require_signed_bundles`` setting (hub.toml), set when the hub starts: what
-    # serial 0 says before the operator pushed any trust set.
+    # serial 0 says before the operator pushed any trust set (the hub sets it at start).
     require_signed_default: bool = True
 
     def trust_chain(self) -> list[dict[str, Any]]:
@@ -67,6 +67,39 @@ class SigningStore(StoreBase):
             if not verdict.ok:
                 out[f"{key[0]}@{key[1]}"] = str(verdict.reason)
         return out
+
+    def check_runnable(self, bundle: str, version: str) -> None:
+        """Refuse to assign or roll out a version every device would refuse under the newest
+        trust set (unsigned where signatures are required, or signed by no trusted key): the
+        operator hears it now, with what to do, instead of from each device after the push.
+        An unknown version passes: the assignment's own check names it."""
+        spec = self.scalar(
+            "SELECT spec FROM bundle_versions WHERE bundle = ? AND version = ?",
+            (bundle, version),
+        )
+        if spec is None:
+            return
+        trust = parse_trust_set(self.trust_set())
+        verdict = verify_bundle(json.loads(spec), self.bundle_signatures(bundle, version), trust)
+        if verdict.ok:
+            return
+        if trust.keys:
+            fix = (
+                f"sign it with a trusted key: `signalbeam bundle resign {bundle}@{version}"
+                " --key KEY` (or `signalbeam bundle push --sign FILE`)"
+            )
+        else:
+            fix = (
+                "this fleet requires signed bundles and trusts no key yet: `signalbeam keys"
+                " create KEY`, `signalbeam keys trust KEY`, then `signalbeam bundle resign"
+                f" {bundle}@{version} --key KEY`; or opt out with `signalbeam keys require no`"
+                " (docs/security.md)"
+            )
+        raise Conflict(
+            f"devices would refuse {bundle}@{version}: {verdict.reason}"
+            f" (trust set serial {trust.serial}); {fix}. Pass force to send it anyway.",
+            field="bundle",
+        )
 
     def put_trust_set(self, doc: Any, *, force: bool = False) -> dict[str, Any]:
         """Append a trust set: the next serial, signed by a key of the newest set (the first

@@ -362,9 +362,16 @@ async def test_rollout_of_an_unsigned_bundle_pauses_with_the_reason(
     hub: SyncHub, fleet: dict[str, Device], admin: HubClient, registry: Registry
 ) -> None:
     await admin.call("bundles.push", {"spec": hello(registry, "3.0.0", "sbtest/hello:2.0")})
-    r = await admin.call(
-        "rollouts.start", {"bundle": "hello@3.0.0", "target": "group:signed", "canary_percent": 50}
-    )
+    start = {"bundle": "hello@3.0.0", "target": "group:signed", "canary_percent": 50}
+    # The hub refuses it up front, naming the fix ...
+    with pytest.raises(ApiError) as refused:
+        await admin.call("rollouts.start", start)
+    assert refused.value.code == "conflict", refused.value
+    assert "not signed" in str(refused.value) and "resign hello@3.0.0" in str(refused.value)
+    with pytest.raises(ApiError, match="devices would refuse"):
+        await admin.call("assign", {"target": "group:signed", "bundle": "hello@3.0.0"})
+    # ... and an operator who forces it through sees each device refuse it.
+    r = await admin.call("rollouts.start", {**start, "force": True})
 
     async def stopped() -> bool:
         nonlocal r

@@ -56,6 +56,28 @@ def test_serial_zero_follows_the_hub_setting(store: Store) -> None:
     assert store.trust_chain() == []
 
 
+def test_a_version_devices_would_refuse_cannot_be_assigned(store: Store) -> None:
+    spec = _push(store)
+    with pytest.raises(Conflict, match="trusts no key yet") as refused:
+        store.check_runnable("app", "1.0.0")
+    assert "not signed" in str(refused.value) and refused.value.field == "bundle"
+    store.check_runnable("app", "9.9.9")  # unknown: the assignment itself names it
+    store.put_trust_set(sign_trust_set(1, True, [OLD_PUB], OLD).to_dict())
+    with pytest.raises(Conflict, match="resign app@1.0.0 --key KEY"):
+        store.check_runnable("app", "1.0.0")
+    store.put_bundle_signature("app", "1.0.0", sign_bundle(spec, OLD))
+    store.check_runnable("app", "1.0.0")
+    store.require_signed_default = False
+    store.check_runnable("app", "1.0.0")
+
+
+def test_a_hub_made_before_signed_bundles_keeps_running_unsigned(tmp_path: Path) -> None:
+    from hub.config import HubConfig, parse_toml
+
+    assert parse_toml("client_port = 4222\n").require_signed_bundles is False
+    assert HubConfig().require_signed_bundles is False
+
+
 def test_trust_chain_rules(store: Store) -> None:
     first = sign_trust_set(1, True, [OLD_PUB], OLD).to_dict()
     with pytest.raises(Conflict, match="serial must be 1"):
