@@ -63,7 +63,7 @@ def test_a_version_devices_would_refuse_cannot_be_assigned(store: Store) -> None
     assert "not signed" in str(refused.value) and refused.value.field == "bundle"
     store.check_runnable("app", "9.9.9")  # unknown: the assignment itself names it
     store.put_trust_set(sign_trust_set(1, True, [OLD_PUB], OLD).to_dict())
-    with pytest.raises(Conflict, match="resign app@1.0.0 --key KEY"):
+    with pytest.raises(Conflict, match=r"resign app@1\.0\.0 --key KEY"):
         store.check_runnable("app", "1.0.0")
     store.put_bundle_signature("app", "1.0.0", sign_bundle(spec, OLD))
     store.check_runnable("app", "1.0.0")
