@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import stat
 import subprocess
 import sys
@@ -23,7 +24,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from agent.sync.enroll import enroll
-from agent.sync.jwtauth import renew_over, renew_via_bootstrap
+from agent.sync.jwtauth import expired, renew_over, renew_via_bootstrap
 from protocol import natsauth
 from protocol.deviceauth import AuthChallenge, RenewRequest, decode_auth_challenge
 from protocol.enroll import EnrollReply
@@ -41,6 +42,7 @@ from protocol.subjects import (
     rpc,
 )
 from tests.harness.procs import ManagedProcess
+from tests.harness.proxy import TcpProxy
 from tests.harness.sync_e2e import REPO, enrollment_token
 from tests.harness.sync_hub import (
     FACTS,
@@ -431,3 +433,86 @@ async def test_a_password_enrolled_device_migrates_on_its_next_connection(tmp_pa
     finally:
         agent.stop(timeout=30)
         hub.stop()
+
+
+@pytest.mark.slow
+async def test_a_jwt_that_expires_offline_is_renewed_on_reconnect(tmp_path: Path) -> None:
+    """A real agent whose hub is out of reach past its JWT's expiry keeps running; when the
+    hub is back its leaf is refused (expired JWT), the agent renews through the bootstrap
+    login with its key, and the leaf links with the new JWT."""
+    hub = SyncHub(tmp_path / "hub", init_flags=["--nats-auth", "jwt", "--device-jwt-ttl", "20"])
+    leaf_path = TcpProxy(int(hub.ports["leafnode"]))
+    client_path = TcpProxy(hub.port)
+    root = tmp_path / "dev"
+    data = root / "data"
+    config = root / "agent.toml"
+    root.mkdir()
+    config.write_text(
+        f'data_dir = "{data}"\ndevice_id = "off-1"\n'
+        f'engine_socket = "unix://{root / "no-engine.sock"}"\n'
+        "[http]\nenabled = false\n"
+        f'[hub]\nheartbeat_interval = "2s"\nleaf_url = "nats-leaf://127.0.0.1:{leaf_path.port}"\n'
+    )
+    token = await asyncio.to_thread(enrollment_token, hub, 1)
+    argv = [sys.executable, "-m", "agent", "enroll", "--config", str(config)]
+    argv += ["--hub", f"127.0.0.1:{client_path.port}", "--token-file", "-", "--device-id", "off-1"]
+    env = {**os.environ, "SB_ENROLL_PASSWORD": hub.secret("enroll_password")}
+    out = await asyncio.to_thread(
+        subprocess.run,
+        argv,
+        input=token,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert out.returncode == 0, out.stderr
+    creds_file = data / "hub-credentials.json"
+    agent = ManagedProcess(
+        "agent-off-1",
+        [sys.executable, "-m", "agent", "run", "--config", str(config)],
+        root / "agent.log",
+        cwd=REPO,
+    )
+
+    def heard_after(stamp: str) -> bool:
+        rows = hub.query("SELECT received_at FROM device_heartbeats WHERE device_id = 'off-1'")
+        return bool(rows) and rows[0][0] > stamp
+
+    def now_at_hub() -> str:
+        return str(hub.query("SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now')")[0][0])
+
+    try:
+        await eventually(lambda: heard_after(""), "linked, " + agent.log_tail(), timeout=90)
+        # Offline: both ways to the hub cut, past the expiry of the JWT in force.
+        leaf_path.cut()
+        client_path.cut()
+        in_force = json.loads(creds_file.read_text())["nats_jwt"]
+        expiry = natsauth.expiry(in_force)
+        assert expiry is not None
+        await eventually(lambda: time.time() > expiry + 2, "expired offline", timeout=60)
+        assert json.loads(creds_file.read_text())["nats_jwt"] == in_force  # no renewal
+        assert agent.alive()
+        back = now_at_hub()
+        leaf_path.restore()
+        client_path.restore()
+        await eventually(
+            lambda: json.loads(creds_file.read_text())["nats_jwt"] != in_force,
+            "renewed on reconnect, " + agent.log_tail(400),
+            timeout=90,
+        )
+        fresh = json.loads(creds_file.read_text())["nats_jwt"]
+        assert not expired(fresh)
+        # Through the bootstrap login: its own link refuses an expired JWT.
+        hub_log = hub.data.parent / f"{hub.data.name}-hub.log"
+        assert "device JWT renewed (bootstrap login)" in hub_log.read_text(errors="replace")
+        await eventually(
+            lambda: heard_after(back), "linked again, " + agent.log_tail(400), timeout=120
+        )
+        assert agent.alive()
+    finally:
+        agent.stop(timeout=30)
+        leaf_path.close()
+        client_path.close()
+        assert hub.stop() == 0, hub.proc.log_tail() if hub.proc else ""

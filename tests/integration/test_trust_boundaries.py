@@ -11,6 +11,9 @@ bootstrap, operator and device credentials, doing what the security review did.
 - item 8: file modes of a hand-made data dir, the DB's WAL/SHM and the replica; no device
   password in a copy of the DB or the nats config; already-enrolled devices keep logging in
   with their plain password (migration).
+
+The tests on the shared hub run twice: on a password-mode hub and on a JWT-mode one
+(nats-server in operator mode, issue 16), where the device's secret is its nkey seed.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +37,8 @@ from nats.aio.msg import Msg
 
 from agent.http.tokens import TokenStore
 from hub.store import Store
-from protocol.enroll import EnrollRequest, decode_enroll_reply
+from protocol import natsauth
+from protocol.enroll import EnrollReply, EnrollRequest, decode_enroll_reply
 from protocol.rpc import rpc_ok
 from protocol.subjects import ENROLL, INBOX_ENROLL, INBOX_OPERATOR, heartbeat, rpc
 from tests.harness.sync_hub import (
@@ -41,6 +46,7 @@ from tests.harness.sync_hub import (
     SyncHub,
     device_nc,
     enroll_device,
+    login,
     new_token,
 )
 from tests.harness.wait import eventually
@@ -50,9 +56,17 @@ LEGACY_PASSWORD = "legacy-plain-password-from-before-issue-19"
 BAD_ID = "cr-b\n"
 
 
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SyncHub]:
-    proc = SyncHub(tmp_path_factory.mktemp("trust") / "data", litestream=True)
+@pytest.fixture(scope="module", params=["password", "jwt"])
+def hub(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SyncHub]:
+    """Every attack on both login modes: password (one bcrypt user per device) and JWT
+    (nats-server in operator mode, each device its own nkey; issue 16)."""
+    proc = SyncHub(
+        tmp_path_factory.mktemp("trust") / "data",
+        litestream=True,
+        init_flags=["--nats-auth", request.param],
+    )
     yield proc
     assert proc.stop() == 0, proc.proc.log_tail() if proc.proc else ""
 
@@ -95,9 +109,23 @@ async def raw_login(hub: SyncHub, user: str, password: str, **kw: Any) -> Raw:
         errors.append(exc)
 
     nc = await nats.connect(
-        f"nats://127.0.0.1:{hub.port}", user=user, password=password, error_cb=on_error, **kw
+        f"nats://127.0.0.1:{hub.port}",
+        user=user,
+        password=password,
+        error_cb=on_error,
+        **natsauth.auth_options("", password),  # JWT mode: the secret is a bearer JWT
+        **kw,
     )
     return Raw(nc, errors)
+
+
+def jwt_mode(hub: SyncHub) -> bool:
+    return hub.init.get("nats_auth") == "jwt"
+
+
+def device_secret(creds: EnrollReply) -> str:
+    """What logs the device in besides its id: its password, or its nkey seed."""
+    return creds.nats_password or creds.nats_seed
 
 
 async def serve_rpc(nc: NATS, device_id: str, seen: list[str]) -> None:
@@ -138,9 +166,9 @@ async def test_bootstrap_login_cannot_read_secrets(hub: SyncHub, admin: HubClien
         )
         # ...and held nothing secret: no password, no token, no key.
         blob = boot.blob()
-        assert creds.nats_password and creds.nats_password.encode() not in blob
+        assert device_secret(creds) and device_secret(creds).encode() not in blob
         assert token.encode() not in blob and key.encode() not in blob
-        assert b"nats_password" not in blob
+        assert b"nats_password" not in blob and b"nats_seed" not in blob
         for m in boot.seen:
             assert m.subject.startswith(f"{INBOX_ENROLL}."), m.subject
     finally:
@@ -151,19 +179,33 @@ async def test_enrollment_reply_never_carries_a_password(hub: SyncHub, admin: Hu
     """The wire reply itself (an agent from before issue 19 sends no password: refused)."""
     token = await new_token(admin, uses=2)
     boot = await raw_login(hub, "enroll", hub.secret("enroll_password"), inbox_prefix=INBOX_ENROLL)
+    seed = natsauth.new_seed("user")
     try:
         old = EnrollRequest(token, "tb-old-agent", FACTS).to_json()
         msg = await boot.nc.request(ENROLL, old, timeout=10)
         err = json.loads(msg.data)["error"]
-        assert err["code"] == "invalid" and err["field"] == "nats_password"
-        new = EnrollRequest(token, "tb-new-agent", FACTS, nats_password="p" * 43).to_json()
+        # JWT mode: an agent that sends no key of its own is refused the same way.
+        wanted = "nats_public_key" if jwt_mode(hub) else "nats_password"
+        assert err["code"] == "invalid" and err["field"] == wanted
+        new = EnrollRequest(
+            token,
+            "tb-new-agent",
+            FACTS,
+            nats_password="p" * 43,
+            nats_public_key=natsauth.public_key(seed),
+        ).to_json()
         msg = await boot.nc.request(ENROLL, new, timeout=10)
         assert "nats_password" not in json.loads(msg.data)
-        assert decode_enroll_reply(msg.data).nats_password == ""
+        assert "nats_seed" not in json.loads(msg.data)
+        reply = decode_enroll_reply(msg.data)
+        assert reply.nats_password == ""
     finally:
         await boot.nc.close()
-    # The device logs in with the password it made.
-    dev = await nats.connect(f"nats://127.0.0.1:{hub.port}", user="tb-new-agent", password="p" * 43)
+    # The device logs in with the password it made, or its own key and the JWT.
+    made = replace(reply, nats_password="p" * 43, nats_seed=seed)
+    if jwt_mode(hub):
+        made = replace(made, nats_password="")
+    dev = await nats.connect(f"nats://127.0.0.1:{hub.port}", **login(made))
     await dev.close()
 
 
@@ -255,11 +297,10 @@ async def test_enroll_token_from_a_file_or_stdin(
         _enroll_cli, hub, tmp_path / "b", "tb-tokfile-2", ["--token-file", "-"], token + "\n"
     )
     assert token not in shown
-    for data, device_id in ((tmp_path / "a", "tb-tokfile-1"), (tmp_path / "b", "tb-tokfile-2")):
-        creds = json.loads((data / "hub-credentials.json").read_text())
-        nc = await nats.connect(
-            f"nats://127.0.0.1:{hub.port}", user=device_id, password=creds["nats_password"]
-        )
+    for data in (tmp_path / "a", tmp_path / "b"):
+        creds = decode_enroll_reply((data / "hub-credentials.json").read_bytes())
+        assert creds.jwt_auth == jwt_mode(hub)
+        nc = await nats.connect(f"nats://127.0.0.1:{hub.port}", **login(creds))
         await nc.close()
 
 
@@ -324,7 +365,9 @@ async def test_hub_data_dir_is_private_and_holds_no_device_password(
     assert _private_tree(data) == []
     # A copy of the DB or the nats config hands out no device password.
     for path in (data / "hub.db", data / "hub.db-wal", data / "nats" / "nats-server.conf"):
-        assert creds.nats_password.encode() not in path.read_bytes(), path
+        assert device_secret(creds).encode() not in path.read_bytes(), path
+    if jwt_mode(hub):
+        assert _mode(data / "nats" / "keys.json") == 0o600
 
 
 def test_agent_token_db_and_its_wal_are_private(tmp_path: Path) -> None:
