@@ -243,7 +243,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("assign", "assign a bundle version to device:ID, group:NAME or tag:NAME")
     p.add_argument("target")
     p.add_argument("bundle", help="NAME@VERSION")
-    p.set_defaults(request=lambda a: ("assign", {"target": a.target, "bundle": a.bundle}))
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="assign a version the fleet's devices would refuse (unsigned; docs/security.md)",
+    )
+    p.set_defaults(
+        request=lambda a: (
+            "assign",
+            {"target": a.target, "bundle": a.bundle, **({"force": True} if a.force else {})},
+        )
+    )
     p = add("unassign", "remove the assignment of a target")
     p.add_argument("target")
     p.set_defaults(request=lambda a: ("unassign", {"target": a.target}))

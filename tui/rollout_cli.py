@@ -199,6 +199,11 @@ def add_rollout_commands(
         help="failures tolerated, a count (2) or a percentage of each phase and of the whole "
         "rollout (2%%); more pause the rollout (default 0)",
     )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="roll out a version the fleet's devices would refuse (unsigned; docs/security.md)",
+    )
     p.set_defaults(
         request=lambda a: (
             "rollouts.start",
@@ -211,6 +216,7 @@ def add_rollout_commands(
                     "phases": a.phases,
                     "bake": a.bake,
                     "max_failures": a.max_failures,
+                    "force": a.force or None,
                 }.items()
                 if v is not None
             },

@@ -97,7 +97,7 @@ class SigningStore(StoreBase):
             )
         raise Conflict(
             f"devices would refuse {bundle}@{version}: {verdict.reason}"
-            f" (trust set serial {trust.serial}); {fix}. Pass force to send it anyway.",
+            f" (trust set serial {trust.serial}); {fix}. --force sends it anyway.",
             field="bundle",
         )
 
