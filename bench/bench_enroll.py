@@ -5,9 +5,9 @@
 
 Two real hubs (``signalbeam-hub init --nats-auth jwt`` and ``--nats-auth password``), one
 after the other. For each mode and each in-flight level (8, 32, 128): ``--per-level``
-enrollments through the real path (the agent's ``enroll()``: a bootstrap login, the request,
-the reply; a JWT-mode device makes its nkey, a password-mode one its password), at most that
-many in flight; enrollments/s and request p50/p99 (login included), and nats-server config
+enrollments through the hub's real path (what the agent's ``enroll()`` sends: a bootstrap
+login, the request with a device-made nkey and password, the reply), at most that many in
+flight; enrollments/s and request p50/p99 (login included), and nats-server config
 writes seen. Then the connect storm: ``--storm`` of the enrolled devices log in at once
 (each its own login straight to the client port, as a device's leaf does to the leafnode
 port) after the hub restarts; seconds until every one is connected. Load average printed
@@ -21,15 +21,17 @@ import asyncio
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import nats
 
-from agent.sync.enroll import enroll
+from agent.sync.enroll import hub_url, new_device_password
 from bench.sim.benchhub import BenchHub, loadavg, pct
 from protocol import natsauth
-from protocol.enroll import DeviceFacts, EnrollReply
+from protocol.enroll import DeviceFacts, EnrollReply, EnrollRequest, decode_enroll_reply
+from protocol.subjects import ENROLL, INBOX_ENROLL
 from tui.client import HubClient
 
 FACTS = DeviceFacts("bench", "x86_64", "Linux", "podman", "0.1.0-bench")
@@ -43,19 +45,40 @@ def login(creds: EnrollReply) -> dict[str, Any]:
     return {"user": creds.nats_user, "password": creds.nats_password}
 
 
+async def enroll_one(url: str, token: str, device_id: str) -> EnrollReply:
+    """What ``agent.sync.enroll.enroll`` sends, without its per-call TLS context and retry
+    bookkeeping (the load generator shares the 2 cores with the hub): a bootstrap login,
+    a device-made key and password, the request, the reply."""
+    nc = await nats.connect(
+        url, allow_reconnect=False, max_reconnect_attempts=1, connect_timeout=30,
+        inbox_prefix=INBOX_ENROLL, **natsauth.auth_options(url),
+    )  # fmt: skip
+    try:
+        seed = natsauth.new_seed("user")
+        body = EnrollRequest(
+            token, device_id, FACTS, nats_password=new_device_password(),
+            nats_public_key=natsauth.public_key(seed),
+        ).to_json()  # fmt: skip
+        reply = decode_enroll_reply((await nc.request(ENROLL, body, timeout=120)).data)
+    finally:
+        await nc.close()
+    return replace(reply, nats_seed=seed) if reply.nats_jwt else reply
+
+
 async def enroll_level(
     hub: BenchHub, token: str, prefix: str, n: int, in_flight: int
 ) -> tuple[list[EnrollReply], list[float], int]:
     gate = asyncio.Semaphore(in_flight)
     times: list[float] = []
     failed = 0
+    url = hub_url(hub.enroll_url)
 
     async def one(i: int) -> EnrollReply | None:
         nonlocal failed
         async with gate:
             t0 = time.perf_counter()
             try:
-                r = await enroll(hub.enroll_url, token, f"{prefix}-{i:05d}", FACTS, timeout=120)
+                r = await enroll_one(url, token, f"{prefix}-{i:05d}")
             except Exception:
                 failed += 1
                 return None
