@@ -27,7 +27,7 @@ from typing import Any
 
 import nats
 
-from agent.sync.enroll import hub_url, new_device_password
+from agent.sync.enroll import LOGIN_ATTEMPTS, LOGIN_RETRY_DELAY, hub_url, new_device_password
 from bench.sim.benchhub import BenchHub, loadavg, pct
 from protocol import natsauth
 from protocol.enroll import DeviceFacts, EnrollReply, EnrollRequest, decode_enroll_reply
@@ -45,14 +45,30 @@ def login(creds: EnrollReply) -> dict[str, Any]:
     return {"user": creds.nats_user, "password": creds.nats_password}
 
 
+STATS = {"retries": 0}  # login retries (a password-mode reload drops logins)
+
+
+async def _quiet(_: Exception) -> None:
+    return None
+
+
 async def enroll_one(url: str, token: str, device_id: str) -> EnrollReply:
     """What ``agent.sync.enroll.enroll`` sends, without its per-call TLS context and retry
     bookkeeping (the load generator shares the 2 cores with the hub): a bootstrap login,
     a device-made key and password, the request, the reply."""
-    nc = await nats.connect(
-        url, allow_reconnect=False, max_reconnect_attempts=1, connect_timeout=30,
-        inbox_prefix=INBOX_ENROLL, **natsauth.auth_options(url),
-    )  # fmt: skip
+    for attempt in range(LOGIN_ATTEMPTS):
+        try:
+            nc = await nats.connect(
+                url, allow_reconnect=False, max_reconnect_attempts=1, connect_timeout=30,
+                inbox_prefix=INBOX_ENROLL, error_cb=_quiet, **natsauth.auth_options(url),
+            )  # fmt: skip
+            break
+        except Exception:
+            # As the agent does: a password-mode reload drops the logins in progress.
+            if attempt == LOGIN_ATTEMPTS - 1:
+                raise
+            STATS["retries"] += 1
+            await asyncio.sleep(LOGIN_RETRY_DELAY * (attempt + 1))
     try:
         seed = natsauth.new_seed("user")
         body = EnrollRequest(
@@ -126,6 +142,7 @@ async def run_mode(mode: str, args: argparse.Namespace, work: Path) -> None:
             uses = args.per_level * len(LEVELS) + 1
             token = (await admin.call("tokens.create", {"tenant": "b", "max_uses": uses}))["token"]
             for level in LEVELS:
+                STATS["retries"] = 0
                 writes0 = conf.stat().st_mtime_ns
                 t0 = time.perf_counter()
                 got, times, failed = await enroll_level(
@@ -136,7 +153,7 @@ async def run_mode(mode: str, args: argparse.Namespace, work: Path) -> None:
                 print(
                     f"{mode:8} {level:3} in flight: {len(got)} enrolled in {took:.1f} s"
                     f" ({len(got) / took:.1f}/s), p50 {pct(times, 50):.3f} s"
-                    f" p99 {pct(times, 99):.3f} s, failed {failed},"
+                    f" p99 {pct(times, 99):.3f} s, failed {failed}, login retries {STATS['retries']},"
                     f" config rewritten: {'yes' if conf.stat().st_mtime_ns != writes0 else 'no'},"
                     f" load {loadavg()}",
                     flush=True,
