@@ -56,7 +56,8 @@ from protocol.subjects import (
 log = logging.getLogger(__name__)
 
 NONCE_TTL = 60.0
-MAX_NONCES = 100_000  # a flood of challenges cannot grow the table without bound
+MAX_NONCES = 100_000  # devices with live nonces: a flood cannot grow the table without bound
+NONCES_PER_DEVICE = 8
 UNAUTHORIZED = "unauthorized"
 StoreCall = Callable[..., Awaitable[Any]]
 
@@ -84,7 +85,7 @@ class DeviceAuth:
         self.metrics = metrics
         self.keys = keys
         self.ttl = ttl
-        self._nonces: dict[str, tuple[str, float]] = {}
+        self._nonces: dict[str, list[tuple[str, float]]] = {}
         self._subs: list[Subscription] = []
         self._push_lock = asyncio.Lock()
         self._last_iat = 0
@@ -139,22 +140,34 @@ class DeviceAuth:
         self._subs = []
 
     def _nonce(self, device_id: str) -> str:
+        """A new nonce for ``device_id``. A few are kept per device (``NONCES_PER_DEVICE``):
+        someone holding the bootstrap login who asks challenges for a device cannot push
+        out the one that device is about to answer."""
         now = time.monotonic()
         if len(self._nonces) >= MAX_NONCES:
-            self._nonces = {d: v for d, v in self._nonces.items() if v[1] > now}
+            self._nonces = {
+                d: live
+                for d, held in self._nonces.items()
+                if (live := [n for n in held if n[1] > now])
+            }
             if len(self._nonces) >= MAX_NONCES:
                 self._nonces.pop(next(iter(self._nonces)))
         nonce = secrets.token_urlsafe(32)
-        self._nonces[device_id] = (nonce, now + NONCE_TTL)
+        held = [n for n in self._nonces.get(device_id, []) if n[1] > now]
+        self._nonces[device_id] = [*held[-(NONCES_PER_DEVICE - 1) :], (nonce, now + NONCE_TTL)]
         return nonce
 
     def _take_nonce(self, device_id: str, nonce: str) -> bool:
-        held = self._nonces.pop(device_id, None)
-        return (
-            held is not None
-            and held[1] > time.monotonic()
-            and secrets.compare_digest(held[0], nonce)
-        )
+        """Whether ``nonce`` is a live one of ``device_id``'s; it is used up either way."""
+        now = time.monotonic()
+        held = self._nonces.get(device_id, [])
+        found = any(secrets.compare_digest(n, nonce) and exp > now for n, exp in held)
+        rest = [(n, exp) for n, exp in held if n != nonce and exp > now]
+        if rest:
+            self._nonces[device_id] = rest
+        else:
+            self._nonces.pop(device_id, None)
+        return found
 
     async def _on_own_link(self, msg: Msg) -> None:
         device_id = device_from_subject(msg.subject)
