@@ -116,7 +116,7 @@ async def storm(hub: BenchHub, creds: list[EnrollReply]) -> tuple[float, int]:
             try:
                 nc = await nats.connect(
                     url, allow_reconnect=False, max_reconnect_attempts=1, connect_timeout=10,
-                    inbox_prefix=f"_INBOX.{c.device_id}", **login(c),
+                    inbox_prefix=f"_INBOX.{c.device_id}", error_cb=_quiet, **login(c),
                 )  # fmt: skip
                 await nc.flush(timeout=30)
                 conns.append(nc)
