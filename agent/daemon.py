@@ -107,10 +107,12 @@ def default_reconciler(agent: Agent, engine: Engine) -> Reconciler | None:
         interval=cfg.reconcile.interval,
         executor=ExecutorOptions(image_budget=cfg.image_disk_budget, registry_auth=auth),
     )
+    store = agent.store
     loop = ReconcileLoop(
         engine,
-        agent.store,
-        agent.store.current_desired,
+        store,
+        # Read on the store's thread (the loop awaits a provider that returns an awaitable).
+        lambda: store.read(Store.current_desired),
         agent.device_id,
         options,
         update_gate=update_gate(agent),
@@ -199,7 +201,8 @@ class Agent:
             self._lock = acquire_lock(self.config.data_dir)
             store = self.open_store()
             try:
-                store.event(
+                await store.write(
+                    Store.event,
                     "agent.started",
                     f"agent {AGENT_VERSION} started (pid {os.getpid()})",
                     data={"version": AGENT_VERSION, "pid": os.getpid()},
@@ -238,7 +241,7 @@ class Agent:
             await stop.wait()
             await self._shutdown(tasks)
             try:
-                store.event("agent.stopped", "agent stopped cleanly")
+                await store.write(Store.event, "agent.stopped", "agent stopped cleanly")
             except StoreFull as exc:
                 log.error("%s; stopped without recording it", exc)
         finally:
@@ -353,12 +356,12 @@ class Agent:
                 return engine_for(self.device_id, url, kind)
         raise EngineUnavailable("no container engine answered", tried)
 
-    def _event_unless_full(self, kind: str, message: str, **kw: Any) -> None:
+    async def _event_unless_full(self, kind: str, message: str, **kw: Any) -> None:
         """Record an event; on a full disk, log it instead. An event that does not fit must
         not end the task that wanted it (connecting the engine, running the reconciler)."""
         assert self.store is not None
         try:
-            self.store.event(kind, message, **kw)
+            await self.store.write(Store.event, kind, message, **kw)
         except StoreFull as exc:
             log.warning(
                 "%s: %s (not recorded: %s)", kind, message, exc, extra={"device": self.device_id}
@@ -375,7 +378,7 @@ class Agent:
                 break
             except Exception as exc:  # EngineUnavailable, or a client that would not build
                 if not reported:
-                    self._event_unless_full(
+                    await self._event_unless_full(
                         "engine.unavailable",
                         str(exc),
                         severity="error",
@@ -404,7 +407,7 @@ class Agent:
                 self.metrics_loop.disk_path = details.data_root
         except Exception as exc:
             log.warning("engine info unavailable: %s", exc, extra={"device": self.device_id})
-        self._event_unless_full(
+        await self._event_unless_full(
             "engine.connected", f"connected to {info['kind']} at {info['url']}", data=info
         )
         if self.reconciler_factory is None:
@@ -417,8 +420,11 @@ class Agent:
         except Exception as exc:
             # Say so loudly and keep the rest (metrics, events, sync) running.
             log.exception("reconcile loop crashed", extra={"device": self.device_id})
-            self.store.event(
-                "reconcile.crashed", f"reconcile loop stopped: {exc!r}", severity="error"
+            await self.store.write(
+                Store.event,
+                "reconcile.crashed",
+                f"reconcile loop stopped: {exc!r}",
+                severity="error",
             )
 
 

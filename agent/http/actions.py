@@ -16,6 +16,7 @@ from agent.http.containers import describe, find
 from agent.http.context import AppContext
 from agent.http.errors import ApiError, json_response
 from agent.runtime.restart import restart_container
+from agent.store import Store
 from bundles import BundleInvalid, content_hash, parse_bundle
 from bundles.errors import BundleError
 from protocol import errors as perr
@@ -46,7 +47,7 @@ async def post_reconcile(request: web.Request) -> web.Response:
     who = caller(request)
     if ctx.current_reconcile() is None:
         raise ApiError(perr.UNAVAILABLE, "the reconcile loop is not running")
-    seq = audit(ctx, who, "local.reconcile", "reconcile requested over the local API")
+    seq = await audit(ctx, who, "local.reconcile", "reconcile requested over the local API")
     _trigger(ctx, f"http:{who.token.name}")
     return json_response({"triggered": True, "event_seq": seq}, status=202)
 
@@ -65,7 +66,7 @@ async def post_restart(request: web.Request) -> web.Response:
     try:
         await restart_container(ctx.get_engine(), c, float(timeout))
     except Exception as exc:
-        audit(
+        await audit(
             ctx,
             who,
             "local.restart",
@@ -80,7 +81,7 @@ async def post_restart(request: web.Request) -> web.Response:
         raise ApiError(perr.UNAVAILABLE, f"restart of {c.name} failed: {exc}") from exc
     finally:
         busy.discard(c.id)
-    seq = audit(ctx, who, "local.restart", f"restarted container {c.name}", data)
+    seq = await audit(ctx, who, "local.restart", f"restarted container {c.name}", data)
     after = await ctx.get_engine().inspect(c.id)
     body = describe(after or c, None)
     body["event_seq"] = seq
@@ -113,8 +114,8 @@ async def post_local_desired(request: web.Request) -> web.Response:
         ) from None
     except BundleError as exc:
         raise ApiError(perr.INVALID, str(exc), "body") from None
-    desired = ctx.store.put_local_desired(
-        spec.to_dict(), content_hash=content_hash(spec), actor=who.actor
+    desired = await ctx.store.write(
+        Store.put_local_desired, spec.to_dict(), content_hash=content_hash(spec), actor=who.actor
     )
     triggered = _trigger(ctx, f"http:{who.token.name}:local-desired")
     return json_response(
@@ -133,11 +134,11 @@ async def delete_local_desired(request: web.Request) -> web.Response:
     v.only(request.query, ())
     ctx = request.app[CTX_KEY]
     who = caller(request)
-    cleared = ctx.store.clear_local_desired(actor=who.actor)
+    cleared = await ctx.store.write(Store.clear_local_desired, actor=who.actor)
     if not cleared:
         raise ApiError(perr.NOT_FOUND, "there is no local override to clear")
     triggered = _trigger(ctx, f"http:{who.token.name}:local-cleared")
-    current = ctx.store.current_desired()
+    current = await ctx.store.read(Store.current_desired)
     return json_response(
         {
             "cleared": True,

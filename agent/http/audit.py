@@ -7,11 +7,12 @@ from typing import Any
 
 from agent.http.auth import Caller
 from agent.http.context import AppContext
+from agent.store import Store
 
 log = logging.getLogger(__name__)
 
 
-def audit(
+async def audit(
     ctx: AppContext,
     who: Caller,
     kind: str,
@@ -22,7 +23,8 @@ def audit(
 ) -> int:
     payload = dict(data or {})
     payload.update({"actor": who.actor, "token_id": who.token.id, "via": "http"})
-    seq = ctx.store.event(
+    seq = await ctx.store.write(
+        Store.event,
         kind,
         f"{message} (by {who.token.name})",
         severity=severity,  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ from typing import Any
 from agent.http.context import AppContext
 from agent.http.errors import ApiError
 from agent.runtime.base import ObservedContainer
+from agent.store import Store
 from protocol import errors as perr
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -76,13 +77,13 @@ class StatsCache:
         return value
 
 
-def judged_health(ctx: AppContext) -> dict[str, str]:
+async def judged_health(ctx: AppContext) -> dict[str, str]:
     """The reconcile loop's health per container id, as it saved the observed state (what
     `status`, the hub and the TUI show): it judges a container without a health check
     healthy once it ran through its health window, where the engine only says "none"."""
     return {
         str(row["id"]): str(row["health"])
-        for row in ctx.store.observed()
+        for row in await ctx.store.read(Store.observed)
         if row.get("id") and row.get("health")
     }
 
@@ -102,5 +103,5 @@ async def describe_all(
     ctx: AppContext, cache: StatsCache, containers: list[ObservedContainer]
 ) -> list[dict[str, Any]]:
     stats = await asyncio.gather(*(cache.get(ctx, c) for c in containers))
-    health = judged_health(ctx)
+    health = await judged_health(ctx)
     return [describe(c, s, health) for c, s in zip(containers, stats, strict=True)]

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from agent.http.auth import CTX_KEY
 from agent.http.errors import ApiError, Handler
+from agent.store import Store
 from protocol import errors as perr
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -27,7 +28,7 @@ async def disk_guard_middleware(request: web.Request, handler: Handler) -> web.S
         route = request.match_info.route
         path = route.resource.canonical if route.resource is not None else request.path
         if (request.method, path) not in ALWAYS_TRIED:
-            reason = request.app[CTX_KEY].store.disk_full()
+            reason = await request.app[CTX_KEY].store.read(Store.disk_full)
             if reason is not None:
                 raise ApiError(perr.INSUFFICIENT_STORAGE, reason)
     return await handler(request)

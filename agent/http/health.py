@@ -9,12 +9,19 @@ from aiohttp import web
 from agent.http import validate as v
 from agent.http.auth import CTX_KEY
 from agent.http.errors import ApiError, json_response
+from agent.store import Store
 from protocol import errors as perr
 
 # Generous: a busy Podman on a small device can take seconds, and a readiness flap is worse
 # than a slow answer. The probe is the call the API depends on most (listing containers),
 # not /info, which Podman computes slowly (storage usage).
 ENGINE_PROBE_TIMEOUT = 5.0
+
+
+def _store_check(store: Store) -> str | None:
+    store.last_event_seq()  # readable...
+    # ...is not enough: a full disk fails every write the agent makes.
+    return store.disk_full()
 
 
 async def get_live(request: web.Request) -> web.Response:
@@ -27,9 +34,8 @@ async def get_ready(request: web.Request) -> web.Response:
     ctx = request.app[CTX_KEY]
     checks: dict[str, str] = {}
     try:
-        ctx.store.last_event_seq()
-        # Readable is not enough: a full disk fails every write the agent makes.
-        checks["store"] = ctx.store.disk_full() or "ok"
+        full = await ctx.store.read(_store_check)
+        checks["store"] = full or "ok"
     except Exception as exc:
         checks["store"] = f"failed: {exc}"
     try:

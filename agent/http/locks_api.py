@@ -44,13 +44,14 @@ async def get_update_lock(request: web.Request) -> web.Response:
     v.only(request.query, ())
     ctx = request.app[CTX_KEY]
     lock_dir = ctx.config.update.lock_dir
-    locks = file_locks(lock_dir) + updatelocks.held(ctx.store)
+    held, gate = await ctx.store.read(lambda s: (updatelocks.held(s), updatelocks.last_gate(s)))
+    locks = file_locks(lock_dir) + held
     return json_response(
         {
             "held": bool(locks),
             "locks": [lk.to_dict() for lk in locks],
             "lock_dir": str(lock_dir),
-            "gate": updatelocks.last_gate(ctx.store),
+            "gate": gate,
         }
     )
 
@@ -69,7 +70,7 @@ async def post_update_lock(request: web.Request) -> web.Response:
         raise v.invalid(
             "reason", f"must be a string of at most {updatelocks.MAX_REASON} characters"
         )
-    lock, new = updatelocks.hold(ctx.store, holder, reason or None, who.actor)
+    lock, new = await ctx.store.write(updatelocks.hold, holder, reason or None, who.actor)
     return json_response(
         {**lock.to_dict(), "reason": reason or None, "new": new}, status=201 if new else 200
     )
@@ -80,7 +81,7 @@ async def delete_update_lock(request: web.Request) -> web.Response:
     ctx = request.app[CTX_KEY]
     who = caller(request)
     holder = _who(request.query.get("who"), who.token.name)
-    lock = updatelocks.release(ctx.store, holder, who.actor)
+    lock = await ctx.store.write(updatelocks.release, holder, who.actor)
     if lock is None:
         raise ApiError(perr.NOT_FOUND, f"{holder} holds no update lock", "who")
     # A deferred update may start now: look at once rather than at the next poll.

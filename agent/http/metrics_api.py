@@ -16,7 +16,7 @@ import json
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import cast
 
 from aiohttp import web
@@ -100,7 +100,7 @@ class MetricsCache:
         self._running: dict[Key, asyncio.Future[bytes]] = {}
         self.builds = 0
 
-    async def get(self, key: Key, make: Callable[[], bytes]) -> bytes:
+    async def get(self, key: Key, make: Callable[[], Awaitable[bytes]]) -> bytes:
         hit = self._done.get(key)
         if hit is not None and time.monotonic() - hit[0] < self.ttl:
             return hit[1]
@@ -114,7 +114,7 @@ class MetricsCache:
         self._running[key] = fut
         try:
             self.builds += 1
-            body = await asyncio.to_thread(make)
+            body = await make()
         except BaseException as exc:
             fut.set_exception(exc)
             raise
@@ -157,7 +157,7 @@ async def get_metrics(request: web.Request) -> web.Response:
     store = request.app[CTX_KEY].store
     if resolution == "raw":
         key: Key = (resolution, since, until, metric, limit)
-        body = await asyncio.to_thread(build, store, key)
+        body = await store.read(build, key)
     else:
         # Buckets start on multiples of the width, so "bucket >= since" selects the same
         # buckets as "bucket >= since rounded up": the rounded form is the cache key.
@@ -169,5 +169,5 @@ async def get_metrics(request: web.Request) -> web.Response:
             metric,
             limit,
         )
-        body = await request.app[METRICS_CACHE_KEY].get(key, lambda: build(store, key))
+        body = await request.app[METRICS_CACHE_KEY].get(key, lambda: store.read(build, key))
     return web.Response(body=body, content_type="application/json")

@@ -96,7 +96,7 @@ def render(doc: dict[str, Any]) -> str:
 
 async def get_page(request: web.Request) -> web.Response:
     v.only(request.query, ())
-    html = render(status_doc(request.app[CTX_KEY]))
+    html = render(await status_doc(request.app[CTX_KEY]))
     return web.Response(
         text=html,
         content_type="text/html",

@@ -19,6 +19,7 @@ from agent.http import validate as v
 from agent.http.auth import CTX_KEY
 from agent.http.context import AppContext
 from agent.http.logs import STREAMS_KEY
+from agent.store import Store
 
 JOURNAL_SCAN = 200
 EVENT_SCAN = 1000
@@ -85,8 +86,8 @@ class Exporter:
         self.info.labels(ctx.device_id, ctx.version).set(1)
         self._ready = True
 
-    def _scan_journal(self) -> None:
-        for run in self.ctx.store.journal(limit=JOURNAL_SCAN):
+    async def _scan_journal(self) -> None:
+        for run in await self.ctx.store.read(Store.journal, JOURNAL_SCAN):
             if run.id <= self._run_floor or run.id in self._counted_runs:
                 continue
             if run.result is None or run.finished_at is None:
@@ -100,12 +101,12 @@ class Exporter:
             self._run_floor = keep[0] - 1
             self._counted_runs = set(keep)
 
-    def _scan_events(self) -> None:
+    async def _scan_events(self) -> None:
         store = self.ctx.store
         if self._event_wm is None:
             self._event_wm = 0
         for _ in range(MAX_EVENT_PAGES):
-            rows = store.events(after_seq=self._event_wm, limit=EVENT_SCAN)
+            rows = await store.read(Store.events, self._event_wm, EVENT_SCAN)
             for e in rows:
                 if e.kind == "pull.done":
                     size = (e.data or {}).get("bytes")
@@ -123,9 +124,9 @@ class Exporter:
         self._metrics()
         ctx = self.ctx
         self.uptime.set(ctx.uptime())
-        self._scan_journal()
-        self._scan_events()
-        stats = ctx.store.outbox_stats()
+        await self._scan_journal()
+        await self._scan_events()
+        stats = await ctx.store.read(Store.outbox_stats)
         self.outbox_rows.set(stats["pending"])
         self.outbox_bytes.set(stats["bytes"])
         oldest = stats.get("oldest_created_at")
@@ -141,7 +142,7 @@ class Exporter:
             # The engine is down: report the last snapshot rather than no containers at all.
             observed = [
                 (str(c.get("state", "unknown")), str(c.get("health", "none")))
-                for c in ctx.store.observed()
+                for c in await ctx.store.read(Store.observed)
             ]
         counts: dict[tuple[str, str], int] = {}
         for key in observed:

@@ -21,6 +21,7 @@ from agent.http.logs import STREAMS_KEY
 from agent.http.lowlevel import JsonErrorAppRunner
 from agent.http.tls import ensure_certificate, fingerprint, needs_tls, server_context
 from agent.http.tokens import TokenStore
+from agent.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,8 @@ async def serve(agent: AgentContext, stop: asyncio.Event) -> None:
         runner = await start(ctx)
     except OSError as exc:
         # A busy port must not take the agent down: reconciling matters more than the API.
-        ctx.store.event(
+        await ctx.store.write(
+            Store.event,
             "http.unavailable",
             f"local API could not listen on {ctx.config.http.bind}:{ctx.config.http.port}: {exc}",
             severity="error",

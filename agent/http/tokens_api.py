@@ -59,7 +59,7 @@ async def post_token(request: web.Request) -> web.Response:
         info, token = ctx.tokens.create(name, role, created_by=who.actor)
     except TokenExists as exc:
         raise ApiError(perr.CONFLICT, str(exc), "name") from None
-    audit(
+    await audit(
         ctx,
         who,
         "local.token_created",
@@ -83,7 +83,7 @@ async def delete_token(request: web.Request) -> web.Response:
         raise ApiError(perr.NOT_FOUND, f"no token with id {token_id}")
     after = ctx.tokens.revoke(token_id)
     if before.revoked_at is None:
-        audit(
+        await audit(
             ctx,
             who,
             "local.token_revoked",

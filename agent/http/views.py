@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -13,6 +12,8 @@ from agent.http.auth import CTX_KEY
 from agent.http.containers import StatsCache, describe, describe_all, find, judged_health
 from agent.http.context import AppContext
 from agent.http.errors import json_response
+from agent.reconcile.ports import Deployment
+from agent.store import Store
 from agent.sync.liveness import unreachable_since
 
 STATS_KEY: web.AppKey[StatsCache] = web.AppKey("stats_cache", StatsCache)
@@ -41,15 +42,19 @@ def stuck_reason(summary: dict[str, Any], loop_result: Any = None) -> str | None
     return None
 
 
-def status_doc(ctx: AppContext) -> dict[str, Any]:
-    summary = ctx.store.status_summary()
+def _status_reads(store: Store) -> tuple[dict[str, Any], Deployment | None]:
+    return store.status_summary(), store.last_healthy_deployment()
+
+
+async def status_doc(ctx: AppContext) -> dict[str, Any]:
+    # One job on the store's thread: the summary and the healthy deployment agree.
+    summary, healthy = await ctx.store.read(_status_reads)
     engine = ctx.current_engine()
     loop_result = getattr(ctx.current_reconcile(), "last_result", None)
     hub = ctx.hub()
     dep = summary.get("deployment")
     # What runs is the newest deployment that became healthy: while a new one is still
     # applying, or after it failed and was rolled back, that is the previous one.
-    healthy = ctx.store.last_healthy_deployment()
     running = None if healthy is None else healthy.bundle_ref
     return {
         "device_id": ctx.device_id,
@@ -82,7 +87,7 @@ def status_doc(ctx: AppContext) -> dict[str, Any]:
 
 async def get_status(request: web.Request) -> web.Response:
     v.only(request.query, ())
-    return json_response(status_doc(_ctx(request)))
+    return json_response(await status_doc(_ctx(request)))
 
 
 async def get_containers(request: web.Request) -> web.Response:
@@ -98,14 +103,14 @@ async def get_container(request: web.Request) -> web.Response:
     ctx = _ctx(request)
     c = await find(ctx, request.match_info["name"])
     stats = await request.app[STATS_KEY].get(ctx, c)
-    return json_response(describe(c, stats, judged_health(ctx)))
+    return json_response(describe(c, stats, await judged_health(ctx)))
 
 
 async def get_events(request: web.Request) -> web.Response:
     v.only(request.query, ("after_seq", "limit"))
     after = v.optional_int(request.query, "after_seq", 0, 2**62)
     limit = v.integer(request.query, "limit", 100, 1, MAX_EVENTS)
-    rows = _ctx(request).store.events(after_seq=after, limit=limit)
+    rows = await _ctx(request).store.read(Store.events, after, limit)
     events = [r.to_dict() for r in rows]
     # Paging: pass next_after_seq back as after_seq to continue where this page ended.
     next_after = events[-1]["seq"] if events else after
@@ -114,8 +119,9 @@ async def get_events(request: web.Request) -> web.Response:
 
 async def get_desired(request: web.Request) -> web.Response:
     v.only(request.query, ())
-    store = _ctx(request).store
-    d = store.current_desired()
+    d, revs = await _ctx(request).store.read(
+        lambda s: (s.current_desired(), s.desired_revisions(limit=20))
+    )
     current = None
     if d is not None:
         current = {
@@ -125,12 +131,12 @@ async def get_desired(request: web.Request) -> web.Response:
             "rollout_id": d.rollout_id,
             "content_hash": d.content_hash,
         }
-    revisions = [r.to_dict() for r in store.desired_revisions(limit=20)]
+    revisions = [r.to_dict() for r in revs]
     return json_response({"desired": current, "revisions": revisions})
 
 
 async def get_journal(request: web.Request) -> web.Response:
     v.only(request.query, ("limit",))
     limit = v.integer(request.query, "limit", 20, 1, MAX_JOURNAL)
-    runs = await asyncio.to_thread(_ctx(request).store.journal, limit)
+    runs = await _ctx(request).store.read(Store.journal, limit)
     return json_response({"runs": [r.to_dict() for r in runs]})

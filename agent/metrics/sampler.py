@@ -120,17 +120,18 @@ class MetricsLoop:
                     extra={"device": self.store.device_id},
                 )
         now = self.clock()
-        self.store.record_samples(now, values)
-        folding.roll_up(self.store, now)
+        await self.store.write(Store.record_samples, now, values)
+        await self.store.write(folding.roll_up, now)
         self.samples_taken += 1
         if now - self._last_prune >= self.config.prune_interval:
-            self.prune(now)
+            await self.prune(now)
         return values
 
-    def prune(self, now: float | None = None) -> dict[str, int]:
+    async def prune(self, now: float | None = None) -> dict[str, int]:
         now = self.clock() if now is None else now
         r = self.config.retention
-        out = self.store.prune(
+        out = await self.store.write(
+            Store.prune,
             raw=r.raw,
             minute=r.minute,
             hour=r.hour,

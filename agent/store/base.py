@@ -30,6 +30,7 @@ FULL_MEMORY = 30.0  # seconds a write that failed for lack of space keeps the st
 
 P = ParamSpec("P")
 T = TypeVar("T")
+S = TypeVar("S", bound="StoreBase")
 
 
 def dumps(value: Any) -> str:
@@ -122,7 +123,29 @@ class StoreBase:
             self._maybe_share()
             with self._db.transaction() as c:
                 yield c
-            self.full_reason = None
+            if not self._db.depth:
+                self.full_reason = None
+
+    # ---------------------------------------------------------------- the thread rule
+
+    async def read(self: S, fn: Callable[Concatenate[S, P], T], *args: P.args, **kw: P.kwargs) -> T:
+        """``fn(store, ...)`` on the store's own worker thread: how code on an event loop
+        reads (``await store.read(Store.events, after, limit)``). One thread, so calls run
+        in the order they were made and the loop never waits on SQLite."""
+        return await self._db.run(lambda: fn(self, *args, **kw))
+
+    async def write(
+        self: S, fn: Callable[Concatenate[S, P], T], *args: P.args, **kw: P.kwargs
+    ) -> T:
+        """``fn(store, ...)`` in one transaction on the store's worker thread: every store
+        write it makes joins that transaction, so they commit together or not at all
+        (``await store.write(Store.put_desired, desired)``)."""
+
+        def run() -> T:
+            with self._tx():
+                return fn(self, *args, **kw)
+
+        return await self._db.run(run)
 
     def write_now(
         self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kw: P.kwargs
@@ -174,6 +197,8 @@ class StoreBase:
         the CLI (status, apply) can use the file; tried at most every few seconds."""
         if not self._exclusive or (not force and time.monotonic() < self._next_reopen):
             return
+        if self._db.depth:
+            return  # never swap the connection under an open transaction
         self._next_reopen = time.monotonic() + 5.0
         if space.low_on_space(self.path.parent) is not None:
             return

@@ -97,7 +97,7 @@ class RetentionStore(StoreBase):
         now: float | None = None,
     ) -> dict[str, int]:
         """Apply retention to metrics, sent outbox rows and old journal runs, then the outbox
-        bounds (two transactions). Events are never pruned here."""
+        bounds (two transactions, or one inside ``store.write``). Events are never pruned here."""
         now = time.time() if now is None else now
         out = self.write_now(prune_by_age, raw, minute, hour, now)
         out["outbox_dropped"] = self.enforce_outbox_bounds(

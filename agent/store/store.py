@@ -4,8 +4,10 @@
 mixin per aggregate, each in its own module with its SQL as functions of a connection:
 ``identity``, ``events``, ``outbox``, ``journal``, ``deployments``, ``observed``,
 ``desired``, ``metrics`` and ``retention``. The connection, its lock and transactions are
-``agent.store.base``. Rules every write follows:
-- it is one short ``BEGIN IMMEDIATE`` transaction;
+``agent.store.base``. Code on an event loop awaits ``store.read(fn, ...)`` /
+``store.write(fn, ...)`` (``fn(store, ...)`` on the store's own worker thread); code without
+one calls the methods. Rules every write follows:
+- it is one short ``BEGIN IMMEDIATE`` transaction (writes inside ``store.write`` join it);
 - every event and every state change writes its outbox row in that same transaction, numbered
   from the ``sequences`` table, so a crash can neither lose a delta nor number one twice.
 

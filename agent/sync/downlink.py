@@ -32,7 +32,7 @@ import inspect
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import nats.errors
 import nats.js.errors
@@ -42,6 +42,7 @@ from nats.aio.subscription import Subscription
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
+from agent.store import Store
 from agent.sync.intake import Intake
 from agent.sync.link import LinkState
 from protocol.desired import DesiredDecodeError, DesiredState
@@ -50,19 +51,6 @@ from protocol.subjects import DESIRED_BUCKET, desired_key, desired_prompt, kv_pr
 log = logging.getLogger(__name__)
 
 Trigger = Callable[[], Any]  # may return an awaitable
-
-
-class DesiredStore(Protocol):
-    def put_desired(self, desired: DesiredState) -> bool: ...
-
-    def event(
-        self,
-        kind: str,
-        message: str,
-        *,
-        severity: Any = "info",
-        data: dict[str, Any] | None = None,
-    ) -> int: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +89,7 @@ class DownlinkStats:
 class Downlink:
     def __init__(
         self,
-        store: DesiredStore,
+        store: Store,
         nc: NATS,
         js: JetStreamContext,
         device_id: str,
@@ -260,8 +248,8 @@ class Downlink:
             self.stats.invalid += 1
             self.stats.last_revision = revision  # never retry the same bad revision
             log.error("invalid desired revision %d: %s", revision, exc, extra=self._extra)
-            await asyncio.to_thread(
-                self.store.event,
+            await self.store.write(
+                Store.event,
                 "desired.invalid",
                 f"desired revision {revision} from the hub is invalid: {exc}",
                 severity="error",
@@ -271,9 +259,11 @@ class Downlink:
         desired = dataclasses.replace(doc, generation=revision, source="hub")
         if self.intake is not None:
             # The one gate for hub revisions (agent.sync.intake): a refused one is recorded
-            # as failed before it is stored, so nothing of it ever runs.
-            await asyncio.to_thread(self.intake.check, desired)
-        stored = await asyncio.to_thread(self.store.put_desired, desired)
+            # as failed before it is stored, so nothing of it ever runs. On the store's
+            # thread, in one transaction: the refusal's rows commit together.
+            intake = self.intake
+            await self.store.write(lambda _store: intake.check(desired))
+        stored = await self.store.write(Store.put_desired, desired)
         self.stats.last_revision = revision
         if stored:
             self.stats.revisions_applied += 1

@@ -90,7 +90,7 @@ class HeartbeatTask:
         nc: NATS,
         device_id: str,
         link: LinkState,
-        state: Callable[[], Heartbeat],
+        state: Callable[[], Awaitable[Heartbeat]],
         interval: float = 30.0,
         *,
         ack_timeout: float = HEARTBEAT_ACK_TIMEOUT,
@@ -125,7 +125,7 @@ class HeartbeatTask:
     async def beat(self) -> bool:
         """Send one heartbeat; True when the hub answered (then the link is online)."""
         try:
-            hb = await asyncio.to_thread(self.state)
+            hb = await self.state()  # reads the store on its own thread
             data = hb.to_json()
         except Exception as exc:
             self.skipped += 1

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import nats.js.errors
 from nats.aio.client import Client as NATS
@@ -29,6 +29,7 @@ from nats.aio.client import Client as NATS
 from agent.context import AgentContext
 from agent.errors import AgentError
 from agent.runtime.restart import restart_container
+from agent.store import Store
 from agent.sync import gate
 from agent.sync.downlink import Downlink, DownlinkSettings
 from agent.sync.enroll import load_credentials, save_credentials
@@ -48,10 +49,8 @@ from protocol import natsauth
 from protocol.api import MAX_DEVICE_WAIT, RESTART_STOP_TIMEOUT
 from protocol.enroll import EnrollReply
 from protocol.errors import CONFLICT, NOT_FOUND, UNAVAILABLE
+from protocol.heartbeat import Heartbeat
 from protocol.subjects import JS_DOMAIN
-
-if TYPE_CHECKING:
-    from agent.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +141,7 @@ Trigger = Callable[[], Any]
 class SyncService:
     def __init__(
         self,
-        store: Any,  # agent.store.Store
+        store: Store,
         settings: SyncSettings,
         device_id: str,
         *,
@@ -180,9 +179,14 @@ class SyncService:
     def last_contact(self) -> float | None:
         return self.link.last_contact
 
-    def status(self) -> dict[str, Any]:
+    async def current_status(self) -> dict[str, Any]:
+        """``status()`` with the outbox depth read from the store (on its own thread)."""
+        return self.status(await self._outbox_pending())
+
+    def status(self, outbox_pending: int | None = None) -> dict[str, Any]:
         """For ``signalbeam-agent status`` and the HTTP API. ``online`` and ``last_contact``
-        are end to end: the hub's last answer (``agent.sync.liveness``)."""
+        are end to end: the hub's last answer (``agent.sync.liveness``). ``outbox_pending``
+        is the caller's (``current_status`` reads it); this reads no store."""
         hb = self.heartbeat
         return {
             "mode": self.settings.mode,
@@ -196,7 +200,7 @@ class SyncService:
             if self.leaf is None
             else {"url": self.leaf.url, "pid": self.leaf.pid, "restarts": self.leaf.restarts},
             "uplink": None if self.uplink is None else self.uplink.stats.to_dict(),
-            "outbox_pending": self._outbox_pending(),
+            "outbox_pending": outbox_pending,
             "downlink": None if self.downlink is None else self.downlink.stats.to_dict(),
             "signing": None if self.intake is None else self.intake.status(),
             "heartbeats_sent": 0 if hb is None else hb.sent,
@@ -348,7 +352,7 @@ class SyncService:
             self.device_id,
             self.link,
             self.trigger,
-            last_revision=self._last_hub_generation(),
+            last_revision=await self._last_hub_generation(),
             settings=s.downlink,
             report_link=not watched,
             intake=self.intake,
@@ -357,7 +361,7 @@ class SyncService:
             self.nc,
             self.device_id,
             self.link,
-            lambda: heartbeat_from_status(self.device_id, self.store.status_summary()),
+            self._heartbeat_state,
             s.heartbeat_interval,
             ack_timeout=s.heartbeat_ack_timeout,
             # A hub that does not answer heartbeats (older, or a bare nats-server): its
@@ -484,7 +488,8 @@ class SyncService:
             key = (self.link.online, self.link.epoch)
             if key != written or time.monotonic() - last >= self.settings.status_every:
                 try:
-                    await asyncio.to_thread(self._write_status, self.settings.status_path)
+                    doc = await self.current_status()
+                    await asyncio.to_thread(self._write_status, self.settings.status_path, doc)
                     written, last = key, time.monotonic()
                 except OSError as exc:
                     log.warning(
@@ -492,8 +497,9 @@ class SyncService:
                     )
             await asyncio.sleep(0.5)
 
-    def _write_status(self, path: Path) -> None:
-        doc = {**self.status(), "written_at": time.time(), "pid": os.getpid()}
+    @staticmethod
+    def _write_status(path: Path, status: dict[str, Any]) -> None:
+        doc = {**status, "written_at": time.time(), "pid": os.getpid()}
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(doc, default=str))
         os.replace(tmp, path)
@@ -525,15 +531,18 @@ class SyncService:
                     await asyncio.wait_for(stop.wait(), self.settings.connect_retry)
                     return None
 
-    def _outbox_pending(self) -> int | None:
+    async def _heartbeat_state(self) -> Heartbeat:
+        return heartbeat_from_status(self.device_id, await self.store.read(Store.status_summary))
+
+    async def _outbox_pending(self) -> int | None:
         try:
-            return int(self.store.outbox_depth())
+            return int(await self.store.read(Store.outbox_depth))
         except Exception:
             return None
 
-    def _last_hub_generation(self) -> int | None:
+    async def _last_hub_generation(self) -> int | None:
         try:
-            revs = self.store.desired_revisions(limit=50)
+            revs = await self.store.read(Store.desired_revisions, 50)
         except Exception:
             return None
         gens = [r.generation for r in revs if r.source == "hub"]
@@ -556,8 +565,9 @@ class SyncService:
         self.nc = None
         self.link.lost("stopped")
         if self.settings.status_path is not None:
+            status = await self.current_status()
             with contextlib.suppress(OSError):
-                self._write_status(self.settings.status_path)
+                self._write_status(self.settings.status_path, status)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Start (retrying with backoff if the leaf cannot start), run until ``stop``."""
@@ -609,11 +619,11 @@ def agent_rpc_handlers(
                 return engine, c
         raise RpcFailure(NOT_FOUND, f"no container {container!r} on this device", "args.container")
 
-    def reconcile() -> dict[str, Any]:
+    async def reconcile() -> dict[str, Any]:
         if agent.reconciler is None:
             raise RpcFailure(UNAVAILABLE, "the reconciler is not running (engine not connected?)")
         agent.reconciler.poke("rpc")
-        desired = store().current_desired()
+        desired = await store().read(Store.current_desired)
         return {"triggered": True, "generation": None if desired is None else desired.generation}
 
     restarting: set[str] = set()  # container ids: a second restart would race the first
@@ -630,8 +640,8 @@ def agent_rpc_handlers(
             # SIGTERM); callers wait RESTART_WAIT for the answer (protocol.api).
             await restart_container(engine, c, RESTART_STOP_TIMEOUT)
         except Exception as exc:
-            await asyncio.to_thread(
-                store().event,
+            await store().write(
+                Store.event,
                 "container.restart_failed",
                 f"restart of container {c.name} by a remote command failed: {exc}",
                 data={"container": c.name, "by": "rpc"},
@@ -640,8 +650,8 @@ def agent_rpc_handlers(
             raise
         finally:
             restarting.discard(c.id)
-        await asyncio.to_thread(
-            store().event,
+        await store().write(
+            Store.event,
             "container.restarted",
             f"container {c.name} restarted by a remote command",
             data={"container": c.name, "by": "rpc"},
@@ -658,9 +668,9 @@ def agent_rpc_handlers(
         return lines
 
     async def status() -> dict[str, Any]:
-        out: dict[str, Any] = await asyncio.to_thread(store().status_summary)
+        out: dict[str, Any] = await store().read(Store.status_summary)
         svc = service()
-        out["sync"] = None if svc is None else svc.status()
+        out["sync"] = None if svc is None else await svc.current_status()
         return out
 
     return RpcHandlers(reconcile=reconcile, restart=restart, logs=logs, status=status)
@@ -686,6 +696,7 @@ async def sync_hook(agent: AgentContext, stop: asyncio.Event) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), gate.ENROLL_POLL)
             return
+    assert agent.store is not None  # hooks start after the daemon opened the store
     svc = SyncService(
         agent.store,
         settings,

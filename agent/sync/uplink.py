@@ -21,27 +21,19 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import nats.errors
 import nats.js.errors
 from nats.js.client import JetStreamContext
 
-from agent.store.rows import OutboxRow
+from agent.store import Store
 from agent.sync.batching import Batch, pack
 from agent.sync.link import LinkState
 from protocol.report import MAX_REPORT_BYTES, MAX_ROWS_PER_REPORT
 from protocol.subjects import REPORT_STREAM, report
 
 log = logging.getLogger(__name__)
-
-
-class OutboxStore(Protocol):
-    def outbox_pending(self, limit: int = 100, max_bytes: int = 1_000_000) -> list[OutboxRow]: ...
-
-    def outbox_epoch(self) -> str | None: ...
-
-    def outbox_mark_sent(self, up_to_seq: int) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -74,7 +66,7 @@ class UplinkStats:
 class Uplink:
     def __init__(
         self,
-        store: OutboxStore,
+        store: Store,
         js: JetStreamContext,
         device_id: str,
         link: LinkState,
@@ -144,11 +136,11 @@ class Uplink:
     async def drain_once(self) -> int:
         """Send one window of pending rows; returns rows acknowledged (0 when none pending)."""
         s = self.settings
-        rows = await asyncio.to_thread(self.store.outbox_pending, s.window_rows, s.window_bytes)
+        rows = await self.store.read(Store.outbox_pending, s.window_rows, s.window_bytes)
         if not rows:
             return 0
         if not self._epoch_read:  # fixed for the store's life: read once
-            self._epoch = await asyncio.to_thread(self.store.outbox_epoch)
+            self._epoch = await self.store.read(Store.outbox_epoch)
             self._epoch_read = True
         raw = [(r.seq, r.kind, r.created_at, r.payload_json) for r in rows]
         batches = pack(
@@ -208,7 +200,7 @@ class Uplink:
             if acked_seq is not None:
                 # Only a contiguous acknowledged prefix is marked: a later batch's ack never
                 # covers an earlier batch that failed.
-                await asyncio.to_thread(self.store.outbox_mark_sent, acked_seq)
+                await self.store.write(Store.outbox_mark_sent, acked_seq)
                 self._acked = acked_seq
                 self.stats.rows_sent += acked_rows
                 self.stats.last_sent_seq = acked_seq

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 from agent.http.containers import StatsCache, describe, judged_health
 from agent.runtime import connect
 from agent.runtime.base import CreateRequest, Engine
+from agent.store import Store
 from tests.harness.engines import EngineHandle
 from tests.harness.registry import Registry
 from tests.integration.test_runtime import labels
@@ -35,7 +37,7 @@ async def eng(engine: EngineHandle) -> AsyncIterator[Engine]:
 
 
 async def test_memory_limit_is_the_cap_and_health_is_the_judged_one(
-    eng: Engine, registry: Registry
+    eng: Engine, registry: Registry, tmp_path: Path
 ) -> None:
     image = registry.ref("sbtest/pull:1.0")
     await eng.pull(image)
@@ -54,13 +56,13 @@ async def test_memory_limit_is_the_cap_and_health_is_the_judged_one(
     c = next(x for x in await eng.list_containers() if x.id == cid)
     assert c.memory_limit == CAP and c.health == "none"  # no health check of its own
 
-    ctx: Any = SimpleNamespace(
-        get_engine=lambda: eng,
-        # What the reconcile loop saved for it: healthy after its health window.
-        store=SimpleNamespace(observed=lambda: [{"id": cid, "health": "healthy"}]),
-    )
+    # What the reconcile loop saved for it: healthy after its health window.
+    store = Store.open(tmp_path / "agent.db", device_id="view-dev")
+    store.save_observed([{"id": cid, "name": "web", "health": "healthy"}])
+    ctx: Any = SimpleNamespace(get_engine=lambda: eng, store=store)
     stats = await StatsCache().get(ctx, c)
     assert stats is not None and stats["memory_limit"] == CAP, stats
-    shown = describe(c, stats, judged_health(ctx))
+    shown = describe(c, stats, await judged_health(ctx))
+    store.close()
     assert shown["health"] == "healthy"
     assert describe(c, stats, {})["health"] == "none"  # nothing judged yet: the engine's word

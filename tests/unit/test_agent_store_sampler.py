@@ -45,7 +45,7 @@ async def test_loop_samples_rolls_up_and_prunes(tmp_path: Path) -> None:
     assert loop.samples_taken == 30
     minutes = store.metrics("1m", metric="container.web.cpu_percent")
     assert len(minutes) == 4 and all(p.count == 6 and p.avg == 2.0 for p in minutes)
-    loop.prune(now[0])
+    await loop.prune(now[0])
     raw = store.metrics("raw", metric="cpu.percent")
     assert raw and min(p.ts for p in raw) >= now[0] - 120
     store.close()

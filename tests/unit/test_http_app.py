@@ -128,8 +128,8 @@ async def test_without_an_engine_reads_work_and_engine_calls_say_unavailable(
     assert "signalbeam_outbox_pending_rows" in text
 
 
-def test_page_escapes_everything(ctx: AppContext) -> None:
-    doc = status_doc(ctx)
+async def test_page_escapes_everything(ctx: AppContext) -> None:
+    doc = await status_doc(ctx)
     doc["device_id"] = "<script>alert(1)</script>"
     doc["stuck"] = "<b>x</b>"
     html = render(doc)

@@ -37,8 +37,12 @@ async def _agent(tmp_path: Path) -> Any:
 async def test_handlers(tmp_path: Path) -> None:
     agent = await _agent(tmp_path)
     status = {"online": True}
+
+    async def current() -> dict[str, object]:
+        return status
+
     srv = RpcServer(
-        None, "dev-1", agent_rpc_handlers(agent, lambda: SimpleNamespace(status=lambda: status))
+        None, "dev-1", agent_rpc_handlers(agent, lambda: SimpleNamespace(current_status=current))
     )  # type: ignore[arg-type]
 
     async def call(req: RpcRequest) -> Any:
