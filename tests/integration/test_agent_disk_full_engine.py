@@ -17,7 +17,8 @@ import pytest
 from tests.harness.engines import EngineHandle
 from tests.harness.ports import free_port
 from tests.harness.registry import Registry
-from tests.integration.test_agent_cli_engine import answer, wait_for
+from tests.harness.wait import eventually_blocking
+from tests.integration.test_agent_cli_engine import answer
 from tests.integration.test_agent_disk_full import AgentProc, fill, tmpfs
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
@@ -59,7 +60,12 @@ containers:
         agent.start()
         agent.wait_up()
         assert agent.cli("apply", str(bundle)).returncode == 0
-        wait_for(lambda: answer(svc_port) == "1.0", "the service to answer 1.0")
+        eventually_blocking(
+            lambda: answer(svc_port) == "1.0",
+            "the service to answer 1.0",
+            timeout=90,
+            interval=0.25,
+        )
         assert agent.stop() == 0
 
         filler = fill(mount)
@@ -70,7 +76,12 @@ containers:
             status, _, body = agent.call("GET", "/health/ready")
             return body["error"]["details"] if status == 503 else body["checks"]
 
-        checks = wait_for(lambda: (c := ready())["engine"] == "ok" and c, "the engine to connect")
+        checks = eventually_blocking(
+            lambda: (c := ready())["engine"] == "ok" and c,
+            "the engine to connect",
+            timeout=90,
+            interval=0.25,
+        )
         assert checks["store"].startswith("disk full"), checks
         # The engine kept the container: nothing the agent could not write stopped it.
         assert answer(svc_port) == "1.0"
@@ -79,12 +90,24 @@ containers:
         filler.unlink()
         for crumb in mount.glob("crumb-*"):
             crumb.unlink()
-        wait_for(lambda: ready()["store"] == "ok", "the store to have room again")
+        eventually_blocking(
+            lambda: ready()["store"] == "ok",
+            "the store to have room again",
+            timeout=90,
+            interval=0.25,
+        )
         # The same agent, never restarted, applies a new desired state.
-        wait_for(lambda: agent.cli("apply", "--nothing").returncode == 0, "apply to go through")
-        wait_for(
+        eventually_blocking(
+            lambda: agent.cli("apply", "--nothing").returncode == 0,
+            "apply to go through",
+            timeout=90,
+            interval=0.25,
+        )
+        eventually_blocking(
             lambda: not engine.containers(f"io.signalbeam.device={device}"),
             "the container to be removed",
+            timeout=90,
+            interval=0.25,
         )
         assert agent.stop(signal.SIGTERM) == 0
         log = agent.log.read_text(errors="replace")
