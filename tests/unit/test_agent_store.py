@@ -3,8 +3,10 @@ desired-state rules, retention, outbox bounds and corruption recovery."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -74,6 +76,30 @@ def test_event_and_outbox_row_commit_together(store: Store) -> None:
     [row] = store.outbox_pending(10, 10_000)
     assert row.kind == "event" and row.payload["seq"] == seq
     assert row.payload["message"] == "web started"
+
+
+async def test_write_is_one_transaction_on_the_store_thread(store: Store) -> None:
+    """The thread rule: ``write`` runs on the store's worker, not the loop's thread, and
+    every store write inside it commits together or not at all."""
+    loop_thread = threading.current_thread()
+    seen: list[threading.Thread] = []
+
+    def two_then_fail(s: Store) -> None:
+        seen.append(threading.current_thread())
+        s.event("a", "first")
+        s.put_desired(DesiredState(3, None))
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        await store.write(two_then_fail)
+    assert seen and seen[0] is not loop_thread
+    assert await store.read(Store.events, 0) == []
+    assert await store.read(Store.current_desired) is None
+    assert await store.read(Store.outbox_depth) == 0
+    # Calls queue on the one worker in the order they were made.
+    seqs = await asyncio.gather(*(store.write(Store.event, "k", f"m{i}") for i in range(20)))
+    assert seqs == list(range(1, 21))
+    assert await store.read(lambda s: threading.current_thread()) is seen[0]
 
 
 def test_failed_transaction_leaves_neither_event_nor_outbox(store: Store) -> None:
