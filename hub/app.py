@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 import nats
+import nats.errors
 from aiohttp import web
 from nats.aio.client import Client as NATS
 
@@ -40,12 +41,16 @@ from hub.config import DataDir, HubConfig, Secrets, check_tls, save_secrets
 from hub.context import Component
 from hub.errors import Unavailable
 from hub.http import make_app
+from hub.lease import Lease
 from hub.metrics import HubMetrics
 from hub.retention import RetentionPolicy, RetentionTask
 from hub.rollouts.controller import install as install_rollouts
 from hub.store import Store
 from hub.sync import credentials
+from hub.sync.ingest import Ingest
+from hub.sync.service import ORIGIN as SYNC_ORIGIN
 from hub.sync.service import SyncService
+from hub.sync.streams import ensure_report_stream
 from hub.tls import own_client_context
 from protocol import natsauth
 from protocol.subjects import INBOX_HUB
@@ -87,6 +92,11 @@ class Hub:
         self._reload_lock = asyncio.Lock()
         self._runner: web.AppRunner | None = None
         self._extra_users: list[natsconf.NatsUser] = []
+        # Hub workers (start_worker): this process's index, its partition's ingest and the
+        # control-plane lease it campaigns for. None in the one embedded hub.
+        self.worker: int | None = None
+        self.ingest: Ingest | None = None
+        self.lease: Lease | None = None
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -95,6 +105,93 @@ class Hub:
         self.metrics.child_restarts.labels(name).inc()
 
     async def start(self) -> None:
+        """The one embedded hub (``workers = 1``): everything in this process."""
+        await self._open_store()
+        await self._write_nats_config()
+        await self._start_nats_child()
+        await self._connect()
+        assert self.nc is not None and self.store is not None
+        self.api = ApiService(self.nc, self.store, self.executor, self.metrics, self.bus)
+        await self.api.start()
+        # Rollouts (hub/rollouts): the rollouts.* verbs, the ingest row handler that keeps
+        # every deployment verdict (registered before ingest consumes anything), and the
+        # controller component, which publishes desired documents through hub.sync.desired
+        # once it starts below.
+        install_rollouts(self)
+        await self._start_control_plane()
+        await self._start_http()
+        self.data.pid_file.write_text(f"{os.getpid()}\n")
+        self._log_ready()
+
+    async def start_nats_only(self) -> None:
+        """``signalbeam-hub nats``: the data dir's nats-server for hub workers, nothing else
+        (its pid in ``nats/nats-server.pid`` for the owner's config reloads)."""
+        await self._open_store()
+        await self._write_nats_config()
+        await self._start_nats_child()
+        assert self.nats_child is not None and self.nats_child.pid is not None
+        self.data.nats_pid_file.write_text(f"{self.nats_child.pid}\n")
+        self.data.pid_file.write_text(f"{os.getpid()}\n")
+        log.info("nats-server for hub workers ready on %s:%s", self.cfg.host, self.cfg.client_port)
+
+    async def start_worker(self, index: int) -> None:
+        """Hub worker ``index`` of ``cfg.workers`` (docs/architecture.md "Scale path"): its
+        partition's report ingest at once, the control plane once it holds the lease. The
+        nats-server is ``signalbeam-hub nats``'s; the DB file is shared (WAL, one writer at
+        a time under SQLite's lock)."""
+        self.worker = index
+        await self._open_store()
+        self.keys = await self.call(natsjwt.ensure_keys, self.data)
+        await self._connect(wait=NATS_READY_TIMEOUT)
+        assert self.nc is not None and self.store is not None
+        # Not serving until this worker owns: until then it only carries the change notices
+        # its ingest makes (the bus's NATS subscriber).
+        self.api = ApiService(self.nc, self.store, self.executor, self.metrics, self.bus)
+        install_rollouts(self)
+        js = self.nc.jetstream()
+        await ensure_report_stream(js, self.cfg.workers)
+        self.sync.run_ingest = False
+        api = self.api
+
+        async def applied(devices: set[str]) -> None:
+            await api.publish_change(
+                "reported", "changed", {"devices": sorted(devices)}, origin=SYNC_ORIGIN
+            )
+
+        self.ingest = Ingest(
+            js,
+            self.store,
+            self.call,
+            self.metrics,
+            on_applied=applied,
+            partition=index,
+            partitions=self.cfg.workers,
+        )
+        self.ingest.applier.row_handlers.extend(self.sync.row_handlers)
+        await self.ingest.start()
+        await self._start_http()
+        self.lease = Lease(js, f"worker-{index}", self._own)
+        await self.lease.start()
+        log.info(
+            "hub worker %d/%d ready: ingest partition %d, http %s:%s",
+            index,
+            self.cfg.workers,
+            index,
+            self.cfg.http_host,
+            self.cfg.http_port,
+        )
+
+    async def _own(self) -> None:
+        """This worker won the lease: the operator API, sync (minus ingest), components."""
+        assert self.api is not None
+        if self.cfg.jwt_auth:
+            self._jwt_secrets()
+            await self._connect_system()
+        await self.api.start()
+        await self._start_control_plane()
+        log.info("worker %s is the control-plane owner", self.worker)
+
+    async def _open_store(self) -> None:
         # Before anything starts: a bad leaf or client certificate is a config error naming
         # the field, not a nats-server that exits with the reason only in its own log.
         check_tls(self.cfg, self.data)
@@ -105,6 +202,9 @@ class Hub:
         self.store.require_signed_default = self.cfg.require_signed_bundles
         await self.call(self.store.trust_set)  # fills the copy enrollment replies carry
         log.info("store open at %s", self.data.db)
+
+    async def _write_nats_config(self) -> None:
+        assert self.store is not None
         # Every enrolled device's NATS user is in the config from the first start on; a row
         # that could not be one is quarantined first, plain passwords become hashes.
         self._extra_users = await self.call(credentials.prepare, self.store)
@@ -120,28 +220,49 @@ class Hub:
             trust = natsconf.operator_mode(self.data, self.keys, revocations)
         natsconf.write(self.cfg, self.data, self.sec, self._extra_users, trust=trust)
 
+    async def _start_nats_child(self) -> None:
         argv = [find_binary("nats-server", self.cfg.nats_server), "-c", str(self.data.nats_conf)]
         self.nats_child = Child(
             "nats-server", argv, self.data.logs / "nats-server.log", self._on_restart
         )
         await self.nats_child.start()
         await self._wait_nats_healthy()
-        tls: dict[str, Any] = {}
+
+    def _tls(self) -> dict[str, Any]:
         if self.cfg.client_tls:
             # The client listener is TLS-only, this connection included (docs/hub.md).
-            tls["tls"] = own_client_context(self.data.path(self.cfg.client_tls_cert))
-        self.nc = await nats.connect(
-            f"{natsconf.client_scheme(self.cfg)}://127.0.0.1:{self.cfg.client_port}",
-            user=natsconf.HUB_USER,
-            password=self.sec.hub_password,
-            name="signalbeam-hub",
-            # Devices may publish replies only under this prefix (hub/natsconf.py).
-            inbox_prefix=INBOX_HUB,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
-            **natsauth.auth_options("", self.sec.hub_password),
-            **tls,
-        )
+            return {"tls": own_client_context(self.data.path(self.cfg.client_tls_cert))}
+        return {}
+
+    async def _connect(self, wait: float = 0.0) -> None:
+        """The hub's NATS connection (``wait``: seconds to keep trying a server that is not
+        up yet, a worker started beside ``signalbeam-hub nats``)."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                self.nc = await nats.connect(
+                    f"{natsconf.client_scheme(self.cfg)}://127.0.0.1:{self.cfg.client_port}",
+                    user=natsconf.HUB_USER,
+                    password=self.sec.hub_password,
+                    name="signalbeam-hub"
+                    if self.worker is None
+                    else f"signalbeam-hub-worker-{self.worker}",
+                    # Devices may publish replies only under this prefix (hub/natsconf.py).
+                    inbox_prefix=INBOX_HUB,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    **natsauth.auth_options("", self.sec.hub_password),
+                    **self._tls(),
+                )
+                break
+            except (OSError, nats.errors.Error, TimeoutError):
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(0.5)
+        if self.worker is None:
+            await self._connect_system()
+
+    async def _connect_system(self) -> None:
         if self.cfg.jwt_auth and self.keys is not None:
             self.sys_nc = await nats.connect(
                 f"{natsconf.client_scheme(self.cfg)}://127.0.0.1:{self.cfg.client_port}",
@@ -149,20 +270,14 @@ class Hub:
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,
                 **natsauth.bearer_options(natsjwt.system_user_jwt(self.keys)),
-                **tls,
+                **self._tls(),
             )
-        self.api = ApiService(self.nc, self.store, self.executor, self.metrics, self.bus)
-        await self.api.start()
-        # Rollouts (hub/rollouts): the rollouts.* verbs, the ingest row handler that keeps
-        # every deployment verdict (registered before ingest consumes anything), and the
-        # controller component, which publishes desired documents through hub.sync.desired
-        # once it starts below.
-        install_rollouts(self)
+
+    async def _start_control_plane(self) -> None:
         # Sync before the other components: they (rollouts) call hub.sync.desired.
         await self.sync.start(self)
         for component in self.components:
             await component.start(self)
-
         if self.cfg.litestream:
             litestream.write(self.cfg, self.data)
             binary = find_binary("litestream", self.cfg.litestream_bin)
@@ -174,11 +289,13 @@ class Hub:
             )
             await self.litestream_child.start()
 
+    async def _start_http(self) -> None:
         app = make_app(self.metrics, self.readiness, self._before_scrape)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.cfg.http_host, self.cfg.http_port).start()
-        self.data.pid_file.write_text(f"{os.getpid()}\n")
+
+    def _log_ready(self) -> None:
         log.info(
             "hub ready: nats %s:%s (%s), leafnodes %s:%s (%s), http %s:%s",
             self.cfg.host,
@@ -231,10 +348,11 @@ class Hub:
         async with self._reload_lock:
             self._extra_users = list(extra_users)
             natsconf.write(self.cfg, self.data, self.sec, self._extra_users)
-            if self.nats_child is None or self.nats_child.pid is None:
+            pid = self._nats_pid()
+            if pid is None:
                 return
             before = await self._config_load_time()
-            natsconf.reload(self.nats_child.pid)
+            natsconf.reload(pid)
             deadline = time.monotonic() + RELOAD_WAIT
             while time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
@@ -242,6 +360,18 @@ class Hub:
                 if now is not None and now != before:
                     return
             log.warning("nats-server did not confirm the config reload in %.0fs", RELOAD_WAIT)
+
+    def _nats_pid(self) -> int | None:
+        if self.nats_child is not None:
+            return self.nats_child.pid
+        if self.worker is None:
+            return None
+        # A worker's nats-server is `signalbeam-hub nats`'s child, which wrote its pid.
+        try:
+            return int(self.data.nats_pid_file.read_text().strip())
+        except (OSError, ValueError):
+            log.warning("no nats-server pid in %s; config not reloaded", self.data.nats_pid_file)
+            return None
 
     async def reload_device_users(self) -> None:
         """Regenerate the device users from the store (enrollment, decommission) and reload;
@@ -266,12 +396,14 @@ class Hub:
 
     async def readiness(self) -> list[str]:
         problems = []
-        if self.nats_child is None or not self.nats_child.running:
+        if self.worker is None and (self.nats_child is None or not self.nats_child.running):
             problems.append("nats-server is not running")
         if self.nc is None or not self.nc.is_connected:
             problems.append("not connected to NATS")
-        if self.cfg.litestream and (
-            self.litestream_child is None or not self.litestream_child.running
+        if (
+            self.cfg.litestream
+            and self._owns()
+            and (self.litestream_child is None or not self.litestream_child.running)
         ):
             problems.append("litestream is not running")
         if self.store is None:
@@ -281,9 +413,14 @@ class Hub:
                 await self.call(self.store.scalar, "SELECT 1")
             except Exception as exc:
                 problems.append(f"store unusable: {exc}")
-        if self.sync.ingest is not None and (stuck := self.sync.ingest.stuck()):
-            problems.append(stuck)
+        for ingest in (self.sync.ingest, self.ingest):
+            if ingest is not None and (stuck := ingest.stuck()):
+                problems.append(stuck)
         return problems
+
+    def _owns(self) -> bool:
+        """Whether this process runs the control plane (always, for the one hub)."""
+        return self.worker is None or (self.lease is not None and self.lease.owner)
 
     async def _before_scrape(self) -> None:
         if self.store is not None:
@@ -306,6 +443,12 @@ class Hub:
                 await component.stop()
         with contextlib.suppress(Exception):
             await self.sync.stop()
+        if self.lease is not None:
+            # After the control plane stopped: a standby may take over now.
+            await self.lease.stop()
+        if self.ingest is not None:
+            with contextlib.suppress(Exception):
+                await self.ingest.stop()
         await self.bus.close()
         if self.api is not None:
             with contextlib.suppress(Exception):
@@ -326,20 +469,46 @@ class Hub:
         if self.store is not None:
             await self.call(self.store.close)
         self.executor.shutdown(wait=True)
-        with contextlib.suppress(FileNotFoundError):
-            self.data.pid_file.unlink()
+        if self.worker is None:
+            with contextlib.suppress(FileNotFoundError):
+                self.data.pid_file.unlink()
         log.info("hub stopped")
 
 
-async def run(data: DataDir, cfg: HubConfig, sec: Secrets) -> None:
+class LeaseLost(Unavailable):
+    """A worker that held the control-plane lease could not keep it: it exits, so it cannot
+    go on acting as a second owner (its supervisor starts it again as a standby)."""
+
+
+async def run(
+    data: DataDir,
+    cfg: HubConfig,
+    sec: Secrets,
+    *,
+    worker: int | None = None,
+    nats_only: bool = False,
+) -> None:
+    """``signalbeam-hub run`` (the one hub, or ``worker``) and ``signalbeam-hub nats``."""
     hub = Hub(data, cfg, sec)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await hub.start()
-        await stop.wait()
+        if nats_only:
+            await hub.start_nats_only()
+        elif worker is not None:
+            await hub.start_worker(worker)
+        else:
+            await hub.start()
+        waits = [asyncio.ensure_future(stop.wait())]
+        if hub.lease is not None:
+            waits.append(asyncio.ensure_future(hub.lease.lost.wait()))
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for w in waits:
+            w.cancel()
+        if hub.lease is not None and hub.lease.lost.is_set():
+            raise LeaseLost("the control-plane lease was lost; exiting")
         log.info("signal received; shutting down")
     finally:
         await hub.stop()

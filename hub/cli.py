@@ -132,6 +132,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_run = sub.add_parser("run", help="run the hub (nats-server, API, litestream, HTTP)")
     _add_config_flags(p_run)
+    p_run.add_argument(
+        "--worker",
+        metavar="I[/M]",
+        help="run as hub worker I of M (M from --workers or `workers` in hub.toml): report "
+        "ingest for partition I, the control plane while this worker holds the lease; the "
+        'nats-server is `signalbeam-hub nats`\'s (docs/architecture.md "Scale path")',
+    )
+    p_run.add_argument("--workers", type=int, help="number of hub workers (default: hub.toml)")
+    p_nats = sub.add_parser(
+        "nats", help="run only the data dir's nats-server, for hub workers (`run --worker`)"
+    )
+    _add_config_flags(p_nats)
     p_restore = sub.add_parser("restore", help="restore the DB from its litestream replica")
     p_restore.add_argument("--data", required=True)
     p_restore.add_argument("--replica", help="replica URL (default: the configured one)")
@@ -250,12 +262,47 @@ def _self_signed(args: argparse.Namespace, data: DataDir, cfg: HubConfig) -> Hub
     return cfg
 
 
+def parse_worker(value: str | None, workers: int) -> tuple[int | None, int]:
+    """``--worker I`` or ``I/M`` against the configured count: (index, count)."""
+    if value is None:
+        if workers > 1:
+            raise ConfigError(
+                f"workers = {workers}: start each hub process with `run --worker I` "
+                f"(I = 0..{workers - 1}) beside one `signalbeam-hub nats`",
+                field="workers",
+            )
+        return None, workers
+    index_text, _, count_text = value.partition("/")
+    try:
+        index = int(index_text)
+        count = int(count_text) if count_text else workers
+    except ValueError:
+        raise ConfigError(f"--worker {value!r}: expected I or I/M", field="worker") from None
+    if not 2 <= count <= 64 or not 0 <= index < count:
+        raise ConfigError(
+            f"--worker {value!r}: needs 2-64 workers and 0 <= I < M (workers = {count})",
+            field="worker",
+        )
+    return index, count
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     data = DataDir(args.data)
     cfg, sec = load(data)
-    cfg = cfg.with_overrides(**_overrides(args))
+    cfg = cfg.with_overrides(**_overrides(args), workers=getattr(args, "workers", None))
     check_tls(cfg, data, "run")
-    asyncio.run(app.run(data, cfg, sec))
+    worker, count = parse_worker(getattr(args, "worker", None), cfg.workers)
+    cfg = cfg.with_overrides(workers=count)
+    asyncio.run(app.run(data, cfg, sec, worker=worker))
+    return 0
+
+
+def cmd_nats(args: argparse.Namespace) -> int:
+    data = DataDir(args.data)
+    cfg, sec = load(data)
+    cfg = cfg.with_overrides(**_overrides(args))
+    check_tls(cfg, data, "nats")
+    asyncio.run(app.run(data, cfg, sec, nats_only=True))
     return 0
 
 
@@ -329,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = {
         "init": cmd_init,
         "run": cmd_run,
+        "nats": cmd_nats,
         "restore": cmd_restore,
         "admin-key": cmd_admin_key,
     }

@@ -74,6 +74,11 @@ class HubConfig:
     # JWT mode: how long a device's JWT is good for (seconds); the agent renews it at two
     # thirds of that. Short in tests.
     device_jwt_ttl: int = 86400
+    # Hub workers (docs/architecture.md "Scale path"): 1, the default, is the one embedded
+    # hub (`run` starts nats-server itself). M > 1 splits report ingest over M processes,
+    # `run --worker I` (I = 0..M-1) each, beside one `signalbeam-hub nats`; one of them at a
+    # time holds the control-plane lease.
+    workers: int = 1
 
     @property
     def jwt_auth(self) -> bool:
@@ -127,6 +132,11 @@ class DataDir:
     @property
     def nats_conf(self) -> Path:
         return self.nats_dir / "nats-server.conf"
+
+    @property
+    def nats_pid_file(self) -> Path:
+        """``signalbeam-hub nats``'s nats-server pid (hub workers reload it by signal)."""
+        return self.nats_dir / "nats-server.pid"
 
     @property
     def jetstream(self) -> Path:
@@ -258,6 +268,8 @@ def parse_toml(text: str, source: str = CONFIG_FILE) -> HubConfig:
             )
         if key == "device_jwt_ttl" and value < 10:
             raise ConfigError(f"{source}: device_jwt_ttl must be at least 10 seconds", field=key)
+        if key == "workers" and not 1 <= value <= 64:
+            raise ConfigError(f"{source}: workers must be 1-64", field=key)
         if key == "offline_grace" and value < 1:
             raise ConfigError(f"{source}: offline_grace must be at least 1 second", field=key)
         if key == "nats_auth" and value not in NATS_AUTH_MODES:

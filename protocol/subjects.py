@@ -168,6 +168,35 @@ def desired_direct_get(device_id: str, domain: str | None = JS_DOMAIN) -> str:
 
 
 REPORT_WILDCARD = "sb.dev.*.report"
+
+
+# Hub workers (docs/architecture.md "Scale path"): with ``workers = M`` the report stream's
+# subject transform stores ``sb.dev.<id>.report`` as ``sb.dev.<id>.report.<p>``, ``p`` =
+# nats-server's ``partition(M, 1)`` of the device id (a hash, deterministic), and worker
+# ``p`` consumes ``sb.dev.*.report.<p>`` only. Devices publish the same subject as ever.
+def report_partition_transform(partitions: int) -> str:
+    """The stream subject transform's destination for ``partitions`` workers."""
+    return f"sb.dev.{{{{wildcard(1)}}}}.report.{{{{partition({partitions},1)}}}}"
+
+
+def report_partition_of(device_id: str, partitions: int) -> int:
+    """The partition nats-server's ``partition(M, 1)`` files a device's reports under
+    (FNV-1a 32 of the token, modulo M): which worker ingests a device."""
+    h = 0x811C9DC5
+    for byte in device_id.encode():
+        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return h % partitions
+
+
+def report_partition(index: int) -> str:
+    """Every report stored for worker ``index`` (a consumer filter)."""
+    return f"{REPORT_WILDCARD}.{index}"
+
+
+# The control-plane owner's lease (hub/lease.py): one key in a KV bucket whose max age is
+# the lease's TTL, so a dead owner's key expires by itself.
+LEASE_BUCKET = "hub_lease"
+LEASE_KEY = "control-plane"
 HEARTBEAT_WILDCARD = "sb.dev.*.heartbeat"
 
 

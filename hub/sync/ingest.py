@@ -7,6 +7,11 @@ batch is still coming). A hub killed at any point therefore loses nothing (unack
 are redelivered after ``ACK_WAIT``) and doubles nothing (``last_applied_seq`` committed with
 the rows turns the redelivery into a no-op).
 
+With hub workers (docs/architecture.md "Scale path") each worker has its own durable,
+``hub-ingest-p<i>``, filtered on its partition's subjects (``sb.dev.*.report.<i>``): a
+device's reports all go to one worker, in order, and a killed worker's partition resumes
+from its durable where it stopped. Worker 0 also drains what a single hub left unpartitioned.
+
 The next fetch is already on its way while one is applied (``Ingest._run``), so the store
 thread does not sit idle through the fetch round trip and the acks.
 
@@ -27,11 +32,12 @@ from typing import Any
 import nats.errors
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from hub.metrics import HubMetrics
 from hub.store import Store
 from hub.sync.apply import Applier, Outcome, fetched
-from protocol.subjects import REPORT_STREAM, REPORT_WILDCARD
+from protocol.subjects import REPORT_STREAM, REPORT_WILDCARD, report_partition
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +82,23 @@ class Stuck:
         )
 
 
-def consumer_config() -> ConsumerConfig:
+def durable_name(partition: int | None) -> str:
+    return DURABLE if partition is None else f"{DURABLE}-p{partition}"
+
+
+def filter_subjects(partition: int | None) -> list[str]:
+    """What a worker's durable takes: its partition, and for worker 0 also the reports a
+    single hub left stored unpartitioned (a work-queue stream refuses overlapping filters,
+    so exactly one consumer may hold them)."""
+    if partition is None:
+        return [REPORT_WILDCARD]
+    return [report_partition(partition), *([REPORT_WILDCARD] if partition == 0 else [])]
+
+
+def consumer_config(partition: int | None = None) -> ConsumerConfig:
+    subjects = filter_subjects(partition)
     return ConsumerConfig(
-        durable_name=DURABLE,
+        durable_name=durable_name(partition),
         description="hub ingest: applies report rows to the fleet store",
         deliver_policy=DeliverPolicy.ALL,
         ack_policy=AckPolicy.EXPLICIT,
@@ -86,8 +106,28 @@ def consumer_config() -> ConsumerConfig:
         # Unlimited: a message is only ever dropped by a decision (term), never by a count.
         max_deliver=-1,
         max_ack_pending=20_000,
-        filter_subject=REPORT_WILDCARD,
+        filter_subject=subjects[0] if len(subjects) == 1 else None,
+        filter_subjects=subjects if len(subjects) > 1 else None,
     )
+
+
+def stale_durables(names: list[str], partition: int | None, partitions: int) -> list[str]:
+    """The ingest durables that would overlap this one's filter on the work-queue stream
+    (nats-server refuses a second consumer on the same subjects): one hub removes every
+    worker's; worker 0 removes the single hub's and those of workers beyond ``partitions``
+    (the worker count was lowered)."""
+    stale = []
+    for name in names:
+        if name == DURABLE:
+            if partition is not None:
+                stale.append(name)
+        elif name.startswith(f"{DURABLE}-p"):
+            index = name.removeprefix(f"{DURABLE}-p")
+            if partition is None or (
+                partition == 0 and (not index.isdigit() or int(index) >= partitions)
+            ):
+                stale.append(name)
+    return stale
 
 
 class Ingest:
@@ -99,8 +139,13 @@ class Ingest:
         metrics: HubMetrics,
         *,
         on_applied: OnApplied | None = None,
+        partition: int | None = None,
+        partitions: int = 1,
     ) -> None:
         self.js = js
+        # None: the one hub, every report; else this worker's index of ``partitions``.
+        self.partition = partition
+        self.partitions = partitions
         self.store = store
         self.call = call
         self.metrics = metrics
@@ -116,8 +161,16 @@ class Ingest:
         return self.health.reason(time.monotonic())
 
     async def start(self) -> None:
-        await self.js.add_consumer(REPORT_STREAM, consumer_config())
-        sub = await self.js.pull_subscribe_bind(durable=DURABLE, stream=REPORT_STREAM)
+        names = [c.name for c in await self.js.consumers_info(REPORT_STREAM)]
+        for name in stale_durables(names, self.partition, self.partitions):
+            # Its unacked messages stay in the stream for the consumer now filtering them.
+            with contextlib.suppress(NotFoundError):
+                await self.js.delete_consumer(REPORT_STREAM, name)
+                log.info("removed ingest durable %s (worker layout changed)", name)
+        await self.js.add_consumer(REPORT_STREAM, consumer_config(self.partition))
+        sub = await self.js.pull_subscribe_bind(
+            durable=durable_name(self.partition), stream=REPORT_STREAM
+        )
         self._task = asyncio.create_task(self._run(sub), name="hub-ingest")
 
     async def stop(self) -> None:

@@ -66,6 +66,9 @@ class SyncService:
         # Handed to ingest before it consumes anything (hub.sync.apply.RowHandler), so no
         # row applied after a restart escapes them: rollouts keep every deployment verdict.
         self.row_handlers: list[RowHandler] = []
+        # False in a hub worker: the worker's own partition ingest runs apart from the
+        # control plane (hub.app.Hub.start_worker), with these row handlers.
+        self.run_ingest = True
 
     async def start(self, hub: HubContext) -> None:
         assert hub.nc is not None and hub.store is not None and hub.api is not None
@@ -76,7 +79,8 @@ class SyncService:
             await api.publish_change(kind, action, data, origin=ORIGIN)
 
         js = nc.jetstream()
-        await ensure_report_stream(js)
+        if self.run_ingest:
+            await ensure_report_stream(js)
         kv, created = await ensure_desired_bucket(js)
 
         async def written(gens: dict[str, int]) -> None:
@@ -93,9 +97,10 @@ class SyncService:
         async def applied(devices: set[str]) -> None:
             await notify("reported", "changed", {"devices": sorted(devices)})
 
-        self.ingest = Ingest(js, store, hub.call, metrics, on_applied=applied)
-        self.ingest.applier.row_handlers.extend(self.row_handlers)
-        await self.ingest.start()
+        if self.run_ingest:
+            self.ingest = Ingest(js, store, hub.call, metrics, on_applied=applied)
+            self.ingest.applier.row_handlers.extend(self.row_handlers)
+            await self.ingest.start()
         audit = Audit(js, store, hub.call, metrics)
         self.presence = Presence(
             nc,

@@ -10,6 +10,10 @@
   every put from ``$KV.desired.<id>`` to ``sb.desired.<id>``: the device's prompt to read
   (nats-server never lets ``$KV.>`` cross a leafnode link between JetStream domains).
 
+With hub workers (``workers = M``, docs/architecture.md "Scale path") the stream's subject
+transform files each report under ``sb.dev.<id>.report.<p>``, ``p`` = ``partition(M, 1)``
+of the device id; one hub (M = 1) stores the subject as published, as before.
+
 Both live in domain ``hub`` (the hub's nats-server config), so leaf devices address them as
 ``$JS.hub.API...``.
 """
@@ -26,6 +30,7 @@ from nats.js.api import (
     RetentionPolicy,
     StorageType,
     StreamConfig,
+    SubjectTransform,
 )
 from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
@@ -37,6 +42,7 @@ from protocol.subjects import (
     DESIRED_REPUBLISH_SRC,
     REPORT_STREAM,
     REPORT_WILDCARD,
+    report_partition_transform,
 )
 
 log = logging.getLogger(__name__)
@@ -48,7 +54,12 @@ REPORT_MAX_AGE = 30 * 86400.0
 DESIRED_HISTORY = 5
 
 
-def report_stream_config() -> StreamConfig:
+def report_stream_config(partitions: int = 1) -> StreamConfig:
+    transform = (
+        SubjectTransform(src=REPORT_WILDCARD, dest=report_partition_transform(partitions))
+        if partitions > 1
+        else None
+    )
     return StreamConfig(
         name=REPORT_STREAM,
         description="device report batches; drained by the hub ingest (docs/sync.md)",
@@ -61,11 +72,17 @@ def report_stream_config() -> StreamConfig:
         max_msg_size=MAX_MSG_SIZE,
         duplicate_window=DUPLICATE_WINDOW,
         num_replicas=1,
+        subject_transform=transform,
     )
 
 
-async def ensure_report_stream(js: JetStreamContext) -> None:
-    cfg = report_stream_config()
+def _transform(cfg: StreamConfig) -> tuple[str, str] | None:
+    t = cfg.subject_transform
+    return None if t is None else (t.src, t.dest)
+
+
+async def ensure_report_stream(js: JetStreamContext, partitions: int = 1) -> None:
+    cfg = report_stream_config(partitions)
     try:
         info = await js.stream_info(REPORT_STREAM)
     except NotFoundError:
@@ -80,6 +97,7 @@ async def ensure_report_stream(js: JetStreamContext) -> None:
         or have.max_bytes != cfg.max_bytes
         or have.max_age != cfg.max_age
         or have.discard != cfg.discard
+        or _transform(have) != _transform(cfg)
     ):
         if have.retention != cfg.retention:
             # Retention cannot change in place; keep the stream (it still works) and say so.
