@@ -9,7 +9,7 @@ from __future__ import annotations
 from pyinfra.api.command import QuoteString, StringCommand
 from pyinfra.api.hiddenvalue import HiddenValue
 
-from deploy.validate import AgentSettings, HubSettings
+from deploy.settings import AgentSettings, HubSettings
 
 
 def init_command(hub: HubSettings) -> StringCommand:

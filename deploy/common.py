@@ -20,7 +20,8 @@ from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import apt, files, pip, server, systemd
 from pyinfra.operations.util import any_changed
 
-from deploy.validate import DeployDataError, PackageSettings
+from deploy.fields import DeployDataError
+from deploy.settings import PackageSettings
 
 T = TypeVar("T")
 

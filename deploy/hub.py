@@ -39,7 +39,8 @@ from deploy.render import (  # noqa: E402
     jinja_options,
     template_path,
 )
-from deploy.validate import HUB_ENV_PATH, HubSettings, validate_hub  # noqa: E402
+from deploy.settings import HUB_ENV_PATH, HubSettings  # noqa: E402
+from deploy.validate import validate_hub  # noqa: E402
 
 
 def _tell_where_the_key_is(hub: HubSettings, host_name: str) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from deploy.validate import HUB_ENV_PATH, AgentSettings, HubSettings
+from deploy.settings import HUB_ENV_PATH, AgentSettings, HubSettings
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 

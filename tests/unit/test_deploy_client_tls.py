@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from deploy.commands import enroll_command, init_command
+from deploy.fields import DeployDataError
 from deploy.render import hub_context, render
-from deploy.validate import DeployDataError, validate_agent, validate_hub
+from deploy.validate import validate_agent, validate_hub
 from hub.config import parse_toml
 from tests.harness.tls import cert_pair
 

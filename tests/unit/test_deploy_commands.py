@@ -12,7 +12,8 @@ import subprocess
 from pathlib import Path
 
 from deploy.commands import enroll_command, init_command
-from deploy.validate import AgentSettings, validate_agent, validate_hub
+from deploy.settings import AgentSettings
+from deploy.validate import validate_agent, validate_hub
 
 TOKEN = "sbt_abc123_s3cr'et token"
 PASSWORD = "p@ss word'\"$HOME"

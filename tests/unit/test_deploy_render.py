@@ -18,7 +18,8 @@ import pytest
 
 from agent.config import load_config
 from deploy.render import agent_context, hub_context, render
-from deploy.validate import AgentSettings, HubSettings, validate_agent, validate_hub
+from deploy.settings import AgentSettings, HubSettings
+from deploy.validate import validate_agent, validate_hub
 from hub.config import HubConfig, parse_toml
 from tests.harness.tls import cert_pair
 

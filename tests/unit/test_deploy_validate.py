@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
+from deploy.fields import DeployDataError
 from deploy.validate import (
     DEVICE_ID_RE,
     KNOWN_VARS,
     TAG_RE,
-    DeployDataError,
     validate_agent,
     validate_hub,
 )
