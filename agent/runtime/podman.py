@@ -36,22 +36,20 @@ from agent.runtime.base import (
     PullProgress,
     RegistryAuth,
 )
-from agent.runtime.docker_api import (
-    _EXEC_OUTPUT_MAX,
-    _NS,
-    DockerApiEngine,
-    _auth_header,
+from agent.runtime.docker_api import DockerApiEngine, json_lines, report_progress
+from agent.runtime.docker_wire import (
+    EXEC_OUTPUT_MAX,
+    NS,
+    auth_header,
     create_body,
     healthcheck_from_config,
-    json_lines,
     observed_from_inspect,
-    report_progress,
 )
 
 LIBPOD = "v4.0.0/libpod"
 # Podman schedules a stored health check itself only under systemd (a transient timer); the
 # agent runs the probe on its own schedule, so Podman's is pushed out of the way.
-_OWN_SCHEDULE_NS = 24 * 3600 * _NS
+_OWN_SCHEDULE_NS = 24 * 3600 * NS
 
 
 def podman_healthcheck(probe: ImageHealthcheck) -> dict[str, Any]:
@@ -64,9 +62,9 @@ def podman_healthcheck(probe: ImageHealthcheck) -> dict[str, Any]:
     return {
         "Test": [json.dumps(list(probe.command))],
         "Interval": _OWN_SCHEDULE_NS,
-        "Timeout": max(1, int(probe.timeout * _NS)),
+        "Timeout": max(1, int(probe.timeout * NS)),
         "Retries": max(1, probe.retries),
-        "StartPeriod": int(probe.start_period * _NS),
+        "StartPeriod": int(probe.start_period * NS),
     }
 
 
@@ -79,7 +77,7 @@ def healthcheck_result(inspect: dict[str, Any]) -> ExecResult | None:
     last = log[-1]
     code = last.get("ExitCode")
     output = str(last.get("Output") or "")
-    return ExecResult(int(code) if code is not None else -1, output[-_EXEC_OUTPUT_MAX:])
+    return ExecResult(int(code) if code is not None else -1, output[-EXEC_OUTPUT_MAX:])
 
 
 class PodmanEngine(DockerApiEngine):
@@ -164,7 +162,7 @@ class PodmanEngine(DockerApiEngine):
             await super().pull(image, progress=progress, auth=auth)
             return
         # libpod pull streams text lines, not byte counts: report layers as they are copied.
-        headers = {"X-Registry-Auth": _auth_header(auth)} if auth else {}
+        headers = {"X-Registry-Auth": auth_header(auth)} if auth else {}
         layers = 0
         try:
             async with self._client._query(

@@ -9,15 +9,15 @@ import json
 
 from agent.runtime.base import LABEL_DEVICE, LABEL_SERVICE, LABEL_SPEC_HASH, CreateRequest, PortSpec
 from agent.runtime.detect import candidate_urls
-from agent.runtime.docker_api import (
+from agent.runtime.docker_wire import (
     PullTally,
-    _demux,
-    _split_ref,
     create_body,
+    demux,
     event_from_raw,
     healthcheck_from_config,
     observed_from_inspect,
     parse_time,
+    split_ref,
     stats_from_raw,
 )
 
@@ -102,11 +102,11 @@ def test_pull_tally_sums_layers() -> None:
 
 def test_demux_and_split_ref() -> None:
     framed = b"\x01\x00\x00\x00\x00\x00\x00\x03out" + b"\x02\x00\x00\x00\x00\x00\x00\x03err"
-    assert _demux(framed) == "outerr"
-    assert _demux(b"plain") == "plain"
-    assert _split_ref("127.0.0.1:5000/a/b:1.0") == ("127.0.0.1:5000/a/b", "1.0")
-    assert _split_ref("127.0.0.1:5000/a/b") == ("127.0.0.1:5000/a/b", "latest")
-    assert _split_ref("a@sha256:" + "0" * 64)[1] is None
+    assert demux(framed) == "outerr"
+    assert demux(b"plain") == "plain"
+    assert split_ref("127.0.0.1:5000/a/b:1.0") == ("127.0.0.1:5000/a/b", "1.0")
+    assert split_ref("127.0.0.1:5000/a/b") == ("127.0.0.1:5000/a/b", "latest")
+    assert split_ref("a@sha256:" + "0" * 64)[1] is None
 
 
 def test_stats_and_events() -> None:
