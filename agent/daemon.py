@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from agent import AGENT_VERSION
@@ -96,6 +97,7 @@ def default_reconciler(agent: Agent, engine: Engine) -> Reconciler | None:
     from agent.reconcile.executor import ExecutorOptions
     from agent.reconcile.loop import LoopOptions, ReconcileLoop
     from agent.runtime.base import RegistryAuth
+    from agent.secretbox import SecretBox
 
     cfg = agent.config
     assert agent.store is not None
@@ -116,6 +118,7 @@ def default_reconciler(agent: Agent, engine: Engine) -> Reconciler | None:
         agent.device_id,
         options,
         update_gate=update_gate(agent),
+        secrets=SecretBox(Path(cfg.data_dir), agent.store.sealed_secrets).get,
     )
     agent.reconcile_loop = loop
     return LoopAdapter(loop)

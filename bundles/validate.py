@@ -39,6 +39,7 @@ from bundles.source import (
     read_document,
 )
 from bundles.units import parse_memory
+from bundles.variables import check_document, check_value
 from bundles.versions import version_error
 from bundles.windows import MAX_WINDOWS, WindowError, parse_window
 from sbutil.duration import parse_duration
@@ -313,7 +314,11 @@ def _list(item: Check, max_items: int, *, min_items: int = 0) -> Check:
     return check
 
 
-def _string_map(key_check: Callable[[str], str | None], max_items: int) -> Check:
+def _string_map(
+    key_check: Callable[[str], str | None],
+    max_items: int,
+    value_check: Callable[[str], str | None] | None = None,
+) -> Check:
     """A mapping of string -> string, returned sorted by key as the model wants."""
 
     def check(value: Any, path: PathParts, ctx: _Ctx) -> Any:
@@ -340,8 +345,12 @@ def _string_map(key_check: Callable[[str], str | None], max_items: int) -> Check
                     f'(e.g. "{_yaml_hint(val)}") so it is not read as a number or boolean',
                 )
                 continue
-            if _text(val, (*path, key), ctx) is not BAD:
-                out[key] = val
+            if _text(val, (*path, key), ctx) is BAD:
+                continue
+            if value_check is not None and (reason := value_check(val)) is not None:
+                ctx.add((*path, key), reason)
+                continue
+            out[key] = val
         return BAD if ctx.total > before else tuple(sorted(out.items()))
 
     return check
@@ -602,7 +611,8 @@ CONTAINER_FIELDS: dict[str, Field] = {
     "image": Field(_image, required=True),
     "command": Field(_argv(allow_empty=False)),
     "args": Field(_argv(allow_empty=False)),
-    "env": Field(_string_map(_env_key, MAX_ENV)),
+    # Env values may refer to per-device variables and secrets (bundles.variables).
+    "env": Field(_string_map(_env_key, MAX_ENV, check_value)),
     "ports": Field(_list(_port, MAX_PORTS)),
     "volumes": Field(_list(_volume, MAX_VOLUMES)),
     "restart": Field(_choice("no", "always", "on-failure", "unless-stopped")),
@@ -754,6 +764,8 @@ def _validate(doc: Any, allow_latest: bool) -> tuple[BundleSpec | None, _Ctx]:
     _check_names(doc.get("containers"), ctx)
     _check_depends(doc.get("containers"), ctx)
     _check_bindings(ctx)
+    for path, message in check_document(doc):
+        ctx.add(path, message)
     if ctx.total:
         return None, ctx
     return BundleSpec(**out), ctx

@@ -52,6 +52,7 @@ from hub.sync.service import ORIGIN as SYNC_ORIGIN
 from hub.sync.service import SyncService
 from hub.sync.streams import ensure_report_stream
 from hub.tls import own_client_context
+from hub.vault import Vault
 from protocol import natsauth
 from protocol.subjects import INBOX_HUB
 from sbutil.private import private_db_files, private_dir
@@ -200,6 +201,8 @@ class Hub:
         private_db_files(self.data.db)
         self.store = await self.call(Store.open, self.data.db)
         self.store.require_signed_default = self.cfg.require_signed_bundles
+        # The secrets' key, beside the DB and never in it (made here for a hub from before).
+        self.store.vault = Vault.load_or_create(self.data.vault_key)
         await self.call(self.store.trust_set)  # fills the copy enrollment replies carry
         log.info("store open at %s", self.data.db)
 

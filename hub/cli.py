@@ -18,6 +18,7 @@ from hub.children import find_binary
 from hub.config import DataDir, HubConfig, Secrets, check_tls, load, save
 from hub.errors import ConfigError, HubError
 from hub.store import Store
+from hub.vault import Vault
 from sbutil.cli import Parser, add_version
 from sbutil.logsetup import add_logging_args, setup_logging
 from sbutil.private import restrict_umask
@@ -180,6 +181,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     natsconf.write(cfg, data, sec, trust=trust)
     if cfg.litestream:
         litestream.write(cfg, data)
+    Vault.load_or_create(data.vault_key)  # the secrets' key (hub/vault.py), 0600
     store = Store.open(data.db)
     try:
         record, key = store.create_api_key("admin", "admin")

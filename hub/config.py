@@ -126,6 +126,12 @@ class DataDir:
         return self.root / "hub.db"
 
     @property
+    def vault_key(self) -> Path:
+        """The key that encrypts the fleet's secrets in the DB (hub.vault): not replicated
+        with the DB (Litestream), so a copy of the DB alone reveals no secret."""
+        return self.root / "vault.key"
+
+    @property
     def nats_dir(self) -> Path:
         return self.root / "nats"
 

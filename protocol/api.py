@@ -82,6 +82,12 @@ def secret_id(secret: str, prefix: str) -> str | None:
 # int|str (either: a count or "2%", seconds or "10m").
 FieldDoc = tuple[str, bool]
 PAGE: dict[str, FieldDoc] = {"limit": ("int", False), "cursor": ("str", False)}
+_SETTING: dict[str, FieldDoc] = {
+    "scope": ("str", True),
+    "target": ("str", False),
+    "name": ("str", True),
+}
+_SETTING_FILTER: dict[str, FieldDoc] = {"scope": ("str", False), "target": ("str", False)}
 
 REQUESTS: dict[str, tuple[bool, dict[str, FieldDoc]]] = {
     "devices.list": (
@@ -184,6 +190,14 @@ REQUESTS: dict[str, tuple[bool, dict[str, FieldDoc]]] = {
     ),
     "maintenance.list": (False, {}),
     "devices.force_update": (True, {"ids": ("list", True), "confirm": ("int", True)}),
+    # Variables and secrets per fleet, group or device (docs/bundles.md); scope is fleet,
+    # group or device, target the group or device (none for the fleet).
+    "vars.set": (True, _SETTING | {"value": ("str", True)}),
+    "vars.unset": (True, _SETTING),
+    "vars.list": (False, _SETTING_FILTER),
+    "secrets.set": (True, _SETTING | {"value": ("str", True)}),
+    "secrets.unset": (True, _SETTING),
+    "secrets.list": (False, _SETTING_FILTER),
     # Who the caller's key is, so a client can enter read-only mode by itself.
     "session.whoami": (False, {}),
     # Rollouts (docs/rollouts.md): a bundle version to a target, phase by phase.

@@ -46,6 +46,12 @@ class DesiredState:
     # Signed bundles: the operator's signatures of ``spec`` and the fleet's trust chain.
     signatures: tuple[dict[str, Any], ...] = ()
     trust: tuple[dict[str, Any], ...] = ()
+    # Per-device values for the spec's ``${NAME}`` references (bundles.variables), resolved
+    # by the hub; the spec itself (what a signature covers) stays the same for every device.
+    variables: dict[str, str] | None = None
+    # The spec's ``${secret:NAME}`` values: ``{"fingerprints": {NAME: FP}, "sealed": B64}``,
+    # sealed to this device's key (sbutil.seal): never in clear here.
+    secrets: dict[str, Any] | None = None
 
     def to_json(self) -> bytes:
         doc: dict[str, object] = {
@@ -66,6 +72,10 @@ class DesiredState:
             doc["signatures"] = list(self.signatures)
         if self.trust:
             doc["trust"] = list(self.trust)
+        if self.variables:
+            doc["variables"] = dict(self.variables)
+        if self.secrets:
+            doc["secrets"] = dict(self.secrets)
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
@@ -102,6 +112,23 @@ class DesiredState:
             if not all(isinstance(x, dict) for x in value):
                 raise DesiredDecodeError(name, "every entry must be an object")
             lists.append(tuple(value))
+        variables = doc.get("variables")
+        if variables is not None and (
+            not isinstance(variables, dict)
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in variables.items())
+        ):
+            raise DesiredDecodeError("variables", "must be an object of strings or null")
+        secrets = doc.get("secrets")
+        if secrets is not None:
+            fps = secrets.get("fingerprints") if isinstance(secrets, dict) else None
+            if (
+                not isinstance(fps, dict)
+                or not all(isinstance(k, str) and isinstance(v, str) for k, v in fps.items())
+                or not isinstance(secrets.get("sealed", ""), str)
+            ):
+                raise DesiredDecodeError(
+                    "secrets", "must be {fingerprints: {NAME: FP}, sealed: base64} or null"
+                )
         return cls(
             gen,
             spec,
@@ -112,4 +139,6 @@ class DesiredState:
             force,
             lists[0],
             lists[1],
+            variables or None,
+            secrets or None,
         )

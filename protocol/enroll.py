@@ -48,6 +48,7 @@ _DEVICE_PASSWORD_RE = re.compile(r"[A-Za-z0-9_-]{32,72}")
 
 # A NATS user's public nkey: "U" and 55 base32 characters (protocol.natsauth uses it too).
 USER_KEY_RE = re.compile(r"U[A-Z2-7]{55}")
+_SEAL_KEY_RE = re.compile(r"[A-Za-z0-9+/]{43}=")
 
 
 def valid_device_password(password: object) -> bool:
@@ -66,6 +67,9 @@ class EnrollRequest:
     # The device's own public nkey (issue 16): a hub in JWT mode signs a user JWT for it; a
     # hub in password mode ignores it. The seed stays on the device.
     nats_public_key: str = ""
+    # The device's X25519 public key (base64): the hub seals its secrets to it
+    # (sbutil.seal). "" from an agent from before secrets: it can get none.
+    seal_key: str = ""
 
     def to_json(self) -> bytes:
         doc: dict[str, Any] = {
@@ -79,6 +83,8 @@ class EnrollRequest:
             doc["nats_password"] = self.nats_password
         if self.nats_public_key:
             doc["nats_public_key"] = self.nats_public_key
+        if self.seal_key:
+            doc["seal_key"] = self.seal_key
         return dumps(doc)
 
 
@@ -128,6 +134,12 @@ def decode_enroll_request(data: bytes | str) -> EnrollRequest:
             max_len=56,
             pattern=USER_KEY_RE,
             what="a NATS user public nkey (U and 55 base32 characters)",
+        seal_key=doc.str_(
+            "seal_key",
+            required=False,
+            max_len=44,
+            pattern=_SEAL_KEY_RE,
+            what="the base64 of a 32-byte X25519 public key",
         )
         or "",
     )

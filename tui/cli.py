@@ -28,6 +28,7 @@ from tui.rollout_cli import add_rollout_commands
 from tui.signing_cli import add_push_flags, add_signing_commands
 from tui.signing_cli import request_bundle_push as signing_request_bundle_push
 from tui.stream import add_follow, cmd_follow_events
+from tui.vars_cli import add_vars_commands
 
 # Options that take a value: what follows them is no verb (see ``_has_verb``).
 VALUE_OPTIONS = (
@@ -196,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(request=lambda a: ("devices.decommission", {"id": a.id}))
     add_device_commands(add, device, PRINTERS)  # logs/restart/reconcile... (tui/device_cli.py)
     add_gate_commands(add, device, PRINTERS)  # maintenance, force-update (tui/gates_cli.py)
+    add_vars_commands(add, PRINTERS)  # vars, secrets (tui/vars_cli.py)
 
     for name, verb in (("tag", "devices.tag"), ("untag", "devices.untag")):
         p = add(name, f"{name} a device")

@@ -242,6 +242,18 @@ def show_device(
     windows = d.get("maintenance_windows")
     if windows is not None:
         rows.append(("windows", Text(", ".join(windows) or "any time (set at the hub)")))
+    # Variables and secrets that reach the device, each with where it comes from; a secret
+    # shows only its fingerprint (which value), never the value.
+    for key, label, shown in (("variables", "var", "value"), ("secrets", "secret", "fingerprint")):
+        for item in d.get(key) or ():
+            if not isinstance(item, dict):
+                continue
+            shadows = item.get("shadows") or []
+            over = f", over {', '.join(shadows)}" if shadows else ""
+            rows.append(
+                (f"{label} {item.get('name')}",
+                 Text(f"{item.get(shown)}  (from {item.get('source')}{over})"))
+            )  # fmt: skip
     if wide:
         for key in ("heartbeat", "sync_behind", "last_applied_seq", "desired_generation"):
             if key in d:

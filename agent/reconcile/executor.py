@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agent.errors import DiskFull, EngineError, EngineUnavailable, PullError
@@ -32,6 +32,7 @@ from agent.reconcile.plan import (
 from agent.reconcile.ports import Recorder
 from agent.reconcile.requests import create_request
 from agent.runtime.base import Engine, ImageInfo, PullProgress, RegistryAuth
+from bundles.variables import VariableError, open_secrets
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,9 @@ def _groups(steps: list[Step]) -> list[list[tuple[int, Step]]]:
     return out
 
 
+SecretLookup = Callable[[str, str], "str | None"]
+
+
 class Executor:
     def __init__(
         self,
@@ -123,8 +127,11 @@ class Executor:
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
+        secrets: SecretLookup | None = None,
     ) -> None:
         self.engine = engine
+        # (name, fingerprint) -> the secret's value, or None: not held (agent.secretbox).
+        self.secrets = secrets
         self.recorder = recorder
         self.device_id = device_id
         self.options = options or ExecutorOptions()
@@ -320,16 +327,24 @@ class Executor:
         if existing is not None:
             await self.engine.remove(existing.id)
         want = next(s for s in target.services if s.service == step.service)
-        await self.engine.create(
-            create_request(
-                want.spec,
-                device_id=self.device_id,
-                bundle=target.bundle or "",
-                version=target.version or "",
-                spec_hash=want.spec_hash,
-                name=step.container_name,
-            )
+        req = create_request(
+            want.spec,
+            device_id=self.device_id,
+            bundle=target.bundle or "",
+            version=target.version or "",
+            spec_hash=want.spec_hash,
+            name=step.container_name,
         )
+        # The secrets' values go in only here, into the request to the engine: the spec,
+        # the plan and the journal hold the pinned references (bundles.variables).
+        lookup = self.secrets or (lambda _name, _fp: None)
+        try:
+            env = open_secrets(req.env, lookup)
+        except VariableError as exc:
+            # Not the engine's fault, but a failed step all the same: the deployment fails
+            # with the reason and the device keeps what it last had healthy.
+            raise EngineError(f"cannot create {step.service}: {exc}") from None
+        await self.engine.create(replace(req, env=env))
 
     # -- pulls and disk ------------------------------------------------------------------
     def _auth_for(self, image: str) -> RegistryAuth | None:

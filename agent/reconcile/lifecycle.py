@@ -49,6 +49,7 @@ from agent.reconcile.ports import Deployment, DeploymentStatus, Severity
 from agent.runtime.base import LABEL_SPEC_HASH, ObservedContainer
 from bundles import BundleError, from_dict
 from bundles.model import BundleSpec
+from bundles.variables import VariableError, pin, references
 from sbutil.text import plural
 
 # Which status a deployment row may be written with, by the status it has (None: no row).
@@ -89,6 +90,8 @@ class Emit:
 
 
 Record = Begin | SetStatus | Emit
+# A revision's per-device values: (variables, secret fingerprints) (bundles.variables).
+Values = tuple[Mapping[str, str], Mapping[str, str]]
 
 
 # -- the state the loop keeps in memory between runs -------------------------------------------
@@ -185,15 +188,18 @@ def choose(
     spec: dict[str, Any] | None,
     dep: Deployment | None,
     last_healthy: Deployment | None,
+    values: Values | None = None,
 ) -> Choice:
     """The deployment to converge to for desired revision ``rev`` (``spec``: its bundle).
 
     ``dep`` is the deployment of exactly ``rev`` (None: not begun), ``last_healthy`` the one
-    most recently written healthy other than it.
+    most recently written healthy other than it. ``values``: the revision's per-device
+    variables and secret fingerprints; a new deployment records the spec with them pinned
+    (``bundles.variables.pin``), so its spec hashes change when a value does.
     """
     records: tuple[Record, ...] = ()
     if dep is None:
-        records, status, reason, parsed = _begin(rev, spec)
+        records, status, reason, parsed = _begin(rev, spec, values)
         if status == "applying":
             return Choice(records, Target.from_spec(parsed), rev)
     else:
@@ -220,14 +226,22 @@ def in_force(latest: Deployment | None, last_healthy: Deployment | None) -> Depl
 
 
 def _begin(
-    rev: Revision, spec: dict[str, Any] | None
+    rev: Revision, spec: dict[str, Any] | None, values: Values | None = None
 ) -> tuple[tuple[Record, ...], DeploymentStatus, str | None, BundleSpec | None]:
     data = {"generation": rev.generation, "source": rev.source}
     if spec is None:
         parsed = None
     else:
         try:
+            if values is not None or references(spec):
+                variables, fingerprints = values or ({}, {})
+                spec = pin(spec, variables, fingerprints)
             parsed = from_dict(spec)
+        except VariableError as exc:
+            reason = f"desired bundle cannot be resolved for this device: {exc}"
+            failed = SetStatus(rev, "failed", reason)
+            told = Emit("reconcile.failed", reason, "error", data)
+            return (Begin(rev, _ref(spec), spec), failed, told), "failed", reason, None
         except BundleError as exc:
             reason = f"desired bundle is invalid: {exc}"
             failed = SetStatus(rev, "failed", reason)

@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Callable
 from agent.errors import AgentError, DiskFull, EngineError, EngineUnavailable
 from agent.precedence import Revision, revision_of
 from agent.reconcile import lifecycle as lc
-from agent.reconcile.executor import Executor, RunResult
+from agent.reconcile.executor import Executor, RunResult, SecretLookup
 from agent.reconcile.gates import Decision, GatePort
 from agent.reconcile.health import Verdict, gate
 from agent.reconcile.monitor import HealthMonitor
@@ -45,6 +45,7 @@ from agent.reconcile.options import LoopOptions, LoopResult, Outcome
 from agent.reconcile.plan import Plan, Pull, Target, Wait, plan
 from agent.reconcile.ports import Deployment, Recorder
 from agent.runtime.base import Engine, ObservedContainer
+from agent.secretbox import fingerprints
 from bundles import BundleError, from_dict
 from protocol.desired import DesiredState
 
@@ -62,6 +63,7 @@ class ReconcileLoop:
         device_id: str,
         options: LoopOptions | None = None,
         update_gate: GatePort | None = None,
+        secrets: SecretLookup | None = None,
     ) -> None:
         self.engine = engine
         self.update_gate = update_gate  # update locks and maintenance windows; None: none
@@ -71,7 +73,9 @@ class ReconcileLoop:
         if not device_id:
             raise ValueError("device_id must not be empty")
         self.options = options or LoopOptions()
-        self.executor = Executor(engine, recorder, device_id, self.options.executor)
+        self.executor = Executor(
+            engine, recorder, device_id, self.options.executor, secrets=secrets
+        )
         self.monitor = HealthMonitor(engine, recorder, self.options.interval)
         self.life = lc.Lifecycle()  # its revision: the one last allowed to start
         self._last_desired: Revision | None = None  # the one last seen, deferred or not
@@ -264,8 +268,9 @@ class ReconcileLoop:
         # plan: which deployment to converge to (the lifecycle), then the steps (the planner)
         self._apply(lc.desired(self.life, rev))
         choice = lc.choose(
-            rev, desired.spec, dep, self.recorder.last_healthy_deployment(other_than=rev)
-        )
+            rev, desired.spec, dep, self.recorder.last_healthy_deployment(other_than=rev),
+            (desired.variables or {}, fingerprints(desired)),
+        )  # fmt: skip
         self._record(choice.records)
         target, dep_rev = choice.target, choice.deployment
         if target is None or dep_rev is None:

@@ -108,8 +108,8 @@ def insert(c: sqlite3.Connection, d: DesiredState, now: float, actor: str | None
     ref = bundle_ref(d.spec)
     c.execute(
         "INSERT INTO desired_revisions (generation, source, spec, content_hash, rollout_id, "
-        "bundle_ref, received_at, maintenance_windows, force) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "bundle_ref, received_at, maintenance_windows, force, variables, secrets) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             d.generation,
             d.source,
@@ -120,6 +120,8 @@ def insert(c: sqlite3.Connection, d: DesiredState, now: float, actor: str | None
             now,
             None if d.maintenance_windows is None else dumps(list(d.maintenance_windows)),
             int(d.force),
+            None if d.variables is None else dumps(d.variables),
+            None if d.secrets is None else dumps(d.secrets),
         ),
     )
     payload: DesiredPayload = {
@@ -166,7 +168,23 @@ def current(c: sqlite3.Connection) -> DesiredState | None:
             None if r["maintenance_windows"] is None else tuple(loads(r["maintenance_windows"]))
         ),
         force=bool(r["force"]),
+        variables=loads(r["variables"]),
+        secrets=loads(r["secrets"]),
     )
+
+
+def sealed_secrets(c: sqlite3.Connection, limit: int = 64) -> list[dict[str, Any]]:
+    """The sealed secrets of the newest revisions that carry some, newest first (opened
+    only by ``agent.secretbox`` with the device's key, when a container is created)."""
+    out = []
+    for (raw,) in c.execute(
+        "SELECT secrets FROM desired_revisions WHERE secrets IS NOT NULL ORDER BY id DESC LIMIT ?",
+        (limit,),
+    ):
+        found = loads(raw)
+        if isinstance(found, dict):
+            out.append(found)
+    return out
 
 
 def revisions(c: sqlite3.Connection, limit: int = 20) -> list[DesiredRevision]:
@@ -211,11 +229,17 @@ def salvaged(found: list[dict[str, Any]]) -> list[DesiredState]:
                     r["content_hash"],
                     tuple(windows) if isinstance(windows, list) else None,
                     bool(r.get("force")),
+                    variables=_obj(loads(r.get("variables"))),
+                    secrets=_obj(loads(r.get("secrets"))),
                 )
             )
         except (KeyError, TypeError, ValueError):
             continue
     return out
+
+
+def _obj(value: Any) -> Any:
+    return value if isinstance(value, dict) else None
 
 
 def restore(c: sqlite3.Connection, restored: list[DesiredState], source_file: Path) -> None:
@@ -235,6 +259,9 @@ def restore(c: sqlite3.Connection, restored: list[DesiredState], source_file: Pa
 
 
 class DesiredStore(StoreBase):
+    def sealed_secrets(self) -> list[dict[str, Any]]:
+        return self.read_now(sealed_secrets)
+
     def put_desired(self, desired: DesiredState) -> bool:
         """Store a received revision; False if this (source, generation) is already stored."""
         return self.write_now(put, desired)

@@ -191,6 +191,14 @@ def _v3_update_locks(db: Database) -> None:
     db.conn.execute("ALTER TABLE desired_revisions ADD COLUMN force INTEGER NOT NULL DEFAULT 0")
 
 
+def _v4_variables(conn: sqlite3.Connection) -> None:
+    # A hub revision's per-device values (protocol.desired): the variables (JSON object) and
+    # the secrets as they came, sealed to this device's key ({fingerprints, sealed}); never
+    # a secret in clear (bundles.variables, agent.secretbox).
+    conn.execute("ALTER TABLE desired_revisions ADD COLUMN variables TEXT")
+    conn.execute("ALTER TABLE desired_revisions ADD COLUMN secrets TEXT")
+
+
 def _with_utils(fn: Callable[[Database], None]) -> Callable[[sqlite3.Connection], None]:
     def step(conn: sqlite3.Connection) -> None:
         from sqlite_utils import Database
@@ -204,6 +212,7 @@ MIGRATIONS: list[Migration] = [
     (1, "initial schema", _with_utils(_v1_initial)),
     (2, "deployments keyed by exact revision", _with_utils(_v2_deployment_identity)),
     (3, "update locks and gated desired revisions", _with_utils(_v3_update_locks)),
+    (4, "per-device variables and sealed secrets of desired revisions", _v4_variables),
 ]
 
 

@@ -136,6 +136,7 @@ async def enroll(
     timeout: float = 10.0,
     ca_file: str | None = None,
     password: str | None = None,
+    seal_key: str = "",
 ) -> EnrollReply:
     """One enrollment request. Raises ``EnrollError`` (with the hub's code when it refused,
     ``TLS_ERROR`` when the hub's certificate is not trusted or a ``tls://`` hub is plain).
@@ -156,6 +157,7 @@ async def enroll(
         tags,
         nats_password=password,
         nats_public_key=natsauth.public_key(seed),
+        seal_key=seal_key,
     ).to_json()
     if len(body) > MAX_ENROLL_BYTES:
         raise EnrollError("enrollment request too large (too many or too long tags)", "too_large")
@@ -358,6 +360,11 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         url = hub_url(args.hub, args.bootstrap_user, args.bootstrap_password)
         ca_file = _ca_file_arg(args.ca_file) if args.ca_file else cfg.hub.ca_file
         token = read_token(args)
+        # The key the hub seals this device's secrets to (sbutil.seal): made once, kept
+        # across re-enrollments, never sent anywhere but its public half.
+        from sbutil.seal import SealKey
+
+        seal_key = SealKey.load_or_create(Path(cfg.data_dir)).public
         reply = asyncio.run(
             enroll(
                 url,
@@ -367,6 +374,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
                 tags,
                 timeout=args.timeout,
                 ca_file=ca_file,
+                seal_key=seal_key,
             )
         )
         path = credentials_path(cfg)

@@ -22,13 +22,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from agent import secretbox
 from agent.precedence import Revision, revision_of
 from bundles.signing import SigningError, TrustSet, advance_chain, parse_trust_set, verify_bundle
 from protocol.desired import DesiredState
+from sbutil.seal import SealKey
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +134,10 @@ class Intake:
         pinned: tuple[str, ...] = (),
         require: bool | None = None,
         device_id: str = "",
+        seal_key: Callable[[], SealKey | None] | None = None,
     ) -> None:
         self.store = store
+        self.seal_key = seal_key
         self.path = path
         self.pinned = pinned
         self.require = require
@@ -179,7 +184,12 @@ class Intake:
                       "require": a.trust.require},
             )  # fmt: skip
         if a.ok:
-            return True
+            # After the signature check: the values are per device and not signed, and they
+            # only fill the signed spec's references (bundles.variables, docs/security.md).
+            why = secretbox.problem(desired, self.seal_key() if self.seal_key else None)
+            if why is None:
+                return True
+            a = Admission(False, a.trust, f"per-device values: {why}")
         self._refuse(desired, a.reason or "refused")
         return False
 

@@ -51,6 +51,7 @@ from protocol.enroll import EnrollReply
 from protocol.errors import CONFLICT, NOT_FOUND, UNAVAILABLE
 from protocol.heartbeat import Heartbeat
 from protocol.subjects import JS_DOMAIN
+from sbutil.seal import SealKey
 
 log = logging.getLogger(__name__)
 
@@ -343,6 +344,8 @@ class SyncService:
                 pinned=s.pinned_keys,
                 require=s.require_signed,
                 device_id=self.device_id,
+                # The sealing key lives beside the trust set, in the data dir.
+                seal_key=lambda: SealKey.load(s.trust_path.parent) if s.trust_path else None,
             )
         )
         self.downlink = Downlink(

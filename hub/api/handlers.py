@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from bundles.hashing import content_hash
 from bundles.validate import from_dict
+from bundles.variables import MAX_VALUE_LEN, NAME_RE
 from bundles.versions import bundle_name_error, parse_ref, version_error
 from bundles.windows import MAX_WINDOWS, WindowError, parse_window
 from hub import __version__
@@ -207,6 +208,7 @@ def devices_get(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
     # What the hub sends the device about gating its updates (hub.gates).
     member = store.memberships([device_id])
     device["maintenance_windows"] = store.windows_of(member).get(device_id) if member else None
+    device["variables"], device["secrets"] = _device_values(store, member)
     device["last_applied_seq"] = store.last_applied_seq(device_id)
     # Sync view: the latest heartbeat (with its own "as of") and the generation of the
     # desired document last written to KV (what the device should report back).
@@ -221,6 +223,25 @@ def devices_get(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
     published = store.desired_published([device_id]).get(device_id)
     device["desired_generation"] = None if published is None else published["generation"]
     return Outcome(device)
+
+
+def _device_values(
+    store: Store, member: list[Any]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The variables and secrets that reach the device (hub.variables), each with its source
+    and the sources it shadows; a secret shows its fingerprint, never its value."""
+    if not member:
+        return [], []
+    found_vars, found_secrets = store.variables_of(member)[member[0].device_id]
+    as_list = [
+        [
+            {"name": n, ("value" if kind == "var" else "fingerprint"): r.value,
+             "source": r.source, "shadows": list(r.shadowed)}
+            for n, r in sorted(found.items())
+        ]
+        for kind, found in (("var", found_vars), ("secret", found_secrets))
+    ]  # fmt: skip
+    return as_list[0], as_list[1]
 
 
 def _tagging(add: bool) -> Handler:
@@ -585,6 +606,75 @@ def devices_force_update(store: Store, body: dict[str, Any], caller: Caller) -> 
     return Outcome({"items": out}, [Change("desired", "changed", {"devices": ids})])
 
 
+# --- variables and secrets (hub.variables; docs/bundles.md "Variables and secrets") ---------
+# A secret's value arrives in the request body and leaves the handler only encrypted (the
+# store) or sealed to a device (the desired writer); no reply, event, change notice or error
+# message carries it. The affected devices' desired documents are re-sent: a device whose
+# bundle refers to the name gets the new value (a rotation recreates its containers).
+def _scope(store: Store, body: dict[str, Any]) -> tuple[str, str]:
+    scope = body["scope"]
+    if scope not in ("fleet", "group", "device"):
+        raise Invalid("scope must be fleet, group or device", field="scope")
+    target = body.get("target") or ""
+    if scope == "fleet":
+        if target:
+            raise Invalid("a fleet setting has no target", field="target")
+        return scope, ""
+    target = v.device_id(target, "target") if scope == "device" else v.name(target, "target")
+    _exists(store, scope, target)
+    return scope, target
+
+
+def _var_name(value: Any) -> str:
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
+        raise Invalid(
+            "name must be 1-128 letters, digits and '_', not starting with a digit", field="name"
+        )
+    return value
+
+
+def _setting(kind: str, unset: bool) -> Handler:
+    noun = "variable" if kind == "var" else "secret"
+
+    def handler(store: Store, body: dict[str, Any], caller: Caller) -> Outcome:
+        name = _var_name(body["name"])
+        with store.tx():
+            scope, target = _scope(store, body)
+            if unset:
+                changed = store.unset_variable(kind, scope, target, name)
+            else:
+                value = body.get("value")
+                if not isinstance(value, str) or len(value) > MAX_VALUE_LEN or "\x00" in value:
+                    raise Invalid(
+                        f"value must be a string of at most {MAX_VALUE_LEN} characters, no NUL",
+                        field="value",
+                    )  # never quoted: it may be a secret
+                changed = store.set_variable(kind, scope, target, name, value, caller.name)
+            devices = store.devices_using(kind, scope, target) if changed else []
+        where = "fleet" if scope == "fleet" else f"{scope}:{target}"
+        if changed:
+            log.info("%s %s %s at %s by %s", noun, name, "unset" if unset else "set", where,
+                     caller.name)  # fmt: skip
+        changes = [Change("desired", "changed", {"devices": sorted(devices)})] if devices else []
+        return Outcome(
+            {"kind": noun, "name": name, "scope": scope, "target": target or None,
+             "changed": changed, "devices": len(devices)},
+            changes,
+        )  # fmt: skip
+
+    return handler
+
+
+def _settings_list(kind: str) -> Handler:
+    def handler(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
+        scope, target = None, None
+        if body.get("scope"):
+            scope, target = _scope(store, body)
+        return Outcome({"items": store.list_variables(kind, scope, target)})
+
+    return handler
+
+
 HANDLERS: dict[str, Handler] = {
     "devices.list": devices_list,
     "devices.get": devices_get,
@@ -618,4 +708,10 @@ HANDLERS: dict[str, Handler] = {
     "maintenance.set": maintenance_set,
     "maintenance.list": maintenance_list,
     "devices.force_update": devices_force_update,
+    "vars.set": _setting("var", False),
+    "vars.unset": _setting("var", True),
+    "vars.list": _settings_list("var"),
+    "secrets.set": _setting("secret", False),
+    "secrets.unset": _setting("secret", True),
+    "secrets.list": _settings_list("secret"),
 }

@@ -17,6 +17,7 @@ from hub.store.signing import SigningStore
 from hub.store.summary import SummaryStore
 from hub.store.sync import SyncStore
 from hub.store.telemetry import TelemetryStore
+from hub.store.variables import VariableStore
 
 
 class Store(
@@ -28,6 +29,7 @@ class Store(
     SummaryStore,
     GateStore,
     SigningStore,
+    VariableStore,
 ):
     @classmethod
     def open(cls, path: Path | str) -> Store:

@@ -419,6 +419,30 @@ CREATE TABLE revoked_device_keys (
 );
 """,
     ),
+    (
+        14,
+        "per-device variables and secrets; each device's sealing key",
+        """
+-- Variables and secrets set for the fleet (target ''), a group or a device (hub.variables
+-- resolves them per device). A variable's value is plain; a secret's is AES-GCM ciphertext
+-- under the hub's vault key (hub/vault.py, a file beside the DB, never in it) with its
+-- fingerprint (an HMAC: names the value without revealing it).
+CREATE TABLE variables (
+    kind TEXT NOT NULL CHECK (kind IN ('var', 'secret')),
+    scope TEXT NOT NULL CHECK (scope IN ('fleet', 'group', 'device')),
+    target TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT,
+    ciphertext BLOB,
+    fingerprint TEXT,
+    set_by TEXT NOT NULL,
+    set_at TEXT NOT NULL,
+    PRIMARY KEY (kind, scope, target, name)
+) WITHOUT ROWID;
+-- The X25519 public key the device made at enrollment: its secrets are sealed to it.
+ALTER TABLE devices ADD COLUMN seal_key TEXT;
+""",
+    ),
 ]
 
 

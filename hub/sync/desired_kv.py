@@ -19,16 +19,20 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from nats.js.kv import KeyValue
 
+from bundles.variables import references
 from hub.gates import forced
 from hub.store import Store
+from hub.variables import Resolved
 from protocol.desired import DesiredState
+from sbutil.seal import seal
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -61,11 +65,50 @@ def desired_document(
     force: bool = False,
     signatures: tuple[dict[str, Any], ...] = (),
     trust: tuple[dict[str, Any], ...] = (),
+    variables: dict[str, str] | None = None,
+    fingerprints: dict[str, str] | None = None,
+    sealed: Callable[[], str] | None = None,
+    sealed_to: str = "",
 ) -> Desired:
-    doc = DesiredState(
-        0, spec, "hub", rollout_id, content_hash, windows, force, signatures, trust
-    ).to_json()
-    return Desired(device_id, doc, hashlib.sha256(doc).hexdigest(), bundle_ref, rollout_id)
+    state = DesiredState(
+        0, spec, "hub", rollout_id, content_hash, windows, force, signatures, trust,
+        variables or None, {"fingerprints": fingerprints} if fingerprints else None,
+    )  # fmt: skip
+    # "Changed" is judged without the sealed secrets: a seal is made with a fresh ephemeral
+    # key each time, so only a new fingerprint (a rotated value) or a new device key (a
+    # re-enrollment) changes the document.
+    doc_hash = hashlib.sha256(state.to_json() + sealed_to.encode()).hexdigest()
+    if fingerprints and sealed is not None:
+        state = replace(state, secrets={"fingerprints": fingerprints, "sealed": sealed()})
+    doc = state.to_json()
+    return Desired(device_id, doc, doc_hash, bundle_ref, rollout_id)
+
+
+def _values(
+    store: Store,
+    device_id: str,
+    spec: dict[str, Any],
+    resolved: tuple[dict[str, Resolved], dict[str, Resolved]] | None,
+    seal_key: str | None,
+) -> tuple[dict[str, str] | None, dict[str, str] | None, Callable[[], str] | None]:
+    """The variables and secret fingerprints ``spec`` refers to that reach this device (a
+    reference without one is left out: the agent refuses the revision naming it), and how
+    to seal the secrets' values to the device's key."""
+    refs = references(spec)
+    if not refs or resolved is None:
+        return None, None, None
+    found_vars, found_secrets = resolved
+    variables = {n: found_vars[n].value for n in sorted(refs.variables) if n in found_vars}
+    chosen = {n: found_secrets[n] for n in sorted(refs.secrets) if n in found_secrets}
+    fps = {n: r.value for n, r in chosen.items()}
+    if not chosen or seal_key is None:
+        return variables, fps, None
+
+    def sealed() -> str:
+        plain = {n: store.secret_value(r) for n, r in chosen.items()}
+        return seal(seal_key, json.dumps(plain, sort_keys=True).encode())
+
+    return variables, fps, sealed
 
 
 def resolve_documents(store: Store, device_ids: list[str] | None) -> dict[str, Desired]:
@@ -77,7 +120,12 @@ def resolve_documents(store: Store, device_ids: list[str] | None) -> dict[str, D
     resolved = store.resolve_desired(device_ids)
     # Update gates (hub.gates): the windows set for the device or its groups, and an
     # operator's override while the device still resolves to the version it was given for.
-    windows = store.windows_of(store.memberships(list(resolved)))
+    members = store.memberships(list(resolved))
+    windows = store.windows_of(members)
+    # Per-device variables and secrets (hub.variables), only for devices whose bundle refers
+    # to some: most fleets set none, and then this reads one empty table.
+    values = store.variables_of(members)
+    keys = store.seal_keys([d for d, a in resolved.items() if a is not None])
     overrides = store.overrides(list(resolved))
     sigs: dict[tuple[str, str], tuple[dict[str, Any], ...]] = {}
     # Every document carries the whole signed trust chain (a few hundred bytes per set), so a
@@ -97,6 +145,9 @@ def resolve_documents(store: Store, device_ids: list[str] | None) -> dict[str, D
             continue
         spec, digest = found
         rollout_id = store.rollout_for(device_id, a.bundle, a.version)
+        variables, fps, sealed = _values(
+            store, device_id, spec, values.get(device_id), keys.get(device_id)
+        )
         out[device_id] = desired_document(
             device_id,
             spec,
@@ -107,6 +158,10 @@ def resolve_documents(store: Store, device_ids: list[str] | None) -> dict[str, D
             forced(overrides.get(device_id), a.ref),
             sigs[key],
             trust,
+            variables,
+            fps,
+            sealed,
+            keys.get(device_id, "") if sealed is not None else "",
         )
     return out
 

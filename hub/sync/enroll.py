@@ -153,6 +153,9 @@ def enroll_in_store(
             store.set_device_key(device_id, public_key, int(time.time()))
         else:
             store.set_device_credentials(device_id, device_id, password_hash)
+        # The key its secrets are sealed to; a re-enrollment from an agent without one
+        # clears the old key, so nothing is sealed to a key the device may no longer hold.
+        store.set_seal_key(device_id, req.seal_key or None)
         store.add_event(
             device_id,
             "enrolled",

@@ -42,10 +42,10 @@ def test_open_creates_wal_db_with_recorded_migrations(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "agent.db"
     Store.open(path, device_id="dev-1").close()
     assert raw(path, "PRAGMA journal_mode") == [("wal",)]
-    assert [r[0] for r in raw(path, "SELECT version FROM schema_migrations")] == [1, 2, 3]
+    assert [r[0] for r in raw(path, "SELECT version FROM schema_migrations")] == [1, 2, 3, 4]
     # Reopening applies nothing twice.
     Store.open(path, device_id="dev-1").close()
-    assert len(raw(path, "SELECT * FROM schema_migrations")) == 3
+    assert len(raw(path, "SELECT * FROM schema_migrations")) == 4
 
 
 def test_store_satisfies_recorder_protocol(store: Store) -> None:
@@ -284,6 +284,8 @@ def test_migration_2_keys_old_deployments_by_revision(tmp_path: Path) -> None:
         "ALTER TABLE deployments DROP COLUMN spec_hash;"
         "DROP TABLE update_locks; ALTER TABLE desired_revisions DROP COLUMN maintenance_windows;"
         "ALTER TABLE desired_revisions DROP COLUMN force;"
+        "ALTER TABLE desired_revisions DROP COLUMN variables;"
+        "ALTER TABLE desired_revisions DROP COLUMN secrets;"
         "DELETE FROM schema_migrations WHERE version >= 2;"
     )
     for gen, sp in ((3, spec("1.0")), (local.generation, spec("9.9"))):

@@ -1,0 +1,170 @@
+"""Per-device variables and secrets: the reference grammar and its checks at push (with
+lines), pinning and opening, the hub's precedence rule, sealing, the vault, and the desired
+documents the hub resolves from a real SQLite store (no secret in clear, a stable hash, a
+new one on rotation)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bundles import BundleInvalid, parse_bundle
+from bundles.variables import VariableError, open_secrets, pin, references
+from hub.desired import Membership
+from hub.store import Store
+from hub.sync.desired_kv import resolve_documents
+from hub.variables import Setting, resolve
+from hub.vault import Vault
+from protocol.desired import DesiredState
+from sbutil.seal import SealError, SealKey, open_sealed, seal
+
+BUNDLE = """\
+bundle: app
+version: 1.0.0
+containers:
+  - name: web
+    image: registry.local/web:1.0
+    command: [sh, -c, 'echo ${HOME}']
+    env:
+      SITE: "${SITE_NAME}"
+      TOKEN: "${secret:API_TOKEN}"
+      LITERAL: "$${NOT_A_VAR}"
+"""
+
+
+def test_references_and_validation_lines() -> None:
+    spec = parse_bundle(BUNDLE).to_dict()
+    refs = references(spec)
+    assert refs.variables == {"SITE_NAME"} and refs.secrets == {"API_TOKEN"}
+    bad = BUNDLE.replace("'echo ${HOME}'", "'echo ${secret:API_TOKEN}'").replace(
+        '"${SITE_NAME}"', '"${SITE_NAME:-x}"'
+    )
+    with pytest.raises(BundleInvalid) as exc:
+        parse_bundle(bad)
+    errors = {(e.path, e.line) for e in exc.value.errors}
+    assert ("containers[0].command[2]", 6) in errors  # a secret outside env: ps shows it
+    assert ("containers[0].env.SITE", 8) in errors  # an unknown form of reference
+    assert "secret" in str(exc.value) and "${SITE_NAME:-x}" in str(exc.value)
+
+
+def test_pin_then_open_at_create() -> None:
+    spec = parse_bundle(BUNDLE).to_dict()
+    pinned = pin(spec, {"SITE_NAME": "north ${x}"}, {"API_TOKEN": "ab" * 8})
+    assert pinned is not None
+    env = pinned["containers"][0]["env"]
+    assert env["TOKEN"] == "${secret:API_TOKEN@" + "ab" * 8 + "}"
+    assert "hunter2" not in json.dumps(pinned)
+    got = open_secrets(env, lambda n, fp: "hunter2" if (n, fp) == ("API_TOKEN", "ab" * 8) else None)
+    assert got == {"SITE": "north ${x}", "TOKEN": "hunter2", "LITERAL": "${NOT_A_VAR}"}
+    with pytest.raises(VariableError, match="variable SITE_NAME is not set"):
+        pin(spec, {}, {"API_TOKEN": "ab" * 8})
+    with pytest.raises(VariableError, match="secret API_TOKEN is not set"):
+        pin(spec, {"SITE_NAME": "n"}, {})
+    with pytest.raises(VariableError, match="not held"):
+        open_secrets(env, lambda n, fp: None)
+    # A rotated value pins to another fingerprint: another spec hash, a new container.
+    other = pin(spec, {"SITE_NAME": "north ${x}"}, {"API_TOKEN": "cd" * 8})
+    assert other != pinned
+
+
+def _s(scope: str, target: str, value: str, at: str, kind: str = "var") -> Setting:
+    return Setting(kind, scope, target, "X", value, at)
+
+
+def test_precedence_device_over_group_over_fleet() -> None:
+    m = Membership("d1", frozenset({"a", "b"}))
+    fleet, ga, gb = (
+        _s("fleet", "", "f", "1"),
+        _s("group", "a", "ga", "2"),
+        _s("group", "b", "gb", "2"),
+    )
+    dev, other = _s("device", "d1", "d", "0"), _s("device", "d2", "x", "9")
+    assert resolve(m, [fleet], "var")["X"].source == "fleet"
+    # Two groups set at the same time: the name that sorts first wins; newer wins otherwise.
+    r = resolve(m, [fleet, gb, ga], "var")["X"]
+    assert (r.value, r.source, r.shadowed) == ("ga", "group:a", ("fleet", "group:b"))
+    newer_b = _s("group", "b", "gb", "3")
+    assert resolve(m, [fleet, ga, newer_b], "var")["X"].value == "gb"
+    assert resolve(m, [fleet, ga, newer_b, dev, other], "var")["X"].source == "device:d1"
+    assert resolve(Membership("d3"), [ga, dev], "var") == {}
+    assert resolve(m, [fleet], "secret") == {}
+
+
+def test_seal_opens_only_with_the_device_key(tmp_path: Path) -> None:
+    key = SealKey.load_or_create(tmp_path)
+    assert os.stat(tmp_path / "seal.key").st_mode & 0o777 == 0o600
+    assert SealKey.load_or_create(tmp_path).public == key.public  # kept, not remade
+    blob = seal(key.public, b"hunter2")
+    assert b"hunter2" not in blob.encode() and seal(key.public, b"hunter2") != blob
+    assert open_sealed(key, blob) == b"hunter2"
+    with pytest.raises(SealError):
+        open_sealed(SealKey.generate(), blob)
+
+
+def test_vault_encrypts_bound_to_the_name(tmp_path: Path) -> None:
+    v = Vault.load_or_create(tmp_path / "vault.key")
+    assert os.stat(tmp_path / "vault.key").st_mode & 0o777 == 0o600
+    blob = v.encrypt("fleet", "", "A", "hunter2")
+    assert b"hunter2" not in blob and v.decrypt("fleet", "", "A", blob) == "hunter2"
+    with pytest.raises(Exception, match="does not decrypt"):
+        v.decrypt("fleet", "", "B", blob)
+    again = Vault.load_or_create(tmp_path / "vault.key")
+    assert again.fingerprint("A", "x") == v.fingerprint("A", "x") != v.fingerprint("A", "y")
+
+
+def _store(tmp_path: Path) -> tuple[Store, dict[str, SealKey]]:
+    store = Store.open(tmp_path / "hub.db")
+    store.vault = Vault.load_or_create(tmp_path / "vault.key")
+    keys = {}
+    for d in ("d1", "d2"):
+        store.upsert_device(d, "acme")
+        keys[d] = SealKey.load_or_create(tmp_path / d)
+        store.set_seal_key(d, keys[d].public)
+    spec = parse_bundle(BUNDLE).to_dict()
+    store.put_bundle_version("app", "1.0.0", spec, "hash-1", "")
+    store.create_group("north")
+    store.add_to_group("north", "d1")
+    store.assign("group", "north", "app", "1.0.0")
+    store.assign("device", "d2", "app", "1.0.0")
+    return store, keys
+
+
+def test_desired_documents_carry_values_per_device(tmp_path: Path) -> None:
+    store, keys = _store(tmp_path)
+    store.set_variable("var", "fleet", "", "SITE_NAME", "fleet-site", "t")
+    store.set_variable("var", "group", "north", "SITE_NAME", "north-site", "t")
+    store.set_variable("secret", "device", "d1", "API_TOKEN", "hunter2-d1", "t")
+    docs = resolve_documents(store, None)
+    d1 = DesiredState.from_json(docs["d1"].doc)
+    d2 = DesiredState.from_json(docs["d2"].doc)
+    assert d1.variables == {"SITE_NAME": "north-site"}
+    assert d2.variables == {"SITE_NAME": "fleet-site"}
+    assert d2.secrets is None  # no API_TOKEN reaches d2: its agent refuses, naming it
+    assert d1.secrets is not None
+    assert b"hunter2" not in docs["d1"].doc
+    assert json.loads(open_sealed(keys["d1"], d1.secrets["sealed"])) == {"API_TOKEN": "hunter2-d1"}
+    with pytest.raises(SealError):
+        open_sealed(keys["d2"], d1.secrets["sealed"])
+    # The seal differs each time; the document's hash does not, until the value rotates.
+    again = resolve_documents(store, ["d1"])["d1"]
+    assert again.doc != docs["d1"].doc and again.doc_hash == docs["d1"].doc_hash
+    store.set_variable("secret", "device", "d1", "API_TOKEN", "hunter3", "t")
+    assert resolve_documents(store, ["d1"])["d1"].doc_hash != docs["d1"].doc_hash
+    # Nothing in the DB file holds the value in clear.
+    store.close()
+    for f in tmp_path.glob("hub.db*"):
+        assert b"hunter2" not in f.read_bytes() and b"hunter3" not in f.read_bytes()
+
+
+def test_list_shows_no_secret_value(tmp_path: Path) -> None:
+    store, _ = _store(tmp_path)
+    assert store.set_variable("secret", "fleet", "", "API_TOKEN", "hunter2", "ops")
+    assert not store.set_variable("secret", "fleet", "", "API_TOKEN", "hunter2", "ops")
+    items: list[dict[str, Any]] = store.list_variables("secret")
+    assert [i["name"] for i in items] == ["API_TOKEN"] and "hunter2" not in json.dumps(items)
+    assert store.unset_variable("secret", "fleet", "", "API_TOKEN")
+    assert store.list_variables("secret") == []
