@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -168,3 +169,21 @@ def test_list_shows_no_secret_value(tmp_path: Path) -> None:
     assert [i["name"] for i in items] == ["API_TOKEN"] and "hunter2" not in json.dumps(items)
     assert store.unset_variable("secret", "fleet", "", "API_TOKEN")
     assert store.list_variables("secret") == []
+
+
+def test_agent_refuses_what_it_cannot_resolve_or_open(tmp_path: Path) -> None:
+    from agent.secretbox import SecretBox, problem
+
+    spec = parse_bundle(BUNDLE).to_dict()
+    key = SealKey.load_or_create(tmp_path)
+    sealed = seal(key.public, json.dumps({"API_TOKEN": "hunter2"}).encode())
+    secrets = {"fingerprints": {"API_TOKEN": "ab" * 8}, "sealed": sealed}
+    ok = DesiredState(3, spec, variables={"SITE_NAME": "n"}, secrets=secrets)
+    assert problem(ok, key) is None
+    assert "variable SITE_NAME is not set" in str(problem(replace(ok, variables=None), key))
+    assert "secret API_TOKEN is not set" in str(problem(replace(ok, secrets=None), key))
+    assert "no sealing key" in str(problem(ok, None))
+    assert "cannot be opened" in str(problem(ok, SealKey.generate()))
+    box = SecretBox(tmp_path, lambda: [secrets])
+    assert box.get("API_TOKEN", "ab" * 8) == "hunter2"
+    assert box.get("API_TOKEN", "cd" * 8) is None
