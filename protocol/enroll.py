@@ -134,6 +134,8 @@ def decode_enroll_request(data: bytes | str) -> EnrollRequest:
             max_len=56,
             pattern=USER_KEY_RE,
             what="a NATS user public nkey (U and 55 base32 characters)",
+        )
+        or "",
         seal_key=doc.str_(
             "seal_key",
             required=False,
