@@ -311,6 +311,11 @@ def _membership(add: bool) -> Handler:
 
         changed, changes = _tracking_desired(store, [device_id], write)
         if changed:
+            if not changes:
+                # Same bundle, but the group's variables, secrets or maintenance windows may
+                # now reach it (or no longer): the writer re-resolves its document and puts
+                # it only if it differs.
+                changes.append(Change("desired", "changed", {"devices": [device_id]}))
             changes.insert(0, Change("groups", action, {"name": name, "device": device_id}))
         return Outcome({"name": name, "device": device_id, "changed": changed}, changes)
 

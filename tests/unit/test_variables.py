@@ -187,3 +187,59 @@ def test_agent_refuses_what_it_cannot_resolve_or_open(tmp_path: Path) -> None:
     box = SecretBox(tmp_path, lambda: [secrets])
     assert box.get("API_TOKEN", "ab" * 8) == "hunter2"
     assert box.get("API_TOKEN", "cd" * 8) is None
+
+
+def test_api_verbs_and_device_show(tmp_path: Path) -> None:
+    from hub.api.handlers import HANDLERS, Caller
+
+    store, _ = _store(tmp_path)
+    ops = Caller("k1", "ops", "admin")
+
+    def call(verb: str, **body: Any) -> Any:
+        return HANDLERS[verb](store, body, ops)
+
+    out = call("vars.set", scope="group", target="north", name="SITE_NAME", value="north")
+    assert out.result["changed"] and out.changes[0].data == {"devices": ["d1"]}
+    call("vars.set", scope="fleet", name="SITE_NAME", value="fleet")
+    secret = call("secrets.set", scope="fleet", name="API_TOKEN", value="hunter2")
+    assert "hunter2" not in json.dumps(secret.result) + repr(secret.changes)
+    shown = call("devices.get", id="d1").result
+    assert shown["variables"] == [
+        {"name": "SITE_NAME", "value": "north", "source": "group:north", "shadows": ["fleet"]}
+    ]
+    assert [(s["name"], s["source"]) for s in shown["secrets"]] == [("API_TOKEN", "fleet")]
+    assert "hunter2" not in json.dumps(shown)
+    with pytest.raises(Exception, match="value must be a string") as exc:
+        call("secrets.set", scope="fleet", name="API_TOKEN", value="x\x00hunter2")
+    assert "hunter2" not in str(exc.value)
+    with pytest.raises(Exception, match="no group"):
+        call("vars.set", scope="group", target="south", name="SITE_NAME", value="x")
+    # A device joining a group gets its document re-resolved even if its bundle stays.
+    moved = call("groups.add", name="north", device="d2")
+    assert any(c.kind == "desired" and c.data["devices"] == ["d2"] for c in moved.changes)
+
+
+def test_cli_never_takes_a_secret_as_an_argument(tmp_path: Path) -> None:
+    import io
+
+    from tui import cli
+    from tui.vars_cli import read_secret
+
+    parser = cli.build_parser()
+    with pytest.raises(SystemExit):  # a value in argv (and so in ps) is a usage error
+        parser.parse_args(["secrets", "set", "API_TOKEN", "hunter2", "--fleet"])
+    f = tmp_path / "v"
+    f.write_text("hunter2\n")
+    a = parser.parse_args(
+        ["secrets", "set", "API_TOKEN", "--group", "north", "--from-file", str(f)]
+    )
+    assert a.request(a) == (
+        "secrets.set",
+        {"scope": "group", "target": "north", "name": "API_TOKEN", "value": "hunter2"},
+    )
+    assert read_secret(None, io.StringIO("from-stdin\n")) == "from-stdin"
+    a = parser.parse_args(["vars", "set", "SITE", "lab", "--device", "d1"])
+    assert a.request(a) == (
+        "vars.set",
+        {"scope": "device", "target": "d1", "name": "SITE", "value": "lab"},
+    )
