@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from bundles.hashing import content_hash
 from bundles.validate import from_dict
-from bundles.variables import MAX_VALUE_LEN, NAME_RE
+from bundles.variables import MAX_VALUE_LEN, NAME_RE, references
 from bundles.versions import bundle_name_error, parse_ref, version_error
 from bundles.windows import MAX_WINDOWS, WindowError, parse_window
 from hub import __version__
@@ -343,12 +343,35 @@ def bundles_push(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
         "created": created,
         "signatures": len(store.bundle_signatures(spec.bundle, spec.version)),
     }
+    unset = _unset_references(store, spec.to_dict())
+    if unset:
+        result["unset"] = unset
     changes = [Change("bundles", "pushed", dict(result))] if created else []
     if any(signed) and not created:
         # A new signature of a version devices may already be told to run: their documents
         # change (the signing change republishes every document that differs).
         changes.append(Change("signing", "signed", {"bundle": spec.ref}))
     return Outcome(result, changes)
+
+
+def _unset_references(store: Store, spec: dict[str, Any]) -> list[str]:
+    """The spec's references that no fleet, group or device sets yet (a warning: values may
+    be set after the push, but a device without one refuses the version, naming it)."""
+    if not references(spec):
+        return []
+    known = {(k, n) for k, n in store.conn.execute("SELECT DISTINCT kind, name FROM variables")}
+    out = []
+    for i, c in enumerate(spec.get("containers") or ()):
+        for key, value in sorted((c.get("env") or {}).items()):
+            refs = references({"containers": [{"env": {key: value}}]})
+            for kind, names in (("var", refs.variables), ("secret", refs.secrets)):
+                out += [
+                    f"containers[{i}].env.{key}: {'variable' if kind == 'var' else 'secret'} "
+                    f"{n} is set for no fleet, group or device yet"
+                    for n in sorted(names)
+                    if (kind, n) not in known
+                ]
+    return out
 
 
 def bundles_sign(store: Store, body: dict[str, Any], _: Caller) -> Outcome:

@@ -243,3 +243,18 @@ def test_cli_never_takes_a_secret_as_an_argument(tmp_path: Path) -> None:
         "vars.set",
         {"scope": "device", "target": "d1", "name": "SITE", "value": "lab"},
     )
+
+
+def test_push_names_references_set_nowhere_yet(tmp_path: Path) -> None:
+    from hub.api.handlers import HANDLERS, Caller
+
+    store = Store.open(tmp_path / "hub.db")
+    store.vault = Vault.load_or_create(tmp_path / "vault.key")
+    ops = Caller("k1", "ops", "admin")
+    store.set_variable("var", "group", "north", "SITE_NAME", "n", "ops")
+    spec = parse_bundle(BUNDLE).to_dict()
+    out = HANDLERS["bundles.push"](store, {"spec": spec}, ops).result
+    assert out["unset"] == [
+        "containers[0].env.TOKEN: secret API_TOKEN is set for no fleet, group or device yet"
+    ]
+    store.close()
