@@ -3,11 +3,11 @@ holds, and the one tolerant reader of the reported-state document the hub keeps 
 
 Upstream, the agent writes each state change with an outbox row in the same transaction
 (``agent.store``); the rows travel in report batches (``protocol.report``); the hub applies
-them (``hub.sync.apply``): ``event`` and ``metrics.1m`` rows go to their tables, and the
-latest row of each ``REPORTED_PARTS`` kind becomes one part of the device's reported-state
-document (``reported_state.doc``), stamped with ``as_of`` (when the part was true, ISO UTC),
-plus ``running``: the last healthy deployment. That document is what the hub's summary, its
-rollouts and the TUI read, always through ``ReportedState.read``.
+them (``hub.sync.apply``, each kind in ``hub.sync.rows``): ``event`` and ``metrics.1m`` rows
+go to their tables, and the latest row of each ``REPORTED_PARTS`` kind becomes one part of
+the device's reported-state document (``reported_state.doc``), stamped with ``as_of`` (when
+the part was true, ISO UTC), plus ``running``: the last healthy deployment. That document is
+what the hub's summary, its rollouts and the TUI read, always through ``ReportedState.read``.
 
 The document is whatever the device last sent, from any agent version, so the reader never
 raises: a missing part, a missing key or a key of the wrong type reads as absent (None), and

@@ -26,7 +26,7 @@ commit. For each message, in stream order, inside a savepoint of its own:
 
 A row whose payload is malformed or out of range is skipped (counted, one event per batch)
 but its sequence number is consumed: it can never become valid, and holding the device back
-would stop its whole stream. Anything else a message raises while applied (a value the
+would stop its whole stream (what each row kind becomes is ``hub.sync.rows``). Anything else a message raises while applied (a value the
 checks missed, a row handler's error) rolls back that message's savepoint only: it is nak'd
 and, after ``POISON_DELIVERIES``, refused as that device's bad message. Only the store
 itself failing (disk full, I/O) fails the fetch. Row handlers registered by other hub parts
@@ -35,9 +35,7 @@ itself failing (disk full, I/O) fails the fetch. Row handlers registered by othe
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -46,11 +44,11 @@ from typing import Any
 
 from hub.store import Store
 from hub.sync.apply_plan import plan_apply
+from hub.sync.rows import RowError, RowWriter
 from hub.timeutil import now_iso
-from protocol.codec import valid_int64, valid_ts
+from protocol.codec import valid_int64
 from protocol.errors import MessageError
 from protocol.report import MSG_ID_HEADER, ReportBatch, ReportRow, check_msg_id, decode_report
-from protocol.reported import REPORTED_PARTS, RowKind
 from protocol.subjects import device_from_subject
 
 log = logging.getLogger(__name__)
@@ -69,14 +67,9 @@ STORE_ERRORS: tuple[type[BaseException], ...] = (sqlite3.OperationalError,)
 # A flood of garbage must not flood the event log: at most one bad_message event per device
 # (or per "unknown sender") in this many seconds; the metric counts every one.
 BAD_EVENT_EVERY = 10.0
-HOUR = 3600
 
 RowHandler = Callable[[Store, str, Sequence[ReportRow]], None]
 """Called inside the ingest transaction with a device's newly applied rows (in seq order)."""
-
-
-class RowError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -103,122 +96,19 @@ class Outcome:
     poison: int = 0  # messages that raised while applied (rolled back alone)
 
 
-_SECONDS: dict[int, str] = {}  # whole second -> its formatted prefix (events share seconds)
-
-
-def _iso(ts: float) -> str:
-    """``now_iso(ts)``, with the strftime of each whole second cached: formatting was a
-    visible share of the ingest thread's time (one call per event row)."""
-    if not 0 <= ts < 2**40:
-        return now_iso(ts)
-    sec = int(ts)
-    prefix = _SECONDS.get(sec)
-    if prefix is None:
-        if len(_SECONDS) > 4096:
-            _SECONDS.clear()
-        prefix = _SECONDS[sec] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-    return f"{prefix}.{int(ts % 1 * 1000):03d}Z"
-
-
-def _obj(payload: Any, kind: str) -> dict[str, Any]:
-    if not isinstance(payload, dict):
-        raise RowError(f"{kind} payload must be an object")
-    return payload
-
-
-def _num(v: Any, what: str) -> float:
-    if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v):
-        raise RowError(f"{what} must be a finite number")
-    return float(v)
-
-
-def _ts(v: Any, what: str) -> float:
-    if not valid_ts(v):
-        raise RowError(f"{what} must be a time in seconds between 1970 and 2100")
-    return float(v)
-
-
-def _event_row(device_id: str, row: ReportRow) -> tuple[Any, ...]:
-    """The ``events`` row (``TelemetryStore.add_events``) for one event report row (its
-    payload a ``protocol.reported.EventPayload``, checked key by key: a bad one is skipped)."""
-    p = _obj(row.payload, "event")
-    kind = p.get("kind")
-    if not isinstance(kind, str) or not kind or len(kind) > 64:
-        raise RowError("event kind must be a string of 1-64 characters")
-    message = p.get("message") or ""
-    if not isinstance(message, str):
-        raise RowError("event message must be a string")
-    data = p.get("data")
-    if data is not None and not isinstance(data, dict):
-        data = {"value": data}
-    severity = p.get("severity") or "info"
-    if not isinstance(severity, str) or len(severity) > 16:
-        raise RowError("event severity must be a short string")
-    seq = p.get("seq")
-    if not valid_int64(seq):
-        raise RowError("event seq must be an integer from 0 to 2**63-1")
-    ts = _ts(p.get("ts", row.ts), "event ts")
-    return (device_id, _iso(ts), kind, message[:4096], json.dumps(data or {}), seq, severity)
-
-
-def _metrics_row(device_id: str, row: ReportRow) -> tuple[list[tuple[Any, ...]], int]:
-    """The ``metrics_1m`` rows ``(device, name, ts, min, avg, max)`` of one report row (a
-    ``protocol.reported.MetricsPayload``), and
-    the start of the hour they belong to. Validated whole before any is kept: a bad metric
-    skips the row."""
-    p = _obj(row.payload, "metrics.1m")
-    bucket = _ts(p.get("bucket"), "metrics.1m bucket")
-    metrics = p.get("metrics")
-    if not isinstance(metrics, dict):
-        raise RowError("metrics.1m metrics must be an object")
-    ts = int(bucket)
-    out = []
-    for name, agg in metrics.items():
-        if not isinstance(name, str) or not 0 < len(name) <= 64:
-            raise RowError("metric names must be 1-64 characters")
-        if not isinstance(agg, list) or len(agg) < 3:
-            raise RowError(f"metric {name!r} must be [min, avg, max, count]")
-        what = f"metric {name!r}"
-        out.append(
-            (device_id, name, ts, _num(agg[0], what), _num(agg[1], what), _num(agg[2], what))
-        )
-    return out, ts // HOUR * HOUR
-
-
-def _reported_part(doc: dict[str, Any], kind: RowKind, row: ReportRow) -> None:
-    """Write one ``REPORTED_PARTS`` row into the device's reported-state document (the
-    shape ``protocol.reported`` describes and reads)."""
-    p = _obj(row.payload, kind)
-    ts = p.get("ts") if kind is RowKind.OBSERVED else None
-    as_of = _iso(_ts(ts, "observed ts") if ts is not None else row.ts)
-    doc[kind.value] = {**p, "as_of": as_of}
-    if kind is RowKind.DEPLOYMENT and p.get("status") == "healthy":
-        doc["running"] = {
-            "bundle_ref": p.get("bundle_ref"),
-            "generation": p.get("generation"),
-            "as_of": as_of,
-        }
-
-
 class Applier:
     """Holds the row handlers; ``apply_fetch`` is its one entry point."""
 
     def __init__(self) -> None:
         self.row_handlers: list[RowHandler] = []
         self._event_at: dict[tuple[str, str | None], float] = {}
-        self._hours: set[tuple[str, str, int]] = set()  # (device, metric, hour) this fetch
-        # Rows waiting for one executemany each (one statement per row cost more than the
-        # insert itself); written by _flush at the end of each message (inside its
-        # savepoint), always before anything else writes an event or reads these tables,
-        # so event ids keep the order the rows arrived in.
-        self._events: list[tuple[Any, ...]] = []
-        self._minutes: list[tuple[Any, ...]] = []
+        self._rows = RowWriter()  # the message's rows by kind, flushed with it
 
     def apply_fetch(self, store: Store, msgs: Sequence[Fetched]) -> Outcome:
         out = Outcome()
         positions: dict[tuple[str, str], int] = {}
         hours: set[tuple[str, str, int]] = set()
-        self._events, self._minutes = [], []
+        self._rows.discard()
         # Every row written here belongs to a device this transaction checked exists
         # (``device_exists``), on the one writer thread, so nothing can delete it meanwhile:
         # the per-row foreign-key lookup (a third of a metric upsert) proves nothing more.
@@ -286,15 +176,15 @@ class Applier:
             out.seq_jumps,
         )
         saved_positions = dict(positions)
-        self._hours = set()
+        self._rows.hours = set()
         try:
             with _savepoint(store):
                 action = self._one(store, m, out, positions)
-                self._flush(store)
+                self._rows.flush(store)
         except STORE_ERRORS:
             raise
         except Exception as exc:
-            self._events, self._minutes = [], []
+            self._rows.discard()
             positions.clear()
             positions.update(saved_positions)
             (
@@ -319,7 +209,7 @@ class Applier:
             why = f"could not be applied: {type(exc).__name__}: {str(exc)[:200]}"
             self._bad(store, out, device_from_subject(m.subject), "unprocessable", why, m)
             return "term"
-        hours.update(self._hours)
+        hours.update(self._rows.hours)
         return action
 
     def _one(
@@ -436,7 +326,7 @@ class Applier:
         if known or (current == "" and pos == 0):
             return  # the first report of a device's first store: nothing began *again*
         out.store_resets += 1
-        self._flush(store)
+        self._rows.flush(store)
         log.warning(
             "the device's store began again: epoch %s (was %s, applied up to %d)",
             epoch or "none",
@@ -459,7 +349,7 @@ class Applier:
         may have begun again, and these rows cannot be told from replays. Say so."""
         if not self._may_record(("replay", device_id)):
             return
-        self._flush(store)
+        self._rows.flush(store)
         log.warning(
             "rows %d..%d arrived again below the position %d",
             batch.first_seq,
@@ -477,14 +367,6 @@ class Applier:
             severity="warning",
         )
 
-    def _flush(self, store: Store) -> None:
-        if self._events:
-            store.add_events(self._events)
-            self._events = []
-        if self._minutes:
-            store.put_metric_rows("1m", self._minutes)
-            self._minutes = []
-
     def _apply_rows(
         self,
         store: Store,
@@ -495,7 +377,7 @@ class Applier:
         reported: dict[str, dict[str, Any]],
     ) -> None:
         if gaps:
-            self._flush(store)
+            self._rows.flush(store)
         for first, last in gaps:
             out.gaps += 1
             log.warning(
@@ -508,29 +390,24 @@ class Applier:
                 {"from": first, "to": last},
                 severity="warning",
             )
+
+        def doc() -> dict[str, Any]:
+            # Read once per device and message, and only when a row writes a part of it.
+            if device_id not in reported:
+                got = store.get_reported(device_id)
+                state = got["state"] if got else {}
+                reported[device_id] = state if isinstance(state, dict) else {}
+            return reported[device_id]
+
         skipped: list[tuple[int, str]] = []
         for row in rows:
-            kind = RowKind.of(row.kind)
             try:
-                if kind is RowKind.EVENT:
-                    self._events.append(_event_row(device_id, row))
-                elif kind is RowKind.METRICS_1M:
-                    minutes, hour = _metrics_row(device_id, row)
-                    self._minutes += minutes
-                    self._hours.update((device_id, m[1], hour) for m in minutes)
-                elif kind is not None and kind in REPORTED_PARTS:
-                    if device_id not in reported:
-                        got = store.get_reported(device_id)
-                        state = got["state"] if got else {}
-                        reported[device_id] = state if isinstance(state, dict) else {}
-                    _reported_part(reported[device_id], kind, row)
-                # Other kinds (e.g. "oversized", or one a newer agent adds) only advance the
-                # sequence: the hub has nothing to keep from them.
+                self._rows.add(device_id, row, doc)
             except RowError as exc:
                 skipped.append((row.seq, f"{row.kind}: {exc}"))
         out.applied_rows += len(rows) - len(skipped)
         if skipped or self.row_handlers:
-            self._flush(store)
+            self._rows.flush(store)
         if skipped:
             out.skipped_rows += len(skipped)
             log.warning(
@@ -573,7 +450,7 @@ class Applier:
     ) -> None:
         known = device_id if device_id is not None and store.device_exists(device_id) else None
         out.bad.append((known, code, why))
-        self._flush(store)
+        self._rows.flush(store)
         log.warning(
             "dropped a bad report on %s (%d bytes): %s",
             m.subject[:128],

@@ -13,7 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hub.store import Store, migrations
-from hub.sync.apply import Applier, Fetched, _iso
+from hub.sync.apply import Applier, Fetched
+from hub.sync.rows import iso
 from hub.timeutil import now_iso
 from protocol.report import ReportBatch, ReportRow
 from protocol.subjects import report
@@ -21,7 +22,7 @@ from protocol.subjects import report
 
 @given(st.floats(min_value=0, max_value=2**34, allow_nan=False))
 def test_cached_iso_matches_now_iso(ts: float) -> None:
-    assert _iso(ts) == now_iso(ts)
+    assert iso(ts) == now_iso(ts)
 
 
 def _event(seq: int, n: int) -> ReportRow:

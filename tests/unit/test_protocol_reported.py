@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.store import Store
-from hub.sync.apply import _reported_part
+from hub.sync.rows import reported_part
 from protocol.report import ReportBatch, ReportRow, decode_report
 from protocol.reported import (
     REPORTED_PARTS,
@@ -72,9 +72,9 @@ def test_what_the_hub_writes_is_what_the_reader_reads() -> None:
         "generation": 7, "source": "hub", "spec_hash": "h", "bundle_ref": "web@1.2.0",
         "status": "healthy", "reason": None, "started_at": 1.7e9, "finished_at": 1.7e9 + 5,
     }  # fmt: skip
-    _reported_part(doc, RowKind.DEPLOYMENT, ReportRow(3, "deployment", 1.7e9, dep))
+    reported_part(doc, RowKind.DEPLOYMENT, ReportRow(3, "deployment", 1.7e9, dep))
     observed = {"containers": [{"name": "web", "state": "running"}, "junk"], "ts": 1.7e9}
-    _reported_part(doc, RowKind.OBSERVED, ReportRow(4, "observed", 1.7e9, observed))
+    reported_part(doc, RowKind.OBSERVED, ReportRow(4, "observed", 1.7e9, observed))
     s = ReportedState.read(doc)
     assert s.deployment is not None and s.deployment.generation == 7
     assert (s.deployment.status, s.deployment.bundle_ref, s.deployment.hub_revision) == (
@@ -153,7 +153,7 @@ def test_the_gate_part() -> None:
     doc: dict[str, Any] = {}
     gate = {"state": "deferred", "generation": 4, "bundle_ref": "web@2", "kind": "lock",
             "reason": "held by ops", "until": None, "locks": [{"who": "ops"}, 3], "ts": 1.7e9}  # fmt: skip
-    _reported_part(doc, RowKind.GATE, ReportRow(9, "gate", 1.7e9, gate))
+    reported_part(doc, RowKind.GATE, ReportRow(9, "gate", 1.7e9, gate))
     part = ReportedState.read(doc).gate
     assert part is not None and part.deferred and part.generation == 4
     assert (part.kind, part.reason, part.until) == ("lock", "held by ops", None)
