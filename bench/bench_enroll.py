@@ -70,15 +70,18 @@ async def enroll_one(url: str, token: str, device_id: str) -> EnrollReply:
             STATS["retries"] += 1
             await asyncio.sleep(LOGIN_RETRY_DELAY * (attempt + 1))
     try:
-        seed = natsauth.new_seed("user")
+        seed, password = natsauth.new_seed("user"), new_device_password()
         body = EnrollRequest(
-            token, device_id, FACTS, nats_password=new_device_password(),
+            token, device_id, FACTS, nats_password=password,
             nats_public_key=natsauth.public_key(seed),
         ).to_json()  # fmt: skip
         reply = decode_enroll_reply((await nc.request(ENROLL, body, timeout=120)).data)
     finally:
         await nc.close()
-    return replace(reply, nats_seed=seed) if reply.nats_jwt else reply
+    # The device keeps what it made: its seed (JWT mode) or its password.
+    if reply.nats_jwt:
+        return replace(reply, nats_seed=seed)
+    return replace(reply, nats_password=password)
 
 
 async def enroll_level(
