@@ -35,7 +35,10 @@ pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SyncHub]:
-    proc = SyncHub(tmp_path_factory.mktemp("integrity-agents") / "data")
+    # The default of new hubs: nats-server in operator mode, device JWTs (issue 16).
+    proc = SyncHub(
+        tmp_path_factory.mktemp("integrity-agents") / "data", init_flags=["--nats-auth", "jwt"]
+    )
     yield proc
     assert proc.stop() == 0, proc.proc.log_tail() if proc.proc else ""
 
