@@ -26,6 +26,7 @@ NEW, NEW_PUB = generate_key()
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
     s = Store.open(tmp_path / "hub.db")
+    s.require_signed_default = True  # a new hub's setting (init writes it)
     yield s
     s.close()
 
