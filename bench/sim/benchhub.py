@@ -23,6 +23,7 @@ import psutil
 
 from hub.store import Store
 from tests.harness.binaries import require_binary
+from tests.harness.ports import free_port
 from tests.harness.procs import ManagedProcess
 from tests.integration.test_hub_api import HubProcess
 
@@ -111,6 +112,74 @@ class BenchHub(HubProcess):
                 return bool(conn.execute(sql, params).fetchall()), took
             finally:
                 conn.close()
+
+
+class BenchWorkersHub(BenchHub):
+    """``signalbeam-hub nats`` and ``workers`` hub processes (``run --worker I/M``) on one
+    data dir instead of the one hub (docs/architecture.md "Scale path"). ``proc`` is the
+    first worker (the profile's target); ``processes`` all of them and their children."""
+
+    def __init__(self, data: Path, *, workers: int, **kw: Any) -> None:
+        self.workers = workers
+        self.nats: ManagedProcess | None = None
+        self.worker_procs: list[ManagedProcess] = []
+        super().__init__(data, **kw)
+
+    def start(self) -> None:
+        d = str(self.data)
+        self.nats = ManagedProcess(
+            "hub-nats", [sys.executable, "-m", "hub.cli", "nats", "--data", d],
+            self.data.parent / "hub-nats.log",
+        )  # fmt: skip
+        self.nats.wait_ready(lambda: (self.data / "nats" / "nats-server.pid").exists(), 120)
+        for i in range(self.workers):
+            port = self.ports["http"] if i == 0 else free_port()
+            proc = ManagedProcess(
+                f"hub-worker-{i}",
+                [sys.executable, "-m", "hub.cli", "run", "--data", d, "--worker",
+                 f"{i}/{self.workers}", "--http-port", str(port),
+                 "--offline-grace", str(self.grace)],
+                self.data.parent / f"hub-worker-{i}.log",
+            )  # fmt: skip
+            self.worker_procs.append(proc)
+        for proc in self.worker_procs:
+            proc.wait_ready(lambda: True, timeout=5)
+        self.proc = self.worker_procs[0]
+        self.proc.wait_ready(lambda: self.http("/health/ready")[0] == 200, timeout=120)
+
+    def processes(self) -> list[psutil.Process]:
+        out: list[psutil.Process] = []
+        for proc in [*self.worker_procs, *([self.nats] if self.nats else [])]:
+            try:
+                p = psutil.Process(proc.pid)
+                out += [p, *p.children(recursive=True)]
+            except psutil.Error:
+                pass
+        return out
+
+    def stop(self) -> int | None:
+        codes = [proc.stop(timeout=30) for proc in self.worker_procs]
+        if self.nats is not None:
+            codes.append(self.nats.stop(timeout=30))
+        return max((c or 0 for c in codes), default=0)
+
+
+def parse_cpus(text: str) -> set[int]:
+    """ "0", "0,2", "0-3" -> a CPU set (os.sched_setaffinity's)."""
+    cpus: set[int] = set()
+    for part in filter(None, text.split(",")):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
+
+def pin(procs: list[psutil.Process], cpus: set[int]) -> None:
+    """Pin these processes (and so whatever they start later) to ``cpus``."""
+    for p in procs:
+        try:
+            p.cpu_affinity(sorted(cpus))
+        except psutil.Error:
+            pass
 
 
 class CpuMeter:
