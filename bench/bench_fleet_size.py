@@ -100,7 +100,11 @@ def proc_name(p: psutil.Process) -> str:
     except psutil.Error:
         return str(p.pid)
     base = os.path.basename(cmd[0]) if cmd else str(p.pid)
-    return "hub (python)" if base.startswith("python") else base
+    if not base.startswith("python"):
+        return base
+    if "--worker" in cmd:  # hub workers apart (--workers N)
+        return f"hub worker {cmd[cmd.index('--worker') + 1]}"
+    return "hub nats (python)" if "nats" in cmd else "hub (python)"
 
 
 def rss_mb(procs: list[psutil.Process]) -> float:
