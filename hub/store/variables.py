@@ -85,6 +85,10 @@ class VariableStore(StoreBase):
             out.append(r)
         return out
 
+    def variable_settings(self) -> list[Setting]:
+        """Every setting (a secret's value: its fingerprint), for ``hub.variables.resolve``."""
+        return self._settings()
+
     def _settings(self) -> list[Setting]:
         return [
             Setting(r["kind"], r["scope"], r["target"], r["name"],

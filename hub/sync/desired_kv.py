@@ -22,15 +22,16 @@ import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from nats.js.kv import KeyValue
 
-from bundles.variables import references
+from bundles.variables import References, references
+from hub.desired import Membership
 from hub.gates import forced
 from hub.store import Store
-from hub.variables import Resolved
+from hub.variables import Resolved, Setting, resolve
 from protocol.desired import DesiredState
 from sbutil.seal import seal
 
@@ -46,10 +47,18 @@ class Desired:
     """What one device should run, before it gets a generation."""
 
     device_id: str
-    doc: bytes  # DesiredState.to_json() with generation 0
+    doc: bytes  # DesiredState.to_json() with generation 0 (secrets not sealed yet)
     doc_hash: str
     bundle_ref: str | None
     rollout_id: str | None
+    # Makes the document with the device's secrets sealed in. Called (on the store thread)
+    # only for a document that is to be written: sealing decrypts each value and does an
+    # X25519 exchange, ~1 ms a device, which a start-up publish of every device must not pay
+    # for the documents that did not change.
+    seal: Callable[[], bytes] | None = field(default=None, compare=False, repr=False)
+
+    def final(self) -> Desired:
+        return self if self.seal is None else replace(self, doc=self.seal(), seal=None)
 
 
 Resolver = Callable[[Store, list[str] | None], dict[str, Desired]]
@@ -77,27 +86,42 @@ def desired_document(
     # "Changed" is judged without the sealed secrets: a seal is made with a fresh ephemeral
     # key each time, so only a new fingerprint (a rotated value) or a new device key (a
     # re-enrollment) changes the document.
-    doc_hash = hashlib.sha256(state.to_json() + sealed_to.encode()).hexdigest()
-    if fingerprints and sealed is not None:
-        state = replace(state, secrets={"fingerprints": fingerprints, "sealed": sealed()})
     doc = state.to_json()
-    return Desired(device_id, doc, doc_hash, bundle_ref, rollout_id)
+    doc_hash = hashlib.sha256(doc + sealed_to.encode()).hexdigest()
+    seal_in: Callable[[], bytes] | None = None
+    if fingerprints and sealed is not None:
+        fps, seal_now = fingerprints, sealed
+
+        def seal_in() -> bytes:
+            return replace(state, secrets={"fingerprints": fps, "sealed": seal_now()}).to_json()
+
+    return Desired(device_id, doc, doc_hash, bundle_ref, rollout_id, seal_in)
+
+
+def _plain(store: Store, r: Resolved, cache: dict[tuple[str, str, str], str]) -> str:
+    """A secret's value, decrypted once per resolve however many devices it reaches."""
+    s = r.setting
+    key = (s.scope, s.target, s.name)
+    if key not in cache:
+        cache[key] = store.secret_value(r)
+    return cache[key]
 
 
 def _values(
     store: Store,
-    device_id: str,
-    spec: dict[str, Any],
-    resolved: tuple[dict[str, Resolved], dict[str, Resolved]] | None,
+    refs: References,
+    member: Membership | None,
+    settings: list[Setting],
     seal_key: str | None,
+    cache: dict[tuple[str, str, str], str],
 ) -> tuple[dict[str, str] | None, dict[str, str] | None, Callable[[], str] | None]:
-    """The variables and secret fingerprints ``spec`` refers to that reach this device (a
-    reference without one is left out: the agent refuses the revision naming it), and how
-    to seal the secrets' values to the device's key."""
-    refs = references(spec)
-    if not refs or resolved is None:
+    """The variables and secret fingerprints the spec refers to (``refs``) that reach this
+    device (a reference without one is left out: the agent refuses the revision naming it),
+    and how to seal the secrets' values to the device's key."""
+    if not refs or member is None:
         return None, None, None
-    found_vars, found_secrets = resolved
+    found_vars = resolve(member, settings, "var") if refs.variables else {}
+    found_secrets = resolve(member, settings, "secret") if refs.secrets else {}
     variables = {n: found_vars[n].value for n in sorted(refs.variables) if n in found_vars}
     chosen = {n: found_secrets[n] for n in sorted(refs.secrets) if n in found_secrets}
     fps = {n: r.value for n, r in chosen.items()}
@@ -105,7 +129,7 @@ def _values(
         return variables, fps, None
 
     def sealed() -> str:
-        plain = {n: store.secret_value(r) for n, r in chosen.items()}
+        plain = {n: _plain(store, r, cache) for n, r in chosen.items()}
         return seal(seal_key, json.dumps(plain, sort_keys=True).encode())
 
     return variables, fps, sealed
@@ -122,10 +146,13 @@ def resolve_documents(store: Store, device_ids: list[str] | None) -> dict[str, D
     # operator's override while the device still resolves to the version it was given for.
     members = store.memberships(list(resolved))
     windows = store.windows_of(members)
-    # Per-device variables and secrets (hub.variables), only for devices whose bundle refers
-    # to some: most fleets set none, and then this reads one empty table.
-    values = store.variables_of(members)
+    # Per-device variables and secrets (hub.variables), resolved only for devices whose
+    # bundle refers to some: most fleets set none, and then this reads one empty table.
+    settings = store.variable_settings()
+    by_id = {m.device_id: m for m in members}
+    refs: dict[tuple[str, str], References] = {}
     keys = store.seal_keys([d for d, a in resolved.items() if a is not None])
+    plain: dict[tuple[str, str, str], str] = {}  # decrypted secrets, this resolve only
     overrides = store.overrides(list(resolved))
     sigs: dict[tuple[str, str], tuple[dict[str, Any], ...]] = {}
     # Every document carries the whole signed trust chain (a few hundred bytes per set), so a
@@ -139,6 +166,8 @@ def resolve_documents(store: Store, device_ids: list[str] | None) -> dict[str, D
         if key not in specs:
             specs[key] = store.bundle_spec(a.bundle, a.version)
             sigs[key] = tuple(store.bundle_signatures(a.bundle, a.version))
+            found_spec = specs[key]
+            refs[key] = references(found_spec[0] if found_spec else None)
         found = specs[key]
         if found is None:  # versions are immutable and never deleted; defensive only
             log.error("assigned %s is missing from the catalog", a.ref, extra={"device": device_id})
@@ -146,7 +175,7 @@ def resolve_documents(store: Store, device_ids: list[str] | None) -> dict[str, D
         spec, digest = found
         rollout_id = store.rollout_for(device_id, a.bundle, a.version)
         variables, fps, sealed = _values(
-            store, device_id, spec, values.get(device_id), keys.get(device_id)
+            store, refs[key], by_id.get(device_id), settings, keys.get(device_id), plain
         )
         out[device_id] = desired_document(
             device_id,
@@ -172,7 +201,7 @@ def _plan(
     wanted = resolver(store, device_ids)
     published = store.desired_published(None if device_ids is None else list(wanted))
     return [
-        d
+        d.final()
         for d in wanted.values()
         if force or published.get(d.device_id, {}).get("doc_hash") != d.doc_hash
     ]

@@ -139,7 +139,7 @@ def test_desired_documents_carry_values_per_device(tmp_path: Path) -> None:
     store.set_variable("var", "fleet", "", "SITE_NAME", "fleet-site", "t")
     store.set_variable("var", "group", "north", "SITE_NAME", "north-site", "t")
     store.set_variable("secret", "device", "d1", "API_TOKEN", "hunter2-d1", "t")
-    docs = resolve_documents(store, None)
+    docs = {d: doc.final() for d, doc in resolve_documents(store, None).items()}
     d1 = DesiredState.from_json(docs["d1"].doc)
     d2 = DesiredState.from_json(docs["d2"].doc)
     assert d1.variables == {"SITE_NAME": "north-site"}
@@ -151,7 +151,7 @@ def test_desired_documents_carry_values_per_device(tmp_path: Path) -> None:
     with pytest.raises(SealError):
         open_sealed(keys["d2"], d1.secrets["sealed"])
     # The seal differs each time; the document's hash does not, until the value rotates.
-    again = resolve_documents(store, ["d1"])["d1"]
+    again = resolve_documents(store, ["d1"])["d1"].final()
     assert again.doc != docs["d1"].doc and again.doc_hash == docs["d1"].doc_hash
     store.set_variable("secret", "device", "d1", "API_TOKEN", "hunter3", "t")
     assert resolve_documents(store, ["d1"])["d1"].doc_hash != docs["d1"].doc_hash
