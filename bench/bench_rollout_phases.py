@@ -9,7 +9,8 @@ over ``--ramp`` s and settled. Then, in the same run, on the same hub and fleet:
 
 1. baseline: a rollout of ``bench@0.9.0`` to one device — the fixed cost of the path;
 2. baseline: a one-phase rollout of ``bench@1.0.0`` to ``tag:bench`` — every device at once,
-   what a rollout without phases costs on this machine right now;
+   what a rollout without phases costs on this machine right now (then the fleet settles
+   again, at most 300 s);
 3. the measured rollout of ``bench@1.1.0`` to ``tag:bench`` with ``--phases`` (default
    ``1%,10%,50%,100%``), ``--bake`` (default 5s) and ``--max-failures`` (default 2%).
 
@@ -135,6 +136,12 @@ async def run(args: argparse.Namespace, work: Path) -> None:
                 _, flat = await rollout(hub, admin, {"bundle": "bench@1.0.0",
                                                      "target": "tag:bench"})  # fmt: skip
                 flat_cpu = meter.percent()
+                # Let the flat rollout's burst drain (device outboxes, failures quiet, every
+                # device online) so the measured rollout does not start behind its backlog.
+                ok, why, waited = await workers.settle(
+                    len(ids), 300, hub_check=hub_online, backlog_max=max(100, len(ids) // 60)
+                )
+                print(f"settled again in {waited:.1f} s" + ("" if ok else f" (not: {why})"))
             load_mid = loadavg()
             print(f"measured: phases {args.phases}, bake {args.bake}, max failures"
                   f" {args.max_failures}")  # fmt: skip

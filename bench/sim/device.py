@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -196,6 +197,11 @@ class SimDevice:
         except (nats.errors.Error, TimeoutError, nats.js.errors.Error) as exc:
             self.counters.probe_failures += 1
             log.debug("desired read of %s failed: %r", self.id, exc)
+            # Read again shortly, as the agent's own poll would: the prompt that brought us
+            # here is not sent twice, so without this a device whose read timed out on a busy
+            # machine never sees the revision (a rollout then waits on it for ever).
+            # Spread over a few seconds: reads that timed out together must not retry together.
+            asyncio.get_running_loop().call_later(RETRY_S * (1 + 4 * random.random()), self.prompt)
             return
         revision = entry.revision or 0
         if revision <= self.model.desired_generation:

@@ -675,21 +675,33 @@ def save_targets(
                 )  # fmt: skip
 
 
-def reported_docs(store: Store, device_ids: list[str]) -> dict[str, Any]:
-    if not device_ids:
-        return {}
-    out: dict[str, Any] = {}
+def reported_texts(store: Store, device_ids: list[str]) -> dict[str, str]:
+    """Each device's reported-state document as stored (text: a caller that has seen the
+    same text before need not parse it again)."""
+    out: dict[str, str] = {}
     for part in chunks(device_ids):
         for d, doc in store.conn.execute(
             f"SELECT device_id, doc FROM reported_state WHERE device_id IN"
             f" ({','.join('?' * len(part))})",
             part,
         ):
-            try:
-                out[d] = json.loads(doc)
-            except ValueError:
-                log.warning("reported state is not JSON", extra={"device": d})
+            out[d] = doc
     return out
+
+
+def parse_doc(device_id: str, text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        log.warning("reported state is not JSON", extra={"device": device_id})
+        return None
+
+
+def reported_docs(store: Store, device_ids: list[str]) -> dict[str, Any]:
+    texts = reported_texts(store, device_ids)
+    return {d: doc for d, t in texts.items() if (doc := parse_doc(d, t)) is not None}
 
 
 # --- deployment verdicts -----------------------------------------------------------------
