@@ -226,8 +226,10 @@ class SyncService:
 
     def _save_renewed(self, creds: EnrollReply) -> None:
         """A renewed JWT: the leaf's creds file (read at its next link) and the credentials
-        file (read at the next start), both 0600."""
-        write_creds(self._creds_file, creds)
+        file (read at the next start), both 0600. Direct mode has no creds file: nats-py
+        reads the JWT from the renewer at each connect."""
+        if self.settings.mode == "leaf":
+            write_creds(self._creds_file, creds)
         if self.settings.credentials_path is not None:
             save_credentials(self.settings.credentials_path, creds)
         self._creds = creds
@@ -300,7 +302,8 @@ class SyncService:
         jwt = s.credentials is not None and s.credentials.jwt_auth
         if jwt:
             assert s.credentials is not None
-            await asyncio.to_thread(write_creds, self._creds_file, s.credentials)
+            if s.mode == "leaf":
+                await asyncio.to_thread(write_creds, self._creds_file, s.credentials)
             self._start_renewer(s.credentials)
         if s.mode == "leaf":
             assert s.credentials is not None
