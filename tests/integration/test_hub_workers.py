@@ -117,9 +117,11 @@ class Workers:
             self.nats.stop()
 
 
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Workers]:
-    w = Workers(DataOnly(tmp_path / "data"))
+@pytest.fixture(params=["password", "jwt"])
+def workers(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Workers]:
+    # Both login modes: JWT (what `init` writes) has the owner push account JWTs through
+    # the system account; password mode reloads `signalbeam-hub nats`'s server by its pid.
+    w = Workers(DataOnly(tmp_path / "data", init_flags=("--nats-auth", request.param)))
     try:
         w.start_nats()
         for i in range(WORKERS):
