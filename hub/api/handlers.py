@@ -272,6 +272,10 @@ def devices_decommission(store: Store, body: dict[str, Any], _: Caller) -> Outco
         done = store.decommission_device(device_id)
         if done:
             store.add_event(device_id, "decommissioned", "decommissioned by an operator")
+            # A retired device's own variables and secrets, and the key its secrets were
+            # sealed to, go with it: a re-enrollment starts from the fleet's and groups'.
+            store.drop_variables("device", device_id)
+            store.set_seal_key(device_id, None)
         return done
 
     changed, changes = _tracking_desired(store, [device_id], write)
@@ -290,11 +294,18 @@ def groups_delete(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
     name = v.name(body["name"], "name")
     with store.tx():
         members = store.delete_group(name)
+        # Its variables and secrets go with it (a new group of the same name starts empty).
+        store.drop_variables("group", name)
         # Each former member's own log says why its groups changed.
         for device_id in members:
             store.add_event(device_id, "member_removed", name, {"group": name, "reason": "deleted"})
     result = {"name": name, "deleted": True, "members": members}
-    return Outcome(result, [Change("groups", "deleted", {"name": name, "members": members})])
+    changes = [Change("groups", "deleted", {"name": name, "members": members})]
+    if members:
+        # The group's variables, secrets and windows no longer reach them: re-resolved, put
+        # only where a document differs.
+        changes.append(Change("desired", "changed", {"devices": sorted(members)}))
+    return Outcome(result, changes)
 
 
 def _membership(add: bool) -> Handler:

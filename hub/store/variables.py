@@ -61,6 +61,13 @@ class VariableStore(StoreBase):
             )
             return cur.rowcount > 0
 
+    def drop_variables(self, scope: str, target: str) -> int:
+        """Remove every variable and secret of a group or device that is going away."""
+        with self.tx() as c:
+            return c.execute(
+                "DELETE FROM variables WHERE scope = ? AND target = ?", (scope, target)
+            ).rowcount
+
     def list_variables(
         self, kind: str, scope: str | None = None, target: str | None = None
     ) -> list[dict[str, Any]]:

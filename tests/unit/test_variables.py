@@ -258,3 +258,19 @@ def test_push_names_references_set_nowhere_yet(tmp_path: Path) -> None:
         "containers[0].env.TOKEN: secret API_TOKEN is set for no fleet, group or device yet"
     ]
     store.close()
+
+
+def test_group_delete_and_decommission_drop_their_values(tmp_path: Path) -> None:
+    from hub.api.handlers import HANDLERS, Caller
+
+    store, _ = _store(tmp_path)
+    ops = Caller("k1", "ops", "admin")
+    store.set_variable("var", "group", "north", "SITE_NAME", "north", "ops")
+    store.set_variable("secret", "device", "d2", "API_TOKEN", "hunter2", "ops")
+    store.unassign("group", "north")
+    out = HANDLERS["groups.delete"](store, {"name": "north"}, ops)
+    assert any(c.kind == "desired" and c.data["devices"] == ["d1"] for c in out.changes)
+    HANDLERS["groups.create"](store, {"name": "north"}, ops)
+    assert store.list_variables("var") == []  # a new group of the name starts empty
+    HANDLERS["devices.decommission"](store, {"id": "d2"}, ops)
+    assert store.list_variables("secret") == [] and store.seal_keys(["d2"]) == {}
