@@ -274,3 +274,16 @@ def test_group_delete_and_decommission_drop_their_values(tmp_path: Path) -> None
     assert store.list_variables("var") == []  # a new group of the name starts empty
     HANDLERS["devices.decommission"](store, {"id": "d2"}, ops)
     assert store.list_variables("secret") == [] and store.seal_keys(["d2"]) == {}
+
+
+def test_tui_describe_lists_values_with_their_source() -> None:
+    from tui.models.detail import describe_lines
+
+    device = {
+        "id": "d1",
+        "variables": [{"name": "SITE", "value": "north", "source": "group:north", "shadows": []}],
+        "secrets": [{"name": "API_TOKEN", "fingerprint": "ab" * 8, "source": "fleet"}],
+    }
+    lines = describe_lines(device, 0.0)
+    assert "Variable:    SITE = north (from group:north)" in lines
+    assert f"Secret:      API_TOKEN = {'ab' * 8} (from fleet)" in lines

@@ -174,6 +174,7 @@ def describe_lines(device: Mapping[str, Any], now: float) -> list[str]:
     windows = device.get("maintenance_windows")
     if windows is not None:
         lines.append(f"Windows:     {', '.join(windows) or 'any time'} (set at the hub)")
+    lines += value_lines(device)
     if device.get("sync_behind") is not None:
         lines.append(f"Sync behind: {device.get('sync_behind')} report row(s)")
     if hb:
@@ -186,6 +187,23 @@ def describe_lines(device: Mapping[str, Any], now: float) -> list[str]:
     if stuck:
         lines += ["", "Not converging:", *(f"  {w}" for w in stuck)]
     return lines
+
+
+def value_lines(device: Mapping[str, Any]) -> list[str]:
+    """The variables and secrets that reach the device, each with its source (a secret by
+    its fingerprint only: the hub never sends its value)."""
+    out = []
+    for key, label, shown in (
+        ("variables", "Variable", "value"),
+        ("secrets", "Secret", "fingerprint"),
+    ):
+        for item in device.get(key) or ():
+            if isinstance(item, Mapping):
+                out.append(
+                    f"{label + ':':12} {item.get('name')} = {item.get(shown)}"
+                    f" (from {item.get('source')})"
+                )
+    return out
 
 
 def gate_lines(device: Mapping[str, Any]) -> list[str]:
