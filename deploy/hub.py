@@ -34,8 +34,10 @@ from deploy.common import (  # noqa: E402
 )
 from deploy.render import (  # noqa: E402
     HUB_UNIT,
+    HUB_WORKER_UNIT,
     UNIT_DIR,
     hub_context,
+    hub_worker_unit,
     jinja_options,
     template_path,
 )
@@ -162,3 +164,21 @@ unit = files.template(
     **context,
 )
 run_unit(HUB_UNIT, unit, [*package_ops, *tls_ops, toml, env], start=hub.start_services)
+if hub.workers > 1:
+    worker_unit = files.template(
+        name=f"Write {HUB_WORKER_UNIT}",
+        src=template_path(f"{HUB_WORKER_UNIT}.j2"),
+        dest=f"{UNIT_DIR}/{HUB_WORKER_UNIT}",
+        user="root",
+        group="root",
+        mode="644",
+        jinja_env_kwargs=jinja_options(),
+        **context,
+    )
+    for index in range(hub.workers):
+        run_unit(
+            hub_worker_unit(index),
+            worker_unit,
+            [*package_ops, *tls_ops, toml, env, unit],
+            start=hub.start_services,
+        )

@@ -20,6 +20,13 @@ from deploy.settings import HUB_ENV_PATH, AgentSettings, HubSettings
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 HUB_UNIT = "signalbeam-hub.service"
+HUB_WORKER_UNIT = "signalbeam-hub-worker@.service"
+
+
+def hub_worker_unit(index: int) -> str:
+    return f"signalbeam-hub-worker@{index}.service"
+
+
 AGENT_UNIT = "signalbeam-agent.service"
 UNIT_DIR = "/etc/systemd/system"
 PODMAN_DROPIN = "/etc/containers/containers.conf.d/50-signalbeam.conf"

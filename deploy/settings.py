@@ -59,6 +59,9 @@ class HubSettings:
     # Environment for litestream (e.g. AWS_ACCESS_KEY_ID); secret, kept out of repr.
     replica_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     offline_grace: int = 90
+    # Hub workers (docs/architecture.md "Scale path"): > 1 runs signalbeam-hub.service as
+    # `signalbeam-hub nats` and signalbeam-hub-worker@0..N-1.service beside it.
+    workers: int = 1
     init_output: str = "/root/signalbeam-hub-init.txt"
     nofile: int = 65536
     # False: enable the units but never start, restart or daemon-reload them (a host that is

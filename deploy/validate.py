@@ -95,6 +95,7 @@ HUB_VARS = frozenset(
         "signalbeam_hub_replica_url",
         "signalbeam_hub_replica_env",
         "signalbeam_hub_offline_grace",
+        "signalbeam_hub_workers",
         "signalbeam_hub_init_output",
         "signalbeam_hub_nofile",
         "signalbeam_hub_leaf_tls_cert",
@@ -249,6 +250,7 @@ def validate_hub(data: Mapping[str, Any], *, inventory_name: str | None = None) 
         offline_grace=read_int(
             data, "signalbeam_hub_offline_grace", HubSettings.offline_grace, 1, 7 * 86400, "seconds"
         ),
+        workers=read_int(data, "signalbeam_hub_workers", HubSettings.workers, 1, 64, "a count"),
         init_output=read_path(data, "signalbeam_hub_init_output", HubSettings.init_output),
         nofile=read_int(
             data, "signalbeam_hub_nofile", HubSettings.nofile, 1024, 1 << 20, "a count"

@@ -295,6 +295,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_tls(cfg, data, "run")
     worker, count = parse_worker(getattr(args, "worker", None), cfg.workers)
     cfg = cfg.with_overrides(workers=count)
+    if worker is not None and args.http_port is None:
+        # One hub.toml for every worker: worker I's health/metrics port is http_port + I
+        # (`signalbeam-hub nats` serves none, so worker 0 takes http_port itself).
+        cfg = cfg.with_overrides(http_port=cfg.http_port + worker)
     asyncio.run(app.run(data, cfg, sec, worker=worker))
     return 0
 

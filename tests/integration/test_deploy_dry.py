@@ -90,6 +90,21 @@ def test_hub_plan(env: dict[str, str], tmp_path: Path) -> None:
     assert quick.returncode == 0, quick.stdout + quick.stderr
 
 
+def test_hub_plan_with_workers(env: dict[str, str], tmp_path: Path) -> None:
+    data = {"signalbeam_hub_public_host": "hub.example.com", "signalbeam_hub_workers": "2"}
+    names = _planned(_pyinfra(env, "hub.py", data, cwd=tmp_path))
+    order = [
+        "Write hub.toml",
+        "Write signalbeam-hub.service",
+        "Enable and start signalbeam-hub.service",
+        "Write signalbeam-hub-worker@.service",
+        "Enable and start signalbeam-hub-worker@0.service",
+        "Enable and start signalbeam-hub-worker@1.service",
+    ]
+    positions = [_index(names, op) for op in order]
+    assert positions == sorted(positions), names
+
+
 def test_hub_plan_with_replica_credentials(env: dict[str, str], tmp_path: Path) -> None:
     # A dict cannot be passed with --data; an inventory file can carry it.
     inventory = tmp_path / "inventory.py"

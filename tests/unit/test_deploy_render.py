@@ -216,3 +216,15 @@ def test_agent_toml_with_hub_ca_pins_the_uploaded_ca(tmp_path: Path) -> None:
     both = _agent(signalbeam_hub_ca_file=str(cert), signalbeam_hub_url="tls://hub:4222")
     doc = tomllib.loads(render("agent.toml.j2", **agent_context(both)))
     assert doc["hub"] == {"url": "tls://hub:4222", "ca_file": "/etc/signalbeam/hub-ca.pem"}
+
+
+def test_hub_workers_units(tmp_path: Path) -> None:
+    hub = _hub(signalbeam_hub_workers=3)
+    main = _unit(render("signalbeam-hub.service.j2", **hub_context(hub)))["Service"]
+    assert main["ExecStart"].endswith(" nats --data /var/lib/signalbeam-hub")
+    text = render("signalbeam-hub-worker@.service.j2", **hub_context(hub))
+    _verify(tmp_path, "signalbeam-hub-worker@.service", text)
+    svc = _unit(text)["Service"]
+    assert svc["ExecStart"].endswith(" run --data /var/lib/signalbeam-hub --worker %i")
+    assert svc["ProtectSystem"] == "strict" and svc["Restart"] == "always"
+    assert parse_toml(render("hub.toml.j2", **hub_context(hub))).workers == 3
