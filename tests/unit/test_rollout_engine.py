@@ -190,6 +190,33 @@ def test_phases_bake_then_a_device_unhealthy_while_baking_pauses_and_abort_resto
     assert all(env.desired(f"dev-{i}") == OLD for i in range(4))
 
 
+def test_the_controllers_memo_sees_every_change_and_reuses_the_rest(env: Env) -> None:
+    """The observations carried between ticks (engine.Memo, as the controller keeps them):
+    an unchanged device is not parsed again, a changed document is, and the rollout moves
+    exactly as without the memo."""
+    memo = engine.Memo()
+    r = start(env)  # one phase: all four written on the first tick
+    assert engine.tick(env.store, None, memo).publish == [f"dev-{i}" for i in range(4)]
+    engine.tick(env.store, None, memo)
+    assert (memo.hits, memo.misses) == (0, 4)  # nothing reported: every key is new
+    engine.tick(env.store, None, memo)
+    assert (memo.hits, memo.misses) == (4, 4)  # nothing changed: no document parsed
+    env.report("dev-0", "applying")
+    env.report("dev-1", "healthy")
+    engine.tick(env.store, None, memo)
+    assert (memo.hits, memo.misses) == (6, 6)
+    assert env.states(r["id"]) == {
+        "dev-0": "Updating", "dev-1": "Succeeded", "dev-2": "Pending", "dev-3": "Pending",
+    }  # fmt: skip
+    assert (r["id"], "dev-1") not in memo.seen  # final: never observed again
+    for d in ("dev-0", "dev-2", "dev-3"):
+        env.report(d, "healthy")
+    engine.tick(env.store, None, memo)
+    assert env.call("rollouts.get", {"id": r["id"]})["state"] == "succeeded"
+    engine.tick(env.store, None, memo)
+    assert memo.seen == {}  # a finished rollout leaves nothing behind
+
+
 def test_rollouts_from_before_phases_migrate_to_one_numbering(tmp_path: Path) -> None:
     """A database written with 0-based waves: after the phases migration its devices are in
     phases 1 and 2 and the phases table knows both."""
