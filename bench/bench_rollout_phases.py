@@ -8,16 +8,17 @@ by the simulator in worker processes (``bench.sim.workers``, as bench_fleet_roll
 over ``--ramp`` s and settled. Then, in the same run, on the same hub and fleet:
 
 1. baseline: a rollout of ``bench@0.9.0`` to one device — the fixed cost of the path;
-2. baseline: a one-phase rollout of ``bench@1.0.0`` to ``tag:bench`` — every device at once,
-   what a rollout without phases costs on this machine right now (then the fleet settles
-   again, at most 300 s);
-3. the measured rollout of ``bench@1.1.0`` to ``tag:bench`` with ``--phases`` (default
-   ``1%,10%,50%,100%``), ``--bake`` (default 5s) and ``--max-failures`` (default 2%).
+2. the measured rollout of ``bench@1.1.0`` to ``tag:bench`` with ``--phases`` (default
+   ``1%,10%,50%,100%``), ``--bake`` (default 5s) and ``--max-failures`` (default 2%);
+3. baseline (after the fleet settles again, at most 300 s): a one-phase rollout of
+   ``bench@1.0.0`` to ``tag:bench`` — every device at once, what a rollout without phases
+   costs on this machine right now (measured after, so its prompt burst of every device at
+   once cannot leave the measured rollout behind a backlog; bounded to 15 minutes).
 
-Printed for 3: each phase's size, how long its devices took (written → every device final,
+Printed for 2: each phase's size, how long its devices took (written → every device final,
 from the hub's own ``rollout_phases`` stamps), its bake, the gap before the next phase
 started; the total, the total less the bake times (to set beside baseline 2), hub and
-simulator CPU, and the load average before and after. Progress is read from the hub's
+simulator CPU, and the load average before and after each. Progress is read from the hub's
 SQLite every 0.5 s (``rollouts.get`` would page every device). Bounded: each rollout gives up
 after 30 minutes.
 """
@@ -40,6 +41,8 @@ from tui.client import HubClient
 
 PREFIX = "ph"
 LIMIT_S = 1800.0
+FLAT_LIMIT_S = 900.0  # the baseline after it: reported as unfinished past this
+STARTED: list[str] = []  # rollout ids in order, so an unfinished one can still be reported
 
 
 def spec(version: str) -> dict[str, Any]:
@@ -53,8 +56,11 @@ def epoch(iso: str | None) -> float | None:
     return calendar.timegm(time.strptime(iso[:19], "%Y-%m-%dT%H:%M:%S")) + int(iso[20:23]) / 1000
 
 
-async def rollout(hub: BenchHub, admin: HubClient, body: dict[str, Any]) -> tuple[str, float]:
+async def rollout(
+    hub: BenchHub, admin: HubClient, body: dict[str, Any], limit: float = LIMIT_S
+) -> tuple[str, float]:
     r = await admin.call("rollouts.start", body)
+    STARTED.append(r["id"])
     t0 = time.perf_counter()
     last_print = t0
     while True:
@@ -75,8 +81,8 @@ async def rollout(hub: BenchHub, admin: HubClient, body: dict[str, Any]) -> tupl
                 reason = hub.query("SELECT reason FROM rollouts WHERE id = ?", (r["id"],))[0][0]
                 raise RuntimeError(f"rollout {r['id']} ended {status}: {reason}")
             return r["id"], now - t0
-        if now - t0 > LIMIT_S:
-            raise TimeoutError(f"rollout not done in {LIMIT_S:.0f} s")
+        if now - t0 > limit:
+            raise TimeoutError(f"rollout not done in {limit:.0f} s")
         await asyncio.sleep(0.5)
 
 
@@ -129,43 +135,52 @@ async def run(args: argparse.Namespace, work: Path) -> None:
             print("baseline 1: one device")
             _, one = await rollout(hub, admin, {"bundle": "bench@0.9.0",
                                                 "target": f"device:{ids[0]}"})  # fmt: skip
-            flat = flat_cpu = None
-            if not args.no_flat:
-                print(f"baseline 2: one phase of {len(ids)} devices")
-                meter = CpuMeter(hub.processes())
-                _, flat = await rollout(hub, admin, {"bundle": "bench@1.0.0",
-                                                     "target": "tag:bench"})  # fmt: skip
-                flat_cpu = meter.percent()
-                # Let the flat rollout's burst drain (device outboxes, failures quiet, every
-                # device online) so the measured rollout does not start behind its backlog.
-                ok, why, waited = await workers.settle(
-                    len(ids), 300, hub_check=hub_online, backlog_max=max(100, len(ids) // 60)
-                )
-                print(f"settled again in {waited:.1f} s" + ("" if ok else f" (not: {why})"))
-            load_mid = loadavg()
             print(f"measured: phases {args.phases}, bake {args.bake}, max failures"
                   f" {args.max_failures}")  # fmt: skip
             before = workers.totals()
             hub_cpu, sim_cpu = CpuMeter(hub.processes()), CpuMeter(workers.processes())
-            rid, took = await rollout(
-                hub,
-                admin,
-                {"bundle": "bench@1.1.0", "target": "tag:bench", "phases": args.phases,
-                 "bake": args.bake, "max_failures": args.max_failures},
-            )  # fmt: skip
+            took: float | None = None
+            try:
+                _, took = await rollout(
+                    hub,
+                    admin,
+                    {"bundle": "bench@1.1.0", "target": "tag:bench", "phases": args.phases,
+                     "bake": args.bake, "max_failures": args.max_failures},
+                )  # fmt: skip
+            except (RuntimeError, TimeoutError) as exc:
+                print(f"the phased rollout did not finish: {exc}")
+            rid = STARTED[-1]
             hc, sc = hub_cpu.percent(), sim_cpu.percent()
+            load_mid = loadavg()
             await asyncio.sleep(1.5)  # the workers' stats lines come once a second
             after = workers.totals()
+            flat = flat_cpu = None
+            if not args.no_flat and took is not None:
+                # Let the phased rollout's last burst drain (device outboxes, failures quiet,
+                # every device online) so the baseline does not start behind its backlog.
+                ok, why, waited = await workers.settle(
+                    len(ids), 300, hub_check=hub_online, backlog_max=max(100, len(ids) // 60)
+                )
+                print(f"settled again in {waited:.1f} s" + ("" if ok else f" (not: {why})"))
+                print(f"baseline 2: one phase of {len(ids)} devices")
+                meter = CpuMeter(hub.processes())
+                try:
+                    _, flat = await rollout(hub, admin, {"bundle": "bench@1.0.0",
+                                                         "target": "tag:bench"}, FLAT_LIMIT_S)  # fmt: skip
+                except (RuntimeError, TimeoutError) as exc:
+                    print(f"baseline 2 did not finish: {exc}")
+                flat_cpu = meter.percent()
             baked = phase_report(hub, rid, bake)
             print(f"baseline 1: rollout to 1 device succeeded in {one:.2f} s")
             if flat is not None:
                 print(f"baseline 2: one-phase rollout to {len(ids)} devices succeeded in"
                       f" {flat:.1f} s; hub CPU {flat_cpu:.0f} % of a core;"
-                      f" load average after it {load_mid}")  # fmt: skip
-            print(f"phased rollout to {len(ids)} devices succeeded in {took:.1f} s, of which"
-                  f" {baked:.1f} s between phases (bake {bake:g} s each): {took - baked:.1f} s"
-                  f" updating; hub CPU {hc:.0f} % of a core, simulator {sc:.0f} %;"
-                  f" load average {loadavg()}")  # fmt: skip
+                      f" load average after it {loadavg()}")  # fmt: skip
+            if took is not None:
+                print(f"phased rollout to {len(ids)} devices succeeded in {took:.1f} s, of"
+                      f" which {baked:.1f} s between phases (bake {bake:g} s each):"
+                      f" {took - baked:.1f} s updating; hub CPU {hc:.0f} % of a core,"
+                      f" simulator {sc:.0f} %; load average after it {load_mid}")  # fmt: skip
             print("simulator during the phased rollout: " + ", ".join(
                 f"{k} {after[k] - before[k]}" for k in
                 ("revisions", "applies", "probes", "probe_failures", "publish_failures")))  # fmt: skip
