@@ -13,7 +13,6 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from bundles.variables import MAX_VALUE_LEN
 from tui.errors import UsageError
 from tui.output import table
 
@@ -40,6 +39,10 @@ def _scope(a: argparse.Namespace) -> dict[str, Any]:
 def read_secret(path: str | None, stdin: TextIO | None = None) -> str:
     """The value from ``path`` (``-``: stdin) or stdin; one trailing newline is dropped (what
     ``echo`` and most editors add). Asked without echo on a terminal."""
+    # Imported here: the ``bundles`` package loads hashlib and YAML, which no other verb of
+    # this module (nor ``--help``) needs.
+    from bundles.variables import MAX_VALUE_LEN
+
     stdin = stdin or sys.stdin
     if path is None or path == "-":
         if stdin.isatty():
