@@ -131,6 +131,15 @@ class SigningConfig:
 
 
 @dataclass(frozen=True)
+class MeteredConfig:
+    """``[metered]``: the link's data budget (``budget = "100KB/day"``, protocol.metered), in
+    bytes per day; None: not metered. A budget set at the hub for the device or its group
+    wins over this one (agent.sync.pacing, docs/agent.md "Metered links")."""
+
+    budget: int | None = None
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     data_dir: Path = Path(DEFAULT_DATA_DIR)
     device_id: str = "device"
@@ -149,6 +158,7 @@ class AgentConfig:
     http: HttpConfig = field(default_factory=HttpConfig)
     hub: HubConfig = field(default_factory=HubConfig)
     signing: SigningConfig = field(default_factory=SigningConfig)
+    metered: MeteredConfig = field(default_factory=MeteredConfig)
 
     @property
     def db_path(self) -> Path:
@@ -417,6 +427,10 @@ def config_from_dict(doc: dict[str, Any], *, base_dir: Path | None = None) -> Ag
     )
     sg.done()
 
+    mt = top.table("metered")
+    metered = MeteredConfig(budget=mt.convert("budget", None, _budget))
+    mt.done()
+
     top.done()
     return AgentConfig(
         data_dir=data_dir,
@@ -434,7 +448,17 @@ def config_from_dict(doc: dict[str, Any], *, base_dir: Path | None = None) -> Ag
         http=http,
         hub=hub,
         signing=signing,
+        metered=metered,
     )
+
+
+def _budget(value: Any) -> int:
+    from protocol.metered import BudgetError, parse_budget
+
+    try:
+        return parse_budget(value)
+    except BudgetError as exc:
+        raise ValueError(exc.message) from None
 
 
 def _public_keys(value: Any) -> tuple[str, ...]:

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from protocol import SCHEMA_VERSION
 from protocol.codec import load
 from protocol.errors import DesiredDecodeError
+from protocol.metered import BudgetError, check_budget
 
 __all__ = ["MAX_DESIRED_BYTES", "DesiredDecodeError", "DesiredSource", "DesiredState"]
 
@@ -52,6 +53,9 @@ class DesiredState:
     # The spec's ``${secret:NAME}`` values: ``{"fingerprints": {NAME: FP}, "sealed": B64}``,
     # sealed to this device's key (sbutil.seal): never in clear here.
     secrets: dict[str, Any] | None = None
+    # Metered link: the data budget set at the hub for the device or its group, in bytes
+    # per day (protocol.metered); None: none set there, the agent config's applies.
+    metered: int | None = None
 
     def to_json(self) -> bytes:
         doc: dict[str, object] = {
@@ -76,6 +80,8 @@ class DesiredState:
             doc["variables"] = dict(self.variables)
         if self.secrets:
             doc["secrets"] = dict(self.secrets)
+        if self.metered is not None:
+            doc["metered"] = {"budget": self.metered}
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
@@ -129,6 +135,15 @@ class DesiredState:
                 raise DesiredDecodeError(
                     "secrets", "must be {fingerprints: {NAME: FP}, sealed: base64} or null"
                 )
+        metered = doc.get("metered")
+        budget: int | None = None
+        if metered is not None:
+            if not isinstance(metered, dict):
+                raise DesiredDecodeError("metered", 'must be an object like {"budget": 100000}')
+            try:
+                budget = check_budget(metered.get("budget"))
+            except BudgetError as exc:
+                raise DesiredDecodeError("metered.budget", exc.message) from None
         return cls(
             gen,
             spec,
@@ -141,4 +156,5 @@ class DesiredState:
             lists[1],
             variables or None,
             secrets or None,
+            budget,
         )

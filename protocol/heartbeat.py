@@ -48,8 +48,43 @@ class Heartbeat:
     metrics: Mapping[str, float] = field(default_factory=dict)
     last_seq: int = 0
     outbox_pending: int = 0
+    # Metered links: seconds until the next heartbeat (the hub's offline grace stretches to
+    # three of them), the budget in bytes per day (None: not metered) and the bytes the
+    # leaf link carried in the last 24 h (None: not measured, e.g. no own leaf).
+    interval: float | None = None
+    budget: int | None = None
+    bytes_day: int | None = None
+    # "Nothing changed since my last full heartbeat": only the identity, ``ts`` and
+    # ``interval`` travel, and the hub keeps the summary (and delivery claim) it has. The
+    # agent sends one while its summary is unchanged, a full one at least every few minutes.
+    same: bool = False
+
+    def change_key(self) -> tuple[Any, ...]:
+        """What a "same" heartbeat stands for: everything but the time, the host metrics, the
+        outbox position (rows are queued every minute; a full beat every few minutes carries
+        it) and the traffic figures."""
+        return (
+            self.agent_version,
+            self.bundle_ref,
+            self.generation,
+            self.containers_total,
+            self.containers_running,
+            self.containers_unhealthy,
+            self.containers,
+            self.budget,
+        )
 
     def to_json(self) -> bytes:
+        if self.same:
+            return dumps(
+                {
+                    "v": SCHEMA_VERSION,
+                    "device_id": self.device_id,
+                    "ts": self.ts,
+                    "same": True,
+                    **({} if self.interval is None else {"interval": self.interval}),
+                }
+            )
         doc: dict[str, Any] = {
             "v": SCHEMA_VERSION,
             "device_id": self.device_id,
@@ -64,6 +99,9 @@ class Heartbeat:
             "metrics": dict(self.metrics),
             "last_seq": self.last_seq,
             "outbox_pending": self.outbox_pending,
+            "interval": self.interval,
+            "budget": self.budget,
+            "bytes_day": self.bytes_day,
         }
         return dumps({k: v for k, v in doc.items() if v is not None and v != []})
 
@@ -103,10 +141,12 @@ def decode_heartbeat(data: bytes | str, *, subject_device: str | None = None) ->
                     "metrics", f"metric name {k!r} must be 1-{MAX_METRIC_NAME_LEN} chars"
                 )
             metrics[k] = metrics_obj.num(k)
+    same = doc.doc.get("same") is True
     return Heartbeat(
         device_id=device_id,
         ts=doc.ts("ts"),
-        agent_version=doc.str_("agent_version", max_len=64),
+        # A "same" heartbeat leaves it out: the hub keeps the one it has.
+        agent_version=doc.str_("agent_version", required=not same, max_len=64) or "",
         bundle_ref=doc.str_("bundle_ref", required=False, max_len=256),
         generation=doc.int_("generation", required=False),
         containers_total=doc.int_("containers_total", required=False) or 0,
@@ -116,4 +156,8 @@ def decode_heartbeat(data: bytes | str, *, subject_device: str | None = None) ->
         metrics=metrics,
         last_seq=doc.int_("last_seq", required=False) or 0,
         outbox_pending=doc.int_("outbox_pending", required=False) or 0,
+        interval=doc.num("interval", required=False),
+        budget=doc.int_("budget", required=False),
+        bytes_day=doc.int_("bytes_day", required=False),
+        same=same,
     )

@@ -83,6 +83,9 @@ class EventPayload(TypedDict):
 class MetricsPayload(TypedDict):
     bucket: int  # the minute's start, epoch seconds
     metrics: dict[str, list[float]]  # name -> [min, avg, max, count]
+    # Seconds the row covers from ``bucket`` when more than the minute: a metered device
+    # gives up this detail first (agent.sync.pacing); the hub stores it at ``bucket``.
+    span: NotRequired[int]
 
 
 class ObservedPayload(TypedDict):

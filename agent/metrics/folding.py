@@ -13,17 +13,29 @@ import time
 from agent.metrics import rollup as ru
 from agent.store import Store, outbox
 from agent.store import metrics as tables
-from protocol.reported import RowKind
+from agent.store.base import meta_float, set_meta
+from protocol.reported import MetricsPayload, RowKind
+
+# Seconds one upstream metrics row covers: 60 (every minute, full detail) unless a metered
+# link's pacing (agent.sync.pacing) asks for less detail. Set by the sync service.
+SPAN_KEY = "upstream_span"
+UPSTREAM_KEY = "rollup_up_through"
 
 
 def fold(c: sqlite3.Connection, now: float) -> int:
-    """Fold finished minutes into ``metrics_1m`` (each with its outbox row) and finished
-    hours into ``metrics_1h``. Returns the number of 1-minute buckets written.
+    """Fold finished minutes into ``metrics_1m`` and finished hours into ``metrics_1h``, and
+    queue their ``metrics.1m`` outbox rows: one per minute, or, on a metered link, one per
+    finished ``upstream_span`` (the raw detail a budget gives up first; the store keeps every
+    minute). Returns the number of 1-minute buckets written.
 
     Watermarks in ``meta`` make this safe to call any time, any number of times: a bucket
-    is folded once, and a bucket that already exists is merged, never overwritten.
+    is folded once, and a bucket that already exists is merged, never overwritten; each
+    minute goes upstream once, whatever the span was or becomes.
     """
-    written = _fold_minutes(c, ru.bucket_start(now, ru.MINUTE), now)
+    span = int(meta_float(c, SPAN_KEY) or ru.MINUTE)
+    written = _fold_minutes(c, ru.bucket_start(now, ru.MINUTE), now, queue=span <= ru.MINUTE)
+    if span > ru.MINUTE:
+        _queue_spans(c, span, now)
     _fold_hours(c, ru.bucket_start(now, ru.HOUR))
     return written
 
@@ -33,7 +45,7 @@ def roll_up(store: Store, now: float | None = None) -> int:
     return store.write_now(fold, time.time() if now is None else now)
 
 
-def _fold_minutes(c: sqlite3.Connection, cutoff: int, now: float) -> int:
+def _fold_minutes(c: sqlite3.Connection, cutoff: int, now: float, *, queue: bool = True) -> int:
     wm = tables.folded_through(c, "metrics_1m")
     if wm is None:
         first = tables.first_sample_ts(c)
@@ -53,10 +65,58 @@ def _fold_minutes(c: sqlite3.Connection, cutoff: int, now: float) -> int:
             ru.wire_number(agg.max),
             agg.count,
         ]
-    for start, metrics in sorted(by_bucket.items()):
-        outbox.append(c, RowKind.METRICS_1M, {"bucket": start, "metrics": metrics}, now)
+    if queue:
+        up = meta_float(c, UPSTREAM_KEY)
+        if up is not None and up < wm:
+            # Back to full detail after a metered span: the minutes folded meanwhile but not
+            # yet sent go first, each on its own.
+            for b, m, mn, av, mx, n in tables.buckets_between(c, "metrics_1m", up, wm):
+                if (b, m) not in merged:
+                    by_bucket.setdefault(b, {})[m] = [
+                        ru.wire_number(mn), ru.wire_number(av), ru.wire_number(mx), n
+                    ]  # fmt: skip
+        for start, metrics in sorted(by_bucket.items()):
+            if up is None or start >= up:
+                outbox.append(c, RowKind.METRICS_1M, {"bucket": start, "metrics": metrics}, now)
+        set_meta(c, UPSTREAM_KEY, cutoff)
     tables.set_folded_through(c, "metrics_1m", cutoff)
     return len(by_bucket)
+
+
+def _queue_spans(c: sqlite3.Connection, span: int, now: float) -> None:
+    """One ``metrics.1m`` row per finished ``span`` of stored minutes not yet sent, labelled
+    by its first unsent minute (so it never collides with a minute the hub already has) and
+    carrying ``span``; min and max stay exact, avg is weighted by sample count."""
+    through = tables.folded_through(c, "metrics_1m")
+    if through is None:
+        return
+    up = meta_float(c, UPSTREAM_KEY)
+    lo = up if up is not None else tables.first_minute(c)
+    if lo is None:
+        return
+    hi = ru.bucket_start(through, span)
+    if hi <= lo:
+        return
+    groups: dict[int, dict[str, list[float]]] = {}
+    firsts: dict[int, int] = {}
+    found = tables.buckets_between(c, "metrics_1m", lo, hi)
+    for b, _m, *_ in found:
+        g = ru.bucket_start(b, span)
+        firsts[g] = min(firsts.get(g, b), b)
+    folded = ru.fold_buckets(
+        ((b, m, ru.Agg.from_stored(mn, av, mx, n)) for b, m, mn, av, mx, n in found), span
+    )
+    for (g, metric), agg in sorted(folded.items()):
+        groups.setdefault(g, {})[metric] = [
+            ru.wire_number(agg.min),
+            ru.wire_number(agg.avg),
+            ru.wire_number(agg.max),
+            agg.count,
+        ]
+    for g, metrics in sorted(groups.items()):
+        payload: MetricsPayload = {"bucket": firsts[g], "metrics": metrics, "span": span}
+        outbox.append(c, RowKind.METRICS_1M, payload, now)
+    set_meta(c, UPSTREAM_KEY, hi)
 
 
 def _fold_hours(c: sqlite3.Connection, cutoff: int) -> None:

@@ -12,10 +12,18 @@ from typing import Any
 from agent.errors import StoreError
 from agent.precedence import SOURCES, Stored, effective
 from agent.store import events, outbox
-from agent.store.base import StoreBase, bundle_ref, dumps, loads, rows
+from agent.store.base import StoreBase, bundle_ref, dumps, loads, rows, set_meta
 from agent.store.rows import DesiredRevision
 from protocol.desired import DesiredState
 from protocol.reported import DesiredPayload, RowKind
+
+METERED_KEY = "metered_budget"
+
+
+def metered_budget(c: sqlite3.Connection) -> int | None:
+    """The data budget (bytes per day) the hub's newest revision set; None: none."""
+    row = c.execute("SELECT value FROM meta WHERE key = ?", (METERED_KEY,)).fetchone()
+    return int(row[0]) if row is not None and str(row[0]).isdigit() else None
 
 
 def put(c: sqlite3.Connection, desired: DesiredState) -> bool:
@@ -34,6 +42,10 @@ def put(c: sqlite3.Connection, desired: DesiredState) -> bool:
         return False
     before = effective(precedence_rows(c))
     insert(c, desired, now)
+    if desired.source == "hub":
+        # The hub's newest word on the device's data budget (agent.sync.pacing); kept apart
+        # from the revision in effect, since a local override says nothing about the link.
+        set_meta(c, METERED_KEY, "" if desired.metered is None else desired.metered)
     after = effective(precedence_rows(c))
     if (
         desired.source == "hub"
@@ -284,6 +296,10 @@ class DesiredStore(StoreBase):
         """The document to reconcile to: an uncleared local override, else the newest hub
         revision (``agent.precedence.effective``)."""
         return self.read_now(current)
+
+    def metered_budget(self) -> int | None:
+        """The data budget the hub set for this device (bytes per day); None: none."""
+        return self.read_now(metered_budget)
 
     def desired_revisions(self, limit: int = 20) -> list[DesiredRevision]:
         return self.read_now(revisions, limit)

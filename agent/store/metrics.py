@@ -170,5 +170,10 @@ class MetricsStore(StoreBase):
         """The time of the first point at or after ``at_or_after`` (None: there is none)."""
         return self.read_now(next_point, resolution, at_or_after, metric)
 
+    def set_upstream_span(self, seconds: int) -> None:
+        """Seconds each upstream metrics row covers (agent.metrics.folding; a metered link's
+        pacing gives up detail this way first)."""
+        self.write_now(set_meta, "upstream_span", int(seconds))
+
     def latest_samples(self) -> dict[str, float]:
         return self.read_now(latest_samples)

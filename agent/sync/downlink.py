@@ -119,6 +119,12 @@ class Downlink:
         self._subs: list[Subscription] = []
         self._extra = {"device": device_id}
 
+    def set_poll_interval(self, seconds: float) -> None:
+        """The safety-net read's interval (a metered link's pacing); a fallback to reading
+        more often after a missed prompt is kept."""
+        if self.stats.missed_prompts == 0:
+            self._interval = seconds
+
     async def run(self) -> None:
         async def on_put(msg: Msg) -> None:
             try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 import time
@@ -40,7 +41,13 @@ MAX_ATTENTION = 16  # containers listed by name in a heartbeat; the rest are cou
 
 
 def heartbeat_from_status(
-    device_id: str, status: dict[str, Any], *, agent_version: str = AGENT_VERSION
+    device_id: str,
+    status: dict[str, Any],
+    *,
+    agent_version: str = AGENT_VERSION,
+    interval: float | None = None,
+    budget: int | None = None,
+    bytes_day: int | None = None,
 ) -> Heartbeat:
     """Build a heartbeat from ``Store.status_summary()`` (the same view ``status`` shows)."""
     dep = status.get("deployment") or {}
@@ -77,6 +84,9 @@ def heartbeat_from_status(
         metrics=metrics,
         last_seq=int(outbox.get("last_seq") or 0),
         outbox_pending=int(outbox.get("pending") or 0),
+        interval=interval,
+        budget=budget,
+        bytes_day=bytes_day,
     )
 
 
@@ -97,6 +107,8 @@ class HeartbeatTask:
         fallback: Fallback | None = None,
         offline_min: float = 1.0,
         offline_max: float = 5.0,
+        idle_factor: float = 2.0,
+        full_every: float = 600.0,
     ) -> None:
         self.nc = nc
         self.device_id = device_id
@@ -109,6 +121,17 @@ class HeartbeatTask:
         self.fallback = fallback
         self.offline_min = min(offline_min, interval)
         self.offline_max = max(self.offline_min, min(offline_max, interval))
+        # Fewer, smaller heartbeats while nothing changes (docs/sync.md "Heartbeats"): the
+        # interval stretches to ``idle_factor`` intervals, and a "same" heartbeat (identity
+        # and time only) stands for the last full one, which is sent again at least every
+        # ``full_every`` seconds. Liveness follows ``current_interval``.
+        self.idle_factor = idle_factor
+        self.full_every = full_every
+        self.current_interval = interval
+        self.clock: Callable[[], float] = time.monotonic
+        self.full_sent = 0
+        self._full_key: tuple[Any, ...] | None = None
+        self._full_at = -float("inf")
         self.sent = 0
         self.acked = 0  # answered by the hub (the heartbeat's own reply or the fallback)
         self.unanswered = 0
@@ -118,6 +141,13 @@ class HeartbeatTask:
         self._now = asyncio.Event()
         self._extra = {"device": device_id}
 
+    def set_interval(self, interval: float) -> None:
+        """A new online interval (a metered link's pacing); the reply timeout stays."""
+        self.interval = interval
+        self.current_interval = interval
+        self.offline_max = max(self.offline_min, min(self.offline_max, interval))
+        self._full_key = None  # the next one is full, with the new interval
+
     def probe_now(self) -> None:
         """Send the next heartbeat at once (the leaf's link just came up: confirm it)."""
         self._now.set()
@@ -126,12 +156,28 @@ class HeartbeatTask:
         """Send one heartbeat; True when the hub answered (then the link is online)."""
         try:
             hb = await self.state()  # reads the store on its own thread
+            now = self.clock()
+            key = hb.change_key()
+            unchanged = key == self._full_key
+            same = unchanged and now - self._full_at < self.full_every
+            # Said in the beat itself, so the hub's offline grace follows it.
+            interval = self.interval * (self.idle_factor if unchanged else 1.0)
+            hb = dataclasses.replace(hb, interval=interval, same=same)
             data = hb.to_json()
         except Exception as exc:
             self.skipped += 1
             log.warning("heartbeat not built: %s", exc, extra=self._extra)
             return False
         answered, why = await self._request(data)
+        if answered:
+            self.current_interval = interval
+            if not same:
+                self.full_sent += 1
+                self._full_key, self._full_at = key, now
+        else:
+            # Unanswered: the next answered one is full (the hub may have missed this change).
+            self._full_key = None
+            self.current_interval = self.interval
         if not answered and self.fallback is not None:
             try:
                 answered = await self.fallback()
@@ -168,7 +214,7 @@ class HeartbeatTask:
         last = -float("inf")
         offline_delay = self.offline_min
         while True:
-            due = self.interval if self.link.online else offline_delay
+            due = self.current_interval if self.link.online else offline_delay
             if self._now.is_set() or time.monotonic() - last >= due:
                 self._now.clear()
                 last = time.monotonic()
@@ -177,4 +223,4 @@ class HeartbeatTask:
                 else:
                     offline_delay = min(offline_delay * 2, self.offline_max)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._now.wait(), min(tick, self.interval))
+                await asyncio.wait_for(self._now.wait(), min(tick, self.current_interval))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -91,6 +92,10 @@ class LeafSettings:
     # on the wire against 0.38 MB with s2_best (1.85 MB uncompressed), but s2_best's encoder
     # keeps the leaf 5-10 MB bigger idle and ~17 MB bigger after a burst, at ~10x the CPU.
     compression: str = "s2_fast"
+    # The leaf's keepalive PING on its link (and local ones), seconds; nats-server's default
+    # is 120. A metered link's pacing (agent.sync.pacing) raises it; each PING/PONG costs
+    # bytes on the wire like any message.
+    ping_interval: float = 120.0
     ca_file: str | None = None  # PEM CA the hub's certificate must chain to (pins it)
     # JWT mode: the device's .creds file (its JWT and nkey seed, 0600); the leaf reads it at
     # every (re)connect, so a renewed JWT is used from the next link on.
@@ -131,6 +136,7 @@ def render_config(s: LeafSettings, port: int, log_file: Path, http_port: int) ->
         "http": f"127.0.0.1:{http_port}",
         "log_file": str(log_file),
         "logfile_size_limit": 10 * 1024 * 1024,
+        "ping_interval": f"{max(0.01, s.ping_interval):g}s",
         "leafnodes": {
             "reconnect": s.reconnect,
             "remotes": [remote_conf(s)],
@@ -167,10 +173,7 @@ class LeafServer:
         self.settings.workdir.mkdir(parents=True, exist_ok=True)
         self.started_at = time.time()
         self._stop_leftover()
-        fd = os.open(self.conf_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(render_config(self.settings, self.port, self.log_path, self.http_port))
-        os.chmod(self.conf_path, 0o600)
+        self._write_config()
         await self._spawn()
         self._task = asyncio.get_running_loop().create_task(self._supervise())
 
@@ -236,6 +239,46 @@ class LeafServer:
             except (LeafError, OSError) as exc:
                 log.error("leaf restart failed: %s", exc, extra=self._extra)
                 # Leave proc as the dead one: the next wait() returns at once and we retry.
+
+    def set_ping_interval(self, seconds: float) -> None:
+        """Rewrite the config with a new keepalive interval and have the server reload it
+        (SIGHUP: the link stays up)."""
+        if seconds == self.settings.ping_interval:
+            return
+        self.settings = dataclasses.replace(self.settings, ping_interval=seconds)
+        self._write_config()
+        if self.alive():
+            assert self.proc is not None
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGHUP)
+
+    def _write_config(self) -> None:
+        fd = os.open(self.conf_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(render_config(self.settings, self.port, self.log_path, self.http_port))
+        os.chmod(self.conf_path, 0o600)
+
+    async def traffic(self, timeout: float = 1.0) -> int | None:
+        """Message bytes the leaf's link to the hub has carried both ways since the server
+        started (its /leafz ``in_bytes + out_bytes``); None when not linked or on error."""
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection("127.0.0.1", self.http_port), timeout
+            )
+        except (OSError, TimeoutError):
+            return None
+        try:
+            writer.write(b"GET /leafz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            await writer.drain()
+            data = await asyncio.wait_for(reader.read(1 << 20), timeout)
+            leafs = json.loads(data.split(b"\r\n\r\n", 1)[1]).get("leafs") or []
+            return sum(int(x.get("in_bytes", 0)) + int(x.get("out_bytes", 0)) for x in leafs)
+        except (OSError, TimeoutError, ValueError, IndexError, AttributeError, TypeError):
+            return None
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
 
     async def linked(self, timeout: float = 1.0) -> bool:
         """Whether the leaf's link to the hub is up, from its local /leafz (False on error)."""

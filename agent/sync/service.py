@@ -41,6 +41,7 @@ from agent.sync.jwtauth import JwtRenewer, migrate, write_creds
 from agent.sync.leaf import LeafServer, LeafSettings
 from agent.sync.link import LinkState, connect
 from agent.sync.liveness import ack_timeout_for, is_stale, stale_after, unreachable_since
+from agent.sync.pacing import LinkUsage, Pacing, pacing_for
 from agent.sync.rpc import RpcHandlers, RpcServer
 from agent.sync.status import STATUS_FILE
 from agent.sync.status import read_status_file as read_status_file  # re-exported
@@ -50,6 +51,7 @@ from protocol.api import MAX_DEVICE_WAIT, RESTART_STOP_TIMEOUT
 from protocol.enroll import EnrollReply
 from protocol.errors import CONFLICT, NOT_FOUND, UNAVAILABLE
 from protocol.heartbeat import Heartbeat
+from protocol.metered import format_budget, format_bytes
 from protocol.subjects import JS_DOMAIN
 from sbutil.seal import SealKey
 
@@ -89,6 +91,8 @@ class SyncSettings:
     require_signed: bool | None = None
     # JWT mode: where the credentials file lives (the renewed JWT is saved there).
     credentials_path: Path | None = None
+    # The config's [metered] budget (bytes per day); the hub's, when it sets one, wins.
+    metered_budget: int | None = None
 
     @property
     def js_domain(self) -> str:
@@ -108,6 +112,7 @@ def settings_from_config(config: Any) -> SyncSettings | None:
         "trust_path": Path(config.data_dir) / TRUST_FILE,
         "pinned_keys": tuple(getattr(signing, "trusted_keys", ())),
         "require_signed": getattr(signing, "require", None),
+        "metered_budget": getattr(getattr(config, "metered", None), "budget", None),
     }
     if url:
         return SyncSettings(
@@ -167,6 +172,8 @@ class SyncService:
         self._leaf_jwt = False  # whether the leaf logs in with the JWT (else the password)
         self._leaf_switched = -LOGIN_SWITCH_GAP
         self.started_at: float | None = None
+        self.pacing: Pacing = pacing_for(None, heartbeat=settings.heartbeat_interval)
+        self.usage = LinkUsage()
         self._tasks: list[asyncio.Task[None]] = []
         self._extra = {"device": device_id}
 
@@ -195,7 +202,9 @@ class SyncService:
             "unreachable_since": unreachable_since(
                 self.link.online, self.link.last_contact, self.started_at
             ),
-            "heartbeat_interval": self.settings.heartbeat_interval,
+            "heartbeat_interval": self.settings.heartbeat_interval
+            if hb is None
+            else hb.current_interval,
             "stale_after": self._stale_after(),
             "leaf": None
             if self.leaf is None
@@ -216,6 +225,7 @@ class SyncService:
                 "renewed": self.renewer.renewed,
                 "renew_failures": self.renewer.failures,
             },
+            "metered": {**self.pacing.to_dict(), "bytes_day": self.usage.last_day()},
         }
 
     # ---------------------------------------------------------------- lifecycle
@@ -287,6 +297,7 @@ class SyncService:
             password=creds.nats_password,
             credentials=str(self._creds_file) if use_jwt else None,
             listen_port=port,
+            ping_interval=self.pacing.leaf_ping,
         )
 
     def _start_renewer(self, creds: EnrollReply) -> None:
@@ -311,6 +322,7 @@ class SyncService:
             # hub was in password mode) tries the JWT first; the leaf's "Authorization
             # Violation" switches it to the other (``_leaf_down``).
             self._leaf_jwt = jwt
+            self.pacing = await asyncio.to_thread(self._choose_pacing)
             self.leaf = LeafServer(self._leaf_settings(jwt, s.leaf_port))
             await self.leaf.start()
             url = self.leaf.url
@@ -367,7 +379,7 @@ class SyncService:
             self.nc,
             self.device_id,
             self.link,
-            self._heartbeat_state,
+            self._heartbeat,
             s.heartbeat_interval,
             ack_timeout=s.heartbeat_ack_timeout,
             # A hub that does not answer heartbeats (older, or a bare nats-server): its
@@ -385,6 +397,7 @@ class SyncService:
             loop.create_task(self.heartbeat.run(), name="sync-heartbeat"),
         ]
         self._tasks.append(loop.create_task(self._watch_link(), name="sync-link-watch"))
+        self._tasks.append(loop.create_task(self._pace(), name="sync-pacing"))
         if s.status_path is not None:
             self._tasks.append(loop.create_task(self._persist_status(), name="sync-status"))
         if self.renewer is not None:
@@ -393,6 +406,69 @@ class SyncService:
             self._tasks.append(loop.create_task(self._migrate(), name="sync-nkey-migrate"))
         self.started_at = time.time()
         log.info("sync started (%s mode via %s)", s.mode, url.split("@")[-1], extra=self._extra)
+
+    def _heartbeat(self) -> Heartbeat:
+        p = self.pacing
+        return heartbeat_from_status(
+            self.device_id,
+            self.store.status_summary(),
+            interval=p.heartbeat,
+            budget=p.budget,
+            bytes_day=self.usage.last_day(),
+        )
+
+    def _choose_pacing(self) -> Pacing:
+        """The pacing for the budget in force: the hub's (newest desired revision), else the
+        config's (agent.sync.pacing)."""
+        try:
+            hub_budget = self.store.metered_budget()
+        except Exception:  # a store without it (tests' fakes) or a read failure
+            hub_budget = None
+        budget = hub_budget if hub_budget is not None else self.settings.metered_budget
+        return pacing_for(budget, heartbeat=self.settings.heartbeat_interval)
+
+    async def _pace(self) -> None:
+        """Every ``status_every`` s: apply the pacing for the budget in force (a hub revision
+        may have changed it) and sample the leaf link's traffic for ``bytes_day``."""
+        applied: Pacing | None = None
+        while True:
+            p = await asyncio.to_thread(self._choose_pacing)
+            if p != applied:
+                await asyncio.to_thread(self._apply_pacing, p)
+                applied = p
+            if self.leaf is not None:
+                total = await self.leaf.traffic()
+                if total is not None:
+                    self.usage.sample(time.time(), total)
+            await asyncio.sleep(self.settings.status_every)
+
+    def _apply_pacing(self, p: Pacing) -> None:
+        self.pacing = p
+        if self.heartbeat is not None:
+            self.heartbeat.set_interval(p.heartbeat)
+        if self.uplink is not None:
+            self.uplink.flush_after = p.flush
+        if self.downlink is not None and not self.downlink.report_link:
+            # With our own leaf the read is a safety net only (puts are prompted).
+            self.downlink.set_poll_interval(p.desired_poll)
+        if self.leaf is not None:
+            self.leaf.set_ping_interval(p.leaf_ping)
+        try:
+            self.store.set_upstream_span(p.rollup_span)
+        except Exception as exc:
+            log.warning("metrics span not set: %s", exc, extra=self._extra)
+        if p.budget is not None:
+            log.info(
+                "metered link: budget %s, tier %d (heartbeat %gs, rollups every %gs, rows of"
+                " %ds, estimated %s/day idle)",
+                format_budget(p.budget),
+                p.tier,
+                p.heartbeat,
+                p.flush,
+                p.rollup_span,
+                format_bytes(p.estimate()),
+                extra=self._extra,
+            )
 
     async def _hub_answers_a_read(self) -> bool:
         """Whether the hub answers a direct get of our desired key (any answer: a value, "no
@@ -426,9 +502,11 @@ class SyncService:
         return min(self.settings.downlink.request_timeout, half)
 
     def _stale_after(self) -> float:
-        return stale_after(
-            self.settings.heartbeat_interval, self._ack_timeout(), self._fallback_timeout()
-        )
+        # The heartbeat's own interval now: longer while nothing changes, or on a metered
+        # link (agent.sync.pacing); "online" still means the hub answered the last probe.
+        hb = self.heartbeat
+        interval = self.settings.heartbeat_interval if hb is None else hb.current_interval
+        return stale_after(interval, self._ack_timeout(), self._fallback_timeout())
 
     async def _watch_link(self) -> None:
         """Every ``leaf_check`` s: a new PubAck counts as an answer; no answer for

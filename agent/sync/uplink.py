@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,7 @@ from nats.js.client import JetStreamContext
 from agent.store import Store
 from agent.sync.batching import Batch, pack
 from agent.sync.link import LinkState
+from agent.sync.pacing import should_send
 from protocol.report import MAX_REPORT_BYTES, MAX_ROWS_PER_REPORT
 from protocol.subjects import REPORT_STREAM, report
 
@@ -93,6 +95,10 @@ class Uplink:
         self._epoch: str | None = None
         self._epoch_read = False
         self._log_extra = {"device": device_id}
+        # Metered pacing (agent.sync.pacing): how long metrics rows may wait to share a
+        # message with later rows; 0: every row goes at once. Set by the sync service.
+        self.flush_after = 0.0
+        self.clock: Callable[[], float] = time.time
 
     def kick(self) -> None:
         """Ask for a drain now (e.g. right after an important event was recorded)."""
@@ -139,6 +145,10 @@ class Uplink:
         rows = await self.store.read(Store.outbox_pending, s.window_rows, s.window_bytes)
         if not rows:
             return 0
+        if self.flush_after > 0 and not should_send(
+            [r.kind for r in rows], rows[0].created_at, self.clock(), self.flush_after
+        ):
+            return 0  # only rollups, none old enough: let them wait for company
         if not self._epoch_read:  # fixed for the store's life: read once
             self._epoch = await self.store.read(Store.outbox_epoch)
             self._epoch_read = True

@@ -38,6 +38,10 @@ class TcpProxy:
         self._flowing.set()
         self._closed = False
         self.connections_total = 0
+        # TCP payload forwarded, client -> target ("up") and back ("down"): what a metered
+        # link is billed for (bench/bench_wire_bytes.py).
+        self.bytes_up = 0
+        self.bytes_down = 0
         self._thread = threading.Thread(target=self._accept_loop, daemon=True, name="tcp-proxy")
         self._thread.start()
 
@@ -119,6 +123,10 @@ class TcpProxy:
                     data = src.recv(65536)
                     if not data:
                         return
+                    if src is a:
+                        self.bytes_up += len(data)
+                    else:
+                        self.bytes_down += len(data)
                     dst.setblocking(True)
                     dst.sendall(data)
                     dst.setblocking(False)
