@@ -189,6 +189,12 @@ REQUESTS: dict[str, tuple[bool, dict[str, FieldDoc]]] = {
         {"target": ("str", True), "windows": ("list", False), "clear": ("bool", False)},
     ),
     "maintenance.list": (False, {}),
+    # Metered links (docs/sync.md): a data budget like "100KB/day" per device or group.
+    "metered.set": (
+        True,
+        {"target": ("str", True), "budget": ("str", False), "clear": ("bool", False)},
+    ),
+    "metered.list": (False, {}),
     "devices.force_update": (True, {"ids": ("list", True), "confirm": ("int", True)}),
     # Variables and secrets per fleet, group or device (docs/bundles.md); scope is fleet,
     # group or device, target the group or device (none for the fleet).

@@ -23,6 +23,7 @@ from tui.cliutil import api_error, duration, output_format
 from tui.device_cli import add_device_commands
 from tui.errors import EXIT_USAGE, ApiError, TuiError
 from tui.gates_cli import add_gate_commands
+from tui.metered_cli import add_metered_commands
 from tui.output import fields, metric_value, show_device, structured, table
 from tui.rollout_cli import add_rollout_commands
 from tui.signing_cli import add_push_flags, add_signing_commands
@@ -222,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(request=lambda a, v=verb: (v, {"name": a.name, "device": a.device}))
     p = add("list", "list groups", group)
     p.set_defaults(request=lambda a: ("groups.list", {}))
+    add_metered_commands(add, device, group, PRINTERS)  # device|group metered (tui/metered_cli)
+    p = add("metered", "data budgets set at the hub (metered links)")
+    p.set_defaults(request=lambda a: ("metered.list", {}))
 
     bundle = add("bundle", "app bundles").add_subparsers(dest="bundle_verb", required=True)
     p = add("validate", "check a bundle file offline, printing every error with its line", bundle)

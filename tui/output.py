@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, TextIO
 
 from protocol.reported import ReportedState
+from tui.models.detail import metered_line
 
 FORMATS = ("text", "wide", "json", "yaml")
 # Fields that hold a moment (ISO 8601 from the hub, unix seconds in metrics).
@@ -254,6 +255,9 @@ def show_device(
                 (f"{label} {item.get('name')}",
                  Text(f"{item.get(shown)}  (from {item.get('source')}{over})"))
             )  # fmt: skip
+    metered = d.get("metered")
+    if isinstance(metered, dict):  # a metered link: bytes used in 24 h against the budget
+        rows.append(("data", Text(metered_line(metered))))
     if wide:
         for key in ("heartbeat", "sync_behind", "last_applied_seq", "desired_generation"):
             if key in d:

@@ -114,12 +114,14 @@ class LinkUsage:
         self.window = window
         self._last: int | None = None
         self._points: list[tuple[float, int]] = []  # (time, bytes since the previous sample)
+        self._seen = 0
 
     def sample(self, now: float, total: int) -> None:
         delta = total if self._last is None or total < self._last else total - self._last
         if self._last is None:
             delta = 0  # what came before the first sample is not attributed to any time
         self._last = total
+        self._seen += 1
         self._points.append((now, delta))
         cutoff = now - self.window
         while self._points and self._points[0][0] < cutoff:
@@ -127,6 +129,6 @@ class LinkUsage:
 
     def last_day(self) -> int | None:
         """Bytes in the window; None before two samples (nothing measured yet)."""
-        if len(self._points) < 2:
+        if self._seen < 2:
             return None
         return sum(d for _, d in self._points)

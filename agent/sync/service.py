@@ -322,7 +322,7 @@ class SyncService:
             # hub was in password mode) tries the JWT first; the leaf's "Authorization
             # Violation" switches it to the other (``_leaf_down``).
             self._leaf_jwt = jwt
-            self.pacing = await asyncio.to_thread(self._choose_pacing)
+            self.pacing = await self._choose_pacing()
             self.leaf = LeafServer(self._leaf_settings(jwt, s.leaf_port))
             await self.leaf.start()
             url = self.leaf.url
@@ -379,7 +379,7 @@ class SyncService:
             self.nc,
             self.device_id,
             self.link,
-            self._heartbeat,
+            self._heartbeat_state,
             s.heartbeat_interval,
             ack_timeout=s.heartbeat_ack_timeout,
             # A hub that does not answer heartbeats (older, or a bare nats-server): its
@@ -407,21 +407,11 @@ class SyncService:
         self.started_at = time.time()
         log.info("sync started (%s mode via %s)", s.mode, url.split("@")[-1], extra=self._extra)
 
-    def _heartbeat(self) -> Heartbeat:
-        p = self.pacing
-        return heartbeat_from_status(
-            self.device_id,
-            self.store.status_summary(),
-            interval=p.heartbeat,
-            budget=p.budget,
-            bytes_day=self.usage.last_day(),
-        )
-
-    def _choose_pacing(self) -> Pacing:
+    async def _choose_pacing(self) -> Pacing:
         """The pacing for the budget in force: the hub's (newest desired revision), else the
         config's (agent.sync.pacing)."""
         try:
-            hub_budget = self.store.metered_budget()
+            hub_budget = await self.store.read(Store.metered_budget)
         except Exception:  # a store without it (tests' fakes) or a read failure
             hub_budget = None
         budget = hub_budget if hub_budget is not None else self.settings.metered_budget
@@ -432,9 +422,9 @@ class SyncService:
         may have changed it) and sample the leaf link's traffic for ``bytes_day``."""
         applied: Pacing | None = None
         while True:
-            p = await asyncio.to_thread(self._choose_pacing)
+            p = await self._choose_pacing()
             if p != applied:
-                await asyncio.to_thread(self._apply_pacing, p)
+                await self._apply_pacing(p)
                 applied = p
             if self.leaf is not None:
                 total = await self.leaf.traffic()
@@ -442,7 +432,7 @@ class SyncService:
                     self.usage.sample(time.time(), total)
             await asyncio.sleep(self.settings.status_every)
 
-    def _apply_pacing(self, p: Pacing) -> None:
+    async def _apply_pacing(self, p: Pacing) -> None:
         self.pacing = p
         if self.heartbeat is not None:
             self.heartbeat.set_interval(p.heartbeat)
@@ -454,7 +444,7 @@ class SyncService:
         if self.leaf is not None:
             self.leaf.set_ping_interval(p.leaf_ping)
         try:
-            self.store.set_upstream_span(p.rollup_span)
+            await self.store.write(Store.set_upstream_span, p.rollup_span)
         except Exception as exc:
             log.warning("metrics span not set: %s", exc, extra=self._extra)
         if p.budget is not None:
@@ -616,7 +606,14 @@ class SyncService:
                     return None
 
     async def _heartbeat_state(self) -> Heartbeat:
-        return heartbeat_from_status(self.device_id, await self.store.read(Store.status_summary))
+        p = self.pacing
+        return heartbeat_from_status(
+            self.device_id,
+            await self.store.read(Store.status_summary),
+            interval=p.heartbeat,
+            budget=p.budget,
+            bytes_day=self.usage.last_day(),
+        )
 
     async def _outbox_pending(self) -> int | None:
         try:

@@ -26,6 +26,7 @@ from hub.desired import Assignment
 from hub.errors import Invalid, NotFound
 from hub.store import Store
 from protocol.api import MAX_LIST_IDS, MAX_SUMMARY_LIMIT, RESOLUTIONS, ROLES, VIEWS
+from protocol.metered import BudgetError, format_budget, parse_budget
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -184,6 +185,7 @@ def _summarize(store: Store, items: list[dict[str, Any]]) -> None:
     desired = store.resolve_desired(ids)
     reported = store.reported_states(ids)
     rollouts = store.active_rollout_targets(ids)
+    metered = store.usage_of(ids)  # bytes used vs budget (metered links)
     start, end = sv.spark_window(time.time())
     buckets, last = store.metric_window(ids, list(sv.SUMMARY_METRICS), start, end, sv.SPARK_SECONDS)
     metrics = sv.sparks(buckets, last)
@@ -194,6 +196,7 @@ def _summarize(store: Store, items: list[dict[str, Any]]) -> None:
         d["deployment"] = sv.deployment(state)
         d["containers"] = sv.containers(state)
         d["gate"] = sv.gate(state)
+        d["metered"] = metered.get(d["id"])
         d["rollout"] = rollouts.get(d["id"])
         d["metrics"] = metrics.get(d["id"])
 
@@ -209,6 +212,13 @@ def devices_get(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
     member = store.memberships([device_id])
     device["maintenance_windows"] = store.windows_of(member).get(device_id) if member else None
     device["variables"], device["secrets"] = _device_values(store, member)
+    # Metered link: the budget the hub sends (device's own, else its groups'), and what the
+    # device says it runs under and used in the last 24 h (its latest full heartbeat).
+    hub_budget = store.budgets_of(member).get(device_id) if member else None
+    used = store.usage_of([device_id]).get(device_id)
+    device["metered"] = None if hub_budget is None and used is None else {
+        "budget_set": hub_budget, **(used or {"budget": None, "bytes_day": None, "over": False})
+    }  # fmt: skip
     device["last_applied_seq"] = store.last_applied_seq(device_id)
     # Sync view: the latest heartbeat (with its own "as of") and the generation of the
     # desired document last written to KV (what the device should report back).
@@ -610,6 +620,45 @@ def maintenance_list(store: Store, _body: dict[str, Any], _: Caller) -> Outcome:
     return Outcome({"items": store.list_windows()})
 
 
+# --- metered links: a data budget per device or group, in the desired document -----------
+def metered_set(store: Store, body: dict[str, Any], caller: Caller) -> Outcome:
+    kind, target = v.target(body["target"])
+    if kind == "tag":
+        raise Invalid("target must be device:ID or group:NAME (budgets are not set per tag)",
+                      field="target")  # fmt: skip
+    clear = bool(body.get("clear", False))
+    if clear == ("budget" in body):
+        raise Invalid("give either budget (like '100KB/day') or clear: true", field="budget")
+    budget: int | None = None
+    if not clear:
+        try:
+            budget = parse_budget(body["budget"])
+        except BudgetError as exc:
+            raise Invalid(f"budget: {exc.message}", field="budget") from None
+    with store.tx():
+        _exists(store, kind, target)
+        changed = store.set_budget(kind, target, budget, caller.name)
+        devices = _devices_for_target(store, kind, target) if changed else []
+        for d in devices:
+            store.add_event(
+                d,
+                "metered.changed",
+                f"data budget of {kind} {target}: "
+                + ("inherited" if budget is None else format_budget(budget)),
+                {"target": f"{kind}:{target}", "budget": budget, "by": caller.name},
+            )
+    changes = [Change("desired", "changed", {"devices": sorted(devices)})] if devices else []
+    return Outcome(
+        {"target": f"{kind}:{target}", "budget": budget, "changed": changed,
+         "devices": sorted(devices)},
+        changes,
+    )  # fmt: skip
+
+
+def metered_list(store: Store, _body: dict[str, Any], _: Caller) -> Outcome:
+    return Outcome({"items": store.list_budgets()})
+
+
 def devices_force_update(store: Store, body: dict[str, Any], caller: Caller) -> Outcome:
     ids = _ids_filter(body["ids"])
     if not ids:
@@ -746,6 +795,8 @@ HANDLERS: dict[str, Handler] = {
     "session.whoami": session_whoami,
     "maintenance.set": maintenance_set,
     "maintenance.list": maintenance_list,
+    "metered.set": metered_set,
+    "metered.list": metered_list,
     "devices.force_update": devices_force_update,
     "vars.set": _setting("var", False),
     "vars.unset": _setting("var", True),

@@ -13,6 +13,7 @@ from hub.store.catalog import CatalogStore
 from hub.store.db import open_db
 from hub.store.fleet import FleetStore
 from hub.store.gates import GateStore
+from hub.store.metered import MeteredStore
 from hub.store.signing import SigningStore
 from hub.store.summary import SummaryStore
 from hub.store.sync import SyncStore
@@ -30,6 +31,7 @@ class Store(
     GateStore,
     SigningStore,
     VariableStore,
+    MeteredStore,
 ):
     @classmethod
     def open(cls, path: Path | str) -> Store:

@@ -443,6 +443,25 @@ CREATE TABLE variables (
 ALTER TABLE devices ADD COLUMN seal_key TEXT;
 """,
     ),
+    (
+        15,
+        "metered links: data budgets per device or group; heartbeat interval per device",
+        """
+-- A device's or group's data budget in bytes per day (protocol.metered); delivered in the
+-- device's desired document (hub.metered resolves it).
+CREATE TABLE metered_budgets (
+    target_kind TEXT NOT NULL CHECK (target_kind IN ('device', 'group')),
+    target TEXT NOT NULL,
+    budget INTEGER NOT NULL CHECK (budget > 0),
+    set_by TEXT NOT NULL DEFAULT '',
+    set_at TEXT NOT NULL,
+    PRIMARY KEY (target_kind, target)
+);
+-- Seconds until the device's next heartbeat, as its last one said (longer while nothing
+-- changes, or on a metered link): the offline grace stretches to three of them.
+ALTER TABLE device_heartbeats ADD COLUMN next_within REAL;
+""",
+    ),
 ]
 
 

@@ -8,7 +8,8 @@ the caller's ``tx()``.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from hub.errors import NotFound
@@ -284,23 +285,32 @@ class SyncStore(StoreBase):
         return None if row is None else (json.loads(row["spec"]), str(row["content_hash"]))
 
     # --- heartbeats and presence ---------------------------------------------------------
-    def put_heartbeats(self, beats: list[tuple[str, str, str, str, str]]) -> list[tuple[str, str]]:
-        """Record ``(device_id, heartbeat JSON, agent_version, sent_at, received_at)`` for
-        devices that exist and mark them online; returns ``(device_id, previous status)`` for
-        devices that were not online before (the caller announces them)."""
+    def put_heartbeats(self, beats: Sequence[tuple[Any, ...]]) -> list[tuple[str, str]]:
+        """Record ``(device_id, heartbeat JSON, agent_version, sent_at, received_at,
+        interval)`` for devices that exist and mark them online; returns ``(device_id,
+        previous status)`` for devices that were not online before (the caller announces
+        them). A JSON of None ("same" heartbeat: nothing changed) keeps the stored summary;
+        ``interval`` (optional) is the device's own word on when its next heartbeat comes."""
         came_online: list[tuple[str, str]] = []
         with self.tx() as c:
-            for device_id, doc, agent_version, sent_at, received_at in beats:
+            for beat in beats:
+                device_id, doc, agent_version, sent_at, received_at = beat[:5]
+                interval = beat[5] if len(beat) > 5 else None
                 row = c.execute(
                     "SELECT status, decommissioned FROM devices WHERE id = ?", (device_id,)
                 ).fetchone()
                 if row is None:
                     continue
                 status, decommissioned = row
+                if doc is None:
+                    doc = "{}"  # kept below when a summary is already stored
                 c.execute(
-                    "INSERT OR REPLACE INTO device_heartbeats (device_id, doc, sent_at,"
-                    " received_at) VALUES (?, ?, ?, ?)",
-                    (device_id, doc, sent_at, received_at),
+                    "INSERT INTO device_heartbeats (device_id, doc, sent_at, received_at,"
+                    " next_within) VALUES (?, ?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE"
+                    " SET doc = CASE WHEN excluded.doc = '{}' THEN doc ELSE excluded.doc END,"
+                    " sent_at = excluded.sent_at, received_at = excluded.received_at,"
+                    " next_within = excluded.next_within",
+                    (device_id, doc, sent_at, received_at, interval),
                 )
                 new_status = "decommissioned" if decommissioned else "online"
                 c.execute(
@@ -325,17 +335,24 @@ class SyncStore(StoreBase):
             "as_of": row["received_at"],
         }
 
-    def mark_stale_offline(self, cutoff: str) -> list[tuple[str, str | None]]:
-        """Devices online whose last heartbeat is older than ``cutoff`` become offline;
-        returns ``(device_id, last_seen)`` of each."""
+    def mark_stale_offline(
+        self, cutoff: str, *, now: float | None = None
+    ) -> list[tuple[str, str | None]]:
+        """Devices online whose last heartbeat is older than ``cutoff`` become offline,
+        unless their last heartbeat said the next comes later (a quiet or metered device:
+        then three of its intervals); returns ``(device_id, last_seen)`` of each."""
         with self.tx() as c:
+            found = c.execute(
+                "SELECT d.id, d.last_seen, h.next_within FROM devices d"
+                " LEFT JOIN device_heartbeats h ON h.device_id = d.id"
+                " WHERE d.status = 'online' AND (d.last_seen IS NULL OR d.last_seen < ?)",
+                (cutoff,),
+            ).fetchall()
+            at = time.time() if now is None else now
             stale = [
                 (r[0], r[1])
-                for r in c.execute(
-                    "SELECT id, last_seen FROM devices WHERE status = 'online'"
-                    " AND (last_seen IS NULL OR last_seen < ?)",
-                    (cutoff,),
-                )
+                for r in found
+                if r[1] is None or not r[2] or r[1] < now_iso(at - 3 * float(r[2]))
             ]
             c.executemany(
                 "UPDATE devices SET status = 'offline' WHERE id = ? AND status = 'online'",

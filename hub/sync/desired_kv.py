@@ -78,10 +78,12 @@ def desired_document(
     fingerprints: dict[str, str] | None = None,
     sealed: Callable[[], str] | None = None,
     sealed_to: str = "",
+    metered: int | None = None,
 ) -> Desired:
     state = DesiredState(
         0, spec, "hub", rollout_id, content_hash, windows, force, signatures, trust,
         variables or None, {"fingerprints": fingerprints} if fingerprints else None,
+        metered,
     )  # fmt: skip
     # "Changed" is judged without the sealed secrets: a seal is made with a fresh ephemeral
     # key each time, so only a new fingerprint (a rotated value) or a new device key (a
@@ -153,6 +155,8 @@ def resolve_documents(store: Store, device_ids: list[str] | None) -> dict[str, D
     refs: dict[tuple[str, str], References] = {}
     keys = store.seal_keys([d for d, a in resolved.items() if a is not None])
     plain: dict[tuple[str, str, str], str] = {}  # decrypted secrets, this resolve only
+    # Metered links (hub.metered): the data budget set for the device or its groups.
+    budgets = store.budgets_of(members)
     overrides = store.overrides(list(resolved))
     sigs: dict[tuple[str, str], tuple[dict[str, Any], ...]] = {}
     # Every document carries the whole signed trust chain (a few hundred bytes per set), so a
@@ -160,7 +164,9 @@ def resolve_documents(store: Store, device_ids: list[str] | None) -> dict[str, D
     trust = tuple(store.trust_chain())
     for device_id, a in resolved.items():
         if a is None:
-            out[device_id] = desired_document(device_id, None, None, None, None, trust=trust)
+            out[device_id] = desired_document(
+                device_id, None, None, None, None, trust=trust, metered=budgets.get(device_id)
+            )
             continue
         key = (a.bundle, a.version)
         if key not in specs:
@@ -191,6 +197,7 @@ def resolve_documents(store: Store, device_ids: list[str] | None) -> dict[str, D
             fps,
             sealed,
             keys.get(device_id, "") if sealed is not None else "",
+            budgets.get(device_id),
         )
     return out
 

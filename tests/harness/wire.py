@@ -33,7 +33,7 @@ from agent.sync.downlink import Downlink
 from agent.sync.heartbeat import HeartbeatTask, heartbeat_from_status
 from agent.sync.leaf import LeafServer, LeafSettings
 from agent.sync.link import LinkState, connect
-from agent.sync.pacing import DAY, HUB_PING, Pacing
+from agent.sync.pacing import DAY, HUB_PING, LinkUsage, Pacing
 from agent.sync.uplink import Uplink
 from protocol.enroll import EnrollReply
 from tests.harness.proxy import TcpProxy
@@ -173,6 +173,7 @@ async def simulate(
     uplink.flush_after = 0.0 if legacy else pacing.flush
     store.set_upstream_span(60 if legacy else pacing.rollup_span)
     state: dict[str, Any] = {}
+    usage = LinkUsage()
     beat = HeartbeatTask(
         nc,
         dev.device_id,
@@ -224,9 +225,10 @@ async def simulate(
         before = uplink.stats.batches_sent
         run.rows += await uplink.drain_once()
         run.reports += uplink.stats.batches_sent - before
-        if m % 60 == 59:
+        if m % 60 == 59:  # the agent samples its link's traffic; the heartbeat says 24 h
             up, dn = dev.counted()
-            state["bytes_day"] = up - up0 + dn - down0
+            usage.sample(now, up - up0 + dn - down0)
+            state["bytes_day"] = usage.last_day()
     # What is still waiting at the end is sent, as the next flush would.
     uplink.flush_after = 0.0
     while sent := await uplink.drain_once():

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from rich.text import Text
 
+from protocol.metered import format_budget, format_bytes
 from protocol.reported import DeploymentPart, container_bad
 from sbutil.text import plural
 from tui.models import common as model
@@ -175,6 +176,9 @@ def describe_lines(device: Mapping[str, Any], now: float) -> list[str]:
     if windows is not None:
         lines.append(f"Windows:     {', '.join(windows) or 'any time'} (set at the hub)")
     lines += value_lines(device)
+    metered = device.get("metered")
+    if isinstance(metered, Mapping):
+        lines.append(f"Data:        {metered_line(metered)}")
     if device.get("sync_behind") is not None:
         lines.append(f"Sync behind: {device.get('sync_behind')} report row(s)")
     if hb:
@@ -217,6 +221,9 @@ def gate_lines(device: Mapping[str, Any]) -> list[str]:
     windows = device.get("maintenance_windows")
     if windows is not None:
         out.append(f"maintenance windows {', '.join(windows) or 'any time'} (set at the hub)")
+    metered = device.get("metered")
+    if isinstance(metered, Mapping):
+        out.append(f"data {metered_line(metered)}")
     return out
 
 
@@ -550,3 +557,18 @@ def state_style(state: str) -> str:
     """A colour for a state word. The word itself is always shown too, so a monochrome
     terminal (Textual drops colours under NO_COLOR) loses nothing."""
     return STATE_STYLES.get(state.lower(), "")
+
+
+def metered_line(m: Mapping[str, Any]) -> str:
+    """``41.2KB of 100KB/day in 24 h`` (and who set the budget), from ``devices.get``'s or
+    the summary's ``metered``."""
+    budget = m.get("budget") if m.get("budget") is not None else m.get("budget_set")
+    used = m.get("bytes_day")
+    head = "not measured yet" if used is None else f"{format_bytes(used)} in 24 h"
+    if budget is None:
+        return head + " (not metered)"
+    over = " OVER BUDGET" if m.get("over") else ""
+    pending = ""
+    if m.get("budget_set") is not None and m.get("budget") != m.get("budget_set"):
+        pending = f" (hub set {format_budget(m['budget_set'])}; not applied yet)"
+    return f"{head} of {format_budget(budget)}{over}{pending}"
