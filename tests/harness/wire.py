@@ -36,6 +36,7 @@ from agent.sync.link import LinkState, connect
 from agent.sync.pacing import DAY, HUB_PING, LinkUsage, Pacing
 from agent.sync.uplink import Uplink
 from protocol.enroll import EnrollReply
+from protocol.heartbeat import Heartbeat
 from tests.harness.proxy import TcpProxy
 
 # A device's metrics per sample, with the names a real one reports (sampler.sample_host plus
@@ -174,19 +175,17 @@ async def simulate(
     store.set_upstream_span(60 if legacy else pacing.rollup_span)
     state: dict[str, Any] = {}
     usage = LinkUsage()
-    beat = HeartbeatTask(
-        nc,
-        dev.device_id,
-        dev.link,
-        lambda: heartbeat_from_status(
+
+    async def summary() -> Heartbeat:
+        return heartbeat_from_status(
             dev.device_id,
-            store.status_summary(),
+            await store.read(Store.status_summary),
             interval=pacing.heartbeat,
             budget=pacing.budget,
             bytes_day=state.get("bytes_day"),
-        ),
-        interval=max(pacing.heartbeat, 1.0),
-    )
+        )
+
+    beat = HeartbeatTask(nc, dev.device_id, dev.link, summary, interval=max(pacing.heartbeat, 1.0))
     if legacy:  # a full heartbeat every interval, as before
         beat.idle_factor, beat.full_every = 1.0, 0.0
     clock = [0.0]
@@ -273,10 +272,13 @@ async def item_costs(dev: WireDevice, n: int = 40) -> dict[str, float]:
     js = nc.jetstream(domain=dev.creds.js_domain)
     uplink = Uplink(store, js, dev.device_id, dev.link, report_link=False)
     store.set_upstream_span(60)
-    beat = HeartbeatTask(
-        nc, dev.device_id, dev.link,
-        lambda: heartbeat_from_status(dev.device_id, store.status_summary(), interval=30.0),
-    )  # fmt: skip
+
+    async def summary() -> Heartbeat:
+        return heartbeat_from_status(
+            dev.device_id, await store.read(Store.status_summary), interval=30.0
+        )
+
+    beat = HeartbeatTask(nc, dev.device_id, dev.link, summary)
     down = Downlink(store, nc, js, dev.device_id, dev.link, lambda: None, report_link=False)
     out: dict[str, float] = {"ping_pair": await dev.ping_pair_bytes()}
     t0 = float(int(time.time() // 3600 * 3600)) - 10 * DAY
