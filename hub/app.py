@@ -21,10 +21,12 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import aiohttp
@@ -83,7 +85,9 @@ class Hub:
         self.keys: natsjwt.HubKeys | None = None
         self.sys_nc: NATS | None = None
         self.api: ApiService | None = None
-        self.nats_child: Child | None = None
+        # One nats-server child per local node (hub.natsconf.local_nodes); ``nats_child`` is
+        # the first (the only one without a cluster).
+        self.nats_children: list[Child] = []
         self.litestream_child: Child | None = None
         self.components: list[Component] = []
         self.sync = SyncService()
@@ -98,6 +102,10 @@ class Hub:
         self.worker: int | None = None
         self.ingest: Ingest | None = None
         self.lease: Lease | None = None
+
+    @property
+    def nats_child(self) -> Child | None:
+        return self.nats_children[0] if self.nats_children else None
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -130,8 +138,9 @@ class Hub:
         await self._open_store()
         await self._write_nats_config()
         await self._start_nats_child()
-        assert self.nats_child is not None and self.nats_child.pid is not None
-        self.data.nats_pid_file.write_text(f"{self.nats_child.pid}\n")
+        # Every local node's pid, one a line (a cluster's nodes each reload).
+        pids = [child.pid for child in self.nats_children]
+        self.data.nats_pid_file.write_text("".join(f"{pid}\n" for pid in pids))
         self.data.pid_file.write_text(f"{os.getpid()}\n")
         log.info("nats-server for hub workers ready on %s:%s", self.cfg.host, self.cfg.client_port)
 
@@ -150,7 +159,7 @@ class Hub:
         self.api = ApiService(self.nc, self.store, self.executor, self.metrics, self.bus)
         install_rollouts(self)
         js = self.nc.jetstream()
-        await ensure_report_stream(js, self.cfg.workers)
+        await ensure_report_stream(js, self.cfg.workers, self.cfg.js_replicas)
         self.sync.run_ingest = False
         api = self.api
 
@@ -221,15 +230,39 @@ class Hub:
             self._jwt_secrets()
             revocations = await self.call(self.store.revocations)
             trust = natsconf.operator_mode(self.data, self.keys, revocations)
+        if self.cfg.clustered and not self.sec.route_password:
+            # A hub made before clusters: its nodes' route login, made once.
+            self.sec = replace(self.sec, route_password=secrets.token_urlsafe(24))
+            save_secrets(self.data, self.sec)
         natsconf.write(self.cfg, self.data, self.sec, self._extra_users, trust=trust)
 
     async def _start_nats_child(self) -> None:
-        argv = [find_binary("nats-server", self.cfg.nats_server), "-c", str(self.data.nats_conf)]
-        self.nats_child = Child(
-            "nats-server", argv, self.data.logs / "nats-server.log", self._on_restart
-        )
-        await self.nats_child.start()
-        await self._wait_nats_healthy()
+        """The nats-server, or this hub's nodes of a cluster (docs/hub.md "NATS cluster")."""
+        binary = find_binary("nats-server", self.cfg.nats_server)
+        nodes = natsconf.local_nodes(self.cfg)
+        for node in nodes:
+            name = "nats-server" if not node.clustered else f"nats-server-{node.index}"
+            child = Child(
+                name,
+                [binary, "-c", str(natsconf.conf_path(self.cfg, self.data, node))],
+                self.data.logs / f"{name}.log",
+                self._on_restart,
+            )
+            self.nats_children.append(child)
+            await child.start()
+        for node, child in zip(nodes, self.nats_children, strict=True):
+            await self._wait_nats_healthy(node, child)
+
+    def _own_servers(self) -> list[str]:
+        """Every node, the local ones by loopback: the connection fails over when one dies."""
+        scheme = natsconf.client_scheme(self.cfg)
+        local = {n.index for n in natsconf.local_nodes(self.cfg)}
+        return [
+            f"{scheme}://127.0.0.1:{n.client_port}"
+            if n.index in local
+            else f"{scheme}://{natsconf.bracket(n.host)}:{n.client_port}"
+            for n in natsconf.nodes(self.cfg)
+        ]
 
     def _tls(self) -> dict[str, Any]:
         if self.cfg.client_tls:
@@ -244,7 +277,7 @@ class Hub:
         while True:
             try:
                 self.nc = await nats.connect(
-                    f"{natsconf.client_scheme(self.cfg)}://127.0.0.1:{self.cfg.client_port}",
+                    self._own_servers(),
                     user=natsconf.HUB_USER,
                     password=self.sec.hub_password,
                     name="signalbeam-hub"
@@ -268,7 +301,7 @@ class Hub:
     async def _connect_system(self) -> None:
         if self.cfg.jwt_auth and self.keys is not None:
             self.sys_nc = await nats.connect(
-                f"{natsconf.client_scheme(self.cfg)}://127.0.0.1:{self.cfg.client_port}",
+                self._own_servers(),
                 name="signalbeam-hub-system",
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,
@@ -318,29 +351,38 @@ class Hub:
         assert self.keys is not None
         if natsauth.is_jwt(self.sec.hub_password):
             return
-        self.sec = Secrets(**natsjwt.shared_logins(self.keys))
+        self.sec = Secrets(
+            **natsjwt.shared_logins(self.keys), route_password=self.sec.route_password
+        )
         save_secrets(self.data, self.sec)
         log.warning(
             "nats_auth is jwt: the hub, operator and enroll logins are now JWTs (secrets.json);"
             " give operators and the deploy the new operator and enroll URLs"
         )
 
-    async def _wait_nats_healthy(self) -> None:
-        url = f"http://{self.cfg.monitor_host}:{self.cfg.monitor_port}/healthz?js-enabled-only=true"
+    async def _wait_nats_healthy(self, node: natsconf.Node, child: Child) -> None:
+        """The node's JetStream is up; on a cluster, it also knows the meta leader (streams
+        and KV buckets cannot be made before the cluster elected one)."""
+        base = f"http://{self.cfg.monitor_host}:{node.monitor_port}"
         deadline = time.monotonic() + NATS_READY_TIMEOUT
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
             while time.monotonic() < deadline:
-                assert self.nats_child is not None
-                if self.nats_child.gave_up:
+                if child.gave_up:
                     break
-                with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
-                    async with http.get(url) as resp:
-                        if resp.status == 200:
+                with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError, ValueError):
+                    async with http.get(f"{base}/healthz?js-enabled-only=true") as resp:
+                        healthy = resp.status == 200
+                    if healthy and not node.clustered:
+                        return
+                    if healthy:
+                        async with http.get(f"{base}/jsz") as resp:
+                            doc = await resp.json()
+                        if (doc.get("meta_cluster") or {}).get("leader"):
                             return
                 await asyncio.sleep(0.1)
         raise Unavailable(
-            f"nats-server did not become healthy in {NATS_READY_TIMEOUT:.0f}s; "
-            f"see {self.data.logs / 'nats-server.log'}"
+            f"{child.name} did not become healthy in {NATS_READY_TIMEOUT:.0f}s; "
+            f"see {child.log_path}"
         )
 
     async def reload_nats(self, extra_users: Sequence[natsconf.NatsUser]) -> None:
@@ -351,30 +393,38 @@ class Hub:
         async with self._reload_lock:
             self._extra_users = list(extra_users)
             natsconf.write(self.cfg, self.data, self.sec, self._extra_users)
-            pid = self._nats_pid()
-            if pid is None:
-                return
-            before = await self._config_load_time()
-            natsconf.reload(pid)
-            deadline = time.monotonic() + RELOAD_WAIT
-            while time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
-                now = await self._config_load_time()
-                if now is not None and now != before:
-                    return
-            log.warning("nats-server did not confirm the config reload in %.0fs", RELOAD_WAIT)
+            # Every local node (password mode runs a cluster only with every node local).
+            for node, pid in zip(natsconf.local_nodes(self.cfg), self._nats_pids(), strict=False):
+                if pid is None:
+                    continue
+                before = await self._config_load_time(node)
+                natsconf.reload(pid)
+                deadline = time.monotonic() + RELOAD_WAIT
+                while time.monotonic() < deadline:
+                    await asyncio.sleep(0.02)
+                    now = await self._config_load_time(node)
+                    if now is not None and now != before:
+                        break
+                else:
+                    log.warning(
+                        "nats-server %d did not confirm the config reload in %.0fs",
+                        node.index,
+                        RELOAD_WAIT,
+                    )
 
-    def _nats_pid(self) -> int | None:
-        if self.nats_child is not None:
-            return self.nats_child.pid
+    def _nats_pids(self) -> list[int | None]:
+        """The local nodes' nats-server pids, in ``natsconf.local_nodes`` order."""
+        if self.nats_children:
+            return [child.pid for child in self.nats_children]
         if self.worker is None:
-            return None
-        # A worker's nats-server is `signalbeam-hub nats`'s child, which wrote its pid.
+            return []
+        # A worker's nats-servers are `signalbeam-hub nats`'s children, which wrote their
+        # pids, one a line.
         try:
-            return int(self.data.nats_pid_file.read_text().strip())
+            return [int(line) for line in self.data.nats_pid_file.read_text().split()]
         except (OSError, ValueError):
             log.warning("no nats-server pid in %s; config not reloaded", self.data.nats_pid_file)
-            return None
+            return []
 
     async def reload_device_users(self) -> None:
         """Regenerate the device users from the store (enrollment, decommission) and reload;
@@ -384,8 +434,8 @@ class Hub:
             return
         await self.reload_nats(await self.call(device_users, self.store))
 
-    async def _config_load_time(self) -> str | None:
-        url = f"http://{self.cfg.monitor_host}:{self.cfg.monitor_port}/varz"
+    async def _config_load_time(self, node: natsconf.Node) -> str | None:
+        url = f"http://{self.cfg.monitor_host}:{node.monitor_port}/varz"
         try:
             async with (
                 aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http,
@@ -399,7 +449,9 @@ class Hub:
 
     async def readiness(self) -> list[str]:
         problems = []
-        if self.worker is None and (self.nats_child is None or not self.nats_child.running):
+        # A cluster keeps serving with one node down (its child restarts it): ready while any
+        # local node runs and the hub's connection is up.
+        if self.worker is None and not any(child.running for child in self.nats_children):
             problems.append("nats-server is not running")
         if self.nc is None or not self.nc.is_connected:
             problems.append("not connected to NATS")
@@ -434,7 +486,7 @@ class Hub:
             self.metrics.quarantined_devices.set(
                 await self.call(self.store.scalar, "SELECT count(*) FROM quarantined_devices")
             )
-        for child in (self.nats_child, self.litestream_child):
+        for child in (*self.nats_children, self.litestream_child):
             if child is not None:
                 self.metrics.child_up.labels(child.name).set(1 if child.running else 0)
 
@@ -467,8 +519,8 @@ class Hub:
             # CancelledError from inside nats-py when the server went away first.
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(self.nc.close(), 5)
-        if self.nats_child is not None:
-            await self.nats_child.stop()
+        for child in reversed(self.nats_children):
+            await child.stop()
         if self.store is not None:
             await self.call(self.store.close)
         self.executor.shutdown(wait=True)

@@ -15,7 +15,7 @@ from typing import Any
 from hub import app, litestream, natsconf, natsjwt
 from hub import tls as hubtls
 from hub.children import find_binary
-from hub.config import DataDir, HubConfig, Secrets, check_tls, load, save
+from hub.config import DataDir, HubConfig, Secrets, check_cluster, check_tls, load, save
 from hub.errors import ConfigError, HubError
 from hub.store import Store
 from hub.vault import Vault
@@ -118,6 +118,23 @@ def build_parser() -> argparse.ArgumentParser:
         " the hub signs; nats-server in operator mode, no reload per device) or password"
         " (one password user per device in the generated config, as before issue 16)",
     )
+    p_init.add_argument(
+        "--cluster",
+        action="store_true",
+        help="a 3-node nats-server cluster on this machine (loopback or --public-host; each"
+        " node on the ports plus its index), every node run by this hub (docs/hub.md)",
+    )
+    p_init.add_argument(
+        "--cluster-hosts",
+        help="comma-separated hosts of a nats-server cluster, one per node (3 or more;"
+        " nodes on their own hosts keep the configured ports)",
+    )
+    p_init.add_argument(
+        "--cluster-local",
+        help="comma-separated indexes of the nodes this hub runs (default: all); the deploy"
+        " runs the others from their rendered configs (nats/node<i>.conf)",
+    )
+    p_init.add_argument("--cluster-port", type=int, help="cluster route port (default 6222)")
     self_signed = p_init.add_mutually_exclusive_group()
     self_signed.add_argument(
         "--tls-self-signed",
@@ -164,7 +181,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     if data.config.exists() or data.db.exists():
         raise ConfigError(f"{data.root} is already initialised; nothing changed")
     cfg = _self_signed(args, data, HubConfig().with_overrides(**_overrides(args)))
-    cfg = cfg.with_overrides(nats_auth=args.nats_auth)
+    cfg = _cluster(args, cfg.with_overrides(nats_auth=args.nats_auth))
     if args.require_signed_bundles is None:
         cfg = cfg.with_overrides(require_signed_bundles=True)  # new hubs require signatures
     check_tls(cfg, data, "init")
@@ -173,7 +190,9 @@ def cmd_init(args: argparse.Namespace) -> int:
         # The operator, system account, account and device signing keys (0600): the shared
         # logins become bearer JWTs signed by the account (docs/security.md).
         keys = natsjwt.ensure_keys(data)
-        sec = Secrets(**natsjwt.shared_logins(keys))
+        sec = Secrets(
+            **natsjwt.shared_logins(keys), route_password=Secrets.generate().route_password
+        )
         trust = natsconf.operator_mode(data, keys, {})
     else:
         sec = Secrets.generate()
@@ -206,6 +225,27 @@ def cmd_init(args: argparse.Namespace) -> int:
         "http_port": cfg.http_port,
         "nats_auth": cfg.nats_auth,
     }
+    if cfg.clustered:
+        out["cluster"] = {
+            "leaf_urls": natsconf.leaf_urls(cfg),
+            "operator_urls": natsconf.client_urls(
+                cfg, natsconf.OPERATOR_USER, sec.operator_password
+            ),
+            "enroll_urls": natsconf.client_urls(cfg, natsconf.ENROLL_USER, sec.enroll_password),
+            "nodes": [
+                {
+                    "index": n.index,
+                    "host": n.host,
+                    "client_port": n.client_port,
+                    "leafnode_port": n.leafnode_port,
+                    "cluster_port": n.cluster_port,
+                    "monitor_port": n.monitor_port,
+                    "config": str(natsconf.conf_path(cfg, data, n)),
+                    "local": n in natsconf.local_nodes(cfg),
+                }
+                for n in natsconf.nodes(cfg)
+            ],
+        }
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
@@ -234,8 +274,41 @@ def cmd_init(args: argparse.Namespace) -> int:
         if args.leaf_tls_self_signed or args.tls_self_signed:
             print("Copy it to every device and set hub.ca_file to it (docs/deploy.md).")
         print()
+    if cfg.clustered:
+        print("NATS cluster nodes (devices are handed every leaf URL at enrollment):")
+        for node in out["cluster"]["nodes"]:
+            where = "run by this hub" if node["local"] else "run it with nats-server -c"
+            print(f"  {node['index']}: {node['host']}:{node['client_port']} ({where}"
+                  f" {node['config']})")  # fmt: skip
+        print()
     print(f"Start the hub:  signalbeam-hub run --data {data.root}")
     return 0
+
+
+def _cluster(args: argparse.Namespace, cfg: HubConfig) -> HubConfig:
+    """``--cluster``/``--cluster-hosts``/``--cluster-local`` into the config (checked by
+    ``hub.config.check_cluster``)."""
+    if args.cluster_hosts:
+        hosts = tuple(h.strip() for h in args.cluster_hosts.split(",") if h.strip())
+    elif args.cluster:
+        hosts = (cfg.public_host,) * 3
+    else:
+        if args.cluster_local:
+            raise ConfigError("--cluster-local needs --cluster or --cluster-hosts")
+        return cfg
+    try:
+        local = (
+            tuple(int(i) for i in args.cluster_local.split(","))
+            if args.cluster_local
+            else tuple(range(len(hosts)))
+        )
+    except ValueError:
+        raise ConfigError("--cluster-local: comma-separated node indexes, e.g. 0") from None
+    cfg = cfg.with_overrides(
+        cluster_hosts=hosts, cluster_local=local, cluster_port=args.cluster_port
+    )
+    check_cluster(cfg, "init")
+    return cfg
 
 
 def _self_signed(args: argparse.Namespace, data: DataDir, cfg: HubConfig) -> HubConfig:

@@ -79,6 +79,26 @@ class HubConfig:
     # `run --worker I` (I = 0..M-1) each, beside one `signalbeam-hub nats`; one of them at a
     # time holds the control-plane lease.
     workers: int = 1
+    # A hub NATS cluster (docs/hub.md "NATS cluster"): the nodes' hosts, one per node (empty:
+    # one nats-server, the default). Nodes sharing a host (a cluster on one machine's loopback)
+    # take the configured ports plus their index; nodes on their own hosts use the ports as
+    # configured. JetStream streams and KV buckets are replicated on every node (up to 3).
+    cluster_hosts: tuple[str, ...] = ()
+    cluster_port: int = 6222  # the route listener
+    cluster_name: str = "signalbeam"
+    # Which nodes this hub process runs as its children (indexes into cluster_hosts): every
+    # node on one machine; the deploy runs the others from their own rendered configs.
+    cluster_local: tuple[int, ...] = ()
+
+    @property
+    def clustered(self) -> bool:
+        return len(self.cluster_hosts) > 1
+
+    @property
+    def js_replicas(self) -> int:
+        """JetStream replicas for the hub's streams and KV buckets: R3 on a cluster of three
+        or more (a quorum survives one node), R1 on one server."""
+        return min(3, len(self.cluster_hosts)) if self.clustered else 1
 
     @property
     def jwt_auth(self) -> bool:
@@ -101,10 +121,13 @@ class Secrets:
     hub_password: str
     operator_password: str
     enroll_password: str
+    # The cluster's route login (nodes authenticate each other); "" on hubs made before it,
+    # filled in when the hub first runs clustered.
+    route_password: str = ""
 
     @classmethod
     def generate(cls) -> Secrets:
-        return cls(*(secrets.token_urlsafe(24) for _ in range(3)))
+        return cls(*(secrets.token_urlsafe(24) for _ in range(4)))
 
 
 class DataDir:
@@ -147,6 +170,13 @@ class DataDir:
     @property
     def jetstream(self) -> Path:
         return self.nats_dir / "jetstream"
+
+    def node_dir(self, index: int) -> Path:
+        """A cluster node's own state (JetStream store, resolver directory)."""
+        return self.nats_dir / f"node{index}"
+
+    def node_conf(self, index: int) -> Path:
+        return self.nats_dir / f"node{index}.conf"
 
     @property
     def litestream_conf(self) -> Path:
@@ -247,7 +277,9 @@ _TOML_KEYS = {f.name: f.type for f in fields(HubConfig)}
 def render_toml(cfg: HubConfig) -> str:
     lines = ["# SignalBeam hub configuration (see docs/hub.md). Flags of `run` override these."]
     for key, value in asdict(cfg).items():
-        if isinstance(value, bool):
+        if isinstance(value, tuple):
+            lines.append(f"{key} = {json.dumps(list(value))}")  # a JSON array is a TOML array
+        elif isinstance(value, bool):
             lines.append(f"{key} = {'true' if value else 'false'}")
         elif isinstance(value, int):
             lines.append(f"{key} = {value}")
@@ -267,6 +299,8 @@ def parse_toml(text: str, source: str = CONFIG_FILE) -> HubConfig:
         if key not in _TOML_KEYS:
             raise ConfigError(f"{source}: unknown setting {key!r}", field=key)
         expected = type(getattr(defaults, key))
+        if expected is tuple:
+            value = _tuple(key, value, source)
         if type(value) is not expected:
             raise ConfigError(
                 f"{source}: {key} must be {expected.__name__}, got {type(value).__name__}",
@@ -285,7 +319,48 @@ def parse_toml(text: str, source: str = CONFIG_FILE) -> HubConfig:
         values[key] = value
     cfg = replace(defaults, **values)
     check_retention(cfg, source)
+    check_cluster(cfg, source)
     return cfg
+
+
+_TUPLE_ITEMS = {"cluster_hosts": str, "cluster_local": int}
+
+
+def _tuple(key: str, value: Any, source: str) -> tuple[Any, ...]:
+    item = _TUPLE_ITEMS[key]
+    if not isinstance(value, list) or any(type(v) is not item for v in value):
+        raise ConfigError(f"{source}: {key} must be a list of {item.__name__}", field=key)
+    return tuple(value)
+
+
+def check_cluster(cfg: HubConfig, source: str = CONFIG_FILE) -> None:
+    """A cluster of 3 or more nodes, each named once in cluster_local; password mode only
+    with every node local (its per-device users reach only the configs it rewrites and
+    reloads itself; JWT mode's resolver spreads to every node through the cluster)."""
+    n = len(cfg.cluster_hosts)
+    if n == 0:
+        if cfg.cluster_local:
+            raise ConfigError(f"{source}: cluster_local needs cluster_hosts", field="cluster_local")
+        return
+    if n < 3:
+        raise ConfigError(
+            f"{source}: cluster_hosts: a cluster needs at least 3 nodes (a JetStream quorum"
+            " that survives one), got {n}",
+            field="cluster_hosts",
+        )
+    if not cfg.cluster_local or any(not 0 <= i < n for i in cfg.cluster_local):
+        raise ConfigError(
+            f"{source}: cluster_local must name this hub's nodes, indexes 0-{n - 1}",
+            field="cluster_local",
+        )
+    if len(set(cfg.cluster_local)) != len(cfg.cluster_local):
+        raise ConfigError(f"{source}: cluster_local names a node twice", field="cluster_local")
+    if not cfg.jwt_auth and len(cfg.cluster_local) != n:
+        raise ConfigError(
+            f"{source}: nats_auth 'password' needs every cluster node run by this hub"
+            " (cluster_local); use nats_auth 'jwt' for nodes on other machines",
+            field="cluster_local",
+        )
 
 
 def load(data: DataDir) -> tuple[HubConfig, Secrets]:

@@ -31,6 +31,11 @@ Choices (see docs/hub.md):
   subscribe only under it: no login can read replies meant for another (issue 19). A shared
   login (every operator, every enrolling device) still sees its peers' replies, so no reply
   carries a secret: the requester makes the secret and sends it (docs/sync.md).
+- A cluster (``cluster_hosts``, docs/hub.md "NATS cluster"): one config per node, the same
+  users or operator trust on every node, routes to every other node (authenticated with the
+  ``route`` login), JetStream on each (every node has its own store and, in operator mode,
+  its own ``full`` resolver directory: account JWT updates spread through the system account
+  to every node), a leafnode listener on each. Nodes are ``signalbeam-hub-<i>``.
 - The renderer refuses a user name or subject that is not a valid NATS subject: one bad
   device row must never produce a config nats-server rejects on every reload.
 """
@@ -76,6 +81,76 @@ TLS_TIMEOUT = 5  # both listeners
 BCRYPT_ROUNDS = 4  # see the module docstring
 # What nats-server takes for a bcrypt hash (server/auth.go): "$2a$", "$2b$", "$2x$", "$2y$".
 _BCRYPT_RE = re.compile(r"\$2[abxy]\$\d\d\$[./A-Za-z0-9]{53}")
+
+
+ROUTE_USER = "route"
+
+
+@dataclass(frozen=True)
+class Node:
+    """One nats-server of the hub: the only one, or a cluster node."""
+
+    index: int
+    host: str  # where devices, operators and the other nodes reach it
+    client_port: int
+    leafnode_port: int
+    monitor_port: int
+    cluster_port: int
+    clustered: bool
+
+    @property
+    def name(self) -> str:
+        return f"signalbeam-hub-{self.index}" if self.clustered else "signalbeam-hub"
+
+    def route_url(self, password: str) -> str:
+        return f"nats-route://{ROUTE_USER}:{quote(password, safe='')}@{bracket(self.host)}:{self.cluster_port}"
+
+
+def bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def nodes(cfg: HubConfig) -> list[Node]:
+    """The hub's nats-servers: one (``public_host``, the configured ports), or the cluster's.
+    Cluster nodes sharing a host (one machine's loopback) take the ports plus their index."""
+    if not cfg.clustered:
+        return [
+            Node(
+                0,
+                cfg.public_host,
+                cfg.client_port,
+                cfg.leafnode_port,
+                cfg.monitor_port,
+                cfg.cluster_port,
+                False,
+            )
+        ]
+    shared = len(set(cfg.cluster_hosts)) < len(cfg.cluster_hosts)
+    out = []
+    for i, host in enumerate(cfg.cluster_hosts):
+        step = i if shared else 0
+        out.append(
+            Node(
+                i,
+                host,
+                cfg.client_port + step,
+                cfg.leafnode_port + step,
+                cfg.monitor_port + step,
+                cfg.cluster_port + step,
+                True,
+            )
+        )
+    return out
+
+
+def local_nodes(cfg: HubConfig) -> list[Node]:
+    """The nodes this hub process runs as its children."""
+    every = nodes(cfg)
+    return every if not cfg.clustered else [every[i] for i in cfg.cluster_local]
+
+
+def conf_path(cfg: HubConfig, data: DataDir, node: Node) -> Path:
+    return data.node_conf(node.index) if cfg.clustered else data.nats_conf
 
 
 class BadUser(ValueError):
@@ -198,9 +273,13 @@ def render(
     extra_users: Sequence[NatsUser] = (),
     *,
     trust: dict[str, Any] | None = None,
+    node: Node | None = None,
 ) -> str:
-    """The config. ``trust`` (JWT mode, ``operator_mode``): nats-server in operator mode,
-    no users at all in the file (devices, and the shared logins, are JWTs)."""
+    """The config of ``node`` (default: the first, the only one without a cluster).
+    ``trust`` (JWT mode, ``operator_mode``): nats-server in operator mode, no users at all
+    in the file (devices, and the shared logins, are JWTs)."""
+    every = nodes(cfg)
+    node = node or every[0]
     if trust is None:
         users = [*base_users(sec), *extra_users]
         names = [u.user for u in users]
@@ -208,28 +287,53 @@ def render(
             raise ValueError(
                 f"duplicate NATS user names: {sorted(n for n in names if names.count(n) > 1)}"
             )
-    leafnodes: dict[str, Any] = {"host": cfg.host, "port": cfg.leafnode_port, "no_advertise": True}
+    leafnodes: dict[str, Any] = {"host": cfg.host, "port": node.leafnode_port, "no_advertise": True}
     if cfg.leaf_tls:
         leafnodes["tls"] = {
             "cert_file": str(data.path(cfg.leaf_tls_cert)),
             "key_file": str(data.path(cfg.leaf_tls_key)),
             "timeout": TLS_TIMEOUT,
         }
+    store = data.node_dir(node.index) / "jetstream" if node.clustered else data.jetstream
     conf: dict[str, Any] = {
-        "server_name": "signalbeam-hub",
+        "server_name": node.name,
         "host": cfg.host,
-        "port": cfg.client_port,
-        "http": f"{cfg.monitor_host}:{cfg.monitor_port}",
+        "port": node.client_port,
+        "http": f"{cfg.monitor_host}:{node.monitor_port}",
         "max_payload": MAX_PAYLOAD,
-        "jetstream": {"store_dir": str(data.jetstream), "domain": JS_DOMAIN},
+        "jetstream": {"store_dir": str(store), "domain": JS_DOMAIN},
         "leafnodes": leafnodes,
     }
+    if node.clustered:
+        if not sec.route_password:
+            raise ValueError("a cluster needs the route password (secrets.json route_password)")
+        conf["cluster"] = {
+            "name": cfg.cluster_name,
+            "host": cfg.host,
+            "port": node.cluster_port,
+            # Clients and leafs get every node from the hub (enrollment); the addresses
+            # nodes would gossip are their bind addresses, wrong behind NAT.
+            "no_advertise": True,
+            "authorization": {
+                "user": ROUTE_USER,
+                "password": _hashed_secret(sec.route_password),
+                "timeout": TLS_TIMEOUT,
+            },
+            "routes": [n.route_url(sec.route_password) for n in every if n != node],
+        }
     if trust is None:
         conf["accounts"] = {
             ACCOUNT: {"jetstream": "enabled", "users": [u.to_conf() for u in users]}
         }
     else:
         conf.update(trust)
+        if node.clustered:
+            # Every node its own resolver directory (a `full` resolver per node, synced
+            # through the system account).
+            conf["resolver"] = {
+                **trust["resolver"],
+                "dir": str(data.node_dir(node.index) / "accounts"),
+            }
     if cfg.client_tls:
         # Top level: the client listener only (leafnodes and the monitor port have their own).
         conf["tls"] = {
@@ -269,10 +373,15 @@ def write(
     extra_users: Sequence[NatsUser] = (),
     *,
     trust: dict[str, Any] | None = None,
-) -> Path:
+) -> list[Path]:
+    """Every node's config (the deploy copies the other machines' nodes' from here)."""
     private_dir(data.nats_dir)
-    write_private(data.nats_conf, render(cfg, data, sec, extra_users, trust=trust))
-    return data.nats_conf
+    out = []
+    for node in nodes(cfg):
+        path = conf_path(cfg, data, node)
+        write_private(path, render(cfg, data, sec, extra_users, trust=trust, node=node))
+        out.append(path)
+    return out
 
 
 def reload(pid: int) -> None:
@@ -283,10 +392,15 @@ def reload(pid: int) -> None:
 
 def leaf_url(cfg: HubConfig) -> str:
     """The leafnode URL handed to devices at enrollment: ``tls://`` when the listener
-    requires TLS, so the device's leaf server verifies the hub before sending credentials."""
-    host = f"[{cfg.public_host}]" if ":" in cfg.public_host else cfg.public_host
+    requires TLS, so the device's leaf server verifies the hub before sending credentials.
+    On a cluster, the first node's (an agent from before clusters links only there)."""
+    return leaf_urls(cfg)[0]
+
+
+def leaf_urls(cfg: HubConfig) -> list[str]:
+    """Every node's leafnode URL: a device's leaf lists them all and fails over."""
     scheme = "tls" if cfg.leaf_tls else "nats-leaf"
-    return f"{scheme}://{host}:{cfg.leafnode_port}"
+    return [f"{scheme}://{bracket(n.host)}:{n.leafnode_port}" for n in nodes(cfg)]
 
 
 def client_scheme(cfg: HubConfig) -> str:
@@ -297,11 +411,23 @@ def client_scheme(cfg: HubConfig) -> str:
 
 def hub_url(cfg: HubConfig) -> str:
     """The client URL without credentials (the enrollment reply's ``hub_url``)."""
-    host = f"[{cfg.public_host}]" if ":" in cfg.public_host else cfg.public_host
-    return f"{client_scheme(cfg)}://{host}:{cfg.client_port}"
+    return hub_urls(cfg)[0]
+
+
+def hub_urls(cfg: HubConfig) -> list[str]:
+    """Every node's client URL (a direct-mode device or an operator may use any)."""
+    return [f"{client_scheme(cfg)}://{bracket(n.host)}:{n.client_port}" for n in nodes(cfg)]
 
 
 def client_url(cfg: HubConfig, user: str, password: str, host: str | None = None) -> str:
-    """A NATS URL with credentials, escaped so any password survives URL parsing."""
-    creds = f"{quote(user, safe='')}:{quote(password, safe='')}"
-    return f"{client_scheme(cfg)}://{creds}@{host or cfg.public_host}:{cfg.client_port}"
+    """A NATS URL with credentials, escaped so any password survives URL parsing (on a
+    cluster, the first node's: ``client_urls`` has them all)."""
+    return client_urls(cfg, user, password, host)[0]
+
+
+def client_urls(cfg: HubConfig, user: str, password: str, host: str | None = None) -> list[str]:
+    """Every node's URL with credentials (``host`` names one address instead)."""
+    creds = f"{quote(user, safe='')}:{quote(password, safe='')}@"
+    if host is not None:
+        return [f"{client_scheme(cfg)}://{creds}{host}:{cfg.client_port}"]
+    return [f"{client_scheme(cfg)}://{creds}{bracket(n.host)}:{n.client_port}" for n in nodes(cfg)]

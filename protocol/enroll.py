@@ -176,6 +176,19 @@ class EnrollReply:
     # The bootstrap login's URL (with its secret), kept by the agent so it can renew a JWT
     # that expired while it was offline; never in a reply.
     bootstrap_url: str = field(default="", repr=False)
+    # A hub NATS cluster: every node's leafnode and client URL (``leaf_url``/``hub_url`` are
+    # the first, for agents from before clusters). Empty from a single-server hub. The
+    # device's leaf lists them all as its remote's URLs and fails over between them.
+    leaf_urls: tuple[str, ...] = ()
+    hub_urls: tuple[str, ...] = ()
+
+    def all_leaf_urls(self) -> list[str]:
+        """``leaf_url`` first, then the cluster's other nodes."""
+        return [self.leaf_url, *(u for u in self.leaf_urls if u != self.leaf_url)]
+
+    def all_hub_urls(self) -> list[str]:
+        first = [self.hub_url] if self.hub_url else []
+        return [*first, *(u for u in self.hub_urls if u != self.hub_url)]
 
     @property
     def jwt_auth(self) -> bool:
@@ -197,6 +210,9 @@ class EnrollReply:
         for key in ("nats_jwt", "nats_seed", "bootstrap_url"):
             if getattr(self, key):
                 doc[key] = getattr(self, key)
+        for key in ("leaf_urls", "hub_urls"):
+            if getattr(self, key):
+                doc[key] = list(getattr(self, key))
         return dumps(doc)
 
 
@@ -204,7 +220,7 @@ def decode_enroll_reply(data: bytes | str) -> EnrollReply:
     """An ``EnrollReply``, or ``RemoteError`` when the hub answered with the error shape."""
     doc = Fields(load_reply(data, MAX_ENROLL_BYTES), "")
     leaf_url = doc.str_("leaf_url", max_len=512)
-    if not leaf_url.startswith(("nats-leaf://", "nats://", "tls://", "ws://", "wss://")):
+    if not leaf_url.startswith(LEAF_SCHEMES):
         raise MessageError("leaf_url", "must be a nats-leaf://, nats://, tls:// or ws(s):// URL")
     hub_url = doc.str_("hub_url", required=False, max_len=512)
     return EnrollReply(
@@ -218,7 +234,22 @@ def decode_enroll_reply(data: bytes | str) -> EnrollReply:
         nats_jwt=doc.str_("nats_jwt", required=False, max_len=8192) or "",
         nats_seed=doc.str_("nats_seed", required=False, max_len=128) or "",
         bootstrap_url=doc.str_("bootstrap_url", required=False, max_len=8192) or "",
+        leaf_urls=_urls(doc, "leaf_urls", LEAF_SCHEMES),
+        hub_urls=_urls(doc, "hub_urls", ("nats://", "tls://", "ws://", "wss://")),
     )
+
+
+LEAF_SCHEMES = ("nats-leaf://", "nats://", "tls://", "ws://", "wss://")
+MAX_NODES = 16
+
+
+def _urls(doc: Fields, key: str, schemes: tuple[str, ...]) -> tuple[str, ...]:
+    out = []
+    for i, url in enumerate(doc.list_(key, required=False, max_len=MAX_NODES) or []):
+        if not isinstance(url, str) or len(url) > 512 or not url.startswith(schemes):
+            raise MessageError(f"{key}[{i}]", f"must be a {', '.join(schemes)} URL")
+        out.append(url)
+    return tuple(out)
 
 
 def _trust_field(value: Any) -> dict[str, Any] | None:

@@ -82,6 +82,9 @@ class LeafSettings:
     device_id: str
     workdir: Path
     hub_leaf_url: str  # nats-leaf:// or tls://host:port of the hub's leafnode listener
+    # A hub NATS cluster's other nodes' leafnode URLs: the remote lists them after
+    # hub_leaf_url and nats-server moves the link to another when one is lost.
+    more_leaf_urls: tuple[str, ...] = ()
     user: str | None = None
     password: str | None = None
     listen_port: int = 0  # 0: a free port chosen once per LeafServer
@@ -108,15 +111,19 @@ class LeafSettings:
 
 
 def remote_conf(s: LeafSettings) -> dict[str, object]:
-    """The one ``leafnodes.remotes`` entry: URL with credentials, and TLS when asked for."""
-    url = s.hub_leaf_url
-    if s.ca_file and url.startswith("nats-leaf://"):
+    """The one ``leafnodes.remotes`` entry: URL with credentials (``urls``, every node of a
+    hub cluster, when there are several), and TLS when asked for."""
+    urls = [s.hub_leaf_url, *(u for u in s.more_leaf_urls if u != s.hub_leaf_url)]
+    if s.ca_file:
         # A pinned CA means TLS; say so in the URL too, so logs and status do not mislead.
-        url = "tls://" + url.removeprefix("nats-leaf://")
-    remote: dict[str, object] = {
-        "url": remote_url(url, None if s.credentials else s.user, s.password),
-        "compression": s.compression,
-    }
+        urls = ["tls://" + u.removeprefix("nats-leaf://") for u in urls]
+    url = urls[0]
+    user = None if s.credentials else s.user
+    remote: dict[str, object] = {"compression": s.compression}
+    if len(urls) == 1:
+        remote["url"] = remote_url(url, user, s.password)
+    else:
+        remote["urls"] = [remote_url(u, user, s.password) for u in urls]
     if s.credentials:
         remote["credentials"] = s.credentials
     if url.startswith("tls://"):

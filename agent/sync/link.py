@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import nats
@@ -37,8 +38,12 @@ async def connect(
     name: str | None = None,
     ca_file: str | None = None,
     auth: dict[str, Any] | None = None,
+    more_urls: Sequence[str] = (),
 ) -> NATS:
     """Connect with infinite reconnect (the default gives up after 60 tries).
+
+    ``more_urls``: a hub NATS cluster's other nodes (direct mode), tried after ``url`` and
+    on reconnect, so the device fails over when the node it uses dies.
 
     ``ca_file`` pins the hub's CA for a direct connection to a TLS hub (``[hub] ca_file``);
     a ``tls://`` URL must end up on TLS, never nats-py's silent plain fallback."""
@@ -61,8 +66,9 @@ async def connect(
     async def on_reconnect() -> None:
         log.info("reconnected to local NATS server %s", url, extra={"device": device_id})
 
+    servers = [url, *(u for u in more_urls if u != url)]
     nc = await nats.connect(
-        url,
+        servers if len(servers) > 1 else url,
         name=name or f"signalbeam-agent {device_id}",
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,

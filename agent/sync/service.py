@@ -292,6 +292,9 @@ class SyncService:
             device_id=self.device_id,
             workdir=s.workdir,
             hub_leaf_url=s.leaf_url or creds.leaf_url,
+            # A configured leaf_url is the one link (a proxy, a fixed address); else every
+            # node of the hub's cluster, so the link fails over.
+            more_leaf_urls=() if s.leaf_url else tuple(creds.all_leaf_urls()[1:]),
             ca_file=s.leaf_ca_file,
             user=creds.nats_user,
             password=creds.nats_password,
@@ -592,8 +595,18 @@ class SyncService:
                 # Direct mode talks to the hub itself, so the hub's CA applies here; the
                 # local leaf is plain loopback and does its own TLS upstream.
                 ca = self.settings.leaf_ca_file if self.leaf is None else None
+                # Direct mode: a hub cluster's nodes too, to fail over to (only a cluster
+                # sends hub_urls: a single hub's hub_url must not bypass the configured url).
+                creds = self.settings.credentials
+                more = list(creds.hub_urls) if self.leaf is None and creds else []
                 return await connect(
-                    url, self.device_id, user=user, password=password, ca_file=ca, auth=auth
+                    url,
+                    self.device_id,
+                    user=user,
+                    password=password,
+                    ca_file=ca,
+                    auth=auth,
+                    more_urls=more,
                 )
             except Exception as exc:
                 self.link.lost(f"cannot connect to {url.split('@')[-1]}: {exc}")

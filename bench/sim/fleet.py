@@ -13,6 +13,7 @@ import heapq
 import logging
 import random
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import nats
@@ -192,14 +193,19 @@ class SimFleet:
 
         await asyncio.gather(*(one(d) for d in self.ids))
 
-    async def _connect(self, user: str, password: str, device_id: str | None) -> NATS:
+    async def _connect(
+        self, user: str, password: str, device_id: str | None, more: Sequence[str] = ()
+    ) -> NATS:
+        """``more``: a hub cluster's other nodes (the enrollment reply's ``hub_urls``), so a
+        device fails over as a direct-mode agent does."""
         kw: dict[str, Any] = {}
         if device_id is not None:
             # The agent's inbox prefix: a device may receive only its own replies.
             kw["inbox_prefix"] = f"_INBOX.{device_id}"
         try:
+            servers = [self.opts.server_url, *more]
             return await nats.connect(
-                self.opts.server_url,
+                servers if more else self.opts.server_url,
                 user=user,
                 password=password,
                 name=device_id or "sb-sim",
@@ -215,7 +221,7 @@ class SimFleet:
 
     async def _link_up(self, device_id: str) -> None:
         creds = self.credentials[device_id]
-        nc = await self._connect(creds.nats_user, creds.nats_password, device_id)
+        nc = await self._connect(creds.nats_user, creds.nats_password, device_id, creds.hub_urls)
         self._own[device_id] = nc
         dev = self.devices[device_id]
         await nc.subscribe(desired_prompt(device_id), cb=self._prompt_cb(dev))

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 from nats.aio.client import Client as NATS
@@ -175,6 +175,8 @@ class Enrollment:
         *,
         leaf_url: str,
         hub_url: str,
+        leaf_urls: Sequence[str] = (),
+        hub_urls: Sequence[str] = (),
         reload_users: Callable[[], Awaitable[None]],
         after_enroll: Callable[[list[tuple[str, dict[str, Any]]]], Awaitable[None]],
         auth: DeviceAuth | None = None,
@@ -185,6 +187,8 @@ class Enrollment:
         self.metrics = metrics
         self.leaf_url = leaf_url
         self.hub_url = hub_url
+        # A cluster's every node (single server: empty, the reply as before clusters).
+        self.leaf_urls, self.hub_urls = tuple(leaf_urls), tuple(hub_urls)
         self.reload_users = reload_users
         self.after_enroll = after_enroll
         self.auth = auth
@@ -291,6 +295,8 @@ class Enrollment:
         return EnrollReply(
             req.device_id, req.device_id, "", self.leaf_url, self.hub_url, JS_DOMAIN,
             trust=self.store.trust_cache,  # the fleet's bundle-signing keys (docs/security.md)
+            leaf_urls=self.leaf_urls,
+            hub_urls=self.hub_urls,
         ).to_json()  # fmt: skip
 
     async def _enroll_jwt(self, req: EnrollRequest) -> bytes:
@@ -335,6 +341,8 @@ class Enrollment:
             JS_DOMAIN,
             nats_jwt=token,
             trust=self.store.trust_cache,  # the fleet's bundle-signing keys (docs/security.md)
+            leaf_urls=self.leaf_urls,
+            hub_urls=self.hub_urls,
         ).to_json()
 
     def _refuse(self, device_id: str | None, code: str, message: str, field: str | None) -> bytes:

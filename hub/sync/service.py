@@ -79,9 +79,10 @@ class SyncService:
             await api.publish_change(kind, action, data, origin=ORIGIN)
 
         js = nc.jetstream()
+        # R3 on a hub NATS cluster (hub.config.HubConfig.js_replicas).
         if self.run_ingest:
-            await ensure_report_stream(js)
-        kv, created = await ensure_desired_bucket(js)
+            await ensure_report_stream(js, replicas=hub.cfg.js_replicas)
+        kv, created = await ensure_desired_bucket(js, hub.cfg.js_replicas)
 
         async def written(gens: dict[str, int]) -> None:
             metrics.desired_writes.inc(len(gens))
@@ -134,6 +135,8 @@ class SyncService:
             metrics,
             leaf_url=natsconf.leaf_url(cfg),
             hub_url=natsconf.hub_url(cfg),
+            leaf_urls=natsconf.leaf_urls(cfg) if cfg.clustered else (),
+            hub_urls=natsconf.hub_urls(cfg) if cfg.clustered else (),
             reload_users=hub.reload_device_users,
             after_enroll=after_enroll,
             auth=self.auth if cfg.jwt_auth else None,

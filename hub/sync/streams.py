@@ -14,6 +14,10 @@ With hub workers (``workers = M``, docs/architecture.md "Scale path") the stream
 transform files each report under ``sb.dev.<id>.report.<p>``, ``p`` = ``partition(M, 1)``
 of the device id; one hub (M = 1) stores the subject as published, as before.
 
+Both have ``replicas`` copies: R3 on a hub NATS cluster (``HubConfig.js_replicas``), so a
+node's death loses no report and no desired document; a stream or bucket made before the
+cluster is brought to that count in place.
+
 Both live in domain ``hub`` (the hub's nats-server config), so leaf devices address them as
 ``$JS.hub.API...``.
 """
@@ -54,7 +58,7 @@ REPORT_MAX_AGE = 30 * 86400.0
 DESIRED_HISTORY = 5
 
 
-def report_stream_config(partitions: int = 1) -> StreamConfig:
+def report_stream_config(partitions: int = 1, replicas: int = 1) -> StreamConfig:
     transform = (
         SubjectTransform(src=REPORT_WILDCARD, dest=report_partition_transform(partitions))
         if partitions > 1
@@ -71,7 +75,7 @@ def report_stream_config(partitions: int = 1) -> StreamConfig:
         max_age=REPORT_MAX_AGE,
         max_msg_size=MAX_MSG_SIZE,
         duplicate_window=DUPLICATE_WINDOW,
-        num_replicas=1,
+        num_replicas=replicas,
         subject_transform=transform,
     )
 
@@ -81,8 +85,10 @@ def _transform(cfg: StreamConfig) -> tuple[str, str] | None:
     return None if t is None else (t.src, t.dest)
 
 
-async def ensure_report_stream(js: JetStreamContext, partitions: int = 1) -> None:
-    cfg = report_stream_config(partitions)
+async def ensure_report_stream(
+    js: JetStreamContext, partitions: int = 1, replicas: int = 1
+) -> None:
+    cfg = report_stream_config(partitions, replicas)
     try:
         info = await js.stream_info(REPORT_STREAM)
     except NotFoundError:
@@ -98,6 +104,7 @@ async def ensure_report_stream(js: JetStreamContext, partitions: int = 1) -> Non
         or have.max_age != cfg.max_age
         or have.discard != cfg.discard
         or _transform(have) != _transform(cfg)
+        or (have.num_replicas or 1) != cfg.num_replicas
     ):
         if have.retention != cfg.retention:
             # Retention cannot change in place; keep the stream (it still works) and say so.
@@ -115,7 +122,7 @@ async def ensure_report_stream(js: JetStreamContext, partitions: int = 1) -> Non
             log.warning("could not update stream %s: %s", REPORT_STREAM, exc)
 
 
-async def ensure_desired_bucket(js: JetStreamContext) -> tuple[KeyValue, bool]:
+async def ensure_desired_bucket(js: JetStreamContext, replicas: int = 1) -> tuple[KeyValue, bool]:
     """The bucket, and True when it was created now (a fresh or wiped JetStream store: every
     device's document must be written again, whatever the DB says was written)."""
     try:
@@ -124,6 +131,7 @@ async def ensure_desired_bucket(js: JetStreamContext) -> tuple[KeyValue, bool]:
         rp = info.config.republish
         if (
             not info.config.allow_direct
+            or (info.config.num_replicas or 1) != replicas
             or rp is None
             or (rp.src, rp.dest, bool(rp.headers_only))
             != (_republish().src, _republish().dest, True)
@@ -132,8 +140,9 @@ async def ensure_desired_bucket(js: JetStreamContext) -> tuple[KeyValue, bool]:
             # bring an older bucket to this config in place.
             info.config.allow_direct = True
             info.config.republish = _republish()
+            info.config.num_replicas = replicas
             await js.update_stream(info.config)
-            log.info("updated KV bucket %s (direct get, republish)", DESIRED_BUCKET)
+            log.info("updated KV bucket %s (direct get, republish, R%d)", DESIRED_BUCKET, replicas)
         return kv, False
     except BucketNotFoundError:
         kv = await js.create_key_value(
@@ -143,6 +152,7 @@ async def ensure_desired_bucket(js: JetStreamContext) -> tuple[KeyValue, bool]:
                 storage=StorageType.FILE,
                 direct=True,
                 republish=_republish(),
+                replicas=replicas,
                 description="desired state per device (docs/sync.md)",
             )
         )

@@ -29,3 +29,27 @@ def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 60.0) -> 
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+def free_port_block(n: int) -> int:
+    """The first of ``n`` consecutive free loopback ports (a hub cluster on one machine puts
+    node i on each configured port plus i)."""
+    for _ in range(100):
+        first = free_port()
+        block = range(first, first + n)
+        if first + n > 65535 or any(p in _handed_out for p in block[1:]):
+            continue
+        try:
+            socks = []
+            for port in block[1:]:
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+        _handed_out.update(block)
+        return first
+    raise RuntimeError(f"no {n} consecutive free loopback ports found in 100 tries")
