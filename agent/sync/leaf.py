@@ -116,7 +116,10 @@ def remote_conf(s: LeafSettings) -> dict[str, object]:
     urls = [s.hub_leaf_url, *(u for u in s.more_leaf_urls if u != s.hub_leaf_url)]
     if s.ca_file:
         # A pinned CA means TLS; say so in the URL too, so logs and status do not mislead.
-        urls = ["tls://" + u.removeprefix("nats-leaf://") for u in urls]
+        urls = [
+            "tls://" + u.removeprefix("nats-leaf://") if u.startswith("nats-leaf://") else u
+            for u in urls
+        ]
     url = urls[0]
     user = None if s.credentials else s.user
     remote: dict[str, object] = {"compression": s.compression}

@@ -13,7 +13,7 @@ import heapq
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import nats
@@ -194,11 +194,18 @@ class SimFleet:
         await asyncio.gather(*(one(d) for d in self.ids))
 
     async def _connect(
-        self, user: str, password: str, device_id: str | None, more: Sequence[str] = ()
+        self,
+        user: str,
+        password: str,
+        device_id: str | None,
+        more: Sequence[str] = (),
+        reconnected: Callable[[], Awaitable[None]] | None = None,
     ) -> NATS:
         """``more``: a hub cluster's other nodes (the enrollment reply's ``hub_urls``), so a
         device fails over as a direct-mode agent does."""
         kw: dict[str, Any] = {}
+        if reconnected is not None:
+            kw["reconnected_cb"] = reconnected
         if device_id is not None:
             # The agent's inbox prefix: a device may receive only its own replies.
             kw["inbox_prefix"] = f"_INBOX.{device_id}"
@@ -221,9 +228,18 @@ class SimFleet:
 
     async def _link_up(self, device_id: str) -> None:
         creds = self.credentials[device_id]
-        nc = await self._connect(creds.nats_user, creds.nats_password, device_id, creds.hub_urls)
-        self._own[device_id] = nc
         dev = self.devices[device_id]
+
+        async def relinked() -> None:
+            # As the agent on a new link: puts made while it was down were never prompted
+            # (another node of a hub cluster, or the same hub back).
+            dev.prompt()
+            dev.kick()
+
+        nc = await self._connect(
+            creds.nats_user, creds.nats_password, device_id, creds.hub_urls, relinked
+        )
+        self._own[device_id] = nc
         await nc.subscribe(desired_prompt(device_id), cb=self._prompt_cb(dev))
         dev.attach(Link.of(nc))
 
