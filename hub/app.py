@@ -180,7 +180,7 @@ class Hub:
         self.ingest.applier.row_handlers.extend(self.sync.row_handlers)
         await self.ingest.start()
         await self._start_http()
-        self.lease = Lease(js, f"worker-{index}", self._own)
+        self.lease = Lease(js, f"worker-{index}", self._own, replicas=self.cfg.js_replicas)
         await self.lease.start()
         log.info(
             "hub worker %d/%d ready: ingest partition %d, http %s:%s",

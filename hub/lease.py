@@ -66,7 +66,8 @@ def holder_doc(name: str) -> bytes:
     ).encode()
 
 
-async def ensure_bucket(js: JetStreamContext, ttl: float = TTL) -> KeyValue:
+async def ensure_bucket(js: JetStreamContext, ttl: float = TTL, replicas: int = 1) -> KeyValue:
+    """``replicas``: R3 on a hub NATS cluster (``HubConfig.js_replicas``)."""
     try:
         return await js.key_value(LEASE_BUCKET)
     except BucketNotFoundError:
@@ -76,6 +77,7 @@ async def ensure_bucket(js: JetStreamContext, ttl: float = TTL) -> KeyValue:
                 history=1,
                 ttl=ttl,
                 storage=StorageType.FILE,
+                replicas=replicas,
                 description="the hub control-plane owner's lease (docs/architecture.md)",
             )
         )
@@ -105,8 +107,10 @@ class Lease:
         on_acquired: Callable[[], Awaitable[None]],
         *,
         ttl: float = TTL,
+        replicas: int = 1,
     ) -> None:
         self.js = js
+        self.replicas = replicas
         self.name = name
         self.on_acquired = on_acquired
         self.ttl = ttl
@@ -118,7 +122,7 @@ class Lease:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._kv = await ensure_bucket(self.js, self.ttl)
+        self._kv = await ensure_bucket(self.js, self.ttl, self.replicas)
         self._task = asyncio.create_task(self._run(), name="hub-lease")
 
     async def _run(self) -> None:

@@ -53,6 +53,12 @@ log = logging.getLogger(__name__)
 Trigger = Callable[[], Any]  # may return an awaitable
 
 
+# A read older than the prompt that announced it (a replica behind): read again this often,
+# at most this many times per announced revision (then the poll is the safety net).
+STALE_RETRY = 0.2
+STALE_RETRIES = 25
+
+
 @dataclasses.dataclass(frozen=True)
 class DownlinkSettings:
     # Online, a read even without any prompt: a safety net when the leaf's /leafz watches the
@@ -116,6 +122,12 @@ class Downlink:
         s = self.settings
         self._interval = s.liveness_interval if report_link else s.poll_interval
         self._prompt = asyncio.Event()
+        # The newest revision a prompt announced, and reads that came back older: on a hub
+        # NATS cluster a direct get may be answered by a replica that has not stored the put
+        # yet (JetStream's direct get trades that for reads off the leader), so such a read
+        # is retried, a bounded number of times, rather than left to the poll.
+        self._announced = 0
+        self._stale_reads = 0
         self._subs: list[Subscription] = []
         self._extra = {"device": device_id}
 
@@ -134,6 +146,8 @@ class Downlink:
             last = self.stats.last_revision
             if seq and last is not None and seq <= last:
                 return  # already have it (or newer)
+            if seq > self._announced:
+                self._announced, self._stale_reads = seq, 0
             self._prompt.set()
 
         # The republish crosses a leaf link; $KV.desired.<id> itself only reaches a device
@@ -172,6 +186,10 @@ class Downlink:
                         # read retries it; this task must outlive any single failure.
                         log.exception("desired read failed", extra=self._extra)
                     last_probe = time.monotonic()
+                    if self._stale() and self._stale_reads < STALE_RETRIES:
+                        self._stale_reads += 1
+                        await asyncio.sleep(STALE_RETRY)
+                        self._prompt.set()
                 try:
                     await asyncio.wait_for(self._prompt.wait(), self.settings.tick)
                 except TimeoutError:
@@ -182,6 +200,10 @@ class Downlink:
                     await sub.unsubscribe()
                 except Exception:
                     pass
+
+    def _stale(self) -> bool:
+        last = self.stats.last_revision
+        return self._announced > 0 and (last is None or last < self._announced)
 
     def _missed_prompt(self) -> None:
         """A timed read found a put that no prompt announced while the link stayed up: the
