@@ -230,3 +230,49 @@ def test_offline_grace_stretches_to_three_of_the_devices_intervals(hub_store: Hu
     assert set(stale) == {"chatty", "old"}
     stale = dict(hub_store.mark_stale_offline(now_iso(now - 90), now=now + 1000))
     assert set(stale) == {"quiet"}
+
+
+def _request(*argv: str) -> tuple[str, dict]:
+    from tui import cli
+
+    args = cli.build_parser().parse_args(list(argv))
+    verb, body = args.request(args)
+    return verb, body
+
+
+def test_cli_metered_commands_build_their_bodies() -> None:
+    assert _request("device", "metered", "set", "pi-1", "--budget", "100KB/day") == (
+        "metered.set",
+        {"target": "device:pi-1", "budget": "100KB/day"},
+    )
+    assert _request("group", "metered", "set", "cell", "--budget", "1MB/day") == (
+        "metered.set",
+        {"target": "group:cell", "budget": "1MB/day"},
+    )
+    assert _request("group", "metered", "clear", "cell") == (
+        "metered.set",
+        {"target": "group:cell", "clear": True},
+    )
+    assert _request("metered") == ("metered.list", {})
+
+
+def test_device_show_and_screen_say_bytes_used_against_the_budget() -> None:
+    import io
+
+    from tui.metered_cli import print_budget_set
+    from tui.models import detail as dm
+    from tui.output import show_device
+
+    metered = {"budget_set": 100_000, "budget": 100_000, "bytes_day": 41_200, "over": False}
+    out = io.StringIO()
+    show_device({"id": "pi-1", "metered": metered}, out)
+    assert "41.2KB in 24 h of 100KB/day" in out.getvalue()
+    over = {**metered, "bytes_day": 130_000, "over": True}
+    assert "OVER BUDGET" in dm.metered_line(over)
+    pending = {"budget_set": 50_000, "budget": None, "bytes_day": None, "over": False}
+    assert dm.metered_line(pending) == "not measured yet; hub set 50KB/day, not applied yet"
+    assert "data 41.2KB in 24 h of 100KB/day" in dm.gate_lines({"metered": metered})
+    out = io.StringIO()
+    print_budget_set({"target": "group:cell", "budget": 100_000, "changed": True,
+                      "devices": ["a"]}, out)  # fmt: skip
+    assert "group:cell: data budget set: 100KB/day" in out.getvalue()

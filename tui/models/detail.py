@@ -560,15 +560,18 @@ def state_style(state: str) -> str:
 
 
 def metered_line(m: Mapping[str, Any]) -> str:
-    """``41.2KB of 100KB/day in 24 h`` (and who set the budget), from ``devices.get``'s or
-    the summary's ``metered``."""
-    budget = m.get("budget") if m.get("budget") is not None else m.get("budget_set")
+    """``41.2KB in 24 h of 100KB/day`` from ``devices.get``'s or the summary's ``metered``:
+    the device's own word (its last full heartbeat), and the hub's budget when the device
+    does not run under it yet."""
+    own, hub = m.get("budget"), m.get("budget_set")
     used = m.get("bytes_day")
     head = "not measured yet" if used is None else f"{format_bytes(used)} in 24 h"
-    if budget is None:
+    if own is None and hub is None:
         return head + " (not metered)"
+    if own is None:
+        return f"{head}; hub set {format_budget(hub)}, not applied yet"
     over = " OVER BUDGET" if m.get("over") else ""
-    pending = ""
-    if m.get("budget_set") is not None and m.get("budget") != m.get("budget_set"):
-        pending = f" (hub set {format_budget(m['budget_set'])}; not applied yet)"
-    return f"{head} of {format_budget(budget)}{over}{pending}"
+    pending = (
+        "" if hub is None or hub == own else f" (hub set {format_budget(hub)}, not applied yet)"
+    )
+    return f"{head} of {format_budget(own)}{over}{pending}"
