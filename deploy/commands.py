@@ -48,6 +48,12 @@ def init_command(hub: HubSettings) -> StringCommand:
     if hub.client_tls:
         argv += ["--client-tls-cert", QuoteString(hub.remote_client_cert)]
         argv += ["--client-tls-key", QuoteString(hub.remote_client_key)]
+    if hub.cluster_hosts:
+        # This hub runs node 0; the other nodes' configs are written beside it
+        # (DATA/nats/node<i>.conf, docs/deploy.md "A hub NATS cluster").
+        argv += ["--cluster-hosts", QuoteString(",".join(hub.cluster_hosts))]
+        argv += ["--cluster-local", str(hub.cluster_node)]
+        argv += ["--cluster-port", str(hub.cluster_port)]
     if not hub.litestream:
         argv.append("--no-litestream")
     elif hub.replica_url:

@@ -62,6 +62,11 @@ class HubSettings:
     # Hub workers (docs/architecture.md "Scale path"): > 1 runs signalbeam-hub.service as
     # `signalbeam-hub nats` and signalbeam-hub-worker@0..N-1.service beside it.
     workers: int = 1
+    # A hub NATS cluster (docs/hub.md "NATS cluster"): the nodes' addresses, one a node
+    # (empty: one nats-server); this deploy runs node ``cluster_node`` with the hub.
+    cluster_hosts: tuple[str, ...] = ()
+    cluster_node: int = 0
+    cluster_port: int = 6222
     init_output: str = "/root/signalbeam-hub-init.txt"
     nofile: int = 65536
     # False: enable the units but never start, restart or daemon-reload them (a host that is

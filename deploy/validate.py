@@ -96,6 +96,8 @@ HUB_VARS = frozenset(
         "signalbeam_hub_replica_env",
         "signalbeam_hub_offline_grace",
         "signalbeam_hub_workers",
+        "signalbeam_hub_cluster_hosts",
+        "signalbeam_hub_cluster_port",
         "signalbeam_hub_init_output",
         "signalbeam_hub_nofile",
         "signalbeam_hub_leaf_tls_cert",
@@ -123,6 +125,24 @@ AGENT_VARS = frozenset(
     }
 )
 KNOWN_VARS = PACKAGE_VARS | HUB_VARS | AGENT_VARS
+
+
+def read_cluster_hosts(data: Mapping[str, Any]) -> tuple[str, ...]:
+    """``signalbeam_hub_cluster_hosts``: 3 or more node addresses, the first this hub's own
+    (docs/deploy.md "A hub NATS cluster"), or none."""
+    var = "signalbeam_hub_cluster_hosts"
+    raw = get_var(data, var)
+    if raw is None or raw == []:
+        return ()
+    if not isinstance(raw, list | tuple) or not all(isinstance(h, str) for h in raw):
+        raise DeployDataError(var, "must be a list of host names or addresses, one per node")
+    if len(raw) < 3:
+        raise DeployDataError(var, f"a cluster needs at least 3 nodes, got {len(raw)}")
+    for i, host in enumerate(raw):
+        check_host(host, f"{var}[{i}]")
+    if len(set(raw)) != len(raw):
+        raise DeployDataError(var, "names a host twice (one node per machine)")
+    return tuple(raw)
 
 
 def check_known(data: Mapping[str, Any]) -> None:
@@ -233,6 +253,13 @@ def validate_hub(data: Mapping[str, Any], *, inventory_name: str | None = None) 
             replica_env[name] = value
     leaf_cert, leaf_key = read_tls_pair(data, "leaf")
     client_cert, client_key = read_tls_pair(data, "client")
+    cluster_hosts = read_cluster_hosts(data)
+    cluster_port = read_port(data, "signalbeam_hub_cluster_port", HubSettings.cluster_port)
+    if cluster_hosts and cluster_port in seen:
+        raise DeployDataError(
+            "signalbeam_hub_cluster_port", f"port {cluster_port} is already used by"
+            f" {seen[cluster_port]}"
+        )  # fmt: skip
     return HubSettings(
         package=package,
         public_host=public_host,
@@ -251,6 +278,8 @@ def validate_hub(data: Mapping[str, Any], *, inventory_name: str | None = None) 
             data, "signalbeam_hub_offline_grace", HubSettings.offline_grace, 1, 7 * 86400, "seconds"
         ),
         workers=read_int(data, "signalbeam_hub_workers", HubSettings.workers, 1, 64, "a count"),
+        cluster_hosts=cluster_hosts,
+        cluster_port=cluster_port,
         init_output=read_path(data, "signalbeam_hub_init_output", HubSettings.init_output),
         nofile=read_int(
             data, "signalbeam_hub_nofile", HubSettings.nofile, 1024, 1 << 20, "a count"

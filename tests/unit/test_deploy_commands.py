@@ -173,3 +173,17 @@ def test_init_without_litestream() -> None:
     )
     raw = init_command(hub).get_raw_value()
     assert "--no-litestream" in raw and "--replica-url" not in raw
+
+
+def test_init_lays_out_the_cluster_with_this_host_as_node_0() -> None:
+    hub = validate_hub(
+        {
+            "signalbeam_hub_public_host": "h.example.com",
+            "signalbeam_hub_cluster_hosts": ["10.0.0.1", "10.0.0.2", "10.0.0.3"],
+        }
+    )
+    raw = init_command(hub).get_raw_value()
+    assert "--cluster-hosts 10.0.0.1,10.0.0.2,10.0.0.3 --cluster-local 0" in raw
+    assert "--cluster-port 6222" in raw
+    plain = validate_hub({"signalbeam_hub_public_host": "h.example.com"})
+    assert "--cluster" not in init_command(plain).get_raw_value()

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from agent.config import load_config
+from deploy.fields import DeployDataError
 from deploy.render import agent_context, hub_context, render
 from deploy.settings import AgentSettings, HubSettings
 from deploy.validate import validate_agent, validate_hub
@@ -228,3 +229,19 @@ def test_hub_workers_units(tmp_path: Path) -> None:
     assert svc["ExecStart"].endswith(" run --data /var/lib/signalbeam-hub --worker %i")
     assert svc["ProtectSystem"] == "strict" and svc["Restart"] == "always"
     assert parse_toml(render("hub.toml.j2", **hub_context(hub))).workers == 3
+
+
+def test_hub_cluster_hosts_render_a_node_0_config() -> None:
+    hosts = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    hub = _hub(signalbeam_hub_cluster_hosts=hosts, signalbeam_hub_cluster_port=6300)
+    cfg = parse_toml(render("hub.toml.j2", **hub_context(hub)))
+    assert cfg.jwt_auth
+    assert cfg.cluster_hosts == tuple(hosts) and cfg.cluster_local == (0,)
+    assert cfg.cluster_port == 6300
+    assert parse_toml(render("hub.toml.j2", **hub_context(_hub()))).cluster_hosts == ()
+    for bad in (["a", "b"], ["a", "a", "b"], "a,b,c", ["a", "b", "bad host"]):
+        with pytest.raises(DeployDataError) as e:
+            _hub(signalbeam_hub_cluster_hosts=bad)
+        assert e.value.var.startswith("signalbeam_hub_cluster_hosts"), bad
+    with pytest.raises(DeployDataError):
+        _hub(signalbeam_hub_cluster_hosts=hosts, signalbeam_hub_cluster_port=4222)
