@@ -243,6 +243,17 @@ def _format_status(s: dict[str, Any]) -> str:
     from agent.sync.liveness import describe
 
     lines.append(f"hub         {describe(s.get('hub'), time.time())}")
+    metered = (s.get("hub") or {}).get("metered") if isinstance(s.get("hub"), dict) else None
+    if isinstance(metered, dict) and metered.get("budget") is not None:
+        from protocol.metered import format_budget, format_bytes
+
+        used = metered.get("bytes_day")
+        lines.append(
+            f"metered     budget {format_budget(metered['budget'])}, tier {metered.get('tier')}"
+            f" (heartbeat {metered.get('heartbeat')}s, rollups every {metered.get('flush')}s),"
+            f" {'not measured yet' if used is None else format_bytes(used) + ' in 24 h'}"
+            " (leaf message bytes)"
+        )
     http = s["http"]
     if http["enabled"]:
         fp = http.get("tls_fingerprint")

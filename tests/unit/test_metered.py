@@ -276,3 +276,25 @@ def test_device_show_and_screen_say_bytes_used_against_the_budget() -> None:
     print_budget_set({"target": "group:cell", "budget": 100_000, "changed": True,
                       "devices": ["a"]}, out)  # fmt: skip
     assert "group:cell: data budget set: 100KB/day" in out.getvalue()
+
+
+def test_agent_status_names_the_pacing_and_the_bytes_used() -> None:
+    from agent.cli import _format_status
+
+    pacing = pacing_for(100_000).to_dict()
+    status = {
+        "agent": {"running": True, "pid": 7},
+        "device_id": "d1",
+        "desired": None,
+        "deployment": None,
+        "last_reconcile": None,
+        "containers": [],
+        "outbox": {"pending": 0, "bytes": 0, "oldest_created_at": None},
+        "last_event_seq": 0,
+        "disk": None,
+        "hub": {"online": True, "mode": "leaf", "metered": {**pacing, "bytes_day": 41_200}},
+        "http": {"enabled": False},
+        "metrics": {},
+    }
+    text = _format_status(status)
+    assert "metered     budget 100KB/day, tier 4" in text and "41.2KB in 24 h" in text
