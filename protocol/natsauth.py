@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import os
 import re
@@ -32,20 +31,20 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import nacl.exceptions
-import nacl.signing
-import nkeys
-
 from protocol.enroll import USER_KEY_RE
+
+# nkeys, PyNaCl and hashlib (OpenSSL) are imported where a key is used, not with this module:
+# the operator CLI imports it to connect, and `signalbeam --help` must stay light
+# (tests/integration/test_cli_manners.py).
 
 JWT_HEADER = {"typ": "JWT", "alg": "ed25519-nkey"}
 # A JWT as nats-io writes one: three base64url parts, the first always this header's.
 _JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 
 PREFIXES = {
-    "operator": nkeys.PREFIX_BYTE_OPERATOR,
-    "account": nkeys.PREFIX_BYTE_ACCOUNT,
-    "user": nkeys.PREFIX_BYTE_USER,
+    "operator": "PREFIX_BYTE_OPERATOR",
+    "account": "PREFIX_BYTE_ACCOUNT",
+    "user": "PREFIX_BYTE_USER",
 }
 
 
@@ -53,23 +52,31 @@ class AuthError(ValueError):
     """A key, JWT or creds file that is not what it must be."""
 
 
+def _nkeys() -> Any:
+    import nkeys
+
+    return nkeys
+
+
 def new_seed(kind: str = "user") -> str:
     """A new nkey seed (``S…``) of ``kind`` (operator, account, user), 256 random bits."""
-    return str(nkeys.encode_seed(os.urandom(32), PREFIXES[kind]).decode())
+    nk = _nkeys()
+    return str(nk.encode_seed(os.urandom(32), getattr(nk, PREFIXES[kind])).decode())
 
 
 def public_key(seed: str) -> str:
-    kp = nkeys.from_seed(bytearray(seed.encode()))
-    return str(kp.public_key.decode())
+    return str(_nkeys().from_seed(bytearray(seed.encode())).public_key.decode())
 
 
 def sign(seed: str, data: bytes) -> bytes:
-    kp = nkeys.from_seed(bytearray(seed.encode()))
-    return bytes(kp.sign(data))
+    return bytes(_nkeys().from_seed(bytearray(seed.encode())).sign(data))
 
 
 def verify(public: str, data: bytes, signature: bytes) -> bool:
     """Whether ``signature`` is ``public``'s ed25519 signature of ``data``."""
+    import nacl.exceptions
+    import nacl.signing
+
     try:
         raw = base64.b32decode(public + "=" * (-len(public) % 8))
     except (binascii.Error, ValueError):
@@ -98,6 +105,8 @@ def _unb64(text: str) -> bytes:
 def encode(claims: dict[str, Any], issuer_seed: str, *, now: int | None = None) -> str:
     """Sign ``claims`` (``sub``, ``name``, ``nats``, optionally ``exp``) as ``issuer_seed``:
     ``iss``, ``iat`` and ``jti`` are filled in here."""
+    import hashlib
+
     doc = dict(claims)
     doc["iss"] = public_key(issuer_seed)
     doc["iat"] = int(time.time()) if now is None else now

@@ -28,7 +28,7 @@ class SyncStore(StoreBase):
                 " (device_id, nats_user, nats_password_hash, created_at)"
                 " VALUES (?, ?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET"
                 " nats_user = excluded.nats_user,"
-                " nats_password_hash = excluded.nats_password_hash,"
+                " nats_password_hash = excluded.nats_password_hash, nats_public_key = NULL,"
                 " created_at = excluded.created_at",
                 (device_id, user, password_hash, now_iso()),
             )

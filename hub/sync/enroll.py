@@ -152,6 +152,8 @@ def enroll_in_store(
         if public_key:
             store.set_device_key(device_id, public_key, int(time.time()))
         else:
+            # A key from an earlier enrollment is not this one's: revoked, forgotten.
+            store.revoke_device(device_id, int(time.time()))
             store.set_device_credentials(device_id, device_id, password_hash)
         # The key its secrets are sealed to; a re-enrollment from an agent without one
         # clears the old key, so nothing is sealed to a key the device may no longer hold.
