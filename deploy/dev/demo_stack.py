@@ -23,7 +23,7 @@ from tests.harness.proxy import TcpProxy
 from tests.harness.registry import Registry
 
 BIN = Path(sys.executable).parent
-CANARY_PERCENT = 33  # the demo rollout's first wave: one of the three devices
+CANARY_PERCENT = 33  # the demo rollout's first phase: one of the three devices
 DEVICES = (("pi-01", "lab,rpi"), ("pi-02", "lab,rpi"), ("nuc-01", "lab,x86"))
 # Short, so a cut device shows offline soon; above the agents' 30 s heartbeat interval, so
 # connected devices never flap.

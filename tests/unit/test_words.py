@@ -37,8 +37,9 @@ def test_old_desired_changed_events_take_the_one_name(tmp_path: Path) -> None:
 def test_the_demo_canary_sends_one_device_first_as_it_says() -> None:
     import importlib.util
 
-    path = Path(__file__).resolve().parents[2] / "deploy" / "dev" / "demo.py"
-    spec = importlib.util.spec_from_file_location("sb_demo", path)
+    # The demo's rollout settings live beside its stack (deploy/dev/demo_stack.py).
+    path = Path(__file__).resolve().parents[2] / "deploy" / "dev" / "demo_stack.py"
+    spec = importlib.util.spec_from_file_location("sb_demo_stack", path)
     assert spec is not None and spec.loader is not None
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
