@@ -16,7 +16,7 @@ from nats.aio.client import Client as NATS
 
 from hub.api.service import ApiService
 from hub.bus import EventBus
-from hub.config import HubConfig
+from hub.config import HubConfig, Secrets
 from hub.metrics import HubMetrics
 from hub.natsjwt import HubKeys
 from hub.store import Store
@@ -57,6 +57,10 @@ class HubContext(Protocol):
 
     @property
     def cfg(self) -> HubConfig: ...
+
+    # The shared logins (the bootstrap one goes to devices in renewal replies).
+    @property
+    def sec(self) -> Secrets: ...
 
     @property
     def metrics(self) -> HubMetrics: ...

@@ -81,11 +81,27 @@ def decode_renew_request(data: bytes | str) -> RenewRequest:
 class RenewReply:
     device_id: str
     nats_jwt: str = field(repr=False)
+    # The hub's current bootstrap login URL (with its secret): what renews a JWT that
+    # expires while the device is offline. A password-enrolled device has none until its
+    # migration reply hands it one, and a hub switched to JWT mode has a new one, so every
+    # reply carries it and the agent keeps the latest. Absent from hubs before this field.
+    bootstrap_url: str = field(default="", repr=False)
 
     def to_json(self) -> bytes:
-        return dumps({"v": SCHEMA_VERSION, "device_id": self.device_id, "nats_jwt": self.nats_jwt})
+        doc: dict[str, Any] = {
+            "v": SCHEMA_VERSION,
+            "device_id": self.device_id,
+            "nats_jwt": self.nats_jwt,
+        }
+        if self.bootstrap_url:
+            doc["bootstrap_url"] = self.bootstrap_url
+        return dumps(doc)
 
 
 def decode_renew_reply(data: bytes | str) -> RenewReply:
     doc = Fields(load_reply(data, MAX_AUTH_BYTES), "")
-    return RenewReply(device_id=doc.device_id(), nats_jwt=doc.str_("nats_jwt", max_len=8192))
+    return RenewReply(
+        device_id=doc.device_id(),
+        nats_jwt=doc.str_("nats_jwt", max_len=8192),
+        bootstrap_url=doc.str_("bootstrap_url", required=False, max_len=8192) or "",
+    )

@@ -32,6 +32,7 @@ from nats.aio.client import Client as NATS
 from protocol import natsauth
 from protocol.deviceauth import (
     AuthChallenge,
+    RenewReply,
     RenewRequest,
     decode_auth_challenge,
     decode_renew_reply,
@@ -88,9 +89,12 @@ def _signed(creds: EnrollReply, nonce: str, public_key: str = "") -> bytes:
     ).to_json()
 
 
-async def renew_over(nc: NATS, creds: EnrollReply, *, own_link: bool, public_key: str = "") -> str:
-    """One challenge + renewal; returns the new JWT (raises on any failure). ``public_key``:
-    a password-enrolled device moving to its own key (``creds.nats_seed`` is its seed)."""
+async def renew_over(
+    nc: NATS, creds: EnrollReply, *, own_link: bool, public_key: str = ""
+) -> RenewReply:
+    """One challenge + renewal; returns the hub's reply (raises on any failure).
+    ``public_key``: a password-enrolled device moving to its own key (``creds.nats_seed``
+    is its seed)."""
     if own_link:
         first, second = (
             device_auth(creds.device_id, "challenge"),
@@ -106,10 +110,18 @@ async def renew_over(nc: NATS, creds: EnrollReply, *, own_link: bool, public_key
     out = decode_renew_reply(reply.data)
     if out.device_id != creds.device_id:
         raise ValueError("the hub renewed another device's JWT")
-    return out.nats_jwt
+    return out
 
 
-async def renew_via_bootstrap(creds: EnrollReply, ca_file: str | None = None) -> str:
+def renewed(creds: EnrollReply, reply: RenewReply) -> EnrollReply:
+    """The credentials with the new JWT, and the bootstrap URL the hub handed (a hub from
+    before that field hands none: the one kept stays)."""
+    return replace(
+        creds, nats_jwt=reply.nats_jwt, bootstrap_url=reply.bootstrap_url or creds.bootstrap_url
+    )
+
+
+async def renew_via_bootstrap(creds: EnrollReply, ca_file: str | None = None) -> RenewReply:
     if not creds.bootstrap_url:
         raise ValueError("no bootstrap login kept: enroll again to renew")
     from protocol import natstls
@@ -135,11 +147,13 @@ async def renew_via_bootstrap(creds: EnrollReply, ca_file: str | None = None) ->
 
 async def migrate(nc: NATS, creds: EnrollReply) -> EnrollReply:
     """A device enrolled with a password makes its own nkey and gets its first JWT over its
-    own (password) link; it keeps the password until the hub no longer takes it."""
+    own (password) link; it keeps the password until the hub no longer takes it. The reply's
+    bootstrap URL is what renews its JWT after an expiry offline, as a JWT-enrolled device
+    does (a password enrollment never kept one)."""
     seed = natsauth.new_seed("user")
     with_key = replace(creds, nats_seed=seed)
-    token = await renew_over(nc, with_key, own_link=True, public_key=natsauth.public_key(seed))
-    return replace(with_key, nats_jwt=token)
+    reply = await renew_over(nc, with_key, own_link=True, public_key=natsauth.public_key(seed))
+    return renewed(with_key, reply)
 
 
 class JwtRenewer:
@@ -169,7 +183,7 @@ class JwtRenewer:
 
     async def renew_once(self) -> bool:
         """Try the own link first (while the JWT is valid), then the bootstrap login."""
-        token: str | None = None
+        token: RenewReply | None = None
         errors = []
         nc = self.nc()
         if nc is not None and nc.is_connected and not expired(self.jwt):
@@ -186,7 +200,7 @@ class JwtRenewer:
             self.failures += 1
             log.warning("JWT renewal failed (%s)", "; ".join(errors), extra=self._extra)
             return False
-        self.creds = replace(self.creds, nats_jwt=token)
+        self.creds = renewed(self.creds, token)
         await asyncio.to_thread(self.save, self.creds)
         self.renewed += 1
         log.info("JWT renewed", extra=self._extra)

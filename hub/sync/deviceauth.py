@@ -77,6 +77,7 @@ class DeviceAuth:
         keys: HubKeys,
         *,
         ttl: int = natsjwt.DEVICE_JWT_TTL,
+        bootstrap_url: str = "",
     ) -> None:
         self.nc = nc
         self.sys_nc = sys_nc
@@ -85,6 +86,7 @@ class DeviceAuth:
         self.metrics = metrics
         self.keys = keys
         self.ttl = ttl
+        self.bootstrap_url = bootstrap_url
         self._nonces: dict[str, list[tuple[str, float]]] = {}
         self._subs: list[Subscription] = []
         self._push_lock = asyncio.Lock()
@@ -252,7 +254,9 @@ class DeviceAuth:
             "own link" if own_link else "bootstrap login",
             extra={"device": device_id},
         )
-        return RenewReply(device_id, token).to_json()
+        # The bootstrap URL in every reply: a migrated device gets the one it never had at
+        # enrollment, and every device the new one after a switch to JWT mode.
+        return RenewReply(device_id, token, self.bootstrap_url).to_json()
 
     def _add_key(self, device_id: str, key: str) -> None:
         self.store.set_device_key(device_id, key, int(time.time()), keep_password=True)

@@ -123,7 +123,16 @@ class SyncService:
         cfg = hub.cfg
         if hub.keys is not None:
             self.auth = DeviceAuth(
-                nc, hub.sys_nc, store, hub.call, metrics, hub.keys, ttl=cfg.device_jwt_ttl
+                nc,
+                hub.sys_nc,
+                store,
+                hub.call,
+                metrics,
+                hub.keys,
+                ttl=cfg.device_jwt_ttl,
+                bootstrap_url=natsconf.client_url(
+                    cfg, natsconf.ENROLL_USER, hub.sec.enroll_password
+                ),
             )
             await self.auth.start()
             # The account JWT with every revocation, also one the resolver lost.

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import nats
 import pytest
@@ -198,7 +199,8 @@ async def test_renewal_needs_the_device_key_not_the_token(hub: SyncHub, admin: H
     nc = await device_nc(hub, a)
     try:
         fresh = await renew_over(nc, a, own_link=True)
-        assert natsauth.claims(fresh)["sub"] == natsauth.public_key(a.nats_seed)
+        assert natsauth.claims(fresh.nats_jwt)["sub"] == natsauth.public_key(a.nats_seed)
+        assert fresh.bootstrap_url == hub.enroll_url  # the hub's current bootstrap login
         # A nonce signed by another key: refused.
         reply = await nc.request(
             device_auth("jwt-renew", "challenge"), AuthChallenge("jwt-renew").to_json(), 10
@@ -215,7 +217,7 @@ async def test_renewal_needs_the_device_key_not_the_token(hub: SyncHub, admin: H
         await nc.close()
     # Through the bootstrap login (what a device whose JWT expired offline does).
     via_boot = await renew_via_bootstrap(replace(a, bootstrap_url=hub.enroll_url))
-    assert natsauth.claims(via_boot)["name"] == "jwt-renew"
+    assert natsauth.claims(via_boot.nats_jwt)["name"] == "jwt-renew"
     # A replayed nonce is refused there too.
     boot = await nats.connect(
         hub.enroll_url, inbox_prefix="_INBOX._enroll", **natsauth.auth_options(hub.enroll_url)
@@ -367,8 +369,12 @@ async def test_a_thousand_enrollments_at_once_none_refused_config_untouched(
 async def test_a_password_enrolled_device_migrates_on_its_next_connection(tmp_path: Path) -> None:
     """A real agent enrolled with a password on a password-mode hub moves to its own nkey on
     its link (its password login proves it), and stays linked when the hub is switched to
-    JWT mode (nats-server in operator mode takes no password any more)."""
-    hub = SyncHub(tmp_path / "hub", init_flags=["--nats-auth", "password"])
+    JWT mode (nats-server in operator mode takes no password any more). Then it is a JWT
+    device like any other: offline past its JWT's expiry it renews on reconnect through the
+    bootstrap login the hub handed it (a password enrollment never kept one)."""
+    hub = SyncHub(
+        tmp_path / "hub", init_flags=["--nats-auth", "password", "--device-jwt-ttl", "20"]
+    )
     root = tmp_path / "dev"
     data = root / "data"
     config = root / "agent.toml"
@@ -408,6 +414,7 @@ async def test_a_password_enrolled_device_migrates_on_its_next_connection(tmp_pa
         )
         creds = json.loads(creds_file.read_text())
         assert natsauth.claims(creds["nats_jwt"])["sub"] == natsauth.public_key(creds["nats_seed"])
+        assert creds.get("bootstrap_url") == hub.enroll_url  # handed at migration
         assert hub.query("SELECT nats_public_key FROM device_credentials")[0][0] == (
             natsauth.public_key(creds["nats_seed"])
         )
@@ -429,6 +436,38 @@ async def test_a_password_enrolled_device_migrates_on_its_next_connection(tmp_pa
         await eventually(heard_since_restart, "heard again, " + agent.log_tail(400), timeout=120)
         assert "linking with the JWT" in agent.log_tail(400)
         await eventually(online, "online again with its JWT", timeout=120)
+        # Its next renewal hands it the JWT-mode bootstrap login (the password one is gone).
+        enroll_secret = quote(hub.secret("enroll_password"), safe="")
+        await eventually(
+            lambda: enroll_secret in json.loads(creds_file.read_text()).get("bootstrap_url", ""),
+            "the new bootstrap URL kept, " + agent.log_tail(400),
+            timeout=90,
+        )
+        # Offline (the hub down) past the expiry of the JWT in force, then back.
+        in_force = json.loads(creds_file.read_text())["nats_jwt"]
+        expiry = natsauth.expiry(in_force)
+        assert expiry is not None
+        assert hub.stop() == 0
+        await eventually(lambda: time.time() > expiry + 2, "expired offline", timeout=60)
+        assert agent.alive()
+        hub.start()
+        back = hub.query("SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now')")[0][0]
+        await eventually(
+            lambda: json.loads(creds_file.read_text())["nats_jwt"] != in_force,
+            "renewed on reconnect, " + agent.log_tail(400),
+            timeout=90,
+        )
+        assert not expired(json.loads(creds_file.read_text())["nats_jwt"])
+        hub_log = hub.data.parent / f"{hub.data.name}-hub.log"
+        assert "device JWT renewed (bootstrap login)" in hub_log.read_text(errors="replace")
+
+        def heard_since_back() -> bool:
+            rows = hub.query("SELECT received_at FROM device_heartbeats WHERE device_id = 'mig-1'")
+            return bool(rows) and rows[0][0] > back
+
+        await eventually(
+            heard_since_back, "linked after renewal, " + agent.log_tail(400), timeout=120
+        )
         assert agent.alive()
     finally:
         agent.stop(timeout=30)
