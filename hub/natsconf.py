@@ -169,6 +169,14 @@ def hash_password(password: str) -> str:
     ).decode()
 
 
+def check_password(password: str, hashed: str) -> bool:
+    """Whether ``password`` is the one ``hash_password`` hashed (a malformed hash: no)."""
+    try:
+        return bcrypt.checkpw(password.encode(), hashed.encode())
+    except ValueError:
+        return False
+
+
 @functools.lru_cache(maxsize=16)
 def _hashed_secret(password: str) -> str:
     # The base users' passwords are rehashed on every render otherwise: the config would

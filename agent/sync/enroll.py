@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import platform
 import secrets
@@ -49,6 +50,8 @@ from protocol.enroll import (
 from protocol.errors import UNAVAILABLE, MessageError, RemoteError
 from protocol.subjects import ENROLL, INBOX_ENROLL, valid_device_id
 
+log = logging.getLogger(__name__)
+
 BOOTSTRAP_USER = "enroll"
 BOOTSTRAP_PASSWORD_ENV = "SB_ENROLL_PASSWORD"
 # EnrollError code (and JSON error code) of a TLS failure: the hub's certificate is not
@@ -58,6 +61,7 @@ TLS_ERROR = "tls"
 EXIT_TLS = 3
 LOGIN_ATTEMPTS = 6  # a login dropped by a concurrent config reload is tried again
 LOGIN_RETRY_DELAY = 0.25  # seconds, times the attempt number
+REQUEST_ATTEMPTS = 3  # an enrollment request whose reply was lost is sent again
 MAX_TOKEN_FILE = 4096  # bytes read from --token-file (a token is < 100)
 
 
@@ -172,50 +176,70 @@ async def enroll(
         raise EnrollError(
             f"cannot load the CA file {ca_file}: {exc}", "invalid", "ca_file"
         ) from None
-    for attempt in range(LOGIN_ATTEMPTS):
-        try:
-            nc = await nats.connect(
-                url,
-                connect_timeout=timeout,
-                allow_reconnect=False,
-                max_reconnect_attempts=0,
-                tls=ctx,
-                error_cb=quiet,
-                # The bootstrap login may receive replies only under this prefix.
-                inbox_prefix=INBOX_ENROLL,
-                # A JWT-mode hub's bootstrap secret is a bearer JWT.
-                **natsauth.auth_options(url),
+
+    async def login() -> Any:
+        for attempt in range(LOGIN_ATTEMPTS):
+            try:
+                nc = await nats.connect(
+                    url,
+                    connect_timeout=timeout,
+                    allow_reconnect=False,
+                    max_reconnect_attempts=0,
+                    tls=ctx,
+                    error_cb=quiet,
+                    # The bootstrap login may receive replies only under this prefix.
+                    inbox_prefix=INBOX_ENROLL,
+                    # A JWT-mode hub's bootstrap secret is a bearer JWT.
+                    **natsauth.auth_options(url),
+                )
+                return nc
+            except Exception as exc:
+                # A nats-server config reload (the hub adding another device's user) drops every
+                # connection still logging in ("Authorization Violation", or "Connection lost"
+                # when the close wins), right credentials or not: try again, a few times. A
+                # wrong password or a hub that is down fails the same way after the last
+                # attempt; a TLS problem at once (trying again cannot fix it).
+                tls_problem = natstls.explain(exc, urlsplit(url).hostname or "", ca_file)
+                if tls_problem is None and attempt < LOGIN_ATTEMPTS - 1:
+                    await asyncio.sleep(LOGIN_RETRY_DELAY * (attempt + 1))
+                    continue
+                _raise_connect_error(exc, url, ca_file)
+        raise AssertionError("unreachable: the last attempt raises")
+
+    # The request is sent again, on a new login, when its reply does not come (a config
+    # reload or a lost link closed the connection while the reply was in flight): the same
+    # body, so the same device-made password and key, which the hub answers as the first
+    # time without using the token again (hub/sync/enroll.py ``_repeats_enrollment``).
+    for attempt in range(REQUEST_ATTEMPTS):
+        nc = await login()
+        if natstls.wants_tls(url) and not natstls.is_tls(nc):
+            await nc.close()
+            raise EnrollError(
+                f"the hub at {_redact(url)} did not offer TLS; not sending the registration"
+                " token over a plain connection (a plain lab hub: use nats://)",
+                TLS_ERROR,
+                "hub",
             )
+        try:
+            reply = await nc.request(ENROLL, body, timeout=timeout)
             break
-        except Exception as exc:
-            # A nats-server config reload (the hub adding another device's user) drops every
-            # connection still logging in ("Authorization Violation", or "Connection lost"
-            # when the close wins), right credentials or not: try again, a few times. A
-            # wrong password or a hub that is down fails the same way after the last
-            # attempt; a TLS problem at once (trying again cannot fix it).
-            tls_problem = natstls.explain(exc, urlsplit(url).hostname or "", ca_file)
-            if tls_problem is None and attempt < LOGIN_ATTEMPTS - 1:
-                await asyncio.sleep(LOGIN_RETRY_DELAY * (attempt + 1))
-                continue
-            _raise_connect_error(exc, url, ca_file)
-    if natstls.wants_tls(url) and not natstls.is_tls(nc):
-        await nc.close()
-        raise EnrollError(
-            f"the hub at {_redact(url)} did not offer TLS; not sending the registration token "
-            "over a plain connection (a plain lab hub: use nats://)",
-            TLS_ERROR,
-            "hub",
-        )
-    try:
-        reply = await nc.request(ENROLL, body, timeout=timeout)
-    except nats.errors.NoRespondersError:
-        raise EnrollError("the hub's enrollment service is not answering", UNAVAILABLE) from None
-    except nats.errors.TimeoutError:
-        raise EnrollError(f"no enrollment reply within {timeout}s", UNAVAILABLE) from None
-    except nats.errors.Error as exc:
-        raise EnrollError(f"enrollment request failed: {exc}") from None
-    finally:
-        await nc.close()
+        except nats.errors.NoRespondersError:
+            raise EnrollError(
+                "the hub's enrollment service is not answering", UNAVAILABLE
+            ) from None
+        except (nats.errors.TimeoutError, nats.errors.ConnectionClosedError) as exc:
+            if attempt == REQUEST_ATTEMPTS - 1:
+                what = f"within {timeout}s" if isinstance(exc, nats.errors.TimeoutError) else ""
+                raise EnrollError(
+                    f"no enrollment reply {what or '(connection closed)'} after {attempt + 1}"
+                    " tries",
+                    UNAVAILABLE,
+                ) from None
+            log.info("no enrollment reply (%s); asking again", type(exc).__name__)
+        except nats.errors.Error as exc:
+            raise EnrollError(f"enrollment request failed: {exc}") from None
+        finally:
+            await nc.close()
     try:
         out = decode_enroll_reply(reply.data)
     except RemoteError as exc:

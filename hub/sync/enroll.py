@@ -20,7 +20,9 @@ that started after its device was committed (so includes its user) was confirmed
 Every reload also drops any connection that has not finished logging in
 (nats-server re-checks each client and one without its CONNECT yet fails:
 "Authorization Violation"), e.g. the next device's bootstrap login: fewer reloads make that
-rarer, and the agent retries such a refusal (``agent.sync.enroll``).
+rarer, and the agent retries such a refusal (``agent.sync.enroll``). A reply lost after the
+request went out is asked for again with the same body; the device's password or key proves
+the repeat and it is answered as the first time (``_repeats_enrollment``).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from nats.aio.subscription import Subscription
 from hub.api.validate import NAME_RE, NAME_RULE
 from hub.errors import Conflict, HubError, Invalid
 from hub.metrics import HubMetrics
-from hub.natsconf import RESERVED_USERS, hash_password
+from hub.natsconf import RESERVED_USERS, check_password, hash_password
 from hub.store import Store
 from hub.sync.deviceauth import DeviceAuth
 from protocol.enroll import EnrollReply, EnrollRequest, decode_enroll_request
@@ -129,6 +131,18 @@ def enroll_in_store(
         state = store.device_enroll_state(device_id)
         again = state is not None
         if state is not None and not state["decommissioned"] and not state["reenroll_approved"]:
+            if _repeats_enrollment(store, req, public_key):
+                # The same device asking again with the credential it made for this
+                # enrollment: its reply was lost (e.g. the requester's connection dropped
+                # by a config reload while the reply was in flight). Answered as the first
+                # time, with nothing stored and the token not used again.
+                dev = store.get_device(device_id)
+                return {
+                    "tenant": dev["tenant"],
+                    "again": False,
+                    "tags": dev["tags"],
+                    "repeat": True,
+                }
             raise Conflict(
                 f"device {device_id!r} is already enrolled; an operator must approve a"
                 f" re-enrollment (signalbeam device approve-reenroll {device_id}) or"
@@ -165,6 +179,19 @@ def enroll_in_store(
             {"tenant": tenant, "facts": f.to_dict(), "tags": tags, "again": again},
         )
     return {"tenant": tenant, "again": again, "tags": tags}
+
+
+def _repeats_enrollment(store: Store, req: EnrollRequest, public_key: str) -> bool:
+    """Whether the request proves it comes from the device of the enrollment in force: the
+    key it enrolled (JWT mode), or the password it made (password mode; only its bcrypt hash
+    is stored). Only the device holds that secret (the key's proof comes with its first
+    login: a JWT for a public key is useless without the seed)."""
+    if public_key:
+        return store.device_key(req.device_id) == public_key
+    stored = store.device_password_hash(req.device_id)
+    if not stored or not req.nats_password:
+        return False
+    return check_password(req.nats_password, stored)
 
 
 class Enrollment:
@@ -222,6 +249,8 @@ class Enrollment:
         if self.auth is None:
             await self.reload_users()
             self.metrics.enroll_reloads.inc()
+        # A repeated request (a lost reply) was announced the first time.
+        enrolled = [e for e in enrolled if not e[1].get("repeat")]
         try:
             await self.after_enroll(enrolled)
         except Exception:
