@@ -14,7 +14,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
 from rich.text import Text
 
 from protocol.metered import format_budget, format_bytes
@@ -243,6 +242,10 @@ def describe_text(
 ) -> tuple[str, str]:
     """The title and body of the Fleet's ``d`` (describe) or ``y`` (YAML) text screen."""
     if as_yaml:
+        # Imported here: the CLI's output module imports this one for its plain lines, and
+        # `signalbeam --help` must load no YAML parser (the per-verb import budget).
+        import yaml
+
         body = yaml.safe_dump(yaml_docs(device), sort_keys=False, allow_unicode=True)
         return f"{device_id}: desired and reported (YAML) · Esc closes", body
     return f"describe {device_id} · Esc closes", "\n".join(describe_lines(device, now))
