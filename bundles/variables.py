@@ -112,8 +112,17 @@ def check_document(doc: Any) -> list[tuple[tuple[str | int, ...], str]]:
     """(path, message) for every secret reference outside a container's env values. Env
     values are checked field by field by ``bundles.validate`` (``check_value``)."""
     out: list[tuple[tuple[str | int, ...], str]] = []
+    # YAML aliases make one node appear under many paths (an alias bomb has 10**29 of
+    # them): a shared list or mapping is walked once per place that can change the verdict
+    # below it (its depth up to 4, and whether its path's third part is "env").
+    seen: set[tuple[int, int, bool]] = set()
 
     def walk(node: Any, path: tuple[str | int, ...]) -> None:
+        if isinstance(node, (dict, list)):
+            key = (id(node), min(len(path), 4), len(path) > 2 and path[2] == "env")
+            if key in seen:
+                return
+            seen.add(key)
         if isinstance(node, str):
             if _SECRET_ANYWHERE.search(node) and not (len(path) == 4 and path[2] == "env"):
                 out.append(

@@ -287,3 +287,15 @@ def test_tui_describe_lists_values_with_their_source() -> None:
     lines = describe_lines(device, 0.0)
     assert "Variable:    SITE = north (from group:north)" in lines
     assert f"Secret:      API_TOKEN = {'ab' * 8} (from fleet)" in lines
+
+
+def test_an_aliased_secret_is_refused_outside_env_too() -> None:
+    from bundles.variables import check_document
+
+    shared = {"A": "${secret:TOKEN}"}  # one YAML node under env and labels (an alias)
+    doc = {"containers": [{"name": "web", "env": shared, "labels": shared}]}
+    assert [p for p, _ in check_document(doc)] == [("containers", 0, "labels", "A")]
+    bomb: list[object] = ["x"] * 10
+    for _ in range(30):
+        bomb = [bomb] * 10  # 10**30 leaves if walked path by path
+    assert check_document({"a": bomb, "containers": [{"env": {"B": "${secret:T}"}}]}) == []
