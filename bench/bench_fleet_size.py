@@ -69,6 +69,7 @@ import hub as hub_pkg
 from bench.sim.benchhub import BenchHub, BenchWorkersHub, CpuMeter, loadavg, parse_cpus, pct, pin
 from bench.sim.model import AGENT_VERSION
 from bench.sim.workers import SimWorkers
+from protocol import natsauth
 from protocol.heartbeat import Heartbeat
 from protocol.subjects import heartbeat
 from tui.client import HubClient
@@ -206,17 +207,25 @@ async def run(args: argparse.Namespace, work: Path) -> None:
     if hub_cpus & sim_cpus:
         raise SystemExit("--hub-cpus and --sim-cpus must not overlap")
     hub: BenchHub
+    init_flags = ("--nats-auth", args.nats_auth)
     if args.workers > 1:
         hub = BenchWorkersHub(
-            work / "hub", workers=args.workers, seed_devices=ids, litestream=args.litestream
+            work / "hub",
+            workers=args.workers,
+            seed_devices=ids,
+            litestream=args.litestream,
+            init_flags=init_flags,
         )
     else:
-        hub = BenchHub(work / "hub", seed_devices=ids, litestream=args.litestream)
+        hub = BenchHub(
+            work / "hub", seed_devices=ids, litestream=args.litestream, init_flags=init_flags
+        )
     if hub_cpus:
         pin(hub.processes(), hub_cpus)
     if sim_cpus:
         pin([psutil.Process()], sim_cpus)  # the probe, and the simulator it starts
-    print(f"hub: {'one hub' if args.workers <= 1 else f'{args.workers} workers + nats'};"
+    print(f"hub: {'one hub' if args.workers <= 1 else f'{args.workers} workers + nats'},"
+          f" nats_auth {args.nats_auth};"
           f" pinned hub to CPUs {sorted(hub_cpus) or 'any'}, simulator and probe to"
           f" {sorted(sim_cpus) or 'any'}")  # fmt: skip
     print(f"bulk seed of {len(ids)} devices: {hub.seed_seconds:.2f} s;"
@@ -230,8 +239,9 @@ async def run(args: argparse.Namespace, work: Path) -> None:
     )  # fmt: skip
     results: list[dict[str, Any]] = []
     bench_deadline = time.monotonic() + args.lifetime
-    nc = await nats.connect(hub.client_url, user="hub", password=hub.secret("hub_password"),
-                            name="sb-bench-probe")  # fmt: skip
+    secret = hub.secret("hub_password")  # a bearer JWT on a JWT-mode hub
+    login = natsauth.auth_options("", secret) or {"user": "hub", "password": secret}
+    nc = await nats.connect(hub.client_url, name="sb-bench-probe", **login)
     try:
         async with HubClient(hub.url, hub.admin_key, timeout=30) as admin:
             # Baselines: the idle hub, and one API round trip.
@@ -380,6 +390,12 @@ def main() -> None:
         "--hub-cpus", default="", help="pin the hub's processes to these CPUs (0,1 or 0-1)"
     )
     ap.add_argument("--sim-cpus", default="", help="pin the simulator and probe to these CPUs")
+    ap.add_argument(
+        "--nats-auth",
+        choices=("jwt", "password"),
+        default="jwt",
+        help="the hub's NATS auth mode (jwt: the default of new hubs)",
+    )
     ap.add_argument("--workers", type=int, default=1, help="hub workers (1: the one hub)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()

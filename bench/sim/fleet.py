@@ -25,6 +25,7 @@ from agent.sync.errors import EnrollError
 from bench.sim.device import Counters, Link, SimDevice
 from bench.sim.model import AGENT_VERSION, DeviceModel
 from bench.sim.options import SimError, SimOptions
+from protocol import natsauth
 from protocol.enroll import DeviceFacts, EnrollReply
 from protocol.subjects import DESIRED_PROMPT_WILDCARD, desired_prompt
 
@@ -213,8 +214,8 @@ class SimFleet:
             servers = [self.opts.server_url, *more]
             return await nats.connect(
                 servers if more else self.opts.server_url,
-                user=user,
-                password=password,
+                # A JWT-mode hub's shared logins are bearer JWTs (protocol.natsauth).
+                **(natsauth.auth_options("", password) or {"user": user, "password": password}),
                 name=device_id or "sb-sim",
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=1,

@@ -86,9 +86,10 @@ def test_options_are_validated() -> None:
 
 async def test_worker_processes_ramp_settle_and_end(tmp_path: Path) -> None:
     """The fleet benchmarks' devices run in worker processes: ramped, drained, and gone when
-    stopped or when their parent's pipe closes."""
+    stopped or when their parent's pipe closes. A JWT-mode hub (bench_fleet_size's default):
+    the workers' shared login is a bearer JWT."""
     ids = [f"wk-{i:06d}" for i in range(40)]
-    hub = BenchHub(tmp_path / "hub", seed_devices=ids, grace=30)
+    hub = BenchHub(tmp_path / "hub", seed_devices=ids, grace=30, init_flags=("--nats-auth", "jwt"))
     workers = SimWorkers(hub.client_url, "hub", hub.secret("hub_password"), log_dir=tmp_path,
                          prefix="wk", heartbeat_s=1.0, rollup_s=1.0, per_worker=20,
                          lifetime_s=120)  # fmt: skip
