@@ -24,6 +24,7 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 
+from agent.store import Store as AgentStore
 from agent.sync.enroll import enroll
 from agent.sync.jwtauth import expired, renew_over, renew_via_bootstrap
 from protocol import natsauth
@@ -448,6 +449,13 @@ async def test_a_password_enrolled_device_migrates_on_its_next_connection(tmp_pa
         expiry = natsauth.expiry(in_force)
         assert expiry is not None
         assert hub.stop() == 0
+        # Recorded on the device while offline (another process writing its store, as the
+        # agent's CLI or HTTP API would): delivered once the renewed JWT links it again.
+        store = AgentStore.open(data / "agent.db", device_id="mig-1")
+        try:
+            offline_seqs = [store.event("test.offline", f"offline {i}") for i in range(20)]
+        finally:
+            store.close()
         await eventually(lambda: time.time() > expiry + 2, "expired offline", timeout=60)
         assert agent.alive()
         hub.start()
@@ -468,6 +476,18 @@ async def test_a_password_enrolled_device_migrates_on_its_next_connection(tmp_pa
         await eventually(
             heard_since_back, "linked after renewal, " + agent.log_tail(400), timeout=120
         )
+
+        def offline_rows() -> list[int]:
+            rows = hub.query(
+                "SELECT seq FROM events WHERE device_id = 'mig-1' AND kind = 'test.offline'"
+                " ORDER BY seq"
+            )
+            return [r[0] for r in rows]
+
+        await eventually(
+            lambda: max(offline_seqs) in offline_rows(), "offline rows delivered", timeout=120
+        )
+        assert offline_rows() == offline_seqs  # each once, none missing
         assert agent.alive()
     finally:
         agent.stop(timeout=30)
