@@ -15,6 +15,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static, TextArea
 
 from tui.models import detail as dm
+from tui.models.rollout_fields import FieldError
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -142,24 +143,28 @@ class PushScreen(ModalScreen[str | None]):
 
 @dataclass(frozen=True)
 class RolloutRequest:
+    """What the rollout form asks ``rollouts.start`` for; ``None``: the hub's default."""
+
     bundle: str
     target: str
-    canary_percent: int | None
-    max_failures: int | None
+    phases: str | None = None
+    bake: str | None = None
+    max_failures: int | str | None = None
 
     def body(self) -> dict[str, Any]:
         out: dict[str, Any] = {"bundle": self.bundle, "target": self.target}
-        if self.canary_percent is not None:
-            out["canary_percent"] = self.canary_percent
-        if self.max_failures is not None:
-            out["max_failures"] = self.max_failures
+        for key in ("phases", "bake", "max_failures"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
         return out
 
 
 class RolloutStartScreen(ModalScreen[RolloutRequest | None]):
-    """The rollout form: bundle@version, target, canary percent, failures tolerated.
+    """The rollout form: bundle@version, target, phases, bake time, failures tolerated.
 
-    Dismisses with the request (the caller counts the devices and confirms) or None.
+    The fields are parsed by the CLI's own parsers (``tui.models.rollout_fields``, through
+    ``dm.rollout_request``); a wrong one is named under the fields and focused. Dismisses
+    with the request (the caller counts the devices and confirms) or None.
     """
 
     DEFAULT_CSS = """
@@ -167,8 +172,17 @@ class RolloutStartScreen(ModalScreen[RolloutRequest | None]):
     RolloutStartScreen .field { height: 3; }
     RolloutStartScreen .field Label { width: 18; padding: 1 0 0 0; }
     RolloutStartScreen .field Input, RolloutStartScreen .field Select { width: 1fr; }
+    RolloutStartScreen #rollout-error { color: $error; height: auto; }
     """
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    # Which input to focus when the parser names a field.
+    FIELD_IDS = {
+        "bundle@version": "#rollout-bundle",
+        "target": "#rollout-target",
+        "phases": "#rollout-phases",
+        "bake": "#rollout-bake",
+        "max failures": "#rollout-max-failures",
+    }
 
     def __init__(self, refs: list[str], bundle: str | None = None, target: str = "") -> None:
         super().__init__()
@@ -194,11 +208,18 @@ class RolloutStartScreen(ModalScreen[RolloutRequest | None]):
                     id="rollout-target",
                 )  # fmt: skip
             with Horizontal(classes="field"):
-                yield Label("canary %")
-                yield Input(placeholder="e.g. 10 (blank: one phase)", id="rollout-canary")
+                yield Label("phases")
+                yield Input(
+                    placeholder="e.g. 1%,10%,50%,100% or 5,50,100% (blank: one phase)",
+                    id="rollout-phases",
+                )
+            with Horizontal(classes="field"):
+                yield Label("bake")
+                yield Input(placeholder="e.g. 10m, between phases (blank: none)", id="rollout-bake")
             with Horizontal(classes="field"):
                 yield Label("max failures")
-                yield Input(placeholder="blank: 0", id="rollout-max-failures")
+                yield Input(placeholder="e.g. 2 or 2% (blank: 0)", id="rollout-max-failures")
+            yield Static("", id="rollout-error")
             with Horizontal(classes="buttons"):
                 yield Button("Start…", variant="primary", id="rollout-go")
                 yield Button("Cancel (esc)", id="rollout-cancel")
@@ -214,16 +235,23 @@ class RolloutStartScreen(ModalScreen[RolloutRequest | None]):
     @on(Button.Pressed, "#rollout-go")
     def _go(self) -> None:
         bundle = self.query_one("#rollout-bundle", Select).value
+        error = self.query_one("#rollout-error", Static)
         try:
             req = dm.rollout_request(
                 bundle if isinstance(bundle, str) else None,
                 self.query_one("#rollout-target", Input).value,
-                self.query_one("#rollout-canary", Input).value,
+                self.query_one("#rollout-phases", Input).value,
+                self.query_one("#rollout-bake", Input).value,
                 self.query_one("#rollout-max-failures", Input).value,
             )
-        except ValueError as exc:
-            self.notify(str(exc), title="rollout", severity="error", markup=False)
+        except FieldError as exc:
+            message = str(exc)
+            if not message.startswith(exc.field):
+                message = f"{exc.field}: {message}"
+            error.update(Content(message))
+            self.query_one(self.FIELD_IDS.get(exc.field, "#rollout-target")).focus()
             return
+        error.update(Content(""))
         self.dismiss(RolloutRequest(*req))
 
 

@@ -10,58 +10,39 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from sbutil.duration import parse_duration
 from tui.cliutil import api_error, output_format, skip_websocket_client
 from tui.errors import EXIT_HUB, EXIT_USAGE
+from tui.models import rollout_fields as fields
 from tui.output import human_duration, table
 
 POLL = 1.0
 WATCH_TIMEOUT = 600.0
 STOP_STATES = ("succeeded", "failed", "aborted", "paused")
-PERCENT_RE = re.compile(r"^(\d{1,3})%?$")
-SHARE_RE = re.compile(r"^\d{1,9}(\.\d{1,2}%|%)?$")
 Printer = Callable[..., None]
 
 
-def percent(text: str) -> int:
-    m = PERCENT_RE.match(text.strip())
-    if not m or int(m.group(1)) > 100:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a percentage like 10% (0-100)")
-    return int(m.group(1))
+def _cli_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse ``type`` from a parser of ``tui.models.rollout_fields``: its message, not
+    argparse's generic "invalid value", is what the operator reads."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except fields.FieldError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
+    convert.__name__ = parse.__name__
+    return convert
 
 
-def share(text: str) -> int | str:
-    """``--max-failures``: a count (2) or a percentage of the devices (2%, 2.5%); the hub
-    computes what it allows (per phase and overall), the CLI only checks the form."""
-    t = text.strip()
-    if not SHARE_RE.match(t):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a count like 2 or a percentage like 2%")
-    return t if t.endswith("%") else int(t)
-
-
-def steps(text: str) -> str:
-    """``--phases``: comma-separated counts or percentages (the hub checks they grow)."""
-    parts = [p.strip() for p in text.split(",")]
-    if not parts or not all(SHARE_RE.match(p) for p in parts):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not phases like 1%,10%,50%,100% or 5,50,100%"
-        )
-    return ",".join(parts)
-
-
-def bake(text: str) -> str:
-    """``--bake``: checked here with the project's one duration grammar (``sbutil.duration``:
-    90s, 10m, 1h30m, 1d) and sent as typed; the hub parses it with the same function."""
-    try:
-        parse_duration(text, allow_zero=True)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from exc
-    return text.strip()
+percent = _cli_type(fields.percent)
+share = _cli_type(fields.share)
+steps = _cli_type(fields.steps)
+bake = _cli_type(fields.bake)
 
 
 # --- output ------------------------------------------------------------------------------

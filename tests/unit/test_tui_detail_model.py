@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from tui.models import detail as dm
+from tui.models.rollout_fields import FieldError
 
 NOW = 1_800_000_000.0
 
@@ -170,9 +171,13 @@ def test_confirmations_say_how_many_devices() -> None:
     assert dm.impact({"devices": 0, "sample": []}) == "0 devices"
     assert dm.impact({"devices": 1000, "sample": [], "more": True}) == "1000+ devices"
     assert dm.impact(None) == "the hub could not count the devices in advance"
-    assert dm.rollout_question("wm@1.3.0", "tag:lab", 10, 1, {"devices": 2, "sample": []}) == (
-        "Start a rollout of wm@1.3.0 to tag lab — 2 devices; canary 10% first, "
+    dry2 = {"devices": 2, "sample": []}
+    assert dm.rollout_question("wm@1.3.0", "tag:lab", "10%", "10m", 1, dry2) == (
+        "Start a rollout of wm@1.3.0 to tag lab — 2 devices; phases 10%, bake 10m, "
         "1 failure(s) tolerated?"
+    )
+    assert dm.rollout_question("wm@1.3.0", "tag:lab", None, None, "2%", dry2).endswith(
+        "2 devices; one phase, 2% of the devices failing tolerated?"
     )
     rollout = {"id": "r1", "bundle": "wm", "version": "1.3.0", "state": "running",
                "counts": {"Pending": 2, "Updating": 1, "Succeeded": 3, "Failed": 0}}  # fmt: skip
@@ -181,16 +186,24 @@ def test_confirmations_say_how_many_devices() -> None:
 
 
 def test_rollout_form_parsing() -> None:
-    assert dm.rollout_request("wm@1", " tag:lab ", "10%", "") == ("wm@1", "tag:lab", 10, None)
-    assert dm.rollout_request("wm@1", "device:d1", "", "2") == ("wm@1", "device:d1", None, 2)
-    for args, message in [
-        ((None, "tag:lab", "", ""), "pick a bundle"),
-        (("wm@1", "lab", "", ""), "target must be"),
-        (("wm@1", "tag:lab", "150", ""), "canary must be"),
-        (("wm@1", "tag:lab", "", "-1"), "max failures"),
+    """Blank fields are the hub's defaults; the rest go through the CLI's parsers."""
+    assert dm.rollout_request("wm@1", " tag:lab ", "", "", "") == (
+        "wm@1", "tag:lab", None, None, None,
+    )  # fmt: skip
+    assert dm.rollout_request("wm@1", "device:d1", " 1%, 10% ,100%", "10m", "2%") == (
+        "wm@1", "device:d1", "1%,10%,100%", "10m", "2%",
+    )  # fmt: skip
+    assert dm.rollout_request("wm@1", "tag:lab", "5,50", "90s", "2")[4] == 2
+    for args, field, message in [
+        ((None, "tag:lab", "", "", ""), "bundle@version", "pick a bundle"),
+        (("wm@1", "lab", "", "", ""), "target", "target must be"),
+        (("wm@1", "tag:lab", "1%,ten", "", ""), "phases", "is not phases like"),
+        (("wm@1", "tag:lab", "", "soon", ""), "bake", "'soon'"),
+        (("wm@1", "tag:lab", "", "", "-1"), "max failures", "is not a count"),
     ]:
-        with pytest.raises(ValueError, match=message):
+        with pytest.raises(FieldError, match=message) as caught:
             dm.rollout_request(*args)
+        assert caught.value.field == field
 
 
 def test_rollout_controls_follow_the_state() -> None:

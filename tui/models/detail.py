@@ -20,6 +20,7 @@ from protocol.metered import format_budget, format_bytes
 from protocol.reported import DeploymentPart, container_bad
 from sbutil.text import plural
 from tui.models import common as model
+from tui.models import rollout_fields as fields
 
 # --- metrics windows -----------------------------------------------------------------------
 
@@ -446,14 +447,20 @@ def assign_question(bundle: str, target: str, dry: Mapping[str, Any] | None) -> 
 
 
 def rollout_question(
-    bundle: str, target: str, canary: int | None, max_failures: int | None,
-    dry: Mapping[str, Any] | None,
+    bundle: str, target: str, phases: str | None, bake: str | None,
+    max_failures: int | str | None, dry: Mapping[str, Any] | None,
 ) -> str:  # fmt: skip
     kind, _, name = target.partition(":")
-    phases = f"canary {canary}% first" if canary else "one phase"
+    how = f"phases {phases}" if phases else "one phase"
+    if bake:
+        how += f", bake {bake}"
+    limit = max_failures or 0
+    tolerated = (
+        f"{limit} of the devices failing" if isinstance(limit, str) else f"{limit} failure(s)"
+    )
     return (
-        f"Start a rollout of {bundle} to {kind} {name} — {impact(dry)}; {phases}, "
-        f"{max_failures or 0} failure(s) tolerated?"
+        f"Start a rollout of {bundle} to {kind} {name} — {impact(dry)}; {how}, "
+        f"{tolerated} tolerated?"
     )
 
 
@@ -466,27 +473,24 @@ def target_problem(target: str) -> str | None:
 
 
 def rollout_request(
-    bundle: str | None, target: str, canary: str, max_failures: str
-) -> tuple[str, str, int | None, int | None]:
-    """The rollout form's fields checked and parsed; ``ValueError`` says what is wrong."""
+    bundle: str | None, target: str, phases: str, bake: str, max_failures: str
+) -> tuple[str, str, str | None, str | None, int | str | None]:
+    """The rollout form's fields checked and parsed with the CLI's own parsers
+    (``tui.models.rollout_fields``); a blank field is left to the hub's default (one phase, no
+    bake, no failure tolerated). ``FieldError`` names the field that is wrong."""
     if not bundle:
-        raise ValueError("pick a bundle@version first")
+        raise fields.FieldError("bundle@version", "pick a bundle@version first")
     target = target.strip()
     problem = target_problem(target)
     if problem is not None:
-        raise ValueError(problem)
-    pct: int | None = None
-    if canary.strip():
-        text = canary.strip().rstrip("%")
-        if not text.isdigit() or not 0 <= int(text) <= 100:
-            raise ValueError(f"canary must be a percentage 0-100, got {canary.strip()!r}")
-        pct = int(text)
-    fails: int | None = None
-    if max_failures.strip():
-        if not max_failures.strip().isdigit():
-            raise ValueError(f"max failures must be a whole number, got {max_failures.strip()!r}")
-        fails = int(max_failures.strip())
-    return bundle, target, pct, fails
+        raise fields.FieldError("target", problem)
+    return (
+        bundle,
+        target,
+        fields.steps(phases) if phases.strip() else None,
+        fields.bake(bake) if bake.strip() else None,
+        fields.share(max_failures) if max_failures.strip() else None,
+    )
 
 
 def rollout_action_question(action: str, rollout: Mapping[str, Any]) -> str:

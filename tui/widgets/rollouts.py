@@ -305,7 +305,7 @@ class RolloutsView(HubView, can_focus=True):
         if not go_on:
             return
         question = dm.rollout_question(
-            req.bundle, req.target, req.canary_percent, req.max_failures, dry
+            req.bundle, req.target, req.phases, req.bake, req.max_failures, dry
         )
 
         def answered(yes: bool | None) -> None:
