@@ -15,7 +15,8 @@ from hub.api import validate as v
 from hub.api.handlers import Caller, Change, Handler, Outcome
 from hub.errors import Conflict, Invalid
 from hub.rollouts import machine as m
-from hub.rollouts import store as rs
+from hub.rollouts import service as rs
+from hub.rollouts import views
 from hub.store import Store
 from protocol.api import ROLLOUT_STATES
 from sbutil.duration import DURATION_HELP, parse_duration
@@ -85,12 +86,12 @@ def start(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
     if body.get("dry_run"):
 
         def rehearsal() -> list[str]:
-            return [t["device_id"] for t in rs.target_rows(store, create())]
+            return [t["device_id"] for t in store.rollout_target_rows(create())]
 
         with dryrun.quiet(rs.log):  # it would log the rollout as started
             return Outcome(dryrun.result(dryrun.rehearse(store, rehearsal)))
     rollout_id = create()
-    out = rs.describe(store, rollout_id)
+    out = views.describe(store, rollout_id)
     return Outcome(out, [Change(KIND, "started", _notice(out))])
 
 
@@ -103,31 +104,31 @@ def list_(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
         if not body["cursor"].isdigit():
             raise Invalid("cursor must be a cursor returned by rollouts.list", field="cursor")
         before = int(body["cursor"])
-    items, nxt = rs.list_rollouts(store, state, v.limit(body), before)
+    items, nxt = views.list_rollouts(store, state, v.limit(body), before)
     return Outcome({"items": items, "next_cursor": nxt})
 
 
 def get(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
-    limit = v.int_range(body, "limit", 1, rs.MAX_DEVICES_PAGE, rs.MAX_DEVICES_PAGE)
+    limit = v.int_range(body, "limit", 1, views.MAX_DEVICES_PAGE, views.MAX_DEVICES_PAGE)
     cursor = body.get("cursor")
     if cursor is not None:
         v.device_id(cursor, "cursor")
-    return Outcome(rs.describe(store, _id(body), limit=limit, after=cursor))
+    return Outcome(views.describe(store, _id(body), limit=limit, after=cursor))
 
 
 def _action(name: str) -> Handler:
     def handler(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
         rollout_id = _id(body)
         with store.tx():
-            row = rs.get_row(store, rollout_id)
-            current = rs.machine_rollout(row)
+            row = store.rollout_row(rollout_id)
+            current = views.machine_rollout(row)
             try:
                 if name == "pause":
                     new = m.pause(current)
                 elif name == "resume":
-                    targets = rs.machine_targets(rs.target_rows(store, rollout_id))
+                    targets = views.machine_targets(store.rollout_target_rows(rollout_id))
                     new = m.resume(current, targets)
-                    plan = rs.machine_phases(rs.phase_rows(store, rollout_id))
+                    plan = views.machine_phases(store.rollout_phase_rows(rollout_id))
                     rs.save_phases(store, rollout_id, m.resume_phases(plan, targets))
                 else:
                     new = m.abort(current)
@@ -135,7 +136,7 @@ def _action(name: str) -> Handler:
                 raise Conflict(str(exc), field="id") from exc
             rs.set_status(store, row, new)
             restored = rs.restore(store, row) if name == "abort" else []
-        out = rs.describe(store, rollout_id)
+        out = views.describe(store, rollout_id)
         action = {"pause": "paused", "resume": "resumed", "abort": "aborted"}[name]
         notice = _notice(out)
         if name == "abort":

@@ -142,7 +142,7 @@ def install(hub: HubContext) -> RolloutController:
     a hub component. Call it after ``hub.api`` exists and before ``hub.sync`` and the
     components start."""
     from hub.rollouts.api import VERBS
-    from hub.rollouts.store import record_deployments
+    from hub.rollouts.service import record_deployments
 
     assert hub.api is not None
     for verb, handler in VERBS.items():

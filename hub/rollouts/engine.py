@@ -13,8 +13,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hub.rollouts import machine as m
-from hub.rollouts import observe
-from hub.rollouts import store as rs
+from hub.rollouts import observe, views
+from hub.rollouts import service as rs
 from hub.rollouts.observe import Verdict
 from hub.store import Store
 
@@ -57,12 +57,12 @@ def evaluate(
     now = time.time() if now is None else now
     memo = Memo() if memo is None else memo
     with store.tx():
-        row = rs.get_row(store, rollout_id)
+        row = store.rollout_row(rollout_id)
         if row["status"] not in m.ACTIVE:
             return
-        rows = rs.target_rows(store, rollout_id)
-        before = rs.machine_rollout(row)
-        plan = rs.machine_phases(rs.phase_rows(store, rollout_id))
+        rows = store.rollout_target_rows(rollout_id)
+        before = views.machine_rollout(row)
+        plan = views.machine_phases(store.rollout_phase_rows(rollout_id))
         started = {int(r["phase"]) for r in rows if r["written_at"] is not None}
         baking = {
             p.number
@@ -80,16 +80,16 @@ def evaluate(
         watched = [
             r["device_id"] for r in rows if r["state"] == m.SUCCEEDED and int(r["phase"]) in baking
         ]
-        texts = rs.reported_texts(store, live + watched)
+        texts = store.reported_texts(live + watched)
         # Every deployment row of those devices, by generation (the newest row in the
         # report is a rollback target's once a rollback finished).
-        verdicts = rs.verdicts(store, rollout_id, live)
-        ref = rs.ref(row)
+        verdicts = views.verdicts(store, rollout_id, live)
+        ref = views.ref(row)
         targets = []
-        for r, t in zip(rows, rs.machine_targets(rows), strict=True):
+        for r, t in zip(rows, views.machine_targets(rows), strict=True):
             d = t.device_id
             if t.state == m.SUCCEEDED and t.phase in baking:
-                doc = rs.parse_doc(d, texts.get(d))
+                doc = views.parse_doc(d, texts.get(d))
                 t = replace(t, observation=m.Observation(
                     unhealthy=observe.bake_problem(doc, r["updated_at"])
                 ))  # fmt: skip
@@ -102,7 +102,7 @@ def evaluate(
                     memo.hits += 1
                 else:
                     obs = observe.observe(
-                        rs.parse_doc(d, texts.get(d)), rollout_id, ref, r["base_generation"],
+                        views.parse_doc(d, texts.get(d)), rollout_id, ref, r["base_generation"],
                         r["generation"], mine,
                     )  # fmt: skip
                     memo.misses += 1
@@ -133,7 +133,7 @@ def evaluate(
         if decision.status == m.DONE and before.status != m.DONE:
             out.desired_changed += rs.complete(store, row)
         if decision.changed or after != before or phases_changed:
-            out.notices.append(("progress", rs.describe(store, rollout_id, devices=False)))
+            out.notices.append(("progress", views.describe(store, rollout_id, devices=False)))
 
 
 def tick(store: Store, now: float | None = None, memo: Memo | None = None) -> TickResult:
@@ -141,7 +141,7 @@ def tick(store: Store, now: float | None = None, memo: Memo | None = None) -> Ti
     are measured by (the wall clock unless a test passes one); ``memo`` the observations of
     the previous tick (the controller keeps one)."""
     out = TickResult()
-    active = rs.active_ids(store)
+    active = views.active_ids(store)
     if memo is not None:  # rollouts no longer active are never observed again
         keep = set(active)
         memo.seen = {k: v for k, v in memo.seen.items() if k[0] in keep}

@@ -12,7 +12,7 @@ vocabulary (``agent.store.status_summary``, which the TUI reads too):
 The newest row is not enough to judge a rollout: once a failed generation's rollback target
 is healthy again, the newest row is the target's and the verdict is gone. So every
 deployment row a device in an active rollout reports is also kept per generation
-(``hub.rollouts.store.record_deployments``, in the ingest transaction) and passed here as
+(``hub.rollouts.service.record_deployments``, in the ingest transaction) and passed here as
 ``verdicts``; a row of a local override (``source: local``) never counts for a rollout,
 whatever its generation.
 

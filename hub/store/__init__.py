@@ -14,6 +14,7 @@ from hub.store.db import open_db
 from hub.store.fleet import FleetStore
 from hub.store.gates import GateStore
 from hub.store.metered import MeteredStore
+from hub.store.rollouts import RolloutStore
 from hub.store.signing import SigningStore
 from hub.store.summary import SummaryStore
 from hub.store.sync import SyncStore
@@ -32,6 +33,7 @@ class Store(
     SigningStore,
     VariableStore,
     MeteredStore,
+    RolloutStore,
 ):
     @classmethod
     def open(cls, path: Path | str) -> Store:

@@ -27,7 +27,7 @@ from hub.api.dispatch import dispatch
 from hub.api.handlers import HANDLERS
 from hub.rollouts import engine
 from hub.rollouts.api import VERBS
-from hub.rollouts.store import record_deployments
+from hub.rollouts.service import record_deployments
 from hub.store import Store
 from hub.sync.apply import Applier, Fetched
 from protocol.errors import is_error
