@@ -255,3 +255,56 @@ async def test_node_killed_during_a_rollout_the_rollout_completes(
         finally:
             await sim.stop()
     assert done["state"] == "succeeded", done
+
+
+async def test_a_direct_mode_device_fails_over_to_another_node(
+    jwt_cluster: ClusterHub, tmp_path: Path
+) -> None:
+    """A device connected straight to the hub (no leaf) is handed every node's client URL
+    and reconnects to another when its node dies."""
+    hub = jwt_cluster
+    async with hub.client() as admin:
+        token = (await admin.call("tokens.create", {"tenant": "acme", "max_uses": 1}))["token"]
+    creds = await enroll(hub.enroll_url, token, "cl-direct", FACTS, (), timeout=30)
+    assert len(creds.hub_urls) == 3, creds.hub_urls
+    store = Store.open(tmp_path / "direct.db", device_id="cl-direct")
+    settings = SyncSettings(
+        "direct",
+        url=creds.hub_urls[0],
+        credentials=creds,
+        workdir=tmp_path / "direct",
+        heartbeat_interval=0.5,
+    )
+    svc = SyncService(store, settings, "cl-direct", trigger=lambda: None)
+    try:
+        await svc.start()
+        await eventually(lambda: svc.online, "online", timeout=WAIT)
+        store.event("test.tick", "before", data={})
+        await eventually(lambda: event_seqs(hub, "cl-direct"), "first row", timeout=WAIT)
+        assert svc.nc is not None and svc.nc.connected_url is not None
+        port = svc.nc.connected_url.port
+        victim = int(port) - int(hub.ports["client"])
+        os.kill(hub.node_pid(victim), signal.SIGKILL)
+        store.event("test.tick", "across", data={})
+        # nats-py moves to the next server of its list (the killed one goes last): another
+        # node, not the killed one back after its restart.
+        nc = svc.nc
+
+        def moved() -> bool:
+            url = nc.connected_url
+            return nc.is_connected and url is not None and url.port != port
+
+        await eventually(moved, "connected to another node", timeout=RELINK_BOUND)
+        await eventually(
+            lambda: len(event_seqs(hub, "cl-direct")) == 2, "both rows applied", timeout=WAIT
+        )
+        conn = sqlite3.connect(f"file:{store.path}?mode=ro", uri=True, timeout=10)
+        try:
+            rows = conn.execute("SELECT seq FROM events WHERE kind = 'test.tick' ORDER BY seq")
+            want = [int(r[0]) for r in rows]
+        finally:
+            conn.close()
+        assert event_seqs(hub, "cl-direct") == want
+    finally:
+        await svc.stop()
+        store.close()
