@@ -29,7 +29,7 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -82,6 +82,8 @@ class LeafSettings:
     device_id: str
     workdir: Path
     hub_leaf_url: str  # nats-leaf:// or tls://host:port of the hub's leafnode listener
+    # The rest by keyword only: a field added in the middle must not shift callers' values.
+    _: KW_ONLY
     # A hub NATS cluster's other nodes' leafnode URLs: the remote lists them after
     # hub_leaf_url and nats-server moves the link to another when one is lost.
     more_leaf_urls: tuple[str, ...] = ()

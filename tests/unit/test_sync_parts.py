@@ -91,7 +91,7 @@ def test_leaf_config(tmp_path: Path) -> None:
         remote_url("nats-leaf://hub.example:7422", "dev-1", "p@ss/w:rd")
         == "nats-leaf://dev-1:p%40ss%2Fw%3Ard@hub.example:7422"
     )
-    s = LeafSettings("dev-1", tmp_path, "nats-leaf://hub:7422", "dev-1", "pw")
+    s = LeafSettings("dev-1", tmp_path, "nats-leaf://hub:7422", user="dev-1", password="pw")
     conf = json.loads(render_config(s, 4333, tmp_path / "leaf.log", 8333))
     assert conf["http"] == "127.0.0.1:8333"
     assert conf["listen"] == "127.0.0.1:4333"
