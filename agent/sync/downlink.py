@@ -63,7 +63,7 @@ STALE_RETRIES = 25
 class DownlinkSettings:
     # Online, a read even without any prompt: a safety net when the leaf's /leafz watches the
     # link (poll_interval), the liveness probe itself otherwise (liveness_interval).
-    poll_interval: float = 300.0
+    poll_interval: float = 900.0  # pacing.DEFAULT's; a metered link's tier may read less often
     liveness_interval: float = 30.0
     # Used instead of poll_interval once a put is seen that no prompt announced.
     fallback_interval: float = 30.0

@@ -80,19 +80,33 @@ TIERS: tuple[Pacing, ...] = (
 )  # fmt: skip
 
 
-def pacing_for(budget: int | None, *, heartbeat: float = DEFAULT.heartbeat) -> Pacing:
+def pacing_for(
+    budget: int | None,
+    *,
+    heartbeat: float = DEFAULT.heartbeat,
+    desired_poll: float = DEFAULT.desired_poll,
+) -> Pacing:
     """The pacing for a budget in bytes per day (None: the defaults, with the configured
-    heartbeat interval). A budget the defaults fit keeps the defaults."""
-    base = replace(DEFAULT, heartbeat=heartbeat)
+    heartbeat and desired-read intervals). A budget the defaults fit keeps the defaults."""
+    base = replace(DEFAULT, heartbeat=heartbeat, desired_poll=desired_poll)
     if budget is None:
         return base
+
+    def within(p: Pacing, tier: int) -> Pacing:
+        # A tier never goes faster than the configured intervals (a slower config wins).
+        return replace(
+            p,
+            heartbeat=max(p.heartbeat, heartbeat),
+            desired_poll=max(p.desired_poll, desired_poll),
+            budget=budget,
+            tier=tier,
+        )
+
     for tier, p in enumerate((base, *TIERS)):
-        # A tier never beats faster than the configured interval (a slower config wins).
-        p = replace(p, heartbeat=max(p.heartbeat, heartbeat), budget=budget, tier=tier)
-        if p.estimate() <= budget * HEADROOM:
-            return p
-    return replace(TIERS[-1], heartbeat=max(TIERS[-1].heartbeat, heartbeat), budget=budget,
-                   tier=len(TIERS))  # fmt: skip
+        paced = within(p, tier)
+        if paced.estimate() <= budget * HEADROOM:
+            return paced
+    return within(TIERS[-1], len(TIERS))
 
 
 def should_send(kinds: list[str], oldest: float, now: float, flush: float) -> bool:

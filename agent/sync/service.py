@@ -172,7 +172,11 @@ class SyncService:
         self._leaf_jwt = False  # whether the leaf logs in with the JWT (else the password)
         self._leaf_switched = -LOGIN_SWITCH_GAP
         self.started_at: float | None = None
-        self.pacing: Pacing = pacing_for(None, heartbeat=settings.heartbeat_interval)
+        self.pacing: Pacing = pacing_for(
+            None,
+            heartbeat=settings.heartbeat_interval,
+            desired_poll=settings.downlink.poll_interval,
+        )
         self.usage = LinkUsage()
         self._tasks: list[asyncio.Task[None]] = []
         self._extra = {"device": device_id}
@@ -418,7 +422,11 @@ class SyncService:
         except Exception:  # a store without it (tests' fakes) or a read failure
             hub_budget = None
         budget = hub_budget if hub_budget is not None else self.settings.metered_budget
-        return pacing_for(budget, heartbeat=self.settings.heartbeat_interval)
+        return pacing_for(
+            budget,
+            heartbeat=self.settings.heartbeat_interval,
+            desired_poll=self.settings.downlink.poll_interval,
+        )
 
     async def _pace(self) -> None:
         """Every ``status_every`` s: apply the pacing for the budget in force (a hub revision

@@ -298,3 +298,13 @@ def test_agent_status_names_the_pacing_and_the_bytes_used() -> None:
     }
     text = _format_status(status)
     assert "metered     budget 100KB/day, tier 4" in text and "41.2KB in 24 h" in text
+
+
+def test_pacing_keeps_the_configured_intervals_and_a_tier_only_slows_them() -> None:
+    from agent.sync.pacing import pacing_for
+
+    p = pacing_for(None, heartbeat=5.0, desired_poll=2.0)
+    assert (p.heartbeat, p.desired_poll) == (5.0, 2.0)  # not metered: the config rules
+    slow = pacing_for(10_000, heartbeat=5.0, desired_poll=2.0)
+    assert slow.desired_poll > 2.0 and slow.heartbeat > 5.0  # metered: the tier's slower
+    assert pacing_for(10_000, desired_poll=10**6).desired_poll == 10**6  # a slower config wins
