@@ -54,6 +54,10 @@ def init_command(hub: HubSettings) -> StringCommand:
         argv += ["--cluster-hosts", QuoteString(",".join(hub.cluster_hosts))]
         argv += ["--cluster-local", str(hub.cluster_node)]
         argv += ["--cluster-port", str(hub.cluster_port)]
+    if hub.nats_auth:
+        argv += ["--nats-auth", hub.nats_auth]
+    if hub.require_signed_bundles is False:
+        argv.append("--allow-unsigned-bundles")
     if not hub.litestream:
         argv.append("--no-litestream")
     elif hub.replica_url:

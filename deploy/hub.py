@@ -22,7 +22,7 @@ if _ROOT not in sys.path:
 
 from pyinfra import host, logger  # noqa: E402
 from pyinfra.api.operation import OperationMeta  # noqa: E402
-from pyinfra.facts.files import File  # noqa: E402
+from pyinfra.facts.files import File, FindInFile  # noqa: E402
 from pyinfra.operations import files, python, server  # noqa: E402
 
 from deploy.commands import init_command  # noqa: E402
@@ -35,10 +35,12 @@ from deploy.common import (  # noqa: E402
 from deploy.render import (  # noqa: E402
     HUB_UNIT,
     HUB_WORKER_UNIT,
+    MODE_LINES,
     UNIT_DIR,
     hub_context,
     hub_worker_unit,
     jinja_options,
+    settle_modes,
     template_path,
 )
 from deploy.settings import HUB_ENV_PATH, HubSettings  # noqa: E402
@@ -114,7 +116,12 @@ for local, remote, what in uploads:
 # initialised. Checked here too so an initialised hub plans no init step at all.
 if any(host.get_fact(File, path=f"{hub.data_dir}/{name}") for name in ("hub.toml", "hub.db")):
     host.noop(f"hub already initialised in {hub.data_dir}")
+    lines = host.get_fact(
+        FindInFile, path=f"{hub.data_dir}/hub.toml", pattern=MODE_LINES, extended_regex=True
+    )
+    hub = settle_modes(hub, lines or [])
 else:
+    hub = settle_modes(hub, None)
     init = server.shell(
         name=f"Initialise the hub (once; admin key into {hub.init_output})",
         commands=[init_command(hub)],

@@ -10,6 +10,8 @@ is always right.
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +59,39 @@ def env_file_value(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+# The hub.toml lines settle_modes reads on an initialised hub (pyinfra's FindInFile).
+MODE_LINES = r"^(nats_auth|require_signed_bundles)[[:space:]]*="
+
+
+def settle_modes(hub: HubSettings, existing: list[str] | None) -> HubSettings:
+    """The NATS login mode and signature rule this deploy writes. ``existing``: the
+    MODE_LINES of an initialised hub's hub.toml (None: a new hub). What the operator set
+    wins; otherwise a new hub gets init's defaults (jwt, signatures required) and an existing
+    one keeps its own (a key it lacks reads as before issue 16: password, not required), so
+    a redeploy never flips a fleet's login mode under devices that have not moved yet."""
+    found: dict[str, str] = {}
+    for line in existing or ():
+        m = re.match(r"\s*(\w+)\s*=\s*(.+?)\s*$", line)
+        if m:
+            found[m.group(1)] = m.group(2).strip('"').lower()
+    new = existing is None
+    auth = (
+        hub.nats_auth
+        or found.get("nats_auth")
+        or ("jwt" if new or hub.cluster_hosts else "password")
+    )
+    if hub.require_signed_bundles is not None:
+        signed = hub.require_signed_bundles
+    elif "require_signed_bundles" in found:
+        signed = found["require_signed_bundles"] == "true"
+    else:
+        signed = new
+    return replace(hub, nats_auth=auth, require_signed_bundles=signed)
+
+
 def hub_context(hub: HubSettings) -> dict[str, Any]:
+    if hub.nats_auth is None or hub.require_signed_bundles is None:
+        hub = settle_modes(hub, None)  # deploy/hub.py settles an initialised hub's first
     return {
         "hub": hub,
         "env_path": HUB_ENV_PATH,

@@ -67,6 +67,12 @@ class HubSettings:
     cluster_hosts: tuple[str, ...] = ()
     cluster_node: int = 0
     cluster_port: int = 6222
+    # How NATS logins are checked and whether new devices require signed bundles
+    # (docs/security.md). None: a new hub gets init's defaults (jwt, true); a hub deployed
+    # before keeps what its hub.toml says (without the key: password, false), so a redeploy
+    # never strands devices that have not moved to their own key yet.
+    nats_auth: str | None = None
+    require_signed_bundles: bool | None = None
     init_output: str = "/root/signalbeam-hub-init.txt"
     nofile: int = 65536
     # False: enable the units but never start, restart or daemon-reload them (a host that is

@@ -99,6 +99,8 @@ HUB_VARS = frozenset(
         "signalbeam_hub_cluster_hosts",
         "signalbeam_hub_cluster_port",
         "signalbeam_hub_init_output",
+        "signalbeam_hub_nats_auth",
+        "signalbeam_hub_require_signed_bundles",
         "signalbeam_hub_nofile",
         "signalbeam_hub_leaf_tls_cert",
         "signalbeam_hub_leaf_tls_key",
@@ -125,6 +127,15 @@ AGENT_VARS = frozenset(
     }
 )
 KNOWN_VARS = PACKAGE_VARS | HUB_VARS | AGENT_VARS
+
+
+def read_nats_auth(data: Mapping[str, Any]) -> str | None:
+    """``signalbeam_hub_nats_auth``: "jwt" or "password", or unset (keep the hub's)."""
+    var = "signalbeam_hub_nats_auth"
+    value = read_str(data, var, None)
+    if value is not None and value not in ("jwt", "password"):
+        raise DeployDataError(var, f"must be 'jwt' or 'password', got {value!r}")
+    return value
 
 
 def read_cluster_hosts(data: Mapping[str, Any]) -> tuple[str, ...]:
@@ -281,6 +292,12 @@ def validate_hub(data: Mapping[str, Any], *, inventory_name: str | None = None) 
         cluster_hosts=cluster_hosts,
         cluster_port=cluster_port,
         init_output=read_path(data, "signalbeam_hub_init_output", HubSettings.init_output),
+        nats_auth=read_nats_auth(data),
+        require_signed_bundles=(
+            None
+            if get_var(data, "signalbeam_hub_require_signed_bundles") is None
+            else read_bool(data, "signalbeam_hub_require_signed_bundles", True)
+        ),
         nofile=read_int(
             data, "signalbeam_hub_nofile", HubSettings.nofile, 1024, 1 << 20, "a count"
         ),

@@ -135,6 +135,8 @@ def test_hub_toml_is_accepted_by_the_hub() -> None:
         public_host="10.1.2.3",
         offline_grace=120,
         replica_url='s3://bucket/hub?endpoint=http://minio:9000&x="y"',
+        nats_auth="jwt",  # a new hub: init's defaults
+        require_signed_bundles=True,
     )
     off = parse_toml(render("hub.toml.j2", **hub_context(_hub(signalbeam_hub_litestream=False))))
     assert off.litestream is False and off.replica_url == ""
@@ -245,3 +247,34 @@ def test_hub_cluster_hosts_render_a_node_0_config() -> None:
         assert e.value.var.startswith("signalbeam_hub_cluster_hosts"), bad
     with pytest.raises(DeployDataError):
         _hub(signalbeam_hub_cluster_hosts=hosts, signalbeam_hub_cluster_port=4222)
+
+
+def test_a_redeploy_keeps_the_hubs_login_mode_and_signature_rule() -> None:
+    from deploy.render import settle_modes
+
+    def toml(hub: HubSettings, existing: list[str] | None) -> HubConfig:
+        return parse_toml(render("hub.toml.j2", **hub_context(settle_modes(hub, existing))))
+
+    new = toml(_hub(), None)
+    assert (new.nats_auth, new.require_signed_bundles) == ("jwt", True)
+    # A hub deployed before issue 16: its hub.toml has neither key. A redeploy must not
+    # switch it to JWT logins under devices that still log in with passwords.
+    old = toml(_hub(), [])
+    assert (old.nats_auth, old.require_signed_bundles) == ("password", False)
+    kept = toml(_hub(), ['nats_auth = "jwt"', "require_signed_bundles = false"])
+    assert (kept.nats_auth, kept.require_signed_bundles) == ("jwt", False)
+    chosen = toml(
+        _hub(signalbeam_hub_nats_auth="jwt", signalbeam_hub_require_signed_bundles="yes"), []
+    )
+    assert (chosen.nats_auth, chosen.require_signed_bundles) == ("jwt", True)
+    with pytest.raises(DeployDataError) as e:
+        _hub(signalbeam_hub_nats_auth="ldap")
+    assert e.value.var == "signalbeam_hub_nats_auth"
+
+
+def test_init_command_carries_the_modes() -> None:
+    from deploy.commands import init_command
+    from deploy.render import settle_modes
+
+    argv = str(init_command(settle_modes(_hub(signalbeam_hub_require_signed_bundles=False), None)))
+    assert "--nats-auth jwt" in argv and "--allow-unsigned-bundles" in argv
