@@ -20,8 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bundles import BundleError, BundleInvalid, FieldError, load_file, parse_bundle
+from bundles.checks.base import MAX_ERRORS
 from bundles.source import MAX_DEPTH
-from bundles.validate import MAX_BUNDLE_BYTES, MAX_ERRORS
+from bundles.validate import MAX_BUNDLE_BYTES
 from tests.unit.test_bundle_properties import check_outcome, valid_docs
 
 HEAD = "bundle: demo\nversion: 1.0.0\ncontainers:\n  - name: web\n    image: r.example/web:1.0\n"

@@ -1,0 +1,1 @@
+"""The bundle validator by section (``bundles.validate`` is the entry point)."""
