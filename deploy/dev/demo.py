@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from deploy.dev.demo_stack import (  # noqa: E402
     DEVICES,
-    OFFLINE_GRACE,
+    OFFLINE_AFTER,
     READY_LINE,
     Demo,
     interrupt,
@@ -168,7 +168,7 @@ def set_link(workdir: Path, device_id: str, offline: bool) -> int:
     if offline:
         flag.touch()
         say(
-            f"{device_id}: cutting its leaf link; the hub shows it offline within ~{OFFLINE_GRACE} s"
+            f"{device_id}: cutting its leaf link; the hub shows it offline within ~{OFFLINE_AFTER} s"
         )
     else:
         flag.unlink(missing_ok=True)

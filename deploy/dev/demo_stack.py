@@ -25,9 +25,14 @@ from tests.harness.registry import Registry
 BIN = Path(sys.executable).parent
 CANARY_PERCENT = 33  # the demo rollout's first phase: one of the three devices
 DEVICES = (("pi-01", "lab,rpi"), ("pi-02", "lab,rpi"), ("nuc-01", "lab,x86"))
-# Short, so a cut device shows offline soon; above the agents' 30 s heartbeat interval, so
+# Short, so a cut device shows offline soon; above the agents' heartbeat interval, so
 # connected devices never flap.
 OFFLINE_GRACE = 45
+# The demo's agents beat every 10 s: an idle agent stretches its heartbeats to two intervals
+# and the hub waits three of those before it says offline (docs/sync.md "Presence"), so a
+# cut device shows offline after max(OFFLINE_GRACE, 60 s) plus one sweep.
+HEARTBEAT = 10
+OFFLINE_AFTER = max(OFFLINE_GRACE, 3 * 2 * HEARTBEAT)
 READY_LINE = "demo: ready"
 
 
@@ -166,6 +171,7 @@ class Demo:
                 'engine = "podman"\n'
                 f'engine_socket = "{self.engine.url}"\n'
                 '[reconcile]\ninterval = "30s"\n'
+                f'[hub]\nheartbeat_interval = "{HEARTBEAT}s"\n'
                 # Three devices on one host: each its own lock directory (an app's lock
                 # file there holds back that device's updates only).
                 f'[update]\nlock_dir = "{ddir / "locks"}"\n'
