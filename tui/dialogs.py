@@ -14,7 +14,7 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static, TextArea
 
-from tui.models import detail as dm
+from tui.models import confirm as cm
 from tui.models.rollout_fields import FieldError
 
 
@@ -163,7 +163,7 @@ class RolloutStartScreen(ModalScreen[RolloutRequest | None]):
     """The rollout form: bundle@version, target, phases, bake time, failures tolerated.
 
     The fields are parsed by the CLI's own parsers (``tui.models.rollout_fields``, through
-    ``dm.rollout_request``); a wrong one is named under the fields and focused. Dismisses
+    ``cm.rollout_request``); a wrong one is named under the fields and focused. Dismisses
     with the request (the caller counts the devices and confirms) or None.
     """
 
@@ -237,7 +237,7 @@ class RolloutStartScreen(ModalScreen[RolloutRequest | None]):
         bundle = self.query_one("#rollout-bundle", Select).value
         error = self.query_one("#rollout-error", Static)
         try:
-            req = dm.rollout_request(
+            req = cm.rollout_request(
                 bundle if isinstance(bundle, str) else None,
                 self.query_one("#rollout-target", Input).value,
                 self.query_one("#rollout-phases", Input).value,

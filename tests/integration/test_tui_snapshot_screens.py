@@ -22,7 +22,7 @@ from tests.harness.tui_screens import ScreensApp
 from tui.app import SignalBeamApp
 from tui.dialogs import ConfirmScreen
 from tui.hub.session import HubSession
-from tui.models import detail as dm
+from tui.models import confirm as cm
 from tui.screens.device import DeviceView
 from tui.widgets.rollouts import RolloutsView
 
@@ -192,7 +192,7 @@ def test_rollouts_with_progress(snap_compare: Callable[..., bool]) -> None:
 def test_abort_confirmation(snap_compare: Callable[..., bool]) -> None:
     async def confirm(pilot: Pilot[Any]) -> None:
         await show_rollouts(pilot)
-        question = dm.rollout_action_question("abort", ROLLOUTS[0])
+        question = cm.rollout_action_question("abort", ROLLOUTS[0])
         pilot.app.push_screen(ConfirmScreen(question))
         await pilot.pause()
 

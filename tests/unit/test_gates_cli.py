@@ -15,6 +15,7 @@ from tui.errors import UsageError
 from tui.gates_cli import confirm_count, print_windows, print_windows_set
 from tui.models import detail as dm
 from tui.models import fleet as fm
+from tui.models import journal as jm
 from tui.output import show_device
 
 GATE = {
@@ -95,6 +96,6 @@ def test_fleet_row_and_device_screen_show_the_deferral() -> None:
         "update hello@2.0.0 deferred: locked by anna since 2026-12-04T21:00+01:00",
         "maintenance windows any time (set at the hub)",
     ]
-    assert any("force-update" in s for s in dm.stuck_reasons({"status": "online",
+    assert any("force-update" in s for s in jm.stuck_reasons({"status": "online",
                "reported": {"state": {}}, "gate": GATE}, 0.0))  # fmt: skip
     assert "Type 2 to go on" in fm.fleet_question("force_update", ["a", "b"])

@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
+from tui.models import confirm as cm
 from tui.models import detail as dm
+from tui.models import journal as jm
 from tui.models.rollout_fields import FieldError
 
 NOW = 1_800_000_000.0
@@ -92,7 +94,7 @@ def test_journal_explains_a_rolled_back_deployment() -> None:
         reconcile={"result": "failed", "trigger": "desired", "generation": 7, "steps": 4,
                    "reason": "health gate failed", "finished_at": NOW - 30},
     )  # fmt: skip
-    lines = dm.journal_lines(d, NOW)
+    lines = jm.journal_lines(d, NOW)
     assert lines[0] == "hub wants: app@2.0.0 (generation 7)"
     assert "device has: app@2.0.0 (generation 7, hub)" in lines
     assert "deployment: app@2.0.0 rolled_back — web unhealthy after 60s" in lines
@@ -108,9 +110,9 @@ def test_journal_for_a_converged_device_and_one_never_synced() -> None:
         desired={"bundle_ref": "app@2.0.0", "generation": 7},
         deployment={"bundle_ref": "app@2.0.0", "status": "healthy"},
     )
-    assert dm.journal_lines(ok, NOW)[-1] == "converged: nothing is holding the device back"
+    assert jm.journal_lines(ok, NOW)[-1] == "converged: nothing is holding the device back"
     never = {"id": "d2", "status": "offline", "last_seen": None, "reported": None}
-    lines = dm.journal_lines(never, NOW)
+    lines = jm.journal_lines(never, NOW)
     assert lines[0] == "hub wants: nothing assigned"
     assert "has reported nothing yet" in lines[1]
     assert lines[2].startswith("stuck: the device is offline (last seen never)")
@@ -118,7 +120,7 @@ def test_journal_for_a_converged_device_and_one_never_synced() -> None:
 
 def test_stuck_reasons() -> None:
     behind = device(desired={"bundle_ref": "app@1.0.0"}, deployment={"status": "healthy"})
-    assert dm.stuck_reasons(behind, NOW) == [
+    assert jm.stuck_reasons(behind, NOW) == [
         "the device has not received app@2.0.0 yet (it has app@1.0.0)"
     ]
     failing = device(
@@ -127,17 +129,17 @@ def test_stuck_reasons() -> None:
         observed={"containers": [{"name": "web", "state": "running", "health": "unhealthy"}]},
     )
     failing["sync_behind"] = 12
-    assert dm.stuck_reasons(failing, NOW) == [
+    assert jm.stuck_reasons(failing, NOW) == [
         "last reconcile failed: engine unreachable; the agent retries",
         "containers not healthy: web unhealthy",
         "the hub has not received 12 report row(s) the device held",
     ]
     failing["sync_behind_as_of"] = "2027-01-15T08:00:00.000Z"
-    assert dm.stuck_reasons(failing, dm.model.parse_ts("2027-01-15T08:00:40.000Z") or 0)[-1] == (
+    assert jm.stuck_reasons(failing, dm.model.parse_ts("2027-01-15T08:00:40.000Z") or 0)[-1] == (
         "the hub has not received 12 report row(s) the device held at its heartbeat 40s ago"
     )
     applying = device(deployment={"bundle_ref": "app@2.0.0", "status": "applying"})
-    assert dm.stuck_reasons(applying, NOW) == ["still applying app@2.0.0"]
+    assert jm.stuck_reasons(applying, NOW) == ["still applying app@2.0.0"]
 
 
 @pytest.mark.parametrize(
@@ -164,36 +166,36 @@ def test_merge_tail_is_bounded_and_search_is_case_insensitive() -> None:
 
 def test_confirmations_say_how_many_devices() -> None:
     dry = {"dry_run": True, "devices": 12, "sample": ["pi-01", "pi-02", "pi-03", "pi-04"]}
-    assert dm.assign_question("wm@1.3.0", "group:lab", dry) == (
+    assert cm.assign_question("wm@1.3.0", "group:lab", dry) == (
         "Assign wm@1.3.0 to group lab — 12 devices (pi-01, pi-02, pi-03, …)?"
     )
-    assert dm.impact({"devices": 1, "sample": ["d1"]}) == "1 device (d1)"
-    assert dm.impact({"devices": 0, "sample": []}) == "0 devices"
-    assert dm.impact({"devices": 1000, "sample": [], "more": True}) == "1000+ devices"
-    assert dm.impact(None) == "the hub could not count the devices in advance"
+    assert cm.impact({"devices": 1, "sample": ["d1"]}) == "1 device (d1)"
+    assert cm.impact({"devices": 0, "sample": []}) == "0 devices"
+    assert cm.impact({"devices": 1000, "sample": [], "more": True}) == "1000+ devices"
+    assert cm.impact(None) == "the hub could not count the devices in advance"
     dry2 = {"devices": 2, "sample": []}
-    assert dm.rollout_question("wm@1.3.0", "tag:lab", "10%", "10m", 1, dry2) == (
+    assert cm.rollout_question("wm@1.3.0", "tag:lab", "10%", "10m", 1, dry2) == (
         "Start a rollout of wm@1.3.0 to tag lab — 2 devices; phases 10%, bake 10m, "
         "1 failure(s) tolerated?"
     )
-    assert dm.rollout_question("wm@1.3.0", "tag:lab", None, None, "2%", dry2).endswith(
+    assert cm.rollout_question("wm@1.3.0", "tag:lab", None, None, "2%", dry2).endswith(
         "2 devices; one phase, 2% of the devices failing tolerated?"
     )
     rollout = {"id": "r1", "bundle": "wm", "version": "1.3.0", "state": "running",
                "counts": {"Pending": 2, "Updating": 1, "Succeeded": 3, "Failed": 0}}  # fmt: skip
-    question = dm.rollout_action_question("abort", rollout)
+    question = cm.rollout_action_question("abort", rollout)
     assert question.startswith("Abort rollout r1 (wm@1.3.0, 6 devices: 2 pending, 1 updating)?")
 
 
 def test_rollout_form_parsing() -> None:
     """Blank fields are the hub's defaults; the rest go through the CLI's parsers."""
-    assert dm.rollout_request("wm@1", " tag:lab ", "", "", "") == (
+    assert cm.rollout_request("wm@1", " tag:lab ", "", "", "") == (
         "wm@1", "tag:lab", None, None, None,
     )  # fmt: skip
-    assert dm.rollout_request("wm@1", "device:d1", " 1%, 10% ,100%", "10m", "2%") == (
+    assert cm.rollout_request("wm@1", "device:d1", " 1%, 10% ,100%", "10m", "2%") == (
         "wm@1", "device:d1", "1%,10%,100%", "10m", "2%",
     )  # fmt: skip
-    assert dm.rollout_request("wm@1", "tag:lab", "5,50", "90s", "2")[4] == 2
+    assert cm.rollout_request("wm@1", "tag:lab", "5,50", "90s", "2")[4] == 2
     for args, field, message in [
         ((None, "tag:lab", "", "", ""), "bundle@version", "pick a bundle"),
         (("wm@1", "lab", "", "", ""), "target", "target must be"),
@@ -202,22 +204,22 @@ def test_rollout_form_parsing() -> None:
         (("wm@1", "tag:lab", "", "", "-1"), "max failures", "is not a count"),
     ]:
         with pytest.raises(FieldError, match=message) as caught:
-            dm.rollout_request(*args)
+            cm.rollout_request(*args)
         assert caught.value.field == field
 
 
 def test_rollout_controls_follow_the_state() -> None:
-    assert dm.rollout_allows("running", "pause") and not dm.rollout_allows("paused", "pause")
-    assert dm.rollout_allows("paused", "resume") and not dm.rollout_allows("running", "resume")
-    assert dm.rollout_allows("paused", "abort") and not dm.rollout_allows("succeeded", "abort")
+    assert cm.rollout_allows("running", "pause") and not cm.rollout_allows("paused", "pause")
+    assert cm.rollout_allows("paused", "resume") and not cm.rollout_allows("running", "resume")
+    assert cm.rollout_allows("paused", "abort") and not cm.rollout_allows("succeeded", "abort")
 
 
 def test_read_only_hides_writes_only() -> None:
     for action in ("assign", "unassign", "push", "restart", "decommission", "reconcile",
                    "start_rollout", "rollout_control"):  # fmt: skip
-        assert dm.write_allowed(action, read_only=True) is False
-        assert dm.write_allowed(action, read_only=False) is True
-    assert dm.write_allowed("tab", read_only=True) is True
+        assert cm.write_allowed(action, read_only=True) is False
+        assert cm.write_allowed(action, read_only=False) is True
+    assert cm.write_allowed("tab", read_only=True) is True
 
 
 def test_states_have_colours_and_unknown_words_none() -> None:

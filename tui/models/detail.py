@@ -1,6 +1,7 @@
 """Pure view logic for the drill-down screens: device detail (metrics windows, containers,
-the reconcile journal, log search and live tail), confirmation texts, read-only rules and
-state colours.
+describe text, events, log search and live tail), state colours and the metered line. The
+reconcile journal and stuck reasons live in ``tui.models.journal``; confirmation texts, the
+rollout request and read-only rules in ``tui.models.confirm``.
 
 No Textual and no I/O here, so every rule is unit-tested directly. Readers tolerate missing
 or unexpected fields: a reported state document is whatever the device last sent (read through
@@ -9,7 +10,6 @@ or unexpected fields: a reported state document is whatever the device last sent
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,10 +17,8 @@ from typing import Any
 from rich.text import Text
 
 from protocol.metered import format_budget, format_bytes
-from protocol.reported import DeploymentPart, container_bad
-from sbutil.text import plural
 from tui.models import common as model
-from tui.models import rollout_fields as fields
+from tui.models.journal import stuck_reasons
 
 # --- metrics windows -----------------------------------------------------------------------
 
@@ -270,134 +268,6 @@ def event_row(e: Mapping[str, Any]) -> tuple[str, str, str]:
     return ts, str(e.get("kind") or "-"), str(e.get("message") or "")
 
 
-# --- journal: why the last reconcile did what it did ---------------------------------------
-def _ts(value: Any, now: float) -> str:
-    """The agent's epoch seconds (or the hub's ISO text) as ``HH:MM:SS UTC (5m ago)``."""
-    if isinstance(value, int | float):
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(value))
-        return f"{stamp} UTC ({model.age(now - value)} ago)"
-    parsed = model.parse_ts(value)
-    if parsed is None:
-        return "-"
-    return f"{str(value)[:19].replace('T', ' ')} UTC ({model.age(now - parsed)} ago)"
-
-
-def _or_dash(value: Any) -> Any:
-    return "-" if value is None else value
-
-
-def _steps(n: Any) -> str:
-    """ "1 step", "5 steps": the agent's reconcile event words it the same (sbutil.text)."""
-    return plural(n, "step") if isinstance(n, int) else "? steps"
-
-
-def journal_lines(device: Mapping[str, Any], now: float) -> list[str]:
-    """What the device last decided and, when it is not converging, why.
-
-    From ``devices.get``: the hub's desired version (and generation), and the reported
-    ``desired`` (what the agent has received), ``deployment`` (what it applied, and the
-    outcome) and ``reconcile`` (its last run that changed something or failed: trigger,
-    result, reason) parts. The agent keeps the full step journal locally
-    (``signalbeam-agent status``); only these summaries travel.
-    """
-    s = model.reported_state(device.get("reported"))
-    want = model.desired_ref(device)
-    want_gen = device.get("desired_generation")
-    gen = f" (generation {want_gen})" if want and want_gen else ""
-    lines = [f"hub wants: {want or 'nothing assigned'}{gen}"]
-    if s is None:
-        lines.append("the device has reported nothing yet: it has not synced since enrolling")
-        lines += [f"stuck: {s}" for s in stuck_reasons(device, now)]
-        return lines
-    got = s.desired
-    if got is not None:
-        lines.append(
-            f"device has: {got.bundle_ref or '-'} (generation {_or_dash(got.generation)}, "
-            f"{got.source or 'hub'})"
-        )
-    dep = s.deployment
-    if dep is not None:
-        line = f"deployment: {dep.bundle_ref or '-'} {dep.status or '?'}"
-        if dep.reason:
-            line += f" — {dep.reason}"
-        lines.append(line)
-        if dep.started_at is not None:
-            lines.append(f"  started {_ts(dep.started_at, now)}")
-        if dep.finished_at is not None:
-            lines.append(f"  finished {_ts(dep.finished_at, now)}")
-    run = s.reconcile
-    if run is not None:
-        line = (
-            f"last reconcile: {run.result or 'running'} (trigger {run.trigger or '-'}, "
-            f"generation {_or_dash(run.generation)}, {_steps(run.steps)})"
-        )
-        lines.append(line)
-        if run.reason:
-            lines.append(f"  reason: {run.reason}")
-        if run.finished_at is not None:
-            lines.append(f"  at {_ts(run.finished_at, now)}")
-    else:
-        lines.append("last reconcile: none that changed anything has been reported")
-    stuck = stuck_reasons(device, now)
-    lines += [f"stuck: {s}" for s in stuck] or ["converged: nothing is holding the device back"]
-    return lines
-
-
-def stuck_reasons(device: Mapping[str, Any], now: float) -> list[str]:
-    """Why the device does not run what the hub wants, each as one sentence; [] = fine."""
-    out: list[str] = []
-    status = str(device.get("status") or "unknown")
-    reported = device.get("reported")
-    s = model.reported_state(reported)
-    want = model.desired_ref(device)
-    running = model.running_ref(reported)
-    if status != "online" and status != "decommissioned":
-        out.append(
-            f"the device is {status} (last seen {model.ago(device.get('last_seen'), now)}): "
-            "it gets the new desired state when it reconnects"
-        )
-    if s is None:
-        return out
-    got = s.desired
-    dep = s.deployment or DeploymentPart()
-    if want is not None and got is not None and got.bundle_ref not in (None, want):
-        out.append(f"the device has not received {want} yet (it has {got.bundle_ref})")
-    if dep.failed:
-        out.append(
-            f"{dep.bundle_ref or 'the deployment'} {dep.status}: {dep.reason or 'no reason given'}"
-        )
-    elif dep.status == "applying" and want is not None:
-        out.append(f"still applying {dep.bundle_ref or want}")
-    gate = device.get("gate")
-    if isinstance(gate, Mapping):
-        # The device waits on purpose: an update lock, or outside its maintenance windows.
-        out.append(
-            f"{gate.get('bundle_ref') or 'the new revision'} deferred: {gate.get('reason')}"
-            " (`signalbeam device force-update` overrides)"
-        )
-    run = s.reconcile
-    if run is not None and run.result == "failed" and not dep.failed:
-        out.append(f"last reconcile failed: {run.reason or 'no reason given'}; the agent retries")
-    bad = [
-        f"{c.get('name')} {c.get('health') if c.get('health') == 'unhealthy' else c.get('state')}"
-        for c in model.containers(reported)
-        if container_bad(c)
-    ]
-    if bad:
-        out.append("containers not healthy: " + ", ".join(bad))
-    sync_behind = device.get("sync_behind")
-    if isinstance(sync_behind, int) and sync_behind > 0:
-        # The count is as of the device's last heartbeat, not now: say when.
-        as_of = device.get("sync_behind_as_of")
-        out.append(
-            f"the hub has not received {sync_behind} report row(s) the device held"
-            + (f" at its heartbeat {model.ago(as_of, now)}" if as_of else "")
-        )
-    if want is not None and running is not None and want != running and not out:
-        out.append(f"runs {running}, not {want} yet")
-    return out
-
-
 # --- logs ----------------------------------------------------------------------------------
 MAX_LOG_LINES = 2000  # kept in the view; older ones scroll away
 
@@ -423,114 +293,6 @@ def search_lines(lines: Sequence[str], query: str) -> list[str]:
     """Case-insensitive substring search; an empty query keeps every line."""
     q = query.strip().lower()
     return list(lines) if not q else [line for line in lines if q in line.lower()]
-
-
-# --- confirmations -------------------------------------------------------------------------
-SAMPLE_SHOWN = 3
-
-
-def impact(dry: Mapping[str, Any] | None) -> str:
-    """``12 devices (pi-01, pi-02, pi-03, …)`` from a ``dry_run`` reply; None = unknown."""
-    if dry is None or not isinstance(dry.get("devices"), int):
-        return "the hub could not count the devices in advance"
-    n = int(dry["devices"])
-    sample = [str(s) for s in dry.get("sample") or []][:SAMPLE_SHOWN]
-    text = f"{n}{'+' if dry.get('more') else ''} device" + ("" if n == 1 else "s")
-    if sample:
-        text += " (" + ", ".join(sample) + (", …" if n > len(sample) else "") + ")"
-    return text
-
-
-def assign_question(bundle: str, target: str, dry: Mapping[str, Any] | None) -> str:
-    kind, _, name = target.partition(":")
-    return f"Assign {bundle} to {kind} {name} — {impact(dry)}?"
-
-
-def rollout_question(
-    bundle: str, target: str, phases: str | None, bake: str | None,
-    max_failures: int | str | None, dry: Mapping[str, Any] | None,
-) -> str:  # fmt: skip
-    kind, _, name = target.partition(":")
-    how = f"phases {phases}" if phases else "one phase"
-    if bake:
-        how += f", bake {bake}"
-    limit = max_failures or 0
-    tolerated = (
-        f"{limit} of the devices failing" if isinstance(limit, str) else f"{limit} failure(s)"
-    )
-    return (
-        f"Start a rollout of {bundle} to {kind} {name} — {impact(dry)}; {how}, "
-        f"{tolerated} tolerated?"
-    )
-
-
-def target_problem(target: str) -> str | None:
-    """Why a typed target cannot be right, before asking the hub (which checks it again)."""
-    kind, sep, name = target.partition(":")
-    if not sep or kind not in ("device", "group", "tag") or not name:
-        return f"target must be device:ID, group:NAME or tag:NAME, got {target!r}"
-    return None
-
-
-def rollout_request(
-    bundle: str | None, target: str, phases: str, bake: str, max_failures: str
-) -> tuple[str, str, str | None, str | None, int | str | None]:
-    """The rollout form's fields checked and parsed with the CLI's own parsers
-    (``tui.models.rollout_fields``); a blank field is left to the hub's default (one phase, no
-    bake, no failure tolerated). ``FieldError`` names the field that is wrong."""
-    if not bundle:
-        raise fields.FieldError("bundle@version", "pick a bundle@version first")
-    target = target.strip()
-    problem = target_problem(target)
-    if problem is not None:
-        raise fields.FieldError("target", problem)
-    return (
-        bundle,
-        target,
-        fields.steps(phases) if phases.strip() else None,
-        fields.bake(bake) if bake.strip() else None,
-        fields.share(max_failures) if max_failures.strip() else None,
-    )
-
-
-def rollout_action_question(action: str, rollout: Mapping[str, Any]) -> str:
-    counts = model.rollout_counts(rollout)
-    total = sum(counts.values())
-    ref = f"{rollout.get('bundle')}@{rollout.get('version')}"
-    what = {
-        "abort": "stops it for good and gives every device back its previous assignment",
-        "pause": "starts no new phases; devices already updating go on",
-        "resume": "starts the next phases again",
-    }.get(action, "")
-    return (
-        f"{action.capitalize()} rollout {rollout.get('id')} ({ref}, {total} device"
-        f"{'' if total == 1 else 's'}: {counts['Pending']} pending, {counts['Updating']} "
-        f"updating)? It {what}."
-    )
-
-
-def rollout_allows(state: str, action: str) -> bool:
-    """Which of pause/resume/abort make sense in a rollout state (the hub checks again)."""
-    return {
-        "pause": state == "running",
-        "resume": state == "paused",
-        "abort": state in ("running", "paused"),
-    }.get(action, False)
-
-
-# --- read-only -----------------------------------------------------------------------------
-WRITE_ACTIONS = frozenset(
-    {
-        "assign", "unassign", "push", "rollout_start", "rollout_pause", "rollout_resume",
-        "rollout_abort", "restart", "decommission", "reconcile", "start_rollout",
-        "rollout_control", "fleet_write", "force_update",
-    }
-)  # fmt: skip
-
-
-def write_allowed(action: str, read_only: bool) -> bool | None:
-    """``check_action``'s answer: True, or False (hidden) for a write in read-only mode."""
-    return not (read_only and action in WRITE_ACTIONS)
 
 
 # --- state colours -------------------------------------------------------------------------

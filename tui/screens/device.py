@@ -28,7 +28,9 @@ from textual.widgets import (
 from protocol.api import device_wait
 from tui.dialogs import ConfirmScreen
 from tui.models import common as model
+from tui.models import confirm as cm
 from tui.models import detail as dm
+from tui.models import journal as jm
 from tui.widgets.banner import HubBanner
 from tui.widgets.base import HubView, call, hub_app, job, show_rows
 from tui.widgets.logs import LogsPane
@@ -182,7 +184,7 @@ class DeviceView(HubView):
             table.add_row(str(c.get("name")), str(c.get("state")), str(c.get("health") or "-"))
         self._show_containers()
         self.query_one(LogsPane).set_containers(dm.container_names(reported))
-        journal = Content("\n".join(dm.journal_lines(d, now)))
+        journal = Content("\n".join(jm.journal_lines(d, now)))
         self.query_one("#device-journal", Static).update(journal)
 
     def _show_containers(self) -> None:
@@ -309,7 +311,7 @@ class DeviceScreen(Screen[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         read_only = bool(getattr(hub_app(self), "read_only", False))
-        return dm.write_allowed(action, read_only)
+        return cm.write_allowed(action, read_only)
 
     def action_back(self) -> None:
         self.query_one(LogsPane).show(False)

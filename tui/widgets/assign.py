@@ -13,7 +13,7 @@ from textual.widgets import Button, DataTable, Input, Select, Static
 
 from protocol.api import TARGET_KINDS
 from tui.dialogs import ConfirmScreen
-from tui.models import detail as dm
+from tui.models import confirm as cm
 from tui.widgets.base import HubView, call, hub_app, job
 from tui.widgets.impact import count_target, devices_touched
 
@@ -113,13 +113,13 @@ class AssignView(HubView):
             if yes:
                 self.run_worker(job(self._do_assign, target, bundle), group="assign")
 
-        self.app.push_screen(ConfirmScreen(dm.assign_question(bundle, target, dry)), confirmed)
+        self.app.push_screen(ConfirmScreen(cm.assign_question(bundle, target, dry)), confirmed)
 
     def read_only(self) -> bool:
         return bool(getattr(hub_app(self), "read_only", False))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        return dm.write_allowed(action, self.read_only())
+        return cm.write_allowed(action, self.read_only())
 
     def on_mount(self) -> None:
         # Greyed rather than hidden: the form still shows what could be assigned.
@@ -151,7 +151,7 @@ class AssignView(HubView):
         # them back to their next most specific assignment (or nothing).
         dry = await count_target(self, target)
         kind, _, name = target.partition(":")
-        question = f"Remove the assignment of {kind} {name} — {dm.impact(dry)}?"
+        question = f"Remove the assignment of {kind} {name} — {cm.impact(dry)}?"
 
         def confirmed(yes: bool | None) -> None:
             if yes:

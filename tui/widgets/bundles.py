@@ -16,6 +16,7 @@ from textual.widgets import DataTable, Static, TextArea
 from protocol import errors as codes
 from tui.client import ApiError
 from tui.dialogs import PushScreen
+from tui.models import confirm as cm
 from tui.models import detail as dm
 from tui.widgets.base import HubView, call, hub_app, job
 
@@ -154,7 +155,7 @@ class BundlesView(HubView):
 
     # --- push ------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        return dm.write_allowed(action, bool(getattr(hub_app(self), "read_only", False)))
+        return cm.write_allowed(action, bool(getattr(hub_app(self), "read_only", False)))
 
     def action_push(self) -> None:
         def chosen(path: str | None) -> None:

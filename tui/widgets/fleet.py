@@ -18,7 +18,7 @@ from textual.widgets import DataTable, Input, Static
 
 from tui.client import ApiError
 from tui.hub.fleet import FleetSource
-from tui.models import detail as dm
+from tui.models import confirm as cm
 from tui.models import fleet as fm
 from tui.widgets.base import hub_app, job
 from tui.widgets.fleet_actions import FleetActions
@@ -200,7 +200,7 @@ class FleetView(FleetActions):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "focus_filter" and isinstance(self.app.focused, Input):
             return False  # a `/` typed into the filter box is text
-        return dm.write_allowed(action, bool(getattr(hub_app(self), "read_only", False)))
+        return cm.write_allowed(action, bool(getattr(hub_app(self), "read_only", False)))
 
     def action_logs(self) -> None:
         device_id = self._highlighted()

@@ -23,6 +23,7 @@ from protocol import errors as codes
 from tui.client import ApiError
 from tui.dialogs import ConfirmScreen, RolloutRequest, RolloutStartScreen
 from tui.models import common as model
+from tui.models import confirm as cm
 from tui.models import detail as dm
 from tui.output import human_duration
 from tui.widgets.base import HubView, call, hub_app, job, show_rows
@@ -275,12 +276,12 @@ class RolloutsView(HubView, can_focus=True):
 
     # --- write actions ---------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if not dm.write_allowed(action, bool(getattr(hub_app(self), "read_only", False))):
+        if not cm.write_allowed(action, bool(getattr(hub_app(self), "read_only", False))):
             return False
         if action == "rollout_control" and parameters:
             rollout = self.rollouts.get(self.selected or "")
             state = str((rollout or {}).get("state", ""))
-            return True if dm.rollout_allows(state, str(parameters[0])) else None
+            return True if cm.rollout_allows(state, str(parameters[0])) else None
         return True
 
     def action_start_rollout(self) -> None:
@@ -304,7 +305,7 @@ class RolloutsView(HubView, can_focus=True):
         go_on, dry = await devices_touched(self, "rollouts.start", req.body())
         if not go_on:
             return
-        question = dm.rollout_question(
+        question = cm.rollout_question(
             req.bundle, req.target, req.phases, req.bake, req.max_failures, dry
         )
 
@@ -337,7 +338,7 @@ class RolloutsView(HubView, can_focus=True):
             if yes:
                 self.run_worker(job(self._control, action, rid), group="control")
 
-        self.app.push_screen(ConfirmScreen(dm.rollout_action_question(action, rollout)), answered)
+        self.app.push_screen(ConfirmScreen(cm.rollout_action_question(action, rollout)), answered)
 
     async def _control(self, action: str, rollout_id: str) -> None:
         result = await call(self, f"rollouts.{action}", {"id": rollout_id})
