@@ -12,22 +12,21 @@ read or ``-o yaml`` printed, Textual for ``tui`` (bench/bench_cli.py measures it
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from sbutil.cli import Parser, add_version, quiet_pipe
 from tui import cliutil
-from tui.cliutil import api_error, duration, output_format
+from tui.bundle_cli import add_assign_commands, add_bundle_commands
+from tui.cliutil import api_error, duration, output_format, request_body
 from tui.device_cli import add_device_commands
 from tui.errors import EXIT_USAGE, ApiError, TuiError
 from tui.gates_cli import add_gate_commands
 from tui.metered_cli import add_metered_commands
 from tui.output import fields, metric_value, show_device, structured, table
 from tui.rollout_cli import add_rollout_commands
-from tui.signing_cli import add_push_flags, add_signing_commands
-from tui.signing_cli import request_bundle_push as signing_request_bundle_push
+from tui.signing_cli import add_signing_commands
 from tui.stream import add_follow, cmd_follow_events
 from tui.vars_cli import add_vars_commands
 
@@ -42,14 +41,6 @@ VALUE_OPTIONS = (
     "-o",
     "--output",
 )
-
-# A verb builds (api verb, body) from the parsed args; None for the offline ones.
-Request = tuple[str, dict[str, Any]]
-
-
-def _body(**values: Any) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v is not None}
-
 
 # --- output ------------------------------------------------------------------------------
 # A printer writes a verb's result for people: printer(result, out, wide=bool).
@@ -94,16 +85,6 @@ PRINTERS: dict[str, Printer] = {
     "devices.get": show_device,
     "groups.list": lambda r, o, wide=False: table(
         r["items"], ["name", "members", "description"], o, wide=wide
-    ),
-    "bundles.list": lambda r, o, wide=False: table(
-        r["items"], ["name", "latest", "versions"], o, wide=wide
-    ),
-    "bundles.versions": lambda r, o, wide=False: table(
-        r["items"], ["version", "content_hash", "created_at", "description"], o, wide=wide
-    ),
-    "bundles.get": lambda r, o, wide=False: structured(r, "yaml", o),
-    "assignments.list": lambda r, o, wide=False: table(
-        r["items"], ["target", "bundle", "version", "created_at"], o, wide=wide
     ),
     "events.list": print_events,
     "metrics.get": print_metrics,
@@ -177,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(
         request=lambda a: (
             "devices.list",
-            _body(
+            request_body(
                 tag=a.tag,
                 group=a.group,
                 status=a.status,
@@ -211,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--description")
     p.set_defaults(
-        request=lambda a: ("groups.create", _body(name=a.name, description=a.description))
+        request=lambda a: ("groups.create", request_body(name=a.name, description=a.description))
     )
     p = add("delete", "delete a group", group)
     p.add_argument("name")
@@ -227,44 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("metered", "data budgets set at the hub (metered links)")
     p.set_defaults(request=lambda a: ("metered.list", {}))
 
-    bundle = add("bundle", "app bundles").add_subparsers(dest="bundle_verb", required=True)
-    p = add("validate", "check a bundle file offline, printing every error with its line", bundle)
-    p.add_argument("file")
-    p.set_defaults(offline=cmd_bundle_validate)
-    p = add("push", "validate and upload a bundle version (signed: see --sign)", bundle)
-    p.add_argument("file")
-    add_push_flags(p)
-    p.set_defaults(request=request_bundle_push)
-    p = add("list", "list bundles", bundle)
-    p.set_defaults(request=lambda a: ("bundles.list", {}))
-    p = add("versions", "list a bundle's versions, newest first", bundle)
-    p.add_argument("name")
-    p.set_defaults(request=lambda a: ("bundles.versions", {"name": a.name}))
-    p = add("show", "show a bundle version's spec (NAME or NAME@VERSION)", bundle)
-    p.add_argument("ref")
-    p.set_defaults(request=request_bundle_show)
-
+    bundle = add_bundle_commands(add, PRINTERS)  # validate, push, list... (tui/bundle_cli.py)
     add_signing_commands(add, bundle, PRINTERS, send, show)  # keys ..., bundle sign|resign
 
-    p = add("assign", "assign a bundle version to device:ID, group:NAME or tag:NAME")
-    p.add_argument("target")
-    p.add_argument("bundle", help="NAME@VERSION")
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="assign a version the fleet's devices would refuse (unsigned; docs/security.md)",
-    )
-    p.set_defaults(
-        request=lambda a: (
-            "assign",
-            {"target": a.target, "bundle": a.bundle, **({"force": True} if a.force else {})},
-        )
-    )
-    p = add("unassign", "remove the assignment of a target")
-    p.add_argument("target")
-    p.set_defaults(request=lambda a: ("unassign", {"target": a.target}))
-    p = add("assignments", "list assignments")
-    p.set_defaults(request=lambda a: ("assignments.list", {}))
+    add_assign_commands(add, PRINTERS)  # assign, unassign, assignments (tui/bundle_cli.py)
 
     p = add("events", "the event log, newest first (--follow: oldest first, then live)")
     p.add_argument("--device")
@@ -272,7 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cursor")
     add_follow(p, "print new events as they arrive (Ctrl-C ends)", cmd_follow_events)
     p.set_defaults(
-        request=lambda a: ("events.list", _body(device=a.device, limit=a.limit, cursor=a.cursor))
+        request=lambda a: (
+            "events.list",
+            request_body(device=a.device, limit=a.limit, cursor=a.cursor),
+        )
     )
 
     p = add("metrics", "a device's metric rollups")
@@ -284,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(
         request=lambda a: (
             "metrics.get",
-            _body(
+            request_body(
                 device=a.device, resolution=a.resolution, since=a.since, until=a.until, name=a.name
             ),
         )
@@ -300,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(
         request=lambda a: (
             "tokens.create",
-            _body(tenant=a.tenant, expires_in=a.expires, max_uses=a.uses),
+            request_body(tenant=a.tenant, expires_in=a.expires, max_uses=a.uses),
         )
     )
     p = add("list", "list enrollment tokens", token)
@@ -333,56 +283,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # --- verbs that need more than one request line --------------------------------------------
-def _load_bundle(path: str) -> Any:
-    # Imported here: `bundles` pulls in YAML parsing, which most verbs never need.
-    from bundles.validate import load_file
-
-    return load_file(path)
-
-
-def cmd_bundle_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from bundles.errors import BundleError, BundleInvalid
-
-    try:
-        spec = _load_bundle(args.file)
-    except BundleInvalid as exc:
-        if output_format(args) == "json":
-            print(
-                json.dumps({"valid": False, "errors": [e.to_dict() for e in exc.errors]}), file=out
-            )
-        else:
-            for e in exc.errors:
-                line = f"{args.file}:{e.line}: " if e.line is not None else f"{args.file}: "
-                print(f"{line}{e.path}: {e.message}", file=err)
-            print(f"{len(exc.errors)} error(s) in {args.file}", file=err)
-        return EXIT_USAGE  # bad input exits 2 in every CLI (docs/cli.md)
-    except (BundleError, OSError) as exc:
-        print(f"error: {args.file}: {exc}", file=err)
-        return EXIT_USAGE
-    from bundles.hashing import content_hash
-
-    result = {
-        "valid": True,
-        "bundle": spec.bundle,
-        "version": spec.version,
-        "content_hash": content_hash(spec),
-    }
-    if output_format(args) == "json":
-        print(json.dumps(result), file=out)
-    else:
-        print(f"{args.file}: {spec.ref} is valid ({result['content_hash']})", file=out)
-    return 0
-
-
-def request_bundle_push(args: argparse.Namespace) -> Request:
-    return signing_request_bundle_push(args)  # a plain, signed, or --sign push
-
-
-def request_bundle_show(args: argparse.Namespace) -> Request:
-    name, _, version = args.ref.partition("@")
-    return "bundles.get", _body(name=name, version=version or None)
-
-
 def cmd_tui(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     # Imported only here: the other verbs must not pay for (or need) Textual.
     try:

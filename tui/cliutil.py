@@ -18,6 +18,14 @@ UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # may import, which an in-process caller (a test, the TUI) must not have decided for it.
 LEAN_IMPORTS = False
 
+# A verb builds (api verb, body) from the parsed args; None for the offline ones.
+Request = tuple[str, dict[str, Any]]
+
+
+def request_body(**values: Any) -> dict[str, Any]:
+    """A request body without the options left unset (the hub applies its defaults)."""
+    return {k: v for k, v in values.items() if v is not None}
+
 
 def skip_websocket_client(url: str) -> None:
     """Call before the NATS client is first imported. nats-py imports aiohttp only to offer
