@@ -6,8 +6,8 @@ tolerated exception gave). The check may be a plain function or return an awaita
 are generous (tens of seconds): the suite runs on shared, loaded machines, so a deadline
 marks a hang, not a speed.
 
-``eventually_blocking`` is the same loop for a test that is not async (it runs it in an
-event loop of its own).
+``eventually_blocking`` is the same loop for a test that is not async (its check may start
+an event loop of its own, as a CLI verb does, so it runs none).
 """
 
 from __future__ import annotations
@@ -22,6 +22,25 @@ DEFAULT_TIMEOUT = 60.0
 Pause = Callable[[float], Awaitable[Any]]
 
 
+class _Poll:
+    """One polling run's rules, shared by both loops: a truthy value ends it, a tolerated
+    exception counts as "not yet", and past the deadline an AssertionError names ``what``."""
+
+    def __init__(
+        self, what: str, timeout: float, tolerate: tuple[type[BaseException], ...]
+    ) -> None:
+        if not isinstance(what, str):
+            raise TypeError(f"what must be a text, not {what!r} (timeout is keyword-only)")
+        self.what, self.timeout, self.tolerate = what, timeout, tolerate
+        self.deadline = time.monotonic() + timeout
+        self.last: BaseException | None = None
+
+    def overdue(self) -> None:
+        if time.monotonic() > self.deadline:
+            detail = f" (last error: {self.last!r})" if self.last is not None else ""
+            raise AssertionError(f"not met in {self.timeout:g}s: {self.what}{detail}")
+
+
 async def eventually(
     check: Callable[[], Any],
     what: str = "the condition",
@@ -34,11 +53,8 @@ async def eventually(
     """Poll ``check`` until its value is truthy and return the value. ``tolerate``: exception
     types that count as "not yet" (say a server still starting). ``pause``: how to wait
     between polls (``asyncio.sleep``; a Textual test passes ``pilot.pause``)."""
-    if not isinstance(what, str):
-        raise TypeError(f"what must be a text, not {what!r} (timeout is keyword-only)")
+    poll = _Poll(what, timeout, tolerate)
     wait = pause or asyncio.sleep
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
     while True:
         try:
             value = check()
@@ -47,10 +63,8 @@ async def eventually(
             if value:
                 return value
         except tolerate as exc:
-            last = exc
-        if time.monotonic() > deadline:
-            detail = f" (last error: {last!r})" if last is not None else ""
-            raise AssertionError(f"not met in {timeout:g}s: {what}{detail}")
+            poll.last = exc
+        poll.overdue()
         await wait(interval)
 
 
@@ -62,7 +76,17 @@ def eventually_blocking(
     interval: float = 0.2,
     tolerate: tuple[type[BaseException], ...] = (),
 ) -> Any:
-    """``eventually`` for a test that is not async."""
-    return asyncio.run(
-        eventually(check, what, timeout=timeout, interval=interval, tolerate=tolerate)
-    )
+    """``eventually`` for a test that is not async. No event loop of its own: the check may
+    run code that starts one (a CLI verb's ``asyncio.run``)."""
+    poll = _Poll(what, timeout, tolerate)
+    while True:
+        try:
+            value = check()
+            if inspect.isawaitable(value):
+                raise TypeError(f"{what}: an async check needs `await eventually(...)`")
+            if value:
+                return value
+        except tolerate as exc:
+            poll.last = exc
+        poll.overdue()
+        time.sleep(interval)
