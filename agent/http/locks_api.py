@@ -19,8 +19,9 @@ from agent.updategate import file_locks
 from protocol import errors as perr
 
 
-def _who(value: object, default: str) -> str:
-    if value is None:
+def _who(value: object, default: str, *, given: bool) -> str:
+    """The holder named (``given``: the field was sent, so null is an error, not "me")."""
+    if not given:
         return default[: updatelocks.MAX_WHO]
     if (
         not isinstance(value, str)
@@ -64,9 +65,9 @@ async def post_update_lock(request: web.Request) -> web.Response:
     for key in body:
         if key not in ("who", "reason"):
             raise v.invalid(key, "unknown field (allowed: who, reason)")
-    holder = _who(body.get("who"), who.token.name)
+    holder = _who(body.get("who"), who.token.name, given="who" in body)
     reason = body.get("reason")
-    if reason is not None and (not isinstance(reason, str) or len(reason) > updatelocks.MAX_REASON):
+    if "reason" in body and (not isinstance(reason, str) or len(reason) > updatelocks.MAX_REASON):
         raise v.invalid(
             "reason", f"must be a string of at most {updatelocks.MAX_REASON} characters"
         )
@@ -80,7 +81,7 @@ async def delete_update_lock(request: web.Request) -> web.Response:
     v.only(request.query, ("who",))
     ctx = request.app[CTX_KEY]
     who = caller(request)
-    holder = _who(request.query.get("who"), who.token.name)
+    holder = _who(request.query.get("who"), who.token.name, given="who" in request.query)
     lock = await ctx.store.write(updatelocks.release, holder, who.actor)
     if lock is None:
         raise ApiError(perr.NOT_FOUND, f"{holder} holds no update lock", "who")

@@ -12,9 +12,20 @@ from typing import Any
 
 from aiohttp import web
 
+from agent.store.updatelocks import MAX_REASON, MAX_WHO
+
 NUM = {"type": "number"}
 INT = {"type": "integer"}
 STR = {"type": "string"}
+# An update lock's holder and reason, as locks_api checks them (printable, at least one
+# non-space; the schema says ASCII, a subset of what the handler takes).
+WHO = {"type": "string", "minLength": 1, "maxLength": MAX_WHO, "pattern": "^[ -~]*[!-~][ -~]*$"}
+REASON = {"type": "string", "maxLength": MAX_REASON}
+LOCK_BODY = {
+    "type": "object",
+    "properties": {"who": WHO, "reason": REASON},
+    "additionalProperties": False,  # the handler names an unknown field
+}
 
 
 def _n(schema: dict[str, Any]) -> dict[str, Any]:
@@ -251,6 +262,12 @@ def _op(
     }
     if body is not None:
         op["requestBody"] = body
+    return op
+
+
+def _also_ok(op: dict[str, Any], status: str, response: dict[str, Any]) -> dict[str, Any]:
+    """An operation with a second success status (a POST that may find its object there)."""
+    op["responses"] = {status: response, **op["responses"]}
     return op
 
 
@@ -547,24 +564,26 @@ def document() -> dict[str, Any]:
                 ),
                 role="viewer",
             ),
-            "post": _op(
-                "Hold an update lock: new revisions wait until it is released (audited)",
-                _json(LOCK, "Created (200: an existing lock, its reason refreshed)"),
-                role="operator",
-                ok_status="201",
-                errors=(400, *AUTHED, 413),
-                body={
-                    "required": True,
-                    "content": {
-                        "application/json": {"schema": _obj({"who": STR, "reason": STR}, [])}
+            "post": _also_ok(
+                _op(
+                    "Hold an update lock: new revisions wait until it is released (audited)",
+                    _json(LOCK, "Created (200: an existing lock, its reason refreshed)"),
+                    role="operator",
+                    ok_status="201",
+                    errors=(400, *AUTHED, 413),
+                    body={
+                        "required": True,
+                        "content": {"application/json": {"schema": LOCK_BODY}},
                     },
-                },
+                ),
+                "200",
+                _json(LOCK, "An existing lock, its reason refreshed"),
             ),
             "delete": _op(
                 "Release an update lock (yours, or ?who=NAME) (audited)",
                 _json(LOCK),
                 role="operator",
-                params=[_q("who", STR, "Holder of the lock (default: your token's name)")],
+                params=[_q("who", WHO, "Holder of the lock (default: your token's name)")],
                 errors=(*AUTHED, 404),
             ),
         },

@@ -35,7 +35,7 @@ from tests.harness.engines import EngineHandle
 from tests.harness.registry import Registry
 from tests.harness.sync_e2e import Device, enrollment_token, running_fleet
 from tests.harness.sync_hub import SyncHub
-from tests.harness.wait import eventually
+from tests.harness.wait import eventually, eventually_blocking
 from tui.client import ApiError, HubClient
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
@@ -151,11 +151,18 @@ async def admin(hub: SyncHub) -> AsyncIterator[HubClient]:
         yield c
 
 
-def runs(dev: Device, digest: str) -> bool:
+def runs_now(dev: Device, digest: str) -> bool:
     """The device runs one container, of exactly this image digest (the engine names it
     ``name@digest``, without the tag)."""
     images = dev.running_images()
     return len(images) == 1 and images[0].endswith(f"@{digest}")
+
+
+def runs(dev: Device, digest: str) -> bool:
+    """``runs_now`` within a bound: the hub's "healthy" can arrive while the engine still
+    lists a container the agent is removing (seen under load in a CI run)."""
+    eventually_blocking(lambda: runs_now(dev, digest), f"{dev} runs {digest}", timeout=60)
+    return True
 
 
 async def deployment(admin: HubClient, device_id: str) -> dict[str, Any]:
