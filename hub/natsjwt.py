@@ -137,6 +137,22 @@ def operator_jwt(keys: HubKeys) -> str:
     )
 
 
+def _account_limits(**jetstream: int) -> dict[str, Any]:
+    """An account's limits: none, and JetStream's only where given (the system account has
+    no JetStream)."""
+    return {
+        "subs": NO_LIMIT,
+        "data": NO_LIMIT,
+        "payload": NO_LIMIT,
+        "imports": NO_LIMIT,
+        "exports": NO_LIMIT,
+        "wildcards": True,
+        "conn": NO_LIMIT,
+        "leaf": NO_LIMIT,
+        **jetstream,
+    }
+
+
 def system_account_jwt(keys: HubKeys) -> str:
     return natsauth.encode(
         {
@@ -145,16 +161,7 @@ def system_account_jwt(keys: HubKeys) -> str:
             "nats": {
                 "type": "account",
                 "version": 2,
-                "limits": {
-                    "subs": NO_LIMIT,
-                    "data": NO_LIMIT,
-                    "payload": NO_LIMIT,
-                    "imports": NO_LIMIT,
-                    "exports": NO_LIMIT,
-                    "wildcards": True,
-                    "conn": NO_LIMIT,
-                    "leaf": NO_LIMIT,
-                },
+                "limits": _account_limits(),
                 "default_permissions": {"pub": {}, "sub": {}},
             },
         },
@@ -194,20 +201,9 @@ def account_jwt(keys: HubKeys, revocations: dict[str, int], *, now: int | None =
             "nats": {
                 "type": "account",
                 "version": 2,
-                "limits": {
-                    "subs": NO_LIMIT,
-                    "data": NO_LIMIT,
-                    "payload": NO_LIMIT,
-                    "imports": NO_LIMIT,
-                    "exports": NO_LIMIT,
-                    "wildcards": True,
-                    "conn": NO_LIMIT,
-                    "leaf": NO_LIMIT,
-                    "mem_storage": NO_LIMIT,
-                    "disk_storage": NO_LIMIT,
-                    "streams": NO_LIMIT,
-                    "consumer": NO_LIMIT,
-                },
+                "limits": _account_limits(
+                    mem_storage=NO_LIMIT, disk_storage=NO_LIMIT, streams=NO_LIMIT, consumer=NO_LIMIT
+                ),
                 "default_permissions": {"pub": {}, "sub": {}},
                 "signing_keys": [
                     {
