@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from bundles.windows import MAX_WINDOWS, WindowError, parse_window
@@ -17,10 +18,10 @@ from protocol.metered import BudgetError, format_budget, parse_budget
 # maintenance.set validates every window with the grammar the agent uses (bundles.windows),
 # naming the window and the part at fault. devices.force_update wants ``confirm`` equal to
 # the number of devices: the counted confirmation is the hub's rule, so no client skips it.
-def _gate_target(body: dict[str, Any]) -> tuple[str, str]:
+def _gate_target(body: dict[str, Any], what: str) -> tuple[str, str]:
     kind, target = v.target(body["target"])
     if kind == "tag":
-        raise Invalid("target must be device:ID or group:NAME (windows are not set per tag)",
+        raise Invalid(f"target must be device:ID or group:NAME ({what} are not set per tag)",
                       field="target")  # fmt: skip
     return kind, target
 
@@ -49,30 +50,51 @@ def _exists(store: Store, kind: str, target: str) -> None:
         store.get_group(target)
 
 
+def _set_for_target(
+    store: Store,
+    caller: Caller,
+    kind: str,
+    target: str,
+    field: str,
+    value: Any,
+    set_: Callable[[], bool],
+    event: str,
+    shown: str,
+) -> Outcome:
+    """Store a per-device or per-group setting that lives in the desired document, and tell
+    each device whose document it changes (an event, and the desired notice)."""
+    with store.tx():
+        _exists(store, kind, target)
+        changed = set_()
+        devices = _devices_for_target(store, kind, target) if changed else []
+        for d in devices:
+            store.add_event(
+                d,
+                event,
+                shown,
+                {"target": f"{kind}:{target}", field: value, "by": caller.name},
+            )
+    changes = [Change("desired", "changed", {"devices": sorted(devices)})] if devices else []
+    return Outcome(
+        {"target": f"{kind}:{target}", field: value, "changed": changed,
+         "devices": sorted(devices)},
+        changes,
+    )  # fmt: skip
+
+
 def maintenance_set(store: Store, body: dict[str, Any], caller: Caller) -> Outcome:
-    kind, target = _gate_target(body)
+    kind, target = _gate_target(body, "windows")
     clear = bool(body.get("clear", False))
     if clear == ("windows" in body):
         raise Invalid("give either windows (a list; [] for any time) or clear: true",
                       field="windows")  # fmt: skip
     windows = None if clear else _windows(body["windows"])
-    with store.tx():
-        _exists(store, kind, target)
-        changed = store.set_windows(kind, target, windows, caller.name)
-        devices = _devices_for_target(store, kind, target) if changed else []
-        for d in devices:
-            store.add_event(
-                d,
-                "maintenance.changed",
-                f"maintenance windows of {kind} {target}: "
-                + ("inherited" if windows is None else ", ".join(windows) or "any time"),
-                {"target": f"{kind}:{target}", "windows": windows, "by": caller.name},
-            )
-    changes = [Change("desired", "changed", {"devices": sorted(devices)})] if devices else []
-    return Outcome(
-        {"target": f"{kind}:{target}", "windows": windows, "changed": changed,
-         "devices": sorted(devices)},
-        changes,
+    return _set_for_target(
+        store, caller, kind, target, "windows", windows,
+        lambda: store.set_windows(kind, target, windows, caller.name),
+        "maintenance.changed",
+        f"maintenance windows of {kind} {target}: "
+        + ("inherited" if windows is None else ", ".join(windows) or "any time"),
     )  # fmt: skip
 
 
@@ -82,10 +104,7 @@ def maintenance_list(store: Store, _body: dict[str, Any], _: Caller) -> Outcome:
 
 # --- metered links: a data budget per device or group, in the desired document -----------
 def metered_set(store: Store, body: dict[str, Any], caller: Caller) -> Outcome:
-    kind, target = v.target(body["target"])
-    if kind == "tag":
-        raise Invalid("target must be device:ID or group:NAME (budgets are not set per tag)",
-                      field="target")  # fmt: skip
+    kind, target = _gate_target(body, "budgets")
     clear = bool(body.get("clear", False))
     if clear == ("budget" in body):
         raise Invalid("give either budget (like '100KB/day') or clear: true", field="budget")
@@ -95,23 +114,12 @@ def metered_set(store: Store, body: dict[str, Any], caller: Caller) -> Outcome:
             budget = parse_budget(body["budget"])
         except BudgetError as exc:
             raise Invalid(f"budget: {exc.message}", field="budget") from None
-    with store.tx():
-        _exists(store, kind, target)
-        changed = store.set_budget(kind, target, budget, caller.name)
-        devices = _devices_for_target(store, kind, target) if changed else []
-        for d in devices:
-            store.add_event(
-                d,
-                "metered.changed",
-                f"data budget of {kind} {target}: "
-                + ("inherited" if budget is None else format_budget(budget)),
-                {"target": f"{kind}:{target}", "budget": budget, "by": caller.name},
-            )
-    changes = [Change("desired", "changed", {"devices": sorted(devices)})] if devices else []
-    return Outcome(
-        {"target": f"{kind}:{target}", "budget": budget, "changed": changed,
-         "devices": sorted(devices)},
-        changes,
+    return _set_for_target(
+        store, caller, kind, target, "budget", budget,
+        lambda: store.set_budget(kind, target, budget, caller.name),
+        "metered.changed",
+        f"data budget of {kind} {target}: "
+        + ("inherited" if budget is None else format_budget(budget)),
     )  # fmt: skip
 
 
