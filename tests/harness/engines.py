@@ -78,6 +78,17 @@ class EngineHandle:
         result: list[dict[str, Any]] = json.loads(body)
         return result
 
+    def repo_digests(self, image: str) -> list[str]:
+        """The ``name@sha256:…`` references the engine knows an image by. A container's
+        ``Image`` field is not one: Podman names it by the first tag the image was pulled
+        under, even when the container was created from ``name@digest``."""
+        status, body = _unix_request(
+            self.socket, "GET", f"/images/{urllib.parse.quote(image, safe='')}/json", timeout=30
+        )
+        if status != 200:
+            raise RuntimeError(f"{self.kind}: inspect image {image} -> {status}: {body[:200]!r}")
+        return [str(d) for d in json.loads(body).get("RepoDigests") or []]
+
     def remove_test_containers(self) -> int:
         """Force-remove every container carrying one of the harness-owned labels; no others."""
         removed = 0

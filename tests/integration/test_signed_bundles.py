@@ -152,16 +152,30 @@ async def admin(hub: SyncHub) -> AsyncIterator[HubClient]:
 
 
 def runs_now(dev: Device, digest: str) -> bool:
-    """The device runs one container, of exactly this image digest (the engine names it
-    ``name@digest``, without the tag)."""
-    images = dev.running_images()
-    return len(images) == 1 and images[0].endswith(f"@{digest}")
+    """The device runs one container, of the image with exactly this manifest digest. By
+    content, not by name: Podman lists the container under whichever tag first pulled the
+    same image (a CI run that had pulled ``sbtest/hello:1.0`` before saw that name)."""
+    running = [c for c in dev.containers() if c.get("State") == "running"]
+    if len(running) != 1:
+        return False
+    known = dev.engine.repo_digests(str(running[0]["ImageID"]))
+    return any(d.endswith(f"@{digest}") for d in known)
 
 
 def runs(dev: Device, digest: str) -> bool:
     """``runs_now`` within a bound: the hub's "healthy" can arrive while the engine still
     lists a container the agent is removing (seen under load in a CI run)."""
-    eventually_blocking(lambda: runs_now(dev, digest), f"{dev} runs {digest}", timeout=60)
+    seen: list[list[dict[str, Any]]] = [[]]
+
+    def check() -> bool:
+        seen[0] = dev.containers()
+        return runs_now(dev, digest)
+
+    try:
+        eventually_blocking(check, f"{dev.device_id} runs {digest}", timeout=60)
+    except AssertionError as exc:
+        brief = [{k: c.get(k) for k in ("Names", "Image", "ImageID", "State")} for c in seen[0]]
+        raise AssertionError(f"{exc}; the engine lists {brief}") from None
     return True
 
 
