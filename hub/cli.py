@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from hub import app, litestream, natsconf, natsjwt
@@ -80,6 +81,27 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_route_ca_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--route-ca-cert",
+        help="cluster: PEM CA certificate to sign the nodes' route certificates with (default:"
+        " a CA made in DATA/tls/route/, kept there for renewals)",
+    )
+    p.add_argument("--route-ca-key", help="PEM private key of --route-ca-cert (read, never copied)")
+
+
+def _route_ca(args: argparse.Namespace) -> tuple[bytes, bytes] | None:
+    cert, key = getattr(args, "route_ca_cert", None), getattr(args, "route_ca_key", None)
+    if not cert and not key:
+        return None
+    if not cert or not key:
+        raise ConfigError("--route-ca-cert and --route-ca-key go together")
+    try:
+        return hubtls.load_ca(Path(cert), Path(key))
+    except hubtls.CertProblem as exc:
+        raise ConfigError(f"--route-ca-{'key' if exc.field == 'key' else 'cert'}: {exc}") from None
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     names = (
         "client_port",
@@ -135,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
         " runs the others from their rendered configs (nats/node<i>.conf)",
     )
     p_init.add_argument("--cluster-port", type=int, help="cluster route port (default 6222)")
+    _add_route_ca_flags(p_init)
     self_signed = p_init.add_mutually_exclusive_group()
     self_signed.add_argument(
         "--tls-self-signed",
@@ -162,6 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
         "nats", help="run only the data dir's nats-server, for hub workers (`run --worker`)"
     )
     _add_config_flags(p_nats)
+    p_certs = sub.add_parser(
+        "route-certs",
+        help="issue new route certificates for every cluster node (renewal, or TLS routes for "
+        "a cluster made before them); restart each node afterwards (docs/hub.md)",
+    )
+    p_certs.add_argument("--data", required=True)
+    _add_route_ca_flags(p_certs)
     p_restore = sub.add_parser("restore", help="restore the DB from its litestream replica")
     p_restore.add_argument("--data", required=True)
     p_restore.add_argument("--replica", help="replica URL (default: the configured one)")
@@ -196,6 +226,13 @@ def cmd_init(args: argparse.Namespace) -> int:
         trust = natsconf.operator_mode(data, keys, {})
     else:
         sec = Secrets.generate()
+    route_ca = _route_ca(args)
+    if route_ca is not None and not cfg.clustered:
+        raise ConfigError("--route-ca-cert/--route-ca-key need --cluster or --cluster-hosts")
+    if cfg.clustered:
+        # Every new cluster's routes are TLS, verified both ways (docs/hub.md).
+        natsconf.write_route_certs(cfg, data, route_ca)
+        cfg = cfg.with_overrides(route_tls=True)
     save(data, cfg, sec)
     natsconf.write(cfg, data, sec, trust=trust)
     if cfg.litestream:
@@ -232,6 +269,7 @@ def cmd_init(args: argparse.Namespace) -> int:
                 cfg, natsconf.OPERATOR_USER, sec.operator_password
             ),
             "enroll_urls": natsconf.client_urls(cfg, natsconf.ENROLL_USER, sec.enroll_password),
+            "route_ca": str(data.route_ca),
             "nodes": [
                 {
                     "index": n.index,
@@ -241,6 +279,8 @@ def cmd_init(args: argparse.Namespace) -> int:
                     "cluster_port": n.cluster_port,
                     "monitor_port": n.monitor_port,
                     "config": str(natsconf.conf_path(cfg, data, n)),
+                    "route_cert": str(data.route_cert(n.index)),
+                    "route_key": str(data.route_key(n.index)),
                     "local": n in natsconf.local_nodes(cfg),
                 }
                 for n in natsconf.nodes(cfg)
@@ -399,6 +439,32 @@ def _hub_running(data: DataDir) -> int | None:
     return pid
 
 
+def cmd_route_certs(args: argparse.Namespace) -> int:
+    """New route certificates for every node from the same CA (the data dir's, or the one
+    given), and ``route_tls`` on: renewal, or TLS routes for a cluster made before them.
+    The nodes pick them up when restarted (one at a time: the cluster keeps its quorum).
+    The node configs are not written here: the hub rewrites them at its start, with the
+    device users and revocations only it has."""
+    data = DataDir(args.data)
+    cfg, sec = load(data)
+    if not cfg.clustered:
+        raise ConfigError("route-certs: this hub is not a cluster (cluster_hosts is empty)")
+    try:
+        written = natsconf.write_route_certs(cfg, data, _route_ca(args))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"route-certs: {exc} (--route-ca-cert/--route-ca-key)") from None
+    if not cfg.route_tls:
+        save(data, cfg.with_overrides(route_tls=True), sec)
+    for path in written:
+        print(path)
+    print(
+        "Restart the hub (it rewrites every node's config), copy the other machines' nodes"
+        " their certificate, key, CA and config (the deploy does: docs/deploy.md), and"
+        " restart those nodes one at a time."
+    )
+    return 0
+
+
 def cmd_restore(args: argparse.Namespace) -> int:
     data = DataDir(args.data)
     cfg, _ = load(data)
@@ -456,6 +522,7 @@ def main(argv: list[str] | None = None) -> int:
         "init": cmd_init,
         "run": cmd_run,
         "nats": cmd_nats,
+        "route-certs": cmd_route_certs,
         "restore": cmd_restore,
         "admin-key": cmd_admin_key,
     }

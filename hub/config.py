@@ -89,6 +89,11 @@ class HubConfig:
     # Which nodes this hub process runs as its children (indexes into cluster_hosts): every
     # node on one machine; the deploy runs the others from their own rendered configs.
     cluster_local: tuple[int, ...] = ()
+    # TLS on the routes between cluster nodes, both ways verified (`verify: true`): each node
+    # presents its own certificate (DataDir.route_cert) signed by the route CA
+    # (DataDir.route_ca), and accepts only peers with one. `init` turns it on for every new
+    # cluster; a cluster made before it keeps plain routes until `route-certs` and this.
+    route_tls: bool = False
 
     @property
     def clustered(self) -> bool:
@@ -201,6 +206,26 @@ class DataDir:
     def tls_dir(self) -> Path:
         return self.root / "tls"
 
+    @property
+    def route_tls_dir(self) -> Path:
+        return self.tls_dir / "route"
+
+    @property
+    def route_ca(self) -> Path:
+        """The CA (bundle) every node checks its peers' route certificates against."""
+        return self.route_tls_dir / "ca.pem"
+
+    @property
+    def route_ca_key(self) -> Path:
+        """The route CA's key (only where `init` made the CA; `route-certs` signs with it)."""
+        return self.route_tls_dir / "ca-key.pem"
+
+    def route_cert(self, index: int) -> Path:
+        return self.route_tls_dir / f"node{index}-cert.pem"
+
+    def route_key(self, index: int) -> Path:
+        return self.route_tls_dir / f"node{index}-key.pem"
+
     def path(self, value: str) -> Path:
         """A path from the config: relative ones are under the data dir."""
         p = Path(value).expanduser()
@@ -225,6 +250,16 @@ def check_tls(cfg: HubConfig, data: DataDir, source: str = CONFIG_FILE) -> None:
         except CertProblem as exc:
             name = f"{listener}_tls_{exc.field}"
             raise ConfigError(f"{source}: {name}: {exc}", field=name) from None
+    if cfg.route_tls and cfg.clustered:
+        from hub.tls import check_ca
+
+        # The nodes this process runs: the others' files live on their own machines.
+        try:
+            check_ca(data.route_ca)
+            for i in cfg.cluster_local:
+                check_pair(data.route_cert(i), data.route_key(i))
+        except CertProblem as exc:
+            raise ConfigError(f"{source}: route_tls: {exc}", field="route_tls") from None
 
 
 FOREVER = ("0", "forever")
@@ -341,6 +376,8 @@ def check_cluster(cfg: HubConfig, source: str = CONFIG_FILE) -> None:
     if n == 0:
         if cfg.cluster_local:
             raise ConfigError(f"{source}: cluster_local needs cluster_hosts", field="cluster_local")
+        if cfg.route_tls:
+            raise ConfigError(f"{source}: route_tls needs cluster_hosts", field="route_tls")
         return
     if n < 3:
         raise ConfigError(

@@ -36,6 +36,9 @@ Choices (see docs/hub.md):
   ``route`` login), JetStream on each (every node has its own store and, in operator mode,
   its own ``full`` resolver directory: account JWT updates spread through the system account
   to every node), a leafnode listener on each. Nodes are ``signalbeam-hub-<i>``.
+- With ``route_tls`` the routes are TLS, verified both ways against the cluster's own CA
+  (``DATA/tls/route/``, made by ``init``): the route password alone no longer lets a server
+  join, and route traffic (every replicated stream write) is encrypted.
 - The renderer refuses a user name or subject that is not a valid NATS subject: one bad
   device row must never produce a config nats-server rejects on every reload.
 """
@@ -329,6 +332,17 @@ def render(
             },
             "routes": [n.route_url(sec.route_password) for n in every if n != node],
         }
+        if cfg.route_tls:
+            # Both ways verified: a peer must present a certificate from the route CA (the
+            # route password alone no longer lets a server join), and the dialling node
+            # checks the peer's certificate names the host it dialled.
+            conf["cluster"]["tls"] = {
+                "cert_file": str(data.route_cert(node.index)),
+                "key_file": str(data.route_key(node.index)),
+                "ca_file": str(data.route_ca),
+                "verify": True,
+                "timeout": TLS_TIMEOUT,
+            }
     if trust is None:
         conf["accounts"] = {
             ACCOUNT: {"jetstream": "enabled", "users": [u.to_conf() for u in users]}
@@ -390,6 +404,26 @@ def write(
         write_private(path, render(cfg, data, sec, extra_users, trust=trust, node=node))
         out.append(path)
     return out
+
+
+def write_route_certs(
+    cfg: HubConfig, data: DataDir, ca: tuple[bytes, bytes] | None = None
+) -> list[Path]:
+    """Every node's route certificate (0600, under ``DATA/tls/route/``), each naming the
+    host its peers dial (``cluster_hosts``), signed by ``ca`` (the operator's CA) or by the
+    data dir's route CA, made here when it has none. The files of every node are written
+    here; the deploy copies each machine its own (docs/deploy.md)."""
+    from hub import tls as hubtls
+
+    private_dir(data.tls_dir)
+    private_dir(data.route_tls_dir)
+    hubtls.issue_route_certs(
+        data.route_ca,
+        data.route_ca_key,
+        [(data.route_cert(n.index), data.route_key(n.index), n.name, [n.host]) for n in nodes(cfg)],
+        ca=ca,
+    )
+    return [data.route_ca, *(data.route_cert(n.index) for n in nodes(cfg))]
 
 
 def reload(pid: int) -> None:
