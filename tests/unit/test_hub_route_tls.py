@@ -102,7 +102,7 @@ def test_the_operators_ca_signs_and_its_key_is_not_copied(tmp_path: Path) -> Non
                 "--route-ca-key",
                 str(tmp_path / "ca-key.pem"),
             ]
-        )  # fmt: skip
+        )
         == 0
     )
     data = DataDir(root)
