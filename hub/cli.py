@@ -293,7 +293,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     print("Admin API key (shown only now; store it safely):")
     print(f"  {key}\n")
     print("Operators (CLI/TUI) connect with:")
-    print(f"  export SIGNALBEAM_HUB='{out['operator_url']}'")
+    # A cluster: every node's URL, so the CLI/TUI fail over between them (docs/cli.md).
+    operator_urls = out["cluster"]["operator_urls"] if cfg.clustered else [out["operator_url"]]
+    print(f"  export SIGNALBEAM_HUB='{','.join(operator_urls)}'")
     print(f"  export SIGNALBEAM_API_KEY='{key}'\n")
     print("Devices enroll through (bootstrap user, may only request sb.hub.enroll):")
     print(f"  {out['enroll_url']}\n")

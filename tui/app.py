@@ -397,7 +397,11 @@ def main(args: argparse.Namespace) -> int:
 def add_tui_command(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``tui`` to a parser's subcommands; the parsed args go to ``main``."""
     p: argparse.ArgumentParser = subparsers.add_parser("tui", help="the interactive terminal UI")
-    p.add_argument("--hub", default=argparse.SUPPRESS, help="hub NATS URL ($SIGNALBEAM_HUB)")
+    p.add_argument(
+        "--hub",
+        default=argparse.SUPPRESS,
+        help="hub NATS URL, or several comma-separated: a cluster's nodes ($SIGNALBEAM_HUB)",
+    )
     p.add_argument("--api-key", default=argparse.SUPPRESS, help="API key ($SIGNALBEAM_API_KEY)")
     p.add_argument("--timeout", type=float, default=argparse.SUPPRESS, help="seconds per request")
     p.add_argument(

@@ -113,7 +113,11 @@ PRINTERS["keys.create"] = _print_created_secret("API key", "key")
 def build_parser() -> argparse.ArgumentParser:
     common = Parser(add_help=False)
     # SUPPRESS: the options work before or after the verb without one overwriting the other.
-    common.add_argument("--hub", default=argparse.SUPPRESS, help="hub NATS URL ($SIGNALBEAM_HUB)")
+    common.add_argument(
+        "--hub",
+        default=argparse.SUPPRESS,
+        help="hub NATS URL, or several comma-separated: a cluster's nodes ($SIGNALBEAM_HUB)",
+    )
     common.add_argument(
         "--api-key", default=argparse.SUPPRESS, help="operator API key ($SIGNALBEAM_API_KEY)"
     )

@@ -7,14 +7,27 @@ inbox prefix (``_INBOX._op``): each operator can read the others' replies, so no
 carry a secret. ``call`` makes the secret of a verb that creates one (a new API key or
 registration token: ``protocol.api.SECRET_VERBS``) here, sends it in the request (only the
 hub can read ``sb.api.*``), and puts it into the result it returns, as the hub once did.
+
+Several hub URLs (a hub NATS cluster's nodes: docs/cli.md "Several hub URLs") are tried in
+order; the first that takes the login serves the command. Which *process* answers is not the
+client's concern: the operator API is a NATS request on ``sb.api.<verb>``, and only the hub
+process that holds the control-plane lease subscribes to it (standby workers do not, so they
+never answer differently), so NATS delivers every request to the owner through whichever
+node the client reached. While no process owns (a standby taking over from an owner that
+died: the lease TTL) the request has no responders: ``call`` waits and asks again for up to
+``failover`` seconds, which is safe for reads and writes alike, since nobody received it. A
+read that gets no answer in time (the owner died holding it) or whose connection dropped is
+asked again the same way, through the next URL; a write is not, since it may have been
+applied: the error says so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,7 +41,14 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from protocol import errors as codes
 from protocol import natsauth, natstls
-from protocol.api import API_KEY_HEADER, DEVICE_WAIT_MARGIN, SECRET_VERBS, new_secret
+from protocol.api import (
+    API_KEY_HEADER,
+    DEVICE_WAIT_MARGIN,
+    REQUESTS,
+    SECRET_VERBS,
+    is_write,
+    new_secret,
+)
 from protocol.subjects import INBOX_OPERATOR, api, fleet_change
 from tui.errors import ApiError
 
@@ -37,6 +57,12 @@ __all__ = ["ApiError", "HubClient"]  # ApiError's home is tui.errors; importers 
 DEFAULT_TIMEOUT = 5.0
 CONNECT_ATTEMPTS = 3
 CONNECT_RETRY_WAIT = 0.5
+# How long a command waits for a control-plane owner (no responders) or retries a read whose
+# answer did not come: a standby takes over within the lease TTL (6 s) plus its start, which
+# took up to ~7 s on a loaded 2-core box (docs/architecture.md "Scale path").
+DEFAULT_FAILOVER = 30.0
+FAILOVER_RETRY_WAIT = 0.5
+MAYBE_APPLIED = " (it may have been applied: check before trying again)"
 # The verbs the hub forwards to a device, waiting the body's "timeout" for its answer.
 REMOTE_VERBS = frozenset({"devices.logs", "devices.restart", "devices.reconcile", "devices.status"})
 NO_KEY = (
@@ -60,6 +86,16 @@ def redact(url: str) -> str:
     return re.sub(r"(//[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
+def split_urls(value: str | Sequence[str]) -> list[str]:
+    """Hub URLs from one setting: a list, or a comma-separated string (a password in a URL
+    init printed is percent-encoded, so it holds no comma)."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    urls = [u.strip() for u in items if u.strip()]
+    if not urls:
+        raise ValueError("no hub URL given")
+    return urls
+
+
 def tls_options(url: str, ca_file: str | None) -> dict[str, Any]:
     """``nats.connect`` options for a TLS hub: ``ca_file`` pins its CA (or its self-signed
     certificate); a ``tls://`` URL without one trusts the system's CAs."""
@@ -76,6 +112,19 @@ async def ensure_tls(nc: NATS, url: str) -> None:
             f"the hub at {redact(url)} did not offer TLS; not sending credentials over a plain "
             "connection (a plain lab hub: use nats://)",
         )
+
+
+def connect_errors(tried: dict[str, BaseException], ca_file: str | None) -> ApiError:
+    """One URL: its own clear error (``connect_error``). Several: every URL tried with its
+    reason, so the operator sees which node is down and which refused what."""
+    if len(tried) == 1:
+        url, exc = next(iter(tried.items()))
+        return connect_error(url, ca_file, exc)
+    each = {url: connect_error(url, ca_file, exc) for url, exc in tried.items()}
+    codes_seen = {e.code for e in each.values()}
+    code = codes.UNAUTHORIZED if codes_seen == {codes.UNAUTHORIZED} else codes.UNAVAILABLE
+    lines = "; ".join(f"{redact(url)}: {e.message}" for url, e in each.items())
+    return ApiError(code, f"no hub URL answered ({len(tried)} tried): {lines}", "hub")
 
 
 def connect_error(url: str, ca_file: str | None, exc: BaseException) -> ApiError:
@@ -103,20 +152,32 @@ def connect_error(url: str, ca_file: str | None, exc: BaseException) -> ApiError
 class HubClient:
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         api_key: str | None,
         *,
         timeout: float = DEFAULT_TIMEOUT,
         reconnect: bool = False,
         ca_file: str | None = None,
+        failover: float = DEFAULT_FAILOVER,
     ) -> None:
-        self.url = url
+        self.urls = split_urls(url)
         self.api_key = api_key
         self.timeout = timeout
         # The CLI fails fast; a long-lived TUI reconnects forever.
         self.reconnect = reconnect
         self.ca_file = ca_file
+        self.failover = failover
         self.nc: NATS | None = None
+        self._at = 0  # the URL the connection uses (the next connect starts after it)
+
+    @property
+    def url(self) -> str:
+        """The URL in use (the first before any connect)."""
+        return self.urls[self._at]
+
+    def use(self, url: str) -> None:
+        """Record that the connection (made by a caller, the TUI's session) uses ``url``."""
+        self._at = self.urls.index(url)
 
     @classmethod
     def from_settings(cls, settings: Any, *, reconnect: bool = False) -> HubClient:
@@ -127,34 +188,47 @@ class HubClient:
             timeout=settings.timeout,
             reconnect=reconnect,
             ca_file=settings.ca_file,
+            failover=getattr(settings, "failover", DEFAULT_FAILOVER),
         )
 
-    async def connect(self) -> None:
+    async def connect(self, start: int = 0) -> None:
+        """Connect through the first URL, from ``start`` on, that takes the login;
+        ``ApiError`` naming every URL tried and why when none does."""
+
         async def quiet(_: Exception) -> None:
             # nats-py logs every failed attempt with a traceback; the CLI reports once.
             return None
 
         # nats-server drops every login still in progress when it reloads its config (the hub
         # reloads on enrollment bursts and decommissions), so a one-shot command tries a few
-        # times before it reports the hub unreachable.
+        # rounds before it reports the hub unreachable.
         attempts = 1 if self.reconnect else CONNECT_ATTEMPTS
+        order = [(start + i) % len(self.urls) for i in range(len(self.urls))]
+        tried: dict[str, BaseException] = {}
         for attempt in range(1, attempts + 1):
-            try:
-                await self._connect_once(quiet)
-                break
-            except Exception as exc:
-                if attempt == attempts:
-                    raise connect_error(self.url, self.ca_file, exc) from exc
+            for at in order:
+                url = self.urls[at]
+                try:
+                    await self._connect_once(quiet, url)
+                except Exception as exc:
+                    tried[url] = exc
+                    continue
+                assert self.nc is not None
+                self._at = at
+                await ensure_tls(self.nc, url)
+                return
+            if attempt < attempts:
                 await asyncio.sleep(CONNECT_RETRY_WAIT)
-        assert self.nc is not None
-        await ensure_tls(self.nc, self.url)
+        raise connect_errors(tried, self.ca_file) from tried[self.urls[order[-1]]]
 
-    async def _connect_once(self, quiet: Callable[[Exception], Awaitable[None]]) -> None:
+    async def _connect_once(self, quiet: Callable[[Exception], Awaitable[None]], url: str) -> None:
         # nats-py treats max_reconnect_attempts=0 as "no limit" even for the first connect,
-        # so the CLI allows one retry and bounds the whole attempt by the timeout too.
+        # so the CLI allows one retry and bounds the whole attempt by the timeout too. One
+        # URL per attempt: the reason each URL failed is its own (``connect_errors``).
+        servers = [url] if not self.reconnect else [url, *(u for u in self.urls if u != url)]
         self.nc = await asyncio.wait_for(
             nats.connect(
-                self.url,
+                servers,
                 name="signalbeam-cli",
                 # The operator login may receive replies only under this prefix.
                 inbox_prefix=INBOX_OPERATOR,
@@ -162,10 +236,11 @@ class HubClient:
                 allow_reconnect=self.reconnect,
                 max_reconnect_attempts=-1 if self.reconnect else 1,
                 reconnect_time_wait=0.2 if not self.reconnect else 1.0,
+                dont_randomize=True,
                 error_cb=None if self.reconnect else quiet,
-                **tls_options(self.url, self.ca_file),
+                **tls_options(url, self.ca_file),
                 # JWT mode: the URL's secret is the operator login's bearer JWT.
-                **natsauth.auth_options(self.url),
+                **natsauth.auth_options(url),
             ),
             timeout=None if self.reconnect else self.timeout * 2 + 1,
         )
@@ -187,10 +262,8 @@ class HubClient:
         await self.close()
 
     async def call(self, verb: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        """One API request; the result object, or ``ApiError``."""
-        if self.nc is None:
-            await self.connect()
-        assert self.nc is not None
+        """One API request; the result object, or ``ApiError``. Rides out a control-plane
+        failover and a dead node (module docstring)."""
         headers = {API_KEY_HEADER: self.api_key} if self.api_key else None
         body = dict(body or {})
         secret: tuple[str, str] | None = None
@@ -199,14 +272,50 @@ class HubClient:
             secret = (field, body.setdefault(field, new_secret(prefix)))
         payload = json.dumps(body).encode()
         timeout = reply_timeout(verb, body, self.timeout)
-        try:
-            msg = await self.nc.request(api(verb), payload, timeout=timeout, headers=headers)
-        except NoRespondersError as exc:
-            raise ApiError(codes.UNAVAILABLE, "no hub is serving the API (no responders)") from exc
-        except NatsTimeout as exc:
-            raise ApiError(
-                codes.UNAVAILABLE, f"the hub did not answer {verb} within {timeout:g}s"
-            ) from exc
+        # An unknown verb is the hub's to refuse (an older client, a newer hub): as a read.
+        write = verb in REQUESTS and is_write(verb)
+        deadline = asyncio.get_running_loop().time() + self.failover
+        while True:
+            if self.nc is None or self.nc.is_closed:
+                await self.connect(self._at)
+            assert self.nc is not None
+            try:
+                msg = await self.nc.request(api(verb), payload, timeout=timeout, headers=headers)
+                break
+            except NoRespondersError as exc:
+                # Nobody received it: no process owns the control plane right now.
+                problem = ApiError(
+                    codes.UNAVAILABLE,
+                    f"no hub is serving the API (no responders for {self.failover:g}s through"
+                    f" {redact(self.url)}: no control-plane owner)",
+                )
+                cause: BaseException = exc
+            except NatsTimeout as exc:
+                late = f"the hub did not answer {verb} within {timeout:g}s"
+                if write:
+                    raise ApiError(codes.UNAVAILABLE, late + MAYBE_APPLIED) from exc
+                problem, cause = ApiError(codes.UNAVAILABLE, late), exc
+            except (nats.errors.ConnectionClosedError, nats.errors.StaleConnectionError,
+                    nats.errors.UnexpectedEOF, OSError) as exc:  # fmt: skip
+                # The node went away under the request: the next URL, for a read.
+                await self._drop()
+                lost = f"lost the connection to the hub at {redact(self.url)} during {verb}"
+                if write:
+                    raise ApiError(codes.UNAVAILABLE, lost + MAYBE_APPLIED) from exc
+                self._at = (self._at + 1) % len(self.urls)
+                problem, cause = ApiError(codes.UNAVAILABLE, lost), exc
+            if asyncio.get_running_loop().time() >= deadline:
+                raise problem from cause
+            await asyncio.sleep(FAILOVER_RETRY_WAIT)
+        return self._result(msg, secret)
+
+    async def _drop(self) -> None:
+        nc, self.nc = self.nc, None
+        if nc is not None and not nc.is_closed:
+            with contextlib.suppress(Exception):
+                await nc.close()
+
+    def _result(self, msg: Msg, secret: tuple[str, str] | None) -> dict[str, Any]:
         try:
             doc = json.loads(msg.data)
         except ValueError as exc:

@@ -31,10 +31,11 @@ def skip_websocket_client(url: str) -> None:
     """Call before the NATS client is first imported. nats-py imports aiohttp only to offer
     ws:// hubs (the import is optional there): 0.3 s of a hub verb's 0.5 s start-up CPU and
     11 MiB of its 37 MiB (bench/bench_cli.py). The CLI talks nats:// or tls://, so its entry
-    point lets nats-py find no aiohttp unless the hub URL is a websocket one."""
+    point lets nats-py find no aiohttp unless a hub URL (of several, comma-separated) is a
+    websocket one."""
     if (
         LEAN_IMPORTS
-        and not url.startswith(("ws://", "wss://"))
+        and not any(u.strip().startswith(("ws://", "wss://")) for u in url.split(","))
         and "aiohttp" not in sys.modules
         and "nats" not in sys.modules
     ):

@@ -1,8 +1,10 @@
 """Where the CLI finds the hub and its API key: flags, then environment, then config file.
 
 Config file: ``$SIGNALBEAM_CONFIG``, else ``$XDG_CONFIG_HOME/signalbeam/config.toml``
-(``~/.config/signalbeam/config.toml``), with optional keys ``hub``, ``api_key``, ``timeout``,
-``ca_file`` (the hub's CA, or its self-signed certificate, for a TLS hub).
+(``~/.config/signalbeam/config.toml``), with optional keys ``hub`` (a URL, or a list of them:
+a hub NATS cluster's nodes), ``api_key``, ``timeout``, ``failover`` (seconds to ride out a
+control-plane failover) and ``ca_file`` (the hub's CA, or its self-signed certificate, for
+a TLS hub). ``--hub`` and ``$SIGNALBEAM_HUB`` take several URLs comma-separated.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ ENV_HUB = "SIGNALBEAM_HUB"
 ENV_KEY = "SIGNALBEAM_API_KEY"
 ENV_CONFIG = "SIGNALBEAM_CONFIG"
 ENV_CA = "SIGNALBEAM_CA_FILE"
+DEFAULT_FAILOVER = 30.0  # tui.client.DEFAULT_FAILOVER (not imported: that loads nats-py)
 _KEYS: dict[str, type | tuple[type, ...]] = {
-    "hub": str,
+    "hub": (str, list),
     "api_key": str,
     "timeout": (int, float),
+    "failover": (int, float),
     "ca_file": str,
 }
 
@@ -35,10 +39,11 @@ class ConfigError(UsageError):
 
 @dataclass(frozen=True)
 class CliSettings:
-    hub: str
+    hub: str  # one URL, or several comma-separated (``tui.client.split_urls``)
     api_key: str | None
     timeout: float
     ca_file: str | None = None
+    failover: float = DEFAULT_FAILOVER
 
 
 def config_path(env: Mapping[str, str]) -> Path:
@@ -58,10 +63,15 @@ def read_file(path: Path) -> dict[str, object]:
     for key, value in doc.items():
         if key not in _KEYS:
             raise ConfigError(
-                f"{path}: unknown setting {key!r} (known: hub, api_key, timeout, ca_file)"
+                f"{path}: unknown setting {key!r} (known: hub, api_key, timeout, failover, ca_file)"
             )
         if isinstance(value, bool) or not isinstance(value, _KEYS[key]):
             raise ConfigError(f"{path}: {key} has the wrong type")
+    hub = doc.get("hub")
+    if isinstance(hub, list):
+        if not hub or not all(isinstance(u, str) and u.strip() and "," not in u for u in hub):
+            raise ConfigError(f"{path}: hub must be a URL or a non-empty list of URLs")
+        doc["hub"] = ",".join(u.strip() for u in hub)
     return doc
 
 
@@ -79,16 +89,24 @@ def resolve(
     assert isinstance(t, int | float)
     if t <= 0:
         raise ConfigError("timeout must be positive")
+    failover = file.get("failover", DEFAULT_FAILOVER)
+    assert isinstance(failover, int | float)
+    if failover < 0:
+        raise ConfigError("failover must be 0 or more seconds")
+    hub_value = hub or env.get(ENV_HUB) or str(file.get("hub") or DEFAULT_HUB)
+    if not any(u.strip() for u in hub_value.split(",")):
+        raise ConfigError("hub: no URL given")
     ca = ca_file or env.get(ENV_CA) or (str(file["ca_file"]) if "ca_file" in file else None)
     if ca is not None:
         ca = check_ca_file(ca)
     return CliSettings(
         ca_file=ca,
-        hub=hub or env.get(ENV_HUB) or str(file.get("hub") or DEFAULT_HUB),
+        hub=hub_value,
         api_key=api_key
         or env.get(ENV_KEY)
         or (str(file["api_key"]) if "api_key" in file else None),
         timeout=float(t),
+        failover=float(failover),
     )
 
 

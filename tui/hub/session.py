@@ -20,7 +20,15 @@ from nats.aio.subscription import Subscription
 from protocol import errors as codes
 from protocol import natsauth
 from protocol.subjects import INBOX_OPERATOR
-from tui.client import ApiError, HubClient, connect_error, ensure_tls, redact, tls_options
+from tui.client import (
+    ApiError,
+    HubClient,
+    connect_error,
+    ensure_tls,
+    redact,
+    split_urls,
+    tls_options,
+)
 
 LinkCallback = Callable[[bool], Awaitable[None]]
 
@@ -39,8 +47,15 @@ class HubSession:
 
     @property
     def display_url(self) -> str:
-        """The URL for the header and messages: no user or password."""
-        return re.sub(r"//[^/@]*@", "//", redact(self.url))
+        """The URL for the header and messages: no user or password (the one in use, and
+        how many others a cluster's list holds)."""
+        nc = self.client.nc
+        url = self.client.url
+        if nc is not None and nc.is_connected and nc.connected_url is not None:
+            live = nc.connected_url.geturl()
+            url = next((u for u in self.client.urls if _same_server(u, live)), url)
+        more = len(self.client.urls) - 1
+        return re.sub(r"//[^/@]*@", "//", redact(url)) + (f" (+{more})" if more else "")
 
     @property
     def connected(self) -> bool:
@@ -57,11 +72,16 @@ class HubSession:
             await probe.call("devices.list", {"limit": 1})
         finally:
             await probe.close()
+        # Every URL, the one the probe reached first: nats-py moves the link to the next
+        # when its node dies (the TUI's requests then ride out the gap: HubClient.call).
+        urls = split_urls(self.url)
+        first = probe.url
+        servers = [first, *(u for u in urls if u != first)]
         try:
             # Bounded: if the hub vanished since the probe, nats-py would retry forever.
             self.client.nc = await asyncio.wait_for(
                 nats.connect(
-                    self.url,
+                    servers,
                     name="signalbeam-tui",
                     # The operator login receives replies only under this prefix (issue 19).
                     inbox_prefix=INBOX_OPERATOR,
@@ -69,18 +89,20 @@ class HubSession:
                     allow_reconnect=True,
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=1,
+                    dont_randomize=True,
                     disconnected_cb=self._disconnected,
                     reconnected_cb=self._reconnected,
                     error_cb=self._quiet,
-                    **tls_options(self.url, self.ca_file),
+                    **tls_options(first, self.ca_file),
                     # JWT mode: the URL's secret is the operator login's bearer JWT.
-                    **natsauth.auth_options(self.url),
+                    **natsauth.auth_options(first),
                 ),
                 timeout=self.timeout * 2,
             )
         except (TimeoutError, OSError, nats.errors.Error) as exc:
-            raise connect_error(self.url, self.ca_file, exc) from exc
-        await ensure_tls(self.client.nc, self.url)
+            raise connect_error(first, self.ca_file, exc) from exc
+        self.client.use(first)
+        await ensure_tls(self.client.nc, first)
 
     async def _disconnected(self) -> None:
         if self.on_link is not None:
@@ -114,3 +136,11 @@ class HubSession:
             await self.client.close()
         except Exception:
             pass  # closing a half-broken link must not turn quitting into a traceback
+
+
+def _same_server(url: str, live: str) -> bool:
+    """Whether ``url`` (with credentials) names the server nats-py says it is on."""
+    from urllib.parse import urlsplit
+
+    a, b = urlsplit(url), urlsplit(live)
+    return (a.hostname, a.port) == (b.hostname, b.port)
