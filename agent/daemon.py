@@ -26,6 +26,7 @@ from agent.store import Store
 from agent.store.lock import AlreadyRunning, acquire_lock
 from agent.store.lock import running_pid as running_pid  # re-exported for callers
 from protocol.desired import DesiredState
+from sbutil.tasks import wait_for
 
 if TYPE_CHECKING:
     from agent.runtime.base import Engine
@@ -393,7 +394,7 @@ class Agent:
                     "%s; retrying in %.0fs", exc, delays[-1], extra={"device": self.device_id}
                 )
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delays[-1])
+                await wait_for(stop.wait(), delays[-1])
         if self.engine is None:
             return
         info: dict[str, Any] = {

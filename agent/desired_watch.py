@@ -23,6 +23,7 @@ from typing import Any
 
 from agent.errors import StoreError
 from protocol.desired import DesiredState
+from sbutil.tasks import wait_for
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ class DesiredWatch:
         version = self._data_version()
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
+                await wait_for(stop.wait(), interval)
                 return
             try:
                 now = self._data_version()

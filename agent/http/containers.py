@@ -12,6 +12,7 @@ from agent.http.errors import ApiError
 from agent.runtime.base import ObservedContainer
 from agent.store import Store
 from protocol import errors as perr
+from sbutil.tasks import wait_for
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 STATS_TIMEOUT = 3.0
@@ -61,7 +62,7 @@ class StatsCache:
         if hit is not None and now - hit[0] < STATS_CACHE_SECONDS:
             return hit[1]
         try:
-            s = await asyncio.wait_for(ctx.get_engine().stats(c.id), STATS_TIMEOUT)
+            s = await wait_for(ctx.get_engine().stats(c.id), STATS_TIMEOUT)
             value: dict[str, Any] | None = {
                 "cpu_percent": round(s.cpu_percent, 3),
                 "memory_bytes": s.memory_bytes,

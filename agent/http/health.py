@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 
 from agent.http import validate as v
@@ -11,6 +9,7 @@ from agent.http.auth import CTX_KEY
 from agent.http.errors import ApiError, json_response
 from agent.store import Store
 from protocol import errors as perr
+from sbutil.tasks import wait_for
 
 # Generous: a busy Podman on a small device can take seconds, and a readiness flap is worse
 # than a slow answer. The probe is the call the API depends on most (listing containers),
@@ -42,7 +41,7 @@ async def get_ready(request: web.Request) -> web.Response:
         engine = ctx.current_engine()
         if engine is None:
             raise RuntimeError("not connected")
-        await asyncio.wait_for(engine.list_containers(), ENGINE_PROBE_TIMEOUT)
+        await wait_for(engine.list_containers(), ENGINE_PROBE_TIMEOUT)
         checks["engine"] = "ok"
     except TimeoutError:
         checks["engine"] = f"no answer within {ENGINE_PROBE_TIMEOUT:g}s"

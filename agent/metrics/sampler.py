@@ -20,6 +20,7 @@ from agent.config import MetricsConfig, OutboxConfig
 from agent.errors import StoreFull
 from agent.metrics import folding
 from agent.store import Store
+from sbutil.tasks import wait_for
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class MetricsLoop:
         values = sample_host(self.disk_path)
         if self.container_stats is not None:
             try:
-                stats = await asyncio.wait_for(self.container_stats(), CONTAINER_STATS_TIMEOUT)
+                stats = await wait_for(self.container_stats(), CONTAINER_STATS_TIMEOUT)
                 values.update(container_metrics(stats))
             except Exception as exc:  # engine hiccups must not stop host metrics
                 log.warning(
@@ -148,7 +149,7 @@ class MetricsLoop:
         full = False
         while not stop.is_set():
             try:
-                await asyncio.wait_for(stop.wait(), self.config.interval)
+                await wait_for(stop.wait(), self.config.interval)
                 return
             except TimeoutError:
                 pass

@@ -48,6 +48,7 @@ from agent.runtime.base import Engine, ObservedContainer
 from agent.secretbox import fingerprints
 from bundles import BundleError, from_dict
 from protocol.desired import DesiredState
+from sbutil.tasks import cancel_and_wait, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +124,7 @@ class ReconcileLoop:
                     await self._safe_reconcile(",".join(sorted(reasons)))
                 await self._safe_health_tick()
         finally:
-            if self._events_task is not None:
-                self._events_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await self._events_task
+            await cancel_and_wait([self._events_task])
 
     async def reconcile_once(self, trigger: str = "manual") -> LoopResult:
         """One observe-plan-execute run; it answers every trigger asked for before it."""
@@ -169,7 +167,7 @@ class ReconcileLoop:
     async def _sleep_until_next(self) -> None:
         timeout = max(0.0, min(self.options.poll, self._next_timer - time.monotonic()))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
+            await wait_for(self._wake.wait(), timeout)
         if self._wake.is_set() and self.options.debounce > 0 and not self._stopping:
             await asyncio.sleep(self.options.debounce)
         if self._deferred is not None and await self._gate_lifted():

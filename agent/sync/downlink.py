@@ -47,6 +47,7 @@ from agent.sync.intake import Intake
 from agent.sync.link import LinkState
 from protocol.desired import DesiredDecodeError, DesiredState
 from protocol.subjects import DESIRED_BUCKET, desired_key, desired_prompt, kv_prefix
+from sbutil.tasks import wait_for
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +192,7 @@ class Downlink:
                         await asyncio.sleep(STALE_RETRY)
                         self._prompt.set()
                 try:
-                    await asyncio.wait_for(self._prompt.wait(), self.settings.tick)
+                    await wait_for(self._prompt.wait(), self.settings.tick)
                 except TimeoutError:
                     pass
         finally:
@@ -223,9 +224,7 @@ class Downlink:
         """Read the key once; apply a newer revision. True when the hub answered."""
         self.stats.probes += 1
         try:
-            entry = await asyncio.wait_for(
-                self.kv.get(self.device_id), self.settings.request_timeout
-            )
+            entry = await wait_for(self.kv.get(self.device_id), self.settings.request_timeout)
         except nats.js.errors.KeyNotFoundError as exc:
             # Hub answered: no desired state yet, or the key was deleted (ignored, see above).
             self._contact()

@@ -13,6 +13,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from sbutil.tasks import wait_for
+
 log = logging.getLogger(__name__)
 
 CREDENTIALS_FILE = "hub-credentials.json"
@@ -42,7 +44,7 @@ async def wait_until_configured(config: Any, stop: asyncio.Event, device_id: str
             )
             told = True
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), ENROLL_POLL)
+            await wait_for(stop.wait(), ENROLL_POLL)
             return False
     if told:
         log.info("credentials found: starting hub sync", extra={"device": device_id})

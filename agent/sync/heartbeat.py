@@ -34,6 +34,7 @@ from agent.sync.link import LinkState
 from agent.sync.liveness import ack_timeout_for
 from protocol.heartbeat import HEARTBEAT_METRICS, ContainerSummary, Heartbeat
 from protocol.subjects import heartbeat
+from sbutil.tasks import wait_for
 
 log = logging.getLogger(__name__)
 
@@ -223,4 +224,4 @@ class HeartbeatTask:
                 else:
                     offline_delay = min(offline_delay * 2, self.offline_max)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._now.wait(), min(tick, self.current_interval))
+                await wait_for(self._now.wait(), min(tick, self.current_interval))

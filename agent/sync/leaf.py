@@ -34,6 +34,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from agent.sync.errors import LeafError
+from sbutil.tasks import cancel_and_wait, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -208,9 +209,7 @@ class LeafServer:
                     f"leaf nats-server exited with {self.proc.returncode}; see {self.log_path}"
                 )
             try:
-                _, writer = await asyncio.wait_for(
-                    asyncio.open_connection("127.0.0.1", self.port), 1
-                )
+                _, writer = await wait_for(asyncio.open_connection("127.0.0.1", self.port), 1)
                 writer.close()
                 with contextlib.suppress(Exception):
                     await writer.wait_closed()
@@ -274,7 +273,7 @@ class LeafServer:
         """Message bytes the leaf's link to the hub has carried both ways since the server
         started (its /leafz ``in_bytes + out_bytes``); None when not linked or on error."""
         try:
-            reader, writer = await asyncio.wait_for(
+            reader, writer = await wait_for(
                 asyncio.open_connection("127.0.0.1", self.http_port), timeout
             )
         except (OSError, TimeoutError):
@@ -282,7 +281,7 @@ class LeafServer:
         try:
             writer.write(b"GET /leafz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
             await writer.drain()
-            data = await asyncio.wait_for(reader.read(1 << 20), timeout)
+            data = await wait_for(reader.read(1 << 20), timeout)
             leafs = json.loads(data.split(b"\r\n\r\n", 1)[1]).get("leafs") or []
             return sum(int(x.get("in_bytes", 0)) + int(x.get("out_bytes", 0)) for x in leafs)
         except (OSError, TimeoutError, ValueError, IndexError, AttributeError, TypeError):
@@ -295,7 +294,7 @@ class LeafServer:
     async def linked(self, timeout: float = 1.0) -> bool:
         """Whether the leaf's link to the hub is up, from its local /leafz (False on error)."""
         try:
-            reader, writer = await asyncio.wait_for(
+            reader, writer = await wait_for(
                 asyncio.open_connection("127.0.0.1", self.http_port), timeout
             )
         except (OSError, TimeoutError):
@@ -303,7 +302,7 @@ class LeafServer:
         try:
             writer.write(b"GET /leafz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
             await writer.drain()
-            data = await asyncio.wait_for(reader.read(1 << 20), timeout)
+            data = await wait_for(reader.read(1 << 20), timeout)
             body = data.split(b"\r\n\r\n", 1)[1]
             return int(json.loads(body).get("leafnodes", 0)) > 0
         except (OSError, TimeoutError, ValueError, IndexError, AttributeError):
@@ -325,16 +324,15 @@ class LeafServer:
 
     async def stop(self, timeout: float = 5.0) -> None:
         self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        # The supervisor first (it may be sleeping before a restart or starting one): once it
+        # has ended, self.proc is the last process it started and nothing replaces it.
+        await cancel_and_wait([self._task])
         proc = self.proc
         if proc is not None and proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(proc.wait(), timeout)
+                await wait_for(proc.wait(), timeout)
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()

@@ -20,6 +20,7 @@ from nats.aio.client import Client as NATS
 
 from protocol import natstls
 from protocol.subjects import device_inbox
+from sbutil.tasks import wait_for
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ class LinkState:
         if self.online:
             return True
         try:
-            await asyncio.wait_for(self._online_event.wait(), timeout)
+            await wait_for(self._online_event.wait(), timeout)
         except TimeoutError:
             return False
         return True

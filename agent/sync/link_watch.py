@@ -13,6 +13,7 @@ import nats.js.errors
 from agent.sync.liveness import ack_timeout_for, is_stale, stale_after
 from agent.sync.pacing_loop import PacingPart
 from agent.sync.service_base import LOGIN_SWITCH_GAP
+from sbutil.tasks import wait_for
 
 # One logger name for all of the service's records, as before it was split into modules.
 log = logging.getLogger("agent.sync.service")
@@ -27,7 +28,7 @@ class LinkWatchPart(PacingPart):
         downlink's job, so its own bookkeeping (missed prompts) is not disturbed."""
         assert self.downlink is not None
         try:
-            await asyncio.wait_for(self.downlink.kv.get(self.device_id), self._fallback_timeout())
+            await wait_for(self.downlink.kv.get(self.device_id), self._fallback_timeout())
         except nats.js.errors.ServiceUnavailableError:
             return False  # JetStream's "no responders": nobody answered
         except nats.js.errors.APIError:

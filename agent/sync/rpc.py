@@ -26,6 +26,7 @@ from agent.sync.errors import RpcFailure
 from protocol.errors import INTERNAL, UNAVAILABLE, MessageError
 from protocol.rpc import MAX_RPC_REPLY_BYTES, RpcRequest, decode_rpc_request, rpc_error, rpc_ok
 from protocol.subjects import rpc
+from sbutil.tasks import wait_for
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ class RpcServer:
             log.warning("rpc %s: invalid request: %s", verb[:32], exc, extra=self._extra)
             return rpc_error(exc.code, exc.message, exc.field)
         try:
-            result = await asyncio.wait_for(self._dispatch(req), self.timeout)
+            result = await wait_for(self._dispatch(req), self.timeout)
         except RpcFailure as exc:
             self.counts["failed"] += 1
             return rpc_error(exc.code, exc.message, exc.field)

@@ -54,6 +54,7 @@ from agent.sync.uplink import Uplink
 from protocol import natsauth
 from protocol.api import MAX_DEVICE_WAIT
 from sbutil.seal import SealKey
+from sbutil.tasks import cancel_and_wait, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -197,15 +198,13 @@ class SyncService(StatusPart):
                 await asyncio.sleep(self.settings.connect_retry)
             else:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.settings.connect_retry)
+                    await wait_for(stop.wait(), self.settings.connect_retry)
                     return None
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        # Cancelled again while still running: a cancel lost in 3.11's wait_for (sbutil.tasks)
+        # hung this stop for ever (the nkey migration's loop went back to sleep).
+        await cancel_and_wait(self._tasks)
         self._tasks = []
         if self.rpc is not None:
             await self.rpc.stop()
@@ -239,7 +238,7 @@ class SyncService(StatusPart):
                     self.link.lost(f"sync could not start: {exc}")
                     await self.stop()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff)
+                    await wait_for(stop.wait(), backoff)
                 backoff = min(backoff * 2, 60.0)
             await stop.wait()
         finally:
@@ -267,7 +266,7 @@ async def sync_hook(agent: AgentContext, stop: asyncio.Event) -> None:
         if settings is not None:
             break
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), gate.ENROLL_POLL)
+            await wait_for(stop.wait(), gate.ENROLL_POLL)
             return
     assert agent.store is not None  # hooks start after the daemon opened the store
     svc = SyncService(

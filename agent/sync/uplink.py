@@ -34,6 +34,7 @@ from agent.sync.link import LinkState
 from agent.sync.pacing import should_send
 from protocol.report import MAX_REPORT_BYTES, MAX_ROWS_PER_REPORT
 from protocol.subjects import REPORT_STREAM, report
+from sbutil.tasks import wait_for
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ class Uplink:
             if sent == 0:
                 self._kick.clear()
                 try:
-                    await asyncio.wait_for(self._kick.wait(), self.settings.idle_poll)
+                    await wait_for(self._kick.wait(), self.settings.idle_poll)
                 except TimeoutError:
                     pass
 
@@ -178,7 +179,7 @@ class Uplink:
                 in_flight.append((b, fut))
             for b, fut in in_flight:
                 try:
-                    ack = await asyncio.wait_for(fut, self.settings.ack_timeout)
+                    ack = await wait_for(fut, self.settings.ack_timeout)
                 except (nats.js.errors.NoStreamResponseError, nats.errors.NoRespondersError):
                     raise _LinkDown("no responders for the report stream (hub link down)") from None
                 except TimeoutError:

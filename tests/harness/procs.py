@@ -89,3 +89,21 @@ class ManagedProcess:
         if self.alive():
             os.kill(self.pid, signal.SIGKILL)
             self.popen.wait(5)
+
+
+def pids_with_arg(arg: str | Path) -> list[int]:
+    """PIDs of running processes with ``arg`` as one of their arguments (a config file path
+    names the processes a test started, and only those). Zombies are not running."""
+    want = str(arg).encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if want in argv and state != b"Z":
+            found.append(int(entry.name))
+    return found

@@ -46,6 +46,7 @@ from protocol.subjects import (
     rpc,
 )
 from tests.harness.nats import NatsHub
+from tests.harness.procs import pids_with_arg
 from tests.harness.proxy import TcpProxy
 from tests.harness.wait import eventually
 
@@ -338,6 +339,12 @@ async def test_leaf_supervisor_restarts_a_killed_leaf(world: World) -> None:
     await eventually(lambda: w.store.outbox_depth() == 0, timeout=30)
     last = w.store.outbox_stats()["last_seq"]
     await eventually(lambda: w.ingest.last_applied.get("dev-1") == last)
+    # Stopping the agent ends the restarted leaf too: no process of its config is left.
+    # (This stop hung under two busy cores: the link came up as it began, and the nkey
+    # migration's wait lost its cancel; tests/unit/test_sbutil_tasks.py forces that.)
+    assert pids_with_arg(leaf.conf_path) == [leaf.pid]
+    await w.svc.stop()
+    assert pids_with_arg(leaf.conf_path) == []
 
 
 async def test_device_cannot_act_as_another(world: World) -> None:
