@@ -46,6 +46,17 @@ Baseline (same run): the idle hub (no device online) and the API round trip (``d
 of a device, not polled for a change); the machine's load average is printed at every step.
 ``--profile DIR``: py-spy (if installed) records the hub for 20 s after each window into
 ``DIR/hub-<N>.txt`` (collapsed stacks).
+
+``--flush S``: the simulated devices hold their rollups up to S seconds to share one report,
+as the agent's default pacing does (``flush`` 600 s, agent/sync/pacing.py); without it each
+rollup is its own report message (one per device-minute). Each step prints the hub's CPU
+per device-minute (core-milliseconds: its CPU over the window / devices online / minutes)
+and the report messages per second.
+
+``--baseline REV``: two runs in one invocation, identical steps and simulator: first the hub
+code of commit ``REV`` (``git archive`` into the work directory; its init, bulk seed and
+``run``), then this tree's; a table of both closes the output (the same-run baseline for a
+hub change).
 """
 
 from __future__ import annotations
@@ -194,14 +205,17 @@ def verdict(row: dict[str, Any], cores: int, hub_cores: int = 0) -> list[str]:
     return why
 
 
-async def run(args: argparse.Namespace, work: Path) -> None:
+async def run(
+    args: argparse.Namespace, work: Path, code_root: Path | None = None, label: str = ""
+) -> list[dict[str, Any]]:
     steps = sorted(int(s) for s in args.steps.split(","))
     # More devices in the DB than ever come online: the idle part of a fleet costs the hub
     # too (litestream over a bigger DB, sweeps), so the figures depend on it.
     ids = [f"{PREFIX}-{i:06d}" for i in range(max(steps[-1], args.seed_devices))]
     cores = args.cores or os.cpu_count() or 1
     ramp = args.ramp if args.ramp >= 0 else args.heartbeat
-    print(f"machine: {cores} cores, load average before: {loadavg()}; hub code {hub_commit()}")
+    print(f"machine: {cores} cores, load average before: {loadavg()};"
+          f" hub code {label or hub_commit()}", flush=True)  # fmt: skip
     t0 = time.perf_counter()
     hub_cpus, sim_cpus = parse_cpus(args.hub_cpus), parse_cpus(args.sim_cpus)
     if hub_cpus & sim_cpus:
@@ -215,10 +229,15 @@ async def run(args: argparse.Namespace, work: Path) -> None:
             seed_devices=ids,
             litestream=args.litestream,
             init_flags=init_flags,
+            code_root=code_root,
         )
     else:
         hub = BenchHub(
-            work / "hub", seed_devices=ids, litestream=args.litestream, init_flags=init_flags
+            work / "hub",
+            seed_devices=ids,
+            litestream=args.litestream,
+            init_flags=init_flags,
+            code_root=code_root,
         )
     if hub_cpus:
         pin(hub.processes(), hub_cpus)
@@ -234,7 +253,8 @@ async def run(args: argparse.Namespace, work: Path) -> None:
     me = psutil.Process()
     workers = SimWorkers(
         hub.client_url, "hub", hub.secret("hub_password"), log_dir=work, prefix=PREFIX,
-        heartbeat_s=args.heartbeat, rollup_s=args.rollup, per_worker=args.per_worker,
+        heartbeat_s=args.heartbeat, rollup_s=args.rollup, flush_s=args.flush,
+        per_worker=args.per_worker,
         connections=args.connections, lifetime_s=args.lifetime,
     )  # fmt: skip
     results: list[dict[str, Any]] = []
@@ -274,11 +294,18 @@ async def run(args: argparse.Namespace, work: Path) -> None:
                     got = await asyncio.to_thread(hub.query, q)
                     return int(got[0][0]) >= n
 
+                # Rows held back by --flush are expected, not a backlog (a device's share of
+                # rollups for up to one flush interval).
+                lingering = int(n * args.flush / args.rollup) if args.flush else 0
                 settled, unsettled, settle_s = await workers.settle(
-                    n, args.settle, backlog_max=max(100, int(n / args.rollup)),
+                    n, args.settle, backlog_max=max(100, int(n / args.rollup)) + lingering,
                     hub_check=hub_online,
                 )  # fmt: skip
                 settle_s += ramp
+                if args.warmup:
+                    # Past the start-up traffic (first reports, desired reads and applies):
+                    # the window then sees the steady rates.
+                    await asyncio.sleep(args.warmup)
                 sim_procs = workers.processes()
                 hub_procs = hub.processes()
                 hub_cpu, sim_cpu = CpuMeter(hub_procs), CpuMeter(sim_procs)
@@ -303,6 +330,9 @@ async def run(args: argparse.Namespace, work: Path) -> None:
                     "backlog": after["backlog_rows"],
                     "fail": after["publish_failures"] - before["publish_failures"],
                     "rows_s": (after["rows"] - before["rows"]) / (w1 - w0),
+                    "msgs_s": (after["batches"] - before["batches"]) / (w1 - w0),
+                    # core-ms of the hub per device per minute online: what a device costs.
+                    "ms_dev_min": hc / 100 * 60 * 1000 / n,
                     "beats_s": (after["heartbeats"] - before["heartbeats"]) / (w1 - w0),
                     "load": loadavg(),
                 }  # fmt: skip
@@ -329,7 +359,10 @@ async def run(args: argparse.Namespace, work: Path) -> None:
                     f"  settled {settle_s:.1f} s after the step began"
                     + ("" if settled else f" (NOT: {unsettled})")
                     + f"; in the window {row['beats_s']:.0f} heartbeats/s, {row['rows_s']:.0f}"
-                    f" rows acked/s, publish failures {row['fail']}, backlog {row['backlog']}\n"
+                    f" rows acked/s in {row['msgs_s']:.0f} report messages/s, publish failures"
+                    f" {row['fail']}, backlog {row['backlog']}\n"
+                    f"  hub CPU per device-minute: {row['ms_dev_min']:.3f} core-ms"
+                    f" (split: {row['hub_split']})\n"
                     f"  hub RSS {row['hub_rss']:.0f} MB, simulator RSS {row['sim_rss']:.0f} MB,"
                     f" DB {row['db_mb']:.1f} MB (+{row['growth_kb']:.1f} KB/device/day)"
                     + (
@@ -342,7 +375,8 @@ async def run(args: argparse.Namespace, work: Path) -> None:
                 )
                 if args.profile:
                     assert hub.proc is not None
-                    out = await profile(hub.proc.pid, Path(args.profile) / f"hub-{n}.txt", 20)
+                    tag = "baseline-" if code_root is not None else ""
+                    out = await profile(hub.proc.pid, Path(args.profile) / f"hub-{tag}{n}.txt", 20)
                     print(f"  profile: {out}", flush=True)
                 if why:
                     break
@@ -350,11 +384,45 @@ async def run(args: argparse.Namespace, work: Path) -> None:
         await workers.stop()
         await nc.close()
         hub.stop()
+    for r in results:
+        r["label"] = label or hub_commit()
+        r["idle_cpu"] = idle_cpu
     passing = [r["n"] for r in results if r["pass"]]
     print(f"largest passing N: {max(passing) if passing else 0} (goal 100000);"
           f" criterion hub CPU < {f'80 % of its {len(hub_cpus)} pinned cores' if hub_cpus else f'50 % of {cores} cores'},"
           f" lag p99 < 2 s, settled;"
-          f" hub commit {hub_commit()}")  # fmt: skip
+          f" hub commit {label or hub_commit()}")  # fmt: skip
+    return results
+
+
+def snapshot(rev: str, into: Path) -> tuple[Path, str]:
+    """``git archive`` of ``rev`` (this repository) into ``into``: (the tree, its short sha)."""
+    root = Path(hub_pkg.__file__).resolve().parent.parent
+    sha = subprocess.run(["git", "rev-parse", "--short", rev], capture_output=True, text=True,
+                         cwd=root, check=True).stdout.strip()  # fmt: skip
+    into.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", rev], capture_output=True, cwd=root, check=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into, sha
+
+
+def comparison(runs: list[list[dict[str, Any]]]) -> str:
+    """The closing table of a ``--baseline`` invocation: each run's steps, side by side."""
+    lines = [
+        "| hub code | N | hub CPU % of a core (by process) | per device-minute, core-ms"
+        " | report msgs/s | lag p50 / p99 s | litestream lag s | load |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for results in runs:
+        for r in results:
+            ls = f"{r['ls_lag']:.2f}" if "ls_lag" in r else "-"
+            lines.append(
+                f"| {r['label']} | {r['n']} | {r['hub_cpu']:.1f} ({r['hub_split']}) |"
+                f" {r['ms_dev_min']:.3f} | {r['msgs_s']:.0f} | {r['p50']:.3f} / {r['p99']:.3f}"
+                f" | {ls} | {r['load']} |"
+            )
+    idle = "; ".join(f"{rs[0]['label']} {rs[0]['idle_cpu']:.1f} %" for rs in runs if rs)
+    return "\n".join(lines) + f"\nidle hub (before the steps): {idle}"
 
 
 def hub_commit() -> str:
@@ -397,11 +465,31 @@ def main() -> None:
         help="the hub's NATS auth mode (jwt: the default of new hubs)",
     )
     ap.add_argument("--workers", type=int, default=1, help="hub workers (1: the one hub)")
+    ap.add_argument(
+        "--flush", type=float, default=0.0,
+        help="rollups wait up to this long to share a report (the agent's default: 600)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--warmup", type=float, default=0.0, help="seconds to wait after settling, per step"
+    )
+    ap.add_argument(
+        "--baseline", default="", help="first run the hub code of this commit (same run)"
+    )
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sb-bench-fleet-"))
     try:
-        asyncio.run(run(args, work))
+        if not args.baseline:
+            asyncio.run(run(args, work))
+        else:
+            base, sha = snapshot(args.baseline, work / "baseline-src")
+            label = f"baseline {sha} ({args.baseline})"
+            for sub in ("baseline", "tree"):
+                (work / sub).mkdir()
+            first = asyncio.run(run(args, work / "baseline", base, label))
+            second = asyncio.run(run(args, work / "tree"))
+            print(f"\nsame run, baseline first; load average now {loadavg()}")
+            print(comparison([first, second]))
     finally:
         if args.keep:
             print(f"work directory kept: {work}")

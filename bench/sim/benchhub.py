@@ -21,14 +21,42 @@ from typing import Any
 
 import psutil
 
-from hub.store import Store
 from tests.harness.binaries import require_binary
 from tests.harness.ports import free_port
 from tests.harness.procs import ManagedProcess
 from tests.integration.test_hub_api import HubProcess
 
+# The bulk seed, run by the hub's own code (``code_root``'s when given: a baseline commit's
+# store may not open a DB that a newer store migrated).
+_SEED = """
+import json, sys, time
+from hub.store import Store
+a = json.loads(sys.stdin.read())
+store = Store.open(a["db"])
+t0 = time.perf_counter()
+try:
+    for d in a["ids"]:
+        store.upsert_device(d, "bench", hostname=d, arch="x86_64", engine="podman",
+                            agent_version="0.1.0-sim", tags=a["tags"], status="offline")
+finally:
+    store.close()
+print(time.perf_counter() - t0)
+"""
+
+
+def code_env(code_root: Path | None) -> dict[str, str]:
+    """The environment that makes ``python -m hub.cli`` run the hub code in ``code_root``
+    (an exported snapshot of a baseline commit) rather than this tree's: its path first, and
+    ``PYTHONSAFEPATH`` so the working directory is not put ahead of it."""
+    if code_root is None:
+        return {}
+    return {"PYTHONPATH": str(code_root), "PYTHONSAFEPATH": "1"}
+
 
 class BenchHub(HubProcess):
+    """``code_root``: run init, the seed and the hub from that source tree (the benchmark's
+    same-run baseline of an older commit); None: this tree's code."""
+
     def __init__(
         self,
         data: Path,
@@ -38,27 +66,46 @@ class BenchHub(HubProcess):
         grace: int = 90,
         litestream: bool = False,
         init_flags: tuple[str, ...] = (),
+        code_root: Path | None = None,
     ) -> None:
         self.grace = grace
         self.seed_seconds = 0.0
+        self.code_root = code_root
+        self._seed_ids = list(seed_devices)
+        self._seed_tags = list(tags)
+        self._seeded = False
+        saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "PYTHONSAFEPATH")}
+        os.environ.update(code_env(code_root))  # HubProcess runs `init` with our environment
+        try:
+            super().__init__(data, litestream=litestream, init_flags=init_flags)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
-        def seed(store: Store) -> None:
-            t0 = time.perf_counter()
-            for d in seed_devices:
-                store.upsert_device(d, "bench", hostname=d, arch="x86_64", engine="podman",
-                                    agent_version="0.1.0-sim", tags=tags, status="offline")  # fmt: skip
-            self.seed_seconds = time.perf_counter() - t0
-
-        super().__init__(
-            data, litestream=litestream, seed=seed if seed_devices else None, init_flags=init_flags
-        )
+    def _seed(self) -> None:
+        self._seeded = True
+        if not self._seed_ids:
+            return
+        r = subprocess.run(
+            [sys.executable, "-c", _SEED],
+            input=json.dumps({"db": str(self.data / "hub.db"), "ids": self._seed_ids,
+                              "tags": self._seed_tags}),
+            capture_output=True, text=True, timeout=600, check=True,
+            env={**os.environ, **code_env(self.code_root)},
+        )  # fmt: skip
+        self.seed_seconds = float(r.stdout.strip().splitlines()[-1])
 
     def start(self) -> None:
+        if not self._seeded:
+            self._seed()
         self.proc = ManagedProcess(
             "hub",
             [sys.executable, "-m", "hub.cli", "run", "--data", str(self.data),
              "--offline-grace", str(self.grace)],
-            self.data.parent / f"{self.data.name}-hub.log",
+            self.data.parent / f"{self.data.name}-hub.log", env=code_env(self.code_root),
         )  # fmt: skip
         self.proc.wait_ready(lambda: self.http("/health/ready")[0] == 200, timeout=120)
 
@@ -126,10 +173,13 @@ class BenchWorkersHub(BenchHub):
         super().__init__(data, **kw)
 
     def start(self) -> None:
+        if not self._seeded:
+            self._seed()
         d = str(self.data)
+        env = code_env(self.code_root)
         self.nats = ManagedProcess(
             "hub-nats", [sys.executable, "-m", "hub.cli", "nats", "--data", d],
-            self.data.parent / "hub-nats.log",
+            self.data.parent / "hub-nats.log", env=env,
         )  # fmt: skip
         self.nats.wait_ready(lambda: (self.data / "nats" / "nats-server.pid").exists(), 120)
         for i in range(self.workers):
@@ -139,7 +189,7 @@ class BenchWorkersHub(BenchHub):
                 [sys.executable, "-m", "hub.cli", "run", "--data", d, "--worker",
                  f"{i}/{self.workers}", "--http-port", str(port),
                  "--offline-grace", str(self.grace)],
-                self.data.parent / f"hub-worker-{i}.log",
+                self.data.parent / f"hub-worker-{i}.log", env=env,
             )  # fmt: skip
             self.worker_procs.append(proc)
         for proc in self.worker_procs:

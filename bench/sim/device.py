@@ -77,6 +77,9 @@ class SimDevice:
         self._apply: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.last_heartbeat_at: float | None = None
+        # With ``flush_s``: when the lingering rollups go next. Each device's phase is its
+        # own (random from its id, not the metrics' rng), as real devices' clocks are.
+        self.flush_at = time.time() + random.Random(self.id).uniform(0, options.flush_s)
 
     # ------------------------------------------------------------------ scheduling
 
@@ -88,7 +91,12 @@ class SimDevice:
     def rollup_due(self) -> None:
         """A minute's rollup is written whether or not the link is up (the agent keeps
         recording offline); it travels when the link allows."""
-        self.model.rollup(time.time())
+        now = time.time()
+        self.model.rollup(now)
+        if self.opts.flush_s:
+            if now < self.flush_at:
+                return  # lingers, as the agent's metrics rows do (pacing ``flush``)
+            self.flush_at = max(self.flush_at + self.opts.flush_s, now)
         self.kick()
 
     def kick(self) -> None:

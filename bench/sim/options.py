@@ -52,6 +52,11 @@ class SimOptions:
     tags: tuple[str, ...] = ()
     heartbeat_s: float = 30.0
     rollup_s: float = 60.0
+    # Seconds a metrics row may wait to share a report with later ones (the agent's pacing
+    # ``flush``: 600 by default, agent/sync/pacing.py). 0: each rollup is sent at once, one
+    # report message per device-minute (what the simulator always did; tests keep it).
+    # Any other row (an event, a deployment) sends everything pending at once, as the agent.
+    flush_s: float = 0.0
     apply_s: float = 0.2
     fail_versions: frozenset[str] = field(default_factory=frozenset)
     # None: a failing version's deployment just fails. A number: the device rolls back as a
@@ -99,6 +104,8 @@ class SimOptions:
         for name in ("heartbeat_s", "rollup_s"):
             if not 0.05 <= getattr(self, name) <= 3600:
                 raise SimError("must be between 0.05 and 3600 seconds", name)
+        if not 0 <= self.flush_s <= 4 * 3600:
+            raise SimError("must be between 0 and 14400 seconds", "flush_s")
         if not 0 <= self.apply_s <= 600:
             raise SimError("must be between 0 and 600 seconds", "apply_s")
         if self.rollback_s is not None and not 0 <= self.rollback_s <= 600:

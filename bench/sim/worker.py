@@ -50,6 +50,7 @@ async def run(args: argparse.Namespace) -> int:
     opts = SimOptions(
         hub_url=args.hub_url, count=args.count, prefix=args.prefix, first_index=args.first_index,
         id_digits=args.id_digits, heartbeat_s=args.heartbeat, rollup_s=args.rollup,
+        flush_s=args.flush,
         apply_s=args.apply, connections=args.connections, shared_user=args.user,
         shared_password=os.environ.get(PASSWORD_ENV, ""), enroll=False, backfill_minutes=0,
         ramp_s=args.ramp, seed=args.first_index, tags=(),
@@ -86,6 +87,9 @@ def main() -> None:
     ap.add_argument("--id-digits", type=int, default=6)
     ap.add_argument("--heartbeat", type=float, default=30.0)
     ap.add_argument("--rollup", type=float, default=60.0)
+    ap.add_argument(
+        "--flush", type=float, default=0.0, help="rollups wait this long to share a report"
+    )
     ap.add_argument("--apply", type=float, default=0.2, help="simulated apply seconds")
     ap.add_argument("--connections", type=int, default=2)
     ap.add_argument("--ramp", type=float, default=0.0, help="bring devices online over this")

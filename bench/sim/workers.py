@@ -73,6 +73,7 @@ class SimWorkers:
         id_digits: int = 6,
         heartbeat_s: float = 30.0,
         rollup_s: float = 60.0,
+        flush_s: float = 0.0,
         apply_s: float = 0.2,
         connections: int = 2,
         per_worker: int = 20_000,
@@ -86,6 +87,7 @@ class SimWorkers:
         self.id_digits = id_digits
         self.heartbeat_s = heartbeat_s
         self.rollup_s = rollup_s
+        self.flush_s = flush_s
         self.apply_s = apply_s
         self.connections = connections
         self.per_worker = per_worker
@@ -104,6 +106,7 @@ class SimWorkers:
                 "--user", self.user, "--prefix", self.prefix, "--first-index", str(first),
                 "--count", str(n), "--id-digits", str(self.id_digits),
                 "--heartbeat", str(self.heartbeat_s), "--rollup", str(self.rollup_s),
+                "--flush", str(self.flush_s),
                 "--apply", str(self.apply_s), "--connections", str(self.connections),
                 "--ramp", str(ramp_s), "--lifetime", str(self.lifetime_s),
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log,

@@ -462,6 +462,18 @@ CREATE TABLE metered_budgets (
 ALTER TABLE device_heartbeats ADD COLUMN next_within REAL;
 """,
     ),
+    (
+        16,
+        "ingest: hourly rollups folded incrementally",
+        """
+-- The hour's minute rows folded so far (n) and the sum of their averages (total): a new
+-- minute is folded in (min of minimums, max of maximums, total/n) instead of the hour being
+-- recomputed from all of its minute rows. NULL for rows written before: such an hour is
+-- recomputed from its minutes at its next minute, which fills both (hub.store.telemetry).
+ALTER TABLE metrics_1h ADD COLUMN n INTEGER;
+ALTER TABLE metrics_1h ADD COLUMN total REAL;
+""",
+    ),
 ]
 
 

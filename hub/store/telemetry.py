@@ -6,7 +6,7 @@ The write methods here are the seams the sync issue's ingest uses; the operator 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from hub.store.base import StoreBase
@@ -17,6 +17,9 @@ METRIC_TABLES = {"1m": "metrics_1m", "1h": "metrics_1h"}
 # A metric series (device, name) is the unit the metric prune walks; events walk (ts, id).
 SeriesKey = tuple[str, str]
 EventKey = tuple[str, int]
+# One hour's share of a batch of minute rows: (device_id, name, hour start, min, max, sum of
+# the minute averages, minute count), what ``fold_minutes`` adds to an hour row.
+HourFold = tuple[str, str, int, float, float, float, int]
 NO_FLOOR = 2**63  # above every event id: the keep-newest rule spares nothing
 
 
@@ -99,18 +102,66 @@ class TelemetryStore(StoreBase):
                 rows,
             )
 
-    def rollup_hours(self, hours: list[tuple[str, str, int]]) -> None:
+    def rollup_hours(self, hours: Iterable[tuple[str, str, int]]) -> None:
         """Recompute ``metrics_1h`` for ``(device_id, name, hour start)`` from ``metrics_1m``:
-        min of minimums, mean of the minute averages, max of maximums."""
-        if not hours:
-            return
+        min of minimums, mean of the minute averages, max of maximums (and the count and sum
+        that ``fold_minutes`` continues from)."""
         with self.tx() as c:
             c.executemany(
-                "INSERT OR REPLACE INTO metrics_1h (device_id, name, ts, min, avg, max)"
-                " SELECT device_id, name, ?, min(min), avg(avg), max(max) FROM metrics_1m"
-                " WHERE device_id = ? AND name = ? AND ts >= ? AND ts < ?"
+                "INSERT OR REPLACE INTO metrics_1h (device_id, name, ts, min, avg, max, n, total)"
+                " SELECT device_id, name, ?, min(min), avg(avg), max(max), count(*), sum(avg)"
+                " FROM metrics_1m WHERE device_id = ? AND name = ? AND ts >= ? AND ts < ?"
                 " GROUP BY device_id, name",
                 [(h, d, n, h, h + 3600) for d, n, h in hours],
+            )
+
+    def fold_minutes(
+        self,
+        minutes: Sequence[tuple[str, str, int, float, float, float]],
+        hours: Sequence[HourFold],
+    ) -> bool:
+        """Insert new ``metrics_1m`` rows ``(device_id, name, ts, min, avg, max)`` and fold
+        them into their hours: ``hours`` is the same rows summed per (device, name, hour
+        start) as ``(device_id, name, hour, min, max, total of avg, count)``
+        (``hub.sync.rows.fold``). One statement each, no read of the hour's minutes.
+
+        Returns False when the fold would not equal a recompute, and then leaves the hours
+        to the caller's ``rollup_hours``: a minute the hub already holds (rewritten: it is
+        replaced, later row winning, as ``put_metric_rows`` does) or an hour row from before
+        migration 16 (no count to continue from)."""
+        with self.tx() as c:
+            if c.executemany(
+                "INSERT INTO metrics_1m (device_id, name, ts, min, avg, max)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                minutes,
+            ).rowcount != len(minutes):
+                c.executemany(
+                    "INSERT OR REPLACE INTO metrics_1m (device_id, name, ts, min, avg, max)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    minutes,
+                )
+                return False
+            # An hour row without a count is left alone (the WHERE), which the row count
+            # shows: every hour folded, or the caller recomputes them all.
+            return c.executemany(
+                "INSERT INTO metrics_1h (device_id, name, ts, min, max, total, n, avg)"
+                " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?6 / ?7)"
+                " ON CONFLICT DO UPDATE SET min = min(metrics_1h.min, excluded.min),"
+                " max = max(metrics_1h.max, excluded.max),"
+                " total = metrics_1h.total + excluded.total, n = metrics_1h.n + excluded.n,"
+                " avg = (metrics_1h.total + excluded.total) / (metrics_1h.n + excluded.n)"
+                " WHERE metrics_1h.n IS NOT NULL",
+                hours,
+            ).rowcount == len(hours)
+
+    def forget_hours(self, hours: Iterable[tuple[str, str, int]]) -> None:
+        """Mark hour rows as not foldable (their recompute failed): the next minute of such
+        an hour recomputes it from its minutes, as before migration 16."""
+        with self.tx() as c:
+            c.executemany(
+                "UPDATE metrics_1h SET n = NULL, total = NULL"
+                " WHERE device_id = ? AND name = ? AND ts = ?",
+                hours,
             )
 
     def get_metrics(

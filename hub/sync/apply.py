@@ -121,8 +121,10 @@ class Applier:
                 for m in msgs:
                     out.actions.append(self._isolated(store, m, out, positions, hours))
                 # The hub's 1-hour rollups follow the minutes it holds (the agent sends
-                # minutes only): each touched (device, metric, hour) is recomputed once per
-                # fetch from its minutes, so a replay or a late minute gives the same result.
+                # minutes only): new minutes were folded into their hours as each message
+                # was written (``RowWriter.flush``); an hour the fold could not continue (a
+                # minute rewritten, a row from before the fold) is recomputed once per fetch
+                # from its minutes, so a rewrite or a late minute gives the same result.
                 self._rollup(store, hours)
         finally:
             if fk_off:
@@ -130,9 +132,9 @@ class Applier:
         return out
 
     def _rollup(self, store: Store, hours: set[tuple[str, str, int]]) -> None:
-        """All touched hours at once; should that raise (not the store), device by device,
-        so one device's hours never fail the fetch for every device (they are recomputed
-        whenever a minute of that hour arrives again)."""
+        """All these hours at once; should that raise (not the store), device by device,
+        so one device's hours never fail the fetch for every device (a failed one is marked
+        unfoldable: recomputed whenever a minute of that hour arrives again)."""
         if not hours:
             return
         try:
@@ -154,6 +156,7 @@ class Applier:
                 raise
             except Exception:
                 log.exception("hourly rollup failed", extra={"device": device_id})
+                store.forget_hours(sorted(mine))
 
     def _isolated(
         self,

@@ -1,7 +1,7 @@
 """Report rows by kind: what the hub keeps of each (pure but for ``RowWriter.flush``).
 
-``event`` rows become ``events`` rows, ``metrics.1m`` rows ``metrics_1m`` rows (and the hours
-they touch, whose 1-hour rollups are recomputed), and every ``REPORTED_PARTS`` kind is
+``event`` rows become ``events`` rows, ``metrics.1m`` rows ``metrics_1m`` rows (folded into
+the 1-hour rollups of the hours they touch, ``fold``), and every ``REPORTED_PARTS`` kind is
 written into the device's reported-state document (the shape ``protocol.reported``
 describes and reads). Each payload is checked key by key: a malformed one raises
 ``RowError`` and is skipped alone (``hub.sync.apply`` counts it and consumes its seq). Kinds
@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hub.store import Store
+from hub.store.telemetry import HourFold
 from hub.timeutil import now_iso
 from protocol.codec import valid_int64, valid_ts
 from protocol.report import ReportRow
@@ -111,6 +112,26 @@ def metrics_row(device_id: str, row: ReportRow) -> tuple[list[tuple[Any, ...]], 
     return out, ts // HOUR * HOUR
 
 
+def fold(minutes: list[tuple[Any, ...]]) -> list[HourFold]:
+    """The ``metrics_1m`` rows ``(device, name, ts, min, avg, max)`` summed per (device,
+    name, hour start): ``(device, name, hour, min, max, sum of avg, count)``, what
+    ``Store.fold_minutes`` adds to each hour row. The hour row it makes equals a recompute
+    from its minutes (``Store.rollup_hours``): min of minimums, max of maximums, mean of the
+    averages (equal up to the order the averages are summed in: the last bits of ``avg``)."""
+    acc: dict[tuple[str, str, int], list[Any]] = {}
+    for device_id, name, ts, lo, avg, hi in minutes:
+        key = (device_id, name, ts // HOUR * HOUR)
+        a = acc.get(key)
+        if a is None:
+            acc[key] = [lo, hi, avg, 1]
+        else:
+            a[0] = min(a[0], lo)
+            a[1] = max(a[1], hi)
+            a[2] += avg
+            a[3] += 1
+    return [(d, n, h, a[0], a[1], a[2], a[3]) for (d, n, h), a in acc.items()]
+
+
 def reported_part(doc: dict[str, Any], kind: RowKind, row: ReportRow) -> None:
     """Write one ``REPORTED_PARTS`` row into the device's reported-state document (the
     shape ``protocol.reported`` describes and reads)."""
@@ -135,7 +156,9 @@ class RowWriter:
     def __init__(self) -> None:
         self.events: list[tuple[Any, ...]] = []
         self.minutes: list[tuple[Any, ...]] = []
-        self.hours: set[tuple[str, str, int]] = set()  # (device, metric, hour) this message
+        # (device, metric, hour) of this message to recompute from its minutes at the end of
+        # the fetch: those a fold could not continue (``Store.fold_minutes``).
+        self.hours: set[tuple[str, str, int]] = set()
 
     def add(
         self,
@@ -149,9 +172,8 @@ class RowWriter:
         if kind is RowKind.EVENT:
             self.events.append(event_row(device_id, row))
         elif kind is RowKind.METRICS_1M:
-            minutes, hour = metrics_row(device_id, row)
+            minutes, _hour = metrics_row(device_id, row)
             self.minutes += minutes
-            self.hours.update((device_id, m[1], hour) for m in minutes)
         elif kind is not None and kind in REPORTED_PARTS:
             reported_part(reported(), kind, row)
         # Other kinds (e.g. "oversized", or one a newer agent adds) only advance the
@@ -162,7 +184,10 @@ class RowWriter:
             store.add_events(self.events)
             self.events = []
         if self.minutes:
-            store.put_metric_rows("1m", self.minutes)
+            # Folded into their hours here, inside the message's savepoint (a rolled-back
+            # message takes its fold with it); what cannot be folded is recomputed.
+            if not store.fold_minutes(self.minutes, fold(self.minutes)):
+                self.hours.update((m[0], m[1], m[2] // HOUR * HOUR) for m in self.minutes)
             self.minutes = []
 
     def discard(self) -> None:
