@@ -25,6 +25,14 @@ log = logging.getLogger(__name__)
 ORIGIN_API = "api"  # an operator's change, committed by an API verb
 ORIGIN_HUB = "hub"  # anything else the hub itself publishes without naming itself
 
+# "These devices' desired documents may differ now": what a write that can change them asks
+# of the desired writer (hub.sync), which re-resolves them and puts only the ones that do.
+# It is not a change yet, so it stays on the bus: the notice watchers hear is the writer's
+# ("desired", "changed"), for the documents it really wrote.
+DESIRED_STALE = ("desired", "stale")
+# (kind, action) of the events between the hub's own parts, never sent as change notices.
+BUS_ONLY = frozenset({DESIRED_STALE})
+
 
 @dataclass(frozen=True)
 class Event:

@@ -12,7 +12,7 @@ from typing import Any
 from bundles.versions import parse_ref
 from hub.api import dryrun
 from hub.api import validate as v
-from hub.api.handlers import Caller, Change, Handler, Outcome
+from hub.api.handlers import Caller, Change, Handler, Outcome, stale
 from hub.errors import Conflict, Invalid
 from hub.rollouts import machine as m
 from hub.rollouts import service as rs
@@ -143,10 +143,7 @@ def _action(name: str) -> Handler:
             # The controller publishes the restored devices' desired documents on this.
             notice["restored"] = restored
             out["restored"] = restored
-        changes = [Change(KIND, action, notice)]
-        if restored:
-            changes.append(Change("desired", "changed", {"devices": restored}))
-        return Outcome(out, changes)
+        return Outcome(out, [Change(KIND, action, notice), *stale(restored)])
 
     return handler
 

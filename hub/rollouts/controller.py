@@ -3,7 +3,8 @@
 Every ``interval`` seconds — or at once when a change arrives on the hub's event bus
 (``hub.bus``: a rollout started, paused, resumed or aborted; device reports ingested) — it runs ``engine.tick`` on the
 store's writer thread, then asks the sync side's desired writer to publish the documents of
-the devices whose phase started, and publishes the change notices. Polling is the floor
+the devices whose phase started (the writer's put is what publishes the ``desired`` notice),
+and publishes the rollout notices. Polling is the floor
 because notices are best effort; the wake-up only makes progress prompt.
 
 The bus never hands the controller what it published itself, so it never wakes itself.
@@ -84,6 +85,11 @@ class RolloutController:
     async def _on_event(self, event: Event) -> None:
         if not self._active and event.kind != KIND:
             return
+        if (event.kind, event.action) == ("desired", "changed"):
+            # The writer put documents: what asked for it (an operator's change, or this
+            # controller's own phase) already woke it, and the devices' answers come as
+            # reports. Waking on it would only tick again after each of its own writes.
+            return
         restored = event.data.get("restored")
         if event.action == "aborted" and isinstance(restored, list) and restored:
             await self._publish([str(d) for d in restored])
@@ -105,16 +111,16 @@ class RolloutController:
         result: engine.TickResult = await hub.call(engine.tick, hub.store, None, self._memo)
         self._active = result.active > 0
         self.ticks += 1
-        todo = list(result.publish)
+        # Devices whose phase started, and any whose resolution the tick changed otherwise (a
+        # completed rollout's cleanup): the writer puts the documents that differ, and its
+        # put is what publishes the desired notice.
+        todo = result.publish + result.desired_changed
         now = time.monotonic()
         if now - self._last_republish >= REPUBLISH_EVERY:
             self._last_republish = now
             todo += await hub.call(engine.unacknowledged, hub.store)
         if todo:
             await self._publish(sorted(set(todo)))
-        if result.desired_changed:
-            changed = {"devices": result.desired_changed}
-            await hub.bus.publish(Event("desired", "changed", changed, origin=ORIGIN))
         for action, data in result.notices:
             await hub.bus.publish(Event(KIND, action, data, origin=ORIGIN))
         return result

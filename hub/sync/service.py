@@ -20,8 +20,9 @@ from typing import Any
 
 from hub import natsconf
 from hub.api.handlers import Caller, Change, Outcome
+from hub.api.notices import MAX_IDS
 from hub.api.validate import device_id as valid_device_id
-from hub.bus import ORIGIN_API, Event
+from hub.bus import DESIRED_STALE, ORIGIN_API, Event
 from hub.context import HubContext
 from hub.store import Store
 from hub.sync.apply import RowHandler
@@ -86,6 +87,12 @@ class SyncService:
 
         async def written(gens: dict[str, int]) -> None:
             metrics.desired_writes.inc(len(gens))
+            # The one source of the desired notice, whoever asked for the write (an
+            # operator's change, the rollout controller, enrollment, the periodic re-publish):
+            # it names exactly the documents that changed, so a write that changed none is
+            # silent. A start-up rewrite of a big fleet says "many" instead of every id.
+            ids = sorted(gens) if len(gens) <= MAX_IDS else None
+            await notify("desired", "changed", {"devices": ids})
 
         self.desired = DesiredWriter(kv, store, hub.call, on_written=written)
         # Trust what the DB records as written only when the bucket is the one it was written
@@ -162,7 +169,7 @@ class SyncService:
 
     async def _on_change(self, change: Event) -> None:
         assert self.desired is not None and self.hub is not None
-        if change.kind == "desired":
+        if (change.kind, change.action) == DESIRED_STALE:
             await self.desired.publish(change.data.get("devices") or [])
         if change.kind == "signing":
             # A new trust set or signature: every document that carries it changes (only the

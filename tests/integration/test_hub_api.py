@@ -270,9 +270,7 @@ async def test_changes_are_published(hub: HubProcess, admin: HubClient) -> None:
 
     async def on_change(doc: dict[str, Any]) -> None:
         got.append(doc)
-        if doc["kind"] == "desired" and ("assignments", "assigned") in [
-            (d["kind"], d["action"]) for d in got
-        ]:
+        if doc["kind"] == "desired":
             done.set()
 
     watcher = HubClient(hub.url, hub.admin_key)
@@ -285,18 +283,60 @@ async def test_changes_are_published(hub: HubProcess, admin: HubClient) -> None:
         await admin.call("assign", {"target": "group:live", "bundle": "warehouse-monitor@1.3.0"})
         await asyncio.wait_for(done.wait(), 10)
     kinds = [(d["kind"], d["action"]) for d in got]
-    # A membership change re-resolves the member's document (its group's variables,
-    # windows and budget are in it), so the join is followed by a desired notice too.
+    # The join re-resolved dev-3's document, but the empty group changed nothing in it: no
+    # desired notice for it. (The writer takes requests in order, so one for the join would
+    # have come before the assignment's.) The notice is the writer's, after its put.
     assert kinds == [
         ("groups", "created"),
         ("groups", "member_added"),
-        ("desired", "changed"),
         ("assignments", "assigned"),
         ("desired", "changed"),
     ]
     assert got[-1]["devices"] == ["dev-3"] and got[0]["by"] == "admin"
     await admin.call("unassign", {"target": "group:live"})
     await admin.call("groups.delete", {"name": "live"})
+
+
+async def test_a_join_publishes_a_desired_notice_only_when_the_document_changes(
+    hub: HubProcess, admin: HubClient
+) -> None:
+    """A membership change asks the desired writer to re-resolve the member; the notice
+    follows the writer's put, so it comes for a group whose budget reaches the device and
+    not for one that changes nothing in its document."""
+    await admin.call("groups.create", {"name": "plain"})
+    await admin.call("groups.create", {"name": "capped"})
+    # No member yet: nothing to re-send, nothing to notice.
+    await admin.call("metered.set", {"target": "group:capped", "budget": "100KB/day"})
+    got: list[dict[str, Any]] = []
+    desired = asyncio.Queue[dict[str, Any]]()
+
+    async def on_change(doc: dict[str, Any]) -> None:
+        got.append(doc)
+        if doc["kind"] == "desired":
+            desired.put_nowait(doc)
+
+    async with HubClient(hub.url, hub.admin_key) as watcher:
+        await watcher.watch_changes(on_change)
+        await watcher.nc.flush()  # type: ignore[union-attr]
+        await admin.call("groups.add", {"name": "plain", "device": "dev-4"})
+        await admin.call("groups.add", {"name": "capped", "device": "dev-4"})
+        first = await asyncio.wait_for(desired.get(), 30)
+        shown = await admin.call("devices.get", {"id": "dev-4"})
+        await admin.call("groups.remove", {"name": "capped", "device": "dev-4"})
+        second = await asyncio.wait_for(desired.get(), 30)
+    # Each write request is taken in order by the one writer, so the plain join's notice,
+    # had there been one, would have come first.
+    assert [(d["kind"], d["action"], d.get("name")) for d in got[:3]] == [
+        ("groups", "member_added", "plain"),
+        ("groups", "member_added", "capped"),
+        ("desired", "changed", None),
+    ]
+    assert first["devices"] == ["dev-4"] and second["devices"] == ["dev-4"]
+    assert shown["metered"]["budget_set"] == 100_000
+    await admin.call("groups.remove", {"name": "plain", "device": "dev-4"})
+    await admin.call("metered.set", {"target": "group:capped", "clear": True})
+    for name in ("plain", "capped"):
+        await admin.call("groups.delete", {"name": name})
 
 
 async def test_auth_missing_bad_revoked_and_readonly_keys(

@@ -1,7 +1,9 @@
 """Property: whatever sequence of operator writes happens, each device's event log agrees
 with its resolved desired bundle (the last `desired.changed` event names the current one),
-and change notices name exactly the devices whose resolution changed (plus, for a group
-membership change, the member: its group's variables, windows and budget are in its document)."""
+and the writes ask the desired writer to re-resolve exactly the devices whose resolution
+changed (plus, for a group membership change, the member: its group's variables, windows and
+budget are in its document). Those requests stay on the hub's bus: no handler returns a
+``desired`` notice itself (the writer publishes it for what it puts; test_hub_api)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hub.api.dispatch import dispatch
+from hub.bus import DESIRED_STALE
 from hub.store import Store
 
 DEVICES = ["d1", "d2", "d3"]
@@ -83,8 +86,11 @@ def test_event_log_matches_resolution(sequence: list[tuple[str, str, str | None]
                 reply = dispatch(store, verb, json.dumps(body).encode(), key)
                 after = {d: (a.ref if a else None) for d, a in store.resolve_desired().items()}
                 changed = sorted(d for d in DEVICES if before[d] != after[d])
-                noticed = [c.data["devices"] for c in reply.changes if c.kind == "desired"]
-                got = noticed[0] if noticed else []
+                desired = [c for c in reply.changes if c.kind == "desired"]
+                assert all((c.kind, c.action) == DESIRED_STALE for c in desired), desired
+                requested = [c.data["devices"] for c in desired]
+                assert len(requested) <= 1, desired
+                got = requested[0] if requested else []
                 if op[0] in ("groups.add", "groups.remove") and "error" not in reply.body:
                     # A membership change re-sends the member's document even when its bundle
                     # stays: the group's variables, windows and budget are in it.

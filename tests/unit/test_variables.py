@@ -15,6 +15,7 @@ import pytest
 
 from bundles import BundleInvalid, parse_bundle
 from bundles.variables import VariableError, open_secrets, pin, references
+from hub.bus import DESIRED_STALE
 from hub.desired import Membership
 from hub.store import Store
 from hub.sync.desired_kv import resolve_documents
@@ -214,9 +215,12 @@ def test_api_verbs_and_device_show(tmp_path: Path) -> None:
     assert "hunter2" not in str(exc.value)
     with pytest.raises(Exception, match="no group"):
         call("vars.set", scope="group", target="south", name="SITE_NAME", value="x")
-    # A device joining a group gets its document re-resolved even if its bundle stays.
+    # A device joining a group gets its document re-resolved even if its bundle stays (a
+    # request to the writer, which publishes the notice only if the document differs).
     moved = call("groups.add", name="north", device="d2")
-    assert any(c.kind == "desired" and c.data["devices"] == ["d2"] for c in moved.changes)
+    assert any(
+        (c.kind, c.action) == DESIRED_STALE and c.data["devices"] == ["d2"] for c in moved.changes
+    )
 
 
 def test_cli_never_takes_a_secret_as_an_argument(tmp_path: Path) -> None:
@@ -269,7 +273,9 @@ def test_group_delete_and_decommission_drop_their_values(tmp_path: Path) -> None
     store.set_variable("secret", "device", "d2", "API_TOKEN", "hunter2", "ops")
     store.unassign("group", "north")
     out = HANDLERS["groups.delete"](store, {"name": "north"}, ops)
-    assert any(c.kind == "desired" and c.data["devices"] == ["d1"] for c in out.changes)
+    assert any(
+        (c.kind, c.action) == DESIRED_STALE and c.data["devices"] == ["d1"] for c in out.changes
+    )
     HANDLERS["groups.create"](store, {"name": "north"}, ops)
     assert store.list_variables("var") == []  # a new group of the name starts empty
     HANDLERS["devices.decommission"](store, {"id": "d2"}, ops)

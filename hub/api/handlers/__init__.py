@@ -7,7 +7,7 @@ publishes them on ``sb.fleet.changes.<kind>`` after the transaction committed.
 The handlers live by concept in this package (devices, groups, bundles, assignments, events,
 access, gates, variables; core holds what they share); the verb -> handler table is here, in
 one place, and so are the names other modules import (``Caller``, ``Change``, ``Outcome``,
-``Handler``, ``HANDLERS``).
+``Handler``, ``HANDLERS``, ``stale``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from hub.api.handlers.bundles import (
     trust_get,
     trust_push,
 )
-from hub.api.handlers.core import Caller, Change, Handler, Outcome
+from hub.api.handlers.core import Caller, Change, Handler, Outcome, stale
 from hub.api.handlers.devices import _tagging, devices_decommission, devices_get, devices_list
 from hub.api.handlers.events import events_list, metrics_get
 from hub.api.handlers.gates import (
@@ -44,7 +44,7 @@ from hub.api.handlers.gates import (
 from hub.api.handlers.groups import _membership, groups_create, groups_delete, groups_list
 from hub.api.handlers.variables import _setting, _settings_list
 
-__all__ = ["HANDLERS", "Caller", "Change", "Handler", "Outcome"]
+__all__ = ["HANDLERS", "Caller", "Change", "Handler", "Outcome", "stale"]
 
 HANDLERS: dict[str, Handler] = {
     "devices.list": devices_list,

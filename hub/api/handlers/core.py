@@ -4,10 +4,11 @@ record which devices' desired bundle a write changed."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from hub.bus import DESIRED_STALE
 from hub.desired import Assignment
 from hub.store import Store
 
@@ -49,13 +50,20 @@ def _via(a: Assignment | None) -> dict[str, Any] | None:
     return {"bundle": a.bundle, "version": a.version, "via": f"{a.target_kind}:{a.target}"}
 
 
+def stale(devices: Iterable[str]) -> list[Change]:
+    """Ask the desired writer to re-resolve these devices' documents (nothing when none).
+    The writer puts the ones that differ and only then publishes the ``desired`` notice
+    (``hub.bus.DESIRED_STALE``), so a write that leaves every document as it was is silent."""
+    ids = sorted(set(devices))
+    return [Change(*DESIRED_STALE, {"devices": ids})] if ids else []
+
+
 def _tracking_desired(
     store: Store, affected: list[str] | None, write: Callable[[], T]
 ) -> tuple[T, list[Change]]:
     """Run ``write`` in one transaction and record which devices' desired bundle it changed.
 
-    The sync issue publishes desired documents for the devices named in the ``desired``
-    change notice (or re-resolves them itself).
+    The changes ask the desired writer to re-resolve those devices (``stale``).
     """
     with store.tx():
         before = store.resolve_desired(affected)
@@ -73,8 +81,7 @@ def _tracking_desired(
                 f"{old or 'nothing'} -> {new or 'nothing'}",
                 {"from": old, "to": new},
             )
-    changes = [Change("desired", "changed", {"devices": changed})] if changed else []
-    return out, changes
+    return out, stale(changed)
 
 
 def _devices_for_target(store: Store, kind: str, target: str) -> list[str]:

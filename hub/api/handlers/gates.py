@@ -7,7 +7,7 @@ from typing import Any
 
 from bundles.windows import MAX_WINDOWS, WindowError, parse_window
 from hub.api import validate as v
-from hub.api.handlers.core import Caller, Change, Outcome, _devices_for_target
+from hub.api.handlers.core import Caller, Outcome, _devices_for_target, stale
 from hub.api.handlers.devices import _ids_filter
 from hub.errors import Invalid, NotFound
 from hub.store import Store
@@ -62,7 +62,7 @@ def _set_for_target(
     shown: str,
 ) -> Outcome:
     """Store a per-device or per-group setting that lives in the desired document, and tell
-    each device whose document it changes (an event, and the desired notice)."""
+    each device whose document it changes (an event; the writer re-resolves the documents)."""
     with store.tx():
         _exists(store, kind, target)
         changed = set_()
@@ -74,11 +74,10 @@ def _set_for_target(
                 shown,
                 {"target": f"{kind}:{target}", field: value, "by": caller.name},
             )
-    changes = [Change("desired", "changed", {"devices": sorted(devices)})] if devices else []
     return Outcome(
         {"target": f"{kind}:{target}", field: value, "changed": changed,
          "devices": sorted(devices)},
-        changes,
+        stale(devices),
     )  # fmt: skip
 
 
@@ -159,4 +158,4 @@ def devices_force_update(store: Store, body: dict[str, Any], caller: Caller) -> 
                 severity="warning",
             )
             out.append({"id": d, "bundle_ref": a.ref})
-    return Outcome({"items": out}, [Change("desired", "changed", {"devices": ids})])
+    return Outcome({"items": out}, stale(ids))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from hub.api import validate as v
-from hub.api.handlers.core import Caller, Change, Handler, Outcome, _tracking_desired
+from hub.api.handlers.core import Caller, Change, Handler, Outcome, _tracking_desired, stale
 from hub.store import Store
 
 
@@ -25,11 +25,9 @@ def groups_delete(store: Store, body: dict[str, Any], _: Caller) -> Outcome:
         for device_id in members:
             store.add_event(device_id, "member_removed", name, {"group": name, "reason": "deleted"})
     result = {"name": name, "deleted": True, "members": members}
-    changes = [Change("groups", "deleted", {"name": name, "members": members})]
-    if members:
-        # The group's variables, secrets and windows no longer reach them: re-resolved, put
-        # only where a document differs.
-        changes.append(Change("desired", "changed", {"devices": sorted(members)}))
+    # The group's variables, secrets, windows and budget no longer reach its former members:
+    # their documents are re-resolved (and a notice follows only for the ones that differ).
+    changes = [Change("groups", "deleted", {"name": name, "members": members}), *stale(members)]
     return Outcome(result, changes)
 
 
@@ -45,14 +43,14 @@ def _membership(add: bool) -> Handler:
                 store.add_event(device_id, action, name, {"group": name})
             return done
 
-        changed, changes = _tracking_desired(store, [device_id], write)
+        changed = _tracking_desired(store, [device_id], write)[0]
+        changes: list[Change] = []
         if changed:
-            if not changes:
-                # Same bundle, but the group's variables, secrets or maintenance windows may
-                # now reach it (or no longer): the writer re-resolves its document and puts
-                # it only if it differs.
-                changes.append(Change("desired", "changed", {"devices": [device_id]}))
-            changes.insert(0, Change("groups", action, {"name": name, "device": device_id}))
+            # Whatever its bundle does, the group's variables, secrets, maintenance windows
+            # and budget may now reach it (or no longer): its document is re-resolved, and
+            # the desired notice follows only if the document differs.
+            changes = [Change("groups", action, {"name": name, "device": device_id})]
+            changes += stale([device_id])
         return Outcome({"name": name, "device": device_id, "changed": changed}, changes)
 
     return handler

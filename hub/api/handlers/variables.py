@@ -7,7 +7,7 @@ from typing import Any
 
 from bundles.variables import MAX_VALUE_LEN, NAME_RE
 from hub.api import validate as v
-from hub.api.handlers.core import Caller, Change, Handler, Outcome
+from hub.api.handlers.core import Caller, Handler, Outcome, stale
 from hub.api.handlers.gates import _exists
 from hub.errors import Invalid
 from hub.store import Store
@@ -64,11 +64,10 @@ def _setting(kind: str, unset: bool) -> Handler:
         if changed:
             log.info("%s %s %s at %s by %s", noun, name, "unset" if unset else "set", where,
                      caller.name)  # fmt: skip
-        changes = [Change("desired", "changed", {"devices": sorted(devices)})] if devices else []
         return Outcome(
             {"kind": noun, "name": name, "scope": scope, "target": target or None,
              "changed": changed, "devices": len(devices)},
-            changes,
+            stale(devices),
         )  # fmt: skip
 
     return handler
