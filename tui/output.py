@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, TextIO
 
 from protocol.reported import ReportedState
-from tui.models.detail import metered_line
+from tui.models.detail import device_values, metered_line
 
 FORMATS = ("text", "wide", "json", "yaml")
 # Fields that hold a moment (ISO 8601 from the hub, unix seconds in metrics).
@@ -245,16 +245,8 @@ def show_device(
         rows.append(("windows", Text(", ".join(windows) or "any time (set at the hub)")))
     # Variables and secrets that reach the device, each with where it comes from; a secret
     # shows only its fingerprint (which value), never the value.
-    for key, label, shown in (("variables", "var", "value"), ("secrets", "secret", "fingerprint")):
-        for item in d.get(key) or ():
-            if not isinstance(item, dict):
-                continue
-            shadows = item.get("shadows") or []
-            over = f", over {', '.join(shadows)}" if shadows else ""
-            rows.append(
-                (f"{label} {item.get('name')}",
-                 Text(f"{item.get(shown)}  (from {item.get('source')}{over})"))
-            )  # fmt: skip
+    for v in device_values(d):
+        rows.append((f"{v.kind} {v.name}", Text(f"{v.shown}  ({v.origin})")))
     metered = d.get("metered")
     if isinstance(metered, dict):  # a metered link: bytes used in 24 h against the budget
         rows.append(("data", Text(metered_line(metered))))

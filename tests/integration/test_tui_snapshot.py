@@ -10,6 +10,7 @@ Update after an intended change with ``pytest --snapshot-update`` and review the
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -41,10 +42,16 @@ def seed(store: Store) -> None:
          "bundle_ref": "wm@1.2.0", "reason": "image pull failed"}}, 35.0),
         ("edge-4", ["x86"], "unknown", None, None, None),
     )  # fmt: skip
+    # Metered links, from the devices' last full heartbeats: the Data column.
+    usage = {"edge-0": (50_000, 65_000), "edge-1": (100_000, 41_200)}
     now = time.time()
     minute = int(now) // 60 * 60
     for device_id, tags, status, seen, reported, level in fleet:
         store.upsert_device(device_id, "acme", hostname=device_id, tags=tags)
+        if device_id in usage:
+            budget, used = usage[device_id]
+            beat = json.dumps({"budget": budget, "bytes_day": used})
+            store.put_heartbeats([(device_id, beat, None, iso(CLOCK - 5), iso(CLOCK - 5))])
         if seen is not None:
             store.set_device_status(device_id, status, iso(CLOCK - seen))
         if reported is not None:

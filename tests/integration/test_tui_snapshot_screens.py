@@ -76,6 +76,14 @@ def seed(store: Store) -> None:
             for name, base in (("cpu_percent", 20.0), ("mem_percent", 50.0), ("temp_c", 40.0))
         ],
     )
+    # What the hub sends it besides the bundle: a variable from its group shadowing the
+    # fleet's, one of its own, and a data budget it does not run under yet.
+    store.create_group("north")
+    store.add_to_group("north", "pi-07")
+    store.set_variable("var", "fleet", "", "SITE_NAME", "fleet", "ops")
+    store.set_variable("var", "group", "north", "SITE_NAME", "north", "ops")
+    store.set_variable("var", "device", "pi-07", "RELAY_PIN", "17", "ops")
+    store.set_budget("device", "pi-07", 100_000, "ops")
     for k in range(25):
         store.add_event(
             "pi-07", "container_restarted" if k % 3 else "health_changed",

@@ -63,9 +63,32 @@ def test_states_from_the_summary_view() -> None:
         {**doc, "rollout": {"id": "r1", "state": "Failed", "reason": "x"},
          "metrics": {"cpu": {"last": 42.4, "spark": [0.0, 10.0, None, None, 50.0, 100.0]}}}
     )  # fmt: skip
-    cells = fm.cells(row, NOW)
-    assert cells[6] == ("Failed", "bad")
-    assert cells[7][0] == "▁▁  ▅█  42" and cells[8][0] == "-"
+    cells = dict(zip(fm.COLUMN_KEYS, fm.cells(row, NOW), strict=True))
+    assert cells["rollout"] == ("Failed", "bad") and cells["data"] == ("-", "")
+    assert cells["cpu"][0] == "▁▁  ▅█  42" and cells["mem"][0] == "-"
+
+
+def test_the_data_column_marks_a_metered_link_with_bytes_used_against_its_budget() -> None:
+    def data(metered: Any) -> fm.Cell:
+        return fm.data_cell(fm.device_row(device(running="wm@1.3.0", metered=metered)))
+
+    # The summary view's `metered` (from the device's last full heartbeat)...
+    assert data({"budget": 100_000, "bytes_day": 41_200, "over": False}) == ("41%", "")
+    assert data({"budget": 100_000, "bytes_day": 130_000, "over": True}) == ("130% over", "bad")
+    assert data({"budget": 100_000, "bytes_day": None, "over": False}) == ("?", "dim")
+    assert data(None) == ("-", "") and data({"budget": None, "bytes_day": 5}) == ("-", "")
+    # ...and devices.get's: a budget the hub set that the device does not run under yet is
+    # not its budget (the device screen says "not applied yet").
+    got = {"budget_set": 100_000, "budget": None, "bytes_day": 900, "over": False}
+    assert fm.data_cell(fm.device_row(device(metered=got))) == ("-", "")
+    text = data({"budget": 10_000, "bytes_day": 99_990})[0]
+    assert text == "1000% over" and len(text) <= FIXED_WIDTH["data"]  # fits its column
+    rows = [
+        fm.device_row(device(id="a")),
+        fm.device_row(device(id="b", metered={"budget": 100, "bytes_day": 20})),
+        fm.device_row(device(id="c", metered={"budget": 100, "bytes_day": 90})),
+    ]
+    assert [r.id for r in fm.ordered(rows, fm.Sort("data"))] == ["c", "b", "a"]
 
 
 def test_offline_age_and_status_text_carry_the_state_without_colour() -> None:

@@ -191,21 +191,53 @@ def describe_lines(device: Mapping[str, Any], now: float) -> list[str]:
     return lines
 
 
-def value_lines(device: Mapping[str, Any]) -> list[str]:
-    """The variables and secrets that reach the device, each with its source (a secret by
-    its fingerprint only: the hub never sends its value)."""
+@dataclass(frozen=True)
+class Value:
+    """One variable or secret that reaches a device (``devices.get``'s ``variables`` and
+    ``secrets``): a secret by its fingerprint only, the hub never sends its value."""
+
+    kind: str  # var | secret
+    name: str
+    shown: str  # the value, or a secret's fingerprint
+    source: str  # fleet, group:NAME or device:ID (docs/bundles.md's precedence)
+    shadows: tuple[str, ...]  # the sources it wins over
+
+    @property
+    def origin(self) -> str:
+        """``from group:north, over fleet``."""
+        over = f", over {', '.join(self.shadows)}" if self.shadows else ""
+        return f"from {self.source}{over}"
+
+
+def device_values(device: Mapping[str, Any]) -> list[Value]:
+    """What the describe text, the device screen and ``device show`` list, in that order:
+    the variables, then the secrets."""
     out = []
-    for key, label, shown in (
-        ("variables", "Variable", "value"),
-        ("secrets", "Secret", "fingerprint"),
-    ):
+    for key, kind, shown in (("variables", "var", "value"), ("secrets", "secret", "fingerprint")):
         for item in device.get(key) or ():
             if isinstance(item, Mapping):
+                shadows = item.get("shadows")
                 out.append(
-                    f"{label + ':':12} {item.get('name')} = {item.get(shown)}"
-                    f" (from {item.get('source')})"
+                    Value(
+                        kind,
+                        str(item.get("name")),
+                        str(item.get(shown)),
+                        str(item.get("source")),
+                        tuple(str(s) for s in shadows) if isinstance(shadows, list) else (),
+                    )
                 )
     return out
+
+
+def value_lines(device: Mapping[str, Any]) -> list[str]:
+    """The describe text's lines of the variables and secrets that reach the device."""
+    labels = {"var": "Variable:", "secret": "Secret:"}
+    return [f"{labels[v.kind]:12} {v.name} = {v.shown} ({v.origin})" for v in device_values(device)]
+
+
+def setting_lines(device: Mapping[str, Any]) -> list[str]:
+    """The device screen's lines of the same: ``var SITE = north (from group:north)``."""
+    return [f"{v.kind} {v.name} = {v.shown} ({v.origin})" for v in device_values(device)]
 
 
 def gate_lines(device: Mapping[str, Any]) -> list[str]:

@@ -25,6 +25,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("groups", "Groups"),
     ("bundle", "Bundle (running → desired)"),
     ("rollout", "Rollout"),
+    ("data", "Data"),  # a metered link: the share of its daily budget used in the last 24 h
     ("cpu", "CPU%"),
     ("mem", "Mem%"),
     ("disk", "Disk%"),
@@ -66,6 +67,10 @@ class DeviceRow:
     # The device defers its new revision (an update lock, or outside its maintenance
     # windows): "locked" or "window until 02:00", shown after the bundle; None: nothing waits.
     deferred: str | None = None
+    # A metered link (``metered`` in either shape: the budget the device says it runs under,
+    # in bytes a day, and the bytes its link carried in the last 24 h); None: not metered.
+    budget: int | None = None
+    bytes_day: int | None = None
 
 
 def _str(value: Any) -> str | None:
@@ -151,7 +156,20 @@ def device_row(doc: Mapping[str, Any]) -> DeviceRow:
         problem=problem,
         metrics=_metrics(doc.get("metrics")),
         deferred=deferred_text(doc.get("gate")),
+        **_metered(doc.get("metered")),
     )
+
+
+def _metered(doc: Any) -> dict[str, int | None]:
+    """The budget and bytes used of ``metered`` (``devices.get`` adds the hub's
+    ``budget_set``: what the device does not run under yet is not its budget here)."""
+    if not isinstance(doc, Mapping):
+        return {}
+    budget, used = _number(doc.get("budget")), _number(doc.get("bytes_day"))
+    return {
+        "budget": int(budget) if budget is not None and budget > 0 else None,
+        "bytes_day": int(used) if used is not None else None,
+    }
 
 
 def deferred_text(gate: Any) -> str | None:
@@ -234,6 +252,20 @@ def metric_text(value: tuple[float | None, tuple[float | None, ...]] | None) -> 
     return f"{sparkline(points)} {number}".strip()
 
 
+def data_cell(row: DeviceRow) -> Cell:
+    """The Data column: ``41%`` of the daily budget used in the last 24 h, ``130% over``
+    past it (red, and said in words for a monochrome terminal), ``?`` before the device
+    measured any, ``-`` when its link is not metered."""
+    if row.budget is None:
+        return ("-", "")
+    if row.bytes_day is None:
+        return ("?", "dim")
+    share = f"{100 * row.bytes_day / row.budget:.0f}%"
+    if row.bytes_day > row.budget:
+        return (f"{share} over", "bad")
+    return (share, "")
+
+
 def seen_text(last_seen: float | None, now: float) -> str:
     """The Seen (age) column: coarse, so a heartbeat every few seconds does not redraw it:
     ``<1m``, ``4m``, ``2h``, ``3d``, or ``never``."""
@@ -261,6 +293,7 @@ def cells(row: DeviceRow, now: float) -> tuple[Cell, ...]:
             "warn" if marked or row.deferred else "",
         ),
         (row.rollout or "-", "bad" if row.rollout == "Failed" else ""),
+        data_cell(row),
         *((metric_text(row.metrics.get(m)), "") for m in METRICS),
     )
 
@@ -290,6 +323,9 @@ def sort_key(row: DeviceRow, column: str) -> tuple[Any, ...]:
         return (ref is None, ref or "", row.id)
     if column == "rollout":
         return (row.rollout is None, row.rollout or "", row.id)
+    if column == "data":  # the most of its budget used first; unmetered last
+        share = None if row.budget is None else (row.bytes_day or 0) / row.budget
+        return (share is None, -(share or 0.0), row.id)
     if column == "seen":
         return (row.last_seen is None, -(row.last_seen or 0.0), row.id)  # most recent first
     return (row.id,)

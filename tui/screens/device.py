@@ -176,7 +176,9 @@ class DeviceView(HubView):
             why = model.problem(reported)
             if why is not None:
                 text += f"\nproblem: {why}"
-        text += "".join(f"\n{line}" for line in dm.gate_lines(d))
+        # What the hub sends it besides the bundle: gates, budget, and the variables and
+        # secrets that reach it with where each comes from (as `signalbeam device show`).
+        text += "".join(f"\n{line}" for line in [*dm.gate_lines(d), *dm.setting_lines(d)])
         self.query_one("#device-reported", Static).update(Content(text))
         table: DataTable[str] = self.query_one("#device-containers", DataTable)
         table.clear()

@@ -17,7 +17,9 @@ from tui.models import fleet as fm
 
 FLASH_SECONDS = 1.0
 # Fixed widths: these cells change often and a narrower text must not rescan the column.
-FIXED_WIDTH = {"status": 15, "rollout": 10, "cpu": 10, "mem": 10, "disk": 10, "seen": 5}
+FIXED_WIDTH = {
+    "status": 15, "rollout": 10, "data": 10, "cpu": 10, "mem": 10, "disk": 10, "seen": 5
+}  # fmt: skip
 STYLES = {"ok": Style(color="green"), "warn": Style(color="yellow"), "bad": Style(color="red")}
 STYLES["dim"] = Style(dim=True)
 STYLES["mark"] = Style(color="cyan", bold=True)
