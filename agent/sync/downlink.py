@@ -54,10 +54,51 @@ log = logging.getLogger(__name__)
 Trigger = Callable[[], Any]  # may return an awaitable
 
 
-# A read older than the prompt that announced it (a replica behind): read again this often,
-# at most this many times per announced revision (then the poll is the safety net).
+# A read older than the prompt that announced it (a replica behind): read again after
+# STALE_RETRY s, doubling up to STALE_RETRY_MAX, at most STALE_RETRIES times per announced
+# revision (about 100 s in all: a node restarted after a crash catches up on a loaded
+# machine in tens of seconds; then the poll is the safety net).
 STALE_RETRY = 0.2
+STALE_RETRY_MAX = 5.0
 STALE_RETRIES = 25
+
+
+def prompt_revision(msg: Msg) -> int:
+    """The revision a desired prompt announces (its ``Nats-Sequence``); 0 when it says none."""
+    try:
+        return int((msg.headers or {}).get("Nats-Sequence", "0"))
+    except ValueError:
+        return 0
+
+
+@dataclasses.dataclass
+class Announced:
+    """The newest revision a prompt announced, and the reads that came back older since.
+
+    On a hub NATS cluster a direct get may be answered by a replica that has not stored the
+    put yet (JetStream's direct get trades that for reads off the leader), so a read older
+    than its prompt is retried, a bounded number of times, rather than left to the next
+    prompt or poll (the simulator has no poll: such a device never saw its revision and a
+    rollout waited on it for ever). The agent and the simulator (bench/sim) share this rule.
+    """
+
+    revision: int = 0
+    stale_reads: int = 0
+
+    def announce(self, revision: int) -> None:
+        if revision > self.revision:
+            self.revision, self.stale_reads = revision, 0
+
+    def read_again(self, last: int | None) -> float | None:
+        """After a read that left ``last`` as the newest revision held (None or 0: none yet):
+        in how many seconds to read again, counting the retry; None when not behind or the
+        retries are spent."""
+        behind = self.revision > 0 and (not last or last < self.revision)
+        if not behind or self.stale_reads >= STALE_RETRIES:
+            return None
+        delay = min(STALE_RETRY * 2**self.stale_reads, STALE_RETRY_MAX)
+        self.stale_reads += 1
+        return delay
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,12 +164,7 @@ class Downlink:
         s = self.settings
         self._interval = s.liveness_interval if report_link else s.poll_interval
         self._prompt = asyncio.Event()
-        # The newest revision a prompt announced, and reads that came back older: on a hub
-        # NATS cluster a direct get may be answered by a replica that has not stored the put
-        # yet (JetStream's direct get trades that for reads off the leader), so such a read
-        # is retried, a bounded number of times, rather than left to the poll.
-        self._announced = 0
-        self._stale_reads = 0
+        self._announced = Announced()  # a read older than its prompt is read again
         self._subs: list[Subscription] = []
         self._extra = {"device": device_id}
 
@@ -140,15 +176,11 @@ class Downlink:
 
     async def run(self) -> None:
         async def on_put(msg: Msg) -> None:
-            try:
-                seq = int((msg.headers or {}).get("Nats-Sequence", "0"))
-            except ValueError:
-                seq = 0
+            seq = prompt_revision(msg)
             last = self.stats.last_revision
             if seq and last is not None and seq <= last:
                 return  # already have it (or newer)
-            if seq > self._announced:
-                self._announced, self._stale_reads = seq, 0
+            self._announced.announce(seq)
             self._prompt.set()
 
         # The republish crosses a leaf link; $KV.desired.<id> itself only reaches a device
@@ -160,6 +192,7 @@ class Downlink:
         ]
         last_probe = -float("inf")
         last_epoch = -1
+        reread_at: float | None = None  # a read came back older than its prompt
         try:
             while True:
                 # Read the key on a put prompt, at once after the link came back (a new epoch:
@@ -168,12 +201,15 @@ class Downlink:
                 # how the link is watched (no leaf monitor).
                 since = time.monotonic() - last_probe
                 online = self.link.online
+                reread = reread_at is not None and time.monotonic() >= reread_at
                 if (
                     self._prompt.is_set()
+                    or reread
                     or (online and (self.link.epoch != last_epoch or since >= self._interval))
                     or (not online and self.report_link and since >= self.settings.offline_probe)
                 ):
-                    prompted = self._prompt.is_set()
+                    prompted = self._prompt.is_set() or reread
+                    reread_at = None
                     same_link = online and self.link.epoch == last_epoch
                     self._prompt.clear()
                     last_epoch = self.link.epoch
@@ -187,10 +223,9 @@ class Downlink:
                         # read retries it; this task must outlive any single failure.
                         log.exception("desired read failed", extra=self._extra)
                     last_probe = time.monotonic()
-                    if self._stale() and self._stale_reads < STALE_RETRIES:
-                        self._stale_reads += 1
-                        await asyncio.sleep(STALE_RETRY)
-                        self._prompt.set()
+                    delay = self._announced.read_again(self.stats.last_revision)
+                    if delay is not None:  # not a sleep here: a newer prompt is read at once
+                        reread_at = time.monotonic() + delay
                 try:
                     await wait_for(self._prompt.wait(), self.settings.tick)
                 except TimeoutError:
@@ -201,10 +236,6 @@ class Downlink:
                     await sub.unsubscribe()
                 except Exception:
                     pass
-
-    def _stale(self) -> bool:
-        last = self.stats.last_revision
-        return self._announced > 0 and (last is None or last < self._announced)
 
     def _missed_prompt(self) -> None:
         """A timed read found a put that no prompt announced while the link stayed up: the

@@ -22,11 +22,12 @@ from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
 from agent.sync.batching import pack
-from agent.sync.downlink import kv_bucket
+from agent.sync.downlink import Announced, kv_bucket
 from bench.sim.model import DeviceModel
 from bench.sim.options import SimOptions
 from protocol.desired import DesiredDecodeError, DesiredState
 from protocol.subjects import REPORT_STREAM, heartbeat, report
+from sbutil.tasks import cancel_and_wait, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class SimDevice:
         self._flushing = False
         self._probing = False
         self._probe_again = False
+        self._announced = Announced()  # as the agent: a read older than its prompt is redone
         self._apply: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.last_heartbeat_at: float | None = None
@@ -176,8 +178,10 @@ class SimDevice:
 
     # ------------------------------------------------------------------ downstream
 
-    def prompt(self) -> None:
-        """A desired-state prompt (or a reconnect): read the key, coalescing bursts."""
+    def prompt(self, revision: int = 0) -> None:
+        """A desired-state prompt (or a reconnect): read the key, coalescing bursts.
+        ``revision``: the one the prompt announced (its ``Nats-Sequence``; 0: none)."""
+        self._announced.announce(revision)
         if self._probing:
             self._probe_again = True
             return
@@ -199,8 +203,9 @@ class SimDevice:
             return
         self.counters.probes += 1
         try:
-            entry = await asyncio.wait_for(self.link.kv.get(self.id), ACK_TIMEOUT)
+            entry = await wait_for(self.link.kv.get(self.id), ACK_TIMEOUT)
         except nats.js.errors.KeyNotFoundError:
+            self._read_again_if_behind()  # a replica without the announced first put
             return
         except (nats.errors.Error, TimeoutError, nats.js.errors.Error) as exc:
             self.counters.probe_failures += 1
@@ -213,6 +218,7 @@ class SimDevice:
             return
         revision = entry.revision or 0
         if revision <= self.model.desired_generation:
+            self._read_again_if_behind()
             return
         try:
             doc = DesiredState.from_json(entry.value or b"")
@@ -233,6 +239,15 @@ class SimDevice:
             dep = self.model.begin(revision, doc.spec, now)
             self._apply = asyncio.get_running_loop().create_task(self._finish(dep))
             self.kick()
+        self._read_again_if_behind()  # a replica may be ahead of the one read, yet behind
+
+    def _read_again_if_behind(self) -> None:
+        """A read older than the revision a prompt announced (a hub cluster's replica that
+        has not stored the put yet): read again shortly, as the agent does. Without it the
+        device never saw its revision (no poll here) and a rollout waited on it for ever."""
+        delay = self._announced.read_again(self.model.desired_generation)
+        if delay is not None:
+            asyncio.get_running_loop().call_later(delay, self.prompt)
 
     async def _finish(self, dep: Any) -> None:
         await asyncio.sleep(self.opts.apply_s)
@@ -270,7 +285,4 @@ class SimDevice:
 
     async def close(self) -> None:
         self.detach()
-        tasks = list(self._tasks) + ([self._apply] if self._apply else [])
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait([*self._tasks, self._apply])

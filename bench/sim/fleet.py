@@ -20,6 +20,7 @@ import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from agent.sync.downlink import prompt_revision
 from agent.sync.enroll import enroll, hub_url
 from agent.sync.errors import EnrollError
 from bench.sim.device import Counters, Link, SimDevice
@@ -246,15 +247,15 @@ class SimFleet:
 
     @staticmethod
     def _prompt_cb(dev: SimDevice) -> Any:
-        async def cb(_: Msg) -> None:
-            dev.prompt()
+        async def cb(msg: Msg) -> None:
+            dev.prompt(prompt_revision(msg))
 
         return cb
 
     async def _on_prompt(self, msg: Msg) -> None:
         dev = self.devices.get(msg.subject.rsplit(".", 1)[-1])
         if dev is not None:
-            dev.prompt()
+            dev.prompt(prompt_revision(msg))
 
     @staticmethod
     async def _close(nc: NATS) -> None:
