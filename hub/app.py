@@ -48,7 +48,9 @@ from hub.natsnodes import NATS_READY_TIMEOUT, NatsNodes
 from hub.retention import RetentionPolicy, RetentionTask
 from hub.rollouts.controller import install as install_rollouts
 from hub.store import Store
+from hub.sync.audit import Audit
 from hub.sync.ingest import Ingest
+from hub.sync.presence import Presence
 from hub.sync.service import ORIGIN as SYNC_ORIGIN
 from hub.sync.service import SyncService
 from hub.sync.streams import ensure_report_stream
@@ -94,6 +96,7 @@ class Hub(NatsNodes):
         # control-plane lease it campaigns for. None in the one embedded hub.
         self.worker: int | None = None
         self.ingest: Ingest | None = None
+        self.presence: Presence | None = None  # the worker's partition's heartbeats
         self.lease: Lease | None = None
 
     @property
@@ -140,6 +143,7 @@ class Hub(NatsNodes):
         nats-server is ``signalbeam-hub nats``'s; the DB file is shared (WAL, one writer at
         a time under SQLite's lock)."""
         self.worker = index
+        started = time.monotonic()
         await self._open_store()
         self.keys = await self.call(natsjwt.ensure_keys, self.data)
         await self._connect(wait=NATS_READY_TIMEOUT)
@@ -151,12 +155,17 @@ class Hub(NatsNodes):
         js = self.nc.jetstream()
         await ensure_report_stream(js, self.cfg.workers, self.cfg.js_replicas)
         self.sync.run_ingest = False
+        self.sync.listen_presence = False
+        self.sync.presence_since = started
         api = self.api
 
         async def applied(devices: set[str]) -> None:
             await api.publish_change(
                 "reported", "changed", {"devices": sorted(devices)}, origin=SYNC_ORIGIN
             )
+
+        async def notify(kind: str, action: str, data: dict[str, Any]) -> None:
+            await api.publish_change(kind, action, data, origin=SYNC_ORIGIN)
 
         self.ingest = Ingest(
             js,
@@ -169,6 +178,21 @@ class Hub(NatsNodes):
         )
         self.ingest.applier.row_handlers.extend(self.sync.row_handlers)
         await self.ingest.start()
+        # Its partition's heartbeats (the account mapping sends them here); the sweep is
+        # the owner's (hub.sync.presence).
+        self.presence = Presence(
+            self.nc,
+            self.store,
+            self.call,
+            self.metrics,
+            notify,
+            grace=float(self.cfg.offline_grace),
+            on_claims=Audit(js, self.store, self.call, self.metrics).check,
+            sweep=False,
+            partition=index,
+            partitions=self.cfg.workers,
+        )
+        await self.presence.start()
         await self._start_http()
         self.lease = Lease(js, f"worker-{index}", self._own, replicas=self.cfg.js_replicas)
         await self.lease.start()
@@ -188,6 +212,11 @@ class Hub(NatsNodes):
             self._jwt_secrets()
             await self._connect_system()
         await self.api.start()
+        if not self.cfg.jwt_auth:
+            # The config `signalbeam-hub nats` wrote may predate this worker count: rewrite
+            # it with the heartbeat mapping for ``workers`` (JWT mode: the account JWT the
+            # sync pushes at start carries it).
+            await self.reload_device_users()
         await self._start_control_plane()
         log.info("worker %s is the control-plane owner", self.worker)
 
@@ -350,9 +379,10 @@ class Hub(NatsNodes):
         if self.lease is not None:
             # After the control plane stopped: a standby may take over now.
             await self.lease.stop()
-        if self.ingest is not None:
-            with contextlib.suppress(Exception):
-                await self.ingest.stop()
+        for part in (self.presence, self.ingest):
+            if part is not None:
+                with contextlib.suppress(Exception):
+                    await part.stop()
         await self.bus.close()
         if self.api is not None:
             with contextlib.suppress(Exception):

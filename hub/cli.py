@@ -185,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
         "nats", help="run only the data dir's nats-server, for hub workers (`run --worker`)"
     )
     _add_config_flags(p_nats)
+    p_nats.add_argument(
+        "--workers",
+        type=int,
+        help="number of hub workers (default: hub.toml): the heartbeat mapping's partitions",
+    )
     p_certs = sub.add_parser(
         "route-certs",
         help="issue new route certificates for every cluster node (renewal, or TLS routes for "
@@ -223,7 +228,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         sec = Secrets(
             **natsjwt.shared_logins(keys), route_password=Secrets.generate().route_password
         )
-        trust = natsconf.operator_mode(data, keys, {})
+        trust = natsconf.operator_mode(data, keys, {}, cfg.workers)
     else:
         sec = Secrets.generate()
     route_ca = _route_ca(args)
@@ -421,7 +426,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_nats(args: argparse.Namespace) -> int:
     data = DataDir(args.data)
     cfg, sec = load(data)
-    cfg = cfg.with_overrides(**_overrides(args))
+    cfg = cfg.with_overrides(**_overrides(args), workers=getattr(args, "workers", None))
     check_tls(cfg, data, "nats")
     asyncio.run(app.run(data, cfg, sec, nats_only=True))
     return 0

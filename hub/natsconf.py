@@ -344,9 +344,12 @@ def render(
                 "timeout": TLS_TIMEOUT,
             }
     if trust is None:
-        conf["accounts"] = {
-            ACCOUNT: {"jetstream": "enabled", "users": [u.to_conf() for u in users]}
-        }
+        account: dict[str, Any] = {"jetstream": "enabled", "users": [u.to_conf() for u in users]}
+        # Hub workers: each device's heartbeats to its partition's worker (the JWT mode's
+        # account JWT carries the same mapping, hub/natsjwt.py).
+        if mappings := natsjwt.heartbeat_mappings(cfg.workers):
+            account["mappings"] = mappings
+        conf["accounts"] = {ACCOUNT: account}
     else:
         conf.update(trust)
         if node.clustered:
@@ -366,11 +369,14 @@ def render(
     return json.dumps(conf, indent=2) + "\n"
 
 
-def operator_mode(data: DataDir, keys: HubKeys, revocations: dict[str, int]) -> dict[str, Any]:
+def operator_mode(
+    data: DataDir, keys: HubKeys, revocations: dict[str, int], partitions: int = 1
+) -> dict[str, Any]:
     """The operator-mode part of the config: the operator JWT, the system account, and the
     ``full`` resolver (account JWTs in ``nats/accounts``, updated through the system
     account with no reload), preloaded with both accounts (kept when the stored one is
-    newer: a pushed revocation outlives a restart)."""
+    newer: a pushed revocation outlives a restart; the owner pushes its own at start, with
+    ``partitions``' heartbeat mapping)."""
     return {
         "operator": natsjwt.operator_jwt(keys),
         "system_account": keys.system_public,
@@ -383,7 +389,7 @@ def operator_mode(data: DataDir, keys: HubKeys, revocations: dict[str, int]) -> 
         },
         "resolver_preload": {
             keys.system_public: natsjwt.system_account_jwt(keys),
-            keys.account_public: natsjwt.account_jwt(keys, revocations),
+            keys.account_public: natsjwt.account_jwt(keys, revocations, partitions=partitions),
         },
     }
 

@@ -33,6 +33,7 @@ from protocol.subjects import (
     API_ALL,
     ENROLL,
     FLEET_CHANGES_ALL,
+    HEARTBEAT_WILDCARD,
     INBOX_ENROLL,
     INBOX_HUB,
     INBOX_OPERATOR,
@@ -43,6 +44,7 @@ from protocol.subjects import (
     desired_prompt,
     device_all,
     device_inbox,
+    heartbeat_partition_transform,
     inbox_all,
     rpc_all,
 )
@@ -189,11 +191,29 @@ def device_permissions(device_id: str) -> tuple[tuple[str, ...], tuple[str, ...]
     )
 
 
-def account_jwt(keys: HubKeys, revocations: dict[str, int], *, now: int | None = None) -> str:
-    """The SIGNALBEAM account: JetStream, the scoped device signing key, and the revoked
-    device keys (``{public key: revoked at}``: JWTs issued up to then are refused)."""
+def heartbeat_mappings(partitions: int) -> dict[str, str]:
+    """The account's subject mappings: with hub workers (``partitions`` > 1) each device's
+    heartbeats go to its partition's worker (``protocol.subjects.heartbeat_partition``),
+    the same ``partition()`` of the id as its reports; none for one hub. Applied by
+    nats-server where the device's message enters the hub account, so devices, their
+    permissions and the wire stay as they are."""
+    if partitions <= 1:
+        return {}
+    return {HEARTBEAT_WILDCARD: heartbeat_partition_transform(partitions)}
+
+
+def account_jwt(
+    keys: HubKeys, revocations: dict[str, int], *, now: int | None = None, partitions: int = 1
+) -> str:
+    """The SIGNALBEAM account: JetStream, the scoped device signing key, the revoked
+    device keys (``{public key: revoked at}``: JWTs issued up to then are refused) and, with
+    hub workers, the heartbeat mapping (``heartbeat_mappings``)."""
     pub, sub = device_permissions(NAME)
     template = {**_perms(pub, sub), **_user_limits()}
+    mappings = {
+        src: [{"subject": dest, "weight": 100}]
+        for src, dest in heartbeat_mappings(partitions).items()
+    }
     return natsauth.encode(
         {
             "sub": keys.account_public,
@@ -214,6 +234,7 @@ def account_jwt(keys: HubKeys, revocations: dict[str, int], *, now: int | None =
                     }
                 ],
                 "revocations": dict(sorted(revocations.items())),
+                **({"mappings": mappings} if mappings else {}),
             },
         },
         keys.operator,

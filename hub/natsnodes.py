@@ -71,7 +71,7 @@ class NatsNodes:
             # account JWT's revocations change later through the system account).
             self._jwt_secrets()
             revocations = await self.call(self.store.revocations)
-            trust = natsconf.operator_mode(self.data, self.keys, revocations)
+            trust = natsconf.operator_mode(self.data, self.keys, revocations, self.cfg.workers)
         if self.cfg.clustered and not self.sec.route_password:
             # A hub made before clusters: its nodes' route login, made once.
             self.sec = replace(self.sec, route_password=secrets.token_urlsafe(24))

@@ -200,6 +200,21 @@ LEASE_KEY = "control-plane"
 HEARTBEAT_WILDCARD = "sb.dev.*.heartbeat"
 
 
+# Presence over hub workers: with ``workers = M`` an account subject mapping (nats-server
+# config or account JWT, hub/natsconf.py) turns ``sb.dev.<id>.heartbeat`` into
+# ``sb.dev.<id>.heartbeat.<p>``, ``p`` the same ``partition(M, 1)`` as the device's reports,
+# so worker ``p`` receives (and answers) its own devices' heartbeats only. Devices publish
+# the same subject as ever; one hub (M = 1) has no mapping.
+def heartbeat_partition_transform(partitions: int) -> str:
+    """The account mapping's destination for ``partitions`` workers."""
+    return f"sb.dev.{{{{wildcard(1)}}}}.heartbeat.{{{{partition({partitions},1)}}}}"
+
+
+def heartbeat_partition(index: int) -> str:
+    """Every heartbeat mapped to worker ``index`` (its subscription)."""
+    return f"{HEARTBEAT_WILDCARD}.{index}"
+
+
 def device_from_subject(subject: str) -> str | None:
     parts = subject.split(".")
     if len(parts) >= 3 and parts[0] == "sb" and parts[1] == "dev":

@@ -36,6 +36,13 @@ StoreCall = Callable[..., Awaitable[Any]]
 MAX_CHECKS = 50  # stream lookups per round (a round per presence flush)
 
 
+def stored_reports(device_id: str) -> str:
+    """Every subject the stream may hold a device's reports under: ``sb.dev.<id>.report``
+    (one hub) and ``sb.dev.<id>.report.<p>`` (hub workers' partition transform); the stream
+    holds nothing else of the device."""
+    return f"{report(device_id).rsplit('.', 1)[0]}.>"
+
+
 def behind(store: Store, claims: dict[str, int]) -> dict[str, tuple[str, int]]:
     """Devices whose claimed ``last_seq`` is above the hub's position: ``{device: (epoch,
     position)}``."""
@@ -83,11 +90,13 @@ class Audit:
             if self._raised.get(device_id) == (epoch, last_seq):
                 continue
             try:
-                info = await self.js.stream_info(REPORT_STREAM, subjects_filter=report(device_id))
+                info = await self.js.stream_info(
+                    REPORT_STREAM, subjects_filter=stored_reports(device_id)
+                )
             except Exception as exc:
                 log.debug("stream lookup for the delivery audit failed: %s", exc)
                 return
-            if (info.state.subjects or {}).get(report(device_id), 0):
+            if sum((info.state.subjects or {}).values()):
                 continue  # still on its way (or waiting for an earlier batch)
             lost: int = await self.call(record_lost, self.store, device_id, epoch, last_seq)
             if lost:

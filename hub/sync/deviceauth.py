@@ -78,6 +78,7 @@ class DeviceAuth:
         *,
         ttl: int = natsjwt.DEVICE_JWT_TTL,
         bootstrap_url: str = "",
+        partitions: int = 1,
     ) -> None:
         self.nc = nc
         self.sys_nc = sys_nc
@@ -87,6 +88,8 @@ class DeviceAuth:
         self.keys = keys
         self.ttl = ttl
         self.bootstrap_url = bootstrap_url
+        # Hub workers: the account JWT carries their heartbeat mapping (natsjwt).
+        self.partitions = partitions
         self._nonces: dict[str, list[tuple[str, float]]] = {}
         self._subs: list[Subscription] = []
         self._push_lock = asyncio.Lock()
@@ -108,7 +111,7 @@ class DeviceAuth:
             revocations = await self.call(self.store.revocations)
             iat = max(int(time.time()), self._last_iat + 1)
             self._last_iat = iat
-            token = natsjwt.account_jwt(self.keys, revocations, now=iat)
+            token = natsjwt.account_jwt(self.keys, revocations, now=iat, partitions=self.partitions)
             subject = account_claims_update(self.keys.account_public)
             reply = await self.sys_nc.request(subject, token.encode(), timeout=10)
             if b'"error"' in reply.data:

@@ -15,6 +15,15 @@ A sweep marks online devices whose last heartbeat is older than the grace period
 (``offline`` event, notice). Right after the hub starts it waits one grace period first: a
 hub that was down longer than the grace must not mark the whole fleet offline before the
 devices' next heartbeats arrive.
+
+Hub workers (``workers = M``, docs/architecture.md "Scale path"): worker ``p`` listens to its
+own partition only (``listen``, ``partition``): an account subject mapping (hub/natsjwt.py
+``heartbeat_mappings``) delivers ``sb.dev.<id>.heartbeat`` as ``...heartbeat.<p>``, the same
+``partition()`` of the id as the device's reports, so each heartbeat reaches (and is answered
+by) one worker. The sweep runs in the control-plane owner alone (``sweep``), over the whole
+fleet: it reads only the persisted last-seen, so it needs no heartbeat of its own and covers
+a dead worker's partition too. Its wait after start counts from the owner's *process* start
+(``since``), not from when it took the lease: a standby that takes over has been running.
 """
 
 from __future__ import annotations
@@ -36,7 +45,12 @@ from hub.timeutil import now_iso
 from protocol.errors import MessageError
 from protocol.heartbeat import decode_heartbeat
 from protocol.rpc import rpc_error
-from protocol.subjects import HEARTBEAT_WILDCARD, device_from_subject
+from protocol.subjects import (
+    HEARTBEAT_WILDCARD,
+    device_from_subject,
+    heartbeat_partition,
+    report_partition_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +63,29 @@ OnClaims = Callable[[dict[str, int]], Awaitable[None]]
 
 
 Beat = tuple[str, str | None, str, str, str, float | None]
+
+
+def handles(subject: str, partition: int | None, partitions: int) -> bool:
+    """Whether the presence listener of ``partition`` (None: the one hub, every device) takes
+    a heartbeat on ``subject``. Mapped (``sb.dev.<id>.heartbeat.<p>``) it is this worker's by
+    its subscription; unmapped (``sb.dev.<id>.heartbeat``: the account mapping not in place
+    yet, e.g. a JWT resolver still holding an older account JWT until the owner pushes its
+    own) the worker computes the partition itself, so a device is still one worker's."""
+    if partition is None or partitions <= 1:
+        return True
+    parts = subject.split(".")
+    if len(parts) == 5:
+        return parts[4] == str(partition)
+    device_id = device_from_subject(subject)
+    return device_id is not None and report_partition_of(device_id, partitions) == partition
+
+
+def may_sweep(now: float, since: float, grace: float) -> bool:
+    """The sweep marks devices offline only once heartbeats have been listened for one
+    ``grace`` (``since``: this process's start, monotonic): a hub, or a whole set of
+    workers, back from longer than the grace must not mark its fleet offline before the
+    devices' next heartbeats can arrive."""
+    return now - since >= grace
 
 
 def flush_beats(store: Store, beats: list[Beat]) -> list[tuple[str, str]]:
@@ -87,6 +124,11 @@ class Presence:
         grace: float = 90.0,
         flush_every: float = 1.0,
         on_claims: OnClaims | None = None,
+        listen: bool = True,
+        sweep: bool = True,
+        partition: int | None = None,
+        partitions: int = 1,
+        since: float | None = None,
     ) -> None:
         self.nc = nc
         self.store = store
@@ -105,19 +147,32 @@ class Presence:
         self._claims: dict[str, int] = {}
         self._bad: list[tuple[str | None, str, str]] = []
         self._bad_event_at: dict[str | None, float] = {}
-        self._sub: Subscription | None = None
+        # The one hub does both; a hub worker listens to its partition and only the
+        # control-plane owner sweeps (module docstring).
+        self.listen = listen
+        self.sweeps = sweep
+        self.partition = partition
+        self.partitions = partitions
+        self._subs: list[Subscription] = []
         self._task: asyncio.Task[None] | None = None
-        self._started = time.monotonic()
+        self._since = since
+        self._started = time.monotonic() if since is None else since
 
     async def start(self) -> None:
-        self._started = time.monotonic()
-        self._sub = await self.nc.subscribe(HEARTBEAT_WILDCARD, cb=self._on_beat)
+        self._started = time.monotonic() if self._since is None else self._since
+        if self.listen:
+            subjects = [HEARTBEAT_WILDCARD]
+            if self.partition is not None and self.partitions > 1:
+                # Its partition, and unmapped heartbeats (``handles`` keeps its own).
+                subjects.append(heartbeat_partition(self.partition))
+            for subject in subjects:
+                self._subs.append(await self.nc.subscribe(subject, cb=self._on_beat))
         self._task = asyncio.create_task(self._loop(), name="hub-presence")
 
     async def stop(self) -> None:
-        if self._sub is not None:
+        for sub in self._subs:
             with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
+                await sub.unsubscribe()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -126,6 +181,8 @@ class Presence:
             await self.flush()
 
     async def _on_beat(self, msg: Msg) -> None:
+        if not handles(msg.subject, self.partition, self.partitions):
+            return  # another worker's device (and its answer)
         device_id = device_from_subject(msg.subject)
         try:
             hb = decode_heartbeat(msg.data, subject_device=device_id)
@@ -169,7 +226,7 @@ class Presence:
             await asyncio.sleep(self.flush_every)
             try:
                 await self.flush()
-                if time.monotonic() - last_sweep >= self.sweep_every:
+                if self.sweeps and time.monotonic() - last_sweep >= self.sweep_every:
                     last_sweep = time.monotonic()
                     await self.sweep()
             except Exception:
@@ -199,7 +256,7 @@ class Presence:
                 log.warning("delivery audit failed", exc_info=True)
 
     async def sweep(self) -> None:
-        if time.monotonic() - self._started < self.grace:
+        if not may_sweep(time.monotonic(), self._started, self.grace):
             return
         cutoff = now_iso(time.time() - self.grace)
         stale: list[tuple[str, str | None]] = await self.call(

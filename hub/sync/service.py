@@ -70,6 +70,11 @@ class SyncService:
         # False in a hub worker: the worker's own partition ingest runs apart from the
         # control plane (hub.app.Hub.start_worker), with these row handlers.
         self.run_ingest = True
+        # False in a hub worker too: each worker listens to its partition's heartbeats
+        # (hub.app.Hub.start_worker); the owner's presence only sweeps, from ``since`` (its
+        # process start, monotonic).
+        self.listen_presence = True
+        self.presence_since: float | None = None
 
     async def start(self, hub: HubContext) -> None:
         assert hub.nc is not None and hub.store is not None and hub.api is not None
@@ -118,6 +123,8 @@ class SyncService:
             notify,
             grace=float(hub.cfg.offline_grace),
             on_claims=audit.check,
+            listen=self.listen_presence,
+            since=self.presence_since,
         )
         await self.presence.start()
 
@@ -140,6 +147,7 @@ class SyncService:
                 bootstrap_url=natsconf.client_url(
                     cfg, natsconf.ENROLL_USER, hub.sec.enroll_password
                 ),
+                partitions=cfg.workers,
             )
             await self.auth.start()
             # The account JWT with every revocation, also one the resolver lost.
