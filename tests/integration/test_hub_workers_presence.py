@@ -21,9 +21,10 @@ import contextlib
 import re
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import nats.errors
 import pytest
@@ -32,11 +33,18 @@ from nats.aio.client import Client as NATS
 from agent.sync.jwtauth import write_creds
 from agent.sync.leaf import LeafServer, LeafSettings
 from hub.config import DataDir, load, save
-from protocol.enroll import EnrollReply
+from hub.metrics import HubMetrics
+from hub.store import Store
+from hub.sync.audit import Audit
+from hub.sync.enroll import enroll_in_store
+from hub.sync.streams import ensure_report_stream
+from protocol.enroll import EnrollReply, EnrollRequest
 from protocol.heartbeat import Heartbeat
 from protocol.report import ReportBatch
-from protocol.subjects import JS_DOMAIN, heartbeat, report_partition_of
+from protocol.subjects import JS_DOMAIN, REPORT_STREAM, heartbeat, report_partition_of
+from tests.harness.nats import NatsHub
 from tests.harness.sync_hub import (
+    FACTS,
     applied,
     device_nc,
     enroll_device,
@@ -286,3 +294,34 @@ async def publish_backlog(w: Workers, devices: list[tuple[str, EnrollReply]]) ->
                 prev = batch.last_seq
         finally:
             await nc.close()
+
+
+async def test_the_delivery_audit_finds_reports_stored_under_a_partition(
+    nats_hub: NatsHub, tmp_path: Path
+) -> None:
+    """A worker's delivery audit (on its partition's heartbeats) sees a device's reports
+    where the workers' stream transform stores them, ``sb.dev.<id>.report.<p>``: waiting
+    there is "on its way", not lost; once the stream holds none, the loss is raised."""
+    store = Store.open(tmp_path / "hub.db")
+    nc = await nats.connect(nats_hub.url)
+    try:
+        _, token = store.create_enrollment_token("acme", 3600, 1)
+        enroll_in_store(store, EnrollRequest(token, "au-1", FACTS), "pw")
+        js = nc.jetstream()
+        await ensure_report_stream(js, partitions=WORKERS)
+        batch = ReportBatch("au-1", tuple(event_rows(1, 5)), prev_seq=0)
+        await publish_batch(js, batch)
+
+        async def call(fn: Callable[..., Any], *args: Any) -> Any:
+            return fn(*args)
+
+        audit = Audit(js, store, call, HubMetrics())
+        await audit.check({"au-1": batch.last_seq})
+        assert store.scalar("SELECT count(*) FROM events WHERE kind = 'sync_lost'") == 0
+
+        await js.purge_stream(REPORT_STREAM)  # as if acknowledged and never applied
+        await audit.check({"au-1": batch.last_seq})
+        assert store.scalar("SELECT count(*) FROM events WHERE kind = 'sync_lost'") == 1
+    finally:
+        await nc.close()
+        store.close()
