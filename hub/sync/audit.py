@@ -28,7 +28,7 @@ from nats.js import JetStreamContext
 
 from hub.metrics import HubMetrics
 from hub.store import Store
-from protocol.subjects import REPORT_STREAM, report
+from protocol.subjects import REPORT_STREAM, device_all
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def stored_reports(device_id: str) -> str:
     """Every subject the stream may hold a device's reports under: ``sb.dev.<id>.report``
     (one hub) and ``sb.dev.<id>.report.<p>`` (hub workers' partition transform); the stream
     holds nothing else of the device."""
-    return f"{report(device_id).rsplit('.', 1)[0]}.>"
+    return device_all(device_id)
 
 
 def behind(store: Store, claims: dict[str, int]) -> dict[str, tuple[str, int]]:

@@ -50,6 +50,15 @@ def test_the_one_hub_takes_every_heartbeat(device_id: str) -> None:
     assert handles(heartbeat(device_id), 0, 1)
 
 
+def test_device_permissions_cover_the_mapped_heartbeat() -> None:
+    # nats-server checks a direct client's publish against the mapped subject
+    # (sb.dev.<id>.heartbeat.<p>): the device's own sb.dev.<id>.> must keep covering it.
+    publish, _ = natsjwt.device_permissions("dev-1")
+    assert "sb.dev.dev-1.>" in publish
+    publish, _ = natsjwt.device_permissions(natsjwt.NAME)
+    assert f"sb.dev.{natsjwt.NAME}.>" in publish
+
+
 def test_heartbeats_partition_like_reports() -> None:
     # The same partition() of the same token: a device's heartbeats and reports meet in
     # one worker.
