@@ -39,6 +39,9 @@ Choices (see docs/hub.md):
 - With ``route_tls`` the routes are TLS, verified both ways against the cluster's own CA
   (``DATA/tls/route/``, made by ``init``): the route password alone no longer lets a server
   join, and route traffic (every replicated stream write) is encrypted.
+- Hub workers (``workers`` > 1): the account maps ``sb.dev.*.heartbeat`` to
+  ``sb.dev.<id>.heartbeat.<partition(M)>`` (``natsjwt.heartbeat_mappings``; JWT mode: the
+  account JWT's ``mappings``), so each worker receives its own partition's heartbeats.
 - The renderer refuses a user name or subject that is not a valid NATS subject: one bad
   device row must never produce a config nats-server rejects on every reload.
 """
