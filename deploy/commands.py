@@ -104,3 +104,20 @@ def enroll_command(agent: AgentSettings) -> StringCommand:
     if agent.tags:
         bits += ["--tags", QuoteString(",".join(agent.tags))]
     return StringCommand(*bits)
+
+
+def route_certs_command(hub: HubSettings) -> StringCommand:
+    """A cluster initialised before route TLS: its route CA and node certificates, once
+    (``signalbeam-hub route-certs``), guarded by the CA file so it runs at most once."""
+    data = hub.data_dir
+    return StringCommand(
+        "test -e",
+        QuoteString(f"{data}/tls/route/ca.pem"),
+        "|| runuser -u",
+        hub.user,
+        "--",
+        QuoteString(f"{hub.package.bin}/signalbeam-hub"),
+        "route-certs",
+        "--data",
+        QuoteString(data),
+    )

@@ -20,12 +20,13 @@ _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from pyinfra import host, logger  # noqa: E402
+from pyinfra import host, logger, state  # noqa: E402
 from pyinfra.api.operation import OperationMeta  # noqa: E402
 from pyinfra.facts.files import File, FindInFile  # noqa: E402
 from pyinfra.operations import files, python, server  # noqa: E402
 
-from deploy.commands import init_command  # noqa: E402
+from deploy.cluster import check_node_files, stage_dir  # noqa: E402
+from deploy.commands import init_command, route_certs_command  # noqa: E402
 from deploy.common import (  # noqa: E402
     group_and_user,
     install_package,
@@ -33,6 +34,7 @@ from deploy.common import (  # noqa: E402
     settings_from_host,
 )
 from deploy.render import (  # noqa: E402
+    HUB_NODE_UNIT,
     HUB_UNIT,
     HUB_WORKER_UNIT,
     MODE_LINES,
@@ -112,80 +114,158 @@ for local, remote, what in uploads:
         )
     )
 
-# The same rule as init's own refusal (and the command's run-time guard): either file means
-# initialised. Checked here too so an initialised hub plans no init step at all.
-if any(host.get_fact(File, path=f"{hub.data_dir}/{name}") for name in ("hub.toml", "hub.db")):
-    host.noop(f"hub already initialised in {hub.data_dir}")
-    lines = host.get_fact(
-        FindInFile, path=f"{hub.data_dir}/hub.toml", pattern=MODE_LINES, extended_regex=True
-    )
-    hub = settle_modes(hub, lines or [])
-else:
-    hub = settle_modes(hub, None)
-    init = server.shell(
-        name=f"Initialise the hub (once; admin key into {hub.init_output})",
-        commands=[init_command(hub)],
-    )
-    python.call(
-        name="Say where the admin key is",
-        function=_tell_where_the_key_is,
-        hub=hub,
-        host_name=host.name,
-        _if=init.did_change,
-    )
 
-context = hub_context(hub)
-toml = files.template(
-    name="Write hub.toml",
-    src=template_path("hub.toml.j2"),
-    dest=f"{hub.data_dir}/hub.toml",
-    user=hub.user,
-    group=hub.user,
-    mode="600",
-    jinja_env_kwargs=jinja_options(),
-    **context,
-)
-if hub.replica_env:
-    env = files.template(
-        name=f"Write {HUB_ENV_PATH} (replica credentials)",
-        src=template_path("hub.env.j2"),
-        dest=HUB_ENV_PATH,
-        user="root",
-        group="root",
+def _hub(hub: HubSettings) -> list[OperationMeta]:
+    """The hub itself (one hub, or node 0 of a cluster): init, hub.toml, its units."""
+    # The same rule as init's own refusal (and the command's run-time guard): either file
+    # means initialised. Checked here too so an initialised hub plans no init step at all.
+    if any(host.get_fact(File, path=f"{hub.data_dir}/{name}") for name in ("hub.toml", "hub.db")):
+        host.noop(f"hub already initialised in {hub.data_dir}")
+        lines = host.get_fact(
+            FindInFile, path=f"{hub.data_dir}/hub.toml", pattern=MODE_LINES, extended_regex=True
+        )
+        hub = settle_modes(hub, lines or [])
+    else:
+        hub = settle_modes(hub, None)
+        init = server.shell(
+            name=f"Initialise the hub (once; admin key into {hub.init_output})",
+            commands=[init_command(hub)],
+        )
+        python.call(
+            name="Say where the admin key is",
+            function=_tell_where_the_key_is,
+            hub=hub,
+            host_name=host.name,
+            _if=init.did_change,
+        )
+    changed: list[OperationMeta] = []
+    if hub.cluster_hosts and not host.get_fact(File, path=f"{hub.remote_route_dir}/ca.pem"):
+        # A cluster initialised before route TLS: its CA and node certificates, once.
+        changed.append(
+            server.shell(
+                name="Make the cluster's route CA and node certificates (once)",
+                commands=[route_certs_command(hub)],
+            )
+        )
+
+    context = hub_context(hub)
+    toml = files.template(
+        name="Write hub.toml",
+        src=template_path("hub.toml.j2"),
+        dest=f"{hub.data_dir}/hub.toml",
+        user=hub.user,
+        group=hub.user,
         mode="600",
         jinja_env_kwargs=jinja_options(),
         **context,
     )
-else:
-    env = files.file(
-        name=f"No replica credentials: remove {HUB_ENV_PATH}", path=HUB_ENV_PATH, present=False
-    )
-unit = files.template(
-    name=f"Write {HUB_UNIT}",
-    src=template_path(f"{HUB_UNIT}.j2"),
-    dest=f"{UNIT_DIR}/{HUB_UNIT}",
-    user="root",
-    group="root",
-    mode="644",
-    jinja_env_kwargs=jinja_options(),
-    **context,
-)
-run_unit(HUB_UNIT, unit, [*package_ops, *tls_ops, toml, env], start=hub.start_services)
-if hub.workers > 1:
-    worker_unit = files.template(
-        name=f"Write {HUB_WORKER_UNIT}",
-        src=template_path(f"{HUB_WORKER_UNIT}.j2"),
-        dest=f"{UNIT_DIR}/{HUB_WORKER_UNIT}",
+    if hub.replica_env:
+        env = files.template(
+            name=f"Write {HUB_ENV_PATH} (replica credentials)",
+            src=template_path("hub.env.j2"),
+            dest=HUB_ENV_PATH,
+            user="root",
+            group="root",
+            mode="600",
+            jinja_env_kwargs=jinja_options(),
+            **context,
+        )
+    else:
+        env = files.file(
+            name=f"No replica credentials: remove {HUB_ENV_PATH}", path=HUB_ENV_PATH, present=False
+        )
+    unit = files.template(
+        name=f"Write {HUB_UNIT}",
+        src=template_path(f"{HUB_UNIT}.j2"),
+        dest=f"{UNIT_DIR}/{HUB_UNIT}",
         user="root",
         group="root",
         mode="644",
         jinja_env_kwargs=jinja_options(),
         **context,
     )
-    for index in range(hub.workers):
-        run_unit(
-            hub_worker_unit(index),
-            worker_unit,
-            [*package_ops, *tls_ops, toml, env, unit],
-            start=hub.start_services,
+    changed += [*package_ops, *tls_ops, toml, env]
+    run_unit(HUB_UNIT, unit, changed, start=hub.start_services)
+    if hub.workers > 1:
+        worker_unit = files.template(
+            name=f"Write {HUB_WORKER_UNIT}",
+            src=template_path(f"{HUB_WORKER_UNIT}.j2"),
+            dest=f"{UNIT_DIR}/{HUB_WORKER_UNIT}",
+            user="root",
+            group="root",
+            mode="644",
+            jinja_env_kwargs=jinja_options(),
+            **context,
         )
+        for index in range(hub.workers):
+            run_unit(
+                hub_worker_unit(index),
+                worker_unit,
+                [*changed, unit],
+                start=hub.start_services,
+            )
+    return changed
+
+
+if hub.runs_hub:
+    _hub(hub)
+
+if hub.cluster_hosts:
+    stage = stage_dir(hub)
+    if hub.runs_hub:
+        # Node 0 made every node's config and route certificate (init; the hub rewrites the
+        # configs at each start): fetch what the other machines need to the operator's
+        # machine. A file that did not change is not downloaded again.
+        wanted = {
+            name: remote
+            for index in range(1, len(hub.cluster_hosts))
+            for name, remote in hub.node_files(index)
+        }
+        for name, remote in wanted.items():
+            files.get(
+                name=f"Fetch {remote} for the other nodes", src=remote, dest=str(stage / name)
+            )
+    # On every node, after node 0's fetches (one operation shared by all the cluster's hosts
+    # orders them: pyinfra runs each operation on every host before the next).
+    files.directory(
+        name=f"Create {hub.data_dir}/nats",
+        path=f"{hub.data_dir}/nats",
+        user=hub.user,
+        group=hub.user,
+        mode="700",
+    )
+
+if not hub.runs_hub:
+    # Node 1 and up: nats-server alone, with the files node 0's deploy fetched.
+    check_node_files(hub, state, host)
+    for path in (
+        f"{hub.data_dir}/nats/node{hub.cluster_node}",
+        f"{hub.data_dir}/tls",
+        hub.remote_route_dir,
+    ):
+        files.directory(name=f"Create {path}", path=path, user=hub.user, group=hub.user, mode="700")
+    node_ops = [
+        files.put(
+            name=f"Upload {remote}",
+            src=str(stage / name),
+            dest=remote,
+            user=hub.user,
+            group=hub.user,
+            mode="600",
+            assume_exists=True,  # fetched from node 0 earlier in this run
+        )
+        for name, remote in hub.node_files(hub.cluster_node)
+    ]
+    node_unit = files.template(
+        name=f"Write {HUB_NODE_UNIT}",
+        src=template_path(f"{HUB_NODE_UNIT}.j2"),
+        dest=f"{UNIT_DIR}/{HUB_NODE_UNIT}",
+        user="root",
+        group="root",
+        mode="644",
+        jinja_env_kwargs=jinja_options(),
+        **hub_context(hub),
+    )
+    run_unit(
+        HUB_NODE_UNIT, node_unit, [*package_ops, *tls_ops, *node_ops], start=hub.start_services
+    )

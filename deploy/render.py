@@ -23,6 +23,8 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 HUB_UNIT = "signalbeam-hub.service"
 HUB_WORKER_UNIT = "signalbeam-hub-worker@.service"
+# Nodes 1 and up of a hub NATS cluster: nats-server alone (docs/deploy.md).
+HUB_NODE_UNIT = "signalbeam-hub-node.service"
 
 
 def hub_worker_unit(index: int) -> str:

@@ -67,6 +67,9 @@ class HubSettings:
     cluster_hosts: tuple[str, ...] = ()
     cluster_node: int = 0
     cluster_port: int = 6222
+    # Local directory (operator's machine, 0700) where node 0's deploy fetches the other
+    # nodes' configs and route certificates, and from where theirs upload them.
+    cluster_files: str = ""
     # How NATS logins are checked and whether new devices require signed bundles
     # (docs/security.md). None: a new hub gets init's defaults (jwt, true); a hub deployed
     # before keeps what its hub.toml says (without the key: password, false), so a redeploy
@@ -112,6 +115,31 @@ class HubSettings:
     @property
     def remote_client_key(self) -> str:
         return f"{self.data_dir}/tls/client-key.pem"
+
+    @property
+    def runs_hub(self) -> bool:
+        """Whether this host runs the hub (one hub, or node 0 of a cluster); the other nodes
+        of a cluster run only their nats-server (docs/deploy.md "A hub NATS cluster")."""
+        return self.cluster_node == 0
+
+    def remote_node_conf(self, index: int) -> str:
+        return f"{self.data_dir}/nats/node{index}.conf"
+
+    @property
+    def remote_route_dir(self) -> str:
+        return f"{self.data_dir}/tls/route"
+
+    def node_files(self, index: int) -> list[tuple[str, str]]:
+        """What node ``index``'s machine needs from node 0 (file name in ``cluster_files``,
+        path on the host): its config, its route certificate and key, the route CA. Never
+        the CA key or another node's key."""
+        route = self.remote_route_dir
+        return [
+            (f"node{index}.conf", self.remote_node_conf(index)),
+            ("route-ca.pem", f"{route}/ca.pem"),
+            (f"node{index}-cert.pem", f"{route}/node{index}-cert.pem"),
+            (f"node{index}-key.pem", f"{route}/node{index}-key.pem"),
+        ]
 
     @property
     def ports(self) -> tuple[int, ...]:

@@ -98,6 +98,8 @@ HUB_VARS = frozenset(
         "signalbeam_hub_workers",
         "signalbeam_hub_cluster_hosts",
         "signalbeam_hub_cluster_port",
+        "signalbeam_hub_cluster_node",
+        "signalbeam_hub_cluster_files",
         "signalbeam_hub_init_output",
         "signalbeam_hub_nats_auth",
         "signalbeam_hub_require_signed_bundles",
@@ -271,6 +273,30 @@ def validate_hub(data: Mapping[str, Any], *, inventory_name: str | None = None) 
             "signalbeam_hub_cluster_port", f"port {cluster_port} is already used by"
             f" {seen[cluster_port]}"
         )  # fmt: skip
+    node = read_int(data, "signalbeam_hub_cluster_node", 0, 0, 63, "a node index")
+    if node and node >= len(cluster_hosts):
+        raise DeployDataError(
+            "signalbeam_hub_cluster_node",
+            f"node {node} is not in signalbeam_hub_cluster_hosts"
+            + (f" (0-{len(cluster_hosts) - 1})" if cluster_hosts else " (no cluster)"),
+        )
+    workers = read_int(data, "signalbeam_hub_workers", HubSettings.workers, 1, 64, "a count")
+    if node and workers > 1:
+        raise DeployDataError(
+            "signalbeam_hub_workers", "hub workers run on node 0; nodes 1 and up run nats-server"
+        )
+    default_files = (
+        str(
+            Path.home()
+            / ".local/state/signalbeam"
+            / f"cluster-{cluster_hosts[0].replace(':', '_')}"
+        )
+        if cluster_hosts
+        else ""
+    )
+    cluster_files = (
+        read_path(data, "signalbeam_hub_cluster_files", default_files) if cluster_hosts else ""
+    )
     return HubSettings(
         package=package,
         public_host=public_host,
@@ -288,9 +314,11 @@ def validate_hub(data: Mapping[str, Any], *, inventory_name: str | None = None) 
         offline_grace=read_int(
             data, "signalbeam_hub_offline_grace", HubSettings.offline_grace, 1, 7 * 86400, "seconds"
         ),
-        workers=read_int(data, "signalbeam_hub_workers", HubSettings.workers, 1, 64, "a count"),
+        workers=workers,
         cluster_hosts=cluster_hosts,
+        cluster_node=node,
         cluster_port=cluster_port,
+        cluster_files=cluster_files,
         init_output=read_path(data, "signalbeam_hub_init_output", HubSettings.init_output),
         nats_auth=read_nats_auth(data),
         require_signed_bundles=(
