@@ -119,7 +119,10 @@ def _hub(hub: HubSettings) -> list[OperationMeta]:
     """The hub itself (one hub, or node 0 of a cluster): init, hub.toml, its units."""
     # The same rule as init's own refusal (and the command's run-time guard): either file
     # means initialised. Checked here too so an initialised hub plans no init step at all.
-    if any(host.get_fact(File, path=f"{hub.data_dir}/{name}") for name in ("hub.toml", "hub.db")):
+    initialised = any(
+        host.get_fact(File, path=f"{hub.data_dir}/{name}") for name in ("hub.toml", "hub.db")
+    )
+    if initialised:
         host.noop(f"hub already initialised in {hub.data_dir}")
         lines = host.get_fact(
             FindInFile, path=f"{hub.data_dir}/hub.toml", pattern=MODE_LINES, extended_regex=True
@@ -139,7 +142,11 @@ def _hub(hub: HubSettings) -> list[OperationMeta]:
             _if=init.did_change,
         )
     changed: list[OperationMeta] = []
-    if hub.cluster_hosts and not host.get_fact(File, path=f"{hub.remote_route_dir}/ca.pem"):
+    if (
+        initialised
+        and hub.cluster_hosts
+        and not host.get_fact(File, path=f"{hub.remote_route_dir}/ca.pem")
+    ):
         # A cluster initialised before route TLS: its CA and node certificates, once.
         changed.append(
             server.shell(

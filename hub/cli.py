@@ -324,7 +324,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     if cfg.clustered:
         print("NATS cluster nodes (devices are handed every leaf URL at enrollment):")
         for node in out["cluster"]["nodes"]:
-            where = "run by this hub" if node["local"] else "run it with nats-server -c"
+            where = "run by this hub" if node["local"] else "another machine: nats-server -c"
             print(f"  {node['index']}: {node['host']}:{node['client_port']} ({where}"
                   f" {node['config']})")  # fmt: skip
         print()

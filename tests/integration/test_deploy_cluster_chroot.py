@@ -86,9 +86,10 @@ def pyinfra(inventory: Path, *extra: str, check: bool = True) -> dict[str, Any]:
 
 
 def changed_on(doc: dict[str, Any], host: str) -> list[str]:
-    """Names of the operations that changed (or failed on) ``host``."""
+    """Names of the operations that changed (or failed on) ``host``. One call site is one
+    operation for every host, listed under every name it had (node 1's and node 2's)."""
     return [
-        op["name"]
+        " | ".join(op["names"])
         for op in doc["results"]["operations"]
         if host in op["success"] or host in op["error"]
     ]

@@ -7,6 +7,7 @@ real `signalbeam` entry point as a subprocess.
 - kill -9 the owner, and while the standby has not taken over yet (the API has no
   responders), a read and a write from the CLI and from a client connected before the kill
   wait and go through the new owner: nothing to retry by hand;
+- on a 3-node cluster, the node the client is on and the owner killed together: the same;
 - no URL answering: one error naming every URL tried, passwords masked.
 """
 
@@ -16,6 +17,7 @@ import asyncio
 import io
 import json
 import os
+import signal
 import sys
 import urllib.request
 from collections.abc import Iterator
@@ -25,6 +27,7 @@ import pytest
 
 from tests.harness.ports import free_port
 from tests.harness.wait import eventually
+from tests.integration.test_hub_cluster import ClusterHub
 from tests.integration.test_hub_workers import WORKERS, DataOnly, Workers, owner
 from tui.cli import run
 from tui.client import HubClient
@@ -156,3 +159,55 @@ async def test_no_owner_is_a_clear_error_after_the_failover_wait(tmp_path: Path)
             await client.close()
     finally:
         nats_hub.stop()
+
+
+class ClusterData(ClusterHub):
+    """`init --cluster` only: `signalbeam-hub nats` runs the three nodes, workers the rest."""
+
+    def start(self) -> None:
+        pass
+
+
+@pytest.fixture
+def cluster_workers(tmp_path: Path) -> Iterator[Workers]:
+    w = Workers(ClusterData(tmp_path / "data", "jwt"))
+    try:
+        w.start_nats()
+        for i in range(WORKERS):
+            w.start(i)
+        yield w
+    finally:
+        w.stop()
+
+
+async def test_a_dead_node_and_a_dead_owner_together(cluster_workers: Workers) -> None:
+    """Three nodes, two workers: the node the client is on and the owner are killed with
+    SIGKILL at once; the client and the CLI, given every node's URL, go on through another
+    node and the standby."""
+    w = cluster_workers
+    hub = w.hub
+    assert isinstance(hub, ClusterHub)
+    urls = list(hub.init["cluster"]["operator_urls"])
+    env = {
+        **os.environ,
+        "SIGNALBEAM_HUB": ",".join(urls),
+        "SIGNALBEAM_API_KEY": hub.admin_key,
+        "SIGNALBEAM_CONFIG": "/nonexistent/config.toml",
+    }
+    holder = await eventually(lambda: owner(w), "a worker owns", timeout=WAIT)
+    async with HubClient(urls, hub.admin_key, timeout=10, failover=120) as client:
+        assert client.url == urls[0]
+        await client.call("groups.create", {"name": "before"})
+
+        dead = int(str(holder).removeprefix("worker-"))
+        os.kill(hub.node_pid(0), signal.SIGKILL)
+        w.procs[dead].kill9()
+        # A read first: it rides out both (another node, then the standby's takeover).
+        listed = await client.call("groups.list", {})
+        assert "before" in {g["name"] for g in listed["items"]}
+        made = await client.call("groups.create", {"name": "after"})
+        assert made["name"] == "after"
+        assert await owner(w) == f"worker-{1 - dead}"
+    code, out, err = await cli(env, "group", "list", "-o", "json")
+    assert code == 0, err
+    assert {"before", "after"} <= {g["name"] for g in json.loads(out)["items"]}
