@@ -32,6 +32,7 @@ from bench.sim.benchhub import BenchHub, loadavg, pct
 from protocol import natsauth
 from protocol.enroll import DeviceFacts, EnrollReply, EnrollRequest, decode_enroll_reply
 from protocol.subjects import ENROLL, INBOX_ENROLL
+from sbutil.tasks import wait_for
 from tui.client import HubClient
 
 FACTS = DeviceFacts("bench", "x86_64", "Linux", "podman", "0.1.0-bench")
@@ -104,7 +105,7 @@ async def enroll_level(
             times.append(time.perf_counter() - t0)
             return r
 
-    out = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(n))), TIMEOUT)
+    out = await wait_for(asyncio.gather(*(one(i) for i in range(n))), TIMEOUT)
     return [r for r in out if r is not None], times, failed
 
 
@@ -128,7 +129,7 @@ async def storm(hub: BenchHub, creds: list[EnrollReply]) -> tuple[float, int]:
                 await asyncio.sleep(0.5)
 
     t0 = time.perf_counter()
-    await asyncio.wait_for(asyncio.gather(*(one(c) for c in creds)), TIMEOUT)
+    await wait_for(asyncio.gather(*(one(c) for c in creds)), TIMEOUT)
     took = time.perf_counter() - t0
     linked = sum(1 for nc in conns if nc.is_connected)
     for nc in conns:

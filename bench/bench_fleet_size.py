@@ -83,6 +83,7 @@ from bench.sim.workers import SimWorkers
 from protocol import natsauth
 from protocol.heartbeat import Heartbeat
 from protocol.subjects import heartbeat
+from sbutil.tasks import wait_for
 from tui.client import HubClient
 
 PREFIX = "fl"
@@ -185,7 +186,7 @@ async def profile(pid: int, out: Path, seconds: int) -> str:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        await asyncio.wait_for(proc.wait(), seconds + 30)
+        await wait_for(proc.wait(), seconds + 30)
     except TimeoutError:
         proc.kill()
         await proc.wait()

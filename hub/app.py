@@ -59,6 +59,7 @@ from hub.vault import Vault
 from protocol import natsauth
 from protocol.subjects import INBOX_HUB
 from sbutil.private import private_db_files, private_dir
+from sbutil.tasks import wait_for
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -392,12 +393,12 @@ class Hub(NatsNodes):
             await self.litestream_child.stop()
         if self.sys_nc is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait_for(self.sys_nc.close(), 5)
+                await wait_for(self.sys_nc.close(), 5)
         if self.nc is not None:
             # close, not drain: the API is already stopped, and drain can hang or raise
             # CancelledError from inside nats-py when the server went away first.
             with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait_for(self.nc.close(), 5)
+                await wait_for(self.nc.close(), 5)
         for child in reversed(self.nats_children):
             await child.stop()
         if self.store is not None:

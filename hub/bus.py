@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sbutil.tasks import cancel_and_wait
+
 log = logging.getLogger(__name__)
 
 ORIGIN_API = "api"  # an operator's change, committed by an API verb
@@ -97,12 +99,7 @@ class EventBus:
 
     async def close(self) -> None:
         """Cancel the background deliveries still running (the hub is stopping)."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(list(self._tasks))
 
 
 async def _guarded(sub: _Subscription, event: Event) -> None:

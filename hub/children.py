@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from sbutil.tasks import cancel_and_wait, wait_for
+
 log = logging.getLogger(__name__)
 
 MAX_RESTARTS = 5
@@ -126,17 +128,14 @@ class Child:
 
     async def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         self._stopping = True
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+        await cancel_and_wait([self._watch])
         proc = self.proc
         if proc is None or proc.returncode is not None:
             return
         with contextlib.suppress(ProcessLookupError):
             proc.terminate()
         try:
-            await asyncio.wait_for(proc.wait(), timeout)
+            await wait_for(proc.wait(), timeout)
         except TimeoutError:
             log.warning(
                 "%s (pid %s) ignored SIGTERM for %.0fs; killing", self.name, proc.pid, timeout

@@ -35,6 +35,7 @@ from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from protocol.subjects import LEASE_BUCKET, LEASE_KEY
+from sbutil.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -167,10 +168,7 @@ class Lease:
             return
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        await cancel_and_wait([self._task])
         if self.owner and self._kv is not None and self._revision is not None:
             # Hand over now rather than after the TTL.
             with contextlib.suppress(Exception):

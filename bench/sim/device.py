@@ -153,7 +153,7 @@ class SimDevice:
                     )
                 try:
                     for b, fut in futs:
-                        ack = await asyncio.wait_for(fut, ACK_TIMEOUT)
+                        ack = await wait_for(fut, ACK_TIMEOUT)
                         m.acked(b.last_seq)
                         self.counters.batches += 1
                         self.counters.rows += b.rows

@@ -29,6 +29,7 @@ from bench.sim.options import SimError, SimOptions
 from protocol import natsauth
 from protocol.enroll import DeviceFacts, EnrollReply
 from protocol.subjects import DESIRED_PROMPT_WILDCARD, desired_prompt
+from sbutil.tasks import wait_for
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +261,7 @@ class SimFleet:
     @staticmethod
     async def _close(nc: NATS) -> None:
         try:
-            await asyncio.wait_for(nc.close(), 5)
+            await wait_for(nc.close(), 5)
         except Exception as exc:  # closing is best effort at shutdown
             log.debug("close failed: %r", exc)
 

@@ -28,6 +28,7 @@ import time
 
 from bench.sim.fleet import SimFleet
 from bench.sim.options import SimError, SimOptions
+from sbutil.tasks import wait_for
 
 PASSWORD_ENV = "SB_SIM_PASSWORD"
 MAX_LIFETIME = 4 * 3600.0
@@ -68,7 +69,7 @@ async def run(args: argparse.Namespace) -> int:
         emit({"event": "ready", "pid": os.getpid(), "seconds": round(time.monotonic() - t0, 3)})
         while not done.is_set() and time.monotonic() - t0 < args.lifetime:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), args.status_every)
+                await wait_for(done.wait(), args.status_every)
             emit({"event": "stats", "t": round(time.time(), 3), **fleet.stats()})
     finally:
         watch.cancel()

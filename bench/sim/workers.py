@@ -27,6 +27,7 @@ import psutil
 
 from bench.sim.options import SimError
 from bench.sim.worker import PASSWORD_ENV
+from sbutil.tasks import wait_for
 
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
@@ -118,7 +119,7 @@ class SimWorkers:
             new.append(w)
         for w in new:
             try:
-                await asyncio.wait_for(w.ready.wait(), READY_TIMEOUT)
+                await wait_for(w.ready.wait(), READY_TIMEOUT)
             except TimeoutError:
                 raise SimError(f"worker for {w.first}+{w.count} not ready") from None
             if w.proc.returncode is not None or w.error:
@@ -196,7 +197,7 @@ class SimWorkers:
                     w.proc.terminate()
         for w in self.workers:
             try:
-                await asyncio.wait_for(w.proc.wait(), STOP_TIMEOUT)
+                await wait_for(w.proc.wait(), STOP_TIMEOUT)
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     w.proc.kill()

@@ -11,10 +11,11 @@ for the window to end. Past ``limit`` ids in one window the notice says ``ids: n
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
+
+from sbutil.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,4 @@ class DeviceNotices:
                 log.warning("could not publish the devices/updated notice", exc_info=True)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait([self._task])

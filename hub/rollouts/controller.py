@@ -23,6 +23,7 @@ from hub.bus import Event
 from hub.context import HubContext
 from hub.rollouts import engine
 from hub.rollouts.api import KIND
+from sbutil.tasks import cancel_and_wait, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +74,8 @@ class RolloutController:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        await cancel_and_wait([self._task])
+        self._task = None
 
     def wake(self) -> None:
         self._wake.set()
@@ -102,7 +100,7 @@ class RolloutController:
             except Exception:
                 log.exception("rollout controller tick failed; retrying")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+                await wait_for(self._wake.wait(), self.interval)
             self._wake.clear()
 
     async def run_once(self) -> engine.TickResult:

@@ -47,6 +47,7 @@ from protocol.enroll import EnrollReply, EnrollRequest, decode_enroll_request
 from protocol.errors import MessageError
 from protocol.rpc import rpc_error
 from protocol.subjects import ENROLL, JS_DOMAIN, valid_device_id
+from sbutil.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -237,10 +238,7 @@ class Enrollment:
                 await self._sub.unsubscribe()
             except Exception:
                 pass
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(list(self._tasks))
 
     async def _reload(self, enrolled: list[tuple[str, dict[str, Any]]]) -> None:
         """One config rewrite + reload for every device committed before it started, then

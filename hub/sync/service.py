@@ -34,6 +34,7 @@ from hub.sync.enroll import Enrollment
 from hub.sync.ingest import Ingest
 from hub.sync.presence import Presence
 from hub.sync.streams import ensure_desired_bucket, ensure_report_stream
+from sbutil.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -204,10 +205,7 @@ class SyncService:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait([self._task])
         for part in (self.enrollment, self.auth, self.presence, self.ingest):
             if part is not None:
                 with contextlib.suppress(Exception):
