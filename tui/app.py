@@ -44,7 +44,7 @@ HINTS = {
     codes.UNAVAILABLE: "Is `signalbeam-hub run` up? Check --hub / $SIGNALBEAM_HUB "
     "(e.g. nats://operator:PASSWORD@HOST:4222, printed by `signalbeam-hub init`).",
     codes.UNAUTHORIZED: "Check --api-key / $SIGNALBEAM_API_KEY; `signalbeam-hub init` prints "
-    "the first admin key, `signalbeam key create` makes more.",
+    "the first admin key, `signalbeam api-key create` makes more.",
 }
 
 

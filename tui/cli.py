@@ -263,16 +263,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     p.set_defaults(request=lambda a: ("tokens.revoke", {"id": a.id}))
 
-    key = add("key", "operator API keys").add_subparsers(dest="key_verb", required=True)
-    p = add("create", "create an API key (shown once)", key)
-    p.add_argument("name")
-    p.add_argument("--role", choices=["admin", "readonly"], default="readonly")
-    p.set_defaults(request=lambda a: ("keys.create", {"name": a.name, "role": a.role}))
-    p = add("list", "list API keys", key)
-    p.set_defaults(request=lambda a: ("keys.list", {}))
-    p = add("revoke", "revoke an API key", key)
-    p.add_argument("id")
-    p.set_defaults(request=lambda a: ("keys.revoke", {"id": a.id}))
+    # `api-key`: operator API keys. Its old name `key` sat one letter from `keys`, the
+    # bundle-signing keys (now `signing-key`); both old names still work and say the new one.
+    for name, deprecated in (("api-key", False), ("key", True)):
+        text = "old name of api-key (deprecated)" if deprecated else "operator API keys"
+        key = add(name, text).add_subparsers(dest="key_verb", required=True)
+        p = add("create", "create an API key (shown once)", key)
+        p.add_argument("name")
+        p.add_argument("--role", choices=["admin", "readonly"], default="readonly")
+        p.set_defaults(request=lambda a: ("keys.create", {"name": a.name, "role": a.role}))
+        p = add("list", "list API keys", key)
+        p.set_defaults(request=lambda a: ("keys.list", {}))
+        p = add("revoke", "revoke an API key", key)
+        p.add_argument("id")
+        p.set_defaults(request=lambda a: ("keys.revoke", {"id": a.id}))
+        if deprecated:
+            for verb, verb_parser in key.choices.items():
+                verb_parser.set_defaults(deprecated=(f"{name} {verb}", f"api-key {verb}"))
 
     add_rollout_commands(add, PRINTERS)  # signalbeam rollout ... (tui/rollout_cli.py)
 
@@ -376,6 +383,11 @@ def run(
             parser.print_help(out)
             return EXIT_USAGE
     args = parser.parse_args(argv)
+    old_new = getattr(args, "deprecated", None)
+    if old_new is not None:
+        # stderr: a script reading stdout (-o json) gets the same output under the old name.
+        old, new = old_new
+        print(f"signalbeam {old} is deprecated: use signalbeam {new}", file=err)
     if configure_logging:
         from sbutil.logsetup import setup_logging
 

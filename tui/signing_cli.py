@@ -4,9 +4,9 @@ The private keys live here, with the operator, never on the hub:
 ``$SIGNALBEAM_KEYS_DIR`` or ``~/.config/signalbeam/keys`` (0700), one ``NAME.key`` (PEM,
 PKCS#8, 0600) and ``NAME.pub`` (``ed25519:...``) per key.
 
-- ``signalbeam keys create NAME`` / ``keys list``: offline.
-- ``signalbeam keys trusted``: the fleet's trust set as the hub relays it.
-- ``signalbeam keys trust NAME`` / ``keys retire NAME|ID`` / ``keys require yes|no``: the
+- ``signalbeam signing-key create NAME`` / ``signing-key list``: offline.
+- ``signalbeam signing-key trusted``: the fleet's trust set as the hub relays it.
+- ``signalbeam signing-key trust NAME`` / ``signing-key retire NAME|ID`` / ``signing-key require yes|no``: the
   next trust set, signed with ``--with`` (a key the fleet trusts now) and pushed.
 - ``signalbeam bundle sign FILE``: pin every image by digest (asked of its registry), sign,
   write ``FILE.signed.json``; ``bundle push --sign FILE`` does both and pushes; ``bundle push``
@@ -113,7 +113,7 @@ def load_key(directory: Path, name: str) -> Ed25519PrivateKey:
         key = load_pem_private_key(path.read_bytes(), password=None)
     except FileNotFoundError:
         raise SigningKeyError(
-            f"no signing key {name} in {directory} (signalbeam keys create)"
+            f"no signing key {name} in {directory} (signalbeam signing-key create)"
         ) from None
     except (OSError, ValueError) as exc:
         raise SigningKeyError(f"signing key {path} is unreadable: {exc}") from None
@@ -297,7 +297,7 @@ def cmd_keys(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 print(f"created signing key {result['name']} ({result['key_id']})", file=out)
                 print(f"  public key: {result['public_key']}", file=out)
                 print(f"  private key: {result['path']} (keep it off the hub)", file=out)
-                print(f"  next: signalbeam keys trust {result['name']}", file=out)
+                print(f"  next: signalbeam signing-key trust {result['name']}", file=out)
             return 0
         if args.keys_verb == "list":
             items = list_keys(directory)
@@ -353,24 +353,27 @@ def print_trust(r: dict[str, Any], out: TextIO, wide: bool = False) -> None:
         print(f"  {key_id(k)}  {k}", file=out)
     if not t.get("keys"):
         print(
-            "  no keys yet: signalbeam keys create NAME, then signalbeam keys trust NAME", file=out
+            "  no keys yet: signalbeam signing-key create NAME,"
+            " then signalbeam signing-key trust NAME",
+            file=out,
         )
 
 
-def add_signing_commands(
-    add: Any, bundle: Any, printers: dict[str, Any], send: Send, show: Show
+def _signing_key_verbs(
+    add: Any, name: str, send: Send, show: Show, *, deprecated: bool = False
 ) -> None:
-    """``keys ...`` and ``bundle sign|resign``; ``bundle push``'s ``--sign`` is added by the
-    caller's push parser through ``add_push_flags``. ``send`` and ``show`` are ``tui.cli``'s
-    (passed in, so this module does not import the one that imports it)."""
-    keys = add("keys", "bundle-signing keys (held here, never on the hub)").add_subparsers(
-        dest="keys_verb", required=True
-    )
+    """``signalbeam NAME create|list|trusted|trust|retire|require``."""
+    text = "bundle-signing keys (held here, never on the hub)"
+    if deprecated:
+        text = "old name of signing-key (deprecated)"
+    keys = add(name, text).add_subparsers(dest="keys_verb", required=True)
 
-    def kadd(name: str, text: str) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = add(name, text, keys)
+    def kadd(verb: str, text: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = add(verb, text, keys)
         p.add_argument("--keys-dir", help="where the keys are ($SIGNALBEAM_KEYS_DIR)")
         p.set_defaults(offline=cmd_keys, hub_send=send, hub_show=show)
+        if deprecated:
+            p.set_defaults(deprecated=(f"{name} {verb}", f"signing-key {verb}"))
         return p
 
     p = kadd("create", "make a new signing key (ed25519)")
@@ -393,6 +396,19 @@ def add_signing_commands(
     p.add_argument("value", choices=["yes", "no"])
     p.add_argument("--with", dest="with_key", help="the trusted key that signs the change")
     p.add_argument("--force", action="store_true", help="as for trust and retire")
+
+
+def add_signing_commands(
+    add: Any, bundle: Any, printers: dict[str, Any], send: Send, show: Show
+) -> None:
+    """``signing-key ...`` (and its old name ``keys``) and ``bundle sign|resign``;
+    ``bundle push``'s ``--sign`` is added by the caller's push parser through
+    ``add_push_flags``. ``send`` and ``show`` are ``tui.cli``'s (passed in, so this module
+    does not import the one that imports it)."""
+    _signing_key_verbs(add, "signing-key", send, show)
+    # The old name, beside ``signalbeam key`` (API keys) one letter apart: it still works and
+    # says what to type instead (tui.cli prints ``deprecated``). Kept for scripts.
+    _signing_key_verbs(add, "keys", send, show, deprecated=True)
 
     p = add("sign", "pin a bundle file's images by digest and sign it (FILE.signed.json)", bundle)
     p.add_argument("file")

@@ -146,8 +146,8 @@ class Demo:
         self.wait("the hub API", lambda: isinstance(self.cli("bundle", "list"), list | dict))
         # A new hub requires signed bundles (docs/security.md): the operator's key and the
         # fleet's first trust set come before any device enrolls, so each learns the key then.
-        key = self.cli("keys", "create", "demo")
-        self.cli("keys", "trust", "demo")
+        key = self.cli("signing-key", "create", "demo")
+        self.cli("signing-key", "trust", "demo")
         say(f"bundle-signing key demo ({key['key_id']}) trusted by the fleet")
 
     def enroll_and_run_agents(self) -> None:

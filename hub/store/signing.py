@@ -91,9 +91,9 @@ class SigningStore(StoreBase):
             )
         else:
             fix = (
-                "this fleet requires signed bundles and trusts no key yet: `signalbeam keys"
-                " create KEY`, `signalbeam keys trust KEY`, then `signalbeam bundle resign"
-                f" {bundle}@{version} --key KEY`; or opt out with `signalbeam keys require no`"
+                "this fleet requires signed bundles and trusts no key yet: `signalbeam signing-key"
+                " create KEY`, `signalbeam signing-key trust KEY`, then `signalbeam bundle resign"
+                f" {bundle}@{version} --key KEY`; or opt out with `signalbeam signing-key require no`"
                 " (docs/security.md)"
             )
         raise Conflict(
@@ -176,7 +176,7 @@ class SigningStore(StoreBase):
             if not verdict.ok:
                 raise Invalid(
                     f"{bundle}@{version}: {verdict.reason} (the fleet's trust set has serial"
-                    f" {trust.serial}; add the key with `signalbeam keys trust` first)",
+                    f" {trust.serial}; add the key with `signalbeam signing-key trust` first)",
                     field="signature",
                 )
             text = json.dumps(signature, sort_keys=True)

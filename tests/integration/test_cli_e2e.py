@@ -131,11 +131,11 @@ def test_tokens_and_keys(cli: Cli) -> None:
     assert tok["max_uses"] == 1
     assert tok["id"] in cli("token", "list")[1]
     assert cli.json("token", "revoke", tok["id"])["revoked"] is True
-    key = cli.json("key", "create", "ci", "--role", "readonly")
+    key = cli.json("api-key", "create", "ci", "--role", "readonly")
     assert cli("devices", key=key["key"])[0] == 0
     code, _, err = cli("group", "create", "x", key=key["key"])
     assert code == 1 and "[forbidden]" in err
-    assert "ci" in cli("key", "list")[1]
+    assert "ci" in cli("api-key", "list")[1]
     assert cli("key", "revoke", key["id"])[0] == 0
     code, _, err = cli("devices", key=key["key"])
     assert code == 1 and "revoked" in err

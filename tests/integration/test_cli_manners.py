@@ -160,7 +160,7 @@ def test_text_output_has_human_sizes_and_ages(cli: Cli) -> None:
     code, out, _ = cli("device", "show", "dev-1")
     # An age under a second reads "now", otherwise "Ns ago": either is a human age.
     assert "{" not in out and re.search(r"^enrolled +(now|\S+ ago)$", out, re.M), out
-    code, out, _ = cli("key", "list")
+    code, out, _ = cli("api-key", "list")
     assert out.splitlines()[0].split()[3] == "CREATED" and re.search(r"\b(now|\S+ ago)\b", out)
 
 

@@ -123,11 +123,11 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SyncHub]:
 @pytest.fixture(scope="module")
 def operator(hub: SyncHub, tmp_path_factory: pytest.TempPathFactory) -> Operator:
     op = Operator(hub, tmp_path_factory.mktemp("opkeys") / "keys")
-    created = op.json("keys", "create", "op1")
+    created = op.json("signing-key", "create", "op1")
     assert created["public_key"].startswith("ed25519:")
     assert (Path(created["path"]).stat().st_mode & 0o777) == 0o600
     # The fleet's first trust set, before any device enrolls: they learn it at enrollment.
-    pushed = op.json("keys", "trust", "op1")
+    pushed = op.json("signing-key", "trust", "op1")
     assert pushed["trust"]["serial"] == 1 and pushed["trust"]["require"] is True
     return op
 
@@ -344,11 +344,11 @@ async def test_key_rotation_without_an_outage(
 ) -> None:
     await all_healthy(admin, "hello@1.0.0")
     start = max([int((await deployment(admin, d))["generation"]) for d in IDS])
-    operator.json("keys", "create", "op2")
-    assert operator.json("keys", "trust", "op2", "--with", "op1")["trust"]["serial"] == 2
+    operator.json("signing-key", "create", "op2")
+    assert operator.json("signing-key", "trust", "op2", "--with", "op1")["trust"]["serial"] == 2
     resigned = operator.json("bundle", "resign", "hello@1.0.0", "--key", "op2")
     assert resigned["signatures"] == 2
-    retired = operator.json("keys", "retire", "op1", "--with", "op2")["trust"]
+    retired = operator.json("signing-key", "retire", "op1", "--with", "op2")["trust"]
     assert retired["serial"] == 3 and len(retired["keys"]) == 1
     # Every device walks the chain to serial 3 and keeps running, on a new revision.
     await all_healthy(admin, "hello@1.0.0", after=start)

@@ -36,20 +36,20 @@ def _bundle(tmp_path: Path, image: str) -> Path:
     return path
 
 
-def test_keys_create_and_list(keys: Path) -> None:
-    code, out, _ = _run("keys", "create", "ops", "-o", "json")
+def test_signing_key_create_and_list(keys: Path) -> None:
+    code, out, _ = _run("signing-key", "create", "ops", "-o", "json")
     made = json.loads(out)
     assert code == 0 and made["public_key"].startswith("ed25519:")
     assert (keys.stat().st_mode & 0o777) == 0o700
     assert ((keys / "ops.key").stat().st_mode & 0o777) == 0o600
-    code, _, err = _run("keys", "create", "ops")
+    code, _, err = _run("signing-key", "create", "ops")
     assert code == 2 and "exists already" in err
-    code, out, _ = _run("keys", "list", "-o", "json")
+    code, out, _ = _run("signing-key", "list", "-o", "json")
     assert json.loads(out)["items"][0]["key_id"] == made["key_id"]
 
 
 def test_sign_a_pinned_bundle_offline(keys: Path, tmp_path: Path) -> None:
-    _run("keys", "create", "ops")
+    _run("signing-key", "create", "ops")
     path = _bundle(tmp_path, f"127.0.0.1:5000/app:1.0@{D1}")
     code, out, err = _run("bundle", "sign", str(path))
     assert code == 0, err
@@ -64,8 +64,25 @@ def test_sign_exit_codes(keys: Path, tmp_path: Path) -> None:
     path = _bundle(tmp_path, "127.0.0.1:1/app:1.0")
     code, _, err = _run("bundle", "sign", str(path))
     assert code == 2 and "name the signing key" in err  # no key yet: bad input
-    _run("keys", "create", "ops")
+    _run("signing-key", "create", "ops")
     code, _, err = _run("bundle", "sign", str(path))
     assert code == 1 and "cannot reach the registry at http://127.0.0.1:1" in err
     code, _, err = _run("bundle", "push", "--sign", "--key", "nope", str(path))
     assert code == 2 and "no signing key nope" in err
+
+
+def test_the_old_verb_names_still_work_and_name_the_new_ones(keys: Path) -> None:
+    """`keys` (signing keys) and `key` (API keys) sat one letter apart: they are now
+    `signing-key` and `api-key`, and the old names do the same with a notice on stderr."""
+    code, out, err = _run("keys", "create", "ops", "-o", "json")
+    assert code == 0 and json.loads(out)["name"] == "ops"  # stdout as before
+    assert err == "signalbeam keys create is deprecated: use signalbeam signing-key create\n"
+    code, out, err = _run("signing-key", "list", "-o", "json")
+    assert code == 0 and err == "" and json.loads(out)["items"][0]["name"] == "ops"
+    from tui.cli import build_parser
+
+    old = build_parser().parse_args(["key", "create", "ci", "--role", "admin"])
+    new = build_parser().parse_args(["api-key", "create", "ci", "--role", "admin"])
+    assert old.request(old) == new.request(new) == ("keys.create", {"name": "ci", "role": "admin"})
+    assert old.deprecated == ("key create", "api-key create")
+    assert getattr(new, "deprecated", None) is None
