@@ -40,12 +40,6 @@ LEVELS = (8, 32, 128)
 TIMEOUT = 600.0  # each phase's bound
 
 
-def login(creds: EnrollReply) -> dict[str, Any]:
-    if creds.nats_jwt:
-        return natsauth.device_options(lambda: creds.nats_jwt, lambda: creds.nats_seed)
-    return {"user": creds.nats_user, "password": creds.nats_password}
-
-
 STATS = {"retries": 0}  # login retries (a password-mode reload drops logins)
 
 
@@ -120,7 +114,7 @@ async def storm(hub: BenchHub, creds: list[EnrollReply]) -> tuple[float, int]:
             try:
                 nc = await nats.connect(
                     url, allow_reconnect=False, max_reconnect_attempts=1, connect_timeout=10,
-                    inbox_prefix=f"_INBOX.{c.device_id}", error_cb=_quiet, **login(c),
+                    inbox_prefix=f"_INBOX.{c.device_id}", error_cb=_quiet, **natsauth.enrolled_login(c),
                 )  # fmt: skip
                 await nc.flush(timeout=30)
                 conns.append(nc)

@@ -1,14 +1,16 @@
 """Enrollment through the real path: how fast a hub takes on devices, and how that changes as
 its nats-server config holds more device users.
 
-    python -m bench.bench_fleet_enroll                    # steps 100, 300
-    python -m bench.bench_fleet_enroll --steps 500,1000,2000
+    python -m bench.bench_fleet_enroll                    # steps 100, 300, JWT mode
+    python -m bench.bench_fleet_enroll --steps 500,1000,2000 --nats-auth password
 
 A real ``signalbeam-hub run``; the simulator (bench/sim, per-device mode) enrolls each step's
 devices with a registration token over the bootstrap user, ``--concurrency`` requests in
-flight (the hub handles one at a time: each rewrites the nats-server config with every device
-user and reloads it, waiting until ``/varz`` shows the reload), then connects every device
-with its own credentials. Per step: enrollments/s and per-request p50/p99 (queueing
+flight, then connects every device with its own credentials. ``--nats-auth jwt`` (the
+default of new hubs): each device makes its nkey, the hub signs a JWT for it (no config
+reload), and the device logs in with the JWT and a nonce signed by its seed, as an agent
+does. ``password``: the hub handles one request at a time, each rewriting the nats-server
+config with every device user and reloading it (waiting until ``/varz`` shows the reload). Per step: enrollments/s and per-request p50/p99 (queueing
 included). Baseline (same run): one enrollment into the empty hub.
 """
 
@@ -28,9 +30,9 @@ from tui.client import HubClient
 
 async def run(args: argparse.Namespace, work: Path) -> None:
     steps = sorted(int(s) for s in args.steps.split(","))
-    hub = BenchHub(work / "hub")
+    hub = BenchHub(work / "hub", init_flags=("--nats-auth", args.nats_auth))
     fleets: list[SimFleet] = []
-    print(f"load average before: {loadavg()}")
+    print(f"nats_auth {args.nats_auth}; load average before: {loadavg()}")
     try:
         async with HubClient(hub.url, hub.admin_key, timeout=30) as admin:
             tok = await admin.call("tokens.create", {"tenant": "bench", "max_uses": steps[-1] + 1})
@@ -62,6 +64,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--steps", default="100,300")
     ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument(
+        "--nats-auth",
+        choices=("jwt", "password"),
+        default="jwt",
+        help="the hub's NATS auth mode (jwt: per-device JWT logins, the default of new hubs)",
+    )
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sb-bench-enroll-"))
     try:

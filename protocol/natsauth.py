@@ -31,7 +31,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from protocol.enroll import USER_KEY_RE
+from protocol.enroll import USER_KEY_RE, EnrollReply
 
 # nkeys, PyNaCl and hashlib (OpenSSL) are imported where a key is used, not with this module:
 # the operator CLI imports it to connect, and `signalbeam --help` must stay light
@@ -205,6 +205,16 @@ def device_options(jwt: Callable[[], str], seed: Callable[[], str]) -> dict[str,
         return base64.b64encode(sign(seed(), nonce.encode()))
 
     return {"user_jwt_cb": user_jwt, "signature_cb": signature}
+
+
+def enrolled_login(creds: EnrollReply) -> dict[str, Any]:
+    """nats-py options for a device's own login from its enrollment reply: its JWT and
+    device-made nkey (a JWT-mode hub), or its user and password. For clients that log in as
+    a device straight from the reply (the simulator, benches, tests); the agent keeps the
+    JWT in its renewer and reads it at every connect."""
+    if creds.nats_jwt:
+        return device_options(lambda: creds.nats_jwt, lambda: creds.nats_seed)
+    return {"user": creds.nats_user, "password": creds.nats_password}
 
 
 def auth_options(url: str, password: str | None = None) -> dict[str, Any]:

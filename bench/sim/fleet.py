@@ -48,6 +48,12 @@ def facts(device_id: str, rng: random.Random) -> DeviceFacts:
     )
 
 
+def shared_login(user: str | None, password: str | None) -> dict[str, Any]:
+    """A shared connection's login: a JWT-mode hub's shared logins are bearer JWTs
+    (protocol.natsauth), a password-mode hub's a user and password."""
+    return natsauth.auth_options("", password or "") or {"user": user or "", "password": password}
+
+
 class SimFleet:
     def __init__(self, options: SimOptions) -> None:
         self.opts = options
@@ -91,7 +97,7 @@ class SimFleet:
         try:
             if o.connections:
                 for _ in range(o.connections):
-                    nc = await self._connect(o.shared_user or "", o.shared_password or "", None)
+                    nc = await self._connect(shared_login(o.shared_user, o.shared_password))
                     self._shared.append(Link.of(nc))
                 # One prompt subscription for all: the republish subject names the device.
                 await self._shared[0].nc.subscribe(DESIRED_PROMPT_WILDCARD, cb=self._on_prompt)
@@ -198,9 +204,8 @@ class SimFleet:
 
     async def _connect(
         self,
-        user: str,
-        password: str,
-        device_id: str | None,
+        login: dict[str, Any],
+        device_id: str | None = None,
         more: Sequence[str] = (),
         reconnected: Callable[[], Awaitable[None]] | None = None,
     ) -> NATS:
@@ -216,8 +221,7 @@ class SimFleet:
             servers = [self.opts.server_url, *more]
             return await nats.connect(
                 servers if more else self.opts.server_url,
-                # A JWT-mode hub's shared logins are bearer JWTs (protocol.natsauth).
-                **(natsauth.auth_options("", password) or {"user": user, "password": password}),
+                **login,
                 name=device_id or "sb-sim",
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=1,
@@ -239,8 +243,10 @@ class SimFleet:
             dev.prompt()
             dev.kick()
 
+        # The device's own login, as the agent's: in JWT mode its JWT and the nkey it made
+        # at enrollment (the seed never left it), else its user and password.
         nc = await self._connect(
-            creds.nats_user, creds.nats_password, device_id, creds.hub_urls, relinked
+            natsauth.enrolled_login(creds), device_id, creds.hub_urls, relinked
         )
         self._own[device_id] = nc
         await nc.subscribe(desired_prompt(device_id), cb=self._prompt_cb(dev))

@@ -142,17 +142,9 @@ async def device_nc(hub: SyncHub, creds: EnrollReply, **kw: Any) -> NATS:
     return await nats.connect(
         f"nats://127.0.0.1:{hub.port}",
         inbox_prefix=f"_INBOX.{creds.device_id}",
-        **login(creds),
+        **natsauth.enrolled_login(creds),
         **kw,
     )
-
-
-def login(creds: EnrollReply) -> dict[str, Any]:
-    """nats-py options for a device's own login: its JWT and nkey (JWT mode) or its user
-    and password."""
-    if creds.nats_jwt:
-        return natsauth.device_options(lambda: creds.nats_jwt, lambda: creds.nats_seed)
-    return {"user": creds.nats_user, "password": creds.nats_password}
 
 
 def event_rows(

@@ -17,6 +17,7 @@ import pytest
 from bench.sim import SimError, SimFleet, SimOptions
 from bench.sim.benchhub import BenchHub
 from bench.sim.workers import SimWorkers
+from protocol import natsauth
 from tests.harness.sync_hub import SyncHub
 from tests.harness.wait import eventually
 from tui.client import HubClient
@@ -207,6 +208,73 @@ async def test_fleet_enrolls_reports_applies_and_delivers_its_backlog_once(
         "SELECT 1 FROM events WHERE device_id = ? AND kind = 'sync_gap'", (victim,)
     )
     assert fleet.stats()["publish_failures"] == 0 or fleet.backlog(victim) == 0
+
+
+async def test_per_device_jwt_logins_on_an_operator_mode_hub(tmp_path: Path) -> None:
+    """On a JWT-mode hub (the default of new hubs) each simulated device enrolls as an agent
+    does: it makes its own nkey, the hub signs a JWT for its public key, and the device logs
+    in with that JWT and the nonce signed by its seed (no password: the hub made none). The
+    per-device permissions then carry its heartbeats, reports, desired reads, and a
+    reconnect after a link cut."""
+    hub = SyncHub(tmp_path / "data", grace=GRACE, init_flags=["--nats-auth", "jwt"])
+    try:
+        async with hub.client() as admin:
+            await admin.call("bundles.push", {"spec": spec("1.0.0", "jwt-app")})
+            tok = await admin.call("tokens.create", {"tenant": "sim", "max_uses": 2})
+            fleet = SimFleet(
+                SimOptions(hub_url=hub.enroll_url, token=tok["token"], count=2, prefix="jw",
+                           tags=("jwt",), heartbeat_s=0.5, rollup_s=1.0, apply_s=0.2)
+            )  # fmt: skip
+            await fleet.start()
+            try:
+                for d in fleet.ids:
+                    creds = fleet.credentials[d]
+                    assert creds.nats_jwt and creds.nats_password == ""
+                    subject = natsauth.claims(creds.nats_jwt)["sub"]
+                    assert subject == natsauth.public_key(creds.nats_seed)  # its own key
+
+                async def online(status: str = "online") -> bool:
+                    for d in fleet.ids:
+                        got = await admin.call("devices.get", {"id": d})
+                        if got["status"] != status or not (got.get("reported") or {}).get("state"):
+                            return False
+                    return True
+
+                await eventually(online, timeout=WAIT, what="online with reported state")
+                await admin.call("assign", {"target": "tag:jwt", "bundle": "jwt-app@1.0.0"})
+
+                async def running() -> bool:
+                    for d in fleet.ids:
+                        got = await admin.call("devices.get", {"id": d})
+                        state = (got.get("reported") or {}).get("state") or {}
+                        dep = state.get("deployment") or {}
+                        if (dep.get("bundle_ref"), dep.get("status")) != (
+                            "jwt-app@1.0.0",
+                            "healthy",
+                        ):
+                            return False
+                    return True
+
+                await eventually(running, timeout=WAIT, what="the assignment applied")
+                # A new connection logs in again with the JWT and a fresh nonce signature.
+                victim = fleet.ids[0]
+                await fleet.set_online(victim, False)
+                await eventually(
+                    lambda: _status_is(admin, victim, "offline"), timeout=GRACE * 15,
+                    what="offline",
+                )  # fmt: skip
+                last_seq = fleet.device(victim).model.last_seq
+                await fleet.set_online(victim, True)
+                await eventually(
+                    lambda: _applied(hub, victim) >= last_seq, timeout=WAIT, what="backlog in"
+                )
+                await eventually(
+                    lambda: _status_is(admin, victim, "online"), timeout=WAIT, what="online"
+                )
+            finally:
+                await fleet.stop()
+    finally:
+        assert hub.stop() == 0, hub.proc.log_tail() if hub.proc else ""
 
 
 async def _state_is(admin: HubClient, rollout_id: str, *states: str) -> bool:

@@ -46,7 +46,6 @@ from tests.harness.sync_hub import (
     SyncHub,
     device_nc,
     enroll_device,
-    login,
     new_token,
 )
 from tests.harness.wait import eventually
@@ -205,7 +204,7 @@ async def test_enrollment_reply_never_carries_a_password(hub: SyncHub, admin: Hu
     made = replace(reply, nats_password="p" * 43, nats_seed=seed)
     if jwt_mode(hub):
         made = replace(made, nats_password="")
-    dev = await nats.connect(f"nats://127.0.0.1:{hub.port}", **login(made))
+    dev = await nats.connect(f"nats://127.0.0.1:{hub.port}", **natsauth.enrolled_login(made))
     await dev.close()
 
 
@@ -300,7 +299,7 @@ async def test_enroll_token_from_a_file_or_stdin(
     for data in (tmp_path / "a", tmp_path / "b"):
         creds = decode_enroll_reply((data / "hub-credentials.json").read_bytes())
         assert creds.jwt_auth == jwt_mode(hub)
-        nc = await nats.connect(f"nats://127.0.0.1:{hub.port}", **login(creds))
+        nc = await nats.connect(f"nats://127.0.0.1:{hub.port}", **natsauth.enrolled_login(creds))
         await nc.close()
 
 
