@@ -14,7 +14,10 @@ commit. For each message, in stream order, inside a savepoint of its own:
 3. ``prev_seq > last_applied_seq``: an earlier batch is still on its way (the device resends
    it) -> ``nak`` with a delay, unless the message was delivered ``GIVE_UP_DELIVERIES``
    times already: then it is applied and the hole is recorded as a gap (a hub whose DB was
-   restored from an older replica would otherwise wait forever).
+   restored from an older replica would otherwise wait forever). Never while the stream
+   still holds an earlier report of the device (``Fetched.earlier_stored``, looked up by the
+   ingest): that batch is not lost but held by a consumer that died with it unacked, and
+   comes back after ``ACK_WAIT``. Giving up on it would drop its rows as replays.
 4. A batch reaching beyond what the device can have numbered (``SEQ_SLACK`` above the
    larger of the position and the heartbeat's ``last_seq``) is never adopted: it waits for
    a heartbeat that explains it, and after ``JUMP_WAIT_DELIVERIES`` it is refused (term, a
@@ -78,6 +81,10 @@ class Fetched:
     data: bytes
     msg_id: str | None
     delivered: int
+    # The stream holds a report of this device stored before this one (unacked: a dead
+    # consumer's in-flight message waiting for redelivery). Only looked up once a message
+    # reached GIVE_UP_DELIVERIES, the one place it changes a decision.
+    earlier_stored: bool = False
 
 
 @dataclass
@@ -245,7 +252,7 @@ class Applier:
             last = found or 0
         # The ordering/exactly-once rule is hub.sync.apply_plan.plan_apply (pure, and
         # property-tested); this applies what it decides.
-        forced = m.delivered >= GIVE_UP_DELIVERIES
+        forced = m.delivered >= GIVE_UP_DELIVERIES and not m.earlier_stored
         plan = plan_apply(batch, last, force=forced, max_seq=self._max_seq(store, batch, last))
         if plan.wait:
             return "nak"
@@ -494,5 +501,11 @@ class _savepoint:
             self.conn.execute("RELEASE ingest_msg")
 
 
-def fetched(subject: str, data: bytes, headers: dict[str, str] | None, delivered: int) -> Fetched:
-    return Fetched(subject, data, (headers or {}).get(MSG_ID_HEADER), delivered)
+def fetched(
+    subject: str,
+    data: bytes,
+    headers: dict[str, str] | None,
+    delivered: int,
+    earlier_stored: bool = False,
+) -> Fetched:
+    return Fetched(subject, data, (headers or {}).get(MSG_ID_HEADER), delivered, earlier_stored)

@@ -36,7 +36,7 @@ from nats.js.errors import NotFoundError
 
 from hub.metrics import HubMetrics
 from hub.store import Store
-from hub.sync.apply import Applier, Outcome, fetched
+from hub.sync.apply import GIVE_UP_DELIVERIES, Applier, Outcome, fetched
 from protocol.subjects import REPORT_STREAM, REPORT_WILDCARD, report_partition
 
 log = logging.getLogger(__name__)
@@ -236,9 +236,27 @@ class Ingest:
             with contextlib.suppress(Exception):
                 await m.nak()
 
+    async def _earlier_stored(self, m: Any) -> bool:
+        """Whether the stream still holds a report on ``m``'s subject (its device) stored
+        before ``m``. True when the lookup fails: giving up on a batch is what drops rows,
+        so it waits for a lookup that answers."""
+        try:
+            first = await self.js.get_msg(REPORT_STREAM, seq=1, subject=m.subject, next=True)
+        except NotFoundError:
+            return False
+        except Exception as exc:
+            log.warning("looking up earlier reports on %s failed: %s", m.subject[:128], exc)
+            return True
+        return bool(first.seq is not None and first.seq < m.metadata.sequence.stream)
+
     async def _handle(self, msgs: list[Any]) -> bool:
         """Apply one fetch and settle every message; False when nothing could be applied."""
-        items = [fetched(m.subject, m.data, m.headers, m.metadata.num_delivered or 1) for m in msgs]
+        items = []
+        for m in msgs:
+            delivered = m.metadata.num_delivered or 1
+            # Rare (a batch that waited ~10 s for its predecessor), so a lookup each is fine.
+            earlier = delivered >= GIVE_UP_DELIVERIES and await self._earlier_stored(m)
+            items.append(fetched(m.subject, m.data, m.headers, delivered, earlier))
         started = time.perf_counter()
         try:
             outcome: Outcome = await self.call(self.applier.apply_fetch, self.store, items)

@@ -23,8 +23,16 @@ from typing import Any
 
 import pytest
 
+from hub.sync.apply import GIVE_UP_DELIVERIES
+from hub.sync.ingest import durable_name
 from protocol.report import ReportBatch
-from protocol.subjects import JS_DOMAIN, LEASE_BUCKET, LEASE_KEY, report_partition_of
+from protocol.subjects import (
+    JS_DOMAIN,
+    LEASE_BUCKET,
+    LEASE_KEY,
+    REPORT_STREAM,
+    report_partition_of,
+)
 from tests.harness.ports import free_port
 from tests.harness.procs import ManagedProcess
 from tests.harness.sync_hub import (
@@ -154,14 +162,16 @@ async def enroll_fleet(w: Workers) -> list[tuple[str, object]]:
     return [(d, await enroll_device(w.hub, token, d)) for d in ids]
 
 
-async def publish_backlog(w: Workers, fleet: list[tuple[str, object]]) -> None:
-    """Every device's ROWS events, in PER_BATCH batches, into the stream."""
+async def publish_backlog(
+    w: Workers, fleet: list[tuple[str, object]], start: int = 1, end: int = ROWS
+) -> None:
+    """Every device's events ``start..end``, in PER_BATCH batches, into the stream."""
     for device, creds in fleet:
         nc = await device_nc(w.hub, creds)  # type: ignore[arg-type]
         try:
             js = nc.jetstream(domain=JS_DOMAIN)
-            prev = 0
-            for first in range(1, ROWS + 1, PER_BATCH):
+            prev = start - 1
+            for first in range(start, end + 1, PER_BATCH):
                 batch = ReportBatch(device, tuple(event_rows(first, PER_BATCH)), prev_seq=prev)
                 ack = await publish_batch(js, batch)
                 assert not ack.duplicate
@@ -185,13 +195,18 @@ async def test_killed_ingest_worker_resumes_its_partition(workers: Workers) -> N
     victim = 1 if holder == "worker-0" else 0
     mine = [d for d, _ in fleet if report_partition_of(d, WORKERS) == victim]
     theirs = [d for d, _ in fleet if report_partition_of(d, WORKERS) != victim]
-    await publish_backlog(w, fleet)
+    # Half the backlog before the kill, half while the victim is dead: its partition holds
+    # work for the restarted worker however fast it drained the first half (a loaded CI
+    # run saw the victim finish everything before the kill landed).
+    half = ROWS // 2
+    await publish_backlog(w, fleet, 1, half)
 
     await eventually(
         lambda: any(applied(w.hub, d) > 0 for d in mine), timeout=90, what="victim ingesting"
     )
     w.procs[victim].kill9()
     at_kill = {d: applied(w.hub, d) for d in mine}
+    await publish_backlog(w, fleet, half + 1, ROWS)
     # The other partition is unaffected: it drains to the end while the victim is dead.
     await eventually(
         lambda: all(applied(w.hub, d) == ROWS for d in theirs),
@@ -209,6 +224,56 @@ async def test_killed_ingest_worker_resumes_its_partition(workers: Workers) -> N
         what="the restarted worker resumes its partition",
     )
     assert_exact(w, fleet)
+
+
+def naks(port: int) -> float:
+    """The worker's count of report batches postponed for an earlier one (Prometheus)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("signalbeam_sync_naks_total "):
+                return float(line.split()[1])
+    return 0.0
+
+
+async def test_a_dead_workers_unacked_batch_is_waited_for_not_dropped(workers: Workers) -> None:
+    """A worker killed with a fetched batch unacked: the stream redelivers it only after
+    ACK_WAIT, while the restarted worker already sees the device's next batch. The next one
+    must wait for it however long that takes, never give up and drop its rows as replays
+    (a loaded CI run lost rows this way)."""
+    w = workers
+    fleet = await enroll_fleet(w)
+    victim = 1 if await owner(w) == "worker-0" else 0
+    one = [next((d, c) for d, c in fleet if report_partition_of(d, WORKERS) == victim)]
+    device = one[0][0]
+    w.procs[victim].kill9()
+    # What the dead worker was holding: this test takes the device's first batch from the
+    # victim's durable and keeps it unacked (in progress) for as long as it likes.
+    nc = await w.hub.hub_nc()
+    try:
+        sub = await nc.jetstream().pull_subscribe_bind(
+            durable=durable_name(victim), stream=REPORT_STREAM
+        )
+        await publish_backlog(w, one, 1, PER_BATCH)
+        [held] = await sub.fetch(1, timeout=30)
+        await publish_backlog(w, one, PER_BATCH + 1, 2 * PER_BATCH)
+        w.start(victim)
+
+        async def waited_past_giving_up() -> bool:
+            await held.in_progress()  # the holder looks alive: no redelivery yet
+            overtaken = applied(w.hub, device) > 0
+            return overtaken or naks(w.http[victim]) >= GIVE_UP_DELIVERIES + 5
+
+        await eventually(
+            waited_past_giving_up, timeout=120, interval=1.0, what="the next batch waiting"
+        )
+        assert applied(w.hub, device) <= 0, "the next batch may not overtake the held one"
+    finally:
+        await nc.close()  # the holder dies: its batch comes back after ACK_WAIT
+    await eventually(
+        lambda: applied(w.hub, device) == 2 * PER_BATCH, timeout=120, what="both applied"
+    )
+    assert event_seqs(w.hub, device) == list(range(1, 2 * PER_BATCH + 1))
+    assert w.hub.query("SELECT count(*) FROM events WHERE kind = 'sync_gap'") == [(0,)]
 
 
 async def test_killed_owner_standby_takes_over(workers: Workers) -> None:

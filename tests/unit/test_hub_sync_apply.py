@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tempfile
 from collections import deque
+from dataclasses import replace
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -126,6 +127,19 @@ def test_a_batch_waiting_too_long_is_applied_with_a_gap(tmp_path: Path) -> None:
     # The rows that finally arrive are replays of nothing new: ignored, no doubling.
     out = applier.apply_fetch(store, [msg(ReportBatch("d1", rows(1, 4)))])
     assert out.actions == ["ack"] and out.replayed_rows == 4 and seqs(store) == [5, 6]
+
+
+def test_a_batch_never_gives_up_while_the_stream_holds_its_predecessor(tmp_path: Path) -> None:
+    # A consumer killed with the earlier batch unacked: the stream still holds it and
+    # redelivers it after ACK_WAIT. Giving up first would drop its rows as replays.
+    store = fresh_store(tmp_path)
+    applier = Applier()
+    late = ReportBatch("d1", rows(5, 2), prev_seq=4)
+    held = replace(msg(late, delivered=GIVE_UP_DELIVERIES * 3), earlier_stored=True)
+    assert applier.apply_fetch(store, [held]).actions == ["nak"]
+    out = applier.apply_fetch(store, [msg(ReportBatch("d1", rows(1, 4))), held])
+    assert out.actions == ["ack", "ack"] and out.gaps == 0
+    assert seqs(store) == [1, 2, 3, 4, 5, 6]
 
 
 def test_malformed_rows_are_skipped_but_their_seq_is_consumed(tmp_path: Path) -> None:
