@@ -39,8 +39,8 @@ simulator's workers and this probe are pinned to disjoint CPU sets (``sched_seta
 so the simulator cannot take the hub's CPU; the hub's CPU is then also reported as its share
 of the cores it was given, and the CPU criterion is < 80 % of those cores.
 ``--workers N``: ``signalbeam-hub nats`` and N hub workers (``run --worker I/N``) instead of
-the one hub (docs/architecture.md "Scale path"); report ingest is split over them, heartbeats
-(presence) and the API stay with the control-plane owner.
+the one hub (docs/architecture.md "Scale path"); report ingest and heartbeats (presence) are
+split over them, the API and the offline sweep stay with the control-plane owner.
 
 Baseline (same run): the idle hub (no device online) and the API round trip (``devices.get``
 of a device, not polled for a change); the machine's load average is printed at every step.
