@@ -19,6 +19,7 @@ import json
 import os
 import signal
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,9 +103,16 @@ async def test_cli_and_client_ride_out_a_killed_owner(workers: Workers) -> None:
         assert client.url == w.hub.url  # the dead first URL was passed over
         await client.call("groups.create", {"name": "before"})
 
+        t0 = time.monotonic()
+        code, _, err = await cli(env, "group", "create", "baseline", "-o", "json")
+        baseline = time.monotonic() - t0
+        assert code == 0, err
         # 1. The owner dies: the CLI, started while nobody owns, waits for the standby.
+        load = os.getloadavg()[0]
+        started = time.monotonic()
         dead, standby = await kill_owner(w)
         code, out, err = await cli(env, "group", "create", "during-1", "-o", "json")
+        took = time.monotonic() - started
         assert code == 0, err
         assert json.loads(out)["name"] == "during-1"
         code, out, err = await cli(env, "group", "list", "-o", "json")
@@ -115,6 +123,11 @@ async def test_cli_and_client_ride_out_a_killed_owner(workers: Workers) -> None:
         listed = await client.call("groups.list", {})
         assert {"before", "during-1"} <= {g["name"] for g in listed["items"]}
 
+        # Printed, never asserted (a loaded machine): docs/cli.md quotes it.
+        print(
+            f"\nCLI write through the failover: {took:.1f} s from kill -9 of the owner;"
+            f" the same CLI write before it {baseline:.1f} s (load average {load:.1f})"
+        )
         # 2. The killed worker is back as a standby; now the other owner dies, and the
         # long-lived client's write and read, sent while nobody owns, wait for the takeover.
         w.start(dead)
