@@ -297,8 +297,10 @@ class HubClient:
                 problem, cause = ApiError(codes.UNAVAILABLE, late), exc
             except (nats.errors.ConnectionClosedError, nats.errors.StaleConnectionError,
                     nats.errors.UnexpectedEOF, OSError) as exc:  # fmt: skip
-                # The node went away under the request: the next URL, for a read.
-                await self._drop()
+                # The node went away under the request: the next URL, for a read. (A
+                # reconnecting client's connection moves by itself: nats-py's.)
+                if not self.reconnect:
+                    await self._drop()
                 lost = f"lost the connection to the hub at {redact(self.url)} during {verb}"
                 if write:
                     raise ApiError(codes.UNAVAILABLE, lost + MAYBE_APPLIED) from exc
