@@ -6,9 +6,10 @@ node, as an agent does).
 - Heartbeats of both partitions mark their devices online; each worker takes (answers,
   records, logs) its own partition's devices only, and every heartbeat answered was taken
   exactly once (the workers' counters add up to the answers).
-- kill -9 the worker that is not the owner: its devices' heartbeats go unanswered, and after
-  the offline grace the owner's sweep (over the persisted last-seen) marks exactly those
-  devices offline; the other partition stays online throughout.
+- kill -9 a worker (the standby, or the control-plane owner): its devices' heartbeats go
+  unanswered, and after the offline grace the owner's sweep (over the persisted last-seen;
+  the standby's once it owns) marks exactly those devices offline; the other partition
+  stays online throughout.
 - The worker restarted takes its partition back: its devices come online again and stay
   online (no offline flap after the restart), the report backlog stored for them while it
   was dead is applied, and their heartbeats' delivery claims raise no false "lost rows".
@@ -170,8 +171,9 @@ async def leaf_device(w: Workers, creds: EnrollReply, work: Path) -> tuple[LeafS
     return leaf, nc
 
 
+@pytest.mark.parametrize("kill", ["standby", "owner"])
 async def test_presence_follows_the_partition_through_a_worker_kill(
-    workers: Workers, tmp_path: Path
+    workers: Workers, tmp_path: Path, kill: str
 ) -> None:
     w = workers
     await eventually(lambda: owner(w), what="a worker owns the control plane")
@@ -188,7 +190,7 @@ async def test_presence_follows_the_partition_through_a_worker_kill(
         leaf, conns[ids[-1]] = await leaf_device(w, fleet[ids[-1]], tmp_path / "leafdev")
         for d in ids[:-1]:
             conns[d] = await device_nc(w.hub, fleet[d])
-        await run_scenario(w, ids, part, fleet, conns)
+        await run_scenario(w, ids, part, fleet, conns, kill)
     finally:
         for nc in conns.values():
             with contextlib.suppress(Exception):
@@ -203,6 +205,7 @@ async def run_scenario(
     part: dict[str, int],
     fleet: dict[str, EnrollReply],
     conns: dict[str, NATS],
+    kill: str,
 ) -> None:
     beats = Beats(conns)
     beats.start()
@@ -228,7 +231,10 @@ async def run_scenario(
         assert answered <= taken <= sent, (answered, taken, sent)
 
         holder = await owner(w)
-        victim = 1 if holder == "worker-0" else 0
+        assert holder in ("worker-0", "worker-1")
+        held = int(holder.removeprefix("worker-"))
+        # The owner's kill also stops the sweep until the standby owns (the lease TTL).
+        victim = held if kill == "owner" else 1 - held
         mine = [d for d in ids if part[d] == victim]
         theirs = [d for d in ids if part[d] != victim]
         w.procs[victim].kill9()
