@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import shutil
@@ -118,6 +119,16 @@ def proc_name(p: psutil.Process) -> str:
     if "--worker" in cmd:  # hub workers apart (--workers N)
         return f"hub worker {cmd[cmd.index('--worker') + 1]}"
     return "hub nats (python)" if "nats" in cmd else "hub (python)"
+
+
+def split_meters(procs: list[psutil.Process]) -> dict[str, CpuMeter]:
+    """One meter per process name: the nodes of a nats-server cluster count together."""
+    by_name: dict[str, list[psutil.Process]] = {}
+    for p in procs:
+        by_name.setdefault(proc_name(p), []).append(p)
+    return {
+        name if len(ps) == 1 else f"{name} x{len(ps)}": CpuMeter(ps) for name, ps in by_name.items()
+    }
 
 
 def rss_mb(procs: list[psutil.Process]) -> float:
@@ -222,7 +233,7 @@ async def run(
     if hub_cpus & sim_cpus:
         raise SystemExit("--hub-cpus and --sim-cpus must not overlap")
     hub: BenchHub
-    init_flags = ("--nats-auth", args.nats_auth)
+    init_flags = ("--nats-auth", args.nats_auth, *(("--cluster",) if args.nats_nodes == 3 else ()))
     if args.workers > 1:
         hub = BenchWorkersHub(
             work / "hub",
@@ -244,7 +255,8 @@ async def run(
         pin(hub.processes(), hub_cpus)
     if sim_cpus:
         pin([psutil.Process()], sim_cpus)  # the probe, and the simulator it starts
-    print(f"hub: {'one hub' if args.workers <= 1 else f'{args.workers} workers + nats'},"
+    print(f"hub: {'one hub' if args.workers <= 1 else f'{args.workers} workers + nats'}"
+          f" ({args.nats_nodes} nats-server node{'s' if args.nats_nodes > 1 else ''}),"
           f" nats_auth {args.nats_auth};"
           f" pinned hub to CPUs {sorted(hub_cpus) or 'any'}, simulator and probe to"
           f" {sorted(sim_cpus) or 'any'}")  # fmt: skip
@@ -267,7 +279,7 @@ async def run(
         async with HubClient(hub.url, hub.admin_key, timeout=30) as admin:
             # Baselines: the idle hub, and one API round trip.
             cpu, mach = CpuMeter(hub.processes()), MachineCpu()
-            idle_split = {proc_name(p): CpuMeter([p]) for p in hub.processes()}
+            idle_split = split_meters(hub.processes())
             await asyncio.sleep(min(10.0, args.window))
             idle_cpu, idle_mach = cpu.percent(), mach.percent()
             split_txt = ", ".join(f"{k} {m.percent():.1f}" for k, m in idle_split.items())
@@ -310,7 +322,7 @@ async def run(
                 sim_procs = workers.processes()
                 hub_procs = hub.processes()
                 hub_cpu, sim_cpu = CpuMeter(hub_procs), CpuMeter(sim_procs)
-                split = {proc_name(p): CpuMeter([p]) for p in hub_procs}
+                split = split_meters(hub_procs)
                 probe_cpu, mach = CpuMeter([me]), MachineCpu()
                 before = workers.totals()
                 db0, w0 = hub.db_bytes(), time.monotonic()
@@ -476,12 +488,19 @@ def main() -> None:
     ap.add_argument(
         "--baseline", default="", help="first run the hub code of this commit (same run)"
     )
+    ap.add_argument(
+        "--nats-nodes", type=int, choices=(1, 3), default=1,
+        help="3: the hub's nats-server as a 3-node cluster on this machine (init --cluster)",
+    )  # fmt: skip
+    ap.add_argument("--json-out", default="", help="write every step's figures to this file")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sb-bench-fleet-"))
     try:
         if not args.baseline:
-            asyncio.run(run(args, work))
+            rows = asyncio.run(run(args, work))
+            if args.json_out:
+                Path(args.json_out).write_text(json.dumps(rows, indent=1, default=str))
         else:
             base, sha = snapshot(args.baseline, work / "baseline-src")
             label = f"baseline {sha} ({args.baseline})"
