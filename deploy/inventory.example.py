@@ -21,6 +21,17 @@ hubs = [
     ),
 ]
 
+# A hub NATS cluster instead (docs/deploy.md "A hub NATS cluster"): three machines in hubs,
+# the same node addresses on each and each its node index; node 0 runs the hub, nodes 1 and
+# 2 nats-server, all laid out by one `pyinfra deploy/inventory.py deploy/hub.py --limit hubs`.
+#
+# CLUSTER = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+# hubs = [
+#     (f"hub-{c}.example.com", {"ssh_user": "root", "signalbeam_hub_cluster_hosts": CLUSTER,
+#                                "signalbeam_hub_cluster_node": i})
+#     for i, c in enumerate("abc")
+# ]
+
 devices = [
     (
         "pi-kitchen.lan",
