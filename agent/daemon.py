@@ -26,7 +26,7 @@ from agent.store import Store
 from agent.store.lock import AlreadyRunning, acquire_lock
 from agent.store.lock import running_pid as running_pid  # re-exported for callers
 from protocol.desired import DesiredState
-from sbutil.tasks import wait_for
+from sbutil.tasks import cancel_and_wait, wait_for
 
 if TYPE_CHECKING:
     from agent.runtime.base import Engine
@@ -294,10 +294,10 @@ class Agent:
 
     async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
         _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE)
-        for t in pending:
-            t.cancel()
         if pending:
-            await asyncio.wait(pending, timeout=STOP_GRACE)
+            # Cancelled again while running (a cancel lost in 3.11's wait_for), still bounded.
+            with contextlib.suppress(TimeoutError):
+                await wait_for(cancel_and_wait(pending), STOP_GRACE)
 
     # ---------------------------------------------------------------- core tasks
 
