@@ -16,7 +16,16 @@ from typing import Any
 from hub import app, litestream, natsconf, natsjwt
 from hub import tls as hubtls
 from hub.children import find_binary
-from hub.config import DataDir, HubConfig, Secrets, check_cluster, check_tls, load, save
+from hub.config import (
+    DataDir,
+    HubConfig,
+    Secrets,
+    check_cluster,
+    check_tls,
+    load,
+    parse_toml,
+    save,
+)
 from hub.errors import ConfigError, HubError
 from hub.store import Store
 from hub.vault import Vault
@@ -453,7 +462,14 @@ def cmd_route_certs(args: argparse.Namespace) -> int:
     The node configs are not written here: the hub rewrites them at its start, with the
     device users and revocations only it has."""
     data = DataDir(args.data)
-    cfg, sec = load(data)
+    try:
+        cfg, sec = load(data)
+    except ConfigError as exc:
+        if exc.field != "route_tls":
+            raise
+        # Missing, expired or mismatched route files are what this command replaces.
+        cfg = parse_toml(data.config.read_text(encoding="utf-8"), str(data.config))
+        sec = Secrets(**json.loads(data.secrets.read_text(encoding="utf-8")))
     if not cfg.clustered:
         raise ConfigError("route-certs: this hub is not a cluster (cluster_hosts is empty)")
     try:

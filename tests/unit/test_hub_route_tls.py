@@ -158,3 +158,15 @@ def test_route_certs_turns_route_tls_on_for_a_cluster_from_before(tmp_path: Path
     assert cli.main(["route-certs", "--data", str(root)]) == 0
     assert load(data)[0].route_tls
     assert cli.main(["route-certs", "--data", str(tmp_path / "nope")]) == 2
+
+
+def test_route_certs_replaces_broken_route_files(tmp_path: Path) -> None:
+    root = tmp_path / "hub"
+    assert cli.main(["init", "--data", str(root), "--json", "--cluster", "--no-litestream"]) == 0
+    data = DataDir(root)
+    data.route_key(1).unlink()  # a lost key: the hub refuses to start on it ...
+    with pytest.raises(ConfigError, match="route_tls"):
+        load(data)
+    assert cli.main(["route-certs", "--data", str(root)]) == 0  # ... and this mends it
+    cfg, _ = load(data)
+    check_tls(cfg, data)
