@@ -67,15 +67,18 @@ Beat = tuple[str, str | None, str, str, str, float | None]
 
 def handles(subject: str, partition: int | None, partitions: int) -> bool:
     """Whether the presence listener of ``partition`` (None: the one hub, every device) takes
-    a heartbeat on ``subject``. Mapped (``sb.dev.<id>.heartbeat.<p>``) it is this worker's by
-    its subscription; unmapped (``sb.dev.<id>.heartbeat``: the account mapping not in place
-    yet, e.g. a JWT resolver still holding an older account JWT until the owner pushes its
-    own) the worker computes the partition itself, so a device is still one worker's."""
+    a heartbeat on ``subject``: only a device of its own partition, whatever the subject
+    says. Unmapped (``sb.dev.<id>.heartbeat``: the account mapping not in place yet, e.g. a
+    JWT resolver still holding an older account JWT until the owner pushes its own) every
+    worker hears it and one keeps it. Mapped (``sb.dev.<id>.heartbeat.<p>``), ``p`` is not
+    proof: a device may publish under ``sb.dev.<id>.>`` itself, so it could name any
+    worker's subject and land on (or flood) a worker outside its partition; the worker
+    computes the partition of the id either way."""
     if partition is None or partitions <= 1:
         return True
     parts = subject.split(".")
-    if len(parts) == 5:
-        return parts[4] == str(partition)
+    if len(parts) == 5 and parts[4] != str(partition):
+        return False
     device_id = device_from_subject(subject)
     return device_id is not None and report_partition_of(device_id, partitions) == partition
 
