@@ -20,10 +20,17 @@ Rules:
   that deployment is applying, then Succeeded (healthy) or Failed (failed / rolled back,
   with the agent's reason). Failed is final; Succeeded is final too, except while its phase
   bakes: a device that reports a bad container then is Failed ("unhealthy while baking").
+- A device that acknowledged the generation but defers it (an update lock held, outside its
+  maintenance window: the agent's gate) stays Pending with the device's own words,
+  "deferred: locked by anna since T" / "deferred: outside maintenance window until T". It
+  has not started, so it is neither Updating nor Failed, and never counts against the limit.
 - A phase is complete when every one of its devices is final. The next phase starts when
   the newest started phase is complete and has stayed so for the bake time (no bake after
   the last phase). Offline devices stay Pending, so they hold their phase until they come
-  back; a device decommissioned mid-rollout fails ("device decommissioned").
+  back; so do deferred ones — the phase waits for the lock's release or the window, and the
+  running rollout's reason says so ("phase 2 waits for 1 deferred device: pi-07 locked by
+  anna since T"), never silently. The operator's ways on: ``device force-update`` (through
+  the lock), or abort. A device decommissioned mid-rollout fails ("device decommissioned").
 - The failure limit (``max_failures``: a count, or a percentage of the devices it applies
   to) holds per phase and overall: more failures than ``allowed_failures(limit, size)`` in
   a phase or in the whole rollout (not counting those a resume accepted) pause the rollout
@@ -63,6 +70,8 @@ PHASE_PENDING, PHASE_RUNNING, PHASE_BAKING, PHASE_DONE = "pending", "running", "
 
 # The agent's deployment statuses (protocol.reported.DEPLOYMENT_STATUSES), as reported.
 APPLYING, HEALTHY, DEP_FAILED, ROLLED_BACK = "applying", "healthy", "failed", "rolled_back"
+
+DEFERRED = "deferred: "  # a Pending device's reason when its agent defers the revision
 
 MAX_PHASES = 20
 WHOLE = 10_000  # a share in hundredths of a percent: 10 000 is 100 %
@@ -214,6 +223,9 @@ class Observation:
     status: str | None = None
     reason: str | None = None
     unhealthy: str | None = None
+    # The agent's gate defers that generation: its words ("locked by anna since T",
+    # "outside maintenance window until T"). Only meaningful while no verdict came.
+    deferred: str | None = None
 
 
 @dataclass(frozen=True)
@@ -283,6 +295,10 @@ def device_state(t: Target, baking: bool = False) -> tuple[str, str]:
         if not t.online:
             return PENDING, "device offline; it updates when it comes back"
         return PENDING, "desired state written; waiting for the device"
+    if obs.status is None and obs.deferred:
+        # Acknowledged but not started: the device's lock or window holds it (an offline
+        # device's last word stays, as for an acknowledged one).
+        return PENDING, DEFERRED + obs.deferred
     if obs.status == HEALTHY:
         return SUCCEEDED, ""
     if obs.status in (DEP_FAILED, ROLLED_BACK):
@@ -295,6 +311,27 @@ def device_state(t: Target, baking: bool = False) -> tuple[str, str]:
 # --- the rollout -------------------------------------------------------------------------
 def failures(targets: Sequence[Target], phase: int | None = None) -> int:
     return sum(1 for t in targets if t.state == FAILED and (phase is None or t.phase == phase))
+
+
+def deferred(t: Target) -> bool:
+    """Pending because the device defers the revision (its lock or window)."""
+    return t.state == PENDING and t.reason.startswith(DEFERRED)
+
+
+def waiting(targets: Sequence[Target], current: int) -> str:
+    """What a running phase waits for that only the site can end: its deferred devices,
+    the first named with the device's reason ("" when none)."""
+    held = sorted(
+        (t for t in targets if t.phase <= current and deferred(t)), key=lambda t: t.device_id
+    )
+    if not held:
+        return ""
+    first = held[0]
+    more = f" (and {len(held) - 1} more)" if len(held) > 1 else ""
+    return (
+        f"{phase_name(current)} waits for {plural(len(held), 'deferred device')}:"
+        f" {first.device_id} {first.reason.removeprefix(DEFERRED)}{more}"
+    )
 
 
 def counts(targets: Sequence[Target]) -> dict[str, int]:
@@ -399,7 +436,7 @@ def step(
         return decide(RUNNING, "", first, _mark(plan, first, started_at=now))
     current = max(started)
     if any(t.state not in FINAL_DEVICE_STATES for t in out if t.phase <= current):
-        return decide(RUNNING, "")
+        return decide(RUNNING, waiting(out, current))
     phase = next(p for p in plan if p.number == current)
     if phase.completed_at is None:
         phase = replace(phase, completed_at=now)

@@ -7,7 +7,10 @@ vocabulary (``agent.store.status_summary``, which the TUI reads too):
   revision), ``rollout_id``, ``bundle_ref``;
 - ``deployment``: the newest deployment row — ``generation``, ``source`` (hub / local),
   ``bundle_ref``, ``status`` (applying / healthy / failed / rolled_back), ``reason``;
-- ``generation``: top level, from heartbeats: the generation running.
+- ``generation``: top level, from heartbeats: the generation running;
+- ``gate``: the agent's update gate (``agent.updategate``): ``state`` deferred or clear for
+  the ``generation`` / ``bundle_ref`` it judged, and the device's ``reason`` ("locked by
+  anna since T", "outside maintenance window until T").
 
 The newest row is not enough to judge a rollout: once a failed generation's rollback target
 is healthy again, the newest row is the target's and the verdict is gone. So every
@@ -130,7 +133,7 @@ def observe(
         rows.append(newest)
     mine = [v for v in rows if v.bundle_ref == ref and v.generation >= gen]
     if not mine:
-        return Observation(gen)
+        return Observation(gen, deferred=_deferred(s, ref, gen))
     final = [v for v in mine if v.status in FINAL_STATUSES]
     # Its own generation first, then the newest; a final verdict before an "applying" one.
     pick = min(
@@ -138,6 +141,17 @@ def observe(
         key=lambda v: (v.generation != gen, -v.generation),
     )
     return Observation(gen, pick.status, pick.reason)
+
+
+def _deferred(s: ReportedState, ref: str, gen: int) -> str | None:
+    """The gate's reason when the device defers this rollout's revision (or a newer one of
+    the same version): a gate part about another generation or version says nothing here."""
+    g = s.gate
+    if g is None or not g.deferred or g.generation is None or g.generation < gen:
+        return None
+    if g.bundle_ref is not None and g.bundle_ref != ref:
+        return None
+    return g.reason or "deferred by the device"
 
 
 def bake_problem(doc: Any, since: str | None) -> str | None:

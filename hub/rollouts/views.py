@@ -129,6 +129,7 @@ def summary(store: Store, row: dict[str, Any], now: float | None = None) -> dict
         if written:
             started.add(phase)
     offline = store.rollout_offline_count(rid, (m.SUCCEEDED, m.FAILED))
+    deferred = store.rollout_deferred_counts(rid, m.PENDING, m.DEFERRED)
     limit = limit_of(row)
     bake = float(row.get("bake_s") or 0.0)
     stored_phases = store.rollout_phase_rows(rid)
@@ -146,6 +147,7 @@ def summary(store: Store, row: dict[str, Any], now: float | None = None) -> dict
                 "counts": c,
                 "done": c[m.SUCCEEDED] + c[m.FAILED],
                 "failed": c[m.FAILED],
+                "deferred": deferred.get(p.number, 0),
                 "max_failures": m.allowed_failures(limit, p.size),
                 "failures_accepted": p.failures_accepted,
                 "started_at": stored["started_at"],
@@ -174,6 +176,7 @@ def summary(store: Store, row: dict[str, Any], now: float | None = None) -> dict
         "counts": counts,
         "total": total,
         "offline": offline,
+        "deferred": sum(deferred.values()),
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
     }

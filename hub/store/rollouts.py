@@ -161,6 +161,18 @@ class RolloutStore(StoreBase):
             )
         ]
 
+    def rollout_deferred_counts(self, rollout_id: str, state: str, prefix: str) -> dict[int, int]:
+        """Devices per phase in ``state`` whose reason starts with ``prefix`` (the rollout
+        machine's deferred devices: their agent holds the revision for a lock or window)."""
+        return {
+            int(p): int(n)
+            for p, n in self.conn.execute(
+                "SELECT phase, count(*) FROM rollout_targets WHERE rollout_id = ? AND state = ?"
+                " AND substr(reason, 1, ?) = ? GROUP BY phase",
+                (rollout_id, state, len(prefix), prefix),
+            )
+        }
+
     def rollout_offline_count(self, rollout_id: str, final_states: Sequence[str]) -> int:
         """Targets not in ``final_states`` whose device is not online."""
         n = self.scalar(

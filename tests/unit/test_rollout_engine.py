@@ -551,3 +551,74 @@ async def test_the_controller_publishes_on_the_bus_and_never_wakes_itself(env: E
     assert not hub.bus._tasks
     # Neither its own events nor the writer's notice of its own phase wake it for a tick.
     assert not ctl._wake.is_set()
+
+
+def _defer(env: Env, device: str, reason: str, kind: str = "locked") -> None:
+    """What ingest keeps when the agent stored the rollout's revision and its update gate
+    defers it (agent.updategate.UpdateGate.note): no deployment row, a deferred gate."""
+    env.report(device, None)
+    doc = json.loads(env.store.reported_texts([device])[device])
+    doc["gate"] = {"state": "deferred", "generation": env.gen[device], "bundle_ref": NEW,
+                   "kind": kind, "reason": reason, "as_of": "2026-12-05T01:00:00.000Z"}  # fmt: skip
+    env.store.set_reported(device, doc)
+
+
+def test_a_locked_device_is_deferred_not_failed_and_its_phase_waits_saying_so(
+    env: Env,
+) -> None:
+    """Update lock / maintenance window x phased rollout: the device that acknowledged the
+    rollout's revision but holds it is Pending "deferred: <the device's words>", never
+    Updating or Failed; its phase waits, and rollouts.get says why, per device, per phase and
+    in the rollout's reason; released, the rollout goes on."""
+    r = start(env, phases="2,100%", max_failures=0)
+    engine.tick(env.store)
+    first = sorted(d for d, s in env.states(r["id"]).items() if env.desired(d) == NEW)
+    assert len(first) == 2
+    locked = "locked by temp-sensor since 2026-12-05T01:40+01:00"
+    window = "outside maintenance window until 2026-12-05T02:00+01:00"
+    _defer(env, first[0], locked)
+    _defer(env, first[1], window, "window")
+    engine.tick(env.store)
+    got = env.call("rollouts.get", {"id": r["id"]})
+    rows = {d["device"]: d for d in got["devices"]}
+    assert (rows[first[0]]["state"], rows[first[0]]["reason"]) == ("Pending", f"deferred: {locked}")
+    assert (rows[first[1]]["state"], rows[first[1]]["reason"]) == ("Pending", f"deferred: {window}")
+    assert got["state"] == "running" and got["counts"]["Failed"] == 0
+    assert (
+        got["reason"] == f"phase 1 waits for 2 deferred devices: {first[0]} {locked} (and 1 more)"
+    )
+    assert (got["deferred"], got["phases"][0]["deferred"], got["phases"][1]["deferred"]) == (
+        2,
+        2,
+        0,
+    )
+    # many ticks later nothing moved: no phase 2, no failure
+    for _ in range(3):
+        engine.tick(env.store, now=time.time() + 3600)
+    got = env.call("rollouts.get", {"id": r["id"]})
+    assert (got["phase"], got["counts"]["Failed"]) == (1, 0)
+    # the lock released and the window open: each applies; the rollout goes on to phase 2
+    for d in first:
+        env.report(d, "applying")
+    engine.tick(env.store)
+    got = env.call("rollouts.get", {"id": r["id"]})
+    assert (got["reason"], got["deferred"]) == ("", 0)
+    assert {env.states(r["id"])[d] for d in first} == {"Updating"}
+    for d in first:
+        env.report(d, "healthy")
+    engine.tick(env.store)
+    assert env.call("rollouts.get", {"id": r["id"]})["phase"] == 2
+
+
+def test_a_gate_about_another_revision_says_nothing_about_this_rollout() -> None:
+    doc = {
+        "desired": {"generation": 12, "rollout_id": "ro-1", "bundle_ref": NEW},
+        "gate": {"state": "deferred", "generation": 11, "bundle_ref": NEW, "reason": "old"},
+    }
+    assert observe(doc, "ro-1", NEW, 5, None) == Observation(12)
+    doc["gate"] = {"state": "deferred", "generation": 12, "bundle_ref": OLD, "reason": "x"}
+    assert observe(doc, "ro-1", NEW, 5, None) == Observation(12)
+    doc["gate"] = {"state": "clear", "generation": 12, "bundle_ref": NEW}
+    assert observe(doc, "ro-1", NEW, 5, None) == Observation(12)
+    doc["gate"] = {"state": "deferred", "generation": 12, "bundle_ref": NEW, "reason": "locked"}
+    assert observe(doc, "ro-1", NEW, 5, None) == Observation(12, deferred="locked")

@@ -18,6 +18,8 @@ APPLYING = Observation(7, "applying")
 ACKED = Observation(7)
 BAD = Observation(7, "rolled_back", "relay unhealthy for 60s")
 BROKEN = Observation(7, "failed", "pull failed")
+LOCKED = "locked by anna since 2026-12-05T01:00+01:00"
+WIN = "outside maintenance window until 2026-12-05T02:00+01:00"
 
 
 # --- one device --------------------------------------------------------------------------
@@ -51,6 +53,20 @@ BROKEN = Observation(7, "failed", "pull failed")
         # final states stick, whatever comes later
         (Target("d", 1, m.SUCCEEDED, "", True, observation=BAD), (m.SUCCEEDED, "")),
         (Target("d", 1, m.FAILED, "failed: x", True, observation=OK), (m.FAILED, "failed: x")),
+        # acknowledged but held by the device's lock or window: not started, not failed
+        (
+            Target("d", 1, written=True, observation=replace(ACKED, deferred=LOCKED)),
+            (m.PENDING, f"deferred: {LOCKED}"),
+        ),
+        (
+            Target("d", 1, written=True, online=False, observation=replace(ACKED, deferred=WIN)),
+            (m.PENDING, f"deferred: {WIN}"),
+        ),
+        # once the revision started, its verdict is what counts
+        (
+            Target("d", 1, written=True, observation=replace(APPLYING, deferred=LOCKED)),
+            (m.UPDATING, "applying generation 7"),
+        ),
         # an offline device that already acknowledged keeps its progress
         (
             Target("d", 1, written=True, online=False, observation=APPLYING),
@@ -315,6 +331,27 @@ def test_resume_accepts_the_phase_failures_and_bakes_again() -> None:
     assert m.step(r, list(d.targets), d.phases, now=160).start_phase == 2
 
 
+def test_a_deferred_device_holds_its_phase_and_the_rollout_says_why() -> None:
+    r = Rollout(max_failures=m.Share(count=0), bake=10.0)
+    targets = [Target("a", 1), Target("b", 1), Target("c", 2)]
+    d = m.step(r, targets, None, now=0)
+    assert d.start_phase == 1
+    targets = [replace(t, written=t.phase == 1) for t in d.targets]
+    held = Observation(7, deferred=LOCKED)
+    targets = [replace(targets[0], observation=OK), replace(targets[1], observation=held),
+               targets[2]]  # fmt: skip
+    d = m.step(r, targets, d.phases, now=1000)
+    assert (d.status, d.start_phase) == (m.RUNNING, None)
+    assert d.reason == f"phase 1 waits for 1 deferred device: b {LOCKED}"
+    assert m.failures(d.targets) == 0
+    # the lock released: the device applies, succeeds, the phase bakes, phase 2 starts
+    targets = [replace(t, observation=OK) if t.device_id == "b" else t for t in d.targets]
+    d = m.step(r, targets, d.phases, now=2000)
+    assert (d.reason, d.start_phase) == ("", None)
+    d = m.step(r, d.targets, d.phases, now=2010)
+    assert d.start_phase == 2
+
+
 # --- whole rollouts under random events --------------------------------------------------
 EVENTS = st.lists(
     st.one_of(
@@ -326,6 +363,8 @@ EVENTS = st.lists(
         st.tuples(st.just("online"), st.integers(0, 9), st.booleans()),
         st.tuples(st.just("sick"), st.integers(0, 9), st.booleans()),
         st.tuples(st.just("decommission"), st.integers(0, 9), st.just(None)),
+        # the device's gate defers the revision (a lock, a window) or lets it start
+        st.tuples(st.just("defer"), st.integers(0, 9), st.booleans()),
         st.tuples(st.just("time"), st.just(0), st.sampled_from([1.0, 5.0, 30.0])),
         st.tuples(st.sampled_from(["pause", "resume", "abort"]), st.just(0), st.just(None)),
     ),
@@ -382,6 +421,11 @@ def test_random_rollouts_keep_the_rules(
             targets[i] = replace(
                 targets[i], observation=replace(targets[i].observation, unhealthy=sick)
             )
+        elif kind == "defer" and i < n and targets[i].written:
+            obs = targets[i].observation
+            gen = 7 if obs.generation is None else obs.generation
+            why = "locked by anna since 2026-12-05T01:00+01:00" if value else None
+            targets[i] = replace(targets[i], observation=replace(obs, generation=gen, deferred=why))
         elif kind == "decommission" and i < n:
             targets[i] = replace(targets[i], decommissioned=True)
         elif kind == "time":
@@ -429,6 +473,16 @@ def test_random_rollouts_keep_the_rules(
             if t.state == m.FAILED:
                 ever_failed.add(t.device_id)
         assert sum(m.counts(targets).values()) == n
+        # a deferred device has not started: Pending with the device's words, never a
+        # failure; and a running rollout held by one says so (never silently)
+        held = [t for t in targets if m.deferred(t)]
+        for t in held:
+            assert t.written and t.observation.deferred and t.observation.status is None
+            assert t.reason == m.DEFERRED + t.observation.deferred
+        current = max((t.phase for t in targets if t.written), default=0)
+        if rollout.status == m.RUNNING and any(t.phase <= current for t in held):
+            assert rollout.reason.startswith(f"phase {current} waits for ")
+            assert min(t.device_id for t in held) in rollout.reason
     # abort restores every touched device (each written device's own assignment is still in
     # place here, as nobody else assigned)
     if rollout.status != m.DONE:

@@ -54,3 +54,13 @@ def test_not_started_and_one_phase() -> None:
            "max_failures": 0, "phases": [{"number": 1, "state": "pending"}]}  # fmt: skip
     assert phase_summary(one) == "group:lab · not started · steps 100% · max failures 0"
     assert not baking(one)
+
+
+def test_a_phase_held_by_deferred_devices_counts_them_and_the_reason_names_one() -> None:
+    held = {**ROLLOUT, "reason": "phase 2 waits for 3 deferred devices: pi-07 locked by anna"
+            " since 2026-12-05T01:40+01:00 (and 2 more)"}  # fmt: skip
+    held["phases"] = [dict(p) for p in ROLLOUT["phases"]]
+    held["phases"][1].update(state="running", done=897, deferred=3)
+    lines = phase_summary(held).splitlines()
+    assert lines[1].startswith("phase 2 waits for 3 deferred devices: pi-07 locked by anna")
+    assert lines[3] == "▶ phase 2/4  running 897/900 done · 3 failed (max 18) · 3 deferred"

@@ -41,7 +41,9 @@ def phase_summary(rollout: Mapping[str, Any], elapsed: float = 0.0) -> str:
     the reason (why it paused); then one line per phase with its devices done and failed
     (against what the hub allows it) and, while it bakes, the time left — ``elapsed``
     seconds since the hub said how much. Every number is the hub's (phases count from 1,
-    the allowed failures are its computation); pure, so it is unit-tested."""
+    the allowed failures are its computation; a phase's devices deferred by their lock or
+    window are counted on its line and the hub's reason names the first); pure, so it is
+    unit-tested."""
     phases = [p for p in rollout.get("phases") or [] if isinstance(p, Mapping)]
     n = rollout.get("phase_count") or len(phases)
     current = rollout.get("phase")
@@ -66,6 +68,8 @@ def phase_summary(rollout: Mapping[str, Any], elapsed: float = 0.0) -> str:
             f"{p.get('done', 0)}/{p.get('size', 0)} done · {p.get('failed', 0)} failed"
             f" (max {p.get('max_failures', 0)})"
         )
+        if p.get("deferred"):  # held by the site (lock, window): the reason line names them
+            line += f" · {p['deferred']} deferred"
         if state == "baking":
             left = max(0.0, float(p.get("bake_left") or 0) - elapsed)
             line += f" · bake {human_duration(left)} left"
