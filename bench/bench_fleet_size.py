@@ -288,6 +288,8 @@ async def run(
                 a = time.perf_counter()
                 await admin.call("devices.get", {"id": ids[0]})
                 rtt.append(time.perf_counter() - a)
+            # litestream's start-up snapshot and first compaction (a whole copy of the DB
+            # each) fall in this window: its idle cost a minute later is a tenth of this.
             print(f"baseline: idle hub CPU {idle_cpu:.1f} % of a core ({split_txt}; machine"
                   f" {idle_mach:.0f} % of a core), hub RSS {rss_mb(hub.processes()):.0f} MB; devices.get round"
                   f" trip p50 {pct(rtt, 50) * 1000:.1f} ms p99 {pct(rtt, 99) * 1000:.1f} ms;"
