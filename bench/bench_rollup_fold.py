@@ -115,10 +115,10 @@ def run_code(args: argparse.Namespace, root: Path | None) -> list[dict[str, floa
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--devices", type=int, default=500)
+    ap.add_argument("--devices", type=int, default=300)
     ap.add_argument("--held", default="0,30,50", help="minutes of the hour already held")
     ap.add_argument("--rows", type=int, default=1, help="minutes per report message")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--baseline", default="", help="also measure the hub code of this commit")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
