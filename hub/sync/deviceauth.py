@@ -7,8 +7,9 @@
   it enrolled and answers a new JWT. Its own link proves who it is (a device may publish only
   under ``sb.dev.<its id>``). A device whose JWT expired while it was offline cannot use that
   link any more: it asks the same through the bootstrap login (``sb.hub.renew.*``, the id in
-  the body), where the signature alone proves it. A nonce is single-use and lives
-  ``NONCE_TTL`` s; a decommissioned device gets nothing;
+  the body), where the signature alone proves it. A nonce is bound to the device id, lives
+  ``NONCE_TTL`` s and is used up by the first renewal its device's key signed (a wrong
+  signature uses up nothing); a decommissioned device gets nothing;
 - migration: a device enrolled with a password (its own password login proves it) may send
   its new public key once, with the nonce signed by it, and gets its first JWT;
 - ``revoke``: a decommissioned device's key goes into the account JWT's revocations, pushed
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hmac
 import logging
 import secrets
 import time
@@ -56,8 +58,7 @@ from protocol.subjects import (
 log = logging.getLogger(__name__)
 
 NONCE_TTL = 60.0
-MAX_NONCES = 100_000  # devices with live nonces: a flood cannot grow the table without bound
-NONCES_PER_DEVICE = 8
+MAX_NONCES = 100_000  # used nonces kept (expired ones dropped first)
 UNAUTHORIZED = "unauthorized"
 StoreCall = Callable[..., Awaitable[Any]]
 
@@ -90,7 +91,10 @@ class DeviceAuth:
         self.bootstrap_url = bootstrap_url
         # Hub workers: the account JWT carries their heartbeat mapping (natsjwt).
         self.partitions = partitions
-        self._nonces: dict[str, list[tuple[str, float]]] = {}
+        # Nonces are checked by their MAC (``_nonce``); only the used ones are kept, until
+        # they expire.
+        self._nonce_key = secrets.token_bytes(32)
+        self._used: dict[str, float] = {}
         self._subs: list[Subscription] = []
         self._push_lock = asyncio.Lock()
         self._last_iat = 0
@@ -145,34 +149,41 @@ class DeviceAuth:
         self._subs = []
 
     def _nonce(self, device_id: str) -> str:
-        """A new nonce for ``device_id``. A few are kept per device (``NONCES_PER_DEVICE``):
-        someone holding the bootstrap login who asks challenges for a device cannot push
-        out the one that device is about to answer."""
-        now = time.monotonic()
-        if len(self._nonces) >= MAX_NONCES:
-            self._nonces = {
-                d: live
-                for d, held in self._nonces.items()
-                if (live := [n for n in held if n[1] > now])
-            }
-            if len(self._nonces) >= MAX_NONCES:
-                self._nonces.pop(next(iter(self._nonces)))
-        nonce = secrets.token_urlsafe(32)
-        held = [n for n in self._nonces.get(device_id, []) if n[1] > now]
-        self._nonces[device_id] = [*held[-(NONCES_PER_DEVICE - 1) :], (nonce, now + NONCE_TTL)]
-        return nonce
+        """A new nonce for ``device_id``: its expiry (monotonic ms), a random part and a MAC
+        (keyed by this process) over the device id, the expiry and the random part, all in
+        the wire's nonce alphabet (``protocol.deviceauth``). The hub keeps no table of nonces
+        it handed out, so someone holding the bootstrap login who asks challenges for a
+        device, however many, cannot push out the one that device is about to answer
+        (tests/integration/test_redteam_renewal.py)."""
+        expiry = str(int((time.monotonic() + NONCE_TTL) * 1000))
+        rand = secrets.token_urlsafe(16)  # 22 characters
+        return f"{expiry}{rand}{self._nonce_mac(device_id, expiry, rand)}"
 
-    def _take_nonce(self, device_id: str, nonce: str) -> bool:
-        """Whether ``nonce`` is a live one of ``device_id``'s; it is used up either way."""
+    def _nonce_mac(self, device_id: str, expiry: str, rand: str) -> str:
+        mac = hmac.digest(self._nonce_key, f"{device_id}\n{expiry}\n{rand}".encode(), "sha256")
+        return base64.urlsafe_b64encode(mac[:16]).rstrip(b"=").decode()  # 22 characters
+
+    def _live_nonce(self, device_id: str, nonce: str) -> float | None:
+        """The expiry of ``nonce`` if this process made it for ``device_id``, it has not
+        expired and no renewal has used it; None otherwise. Nothing is used up here."""
+        expiry, rand, mac = nonce[:-44], nonce[-44:-22], nonce[-22:]
+        if not expiry.isascii() or not expiry.isdigit():
+            return None
+        until = int(expiry) / 1000
+        if not secrets.compare_digest(mac, self._nonce_mac(device_id, expiry, rand)):
+            return None
+        if until <= time.monotonic() or nonce in self._used:
+            return None
+        return until
+
+    def _use_nonce(self, nonce: str, until: float) -> None:
+        """``nonce`` took part in a renewal its device's key signed: never again. Only a
+        verified signature uses one up, so a nonce read on the bootstrap login's shared
+        inbox and sent back with another signature leaves the device's own answer valid."""
         now = time.monotonic()
-        held = self._nonces.get(device_id, [])
-        found = any(secrets.compare_digest(n, nonce) and exp > now for n, exp in held)
-        rest = [(n, exp) for n, exp in held if n != nonce and exp > now]
-        if rest:
-            self._nonces[device_id] = rest
-        else:
-            self._nonces.pop(device_id, None)
-        return found
+        if len(self._used) >= MAX_NONCES:
+            self._used = {n: t for n, t in self._used.items() if t > now}
+        self._used[nonce] = until
 
     async def _on_own_link(self, msg: Msg) -> None:
         device_id = device_from_subject(msg.subject)
@@ -219,7 +230,8 @@ class DeviceAuth:
             # A device may speak only for itself, also inside the body.
             self.metrics.device_jwt.labels("refused").inc()
             return rpc_error(UNAUTHORIZED, "the request names another device", "device_id")
-        if not self._take_nonce(device_id, req.nonce):
+        until = self._live_nonce(device_id, req.nonce)
+        if until is None:
             self.metrics.device_jwt.labels("refused").inc()
             return rpc_error(UNAUTHORIZED, "unknown or expired nonce; ask a new challenge")
         try:
@@ -246,6 +258,11 @@ class DeviceAuth:
             self.metrics.device_jwt.labels("refused").inc()
             log.warning("device JWT renewal with a bad signature", extra={"device": device_id})
             return rpc_error(UNAUTHORIZED, "the signature does not match the device's key")
+        if req.nonce in self._used:
+            # Another renewal with this nonce finished while this one awaited the store.
+            self.metrics.device_jwt.labels("refused").inc()
+            return rpc_error(UNAUTHORIZED, "unknown or expired nonce; ask a new challenge")
+        self._use_nonce(req.nonce, until)
         if migrating:
             await self.call(self._add_key, device_id, key)
             log.info("password-enrolled device moved to its own nkey", extra={"device": device_id})

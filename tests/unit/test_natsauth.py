@@ -11,8 +11,9 @@ from typing import Any, cast
 import pytest
 
 from hub import natsjwt
-from hub.sync.deviceauth import NONCES_PER_DEVICE, DeviceAuth
+from hub.sync.deviceauth import DeviceAuth
 from protocol import natsauth
+from protocol.deviceauth import _NONCE_RE
 
 
 def _parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -99,8 +100,18 @@ def test_creds_text_holds_the_jwt_and_the_seed() -> None:
 def test_renewal_nonces_are_single_use_and_a_flood_cannot_push_one_out() -> None:
     auth = DeviceAuth(*(cast(Any, None),) * 5, natsjwt.HubKeys.generate())
     mine = auth._nonce("dev-1")
-    for _ in range(NONCES_PER_DEVICE - 2):
+    for _ in range(1000):
         auth._nonce("dev-1")  # someone else asking for dev-1's challenges
-    assert auth._take_nonce("dev-1", mine)
-    assert not auth._take_nonce("dev-1", mine)  # used up
-    assert not auth._take_nonce("dev-2", auth._nonce("dev-1"))  # another device's
+    assert _NONCE_RE.fullmatch(mine)  # the wire's alphabet and length (older agents check)
+    until = auth._live_nonce("dev-1", mine)
+    assert until is not None
+    assert auth._live_nonce("dev-1", mine) == until  # checking uses nothing up
+    auth._use_nonce(mine, until)  # a renewal the device's key signed
+    assert auth._live_nonce("dev-1", mine) is None  # used up
+    assert auth._live_nonce("dev-2", auth._nonce("dev-1")) is None  # another device's
+    other = DeviceAuth(*(cast(Any, None),) * 5, natsjwt.HubKeys.generate())
+    assert other._live_nonce("dev-1", auth._nonce("dev-1")) is None  # another process's
+    forged = auth._nonce("dev-1")
+    later = str(int(forged[:-44]) + 10**9)  # a pushed-out expiry breaks the MAC
+    assert auth._live_nonce("dev-1", later + forged[-44:]) is None
+    assert auth._live_nonce("dev-1", "x" * 60) is None
