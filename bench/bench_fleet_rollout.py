@@ -28,18 +28,12 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
+from bench.sim import rollouts as fr
 from bench.sim.benchhub import BenchHub, CpuMeter, loadavg
-from bench.sim.workers import SimWorkers
 from tui.client import HubClient
 
 PREFIX = "ro"
-
-
-def spec(version: str) -> dict[str, Any]:
-    return {"bundle": "bench", "version": version,
-            "containers": [{"name": "web", "image": f"127.0.0.1:5000/bench/web:{version}"}]}  # fmt: skip
 
 
 async def rollout(hub: BenchHub, admin: HubClient, target: str, version: str) -> float:
@@ -48,10 +42,9 @@ async def rollout(hub: BenchHub, admin: HubClient, target: str, version: str) ->
     last_print = t0
     marks: dict[int, float] = {}
     while True:
-        status = hub.query("SELECT status FROM rollouts WHERE id = ?", (r["id"],))[0][0]
+        status = fr.status(hub, r["id"])
         now = time.perf_counter()
-        counts = dict(hub.query("SELECT state, count(*) FROM rollout_targets"
-                                " WHERE rollout_id = ? GROUP BY state", (r["id"],)))  # fmt: skip
+        counts = fr.counts(hub, r["id"])
         total = sum(counts.values())
         for p in (50, 90, 99, 100):
             if p not in marks and total and counts.get("Succeeded", 0) * 100 >= p * total:
@@ -73,27 +66,12 @@ async def rollout(hub: BenchHub, admin: HubClient, target: str, version: str) ->
 async def run(args: argparse.Namespace, work: Path) -> None:
     ids = [f"{PREFIX}-{i:06d}" for i in range(args.devices)]
     print(f"load average before: {loadavg()}")
-    hub = BenchHub(work / "hub", seed_devices=ids)
-    workers = SimWorkers(hub.client_url, "hub", hub.secret("hub_password"), log_dir=work,
-                         prefix=PREFIX, apply_s=args.apply, lifetime_s=3600)  # fmt: skip
+    hub, workers = fr.fleet_hub(work, ids, PREFIX, args.apply)
     try:
         async with HubClient(hub.url, hub.admin_key, timeout=60) as admin:
             for v in ("0.9.0", "1.0.0"):
-                await admin.call("bundles.push", {"spec": spec(v)})
-            t0 = time.perf_counter()
-            await workers.add(0, len(ids), ramp_s=args.ramp)
-            await asyncio.sleep(args.ramp)
-
-            async def hub_online() -> bool:
-                q = "SELECT count(*) FROM devices WHERE status = 'online'"
-                return bool(hub.query(q)[0][0] >= len(ids))
-
-            ok, why, _ = await workers.settle(len(ids), 120, hub_check=hub_online,
-                                              backlog_max=max(100, len(ids) // 60))  # fmt: skip
-            if not ok:
-                raise TimeoutError(f"fleet not settled in {args.ramp + 120:.0f} s: {why}")
-            print(f"{len(ids)} devices online and settled {time.perf_counter() - t0:.1f} s"
-                  f" after start ({len(workers.workers)} simulator workers)")  # fmt: skip
+                await admin.call("bundles.push", {"spec": fr.spec(v)})
+            await fr.bring_online(hub, workers, len(ids), args.ramp)
             base = await rollout(hub, admin, f"device:{ids[0]}", "0.9.0")
             before = workers.totals()
             hub_cpu, sim_cpu = CpuMeter(hub.processes()), CpuMeter(workers.processes())

@@ -34,8 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.sim import rollouts as fr
 from bench.sim.benchhub import BenchHub, CpuMeter, loadavg
-from bench.sim.workers import SimWorkers
 from sbutil.duration import parse_duration
 from tui.client import HubClient
 
@@ -43,11 +43,6 @@ PREFIX = "ph"
 LIMIT_S = 1800.0
 FLAT_LIMIT_S = 900.0  # the baseline after it: reported as unfinished past this
 STARTED: list[str] = []  # rollout ids in order, so an unfinished one can still be reported
-
-
-def spec(version: str) -> dict[str, Any]:
-    return {"bundle": "bench", "version": version,
-            "containers": [{"name": "web", "image": f"127.0.0.1:5000/bench/web:{version}"}]}  # fmt: skip
 
 
 def epoch(iso: str | None) -> float | None:
@@ -64,11 +59,10 @@ async def rollout(
     t0 = time.perf_counter()
     last_print = t0
     while True:
-        status = hub.query("SELECT status FROM rollouts WHERE id = ?", (r["id"],))[0][0]
+        status = fr.status(hub, r["id"])
         now = time.perf_counter()
         if status != "running" or now - last_print >= 10:
-            counts = dict(hub.query("SELECT state, count(*) FROM rollout_targets"
-                                    " WHERE rollout_id = ? GROUP BY state", (r["id"],)))  # fmt: skip
+            counts = fr.counts(hub, r["id"])
             phase = hub.query(
                 "SELECT max(phase) FROM rollout_targets WHERE rollout_id = ?"
                 " AND written_at IS NOT NULL",
@@ -111,27 +105,13 @@ async def run(args: argparse.Namespace, work: Path) -> None:
     ids = [f"{PREFIX}-{i:06d}" for i in range(args.devices)]
     bake = parse_duration(args.bake, allow_zero=True)
     print(f"load average before: {loadavg()}")
-    hub = BenchHub(work / "hub", seed_devices=ids)
-    workers = SimWorkers(hub.client_url, "hub", hub.secret("hub_password"), log_dir=work,
-                         prefix=PREFIX, apply_s=args.apply, lifetime_s=3600)  # fmt: skip
+    hub, workers = fr.fleet_hub(work, ids, PREFIX, args.apply)
+    hub_online = fr.all_online(hub, len(ids))
     try:
         async with HubClient(hub.url, hub.admin_key, timeout=60) as admin:
             for v in ("0.9.0", "1.0.0", "1.1.0"):
-                await admin.call("bundles.push", {"spec": spec(v)})
-            t0 = time.perf_counter()
-            await workers.add(0, len(ids), ramp_s=args.ramp)
-            await asyncio.sleep(args.ramp)
-
-            async def hub_online() -> bool:
-                q = "SELECT count(*) FROM devices WHERE status = 'online'"
-                return bool(hub.query(q)[0][0] >= len(ids))
-
-            ok, why, _ = await workers.settle(len(ids), 120, hub_check=hub_online,
-                                              backlog_max=max(100, len(ids) // 60))  # fmt: skip
-            if not ok:
-                raise TimeoutError(f"fleet not settled in {args.ramp + 120:.0f} s: {why}")
-            print(f"{len(ids)} devices online and settled {time.perf_counter() - t0:.1f} s"
-                  f" after start ({len(workers.workers)} simulator workers)")  # fmt: skip
+                await admin.call("bundles.push", {"spec": fr.spec(v)})
+            await fr.bring_online(hub, workers, len(ids), args.ramp)
             print("baseline 1: one device")
             _, one = await rollout(hub, admin, {"bundle": "bench@0.9.0",
                                                 "target": f"device:{ids[0]}"})  # fmt: skip
@@ -159,7 +139,7 @@ async def run(args: argparse.Namespace, work: Path) -> None:
                 # Let the phased rollout's last burst drain (device outboxes, failures quiet,
                 # every device online) so the baseline does not start behind its backlog.
                 ok, why, waited = await workers.settle(
-                    len(ids), 300, hub_check=hub_online, backlog_max=max(100, len(ids) // 60)
+                    len(ids), 300, hub_check=hub_online, backlog_max=fr.backlog_max(len(ids))
                 )
                 print(f"settled again in {waited:.1f} s" + ("" if ok else f" (not: {why})"))
                 print(f"baseline 2: one phase of {len(ids)} devices")

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from tests.harness.proxy import TcpProxy
 from tests.harness.registry import Registry
 from tests.harness.sync_hub import SyncHub
 from tests.harness.wait import eventually
+from tui.client import HubClient
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -156,6 +159,30 @@ def enrollment_token(hub: SyncHub, uses: int) -> str:
     return asyncio.run(create())
 
 
+def unhealthy_spec(registry: Registry) -> dict[str, Any]:
+    """hello 3.0.0 whose image fails its health check (``sbtest/unhealthy:1.0``): the agent
+    rolls it back to what ran before."""
+    spec = hello_spec(registry, "2.0.0")
+    spec["version"] = "3.0.0"
+    spec["containers"][0]["image"] = registry.ref("sbtest/unhealthy:1.0")
+    return spec
+
+
+async def rollout_in(
+    admin: HubClient, rollout_id: str, states: tuple[str, ...], timeout: float
+) -> dict[str, Any]:
+    """The rollout once it is in one of ``states`` (waited for up to ``timeout`` seconds)."""
+
+    async def reached() -> dict[str, Any] | None:
+        r: dict[str, Any] = await admin.call("rollouts.get", {"id": rollout_id})
+        return r if r["state"] in states else None
+
+    result: dict[str, Any] = await eventually(
+        reached, f"rollout {rollout_id} in {states}", timeout=timeout, interval=0.5
+    )
+    return result
+
+
 @contextmanager
 def running_fleet(
     hub: SyncHub, engine: EngineHandle, root: Path, ids: tuple[str, ...], token: str
@@ -170,6 +197,19 @@ def running_fleet(
     finally:
         for dev in devices.values():
             dev.stop()
+
+
+@contextmanager
+def enrolled_fleet(
+    hub: SyncHub, engine: EngineHandle, root: Path, ids: tuple[str, ...]
+) -> Iterator[dict[str, Device]]:
+    """A module's fleet: one real agent per id, enrolled with a token for exactly them and
+    running; the agents stopped and the test containers removed after."""
+    try:
+        with running_fleet(hub, engine, root, ids, enrollment_token(hub, len(ids))) as devices:
+            yield devices
+    finally:
+        engine.remove_test_containers()
 
 
 async def deploy_to(hub: SyncHub, device_id: str, spec: dict[str, Any]) -> None:
@@ -213,3 +253,58 @@ def deployed_device(
             yield devices[device_id]
     finally:
         engine.remove_test_containers()
+
+
+@dataclass
+class LoneAgent:
+    """An agent with no engine, enrolled as the deploy enrolls (deploy/commands.py: the
+    bootstrap secret in the environment, the token on standard input, neither in argv); not
+    running until ``start``."""
+
+    device_id: str
+    root: Path
+    token: str
+    argv: list[str]  # the enroll command
+    enrolled: subprocess.CompletedProcess[str]
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "agent.toml"
+
+    def start(self) -> ManagedProcess:
+        return ManagedProcess(
+            f"agent-{self.device_id}",
+            [sys.executable, "-m", "agent", "run", "--config", str(self.config)],
+            self.root / "agent.log",
+            cwd=REPO,
+        )
+
+
+def lone_agent(
+    hub: SyncHub, root: Path, device_id: str, *, hub_port: int | None = None, leaf_url: str = ""
+) -> LoneAgent:
+    """(Blocking: from a test's loop, ``await asyncio.to_thread(lone_agent, ...)``.) Write the config (heartbeats every 2 s, no HTTP; ``leaf_url`` when its leaf must dial
+    something else than the hub's own, a proxy), enroll through ``hub_port`` (the hub's
+    client port by default) with a one-use token; the enrollment must succeed."""
+    data = root / "data"
+    root.mkdir(parents=True)
+    leaf = f'leaf_url = "{leaf_url}"\n' if leaf_url else ""
+    (root / "agent.toml").write_text(
+        f'data_dir = "{data}"\ndevice_id = "{device_id}"\n'
+        f'engine_socket = "unix://{root / "no-engine.sock"}"\n'
+        f'[http]\nenabled = false\n[hub]\nheartbeat_interval = "2s"\n{leaf}'
+    )
+    token = enrollment_token(hub, 1)
+    argv = [sys.executable, "-m", "agent", "enroll", "--config", str(root / "agent.toml")]
+    argv += ["--hub", f"127.0.0.1:{hub_port or hub.port}", "--token-file", "-"]
+    argv += ["--device-id", device_id]
+    env = {**os.environ, "SB_ENROLL_PASSWORD": hub.secret("enroll_password")}
+    out = subprocess.run(
+        argv, input=token, env=env, capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+    assert out.returncode == 0, out.stderr
+    return LoneAgent(device_id, root, token, argv, out)

@@ -9,10 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import stat
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -43,9 +40,8 @@ from protocol.subjects import (
     report,
     rpc,
 )
-from tests.harness.procs import ManagedProcess
 from tests.harness.proxy import TcpProxy
-from tests.harness.sync_e2e import REPO, enrollment_token
+from tests.harness.sync_e2e import lone_agent
 from tests.harness.sync_hub import (
     FACTS,
     SyncHub,
@@ -268,33 +264,14 @@ async def test_a_real_agent_links_renews_and_is_revoked(tmp_path: Path) -> None:
     device, linked with JWT + nkey, renewing its short-lived JWT while online, and cut off
     for good at decommission."""
     hub = SyncHub(tmp_path / "hub", init_flags=["--nats-auth", "jwt", "--device-jwt-ttl", "15"])
-    root = tmp_path / "dev"
-    data = root / "data"
-    config = root / "agent.toml"
-    root.mkdir()
-    config.write_text(
-        f'data_dir = "{data}"\ndevice_id = "jwt-real-1"\n'
-        f'engine_socket = "unix://{root / "no-engine.sock"}"\n'
-        '[http]\nenabled = false\n[hub]\nheartbeat_interval = "2s"\n'
-    )
-    token = await asyncio.to_thread(enrollment_token, hub, 1)
-    argv = [sys.executable, "-m", "agent", "enroll", "--config", str(config)]
-    argv += ["--hub", hub.enroll_url, "--token-file", "-", "--device-id", "jwt-real-1"]
-    out = await asyncio.to_thread(
-        subprocess.run, argv, input=token, capture_output=True, text=True, timeout=60, cwd=REPO
-    )
-    assert out.returncode == 0, out.stderr
+    lone = await asyncio.to_thread(lone_agent, hub, tmp_path / "dev", "jwt-real-1")
+    data = lone.data
     creds_file = data / "hub-credentials.json"
     creds = json.loads(creds_file.read_text())
     assert creds["nats_jwt"] and creds["nats_seed"] and "nats_password" not in creds
     assert stat.S_IMODE(creds_file.stat().st_mode) == 0o600
     first_jwt = creds["nats_jwt"]
-    agent = ManagedProcess(
-        "agent-jwt-real-1",
-        [sys.executable, "-m", "agent", "run", "--config", str(config)],
-        root / "agent.log",
-        cwd=REPO,
-    )
+    agent = lone.start()
     try:
         async with hub.client() as admin:
 
@@ -376,30 +353,11 @@ async def test_a_password_enrolled_device_migrates_on_its_next_connection(tmp_pa
     hub = SyncHub(
         tmp_path / "hub", init_flags=["--nats-auth", "password", "--device-jwt-ttl", "20"]
     )
-    root = tmp_path / "dev"
-    data = root / "data"
-    config = root / "agent.toml"
-    root.mkdir()
-    config.write_text(
-        f'data_dir = "{data}"\ndevice_id = "mig-1"\n'
-        f'engine_socket = "unix://{root / "no-engine.sock"}"\n'
-        '[http]\nenabled = false\n[hub]\nheartbeat_interval = "2s"\n'
-    )
-    token = await asyncio.to_thread(enrollment_token, hub, 1)
-    argv = [sys.executable, "-m", "agent", "enroll", "--config", str(config)]
-    argv += ["--hub", hub.enroll_url, "--token-file", "-", "--device-id", "mig-1"]
-    out = await asyncio.to_thread(
-        subprocess.run, argv, input=token, capture_output=True, text=True, timeout=60, cwd=REPO
-    )
-    assert out.returncode == 0, out.stderr
+    lone = await asyncio.to_thread(lone_agent, hub, tmp_path / "dev", "mig-1")
+    data = lone.data
     creds_file = data / "hub-credentials.json"
     assert "nats_jwt" not in json.loads(creds_file.read_text())  # a password device
-    agent = ManagedProcess(
-        "agent-mig-1",
-        [sys.executable, "-m", "agent", "run", "--config", str(config)],
-        root / "agent.log",
-        cwd=REPO,
-    )
+    agent = lone.start()
 
     async def online() -> bool:
         async with hub.client() as admin:
@@ -502,38 +460,14 @@ async def test_a_jwt_that_expires_offline_is_renewed_on_reconnect(tmp_path: Path
     hub = SyncHub(tmp_path / "hub", init_flags=["--nats-auth", "jwt", "--device-jwt-ttl", "20"])
     leaf_path = TcpProxy(int(hub.ports["leafnode"]))
     client_path = TcpProxy(hub.port)
-    root = tmp_path / "dev"
-    data = root / "data"
-    config = root / "agent.toml"
-    root.mkdir()
-    config.write_text(
-        f'data_dir = "{data}"\ndevice_id = "off-1"\n'
-        f'engine_socket = "unix://{root / "no-engine.sock"}"\n'
-        "[http]\nenabled = false\n"
-        f'[hub]\nheartbeat_interval = "2s"\nleaf_url = "nats-leaf://127.0.0.1:{leaf_path.port}"\n'
-    )
-    token = await asyncio.to_thread(enrollment_token, hub, 1)
-    argv = [sys.executable, "-m", "agent", "enroll", "--config", str(config)]
-    argv += ["--hub", f"127.0.0.1:{client_path.port}", "--token-file", "-", "--device-id", "off-1"]
-    env = {**os.environ, "SB_ENROLL_PASSWORD": hub.secret("enroll_password")}
-    out = await asyncio.to_thread(
-        subprocess.run,
-        argv,
-        input=token,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-    )
-    assert out.returncode == 0, out.stderr
-    creds_file = data / "hub-credentials.json"
-    agent = ManagedProcess(
-        "agent-off-1",
-        [sys.executable, "-m", "agent", "run", "--config", str(config)],
-        root / "agent.log",
-        cwd=REPO,
-    )
+    lone = await asyncio.to_thread(
+        lambda: lone_agent(
+            hub, tmp_path / "dev", "off-1", hub_port=client_path.port,
+            leaf_url=f"nats-leaf://127.0.0.1:{leaf_path.port}",
+        )
+    )  # fmt: skip
+    creds_file = lone.data / "hub-credentials.json"
+    agent = lone.start()
 
     def heard_after(stamp: str) -> bool:
         rows = hub.query("SELECT received_at FROM device_heartbeats WHERE device_id = 'off-1'")

@@ -19,9 +19,10 @@ from tests.harness.engines import EngineHandle
 from tests.harness.registry import Registry
 from tests.harness.sync_e2e import (
     Device,
-    enrollment_token,
+    enrolled_fleet,
     hello_spec,
-    running_fleet,
+    rollout_in,
+    unhealthy_spec,
 )
 from tests.harness.sync_hub import SyncHub
 from tests.harness.wait import eventually
@@ -45,11 +46,10 @@ def fleet(
     _podman_service: EngineHandle,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, Device]]:
-    root = tmp_path_factory.mktemp("rolldevices")
-    tok = enrollment_token(hub, len(IDS))
-    with running_fleet(hub, _podman_service, root, IDS, tok) as devices:
+    with enrolled_fleet(
+        hub, _podman_service, tmp_path_factory.mktemp("rolldevices"), IDS
+    ) as devices:
         yield devices
-        _podman_service.remove_test_containers()
 
 
 @pytest.fixture
@@ -58,22 +58,8 @@ async def admin(hub: SyncHub) -> AsyncIterator[HubClient]:
         yield c
 
 
-def unhealthy_spec(registry: Registry) -> dict[str, Any]:
-    spec = hello_spec(registry, "2.0.0")
-    spec["version"] = "3.0.0"
-    spec["containers"][0]["image"] = registry.ref("sbtest/unhealthy:1.0")
-    return spec
-
-
 async def until(admin: HubClient, rollout_id: str, states: tuple[str, ...]) -> dict[str, Any]:
-    async def reached() -> dict[str, Any] | None:
-        r: dict[str, Any] = await admin.call("rollouts.get", {"id": rollout_id})
-        return r if r["state"] in states else None
-
-    result: dict[str, Any] = await eventually(
-        reached, f"rollout {rollout_id} in {states}", timeout=WAIT, interval=0.5
-    )
-    return result
+    return await rollout_in(admin, rollout_id, states, WAIT)
 
 
 async def test_rollouts_with_real_agents(

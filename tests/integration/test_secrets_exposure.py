@@ -13,15 +13,12 @@ import asyncio
 import json
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.harness.procs import ManagedProcess
-from tests.harness.sync_e2e import REPO, enrollment_token
+from tests.harness.sync_e2e import lone_agent
 from tests.harness.sync_hub import SyncHub
 from tests.harness.wait import eventually
 
@@ -53,38 +50,10 @@ def _tree(pid: int) -> list[psutil.Process]:
 @pytest.mark.slow
 async def test_no_secret_in_logs_argv_child_env_or_readable_files(tmp_path: Path) -> None:
     hub = SyncHub(tmp_path / "hub", litestream=True, init_flags=["--nats-auth", "jwt"])
-    root = tmp_path / "dev"
-    data = root / "data"
-    config = root / "agent.toml"
-    root.mkdir()
-    config.write_text(
-        f'data_dir = "{data}"\ndevice_id = "sec-1"\n'
-        f'engine_socket = "unix://{root / "no-engine.sock"}"\n'
-        '[http]\nenabled = false\n[hub]\nheartbeat_interval = "2s"\n'
-    )
-    token = await asyncio.to_thread(enrollment_token, hub, 1)
-    # As the deploy enrolls (deploy/commands.py): the bootstrap secret in the environment,
-    # the token on standard input, neither in the argv.
-    argv = [sys.executable, "-m", "agent", "enroll", "--config", str(config)]
-    argv += ["--hub", f"127.0.0.1:{hub.port}", "--token-file", "-", "--device-id", "sec-1"]
-    env = {**os.environ, "SB_ENROLL_PASSWORD": hub.secret("enroll_password")}
-    out = await asyncio.to_thread(
-        subprocess.run,
-        argv,
-        input=token,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-    )
-    assert out.returncode == 0, out.stderr
-    agent = ManagedProcess(
-        "agent-sec-1",
-        [sys.executable, "-m", "agent", "run", "--config", str(config)],
-        root / "agent.log",
-        cwd=REPO,
-    )
+    # As the deploy enrolls: the bootstrap secret in the environment, the token on stdin.
+    lone = await asyncio.to_thread(lone_agent, hub, tmp_path / "dev", "sec-1")
+    root, data, token, argv, out = lone.root, lone.data, lone.token, lone.argv, lone.enrolled
+    agent = lone.start()
     try:
         async with hub.client() as admin:
 
