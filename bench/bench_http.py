@@ -30,23 +30,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from agent.metrics.sampler import HOST_METRICS
+
 REPO = Path(__file__).resolve().parents[1]
 COLD_REQUESTS = 20
 DEVICE = "bench-http"
-METRICS = [
-    "cpu.percent",
-    "mem.percent",
-    "mem.used_bytes",
-    "mem.available_bytes",
-    "disk.percent",
-    "disk.free_bytes",
-    "disk.used_bytes",
-    "load.1",
-    "load.5",
-    "load.15",
-    "uptime.seconds",
-    "temp.celsius",
-]
+METRICS = HOST_METRICS
 
 
 def _free_port() -> int:

@@ -35,6 +35,7 @@ import nats
 from nats.js.api import KeyValueConfig, RePublish, StorageType, StreamConfig
 
 from agent.metrics.folding import roll_up
+from agent.metrics.sampler import HOST_METRICS
 from agent.store import Store
 from agent.sync.heartbeat import heartbeat_from_status
 from agent.sync.leaf import LeafServer
@@ -49,20 +50,6 @@ from protocol.subjects import (
 )
 from tests.harness.nats import NatsHub
 
-HOST_METRICS = [
-    "cpu.percent",
-    "mem.percent",
-    "mem.used_bytes",
-    "mem.available_bytes",
-    "disk.percent",
-    "disk.free_bytes",
-    "disk.used_bytes",
-    "load.1",
-    "load.5",
-    "load.15",
-    "uptime.seconds",
-    "temp.celsius",
-]
 CONTAINERS = [f"svc{i}" for i in range(5)]
 EVENTS_PER_DAY = 400  # reconciles, health flips, restarts: a busy device
 OBSERVED_PER_DAY = 48

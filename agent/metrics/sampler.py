@@ -30,6 +30,24 @@ ContainerStatsFn = Callable[[], Awaitable[Mapping[str, Mapping[str, float]]]]
 CONTAINER_STATS_TIMEOUT = 5.0
 
 
+# Every name ``sample_host`` may report, in its order (what a device's metrics look like to
+# the benches and the wire tests that stand in for one).
+HOST_METRICS = (
+    "cpu.percent",
+    "mem.percent",
+    "mem.used_bytes",
+    "mem.available_bytes",
+    "disk.percent",
+    "disk.free_bytes",
+    "disk.used_bytes",
+    "load.1",
+    "load.5",
+    "load.15",
+    "uptime.seconds",
+    "temp.celsius",
+)
+
+
 def sample_host(disk_path: str | Path) -> dict[str, float]:
     """One round of host metrics. Anything the platform lacks is simply left out."""
     out: dict[str, float] = {}

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.metrics import folding
+from agent.metrics.sampler import HOST_METRICS
 from agent.store import Store
 from agent.sync.downlink import Downlink
 from agent.sync.heartbeat import HeartbeatTask, heartbeat_from_status
@@ -39,20 +40,11 @@ from protocol.enroll import EnrollReply
 from protocol.heartbeat import Heartbeat
 from tests.harness.proxy import TcpProxy
 
-# A device's metrics per sample, with the names a real one reports (sampler.sample_host plus
-# two containers' cpu and memory).
+# A device's metrics per sample, with the names a real one reports (sampler.sample_host's,
+# less the temperature as the wire figures were measured, plus two containers' cpu and
+# memory).
 METRICS = (
-    "cpu.percent",
-    "mem.percent",
-    "mem.used_bytes",
-    "mem.available_bytes",
-    "disk.percent",
-    "disk.free_bytes",
-    "disk.used_bytes",
-    "load.1",
-    "load.5",
-    "load.15",
-    "uptime.seconds",
+    *(m for m in HOST_METRICS if m != "temp.celsius"),
     "container.web.cpu_percent",
     "container.web.mem_bytes",
     "container.db.cpu_percent",

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from agent.config import MetricsConfig, OutboxConfig, RetentionConfig
-from agent.metrics.sampler import MetricsLoop, container_metrics, sample_host
+from agent.metrics.sampler import HOST_METRICS, MetricsLoop, container_metrics, sample_host
 from agent.store import Store
 
 
@@ -17,6 +17,8 @@ def test_sample_host_has_the_basics(tmp_path: Path) -> None:
         assert key in values
     assert 0 <= values["disk.percent"] <= 100
     assert "disk.percent" not in sample_host(tmp_path / "missing")
+    # HOST_METRICS names what it may report, in its order (the benches' stand-in devices).
+    assert list(values) == [m for m in HOST_METRICS if m in values]
 
 
 def test_container_metrics_flattens_and_skips_junk() -> None:
