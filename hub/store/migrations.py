@@ -262,10 +262,11 @@ CREATE INDEX events_ts ON events(ts);
         6,
         "rollouts: every deployment verdict of a rollout's devices",
         """
--- Each deployment row a device in an active rollout reports (hub.rollouts.store
--- .record_deployments, in the ingest transaction): the rollout judges the generation it
--- wrote from its own verdict, not from the device's newest row, which after a rollback is
--- the rollback target's. Rows go when the device or the rollout is final.
+-- Each deployment row a device in an active rollout reports (hub.rollouts.service
+-- .record_deployments, in the ingest transaction; its SQL in hub/store/rollouts.py): the
+-- rollout judges the generation it wrote from its own verdict, not from the device's newest
+-- row, which after a rollback is the rollback target's. Rows go when the device or the
+-- rollout is final.
 CREATE TABLE rollout_deployments (
     rollout_id TEXT NOT NULL REFERENCES rollouts(id) ON DELETE CASCADE,
     device_id TEXT NOT NULL,
