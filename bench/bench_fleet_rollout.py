@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -83,9 +81,7 @@ async def run(args: argparse.Namespace, work: Path) -> None:
             print(f"rollout to {len(ids)} devices succeeded in {took:.1f} s"
                   f" ({len(ids) / took:,.0f} devices/s); hub CPU {hc:.0f} % of a core,"
                   f" simulator {sc:.0f} %; load average {loadavg()}")  # fmt: skip
-            print("simulator during the rollout: " + ", ".join(
-                f"{k} {after[k] - before[k]}" for k in
-                ("revisions", "applies", "probes", "probe_failures", "publish_failures")))  # fmt: skip
+            print(f"simulator during the rollout: {fr.simulator_delta(before, after)}")
     finally:
         await workers.stop()
         hub.stop()
@@ -93,15 +89,9 @@ async def run(args: argparse.Namespace, work: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--devices", type=int, default=1000)
-    ap.add_argument("--apply", type=float, default=1.0, help="simulated apply seconds")
-    ap.add_argument("--ramp", type=float, default=30.0, help="bring the fleet online over this")
+    fr.fleet_args(ap)
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="sb-bench-rollout-"))
-    try:
-        asyncio.run(run(args, work))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    fr.run_in_workdir("sb-bench-rollout-", lambda work: run(args, work))
 
 
 if __name__ == "__main__":

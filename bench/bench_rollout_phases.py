@@ -28,8 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import calendar
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -161,9 +159,7 @@ async def run(args: argparse.Namespace, work: Path) -> None:
                       f" which {baked:.1f} s between phases (bake {bake:g} s each):"
                       f" {took - baked:.1f} s updating; hub CPU {hc:.0f} % of a core,"
                       f" simulator {sc:.0f} %; load average after it {load_mid}")  # fmt: skip
-            print("simulator during the phased rollout: " + ", ".join(
-                f"{k} {after[k] - before[k]}" for k in
-                ("revisions", "applies", "probes", "probe_failures", "publish_failures")))  # fmt: skip
+            print(f"simulator during the phased rollout: {fr.simulator_delta(before, after)}")
     finally:
         await workers.stop()
         hub.stop()
@@ -171,19 +167,13 @@ async def run(args: argparse.Namespace, work: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--devices", type=int, default=1000)
+    fr.fleet_args(ap)
     ap.add_argument("--phases", default="1%,10%,50%,100%")
     ap.add_argument("--bake", default="5s", help="a duration (sbutil.duration)")
     ap.add_argument("--max-failures", default="2%")
-    ap.add_argument("--apply", type=float, default=1.0, help="simulated apply seconds")
-    ap.add_argument("--ramp", type=float, default=30.0, help="bring the fleet online over this")
     ap.add_argument("--no-flat", action="store_true", help="skip baseline 2 (one phase)")
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="sb-bench-phases-"))
-    try:
-        asyncio.run(run(args, work))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    fr.run_in_workdir("sb-bench-phases-", lambda work: run(args, work))
 
 
 if __name__ == "__main__":

@@ -6,9 +6,12 @@ read from the hub's SQLite (``rollouts.get`` would page every device).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import shutil
+import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +73,27 @@ def counts(hub: BenchHub, rollout_id: str) -> dict[str, int]:
     """The rollout's devices by state (``Succeeded``, ``Updating``, ...)."""
     return dict(hub.query("SELECT state, count(*) FROM rollout_targets"
                           " WHERE rollout_id = ? GROUP BY state", (rollout_id,)))  # fmt: skip
+
+
+SIM_FIGURES = ("revisions", "applies", "probes", "probe_failures", "publish_failures")
+
+
+def simulator_delta(before: Mapping[str, Any], after: Mapping[str, Any]) -> str:
+    """What the simulator did between two ``workers.totals()``: ``revisions 61, applies ...``."""
+    return ", ".join(f"{k} {after[k] - before[k]}" for k in SIM_FIGURES)
+
+
+def fleet_args(ap: argparse.ArgumentParser) -> None:
+    """The options every rollout benchmark takes: the fleet, its apply time and its ramp."""
+    ap.add_argument("--devices", type=int, default=1000)
+    ap.add_argument("--apply", type=float, default=1.0, help="simulated apply seconds")
+    ap.add_argument("--ramp", type=float, default=30.0, help="bring the fleet online over this")
+
+
+def run_in_workdir(prefix: str, run: Callable[[Path], Coroutine[Any, Any, None]]) -> None:
+    """``run(work)`` in a fresh temporary directory, removed after whatever happens."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        asyncio.run(run(work))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

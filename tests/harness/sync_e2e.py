@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from agent.sync.service import read_status_file
 from tests.harness.engines import EngineHandle
 from tests.harness.procs import ManagedProcess
@@ -197,6 +199,20 @@ def running_fleet(
     finally:
         for dev in devices.values():
             dev.stop()
+
+
+def module_fleet(name: str, ids: tuple[str, ...]) -> Any:
+    """A module-scoped ``fleet`` fixture: ``enrolled_fleet`` of ``ids`` on the module's
+    ``hub`` and the suite's Podman service."""
+
+    @pytest.fixture(scope="module")
+    def fleet(
+        hub: SyncHub, _podman_service: EngineHandle, tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[dict[str, Device]]:
+        with enrolled_fleet(hub, _podman_service, tmp_path_factory.mktemp(name), ids) as devices:
+            yield devices
+
+    return fleet
 
 
 @contextmanager

@@ -8,11 +8,12 @@ import json
 import sqlite3
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import nats
+import pytest
 from nats.aio.client import Client as NATS
 
 from agent.sync.enroll import enroll
@@ -107,6 +108,31 @@ class SyncHub(HubProcess):
             if all(got.get(k) == f'"{v}"' for k, v in labels.items()) or not want:
                 total += float(value)
         return total
+
+
+def module_hub(name: str, **kw: Any) -> Any:
+    """A module-scoped ``hub`` fixture: a ``SyncHub`` (``kw`` passed on) in a temp dir named
+    ``name``, stopped after the module, its exit status checked. In a test module:
+    ``hub = module_hub("rollhub")``."""
+
+    @pytest.fixture(scope="module")
+    def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SyncHub]:
+        proc = SyncHub(tmp_path_factory.mktemp(name) / "data", **kw)
+        yield proc
+        assert proc.stop() == 0, proc.proc.log_tail() if proc.proc else ""
+
+    return hub
+
+
+def admin_of_hub(timeout: float = 30.0) -> Any:
+    """An ``admin`` fixture: the operator API client of the module's ``hub`` (admin key)."""
+
+    @pytest.fixture
+    async def admin(hub: SyncHub) -> AsyncIterator[HubClient]:
+        async with HubClient(hub.url, hub.admin_key, timeout=timeout) as c:
+            yield c
+
+    return admin
 
 
 def applied(hub: SyncHub, device: str) -> int:

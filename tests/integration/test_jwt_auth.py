@@ -11,7 +11,6 @@ import base64
 import json
 import stat
 import time
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -45,8 +44,10 @@ from tests.harness.sync_e2e import lone_agent
 from tests.harness.sync_hub import (
     FACTS,
     SyncHub,
+    admin_of_hub,
     device_nc,
     enroll_device,
+    module_hub,
     new_token,
 )
 from tests.harness.wait import eventually
@@ -56,17 +57,8 @@ from tui.client import HubClient
 REFUSED = (nats.errors.Error, RemoteError)
 
 
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SyncHub]:
-    proc = SyncHub(tmp_path_factory.mktemp("jwt") / "data", init_flags=["--nats-auth", "jwt"])
-    yield proc
-    assert proc.stop() == 0, proc.proc.log_tail() if proc.proc else ""
-
-
-@pytest.fixture
-async def admin(hub: SyncHub) -> AsyncIterator[HubClient]:
-    async with hub.client() as c:
-        yield c
+hub = module_hub("jwt", init_flags=["--nats-auth", "jwt"])
+admin = admin_of_hub()
 
 
 class Errors:

@@ -10,21 +10,13 @@ gives the canary its previous assignment back.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
-from tests.harness.engines import EngineHandle
 from tests.harness.registry import Registry
-from tests.harness.sync_e2e import (
-    Device,
-    enrolled_fleet,
-    hello_spec,
-    rollout_in,
-    unhealthy_spec,
-)
-from tests.harness.sync_hub import SyncHub
+from tests.harness.sync_e2e import Device, hello_spec, module_fleet, rollout_in, unhealthy_spec
+from tests.harness.sync_hub import admin_of_hub, module_hub
 from tests.harness.wait import eventually
 from tui.client import HubClient
 
@@ -33,29 +25,9 @@ IDS = ("roll-1", "roll-2", "roll-3")
 WAIT = 150.0  # bound on a whole rollout (pulls, health checks, two phases)
 
 
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SyncHub]:
-    proc = SyncHub(tmp_path_factory.mktemp("rollhub") / "data")
-    yield proc
-    assert proc.stop() == 0, proc.proc.log_tail() if proc.proc else ""
-
-
-@pytest.fixture(scope="module")
-def fleet(
-    hub: SyncHub,
-    _podman_service: EngineHandle,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[dict[str, Device]]:
-    with enrolled_fleet(
-        hub, _podman_service, tmp_path_factory.mktemp("rolldevices"), IDS
-    ) as devices:
-        yield devices
-
-
-@pytest.fixture
-async def admin(hub: SyncHub) -> AsyncIterator[HubClient]:
-    async with HubClient(hub.url, hub.admin_key, timeout=60) as c:
-        yield c
+hub = module_hub("rollhub")
+fleet = module_fleet("rolldevices", IDS)
+admin = admin_of_hub(timeout=60)
 
 
 async def until(admin: HubClient, rollout_id: str, states: tuple[str, ...]) -> dict[str, Any]:

@@ -17,21 +17,13 @@ import io
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
-from tests.harness.engines import EngineHandle
 from tests.harness.registry import Registry
-from tests.harness.sync_e2e import (
-    Device,
-    enrolled_fleet,
-    hello_spec,
-    rollout_in,
-    unhealthy_spec,
-)
-from tests.harness.sync_hub import SyncHub
+from tests.harness.sync_e2e import Device, hello_spec, module_fleet, rollout_in, unhealthy_spec
+from tests.harness.sync_hub import SyncHub, admin_of_hub, module_hub
 from tests.harness.wait import eventually
 from tui import cli
 from tui.client import HubClient
@@ -42,29 +34,9 @@ WAIT = 300.0  # bound on a whole rollout on a loaded machine (pulls, health chec
 HELLO_2 = "sbtest/hello:2.0"
 
 
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SyncHub]:
-    proc = SyncHub(tmp_path_factory.mktemp("phasehub") / "data")
-    yield proc
-    assert proc.stop() == 0, proc.proc.log_tail() if proc.proc else ""
-
-
-@pytest.fixture(scope="module")
-def fleet(
-    hub: SyncHub,
-    _podman_service: EngineHandle,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[dict[str, Device]]:
-    with enrolled_fleet(
-        hub, _podman_service, tmp_path_factory.mktemp("phasedevices"), IDS
-    ) as devices:
-        yield devices
-
-
-@pytest.fixture
-async def admin(hub: SyncHub) -> AsyncIterator[HubClient]:
-    async with HubClient(hub.url, hub.admin_key, timeout=60) as c:
-        yield c
+hub = module_hub("phasehub")
+fleet = module_fleet("phasedevices", IDS)
+admin = admin_of_hub(timeout=60)
 
 
 async def until(admin: HubClient, rollout_id: str, states: tuple[str, ...]) -> dict[str, Any]:
