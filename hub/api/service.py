@@ -25,7 +25,7 @@ from hub import __version__
 from hub.api.dispatch import AsyncHandler, Reply, dispatch, dispatch_async
 from hub.api.handlers import HANDLERS, Handler
 from hub.api.notices import DeviceNotices
-from hub.bus import BUS_ONLY, ORIGIN_API, ORIGIN_HUB, Event, EventBus
+from hub.bus import BUS_ONLY, DESIRED_STALE, ORIGIN_API, ORIGIN_HUB, Event, EventBus
 from hub.metrics import HubMetrics
 from hub.store import Store
 from hub.timeutil import now_iso
@@ -150,6 +150,12 @@ class ApiService:
     async def _notify(self, event: Event) -> None:
         """The bus subscriber that publishes every change as a notice on NATS."""
         kind, action, data = event.kind, event.action, event.data
+        if (kind, action) == DESIRED_STALE and isinstance(data.get("devices"), list):
+            # What asked for the re-resolve changed these devices' records (their windows,
+            # values, budget, groups, assignment) whether or not a document differs: a live
+            # view reloads them from the coalesced devices/updated, the desired notice being
+            # the writer's alone.
+            self.device_notices.changed(str(d) for d in data["devices"])
         if (kind, action) in BUS_ONLY:
             return  # a request between the hub's parts, not a change (yet)
         if (kind, action) in DEVICE_STATE_NOTICES and isinstance(data.get("devices"), list):
