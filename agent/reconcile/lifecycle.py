@@ -20,7 +20,11 @@ Rules:
   force (``in_force``) keeps running, and nothing here changes.
 - A newer desired revision supersedes the health watch. A deployment it was watching (not a
   rollback) is marked ``failed`` ("superseded"), or a rollout waiting on that generation
-  would wait forever.
+  would wait forever — except a hub revision interrupted by a local override: that one
+  comes back in force when the override is cleared, and marking it failed would make the
+  device "roll back" to the last healthy deployment, the cleared override itself. It stays
+  ``applying`` (``interrupted``): back in force, it is run and watched again; superseded by
+  a newer hub revision instead, it is marked ``failed`` ("superseded") then.
 - After a run that reached the target: an ``applying`` deployment is watched for its health
   window; a ``healthy`` one that is no longer the reported one (an override was cleared,
   say) is written ``applying`` again and watched, since its containers were replaced; a
@@ -118,6 +122,9 @@ class Lifecycle:
     revision: Revision | None = None  # the desired revision seen last
     watch: Watch | None = None
     apply_failures: Mapping[Revision, int] = field(default_factory=dict)  # counted, by revision
+    # A hub revision whose watch a local override took over, left applying: it returns when
+    # the override is cleared (in memory only: after a restart it is simply run again).
+    interrupted: Revision | None = None
 
 
 @dataclass(frozen=True)
@@ -176,11 +183,22 @@ def desired(state: Lifecycle, rev: Revision) -> Change:
     if rev == state.revision:
         return Change(state)
     old = state.watch
-    records: tuple[Record, ...] = ()
-    if old is not None and old.rollback_of is None and old.revision != rev:
+    records: list[Record] = []
+    interrupted = state.interrupted
+    if interrupted is not None and interrupted != rev and rev.source == "hub":
+        # The override's revision went away for a newer hub one: the interrupted revision
+        # will never be in force again.
         reason = f"superseded by {rev.describe()} before it was healthy"
-        records = (SetStatus(old.revision, "failed", reason),)
-    return Change(replace(state, revision=rev, watch=None), records)
+        records.append(SetStatus(interrupted, "failed", reason))
+    if interrupted == rev or rev.source == "hub":
+        interrupted = None
+    if old is not None and old.rollback_of is None and old.revision != rev:
+        if rev.source == "local" and old.revision.source == "hub":
+            interrupted = old.revision
+        else:
+            reason = f"superseded by {rev.describe()} before it was healthy"
+            records.append(SetStatus(old.revision, "failed", reason))
+    return Change(replace(state, revision=rev, watch=None, interrupted=interrupted), tuple(records))
 
 
 def choose(

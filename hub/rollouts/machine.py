@@ -24,6 +24,9 @@ Rules:
   maintenance window: the agent's gate) stays Pending with the device's own words,
   "deferred: locked by anna since T" / "deferred: outside maintenance window until T". It
   has not started, so it is neither Updating nor Failed, and never counts against the limit.
+  So is one where a field override (``signalbeam-agent apply``) runs instead: "deferred:
+  local override B@V in force on the device; ..." — the agent runs the rollout's revision
+  again when the override is cleared.
 - A phase is complete when every one of its devices is final. The next phase starts when
   the newest started phase is complete and has stayed so for the bake time (no bake after
   the last phase). Offline devices stay Pending, so they hold their phase until they come
@@ -295,9 +298,9 @@ def device_state(t: Target, baking: bool = False) -> tuple[str, str]:
         if not t.online:
             return PENDING, "device offline; it updates when it comes back"
         return PENDING, "desired state written; waiting for the device"
-    if obs.status is None and obs.deferred:
-        # Acknowledged but not started: the device's lock or window holds it (an offline
-        # device's last word stays, as for an acknowledged one).
+    if obs.status in (None, APPLYING) and obs.deferred:
+        # Acknowledged but held by the site: its lock or window, or a field override running
+        # instead (an offline device's last word stays, as for an acknowledged one).
         return PENDING, DEFERRED + obs.deferred
     if obs.status == HEALTHY:
         return SUCCEEDED, ""

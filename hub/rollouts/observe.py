@@ -133,14 +133,15 @@ def observe(
         rows.append(newest)
     mine = [v for v in rows if v.bundle_ref == ref and v.generation >= gen]
     if not mine:
-        return Observation(gen, deferred=_deferred(s, ref, gen))
+        return Observation(gen, deferred=_deferred(s, ref, gen) or _overridden(s, gen))
     final = [v for v in mine if v.status in FINAL_STATUSES]
     # Its own generation first, then the newest; a final verdict before an "applying" one.
     pick = min(
         final or mine,
         key=lambda v: (v.generation != gen, -v.generation),
     )
-    return Observation(gen, pick.status, pick.reason)
+    held = _overridden(s, gen) if pick.status not in FINAL_STATUSES else None
+    return Observation(gen, pick.status, pick.reason, deferred=held)
 
 
 def _deferred(s: ReportedState, ref: str, gen: int) -> str | None:
@@ -152,6 +153,19 @@ def _deferred(s: ReportedState, ref: str, gen: int) -> str | None:
     if g.bundle_ref is not None and g.bundle_ref != ref:
         return None
     return g.reason or "deferred by the device"
+
+
+def _overridden(s: ReportedState, gen: int) -> str | None:
+    """A field override (``signalbeam-agent apply``) runs instead of the rollout's revision:
+    the agent leaves that revision applying and runs it again when the override is cleared
+    (docs/agent.md), so the device is held by its site, not failed."""
+    dep = s.deployment
+    if dep is None or dep.hub_revision or dep.generation is None or dep.generation < gen:
+        return None
+    if s.desired is not None and s.desired.source != "local":
+        return None  # cleared: the hub's revision is in force again, being applied
+    what = dep.bundle_ref or "a local bundle"
+    return f"local override {what} in force on the device; the rollout's version runs when it is cleared"
 
 
 def bake_problem(doc: Any, since: str | None) -> str | None:

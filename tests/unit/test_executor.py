@@ -408,6 +408,31 @@ async def test_a_generation_superseded_inside_its_window_is_closed() -> None:
     assert rec.by_generation(2).status == "applying"  # type: ignore[union-attr]
 
 
+async def test_a_cleared_override_gives_back_the_hub_revision_it_interrupted() -> None:
+    """A field override lands inside a hub revision's health window (a rollout's device),
+    then is cleared: the hub revision runs and is judged, never "rolled back" from to the
+    cleared override (the override was running healthy, the last healthy deployment)."""
+    import dataclasses
+
+    loop, engine, rec, desired = make_loop()
+    desired.value = DesiredState(1, spec("1.0.0", "reg/web:1"))
+    await settle(loop)
+    loop.options = dataclasses.replace(loop.options, min_uptime=3600.0)
+    hub = DesiredState(2, spec("2.0.0", "reg/web:2"), rollout_id="ro-1")
+    desired.value = hub
+    await loop.reconcile_once("desired")
+    assert loop.gate_open
+    loop.options = dataclasses.replace(loop.options, min_uptime=0.0)
+    desired.value = DesiredState(3, spec("1.5.0", "reg/web:1"), source="local")
+    await settle(loop)
+    assert rec.by_generation(3).status == "healthy"  # type: ignore[union-attr]
+    assert rec.by_generation(2).status == "applying"  # type: ignore[union-attr]
+    desired.value = hub  # `signalbeam-agent apply --clear`
+    await settle(loop)
+    assert running(engine) == ["reg/web:2"]
+    assert rec.by_generation(2).status == "healthy"  # type: ignore[union-attr]
+
+
 def test_options_are_validated() -> None:
     with pytest.raises(ValueError, match="retries"):
         ExecutorOptions(retries=-1)

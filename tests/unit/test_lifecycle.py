@@ -142,6 +142,23 @@ def test_desired() -> None:
     assert lc.desired(rolling, r3) == lc.Change(lc.Lifecycle(r3, None))
 
 
+def test_a_local_override_interrupts_a_hub_revision_without_closing_it() -> None:
+    """A field override during a rollout's health window: the hub revision is left applying
+    (it returns when the override is cleared); a newer hub revision closes it then."""
+    local = rev(3, V1, "local")
+    state = lc.Lifecycle(R2, watch(R2, V2))
+    change = lc.desired(state, local)
+    assert (change.records, change.state) == ((), lc.Lifecycle(local, None, interrupted=R2))
+    back = lc.desired(change.state, R2)  # `apply --clear`
+    assert (back.records, back.state) == ((), lc.Lifecycle(R2, None))
+    r4 = rev(4, V1)
+    newer = lc.desired(change.state, r4)
+    assert newer.records == (
+        lc.SetStatus(R2, "failed", "superseded by hub generation 4 before it was healthy"),
+    )
+    assert newer.state == lc.Lifecycle(r4, None)
+
+
 # --- applied: a run that reached its target --------------------------------------------------
 @pytest.mark.parametrize(
     ("status", "rolling_back", "reported", "want_watch", "want_kinds"),
@@ -337,6 +354,8 @@ op = st.one_of(
     ),
     st.tuples(st.just("verdict"), st.sampled_from(["wait", "healthy", "failed"]), st.just(0)),
     st.tuples(st.just("exit"), st.sampled_from(["0", "1", "137"]), st.just(0)),
+    # `signalbeam-agent apply --clear`: the field override goes, the hub's revision returns
+    st.tuples(st.just("clear"), st.just(None), st.integers(0, 5)),
 )
 
 
@@ -355,12 +374,17 @@ def test_histories_keep_the_rules(ops: list[tuple[str, Any, int]]) -> None:
         return change.state
 
     for kind, arg, n in ops:
-        if kind == "desire":
+        if kind == "clear":
+            stored = [replace(s, cleared=True) if s.source == "local" else s for s in stored]
+            if effective(stored) is None:
+                continue
+        if kind in ("desire", "clear"):
             # a new stored revision; precedence says which one the device must run
-            order = len(stored) + 1
-            gen = 1 + max((s.generation for s in stored), default=0) if arg == "hub" else order
-            stored.append(Stored(order, arg, gen))
-            docs[order] = (gen, DOCS[n % len(DOCS)])
+            if kind == "desire":
+                order = len(stored) + 1
+                gen = 1 + max((s.generation for s in stored), default=0) if arg == "hub" else order
+                stored.append(Stored(order, arg, gen))
+                docs[order] = (gen, DOCS[n % len(DOCS)])
             top = effective(stored)
             assert top is not None
             gen, doc = docs[top.order]
@@ -389,6 +413,10 @@ def test_histories_keep_the_rules(ops: list[tuple[str, Any, int]]) -> None:
                     assert run.rolling_back
             elif before is not None and before.status in ("failed", "rolled_back"):
                 assert rows.last_healthy(want) is None, "a rollback target was not used"
+            # a hub revision back in force once an override is cleared runs itself, never
+            # a "rollback" to the last healthy deployment (the cleared override, say)
+            if before is not None and before.status == "applying":
+                assert run is not None and run.deployment == want
         elif kind == "run_ok" and run is not None:
             latest = rows.latest()
             state = step(lc.applied(
@@ -406,6 +434,9 @@ def test_histories_keep_the_rules(ops: list[tuple[str, Any, int]]) -> None:
             hashes = [s.spec_hash for s in run.target.services]
             attrs = {LABEL_SPEC_HASH: hashes[0] if hashes else "", "exitCode": arg}
             state = step(lc.exited(state, run.target, "web", attrs, 1.0, started_wall=0.0))
+        # a field override never closes a hub revision: it may come back when cleared
+        for d in rows.rows.values():
+            assert not (d.source == "hub" and (d.reason or "").startswith("superseded by local"))
         # the watch is always of the desired revision, or of its rollback
         w = state.watch
         if w is not None:

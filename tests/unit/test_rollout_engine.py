@@ -622,3 +622,31 @@ def test_a_gate_about_another_revision_says_nothing_about_this_rollout() -> None
     assert observe(doc, "ro-1", NEW, 5, None) == Observation(12)
     doc["gate"] = {"state": "deferred", "generation": 12, "bundle_ref": NEW, "reason": "locked"}
     assert observe(doc, "ro-1", NEW, 5, None) == Observation(12, deferred="locked")
+
+
+def test_a_field_override_holds_the_rollouts_device_until_cleared(env: Env) -> None:
+    """A local override (``signalbeam-agent apply``) lands on a rollout's device while its
+    revision applies: the agent leaves that revision applying (it runs again when the
+    override is cleared), so the device is held by its site — Pending "deferred: local
+    override ...", not Failed — and once cleared it is judged on the rollout's version."""
+    r = start(env, phases="1,100%")
+    engine.tick(env.store)
+    first = next(d for d in env.states(r["id"]) if env.desired(d) == NEW)
+    env.report(first, "applying")
+    engine.tick(env.store)
+    assert env.states(r["id"])[first] == "Updating"
+    doc = json.loads(env.store.reported_texts([first])[first])
+    doc["desired"] = {"generation": 11, "source": "local", "bundle_ref": "warehouse-monitor@9.9.9"}
+    doc["deployment"] = {"generation": 11, "source": "local", "status": "healthy",
+                         "bundle_ref": "warehouse-monitor@9.9.9"}  # fmt: skip
+    env.store.set_reported(first, doc)
+    engine.tick(env.store)
+    got = env.call("rollouts.get", {"id": r["id"]})
+    row = next(d for d in got["devices"] if d["device"] == first)
+    assert row["state"] == "Pending"
+    assert row["reason"].startswith("deferred: local override warehouse-monitor@9.9.9 in force")
+    assert got["reason"].startswith(f"phase 1 waits for 1 deferred device: {first} local override")
+    assert got["counts"]["Failed"] == 0
+    env.report(first, "healthy")  # cleared: the rollout's revision runs and is judged
+    engine.tick(env.store)
+    assert env.states(r["id"])[first] == "Succeeded"
