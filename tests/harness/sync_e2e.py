@@ -170,6 +170,39 @@ def unhealthy_spec(registry: Registry) -> dict[str, Any]:
     return spec
 
 
+async def lab_on_hello_1(
+    admin: HubClient, registry: Registry, ids: tuple[str, ...], timeout: float
+) -> None:
+    """The rollout tests' start: every device online, in group ``lab``, with hello 1.0.0,
+    2.0.0 and the unhealthy 3.0.0 pushed, and running 1.0.0 healthy (so a rollout has
+    something to roll back to). Done once per hub: a second call finds the group."""
+
+    async def all_online() -> bool:
+        items = (await admin.call("devices.list", {}))["items"]
+        return set(ids) <= {d["id"] for d in items if d["status"] == "online"}
+
+    await eventually(all_online, timeout=60, what="devices online at the hub")
+    if "lab" in {g["name"] for g in (await admin.call("groups.list", {}))["items"]}:
+        return
+    await admin.call("groups.create", {"name": "lab"})
+    for d in ids:
+        await admin.call("groups.add", {"name": "lab", "device": d})
+    for v in ("1.0.0", "2.0.0"):
+        await admin.call("bundles.push", {"spec": hello_spec(registry, v)})
+    await admin.call("bundles.push", {"spec": unhealthy_spec(registry)})
+    await admin.call("assign", {"target": "group:lab", "bundle": "hello@1.0.0"})
+
+    async def on_1() -> bool:
+        for d in ids:
+            got = await admin.call("devices.get", {"id": d})
+            dep = ((got.get("reported") or {}).get("state") or {}).get("deployment") or {}
+            if (dep.get("bundle_ref"), dep.get("status")) != ("hello@1.0.0", "healthy"):
+                return False
+        return True
+
+    await eventually(on_1, timeout=timeout, what="every device healthy on 1.0")
+
+
 async def rollout_in(
     admin: HubClient, rollout_id: str, states: tuple[str, ...], timeout: float
 ) -> dict[str, Any]:

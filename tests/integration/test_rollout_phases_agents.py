@@ -22,7 +22,12 @@ from typing import Any
 import pytest
 
 from tests.harness.registry import Registry
-from tests.harness.sync_e2e import Device, hello_spec, module_fleet, rollout_in, unhealthy_spec
+from tests.harness.sync_e2e import (
+    Device,
+    lab_on_hello_1,
+    module_fleet,
+    rollout_in,
+)
 from tests.harness.sync_hub import SyncHub, admin_of_hub, module_hub
 from tests.harness.wait import eventually
 from tui import cli
@@ -47,32 +52,7 @@ async def until(admin: HubClient, rollout_id: str, states: tuple[str, ...]) -> d
 async def lab(fleet: dict[str, Device], admin: HubClient, registry: Registry) -> None:
     """Every device in group lab, online and running hello 1.0 healthy (once per module:
     the second test finds it done)."""
-
-    async def all_online() -> bool:
-        items = (await admin.call("devices.list", {}))["items"]
-        return set(IDS) <= {d["id"] for d in items if d["status"] == "online"}
-
-    await eventually(all_online, timeout=60, what="devices online at the hub")
-    groups = (await admin.call("groups.list", {}))["items"]
-    if "lab" in {g["name"] for g in groups}:
-        return
-    await admin.call("groups.create", {"name": "lab"})
-    for d in IDS:
-        await admin.call("groups.add", {"name": "lab", "device": d})
-    for v in ("1.0.0", "2.0.0"):
-        await admin.call("bundles.push", {"spec": hello_spec(registry, v)})
-    await admin.call("bundles.push", {"spec": unhealthy_spec(registry)})
-    await admin.call("assign", {"target": "group:lab", "bundle": "hello@1.0.0"})
-
-    async def on_1() -> bool:
-        for d in IDS:
-            got = await admin.call("devices.get", {"id": d})
-            dep = ((got.get("reported") or {}).get("state") or {}).get("deployment") or {}
-            if (dep.get("bundle_ref"), dep.get("status")) != ("hello@1.0.0", "healthy"):
-                return False
-        return True
-
-    await eventually(on_1, timeout=WAIT, what="every device healthy on 1.0")
+    await lab_on_hello_1(admin, registry, IDS, WAIT)
 
 
 def signalbeam(hub: SyncHub, *argv: str) -> tuple[int, str, str]:
