@@ -63,12 +63,7 @@ def evaluate(
         rows = store.rollout_target_rows(rollout_id)
         before = views.machine_rollout(row)
         plan = views.machine_phases(store.rollout_phase_rows(rollout_id))
-        started = {int(r["phase"]) for r in rows if r["written_at"] is not None}
-        baking = {
-            p.number
-            for p in plan
-            if m.phase_state(p, plan, started, before.bake, now) == m.PHASE_BAKING
-        }
+        baking = m.watched_phases(plan, views.machine_targets(rows)) if before.bake > 0 else set()
         # Only devices that can still move need their report read: unwritten ones have
         # nothing to report yet and final states stick (a big rollout gets cheaper as it
         # goes) — except the Succeeded ones of a baking phase, which must stay healthy.

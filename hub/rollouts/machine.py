@@ -19,7 +19,8 @@ Rules:
 - A device is Pending until its agent acknowledges the rollout's generation, Updating while
   that deployment is applying, then Succeeded (healthy) or Failed (failed / rolled back,
   with the agent's reason). Failed is final; Succeeded is final too, except while its phase
-  bakes: a device that reports a bad container then is Failed ("unhealthy while baking").
+  bakes (from its completion until the next phase starts): a device that reports a bad
+  container then is Failed ("unhealthy while baking").
 - A device that acknowledged the generation but defers it (an update lock held, outside its
   maintenance window: the agent's gate) stays Pending with the device's own words,
   "deferred: locked by anna since T" / "deferred: outside maintenance window until T". It
@@ -34,6 +35,13 @@ Rules:
   running rollout's reason says so ("phase 2 waits for 1 deferred device: pi-07 locked by
   anna since T"), never silently. The operator's ways on: ``device force-update`` (through
   the lock), or abort. A device decommissioned mid-rollout fails ("device decommissioned").
+- A bake is a claim that the phase stayed healthy for the bake time, so it needs evidence:
+  the next phase starts only once every Succeeded device of the baked phase was heard from
+  (a heartbeat or a report: ``heard_at``) after the bake ended. A metered device with a slow
+  heartbeat, or one whose link dropped, keeps the phase baking (its containers still
+  watched) and the rollout's reason says whom it waits for and since when they were last
+  heard ("phase 1 baked; waiting to hear from 1 device after T: pi-07, last heard T0"):
+  silence is not health.
 - The failure limit (``max_failures``: a count, or a percentage of the devices it applies
   to) holds per phase and overall: more failures than ``allowed_failures(limit, size)`` in
   a phase or in the whole rollout (not counting those a resume accepted) pause the rollout
@@ -48,6 +56,7 @@ Rules:
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 
@@ -241,6 +250,9 @@ class Target:
     online: bool = True
     observation: Observation = Observation()
     decommissioned: bool = False  # retired mid-rollout: it will never report again
+    # When the hub last heard from the device (epoch seconds; a heartbeat or a report).
+    # inf: the caller does not know, and the bake never waits on it.
+    heard_at: float = float("inf")
 
 
 @dataclass(frozen=True)
@@ -345,18 +357,69 @@ def counts(targets: Sequence[Target]) -> dict[str, int]:
 
 
 def phase_state(
-    phase: Phase, phases: Sequence[Phase], started: Collection[int], bake: float, now: float
+    phase: Phase,
+    phases: Sequence[Phase],
+    started: Collection[int],
+    bake: float,
+    now: float,
+    unheard: int = 0,
 ) -> str:
     """pending (not started), running (devices not all final), baking (complete, the bake
-    time not over and the next phase not started), done."""
+    time not over — or over with ``unheard`` devices not heard from since — and the next
+    phase not started), done."""
     if phase.number not in started:
         return PHASE_PENDING
     if phase.completed_at is None:
         return PHASE_RUNNING
     later = [p.number for p in phases if p.number > phase.number]
-    if not later or any(n in started for n in later) or now >= phase.completed_at + bake:
+    if not later or any(n in started for n in later):
+        return PHASE_DONE
+    if now >= phase.completed_at + bake and not (bake > 0 and unheard):
         return PHASE_DONE
     return PHASE_BAKING
+
+
+def watched_phases(plan: Sequence[Phase], targets: Sequence[Target]) -> set[int]:
+    """Phases whose Succeeded devices can still fail ("unhealthy while baking"): complete,
+    with a later phase not started yet. That is the bake, and past its time too until the
+    next phase starts — the evidence awaited after the bake (``unheard``) may arrive with a
+    bad container snapshot, which must count before the next phase is written."""
+    started = {t.phase for t in targets if t.written}
+    return {
+        p.number
+        for p in plan
+        if p.completed_at is not None
+        and p.number in started
+        and any(q.number > p.number for q in plan)
+        and not any(q.number > p.number and q.number in started for q in plan)
+    }
+
+
+def unheard(targets: Sequence[Target], phase: Phase, bake: float) -> list[Target]:
+    """Succeeded devices of a completed phase not heard from since its bake ended: no
+    evidence yet that they stayed healthy through it (none without a bake)."""
+    if phase.completed_at is None or bake <= 0:
+        return []
+    end = phase.completed_at + bake
+    return [
+        t for t in targets if t.phase == phase.number and t.state == SUCCEEDED and t.heard_at < end
+    ]
+
+
+def _stamp(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def _unheard_reason(quiet: Sequence[Target], phase: Phase, bake: float) -> str:
+    first = min(quiet, key=lambda t: t.device_id)
+    end = (phase.completed_at or 0.0) + bake
+    last = "never" if first.heard_at <= 0 else _stamp(first.heard_at)
+    more = f" (and {len(quiet) - 1} more)" if len(quiet) > 1 else ""
+    return (
+        f"{phase_name(phase.number)} baked; waiting to hear from"
+        f" {plural(len(quiet), 'device')} after {_stamp(end)}: {first.device_id}, last"
+        f" heard {last}{more}"
+    )
 
 
 def bake_left(phase: Phase, bake: float, now: float) -> float:
@@ -407,9 +470,7 @@ def step(
     if rollout.status in FINAL:
         return Decision(rollout.status, rollout.reason, tuple(targets), None, (), plan)
     started = {t.phase for t in targets if t.written}
-    baking = {
-        p.number for p in plan if phase_state(p, plan, started, rollout.bake, now) == PHASE_BAKING
-    }
+    baking = watched_phases(plan, targets) if rollout.bake > 0 else set()
     updated: list[Target] = []
     changed: list[str] = []
     for t in targets:
@@ -446,8 +507,12 @@ def step(
         plan = _mark(plan, current, completed_at=now)
     later = [p.number for p in plan if p.number > current]
     if later:
-        if now < (phase.completed_at or now) + rollout.bake:
+        done_at = now if phase.completed_at is None else phase.completed_at  # 0.0 is a time
+        if now < done_at + rollout.bake:
             return decide(RUNNING, "", None, plan)
+        quiet = unheard(out, phase, rollout.bake)
+        if quiet:  # silence is not health: wait for word from each after the bake
+            return decide(RUNNING, _unheard_reason(quiet, phase, rollout.bake), None, plan)
         return decide(RUNNING, "", later[0], _mark(plan, later[0], started_at=now))
     failed = failures(out)
     if failed:

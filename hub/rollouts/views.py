@@ -83,6 +83,7 @@ def machine_targets(rows: Sequence[dict[str, Any]]) -> list[m.Target]:
             r["written_at"] is not None,
             r.get("device_status") == "online",
             decommissioned=bool(r.get("decommissioned")),
+            heard_at=epoch(r.get("last_seen")) or 0.0,
         )
         for r in rows
     ]
@@ -138,7 +139,13 @@ def summary(store: Store, row: dict[str, Any], now: float | None = None) -> dict
     phases = []
     for p, stored in zip(plan, stored_phases, strict=True):
         c = per_phase.get(p.number, dict.fromkeys(m.DEVICE_STATES, 0))
-        state = m.phase_state(p, plan, started, bake, now)
+        quiet = 0
+        if p.completed_at is not None and bake > 0 and now >= p.completed_at + bake:
+            # only a phase whose bake is over can wait on word from its devices
+            quiet = store.rollout_unheard_count(
+                rid, p.number, m.SUCCEEDED, iso(p.completed_at + bake)
+            )
+        state = m.phase_state(p, plan, started, bake, now, quiet)
         phases.append(
             {
                 "number": p.number,
@@ -148,6 +155,7 @@ def summary(store: Store, row: dict[str, Any], now: float | None = None) -> dict
                 "done": c[m.SUCCEEDED] + c[m.FAILED],
                 "failed": c[m.FAILED],
                 "deferred": deferred.get(p.number, 0),
+                "unheard": quiet if state == m.PHASE_BAKING else 0,
                 "max_failures": m.allowed_failures(limit, p.size),
                 "failures_accepted": p.failures_accepted,
                 "started_at": stored["started_at"],

@@ -173,6 +173,17 @@ class RolloutStore(StoreBase):
             )
         }
 
+    def rollout_unheard_count(self, rollout_id: str, phase: int, state: str, since: str) -> int:
+        """Targets of ``phase`` in ``state`` whose device was not heard from since ``since``
+        (its ``last_seen`` older, or never): a baked phase's devices without evidence yet."""
+        n = self.scalar(
+            "SELECT count(*) FROM rollout_targets t JOIN devices d ON d.id = t.device_id"
+            " WHERE t.rollout_id = ? AND t.phase = ? AND t.state = ?"
+            " AND (d.last_seen IS NULL OR d.last_seen < ?)",
+            (rollout_id, phase, state, since),
+        )
+        return int(n or 0)
+
     def rollout_offline_count(self, rollout_id: str, final_states: Sequence[str]) -> int:
         """Targets not in ``final_states`` whose device is not online."""
         n = self.scalar(

@@ -20,12 +20,13 @@ from bundles.validate import load_file
 from hub.api.dispatch import dispatch
 from hub.api.handlers import HANDLERS
 from hub.bus import ORIGIN_API, Event, EventBus
-from hub.rollouts import engine
+from hub.rollouts import engine, views
 from hub.rollouts.api import VERBS
 from hub.rollouts.controller import ORIGIN, RolloutController
 from hub.rollouts.machine import Observation
 from hub.rollouts.observe import acknowledged, observe
 from hub.store import Store
+from hub.timeutil import now_iso
 from protocol.errors import is_error
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "bundles" / "examples" / "warehouse-monitor"
@@ -79,6 +80,10 @@ class Env:
     def states(self, rollout_id: str) -> dict[str, str]:
         got = self.call("rollouts.get", {"id": rollout_id})
         return {d["device"]: d["state"] for d in got["devices"]}
+
+
+def stamp(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
 def spec(version: str) -> dict[str, Any]:
@@ -165,7 +170,20 @@ def test_phases_bake_then_a_device_unhealthy_while_baking_pauses_and_abort_resto
     assert (got["phase"], one["state"], one["done"]) == (1, "baking", 1)
     assert 0 < one["bake_left"] <= 61  # completed "at t0 + 1", a little ahead of the clock
     assert engine.tick(env.store, t0 + 60).publish == []  # 59 s of 60
-    assert engine.tick(env.store, t0 + 61.5).publish == ["dev-1"]
+    # the bake is over, but dev-0 was not heard from since (a metered device's slow
+    # heartbeat, a dropped link): silence is not health, the phase keeps baking and says so
+    env.store.set_device_status("dev-0", "online", now_iso(t0 + 30))
+    assert engine.tick(env.store, t0 + 61.5).publish == []
+    got = env.call("rollouts.get", {"id": r["id"]})
+    late = views.summary(env.store, env.store.rollout_row(r["id"]), now=t0 + 61.5)
+    assert (late["phases"][0]["state"], late["phases"][0]["unheard"]) == ("baking", 1)
+    assert got["reason"] == (
+        f"phase 1 baked; waiting to hear from 1 device after {stamp(t0 + 61)}: dev-0, last"
+        f" heard {stamp(t0 + 30)}"
+    )
+    env.store.set_device_status("dev-0", "online", now_iso(t0 + 62))  # its next heartbeat
+    assert engine.tick(env.store, t0 + 62).publish == ["dev-1"]
+    assert env.call("rollouts.get", {"id": r["id"]})["reason"] == ""
     env.report("dev-1", "healthy")
     engine.tick(env.store, t0 + 62)
     # a container snapshot newer than its success shows a crash loop while phase 2 bakes

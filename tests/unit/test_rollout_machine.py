@@ -291,9 +291,14 @@ def test_a_device_unhealthy_while_baking_fails_and_pauses() -> None:
     assert d.targets[0].state == m.FAILED
     assert d.targets[0].reason == "unhealthy while baking: 1 container not healthy (relay)"
     assert d.status == m.PAUSED and d.start_phase is None
-    # after the bake a Succeeded device is final again
+    # a bad snapshot seen after the bake time but before the next phase starts still
+    # counts (the evidence awaited after the bake may bring it)
     d = m.step(r, targets, plan, now=71)
-    assert d.targets[0].state == m.SUCCEEDED and d.start_phase == 2
+    assert d.targets[0].state == m.FAILED and d.start_phase is None
+    # once the next phase started, a Succeeded device is final again
+    started = [replace(t, written=True) for t in targets]
+    d = m.step(r, started, plan, now=72)
+    assert d.targets[0].state == m.SUCCEEDED
 
 
 def test_percent_limit_holds_per_phase_and_overall() -> None:
@@ -326,6 +331,26 @@ def test_resume_accepts_the_phase_failures_and_bakes_again() -> None:
     d = m.step(r, list(d.targets), phases, now=100)
     assert (d.status, d.start_phase, d.phases[0].completed_at) == (m.RUNNING, None, 100)
     assert m.step(r, list(d.targets), d.phases, now=160).start_phase == 2
+
+
+def test_a_baked_phase_waits_for_word_from_each_device_after_the_bake() -> None:
+    r = Rollout(max_failures=m.Share(count=0), bake=10.0)
+    targets = [Target("a", 1, written=True, observation=OK, heard_at=5.0), Target("b", 2)]
+    d = m.step(r, targets, (m.Phase(1, 1, 0.0), m.Phase(2, 1)), now=0)
+    assert d.phases[0].completed_at == 0
+    d = m.step(r, d.targets, d.phases, now=20)
+    assert d.start_phase is None  # last heard at 5 s, the bake ended at 10 s
+    assert d.reason == (
+        "phase 1 baked; waiting to hear from 1 device after 1970-01-01T00:00:10Z: a,"
+        " last heard 1970-01-01T00:00:05Z"
+    )
+    assert m.watched_phases(d.phases, d.targets) == {1}  # its containers still watched
+    sick = [replace(d.targets[0], observation=Observation(unhealthy="1 container not healthy"),
+                    heard_at=21.0), d.targets[1]]  # fmt: skip
+    d2 = m.step(r, sick, d.phases, now=21)
+    assert d2.targets[0].state == m.FAILED and d2.status == m.PAUSED
+    heard = [replace(d.targets[0], heard_at=21.0), d.targets[1]]
+    assert m.step(r, heard, d.phases, now=21).start_phase == 2
 
 
 def test_a_deferred_device_holds_its_phase_and_the_rollout_says_why() -> None:
@@ -362,6 +387,8 @@ EVENTS = st.lists(
         st.tuples(st.just("decommission"), st.integers(0, 9), st.just(None)),
         # the device's gate defers the revision (a lock, a window) or lets it start
         st.tuples(st.just("defer"), st.integers(0, 9), st.booleans()),
+        # the hub hears from the device now (a heartbeat, a report), or lost track of it
+        st.tuples(st.just("heard"), st.integers(0, 9), st.booleans()),
         st.tuples(st.just("time"), st.just(0), st.sampled_from([1.0, 5.0, 30.0])),
         st.tuples(st.sampled_from(["pause", "resume", "abort"]), st.just(0), st.just(None)),
     ),
@@ -399,6 +426,12 @@ def test_random_rollouts_keep_the_rules(
             if prev:
                 assert prev[0].completed_at is not None
                 assert now >= prev[0].completed_at + bake
+                # silence is not health: each of its Succeeded devices was heard from after
+                # the bake ended
+                end = prev[0].completed_at + bake
+                for t in out:
+                    if bake and t.phase == prev[0].number and t.state == m.SUCCEEDED:
+                        assert t.heard_at >= end
             assert not any(t.written for t in out if t.phase >= d.start_phase)
             # phases start in order, numbered from 1
             started = {t.phase for t in out if t.written}
@@ -423,6 +456,8 @@ def test_random_rollouts_keep_the_rules(
             gen = 7 if obs.generation is None else obs.generation
             why = "locked by anna since 2026-12-05T01:00+01:00" if value else None
             targets[i] = replace(targets[i], observation=replace(obs, generation=gen, deferred=why))
+        elif kind == "heard" and i < n:
+            targets[i] = replace(targets[i], heard_at=now if value else -1.0)
         elif kind == "decommission" and i < n:
             targets[i] = replace(targets[i], decommissioned=True)
         elif kind == "time":
