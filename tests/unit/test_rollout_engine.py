@@ -668,3 +668,28 @@ def test_a_field_override_holds_the_rollouts_device_until_cleared(env: Env) -> N
     env.report(first, "healthy")  # cleared: the rollout's revision runs and is judged
     engine.tick(env.store)
     assert env.states(r["id"])[first] == "Succeeded"
+
+
+def test_a_device_joining_the_group_mid_phase_is_not_swept_in_and_gets_it_at_the_end(
+    env: Env,
+) -> None:
+    """A device that joins the rollout's group while a phase runs is not in the rollout (its
+    devices were planned at the start, so no phase grows behind the operator's back): it
+    keeps the group's version until the rollout succeeds and the group is assigned the new
+    one; then it follows like every later joiner. (Regression guard: this already held.)"""
+    r = start(env, phases="1,100%")
+    engine.tick(env.store)
+    first = next(d for d in env.states(r["id"]) if env.desired(d) == NEW)
+    env.store.upsert_device("dev-9", "acme")
+    env.store.set_device_status("dev-9", "online")
+    env.call("groups.add", {"name": "lab", "device": "dev-9"})
+    env.report(first, "healthy")
+    engine.tick(env.store)
+    got = env.call("rollouts.get", {"id": r["id"]})
+    assert got["total"] == 4 and "dev-9" not in {d["device"] for d in got["devices"]}
+    assert env.desired("dev-9") == OLD
+    for d in env.states(r["id"]):
+        env.report(d, "healthy")
+    engine.tick(env.store)
+    assert env.call("rollouts.get", {"id": r["id"]})["state"] == "succeeded"
+    assert env.desired("dev-9") == NEW
