@@ -51,10 +51,22 @@ class SigningStore(StoreBase):
         return found
 
     def unrunnable_under(self, trust: TrustSet) -> dict[str, str]:
-        """Assigned versions no device would run under ``trust``: ``{NAME@VERSION: why}``."""
+        """Assigned versions no device would run under ``trust``: ``{NAME@VERSION: why}``.
+
+        "Assigned" includes what an active (running or paused) rollout may still put on a
+        device: its own version (before its first phase is written), and the device-level
+        assignments its phases replaced, which its abort gives back (hub/rollouts): a
+        rotation mid-rollout must not make the way back one the devices refuse."""
         out: dict[str, str] = {}
         seen: set[tuple[str, str]] = set()
-        for a in self.rows("SELECT DISTINCT bundle, version FROM assignments ORDER BY 1, 2"):
+        for a in self.rows(
+            "SELECT bundle, version FROM assignments"
+            " UNION SELECT bundle, version FROM rollouts WHERE status IN ('running', 'paused')"
+            " UNION SELECT t.prev_bundle, t.prev_version FROM rollout_targets t"
+            " JOIN rollouts r ON r.id = t.rollout_id"
+            " WHERE r.status IN ('running', 'paused') AND t.prev_bundle IS NOT NULL"
+            " ORDER BY 1, 2"
+        ):
             key = (a["bundle"], a["version"])
             if key in seen:
                 continue

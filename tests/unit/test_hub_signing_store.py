@@ -152,3 +152,35 @@ def test_unsigned_fleet_documents_keep_their_bytes(store: Store) -> None:
     doc = json.loads(resolve_documents(store, None)["dev-1"].doc)
     assert "signatures" not in doc and "trust" not in doc
     assert doc["spec"] == spec.to_dict()
+
+
+def test_a_rotation_mid_rollout_must_not_strand_what_abort_would_restore(store: Store) -> None:
+    """Signing trust rotation during an active rollout: dev-1 ran app@1.0.0 from its own
+    device-level assignment, which the rollout's phase replaced. Retiring the only key that
+    signed 1.0.0 must be refused while the rollout can still be aborted (abort gives 1.0.0
+    back, and the device would refuse it). Failed before: only the assignments table was
+    looked at, where the rollout had replaced 1.0.0."""
+    from hub.rollouts import engine, service
+    from hub.rollouts import machine as m
+
+    one, two = _push(store, "1.0.0"), _push(store, "2.0.0")
+    store.put_trust_set(sign_trust_set(1, True, [OLD_PUB], OLD).to_dict())
+    store.put_bundle_signature("app", "1.0.0", sign_bundle(one, OLD))
+    store.put_bundle_signature("app", "2.0.0", sign_bundle(two, OLD))
+    for d in ("dev-1", "dev-2"):
+        store.upsert_device(d, "acme")
+        store.set_device_status(d, "online")
+        store.assign("device", d, "app", "1.0.0")
+    store.put_trust_set(sign_trust_set(2, True, [OLD_PUB, NEW_PUB], OLD).to_dict())
+    store.put_bundle_signature("app", "2.0.0", sign_bundle(two, NEW))  # the new version: resigned
+    rid = service.create(store, "device", "dev-1", "app", "2.0.0", 0, m.Share(count=0))
+    retire = sign_trust_set(3, True, [NEW_PUB], NEW).to_dict()
+    # dev-2 leaves 1.0.0: from now on only the rollout's abort would give 1.0.0 back
+    store.assign("device", "dev-2", "app", "2.0.0")
+    engine.tick(store)  # phase 1 written: dev-1's own 1.0.0 assignment replaced
+    assert store.resolve_desired(["dev-1"])["dev-1"].ref == "app@2.0.0"  # type: ignore[union-attr]
+    with pytest.raises(Conflict, match=r"app@1\.0\.0"):
+        store.put_trust_set(retire)
+    store.put_bundle_signature("app", "1.0.0", sign_bundle(one, NEW))
+    assert store.put_trust_set(retire)["serial"] == 3
+    assert store.rollout_row(rid)["status"] == "running"
