@@ -305,3 +305,37 @@ def test_an_aliased_secret_is_refused_outside_env_too() -> None:
     for _ in range(30):
         bomb = [bomb] * 10  # 10**30 leaves if walked path by path
     assert check_document({"a": bomb, "containers": [{"env": {"B": "${secret:T}"}}]}) == []
+
+
+def test_a_secret_rotated_mid_rollout_resends_the_rollouts_revision(tmp_path: Path) -> None:
+    """A rollout's device whose secret rotates mid-rollout gets a new document of the same
+    rollout (same version, same rollout id, a new hash): the agent applies it as a newer
+    revision of that rollout, which the rollout follows without counting the superseded one
+    as a failure (tests/unit/test_rollout_engine.py::
+    test_a_newer_revision_of_the_same_rollout_supersedes_without_failing). A device of a
+    phase not written yet keeps the old version with the new value. (Regression guard:
+    this already held.)"""
+    from hub.rollouts import engine
+    from hub.rollouts import machine as m
+    from hub.rollouts import service
+
+    store, _ = _store(tmp_path)
+    two = parse_bundle(BUNDLE.replace("version: 1.0.0", "version: 2.0.0")).to_dict()
+    store.put_bundle_version("app", "2.0.0", two, "hash-2", "")
+    store.add_to_group("north", "d2")
+    store.set_device_status("d1", "online")
+    store.set_device_status("d2", "online")
+    store.set_variable("secret", "group", "north", "API_TOKEN", "hunter2", "t")
+    store.set_variable("var", "fleet", "", "SITE_NAME", "site", "t")
+    rid = service.create(
+        store, "group", "north", "app", "2.0.0", 0, m.Share(count=0), m.parse_phases("1,100%")
+    )
+    engine.tick(store)
+    before = resolve_documents(store, ["d1", "d2"])
+    assert (before["d1"].bundle_ref, before["d1"].rollout_id) == ("app@2.0.0", rid)
+    store.set_variable("secret", "group", "north", "API_TOKEN", "hunter3", "t")
+    after = resolve_documents(store, ["d1", "d2"])
+    assert (after["d1"].bundle_ref, after["d1"].rollout_id) == ("app@2.0.0", rid)
+    assert after["d1"].doc_hash != before["d1"].doc_hash
+    assert (after["d2"].bundle_ref, after["d2"].rollout_id) == ("app@1.0.0", None)
+    assert after["d2"].doc_hash != before["d2"].doc_hash
