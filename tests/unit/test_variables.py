@@ -315,9 +315,8 @@ def test_a_secret_rotated_mid_rollout_resends_the_rollouts_revision(tmp_path: Pa
     test_a_newer_revision_of_the_same_rollout_supersedes_without_failing). A device of a
     phase not written yet keeps the old version with the new value. (Regression guard:
     this already held.)"""
-    from hub.rollouts import engine
+    from hub.rollouts import engine, service
     from hub.rollouts import machine as m
-    from hub.rollouts import service
 
     store, _ = _store(tmp_path)
     two = parse_bundle(BUNDLE.replace("version: 1.0.0", "version: 2.0.0")).to_dict()
