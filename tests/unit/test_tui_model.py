@@ -105,6 +105,10 @@ def test_rollout_progress_and_rows() -> None:
         "r1  wm@1.3.0  [running]",
         "pending 2 · updating 1 · succeeded 3 · failed 1",
     )
+    # pending devices their site holds (a lock, a window, an override) are counted apart
+    assert model.rollout_label({**rollout, "deferred": 2})[1] == (
+        "pending 2 · updating 1 · succeeded 3 · failed 1 (⏸ 2 deferred)"
+    )
     assert model.rollout_devices(rollout) == [
         ("a", "Failed", "unhealthy within 60s; rolled back"),
         ("b", "Succeeded", ""),

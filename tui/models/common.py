@@ -170,7 +170,8 @@ def rollout_progress(rollout: Mapping[str, Any]) -> tuple[int, int]:
 
 
 def rollout_label(rollout: Mapping[str, Any]) -> tuple[str, str]:
-    """Two lines that fit 80 columns: which rollout, and its devices per state."""
+    """Two lines that fit 80 columns: which rollout, and its devices per state (and how many
+    of the pending ones their site holds: ``deferred``, docs/rollouts.md)."""
     c = rollout_counts(rollout)
     ref = f"{rollout.get('bundle')}@{rollout.get('version')}"
     title = f"{rollout.get('id')}  {ref}  [{rollout.get('state', '?')}]"
@@ -178,6 +179,10 @@ def rollout_label(rollout: Mapping[str, Any]) -> tuple[str, str]:
         f"pending {c['Pending']} · updating {c['Updating']} · "
         f"succeeded {c['Succeeded']} · failed {c['Failed']}"
     )
+    deferred = rollout.get("deferred")
+    if isinstance(deferred, int) and deferred > 0:
+        # of the pending: held by their site (an update lock, a window, a field override)
+        counts += f" (⏸ {deferred} deferred)"
     return title, counts
 
 
