@@ -153,12 +153,14 @@ def tick(store: Store, now: float | None = None, memo: Memo | None = None) -> Ti
 
 def unacknowledged(store: Store) -> list[str]:
     """Written devices still Pending in an active rollout: their desired document is
-    published again now and then, in case a write was lost (publishing is idempotent)."""
+    published again now and then, in case a write was lost (publishing is idempotent).
+    Deferred ones are left out: they acknowledged it, and their site holds it."""
     return [
         r[0]
         for r in store.conn.execute(
             "SELECT t.device_id FROM rollout_targets t JOIN rollouts r ON r.id = t.rollout_id"
-            " WHERE r.status IN (?, ?) AND t.written_at IS NOT NULL AND t.state = ?",
-            (m.RUNNING, m.PAUSED, m.PENDING),
+            " WHERE r.status IN (?, ?) AND t.written_at IS NOT NULL AND t.state = ?"
+            " AND substr(t.reason, 1, ?) != ?",
+            (m.RUNNING, m.PAUSED, m.PENDING, len(m.DEFERRED), m.DEFERRED),
         )
     ]

@@ -610,6 +610,7 @@ def test_a_locked_device_is_deferred_not_failed_and_its_phase_waits_saying_so(
         2,
         0,
     )
+    assert not set(first) & set(engine.unacknowledged(env.store))  # acknowledged: not re-sent
     # many ticks later nothing moved: no phase 2, no failure
     for _ in range(3):
         engine.tick(env.store, now=time.time() + 3600)
