@@ -37,7 +37,7 @@ Rules:
   the lock), or abort. A device decommissioned mid-rollout fails ("device decommissioned").
 - A bake is a claim that the phase stayed healthy for the bake time, so it needs evidence:
   the next phase starts only once every Succeeded device of the baked phase was heard from
-  (a heartbeat or a report: ``heard_at``) after the bake ended. A metered device with a slow
+  (its last heartbeat: ``heard_at``) after the bake ended. A metered device with a slow
   heartbeat, or one whose link dropped, keeps the phase baking (its containers still
   watched) and the rollout's reason says whom it waits for and since when they were last
   heard ("phase 1 baked; waiting to hear from 1 device after T: pi-07, last heard T0"):
@@ -250,7 +250,7 @@ class Target:
     online: bool = True
     observation: Observation = Observation()
     decommissioned: bool = False  # retired mid-rollout: it will never report again
-    # When the hub last heard from the device (epoch seconds; a heartbeat or a report).
+    # When the hub last heard from the device (epoch seconds: its last heartbeat).
     # inf: the caller does not know, and the bake never waits on it.
     heard_at: float = float("inf")
 
