@@ -26,10 +26,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.hub_workers import DataOnly, Workers, owner
 from tests.harness.ports import free_port
 from tests.harness.wait import eventually
 from tests.integration.test_hub_cluster import ClusterHub
-from tests.integration.test_hub_workers import WORKERS, DataOnly, Workers, owner
 from tui.cli import run
 from tui.client import HubClient
 
@@ -39,14 +39,8 @@ WAIT = 90.0
 
 @pytest.fixture
 def workers(tmp_path: Path) -> Iterator[Workers]:
-    w = Workers(DataOnly(tmp_path / "data", init_flags=("--nats-auth", "jwt")))
-    try:
-        w.start_nats()
-        for i in range(WORKERS):
-            w.start(i)
+    with Workers(DataOnly(tmp_path / "data", init_flags=("--nats-auth", "jwt"))).running() as w:
         yield w
-    finally:
-        w.stop()
 
 
 def dead_url(w: Workers) -> str:
@@ -183,14 +177,8 @@ class ClusterData(ClusterHub):
 
 @pytest.fixture
 def cluster_workers(tmp_path: Path) -> Iterator[Workers]:
-    w = Workers(ClusterData(tmp_path / "data", "jwt"))
-    try:
-        w.start_nats()
-        for i in range(WORKERS):
-            w.start(i)
+    with Workers(ClusterData(tmp_path / "data", "jwt")).running() as w:
         yield w
-    finally:
-        w.stop()
 
 
 async def test_a_dead_node_and_a_dead_owner_together(cluster_workers: Workers) -> None:

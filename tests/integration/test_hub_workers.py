@@ -11,13 +11,8 @@ devices publishing with their own credentials.
 
 from __future__ import annotations
 
-import json
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Awaitable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +21,9 @@ import pytest
 from hub.sync.apply import GIVE_UP_DELIVERIES
 from hub.sync.ingest import durable_name
 from protocol.report import ReportBatch
-from protocol.subjects import (
-    JS_DOMAIN,
-    LEASE_BUCKET,
-    LEASE_KEY,
-    REPORT_STREAM,
-    report_partition_of,
-)
-from tests.harness.ports import free_port
-from tests.harness.procs import ManagedProcess
+from protocol.subjects import JS_DOMAIN, REPORT_STREAM, report_partition_of
+from tests.harness.hub_workers import WORKERS, DataOnly, Workers, metric, owner
 from tests.harness.sync_hub import (
-    SyncHub,
     applied,
     device_nc,
     enroll_device,
@@ -47,82 +34,9 @@ from tests.harness.sync_hub import (
 )
 from tests.harness.wait import eventually
 
-WORKERS = 2
 DEVICES = 6
 ROWS = 1500  # per device
 PER_BATCH = 50
-
-
-def ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=30) as r:
-            return bool(r.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-class DataOnly(SyncHub):
-    """`signalbeam-hub init` only: the processes are the workers' (``Workers``)."""
-
-    def start(self) -> None:
-        pass
-
-
-@dataclass
-class Workers:
-    """The data dir's nats-server and its hub workers."""
-
-    hub: SyncHub
-    nats: ManagedProcess | None = None
-    procs: dict[int, ManagedProcess] = field(default_factory=dict)
-    http: dict[int, int] = field(default_factory=dict)
-
-    def start_nats(self) -> None:
-        data = self.hub.data
-        self.nats = ManagedProcess(
-            "hub-nats",
-            [sys.executable, "-m", "hub.cli", "nats", "--data", str(data)],
-            data.parent / "nats-proc.log",
-        )
-        monitor = self.hub.ports["monitor"]
-
-        def healthy() -> bool:
-            url = f"http://127.0.0.1:{monitor}/healthz?js-enabled-only=true"
-            try:
-                with urllib.request.urlopen(url, timeout=10) as r:
-                    return bool(r.status == 200)
-            except (urllib.error.URLError, OSError):
-                return False
-
-        self.nats.wait_ready(healthy, timeout=60)
-
-    def start(self, index: int) -> None:
-        data = self.hub.data
-        port = self.http.setdefault(index, free_port())
-        proc = ManagedProcess(
-            f"worker-{index}",
-            [
-                sys.executable,
-                "-m",
-                "hub.cli",
-                "run",
-                "--data",
-                str(data),
-                "--worker",
-                f"{index}/{WORKERS}",
-                "--http-port",
-                str(port),
-            ],
-            data.parent / f"worker-{index}-{time.monotonic_ns()}.log",
-        )
-        self.procs[index] = proc
-        proc.wait_ready(lambda: ready(port), timeout=60)
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            proc.stop()
-        if self.nats is not None:
-            self.nats.stop()
 
 
 @pytest.fixture(params=["password", "jwt"])
@@ -130,26 +44,8 @@ def workers(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Workers]
     # Both login modes: JWT (what `init` writes) has the owner push account JWTs through
     # the system account; password mode reloads `signalbeam-hub nats`'s server by its pid.
     w = Workers(DataOnly(tmp_path / "data", init_flags=("--nats-auth", request.param)))
-    try:
-        w.start_nats()
-        for i in range(WORKERS):
-            w.start(i)
+    with w.running():
         yield w
-    finally:
-        w.stop()
-
-
-async def owner(w: Workers) -> str | None:
-    nc = await w.hub.hub_nc()
-    try:
-        kv = await nc.jetstream().key_value(LEASE_BUCKET)
-        try:
-            entry = await kv.get(LEASE_KEY)
-        except Exception:
-            return None
-        return str(json.loads(entry.value or b"{}").get("holder"))
-    finally:
-        await nc.close()
 
 
 async def enroll_fleet(w: Workers) -> list[tuple[str, object]]:
@@ -227,12 +123,8 @@ async def test_killed_ingest_worker_resumes_its_partition(workers: Workers) -> N
 
 
 def naks(port: int) -> float:
-    """The worker's count of report batches postponed for an earlier one (Prometheus)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith("signalbeam_sync_naks_total "):
-                return float(line.split()[1])
-    return 0.0
+    """The worker's count of report batches postponed for an earlier one."""
+    return metric(port, "signalbeam_sync_naks_total")
 
 
 async def test_a_dead_workers_unacked_batch_is_waited_for_not_dropped(workers: Workers) -> None:

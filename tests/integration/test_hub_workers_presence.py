@@ -21,9 +21,8 @@ import asyncio
 import contextlib
 import re
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,6 @@ from nats.aio.client import Client as NATS
 
 from agent.sync.jwtauth import write_creds
 from agent.sync.leaf import LeafServer, LeafSettings
-from hub.config import DataDir, load, save
 from hub.metrics import HubMetrics
 from hub.store import Store
 from hub.sync.audit import Audit
@@ -43,6 +41,7 @@ from protocol.enroll import EnrollReply, EnrollRequest
 from protocol.heartbeat import Heartbeat
 from protocol.report import ReportBatch
 from protocol.subjects import JS_DOMAIN, REPORT_STREAM, heartbeat, report_partition_of
+from tests.harness.hub_workers import WORKERS, DataOnly, Workers, metric, owner
 from tests.harness.nats import NatsHub
 from tests.harness.sync_hub import (
     FACTS,
@@ -54,7 +53,6 @@ from tests.harness.sync_hub import (
     publish_batch,
 )
 from tests.harness.wait import eventually
-from tests.integration.test_hub_workers import WORKERS, DataOnly, Workers, owner
 
 GRACE = 6  # seconds: the owner's sweep marks a device offline this long after its last beat
 DEVICES = 6
@@ -106,12 +104,7 @@ class Beats:
 
 def heartbeats_taken(port: int) -> float:
     """The worker's count of heartbeats it took (``signalbeam_sync_messages``)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
-        text = r.read().decode()
-    want = 'signalbeam_sync_messages_total{kind="heartbeat",result="ok"}'
-    return sum(
-        float(line.rpartition(" ")[2]) for line in text.splitlines() if line.startswith(want)
-    )
+    return metric(port, "signalbeam_sync_messages_total", '{kind="heartbeat",result="ok"}')
 
 
 def logged_online(w: Workers, index: int) -> set[str]:
@@ -137,16 +130,9 @@ def workers(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Workers]
     w = Workers(DataOnly(tmp_path / "data", init_flags=("--nats-auth", request.param)))
     # hub.toml, as the deploy writes it: the worker count (so `signalbeam-hub nats` maps
     # heartbeats too) and a short offline grace.
-    data = DataDir(w.hub.data)
-    cfg, sec = load(data)
-    save(data, replace(cfg, workers=WORKERS, offline_grace=GRACE), sec)
-    try:
-        w.start_nats()
-        for i in range(WORKERS):
-            w.start(i)
+    w.configure(workers=WORKERS, offline_grace=GRACE)
+    with w.running():
         yield w
-    finally:
-        w.stop()
 
 
 async def leaf_device(w: Workers, creds: EnrollReply, work: Path) -> tuple[LeafServer, NATS]:

@@ -19,20 +19,18 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import nats.errors
 import pytest
 from nats.aio.client import Client as NATS
 
-from hub.config import DataDir, load, save
 from protocol.heartbeat import Heartbeat
 from protocol.report import ReportBatch
 from protocol.subjects import heartbeat, report_partition_of
+from tests.harness.hub_workers import WORKERS, DataOnly, Workers, owner
 from tests.harness.sync_hub import applied, device_nc, enroll_device, event_rows, new_token
 from tests.harness.wait import eventually
-from tests.integration.test_hub_workers import WORKERS, DataOnly, Workers, owner
 from tests.integration.test_hub_workers_presence import heartbeats_taken, logged_online, status
 
 
@@ -50,16 +48,9 @@ def ids_by_partition() -> tuple[str, str]:
 @pytest.fixture(params=["password", "jwt"])
 def workers(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Workers]:
     w = Workers(DataOnly(tmp_path / "data", init_flags=("--nats-auth", request.param)))
-    data = DataDir(w.hub.data)
-    cfg, sec = load(data)
-    save(data, replace(cfg, workers=WORKERS), sec)
-    try:
-        w.start_nats()
-        for i in range(WORKERS):
-            w.start(i)
+    w.configure(workers=WORKERS)
+    with w.running():
         yield w
-    finally:
-        w.stop()
 
 
 async def test_a_device_cannot_leave_its_partition_or_touch_another(workers: Workers) -> None:
