@@ -694,3 +694,27 @@ def test_a_device_joining_the_group_mid_phase_is_not_swept_in_and_gets_it_at_the
     engine.tick(env.store)
     assert env.call("rollouts.get", {"id": r["id"]})["state"] == "succeeded"
     assert env.desired("dev-9") == NEW
+
+
+def test_forced_through_the_lock_the_deferred_device_updates_and_succeeds(env: Env) -> None:
+    """`device force-update --force-through-lock` on a deferred rollout device: the hub
+    re-sends the rollout's version with ``force`` (a newer generation of the same rollout);
+    the agent starts it through the lock. The stale deferral of the older generation says
+    nothing any more: Updating, then Succeeded. (Regression guard: this already held.)"""
+    r = start(env, phases="1,100%")
+    engine.tick(env.store)
+    first = next(d for d in env.states(r["id"]) if env.desired(d) == NEW)
+    _defer(env, first, "locked by temp-sensor since 2026-12-05T01:40+01:00")
+    engine.tick(env.store)
+    assert env.states(r["id"])[first] == "Pending"
+    doc = json.loads(env.store.reported_texts([first])[first])
+    doc["desired"]["generation"] = 11  # the forced revision; the gate part still says 10
+    doc["deployment"] = {"generation": 11, "bundle_ref": NEW, "status": "applying"}
+    env.store.set_reported(first, doc)
+    engine.tick(env.store)
+    assert env.states(r["id"])[first] == "Updating"
+    doc["deployment"]["status"] = "healthy"
+    env.store.set_reported(first, doc)
+    engine.tick(env.store)
+    assert env.states(r["id"])[first] == "Succeeded"
+    assert env.call("rollouts.get", {"id": r["id"]})["deferred"] == 0
