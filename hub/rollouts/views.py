@@ -140,8 +140,17 @@ def summary(store: Store, row: dict[str, Any], now: float | None = None) -> dict
     for p, stored in zip(plan, stored_phases, strict=True):
         c = per_phase.get(p.number, dict.fromkeys(m.DEVICE_STATES, 0))
         quiet = 0
-        if p.completed_at is not None and bake > 0 and now >= p.completed_at + bake:
-            # only a phase whose bake is over can wait on word from its devices
+        if (
+            p.completed_at is not None
+            and bake > 0
+            and now >= p.completed_at + bake
+            and row["status"] in m.ACTIVE
+            and p.number == max(started, default=0)
+            and p.number < len(plan)
+        ):
+            # only the newest started phase of an active rollout, its bake over and a phase
+            # after it, can wait on word from its devices (a list of finished rollouts
+            # costs no query here)
             quiet = store.rollout_unheard_count(
                 rid, p.number, m.SUCCEEDED, iso(p.completed_at + bake)
             )
