@@ -229,3 +229,37 @@ def auth_options(url: str, password: str | None = None) -> dict[str, Any]:
             secret = None
         secret = unquote(secret) if secret else None
     return bearer_options(secret) if secret and is_jwt(secret) else {}
+
+
+_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def redact_url(url: str) -> str:
+    """``url`` for a message or a log line, its login secret replaced by ``***``: the
+    password of ``user:password@`` (kept: the user), or a whole ``token@``. Never parses
+    the URL (a malformed one, the kind an error is about, must not raise here) and takes
+    everything up to the *last* ``@`` as the login, so a password with an unencoded ``@``,
+    or a URL without a scheme, leaks no part of it."""
+    scheme = m.group(0) if (m := _SCHEME_RE.match(url)) else ""
+    login, at, host = url[len(scheme) :].rpartition("@")
+    if not at:
+        return url
+    user, colon, _ = login.partition(":")
+    return f"{scheme}{user}:***@{host}" if colon else f"{scheme}***@{host}"
+
+
+def split_urls(value: str) -> list[str]:
+    """The URLs of a comma-separated list (the CLI's several hub URLs). A URL's password
+    should be percent-encoded (what ``signalbeam-hub init`` prints), but one typed with a
+    comma must not come apart into a piece holding the password's head with no ``@`` (which
+    no redaction can tell from a host) and one holding its tail: a piece with a login and
+    no scheme after a piece with no login is the rest of that piece."""
+    urls: list[str] = []
+    for piece in (p.strip() for p in value.split(",")):
+        if not piece:
+            continue
+        if urls and "@" in piece and "@" not in urls[-1] and not _SCHEME_RE.match(piece):
+            urls[-1] = f"{urls[-1]},{piece}"
+        else:
+            urls.append(piece)
+    return urls

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any
@@ -82,14 +81,14 @@ def reply_timeout(verb: str, body: dict[str, Any] | None, timeout: float) -> flo
 
 
 def redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    return re.sub(r"(//[^:/@]+):[^@]*@", r"\1:***@", url)
+    """The URL without its login secret, for messages (``protocol.natsauth.redact_url``)."""
+    return natsauth.redact_url(url)
 
 
 def split_urls(value: str | Sequence[str]) -> list[str]:
     """Hub URLs from one setting: a list, or a comma-separated string (a password in a URL
     init printed is percent-encoded, so it holds no comma)."""
-    items = value.split(",") if isinstance(value, str) else list(value)
+    items = natsauth.split_urls(value) if isinstance(value, str) else list(value)
     urls = [u.strip() for u in items if u.strip()]
     if not urls:
         raise ValueError("no hub URL given")
@@ -130,9 +129,13 @@ def connect_errors(tried: dict[str, BaseException], ca_file: str | None) -> ApiE
 def connect_error(url: str, ca_file: str | None, exc: BaseException) -> ApiError:
     """``cannot connect …`` with the TLS reason in one line when there is one (wrong CA, a
     name the certificate does not cover), naming what to fix."""
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:  # e.g. "Invalid IPv6 URL": the message below says the URL failed
+        host = ""
     seen: BaseException | None = exc
     while seen is not None:
-        problem = natstls.explain(seen, urlsplit(url).hostname or "", ca_file)
+        problem = natstls.explain(seen, host, ca_file)
         if problem is not None:
             field = "ca_file" if problem.field == "ca_file" else "hub"
             return ApiError(codes.UNAVAILABLE, problem.message, field)
@@ -146,7 +149,9 @@ def connect_error(url: str, ca_file: str | None, exc: BaseException) -> ApiError
                 "hub",
             )
         seen = seen.__cause__ or seen.__context__
-    return ApiError(codes.UNAVAILABLE, f"cannot connect to the hub at {redact(url)}: {exc}")
+    # The client library's own text may quote the URL it was given.
+    said = str(exc).replace(url, redact(url))
+    return ApiError(codes.UNAVAILABLE, f"cannot connect to the hub at {redact(url)}: {said}")
 
 
 class HubClient:

@@ -111,14 +111,15 @@ def hub_url(hub: str, user: str | None = None, password: str | None = None) -> s
     """``HOST:PORT`` or a ``nats://``/``tls://[user:pass@]host:port`` URL -> a URL with
     bootstrap creds."""
     url = hub if "://" in hub else f"nats://{hub}"
-    parts = urlsplit(url)
     try:
+        parts = urlsplit(url)
         port = parts.port
-    except ValueError:  # "host:abc" or out of range
-        port = None
+    except ValueError:  # "host:abc", out of range, "[::1" (an unclosed IPv6 address)
+        parts, port = urlsplit(""), None
     if parts.scheme not in ("nats", "tls") or not parts.hostname or not port:
         raise EnrollError(
-            f"--hub must be HOST:PORT, nats://host:port or tls://host:port, got {hub!r}",
+            "--hub must be HOST:PORT, nats://host:port or tls://host:port, got"
+            f" {natsauth.redact_url(hub)!r}",
             "invalid",
             "hub",
         )
@@ -264,8 +265,9 @@ def _raise_connect_error(exc: Exception, url: str, ca_file: str | None) -> NoRet
 
 
 def _redact(url: str) -> str:
-    p = urlsplit(url)
-    return f"{p.scheme}://{p.hostname}:{p.port}" if p.password else url
+    # The shared one: parsing here raised on the malformed URLs errors are about, and a
+    # token login (``token@host``) passed through whole.
+    return natsauth.redact_url(url)
 
 
 def save_credentials(path: Path, reply: EnrollReply) -> None:
