@@ -48,6 +48,8 @@ def parse_body(raw: bytes, fields: dict[str, FieldDoc]) -> dict[str, Any]:
             raise BadRequest(f"request body is not JSON: {exc}", field="$") from exc
     if not isinstance(doc, dict):
         raise BadRequest("request body must be a JSON object", field="$")
+    if _SURROGATE_ESCAPE.search(raw):
+        _refuse_lone_surrogates(doc)
     for name in doc:
         if name not in fields:
             known = ", ".join(sorted(fields)) or "none"
@@ -68,6 +70,25 @@ def parse_body(raw: bytes, fields: dict[str, FieldDoc]) -> dict[str, Any]:
         if isinstance(value, str) and len(value) > MAX_TEXT:
             raise Invalid(f"{name} must be at most {MAX_TEXT} characters", field=name)
     return doc
+
+
+# JSON may escape a UTF-16 surrogate (``\\ud800``) with no partner, which decodes to a str
+# that no UTF-8 encoder takes: SQLite, the reply, the log all failed on it ("internal error")
+# after the handler ran. A pair (an emoji written as two escapes) decodes to one character.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _refuse_lone_surrogates(doc: dict[str, Any]) -> None:
+    for key, value in doc.items():
+        try:
+            json.dumps([key, value], ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            shown = key.encode("utf-8", "backslashreplace").decode()[:64]
+            raise Invalid(
+                f"{shown} holds text that is not Unicode (an unpaired surrogate escape,"
+                " \\ud800-\\udfff)",
+                field=shown,
+            ) from None
 
 
 def name(value: str, field: str) -> str:
