@@ -67,10 +67,14 @@ async def post_update_lock(request: web.Request) -> web.Response:
             raise v.invalid(key, "unknown field (allowed: who, reason)")
     holder = _who(body.get("who"), who.token.name, given="who" in body)
     reason = body.get("reason")
-    if "reason" in body and (not isinstance(reason, str) or len(reason) > updatelocks.MAX_REASON):
-        raise v.invalid(
-            "reason", f"must be a string of at most {updatelocks.MAX_REASON} characters"
-        )
+    # Printable only (no newline, NUL, escape or bidi control), as ``who``: it goes into the
+    # event message that `signalbeam events` and the hub show, where a newline forges a line.
+    if "reason" in body and (
+        not isinstance(reason, str)
+        or len(reason) > updatelocks.MAX_REASON
+        or not reason.isprintable()
+    ):
+        raise v.invalid("reason", f"must be at most {updatelocks.MAX_REASON} printable characters")
     lock, new = await ctx.store.write(updatelocks.hold, holder, reason or None, who.actor)
     return json_response(
         {**lock.to_dict(), "reason": reason or None, "new": new}, status=201 if new else 200

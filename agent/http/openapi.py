@@ -17,10 +17,10 @@ from agent.store.updatelocks import MAX_REASON, MAX_WHO
 NUM = {"type": "number"}
 INT = {"type": "integer"}
 STR = {"type": "string"}
-# An update lock's holder and reason, as locks_api checks them (printable, at least one
-# non-space; the schema says ASCII, a subset of what the handler takes).
+# An update lock's holder and reason, as locks_api checks them (printable; the holder with at
+# least one non-space; the schema says ASCII, a subset of what the handler takes).
 WHO = {"type": "string", "minLength": 1, "maxLength": MAX_WHO, "pattern": "^[ -~]*[!-~][ -~]*$"}
-REASON = {"type": "string", "maxLength": MAX_REASON}
+REASON = {"type": "string", "maxLength": MAX_REASON, "pattern": "^[ -~]*$"}  # printable
 LOCK_BODY = {
     "type": "object",
     "properties": {"who": WHO, "reason": REASON},

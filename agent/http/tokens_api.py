@@ -31,6 +31,14 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
         raise ApiError(perr.BAD_REQUEST, "body is JSON nested too deeply", "body") from None
     if not isinstance(body, dict):
         raise ApiError(perr.INVALID, "body must be a JSON object", "body")
+    # An unpaired surrogate escape ("\\ud800") decodes to text no UTF-8 encoder takes:
+    # SQLite, the reply and the log failed on it after the handler ran (internal error).
+    for key, value in body.items():
+        try:
+            json.dumps([key, value], ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            field = key.encode("utf-8", "backslashreplace").decode()[:64]
+            raise v.invalid(field, "is not Unicode text (an unpaired surrogate escape)") from None
     return body
 
 
