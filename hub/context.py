@@ -32,7 +32,11 @@ class DesiredPublisher(Protocol):
     """The sync side's desired writer (``hub.sync.desired_kv.DesiredWriter``)."""
 
     def publish(
-        self, device_ids: Iterable[str] | None = None, *, force: bool = False
+        self,
+        device_ids: Iterable[str] | None = None,
+        *,
+        force: bool = False,
+        prompt: bool = False,
     ) -> Awaitable[Any]: ...
 
 

@@ -33,7 +33,7 @@ ORIGIN = KIND  # the controller's name on the event bus
 
 
 class Publisher(Protocol):
-    def publish(self, device_ids: Iterable[str] | None = None) -> Any: ...
+    def publish(self, device_ids: Iterable[str] | None = None, *, prompt: bool = False) -> Any: ...
 
 
 def default_publisher(hub: HubContext) -> Publisher | None:
@@ -113,23 +113,28 @@ class RolloutController:
         # completed rollout's cleanup): the writer puts the documents that differ, and its
         # put is what publishes the desired notice.
         todo = result.publish + result.desired_changed
+        if todo:
+            await self._publish(sorted(set(todo)))
         now = time.monotonic()
         if now - self._last_republish >= REPUBLISH_EVERY:
             self._last_republish = now
-            todo += await hub.call(engine.unacknowledged, hub.store)
-        if todo:
-            await self._publish(sorted(set(todo)))
+            # Written devices that have not acknowledged: a document left as it was is not
+            # put again (the writer skips it), so its prompt is sent again instead; a device
+            # that missed the first one reads its key now, not at its timed read (900 s).
+            unacked = await hub.call(engine.unacknowledged, hub.store)
+            if unacked:
+                await self._publish(sorted(set(unacked)), prompt=True)
         for action, data in result.notices:
             await hub.bus.publish(Event(KIND, action, data, origin=ORIGIN))
         return result
 
-    async def _publish(self, device_ids: list[str]) -> None:
+    async def _publish(self, device_ids: list[str], prompt: bool = False) -> None:
         writer = self._publisher(self._hub) if self._hub is not None else None
         if writer is None:
             log.debug("no desired writer yet; %d device(s) wait for it", len(device_ids))
             return
         try:
-            await _await(writer.publish(device_ids))
+            await _await(writer.publish(device_ids, prompt=prompt))
         except Exception:
             # The assignments are committed; the periodic re-publish tries again.
             log.warning("publishing desired state for %d device(s) failed", len(device_ids),

@@ -13,6 +13,11 @@ once; documents the DB records as written are not put again unless the bucket is
 cannot be the one they were written to, ``bucket_holds_records``). Publishes are serialised
 by one lock, so two callers never race on the same key; within one, a chunk of puts to
 different keys is in flight at once.
+
+A document left as it was is never put again, so a put's prompt (the bucket's republish on
+``sb.desired.<id>``) is sent once; the rollouts engine's periodic re-publish of the devices
+it still waits on asks for that prompt again (``publish(prompt=True)``), sent here with the
+recorded generation and no KV write.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
+from nats.aio.client import Client as NATS
 from nats.js.kv import KeyValue
 
 from bundles.variables import References, references
@@ -33,6 +39,7 @@ from hub.gates import forced
 from hub.store import Store
 from hub.variables import Resolved, Setting, resolve
 from protocol.desired import DesiredState
+from protocol.subjects import desired_key, desired_prompt
 from sbutil.seal import seal
 
 log = logging.getLogger(__name__)
@@ -204,14 +211,18 @@ def resolve_documents(store: Store, device_ids: list[str] | None) -> dict[str, D
 
 def _plan(
     store: Store, resolver: Resolver, device_ids: list[str] | None, force: bool
-) -> list[Desired]:
+) -> tuple[list[Desired], dict[str, int]]:
+    """The documents to put, and the recorded generation of each one left as it was."""
     wanted = resolver(store, device_ids)
     published = store.desired_published(None if device_ids is None else list(wanted))
-    return [
-        d.final()
-        for d in wanted.values()
-        if force or published.get(d.device_id, {}).get("doc_hash") != d.doc_hash
-    ]
+    todo, same = [], {}
+    for d in wanted.values():
+        last = published.get(d.device_id, {})
+        if force or last.get("doc_hash") != d.doc_hash:
+            todo.append(d.final())
+        elif last.get("generation"):
+            same[d.device_id] = int(last["generation"])
+    return todo, same
 
 
 class DesiredWriter:
@@ -223,8 +234,10 @@ class DesiredWriter:
         *,
         resolver: Resolver = resolve_documents,
         on_written: Callable[[dict[str, int]], Awaitable[None]] | None = None,
+        nc: NATS | None = None,
     ) -> None:
         self.kv = kv
+        self.nc = nc  # sends a prompt again without a put (publish(prompt=True))
         self.store = store
         self.call = call
         # Replaceable (e.g. by the rollouts engine) as long as it stays a pure function of the
@@ -232,13 +245,23 @@ class DesiredWriter:
         self.resolver = resolver
         self.on_written = on_written
         self.writes = 0
+        self.prompts = 0  # prompts sent again for documents left as they were
         self._lock = asyncio.Lock()
 
     async def publish(
-        self, device_ids: Iterable[str] | None = None, *, force: bool = False
+        self,
+        device_ids: Iterable[str] | None = None,
+        *,
+        force: bool = False,
+        prompt: bool = False,
     ) -> dict[str, int]:
         """Recompute the desired document of these devices (all when None) from the store
         and put it to KV where it differs from the last one written (``force``: put anyway).
+        ``prompt``: a device whose document is left as it was gets its put prompt again
+        (``sb.desired.<id>`` with the recorded generation, as the bucket's republish sends
+        it), without a put: a device that missed the first prompt (its link cut at that
+        moment, the message lost) reads its key now rather than at its next timed read, up
+        to ``poll_interval`` (900 s) later. One that already holds the revision ignores it.
         Returns ``{device_id: generation}`` for the devices written now. Unknown ids are
         ignored. Raises on a KV failure, after recording (and passing to ``on_written``)
         the puts that succeeded; nothing is recorded for a failed device, so the next
@@ -247,7 +270,9 @@ class DesiredWriter:
         if ids == []:
             return {}
         async with self._lock:
-            todo: list[Desired] = await self.call(_plan, self.store, self.resolver, ids, force)
+            todo, same = await self.call(_plan, self.store, self.resolver, ids, force)
+            if prompt and same:
+                await self._prompt_again(same)
             written: dict[str, int] = {}
             failed: BaseException | None = None
             # Puts to different keys are independent: a chunk is in flight at once and
@@ -279,6 +304,19 @@ class DesiredWriter:
         if failed is not None:
             raise failed
         return written
+
+    async def _prompt_again(self, generations: dict[str, int]) -> None:
+        """Publish the put prompt of documents already written: the same subject and
+        ``Nats-Sequence`` as the republish of their put, so the agent and the simulator
+        treat it as that prompt (read the key unless they hold that revision already)."""
+        if self.nc is None:
+            log.debug("no connection to prompt %d device(s) again on", len(generations))
+            return
+        for device_id, generation in sorted(generations.items()):
+            headers = {"Nats-Subject": desired_key(device_id), "Nats-Sequence": str(generation)}
+            await self.nc.publish(desired_prompt(device_id), b"", headers=headers)
+        self.prompts += len(generations)
+        log.debug("desired prompts sent again: %d", len(generations))
 
     @staticmethod
     def _log(d: Desired, revision: int, level: int) -> None:

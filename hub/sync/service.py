@@ -100,7 +100,7 @@ class SyncService:
             ids = sorted(gens) if len(gens) <= MAX_IDS else None
             await notify("desired", "changed", {"devices": ids})
 
-        self.desired = DesiredWriter(kv, store, hub.call, on_written=written)
+        self.desired = DesiredWriter(kv, store, hub.call, on_written=written, nc=nc)
         # Trust what the DB records as written only when the bucket is the one it was written
         # to: then a restart puts just what changed (seconds with 100 000 devices).
         force = created or not await self.desired.bucket_holds_records()

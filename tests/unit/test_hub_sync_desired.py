@@ -16,7 +16,9 @@ from hub.store import Store
 from hub.sync.desired_kv import DesiredWriter
 from hub.sync.streams import ensure_desired_bucket
 from protocol.desired import DesiredState
+from protocol.subjects import desired_prompt
 from tests.harness.nats import NatsHub
+from tests.harness.wait import eventually
 
 
 def spec(version: str) -> dict[str, Any]:
@@ -43,7 +45,7 @@ async def writer(tmp_path: Path, nats_hub: NatsHub) -> AsyncIterator[DesiredWrit
     kv, created = await ensure_desired_bucket(nc.jetstream())
     assert created
     try:
-        yield DesiredWriter(kv, store, call)
+        yield DesiredWriter(kv, store, call, nc=nc)
     finally:
         await nc.close()
         pool.shutdown()
@@ -81,6 +83,37 @@ async def test_writes_only_on_change_and_records_the_revision(writer: DesiredWri
     w.store.decommission_device("d2")
     assert set(await w.publish(["d2"])) == {"d2"}
     assert (await doc(w, "d2"))[0].spec is None
+
+
+async def test_a_prompt_again_is_the_put_prompt_without_a_put(
+    writer: DesiredWriter, nats_hub: NatsHub
+) -> None:
+    """``prompt=True`` (the rollouts engine's re-publish of devices it waits on): a document
+    left as it was is not put again, but its prompt is sent again, as the bucket's republish
+    sent it (``Nats-Sequence``: the recorded generation), so a device that missed the first
+    one reads its key; a changed document is put (that put is its prompt)."""
+    w = writer
+    first = await w.publish()
+    nc = await nats.connect(nats_hub.url)
+    got: list[tuple[str, str]] = []
+
+    async def heard(msg: Any) -> None:
+        got.append((msg.subject, (msg.headers or {}).get("Nats-Sequence", "")))
+
+    try:
+        await nc.subscribe(desired_prompt("*"), cb=heard)
+        await nc.flush()
+        assert await w.publish(["d1", "nope"], prompt=True) == {}  # nothing put
+        await eventually(lambda: got, "the prompt sent again")
+        assert got == [(desired_prompt("d1"), str(first["d1"]))]
+        assert (await doc(w, "d1"))[1] == first["d1"] and w.prompts == 1
+        w.store.assign("device", "d2", "app", "1.0.0")
+        written = await w.publish(["d2"], prompt=True)  # changed: put, its put prompts
+        await eventually(lambda: len(got) == 2, "the put's prompt")
+        assert got[1] == (desired_prompt("d2"), str(written["d2"])) and w.prompts == 1
+        assert await w.publish(["d1"]) == {} and len(got) == 2  # without prompt: silent
+    finally:
+        await nc.close()
 
 
 async def test_rollout_id_comes_from_the_rollout_targeting_that_version(
