@@ -17,7 +17,9 @@ step outside its partition:
 from __future__ import annotations
 
 import contextlib
+import json
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +27,9 @@ import nats.errors
 import pytest
 from nats.aio.client import Client as NATS
 
+from hub import natsjwt
+from hub.config import DataDir
+from protocol import natsauth
 from protocol.heartbeat import Heartbeat
 from protocol.report import ReportBatch
 from protocol.subjects import heartbeat, report_partition_of
@@ -103,5 +108,60 @@ async def test_a_device_cannot_leave_its_partition_or_touch_another(workers: Wor
             "SELECT count(*) FROM events WHERE device_id = ? AND kind = 'online'", (other,)
         ) == [(0,)]
         assert applied(w.hub, mine) == 0
+    finally:
+        await nc.close()
+
+
+@pytest.mark.parametrize("workers", ["jwt"], indirect=True)
+async def test_a_revoked_device_stays_out_and_the_mapping_survives_the_push(
+    workers: Workers,
+) -> None:
+    # Decommission pushes a new account JWT (the revocation) from the owner: the device's
+    # cached JWT must be refused, and the push must keep the heartbeat mapping (a JWT without
+    # it would leave every worker on the unmapped fallback).
+    w = workers
+    await eventually(lambda: owner(w), timeout=60, what="a worker owns the control plane")
+    async with w.hub.client() as admin:
+        token = await new_token(admin, uses=2)
+        gone, stays = ids_by_partition()
+        gone_creds = await enroll_device(w.hub, token, gone)
+        stays_creds = await enroll_device(w.hub, token, stays)
+        await admin.call("devices.decommission", {"id": gone})
+
+    async def refused() -> bool:
+        try:
+            nc = await device_nc(w.hub, gone_creds, allow_reconnect=False, max_reconnect_attempts=1)
+        except Exception:
+            return True
+        try:
+            await nc.flush(timeout=10)
+        except Exception:
+            return True
+        finally:
+            await nc.close()
+        return False
+
+    await eventually(refused, timeout=60, what="the revoked device's cached JWT refused")
+    # The account as nats-server holds it now: the revocation and the mapping, together.
+    keys = natsjwt.load_keys(DataDir(w.hub.data))
+    assert keys is not None
+    account = keys.account_public
+    url = f"http://127.0.0.1:{w.hub.ports['monitor']}/accountz?acc={account}"
+    with urllib.request.urlopen(url, timeout=30) as r:
+        detail = json.loads(r.read())["account_detail"]
+    assert "sb.dev.*.heartbeat" in detail["mappings"], detail["mappings"]
+    revoked = detail["decoded_jwt"]["nats"]["revocations"]
+    assert natsauth.public_key(gone_creds.nats_seed) in revoked, revoked
+    nc = await device_nc(w.hub, stays_creds)
+    try:
+        # The other device goes on heartbeating (its own worker, 1, takes it).
+        beat = Heartbeat(stays, time.time(), "0.1.0", last_seq=0, outbox_pending=0).to_json()
+        reply = await nc.request(heartbeat(stays), beat, timeout=30)
+        assert b"error" not in reply.data, reply.data
+        await eventually(lambda: status(w, stays) == "online", timeout=60, what="online")
+        await eventually(
+            lambda: stays in logged_online(w, 1), timeout=60, what="its own worker took it"
+        )
+        assert heartbeats_taken(w.http[0]) == 0
     finally:
         await nc.close()
