@@ -6,10 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hub.tls import self_signed
-from tests.integration.test_deploy_dry import _index, _planned, _pyinfra, env
+import pytest
 
-__all__ = ["env"]  # the fixture, imported for pytest
+from hub.tls import self_signed
+from tests.harness.deploy_dry import dry_env, index, planned, pyinfra_dry
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return dry_env(tmp_path)
 
 
 def test_hub_plan_uploads_the_tls_files_before_init(env: dict[str, str], tmp_path: Path) -> None:
@@ -19,7 +24,7 @@ def test_hub_plan_uploads_the_tls_files_before_init(env: dict[str, str], tmp_pat
     for listener in ("leaf", "client"):
         data[f"signalbeam_hub_{listener}_tls_cert"] = str(cert)
         data[f"signalbeam_hub_{listener}_tls_key"] = str(key)
-    names = _planned(_pyinfra(env, "hub.py", data))
+    names = planned(pyinfra_dry(env, "hub.py", data))
     order = [
         "Create the hub data dir /var/lib/signalbeam-hub",
         "Upload the leaf TLS certificate to /var/lib/signalbeam-hub/tls/leaf-cert.pem",
@@ -28,5 +33,5 @@ def test_hub_plan_uploads_the_tls_files_before_init(env: dict[str, str], tmp_pat
         "Write hub.toml",
         "Enable and start signalbeam-hub.service",
     ]
-    positions = [_index(names, op) for op in order]
+    positions = [index(names, op) for op in order]
     assert positions == sorted(positions), names

@@ -6,29 +6,20 @@ three for real: test_deploy_cluster_chroot.py."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.test_deploy_dry import PYINFRA, ROOT, _index, _planned
+from tests.harness.deploy_dry import PYINFRA, ROOT, dry_env, index, planned
 
 HOSTS = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    """test_deploy_dry.py's environment: a stand-in systemctl (no systemd runs here)."""
-    fakebin = tmp_path / "fakebin"
-    fakebin.mkdir()
-    stub = fakebin / "systemctl"
-    stub.write_text("#!/bin/sh\nexit 0\n")
-    stub.chmod(0o755)
-    out = {k: v for k, v in os.environ.items() if not k.startswith("PYINFRA")}
-    out["PATH"] = f"{fakebin}:{out['PATH']}"
-    return out
+    return dry_env(tmp_path)
 
 
 def plan(
@@ -55,7 +46,7 @@ def plan(
 def test_node_0_initialises_then_fetches_the_other_nodes_files(
     env: dict[str, str], tmp_path: Path
 ) -> None:
-    names = _planned(plan(env, tmp_path, {}))
+    names = planned(plan(env, tmp_path, {}))
     order = [
         "Initialise the hub",
         "Write hub.toml",
@@ -64,7 +55,7 @@ def test_node_0_initialises_then_fetches_the_other_nodes_files(
         "Fetch /var/lib/signalbeam-hub/tls/route/node2-key.pem",
         "Create /var/lib/signalbeam-hub/nats",
     ]
-    positions = [_index(names, op) for op in order]
+    positions = [index(names, op) for op in order]
     assert positions == sorted(positions), names
     assert not any("ca-key" in n or "node0-key" in n for n in names), names
     assert not any("signalbeam-hub-node" in n for n in names), names
@@ -75,7 +66,7 @@ def test_node_1_uploads_its_files_and_runs_nats_server(env: dict[str, str], tmp_
     stage.mkdir()
     for name in ("node1.conf", "route-ca.pem", "node1-cert.pem", "node1-key.pem"):
         (stage / name).write_text(name)
-    names = _planned(plan(env, tmp_path, {"signalbeam_hub_cluster_node": 1}))
+    names = planned(plan(env, tmp_path, {"signalbeam_hub_cluster_node": 1}))
     order = [
         "Create the hub data dir /var/lib/signalbeam-hub",
         "Create /var/lib/signalbeam-hub/nats/node1",
@@ -86,7 +77,7 @@ def test_node_1_uploads_its_files_and_runs_nats_server(env: dict[str, str], tmp_
         "Write signalbeam-hub-node.service",
         "Enable and start signalbeam-hub-node.service",
     ]
-    positions = [_index(names, op) for op in order]
+    positions = [index(names, op) for op in order]
     assert positions == sorted(positions), names
     for hub_only in (
         "Initialise the hub",

@@ -9,15 +9,13 @@ as a systemd host answers for units that do not exist yet; everything else is re
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-PYINFRA = str(Path(sys.executable).parent / "pyinfra")
+from tests.harness.deploy_dry import PYINFRA, ROOT, dry_env, index, planned, pyinfra_dry
 
 TOKEN = "sbt_abc123_TOKENSECRET"
 PASSWORD = "PASSWORDSECRET"
@@ -25,44 +23,7 @@ PASSWORD = "PASSWORDSECRET"
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    fakebin = tmp_path / "fakebin"
-    fakebin.mkdir()
-    stub = fakebin / "systemctl"
-    stub.write_text("#!/bin/sh\nexit 0\n")
-    stub.chmod(0o755)
-    out = {k: v for k, v in os.environ.items() if not k.startswith("PYINFRA")}
-    out["PATH"] = f"{fakebin}:{out['PATH']}"
-    return out
-
-
-def _pyinfra(
-    env: dict[str, str], deploy: str, data: dict[str, str], *flags: str, cwd: Path = ROOT
-) -> subprocess.CompletedProcess[str]:
-    argv = [PYINFRA, "@local", str(ROOT / "deploy" / deploy), "--dry", *flags]
-    for key, value in data.items():
-        argv += ["--data", f"{key}={value}"]
-    return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
-
-
-def _planned(res: subprocess.CompletedProcess[str]) -> list[str]:
-    """Operation names from pyinfra's "Detected changes" table, in order."""
-    out = res.stdout + res.stderr
-    assert res.returncode == 0, out
-    assert "--> Detected changes:" in out, out
-    table = out.split("--> Detected changes:", 1)[1].split("Detected changes may not", 1)[0]
-    names = []
-    for line in table.splitlines()[2:]:
-        name = line.strip().rsplit("  ", 2)[0].strip()
-        if name:
-            names.append(name)
-    return names
-
-
-def _index(names: list[str], fragment: str) -> int:
-    for i, name in enumerate(names):
-        if fragment in name:
-            return i
-    raise AssertionError(f"no planned operation contains {fragment!r}: {names}")
+    return dry_env(tmp_path)
 
 
 def test_hub_plan(env: dict[str, str], tmp_path: Path) -> None:
@@ -71,7 +32,7 @@ def test_hub_plan(env: dict[str, str], tmp_path: Path) -> None:
         "signalbeam_hub_replica_url": "s3://bucket/hub",
     }
     # From another working directory: the deploy finds its own helpers.
-    names = _planned(_pyinfra(env, "hub.py", data, cwd=tmp_path))
+    names = planned(pyinfra_dry(env, "hub.py", data, cwd=tmp_path))
     order = [
         "Install signalbeam-edge into /opt/signalbeam/venv",
         "Create system user signalbeam",
@@ -83,16 +44,16 @@ def test_hub_plan(env: dict[str, str], tmp_path: Path) -> None:
         "Reload systemd units",
         "Enable and start signalbeam-hub.service",
     ]
-    positions = [_index(names, op) for op in order]
+    positions = [index(names, op) for op in order]
     assert positions == sorted(positions), names
     # -y skips change detection; the deploy must still load and plan without error.
-    quick = _pyinfra(env, "hub.py", data, "-y")
+    quick = pyinfra_dry(env, "hub.py", data, "-y")
     assert quick.returncode == 0, quick.stdout + quick.stderr
 
 
 def test_hub_plan_with_workers(env: dict[str, str], tmp_path: Path) -> None:
     data = {"signalbeam_hub_public_host": "hub.example.com", "signalbeam_hub_workers": "2"}
-    names = _planned(_pyinfra(env, "hub.py", data, cwd=tmp_path))
+    names = planned(pyinfra_dry(env, "hub.py", data, cwd=tmp_path))
     order = [
         "Write hub.toml",
         "Write signalbeam-hub.service",
@@ -101,7 +62,7 @@ def test_hub_plan_with_workers(env: dict[str, str], tmp_path: Path) -> None:
         "Enable and start signalbeam-hub-worker@0.service",
         "Enable and start signalbeam-hub-worker@1.service",
     ]
-    positions = [_index(names, op) for op in order]
+    positions = [index(names, op) for op in order]
     assert positions == sorted(positions), names
 
 
@@ -121,8 +82,8 @@ def test_hub_plan_with_replica_credentials(env: dict[str, str], tmp_path: Path) 
         cwd=tmp_path,
         timeout=120,
     )
-    names = _planned(res)
-    assert _index(names, "Write /etc/signalbeam/hub.env") < _index(names, "Enable and start")
+    names = planned(res)
+    assert index(names, "Write /etc/signalbeam/hub.env") < index(names, "Enable and start")
     assert "REPLICASECRET" not in res.stdout + res.stderr
 
 
@@ -134,8 +95,8 @@ def test_agent_plan_enrolls_once_and_masks_secrets(env: dict[str, str]) -> None:
         "signalbeam_enroll_token": TOKEN,
         "signalbeam_enroll_password": PASSWORD,
     }
-    res = _pyinfra(env, "agent.py", data, "-vv")
-    names = _planned(res)
+    res = pyinfra_dry(env, "agent.py", data, "-vv")
+    names = planned(res)
     order = [
         "Install the container engine (podman)",
         "Enable and start podman.socket",
@@ -145,41 +106,43 @@ def test_agent_plan_enrolls_once_and_masks_secrets(env: dict[str, str]) -> None:
         "Write signalbeam-agent.service",
         "Enable and start signalbeam-agent.service",
     ]
-    positions = [_index(names, op) for op in order]
+    positions = [index(names, op) for op in order]
     assert positions == sorted(positions), names
     out = res.stdout + res.stderr
     assert TOKEN not in out and PASSWORD not in out
     # Opt-in only: without it the deploy removes a drop-in an earlier run may have written.
-    assert _index(names, "No Podman drop-in: remove") >= 0
-    quick = _pyinfra(env, "agent.py", data, "-y")
+    assert index(names, "No Podman drop-in: remove") >= 0
+    quick = pyinfra_dry(env, "agent.py", data, "-y")
     assert quick.returncode == 0, quick.stdout + quick.stderr
 
 
 def test_agent_plan_docker_with_wheel_and_no_token(env: dict[str, str], tmp_path: Path) -> None:
     wheel = tmp_path / "signalbeam_edge-0.1.0-py3-none-any.whl"
     wheel.write_bytes(b"PK\x05\x06" + b"\0" * 18)
-    res = _pyinfra(env, "agent.py", {"signalbeam_engine": "docker", "signalbeam_wheel": str(wheel)})
-    names = _planned(res)
-    assert _index(names, "Install the container engine (docker)") < _index(
+    res = pyinfra_dry(
+        env, "agent.py", {"signalbeam_engine": "docker", "signalbeam_wheel": str(wheel)}
+    )
+    names = planned(res)
+    assert index(names, "Install the container engine (docker)") < index(
         names, "Enable and start docker.service"
     )
-    assert _index(names, f"Upload {wheel.name}") < _index(names, f"Install {wheel.name}")
+    assert index(names, f"Upload {wheel.name}") < index(names, f"Install {wheel.name}")
     assert not any("Enroll" in n for n in names)
     assert "runs in local mode" in res.stdout + res.stderr
 
 
 def test_agent_plan_with_podman_dropin(env: dict[str, str]) -> None:
-    names = _planned(_pyinfra(env, "agent.py", {"signalbeam_podman_dropin": "true"}))
-    assert _index(names, "Podman drop-in") < _index(names, "Enable and start podman.socket")
+    names = planned(pyinfra_dry(env, "agent.py", {"signalbeam_podman_dropin": "true"}))
+    assert index(names, "Podman drop-in") < index(names, "Enable and start podman.socket")
 
 
 def test_bad_data_stops_before_planning(env: dict[str, str]) -> None:
-    res = _pyinfra(env, "agent.py", {"signalbeam_engine": "lxc"})
+    res = pyinfra_dry(env, "agent.py", {"signalbeam_engine": "lxc"})
     out = res.stdout + res.stderr
     assert res.returncode != 0
     assert "signalbeam_engine: must be 'podman' or 'docker'" in out
     assert "Detected changes" not in out
-    res = _pyinfra(env, "hub.py", {})  # @local is no address for devices
+    res = pyinfra_dry(env, "hub.py", {})  # @local is no address for devices
     assert res.returncode != 0
     assert "signalbeam_hub_public_host: is required" in res.stdout + res.stderr
 
@@ -237,24 +200,24 @@ def test_hub_plan_on_an_initialised_running_hub(env: dict[str, str], tmp_path: P
     data_dir = tmp_path / "hub-data"
     data_dir.mkdir()
     (data_dir / "hub.toml").write_text("client_port = 4222\n")
-    res = _pyinfra(
+    res = pyinfra_dry(
         _running_systemctl(env, tmp_path, "signalbeam-hub.service"),
         "hub.py",
         {"signalbeam_hub_public_host": "hub.example.com", "signalbeam_hub_data_dir": str(data_dir)},
         "-v",  # noop notes are printed from -v on
     )
-    names = _planned(res)
+    names = planned(res)
     assert not any("Initialise the hub" in n for n in names), names
     assert "hub already initialised" in res.stdout + res.stderr
     # Running already: restarted only if something it reads changed (a conditional change).
-    assert _index(names, "Write hub.toml") < _index(names, "Restart signalbeam-hub.service")
+    assert index(names, "Write hub.toml") < index(names, "Restart signalbeam-hub.service")
 
 
 def test_agent_plan_on_an_enrolled_device(env: dict[str, str], tmp_path: Path) -> None:
     data_dir = tmp_path / "agent-data"
     data_dir.mkdir()
     (data_dir / "hub-credentials.json").write_text("{}")
-    res = _pyinfra(
+    res = pyinfra_dry(
         _running_systemctl(env, tmp_path, "signalbeam-agent.service"),
         "agent.py",
         {
@@ -265,9 +228,9 @@ def test_agent_plan_on_an_enrolled_device(env: dict[str, str], tmp_path: Path) -
         },
         "-v",
     )
-    names = _planned(res)
+    names = planned(res)
     assert not any("Enroll" in n for n in names), names
     assert "already enrolled" in res.stdout + res.stderr
-    assert _index(names, "Write /etc/signalbeam/agent.toml") < _index(
+    assert index(names, "Write /etc/signalbeam/agent.toml") < index(
         names, "Restart signalbeam-agent.service"
     )
