@@ -46,6 +46,10 @@ def parse_body(raw: bytes, fields: dict[str, FieldDoc]) -> dict[str, Any]:
             doc = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadRequest(f"request body is not JSON: {exc}", field="$") from exc
+        except RecursionError:
+            # json's decoder refuses nesting past the interpreter's recursion limit with
+            # this (no ValueError): a body under the size limit could be an internal error.
+            raise BadRequest("request body is JSON nested too deeply", field="$") from None
     if not isinstance(doc, dict):
         raise BadRequest("request body must be a JSON object", field="$")
     if _SURROGATE_ESCAPE.search(raw):

@@ -8,16 +8,20 @@ and read back unchanged.
 Also probed and found answered with ``invalid`` naming the field (no fix needed): NUL in
 names and values, over-long names and phases, huge integers for max_uses / confirm /
 trust serial, negative expires_in, a malformed tenant, token or device id, nested lists for
-ids, and bodies over the size limit (``too_large``).
+ids, and bodies over the size limit (``too_large``). A body under the limit nested past the
+JSON decoder's recursion limit was ``internal``: now ``bad_request`` on ``$``.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
+from protocol.api import API_KEY_HEADER
+from protocol.subjects import api
 from tests.harness.sync_hub import SyncHub
 from tui.client import ApiError, HubClient
 
@@ -63,3 +67,17 @@ async def test_odd_but_valid_text_is_stored_as_given(hub: SyncHub, admin: HubCli
     got = [v for v in listed["items"] if v["name"] == "ODD"]
     assert got and got[0]["value"] == value, listed
     await admin.call("vars.unset", {"scope": "fleet", "name": "ODD"})
+
+
+async def test_deeply_nested_json_is_bad_request_not_internal(
+    hub: SyncHub, admin: HubClient
+) -> None:
+    # Under the size limit, nested past the JSON decoder's recursion limit.
+    assert admin.nc is not None and admin.api_key
+    for verb in ("vars.set", "trust.push", "bundles.push"):
+        raw = b'{"x": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
+        msg = await admin.nc.request(
+            api(verb), raw, timeout=60, headers={API_KEY_HEADER: admin.api_key}
+        )
+        err = json.loads(msg.data)["error"]
+        assert err["code"] == "bad_request" and err["field"] == "$", (verb, err)
