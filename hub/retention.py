@@ -9,7 +9,6 @@ queues its transactions on the same thread) gets in between chunks. docs/hub.md 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from hub.config import HubConfig, parse_duration, parse_retention
 from hub.context import HubContext
 from hub.store.telemetry import EventKey, SeriesKey
 from hub.timeutil import now_iso
+from sbutil.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -116,11 +116,8 @@ class RetentionTask:
         self._task = asyncio.create_task(self._loop(), name="retention")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait([self._task])
+        self._task = None
 
     async def _loop(self) -> None:
         await asyncio.sleep(self.first_delay)

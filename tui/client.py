@@ -49,6 +49,7 @@ from protocol.api import (
     new_secret,
 )
 from protocol.subjects import INBOX_OPERATOR, api, fleet_change
+from sbutil.tasks import wait_for
 from tui.errors import ApiError
 
 __all__ = ["ApiError", "HubClient"]  # ApiError's home is tui.errors; importers use either
@@ -231,7 +232,7 @@ class HubClient:
         # so the CLI allows one retry and bounds the whole attempt by the timeout too. One
         # URL per attempt: the reason each URL failed is its own (``connect_errors``).
         servers = [url] if not self.reconnect else [url, *(u for u in self.urls if u != url)]
-        self.nc = await asyncio.wait_for(
+        self.nc = await wait_for(
             nats.connect(
                 servers,
                 name="signalbeam-cli",

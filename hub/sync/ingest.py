@@ -38,6 +38,7 @@ from hub.metrics import HubMetrics
 from hub.store import Store
 from hub.sync.apply import GIVE_UP_DELIVERIES, Applier, Outcome, fetched
 from protocol.subjects import REPORT_STREAM, REPORT_WILDCARD, report_partition
+from sbutil.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -177,11 +178,14 @@ class Ingest:
         self._stop.set()
         if self._task is not None:
             try:
-                await asyncio.wait_for(self._task, FETCH_WAIT + 5)
-            except (TimeoutError, asyncio.CancelledError):
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await self._task
+                # The loop ends by itself after the fetch in flight and the batch applying
+                # (asyncio.wait never cancels it, and never swallows a cancel of ours).
+                await asyncio.wait({self._task}, timeout=FETCH_WAIT + 5)
+            finally:
+                # Ended: nothing to do. Still running (a cancel of this stop, or past the
+                # bound): cancelled, again if a library's wait_for loses the first cancel.
+                await cancel_and_wait([self._task])
+            self._task = None
 
     async def _run(self, sub: JetStreamContext.PullSubscription) -> None:
         # Pipelined: while one fetch is applied on the store thread, the next one is already
@@ -228,11 +232,16 @@ class Ingest:
         """On stop, a prefetched batch that will not be applied is nak'd without delay, so
         the next hub start gets it at once instead of after ``ACK_WAIT``."""
         try:
-            msgs = await asyncio.wait_for(ahead, FETCH_WAIT + 1)
-        except (TimeoutError, asyncio.CancelledError, Exception):
+            done, _ = await asyncio.wait({ahead}, timeout=FETCH_WAIT + 1)
+        except asyncio.CancelledError:
             ahead.cancel()
+            raise
+        if not done:
+            await cancel_and_wait([ahead])
             return
-        for m in msgs or []:
+        if ahead.cancelled() or ahead.exception() is not None:
+            return
+        for m in ahead.result() or []:
             with contextlib.suppress(Exception):
                 await m.nak()
 

@@ -51,6 +51,7 @@ from protocol.subjects import (
     heartbeat_partition,
     report_partition_of,
 )
+from sbutil.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -177,9 +178,8 @@ class Presence:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task])
+            self._task = None
         with contextlib.suppress(Exception):
             await self.flush()
 

@@ -9,7 +9,6 @@ session keeps a NATS connection that reconnects forever and reports link changes
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,6 +19,7 @@ from nats.aio.subscription import Subscription
 from protocol import errors as codes
 from protocol import natsauth
 from protocol.subjects import INBOX_OPERATOR
+from sbutil.tasks import wait_for
 from tui.client import (
     ApiError,
     HubClient,
@@ -79,7 +79,7 @@ class HubSession:
         servers = [first, *(u for u in urls if u != first)]
         try:
             # Bounded: if the hub vanished since the probe, nats-py would retry forever.
-            self.client.nc = await asyncio.wait_for(
+            self.client.nc = await wait_for(
                 nats.connect(
                     servers,
                     name="signalbeam-tui",
