@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -18,8 +17,10 @@ from protocol.report import ReportBatch, ReportRow
 from protocol.subjects import JS_DOMAIN, heartbeat
 from tests.harness.sync_hub import (
     SyncHub,
+    admin_of_hub,
     device_nc,
     enroll_device,
+    module_hub,
     new_token,
     publish_batch,
 )
@@ -30,17 +31,8 @@ from tui.client import ApiError, HubClient
 GRACE = 3
 
 
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SyncHub]:
-    proc = SyncHub(tmp_path_factory.mktemp("hubtui") / "data", grace=GRACE)
-    yield proc
-    assert proc.stop() == 0, proc.proc.log_tail() if proc.proc else ""
-
-
-@pytest.fixture
-async def admin(hub: SyncHub) -> AsyncIterator[HubClient]:
-    async with hub.client() as c:
-        yield c
+hub = module_hub("hubtui", grace=GRACE)
+admin = admin_of_hub()
 
 
 async def test_whoami_for_admin_and_readonly_keys(hub: SyncHub, admin: HubClient) -> None:

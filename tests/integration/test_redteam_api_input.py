@@ -15,28 +15,17 @@ JSON decoder's recursion limit was ``internal``: now ``bad_request`` on ``$``.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
 from protocol.api import API_KEY_HEADER
 from protocol.subjects import api
-from tests.harness.sync_hub import SyncHub
+from tests.harness.sync_hub import SyncHub, admin_of_hub, module_hub
 from tui.client import ApiError, HubClient
 
-
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SyncHub]:
-    proc = SyncHub(tmp_path_factory.mktemp("rt-api") / "data")
-    yield proc
-    assert proc.stop() == 0, proc.proc.log_tail() if proc.proc else ""
-
-
-@pytest.fixture
-async def admin(hub: SyncHub) -> AsyncIterator[HubClient]:
-    async with hub.client() as c:
-        yield c
+hub = module_hub("rt-api")
+admin = admin_of_hub()
 
 
 @pytest.mark.parametrize(

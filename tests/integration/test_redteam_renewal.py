@@ -16,33 +16,29 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator, Iterator
 
 import nats
-import pytest
 from nats.aio.client import Client as NATS
 
 from protocol import natsauth
 from protocol.deviceauth import AuthChallenge, RenewRequest, decode_auth_challenge
 from protocol.enroll import EnrollReply
 from protocol.subjects import INBOX_ENROLL, RENEW_CHALLENGE, RENEW_JWT, device_auth
-from tests.harness.sync_hub import SyncHub, device_nc, enroll_device, new_token
+from tests.harness.sync_hub import (
+    SyncHub,
+    admin_of_hub,
+    device_nc,
+    enroll_device,
+    module_hub,
+    new_token,
+)
 from tui.client import HubClient
 
 FLOOD = 200  # challenges the attacker asks for the device (bounded)
 
 
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SyncHub]:
-    proc = SyncHub(tmp_path_factory.mktemp("rt-jwt") / "data", init_flags=["--nats-auth", "jwt"])
-    yield proc
-    assert proc.stop() == 0, proc.proc.log_tail() if proc.proc else ""
-
-
-@pytest.fixture
-async def admin(hub: SyncHub) -> AsyncIterator[HubClient]:
-    async with hub.client() as c:
-        yield c
+hub = module_hub("rt-jwt", init_flags=["--nats-auth", "jwt"])
+admin = admin_of_hub()
 
 
 async def bootstrap(hub: SyncHub) -> NATS:

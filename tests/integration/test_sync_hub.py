@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import nats
@@ -36,11 +35,13 @@ from protocol.subjects import (
 )
 from tests.harness.sync_hub import (
     SyncHub,
+    admin_of_hub,
     applied,
     device_nc,
     enroll_device,
     event_rows,
     event_seqs,
+    module_hub,
     new_token,
     publish_batch,
 )
@@ -50,17 +51,8 @@ from tui.client import ApiError, HubClient
 GRACE = 2
 
 
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SyncHub]:
-    proc = SyncHub(tmp_path_factory.mktemp("synchub") / "data", grace=GRACE)
-    yield proc
-    assert proc.stop() == 0, proc.proc.log_tail() if proc.proc else ""
-
-
-@pytest.fixture
-async def admin(hub: SyncHub) -> AsyncIterator[HubClient]:
-    async with hub.client() as c:
-        yield c
+hub = module_hub("synchub", grace=GRACE)
+admin = admin_of_hub()
 
 
 def hub_events(hub: SyncHub, device: str | None, kind: str) -> int:

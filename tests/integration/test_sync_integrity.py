@@ -15,12 +15,10 @@ import sqlite3
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from agent.store import Store
 from agent.sync.downlink import DownlinkSettings
@@ -32,30 +30,22 @@ from protocol.report import MSG_ID_HEADER, ReportBatch, ReportRow
 from protocol.subjects import JS_DOMAIN, REPORT_STREAM, heartbeat, report
 from tests.harness.sync_hub import (
     SyncHub,
+    admin_of_hub,
     applied,
     device_nc,
     enroll_device,
     event_rows,
     event_seqs,
+    module_hub,
     new_token,
     publish_batch,
 )
 from tests.harness.wait import eventually
 from tui.client import HubClient
 
-
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SyncHub]:
-    # The default of new hubs: nats-server in operator mode, device JWTs (issue 16).
-    proc = SyncHub(tmp_path_factory.mktemp("integrity") / "data", init_flags=["--nats-auth", "jwt"])
-    yield proc
-    assert proc.stop() == 0, proc.proc.log_tail() if proc.proc else ""
-
-
-@pytest.fixture
-async def admin(hub: SyncHub) -> AsyncIterator[HubClient]:
-    async with hub.client() as c:
-        yield c
+# The default of new hubs: nats-server in operator mode, device JWTs (issue 16).
+hub = module_hub("integrity", init_flags=["--nats-auth", "jwt"])
+admin = admin_of_hub()
 
 
 def hub_events(hub: SyncHub, device: str, kind: str) -> list[dict[str, Any]]:
