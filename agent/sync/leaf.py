@@ -43,6 +43,7 @@ TLS_TIMEOUT = 5
 LOG_TAIL = 32 * 1024
 # An error older than this is history, not the reason the link is down now.
 ERROR_MAX_AGE = 120.0
+LEFTOVER_WAIT = 5.0  # seconds a leftover leaf gets to end on SIGTERM before SIGKILL
 
 
 def find_nats_server() -> str:
@@ -185,7 +186,7 @@ class LeafServer:
         """Write the config, start the server, wait until it accepts clients, supervise it."""
         self.settings.workdir.mkdir(parents=True, exist_ok=True)
         self.started_at = time.time()
-        self._stop_leftover()
+        await self._stop_leftover()
         self._write_config()
         await self._spawn()
         self._task = asyncio.get_running_loop().create_task(self._supervise())
@@ -340,24 +341,45 @@ class LeafServer:
         with contextlib.suppress(OSError):
             self.pid_path.unlink()
 
-    def _stop_leftover(self) -> None:
-        """Stop a leaf a killed agent left running with our config (it holds our port)."""
+    async def _stop_leftover(self) -> None:
+        """Stop a leaf a killed agent left running with our config (it holds our port).
+        Waits for it on the event loop (up to LEFTOVER_WAIT, then SIGKILL): a blocking wait
+        here stalled everything else the agent runs for as long."""
+        pid = self._leftover_pid()
+        if pid is None:
+            return
+        log.warning("stopping leftover leaf nats-server %d", pid, extra=self._extra)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + LEFTOVER_WAIT
+        while time.monotonic() < deadline:
+            if not _running(pid):
+                return
+            await asyncio.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+    def _leftover_pid(self) -> int | None:
+        """The PID our PID file names, if that process runs our config (procfs reads)."""
         try:
             pid = int(self.pid_path.read_text().strip())
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except (OSError, ValueError):
-            return
+            return None
         if str(self.conf_path).encode() not in cmdline:
-            return  # the PID was reused by something else: not ours to touch
-        log.warning("stopping leftover leaf nats-server %d", pid, extra=self._extra)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        for _ in range(50):
-            if not Path(f"/proc/{pid}").exists():
-                return
-            time.sleep(0.1)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+            return None  # the PID was reused by something else: not ours to touch
+        return pid
+
+
+def _running(pid: int) -> bool:
+    """Whether the process exists and has not exited (an exited child not yet reaped, a
+    zombie, holds no port any more)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    # "pid (comm) S ...": the state follows the last ")" (comm may hold spaces or parens).
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def last_link_error(log_file: Path, now: float, since: float | None = None) -> str | None:

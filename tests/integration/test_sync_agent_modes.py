@@ -3,7 +3,10 @@ supervisor's clean-up of a leaf a killed agent left running."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
+import sys
 from pathlib import Path
 
 import nats
@@ -18,6 +21,7 @@ from protocol.desired import DesiredState
 from protocol.enroll import EnrollReply
 from protocol.report import decode_report
 from protocol.subjects import DESIRED_BUCKET, REPORT_STREAM, REPORT_WILDCARD
+from sbutil.tasks import cancel_and_wait, wait_for
 from tests.harness.nats import NatsHub
 from tests.harness.proxy import TcpProxy
 from tests.harness.wait import eventually
@@ -136,3 +140,41 @@ async def test_hub_without_republish_falls_back_to_reading_often(tmp_path: Path)
         store.close()
         await hub_nc.close()
         hub.stop()
+
+
+async def test_stopping_a_leftover_leaf_does_not_block_the_event_loop(tmp_path: Path) -> None:
+    """A leftover that ignores SIGTERM is waited for (LEFTOVER_WAIT, then SIGKILL) on the
+    event loop: other tasks run meanwhile. It used to be a ``time.sleep`` loop in ``start``
+    that stalled the whole agent for those seconds."""
+    settings = LeafSettings("dev-5", tmp_path / "leaf", f"nats-leaf://127.0.0.1:{free_port()}")
+    settings.workdir.mkdir(parents=True)
+    leaf = LeafServer(settings)
+    ready = tmp_path / "ready"
+    # Stands in for a leaf nats-server left by a killed agent: our config on its command line.
+    script = (
+        "import signal, sys, time, pathlib; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+        f" pathlib.Path({str(ready)!r}).touch(); time.sleep(120)"
+    )
+    stray = await asyncio.create_subprocess_exec(sys.executable, "-c", script, str(leaf.conf_path))
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.05)
+
+    other = asyncio.create_task(ticker())
+    try:
+        leaf.pid_path.write_text(f"{stray.pid}\n")
+        await eventually(ready.exists, "the stand-in ignores SIGTERM", timeout=30)
+        await asyncio.sleep(0)
+        before = ticks
+        await leaf._stop_leftover()
+        assert ticks > before  # the loop ran the other task while the leftover was stopped
+        assert await wait_for(stray.wait(), 30) == -signal.SIGKILL
+    finally:
+        await cancel_and_wait([other])
+        if stray.returncode is None:
+            stray.kill()
+            await stray.wait()
