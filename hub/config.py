@@ -263,8 +263,9 @@ def check_tls(cfg: HubConfig, data: DataDir, source: str = CONFIG_FILE) -> None:
 
 
 FOREVER = ("0", "forever")
-# Shorter windows are refused: the hourly rollup is recomputed from minute rows, and "48m"
-# typed for "48h" would quietly drop two days of data.
+# Shorter windows are refused: the hourly rollup is folded from each new minute, but an hour
+# one of whose minutes is rewritten is recomputed from its minute rows (hub.store.telemetry),
+# which must all still be there; and "48m" typed for "48h" would quietly drop two days of data.
 MIN_RETENTION = 3600
 RETENTION_KEYS = ("retention_metrics_1m", "retention_metrics_1h", "retention_events")
 

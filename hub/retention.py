@@ -73,8 +73,9 @@ def hour_floor(ts: float) -> int:
 
 def cutoffs(policy: RetentionPolicy, now: float) -> Cutoffs:
     """Metric cut-offs are rounded down to the hour: an hour's minute rows go together, so
-    the hourly rollup (recomputed from minute rows when a late one arrives) never sees part
-    of an hour, and nothing younger than the window is ever cut."""
+    the hourly rollup (folded from each new minute, recomputed from its minute rows when one
+    of them is rewritten) never sees part of an hour, and nothing younger than the window is
+    ever cut."""
     m1 = None if policy.metrics_1m is None else hour_floor(now - policy.metrics_1m)
     h1 = None if policy.metrics_1h is None else hour_floor(now - policy.metrics_1h)
     ev = None if policy.events is None else now_iso(now - policy.events)
