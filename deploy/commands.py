@@ -1,4 +1,5 @@
-"""The two shell commands the deploys build by hand: hub init and device enrollment.
+"""The shell commands the deploys build by hand: hub init, a pre-TLS cluster's route-certs
+and device enrollment.
 
 Pure (pyinfra's command types only, no host context), so the unit tests can check the
 quoting, the guards and that secrets are masked in what pyinfra prints.
