@@ -75,7 +75,7 @@ class HubConfig:
     # thirds of that. Short in tests.
     device_jwt_ttl: int = 86400
     # Hub workers (docs/architecture.md "Scale path"): 1, the default, is the one embedded
-    # hub (`run` starts nats-server itself). M > 1 splits report ingest over M processes,
+    # hub (`run` starts nats-server itself). M > 1 splits report ingest and heartbeats over M processes,
     # `run --worker I` (I = 0..M-1) each, beside one `signalbeam-hub nats`; one of them at a
     # time holds the control-plane lease.
     workers: int = 1
