@@ -44,6 +44,12 @@ class HealthMonitor:
         self._health: dict[str, HealthState] = {}  # by container id
         self._probes: dict[str, ProbeSpec | None] = {}  # by container id
         self._started: dict[str, float] = {}  # container id -> monotonic first seen running
+        # container id -> the engine's (started_at, restart_count) of the run the health
+        # above belongs to: a container started again (by us or by its restart policy, seen
+        # stopped in between or not) starts its health over, as Docker's own does. Without
+        # this a restarted dependency kept its old "healthy" and a ``service_healthy``
+        # dependent was started before it served again.
+        self._run_of: dict[str, tuple[float | None, int]] = {}
         self._next_at = 0.0  # monotonic; 0 = look at the containers on the next tick
 
     def due(self, now: float) -> bool:
@@ -80,13 +86,20 @@ class HealthMonitor:
             if cur is None:
                 continue
             live_ids.add(cur.id)
+            run = (cur.started_at, cur.restart_count)
+            if cur.state != "running" or self._run_of.get(cur.id, run) != run:
+                self._health.pop(cur.id, None)
+                self._started.pop(cur.id, None)
             if cur.state == "running":
                 self._started.setdefault(cur.id, now)
+                self._run_of[cur.id] = run
             else:
-                self._started.pop(cur.id, None)
+                self._run_of.pop(cur.id, None)
         for gone in set(self._health) - live_ids:
             self._health.pop(gone, None)
             self._probes.pop(gone, None)
+        for gone in set(self._run_of) - live_ids:
+            self._run_of.pop(gone, None)
         await asyncio.gather(
             *(self._probe(c, wanted[s].spec, now) for s, c in current.items() if c is not None)
         )
