@@ -320,7 +320,7 @@ class ReconcileLoop:
         """Observe the containers and images; the steps that take them to ``target``."""
         observed = await self.engine.list_containers()
         images = {t for i in await self.engine.list_images() for t in i.tags}
-        health = self.monitor.readiness()
+        health = self.monitor.readiness(observed)
         return observed, plan(target, observed, images, device_id=self.device_id, health=health)
 
     async def _execute(
@@ -420,7 +420,7 @@ class ReconcileLoop:
             return None  # steady state and no probe due: do not even list containers
         observed = await self.engine.list_containers()
         snap = await self.monitor.tick(target, observed, time.monotonic())
-        sig = snap.signature(self.monitor.readiness())
+        sig = snap.signature(self.monitor.readiness(observed))
         if self._waiting and sig != self._ready_sig:
             self.trigger("depends_on")  # a dependency may be ready now: plan again
         self._ready_sig = sig

@@ -9,7 +9,7 @@ the I/O (listing is the loop's; probing is here).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,12 +63,21 @@ class HealthMonitor:
         h = self._health.get(container_id)
         return None if h is None else h.status
 
-    def readiness(self) -> dict[str, Readiness]:
-        """The health verdict per container id that ``service_healthy`` dependencies need."""
-        return {
-            cid: "none" if probe is None else self._health.get(cid, HealthState()).status
-            for cid, probe in self._probes.items()
-        }
+    def readiness(self, observed: Sequence[ObservedContainer]) -> dict[str, Readiness]:
+        """The health verdict per container id that ``service_healthy`` dependencies need,
+        for the containers as just ``observed``: a verdict earned in an earlier run of a
+        container (it was restarted since the last tick, by us or by its restart policy) is
+        not its verdict now, so it reads ``starting`` until the next tick judges this run."""
+        runs = {c.id: (c.started_at, c.restart_count) for c in observed}
+        out: dict[str, Readiness] = {}
+        for cid, probe in self._probes.items():
+            if probe is None:
+                out[cid] = "none"
+            elif cid in runs and self._run_of.get(cid) != runs[cid]:
+                out[cid] = "starting"
+            else:
+                out[cid] = self._health.get(cid, HealthState()).status
+        return out
 
     async def tick(self, target: Target, observed: list[ObservedContainer], now: float) -> Snapshot:
         """Probe the target's current containers that are due; forget those gone."""

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, rule
 
 from agent.reconcile.executor import Executor, ExecutorOptions
 from agent.reconcile.memrecorder import MemoryRecorder
@@ -17,7 +22,14 @@ from agent.reconcile.monitor import HealthMonitor
 from agent.reconcile.plan import Plan, Target, plan
 from agent.runtime.base import ExecResult, ObservedContainer
 from agent.runtime.memory import MemoryEngine
-from bundles.model import BundleSpec, ContainerSpec, Dependency, HealthCheck, UpdatePolicy
+from bundles.model import (
+    BundleSpec,
+    ContainerSpec,
+    Dependency,
+    DependencyCondition,
+    HealthCheck,
+    UpdatePolicy,
+)
 
 DEV = "dev-seq"
 CHECK = HealthCheck("exec", command=("check",), interval=1.0, timeout=1.0, retries=3)
@@ -54,7 +66,13 @@ class Rig:
 
     def plan(self) -> Plan:
         images = {t for i in asyncio.run(self.engine.list_images()) for t in i.tags}
-        return plan(TARGET, self.observed(), images, device_id=DEV, health=self.monitor.readiness())
+        return plan(
+            TARGET,
+            self.observed(),
+            images,
+            device_id=DEV,
+            health=self.monitor.readiness(self.observed()),
+        )
 
     def run(self) -> Plan:
         p = self.plan()
@@ -78,34 +96,208 @@ def _starts(p: Plan) -> list[str]:
     return [s.service for s in p.steps if s.action in ("create", "recreate", "start")]
 
 
-@pytest.mark.parametrize("seen_down", [True, False], ids=["exit-seen", "restart-unseen"])
-def test_a_restarted_dependency_is_not_healthy_on_its_old_verdict(seen_down: bool) -> None:
+@pytest.mark.parametrize("how", ["exit-seen", "restart-unseen", "restart-then-plan"])
+def test_a_restarted_dependency_is_not_healthy_on_its_old_verdict(how: str) -> None:
     """Both crash (the app because its db went away); the db comes back but does not serve
     yet. Its verdict from before the crash must not let the app start: like Docker, a
     container's health starts over when it starts again. ``restart-unseen``: the engine's
-    restart policy restarted it before the monitor looked (only started_at tells)."""
+    restart policy restarted it before the monitor looked (only StartedAt tells);
+    ``restart-then-plan``: and a run plans before the monitor's next tick."""
     rig = Rig()
     rig.run()  # creates and starts db; app waits
     db_name = rig.by_service()["db"].name
     rig.engine.exec_results[db_name] = OK
     rig.converge()
-    assert rig.monitor.readiness()[rig.by_service()["db"].id] == "healthy"
+    assert rig.monitor.readiness(rig.observed())[rig.by_service()["db"].id] == "healthy"
 
     rig.engine.exec_results[db_name] = FAIL
     rig.engine.crash(db_name)
     rig.engine.crash(rig.by_service()["app"].name)
-    if seen_down:
+    if how == "exit-seen":
         rig.tick()
         p = rig.run()
         assert _starts(p) == ["db"], p
     else:
         asyncio.run(rig.engine.start(db_name))  # the engine's restart policy, say
+    if how == "restart-then-plan":
+        p = rig.run()
+        assert "app" not in _starts(p), (p, rig.monitor.readiness(rig.observed()))
     for _ in range(5):  # db runs but never answers: app must wait, across ticks and runs
         rig.tick(0.3)
         p = rig.run()
-        assert "app" not in _starts(p), (p, rig.monitor.readiness())
+        assert "app" not in _starts(p), (p, rig.monitor.readiness(rig.observed()))
         assert any(w.service == "app" and w.dependency == "db" for w in p.waiting), p
     rig.engine.exec_results[db_name] = OK
     rig.converge()
     cs = rig.by_service()
     assert (cs["db"].started_at or 0) < (cs["app"].started_at or 0)
+
+
+# ---------------------------------------------------------------- any sequence (state machine)
+
+
+# Three bundle versions over the same three services: v1 (the hub's), v2 (an update: db and
+# app change), v3 (a local override: only db changes, and worker's dependency turns healthy).
+# db has a probe; app depends on db service_healthy; worker on app service_started (v1, v2)
+# or service_healthy with no probe at all on app (v3: running is all there is to wait for).
+def _version(v: str, db_image: str, app_image: str, worker_on: DependencyCondition) -> Target:
+    db = replace(DB, image=db_image)
+    app = replace(APP, image=app_image)
+    worker = ContainerSpec(
+        "worker", "reg/worker:1", restart="always", depends_on=(Dependency("app", worker_on),)
+    )
+    return Target.from_spec(BundleSpec("seq", v, (db, app, worker), update=UpdatePolicy()))
+
+
+VERSIONS = {
+    "v1": _version("1.0.0", "reg/db:1", "reg/app:1", "service_started"),
+    "v2": _version("2.0.0", "reg/db:2", "reg/app:2", "service_started"),
+    "v3": _version("3.0.0", "reg/db:3", "reg/app:2", "service_healthy"),
+}
+ALL_IMAGES = {"reg/db:1", "reg/db:2", "reg/db:3", "reg/app:1", "reg/app:2", "reg/worker:1"}
+
+
+class DependsMachine(RuleBasedStateMachine):
+    """Any sequence of update, rollback, local override, clear (each a change of target),
+    agent restart (the monitor's memory lost), crashes (seen or restarted by the engine before
+    anyone looked; all at once: a blackout), a db that serves or stops serving, probe ticks
+    and runs. On every plan, a
+    create, recreate or start of a service needs each dependency's container for this
+    target running, and for ``service_healthy`` with a probe, *proven* healthy by a probe that
+    passed since it last started (recorded at the engine, not taken from the monitor)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rig = Rig()
+        self.rig.engine.registry = {i: 1 for i in ALL_IMAGES}
+        self.target = VERSIONS["v1"]
+        self.proven: set[tuple[str, float | None]] = set()  # (container id, its started_at)
+        engine = self.rig.engine
+        real_exec = engine.exec
+
+        async def exec_and_note(ref: str, argv: Sequence[str], timeout: float) -> ExecResult:
+            res = await real_exec(ref, argv, timeout)
+            c = next(c for c in await engine.list_containers() if ref in (c.id, c.name))
+            if res.exit_code == 0:
+                self.proven.add((c.id, c.started_at))
+            return res
+
+        engine.exec = exec_and_note  # type: ignore[method-assign]
+
+    def _serving(self, ok: bool) -> None:
+        for c in self.rig.observed():
+            if c.service == "db":
+                self.rig.engine.exec_results[c.name] = OK if ok else FAIL
+
+    @rule(version=st.sampled_from(sorted(VERSIONS)))
+    def switch(self, version: str) -> None:
+        """update / rollback / override / clear: the lifecycle's choice of target."""
+        self.target = VERSIONS[version]
+
+    @rule()
+    def agent_restart(self) -> None:
+        self.rig.monitor = HealthMonitor(self.rig.engine, self.rig.recorder, interval=1.0)
+
+    @rule(service=st.sampled_from(["db", "app", "worker"]), restarted=st.booleans())
+    def crash(self, service: str, restarted: bool) -> None:
+        for c in self.rig.observed():
+            if c.service == service and c.state == "running":
+                self.rig.engine.crash(c.name)
+                if restarted:  # the engine's own restart policy, before anyone looked
+                    asyncio.run(self.rig.engine.start(c.name))
+
+    @rule(restarted=st.booleans(), serving=st.booleans())
+    def blackout(self, restarted: bool, serving: bool) -> None:
+        """Everything dies at once (power, the engine restarting); db comes back serving or
+        not yet."""
+        self._serving(serving)
+        for c in self.rig.observed():
+            if c.state == "running":
+                self.rig.engine.crash(c.name)
+        if restarted:
+            for c in self.rig.observed():
+                asyncio.run(self.rig.engine.start(c.name))
+
+    @rule(ok=st.booleans())
+    def db_serves(self, ok: bool) -> None:
+        self._serving(ok)
+
+    @rule(seconds=st.sampled_from([0.3, 1.5]))
+    def tick(self, seconds: float) -> None:
+        self.rig.now += seconds
+        asyncio.run(self.rig.monitor.tick(self.target, self.rig.observed(), self.rig.now))
+
+    @rule()
+    def run(self) -> None:
+        self._serving_new()
+        observed = self.rig.observed()
+        images = {t for i in asyncio.run(self.rig.engine.list_images()) for t in i.tags}
+        p = plan(
+            self.target,
+            observed,
+            images,
+            device_id=DEV,
+            health=self.rig.monitor.readiness(observed),
+        )
+        self._check(p, observed)
+        if not p.empty:
+            run_id = self.rig.recorder.journal_begin(1, "machine", p.to_dicts())
+            asyncio.run(self.rig.executor.run(p, self.target, run_id))
+
+    def _serving_new(self) -> None:
+        """A db container created since the last look serves like the others."""
+        known = self.rig.engine.exec_results
+        serving = all(r.exit_code == 0 for r in known.values()) if known else True
+        for c in self.rig.observed():
+            if c.service == "db" and c.name not in known:
+                known[c.name] = OK if serving else FAIL
+
+    def _check(self, p: Plan, observed: list[ObservedContainer]) -> None:
+        specs = {s.service: s for s in self.target.services}
+        for step in p.steps:
+            if step.action not in ("create", "recreate", "start"):
+                continue
+            for dep in specs[step.service].spec.depends_on:
+                want = specs[dep.service]
+                up = [
+                    c
+                    for c in observed
+                    if c.service == dep.service
+                    and c.spec_hash == want.spec_hash
+                    and c.state == "running"
+                ]
+                assert up, (step, dep, observed)
+                if dep.condition == "service_healthy" and want.spec.healthcheck is not None:
+                    assert any((c.id, c.started_at) in self.proven for c in up), (
+                        f"{step.service} {step.action} before {dep.service} proved healthy "
+                        f"since it last started",
+                        p,
+                    )
+
+    def teardown(self) -> None:
+        """Liveness: once nothing disturbs it and db serves, it converges, in order."""
+        self._serving(True)
+        self.rig.engine.exec_results.clear()  # every db serves from now on (exec default: ok)
+        for _ in range(30):
+            self.run()
+            self.tick(1.5)
+            cs = {c.service: c for c in self.rig.observed()}
+            hashes = {s.service: s.spec_hash for s in self.target.services}
+            if all(
+                c.state == "running" and c.spec_hash == hashes[s] for s, c in cs.items()
+            ) and sorted(cs) == sorted(hashes):
+                break
+        else:
+            raise AssertionError(f"did not converge: {self.rig.observed()}")
+        p = plan(
+            self.target,
+            self.rig.observed(),
+            ALL_IMAGES,
+            device_id=DEV,
+            health=self.rig.monitor.readiness(self.rig.observed()),
+        )
+        assert p.empty and not p.waiting, p
+
+
+DependsMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=30, deadline=None)
+test_any_sequence_keeps_the_start_order = DependsMachine.TestCase
