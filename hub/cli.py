@@ -522,7 +522,7 @@ def cmd_admin_key(args: argparse.Namespace) -> int:
     pid = _hub_running(data)
     if pid is not None:
         raise ConfigError(
-            f"the hub is running (pid {pid}); stop it, or use `signalbeam key create`"
+            f"the hub is running (pid {pid}); stop it, or use `signalbeam api-key create`"
         )
     if not data.db.exists():
         raise ConfigError(f"{data.db} not found; run `signalbeam-hub init` or `restore` first")

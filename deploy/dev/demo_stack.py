@@ -297,7 +297,7 @@ class Demo:
         print(f"  the operator's environment:  . {env}")
         print(f"  the TUI:      . {env} && {BIN / 'signalbeam'} tui")
         print(f"  the fleet:    . {env} && {BIN / 'signalbeam'} devices")
-        print(f"  signing keys: . {env} && {BIN / 'signalbeam'} keys trusted")
+        print(f"  signing keys: . {env} && {BIN / 'signalbeam'} signing-key trusted")
         print(f"  cut pi-02 off the hub:  {me} offline pi-02   (offline after {OFFLINE_GRACE} s)")
         print(
             f"  ... meanwhile:          . {env} && {BIN / 'signalbeam'} assign device:pi-02 warehouse-monitor@1.2.0"
