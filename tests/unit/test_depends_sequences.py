@@ -12,11 +12,12 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule
 
 from agent.reconcile.executor import Executor, ExecutorOptions
+from agent.reconcile.health import HealthState, gate
 from agent.reconcile.memrecorder import MemoryRecorder
 from agent.reconcile.monitor import HealthMonitor
 from agent.reconcile.plan import Plan, Target, plan
@@ -301,3 +302,56 @@ class DependsMachine(RuleBasedStateMachine):
 
 DependsMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=30, deadline=None)
 test_any_sequence_keeps_the_start_order = DependsMachine.TestCase
+
+
+# ---------------------------------------------------------------- no deadlock: the gate decides
+
+SERVICES = ["db", "app", "worker"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    held=st.sets(st.sampled_from(SERVICES[1:])),
+    states=st.fixed_dictionaries(
+        {s: st.sampled_from([None, "created", "exited", "running"]) for s in SERVICES}
+    ),
+    status=st.fixed_dictionaries(
+        {s: st.sampled_from([None, "starting", "healthy", "unhealthy"]) for s in SERVICES}
+    ),
+    crashes=st.fixed_dictionaries({s: st.integers(0, 4) for s in SERVICES}),
+    now=st.floats(0.0, 20.0),
+)
+def test_a_service_held_for_its_dependency_is_never_healthy_and_fails_by_the_deadline(
+    held: set[str],
+    states: dict[str, str | None],
+    status: dict[str, str | None],
+    crashes: dict[str, int],
+    now: float,
+) -> None:
+    """Whatever else holds, while a service waits for a dependency (no running container of
+    its own) the deployment is never healthy, and once the window has run out it has failed:
+    no deadlock. When the window is the reason, the reason names what each waits for."""
+    containers = {
+        s: None
+        if st_ is None
+        else ObservedContainer(
+            id=f"id-{s}", name=s, service=s, bundle="b", version="1", spec_hash="h",
+            device=DEV, state=st_, exit_code=1 if st_ == "exited" else None,  # type: ignore[arg-type]
+        )
+        for s, st_ in states.items()
+    }  # fmt: skip
+    health = {s: None if h is None else HealthState(h) for s, h in status.items()}  # type: ignore[arg-type]
+    waiting = {s: f"waiting for db to be healthy (case {s})" for s in held}
+    v = gate(
+        SERVICES, containers, health, crashes, now=now, deadline=10.0,
+        running_since={s: 0.0 for s in SERVICES}, min_uptime=1.0, crash_limit=3,
+        window=10.0, waiting=waiting,
+    )  # fmt: skip
+    blocked = [s for s in held if states[s] != "running"]
+    if blocked:
+        assert v.decision != "healthy", v
+    if now >= 10.0:
+        assert v.decision != "wait", v
+    if v.decision == "failed" and v.reason.startswith("not healthy within"):
+        for s in blocked:
+            assert f"{s}: {waiting[s]}" in v.reason, v
