@@ -30,6 +30,7 @@ from deploy.commands import enroll_command  # noqa: E402
 from deploy.common import (  # noqa: E402
     enable_unit,
     install_package,
+    root_template,
     run_unit,
     settings_from_host,
 )
@@ -38,8 +39,6 @@ from deploy.render import (  # noqa: E402
     PODMAN_DROPIN,
     UNIT_DIR,
     agent_context,
-    jinja_options,
-    template_path,
 )
 from deploy.validate import validate_agent  # noqa: E402
 
@@ -65,14 +64,10 @@ if agent.engine == "podman":
     # A Raspberry Pi or any cgroup-v2 Debian runs Podman's defaults fine, and forcing runc
     # and low nofile limits there would only constrain the containers.
     if agent.podman_dropin:
-        files.template(
-            name=f"Podman drop-in {PODMAN_DROPIN}",
-            src=template_path("podman-signalbeam.conf.j2"),
-            dest=PODMAN_DROPIN,
-            user="root",
-            group="root",
-            mode="644",
-            jinja_env_kwargs=jinja_options(),
+        root_template(
+            f"Podman drop-in {PODMAN_DROPIN}",
+            "podman-signalbeam.conf.j2",
+            PODMAN_DROPIN,
         )
     else:
         files.file(
@@ -110,14 +105,10 @@ if agent.hub_ca_file and agent.remote_ca_file:
             mode="644",
         )
     )
-config = files.template(
-    name=f"Write {agent.config_path}",
-    src=template_path("agent.toml.j2"),
-    dest=agent.config_path,
-    user="root",
-    group="root",
-    mode="644",
-    jinja_env_kwargs=jinja_options(),
+config = root_template(
+    f"Write {agent.config_path}",
+    "agent.toml.j2",
+    agent.config_path,
     **context,
 )
 
@@ -139,14 +130,10 @@ else:
     )
 
 # ---------------------------------------------------------------- the service
-unit = files.template(
-    name=f"Write {AGENT_UNIT}",
-    src=template_path(f"{AGENT_UNIT}.j2"),
-    dest=f"{UNIT_DIR}/{AGENT_UNIT}",
-    user="root",
-    group="root",
-    mode="644",
-    jinja_env_kwargs=jinja_options(),
+unit = root_template(
+    f"Write {AGENT_UNIT}",
+    f"{AGENT_UNIT}.j2",
+    f"{UNIT_DIR}/{AGENT_UNIT}",
     **context,
 )
 run_unit(AGENT_UNIT, unit, changed, start=agent.start_services)

@@ -21,6 +21,7 @@ from pyinfra.operations import apt, files, pip, server, systemd
 from pyinfra.operations.util import any_changed
 
 from deploy.fields import DeployDataError
+from deploy.render import jinja_options, template_path
 from deploy.settings import PackageSettings
 
 T = TypeVar("T")
@@ -212,6 +213,23 @@ def enable_unit(unit: str, start: bool) -> None:
             name=f"Enable {unit} (not started: signalbeam_start_services is false)",
             commands=[f"systemctl enable {unit}"],  # unit names here are constants
         )
+
+
+def root_template(
+    name: str, template: str, dest: str, *, mode: str = "644", **context: Any
+) -> OperationMeta:
+    """Render ``deploy/templates/<template>`` to ``dest``, owned by root with ``mode``: the
+    units, the agent's config, Podman's drop-in and the hub's credentials file."""
+    return files.template(
+        name=name,
+        src=template_path(template),
+        dest=dest,
+        user="root",
+        group="root",
+        mode=mode,
+        jinja_env_kwargs=jinja_options(),
+        **context,
+    )
 
 
 @deploy("SignalBeam: systemd unit")

@@ -30,6 +30,7 @@ from deploy.commands import init_command, route_certs_command  # noqa: E402
 from deploy.common import (  # noqa: E402
     group_and_user,
     install_package,
+    root_template,
     run_unit,
     settings_from_host,
 )
@@ -167,41 +168,30 @@ def _hub(hub: HubSettings) -> list[OperationMeta]:
         **context,
     )
     if hub.replica_env:
-        env = files.template(
-            name=f"Write {HUB_ENV_PATH} (replica credentials)",
-            src=template_path("hub.env.j2"),
-            dest=HUB_ENV_PATH,
-            user="root",
-            group="root",
+        env = root_template(
+            f"Write {HUB_ENV_PATH} (replica credentials)",
+            "hub.env.j2",
+            HUB_ENV_PATH,
             mode="600",
-            jinja_env_kwargs=jinja_options(),
             **context,
         )
     else:
         env = files.file(
             name=f"No replica credentials: remove {HUB_ENV_PATH}", path=HUB_ENV_PATH, present=False
         )
-    unit = files.template(
-        name=f"Write {HUB_UNIT}",
-        src=template_path(f"{HUB_UNIT}.j2"),
-        dest=f"{UNIT_DIR}/{HUB_UNIT}",
-        user="root",
-        group="root",
-        mode="644",
-        jinja_env_kwargs=jinja_options(),
+    unit = root_template(
+        f"Write {HUB_UNIT}",
+        f"{HUB_UNIT}.j2",
+        f"{UNIT_DIR}/{HUB_UNIT}",
         **context,
     )
     changed += [*package_ops, *tls_ops, toml, env]
     run_unit(HUB_UNIT, unit, changed, start=hub.start_services)
     if hub.workers > 1:
-        worker_unit = files.template(
-            name=f"Write {HUB_WORKER_UNIT}",
-            src=template_path(f"{HUB_WORKER_UNIT}.j2"),
-            dest=f"{UNIT_DIR}/{HUB_WORKER_UNIT}",
-            user="root",
-            group="root",
-            mode="644",
-            jinja_env_kwargs=jinja_options(),
+        worker_unit = root_template(
+            f"Write {HUB_WORKER_UNIT}",
+            f"{HUB_WORKER_UNIT}.j2",
+            f"{UNIT_DIR}/{HUB_WORKER_UNIT}",
             **context,
         )
         for index in range(hub.workers):
@@ -263,14 +253,10 @@ if not hub.runs_hub:
         )
         for name, remote in hub.node_files(hub.cluster_node)
     ]
-    node_unit = files.template(
-        name=f"Write {HUB_NODE_UNIT}",
-        src=template_path(f"{HUB_NODE_UNIT}.j2"),
-        dest=f"{UNIT_DIR}/{HUB_NODE_UNIT}",
-        user="root",
-        group="root",
-        mode="644",
-        jinja_env_kwargs=jinja_options(),
+    node_unit = root_template(
+        f"Write {HUB_NODE_UNIT}",
+        f"{HUB_NODE_UNIT}.j2",
+        f"{UNIT_DIR}/{HUB_NODE_UNIT}",
         **hub_context(hub),
     )
     run_unit(
