@@ -12,11 +12,12 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 import requests
 
 from agent.config import AgentConfig
@@ -211,3 +212,26 @@ def assert_error(
 def events_of(api: ApiServer, kind: str) -> list[Any]:
     assert api.ctx is not None
     return [e for e in api.ctx.store.events(limit=1000) if e.kind == kind]
+
+
+def module_api(name: str) -> Any:
+    """Module-scoped ``api`` and ``tokens`` fixtures: a started ``ApiServer`` on the
+    session's Podman and registry in a temp dir named ``name``, and its tokens. In a test
+    module: ``api, tokens = module_api("http-auth")``."""
+
+    @pytest.fixture(scope="module")
+    def api(
+        tmp_path_factory: pytest.TempPathFactory, _podman_service: EngineHandle, registry: Registry
+    ) -> Iterator[ApiServer]:
+        server = ApiServer(tmp_path_factory.mktemp(name), _podman_service, registry)
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+    @pytest.fixture(scope="module")
+    def tokens(api: ApiServer) -> Tokens:
+        return api.make_tokens()
+
+    return api, tokens

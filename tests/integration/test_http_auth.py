@@ -9,28 +9,12 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.harness.agent_http import ApiServer, Tokens, assert_error, events_of
-from tests.harness.engines import EngineHandle
-from tests.harness.registry import Registry
+from tests.harness.agent_http import ApiServer, Tokens, assert_error, events_of, module_api
 
 pytestmark = pytest.mark.engine
 
 
-@pytest.fixture(scope="module")
-def api(
-    tmp_path_factory: pytest.TempPathFactory, _podman_service: EngineHandle, registry: Registry
-) -> Iterator[ApiServer]:
-    server = ApiServer(tmp_path_factory.mktemp("http-auth"), _podman_service, registry)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def tokens(api: ApiServer) -> Tokens:
-    return api.make_tokens()
+api, tokens = module_api("http-auth")
 
 
 @pytest.fixture(autouse=True)

@@ -12,34 +12,16 @@ its store and engine, tests/harness/agent_http.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from tests.harness.agent_http import ApiServer, Tokens, assert_error, events_of
-from tests.harness.engines import EngineHandle
-from tests.harness.registry import Registry
+from tests.harness.agent_http import ApiServer, Tokens, assert_error, events_of, module_api
 
 pytestmark = pytest.mark.engine
 
 PATH = "/v1/update-lock"
 
 
-@pytest.fixture(scope="module")
-def api(
-    tmp_path_factory: pytest.TempPathFactory, _podman_service: EngineHandle, registry: Registry
-) -> Iterator[ApiServer]:
-    server = ApiServer(tmp_path_factory.mktemp("rt-lock"), _podman_service, registry)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def tokens(api: ApiServer) -> Tokens:
-    return api.make_tokens()
+api, tokens = module_api("rt-lock")
 
 
 def test_a_viewer_reads_but_cannot_take_or_release(api: ApiServer, tokens: Tokens) -> None:
