@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 PYINFRA = str(Path(sys.executable).parent / "pyinfra")
 CACHE = Path(os.environ.get("SB_TEST_CACHE", "/var/cache/signalbeam-test"))
@@ -157,6 +159,19 @@ def cached_wheelhouse(workdir: Path) -> Path:
             own.unlink()
 
     return _cached(f"wheelhouse-{plat}-{key}", build)
+
+
+def chroot_marks(timeout: int) -> list[Any]:
+    """A chroot deploy test's marks: slow, as root, with debootstrap, bounded by ``timeout``."""
+    return [
+        pytest.mark.slow,
+        pytest.mark.skipif(os.geteuid() != 0, reason="debootstrap and chroot need root"),
+        pytest.mark.skipif(
+            shutil.which("debootstrap") is None,
+            reason="debootstrap not installed (deploy/dev/system-deps.sh installs it)",
+        ),
+        pytest.mark.timeout(timeout),
+    ]
 
 
 def pyinfra_env() -> dict[str, str]:

@@ -33,6 +33,7 @@ from hub.config import parse_toml
 from tests.harness.deploy_chroot import (
     cached_wheelhouse,
     changed,
+    chroot_marks,
     copy_rootfs,
     in_root,
     passwd_entry,
@@ -43,15 +44,7 @@ from tests.harness.deploy_chroot import (
 from tests.harness.ports import free_port
 from tests.harness.procs import ManagedProcess
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(os.geteuid() != 0, reason="debootstrap and chroot need root"),
-    pytest.mark.skipif(
-        shutil.which("debootstrap") is None,
-        reason="debootstrap not installed (deploy/dev/system-deps.sh installs it)",
-    ),
-    pytest.mark.timeout(1800),
-]
+pytestmark = chroot_marks(1800)
 
 BIN = Path(sys.executable).parent
 VENV = "/opt/signalbeam/venv"

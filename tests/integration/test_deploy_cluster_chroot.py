@@ -21,7 +21,6 @@ nodes of a cluster on three machines all listen on the same ports.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import stat
 import subprocess
@@ -37,6 +36,7 @@ from tests.harness.deploy_chroot import (
     PYINFRA,
     ROOT,
     cached_wheelhouse,
+    chroot_marks,
     copy_rootfs,
     in_root,
     passwd_entry,
@@ -45,15 +45,7 @@ from tests.harness.deploy_chroot import (
     unit_settings,
 )
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(os.geteuid() != 0, reason="debootstrap and chroot need root"),
-    pytest.mark.skipif(
-        shutil.which("debootstrap") is None,
-        reason="debootstrap not installed (deploy/dev/system-deps.sh installs it)",
-    ),
-    pytest.mark.timeout(2400),
-]
+pytestmark = chroot_marks(2400)
 
 VENV = "/opt/signalbeam/venv"
 DATA = "/var/lib/signalbeam-hub"
