@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.sim.benchhub import loadavg
+from bench.sim.benchhub import loadavg, parse_cpus
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def table(results: dict[str, list[dict[str, Any]]], configs: list[Config]) -> st
     base_n = 0
     for cfg in configs:
         rows = results.get(cfg.name, [])
-        cores = _count(cfg.hub_cpus)
+        cores = len(parse_cpus(cfg.hub_cpus))
         passing = [r for r in rows if r.get("pass")]
         failing = next((r for r in rows if not r.get("pass")), None)
         best = passing[-1] if passing else None
@@ -112,14 +112,6 @@ def table(results: dict[str, list[dict[str, Any]]], configs: list[Config]) -> st
     return "\n".join(lines)
 
 
-def _count(cpus: str) -> int:
-    n = 0
-    for part in cpus.split(","):
-        lo, _, hi = part.partition("-")
-        n += int(hi or lo) - int(lo) + 1
-    return n
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--preset", choices=sorted(PRESETS), default="try")
@@ -137,7 +129,7 @@ def main() -> None:
         wanted = {n.strip() for n in args.only.split(",")}
         configs = [c for c in configs if c.name in wanted]
     cpus = os.cpu_count() or 1
-    needed = max(max(_count(c.hub_cpus) for c in configs) + 1, 2)
+    needed = max(max(len(parse_cpus(c.hub_cpus)) for c in configs) + 1, 2)
     if cpus < needed:
         raise SystemExit(f"preset {args.preset} needs at least {needed} CPUs, this has {cpus}")
     print(f"machine: {cpus} cores; load average before: {loadavg()}", flush=True)
