@@ -70,28 +70,19 @@ def settings_from_config(config: Any) -> SyncSettings | None:
         "require_signed": getattr(signing, "require", None),
         "metered_budget": getattr(getattr(config, "metered", None), "budget", None),
     }
-    if url:
-        return SyncSettings(
-            "direct",
-            credentials_path=path,
-            url=url,
-            credentials=creds,
-            workdir=workdir,
-            heartbeat_interval=beat,
-            status_path=status_path,
-            leaf_ca_file=getattr(config.hub, "ca_file", None),
-            **trust,
-        )
-    if creds is None:
+    if not url and creds is None:
         return None
+    # Direct mode (a [hub] url) connects itself; leaf mode links its leaf to the enrolled
+    # (or configured) leaf URL.
     return SyncSettings(
-        "leaf",
+        "direct" if url else "leaf",
         credentials_path=path,
+        url=url or None,
         credentials=creds,
         workdir=workdir,
         heartbeat_interval=beat,
         status_path=status_path,
         leaf_ca_file=getattr(config.hub, "ca_file", None),
-        leaf_url=getattr(config.hub, "leaf_url", None),
+        leaf_url=None if url else getattr(config.hub, "leaf_url", None),
         **trust,
     )
